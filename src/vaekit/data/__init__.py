@@ -1,0 +1,154 @@
+"""Data sets as in-memory tensors: a registry of named loaders, user files, and index-based batching."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from ..config import DataConfig
+from ..errors import VaekitError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A whole data set in memory. Images are float32 (N, C, H, W) in [0, 1]; vectors are (N, D)."""
+
+    name: str
+    x_train: torch.Tensor
+    x_test: torch.Tensor
+    y_train: torch.Tensor | None = None  # int64 class labels (N,)
+    y_test: torch.Tensor | None = None
+    label_names: tuple[str, ...] | None = None  # label_names[k] names class k
+    # Named per-item attributes (continuous or 0/1), e.g. generative factors or CelebA columns: name -> (N,)
+    attributes_train: dict[str, torch.Tensor] = field(default_factory=dict)
+    attributes_test: dict[str, torch.Tensor] = field(default_factory=dict)
+    is_image: bool = False
+    binary: bool = False  # values are exactly 0/1 already
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        both = torch.cat([self.x_train.reshape(-1), self.x_test.reshape(-1)])
+        return float(both.min()), float(both.max())
+
+    def split(self, name: str) -> "TensorData":
+        if name not in ("train", "test"):
+            raise VaekitError(f"unknown split {name!r}: use train or test")
+        x, y = (self.x_train, self.y_train) if name == "train" else (self.x_test, self.y_test)
+        return TensorData(x, y)
+
+
+@dataclass(frozen=True)
+class TensorData:
+    """Tensors batched by index: one gather per batch, no per-item Python calls."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None = None
+    dynamic_binarize: bool = False  # a fresh Bernoulli draw of the whole set each epoch
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def to(self, device: torch.device | str) -> "TensorData":
+        return replace(self, x=self.x.to(device), y=None if self.y is None else self.y.to(device))
+
+    def shard(self, rank: int, world_size: int) -> "TensorData":
+        """Every world_size-th item from rank on: disjoint shards for multi-process training."""
+        if not 0 <= rank < world_size:
+            raise VaekitError(f"rank {rank} is outside world size {world_size}")
+        return replace(self, x=self.x[rank::world_size], y=None if self.y is None else self.y[rank::world_size])
+
+    def batches(
+        self,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        shuffle: bool = False,
+        drop_last: bool = False,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        n = len(self)
+        x = self.x
+        if self.dynamic_binarize:
+            x = torch.bernoulli(x, generator=generator)
+        order = torch.randperm(n, generator=generator, device="cpu").to(x.device) if shuffle else None
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            if order is None:
+                yield x[start : start + batch_size], None if self.y is None else self.y[start : start + batch_size]
+            else:
+                index = order[start : start + batch_size]
+                yield x.index_select(0, index), None if self.y is None else self.y.index_select(0, index)
+
+
+def binarize_static(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """One fixed Bernoulli draw (the test set of dynamically binarised training), reproducible by seed."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.bernoulli(x, generator=generator)
+
+
+Loader = Callable[[DataConfig], Dataset]
+DATASETS: dict[str, Loader] = {}
+DESCRIPTIONS: dict[str, str] = {}
+
+
+def register_dataset(name: str, description: str) -> Callable[[Loader], Loader]:
+    def add(loader: Loader) -> Loader:
+        DATASETS[name] = loader
+        DESCRIPTIONS[name] = description
+        return loader
+
+    return add
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    """A registered name, or a path to user data; then the optional limit and static binarisation."""
+    _import_loaders()
+    if cfg.name in DATASETS:
+        dataset = DATASETS[cfg.name](cfg)
+    elif Path(cfg.name).expanduser().exists():
+        from .user import load_user_data
+
+        dataset = load_user_data(cfg)
+    else:
+        import difflib
+
+        close = difflib.get_close_matches(cfg.name, list(DATASETS), n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise VaekitError(
+            f"unknown dataset {cfg.name!r}: {hint}use one of {', '.join(sorted(DATASETS))}, "
+            "or a path to a .npy/.npz/.csv file or an image folder"
+        )
+    if cfg.limit is not None:
+        dataset = replace(
+            dataset,
+            x_train=dataset.x_train[: cfg.limit],
+            y_train=None if dataset.y_train is None else dataset.y_train[: cfg.limit],
+            attributes_train={k: v[: cfg.limit] for k, v in dataset.attributes_train.items()},
+        )
+    if cfg.binarize != "none":
+        low, high = dataset.value_range
+        if low < 0 or high > 1:
+            raise VaekitError(
+                f"--binarize needs values in [0, 1], but {dataset.name} spans [{low:g}, {high:g}]: rescale it first"
+            )
+        # The test set is binarised once with a fixed seed, so every evaluation sees the same bits.
+        dataset = replace(dataset, x_test=binarize_static(dataset.x_test, seed=0), binary=True)
+        if cfg.binarize == "static":
+            dataset = replace(dataset, x_train=binarize_static(dataset.x_train, seed=1))
+    return dataset
+
+
+def train_data(dataset: Dataset, cfg: DataConfig) -> TensorData:
+    return TensorData(dataset.x_train, dataset.y_train, dynamic_binarize=cfg.binarize == "dynamic")
+
+
+def _import_loaders() -> None:
+    """Loaders register themselves on import; importing here keeps the registry complete."""
+    from . import builtin  # noqa: F401

@@ -1,0 +1,53 @@
+"""The IDX file format of MNIST and Fashion-MNIST, gzipped or not, and md5 verification."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import VaekitError
+
+_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def _open(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    path = Path(path)
+    try:
+        with _open(path) as handle:
+            raw = handle.read()
+    except (OSError, EOFError) as exc:
+        raise VaekitError(f"cannot read IDX file {path}: {exc}; delete it and fetch it again") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
+        raise VaekitError(f"{path} is not an IDX file (bad magic number); delete it and fetch it again")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_DTYPES[raw[2]])
+    expected = header + int(np.prod(shape)) * dtype.itemsize
+    if len(raw) != expected:
+        raise VaekitError(
+            f"{path} is truncated or corrupt: {len(raw)} bytes, expected {expected} for shape {shape}; fetch it again"
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+def md5_of(path: str | Path, uncompressed: bool = True) -> str:
+    path = Path(path)
+    digest = hashlib.md5()
+    with (_open(path) if uncompressed else open(path, "rb")) as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_md5(path: str | Path, expected: str) -> None:
+    """md5 of the uncompressed content, so .gz and raw copies of one file verify alike."""
+    got = md5_of(path)
+    if got != expected:
+        raise VaekitError(f"checksum mismatch for {path}: md5 {got}, expected {expected}; delete it and fetch it again")
