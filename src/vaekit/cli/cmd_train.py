@@ -1,0 +1,45 @@
+"""vaekit train: a run from flags, a YAML config or a recipe; --resume continues one."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from .. import runs
+from ..config import RunConfig
+from .common import add_config_flags, config_from_args, recipes
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("train", help="train an AE or a VAE", description=__doc__ + f" Recipes: {', '.join(recipes())}.")
+    add_config_flags(parser)
+    parser.add_argument("--out", help="run folder to write (config.json, model.safetensors, metrics.jsonl)")
+    parser.add_argument("--resume", metavar="RUN", help="continue the run in this folder (--epochs sets a new total)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and stop")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resume:
+        result = runs.resume(args.resume, epochs=args.epochs)
+    else:
+        cfg: RunConfig = config_from_args(args)
+        if args.print_config:
+            print(cfg.to_json())
+            return 0
+        if not args.out:
+            from ..errors import VaekitError
+
+            raise VaekitError("vaekit train needs --out RUN_DIR (where the model and metrics are written)")
+        result = runs.train(cfg, out=args.out, overwrite=args.overwrite)
+    last = result.history[-1] if result.history else None
+    summary = {"run": str(result.directory)}
+    if last is not None:
+        summary.update(epoch=last.epoch, train_loss=round(last.train_loss, 4),
+                       val_loss=None if last.val_loss is None else round(last.val_loss, 4),
+                       images_per_s=round(last.images_per_s, 1))
+    print(json.dumps(summary))
+    return 0

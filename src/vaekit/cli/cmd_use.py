@@ -1,0 +1,113 @@
+"""Using a trained model: sample, reconstruct, interpolate, encode, decode."""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from .. import latent, viz
+from ..errors import VaekitError
+from .common import add_data_flags, add_out, add_split, load_array, load_run, pick, run_dataset
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="decode draws from the prior")
+    p.add_argument("run")
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    add_out(p)
+    p.set_defaults(func=sample)
+
+    p = sub.add_parser("reconstruct", help="inputs (top) and their reconstructions (below)")
+    p.add_argument("run")
+    p.add_argument("--n", type=int, default=16)
+    add_split(p)
+    add_data_flags(p)
+    add_out(p)
+    p.set_defaults(func=reconstruct)
+
+    p = sub.add_parser("interpolate", help="decode a path between the codes of two items")
+    p.add_argument("run")
+    p.add_argument("--from", dest="source", type=int, default=0, help="index of the first item")
+    p.add_argument("--to", dest="target", type=int, default=1, help="index of the second item")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--slerp", action="store_true", help="spherical instead of linear interpolation")
+    add_split(p)
+    add_data_flags(p)
+    add_out(p)
+    p.set_defaults(func=interpolate)
+
+    p = sub.add_parser("encode", help="posterior means (or draws) of a data set, as .npy")
+    p.add_argument("run")
+    p.add_argument("--sample", action="store_true", help="one draw from q(z|x) per item instead of its mean")
+    p.add_argument("--seed", type=int, default=0)
+    add_split(p)
+    add_data_flags(p)
+    add_out(p, help=".npy file of codes (N, latent_dim)")
+    p.set_defaults(func=encode)
+
+    p = sub.add_parser("decode", help="decode codes from a .npy file")
+    p.add_argument("run")
+    p.add_argument("codes", help=".npy of shape (N, latent_dim)")
+    add_out(p)
+    p.set_defaults(func=decode)
+
+
+def _positive(n: int, flag: str) -> int:
+    if n < 1:
+        raise VaekitError(f"{flag} must be at least 1, got {n}")
+    return n
+
+
+def sample(args: argparse.Namespace) -> int:
+    model = load_run(args.run)
+    images = model.sample(_positive(args.n, "--n"), generator=torch.Generator().manual_seed(args.seed))
+    print(viz.save_images(images, args.out))
+    return 0
+
+
+def reconstruct(args: argparse.Namespace) -> int:
+    model = load_run(args.run)
+    x = run_dataset(args.run, args).split(args.split).x[: _positive(args.n, "--n")]
+    recon = model.reconstruct(x.to(model.device)).cpu()
+    if args.out.endswith(".npy"):
+        print(viz.save_images(recon, args.out))
+    else:
+        print(viz.save_images(torch.cat([x, recon]), args.out, ncol=len(x)))
+    return 0
+
+
+def interpolate(args: argparse.Namespace) -> int:
+    model = load_run(args.run)
+    x = run_dataset(args.run, args).split(args.split).x
+    path = latent.interpolate(model, pick(x, args.source), pick(x, args.target), args.steps,
+                              method="slerp" if args.slerp else "lerp")
+    print(viz.save_images(path.cpu(), args.out, ncol=args.steps))
+    return 0
+
+
+def encode(args: argparse.Namespace) -> int:
+    if not args.out.endswith(".npy"):
+        raise VaekitError(f"encode writes codes as .npy: got --out {args.out}")
+    model = load_run(args.run)
+    x = run_dataset(args.run, args).split(args.split).x
+    codes = latent.encode_dataset(model, x, sample=args.sample, generator=torch.Generator().manual_seed(args.seed))
+    np.save(args.out, codes.numpy())
+    print(args.out)
+    return 0
+
+
+def decode(args: argparse.Namespace) -> int:
+    model = load_run(args.run)
+    codes = load_array(args.codes)
+    if codes.ndim == 1:
+        codes = codes[None]
+    if codes.ndim != 2 or codes.shape[1] != model.latent_dim:
+        raise VaekitError(f"{args.codes} has shape {codes.shape}, expected (N, {model.latent_dim}) codes for this model")
+    if not np.issubdtype(codes.dtype, np.number) or not np.isfinite(codes).all():
+        raise VaekitError(f"{args.codes} holds non-numeric or non-finite values: codes must be finite numbers")
+    with torch.no_grad():
+        images = model.decode(torch.from_numpy(codes.astype(np.float32)).to(model.device)).mean.cpu()
+    print(viz.save_images(images, args.out))
+    return 0

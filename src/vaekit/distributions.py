@@ -1,0 +1,130 @@
+"""Likelihoods p(x|z) as objects that turn decoder outputs into distributions, and the latent distributions."""
+from __future__ import annotations
+
+import math
+from typing import Callable, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch.distributions import Bernoulli, Distribution, Independent, Normal, constraints
+
+from .errors import VaekitError
+
+# Log-variance bounds: wide enough never to bind in healthy training, tight enough that exp() cannot overflow.
+LOGVAR_MIN, LOGVAR_MAX = -20.0, 10.0
+# Smallest learned observation std: keeps the Gaussian log-density finite on constant pixels.
+MIN_STD = 1e-3
+
+
+class Likelihood:
+    """Maps decoder outputs (B, param_channels * C, ...) to a distribution with event shape = data shape."""
+
+    name: ClassVar[str]
+    param_channels: ClassVar[int] = 1
+
+    def __call__(self, params: torch.Tensor) -> Distribution:
+        raise NotImplementedError
+
+    def check_support(self, x: torch.Tensor, what: str = "data") -> None:
+        """Raise a VaekitError naming the fix when x lies outside the likelihood's support."""
+
+    @staticmethod
+    def _split(params: torch.Tensor, parts: int) -> tuple[torch.Tensor, ...]:
+        # (B, P*C, ...) -> P tensors of (B, C, ...): parameters are stacked along the channel axis.
+        return tuple(params.unflatten(1, (parts, -1)).unbind(1))
+
+
+class BernoulliLikelihood(Likelihood):
+    """Bernoulli on logits; log p(x|z) = -BCE-with-logits, also used for grey levels in [0, 1]."""
+
+    name = "bernoulli"
+
+    def __call__(self, params: torch.Tensor) -> Distribution:
+        return Independent(Bernoulli(logits=params, validate_args=False), params.dim() - 1)
+
+    def check_support(self, x: torch.Tensor, what: str = "data") -> None:
+        low, high = float(x.min()), float(x.max())
+        if low < 0 or high > 1:
+            raise VaekitError(
+                f"the bernoulli likelihood needs {what} in [0, 1], got values in [{low:g}, {high:g}]: "
+                "use --likelihood gaussian, or rescale the data to [0, 1]"
+            )
+
+
+class GaussianLikelihood(Likelihood):
+    """Diagonal Gaussian: a fixed std, or a learned one per output (softplus, floored at MIN_STD)."""
+
+    name = "gaussian"
+
+    def __init__(self, std: float | None = None) -> None:
+        self.std = std
+        self.param_channels = 1 if std is not None else 2
+
+    def __call__(self, params: torch.Tensor) -> Distribution:
+        if self.std is not None:
+            loc, scale = params, torch.full_like(params, self.std)
+        else:
+            loc, raw_scale = self._split(params, 2)
+            scale = F.softplus(raw_scale) + MIN_STD
+        return Independent(Normal(loc, scale, validate_args=False), loc.dim() - 1)
+
+
+LIKELIHOODS: dict[str, Callable[..., Likelihood]] = {
+    "bernoulli": lambda std=None: BernoulliLikelihood(),
+    "gaussian": lambda std=None: GaussianLikelihood(std),
+}
+
+
+def build_likelihood(name: str, std: float | None = None) -> Likelihood:
+    if name not in LIKELIHOODS:
+        raise VaekitError(f"unknown likelihood {name!r}: use one of {', '.join(LIKELIHOODS)}")
+    return LIKELIHOODS[name](std)
+
+
+def diagonal_gaussian(loc: torch.Tensor, logvar: torch.Tensor) -> Distribution:
+    """q(z|x) = N(loc, diag(exp(logvar))), batch (B,), event (D,)."""
+    scale = torch.exp(0.5 * logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
+    return Independent(Normal(loc, scale, validate_args=False), 1)
+
+
+def standard_normal(latent_dim: int, like: torch.Tensor) -> Distribution:
+    zeros = like.new_zeros(latent_dim)
+    return Independent(Normal(zeros, torch.ones_like(zeros), validate_args=False), 1)
+
+
+class PointMass(Distribution):
+    """A deterministic code (the plain autoencoder's 'posterior'): every sample is the code itself."""
+
+    arg_constraints: ClassVar[dict] = {"loc": constraints.real}
+    has_rsample = True
+
+    def __init__(self, loc: torch.Tensor) -> None:
+        self.loc = loc
+        super().__init__(batch_shape=loc.shape[:-1], event_shape=loc.shape[-1:], validate_args=False)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.loc
+
+    @property
+    def mode(self) -> torch.Tensor:
+        return self.loc
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return torch.zeros_like(self.loc)
+
+    @property
+    def stddev(self) -> torch.Tensor:
+        return torch.zeros_like(self.loc)
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        return self.loc.expand(torch.Size(sample_shape) + self.loc.shape)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        equal = (value == self.loc).all(-1)
+        return torch.where(equal, 0.0, -math.inf)

@@ -1,0 +1,143 @@
+"""The model interface (encode -> q(z|x), decode -> p(x|z), prior, loss) and its families, by registry."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+from torch.distributions import Distribution, kl_divergence
+
+from .config import ModelConfig
+from .distributions import PointMass, build_likelihood, diagonal_gaussian, standard_normal
+from .errors import VaekitError
+from .networks import build_networks
+
+
+@dataclass(frozen=True)
+class LossOutput:
+    """Batch means of the training objective and its parts (nats per example)."""
+
+    loss: torch.Tensor  # minimised: recon + beta * kl_scale * kl
+    recon: torch.Tensor  # -E_q[log p(x|z)], one sample
+    kl: torch.Tensor  # the regularizer, KL(q(z|x) || p(z)) for a VAE
+    elbo: torch.Tensor  # -(recon + kl), higher is better (beta = 1)
+
+
+class Model(nn.Module):
+    """Template: the ELBO is written once here; a family overrides `posterior`, `regularizer` or `loss`."""
+
+    family: ClassVar[str]
+    posterior_params: ClassVar[int] = 2  # encoder outputs per latent dimension
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.likelihood = build_likelihood(config.likelihood, config.gaussian_std)
+        self.encoder, self.decoder = build_networks(
+            config, config.latent_dim * self.posterior_params, self.likelihood.param_channels
+        )
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        return self.config.data_shape
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # The distributions. y is the optional label, reserved for conditioning shared by every family.
+    def posterior(self, params: torch.Tensor) -> Distribution:
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+        """q(z|x): batch (B,), event (latent_dim,)."""
+        return self.posterior(self.encoder(x))
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+        """p(x|z): batch (B,), event = data shape. Any leading sample dims of z are folded into the batch."""
+        return self.likelihood(self.decoder(z))
+
+    def prior(self) -> Distribution:
+        return standard_normal(self.latent_dim, next(self.parameters()))
+
+    def regularizer(self, qz: Distribution, z: torch.Tensor) -> torch.Tensor:
+        """Per-example KL(q(z|x) || p(z)), closed form. (B,)"""
+        return kl_divergence(qz, self.prior())
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_scale: float = 1.0) -> LossOutput:
+        qz = self.encode(x, y)
+        z = qz.rsample()  # (B, D), reparameterised
+        recon = -self.decode(z, y).log_prob(x)  # (B,)
+        kl = self.regularizer(qz, z)  # (B,)
+        loss = (recon + (self.config.beta * kl_scale) * kl).mean()
+        return LossOutput(loss=loss, recon=recon.mean(), kl=kl.mean(), elbo=-(recon + kl))
+
+    def log_importance_weights(self, x: torch.Tensor, k: int, y: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x|z_k) + log p(z_k) - log q(z_k|x) for z_k ~ q(z|x): (K, B). The IWAE bound and NLL use it."""
+        qz = self.encode(x, y)
+        z = qz.rsample((k,))  # (K, B, D)
+        batch = x.shape[0]
+        px = self.decode(z.reshape(k * batch, -1), y)
+        log_px = px.log_prob(x.expand(k, *x.shape).reshape(k * batch, *x.shape[1:])).view(k, batch)
+        return log_px + self.prior().log_prob(z) - qz.log_prob(z)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n prior draws decoded to the likelihood mean: (n, *data_shape)."""
+        z = torch.randn(n, self.latent_dim, generator=generator, device="cpu").to(self.device)
+        return self.decode(z).mean
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Decode the posterior mean: the model's best single reconstruction."""
+        return self.decode(self.encode(x).mean).mean
+
+
+MODEL_FAMILIES: dict[str, type[Model]] = {}
+
+
+def register_family(name: str) -> Callable[[type[Model]], type[Model]]:
+    def add(cls: type[Model]) -> type[Model]:
+        cls.family = name
+        MODEL_FAMILIES[name] = cls
+        return cls
+
+    return add
+
+
+@register_family("vae")
+class VAE(Model):
+    """Diagonal Gaussian posterior, standard normal prior, analytic KL (Kingma & Welling 2014, eq. 10)."""
+
+    def posterior(self, params: torch.Tensor) -> Distribution:
+        loc, logvar = params.chunk(2, dim=-1)
+        return diagonal_gaussian(loc, logvar)
+
+
+@register_family("ae")
+class AE(Model):
+    """A plain autoencoder: a deterministic code and no regularizer; the same loss otherwise."""
+
+    posterior_params = 1
+
+    def posterior(self, params: torch.Tensor) -> Distribution:
+        return PointMass(params)
+
+    def regularizer(self, qz: Distribution, z: torch.Tensor) -> torch.Tensor:
+        return z.new_zeros(z.shape[:-1])
+
+    def log_importance_weights(self, x: torch.Tensor, k: int, y: torch.Tensor | None = None) -> torch.Tensor:
+        raise VaekitError("a plain autoencoder (family ae) defines no likelihood bound: evaluate a vae instead")
+
+
+def build_model(config: ModelConfig) -> Model:
+    if config.family not in MODEL_FAMILIES:
+        raise VaekitError(f"unknown model family {config.family!r}: use one of {', '.join(sorted(MODEL_FAMILIES))}")
+    if config.likelihood == "auto":
+        raise VaekitError("model.likelihood is 'auto': resolve it from the data first (vaekit.runs.resolve_config)")
+    return MODEL_FAMILIES[config.family](config)

@@ -1,0 +1,116 @@
+"""Encoder and decoder bodies: MLP for vectors, convolutional for images, picked from the data shape."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .errors import VaekitError
+
+
+def _mlp(widths: list[int]) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for width_in, width_out in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(width_in, width_out), nn.ReLU()]
+    return layers
+
+
+class MLPEncoder(nn.Sequential):
+    def __init__(self, data_shape: tuple[int, ...], hidden_dims: tuple[int, ...], out_features: int) -> None:
+        widths = [math.prod(data_shape), *hidden_dims]
+        super().__init__(nn.Flatten(), *_mlp(widths), nn.Linear(widths[-1], out_features))
+
+
+class MLPDecoder(nn.Sequential):
+    """Outputs (B, param_channels * C, ...) in the data's own shape."""
+
+    def __init__(self, data_shape: tuple[int, ...], hidden_dims: tuple[int, ...], latent_dim: int, param_channels: int) -> None:
+        widths = [latent_dim, *reversed(hidden_dims)]
+        out_shape = (param_channels * data_shape[0], *data_shape[1:])
+        super().__init__(
+            *_mlp(widths), nn.Linear(widths[-1], math.prod(out_shape)), nn.Unflatten(1, out_shape)
+        )
+
+
+def _conv_sizes(size: int, depth: int) -> list[int]:
+    """Spatial sizes through stride-2, kernel-4, padding-1 convolutions: n -> n // 2."""
+    sizes = [size]
+    for _ in range(depth):
+        sizes.append(sizes[-1] // 2)
+    return sizes
+
+
+class ConvEncoder(nn.Module):
+    def __init__(self, data_shape: tuple[int, ...], channels: tuple[int, ...], hidden: int, out_features: int) -> None:
+        super().__init__()
+        in_channels, height, width = data_shape
+        widths = [in_channels, *channels]
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
+        self.convs = nn.Sequential(*layers)
+        h, w = _conv_sizes(height, len(channels))[-1], _conv_sizes(width, len(channels))[-1]
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels[-1] * h * w, hidden), nn.ReLU(), nn.Linear(hidden, out_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.convs(x))
+
+
+class ConvDecoder(nn.Module):
+    """Mirror of ConvEncoder; output_padding restores odd sizes exactly (28 -> 14 -> 7 -> 3 and back)."""
+
+    def __init__(self, data_shape: tuple[int, ...], channels: tuple[int, ...], hidden: int, latent_dim: int, param_channels: int) -> None:
+        super().__init__()
+        out_channels, height, width = data_shape
+        hs, ws = _conv_sizes(height, len(channels)), _conv_sizes(width, len(channels))
+        self.head = nn.Sequential(
+            nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, channels[-1] * hs[-1] * ws[-1]), nn.ReLU(),
+            nn.Unflatten(1, (channels[-1], hs[-1], ws[-1])),
+        )
+        widths = [*reversed(channels), out_channels * param_channels]
+        layers: list[nn.Module] = []
+        for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
+            level = len(channels) - 1 - i  # sizes index of the layer's output
+            padding = (hs[level] - 2 * hs[level + 1], ws[level] - 2 * ws[level + 1])
+            layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, output_padding=padding))
+            if i < len(channels) - 1:
+                layers.append(nn.ReLU())
+        self.convs = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.convs(self.head(z))
+
+
+def resolve_network(cfg: ModelConfig) -> str:
+    is_image = len(cfg.data_shape) == 3
+    if cfg.network == "auto":
+        return "conv" if is_image and min(cfg.data_shape[1:]) >= 8 else "mlp"
+    if cfg.network == "conv":
+        if not is_image:
+            raise VaekitError(
+                f"--network conv needs image data (C, H, W), got shape {cfg.data_shape}: use --network mlp"
+            )
+        if min(cfg.data_shape[1:]) < 2 ** len(cfg.conv_channels):
+            raise VaekitError(
+                f"images of {cfg.data_shape[1]}x{cfg.data_shape[2]} are too small for {len(cfg.conv_channels)} "
+                "stride-2 convolutions: use fewer --conv-channels or --network mlp"
+            )
+    return cfg.network
+
+
+def build_networks(cfg: ModelConfig, posterior_features: int, param_channels: int) -> tuple[nn.Module, nn.Module]:
+    """encoder: x -> posterior parameters (B, posterior_features); decoder: z -> likelihood parameters."""
+    if not cfg.data_shape:
+        raise VaekitError("model.data_shape is empty: build the model from a data set (vaekit fills it in)")
+    if resolve_network(cfg) == "conv":
+        hidden = cfg.hidden_dims[-1]
+        return (
+            ConvEncoder(cfg.data_shape, cfg.conv_channels, hidden, posterior_features),
+            ConvDecoder(cfg.data_shape, cfg.conv_channels, hidden, cfg.latent_dim, param_channels),
+        )
+    return (
+        MLPEncoder(cfg.data_shape, cfg.hidden_dims, posterior_features),
+        MLPDecoder(cfg.data_shape, cfg.hidden_dims, cfg.latent_dim, param_channels),
+    )

@@ -1,0 +1,106 @@
+"""A training run end to end: config + data -> model -> Trainer -> run folder (checkpoints, metrics)."""
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from . import checkpoint
+from .config import RunConfig, validate
+from .data import Dataset, load_dataset, train_data
+from .errors import VaekitError
+from .models import Model, build_model
+from .train import EpochResult, MetricsLog, Trainer
+
+log = logging.getLogger(__name__)
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    model: Model
+    config: RunConfig
+    history: list[EpochResult]
+    directory: Path | None
+
+
+def resolve_config(cfg: RunConfig, dataset: Dataset) -> RunConfig:
+    """Fill what the data decides: its shape and, for likelihood 'auto', bernoulli on [0, 1] else gaussian."""
+    likelihood = cfg.model.likelihood
+    if likelihood == "auto":
+        low, high = dataset.value_range
+        likelihood = "bernoulli" if low >= 0 and high <= 1 else "gaussian"
+    model = replace(cfg.model, data_shape=dataset.shape, likelihood=likelihood)
+    return validate(replace(cfg, model=model))
+
+
+class Checkpointer:
+    """Saves the model (loadable alone) and the resume state; a failed run keeps the last good files."""
+
+    def __init__(self, directory: Path, config: RunConfig) -> None:
+        self.directory, self.config = directory, config
+
+    def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
+        last = result.epoch == trainer.cfg.epochs
+        if result.epoch % trainer.cfg.checkpoint_every == 0 or last:
+            checkpoint.save_pretrained(trainer.model, self.config, self.directory)
+            checkpoint.save_resume(self.directory, *trainer.state_dict())
+
+
+def prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and (out / checkpoint.CONFIG_FILE).exists() and not overwrite:
+        raise VaekitError(
+            f"{out} already holds a run: continue it with --resume {out}, choose another --out, or pass --overwrite"
+        )
+    if out.exists() and overwrite:
+        for name in (checkpoint.MODEL_FILE, checkpoint.CONFIG_FILE, checkpoint.RESUME_STATE,
+                     checkpoint.RESUME_TENSORS, METRICS_FILE):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False, dataset: Dataset | None = None) -> RunResult:
+    """Train a model as configured; with `out`, write the run folder as it goes."""
+    dataset = dataset if dataset is not None else load_dataset(cfg.data)
+    cfg = resolve_config(cfg, dataset)
+    torch.manual_seed(cfg.train.seed)  # weights and posterior samples: same seed, same run
+    model = build_model(cfg.model)
+    model.likelihood.check_support(dataset.x_train, "the training data")
+    callbacks = []
+    directory = None
+    if out is not None:
+        directory = Path(out)
+        prepare_out(directory, overwrite)
+        checkpoint.write_json(directory / checkpoint.CONFIG_FILE, {"format": checkpoint.FORMAT, **cfg.to_dict()})
+        callbacks = [MetricsLog(directory / METRICS_FILE), Checkpointer(directory, cfg)]
+    trainer = Trainer(model, cfg.train, callbacks)
+    history = trainer.fit(train_data(dataset, cfg.data), dataset.split("test"))
+    if directory is not None and not history:
+        checkpoint.save_pretrained(trainer.model, cfg, directory)
+    return RunResult(checkpoint.unwrap(trainer.model).eval(), cfg, history, directory)
+
+
+def resume(directory: str | Path, epochs: int | None = None) -> RunResult:
+    """Continue a run from its last resume state, optionally to a new total number of epochs."""
+    directory = Path(directory)
+    cfg = checkpoint.load_config(directory)
+    if epochs is not None:
+        cfg = validate(replace(cfg, train=replace(cfg.train, epochs=epochs)))
+    tensors, meta = checkpoint.load_resume(directory)
+    dataset = load_dataset(cfg.data)
+    if tuple(dataset.shape) != tuple(cfg.model.data_shape):
+        raise VaekitError(f"the data now has shape {dataset.shape}, the run was trained on {cfg.model.data_shape}")
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model)
+    callbacks = [MetricsLog(directory / METRICS_FILE), Checkpointer(directory, cfg)]
+    trainer = Trainer(model, cfg.train, callbacks)
+    trainer.load_state_dict(tensors, meta)
+    if trainer.epoch >= cfg.train.epochs:
+        log.info("%s already finished %d epochs: pass --epochs N to train further", directory, trainer.epoch)
+    history = trainer.fit(train_data(dataset, cfg.data), dataset.split("test"))
+    if trainer.epoch == meta["epoch"]:
+        checkpoint.save_pretrained(trainer.model, cfg, directory)  # config may carry the new epoch count
+    return RunResult(checkpoint.unwrap(trainer.model).eval(), cfg, history, directory)
