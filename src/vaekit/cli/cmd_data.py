@@ -1,0 +1,50 @@
+"""`vaekit data list` shows every data set and where file-backed ones were found; `vaekit data get` fetches one."""
+from __future__ import annotations
+
+import argparse
+
+from ..data import DESCRIPTIONS, _import_loaders
+from ..data.idx_datasets import SPECS, fetch, locate, search_dirs
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("data", help="list the data sets; download MNIST or Fashion-MNIST")
+    actions = parser.add_subparsers(dest="data_action", metavar="ACTION")
+    actions.required = True
+    actions.add_parser("list", help="every named data set, and whether its files are on this machine")
+    get = actions.add_parser(
+        "get", help="download and checksum a data set's files (default into ~/.cache/vaekit/NAME/)"
+    )
+    get.add_argument("name", choices=sorted(SPECS), help="the data set to fetch")
+    get.add_argument("--dest", metavar="DIR", help="put the files here instead of ~/.cache/vaekit/NAME/")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return ACTIONS[args.data_action](args)
+
+
+def list_datasets(args: argparse.Namespace) -> int:
+    _import_loaders()
+    width = max(len(name) for name in DESCRIPTIONS)
+    for name in sorted(DESCRIPTIONS):
+        print(f"{name:<{width}}  {DESCRIPTIONS[name]}")
+        if name in SPECS:
+            found = locate(name)
+            status = f"found in {found}" if found else f"not found (run `vaekit data get {name}`)"
+            print(f"{'':<{width}}  {status}")
+    print("Or give a path: a .npy/.npz/.csv file or a folder of images.")
+    return 0
+
+
+def get_dataset(args: argparse.Namespace) -> int:
+    dest = fetch(args.name, args.dest)
+    print(f"{args.name}: 4 files verified in {dest}")
+    if dest not in search_dirs(args.name):
+        # A --dest outside the search path needs pointing at, or loading will not find it.
+        hint = dest.parent if dest.name == args.name else dest
+        print(f"use it with --data-dir {hint} (or export VAEKIT_DATA={hint})")
+    return 0
+
+
+ACTIONS = {"list": list_datasets, "get": get_dataset}

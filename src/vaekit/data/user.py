@@ -1,0 +1,489 @@
+"""The user's own data: a .npy/.npz array file, a CSV of numbers, or a folder of images; and attribute tables.
+
+Conventions, chosen once here:
+- Arrays. (N, D) is N vectors, used as they are. (N, H, W) and (N, H, W, C) or (N, C, H, W) with C in {1, 3}
+  are images: integers must lie in 0..255 and are scaled to [0, 1]; floats must already lie in [0, 1].
+- .npy: one array, no labels.
+- .npz: `x_train` and `x_test` (with optional `y_train`, `y_test`) give the split; otherwise `x` (with
+  optional `y`) is split. A file holding one array under any other name is that `x`. Labels are class ids
+  0..K-1, or strings, which become classes in sorted order.
+- .csv: numbers, comma-separated, one item per row; a first row without any number is the header.
+  `label_column` names the class column (by header name, or by 0-based index without a header).
+- A folder: .png/.jpg/.jpeg files, centre-cropped to a square and resized to image_size x image_size
+  (default 64); grayscale if every image is, else RGB. Images in subfolders get the subfolder name as
+  class; subfolders named exactly train/ and test/ give the split instead. An attribute table in the
+  folder (`list_attr_celeba.txt` or `attributes.csv`, see load_attribute_table) fills the attributes.
+- Without a split of its own, a fixed-seed random `test_fraction` of the items becomes the test set.
+"""
+from __future__ import annotations
+
+import csv
+import difflib
+import logging
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..config import DataConfig
+from ..errors import VaekitError
+from . import Dataset
+from .builtin import images_to_tensor
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+DEFAULT_IMAGE_SIZE = 64
+ATTRIBUTE_FILES = ("list_attr_celeba.txt", "attributes.csv")
+SPLIT_SEED = 0
+_GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+_LANCZOS = getattr(Image, "Resampling", Image).LANCZOS  # Pillow < 9.1 has no Resampling enum
+
+
+def load_user_data(cfg: DataConfig) -> Dataset:
+    path = Path(cfg.name).expanduser()
+    if not path.exists():
+        raise VaekitError(f"data path {path} does not exist: check the path, or use a registered data set name")
+    if path.is_dir():
+        return _load_folder(path, cfg)
+    loader = _FILE_LOADERS.get(path.suffix.lower())
+    if loader is None:
+        kind = "a single image is not a data set: give its folder" if path.suffix.lower() in IMAGE_SUFFIXES else (
+            f"cannot read {path.suffix or 'files without a suffix'}"
+        )
+        raise VaekitError(f"{path}: {kind}; use a .npy, .npz or .csv file, or a folder of images")
+    return loader(path, cfg)
+
+
+# ---- arrays ----------------------------------------------------------------------------------------------
+
+
+def _load_npy(path: Path, cfg: DataConfig) -> Dataset:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise VaekitError(f"cannot read {path} as a .npy array ({exc}); save it with numpy.save") from None
+    x, is_image = _items_tensor(array, f"{path}")
+    return _dataset(path.stem, x, None, None, None, None, is_image, cfg.test_fraction)
+
+
+_NPZ_KEYS = ("x", "y", "x_train", "y_train", "x_test", "y_test")
+
+
+def _load_npz(path: Path, cfg: DataConfig) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError) as exc:
+        raise VaekitError(f"cannot read {path} as a .npz archive ({exc}); save it with numpy.savez") from None
+    if len(arrays) == 1 and not set(arrays) & set(_NPZ_KEYS):
+        arrays = {"x": next(iter(arrays.values()))}
+    unknown = sorted(set(arrays) - set(_NPZ_KEYS))
+    if unknown:
+        log.warning("%s: ignoring arrays %s (known keys: %s)", path, ", ".join(unknown), ", ".join(_NPZ_KEYS))
+    has = {key for key in _NPZ_KEYS if key in arrays}
+    for y_key, x_key in (("y", "x"), ("y_train", "x_train"), ("y_test", "x_test")):
+        if y_key in has and x_key not in has:
+            raise VaekitError(f"{path} has {y_key} but no {x_key}: labels need the data they label")
+    if "x" in has and has & {"x_train", "x_test"}:
+        raise VaekitError(f"{path} has both x and x_train/x_test: keep x (to be split) or x_train + x_test")
+    if "x" not in has and "x_train" not in has:
+        held = ", ".join(sorted(arrays)) or "no arrays"
+        raise VaekitError(f"{path} holds {held}: name the data x, or x_train and x_test")
+    if "x_train" in has and "x_test" not in has:
+        raise VaekitError(f"{path} has x_train but no x_test: add x_test, or rename x_train to x to split it")
+    if ("y_train" in has) != ("y_test" in has):
+        raise VaekitError(f"{path} has labels for only one split: give both y_train and y_test, or neither")
+    name = path.stem
+    if "x" in has:
+        x, is_image = _items_tensor(arrays["x"], f"{path}[x]")
+        y, label_names = _labels(arrays.get("y"), len(x), f"{path}[y]")
+        return _dataset(name, x, y, label_names, None, None, is_image, cfg.test_fraction)
+    x_train, is_image = _items_tensor(arrays["x_train"], f"{path}[x_train]")
+    x_test, test_is_image = _items_tensor(arrays["x_test"], f"{path}[x_test]")
+    if x_train.shape[1:] != x_test.shape[1:] or is_image != test_is_image:
+        raise VaekitError(
+            f"{path}: x_train items have shape {tuple(arrays['x_train'].shape[1:])} but x_test items "
+            f"{tuple(arrays['x_test'].shape[1:])}: both splits need the same item shape and dtype kind"
+        )
+    y_train, y_test, label_names = None, None, None
+    if "y_train" in has:
+        if arrays["y_train"].shape != (len(x_train),) or arrays["y_test"].shape != (len(x_test),):
+            raise VaekitError(
+                f"{path}: y_train/y_test have shapes {arrays['y_train'].shape}/{arrays['y_test'].shape}, "
+                f"expected ({len(x_train)},)/({len(x_test)},): one label per item"
+            )
+        # Labelled together, so class names map to the same ids in both splits.
+        both, label_names = _labels(
+            np.concatenate([arrays["y_train"], arrays["y_test"]]),
+            len(x_train) + len(x_test),
+            f"{path}[y_train, y_test]",
+        )
+        y_train, y_test = both[: len(x_train)], both[len(x_train) :]
+    return Dataset(
+        name, x_train, x_test, y_train, y_test, label_names=label_names, is_image=is_image,
+        binary=_is_binary(x_train) and _is_binary(x_test),
+    )
+
+
+def _items_tensor(array: np.ndarray, source: str) -> tuple[torch.Tensor, bool]:
+    """An (N, ...) array -> (float32 tensor, is_image), by the conventions in the module docstring."""
+    kind = array.dtype.kind
+    if kind not in "biuf":
+        raise VaekitError(f"{source} has dtype {array.dtype}: expected numbers (integers or floats)")
+    if array.ndim not in (2, 3, 4):
+        raise VaekitError(
+            f"{source} has shape {array.shape}: expected (N, D) vectors or (N, H, W), (N, H, W, C) images"
+        )
+    if len(array) == 0:
+        raise VaekitError(f"{source} holds no items: expected an array of shape (N, ...) with N >= 1")
+    if kind == "f" and not np.isfinite(array).all():
+        raise VaekitError(f"{source} contains NaN or infinite values: remove or impute them first")
+    if array.ndim == 2:
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)), False
+    if array.ndim == 4:
+        if array.shape[-1] in (1, 3):
+            pass  # (N, H, W, C), numpy's and Pillow's layout
+        elif array.shape[1] in (1, 3):
+            array = array.transpose(0, 2, 3, 1)
+        else:
+            raise VaekitError(
+                f"{source} has shape {array.shape}: images need 1 or 3 channels, first or last, e.g. (N, 28, 28, 1)"
+            )
+    low, high = array.min(), array.max()
+    if kind == "f":
+        if low < 0 or high > 1:
+            raise VaekitError(
+                f"{source} holds float images in [{low:g}, {high:g}]: "
+                "scale them to [0, 1], or save them as uint8 0..255"
+            )
+        return images_to_tensor(array.astype(np.float32, copy=False), scale=1.0), True
+    if kind == "b":
+        return images_to_tensor(array.astype(np.uint8), scale=1.0), True
+    if low < 0 or high > 255:
+        raise VaekitError(f"{source} holds integer images in {low}..{high}: expected 0..255 (8-bit pixels)")
+    return images_to_tensor(array.astype(np.uint8, copy=False)), True
+
+
+def _labels(
+    values: np.ndarray | None, n: int, source: str
+) -> tuple[torch.Tensor | None, tuple[str, ...] | None]:
+    """Class ids 0..K-1 (label_names None) or strings (classes in sorted order, named)."""
+    if values is None:
+        return None, None
+    values = np.asarray(values)
+    if values.shape != (n,):
+        raise VaekitError(f"{source} has shape {values.shape}, expected ({n},): one label per item")
+    if values.dtype.kind in "US":
+        names, ids = np.unique(values.astype(str), return_inverse=True)
+        return torch.from_numpy(ids.astype(np.int64)), tuple(names.tolist())
+    if values.dtype.kind == "f":
+        if not (np.isfinite(values).all() and (values == np.round(values)).all()):
+            raise VaekitError(f"{source} holds non-integer labels: labels must be class ids 0, 1, 2, ...")
+    elif values.dtype.kind not in "biu":
+        raise VaekitError(f"{source} has dtype {values.dtype}: labels must be class ids or class names")
+    if values.min() < 0:
+        raise VaekitError(f"{source} holds negative labels ({values.min()}): labels must be class ids 0, 1, 2, ...")
+    return torch.from_numpy(values.astype(np.int64)), None
+
+
+def _is_binary(x: torch.Tensor) -> bool:
+    return bool(((x == 0) | (x == 1)).all())
+
+
+def _split_indices(n: int, test_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed-seed permutation, so the split is the same on every run and machine."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
+    n_test = min(max(1, round(n * test_fraction)), n - 1)
+    return order[n_test:], order[:n_test]
+
+
+def _dataset(
+    name: str,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    label_names: tuple[str, ...] | None,
+    attributes: dict[str, torch.Tensor] | None,
+    split: tuple[torch.Tensor, torch.Tensor] | None,
+    is_image: bool,
+    test_fraction: float,
+) -> Dataset:
+    """Split one pool of items (by `split`, or at random by test_fraction) into a Dataset."""
+    if split is None and len(x) < 2:
+        raise VaekitError(f"data set {name!r} has {len(x)} item: need at least 2 (some to train, some to test)")
+    train, test = split if split is not None else _split_indices(len(x), test_fraction)
+    attributes = attributes or {}
+    return Dataset(
+        name,
+        x[train],
+        x[test],
+        None if y is None else y[train],
+        None if y is None else y[test],
+        label_names=label_names,
+        attributes_train={key: value[train] for key, value in attributes.items()},
+        attributes_test={key: value[test] for key, value in attributes.items()},
+        is_image=is_image,
+        binary=_is_binary(x),
+    )
+
+
+# ---- CSV -------------------------------------------------------------------------------------------------
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv_rows(path: Path) -> list[list[str]]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = [[cell.strip() for cell in row] for row in csv.reader(handle)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise VaekitError(f"cannot read {path} as CSV text ({exc}); save it as UTF-8 comma-separated values") from None
+    rows = [row for row in rows if any(row)]  # blank lines
+    if not rows:
+        raise VaekitError(f"{path} is empty: expected rows of comma-separated numbers")
+    return rows
+
+
+def _load_csv(path: Path, cfg: DataConfig) -> Dataset:
+    rows = _read_csv_rows(path)
+    width = len(rows[0])
+    for number, row in enumerate(rows, start=1):
+        if len(row) != width:
+            raise VaekitError(
+                f"{path} is ragged: row {number} has {len(row)} columns, the first row {width}; "
+                "give every row the same columns"
+            )
+    # A header names columns; a data row has at least one number even beside a text label.
+    header = rows[0] if not any(_is_number(cell) for cell in rows[0]) else None
+    body = rows[1:] if header else rows
+    if len(body) < 2:
+        raise VaekitError(f"{path} has {len(body)} data rows: need at least 2 (some to train, some to test)")
+    label_index = _label_index(cfg.label_column, header, width, path)
+    columns = [i for i in range(width) if i != label_index]
+    if not columns:
+        raise VaekitError(f"{path} has no feature columns besides the label column {cfg.label_column!r}")
+    table = np.array(body, dtype=object)
+    try:
+        features = table[:, columns].astype(np.float32)
+    except ValueError:
+        row, column = next((r, c) for r in range(len(body)) for c in columns if not _is_number(body[r][c]))
+        where = f"row {row + 1 + (header is not None)}, column {header[column] if header else column + 1}"
+        raise VaekitError(
+            f"{path}: {body[row][column]!r} at {where} is not a number; fix or remove that row"
+            + ("" if cfg.label_column else ", or name a text column with data.label_column")
+        ) from None
+    if not np.isfinite(features).all():
+        raise VaekitError(f"{path} contains NaN or infinite values: remove or impute them first")
+    y, label_names = None, None
+    if label_index is not None:
+        cells = table[:, label_index].astype(str)
+        numeric = all(_is_number(cell) for cell in cells)
+        y, label_names = _labels(cells.astype(np.float64) if numeric else cells, len(body), f"{path} label column")
+    x = torch.from_numpy(features)
+    return _dataset(path.stem, x, y, label_names, None, None, False, cfg.test_fraction)
+
+
+def _label_index(label_column: str | None, header: list[str] | None, width: int, path: Path) -> int | None:
+    if label_column is None:
+        return None
+    if header is not None:
+        if label_column in header:
+            return header.index(label_column)
+        close = difflib.get_close_matches(label_column, header, n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise VaekitError(f"{path} has no column {label_column!r}: {hint}columns are {', '.join(header)}")
+    if label_column.isdigit() and int(label_column) < width:
+        return int(label_column)
+    raise VaekitError(
+        f"{path} has no header row, so data.label_column must be a 0-based column index below {width}, "
+        f"not {label_column!r}; or add a header row"
+    )
+
+
+# ---- image folders ---------------------------------------------------------------------------------------
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _scan(folder: Path) -> tuple[list[Path], list[str | None]]:
+    """Image files and their class (subfolder name), or None for images directly in folder."""
+    direct = _image_files(folder)
+    classes = {sub.name: files for sub in _subfolders(folder) if (files := _image_files(sub))}
+    if direct and classes:
+        raise VaekitError(
+            f"{folder} has images both directly inside and in subfolders ({', '.join(classes)}): "
+            "put every image in a class subfolder, or none"
+        )
+    if classes:
+        pairs = [(file, name) for name, files in classes.items() for file in files]
+        return [file for file, _ in pairs], [name for _, name in pairs]
+    return direct, [None] * len(direct)
+
+
+def _load_folder(folder: Path, cfg: DataConfig) -> Dataset:
+    size = cfg.image_size or DEFAULT_IMAGE_SIZE
+    subfolders = {sub.name for sub in _subfolders(folder)}
+    if subfolders == {"train", "test"} and not _image_files(folder):
+        parts = {part: _scan(folder / part) for part in ("train", "test")}
+        files = parts["train"][0] + parts["test"][0]
+        classes = parts["train"][1] + parts["test"][1]
+        n_train = len(parts["train"][0])
+        if n_train == 0 or len(files) == n_train:
+            raise VaekitError(f"{folder}/train and {folder}/test must both hold images (.png, .jpg, .jpeg)")
+        split = (torch.arange(n_train), torch.arange(n_train, len(files)))
+    else:
+        files, classes = _scan(folder)
+        split = None
+    if not files:
+        raise VaekitError(
+            f"{folder} holds no images: put .png/.jpg/.jpeg files in it, or in one subfolder per class"
+        )
+    if len(files) < 2:
+        raise VaekitError(f"{folder} holds 1 image: need at least 2 (some to train, some to test)")
+    if (None in classes) and any(c is not None for c in classes):
+        raise VaekitError(f"{folder}: train/ and test/ must both use class subfolders, or neither")
+    x = _read_images(files, size)
+    y, label_names = (None, None) if classes[0] is None else _labels(np.array(classes), len(files), f"{folder}")
+    attributes = _folder_attributes(folder, files)
+    return _dataset(folder.name, x, y, label_names, attributes, split, True, cfg.test_fraction)
+
+
+def _read_images(files: list[Path], size: int) -> torch.Tensor:
+    modes = [_image_mode(path) for path in files]
+    gray = all(mode in _GRAYSCALE_MODES for mode in modes)
+    mode = "L" if gray else "RGB"
+    pixels = np.empty((len(files), size, size) if gray else (len(files), size, size, 3), dtype=np.uint8)
+    for i, path in enumerate(files):
+        with _open_image(path) as image:
+            try:
+                converted = image.convert(mode)
+            except (OSError, ValueError) as exc:
+                raise VaekitError(f"cannot decode image {path} ({exc}): remove it or re-save it as PNG") from None
+            pixels[i] = np.asarray(_square(converted, size))
+    return images_to_tensor(pixels)
+
+
+def _image_mode(path: Path) -> str:
+    """Read from the header alone: cheap."""
+    with _open_image(path) as image:
+        return image.mode
+
+
+def _open_image(path: Path) -> Image.Image:
+    try:
+        return Image.open(path)
+    except (UnidentifiedImageError, OSError) as exc:
+        problem = exc.__class__.__name__
+        raise VaekitError(f"cannot read image {path} ({problem}): remove it or re-save it as PNG") from None
+
+
+def _square(image: Image.Image, size: int) -> Image.Image:
+    """Centre-crop to a square, then resize: faces and objects keep their proportions."""
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return image.resize((size, size), _LANCZOS, box=(left, top, left + side, top + side))
+
+
+def _folder_attributes(folder: Path, files: list[Path]) -> dict[str, torch.Tensor]:
+    tables = [folder / name for name in ATTRIBUTE_FILES if (folder / name).is_file()]
+    if not tables:
+        return {}
+    names, attributes = load_attribute_table(tables[0])
+    row = {name: i for i, name in enumerate(names)}
+    keys = [file.relative_to(folder).as_posix() for file in files]
+    index = [row.get(key, row.get(Path(key).name)) for key in keys]
+    absent = [key for key, i in zip(keys, index, strict=True) if i is None]
+    if absent:
+        raise VaekitError(
+            f"{tables[0]} has no row for {len(absent)} image(s), e.g. {absent[0]}: "
+            "add rows for them, or remove the table"
+        )
+    order = torch.tensor(index)
+    return {name: values[order] for name, values in attributes.items()}
+
+
+# ---- attribute tables ------------------------------------------------------------------------------------
+
+
+def load_attribute_table(path: str | Path) -> tuple[list[str], dict[str, torch.Tensor]]:
+    """File keys and 0/1 attribute columns (float32, (N,)) from a CSV or CelebA's list_attr_celeba.txt.
+
+    CSV: a header row, the first column the file name, the others 0/1. CelebA: line 1 the row count,
+    line 2 the attribute names, then `file v1 v2 ...` separated by spaces. In both, -1 means 0.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VaekitError(f"cannot read attribute table {path} ({exc}); check the path") from None
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        raise VaekitError(f"attribute table {path} is empty: expected a header and one row per file")
+    if lines[0].strip().isdigit():
+        count = int(lines[0])
+        header = lines[1].split() if len(lines) > 1 else []
+        rows = [line.split() for line in lines[2:]]
+        if len(rows) != count:
+            raise VaekitError(
+                f"{path} says {count} rows but has {len(rows)}: the file is truncated or edited; get it again"
+            )
+        # CelebA's header names only the attributes; the file-name column is unnamed.
+        first_line = 3
+    else:
+        table = list(csv.reader(lines))
+        header = [cell.strip() for cell in table[0]][1:]
+        rows = [[cell.strip() for cell in row] for row in table[1:]]
+        first_line = 2
+    if not header:
+        raise VaekitError(f"{path} names no attributes: expected a header row of attribute names")
+    if not rows:
+        raise VaekitError(f"{path} has no rows: expected one row per file")
+    width = len(header) + 1
+    for number, row in enumerate(rows, start=first_line):
+        if len(row) != width:
+            raise VaekitError(
+                f"{path} line {number} has {len(row)} fields, expected {width} (file name + {len(header)} attributes)"
+            )
+    keys = [row[0] for row in rows]
+    duplicates = [key for key, count in Counter(keys).items() if count > 1]
+    if duplicates:
+        duplicate = duplicates[0]
+        raise VaekitError(f"{path} lists {duplicate} more than once: keep one row per file")
+    cells = np.array([row[1:] for row in rows])
+    values = np.zeros(cells.shape, dtype=np.float32)
+    for text, value in (("1", 1.0), ("0", 0.0), ("-1", 0.0)):
+        values[cells == text] = value
+    bad = ~np.isin(cells, ("1", "0", "-1"))
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise VaekitError(
+            f"{path} line {row + first_line}: {header[column]} is {str(cells[row, column])!r}; "
+            "attribute values must be 0/1 (or -1/1)"
+        )
+    attributes = {name: torch.from_numpy(values[:, i].copy()) for i, name in enumerate(header)}
+    return keys, attributes
+
+
+_FILE_LOADERS: dict[str, Callable[[Path, DataConfig], Dataset]] = {
+    ".npy": _load_npy,
+    ".npz": _load_npz,
+    ".csv": _load_csv,
+}
