@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..data import DESCRIPTIONS, _import_loaders
+from ..data import available_datasets
 from ..data.idx_datasets import SPECS, fetch, locate, search_dirs
 
 
@@ -25,10 +25,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def list_datasets(args: argparse.Namespace) -> int:
-    _import_loaders()
-    width = max(len(name) for name in DESCRIPTIONS)
-    for name in sorted(DESCRIPTIONS):
-        print(f"{name:<{width}}  {DESCRIPTIONS[name]}")
+    descriptions = available_datasets()
+    width = max(len(name) for name in descriptions)
+    for name in sorted(descriptions):
+        print(f"{name:<{width}}  {descriptions[name]}")
         if name in SPECS:
             found = locate(name)
             status = f"found in {found}" if found else f"not found (run `vaekit data get {name}`)"

@@ -152,3 +152,9 @@ def train_data(dataset: Dataset, cfg: DataConfig) -> TensorData:
 def _import_loaders() -> None:
     """Loaders register themselves on import; importing here keeps the registry complete."""
     from . import builtin  # noqa: F401
+
+
+def available_datasets() -> dict[str, str]:
+    """Every registered data set name with its one-line description."""
+    _import_loaders()
+    return dict(DESCRIPTIONS)

@@ -14,7 +14,7 @@ DIGIT_NAMES = tuple(str(d) for d in range(10))
 
 def images_to_tensor(images: np.ndarray, scale: float = 255.0) -> torch.Tensor:
     """(N, H, W) or (N, H, W, C) integers -> float32 (N, C, H, W) in [0, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(scale)
+    x = torch.from_numpy(np.array(images, dtype=np.float32)).div_(scale)  # a writable copy
     return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
 
 
@@ -43,3 +43,4 @@ def load_digits(cfg: DataConfig) -> Dataset:
 
 
 from . import idx_datasets  # noqa: E402,F401  (registers mnist and fashion-mnist)
+from . import shapes  # noqa: E402,F401  (registers shapes)

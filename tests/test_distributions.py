@@ -1,0 +1,89 @@
+"""Likelihoods and latent distributions against torch.distributions and closed forms."""
+import math
+
+import pytest
+import torch
+from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
+
+from vaekit.distributions import (BernoulliLikelihood, GaussianLikelihood, PointMass, build_likelihood,
+                                  diagonal_gaussian, standard_normal)
+from vaekit.errors import VaekitError
+
+
+def test_bernoulli_log_prob_matches_torch_and_formula():
+    logits = torch.randn(5, 1, 4, 4) * 3
+    x = torch.bernoulli(torch.rand(5, 1, 4, 4))
+    got = BernoulliLikelihood()(logits).log_prob(x)
+    expected = Bernoulli(logits=logits).log_prob(x).sum((1, 2, 3))
+    manual = (x * torch.log(torch.sigmoid(logits)) + (1 - x) * torch.log(1 - torch.sigmoid(logits))).sum((1, 2, 3))
+    assert got.shape == (5,)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(got, manual, rtol=1e-4, atol=1e-4)
+
+
+def test_bernoulli_is_stable_for_extreme_logits():
+    logits = torch.tensor([[200.0, -200.0]])
+    log_prob = BernoulliLikelihood()(logits).log_prob(torch.tensor([[0.0, 1.0]]))
+    assert torch.isfinite(log_prob).all()
+    assert log_prob.item() == pytest.approx(-400.0)
+
+
+def test_gaussian_fixed_and_learned_match_torch():
+    loc = torch.randn(3, 6)
+    x = torch.randn(3, 6)
+    fixed = GaussianLikelihood(std=0.5)(loc).log_prob(x)
+    torch.testing.assert_close(fixed, Normal(loc, 0.5).log_prob(x).sum(-1))
+    raw_scale = torch.randn(3, 6)
+    learned = GaussianLikelihood()(torch.cat([loc, raw_scale], dim=1)).log_prob(x)
+    scale = torch.nn.functional.softplus(raw_scale) + 1e-3
+    torch.testing.assert_close(learned, Normal(loc, scale).log_prob(x).sum(-1))
+
+
+def test_gaussian_params_split_per_channel_for_images():
+    # (B, 2*C, H, W): first C channels are means, next C the raw scales.
+    params = torch.zeros(2, 6, 2, 2)
+    params[:, :3] = 1.0
+    dist = GaussianLikelihood()(params)
+    assert dist.event_shape == (3, 2, 2)
+    assert torch.all(dist.mean == 1.0)
+
+
+def test_bernoulli_support_check_names_the_fix():
+    with pytest.raises(VaekitError, match="--likelihood gaussian"):
+        BernoulliLikelihood().check_support(torch.tensor([0.0, 2.0]))
+    BernoulliLikelihood().check_support(torch.tensor([0.0, 0.5, 1.0]))
+
+
+def test_unknown_likelihood():
+    with pytest.raises(VaekitError, match="bernoulli"):
+        build_likelihood("poisson")
+
+
+def test_analytic_kl_matches_monte_carlo():
+    torch.manual_seed(1)
+    loc, logvar = torch.randn(4, 3), torch.randn(4, 3) * 0.5
+    qz = diagonal_gaussian(loc, logvar)
+    pz = standard_normal(3, loc)
+    analytic = kl_divergence(qz, pz)
+    z = qz.sample((200_000,))
+    monte_carlo = (qz.log_prob(z) - pz.log_prob(z)).mean(0)
+    closed = 0.5 * (loc**2 + logvar.exp() - 1 - logvar).sum(-1)  # Kingma & Welling 2014, appendix B
+    torch.testing.assert_close(analytic, closed, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(monte_carlo, analytic, rtol=0.03, atol=0.02)
+
+
+def test_logvar_is_clamped_so_scale_stays_finite():
+    qz = diagonal_gaussian(torch.zeros(1, 2), torch.tensor([[1e4, -1e4]]))
+    assert torch.isfinite(qz.stddev).all() and (qz.stddev > 0).all()
+
+
+def test_point_mass_is_deterministic():
+    loc = torch.randn(3, 4, requires_grad=True)
+    q = PointMass(loc)
+    z = q.rsample((5,))
+    assert z.shape == (5, 3, 4)
+    assert torch.equal(z[2], loc.detach())
+    z.sum().backward()
+    assert loc.grad is not None
+    assert torch.equal(q.log_prob(loc.detach()), torch.zeros(3))
+    assert q.batch_shape == (3,) and q.event_shape == (4,)
