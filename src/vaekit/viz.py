@@ -73,3 +73,89 @@ def captioned_panels(panels: list[tuple[str, torch.Tensor]], path: str | Path, n
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_latent_map(latent_map, path: str | Path, label_names: list[str] | tuple[str, ...] | None = None,
+                    manifold=None, grid: int = 15) -> Path:
+    """A latent.LatentMap as a scatter coloured by label; with `manifold` (the Model), also its decoded plane.
+
+    The manifold panel decodes a grid x grid lattice over the central 90% of the points (5th to 95th
+    percentile per axis, marked on the scatter): the latent itself for a 2-D latent, else the PCA plane
+    through the mean code. Integer labels get one colour per class (named by label_names), other values a
+    colour scale. Data that are not images get no manifold panel (logged).
+    """
+    import logging
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    points = np.asarray(latent_map.points)
+    if grid < 2:
+        raise VaekitError(f"a manifold grid needs at least 2 points per side, got {grid}")
+    if manifold is not None:
+        shape = tuple(manifold.data_shape)
+        if manifold.latent_dim != latent_map.axes.shape[1]:
+            raise VaekitError(
+                f"the map was made with a {latent_map.axes.shape[1]}-D latent, the manifold model has {manifold.latent_dim}"
+            )
+        if len(shape) != 3 or shape[0] not in (1, 3):
+            logging.getLogger(__name__).warning("data of shape %s are not images: no decoded manifold panel", shape)
+            manifold = None
+    fig, axes = plt.subplots(1, 2 if manifold is not None else 1, figsize=(13 if manifold is not None else 6.8, 6),
+                             squeeze=False)
+    ax = axes[0, 0]
+    size = max(2.0, min(12.0, 4000 / max(len(points), 1)))
+    labels = latent_map.labels
+    if labels is None:
+        ax.scatter(points[:, 0], points[:, 1], s=size, alpha=0.6, color="tab:blue", linewidths=0)
+    elif np.issubdtype(labels.dtype, np.integer) or (np.all(labels == np.round(labels)) and len(np.unique(labels)) <= 20):
+        classes = np.unique(labels).astype(int)
+        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+        for k, cls in enumerate(classes):
+            chosen = labels == cls
+            name = label_names[cls] if label_names is not None and 0 <= cls < len(label_names) else str(cls)
+            ax.scatter(points[chosen, 0], points[chosen, 1], s=size, alpha=0.7, color=cmap(k % cmap.N), label=name,
+                       linewidths=0)
+        ax.legend(markerscale=max(1.0, 24 / size) ** 0.5, fontsize=8, loc="best", framealpha=0.8)
+    else:
+        scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, s=size, alpha=0.7, cmap="viridis", linewidths=0)
+        fig.colorbar(scatter, ax=ax, fraction=0.046, pad=0.04)
+    first, second = latent_map.explained_variance
+    if latent_map.projection == "latent":
+        ax.set_xlabel("z[0]")
+        ax.set_ylabel("z[1]")
+        ax.set_title(f"posterior means of {len(points)} items")
+    else:
+        ax.set_xlabel(f"PC 1 ({first:.0%} of variance)")
+        ax.set_ylabel(f"PC 2 ({second:.0%} of variance)")
+        ax.set_title(f"posterior means of {len(points)} items, PCA of {latent_map.axes.shape[1]}-D codes")
+    if manifold is not None:
+        (x0, x1), (y0, y1) = np.percentile(points, [5, 95], axis=0).T
+        if x1 - x0 < 1e-6:  # a 1-D latent: the second axis is constant
+            x0, x1 = x0 - 1, x1 + 1
+        if y1 - y0 < 1e-6:
+            y0, y1 = y0 - 1, y1 + 1
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, linestyle="--", color="black", linewidth=1))
+        xs, ys = np.linspace(x0, x1, grid), np.linspace(y1, y0, grid)  # top row = largest second coordinate
+        lattice = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)  # row-major, as image_grid tiles
+        codes = torch.from_numpy(latent_map.to_codes(lattice)).float()
+        with torch.no_grad():
+            images = manifold.decode(codes.to(manifold.device)).mean.cpu()
+        picture = np.asarray(image_grid(images, ncol=grid, pad=0))
+        half_x, half_y = (x1 - x0) / (2 * (grid - 1)), (y1 - y0) / (2 * (grid - 1))  # lattice points are cell centres
+        right = axes[0, 1]
+        right.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=255,
+                     extent=(x0 - half_x, x1 + half_x, y0 - half_y, y1 + half_y), aspect="auto", interpolation="nearest")
+        right.set_xlabel(ax.get_xlabel())
+        right.set_ylabel(ax.get_ylabel())
+        plane = "latent" if latent_map.projection == "latent" else "PCA plane through the mean code"
+        right.set_title(f"decoded {grid}x{grid} grid over the central 90% ({plane})")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
