@@ -1,0 +1,111 @@
+"""Trainer behaviour: determinism, resume, schedules, checkpoints, metrics log."""
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+import vaekit
+from vaekit import checkpoint
+from vaekit.config import TrainConfig
+from vaekit.train import kl_scale, learning_rate
+
+
+def weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_same_seed_same_weights(digits_config, tmp_path):
+    a = vaekit.train(digits_config).model
+    b = vaekit.train(digits_config).model
+    for key, value in weights(a).items():
+        assert torch.equal(value, b.state_dict()[key]), key
+    c = vaekit.train(replace(digits_config, train=replace(digits_config.train, seed=1))).model
+    assert not torch.equal(a.state_dict()["encoder.1.weight"], c.state_dict()["encoder.1.weight"])
+
+
+def test_resume_continues_bitwise(digits_config, tmp_path):
+    cfg = replace(digits_config, train=replace(digits_config.train, epochs=4))
+    straight = vaekit.train(cfg, out=tmp_path / "straight")
+    two = replace(cfg, train=replace(cfg.train, epochs=2))
+    vaekit.train(two, out=tmp_path / "split")
+    resumed = vaekit.resume(tmp_path / "split", epochs=4)
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    assert [h.train_loss for h in straight.history] == [h.train_loss for h in resumed.history]
+    lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+
+
+def test_run_folder_and_metrics(digits_config, tmp_path):
+    result = vaekit.train(digits_config, out=tmp_path / "run")
+    run = tmp_path / "run"
+    for name in ("config.json", "model.safetensors", "resume.json", "resume.safetensors", "metrics.jsonl"):
+        assert (run / name).is_file(), name
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == digits_config.train.epochs
+    for row in rows:
+        for key in ("epoch", "train_loss", "val_loss", "seconds", "images_per_s"):
+            assert key in row and row[key] is not None
+        assert row["images_per_s"] > 0
+    loaded = vaekit.load(run)
+    x = torch.rand(7, 1, 8, 8)
+    torch.testing.assert_close(loaded.reconstruct(x), result.model.reconstruct(x), rtol=0, atol=0)
+    assert not any(p.name.startswith(".") for p in run.iterdir()), "temporary files left behind"
+
+
+def test_existing_run_is_not_overwritten(digits_config, tmp_path):
+    vaekit.train(digits_config, out=tmp_path / "run")
+    before = (tmp_path / "run" / "model.safetensors").read_bytes()
+    with pytest.raises(vaekit.VaekitError, match="--resume"):
+        vaekit.train(digits_config, out=tmp_path / "run")
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == before
+
+
+def test_diverging_run_keeps_last_good_checkpoint(digits_config, tmp_path):
+    vaekit.train(digits_config, out=tmp_path / "run")
+    good = (tmp_path / "run" / "model.safetensors").read_bytes()
+    bad = replace(digits_config, train=replace(digits_config.train, lr=1e6, epochs=3))
+    with pytest.raises(vaekit.VaekitError, match="lower --lr"):
+        vaekit.train(bad, out=tmp_path / "run2")
+        vaekit.resume(tmp_path / "run2")
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == good
+
+
+def test_schedules():
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, schedule="cosine")
+    assert learning_rate(cfg, 0, 110) == pytest.approx(0.1)
+    assert learning_rate(cfg, 9, 110) == pytest.approx(1.0)
+    assert learning_rate(cfg, 60, 110) == pytest.approx(0.5)
+    assert learning_rate(cfg, 110, 110) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate(TrainConfig(lr=0.3), 1000, 10) == 0.3
+    assert kl_scale(TrainConfig(kl_warmup_epochs=2), 50, 100) == pytest.approx(0.25)
+    assert kl_scale(TrainConfig(kl_warmup_epochs=2), 500, 100) == 1.0
+    assert kl_scale(TrainConfig(), 0, 100) == 1.0
+
+
+def test_dynamic_binarisation_trains_on_bits(digits_config):
+    cfg = replace(digits_config, data=replace(digits_config.data, binarize="dynamic"))
+    dataset = vaekit.load_dataset(cfg.data)
+    assert set(dataset.x_test.unique().tolist()) == {0.0, 1.0}
+    assert len(dataset.x_train.unique()) > 2  # the training set stays grey; each epoch draws fresh bits
+    result = vaekit.train(cfg, dataset=dataset)
+    assert math.isfinite(result.history[-1].val_loss)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(digits_config, tmp_path):
+    vaekit.train(digits_config, out=tmp_path / "run")
+    (tmp_path / "run" / "model.safetensors").write_bytes(b"\x00garbage" * 20)
+    with pytest.raises(vaekit.VaekitError, match="corrupt"):
+        vaekit.load(tmp_path / "run")
+    (tmp_path / "run" / "config.json").write_text("{ not json")
+    with pytest.raises(vaekit.VaekitError, match="corrupt"):
+        checkpoint.load_config(tmp_path / "run")
+
+
+def test_checkpoint_holds_no_pickle(digits_config, tmp_path):
+    vaekit.train(digits_config, out=tmp_path / "run")
+    for path in (tmp_path / "run").iterdir():
+        assert path.suffix in (".json", ".safetensors", ".jsonl"), path
+        assert b"\x80\x04\x95" not in path.read_bytes()[:64]  # pickle protocol-4 header
