@@ -83,8 +83,10 @@ class Trainer:
         self.model = model.to(self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        # foreach=True updates all parameters in a few fused kernels rather than one loop per tensor.
-        self.optimizer = optimizer(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+        # One fused kernel per step where torch has one (CPU, CUDA); else foreach: a few multi-tensor kernels.
+        fused = self.device.type in ("cpu", "cuda") and all(p.dtype == torch.float32 for p in params)
+        self.optimizer = optimizer(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                   **({"fused": True} if fused else {"foreach": True}))
         self.callbacks = list(callbacks or [])
         self.step = 0
         self.epoch = 0
