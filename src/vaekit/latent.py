@@ -152,8 +152,8 @@ def traverse(
     """Vary one latent dimension at a time over `values`, the others fixed at the item x's posterior mean.
 
     `values` are absolute code values (default -3..3 in 9 steps), not offsets from the item's code: for a
-    VAE they are quantiles-ish of the N(0, 1) prior, so every row spans the region the decoder was trained
-    on, whatever the item. (An AE's codes have no fixed scale: choose values from its codes.)
+    VAE they are measured in prior standard deviations, so every row spans the region of N(0, 1) the
+    decoder was trained on, whatever the item. (An AE's codes have no fixed scale: choose values from them.)
     dims picks the dimensions; top_n instead picks the n most used ones over `data` (see dimension_scores),
     most used first; neither gives every dimension in order.
     """

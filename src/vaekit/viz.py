@@ -144,15 +144,16 @@ def plot_latent_map(latent_map, path: str | Path, label_names: list[str] | tuple
         codes = torch.from_numpy(latent_map.to_codes(lattice)).float()
         with torch.no_grad():
             images = manifold.decode(codes.to(manifold.device)).mean.cpu()
-        picture = np.asarray(image_grid(images, ncol=grid, pad=0))
+        picture = np.asarray(image_grid(images, ncol=grid, pad=1))
         half_x, half_y = (x1 - x0) / (2 * (grid - 1)), (y1 - y0) / (2 * (grid - 1))  # lattice points are cell centres
         right = axes[0, 1]
         right.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=255,
-                     extent=(x0 - half_x, x1 + half_x, y0 - half_y, y1 + half_y), aspect="auto", interpolation="nearest")
+                     extent=(x0 - half_x, x1 + half_x, y0 - half_y, y1 + half_y), aspect="auto",
+                     interpolation="antialiased")  # the grid is shrunk to fit: nearest would alias into stripes
         right.set_xlabel(ax.get_xlabel())
         right.set_ylabel(ax.get_ylabel())
-        plane = "latent" if latent_map.projection == "latent" else "PCA plane through the mean code"
-        right.set_title(f"decoded {grid}x{grid} grid over the central 90% ({plane})")
+        plane = "" if latent_map.projection == "latent" else ", PCA plane through the mean code"
+        right.set_title(f"decoded {grid}x{grid} grid, central 90%{plane}")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

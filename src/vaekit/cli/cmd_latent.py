@@ -1,0 +1,193 @@
+"""Exploring the latent space of a trained run: traverse, attribute, vary, arithmetic, neighbours, latent-map."""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import latent, viz
+from ..errors import VaekitError
+from .common import add_data_flags, add_out, add_split, load_run, pick, run_dataset
+
+log = logging.getLogger(__name__)
+
+# argparse takes "-2,-1,0" for an option unless it looks like a negative number: anything starting "-digit" does
+# here (as in Python 3.13), so --strengths -2,-1,0 and --range -3,3 read as values; no option starts that way.
+_NUMBER_LIST = re.compile(r"^-\.?\d")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = _parser(sub, "traverse", "decode one item's code with one latent dimension at a time swept over a range")
+    p.add_argument("--item", type=int, default=0, help="index of the item in --split")
+    dims = p.add_mutually_exclusive_group()
+    dims.add_argument("--dims", help="dimensions to sweep, e.g. 0,3 (default: all)")
+    dims.add_argument("--top", type=int, metavar="N", help="the N most used dimensions (largest mean KL; AE: code variance)")
+    p.add_argument("--range", default="-3,3", help="absolute values swept, LOW,HIGH (default -3,3: the prior's +-3 std)")
+    p.add_argument("--steps", type=int, default=9, help="values per dimension")
+    add_out(p, help=".png grid (one row per dimension) or .npy (n_dims, steps, *data_shape)")
+    p.set_defaults(func=traverse)
+
+    p = _parser(sub, "attribute", "add an attribute vector (mean code with minus without) to an item's code")
+    p.add_argument("--attr", required=True, help="attribute name (e.g. scale, Smiling) or class name/index")
+    p.add_argument("--versus", help="with a class --attr: the class to compare against (default: all others)")
+    p.add_argument("--attr-file", help="CSV or CelebA list_attr_celeba.txt table, one row per item of --split, in order")
+    p.add_argument("--apply-to", type=int, default=0, metavar="I", help="index of the item to edit")
+    p.add_argument("--strengths", default="-2,-1,0,1,2", help="multiples of the vector to add, e.g. -2,-1,0,1,2")
+    add_out(p, help=".png row (one image per strength) or .npy (n_strengths, *data_shape)")
+    p.set_defaults(func=attribute)
+
+    p = _parser(sub, "vary", "decode draws from one item's posterior q(z|x) (an AE gives copies of one image)")
+    p.add_argument("--item", type=int, default=0)
+    p.add_argument("--n", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    add_out(p)
+    p.set_defaults(func=vary)
+
+    p = _parser(sub, "arithmetic", "decode z_a - z_b + z_c")
+    for name in ("a", "b", "c"):
+        p.add_argument(f"--{name}", type=int, required=True, metavar="I", help=f"index of item {name}")
+    add_out(p, help=".png (a, b, c, then the result) or .npy of the result (1, *data_shape)")
+    p.set_defaults(func=arithmetic)
+
+    p = _parser(sub, "neighbours", "the items whose codes are nearest to an item's code")
+    p.add_argument("--item", type=int, default=0)
+    p.add_argument("--k", type=int, default=8)
+    add_out(p, help=".png (the item, then its k neighbours) or .npy of the neighbours (k, *data_shape)")
+    p.set_defaults(func=neighbours)
+
+    p = _parser(sub, "latent-map", "scatter of the codes (2-D latent, else PCA), coloured by class; decoded grid")
+    p.add_argument("--n", type=int, default=2000, help="the first N items of --split")
+    p.add_argument("--method", choices=["auto", "latent", "pca"], default="auto")
+    p.add_argument("--color-by", help="an attribute to colour by (default: the class label, if any)")
+    p.add_argument("--no-manifold", action="store_true", help="only the scatter, no decoded grid")
+    add_out(p, help=".png picture or .npy of the 2-D points (N, 2)")
+    p.set_defaults(func=latent_map)
+
+
+def _parser(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=help)
+    p._negative_number_matcher = _NUMBER_LIST  # so that --strengths -2,-1,0 and --range -3,3 read as values
+    p.add_argument("run", help="run folder")
+    add_split(p)
+    add_data_flags(p)
+    return p
+
+
+def parse_numbers(text: str, flag: str) -> list[float]:
+    """'-2,-1,0.5' -> [-2.0, -1.0, 0.5], or a VaekitError naming the flag."""
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) for v in values):
+        raise VaekitError(f"{flag} must be comma-separated numbers, e.g. -2,-1,0,1,2; got {text!r}")
+    return values
+
+
+def _load(args: argparse.Namespace):
+    model = load_run(args.run)
+    dataset = run_dataset(args.run, args)
+    return model, dataset, dataset.split(args.split).x
+
+
+def _positive(n: int, flag: str) -> int:
+    if n < 1:
+        raise VaekitError(f"{flag} must be at least 1, got {n}")
+    return n
+
+
+def traverse(args: argparse.Namespace) -> int:
+    low_high = parse_numbers(args.range, "--range")
+    if len(low_high) != 2 or low_high[0] == low_high[1]:
+        raise VaekitError(f"--range must be two different numbers LOW,HIGH, e.g. -3,3; got {args.range!r}")
+    if args.steps < 2:
+        raise VaekitError(f"--steps must be at least 2, got {args.steps}")
+    model, _, x = _load(args)
+    dims = None
+    if args.dims is not None:
+        numbers = parse_numbers(args.dims, "--dims")
+        if not all(v.is_integer() for v in numbers):
+            raise VaekitError(f"--dims must be whole numbers, e.g. 0,3; got {args.dims!r}")
+        dims = [int(v) for v in numbers]
+    item = pick(x, args.item)
+    result = latent.traverse(model, item, dims=dims, top_n=args.top, values=torch.linspace(*low_high, args.steps),
+                             data=x[:2000] if args.top is not None else None)
+    log.info("rows: latent dimensions %s; columns: values %g..%g", ", ".join(map(str, result.dims)), *low_high)
+    images = result.images if args.out.endswith(".npy") else result.grid()
+    print(viz.save_images(images, args.out, ncol=args.steps))
+    return 0
+
+
+def attribute(args: argparse.Namespace) -> int:
+    strengths = parse_numbers(args.strengths, "--strengths")
+    model, dataset, x = _load(args)
+    item = pick(x, args.apply_to)
+    groups = latent.find_attribute(dataset, args.split, args.attr, versus=args.versus, table=args.attr_file)
+    log.info("attribute vector: %s", groups.description)
+    vector = latent.attribute_vector(model, x, groups.mask, groups.versus)
+    images = latent.apply_attribute(model, item, vector, strengths)
+    print(viz.save_images(images, args.out, ncol=len(strengths)))
+    return 0
+
+
+def vary(args: argparse.Namespace) -> int:
+    model, _, x = _load(args)
+    images = latent.vary(model, pick(x, args.item), _positive(args.n, "--n"), torch.Generator().manual_seed(args.seed))
+    print(viz.save_images(images, args.out))
+    return 0
+
+
+def arithmetic(args: argparse.Namespace) -> int:
+    model, _, x = _load(args)
+    a, b, c = pick(x, args.a, "--a"), pick(x, args.b, "--b"), pick(x, args.c, "--c")
+    result = latent.arithmetic(model, a, b, c)[None]
+    images = result if args.out.endswith(".npy") else torch.cat([torch.stack([a, b, c]), result])
+    print(viz.save_images(images, args.out, ncol=len(images)))
+    return 0
+
+
+def neighbours(args: argparse.Namespace) -> int:
+    model, _, x = _load(args)
+    item = pick(x, args.item)
+    k = _positive(args.k, "--k")
+    if k >= len(x):
+        raise VaekitError(f"--k must be below the number of items in the split ({len(x)}), got {k}")
+    codes = latent.encode_dataset(model, x)
+    found = latent.nearest_neighbours(codes, codes[args.item], k + 1)
+    own = args.item % len(x)
+    keep = [(int(i), float(d)) for i, d in zip(found.indices, found.distances) if int(i) != own][:k]
+    log.info("nearest to item %d: %s", own, ", ".join(f"{i} ({d:.3g})" for i, d in keep))
+    found_items = x[[i for i, _ in keep]]
+    images = found_items if args.out.endswith(".npy") else torch.cat([item[None], found_items])
+    print(viz.save_images(images, args.out, ncol=len(images)))
+    return 0
+
+
+def latent_map(args: argparse.Namespace) -> int:
+    model, dataset, x = _load(args)
+    n = _positive(args.n, "--n")
+    split = dataset.split(args.split)
+    labels, names = split.y, dataset.label_names
+    if args.color_by is not None:
+        attributes = dataset.attributes_train if args.split == "train" else dataset.attributes_test
+        if args.color_by not in attributes:
+            known = ", ".join(attributes) or "none"
+            raise VaekitError(f"{dataset.name} has no attribute {args.color_by!r} to colour by: attributes are {known}")
+        labels, names = attributes[args.color_by], None
+    labels = None if labels is None else labels[:n]
+    result = latent.latent_map(model, x[:n], labels=labels, method=args.method)
+    if args.out.endswith(".npy"):
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        np.save(args.out, result.points)
+        print(args.out)
+        return 0
+    if not args.out.lower().endswith(".png"):
+        raise VaekitError(f"cannot write {args.out}: --out must end in .png (a picture) or .npy (the 2-D points)")
+    manifold = None if args.no_manifold or not dataset.is_image else model
+    print(viz.plot_latent_map(result, args.out, label_names=names, manifold=manifold))
+    return 0

@@ -1,0 +1,344 @@
+"""Latent-space operations on known answers: planted encoders, a trained shapes VAE, and the CLI end to end."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vaekit
+from vaekit import DataConfig, ModelConfig, RunConfig, TrainConfig, build_model, latent, viz
+from vaekit.cli import main
+from vaekit.data import Dataset, load_dataset, shapes
+from vaekit.errors import VaekitError
+
+STRENGTHS = torch.linspace(-2, 2, 9)
+
+
+def spearman(values: np.ndarray) -> float:
+    """Rank correlation of values with their order (no ties expected)."""
+    ranks = np.argsort(np.argsort(values))
+    return float(np.corrcoef(np.arange(len(values)), ranks)[0, 1])
+
+
+def tiny_model(family: str = "vae", latent_dim: int = 4, seed: int = 0) -> vaekit.Model:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(family=family, latent_dim=latent_dim, network="mlp", hidden_dims=(32,), likelihood="bernoulli",
+                      data_shape=(1, 8, 8))
+    return build_model(cfg).eval()
+
+
+def identity_encoder_model(family: str, dim: int = 4) -> vaekit.Model:
+    """A model on vectors whose posterior mean is x itself (and log-variance 0): codes are planted by the data."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(family=family, latent_dim=dim, network="mlp", hidden_dims=(dim,), likelihood="gaussian",
+                      data_shape=(dim,))
+    model = build_model(cfg).eval()
+    first, last = [m for m in model.encoder if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        first.weight.copy_(torch.eye(dim))
+        first.bias.zero_()  # the ReLU between passes x >= 0 unchanged
+        last.weight.zero_()
+        last.weight[:dim].copy_(torch.eye(dim))
+        last.bias.zero_()
+    return model
+
+
+# ---- paths, draws, traversals on untrained models ---------------------------------------------------------
+
+
+def test_interpolation_endpoints_are_decoded_posterior_means():
+    model = tiny_model()
+    x = torch.rand(2, 1, 8, 8)
+    expected = model.decode(model.encode(x).mean).mean
+    for method in ("lerp", "slerp"):
+        path = latent.interpolate(model, x[0], x[1], steps=7, method=method)
+        assert path.shape == (7, 1, 8, 8)
+        torch.testing.assert_close(path[0], expected[0])
+        torch.testing.assert_close(path[-1], expected[1])
+
+
+def test_slerp_keeps_equal_norms_and_lerp_hits_the_midpoint():
+    generator = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(6, generator=generator), torch.randn(6, generator=generator)
+    z2 = z2 * z1.norm() / z2.norm()
+    path = latent.slerp(z1, z2, 11)
+    torch.testing.assert_close(path.norm(dim=1), z1.norm().expand(11))
+    torch.testing.assert_close(path[0], z1)
+    torch.testing.assert_close(path[-1], z2)
+    assert (path[5] - (z1 + z2) / 2).norm() > 0.1  # a real arc, not the chord
+    torch.testing.assert_close(latent.lerp(z1, z2, 3)[1], (z1 + z2) / 2)
+
+
+def test_vary_draws_differ_for_a_vae_and_coincide_for_an_ae():
+    x = torch.rand(1, 8, 8)
+    vae_draws = latent.vary(tiny_model("vae"), x, 6, torch.Generator().manual_seed(0))
+    assert vae_draws.shape == (6, 1, 8, 8)
+    differences = (vae_draws[:, None] - vae_draws[None]).abs().amax(dim=(2, 3, 4))  # (6, 6)
+    assert (differences + torch.eye(6) > 1e-3).all()  # every pair differs
+    again = latent.vary(tiny_model("vae"), x, 6, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(vae_draws, again)  # the generator decides the draws
+    ae = tiny_model("ae")
+    ae_draws = latent.vary(ae, x, 6, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(ae_draws, ae.reconstruct(x[None]).expand(6, -1, -1, -1))
+
+
+def test_traverse_shapes_and_cells():
+    model = tiny_model(latent_dim=5)
+    x = torch.rand(1, 8, 8)
+    values = torch.linspace(-2, 2, 7)
+    result = latent.traverse(model, x, dims=[3, 0], values=values)
+    assert result.images.shape == (2, 7, 1, 8, 8) and result.dims == (3, 0)
+    assert result.grid().shape == (14, 1, 8, 8)
+    z = model.encode(x[None]).mean[0].clone()
+    z[0] = values[2]
+    torch.testing.assert_close(result.images[1, 2], model.decode(z[None]).mean[0])
+    assert latent.traverse(model, x).images.shape == (5, 9, 1, 8, 8)  # default: every dim, -3..3 in 9 steps
+    with pytest.raises(VaekitError, match="0..4"):
+        latent.traverse(model, x, dims=[5])
+    with pytest.raises(VaekitError, match="not both"):
+        latent.traverse(model, x, dims=[0], top_n=1)
+
+
+def test_top_dimensions_are_ranked_by_kl_for_a_vae_and_by_variance_for_an_ae():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(500, 4, generator=generator) * 0.1
+    x[:, 1] += 3.0  # large mean code, little spread: the most KL to N(0, 1) when the variance is fixed at 1
+    x[:, 2] = torch.rand(500, generator=generator) * 2  # the most spread
+    vae, ae = identity_encoder_model("vae"), identity_encoder_model("ae")
+    assert latent.traverse(vae, x[0], top_n=2, data=x).dims == (1, 2)
+    assert latent.traverse(ae, x[0], top_n=1, data=x).dims == (2,)
+    scores = latent.dimension_scores(vae, x)
+    torch.testing.assert_close(scores, 0.5 * (x**2).mean(0), rtol=1e-4, atol=1e-5)  # KL = mu^2 / 2 at unit variance
+
+
+# ---- attribute vectors, arithmetic, neighbours ------------------------------------------------------------
+
+
+def test_attribute_vector_points_towards_the_planted_attribute():
+    model = identity_encoder_model("vae")
+    generator = torch.Generator().manual_seed(1)
+    x = torch.rand(200, 4, generator=generator)
+    has = torch.arange(200) % 3 == 0
+    x[has, 2] += 2.0
+    vector = latent.attribute_vector(model, x, has)
+    assert vector[2] > 1.5 and vector[2] == vector.abs().max()
+    torch.testing.assert_close(vector, x[has].mean(0) - x[~has].mean(0))
+    assert latent.attribute_vector(model, x, ~has)[2] < -1.5  # swapping the groups flips the sign
+    # Applying it: strength 0 reconstructs the item; the planted code moves by exactly s * vector.
+    images = latent.apply_attribute(model, x[1], vector, [0.0, 1.0])
+    torch.testing.assert_close(images[0], model.reconstruct(x[1:2])[0])
+    torch.testing.assert_close(images[1], model.decode((x[1] + vector)[None]).mean[0])
+    with pytest.raises(VaekitError, match="both groups"):
+        latent.attribute_vector(model, x, torch.ones(200, dtype=torch.bool))
+
+
+def test_attribute_groups_from_values_and_labels():
+    groups = latent.groups_from_values(torch.tensor([0.1, 0.5, 0.5, 0.9, 0.3]), "scale")
+    assert groups.mask.tolist() == [False, False, False, True, False]
+    assert groups.versus.tolist() == [True, False, False, False, True]  # the median items are in neither
+    boolean = latent.groups_from_values(torch.tensor([1.0, 0.0, 1.0]), "Smiling")
+    assert boolean.mask.tolist() == [True, False, True] and boolean.versus.tolist() == [False, True, False]
+    y = torch.tensor([0, 1, 2, 1, 0])
+    vs_one = latent.groups_from_labels(y, "heart", versus="ellipse", label_names=("square", "ellipse", "heart"))
+    assert vs_one.mask.tolist() == [False, False, True, False, False]
+    assert vs_one.versus.tolist() == [False, True, False, True, False]
+    vs_all = latent.groups_from_labels(y, 0)
+    assert vs_all.versus.tolist() == [False, True, True, True, False]
+    with pytest.raises(VaekitError, match="only one group"):
+        latent.groups_from_values(torch.full((4,), 0.7), "scale")
+    with pytest.raises(VaekitError, match="did you mean heart"):
+        latent.groups_from_labels(y, "hart", label_names=("square", "ellipse", "heart"))
+
+
+def test_find_attribute_resolves_tables_attributes_and_classes(tmp_path):
+    x = torch.rand(6, 4)
+    dataset = Dataset("toy", x, x, torch.tensor([0, 1, 2, 0, 1, 2]), torch.tensor([0, 1, 2, 0, 1, 2]),
+                      label_names=("cat", "dog", "eel"), attributes_test={"size": torch.arange(6.0)})
+    assert latent.find_attribute(dataset, "test", "size").mask.tolist() == [False] * 3 + [True] * 3
+    assert latent.find_attribute(dataset, "test", "dog", versus="cat").versus.tolist() == [True, False, False] * 2
+    table = tmp_path / "attributes.csv"
+    table.write_text("file,Smiling\n" + "".join(f"{i}.png,{int(i % 2 == 0)}\n" for i in range(6)))
+    assert latent.find_attribute(dataset, "test", "Smiling", table=table).mask.tolist() == [True, False] * 3
+    with pytest.raises(VaekitError, match="did you mean size"):
+        latent.find_attribute(dataset, "test", "sise")
+    with pytest.raises(VaekitError, match="by order"):
+        latent.find_attribute(Dataset("toy", x[:5], x[:5]), "test", "Smiling", table=table)
+
+
+def test_arithmetic_decodes_a_minus_b_plus_c():
+    model = identity_encoder_model("vae")
+    a, b, c = torch.rand(3, 4, generator=torch.Generator().manual_seed(2)) + 1.0
+    torch.testing.assert_close(latent.arithmetic(model, a, b, c), model.decode((a - b + c)[None]).mean[0])
+
+
+def test_nearest_neighbour_of_an_items_code_is_itself():
+    model = tiny_model()
+    codes = latent.encode_dataset(model, torch.rand(50, 1, 8, 8, generator=torch.Generator().manual_seed(3)))
+    found = latent.nearest_neighbours(codes, codes[17], k=5)
+    assert found.indices[0] == 17 and found.distances[0] == 0
+    assert (found.distances.diff() >= 0).all() and found.indices.shape == (5,)
+    torch.testing.assert_close(found.distances[1], (codes - codes[17]).norm(dim=1).sort().values[1])
+    batch = latent.nearest_neighbours(codes, codes[:3], k=2)
+    assert batch.indices[:, 0].tolist() == [0, 1, 2]
+    with pytest.raises(VaekitError, match="--k"):
+        latent.nearest_neighbours(codes, codes[0], k=51)
+
+
+# ---- latent maps ------------------------------------------------------------------------------------------
+
+
+def test_latent_map_is_the_code_for_2d_and_pca_otherwise(tmp_path):
+    two = tiny_model(latent_dim=2)
+    x = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    flat = latent.latent_map(two, x, labels=torch.arange(40) % 3)
+    assert flat.projection == "latent" and flat.points.shape == (40, 2)
+    np.testing.assert_allclose(flat.points, latent.encode_dataset(two, x).numpy(), atol=1e-6)
+    assert sum(flat.explained_variance) == pytest.approx(1.0)
+
+    generator = torch.Generator().manual_seed(5)
+    codes = torch.randn(300, 4, generator=generator) * torch.tensor([0.1, 3.0, 0.05, 1.0]) + 20  # positive: the ReLU passes it
+    pca = latent.latent_map(identity_encoder_model("vae"), codes)
+    assert pca.projection == "pca" and pca.labels is None
+    np.testing.assert_allclose(np.abs(pca.axes), np.eye(4)[[1, 3]], atol=0.05)  # the two widest dims
+    assert pca.explained_variance[0] > pca.explained_variance[1] > 0.05 and sum(pca.explained_variance) <= 1
+    with pytest.raises(VaekitError, match="pca"):
+        latent.latent_map(tiny_model(latent_dim=3), x, method="latent")
+
+    plain = viz.plot_latent_map(flat, tmp_path / "map.png", label_names=["a", "b", "c"])
+    with_grid = viz.plot_latent_map(flat, tmp_path / "manifold.png", manifold=two)
+    with Image.open(plain) as small, Image.open(with_grid) as wide:
+        assert wide.width > 1.5 * small.width and wide.height == small.height
+
+
+# ---- a VAE trained on shapes: attribute vectors and traversals move what they claim -------------------------
+
+
+@pytest.fixture(scope="module")
+def shapes_run():
+    # Settings checked over 12 seeds: every one passed the three tests below (a few CPU seconds to train).
+    cfg = RunConfig(
+        data=DataConfig(name="shapes", image_size=32, limit=5000),
+        model=ModelConfig(family="vae", latent_dim=8, network="mlp", hidden_dims=(256,), beta=2.0),
+        train=TrainConfig(epochs=8, batch_size=64, seed=0, progress=False),
+    )
+    dataset = load_dataset(cfg.data)
+    return vaekit.train(cfg, dataset=dataset).model, dataset
+
+
+def _attribute_curves(model, dataset, name: str, measure) -> np.ndarray:
+    """measure(decoded item + s * vector) over STRENGTHS for 8 test items whose factor is central: (8, 9).
+
+    The vector spans about half the factor's range, so s = +-2 pushes an item near an edge out of the data's
+    range, where the decoder saturates; central items stay inside it.
+    """
+    groups = latent.find_attribute(dataset, "train", name)
+    vector = latent.attribute_vector(model, dataset.x_train, groups.mask, groups.versus)
+    factor = dataset.attributes_test[name].numpy()
+    low, high = np.quantile(factor, [0.3, 0.7])
+    items = np.flatnonzero((factor >= low) & (factor <= high))[:8]
+    return np.array([measure(latent.apply_attribute(model, dataset.x_test[i], vector, STRENGTHS)) for i in items])
+
+
+def _assert_increasing(curves: np.ndarray) -> None:
+    rhos = [spearman(curve) for curve in curves]
+    assert np.median(rhos) > 0.9 and spearman(curves.mean(0)) > 0.9, rhos
+    assert (curves[:, -1] > curves[:, 0]).all(), curves[:, [0, -1]]
+
+
+def test_scale_vector_grows_the_shape(shapes_run):
+    model, dataset = shapes_run
+    curves = _attribute_curves(model, dataset, "scale", shapes.area)
+    _assert_increasing(curves)
+    assert (curves[:, -1] > 1.5 * curves[:, 0]).all()  # a visible change, not a flicker
+
+
+def test_x_vector_moves_the_centre_of_mass_right(shapes_run):
+    model, dataset = shapes_run
+    curves = _attribute_curves(model, dataset, "x", lambda images: shapes.centre_of_mass(images)[:, 0])
+    _assert_increasing(curves)
+    assert (curves[:, -1] - curves[:, 0] > 0.1).all()  # over 3 pixels of 32
+
+
+def test_traversal_of_the_dimension_most_correlated_with_x_moves_the_shape(shapes_run):
+    model, dataset = shapes_run
+    codes = latent.encode_dataset(model, dataset.x_train[:2000]).numpy()
+    x_factor = dataset.attributes_train["x"][:2000].numpy()
+    correlations = np.array([np.corrcoef(codes[:, d], x_factor)[0, 1] for d in range(model.latent_dim)])
+    dim = int(np.abs(correlations).argmax())
+    values = STRENGTHS * float(np.sign(correlations[dim]))  # oriented so that larger values mean further right
+    curves = np.array([shapes.centre_of_mass(latent.traverse(model, dataset.x_test[i], dims=[dim], values=values).images[0])[:, 0]
+                       for i in range(16)])
+    # Position is not fully disentangled (one dimension mixes x and y), so some items move little: the
+    # average path must rise monotonically, and most items must end further right than they start.
+    assert spearman(curves.mean(0)) > 0.9, curves.round(2)
+    assert (curves[:, -1] - curves[:, 0]).mean() > 0.05
+    assert (curves[:, -1] > curves[:, 0]).mean() >= 0.75, curves[:, [0, -1]]
+
+
+# ---- the CLI end to end on a tiny digits run ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("latent-cli") / "run"
+    cfg = RunConfig(
+        data=DataConfig(name="digits"),
+        model=ModelConfig(family="vae", latent_dim=2, network="mlp", hidden_dims=(32,)),
+        train=TrainConfig(epochs=1, seed=0, progress=False),
+    )
+    vaekit.train(cfg, out=out)
+    return out
+
+
+@pytest.mark.parametrize(
+    "command, out, shape",
+    [
+        ("traverse {run} --item 3 --dims 1,0 --range -3,3 --steps 5", "t.png", None),
+        ("traverse {run} --item 3 --top 1 --range -2,2 --steps 4", "t.npy", (1, 4, 1, 8, 8)),
+        ("attribute {run} --attr 1 --versus 7 --apply-to 0 --strengths -2,-1,0,1,2", "a.png", None),
+        ("attribute {run} --attr 0 --apply-to 2 --strengths=-1,0,1", "a.npy", (3, 1, 8, 8)),
+        ("vary {run} --item 4 --n 6", "v.npy", (6, 1, 8, 8)),
+        ("vary {run} --item 4 --n 6", "v.png", None),
+        ("arithmetic {run} --a 0 --b 1 --c 2", "x.png", None),
+        ("arithmetic {run} --a 0 --b 1 --c 2", "x.npy", (1, 1, 8, 8)),
+        ("neighbours {run} --item 5 --k 4 --split train", "n.npy", (4, 1, 8, 8)),
+        ("neighbours {run} --item 5 --k 4", "n.png", None),
+        ("latent-map {run} --n 300", "map.png", None),
+        ("latent-map {run} --n 300", "map.npy", (300, 2)),
+    ],
+)
+def test_cli_commands_write_their_outputs(digits_run, tmp_path, capsys, command, out, shape):
+    path = tmp_path / out
+    assert main([*command.format(run=digits_run).split(), "--out", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == str(path)
+    if shape is not None:
+        assert np.load(path).shape == shape
+    else:
+        with Image.open(path) as picture:
+            picture.verify()
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        ("attribute {run} --attr seven --apply-to 0", "no attribute or class 'seven'"),
+        ("attribute {run} --attr 1 --apply-to 0 --strengths -2,x", "--strengths must be comma-separated numbers"),
+        ("traverse {run} --item 999", "item index 999 is out of range"),
+        ("traverse {run} --dims 0,5", "--dims must be distinct latent dimensions in 0..1"),
+    ],
+)
+def test_cli_errors_are_one_line(digits_run, tmp_path, capsys, command, message):
+    assert main([*command.format(run=digits_run).split(), "--out", str(tmp_path / "o.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and not (tmp_path / "o.png").exists()
+
+
+def test_cli_error_exits_2_without_traceback(digits_run, tmp_path):
+    command = [str(Path(sys.executable).parent / "vaekit"), "attribute", str(digits_run), "--attr", "1",
+               "--versus", "1", "--apply-to", "0", "--out", str(tmp_path / "a.png")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["vaekit: error: --versus names the same class as --attr (1): choose another class"]
