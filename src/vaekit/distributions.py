@@ -28,6 +28,14 @@ class Likelihood:
     def check_support(self, x: torch.Tensor, what: str = "data") -> None:
         """Raise a VaekitError naming the fix when x lies outside the likelihood's support."""
 
+    def log_prob_samples(self, px: Distribution, x: torch.Tensor) -> torch.Tensor:
+        """log p(x|z_k) for px = self(decoder(z)) with z (K, B, D) flattened sample-major to (K*B,): (K, B).
+
+        This generic version tiles x K times; likelihoods override it to broadcast x instead (same numbers).
+        """
+        k = px.batch_shape[0] // x.shape[0]
+        return px.log_prob(x.expand(k, *x.shape).flatten(0, 1)).view(k, x.shape[0])
+
     @staticmethod
     def _split(params: torch.Tensor, parts: int) -> tuple[torch.Tensor, ...]:
         # (B, P*C, ...) -> P tensors of (B, C, ...): parameters are stacked along the channel axis.
@@ -41,6 +49,12 @@ class BernoulliLikelihood(Likelihood):
 
     def __call__(self, params: torch.Tensor) -> Distribution:
         return Independent(Bernoulli(logits=params, validate_args=False), params.dim() - 1)
+
+    def log_prob_samples(self, px: Distribution, x: torch.Tensor) -> torch.Tensor:
+        # log p(x|z) = sum_d x_d l_d - softplus(l_d): one batched dot product and one softplus pass, x not tiled.
+        batch = x.shape[0]
+        logits = px.base_dist.logits.reshape(-1, batch, x[0].numel())  # (K, B, D)
+        return torch.einsum("kbd,bd->kb", logits, x.reshape(batch, -1)) - F.softplus(logits).sum(-1)
 
     def check_support(self, x: torch.Tensor, what: str = "data") -> None:
         low, high = float(x.min()), float(x.max())
@@ -67,6 +81,19 @@ class GaussianLikelihood(Likelihood):
             loc, raw_scale = self._split(params, 2)
             scale = F.softplus(raw_scale) + MIN_STD
         return Independent(Normal(loc, scale, validate_args=False), loc.dim() - 1)
+
+    def log_prob_samples(self, px: Distribution, x: torch.Tensor) -> torch.Tensor:
+        # x broadcast over the K samples instead of tiled; the log-density of N(loc, scale^2) summed over dims.
+        batch, dims = x.shape[0], x[0].numel()
+        loc = px.base_dist.loc.reshape(-1, batch, dims)  # (K, B, D)
+        if self.std is not None:
+            standard = (x.reshape(batch, dims) - loc) / self.std
+            log_scale = dims * math.log(self.std)
+        else:
+            scale = px.base_dist.scale.reshape(-1, batch, dims)
+            standard = (x.reshape(batch, dims) - loc) / scale
+            log_scale = scale.log().sum(-1)
+        return -0.5 * standard.square().sum(-1) - log_scale - 0.5 * dims * math.log(2 * math.pi)
 
 
 LIKELIHOODS: dict[str, Callable[..., Likelihood]] = {

@@ -77,13 +77,18 @@ class Model(nn.Module):
         loss = (recon + (self.config.beta * kl_scale) * kl).mean()
         return LossOutput(loss=loss, recon=recon.mean(), kl=kl.mean(), elbo=-(recon + kl))
 
-    def log_importance_weights(self, x: torch.Tensor, k: int, y: torch.Tensor | None = None) -> torch.Tensor:
-        """log p(x|z_k) + log p(z_k) - log q(z_k|x) for z_k ~ q(z|x): (K, B). The IWAE bound and NLL use it."""
+    def log_importance_weights(
+        self, x: torch.Tensor, k: int, y: torch.Tensor | None = None, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """log p(x|z_k) + log p(z_k) - log q(z_k|x) for z_k ~ q(z|x): (K, B). The IWAE bound and NLL use it.
+
+        noise (K, B, D), optional: the standard normal draws of z = mean + stddev * noise, for callers that fix
+        each item's draws (the NLL metric, so results do not depend on batching); else drawn by rsample.
+        """
         qz = self.encode(x, y)
-        z = qz.rsample((k,))  # (K, B, D)
-        batch = x.shape[0]
-        px = self.decode(z.reshape(k * batch, -1), y)
-        log_px = px.log_prob(x.expand(k, *x.shape).reshape(k * batch, *x.shape[1:])).view(k, batch)
+        z = qz.rsample((k,)) if noise is None else qz.mean + qz.stddev * noise  # (K, B, D)
+        px = self.decode(z.flatten(0, 1), y)  # batch (K*B,)
+        log_px = self.likelihood.log_prob_samples(px, x)  # (K, B), x broadcast rather than copied K times
         return log_px + self.prior().log_prob(z) - qz.log_prob(z)
 
     @torch.no_grad()
@@ -131,7 +136,9 @@ class AE(Model):
     def regularizer(self, qz: Distribution, z: torch.Tensor) -> torch.Tensor:
         return z.new_zeros(z.shape[:-1])
 
-    def log_importance_weights(self, x: torch.Tensor, k: int, y: torch.Tensor | None = None) -> torch.Tensor:
+    def log_importance_weights(
+        self, x: torch.Tensor, k: int, y: torch.Tensor | None = None, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         raise VaekitError("a plain autoencoder (family ae) defines no likelihood bound: evaluate a vae instead")
 
 

@@ -1,0 +1,304 @@
+"""How good is a trained model on data: ELBO and its terms, importance-sampled NLL, active units, KL per dimension."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.distributions import Distribution, Independent, kl_divergence
+from tqdm.auto import tqdm
+
+from .errors import VaekitError
+from .models import Model
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IW_SAMPLES = 1000  # K of the NLL estimate (Burda et al. 2016 report K = 5000)
+DEFAULT_MAX_ROWS = 4096  # decoder rows per pass (items x samples): fast matmuls, yet cache-sized
+ACTIVE_THRESHOLD = 0.01  # Cov_x(E_q[z_d]) above which a latent dimension counts as active (Burda et al. 2016)
+ENCODE_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class SampledBounds:
+    """Per-item estimates from the same K importance samples z_k ~ q(z|x) (nats, higher is better)."""
+
+    log_likelihood: torch.Tensor  # (N,) log (1/K) sum_k w_k, the IWAE bound: E <= log p(x), -> log p(x) as K grows
+    elbo: torch.Tensor  # (N,) (1/K) sum_k w_k, the ELBO estimated with the K samples
+    iw_samples: int
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """Per-item errors of the reconstruction from the posterior mean, x_hat = E[p(x | z = E_q[z])]."""
+
+    squared_error: torch.Tensor  # (N,) sum over data dims of (x - x_hat)^2
+    nll_at_mean: torch.Tensor  # (N,) -log p(x | z = E_q[z]) under the model's own likelihood (nats)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Means over the items of a split, nats per example; stderr = standard error of the mean over items."""
+
+    split: str | None
+    n_examples: int
+    iw_samples: int  # 0: the likelihood metrics were not computed
+    elbo: float | None  # E_q[log p(x|z)] - KL, estimated with the iw_samples draws; higher is better
+    elbo_stderr: float | None
+    recon: float | None  # E_q[-log p(x|z)] = -elbo - kl
+    kl: float | None  # KL(q(z|x) || p(z)), closed form
+    nll: float | None  # -log p(x), importance sampled (IWAE estimator); an upper bound in expectation
+    nll_stderr: float | None
+    bits_per_dim: float | None  # nll / (D ln 2), for image data
+    active_units: int  # dimensions with Cov_x(E_q[z_d]) > ACTIVE_THRESHOLD
+    latent_dim: int
+    kl_per_dim: tuple[float, ...] | None  # sums to kl; near 0 for a collapsed dimension
+    posterior_mean_variance: tuple[float, ...]  # Cov_x(E_q[z_d]), what active_units thresholds
+    squared_error: float  # sum_d (x_d - x_hat_d)^2 with x_hat decoded from the posterior mean
+    recon_at_mean: float  # -log p(x | z = E_q[z])
+    seed: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
+    """Mean and its standard error over items (sample std / sqrt(N)), in float64."""
+    values = values.double()
+    if values.numel() < 2:
+        return float(values.mean()), math.nan
+    return float(values.mean()), float(values.std() / math.sqrt(values.numel()))
+
+
+def bits_per_dim(nll: float, data_shape: tuple[int, ...]) -> float:
+    """nats per example -> bits per data dimension: nll / (D ln 2)."""
+    return nll / (math.prod(data_shape) * math.log(2))
+
+
+def _item_seed(seed: int, index: int) -> int:
+    # A stable hash of (seed, item): torch's CPU generator keeps only the low 32 bits of a seed.
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=4).digest(), "little")
+
+
+def _item_noise(seed: int, start: int, items: int, k: int, latent_dim: int) -> torch.Tensor:
+    """Standard normal draws (K, B, D), each item's from its own stream: results do not depend on batching."""
+    noise = torch.empty(items, k, latent_dim)
+    generator = torch.Generator()
+    for offset in range(items):
+        generator.manual_seed(_item_seed(seed, start + offset))
+        torch.randn(k, latent_dim, generator=generator, out=noise[offset])
+    return noise.transpose(0, 1)
+
+
+def _layout(n: int, k: int, max_rows: int) -> tuple[int, int]:
+    """(items per pass, samples per pass) with items * samples <= max_rows: whole K per item if it fits."""
+    if max_rows < 1:
+        raise VaekitError(f"max_rows must be at least 1, got {max_rows}")
+    if k >= max_rows:
+        return 1, max_rows
+    return max(1, min(n, max_rows // k)), k
+
+
+@torch.inference_mode()
+def sampled_bounds(
+    model: Model,
+    x: torch.Tensor,
+    k: int = DEFAULT_IW_SAMPLES,
+    seed: int = 0,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    progress: bool = False,
+) -> SampledBounds:
+    """IWAE bound and ELBO per item from K importance samples (Burda et al. 2016, eq. 8), via the model's
+    log_importance_weights; the NLL estimate is -log_likelihood. Memory holds max_rows decoded rows at a time."""
+    if k < 1:
+        raise VaekitError(f"the number of importance samples must be at least 1, got {k}")
+    n = x.shape[0]
+    items, samples = _layout(n, k, max_rows)
+    log_likelihood = torch.empty(n, dtype=torch.float64)
+    elbo = torch.empty(n, dtype=torch.float64)
+    device = model.device
+    with tqdm(total=n * k, desc="importance sampling", unit="sample", unit_scale=True, disable=not progress,
+              leave=False, dynamic_ncols=True) as bar:
+        for start in range(0, n, items):
+            xb = x[start : start + items].to(device)
+            batch = xb.shape[0]
+            noise = _item_noise(seed, start, batch, k, model.latent_dim)  # (K, B, D)
+            log_sum = torch.full((batch,), -math.inf, dtype=torch.float64, device=device)
+            total = torch.zeros(batch, dtype=torch.float64, device=device)
+            for first in range(0, k, samples):
+                eps = noise[first : first + samples].to(device)
+                log_w = model.log_importance_weights(xb, eps.shape[0], noise=eps)  # (K_chunk, B)
+                log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w, 0).double())  # streaming logsumexp
+                total += log_w.double().sum(0)
+                bar.update(eps.shape[0] * batch)
+            log_likelihood[start : start + batch] = (log_sum - math.log(k)).cpu()
+            elbo[start : start + batch] = (total / k).cpu()
+    bad = ~torch.isfinite(log_likelihood)
+    if bad.any():
+        raise VaekitError(
+            f"{int(bad.sum())} of {n} items got non-finite importance weights (first: item {int(bad.nonzero()[0])}): "
+            "the model outputs NaN/inf or the data lies outside the likelihood's support"
+        )
+    return SampledBounds(log_likelihood=log_likelihood, elbo=elbo, iw_samples=k)
+
+
+def iwae_nll(model: Model, x: torch.Tensor, k: int = DEFAULT_IW_SAMPLES, seed: int = 0, **kwargs: Any) -> torch.Tensor:
+    """Importance-sampled -log p(x) per item (nats): -log (1/K) sum_k p(x, z_k) / q(z_k|x). (N,)"""
+    return -sampled_bounds(model, x, k, seed, **kwargs).log_likelihood
+
+
+def elbo(model: Model, x: torch.Tensor, k: int = DEFAULT_IW_SAMPLES, seed: int = 0, **kwargs: Any) -> torch.Tensor:
+    """The ELBO per item (nats), averaged over K posterior samples. (N,)"""
+    return sampled_bounds(model, x, k, seed, **kwargs).elbo
+
+
+def _posteriors(model: Model, x: torch.Tensor, batch_size: int = ENCODE_BATCH):
+    for start in range(0, x.shape[0], batch_size):
+        xb = x[start : start + batch_size].to(model.device)
+        yield xb, model.encode(xb)
+
+
+def _factors(qz: Distribution, pz: Distribution) -> tuple[Distribution, Distribution]:
+    """The per-dimension distributions of a factorised q(z|x) and p(z) (Independent over one event dim)."""
+    for name, dist in (("posterior", qz), ("prior", pz)):
+        if not (isinstance(dist, Independent) and dist.reinterpreted_batch_ndims == 1):
+            raise VaekitError(
+                f"KL per dimension needs a factorised {name} (Independent over the latent dims), "
+                f"got {type(dist).__name__}: this model family has no per-dimension KL"
+            )
+    return qz.base_dist, pz.base_dist
+
+
+@torch.inference_mode()
+def kl_per_item_and_dim(model: Model, x: torch.Tensor) -> torch.Tensor:
+    """KL(q(z_d|x) || p(z_d)) in closed form for every item and latent dimension: (N, latent_dim)."""
+    pz = model.prior()
+    rows = [kl_divergence(*_factors(qz, pz)).cpu() for _, qz in _posteriors(model, x)]
+    return torch.cat(rows) if rows else torch.empty(0, model.latent_dim)
+
+
+def kl_per_dim(model: Model, x: torch.Tensor) -> torch.Tensor:
+    """Mean over items of the closed-form KL per latent dimension (nats): (latent_dim,). Sums to the mean KL."""
+    return kl_per_item_and_dim(model, x).double().mean(0)
+
+
+@torch.inference_mode()
+def posterior_means(model: Model, x: torch.Tensor) -> torch.Tensor:
+    """E_q[z|x] for every item: (N, latent_dim)."""
+    return torch.cat([qz.mean.cpu() for _, qz in _posteriors(model, x)])
+
+
+def posterior_mean_variance(model: Model, x: torch.Tensor) -> torch.Tensor:
+    """Cov_x(E_q[z_d|x]) per dimension (unbiased variance over items): (latent_dim,)."""
+    if x.shape[0] < 2:
+        raise VaekitError(f"the variance of posterior means needs at least 2 items, got {x.shape[0]}")
+    return posterior_means(model, x).double().var(0)
+
+
+def active_units(model: Model, x: torch.Tensor, threshold: float = ACTIVE_THRESHOLD) -> int:
+    """Latent dimensions whose posterior mean varies over the data: Cov_x(E_q[z_d]) > threshold (Burda et al.)."""
+    return int((posterior_mean_variance(model, x) > threshold).sum())
+
+
+@torch.inference_mode()
+def reconstruction_error(model: Model, x: torch.Tensor) -> Reconstruction:
+    """Squared error and -log p(x|z) of the decoded posterior mean, per item."""
+    squared, nll = [], []
+    for xb, qz in _posteriors(model, x):
+        px = model.decode(qz.mean)
+        squared.append((xb - px.mean).flatten(1).square().sum(1).cpu())
+        nll.append(-px.log_prob(xb).cpu())
+    return Reconstruction(squared_error=torch.cat(squared), nll_at_mean=torch.cat(nll))
+
+
+@torch.inference_mode()
+def kl(model: Model, x: torch.Tensor) -> torch.Tensor:
+    """The model's regularizer per item (for a VAE, KL(q(z|x) || p(z)) in closed form): (N,)."""
+    return torch.cat([model.regularizer(qz, qz.mean).cpu() for _, qz in _posteriors(model, x)])
+
+
+def defines_bound(model: Model, x: torch.Tensor) -> bool:
+    """Whether the model has a likelihood bound (a VAE does; a plain autoencoder does not)."""
+    probe = x[:1].to(model.device)
+    try:
+        with torch.inference_mode():
+            model.log_importance_weights(probe, 1, noise=torch.zeros(1, 1, model.latent_dim, device=model.device))
+    except VaekitError:
+        return False
+    return True
+
+
+def evaluate(
+    model: Model,
+    x: torch.Tensor,
+    iw_samples: int = DEFAULT_IW_SAMPLES,
+    seed: int = 0,
+    split: str | None = None,
+    image: bool | None = None,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    progress: bool = False,
+) -> Evaluation:
+    """Every metric on x (N, *data_shape). iw_samples=0 skips the sampled ones (elbo, recon, nll), which a plain
+    autoencoder requires; image=None decides bits/dim from the shape (C, H, W)."""
+    began = time.perf_counter()
+    if tuple(x.shape[1:]) != tuple(model.data_shape):
+        raise VaekitError(f"the data has items of shape {tuple(x.shape[1:])}, but the model expects {model.data_shape}")
+    if x.shape[0] < 2:
+        raise VaekitError(f"evaluation needs at least 2 items, got {x.shape[0]}")
+    if iw_samples < 0:
+        raise VaekitError(f"iw_samples must be >= 0 (0 skips the NLL), got {iw_samples}")
+    model.likelihood.check_support(x, "the evaluation data")
+    was_training = model.training
+    model.eval()
+    try:
+        has_bound = defines_bound(model, x)
+        if iw_samples > 0 and not has_bound:
+            raise VaekitError(
+                f"a model of family {model.family!r} defines no likelihood bound, so no ELBO or NLL: "
+                "pass iw_samples=0 (--iw-samples 0) to evaluate its reconstruction and latent space only"
+            )
+        means = posterior_means(model, x).double()
+        variance = means.var(0)
+        reconstruction = reconstruction_error(model, x)
+        kl_items = kl_dims = None
+        if has_bound:
+            kl_items = kl(model, x)
+            kl_dims = kl_per_dim(model, x)
+        elbo_mean = elbo_stderr = recon = nll = nll_stderr = bpd = None
+        if iw_samples > 0:
+            bounds = sampled_bounds(model, x, iw_samples, seed, max_rows, progress)
+            elbo_mean, elbo_stderr = mean_and_stderr(bounds.elbo)
+            recon = float((-bounds.elbo - kl_items.double()).mean())
+            nll, nll_stderr = mean_and_stderr(-bounds.log_likelihood)
+            if image if image is not None else len(model.data_shape) == 3:
+                bpd = bits_per_dim(nll, model.data_shape)
+    finally:
+        model.train(was_training)
+    result = Evaluation(
+        split=split,
+        n_examples=x.shape[0],
+        iw_samples=iw_samples,
+        elbo=elbo_mean,
+        elbo_stderr=elbo_stderr,
+        recon=recon,
+        kl=None if kl_items is None else float(kl_items.double().mean()),
+        nll=nll,
+        nll_stderr=nll_stderr,
+        bits_per_dim=bpd,
+        active_units=int((variance > ACTIVE_THRESHOLD).sum()),
+        latent_dim=model.latent_dim,
+        kl_per_dim=None if kl_dims is None else tuple(kl_dims.tolist()),
+        posterior_mean_variance=tuple(variance.tolist()),
+        squared_error=float(reconstruction.squared_error.double().mean()),
+        recon_at_mean=float(reconstruction.nll_at_mean.double().mean()),
+        seed=seed,
+        seconds=time.perf_counter() - began,
+    )
+    log.debug("evaluated %d items in %.1f s", result.n_examples, result.seconds)
+    return result

@@ -1,0 +1,238 @@
+"""Metrics on known answers: a linear-Gaussian VAE (probabilistic PCA) with an exact marginal likelihood,
+planted inactive latent dimensions, closed-form KLs; plus chunking, determinism and the CLI."""
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.distributions import MultivariateNormal
+
+import vaekit
+from vaekit import metrics
+from vaekit.cli import main
+from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaekit.distributions import Likelihood
+from vaekit.models import build_model
+
+D, LATENT, SIGMA = 6, 2, 0.5
+SCALES = torch.tensor([2.0, 1.0])  # column norms of W: orthogonal columns make M = W^T W + sigma^2 I diagonal
+
+
+def ppca(imperfect: bool = False) -> tuple[vaekit.Model, MultivariateNormal]:
+    """p(z) = N(0, I), p(x|z) = N(Wz + b, sigma^2 I) as a vaekit VAE; the encoder is the exact posterior
+    N(M^-1 W^T (x - b), sigma^2 M^-1) unless imperfect. Returns the model and the exact marginal p(x)."""
+    model = build_model(ModelConfig(network="mlp", hidden_dims=(), likelihood="gaussian", gaussian_std=SIGMA,
+                                    data_shape=(D,), latent_dim=LATENT))
+    linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert len(linear) == 2 and not any(isinstance(m, nn.ReLU) for m in model.modules())  # purely linear
+    encoder, decoder = linear
+    generator = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(D, LATENT, generator=generator))
+    w = q * SCALES  # (D, d), W^T W = diag(SCALES^2)
+    b = torch.randn(D, generator=generator)
+    m_inv = 1 / (SCALES**2 + SIGMA**2)  # diagonal of M^-1
+    mean_weight = m_inv[:, None] * w.T  # (d, D)
+    logvar = torch.log(SIGMA**2 * m_inv)
+    if imperfect:
+        mean_weight = mean_weight * 0.8
+        logvar = logvar + 0.7
+    with torch.no_grad():
+        decoder.weight.copy_(w)
+        decoder.bias.copy_(b)
+        encoder.weight.copy_(torch.cat([mean_weight, torch.zeros(LATENT, D)]))
+        encoder.bias.copy_(torch.cat([-mean_weight @ b, logvar]))
+    exact = MultivariateNormal(b, covariance_matrix=w @ w.T + SIGMA**2 * torch.eye(D))
+    return model.eval(), exact
+
+
+def ppca_data(n: int, imperfect: bool = False, seed: int = 1) -> tuple[vaekit.Model, torch.Tensor, torch.Tensor]:
+    """The model, n draws from its exact marginal, and their exact log p(x)."""
+    model, exact = ppca(imperfect)
+    generator = torch.Generator().manual_seed(seed)
+    x = exact.loc + torch.randn(n, D, generator=generator) @ torch.linalg.cholesky(exact.covariance_matrix).T
+    return model, x, exact.log_prob(x)
+
+
+def test_exact_posterior_gives_the_exact_marginal_likelihood():
+    model, x, log_px = ppca_data(50)
+    for k in (1, 20):
+        bounds = metrics.sampled_bounds(model, x, k)
+        # With q = p(z|x) every weight p(x, z)/q(z|x) equals p(x): no Monte Carlo error at all.
+        torch.testing.assert_close(bounds.log_likelihood, log_px.double(), atol=2e-4, rtol=0)
+        torch.testing.assert_close(bounds.elbo, log_px.double(), atol=2e-4, rtol=0)
+    result = metrics.evaluate(model, x, iw_samples=20)
+    assert result.nll == pytest.approx(-float(log_px.double().mean()), abs=2e-4)
+    assert result.elbo == pytest.approx(-result.nll, abs=2e-4)
+
+
+def test_imperfect_posterior_is_unbiased_within_standard_errors_and_the_elbo_is_below():
+    model, x, log_px = ppca_data(40, imperfect=True)
+    k = 2000
+    bounds = metrics.sampled_bounds(model, x, k)
+    # Monte Carlo standard error of log mean w per item (delta method): std(w~) / (sqrt(K) mean(w~)), w~ = exp(w - max)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        log_w = model.log_importance_weights(x, k).double()  # (K, N)
+    weights = torch.exp(log_w - log_w.max(0).values)
+    stderr = weights.std(0) / (math.sqrt(k) * weights.mean(0))
+    error = bounds.log_likelihood - log_px.double()
+    assert (error.abs() < 5 * stderr + 1e-3).all(), (error, stderr)
+    assert abs(float(error.mean())) < 4 * float(stderr.pow(2).sum().sqrt() / len(x)) + 1e-3
+    gap = log_px.double() - bounds.elbo  # KL(q || p(z|x)) > 0 for a wrong posterior
+    assert (gap > 0.05).all()
+    assert (bounds.log_likelihood > bounds.elbo).all()
+
+
+def test_iwae_bound_is_never_worse_than_the_elbo_and_improves_with_k():
+    model, x, log_px = ppca_data(200, imperfect=True)
+    nll = {}
+    for k in (1, 10, 100):
+        bounds = metrics.sampled_bounds(model, x, k, seed=3)
+        assert (bounds.log_likelihood >= bounds.elbo - 1e-6).all()  # log mean exp >= mean, per item
+        if k == 1:
+            torch.testing.assert_close(bounds.log_likelihood, bounds.elbo)
+        nll[k] = float(-bounds.log_likelihood.mean())
+    exact = float(-log_px.double().mean())
+    assert nll[1] > nll[10] > nll[100] > exact - 0.01
+    assert nll[1] - nll[100] > 0.1  # a real improvement, not noise
+
+
+def test_active_units_count_exactly_the_informative_dimensions():
+    model = build_model(ModelConfig(network="mlp", hidden_dims=(), likelihood="bernoulli", data_shape=(10,),
+                                    latent_dim=5))
+    encoder = model.encoder[1]
+    with torch.no_grad():
+        encoder.weight.normal_()
+        encoder.weight[[1, 3]] = 0.0  # the means of dims 1 and 3 ignore the input
+        encoder.weight[2] *= 0.01  # dim 2 varies, but too little: Cov_x(E[z_2]) ~ 1e-3 < 0.01
+    x = torch.bernoulli(torch.full((500, 10), 0.5))
+    variance = metrics.posterior_mean_variance(model, x)
+    assert variance[1] == 0 and variance[3] == 0
+    assert variance[2] < metrics.ACTIVE_THRESHOLD < variance[[0, 4]].min()
+    assert metrics.active_units(model, x) == 2
+    assert metrics.evaluate(model, x, iw_samples=2).active_units == 2
+
+
+def test_kl_per_dim_matches_the_closed_form_and_sums_to_the_kl():
+    model = build_model(ModelConfig(network="mlp", hidden_dims=(), likelihood="bernoulli", data_shape=(10,),
+                                    latent_dim=3))
+    mu, logvar = torch.tensor([0.0, 1.5, -2.0]), torch.tensor([0.0, -1.0, 0.5])
+    with torch.no_grad():
+        model.encoder[1].weight.zero_()
+        model.encoder[1].bias.copy_(torch.cat([mu, logvar]))
+    x = torch.bernoulli(torch.full((20, 10), 0.5))
+    expected = 0.5 * (mu**2 + logvar.exp() - 1 - logvar)  # KL(N(mu, s^2) || N(0, 1)) per dimension
+    kl_dims = metrics.kl_per_dim(model, x)
+    torch.testing.assert_close(kl_dims.float(), expected)
+    assert kl_dims[0] == pytest.approx(0.0, abs=1e-6)  # a collapsed dimension shows as zero
+
+    # An input-dependent posterior: the per-dimension KLs add up to the model's own KL term.
+    model = build_model(ModelConfig(network="mlp", hidden_dims=(16,), likelihood="bernoulli", data_shape=(10,),
+                                    latent_dim=4))
+    result = metrics.evaluate(model, x, iw_samples=5)
+    assert len(result.kl_per_dim) == 4 and min(result.kl_per_dim) > 0
+    assert sum(result.kl_per_dim) == pytest.approx(result.kl, rel=1e-5)
+    assert result.kl == pytest.approx(float(metrics.kl(model, x).double().mean()), rel=1e-6)
+    assert result.recon == pytest.approx(-result.elbo - result.kl, abs=1e-6)
+
+
+def test_bits_per_dim_and_image_detection():
+    assert metrics.bits_per_dim(784 * math.log(2), (1, 28, 28)) == pytest.approx(1.0)
+    image = build_model(ModelConfig(network="mlp", hidden_dims=(8,), likelihood="bernoulli", data_shape=(1, 4, 4),
+                                    latent_dim=2))
+    x = torch.bernoulli(torch.full((10, 1, 4, 4), 0.5))
+    result = metrics.evaluate(image, x, iw_samples=4)
+    assert result.bits_per_dim == pytest.approx(result.nll / (16 * math.log(2)))
+    vector = build_model(ModelConfig(network="mlp", hidden_dims=(8,), likelihood="bernoulli", data_shape=(16,),
+                                     latent_dim=2))
+    assert metrics.evaluate(vector, x.flatten(1), iw_samples=4).bits_per_dim is None
+
+
+def test_reconstruction_error_of_the_posterior_mean():
+    model, x, _ = ppca_data(30)
+    rec = metrics.reconstruction_error(model, x)
+    with torch.no_grad():
+        x_hat = model.decode(model.encode(x).mean).mean
+    torch.testing.assert_close(rec.squared_error, (x - x_hat).square().sum(1))
+    expected = 0.5 * (x - x_hat).square().sum(1) / SIGMA**2 + D * math.log(SIGMA) + 0.5 * D * math.log(2 * math.pi)
+    torch.testing.assert_close(rec.nll_at_mean, expected)
+
+
+def test_chunking_does_not_change_results_and_the_seed_decides_them():
+    model = build_model(ModelConfig(network="mlp", hidden_dims=(16,), likelihood="bernoulli", data_shape=(1, 5, 5),
+                                    latent_dim=3))
+    x = torch.bernoulli(torch.full((9, 1, 5, 5), 0.4))
+    rng_before = torch.get_rng_state()
+    whole = metrics.sampled_bounds(model, x, 50, seed=7, max_rows=10**6)  # all items, all samples in one pass
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the global RNG is neither used nor moved
+    for max_rows in (7, 60, 120):  # K split in chunks of 7; 1 item x 50; 2 items x 50
+        chunked = metrics.sampled_bounds(model, x, 50, seed=7, max_rows=max_rows)
+        torch.testing.assert_close(chunked.log_likelihood, whole.log_likelihood, atol=1e-5, rtol=0)
+        torch.testing.assert_close(chunked.elbo, whole.elbo, atol=1e-5, rtol=0)
+    other = metrics.sampled_bounds(model, x, 50, seed=8)
+    assert not torch.allclose(other.log_likelihood, whole.log_likelihood)
+
+
+@pytest.mark.parametrize("likelihood,std", [("bernoulli", None), ("gaussian", 0.3), ("gaussian", None)])
+@pytest.mark.parametrize("shape", [(7,), (1, 4, 4)])
+def test_likelihood_fast_path_equals_the_generic_path(likelihood, std, shape):
+    model = build_model(ModelConfig(network="mlp", hidden_dims=(8,), likelihood=likelihood, gaussian_std=std,
+                                    data_shape=shape, latent_dim=2))
+    x = torch.rand(5, *shape)
+    if likelihood == "bernoulli":
+        x = torch.bernoulli(x)
+    z = torch.randn(4, 5, 2)  # (K, B, D)
+    px = model.decode(z.flatten(0, 1))
+    fast = model.likelihood.log_prob_samples(px, x)
+    generic = Likelihood.log_prob_samples(model.likelihood, px, x)
+    assert fast.shape == (4, 5)
+    torch.testing.assert_close(fast, generic)
+    model.log_importance_weights(x, 3).sum().backward()  # the IWAE loss trains through the same path
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_evaluate_restores_training_mode_and_checks_inputs():
+    model = build_model(ModelConfig(network="mlp", hidden_dims=(8,), likelihood="bernoulli", data_shape=(6,),
+                                    latent_dim=2)).train()
+    x = torch.bernoulli(torch.full((8, 6), 0.5))
+    metrics.evaluate(model, x, iw_samples=2)
+    assert model.training
+    with pytest.raises(vaekit.VaekitError, match="shape"):
+        metrics.evaluate(model, torch.rand(8, 5))
+    with pytest.raises(vaekit.VaekitError, match="bernoulli"):
+        metrics.evaluate(model, x * 3)
+
+
+REQUIRED = {"elbo", "recon", "kl", "nll", "nll_stderr", "iw_samples", "active_units", "kl_per_dim", "elbo_stderr",
+            "bits_per_dim", "squared_error", "n_examples", "split", "seconds"}
+
+
+def tiny_run(tmp_path, family: str):
+    cfg = RunConfig(data=DataConfig(name="digits"),
+                    model=ModelConfig(family=family, latent_dim=4, network="mlp", hidden_dims=(32,)),
+                    train=TrainConfig(epochs=1, batch_size=128, progress=False))
+    return vaekit.train(cfg, out=tmp_path / family).directory
+
+
+def test_cli_evaluate_writes_json(tmp_path, capsys):
+    run = tiny_run(tmp_path, "vae")
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", str(run), "--iw-samples", "20", "--n", "100", "--out", str(out), "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    assert REQUIRED <= set(result)
+    assert result["split"] == "test" and result["n_examples"] == 100 and result["iw_samples"] == 20
+    assert result["nll"] <= -result["elbo"] and len(result["kl_per_dim"]) == 4
+    assert result["bits_per_dim"] == pytest.approx(result["nll"] / (64 * math.log(2)))
+    assert json.loads(capsys.readouterr().out)["nll"] == result["nll"]
+
+
+def test_cli_evaluate_autoencoder_needs_iw_samples_zero(tmp_path, capsys):
+    run = tiny_run(tmp_path, "ae")
+    assert main(["evaluate", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--iw-samples 0" in err
+    assert main(["evaluate", str(run), "--iw-samples", "0", "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["nll"] is None and result["elbo"] is None and result["kl_per_dim"] is None
+    assert result["squared_error"] > 0 and 0 <= result["active_units"] <= 4
