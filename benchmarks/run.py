@@ -1,0 +1,237 @@
+"""vaekit side by side with its peers, in one run on one machine: `make bench`.
+
+Stages (all by default; pick with --stages):
+  throughput  the same model (MLP 784-512-256 -> 16, Bernoulli, Adam 1e-3, batch 128, dynamic
+              binarisation) trained for --epochs by vaekit (its CLI), pythae 0.1.2 (its pipeline)
+              and a plain PyTorch loop; images/s, s/epoch, peak memory; then every model scored by
+              vaekit's evaluator on the same test binarisation (ELBO, IS-NLL with K samples), and
+              pythae's own get_nll timed on --pythae-nll-images images.
+  quality     time to quality: pythae's default training for --pythae-minutes, against vaekit's
+              `fast` recipe given a quarter of that time; both scored by the evaluator.
+  best        vaekit's `fast` recipe stretched to --best-minutes, scored with K=--best-k on the
+              full test set (the README's baseline; the IWAE paper's one-layer VAE: 86.76 nats).
+Each peer runs in its own process; peak memory is that process's ru_maxrss. Headline numbers are
+ratios vaekit / peer from the same run, since absolute times drift on a shared machine.
+Writes benchmarks/results/<date>.json and .md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+import bench_common  # noqa: E402
+
+import vaekit  # noqa: E402
+from vaekit import metrics  # noqa: E402
+from vaekit.config import DataConfig, ModelConfig  # noqa: E402
+from vaekit.data import load_dataset  # noqa: E402
+
+PYTHON = sys.executable
+VAEKIT = str(Path(PYTHON).with_name("vaekit"))
+
+
+def run_child(argv: list[str], log_path: Path) -> tuple[float, float]:
+    """Run one peer in its own process; returns (wall seconds, peak RSS in MiB of that process)."""
+    start = time.perf_counter()
+    with open(log_path, "w") as log:
+        child = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        tail = log_path.read_text().splitlines()[-15:]
+        raise SystemExit(f"{' '.join(argv[:4])} ... failed (exit {child.returncode}); log {log_path}:\n" + "\n".join(tail))
+    return time.perf_counter() - start, usage.ru_maxrss / 1024.0
+
+
+def peer_model(weights: Path) -> vaekit.Model:
+    """A vaekit VAE holding a peer's weights (layout in bench_common.py); mu and logvar heads stacked."""
+    layers = load_file(str(weights))
+    model = vaekit.build_model(ModelConfig(family="vae", network="mlp", hidden_dims=(512, 256), latent_dim=16,
+                                           likelihood="bernoulli", data_shape=(1, 28, 28)))
+    state = {
+        "encoder.1.weight": layers["enc0.w"], "encoder.1.bias": layers["enc0.b"],
+        "encoder.3.weight": layers["enc1.w"], "encoder.3.bias": layers["enc1.b"],
+        "encoder.5.weight": torch.cat([layers["enc2.w"], layers["enc3.w"]]),
+        "encoder.5.bias": torch.cat([layers["enc2.b"], layers["enc3.b"]]),
+        "decoder.0.weight": layers["dec0.w"], "decoder.0.bias": layers["dec0.b"],
+        "decoder.2.weight": layers["dec1.w"], "decoder.2.bias": layers["dec1.b"],
+        "decoder.4.weight": layers["dec2.w"], "decoder.4.bias": layers["dec2.b"],
+    }
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def score(model: vaekit.Model, x_test: torch.Tensor, k: int) -> dict:
+    started = time.perf_counter()
+    result = metrics.evaluate(model, x_test, iw_samples=k, seed=0, split="test", progress=False)
+    return {"elbo": result.elbo, "nll": result.nll, "nll_stderr": result.nll_stderr, "iw_samples": k,
+            "active_units": result.active_units, "eval_images": x_test.shape[0],
+            "eval_seconds": time.perf_counter() - started}
+
+
+def train_vaekit(data: str, out: Path, epochs: int, recipe: str, logs: Path, extra: list[str] = ()) -> dict:
+    argv = [VAEKIT, "train", "--recipe", recipe, "--data", data, "--epochs", str(epochs), "--threads", "2",
+            "--out", str(out), "--overwrite", "--no-progress", *extra]
+    wall, rss = run_child(argv, logs / f"{out.name}.log")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    seconds = [row["seconds"] for row in rows]
+    images = 60000 * len(rows)
+    return {"peer": "vaekit", "epochs": len(rows), "seconds_per_epoch": sum(seconds) / len(rows),
+            "images_per_s": images / sum(seconds), "train_seconds": sum(seconds), "wall_seconds": wall,
+            "peak_rss_mib": rss, "run": str(out)}
+
+
+def train_peer(script: str, data: str, out: Path, epochs: int, logs: Path, extra: list[str] = ()) -> dict:
+    record_path = out.with_suffix(".json")
+    argv = [PYTHON, str(HERE / script), "--data", data, "--epochs", str(epochs), "--out", str(record_path), *extra]
+    wall, rss = run_child(argv, logs / f"{out.name}.log")
+    record = json.loads(record_path.read_text())
+    return {"peer": record["peer"], "epochs": epochs, "seconds_per_epoch": record["seconds_per_epoch_mean"],
+            "images_per_s": record["train_images_per_second"], "train_seconds": sum(record["epoch_seconds"]),
+            "wall_seconds": wall, "peak_rss_mib": rss, "weights": str(out.with_suffix(".safetensors")),
+            "record": record}
+
+
+def throughput(data: str, args: argparse.Namespace, work: Path, x_test: torch.Tensor) -> dict:
+    rows = []
+    vk = train_vaekit(data, work / f"vaekit-{data}", args.epochs, "paper-mlp", work)
+    vk.update(score(vaekit.load(vk["run"]), x_test, args.iw_samples))
+    rows.append(vk)
+    pythae_extra = ["--nll-images", str(args.pythae_nll_images), "--nll-samples", str(args.iw_samples),
+                    "--nll-batch-size", "100"]
+    for script, extra in (("peer_pythae.py", pythae_extra), ("peer_plain.py", [])):
+        row = train_peer(script, data, work / f"{script[5:-3]}-{data}", args.epochs, work, extra)
+        row.update(score(peer_model(Path(row["weights"])), x_test, args.iw_samples))
+        nll_timing = row.pop("record").get("get_nll")
+        if nll_timing:
+            row["own_nll"] = nll_timing
+        rows.append(row)
+    return {"dataset": data, "epochs": args.epochs, "rows": rows}
+
+
+def quality(data: str, args: argparse.Namespace, work: Path, x_test: torch.Tensor, per_epoch: dict) -> dict:
+    """pythae trains for its time budget; vaekit's fast recipe gets a quarter of it."""
+    pythae_epochs = max(1, math.floor(args.pythae_minutes * 60 / per_epoch["pythae"]))
+    pythae = train_peer("peer_pythae.py", data, work / f"quality-pythae-{data}", pythae_epochs, work, ["--nll-images", "0"])
+    pythae.pop("record")
+    pythae.update(score(peer_model(Path(pythae["weights"])), x_test, args.iw_samples))
+    budget = pythae["train_seconds"] / 4
+    # The fast recipe's per-epoch time at batch 256, measured by a 1-epoch probe, sets how many epochs fit.
+    probe = train_vaekit(data, work / f"probe-{data}", 1, "fast", work)
+    epochs = max(1, math.floor(budget / probe["seconds_per_epoch"]))
+    fast = train_vaekit(data, work / f"quality-vaekit-{data}", epochs, "fast", work)
+    fast.update(score(vaekit.load(fast["run"]), x_test, args.iw_samples))
+    return {"dataset": data, "pythae": pythae, "vaekit_fast": fast, "vaekit_budget_seconds": budget}
+
+
+def best(data: str, args: argparse.Namespace, work: Path, x_test: torch.Tensor) -> dict:
+    probe = train_vaekit(data, work / f"probe-best-{data}", 1, "fast", work)
+    epochs = max(1, math.floor(args.best_minutes * 60 / probe["seconds_per_epoch"]))
+    run = train_vaekit(data, work / f"best-{data}", epochs, "fast", work)
+    run.update(score(vaekit.load(run["run"]), x_test, args.best_k))
+    return {"dataset": data, "vaekit_fast": run}
+
+
+def fmt(value, digits=1):
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# Benchmark {results['date']}", "", f"Machine: {results['machine']['cpu']}, "
+             f"{results['machine']['cpu_count']} cores, torch {results['machine']['torch']}, "
+             f"load average at start {results['machine']['loadavg_1_5_15'][0]:.2f}.", ""]
+    for table in results.get("throughput", []):
+        rows = {row["peer"]: row for row in table["rows"]}
+        vk = rows["vaekit"]
+        lines += [f"## {table['dataset']}: same model, {table['epochs']} epochs, batch 128", "",
+                  "| | train images/s | s/epoch | peak MiB | test ELBO | test IS-NLL (K) | eval s | vaekit speed-up |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, row in rows.items():
+            ratio = vk["images_per_s"] / row["images_per_s"]
+            lines.append(f"| {name} | {fmt(row['images_per_s'], 0)} | {fmt(row['seconds_per_epoch'], 2)} | "
+                         f"{fmt(row['peak_rss_mib'], 0)} | {fmt(row['elbo'], 2)} | {fmt(row['nll'], 2)} ± "
+                         f"{fmt(row['nll_stderr'], 2)} ({row['iw_samples']}) | {fmt(row['eval_seconds'], 1)} | "
+                         f"{ratio:.2f}x |")
+        own = rows.get("pythae", {}).get("own_nll")
+        if own:
+            lines += ["", f"pythae's own `get_nll` (K={own.get('n_samples')}): "
+                      f"{fmt(own.get('seconds_per_1000_images'), 1)} s per 1,000 images; vaekit's evaluator: "
+                      f"{fmt(vk['eval_seconds'] / vk['eval_images'] * 1000, 1)} s per 1,000 images (ELBO, NLL, "
+                      f"active units together)."]
+        lines.append("")
+    for table in results.get("quality", []):
+        p, f = table["pythae"], table["vaekit_fast"]
+        lines += [f"## Time to quality, {table['dataset']}", "",
+                  "| | training s | epochs | test IS-NLL |", "|---|---:|---:|---:|",
+                  f"| pythae default (Adam 1e-3, batch 128) | {fmt(p['train_seconds'], 0)} | {p['epochs']} | "
+                  f"{fmt(p['nll'], 2)} ± {fmt(p['nll_stderr'], 2)} |",
+                  f"| vaekit `--recipe fast`, a quarter of the time | {fmt(f['train_seconds'], 0)} | {f['epochs']} | "
+                  f"{fmt(f['nll'], 2)} ± {fmt(f['nll_stderr'], 2)} |", ""]
+    for table in results.get("best", []):
+        f = table["vaekit_fast"]
+        lines += [f"## Best recipe, {table['dataset']}: {fmt(f['train_seconds'] / 60, 1)} min of training", "",
+                  f"Test IS-NLL {fmt(f['nll'], 2)} ± {fmt(f['nll_stderr'], 2)} nats (K={f['iw_samples']}, "
+                  f"{f['eval_images']} test images, binarised once with seed 0), ELBO {fmt(f['elbo'], 2)}.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="mnist,fashion-mnist")
+    parser.add_argument("--stages", default="throughput,quality,best")
+    parser.add_argument("--epochs", type=int, default=10, help="throughput stage: epochs per peer")
+    parser.add_argument("--iw-samples", type=int, default=1000)
+    parser.add_argument("--eval-images", type=int, default=10000, help="test images scored per model")
+    parser.add_argument("--pythae-nll-images", type=int, default=1000)
+    parser.add_argument("--pythae-minutes", type=float, default=25.0)
+    parser.add_argument("--best-minutes", type=float, default=30.0)
+    parser.add_argument("--best-k", type=int, default=5000)
+    parser.add_argument("--out", default=None, help="results file stem (default benchmarks/results/<date>)")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    date = datetime.date.today().isoformat()
+    stem = Path(args.out) if args.out else HERE / "results" / date
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="vaekit-bench-"))
+    results: dict = {"date": date, "machine": bench_common.machine_record(), "args": vars(args), "work": str(work)}
+    stages = args.stages.split(",")
+    for data in args.datasets.split(","):
+        dataset = load_dataset(DataConfig(name=data, binarize="dynamic"))  # test set: one draw, seed 0
+        x_test = dataset.x_test[: args.eval_images]
+        per_epoch = {}
+        if "throughput" in stages:
+            table = throughput(data, args, work, x_test)
+            results.setdefault("throughput", []).append(table)
+            per_epoch = {row["peer"]: row["seconds_per_epoch"] for row in table["rows"]}
+        if "quality" in stages:
+            if "pythae" not in per_epoch:
+                probe = train_peer("peer_pythae.py", data, work / f"probe-pythae-{data}", 1, work, ["--nll-images", "0"])
+                per_epoch["pythae"] = probe["seconds_per_epoch"]
+            results.setdefault("quality", []).append(quality(data, args, work, x_test, per_epoch))
+        if "best" in stages:
+            results.setdefault("best", []).append(best(data, args, work, x_test))
+        stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")  # after every dataset
+        stem.with_suffix(".md").write_text(markdown(results) + "\n")
+    results["machine_at_end"] = {"loadavg_1_5_15": list(os.getloadavg())}
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown(results) + "\n")
+    print(markdown(results))
+    print(f"\nwrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
