@@ -74,23 +74,31 @@ class TensorData:
         drop_last: bool = False,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         n = len(self)
-        x = self.x
-        if self.dynamic_binarize:
-            x = torch.bernoulli(x, generator=generator)
+        x, y = self.x, self.y
         order = torch.randperm(n, generator=generator, device="cpu").to(x.device) if shuffle else None
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
             if order is None:
-                yield x[start : start + batch_size], None if self.y is None else self.y[start : start + batch_size]
+                xb, yb = x[start : start + batch_size], None if y is None else y[start : start + batch_size]
             else:
                 index = order[start : start + batch_size]
-                yield x.index_select(0, index), None if self.y is None else self.y.index_select(0, index)
+                xb, yb = x.index_select(0, index), None if y is None else y.index_select(0, index)
+            if self.dynamic_binarize:
+                xb = bernoulli_draw(xb, generator)
+            yield xb, yb
+
+
+def bernoulli_draw(p: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """x ~ Bernoulli(p) elementwise as U < p with U ~ Uniform[0, 1): exact, and about twice as fast on a CPU
+    as torch.bernoulli. Per batch, so the uniforms stay in cache. (A CPU generator cannot drive another device.)"""
+    on_cpu = p.device.type == "cpu"
+    uniform = torch.rand(p.shape, generator=generator if on_cpu else None, device=p.device, dtype=p.dtype)
+    return (uniform < p).to(p.dtype)
 
 
 def binarize_static(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """One fixed Bernoulli draw (the test set of dynamically binarised training), reproducible by seed."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.bernoulli(x, generator=generator)
+    return bernoulli_draw(x, torch.Generator().manual_seed(seed))
 
 
 Loader = Callable[[DataConfig], Dataset]
