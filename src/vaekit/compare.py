@@ -1,0 +1,287 @@
+"""AE vs VAE side by side: train both with the same networks, measure them, write one self-contained HTML report."""
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import checkpoint, latent, runs, viz
+from .config import RunConfig
+from .data import Dataset, load_dataset
+from .errors import VaekitError
+from .models import Model
+from .report.classifier import FeatureClassifier, train_feature_classifier
+from .report.html import render_report
+from .report.metrics import (
+    InterpolationSmoothness, feature_frechet_distance, frechet_distance, interpolation_smoothness,
+    prior_hole_fraction,
+)
+
+log = logging.getLogger(__name__)
+FAMILIES = ("ae", "vae")  # report order: the baseline first
+REPORT_FILE = "index.html"
+METRICS_FILE = "compare.json"
+
+__all__ = [
+    "CompareOptions", "CompareResult", "InterpolationSmoothness", "ModelScores", "compare", "feature_frechet_distance",
+    "frechet_distance", "interpolation_smoothness", "prior_hole_fraction",
+]
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    gmm_components: int = 10  # post-hoc Gaussian mixture on the training codes; 0 disables it
+    classifier_steps: int = 1000  # training batches (rounded up to whole epochs) of the FCD feature classifier
+    fcd_items: int = 10_000  # at most this many generated and real images per Fréchet distance
+    hole_quantile: float = 0.99  # code-to-code nearest-neighbour distance that defines "near the data"
+    hole_codes: int = 10_000  # at most this many training codes as the reference set of the hole metric
+    hole_draws: int = 2_000  # prior (and mixture) draws tested for holes
+    interpolation_pairs: int = 32  # random test pairs behind the smoothness numbers
+    interpolation_steps: int = 10  # images per path, endpoints included
+    shown_items: int = 16  # reconstructions and posterior draws shown
+    shown_samples: int = 64  # prior and mixture samples shown
+    shown_pairs: int = 6  # interpolation paths shown
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.gmm_components >= 0, f"gmm_components must be >= 0 (0 disables it), got {self.gmm_components}"),
+            (self.classifier_steps >= 1, f"classifier_steps must be >= 1, got {self.classifier_steps}"),
+            (self.fcd_items >= 2, f"fcd_items must be >= 2, got {self.fcd_items}"),
+            (0 < self.hole_quantile < 1, f"hole_quantile must be in (0, 1), got {self.hole_quantile}"),
+            (self.hole_codes >= 2 and self.hole_draws >= 1, "hole_codes must be >= 2 and hole_draws >= 1"),
+            (self.interpolation_pairs >= 1, f"interpolation_pairs must be >= 1, got {self.interpolation_pairs}"),
+            (self.interpolation_steps >= 3, f"interpolation_steps must be >= 3, got {self.interpolation_steps}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise VaekitError(f"compare: {message}")
+
+
+@dataclass(frozen=True)
+class ModelScores:
+    """One model's numbers; None where a number does not apply (no labels, mixture disabled)."""
+
+    family: str
+    recon_squared_error: float  # sum over pixels of (x - x_hat)^2, mean over test images; x_hat: decoded posterior mean
+    recon_nll: float  # -log p(x | z = posterior mean), nats per test image
+    fcd_prior: float | None  # Fréchet classifier distance: decoded z ~ N(0, I) vs test images
+    fcd_gmm: float | None  # the same for z from the mixture fit on training codes
+    prior_hole_fraction: float  # share of z ~ N(0, I) far from every training code
+    gmm_hole_fraction: float | None  # the same for mixture draws
+    interpolation: InterpolationSmoothness
+    test_kl: float | None  # KL(q(z|x) || p(z)) on the test split after training (0 for the AE)
+    train_seconds: float
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    dataset: str
+    ae: ModelScores
+    vae: ModelScores
+    classifier_accuracy: float | None  # test accuracy of the FCD feature classifier
+    fcd_real: float | None  # FCD of real training images vs test images: the floor at this sample size
+    fcd_items: int  # images per side in every FCD
+    report: Path
+    runs: dict[str, Path] = field(default_factory=dict)  # family -> run folder (vaekit.load it)
+
+    def scores(self) -> tuple[ModelScores, ModelScores]:
+        return self.ae, self.vae
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["report"] = str(self.report)
+        data["runs"] = {family: str(path) for family, path in self.runs.items()}
+        return data
+
+
+# ---- the pieces, each a function of a trained model ------------------------------------------------
+
+@torch.no_grad()
+def reconstruction_errors(model: Model, x: torch.Tensor, batch_size: int = 500) -> tuple[float, float]:
+    """(squared error, -log p(x|z)) per item at z = posterior mean, means over x."""
+    squared, nll = 0.0, 0.0
+    for start in range(0, len(x), batch_size):
+        batch = x[start:start + batch_size].to(model.device)
+        px = model.decode(model.encode(batch).mean)
+        squared += float((px.mean - batch).pow(2).flatten(1).sum(1).sum())
+        nll += float(-px.log_prob(batch).sum())
+    return squared / len(x), nll / len(x)
+
+
+@torch.no_grad()
+def decode_batches(model: Model, z: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    batches = z.split(batch_size)
+    return torch.cat([model.decode(batch.to(model.device)).mean.cpu() for batch in batches])
+
+
+def prior_draws(model: Model, n: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
+
+
+def fit_mixture(codes: torch.Tensor, components: int, seed: int):
+    """A full-covariance Gaussian mixture on codes: an explicit density to sample z from (Ghosh et al. 2020)."""
+    from sklearn.mixture import GaussianMixture
+
+    return GaussianMixture(components, covariance_type="full", random_state=seed).fit(codes.double().numpy())
+
+
+def mixture_draws(mixture, n: int, seed: int) -> torch.Tensor:
+    z, _ = mixture.sample(n)  # grouped by component: shuffle so that any prefix is a fair sample
+    z = z[np.random.default_rng(seed).permutation(n)]
+    return torch.from_numpy(z).float()
+
+
+def interpolation_paths(model: Model, x: torch.Tensor, pairs: np.ndarray, steps: int) -> torch.Tensor:
+    """Decoded linear paths between posterior means of test pairs: (P, steps, *data_shape)."""
+    return torch.stack([latent.interpolate(model, x[i], x[j], steps).cpu() for i, j in pairs])
+
+
+def random_pairs(n_items: int, n_pairs: int, seed: int) -> np.ndarray:
+    if n_items < 2:
+        raise VaekitError(f"interpolation needs at least 2 test items, got {n_items}")
+    rng = np.random.default_rng(seed)
+    first = rng.integers(0, n_items, n_pairs)
+    second = (first + rng.integers(1, n_items, n_pairs)) % n_items  # never the same item twice
+    return np.stack([first, second], 1)
+
+
+def subset(x: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    if len(x) <= n:
+        return x
+    return x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]]
+
+
+# ---- the comparison ----------------------------------------------------------------------------------
+
+class SampleQuality:
+    """FCD against a fixed set of real test images; every method returns None when the data has no labels."""
+
+    def __init__(self, dataset: Dataset, options: CompareOptions, seed: int) -> None:
+        self.items = min(options.fcd_items, len(dataset.x_test))
+        self.classifier: FeatureClassifier | None = None
+        self.real_features = self.train_vs_test = None
+        if dataset.y_train is None or dataset.y_test is None:
+            log.warning("%s has no labels: no classifier to compute the FCD with; those numbers are left out",
+                        dataset.name)
+            return
+        log.info("training the feature classifier for the FCD (%d steps) ...", options.classifier_steps)
+        self.classifier = train_feature_classifier(dataset, steps=options.classifier_steps, seed=seed)
+        self.real_features = self.classifier.features_of(subset(dataset.x_test, self.items, seed))
+        self.train_vs_test = self.fcd(subset(dataset.x_train, self.items, seed + 1))
+
+    @property
+    def accuracy(self) -> float | None:
+        return None if self.classifier is None else self.classifier.test_accuracy
+
+    def fcd(self, images: torch.Tensor) -> float | None:
+        if self.classifier is None:
+            return None
+        return feature_frechet_distance(self.classifier.features_of(images[:self.items]), self.real_features)
+
+
+def latent_map_picture(model: Model, dataset: Dataset) -> Image.Image:
+    latent_map = latent.latent_map(model, dataset.x_test, dataset.y_test)
+    with tempfile.TemporaryDirectory(prefix="vaekit-compare-") as folder:
+        path = viz.plot_latent_map(latent_map, Path(folder) / "map.png", label_names=dataset.label_names,
+                                   manifold=model)
+        return Image.open(path).convert("RGB")  # convert() reads the file before the folder goes
+
+
+def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs: np.ndarray,
+            options: CompareOptions, seed: int) -> tuple[ModelScores, dict[str, Image.Image]]:
+    """One trained model's numbers and pictures; the same draws, pairs and real images for every model."""
+    model, x_test, x_train = run.model, dataset.x_test, dataset.x_train
+    n_draws = max(options.hole_draws, quality.items)
+    squared, nll = reconstruction_errors(model, x_test)
+    # The decoder was trained on draws from q(z|x): one per item samples the aggregate posterior the prior should cover.
+    codes = latent.encode_dataset(model, subset(x_train, options.hole_codes, seed), sample=True,
+                                  generator=torch.Generator().manual_seed(seed)).numpy()
+    z_prior = prior_draws(model, n_draws, seed)
+    prior_images = decode_batches(model, z_prior[:max(quality.items, options.shown_samples)])
+    gmm_images = fcd_gmm = gmm_holes = None
+    if options.gmm_components:
+        mixture = fit_mixture(latent.encode_dataset(model, x_train), options.gmm_components, seed)
+        z_gmm = mixture_draws(mixture, n_draws, seed)
+        gmm_images = decode_batches(model, z_gmm[:max(quality.items, options.shown_samples)])
+        gmm_holes = prior_hole_fraction(codes, z_gmm[:options.hole_draws].numpy(), options.hole_quantile)
+        fcd_gmm = quality.fcd(gmm_images)
+    paths = interpolation_paths(model, x_test, pairs, options.interpolation_steps)
+    last = run.history[-1] if run.history else None
+    scores = ModelScores(
+        family=model.family, recon_squared_error=squared, recon_nll=nll,
+        fcd_prior=quality.fcd(prior_images), fcd_gmm=fcd_gmm,
+        prior_hole_fraction=prior_hole_fraction(codes, z_prior[:options.hole_draws].numpy(), options.hole_quantile),
+        gmm_hole_fraction=gmm_holes, interpolation=interpolation_smoothness(paths),
+        test_kl=None if last is None else last.val_kl, train_seconds=sum(r.seconds for r in run.history),
+    )
+    shown = x_test[:options.shown_items]
+    figures = {
+        "reconstructions": viz.image_grid(model.reconstruct(shown.to(model.device)).cpu(), ncol=8),
+        "prior": viz.image_grid(prior_images[:options.shown_samples]),
+        "vary": viz.image_grid(
+            latent.vary(model, x_test[0], options.shown_items, torch.Generator().manual_seed(seed)).cpu(), ncol=8
+        ),
+        "interpolation": viz.image_grid(paths[:options.shown_pairs].flatten(0, 1), ncol=options.interpolation_steps),
+        "latent_map": latent_map_picture(model, dataset),
+    }
+    if gmm_images is not None:
+        figures["gmm"] = viz.image_grid(gmm_images[:options.shown_samples])
+    return scores, figures
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    held = [out / family for family in FAMILIES if (out / family / checkpoint.CONFIG_FILE).exists()]
+    if held and not overwrite:
+        raise VaekitError(f"{held[0]} already holds a run: choose another --out, or pass --overwrite to replace both")
+
+
+def compare(
+    cfg: RunConfig,
+    out: str | Path,
+    options: CompareOptions = CompareOptions(),
+    overwrite: bool = False,
+    dataset: Dataset | None = None,
+) -> CompareResult:
+    """Train an AE and a VAE as configured (cfg.model.family is ignored), measure both, write out/index.html."""
+    out = Path(out)
+    _check_out(out, overwrite)
+    dataset = dataset if dataset is not None else load_dataset(cfg.data)
+    if not dataset.is_image:
+        raise VaekitError(
+            f"vaekit compare draws images, but {dataset.name} holds vectors of shape {dataset.shape}: "
+            "use an image data set (digits, mnist-10k, fashion-mnist, ...)"
+        )
+    if options.gmm_components > len(dataset.x_train):
+        raise VaekitError(f"--gmm-components {options.gmm_components} exceeds the {len(dataset.x_train)} training "
+                          "items: use fewer components")
+    seed = cfg.train.seed
+    trained = {}
+    for family in FAMILIES:
+        log.info("training the %s (%d epochs on %s) ...", family.upper(), cfg.train.epochs, dataset.name)
+        trained[family] = runs.train(replace(cfg, model=replace(cfg.model, family=family)), out / family,
+                                     overwrite=overwrite, dataset=dataset)
+    quality = SampleQuality(dataset, options, seed)
+    pairs = random_pairs(len(dataset.x_test), options.interpolation_pairs, seed)
+    scores, figures = {}, {}
+    for family in FAMILIES:
+        log.info("measuring the %s ...", family.upper())
+        scores[family], figures[family] = measure(trained[family], dataset, quality, pairs, options, seed)
+    figures["data"] = {
+        "inputs": viz.image_grid(dataset.x_test[:options.shown_items], ncol=8),
+        "vary_item": viz.image_grid(dataset.x_test[:1]),
+    }
+
+    result = CompareResult(
+        dataset=dataset.name, ae=scores["ae"], vae=scores["vae"], classifier_accuracy=quality.accuracy,
+        fcd_real=quality.train_vs_test, fcd_items=quality.items, report=out / REPORT_FILE,
+        runs={family: out / family for family in FAMILIES},
+    )
+    (out / REPORT_FILE).write_text(render_report(result, trained["vae"].config, options, figures), encoding="utf-8")
+    checkpoint.write_json(out / METRICS_FILE, result.to_dict())
+    log.debug("wrote %s", out / REPORT_FILE)
+    return result

@@ -1,0 +1,1 @@
+"""The parts of `vaekit compare`: pure metrics, the FCD feature classifier, the HTML page."""

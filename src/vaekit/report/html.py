@@ -1,0 +1,207 @@
+"""The comparison as one self-contained HTML page: inline CSS, images as base64 PNG data URIs, no links out."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import TYPE_CHECKING, Callable
+
+from PIL import Image
+
+from ..config import RunConfig
+from ..networks import resolve_network
+
+if TYPE_CHECKING:  # the page only reads the result; compare.py imports this module, not the reverse
+    from ..compare import CompareOptions, CompareResult, ModelScores
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.8em; }
+.muted { color: #666; } .small { font-size: 0.9em; }
+table { border-collapse: collapse; width: 100%; font-size: 0.93em; }
+th, td { border-bottom: 1px solid #e4e4e4; padding: 0.35em 0.6em; vertical-align: top; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.better { font-weight: bold; background: #eef7ee; }
+.pair { display: grid; grid-template-columns: 1fr 1fr; gap: 1.5em; align-items: start; }
+.single { max-width: 540px; }
+figure { margin: 0.5em 0; } figcaption { font-size: 0.9em; color: #444; margin-top: 0.3em; }
+figure img { max-width: 100%; image-rendering: pixelated; border: 1px solid #ddd; }
+figure img.plot { image-rendering: auto; }
+ul.look li { margin-bottom: 0.3em; }
+"""
+
+
+def data_uri(picture: Image.Image) -> str:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def figure(picture: Image.Image, caption: str, css_class: str = "") -> str:
+    klass = f' class="{css_class}"' if css_class else ""
+    return (f'<figure><img{klass} src="{data_uri(picture)}" alt="{html.escape(caption)}">'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def pair(figures: dict, kind: str, captions: dict[str, str], css_class: str = "", layout: str = "pair") -> str:
+    """The AE's and the VAE's picture of one kind: side by side ("pair") or one above the other ("stack")."""
+    cells = "".join(figure(figures[family][kind], captions[family], css_class) for family in ("ae", "vae"))
+    return f'<div class="{layout}">{cells}</div>'
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.{digits}g}" if abs(value) < 10 ** digits else f"{value:.0f}"
+
+
+# (label, value of one model, reference column, lower is better?, explanation); explanations may use {names}.
+Row = tuple[str, Callable[["ModelScores"], float | None], str, bool | None, str]
+
+
+def rows(result: "CompareResult", cfg: RunConfig, options: "CompareOptions") -> list[Row]:
+    steps = options.interpolation_steps
+    even = _fmt(1 / (steps - 1))
+    n = result.fcd_items
+    accuracy = "n/a" if result.classifier_accuracy is None else f"{result.classifier_accuracy:.1%}"
+    gmm = options.gmm_components
+    table: list[Row] = [
+        ("Reconstruction squared error", lambda s: s.recon_squared_error, "",
+         True, "Sum over pixels of (x − x̂)², mean over the test images; x̂ decodes the posterior mean."),
+        ("Reconstruction −log p(x|z)", lambda s: s.recon_nll, "", True,
+         f"Nats per test image under each model's own {html.escape(cfg.model.likelihood)} likelihood, "
+         "at z = the posterior mean."),
+        ("FCD of prior samples", lambda s: s.fcd_prior, f"{_fmt(result.fcd_real)} (real)", True,
+         f"Fréchet classifier distance (FCD) between {n} decoded draws z ~ N(0, I) and {n} test images, in the "
+         f"hidden features of a small classifier vaekit trains on {html.escape(result.dataset)} "
+         f"({accuracy} test accuracy); <em>not FID</em>. Reference: real training vs test images."),
+    ]
+    if gmm:
+        table.append(("FCD of mixture samples", lambda s: s.fcd_gmm, f"{_fmt(result.fcd_real)} (real)", True,
+                      f"The same for z drawn from a {gmm}-component Gaussian mixture fit afterwards on each model's "
+                      "encoded training codes (posterior means)."))
+    table.append(("Prior mass in holes", lambda s: s.prior_hole_fraction, f"{1 - options.hole_quantile:.2g} (filled)",
+                  True, f"Share of {options.hole_draws} draws z ~ N(0, I) farther from every encoded training code "
+                  f"(one draw of q(z|x) per item) than {options.hole_quantile:.0%} of those codes are from their "
+                  "nearest neighbour: prior mass where no data is encoded."))
+    if gmm:
+        table.append(("Mixture mass in holes", lambda s: s.gmm_hole_fraction,
+                      f"{1 - options.hole_quantile:.2g} (filled)", True, "The same share for draws from the mixture."))
+    table += [
+        ("Interpolation: mean step", lambda s: s.interpolation.mean_jump, f"{even} (even)", True,
+         "Mean ‖x<sub>t+1</sub> − x<sub>t</sub>‖ / ‖x<sub>end</sub> − x<sub>start</sub>‖ along decoded "
+         "linear "
+         f"paths between {options.interpolation_pairs} random test pairs ({steps} images each); "
+         "above the even value the path makes a detour."),
+        ("Interpolation: largest step", lambda s: s.interpolation.max_jump, f"{even} (even)", True,
+         "The largest single step / end-to-end distance, mean over the same paths; 1 if the whole change "
+         "happens in one step."),
+        ("Test KL(q(z|x) ‖ p(z))", lambda s: s.test_kl, "", None,
+         "Nats per test image; the AE has no KL term, so its codes are free to sit anywhere."),
+        ("Training time (s)", lambda s: s.train_seconds, "", None, f"{cfg.train.epochs} epochs each."),
+    ]
+    return table
+
+
+def numbers_table(result: "CompareResult", cfg: RunConfig, options: "CompareOptions") -> str:
+    lines = ["<table><tr><th>Metric</th><th>AE</th><th>VAE</th><th>Reference</th><th>What it means</th></tr>"]
+    for label, value, reference, lower_better, explanation in rows(result, cfg, options):
+        ae, vae = value(result.ae), value(result.vae)
+        better = {"ae": False, "vae": False}
+        if lower_better is not None and ae is not None and vae is not None and ae != vae:
+            better["ae" if (ae < vae) == lower_better else "vae"] = True
+        cells = "".join(f'<td class="num{" better" if better[family] else ""}">{_fmt(v)}</td>'
+                        for family, v in (("ae", ae), ("vae", vae)))
+        direction = "" if lower_better is None else " <span class='muted'>(lower is better)</span>"
+        lines.append(f"<tr><td>{label}</td>{cells}<td class='num'>{reference}</td>"
+                     f"<td>{explanation}{direction}</td></tr>")
+    lines.append("</table>")
+    return "\n".join(lines)
+
+
+def verdict(result: "CompareResult") -> str:
+    """One sentence per headline number, read off this run (not a claim made in advance)."""
+    ae, vae = result.ae, result.vae
+    said = []
+    if ae.fcd_prior is not None and vae.fcd_prior is not None:
+        winner = "VAE" if vae.fcd_prior < ae.fcd_prior else "AE"
+        said.append(f"Prior samples: FCD {_fmt(ae.fcd_prior)} (AE) vs {_fmt(vae.fcd_prior)} (VAE): the {winner} "
+                    "generates closer to the test images from N(0, I).")
+    said.append(f"Prior mass in holes: {ae.prior_hole_fraction:.0%} (AE) vs {vae.prior_hole_fraction:.0%} (VAE).")
+    if ae.fcd_gmm is not None and vae.fcd_gmm is not None:
+        said.append(f"With the Gaussian-mixture sampler the AE's FCD goes from {_fmt(ae.fcd_prior)} to "
+                    f"{_fmt(ae.fcd_gmm)}, the VAE's from {_fmt(vae.fcd_prior)} to {_fmt(vae.fcd_gmm)}.")
+    said.append(f"Reconstruction squared error: {_fmt(ae.recon_squared_error)} (AE) vs "
+                f"{_fmt(vae.recon_squared_error)} (VAE).")
+    return "<ul>" + "".join(f"<li>{s}</li>" for s in said) + "</ul>"
+
+
+INTRO = """
+<p>An autoencoder (AE) and a variational autoencoder (VAE) with <em>the same</em> encoder and decoder networks,
+trained on the same data for the same number of epochs. The AE only learns to reconstruct. The VAE also pays
+KL(q(z|x) ‖ N(0, I)) per item, which pulls its codes onto the prior it will later be sampled from.</p>
+<p>What to look for:</p>
+<ul class="look">
+<li><b>Reconstructions</b>: the AE, which spends nothing on the KL term, usually reconstructs a little sharper.</li>
+<li><b>Prior samples</b>: decoding z ~ N(0, I) only works where training codes lie. The AE's codes fill an arbitrary
+region with holes, so its prior samples are mostly unlike the data; the VAE's resemble it.</li>
+<li><b>Mixture samples</b>: fitting a Gaussian mixture to the encoded codes afterwards and sampling from it
+is what makes a plain AE generate at all; with its sharper decoder it can then beat the VAE, whose samples
+are often blurry (Ghosh et al. 2020, "From variational to deterministic autoencoders").</li>
+<li><b>Posterior variations</b>: the AE's posterior is a single point, so every draw is the same image; the
+VAE's draws vary around the item.</li>
+<li><b>Interpolations</b>: between two items the AE's path may pass through unlike images or jump; the
+VAE's usually changes gradually.</li>
+<li><b>Latent maps</b>: the codes projected to 2-D, beside the decoded plane; look for empty regions between
+classes and for where N(0, I) would put its mass.</li>
+</ul>
+"""
+
+
+def render_report(result: "CompareResult", cfg: RunConfig, options: "CompareOptions", figures: dict) -> str:
+    name = html.escape(result.dataset)
+    steps = options.interpolation_steps
+    accuracy = result.classifier_accuracy
+    classifier = "none: the data have no labels" if accuracy is None else f"{accuracy:.1%} test accuracy"
+    both = lambda text: {"ae": f"AE: {text}", "vae": f"VAE: {text}"}  # noqa: E731
+    sections = [
+        f"<h1>AE vs VAE on {name}</h1>",
+        f"<p class='muted'>vaekit compare · latent dimension {cfg.model.latent_dim} · {cfg.train.epochs} epochs · "
+        f"seed {cfg.train.seed} · network {resolve_network(cfg.model)} · likelihood "
+        f"{html.escape(cfg.model.likelihood)} · runs saved in <code>ae/</code> and <code>vae/</code></p>",
+        INTRO,
+        "<h2>Numbers</h2>", "<p>In this run:</p>", verdict(result), numbers_table(result, cfg, options),
+        "<h2>Reconstructions</h2>",
+        f'<div class="single">{figure(figures["data"]["inputs"], f"The first {options.shown_items} test items.")}'
+        "</div>",
+        pair(figures, "reconstructions", both("decoded posterior means of the inputs above.")),
+        "<h2>Prior samples</h2>",
+        pair(figures, "prior", both("decoded draws z ~ N(0, I), the model's own prior.")),
+    ]
+    if "gmm" in figures["ae"]:
+        sections += ["<h2>Gaussian-mixture samples</h2>",
+                     pair(figures, "gmm", both(f"decoded draws from a {options.gmm_components}-component Gaussian "
+                                               "mixture fit on the encoded training codes."))]
+    sections += [
+        "<h2>Posterior variations of one item</h2>",
+        f'<div class="single" style="max-width:120px">{figure(figures["data"]["vary_item"], "Test item 0.")}</div>',
+        pair(figures, "vary", both(f"{options.shown_items} decoded draws z ~ q(z|x) for test item 0.")),
+        "<h2>Interpolations</h2>",
+        pair(figures, "interpolation", both(f"one random test pair per row, {steps} decoded steps along the straight "
+                                            "line between their posterior means.")),
+        "<h2>Latent maps</h2>",
+        pair(figures, "latent_map", both("left, posterior means of the test items coloured by label (PCA for more "
+                                         "than 2 dimensions); right, the decoded plane."),
+             css_class="plot", layout="stack"),
+        "<h2>Setup</h2>",
+        f"<p class='small'>Both runs use one config except the model family; the full config is in "
+        f"<code>ae/config.json</code> and <code>vae/config.json</code>, the numbers in <code>compare.json</code>. "
+        f"The FCD classifier ({classifier}) "
+        f"is trained by vaekit on the training split of {name}, seeded; FCDs use {result.fcd_items} images per side, "
+        "so compare them only with FCDs computed at the same size.</p>",
+    ]
+    body = "\n".join(sections)
+    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>vaekit compare: AE vs VAE on {name}</title><style>{STYLE}</style></head>\n"
+            f"<body>\n{body}\n</body></html>\n")

@@ -1,0 +1,167 @@
+"""AE vs VAE comparison: the metrics on known answers, then one real comparison on digits end to end."""
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import vaekit
+from vaekit.cli import main
+from vaekit.compare import (
+    CompareOptions, CompareResult, compare, feature_frechet_distance, frechet_distance, interpolation_smoothness,
+    prior_hole_fraction,
+)
+from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaekit.errors import VaekitError
+
+# ---- Fréchet distance ---------------------------------------------------------------------------------
+
+
+def test_frechet_distance_diagonal_closed_form():
+    # Diagonal covariances commute: tr(C1 + C2 - 2 (C1 C2)^1/2) = sum (s1 - s2)^2 over the standard deviations.
+    mu1, mu2 = np.array([0.0, 1.0, -2.0]), np.array([1.0, 1.0, 0.5])
+    s1, s2 = np.array([1.0, 2.0, 0.5]), np.array([3.0, 0.5, 0.5])
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((s1 - s2) ** 2)  # 1 + 0 + 6.25 + 4 + 2.25 + 0
+    assert frechet_distance(mu1, np.diag(s1**2), mu2, np.diag(s2**2)) == pytest.approx(expected, rel=1e-10)
+    assert expected == pytest.approx(13.5)
+    assert frechet_distance(mu1, np.diag(s1**2), mu1, np.diag(s1**2)) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_frechet_distance_full_covariance_matches_sqrtm():
+    from scipy import linalg
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(6, 6)), rng.normal(size=(6, 6))
+    cov1, cov2 = a @ a.T, b @ b.T + 0.1 * np.eye(6)
+    mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+    reference = np.sum((mu1 - mu2) ** 2) + np.trace(cov1 + cov2 - 2 * linalg.sqrtm(cov1 @ cov2).real)
+    assert frechet_distance(mu1, cov1, mu2, cov2) == pytest.approx(reference, rel=1e-8)
+
+
+def test_feature_frechet_distance_estimates_the_gaussians():
+    rng = np.random.default_rng(1)
+    first = rng.normal([0.0, 0.0], [1.0, 2.0], size=(20000, 2))
+    second = rng.normal([3.0, 0.0], [1.0, 1.0], size=(20000, 2))
+    assert feature_frechet_distance(first, second) == pytest.approx(9.0 + 1.0, rel=0.03)
+    with pytest.raises(VaekitError, match="feature sets"):
+        feature_frechet_distance(first, second[:, :1])
+
+
+# ---- prior holes --------------------------------------------------------------------------------------
+
+
+def test_prior_hole_fraction_planted():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(2000, 4))  # the prior draws
+    fills = rng.normal(size=(3000, 4))  # codes distributed like the prior
+    assert prior_hole_fraction(fills, z) < 0.05
+    far = rng.normal(size=(3000, 4)) * 0.5 + 6.0  # all codes far from the origin
+    assert prior_hole_fraction(far, z) > 0.99
+    # Codes on a thin shell leave the prior's centre empty: between the two extremes.
+    shell = fills / np.linalg.norm(fills, axis=1, keepdims=True) * 3.0
+    assert 0.3 < prior_hole_fraction(shell, z) < 0.99
+    with pytest.raises(VaekitError, match="codes"):
+        prior_hole_fraction(fills, z[:, :3])
+
+
+# ---- interpolation smoothness ---------------------------------------------------------------------------
+
+
+def test_interpolation_smoothness_ramp_step_and_detour():
+    steps = 10
+    t = torch.linspace(0, 1, steps)
+    start, end = torch.rand(3, 1, 4, 4), torch.rand(3, 1, 4, 4)
+    ramp = start[:, None] + t[None, :, None, None, None] * (end - start)[:, None]  # (3, steps, 1, 4, 4)
+    even = interpolation_smoothness(ramp)
+    assert even.mean_jump == pytest.approx(1 / (steps - 1), rel=1e-6)
+    assert even.max_jump == pytest.approx(1 / (steps - 1), rel=1e-6)
+    assert even.even == pytest.approx(1 / 9) and even.paths == 3 and even.steps == steps
+
+    step = torch.where(t[None, :, None, None, None] < 0.5, start[:, None], end[:, None])  # all change in one step
+    jumpy = interpolation_smoothness(step)
+    assert jumpy.max_jump == pytest.approx(1.0)
+    assert jumpy.max_jump > 5 * even.max_jump
+
+    bump = torch.sin(torch.pi * t)[None, :, None, None, None] * 5.0  # a detour out and back on top of the ramp
+    detour = interpolation_smoothness(ramp + bump)
+    assert detour.mean_jump > 2 * even.mean_jump
+
+
+def test_interpolation_smoothness_skips_and_rejects_closed_paths():
+    loop = torch.zeros(2, 5, 3)
+    loop[:, 2] = 1.0  # starts and ends at zero
+    with pytest.raises(VaekitError, match="same image"):
+        interpolation_smoothness(loop)
+    mixed = torch.cat([loop, torch.linspace(0, 1, 5)[None, :, None].expand(1, 5, 3)])
+    assert interpolation_smoothness(mixed).paths == 1
+
+
+# ---- the comparison on digits ---------------------------------------------------------------------------
+
+# Settings found to separate the two models robustly on digits (VAE prior FCD about half the AE's, seeds 0-4):
+# a small MLP and batch 32 give enough steps in 15 quick epochs.
+DIGITS = RunConfig(
+    data=DataConfig(name="digits"),
+    model=ModelConfig(latent_dim=8, network="mlp", hidden_dims=(256, 128)),
+    train=TrainConfig(epochs=15, batch_size=32, progress=False),
+)
+QUICK = CompareOptions(classifier_steps=300, interpolation_pairs=8, hole_draws=1000)
+
+
+@pytest.fixture(scope="module")
+def digits_report(tmp_path_factory) -> CompareResult:
+    return compare(DIGITS, tmp_path_factory.mktemp("compare") / "report", options=QUICK)
+
+
+def test_compare_digits_numbers(digits_report):
+    ae, vae = digits_report.ae, digits_report.vae
+    assert (ae.family, vae.family) == ("ae", "vae")
+    # What the report exists to show: N(0, I) decodes to data for the VAE, to mostly nothing for the AE.
+    assert vae.fcd_prior < 0.8 * ae.fcd_prior
+    assert vae.prior_hole_fraction < 0.1 < 0.5 < ae.prior_hole_fraction
+    # The mixture sampler puts the AE's draws back on its codes, and makes it generate.
+    assert ae.gmm_hole_fraction < 0.2 and ae.fcd_gmm < 0.5 * ae.fcd_prior
+    assert ae.recon_squared_error < vae.recon_squared_error  # no KL to pay
+    assert digits_report.classifier_accuracy > 0.9
+    assert 0 < digits_report.fcd_real < vae.fcd_prior
+    assert ae.test_kl == 0 and vae.test_kl > 0
+    for scores in digits_report.scores():
+        assert scores.interpolation.even <= scores.interpolation.mean_jump <= scores.interpolation.max_jump < 1
+
+
+def test_compare_digits_report_is_self_contained(digits_report):
+    page = digits_report.report.read_text()
+    assert digits_report.report.name == "index.html"
+    images = re.findall(r'<img[^>]*src="([^"]+)"', page)
+    assert len(images) >= 12 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert not re.search(r"https?://", page)
+    assert "<link" not in page and "<script" not in page
+    assert "not FID" in page and "Fréchet classifier distance" in page
+    for value in (digits_report.ae.fcd_prior, digits_report.vae.fcd_prior):
+        assert f"{value:.3g}" in page
+    for heading in ("Reconstructions", "Prior samples", "Gaussian-mixture samples", "Posterior variations",
+                    "Interpolations", "Latent maps"):
+        assert f"<h2>{heading}" in page
+    saved = json.loads((digits_report.report.parent / "compare.json").read_text())
+    assert saved["vae"]["fcd_prior"] == pytest.approx(digits_report.vae.fcd_prior)
+    for family in ("ae", "vae"):
+        assert vaekit.load(digits_report.runs[family]).family == family
+
+
+def test_compare_refuses_to_overwrite_runs(digits_report):
+    with pytest.raises(VaekitError, match="--overwrite"):
+        compare(DIGITS, digits_report.report.parent, options=QUICK)
+
+
+def test_compare_cli_without_mixture(tmp_path, capsys):
+    out = tmp_path / "report"
+    code = main(["compare", "--data", "digits", "--latent-dim", "4", "--epochs", "1", "--limit", "300",
+                 "--network", "mlp", "--hidden-dims", "32", "--gmm-components", "0", "--classifier-steps", "20",
+                 "--interpolation-pairs", "2", "--no-progress", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "FCD, prior samples" in printed and str(out / "index.html") in printed
+    page = (out / "index.html").read_text()
+    assert "<h2>Prior samples" in page and "Gaussian-mixture samples" not in page
+    assert json.loads((out / "compare.json").read_text())["ae"]["fcd_gmm"] is None
