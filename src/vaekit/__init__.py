@@ -8,9 +8,11 @@ from .errors import VaekitError  # noqa: E402
 from .models import AE, VAE, LossOutput, Model, build_model  # noqa: E402
 from .runs import resume, train  # noqa: E402
 from .train import Trainer  # noqa: E402
+from . import compare, disentangle, latent, metrics, viz  # noqa: E402  (vaekit.latent.interpolate, ...)
+from .compare import CompareOptions, CompareResult  # noqa: E402
 
 __all__ = [
-    "AE", "VAE", "DataConfig", "Dataset", "LossOutput", "Model", "ModelConfig", "RunConfig", "TensorData",
-    "TrainConfig", "Trainer", "VaekitError", "build_model", "load", "load_dataset", "resume", "save_pretrained",
-    "train", "__version__",
+    "AE", "VAE", "CompareOptions", "CompareResult", "DataConfig", "Dataset", "LossOutput", "Model", "ModelConfig",
+    "RunConfig", "TensorData", "TrainConfig", "Trainer", "VaekitError", "__version__", "build_model", "compare",
+    "disentangle", "latent", "load", "load_dataset", "metrics", "resume", "save_pretrained", "train", "viz",
 ]

@@ -282,6 +282,11 @@ def compare(
         runs={family: out / family for family in FAMILIES},
     )
     (out / REPORT_FILE).write_text(render_report(result, trained["vae"].config, options, figures), encoding="utf-8")
+    # The same pictures as files too (out/figures/<ae|vae|data>_<kind>.png), for slides and READMEs.
+    (out / "figures").mkdir(exist_ok=True)
+    for owner, pictures in figures.items():
+        for kind, picture in pictures.items():
+            picture.save(out / "figures" / f"{owner}_{kind}.png")
     checkpoint.write_json(out / METRICS_FILE, result.to_dict())
     log.debug("wrote %s", out / REPORT_FILE)
     return result
