@@ -67,12 +67,7 @@ def captioned_panels(panels: list[tuple[str, torch.Tensor]], path: str | Path, n
         ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
         ax.set_title(title, fontsize=12)
         ax.axis("off")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def plot_latent_map(latent_map, path: str | Path, label_names: list[str] | tuple[str, ...] | None = None,
@@ -154,6 +149,12 @@ def plot_latent_map(latent_map, path: str | Path, label_names: list[str] | tuple
         right.set_ylabel(ax.get_ylabel())
         plane = "" if latent_map.projection == "latent" else ", PCA plane through the mean code"
         right.set_title(f"decoded {grid}x{grid} grid, central 90%{plane}")
+    return _save_figure(fig, path)
+
+
+def _save_figure(fig, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
