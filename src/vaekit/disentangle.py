@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import mutual_info_score
 
 from .errors import VaekitError
 
@@ -45,6 +43,8 @@ def mig(codes: np.ndarray, factors: np.ndarray, n_bins: int = 20) -> MIGResult:
     code scores about log(n_bins) / log(n_values) on it (on the shapes grid with n_bins=20: about 0.89 in
     all); raise n_bins to the largest factor size (40 for shapes) to compare against a ceiling of 1.
     """
+    from sklearn.metrics import mutual_info_score  # here, not at import: scikit-learn loads its own thread pools
+
     codes, factors = _check_pair(codes, factors)
     if codes.shape[1] < 2:
         raise VaekitError(f"MIG compares the two most informative codes, so it needs at least 2; got {codes.shape[1]}")
@@ -100,6 +100,8 @@ def beta_vae_score(
         raise VaekitError(f"the beta-VAE score classifies which factor was fixed, so it needs >= 2; got {n_factors}")
     if batch_size < 1 or n_train < 2 or n_eval < 1:
         raise VaekitError(f"need batch_size >= 1, n_train >= 2, n_eval >= 1; got {batch_size}, {n_train}, {n_eval}")
+    from sklearn.linear_model import LogisticRegression
+
     rng = np.random.default_rng(seed)
     train_points, train_labels = _pair_differences(represent, sample_factors, n_factors, batch_size, n_train, rng)
     if np.unique(train_labels).size < 2:
