@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -116,6 +117,7 @@ class Trainer:
         bar = tqdm(
             total=len(train), desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", unit="img", unit_scale=True,
             disable=not self.cfg.progress, leave=False, dynamic_ncols=True,
+            mininterval=0.2 if sys.stderr.isatty() else 30.0,  # a log file gets a line every 30 s, not a flood
         )
         for x, y in train.batches(self.cfg.batch_size, self.generator, shuffle=True):
             lr = learning_rate(self.cfg, self.step, total_steps)
