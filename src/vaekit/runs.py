@@ -56,8 +56,9 @@ def prepare_out(out: Path, overwrite: bool) -> None:
             f"{out} already holds a run: continue it with --resume {out}, choose another --out, or pass --overwrite"
         )
     if out.exists() and overwrite:
-        for name in (checkpoint.MODEL_FILE, checkpoint.CONFIG_FILE, checkpoint.RESUME_STATE,
-                     checkpoint.RESUME_TENSORS, METRICS_FILE):
+        # The old model and its config stay until the new run's first checkpoint replaces both, so a run that
+        # fails early loses nothing; the old resume state and metrics belong to the old run only.
+        for name in (checkpoint.RESUME_STATE, checkpoint.RESUME_TENSORS, METRICS_FILE):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -74,7 +75,8 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     if out is not None:
         directory = Path(out)
         prepare_out(directory, overwrite)
-        checkpoint.write_json(directory / checkpoint.CONFIG_FILE, {"format": checkpoint.FORMAT, **cfg.to_dict()})
+        if not (directory / checkpoint.MODEL_FILE).exists():  # mark the folder as a run from the start
+            checkpoint.write_json(directory / checkpoint.CONFIG_FILE, {"format": checkpoint.FORMAT, **cfg.to_dict()})
         callbacks = [MetricsLog(directory / METRICS_FILE), Checkpointer(directory, cfg)]
     trainer = Trainer(model, cfg.train, callbacks)
     history = trainer.fit(train_data(dataset, cfg.data), dataset.split("test"))
