@@ -134,6 +134,23 @@ def save_weights(path: Path, layers: dict[str, torch.nn.Linear], peer: str) -> N
     save_file(tensors, str(path), metadata=metadata)
 
 
+def base_record(peer: str, args: argparse.Namespace, data_dir: Path, train_images: int, **extra) -> dict:
+    """The fields every peer's JSON record starts with: what was trained, on what, on which machine."""
+    return {
+        "peer": peer,
+        **{k: v for k, v in extra.items() if k == "pythae"},
+        "dataset": args.data,
+        "data_dir": str(data_dir),
+        "train_images": train_images,
+        "epochs": args.epochs,
+        "batch_size": BATCH_SIZE,
+        "learning_rate": LEARNING_RATE,
+        "seed": args.seed,
+        **{k: v for k, v in extra.items() if k != "pythae"},
+        "machine": machine_record(),
+    }
+
+
 def peak_rss_mib() -> float:
     """Peak resident set size of this process so far (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

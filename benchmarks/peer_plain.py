@@ -83,19 +83,11 @@ def main() -> None:
     torch.manual_seed(args.seed)
     data_dir = common.resolve_data_dir(args.data, args.data_dir)
     train_grey = common.load_split(args.data, data_dir, "train", args.limit)
-    record = {
-        "peer": "plain-pytorch",
-        "dataset": args.data,
-        "data_dir": str(data_dir),
-        "train_images": len(train_grey),
-        "epochs": args.epochs,
-        "batch_size": common.BATCH_SIZE,
-        "learning_rate": common.LEARNING_RATE,
-        "seed": args.seed,
-        "loss": "binary_cross_entropy_with_logits + analytic KL, summed over pixels and batch",
-        "binarisation": "dynamic: torch.bernoulli on each batch",
-        "machine": common.machine_record(),
-    }
+    record = common.base_record(
+        "plain-pytorch", args, data_dir, len(train_grey),
+        loss="binary_cross_entropy_with_logits + analytic KL, summed over pixels and batch",
+        binarisation="dynamic: torch.bernoulli on each batch",
+    )
 
     model = VAE()
     optimizer = torch.optim.Adam(model.parameters(), lr=common.LEARNING_RATE)

@@ -159,21 +159,12 @@ def main() -> None:
     logging.getLogger("pythae").setLevel(logging.WARNING)
     data_dir = common.resolve_data_dir(args.data, args.data_dir)
     train_grey = common.load_split(args.data, data_dir, "train", args.limit)
-    record = {
-        "peer": "pythae",
-        "pythae": importlib.metadata.version("pythae"),
-        "dataset": args.data,
-        "data_dir": str(data_dir),
-        "train_images": len(train_grey),
-        "epochs": args.epochs,
-        "batch_size": common.BATCH_SIZE,
-        "learning_rate": common.LEARNING_RATE,
-        "seed": args.seed,
-        "loss": "pythae VAE bce: binary_cross_entropy(sigmoid(logits)) summed over pixels "
+    record = common.base_record(
+        "pythae", args, data_dir, len(train_grey), pythae=importlib.metadata.version("pythae"),
+        loss="pythae VAE bce: binary_cross_entropy(sigmoid(logits)) summed over pixels "
         "+ analytic KL, mean over the batch",
-        "binarisation": "dynamic: torch.bernoulli in Dataset.__getitem__ on every access",
-        "machine": common.machine_record(),
-    }
+        binarisation="dynamic: torch.bernoulli in Dataset.__getitem__ on every access",
+    )
 
     torch.manual_seed(args.seed)  # pythae seeds only at train start, after the model is built
     model = VAE(
