@@ -122,3 +122,9 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert not (tmp_path / "a.png").exists()
+
+
+def test_resume_refuses_flags_that_would_change_the_run(run_dir, capsys):
+    assert main(["train", "--resume", str(run_dir), "--lr", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "--lr" in err and len(err.strip().splitlines()) == 1

@@ -110,3 +110,16 @@ def test_checkpoint_holds_no_pickle(digits_config, tmp_path):
     for path in (tmp_path / "run").iterdir():
         assert path.suffix in (".json", ".safetensors", ".jsonl"), path
         assert b"\x80\x04\x95" not in path.read_bytes()[:64]  # pickle protocol-4 header
+
+
+def test_resume_rewrites_metrics_past_the_checkpoint_and_rejects_a_corrupt_state(digits_config, tmp_path):
+    cfg = replace(digits_config, train=replace(digits_config.train, epochs=2))
+    vaekit.train(cfg, out=tmp_path / "run")
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"epoch": 3}\n')  # logged, then the process died before saving
+    vaekit.resume(tmp_path / "run", epochs=3)
+    assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == [1, 2, 3]
+    assert oct((tmp_path / "run" / "model.safetensors").stat().st_mode & 0o044) != "0o0"  # readable by others
+    (tmp_path / "run" / "resume.json").write_text("{}")
+    with pytest.raises(vaekit.VaekitError, match="resume state"):
+        vaekit.resume(tmp_path / "run", epochs=4)

@@ -30,6 +30,9 @@ def _atomic_write(path: Path, write: Any) -> None:
     os.close(handle)
     try:
         write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a run folder is read like any other file
         with open(tmp, "rb") as written:
             os.fsync(written.fileno())
         os.replace(tmp, path)
@@ -80,7 +83,10 @@ def load_config(directory: str | Path) -> RunConfig:
     if not isinstance(raw, dict):
         raise VaekitError(f"{path} is corrupt (not a JSON object): retrain, or restore it from a backup")
     raw.pop("vaekit_version", None)
-    if raw.pop("format", FORMAT) > FORMAT:
+    fmt = raw.pop("format", FORMAT)
+    if not isinstance(fmt, int) or not all(isinstance(raw.get(k, {}), dict) for k in ("data", "model", "train")):
+        raise VaekitError(f"{path} is corrupt (unexpected structure): retrain, or restore it from a backup")
+    if fmt > FORMAT:
         raise VaekitError(f"{path} was written by a newer vaekit: upgrade vaekit to load it")
     model = raw.get("model", {})
     if isinstance(model.get("data_shape"), list):
@@ -133,4 +139,7 @@ def load_resume(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise VaekitError(f"{state_path} is corrupt: start the run again") from None
     tensors = read_tensors(directory / RESUME_TENSORS)
+    needed = ("step", "epoch", "optimizer_groups")
+    if not isinstance(state, dict) or any(k not in state for k in needed) or "rng.torch" not in tensors:
+        raise VaekitError(f"the resume state in {directory} is corrupt or incomplete: start the run again")
     return tensors, state

@@ -16,12 +16,12 @@ from .networks import build_networks
 
 @dataclass(frozen=True)
 class LossOutput:
-    """Batch means of the training objective and its parts (nats per example)."""
+    """The training objective and its parts as batch means (nats per example); elbo per example (B,)."""
 
     loss: torch.Tensor  # minimised: recon + beta * kl_scale * kl
     recon: torch.Tensor  # -E_q[log p(x|z)], one sample
     kl: torch.Tensor  # the regularizer, KL(q(z|x) || p(z)) for a VAE
-    elbo: torch.Tensor  # -(recon + kl), higher is better (beta = 1)
+    elbo: torch.Tensor  # (B,) per example: -(recon + kl), higher is better (beta = 1)
 
 
 class Model(nn.Module):

@@ -1,8 +1,8 @@
 """A training run end to end: config + data -> model -> Trainer -> run folder (checkpoints, metrics)."""
 from __future__ import annotations
 
+import json
 import logging
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -77,7 +77,7 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
         prepare_out(directory, overwrite)
         if not (directory / checkpoint.MODEL_FILE).exists():  # mark the folder as a run from the start
             checkpoint.write_json(directory / checkpoint.CONFIG_FILE, {"format": checkpoint.FORMAT, **cfg.to_dict()})
-        callbacks = [MetricsLog(directory / METRICS_FILE), Checkpointer(directory, cfg)]
+        callbacks = [Checkpointer(directory, cfg), MetricsLog(directory / METRICS_FILE)]
     trainer = Trainer(model, cfg.train, callbacks)
     history = trainer.fit(train_data(dataset, cfg.data), dataset.split("test"))
     if directory is not None and not history:
@@ -85,21 +85,33 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     return RunResult(checkpoint.unwrap(trainer.model).eval(), cfg, history, directory)
 
 
-def resume(directory: str | Path, epochs: int | None = None) -> RunResult:
-    """Continue a run from its last resume state, optionally to a new total number of epochs."""
+def resume(directory: str | Path, epochs: int | None = None, device: str | None = None,
+           threads: int | None = None, progress: bool | None = None) -> RunResult:
+    """Continue a run from its last resume state, optionally to a new total number of epochs; where it runs
+    (device, threads, progress bar) may change, what it computes may not."""
     directory = Path(directory)
     cfg = checkpoint.load_config(directory)
-    if epochs is not None:
-        cfg = validate(replace(cfg, train=replace(cfg.train, epochs=epochs)))
+    runtime = {k: v for k, v in (("epochs", epochs), ("device", device), ("threads", threads),
+                                 ("progress", progress)) if v is not None}
+    cfg = validate(replace(cfg, train=replace(cfg.train, **runtime)))
     tensors, meta = checkpoint.load_resume(directory)
+    metrics = directory / METRICS_FILE
+    if metrics.exists():  # epochs logged after the last checkpoint will be trained, and logged, again
+        kept = [line for line in metrics.read_text().splitlines()
+                if line.strip() and json.loads(line).get("epoch", 0) <= meta["epoch"]]
+        metrics.write_text("".join(line + "\n" for line in kept))
     dataset = load_dataset(cfg.data)
     if tuple(dataset.shape) != tuple(cfg.model.data_shape):
         raise VaekitError(f"the data now has shape {dataset.shape}, the run was trained on {cfg.model.data_shape}")
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model)
-    callbacks = [MetricsLog(directory / METRICS_FILE), Checkpointer(directory, cfg)]
+    callbacks = [Checkpointer(directory, cfg), MetricsLog(directory / METRICS_FILE)]
     trainer = Trainer(model, cfg.train, callbacks)
-    trainer.load_state_dict(tensors, meta)
+    try:
+        trainer.load_state_dict(tensors, meta)
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise VaekitError(f"the resume state in {directory} does not fit its model ({exc.__class__.__name__}): "
+                          "it is corrupt or from another run; start the run again") from None
     if trainer.epoch >= cfg.train.epochs:
         log.info("%s already finished %d epochs: pass --epochs N to train further", directory, trainer.epoch)
     history = trainer.fit(train_data(dataset, cfg.data), dataset.split("test"))

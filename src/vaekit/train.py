@@ -169,15 +169,13 @@ class Trainer:
         self.model.eval()
         sums = torch.zeros(3, dtype=torch.float64)
         # A fixed generator for the one posterior sample keeps validation numbers comparable across epochs.
-        state = torch.get_rng_state()
-        torch.manual_seed(0)
-        try:
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(0)  # restored on exit, on every device: training's random stream is untouched
             for x, y in data.batches(batch_size):
                 out = self.model.loss(x, y, kl_scale=1.0)
                 recon, kl = out.recon.double().cpu(), out.kl.double().cpu()
                 sums += torch.stack([recon + kl, recon, kl]) * x.shape[0]
-        finally:
-            torch.set_rng_state(state)
         self.model.train()
         return tuple((sums / len(data)).tolist())  # type: ignore[return-value]
 

@@ -7,7 +7,8 @@ import logging
 
 from .. import runs
 from ..config import RunConfig
-from .common import add_config_flags, config_from_args, recipes
+from ..errors import VaekitError
+from .common import CONFIG_FLAGS, add_config_flags, config_from_args, recipes
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +25,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.resume:
-        result = runs.resume(args.resume, epochs=args.epochs)
+        allowed = {"epochs", "device", "threads"}
+        fixed = [f"--{flag.replace('_', '-')}" for flag in CONFIG_FLAGS if flag not in allowed
+                 and getattr(args, flag, None) is not None]
+        fixed += [f"--{name}" for name in ("config", "recipe", "out") if getattr(args, name, None)]
+        if fixed or args.set:
+            raise VaekitError(f"--resume continues a run as it was configured; {', '.join(fixed or ['--set'])} "
+                              "cannot change it (only --epochs, --device, --threads, --no-progress): "
+                              "start a new run with --out instead")
+        result = runs.resume(args.resume, epochs=args.epochs, device=args.device, threads=args.threads,
+                             progress=False if args.no_progress else None)
     else:
         cfg: RunConfig = config_from_args(args)
         if args.print_config:
             print(cfg.to_json())
             return 0
         if not args.out:
-            from ..errors import VaekitError
-
             raise VaekitError("vaekit train needs --out RUN_DIR (where the model and metrics are written)")
         result = runs.train(cfg, out=args.out, overwrite=args.overwrite)
     last = result.history[-1] if result.history else None
