@@ -14,6 +14,7 @@ from . import checkpoint, latent, runs, viz
 from .config import RunConfig
 from .data import Dataset, load_dataset
 from .errors import VaekitError
+from .metrics import reconstruction_error
 from .models import Model
 from .report.classifier import FeatureClassifier, train_feature_classifier
 from .report.html import render_report
@@ -102,18 +103,6 @@ class CompareResult:
 # ---- the pieces, each a function of a trained model ------------------------------------------------
 
 @torch.no_grad()
-def reconstruction_errors(model: Model, x: torch.Tensor, batch_size: int = 500) -> tuple[float, float]:
-    """(squared error, -log p(x|z)) per item at z = posterior mean, means over x."""
-    squared, nll = 0.0, 0.0
-    for start in range(0, len(x), batch_size):
-        batch = x[start:start + batch_size].to(model.device)
-        px = model.decode(model.encode(batch).mean)
-        squared += float((px.mean - batch).pow(2).flatten(1).sum(1).sum())
-        nll += float(-px.log_prob(batch).sum())
-    return squared / len(x), nll / len(x)
-
-
-@torch.no_grad()
 def decode_batches(model: Model, z: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     batches = z.split(batch_size)
     return torch.cat([model.decode(batch.to(model.device)).mean.cpu() for batch in batches])
@@ -197,7 +186,8 @@ def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs
     """One trained model's numbers and pictures; the same draws, pairs and real images for every model."""
     model, x_test, x_train = run.model, dataset.x_test, dataset.x_train
     n_draws = max(options.hole_draws, quality.items)
-    squared, nll = reconstruction_errors(model, x_test)
+    errors = reconstruction_error(model, x_test)
+    squared, nll = float(errors.squared_error.mean()), float(errors.nll_at_mean.mean())
     # The decoder was trained on draws from q(z|x): one per item samples the aggregate posterior the prior should cover.
     codes = latent.encode_dataset(model, subset(x_train, options.hole_codes, seed), sample=True,
                                   generator=torch.Generator().manual_seed(seed)).numpy()

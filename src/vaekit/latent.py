@@ -13,7 +13,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.distributions import kl_divergence
 
 from .distributions import PointMass
 from .errors import VaekitError
@@ -112,19 +111,13 @@ def dimension_scores(model: Model, x: torch.Tensor, batch_size: int = 1000) -> t
     A VAE: the mean over items of KL(q(z_d|x) || p(z_d)) per dimension (a collapsed dimension scores ~0).
     An AE has no KL (its posterior is a point): the variance of its codes per dimension instead.
     """
+    from . import metrics  # the evaluator's own estimators, so the ranking and the report agree
+
     if x.shape[0] < 2:
         raise VaekitError(f"ranking latent dimensions needs at least 2 items, got {x.shape[0]}")
-    prior = model.prior()
-    total, means = torch.zeros(model.latent_dim, dtype=torch.float64), []
-    for start in range(0, x.shape[0], batch_size):
-        qz = model.encode(x[start:start + batch_size].to(model.device))
-        if isinstance(qz, PointMass):
-            means.append(qz.mean.cpu())
-        else:  # factorised posterior and prior: the KL splits into one term per dimension
-            total += kl_divergence(qz.base_dist, prior.base_dist).sum(0).cpu().double()
-    if means:
-        return torch.cat(means).double().var(0).float()
-    return (total / x.shape[0]).float()
+    if isinstance(model.encode(x[:1].to(model.device)), PointMass):
+        return metrics.posterior_mean_variance(model, x).float()
+    return metrics.kl_per_dim(model, x).float()
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,6 @@ def run(args: argparse.Namespace) -> int:
         trained[family] = runs.train(cfg, out=out / family, overwrite=True, dataset=dataset)
     x_test = dataset.x_test
     vae, ae = trained["vae"].model, trained["ae"].model
-    generator = torch.Generator().manual_seed(args.seed)
     pictures = {
         "reconstructions": viz.captioned_panels(
             [("input", x_test[:16]), ("VAE reconstruction", vae.reconstruct(x_test[:16])),
@@ -53,7 +52,6 @@ def run(args: argparse.Namespace) -> int:
              ("AE: test item 0 -> 1 (linear)", latent.interpolate(ae, x_test[0], x_test[1], 10))],
             out / "interpolation.png", ncol=10),
     }
-    del generator
     print("\npictures:")
     for name, path in pictures.items():
         print(f"  {name:16s} {path}")

@@ -36,8 +36,9 @@ class Dataset:
 
     @property
     def value_range(self) -> tuple[float, float]:
-        both = torch.cat([self.x_train.reshape(-1), self.x_test.reshape(-1)])
-        return float(both.min()), float(both.max())
+        # No concatenated copy of the whole data set just to find two numbers.
+        return (min(float(self.x_train.min()), float(self.x_test.min())),
+                max(float(self.x_train.max()), float(self.x_test.max())))
 
     def split(self, name: str) -> "TensorData":
         if name not in ("train", "test"):
