@@ -112,7 +112,8 @@ class Trainer:
     def _train_epoch(self, train: TensorData, val: TensorData | None, steps_per_epoch: int, total_steps: int) -> EpochResult:
         self.model.train()
         start = time.perf_counter()
-        sums = torch.zeros(3, dtype=torch.float64)
+        # Summed on the device: reading a GPU number every step would stall it; it is read every 25 steps.
+        sums = torch.zeros(3, device=self.device)
         seen = 0
         bar = tqdm(
             total=len(train), desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", unit="img", unit_scale=True,
@@ -132,7 +133,7 @@ class Trainer:
             self.optimizer.step()
             self.step += 1
             batch = x.shape[0]
-            sums += torch.stack([out.loss.detach(), out.recon.detach(), out.kl.detach()]).double().cpu() * batch
+            sums += torch.stack([out.loss.detach(), out.recon.detach(), out.kl.detach()]) * batch
             seen += batch
             bar.update(batch)
             if self.step % 25 == 0 or seen == len(train):
