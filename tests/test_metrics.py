@@ -218,13 +218,22 @@ def tiny_run(tmp_path, family: str):
 def test_cli_evaluate_writes_json(tmp_path, capsys):
     run = tiny_run(tmp_path, "vae")
     out = tmp_path / "eval.json"
-    assert main(["evaluate", str(run), "--iw-samples", "20", "--n", "100", "--out", str(out), "--no-progress"]) == 0
+    threads = str(torch.get_num_threads())  # the flag is exercised without changing this process's setting
+    assert main(["evaluate", str(run), "--iw-samples", "20", "--n", "100", "--out", str(out), "--no-progress",
+                 "--threads", threads]) == 0
     result = json.loads(out.read_text())
     assert REQUIRED <= set(result)
     assert result["split"] == "test" and result["n_examples"] == 100 and result["iw_samples"] == 20
     assert result["nll"] <= -result["elbo"] and len(result["kl_per_dim"]) == 4
     assert result["bits_per_dim"] == pytest.approx(result["nll"] / (64 * math.log(2)))
     assert json.loads(capsys.readouterr().out)["nll"] == result["nll"]
+
+
+def test_cli_evaluate_rejects_zero_threads(tmp_path, capsys):
+    run = tiny_run(tmp_path, "vae")
+    assert main(["evaluate", str(run), "--threads", "0", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--threads" in err
 
 
 def test_cli_evaluate_autoencoder_needs_iw_samples_zero(tmp_path, capsys):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import torch
+
 from .. import checkpoint, metrics
 from ..errors import VaekitError
 from .common import add_data_flags, add_split, run_dataset
@@ -28,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-rows", type=int, default=metrics.DEFAULT_MAX_ROWS,
                    help="decoded samples held at once (memory); results do not depend on it")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"], help="where to run (default cpu)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice, one per core)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", help="also write the results to this JSON file")
     p.set_defaults(func=run)
@@ -36,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.n is not None and args.n < 2:
         raise VaekitError(f"--n must be at least 2, got {args.n}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise VaekitError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     model = checkpoint.load(args.run, device=args.device)
     dataset = run_dataset(args.run, args)
     x = dataset.split(args.split).x
