@@ -21,6 +21,7 @@ import datetime
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -125,6 +126,7 @@ def throughput(data: str, args: argparse.Namespace, work: Path, x_test: torch.Te
     the table reports the median over repeats and scores the last repeat's models."""
     pythae_extra = ["--nll-samples", str(args.iw_samples), "--nll-batch-size", "100"]
     repeats: dict[str, list[dict]] = {}
+    bounds: list[float] = []  # the matrix products alone, timed in the same rotation
     for repeat in range(args.repeats):
         last = repeat == args.repeats - 1
         runs = [train_vaekit(data, work / f"vaekit-{data}-{repeat}", args.epochs, "paper-mlp", work)]
@@ -134,6 +136,7 @@ def throughput(data: str, args: argparse.Namespace, work: Path, x_test: torch.Te
                                    [*extra, *nll]))
         for row in runs:
             repeats.setdefault(row["peer"], []).append(row)
+        bounds.append(matmul_bound(work / f"bound-{data}-{repeat}.json", work))
     rows = []
     for peer, tries in repeats.items():
         row = dict(tries[-1])
@@ -150,7 +153,19 @@ def throughput(data: str, args: argparse.Namespace, work: Path, x_test: torch.Te
         for t in tries:
             t.pop("record", None)
         rows.append(row)
-    return {"dataset": data, "epochs": args.epochs, "repeats": args.repeats, "rows": rows}
+    vk = repeats["vaekit"]
+    paired = {peer: [a["images_per_s"] / b["images_per_s"] for a, b in zip(vk, tries)]
+              for peer, tries in repeats.items() if peer != "vaekit"}
+    return {"dataset": data, "epochs": args.epochs, "repeats": args.repeats, "rows": rows,
+            "matmul_bound_images_per_s": statistics.median(bounds), "matmul_bound_repeats": bounds,
+            "paired_ratios": paired}
+
+
+def matmul_bound(out: Path, logs: Path) -> float:
+    """images/s the six layers' matrix products alone allow at batch 128 and 2 threads (benchmarks/matmul_bound.py)."""
+    run_child([PYTHON, str(HERE / "matmul_bound.py"), "--threads", "2", "--repeats", "100", "--trials", "5",
+               "--out", str(out)], logs / f"{out.stem}.log")
+    return json.loads(out.read_text())["images_per_second_bound"]
 
 
 def quality(data: str, args: argparse.Namespace, work: Path, x_test: torch.Tensor, per_epoch: dict) -> dict:
@@ -268,6 +283,15 @@ def markdown(results: dict) -> str:
                          f"{fmt(row['peak_rss_mib'], 0)} | {fmt(row['elbo'], 2)} | {fmt(row['nll'], 2)} ± "
                          f"{fmt(row['nll_stderr'], 2)} ({row['iw_samples']}) | {fmt(row['eval_seconds'], 1)} | "
                          f"{ratio:.2f}x |")
+        bound = table.get("matmul_bound_images_per_s")
+        if bound:
+            lines.append(f"| matrix products alone (bound) | {fmt(bound, 0)} | – | – | – | – | – | – |")
+            lines += ["", f"- vaekit trains at {100 * vk['images_per_s'] / bound:.0f}% of the matrix-product bound timed in "
+                      f"the same rotation (per repeat: "
+                      + ", ".join(fmt(b, 0) for b in table["matmul_bound_repeats"]) + " images/s)."]
+        for peer, ratios in table.get("paired_ratios", {}).items():
+            lines.append(f"- vaekit / {peer}, repeat by repeat: " + ", ".join(f"{r:.2f}x" for r in ratios)
+                         + f" (median {statistics.median(ratios):.2f}x).")
         own = rows.get("pythae", {}).get("own_nll")
         if own:
             lines += ["", f"pythae's own `get_nll` (K={own.get('n_samples')}): "
