@@ -221,3 +221,12 @@ def write_record(path: str, record: dict) -> None:
     with open(path, "w") as handle:
         json.dump(record, handle, indent=2)
         handle.write("\n")
+
+
+def finish(args: argparse.Namespace, record: dict, peer: str, suffix: str = "") -> None:
+    """The end of a peer script: final peak memory, the JSON record, and a one-line summary."""
+    record["peak_rss_mib_final"] = peak_rss_mib()
+    write_record(args.out, record)
+    print(f"{peer} {args.data}: {record['train_images_per_second']:.0f} images/s, "
+          f"{record['seconds_per_epoch_mean']:.2f} s/epoch, "
+          f"peak RSS {record['peak_rss_mib_after_training']:.0f} MiB{suffix}")

@@ -107,13 +107,7 @@ def main() -> None:
     path = common.weights_path(args)
     common.save_weights(path, dict(model.named_children()), peer="plain-pytorch")
     record["weights"] = {"path": str(path), "source": "last epoch", "epoch": args.epochs}
-    record["peak_rss_mib_final"] = common.peak_rss_mib()
-    common.write_record(args.out, record)
-    print(
-        f"plain {args.data}: {record['train_images_per_second']:.0f} images/s, "
-        f"{record['seconds_per_epoch_mean']:.2f} s/epoch, "
-        f"peak RSS {record['peak_rss_mib_after_training']:.0f} MiB"
-    )
+    common.finish(args, record, "plain")
 
 
 if __name__ == "__main__":

@@ -208,15 +208,8 @@ def main() -> None:
         test_grey = common.load_split(args.data, data_dir, "test")[: args.nll_images]
         test_x = common.binarised_test_set(test_grey, args.seed).reshape(-1, 1, 28, 28)
         record["get_nll"] = time_get_nll(final, test_x, args.nll_samples, args.nll_batch_size)
-    record["peak_rss_mib_final"] = common.peak_rss_mib()
-    common.write_record(args.out, record)
-    print(
-        f"pythae {args.data}: {record['train_images_per_second']:.0f} images/s, "
-        f"{record['seconds_per_epoch_mean']:.2f} s/epoch, "
-        f"peak RSS {record['peak_rss_mib_after_training']:.0f} MiB"
-        + (f", get_nll {record['get_nll']['seconds_per_1000_images']:.1f} s/1000 images"
-           if args.nll_images else "")
-    )
+    common.finish(args, record, "pythae", f", get_nll {record['get_nll']['seconds_per_1000_images']:.1f} s/1000 images"
+                  if args.nll_images else "")
 
 
 if __name__ == "__main__":
