@@ -44,6 +44,7 @@ import vaekit  # noqa: E402
 from vaekit import metrics  # noqa: E402
 from vaekit.config import DataConfig, ModelConfig  # noqa: E402
 from vaekit.data import load_dataset  # noqa: E402
+from vaekit.train import native_bf16  # noqa: E402
 
 PYTHON = sys.executable
 VAEKIT = str(Path(PYTHON).with_name("vaekit"))
@@ -92,23 +93,27 @@ def score(model: vaekit.Model, x_test: torch.Tensor, k: int) -> dict:
             "eval_seconds": time.perf_counter() - started}
 
 
-def vaekit_argv(data: str, out: Path, epochs: int, recipe: str, threads: int = 2) -> list[str]:
+def vaekit_argv(data: str, out: Path, epochs: int, recipe: str, threads: int = 2, precision: str = "fp32") -> list[str]:
     return [VAEKIT, "train", "--recipe", recipe, "--data", data, "--epochs", str(epochs), "--threads", str(threads),
-            "--out", str(out), "--overwrite", "--no-progress"]
+            "--precision", precision, "--out", str(out), "--overwrite", "--no-progress"]
 
 
-def vaekit_record(out: Path, wall: float, rss: float) -> dict:
+def vaekit_name(precision: str) -> str:
+    return "vaekit" if precision == "fp32" else f"vaekit-{precision}"
+
+
+def vaekit_record(out: Path, wall: float, rss: float, precision: str = "fp32") -> dict:
     """A finished vaekit run's speed from its metrics.jsonl (training steps only, validation excluded)."""
     rows = epochs_of(out)
     seconds = sum(row["seconds"] for row in rows)
-    return {"peer": "vaekit", "epochs": len(rows), "seconds_per_epoch": seconds / len(rows),
+    return {"peer": vaekit_name(precision), "epochs": len(rows), "seconds_per_epoch": seconds / len(rows),
             "images_per_s": 60000 * len(rows) / seconds, "train_seconds": seconds, "wall_seconds": wall,
             "peak_rss_mib": rss, "run": str(out)}
 
 
-def train_vaekit(data: str, out: Path, epochs: int, recipe: str, logs: Path) -> dict:
-    wall, rss = run_child(vaekit_argv(data, out, epochs, recipe), logs / f"{out.name}.log")
-    return vaekit_record(out, wall, rss)
+def train_vaekit(data: str, out: Path, epochs: int, recipe: str, logs: Path, precision: str = "fp32") -> dict:
+    wall, rss = run_child(vaekit_argv(data, out, epochs, recipe, precision=precision), logs / f"{out.name}.log")
+    return vaekit_record(out, wall, rss, precision)
 
 
 def train_peer(script: str, data: str, out: Path, epochs: int, logs: Path, extra: list[str] = ()) -> dict:
@@ -130,7 +135,8 @@ def throughput(data: str, args: argparse.Namespace, work: Path, x_test: torch.Te
     bounds: list[float] = []  # the matrix products alone, timed in the same rotation
     for repeat in range(args.repeats):
         last = repeat == args.repeats - 1
-        runs = [train_vaekit(data, work / f"vaekit-{data}-{repeat}", args.epochs, "paper-mlp", work)]
+        runs = [train_vaekit(data, work / f"{vaekit_name(precision)}-{data}-{repeat}", args.epochs, "paper-mlp", work,
+                             precision) for precision in args.precisions]
         for script, extra in (("peer_pythae.py", pythae_extra), ("peer_plain.py", [])):
             nll = ["--nll-images", str(args.pythae_nll_images if last else 0)] if script == "peer_pythae.py" else []
             runs.append(train_peer(script, data, work / f"{script[5:-3]}-{data}-{repeat}", args.epochs, work,
@@ -146,7 +152,7 @@ def throughput(data: str, args: argparse.Namespace, work: Path, x_test: torch.Te
         row["images_per_s"] = speeds[len(speeds) // 2]
         row["seconds_per_epoch"] = sorted(t["seconds_per_epoch"] for t in tries)[len(tries) // 2]
         row["peak_rss_mib"] = max(t["peak_rss_mib"] for t in tries)
-        model = vaekit.load(row["run"]) if peer == "vaekit" else peer_model(Path(row["weights"]))
+        model = vaekit.load(row["run"]) if peer.startswith("vaekit") else peer_model(Path(row["weights"]))
         row.update(score(model, x_test, args.iw_samples))
         record = row.pop("record", None)
         if record and record.get("get_nll"):
@@ -154,9 +160,10 @@ def throughput(data: str, args: argparse.Namespace, work: Path, x_test: torch.Te
         for t in tries:
             t.pop("record", None)
         rows.append(row)
-    vk = repeats["vaekit"]
-    paired = {peer: [a["images_per_s"] / b["images_per_s"] for a, b in zip(vk, tries)]
-              for peer, tries in repeats.items() if peer != "vaekit"}
+    # ratio of each vaekit variant to each peer, repeat by repeat: {"vaekit-bf16": {"pythae": [...], ...}, ...}
+    paired = {mine: {peer: [a["images_per_s"] / b["images_per_s"] for a, b in zip(repeats[mine], tries)]
+                     for peer, tries in repeats.items() if not peer.startswith("vaekit")}
+              for mine in repeats if mine.startswith("vaekit")}
     return {"dataset": data, "epochs": args.epochs, "repeats": args.repeats, "rows": rows,
             "matmul_bound_images_per_s": statistics.median(bounds), "matmul_bound_repeats": bounds,
             "paired_ratios": paired}
@@ -278,25 +285,28 @@ def markdown(results: dict) -> str:
     for table in results.get("throughput", []):
         rows = {row["peer"]: row for row in table["rows"]}
         vk = rows["vaekit"]
+        mine = [name for name in rows if name.startswith("vaekit")]
         lines += [f"## {table['dataset']}: same model, batch 128, median of {table.get('repeats', 1)} round-robin "
                   f"repeats of {table['epochs']} epochs", "",
-                  "| | train images/s | s/epoch | peak MiB | test ELBO | test IS-NLL (K) | eval s | vaekit speed-up |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| | train images/s | s/epoch | peak MiB | test ELBO | test IS-NLL (K) | eval s | "
+                  + " | ".join(f"{name} speed-up" for name in mine) + " |",
+                  "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(mine)]
         for name, row in rows.items():
-            ratio = vk["images_per_s"] / row["images_per_s"]
+            ratios = " | ".join(f"{rows[m]['images_per_s'] / row['images_per_s']:.2f}x" for m in mine)
             lines.append(f"| {name} | {fmt(row['images_per_s'], 0)} | {fmt(row['seconds_per_epoch'], 2)} | "
                          f"{fmt(row['peak_rss_mib'], 0)} | {fmt(row['elbo'], 2)} | {fmt(row['nll'], 2)} ± "
                          f"{fmt(row['nll_stderr'], 2)} ({row['iw_samples']}) | {fmt(row['eval_seconds'], 1)} | "
-                         f"{ratio:.2f}x |")
+                         f"{ratios} |")
         bound = table.get("matmul_bound_images_per_s")
         if bound:
-            lines.append(f"| matrix products alone (bound) | {fmt(bound, 0)} | – | – | – | – | – | – |")
-            lines += ["", f"- vaekit trains at {100 * vk['images_per_s'] / bound:.0f}% of the matrix-product bound timed in "
-                      f"the same rotation (per repeat: "
-                      + ", ".join(fmt(b, 0) for b in table["matmul_bound_repeats"]) + " images/s)."]
-        for peer, ratios in table.get("paired_ratios", {}).items():
-            lines.append(f"- vaekit / {peer}, repeat by repeat: " + ", ".join(f"{r:.2f}x" for r in ratios)
-                         + f" (median {statistics.median(ratios):.2f}x).")
+            lines.append("| matrix products alone, fp32 (bound) | " + fmt(bound, 0) + " |" + " – |" * (5 + len(mine)))
+            lines += ["", "- Share of the fp32 matrix-product bound timed in the same rotation (per repeat: "
+                      + ", ".join(fmt(b, 0) for b in table["matmul_bound_repeats"]) + " images/s): "
+                      + ", ".join(f"{m} {100 * rows[m]['images_per_s'] / bound:.0f}%" for m in mine) + "."]
+        for name, peers in table.get("paired_ratios", {}).items():
+            for peer, ratios in peers.items():
+                lines.append(f"- {name} / {peer}, repeat by repeat: " + ", ".join(f"{r:.2f}x" for r in ratios)
+                             + f" (median {statistics.median(ratios):.2f}x).")
         own = rows.get("pythae", {}).get("own_nll")
         if own:
             lines += ["", f"pythae's own `get_nll` (K={own.get('n_samples')}): "
@@ -363,6 +373,9 @@ def main() -> None:
     parser.add_argument("--stages", default="throughput,quality,best")
     parser.add_argument("--epochs", type=int, default=5, help="throughput stage: epochs per peer and repeat")
     parser.add_argument("--repeats", type=int, default=3, help="throughput stage: round-robin repeats (median)")
+    parser.add_argument("--precisions", default=None,
+                        help="throughput stage: vaekit's --precision values to time, e.g. fp32,bf16 (default: fp32, "
+                             "and bf16 where the CPU multiplies bfloat16 natively)")
     parser.add_argument("--iw-samples", type=int, default=1000)
     parser.add_argument("--eval-images", type=int, default=10000, help="test images scored per model")
     parser.add_argument("--pythae-nll-images", type=int, default=1000)
@@ -377,6 +390,10 @@ def main() -> None:
                         help="start a new results file rather than replacing stage tables in today's")
     parser.add_argument("--out", default=None, help="results file stem (default benchmarks/results/<date>)")
     args = parser.parse_args()
+    native = native_bf16(torch.device("cpu"))
+    args.precisions = args.precisions.split(",") if args.precisions else ["fp32"] + (["bf16"] if native else [])
+    if args.precisions[0] != "fp32":
+        parser.error("--precisions must start with fp32: the headline ratios are vaekit's float32 training")
     torch.set_num_threads(2)
     date = datetime.date.today().isoformat()
     stem = Path(args.out) if args.out else HERE / "results" / date

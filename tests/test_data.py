@@ -479,3 +479,20 @@ def test_mnist_10k_and_digits():
     small = load_dataset(DataConfig(name="digits", limit=100, binarize="static"))
     assert len(small.x_train) == 100 and small.binary
     assert set(small.x_train.unique().tolist()) == {0.0, 1.0}
+
+
+def test_dynamic_binarisation_matches_each_probability():
+    from vaekit.data import dynamic_draws
+
+    levels = torch.arange(256, dtype=torch.float32) / 255  # every 8-bit grey level
+    p = levels.repeat(4000, 1)  # 4,000 draws per level
+    draw = dynamic_draws(torch.device("cpu"), torch.Generator().manual_seed(0))
+    bits = draw(p)
+    assert bits.dtype == torch.float32 and bits.shape == p.shape
+    assert set(bits.unique().tolist()) == {0.0, 1.0}
+    assert bits[:, 0].sum() == 0 and bits[:, -1].sum() == 4000  # p = 0 and p = 1 are exact
+    frequency = bits.mean(0)
+    stderr = (levels * (1 - levels) / 4000).sqrt().clamp_min(1e-3)
+    assert ((frequency - levels).abs() / stderr).max() < 5  # every level within 5 standard errors
+    again = dynamic_draws(torch.device("cpu"), torch.Generator().manual_seed(0))(p)
+    assert torch.equal(bits, again)  # the run's seed fixes the draws

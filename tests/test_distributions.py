@@ -87,3 +87,28 @@ def test_point_mass_is_deterministic():
     assert loc.grad is not None
     assert torch.equal(q.log_prob(loc.detach()), torch.zeros(3))
     assert q.batch_shape == (3,) and q.event_shape == (4,)
+
+
+@pytest.mark.parametrize("likelihood,channels", [(BernoulliLikelihood(), 1), (GaussianLikelihood(std=0.3), 1),
+                                                 (GaussianLikelihood(), 2)], ids=["bernoulli", "gaussian-fixed",
+                                                                                   "gaussian-learned"])
+def test_training_nll_equals_minus_log_prob(likelihood, channels):
+    # The loss's direct formula against the distribution it stands for, on image-shaped outputs.
+    params = torch.randn(4, channels, 5, 5) * 4
+    x = torch.rand(4, 1, 5, 5).round() if isinstance(likelihood, BernoulliLikelihood) else torch.randn(4, 1, 5, 5)
+    nll = likelihood.nll(params, x)
+    assert nll.shape == (4,)
+    torch.testing.assert_close(nll, -likelihood(params).log_prob(x))
+
+
+def test_vae_regularizer_equals_kl_divergence_to_the_prior():
+    from vaekit.config import ModelConfig
+    from vaekit.models import build_model
+
+    model = build_model(ModelConfig(latent_dim=3, network="mlp", hidden_dims=(8,), likelihood="bernoulli",
+                                    data_shape=(6,)))
+    loc, logvar = torch.randn(7, 3) * 2, torch.randn(7, 3) * 3
+    qz = diagonal_gaussian(loc, logvar)
+    got = model.regularizer(qz, qz.rsample())
+    torch.testing.assert_close(got, kl_divergence(qz, model.prior()))
+    torch.testing.assert_close(got, 0.5 * (loc**2 + logvar.exp() - 1 - logvar).sum(-1))

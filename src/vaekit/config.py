@@ -52,6 +52,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | mps
     threads: int | None = None  # torch CPU threads; None keeps torch's default
+    # fp32, or bf16: the matrix products in bfloat16 (autocast), weights, optimiser, loss and evaluation in float32
+    precision: str = "fp32"
     progress: bool = True
     checkpoint_every: int = 1  # epochs between resume checkpoints
 
@@ -171,6 +173,7 @@ _CHOICES = {
     ("train", "optimizer"): ("adam", "adamw"),
     ("train", "schedule"): ("constant", "cosine"),
     ("train", "device"): ("auto", "cpu", "cuda", "mps"),
+    ("train", "precision"): ("fp32", "bf16"),
 }
 
 

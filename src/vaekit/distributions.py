@@ -28,6 +28,11 @@ class Likelihood:
     def check_support(self, x: torch.Tensor, what: str = "data") -> None:
         """Raise a VaekitError naming the fix when x lies outside the likelihood's support."""
 
+    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x|z) per example (B,) from decoder outputs: the training loss's reconstruction term.
+        Equal to -self(params).log_prob(x); likelihoods override it with a direct formula."""
+        return -self(params).log_prob(x)
+
     def log_prob_samples(self, px: Distribution, x: torch.Tensor) -> torch.Tensor:
         """log p(x|z_k) for px = self(decoder(z)) with z (K, B, D) flattened sample-major to (K*B,): (K, B).
 
@@ -49,6 +54,10 @@ class BernoulliLikelihood(Likelihood):
 
     def __call__(self, params: torch.Tensor) -> Distribution:
         return Independent(Bernoulli(logits=params, validate_args=False), params.dim() - 1)
+
+    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        # One fused, stable kernel (max(l, 0) - x l + log1p(exp(-|l|))) and one sum, no distribution objects.
+        return F.binary_cross_entropy_with_logits(params, x.reshape_as(params), reduction="none").flatten(1).sum(-1)
 
     def log_prob_samples(self, px: Distribution, x: torch.Tensor) -> torch.Tensor:
         # log p(x|z) = sum_d x_d l_d - softplus(l_d): one batched dot product and one softplus pass, x not tiled.

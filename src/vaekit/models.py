@@ -54,13 +54,22 @@ class Model(nn.Module):
     def posterior(self, params: torch.Tensor) -> Distribution:
         raise NotImplementedError
 
+    # The networks. Conditioning a family on labels overrides these two; everything else follows.
+    def encoder_params(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The posterior's parameters (B, latent_dim * posterior_params), always in full precision."""
+        return _full_precision(self.encoder(x))
+
+    def decoder_params(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The likelihood's parameters (B, param_channels * C, ...), always in full precision."""
+        return _full_precision(self.decoder(z))
+
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """q(z|x): batch (B,), event (latent_dim,)."""
-        return self.posterior(self.encoder(x))
+        return self.posterior(self.encoder_params(x, y))
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """p(x|z): batch (B,), event = data shape. Any leading sample dims of z are folded into the batch."""
-        return self.likelihood(self.decoder(z))
+        return self.likelihood(self.decoder_params(z, y))
 
     def prior(self) -> Distribution:
         return standard_normal(self.latent_dim, next(self.parameters()))
@@ -72,7 +81,7 @@ class Model(nn.Module):
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_scale: float = 1.0) -> LossOutput:
         qz = self.encode(x, y)
         z = qz.rsample()  # (B, D), reparameterised
-        recon = -self.decode(z, y).log_prob(x)  # (B,)
+        recon = self.likelihood.nll(self.decoder_params(z, y), x)  # (B,) = -decode(z, y).log_prob(x)
         kl = self.regularizer(qz, z)  # (B,)
         loss = (recon + (self.config.beta * kl_scale) * kl).mean()
         return LossOutput(loss=loss, recon=recon.mean(), kl=kl.mean(), elbo=-(recon + kl))
@@ -103,6 +112,11 @@ class Model(nn.Module):
         return self.decode(self.encode(x).mean).mean
 
 
+def _full_precision(t: torch.Tensor) -> torch.Tensor:
+    """Network outputs under bf16 autocast come out in bfloat16; the distributions and the loss work in float32."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 MODEL_FAMILIES: dict[str, type[Model]] = {}
 
 
@@ -122,6 +136,13 @@ class VAE(Model):
     def posterior(self, params: torch.Tensor) -> Distribution:
         loc, logvar = params.chunk(2, dim=-1)
         return diagonal_gaussian(loc, logvar)
+
+    def regularizer(self, qz: Distribution, z: torch.Tensor) -> torch.Tensor:
+        """KL(N(m, s^2) || N(0, 1)) = sum_d (m^2 + s^2 - 1) / 2 - log s, the same number as kl_divergence
+        against prior() in fewer passes (no broadcasting against a zeros/ones prior). A family with another
+        prior overrides prior() and this."""
+        loc, scale = qz.base_dist.loc, qz.base_dist.scale
+        return (0.5 * (loc.square() + scale.square() - 1.0) - scale.log()).sum(-1)
 
 
 @register_family("ae")

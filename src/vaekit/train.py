@@ -56,6 +56,28 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def native_bf16(device: torch.device) -> bool | None:
+    """Whether the device multiplies bfloat16 matrices natively (CPU: AVX512-BF16 or AMX); None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "").split()
+    except OSError:
+        return None
+    return bool(flags) and ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision != "bf16":
+        return
+    if device.type not in ("cpu", "cuda"):
+        raise VaekitError(f"--precision bf16 runs on cpu and cuda, not {device.type}: use --precision fp32")
+    if native_bf16(device) is False:
+        log.warning("this %s has no native bfloat16 matrix products (CPU: AVX512-BF16 or AMX), so --precision bf16 "
+                    "will likely be slower than fp32", device.type)
+
+
 def learning_rate(cfg: TrainConfig, step: int, total_steps: int) -> float:
     """Linear warm-up, then constant or cosine decay to zero; a pure function of the step (resume-safe)."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
@@ -81,6 +103,7 @@ class Trainer:
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
+        check_precision(cfg.precision, self.device)
         self.model = model.to(self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
@@ -125,7 +148,8 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             scale = kl_scale(self.cfg, self.step, steps_per_epoch)
-            out = self.model.loss(x, y, kl_scale=scale)
+            with self.autocast():
+                out = self.model.loss(x, y, kl_scale=scale)
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             if self.cfg.grad_clip is not None:
@@ -163,6 +187,10 @@ class Trainer:
             "" if val_loss is None else f"  val {val_loss:.3f}", seconds, result.images_per_s,
         )
         return result
+
+    def autocast(self) -> torch.autocast:
+        """bf16: the matrix products in bfloat16; the model casts its network outputs back to float32 for the loss."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
 
     @torch.no_grad()
     def evaluate_loss(self, data: TensorData, batch_size: int = 1000) -> tuple[float, float, float]:

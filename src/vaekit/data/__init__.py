@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 
 from ..config import DataConfig
@@ -77,6 +78,7 @@ class TensorData:
         n = len(self)
         x, y = self.x, self.y
         order = torch.randperm(n, generator=generator, device="cpu").to(x.device) if shuffle else None
+        draw = dynamic_draws(x.device, generator) if self.dynamic_binarize else None
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
             if order is None:
@@ -84,17 +86,36 @@ class TensorData:
             else:
                 index = order[start : start + batch_size]
                 xb, yb = x.index_select(0, index), None if y is None else y.index_select(0, index)
-            if self.dynamic_binarize:
-                xb = bernoulli_draw(xb, generator)
+            if draw is not None:
+                xb = draw(xb)
             yield xb, yb
 
 
 def bernoulli_draw(p: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """x ~ Bernoulli(p) elementwise as U < p with U ~ Uniform[0, 1): exact, and about twice as fast on a CPU
-    as torch.bernoulli. Per batch, so the uniforms stay in cache. (A CPU generator cannot drive another device.)"""
+    """x ~ Bernoulli(p) elementwise as U < p with U ~ Uniform[0, 1): exact to float32, and about twice as fast on a
+    CPU as torch.bernoulli. (A CPU generator cannot drive another device.)"""
     on_cpu = p.device.type == "cpu"
     uniform = torch.rand(p.shape, generator=generator if on_cpu else None, device=p.device, dtype=p.dtype)
     return (uniform < p).to(p.dtype)
+
+
+def dynamic_draws(device: torch.device, generator: torch.Generator | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One epoch's dynamic binarisation: a function p -> x ~ Bernoulli(p), seeded from `generator` (so a run's draws
+    follow its seed and resume with it).
+
+    On the CPU it compares 16-bit uniform integers u from numpy's PCG64 with 65536 p: P(x = 1) = ceil(65536 p) / 65536,
+    within 2^-16 of p and exact at p = 0 and p = 1. That is 3-5x faster per batch than torch.rand (a 32-bit
+    Mersenne Twister draw per pixel), which cost 5-8% of a training step. Other devices draw with torch there."""
+    if device.type != "cpu":
+        return bernoulli_draw
+    bits = np.random.PCG64(int(torch.randint(0, 2**62, (1,), generator=generator)))
+
+    def draw(p: torch.Tensor) -> torch.Tensor:
+        probability = p.numpy()
+        u = bits.random_raw(-(-probability.size // 4)).view(np.uint16)[: probability.size].reshape(probability.shape)
+        return torch.from_numpy((u < probability * 65536).astype(probability.dtype))
+
+    return draw
 
 
 def binarize_static(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
