@@ -55,15 +55,15 @@ def training_step_gemms(layers: list[tuple[int, int]], batch: int) -> list[Gemm]
     return gemms
 
 
-def operands(gemm: Gemm) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def operands(gemm: Gemm, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Operands in the memory layouts autograd uses for nn.Linear (transposes are views)."""
     if "forward" in gemm.name:  # X (m, k) @ W^T, W stored (n, k)
-        left, right = torch.randn(gemm.m, gemm.k), torch.randn(gemm.n, gemm.k).t()
+        left, right = torch.randn(gemm.m, gemm.k, dtype=dtype), torch.randn(gemm.n, gemm.k, dtype=dtype).t()
     elif "dX" in gemm.name:  # dY (m, k) @ W, W stored (k, n)
-        left, right = torch.randn(gemm.m, gemm.k), torch.randn(gemm.k, gemm.n)
+        left, right = torch.randn(gemm.m, gemm.k, dtype=dtype), torch.randn(gemm.k, gemm.n, dtype=dtype)
     else:  # dY^T (m, k) @ X, dY stored (k, m), X stored (k, n)
-        left, right = torch.randn(gemm.k, gemm.m).t(), torch.randn(gemm.k, gemm.n)
-    return left, right, torch.empty(gemm.m, gemm.n)
+        left, right = torch.randn(gemm.k, gemm.m, dtype=dtype).t(), torch.randn(gemm.k, gemm.n, dtype=dtype)
+    return left, right, torch.empty(gemm.m, gemm.n, dtype=dtype)
 
 
 def seconds_per_call(calls, repeats: int, trials: int) -> float:
@@ -85,6 +85,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--heads", choices=sorted(LAYERS), default="fused")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+                        help="bf16: the products as vaekit --precision bf16 runs them (bfloat16 operands and results)")
     parser.add_argument("--repeats", type=int, default=200, help="steps per timing trial")
     parser.add_argument("--trials", type=int, default=7)
     parser.add_argument("--out", default=None, help="optional JSON record")
@@ -93,7 +95,8 @@ def main() -> None:
     torch.manual_seed(0)
 
     gemms = training_step_gemms(LAYERS[args.heads], args.batch)
-    bound = [(gemm, operands(gemm)) for gemm in gemms]
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    bound = [(gemm, operands(gemm, dtype)) for gemm in gemms]
     calls = [lambda l=l, r=r, o=o: torch.mm(l, r, out=o) for _, (l, r, o) in bound]
     rows = []
     for gemm, call in zip(gemms, calls):
@@ -105,6 +108,7 @@ def main() -> None:
     record = {
         "batch": args.batch,
         "heads": args.heads,
+        "dtype": args.dtype,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "gemms_per_step": len(gemms),

@@ -4,9 +4,11 @@ Stages (all by default; pick with --stages):
   throughput  the same model (MLP 784-512-256 -> 16, Bernoulli, Adam 1e-3, batch 128, dynamic
               binarisation) trained for --epochs by vaekit (its CLI), pythae 0.1.2 (its pipeline)
               and a plain PyTorch loop, round-robin with the matrix products timed alone
-              (matmul_bound.py); images/s, s/epoch, peak memory, ratios repeat by repeat; then every
-              model scored by vaekit's evaluator on the same test binarisation (ELBO, IS-NLL with K
-              samples), and pythae's own get_nll timed on --pythae-nll-images images.
+              (matmul_bound.py); vaekit also with --precision bf16 where the CPU multiplies
+              bfloat16 natively (--precisions); images/s, s/epoch, peak memory, ratios repeat by
+              repeat; then every model scored by vaekit's evaluator on the same test binarisation
+              (ELBO, IS-NLL with K samples), and pythae's own get_nll timed on --pythae-nll-images
+              images.
   quality     time to quality: pythae's training sized to --pythae-minutes, against vaekit's `fast`
               recipe given a quarter of the time pythae used (--quality-margin of it filled by
               probe-sized epochs); both scored by the evaluator.
@@ -132,7 +134,7 @@ def throughput(data: str, args: argparse.Namespace, work: Path, x_test: torch.Te
     the table reports the median over repeats and scores the last repeat's models."""
     pythae_extra = ["--nll-samples", str(args.iw_samples), "--nll-batch-size", "100"]
     repeats: dict[str, list[dict]] = {}
-    bounds: list[float] = []  # the matrix products alone, timed in the same rotation
+    bounds: dict[str, list[float]] = {}  # the matrix products alone, timed in the same rotation, per precision
     for repeat in range(args.repeats):
         last = repeat == args.repeats - 1
         runs = [train_vaekit(data, work / f"{vaekit_name(precision)}-{data}-{repeat}", args.epochs, "paper-mlp", work,
@@ -143,7 +145,9 @@ def throughput(data: str, args: argparse.Namespace, work: Path, x_test: torch.Te
                                    [*extra, *nll]))
         for row in runs:
             repeats.setdefault(row["peer"], []).append(row)
-        bounds.append(matmul_bound(work / f"bound-{data}-{repeat}.json", work))
+        for precision in args.precisions:
+            bounds.setdefault(precision, []).append(
+                matmul_bound(work / f"bound-{precision}-{data}-{repeat}.json", work, precision))
     rows = []
     for peer, tries in repeats.items():
         row = dict(tries[-1])
@@ -165,14 +169,16 @@ def throughput(data: str, args: argparse.Namespace, work: Path, x_test: torch.Te
                      for peer, tries in repeats.items() if not peer.startswith("vaekit")}
               for mine in repeats if mine.startswith("vaekit")}
     return {"dataset": data, "epochs": args.epochs, "repeats": args.repeats, "rows": rows,
-            "matmul_bound_images_per_s": statistics.median(bounds), "matmul_bound_repeats": bounds,
+            "matmul_bound_images_per_s": statistics.median(bounds["fp32"]), "matmul_bound_repeats": bounds["fp32"],
+            "matmul_bounds": {precision: {"images_per_s": statistics.median(times), "repeats": times}
+                              for precision, times in bounds.items()},
             "paired_ratios": paired}
 
 
-def matmul_bound(out: Path, logs: Path) -> float:
+def matmul_bound(out: Path, logs: Path, precision: str = "fp32") -> float:
     """images/s the six layers' matrix products alone allow at batch 128 and 2 threads (benchmarks/matmul_bound.py)."""
     run_child([PYTHON, str(HERE / "matmul_bound.py"), "--threads", "2", "--repeats", "100", "--trials", "5",
-               "--out", str(out)], logs / f"{out.stem}.log")
+               "--dtype", precision, "--out", str(out)], logs / f"{out.stem}.log")
     return json.loads(out.read_text())["images_per_second_bound"]
 
 
@@ -297,13 +303,23 @@ def markdown(results: dict) -> str:
                          f"{fmt(row['peak_rss_mib'], 0)} | {fmt(row['elbo'], 2)} | {fmt(row['nll'], 2)} ± "
                          f"{fmt(row['nll_stderr'], 2)} ({row['iw_samples']}) | {fmt(row['eval_seconds'], 1)} | "
                          f"{ratios} |")
-        bound = table.get("matmul_bound_images_per_s")
-        if bound:
-            lines.append("| matrix products alone, fp32 (bound) | " + fmt(bound, 0) + " |" + " – |" * (5 + len(mine)))
-            lines += ["", "- Share of the fp32 matrix-product bound timed in the same rotation (per repeat: "
-                      + ", ".join(fmt(b, 0) for b in table["matmul_bound_repeats"]) + " images/s): "
-                      + ", ".join(f"{m} {100 * rows[m]['images_per_s'] / bound:.0f}%" for m in mine) + "."]
-        for name, peers in table.get("paired_ratios", {}).items():
+        bounds = table.get("matmul_bounds") or (  # tables written before the bf16 row had the fp32 bound only
+            {"fp32": {"images_per_s": table["matmul_bound_images_per_s"], "repeats": table["matmul_bound_repeats"]}}
+            if table.get("matmul_bound_images_per_s") else {})
+        for precision, bound in bounds.items():
+            lines.append(f"| matrix products alone, {precision} (bound) | " + fmt(bound["images_per_s"], 0) + " |"
+                         + " – |" * (5 + len(mine)))
+        lines.append("")
+        for precision, bound in bounds.items():
+            name = vaekit_name(precision)
+            if name in rows:
+                lines.append(f"- {name} trains at {100 * rows[name]['images_per_s'] / bound['images_per_s']:.0f}% of "
+                             f"the {precision} matrix-product bound timed in the same rotation (per repeat: "
+                             + ", ".join(fmt(b, 0) for b in bound["repeats"]) + " images/s).")
+        paired = table.get("paired_ratios", {})
+        if any(isinstance(v, list) for v in paired.values()):  # tables written before the bf16 row: {peer: [...]}
+            paired = {"vaekit": paired}
+        for name, peers in paired.items():
             for peer, ratios in peers.items():
                 lines.append(f"- {name} / {peer}, repeat by repeat: " + ", ".join(f"{r:.2f}x" for r in ratios)
                              + f" (median {statistics.median(ratios):.2f}x).")
