@@ -162,3 +162,27 @@ def test_precision_is_checked(digits_config, monkeypatch, caplog):
     with caplog.at_level("WARNING"):
         train_module.check_precision("bf16", torch.device("cpu"))
     assert "slower than fp32" in caplog.text
+
+
+@pytest.mark.parametrize("cpuinfo,expected", [
+    ("processor : 0\nflags : fpu sse avx2 avx512f avx512_bf16\n", True),  # AMD Zen 4
+    ("processor : 0\nflags : fpu sse avx2 avx512f amx_bf16 amx_tile\n", True),  # Intel Sapphire Rapids
+    ("processor : 0\nflags : fpu sse avx2 fma\n", False),  # AVX2 only: emulated, slower
+    ("processor : 0\nFeatures : fp asimd sve bf16 i8mm\n", True),  # Arm Neoverse V1
+    ("processor : 0\n", None),
+    (None, None),  # no /proc/cpuinfo (macOS, Windows)
+])
+def test_native_bf16_reads_the_cpu_flags(cpuinfo, expected, monkeypatch):
+    import builtins
+    import importlib
+    import io
+
+    train_module = importlib.import_module("vaekit.train")
+
+    def fake_open(path, *args, **kwargs):
+        if cpuinfo is None:
+            raise FileNotFoundError(path)
+        return io.StringIO(cpuinfo)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    assert train_module.native_bf16(torch.device("cpu")) is expected

@@ -57,15 +57,19 @@ def resolve_device(name: str) -> torch.device:
 
 
 def native_bf16(device: torch.device) -> bool | None:
-    """Whether the device multiplies bfloat16 matrices natively (CPU: AVX512-BF16 or AMX); None if unknown."""
+    """Whether the device multiplies bfloat16 matrices natively (x86: AVX512-BF16 or AMX; Arm: BF16); None if
+    unknown (no /proc/cpuinfo, as on macOS)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     try:
         with open("/proc/cpuinfo") as handle:
-            flags = next((line for line in handle if line.startswith("flags")), "").split()
+            lines = [line for line in handle if line.startswith(("flags", "Features"))]
     except OSError:
         return None
-    return bool(flags) and ("avx512_bf16" in flags or "amx_bf16" in flags)
+    if not lines:
+        return None
+    flags = set(lines[0].split(":", 1)[-1].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def check_precision(precision: str, device: torch.device) -> None:

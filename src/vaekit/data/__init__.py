@@ -113,7 +113,8 @@ def dynamic_draws(device: torch.device, generator: torch.Generator | None = None
     def draw(p: torch.Tensor) -> torch.Tensor:
         probability = p.numpy()
         u = bits.random_raw(-(-probability.size // 4)).view(np.uint16)[: probability.size].reshape(probability.shape)
-        return torch.from_numpy((u < probability * 65536).astype(probability.dtype))
+        scaled = probability.astype(np.float32, copy=False) * 65536  # (float16 would overflow at 65536)
+        return torch.from_numpy((u < scaled).astype(probability.dtype))
 
     return draw
 
