@@ -408,8 +408,10 @@ def main() -> None:
     args = parser.parse_args()
     native = native_bf16(torch.device("cpu"))
     args.precisions = args.precisions.split(",") if args.precisions else ["fp32"] + (["bf16"] if native else [])
-    if args.precisions[0] != "fp32":
-        parser.error("--precisions must start with fp32: the headline ratios are vaekit's float32 training")
+    if args.precisions[0] != "fp32" or len(set(args.precisions)) != len(args.precisions) \
+            or not set(args.precisions) <= {"fp32", "bf16"}:
+        parser.error(f"--precisions {','.join(args.precisions)}: use fp32 or fp32,bf16 (fp32 first: the headline "
+                     "ratios are vaekit's float32 training)")
     torch.set_num_threads(2)
     date = datetime.date.today().isoformat()
     stem = Path(args.out) if args.out else HERE / "results" / date

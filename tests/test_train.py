@@ -25,8 +25,10 @@ def test_same_seed_same_weights(digits_config, tmp_path):
     assert not torch.equal(a.state_dict()["encoder.1.weight"], c.state_dict()["encoder.1.weight"])
 
 
-def test_resume_continues_bitwise(digits_config, tmp_path):
-    cfg = replace(digits_config, train=replace(digits_config.train, epochs=4))
+@pytest.mark.parametrize("binarize", ["none", "dynamic"])
+def test_resume_continues_bitwise(binarize, digits_config, tmp_path):
+    cfg = replace(digits_config, data=replace(digits_config.data, binarize=binarize),
+                  train=replace(digits_config.train, epochs=4))
     straight = vaekit.train(cfg, out=tmp_path / "straight")
     two = replace(cfg, train=replace(cfg.train, epochs=2))
     vaekit.train(two, out=tmp_path / "split")
@@ -137,6 +139,11 @@ def test_bf16_precision_multiplies_in_bfloat16_and_keeps_float32_state(digits_co
     assert hidden.dtype == torch.bfloat16  # the matrix products ran in bfloat16 ...
     assert out.loss.dtype == out.elbo.dtype == torch.float32  # ... the loss did not
     with trainer.autocast():
+        z = torch.randn(4, cfg.model.latent_dim)
+        assert trainer.model.decoder(z).dtype == torch.bfloat16
+        assert trainer.model.decoder_params(z).dtype == torch.float32  # cast back before any distribution
+        assert trainer.model.encode(x).base_dist.scale.dtype == torch.float32
+    with trainer.autocast():
         exact = trainer.model.encoder_params(x)
     torch.testing.assert_close(exact, trainer.model.encoder_params(x), rtol=0.05, atol=0.05)
     history = trainer.fit(dataset.split("train"), dataset.split("test"))
@@ -156,7 +163,7 @@ def test_precision_is_checked(digits_config, monkeypatch, caplog):
     train_module = importlib.import_module("vaekit.train")  # the module; vaekit.train is the function
     with pytest.raises(vaekit.VaekitError, match="train.precision='fp16' is not one of fp32, bf16"):
         vaekit.config.override(digits_config, ["train.precision=fp16"])
-    with pytest.raises(vaekit.VaekitError, match="use --precision fp32"):
+    with pytest.raises(vaekit.VaekitError, match="use --device cpu, or train with --precision fp32"):
         train_module.check_precision("bf16", torch.device("mps"))
     monkeypatch.setattr(train_module, "native_bf16", lambda device: False)
     with caplog.at_level("WARNING"):

@@ -60,7 +60,7 @@ def native_bf16(device: torch.device) -> bool | None:
     """Whether the device multiplies bfloat16 matrices natively (x86: AVX512-BF16 or AMX; Arm: BF16); None if
     unknown (no /proc/cpuinfo, as on macOS)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     try:
         with open("/proc/cpuinfo") as handle:
             lines = [line for line in handle if line.startswith(("flags", "Features"))]
@@ -76,7 +76,8 @@ def check_precision(precision: str, device: torch.device) -> None:
     if precision != "bf16":
         return
     if device.type not in ("cpu", "cuda"):
-        raise VaekitError(f"--precision bf16 runs on cpu and cuda, not {device.type}: use --precision fp32")
+        raise VaekitError(f"--precision bf16 runs on cpu and cuda, not {device.type}: "
+                          "use --device cpu, or train with --precision fp32")
     if native_bf16(device) is False:
         log.warning("this %s has no native bfloat16 matrix products (CPU: AVX512-BF16 or AMX), so --precision bf16 "
                     "will likely be slower than fp32", device.type)
