@@ -169,7 +169,6 @@ def throughput(data: str, args: argparse.Namespace, work: Path, x_test: torch.Te
                      for peer, tries in repeats.items() if not peer.startswith("vaekit")}
               for mine in repeats if mine.startswith("vaekit")}
     return {"dataset": data, "epochs": args.epochs, "repeats": args.repeats, "rows": rows,
-            "matmul_bound_images_per_s": statistics.median(bounds["fp32"]), "matmul_bound_repeats": bounds["fp32"],
             "matmul_bounds": {precision: {"images_per_s": statistics.median(times), "repeats": times}
                               for precision, times in bounds.items()},
             "paired_ratios": paired}
@@ -303,9 +302,7 @@ def markdown(results: dict) -> str:
                          f"{fmt(row['peak_rss_mib'], 0)} | {fmt(row['elbo'], 2)} | {fmt(row['nll'], 2)} ± "
                          f"{fmt(row['nll_stderr'], 2)} ({row['iw_samples']}) | {fmt(row['eval_seconds'], 1)} | "
                          f"{ratios} |")
-        bounds = table.get("matmul_bounds") or (  # tables written before the bf16 row had the fp32 bound only
-            {"fp32": {"images_per_s": table["matmul_bound_images_per_s"], "repeats": table["matmul_bound_repeats"]}}
-            if table.get("matmul_bound_images_per_s") else {})
+        bounds = table.get("matmul_bounds", {})
         for precision, bound in bounds.items():
             lines.append(f"| matrix products alone, {precision} (bound) | " + fmt(bound["images_per_s"], 0) + " |"
                          + " – |" * (5 + len(mine)))
@@ -316,10 +313,7 @@ def markdown(results: dict) -> str:
                 lines.append(f"- {name} trains at {100 * rows[name]['images_per_s'] / bound['images_per_s']:.0f}% of "
                              f"the {precision} matrix-product bound timed in the same rotation (per repeat: "
                              + ", ".join(fmt(b, 0) for b in bound["repeats"]) + " images/s).")
-        paired = table.get("paired_ratios", {})
-        if any(isinstance(v, list) for v in paired.values()):  # tables written before the bf16 row: {peer: [...]}
-            paired = {"vaekit": paired}
-        for name, peers in paired.items():
+        for name, peers in table.get("paired_ratios", {}).items():
             for peer, ratios in peers.items():
                 lines.append(f"- {name} / {peer}, repeat by repeat: " + ", ".join(f"{r:.2f}x" for r in ratios)
                              + f" (median {statistics.median(ratios):.2f}x).")
