@@ -57,12 +57,15 @@ def training_step_gemms(layers: list[tuple[int, int]], batch: int) -> list[Gemm]
 
 def operands(gemm: Gemm, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Operands in the memory layouts autograd uses for nn.Linear (transposes are views)."""
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, dtype=dtype)
+
     if "forward" in gemm.name:  # X (m, k) @ W^T, W stored (n, k)
-        left, right = torch.randn(gemm.m, gemm.k, dtype=dtype), torch.randn(gemm.n, gemm.k, dtype=dtype).t()
+        left, right = rand(gemm.m, gemm.k), rand(gemm.n, gemm.k).t()
     elif "dX" in gemm.name:  # dY (m, k) @ W, W stored (k, n)
-        left, right = torch.randn(gemm.m, gemm.k, dtype=dtype), torch.randn(gemm.k, gemm.n, dtype=dtype)
+        left, right = rand(gemm.m, gemm.k), rand(gemm.k, gemm.n)
     else:  # dY^T (m, k) @ X, dY stored (k, m), X stored (k, n)
-        left, right = torch.randn(gemm.k, gemm.m, dtype=dtype).t(), torch.randn(gemm.k, gemm.n, dtype=dtype)
+        left, right = rand(gemm.k, gemm.m).t(), rand(gemm.k, gemm.n)
     return left, right, torch.empty(gemm.m, gemm.n, dtype=dtype)
 
 

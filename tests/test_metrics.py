@@ -218,9 +218,14 @@ def tiny_run(tmp_path, family: str):
 def test_cli_evaluate_writes_json(tmp_path, capsys):
     run = tiny_run(tmp_path, "vae")
     out = tmp_path / "eval.json"
-    threads = str(torch.get_num_threads())  # the flag is exercised without changing this process's setting
-    assert main(["evaluate", str(run), "--iw-samples", "20", "--n", "100", "--out", str(out), "--no-progress",
-                 "--threads", threads]) == 0
+    before = torch.get_num_threads()
+    wanted = 1 if before > 1 else 2  # a value different from the current one, so the flag must take effect
+    try:
+        assert main(["evaluate", str(run), "--iw-samples", "20", "--n", "100", "--out", str(out), "--no-progress",
+                     "--threads", str(wanted)]) == 0
+        assert torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(before)
     result = json.loads(out.read_text())
     assert REQUIRED <= set(result)
     assert result["split"] == "test" and result["n_examples"] == 100 and result["iw_samples"] == 20
