@@ -22,7 +22,7 @@ SCALES = torch.tensor([2.0, 1.0])  # column norms of W: orthogonal columns make 
 def ppca(imperfect: bool = False) -> tuple[vaekit.Model, MultivariateNormal]:
     """p(z) = N(0, I), p(x|z) = N(Wz + b, sigma^2 I) as a vaekit VAE; the encoder is the exact posterior
     N(M^-1 W^T (x - b), sigma^2 M^-1) unless imperfect. Returns the model and the exact marginal p(x)."""
-    model = build_model(ModelConfig(network="mlp", hidden_dims=(), likelihood="gaussian", gaussian_std=SIGMA,
+    model = build_model(ModelConfig(network="mlp", hidden_dims=(), likelihood="gaussian", options={"gaussian": {"std": SIGMA}},
                                     data_shape=(D,), latent_dim=LATENT))
     linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert len(linear) == 2 and not any(isinstance(m, nn.ReLU) for m in model.modules())  # purely linear
@@ -133,7 +133,8 @@ def test_kl_per_dim_matches_the_closed_form_and_sums_to_the_kl():
     result = metrics.evaluate(model, x, iw_samples=5)
     assert len(result.kl_per_dim) == 4 and min(result.kl_per_dim) > 0
     assert sum(result.kl_per_dim) == pytest.approx(result.kl, rel=1e-5)
-    assert result.kl == pytest.approx(float(metrics.kl(model, x).double().mean()), rel=1e-6)
+    assert result.kl == pytest.approx(float(metrics.closed_form_kl(model, x).double().mean()), rel=1e-6)
+    assert result.kl_estimator == "closed form" and result.kl_per_dim_omitted is None
     assert result.recon == pytest.approx(-result.elbo - result.kl, abs=1e-6)
 
 
@@ -144,9 +145,10 @@ def test_bits_per_dim_and_image_detection():
     x = torch.bernoulli(torch.full((10, 1, 4, 4), 0.5))
     result = metrics.evaluate(image, x, iw_samples=4)
     assert result.bits_per_dim == pytest.approx(result.nll / (16 * math.log(2)))
-    vector = build_model(ModelConfig(network="mlp", hidden_dims=(8,), likelihood="bernoulli", data_shape=(16,),
-                                     latent_dim=2))
-    assert metrics.evaluate(vector, x.flatten(1), iw_samples=4).bits_per_dim is None
+    # bits/dim belongs to probability masses only: a density's log-likelihood is not a code length.
+    density = build_model(ModelConfig(network="mlp", hidden_dims=(8,), likelihood="gaussian", data_shape=(16,),
+                                      latent_dim=2))
+    assert metrics.evaluate(density, x.flatten(1), iw_samples=4).bits_per_dim is None
 
 
 def test_reconstruction_error_of_the_posterior_mean():
@@ -177,17 +179,19 @@ def test_chunking_does_not_change_results_and_the_seed_decides_them():
 @pytest.mark.parametrize("likelihood,std", [("bernoulli", None), ("gaussian", 0.3), ("gaussian", None)])
 @pytest.mark.parametrize("shape", [(7,), (1, 4, 4)])
 def test_likelihood_fast_path_equals_the_generic_path(likelihood, std, shape):
-    model = build_model(ModelConfig(network="mlp", hidden_dims=(8,), likelihood=likelihood, gaussian_std=std,
+    model = build_model(ModelConfig(network="mlp", hidden_dims=(8,), likelihood=likelihood, options={"gaussian": {"std": std}} if std else {},
                                     data_shape=shape, latent_dim=2))
     x = torch.rand(5, *shape)
     if likelihood == "bernoulli":
         x = torch.bernoulli(x)
     z = torch.randn(4, 5, 2)  # (K, B, D)
-    px = model.decode(z.flatten(0, 1))
-    fast = model.likelihood.log_prob_samples(px, x)
-    generic = Likelihood.log_prob_samples(model.likelihood, px, x)
+    params = model.decoder_params(z.flatten(0, 1))
+    fast = model.likelihood.log_prob_samples(params, x)
+    generic = Likelihood.log_prob_samples(model.likelihood, params, x)
+    tiled = model.decode(z.flatten(0, 1)).log_prob(x.repeat(4, *[1] * len(shape))).view(4, 5)
     assert fast.shape == (4, 5)
     torch.testing.assert_close(fast, generic)
+    torch.testing.assert_close(fast, tiled)
     model.log_importance_weights(x, 3).sum().backward()  # the IWAE loss trains through the same path
     assert all(p.grad is not None for p in model.parameters())
 

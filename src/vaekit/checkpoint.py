@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from . import __version__
@@ -18,9 +21,12 @@ from .models import Model, build_model
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
-RESUME_TENSORS = "resume.safetensors"
-RESUME_STATE = "resume.json"
-FORMAT = 1
+RESUME_STATE = "resume.json"  # the commit point: names the tensors file it belongs to
+RESUME_TENSORS = "resume.safetensors"  # format 1's single tensors file (read, never written)
+RESUME_PATTERN = "resume-*.safetensors"  # resume-<step>-<token>.safetensors, one per committed state
+FORMAT = 2  # 2: family and likelihood settings as model.<name> sections, label conditioning, checked resume
+
+log = logging.getLogger(__name__)
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -65,8 +71,18 @@ def save_pretrained(model: torch.nn.Module, config: RunConfig, directory: str | 
     directory = Path(directory)
     model = unwrap(model)
     write_tensors(directory / MODEL_FILE, model.state_dict(), {"format": str(FORMAT), "family": model.family})
-    write_json(directory / CONFIG_FILE, {"vaekit_version": __version__, "format": FORMAT, **config.to_dict()})
+    write_config(directory, config)
     return directory
+
+
+def write_config(directory: str | Path, config: RunConfig) -> None:
+    """config.json with the full settings of the model's family and likelihood written out."""
+    from dataclasses import replace
+
+    from .config import with_defaults
+
+    full = replace(config, model=with_defaults(config.model))
+    write_json(Path(directory) / CONFIG_FILE, {"vaekit_version": __version__, "format": FORMAT, **full.to_dict()})
 
 
 def load_config(directory: str | Path) -> RunConfig:
@@ -89,8 +105,10 @@ def load_config(directory: str | Path) -> RunConfig:
     if fmt > FORMAT:
         raise VaekitError(f"{path} was written by a newer vaekit: upgrade vaekit to load it")
     model = raw.get("model", {})
-    if isinstance(model.get("data_shape"), list):
-        model["data_shape"] = tuple(model["data_shape"])
+    if fmt < 2 and "gaussian_std" in model:  # format 1 kept the Gaussian's std beside the model's own fields
+        std = model.pop("gaussian_std")
+        if std is not None:
+            model["gaussian"] = {"std": std}
     return from_dict(raw)
 
 
@@ -123,10 +141,23 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> Model:
 
 
 def save_resume(directory: str | Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
-    """Tensors first, then the JSON that names them: resume.json is the commit point."""
+    """One commit: the tensors go to a new file named by step and a random token, then resume.json, which names
+    that file and token, replaces the old one (the commit point), then older tensor files go. A crash before the
+    commit leaves the previous state whole; the loader checks that the two files belong together."""
     directory = Path(directory)
-    write_tensors(directory / RESUME_TENSORS, tensors, {"step": str(state["step"])})
-    write_json(directory / RESUME_STATE, state)
+    token = secrets.token_hex(8)
+    name = f"resume-{int(state['step']):09d}-{token}.safetensors"
+    write_tensors(directory / name, tensors, {"step": str(state["step"]), "token": token})
+    write_json(directory / RESUME_STATE, {**state, "tensors": name, "token": token})
+    for old in [*directory.glob(RESUME_PATTERN), directory / RESUME_TENSORS]:
+        if old.name != name:
+            old.unlink(missing_ok=True)
+
+
+def resume_files(directory: str | Path) -> list[Path]:
+    """Every file of a run's resume state (for --overwrite to remove)."""
+    directory = Path(directory)
+    return [directory / RESUME_STATE, directory / RESUME_TENSORS, *directory.glob(RESUME_PATTERN)]
 
 
 def load_resume(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -136,10 +167,30 @@ def load_resume(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
         raise VaekitError(f"{directory} has no resume state ({RESUME_STATE}): start a new run with vaekit train --out DIR")
     try:
         state = json.loads(state_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise VaekitError(f"{state_path} is corrupt: start the run again") from None
-    tensors = read_tensors(directory / RESUME_TENSORS)
+    if not isinstance(state, dict):
+        raise VaekitError(f"{state_path} is corrupt (not a JSON object): start the run again")
+    name = state.get("tensors", RESUME_TENSORS)
+    if not isinstance(name, str) or Path(name).name != name:
+        raise VaekitError(f"{state_path} is corrupt (names tensors {name!r}): start the run again")
+    path = directory / name
+    if not path.is_file():
+        raise VaekitError(f"{state_path} names {name}, which is missing: the resume state is incomplete; "
+                          "start the run again")
+    tensors = read_tensors(path)
+    if "token" in state:
+        try:
+            with safe_open(str(path), "pt") as handle:
+                token = (handle.metadata() or {}).get("token")
+        except (SafetensorError, OSError) as exc:
+            raise VaekitError(f"{path} is corrupt ({str(exc).splitlines()[0][:80]}): start the run again") from None
+        if token != state["token"]:
+            raise VaekitError(f"{path} does not belong to {state_path} (a different commit): the resume state "
+                              "is inconsistent; start the run again")
+    else:
+        log.warning("%s has a resume state from an older vaekit, which cannot be checked for consistency", directory)
     needed = ("step", "epoch", "optimizer_groups")
-    if not isinstance(state, dict) or any(k not in state for k in needed) or "rng.torch" not in tensors:
+    if any(k not in state for k in needed) or "rng.torch" not in tensors:
         raise VaekitError(f"the resume state in {directory} is corrupt or incomplete: start the run again")
     return tensors, state

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from . import checkpoint, latent, runs, viz
-from .config import RunConfig
+from .config import RunConfig, without_options
 from .data import Dataset, load_dataset
 from .errors import VaekitError
 from .metrics import reconstruction_error
@@ -24,7 +24,7 @@ from .report.metrics import (
 )
 
 log = logging.getLogger(__name__)
-FAMILIES = ("ae", "vae")  # report order: the baseline first
+FAMILIES = ("ae", "vae")  # the report's two slots: the plain AE baseline first, then the probabilistic family
 REPORT_FILE = "index.html"
 METRICS_FILE = "compare.json"
 
@@ -75,7 +75,7 @@ class ModelScores:
     prior_hole_fraction: float  # share of z ~ N(0, I) far from every training code
     gmm_hole_fraction: float | None  # the same for mixture draws
     interpolation: InterpolationSmoothness
-    test_kl: float | None  # KL(q(z|x) || p(z)) on the test split after training (0 for the AE)
+    test_kl: float | None  # KL(q(z|x) || p(z)) on the test split after training (None for the AE: it has none)
     train_seconds: float
 
 
@@ -103,13 +103,29 @@ class CompareResult:
 # ---- the pieces, each a function of a trained model ------------------------------------------------
 
 @torch.no_grad()
-def decode_batches(model: Model, z: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    batches = z.split(batch_size)
-    return torch.cat([model.decode(batch.to(model.device)).mean.cpu() for batch in batches])
+def decode_batches(model: Model, z: torch.Tensor, batch_size: int = 500, y: torch.Tensor | None = None,
+                   codes: bool = False) -> torch.Tensor:
+    """Decoded likelihood means of latents z (codes=True: of codes) in batches, with labels y where conditioned."""
+    out = []
+    for start in range(0, len(z), batch_size):
+        batch = z[start:start + batch_size].to(model.device)
+        yb = None if y is None else y[start:start + batch_size]
+        px = model.decode_code(batch, yb) if codes else model.decode(batch, yb)
+        out.append(px.mean.cpu())
+    return torch.cat(out)
 
 
 def prior_draws(model: Model, n: int, seed: int) -> torch.Tensor:
-    return torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
+    """n draws from the model's own prior, seeded: (n, *latent shape), on the CPU."""
+    return model.sample_prior(n, torch.Generator().manual_seed(seed)).cpu()
+
+
+def label_draws(dataset: Dataset, model: Model, n: int, seed: int) -> torch.Tensor | None:
+    """Labels for a label-conditioned model's draws, from the training labels' own frequencies; else None."""
+    if not model.num_labels:
+        return None
+    index = torch.randint(0, len(dataset.y_train), (n,), generator=torch.Generator().manual_seed(seed + 7))
+    return dataset.y_train[index]
 
 
 def fit_mixture(codes: torch.Tensor, components: int, seed: int):
@@ -125,9 +141,12 @@ def mixture_draws(mixture, n: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(z).float()
 
 
-def interpolation_paths(model: Model, x: torch.Tensor, pairs: np.ndarray, steps: int) -> torch.Tensor:
-    """Decoded linear paths between posterior means of test pairs: (P, steps, *data_shape)."""
-    return torch.stack([latent.interpolate(model, x[i], x[j], steps).cpu() for i, j in pairs])
+def interpolation_paths(model: Model, x: torch.Tensor, pairs: np.ndarray, steps: int,
+                        y: torch.Tensor | None = None) -> torch.Tensor:
+    """Decoded linear paths between the codes of test pairs: (P, steps, *data_shape)."""
+    label = (lambda i: None) if y is None else (lambda i: y[i])  # noqa: E731
+    return torch.stack([latent.interpolate(model, x[i], x[j], steps, y1=label(i), y2=label(j)).cpu()
+                        for i, j in pairs])
 
 
 def random_pairs(n_items: int, n_pairs: int, seed: int) -> np.ndarray:
@@ -139,10 +158,14 @@ def random_pairs(n_items: int, n_pairs: int, seed: int) -> np.ndarray:
     return np.stack([first, second], 1)
 
 
+def subset_index(items: int, n: int, seed: int) -> torch.Tensor:
+    if items <= n:
+        return torch.arange(items)
+    return torch.randperm(items, generator=torch.Generator().manual_seed(seed))[:n]
+
+
 def subset(x: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    if len(x) <= n:
-        return x
-    return x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]]
+    return x[subset_index(len(x), n, seed)]
 
 
 # ---- the comparison ----------------------------------------------------------------------------------
@@ -174,47 +197,59 @@ class SampleQuality:
 
 
 def latent_map_picture(model: Model, dataset: Dataset) -> Image.Image:
-    latent_map = latent.latent_map(model, dataset.x_test, dataset.y_test)
+    latent_map = latent.latent_map(model, dataset.x_test, dataset.y_test, y=_labels(model, dataset.y_test))
     with tempfile.TemporaryDirectory(prefix="vaekit-compare-") as folder:
         path = viz.plot_latent_map(latent_map, Path(folder) / "map.png", label_names=dataset.label_names,
                                    manifold=model)
         return Image.open(path).convert("RGB")  # convert() reads the file before the folder goes
 
 
+def _labels(model: Model, y: torch.Tensor | None) -> torch.Tensor | None:
+    return y if model.num_labels else None
+
+
 def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs: np.ndarray,
             options: CompareOptions, seed: int) -> tuple[ModelScores, dict[str, Image.Image]]:
     """One trained model's numbers and pictures; the same draws, pairs and real images for every model."""
     model, x_test, x_train = run.model, dataset.x_test, dataset.x_train
+    y_test, y_train = _labels(model, dataset.y_test), _labels(model, dataset.y_train)
     n_draws = max(options.hole_draws, quality.items)
-    errors = reconstruction_error(model, x_test)
+    errors = reconstruction_error(model, x_test, y_test)
     squared, nll = float(errors.squared_error.mean()), float(errors.nll_at_mean.mean())
     # The decoder was trained on draws from q(z|x): one per item samples the aggregate posterior the prior should cover.
-    codes = latent.encode_dataset(model, subset(x_train, options.hole_codes, seed), sample=True,
-                                  generator=torch.Generator().manual_seed(seed)).numpy()
+    chosen = subset_index(len(x_train), options.hole_codes, seed)
+    codes = latent.encode_dataset(model, x_train[chosen], sample=True, generator=torch.Generator().manual_seed(seed),
+                                  y=None if y_train is None else y_train[chosen]).flatten(1).numpy()
     z_prior = prior_draws(model, n_draws, seed)
-    prior_images = decode_batches(model, z_prior[:max(quality.items, options.shown_samples)])
+    shown = max(quality.items, options.shown_samples)
+    draw_labels = label_draws(dataset, model, shown, seed)
+    prior_images = decode_batches(model, z_prior[:shown], y=draw_labels)
     gmm_images = fcd_gmm = gmm_holes = None
     if options.gmm_components:
-        mixture = fit_mixture(latent.encode_dataset(model, x_train), options.gmm_components, seed)
-        z_gmm = mixture_draws(mixture, n_draws, seed)
-        gmm_images = decode_batches(model, z_gmm[:max(quality.items, options.shown_samples)])
-        gmm_holes = prior_hole_fraction(codes, z_gmm[:options.hole_draws].numpy(), options.hole_quantile)
+        mixture = fit_mixture(latent.encode_dataset(model, x_train, y=y_train).flatten(1), options.gmm_components, seed)
+        z_gmm = mixture_draws(mixture, n_draws, seed).reshape(-1, *model.code_shape)
+        gmm_images = decode_batches(model, z_gmm[:shown], y=draw_labels, codes=True)
+        gmm_holes = prior_hole_fraction(codes, z_gmm[:options.hole_draws].flatten(1).numpy(), options.hole_quantile)
         fcd_gmm = quality.fcd(gmm_images)
-    paths = interpolation_paths(model, x_test, pairs, options.interpolation_steps)
+    paths = interpolation_paths(model, x_test, pairs, options.interpolation_steps, y_test)
     last = run.history[-1] if run.history else None
     scores = ModelScores(
         family=model.family, recon_squared_error=squared, recon_nll=nll,
         fcd_prior=quality.fcd(prior_images), fcd_gmm=fcd_gmm,
-        prior_hole_fraction=prior_hole_fraction(codes, z_prior[:options.hole_draws].numpy(), options.hole_quantile),
+        prior_hole_fraction=prior_hole_fraction(codes, z_prior[:options.hole_draws].flatten(1).numpy(),
+                                                options.hole_quantile),
         gmm_hole_fraction=gmm_holes, interpolation=interpolation_smoothness(paths),
-        test_kl=None if last is None else last.val_kl, train_seconds=sum(r.seconds for r in run.history),
+        test_kl=None if last is None or last.val is None else last.val.get("kl"),
+        train_seconds=sum(r.seconds for r in run.history),
     )
-    shown = x_test[:options.shown_items]
+    shown_x = x_test[:options.shown_items]
+    shown_y = None if y_test is None else y_test[:options.shown_items]
     figures = {
-        "reconstructions": viz.image_grid(model.reconstruct(shown.to(model.device)).cpu(), ncol=8),
+        "reconstructions": viz.image_grid(model.reconstruct(shown_x.to(model.device), shown_y).cpu(), ncol=8),
         "prior": viz.image_grid(prior_images[:options.shown_samples]),
         "vary": viz.image_grid(
-            latent.vary(model, x_test[0], options.shown_items, torch.Generator().manual_seed(seed)).cpu(), ncol=8
+            latent.vary(model, x_test[0], options.shown_items, torch.Generator().manual_seed(seed),
+                        y=None if y_test is None else y_test[0]).cpu(), ncol=8
         ),
         "interpolation": viz.image_grid(paths[:options.shown_pairs].flatten(0, 1), ncol=options.interpolation_steps),
         "latent_map": latent_map_picture(model, dataset),
@@ -237,7 +272,8 @@ def compare(
     overwrite: bool = False,
     dataset: Dataset | None = None,
 ) -> CompareResult:
-    """Train an AE and a VAE as configured (cfg.model.family is ignored), measure both, write out/index.html."""
+    """Train a plain AE and the configured family (a VAE unless cfg.model.family names another; family ae means
+    vae) with the same networks, measure both, write out/index.html."""
     out = Path(out)
     _check_out(out, overwrite)
     dataset = dataset if dataset is not None else load_dataset(cfg.data)
@@ -250,11 +286,14 @@ def compare(
         raise VaekitError(f"--gmm-components {options.gmm_components} exceeds the {len(dataset.x_train)} training "
                           "items: use fewer components")
     seed = cfg.train.seed
+    probabilistic = cfg.model.family if cfg.model.family != "ae" else "vae"
+    configs = {"ae": replace(cfg, model=replace(without_options(cfg.model, probabilistic), family="ae")),
+               "vae": replace(cfg, model=replace(cfg.model, family=probabilistic))}
     trained = {}
-    for family in FAMILIES:
+    for slot in FAMILIES:
+        family = configs[slot].model.family
         log.info("training the %s (%d epochs on %s) ...", family.upper(), cfg.train.epochs, dataset.name)
-        trained[family] = runs.train(replace(cfg, model=replace(cfg.model, family=family)), out / family,
-                                     overwrite=overwrite, dataset=dataset)
+        trained[slot] = runs.train(configs[slot], out / slot, overwrite=overwrite, dataset=dataset)
     quality = SampleQuality(dataset, options, seed)
     pairs = random_pairs(len(dataset.x_test), options.interpolation_pairs, seed)
     scores, figures = {}, {}

@@ -1,61 +1,159 @@
-"""Run configuration: frozen dataclasses, built once from defaults, a YAML file and "a.b=value" overrides."""
+"""Run configuration: frozen dataclasses whose fields are declared once, with their help, choices and checks.
+
+Defaults, a YAML file, "a.b=value" overrides, CLI flags, validation and --help all come from the declarations.
+A model family or likelihood declares its own settings (a frozen dataclass registered under its name); they
+live in the model section under that name: `model.iwae.k`, YAML `model: {iwae: {k: 5}}`, flag `--iwae-k`.
+"""
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import json
+import math
 import typing
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
 from .errors import VaekitError
 
+Check = tuple[Callable[[Any], bool], str]  # (predicate on a set value, what a valid value is)
+
+
+def setting(default: Any = MISSING, help: str = "", *, choices: tuple | Callable[[], tuple] | None = None,
+            check: Check | None = None, flag: str | None = None, cli: bool = True,
+            default_factory: Any = MISSING) -> Any:
+    """A config field with everything the CLI and the validator need to know about it, declared in one place.
+
+    choices: the allowed values (or a function returning them, for registries); check: (predicate, requirement)
+    for a set value; flag: the CLI flag when not --field-name; cli=False: filled by vaekit, no flag.
+    """
+    metadata = {"help": help, "choices": choices, "check": check, "flag": flag, "cli": cli}
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def positive(v: Any) -> bool:
+    return v > 0 and math.isfinite(v)
+
+
+def non_negative(v: Any) -> bool:
+    return v >= 0 and math.isfinite(v)
+
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "mnist-10k"  # a registered dataset name, or a path to user data (.npy/.npz/.csv/folder)
-    data_dir: str | None = None  # searched first for file-backed datasets
-    binarize: str = "none"  # none | dynamic (fresh Bernoulli draw per epoch) | static (once, fixed seed)
-    image_size: int | None = None  # for image folders and generated datasets
-    label_column: str | None = None  # CSV: name of the label column
-    test_fraction: float = 0.1  # user data without its own split
-    limit: int | None = None  # keep only the first N training items (quick runs)
+    name: str = setting("mnist-10k", "data set name (mnist-10k, digits, mnist, fashion-mnist, shapes, ...) or a path "
+                        "to a .npy/.npz/.csv file or an image folder", flag="--data")
+    data_dir: str | None = setting(None, "folder searched first for data set files")
+    binarize: str = setting("none", "binarise [0, 1] data: dynamic draws fresh bits every epoch, static once",
+                            choices=("none", "dynamic", "static"))
+    image_size: int | None = setting(None, "image size for image folders and generated data",
+                                     check=(lambda v: v >= 4, "at least 4"))
+    label_column: str | None = setting(None, "CSV: the label column's name")
+    test_fraction: float = setting(0.1, "share of user data held out as the test split (data without its own split)",
+                                   check=(lambda v: 0 < v < 1, "between 0 and 1"))
+    limit: int | None = setting(None, "use only the first N training items", check=(lambda v: v >= 1, "at least 1"))
+
+
+def _families() -> tuple[str, ...]:
+    from .models import MODEL_FAMILIES  # late import: the registry lives with the models
+
+    return tuple(sorted(MODEL_FAMILIES))
+
+
+def _likelihoods() -> tuple[str, ...]:
+    from .distributions import LIKELIHOODS
+
+    return ("auto", *sorted(LIKELIHOODS))
+
+
+# name -> the settings dataclass of a model family or likelihood; filled by their registries.
+COMPONENT_SETTINGS: dict[str, type] = {}
+
+
+def register_settings(name: str, settings: type | None) -> None:
+    if settings is not None:
+        if not dataclasses.is_dataclass(settings):
+            raise TypeError(f"the settings of {name!r} must be a frozen dataclass, got {settings!r}")
+        COMPONENT_SETTINGS[name] = settings
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    family: str = "vae"  # ae | vae (the registry in models.py lists every family)
-    latent_dim: int = 16
-    network: str = "auto"  # auto (conv for images, mlp for vectors) | mlp | conv
-    hidden_dims: tuple[int, ...] = (512, 256)  # MLP widths; conv channels come from conv_channels
-    conv_channels: tuple[int, ...] = (32, 64)
-    likelihood: str = "auto"  # auto (bernoulli for [0,1] data, else gaussian) | bernoulli | gaussian
-    gaussian_std: float | None = None  # fixed observation std; None learns one per pixel/feature
-    beta: float = 1.0  # weight of the KL term (beta-VAE when != 1)
-    data_shape: tuple[int, ...] = ()  # filled in from the data set
+    family: str = setting("vae", "model family", choices=_families, flag="--model")
+    latent_dim: int = setting(16, "size of the latent code", check=(lambda v: v >= 1, "at least 1"))
+    network: str = setting("auto", "encoder/decoder bodies: auto (conv for images of 8x8 and up, mlp otherwise)",
+                           choices=("auto", "mlp", "conv"))
+    hidden_dims: tuple[int, ...] = setting((512, 256), "MLP widths, e.g. 512,256 (conv: the last is the dense width)",
+                                           check=(lambda v: all(h >= 1 for h in v),
+                                                  "positive widths, e.g. 512,256 (none: a linear MLP)"))
+    conv_channels: tuple[int, ...] = setting((32, 64), "channels of the stride-2 convolutions, e.g. 32,64",
+                                             check=(lambda v: len(v) >= 1 and all(c >= 1 for c in v),
+                                                    "one or more positive channel counts, e.g. 32,64"))
+    likelihood: str = setting("auto", "p(x|z): auto picks bernoulli for [0, 1] data, gaussian otherwise",
+                              choices=_likelihoods)
+    beta: float = setting(1.0, "weight of the regularizer (beta-VAE when != 1)", check=(non_negative, ">= 0"))
+    condition: str = setting("none", "condition encoder, decoder and prior draws on the class label",
+                             choices=("none", "label"))
+    num_labels: int = setting(0, cli=False)  # classes of a label-conditioned model; filled in from the data
+    data_shape: tuple[int, ...] = setting((), cli=False)  # filled in from the data set
+    # Settings of the family and the likelihood in use, by component name (see COMPONENT_SETTINGS).
+    options: dict[str, Any] = setting(default_factory=dict, cli=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", {name: _settings(name, values) for name, values in self.options.items()})
+
+    def settings(self, name: str) -> Any:
+        """The settings of component `name` (a family or likelihood), defaults filled in; None if it has none."""
+        if name not in COMPONENT_SETTINGS:
+            return None
+        return self.options.get(name) or COMPONENT_SETTINGS[name]()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "options"}
+        data["data_shape"] = list(self.data_shape)
+        data["hidden_dims"], data["conv_channels"] = list(self.hidden_dims), list(self.conv_channels)
+        data.update({name: dataclasses.asdict(values) for name, values in sorted(self.options.items())})
+        return data
+
+
+def _settings(name: str, values: Any) -> Any:
+    if name not in COMPONENT_SETTINGS:
+        known = sorted(COMPONENT_SETTINGS)
+        raise VaekitError(f"model.{name}: no family or likelihood {name!r} has settings{_close(name, known)}")
+    kind = COMPONENT_SETTINGS[name]
+    if isinstance(values, kind):
+        return values
+    if not isinstance(values, dict):
+        raise VaekitError(f"model.{name} must be a mapping of settings, got {values!r}")
+    return _build(kind, f"model.{name}", values)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    optimizer: str = "adam"  # adam | adamw
-    weight_decay: float = 0.0
-    schedule: str = "constant"  # constant | cosine
-    warmup_steps: int = 0  # linear learning-rate warm-up
-    kl_warmup_epochs: float = 0.0  # KL weight ramps 0 -> 1 over this many epochs
-    grad_clip: float | None = None
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | mps
-    threads: int | None = None  # torch CPU threads; None keeps torch's default
-    # fp32, or bf16: the matrix products in bfloat16 (autocast), weights, optimiser, loss and evaluation in float32
-    precision: str = "fp32"
-    progress: bool = True
-    checkpoint_every: int = 1  # epochs between resume checkpoints
+    epochs: int = setting(10, "passes over the training data", check=(lambda v: v >= 0, ">= 0"))
+    batch_size: int = setting(128, "items per step", check=(lambda v: v >= 1, "at least 1"))
+    lr: float = setting(1e-3, "learning rate", check=(positive, "> 0, e.g. 1e-3"))
+    optimizer: str = setting("adam", "optimiser", choices=("adam", "adamw"))
+    weight_decay: float = setting(0.0, "weight decay", check=(non_negative, ">= 0"))
+    schedule: str = setting("constant", "learning-rate schedule after the warm-up", choices=("constant", "cosine"))
+    warmup_steps: int = setting(0, "steps of linear learning-rate warm-up", check=(lambda v: v >= 0, ">= 0"))
+    kl_warmup_epochs: float = setting(0.0, "epochs over which the regularizer's weight ramps from 0 to beta",
+                                      check=(non_negative, ">= 0"))
+    grad_clip: float | None = setting(None, "clip the gradient norm to this value", check=(positive, "> 0"))
+    seed: int = setting(0, "seeds weights, shuffling and draws: same seed, same run",
+                        check=(lambda v: 0 <= v < 2**63, "between 0 and 2^63 - 1"))
+    device: str = setting("auto", "where to train", choices=("auto", "cpu", "cuda", "mps"))
+    threads: int | None = setting(None, "CPU threads for torch (default: one per core)",
+                                  check=(lambda v: v >= 1, "at least 1"))
+    precision: str = setting("fp32", "bf16: matrix products in bfloat16, 1.25-1.6x faster on CPUs with AVX512-BF16 "
+                             "or AMX (weights, loss and evaluation stay float32)", choices=("fp32", "bf16"))
+    progress: bool = setting(True, "no progress bar", flag="--no-progress")
+    checkpoint_every: int = setting(1, "epochs between resume checkpoints", check=(lambda v: v >= 1, "at least 1"))
 
 
 @dataclass(frozen=True)
@@ -65,13 +163,14 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"data": dataclasses.asdict(self.data), "model": self.model.to_dict(),
+                "train": dataclasses.asdict(self.train)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
 
 def _close(name: str, options: list[str]) -> str:
@@ -79,24 +178,22 @@ def _close(name: str, options: list[str]) -> str:
     return f" (did you mean {', '.join(matches)}?)" if matches else f" (known: {', '.join(options)})"
 
 
-def _coerce(section: type, name: str, value: Any) -> Any:
+def _coerce(path: str, hint: Any, value: Any) -> Any:
     """Turn a YAML/CLI value into the field's declared type, or explain why it cannot be."""
-    hint = typing.get_type_hints(section)[name]
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     optional = type(None) in args
     if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and optional):
         if optional:
             return None
-        raise VaekitError(f"config {section.__name__}.{name} cannot be empty")
+        raise VaekitError(f"config {path} cannot be empty")
     base = [a for a in args if a is not type(None)][0] if optional else hint
-    base_origin = typing.get_origin(base)
     try:
-        if base_origin is tuple or origin is tuple:
+        if typing.get_origin(base) is tuple or origin is tuple:
             if isinstance(value, str):
                 value = [v for v in value.replace(" ", "").split(",") if v]
             if isinstance(value, (int, float)):
                 value = [value]
-            return tuple(int(v) for v in value)
+            return tuple(_integer(v) for v in value)
         if base is bool:
             if isinstance(value, str):
                 if value.lower() in ("1", "true", "yes", "on"):
@@ -104,33 +201,58 @@ def _coerce(section: type, name: str, value: Any) -> Any:
                 if value.lower() in ("0", "false", "no", "off"):
                     return False
                 raise ValueError(value)
+            if not isinstance(value, (bool, int)):
+                raise ValueError(value)
             return bool(value)
         if base is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
+            return _integer(value)
         if base is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
             return float(value)
         if base is str:
+            if not isinstance(value, (str, int, float)):
+                raise ValueError(value)
             return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         pass
     else:
         return value
-    raise VaekitError(f"config {section.__name__}.{name}: cannot read {value!r} as {getattr(base, '__name__', base)}")
+    raise VaekitError(f"config {path}: cannot read {value!r} as {getattr(base, '__name__', base)}")
 
 
-def _apply(cfg: RunConfig, section_name: str, values: dict[str, Any]) -> RunConfig:
-    if section_name not in _SECTIONS:
-        raise VaekitError(f"unknown config section {section_name!r}{_close(section_name, list(_SECTIONS))}")
-    section = _SECTIONS[section_name]
-    names = [f.name for f in fields(section)]
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(value)
+    return int(value)
+
+
+def _build(kind: type, path: str, values: dict[str, Any], base: Any = None) -> Any:
+    """A `kind` instance from raw values (unknown keys named with a suggestion), on top of `base` or the defaults."""
+    hints = typing.get_type_hints(kind)
+    names = [f.name for f in fields(kind)]
     updates = {}
     for key, value in values.items():
         if key not in names:
-            raise VaekitError(f"unknown config key {section_name}.{key}{_close(key, names)}")
-        updates[key] = _coerce(section, key, value)
-    return replace(cfg, **{section_name: replace(getattr(cfg, section_name), **updates)})
+            raise VaekitError(f"unknown config key {path}.{key}{_close(str(key), names)}")
+        updates[key] = _coerce(f"{path}.{key}", hints[key], value)
+    return replace(base, **updates) if base is not None else kind(**updates)
+
+
+def _apply(cfg: RunConfig, section_name: str, values: dict[str, Any]) -> RunConfig:
+    if section_name not in SECTIONS:
+        raise VaekitError(f"unknown config section {section_name!r}{_close(section_name, list(SECTIONS))}")
+    values = dict(values)
+    section = getattr(cfg, section_name)
+    if section_name == "model":
+        options = dict(section.options)
+        for key in [k for k in values if k in COMPONENT_SETTINGS]:
+            raw = values.pop(key)
+            if not isinstance(raw, dict):
+                raise VaekitError(f"model.{key} holds the settings of {key}: give a mapping, e.g. model.{key}.NAME=VALUE")
+            options[key] = _build(COMPONENT_SETTINGS[key], f"model.{key}", raw, options.get(key))
+        section = replace(section, options=options)
+    return replace(cfg, **{section_name: _build(type(section), section_name, values, section)})
 
 
 def from_dict(raw: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
@@ -155,58 +277,140 @@ def load_yaml(path: str | Path, base: RunConfig | None = None) -> RunConfig:
     return from_dict(raw, base)
 
 
+def assignment(item: str) -> dict[str, Any]:
+    """"model.iwae.k=5" -> {"model": {"iwae": {"k": 5}}}."""
+    key, sep, value = item.partition("=")
+    parts = [p.strip() for p in key.split(".")]
+    if not sep or len(parts) < 2 or not all(parts):
+        raise VaekitError(f"override {item!r} must look like section.key=value, e.g. train.lr=3e-4 or model.iwae.k=5")
+    nested: Any = yaml.safe_load(value) if value else value
+    for part in reversed(parts):
+        nested = {part: nested}
+    return nested
+
+
 def override(cfg: RunConfig, assignments: list[str]) -> RunConfig:
-    """Apply "section.key=value" strings, e.g. "train.lr=3e-4"."""
+    """Apply "section.key=value" strings, e.g. "train.lr=3e-4" or "model.iwae.k=5"."""
     for item in assignments:
-        key, sep, value = item.partition("=")
-        section_name, dot, name = key.partition(".")
-        if not sep or not dot:
-            raise VaekitError(f"override {item!r} must look like section.key=value, e.g. train.lr=3e-4")
-        cfg = _apply(cfg, section_name.strip(), {name.strip(): yaml.safe_load(value) if value else value})
+        for section_name, values in assignment(item).items():
+            cfg = _apply(cfg, section_name, values)
     return validate(cfg)
 
 
-_CHOICES = {
-    ("data", "binarize"): ("none", "dynamic", "static"),
-    ("model", "network"): ("auto", "mlp", "conv"),
-    ("model", "likelihood"): ("auto", "bernoulli", "gaussian"),
-    ("train", "optimizer"): ("adam", "adamw"),
-    ("train", "schedule"): ("constant", "cosine"),
-    ("train", "device"): ("auto", "cpu", "cuda", "mps"),
-    ("train", "precision"): ("fp32", "bf16"),
-}
+def _check_fields(instance: Any, path: str) -> None:
+    for f in fields(instance):
+        value = getattr(instance, f.name)
+        choices, check = f.metadata.get("choices"), f.metadata.get("check")
+        choices = choices() if callable(choices) else choices
+        if choices is not None and value not in choices:
+            raise VaekitError(f"{path}.{f.name}={value!r} is not one of {', '.join(map(str, choices))}")
+        if check is not None and value is not None:
+            predicate, requirement = check
+            try:
+                ok = bool(predicate(value))
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise VaekitError(f"{path}.{f.name}={value!r}: must be {requirement}")
 
 
 def validate(cfg: RunConfig) -> RunConfig:
-    """Check values once, at the boundary, with messages that name the fix."""
-    for (section_name, name), options in _CHOICES.items():
-        value = getattr(getattr(cfg, section_name), name)
-        if value not in options:
-            raise VaekitError(f"{section_name}.{name}={value!r} is not one of {', '.join(options)}")
-    from .models import MODEL_FAMILIES  # late import: the registry lives with the models
-
-    if cfg.model.family not in MODEL_FAMILIES:
-        raise VaekitError(
-            f"unknown model family {cfg.model.family!r}{_close(cfg.model.family, sorted(MODEL_FAMILIES))}"
-        )
-    checks = [
-        (cfg.model.latent_dim >= 1, "model.latent_dim must be at least 1"),
-        (all(h >= 1 for h in cfg.model.hidden_dims), "model.hidden_dims must be positive widths, e.g. 512,256"),
-        (all(c >= 1 for c in cfg.model.conv_channels), "model.conv_channels must be positive, e.g. 32,64"),
-        (cfg.model.beta >= 0, "model.beta must be >= 0"),
-        (cfg.model.gaussian_std is None or cfg.model.gaussian_std > 0, "model.gaussian_std must be > 0"),
-        (cfg.train.epochs >= 0, "train.epochs must be >= 0"),
-        (cfg.train.batch_size >= 1, "train.batch_size must be >= 1"),
-        (cfg.train.lr > 0, "train.lr must be > 0, e.g. 1e-3"),
-        (cfg.train.warmup_steps >= 0, "train.warmup_steps must be >= 0"),
-        (cfg.train.kl_warmup_epochs >= 0, "train.kl_warmup_epochs must be >= 0"),
-        (cfg.train.threads is None or cfg.train.threads >= 1, "train.threads must be >= 1"),
-        (cfg.train.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
-        (0 < cfg.data.test_fraction < 1, "data.test_fraction must be between 0 and 1"),
-        (cfg.data.limit is None or cfg.data.limit >= 1, "data.limit must be >= 1"),
-        (cfg.data.image_size is None or cfg.data.image_size >= 4, "data.image_size must be >= 4"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise VaekitError(message)
+    """Check every value against its declaration, once, at the boundary, with messages that name the fix."""
+    for section_name in SECTIONS:
+        _check_fields(getattr(cfg, section_name), section_name)
+    for name, values in cfg.model.options.items():
+        _check_fields(values, f"model.{name}")
+    used = {cfg.model.family, cfg.model.likelihood}
+    unused = sorted(set(cfg.model.options) - used)
+    if unused and cfg.model.likelihood != "auto":
+        raise VaekitError(f"model.{unused[0]} sets {unused[0]}'s settings, but the model uses family "
+                          f"{cfg.model.family} and likelihood {cfg.model.likelihood}: drop them, or choose {unused[0]}")
     return cfg
+
+
+def without_options(model: ModelConfig, *names: str) -> ModelConfig:
+    return replace(model, options={k: v for k, v in model.options.items() if k not in names})
+
+
+def with_defaults(model: ModelConfig) -> ModelConfig:
+    """The model config with the full settings of its family and likelihood written out (for config.json)."""
+    options = dict(model.options)
+    for name in (model.family, model.likelihood):
+        if name in COMPONENT_SETTINGS and name not in options:
+            options[name] = COMPONENT_SETTINGS[name]()
+    return replace(model, options=options)
+
+
+# ---- the CLI's view of the declarations --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Flag:
+    """One generated CLI flag: where its value goes (section, key path) and how argparse reads it."""
+
+    flag: str
+    dest: str
+    section: str
+    path: tuple[str, ...]
+    kwargs: dict[str, Any]
+
+
+def _flag_for(f: dataclasses.Field, hint: Any, section: str, path: tuple[str, ...], flag: str) -> Flag:
+    meta = f.metadata
+    default = f.default if f.default is not MISSING else None
+    dest = "__".join(("cfg", section, *path))
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    base = [a for a in args if a is not type(None)][0] if type(None) in args else hint
+    help_text = meta.get("help", "")
+    if base is bool:
+        return Flag(flag, dest, section, path, {"action": "store_const", "const": not default, "help": help_text})
+    kwargs: dict[str, Any] = {"help": f"{help_text} (default: {_show(default)})" if help_text else None}
+    choices = meta.get("choices")
+    choices = choices() if callable(choices) else choices
+    if choices is not None:
+        kwargs["choices"] = list(choices)
+    elif base is int and origin is not tuple and typing.get_origin(base) is not tuple:
+        kwargs["type"] = int
+    elif base is float:
+        kwargs["type"] = float
+    if typing.get_origin(base) is tuple or origin is tuple:
+        kwargs["metavar"] = "N,N,..."
+    return Flag(flag, dest, section, path, kwargs)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    return "none" if value is None else str(value)
+
+
+def config_flags(sections: tuple[str, ...] = ("data", "model", "train"), components: bool = True) -> list[Flag]:
+    """Every CLI flag the declarations define: the sections' fields, then each component's settings."""
+    flags = []
+    for section in sections:
+        kind = SECTIONS[section]
+        hints = typing.get_type_hints(kind)
+        for f in fields(kind):
+            if f.metadata.get("cli", True):
+                name = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+                flags.append(_flag_for(f, hints[f.name], section, (f.name,), name))
+    if components and "model" in sections:
+        for component, kind in sorted(COMPONENT_SETTINGS.items()):
+            hints = typing.get_type_hints(kind)
+            for f in fields(kind):
+                name = f"--{component}-{f.name}".replace("_", "-")
+                flags.append(_flag_for(f, hints[f.name], "model", (component, f.name), name))
+    return flags
+
+
+def from_flags(values: dict[str, Any], flags: list[Flag]) -> dict[str, Any]:
+    """argparse values (dest -> value, None when unset) -> a raw config mapping for from_dict."""
+    raw: dict[str, Any] = {}
+    for flag in flags:
+        value = values.get(flag.dest)
+        if value is None:
+            continue
+        target = raw.setdefault(flag.section, {})
+        for part in flag.path[:-1]:
+            target = target.setdefault(part, {})
+        target[flag.path[-1]] = value
+    return raw

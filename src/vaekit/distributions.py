@@ -1,13 +1,18 @@
-"""Likelihoods p(x|z) as objects that turn decoder outputs into distributions, and the latent distributions."""
+"""Likelihoods p(x|z) (objects that turn decoder outputs into distributions), by registry, and latent distributions
+that draw their own noise."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch.distributions import Bernoulli, Distribution, Independent, Normal, constraints
+from torch.distributions import (
+    Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal, constraints,
+)
 
+from .config import positive, register_settings, setting
 from .errors import VaekitError
 
 # Log-variance bounds: wide enough never to bind in healthy training, tight enough that exp() cannot overflow.
@@ -16,116 +21,289 @@ LOGVAR_MIN, LOGVAR_MAX = -20.0, 10.0
 MIN_STD = 1e-3
 
 
+# ---- likelihoods -------------------------------------------------------------------------------------------
+
 class Likelihood:
-    """Maps decoder outputs (B, param_channels * C, ...) to a distribution with event shape = data shape."""
+    """Maps decoder outputs (B, param_channels * C, ...) to a distribution with event shape = data shape.
+
+    A likelihood with settings declares them as a frozen dataclass `Settings` (model.<name>.<field>).
+    Subclasses give `log_prob_elements`, the log-density of each element, broadcasting over leading dims.
+    """
 
     name: ClassVar[str]
-    param_channels: ClassVar[int] = 1
+    Settings: ClassVar[type | None] = None
+    param_channels: int = 1
+    discrete: ClassVar[bool] = False  # a probability mass (bits/dim is meaningful), not a density
+
+    def __init__(self, data_shape: tuple[int, ...], settings=None) -> None:
+        self.data_shape = tuple(data_shape)
+        self.event_dims = len(self.data_shape)
+        self.settings = settings
 
     def __call__(self, params: torch.Tensor) -> Distribution:
         raise NotImplementedError
+
+    def log_prob_elements(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x_d | params) per element; params (..., P*C, ...) and x (..., C, ...) broadcast over leading dims."""
+        return self(params).base_dist.log_prob(x)  # type: ignore[attr-defined]
 
     def check_support(self, x: torch.Tensor, what: str = "data") -> None:
         """Raise a VaekitError naming the fix when x lies outside the likelihood's support."""
 
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """-log p(x|z) per example (B,) from decoder outputs: the training loss's reconstruction term.
-        Equal to -self(params).log_prob(x); likelihoods override it with a direct formula."""
-        return -self(params).log_prob(x)
+        """-log p(x|z) per example (B,) from decoder outputs: the training loss's reconstruction term."""
+        return -self.log_prob_elements(params, x.reshape(params.shape[0], *self.data_shape)).flatten(1).sum(-1)
 
-    def log_prob_samples(self, px: Distribution, x: torch.Tensor) -> torch.Tensor:
-        """log p(x|z_k) for px = self(decoder(z)) with z (K, B, D) flattened sample-major to (K*B,): (K, B).
+    def log_prob_samples(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x|z_k) for params = decoder(z) with z (K, B, ...) flattened sample-major to (K*B, ...): (K, B).
+        x (B, ...) is broadcast over the K samples, not copied."""
+        batch = x.shape[0]
+        params = params.unflatten(0, (-1, batch))  # (K, B, P*C, ...)
+        return self.log_prob_elements(params, x).flatten(2).sum(-1)
 
-        This generic version tiles x K times; likelihoods override it to broadcast x instead (same numbers).
-        """
-        k = px.batch_shape[0] // x.shape[0]
-        return px.log_prob(x.expand(k, *x.shape).flatten(0, 1)).view(k, x.shape[0])
+    def _split(self, params: torch.Tensor, parts: int) -> tuple[torch.Tensor, ...]:
+        # (..., P*C, H, W) -> P tensors of (..., C, H, W): parameters are stacked along the channel axis.
+        axis = params.dim() - self.event_dims
+        return tuple(params.unflatten(axis, (parts, -1)).unbind(axis))
 
-    @staticmethod
-    def _split(params: torch.Tensor, parts: int) -> tuple[torch.Tensor, ...]:
-        # (B, P*C, ...) -> P tensors of (B, C, ...): parameters are stacked along the channel axis.
-        return tuple(params.unflatten(1, (parts, -1)).unbind(1))
+    def _range_check(self, x: torch.Tensor, what: str, alternative: str) -> None:
+        low, high = float(x.min()), float(x.max())
+        if low < 0 or high > 1:
+            raise VaekitError(f"the {self.name} likelihood needs {what} in [0, 1], got values in [{low:g}, {high:g}]: "
+                              f"{alternative}, or rescale the data to [0, 1]")
 
 
+LIKELIHOODS: dict[str, type[Likelihood]] = {}
+
+
+def register_likelihood(name: str) -> Callable[[type[Likelihood]], type[Likelihood]]:
+    """Register a likelihood class under `name` (--likelihood NAME), with its settings if it declares any."""
+    def add(cls: type[Likelihood]) -> type[Likelihood]:
+        cls.name = name
+        LIKELIHOODS[name] = cls
+        register_settings(name, cls.Settings)
+        return cls
+
+    return add
+
+
+def build_likelihood(name: str, data_shape: tuple[int, ...], settings=None) -> Likelihood:
+    if name not in LIKELIHOODS:
+        raise VaekitError(f"unknown likelihood {name!r}: use one of {', '.join(sorted(LIKELIHOODS))}")
+    cls = LIKELIHOODS[name]
+    if cls.Settings is not None and settings is None:
+        settings = cls.Settings()
+    return cls(data_shape, settings)
+
+
+@register_likelihood("bernoulli")
 class BernoulliLikelihood(Likelihood):
-    """Bernoulli on logits; log p(x|z) = -BCE-with-logits, also used for grey levels in [0, 1]."""
+    """Bernoulli on logits; log p(x|z) = -BCE-with-logits. For binary data (also used for grey levels in [0, 1])."""
 
-    name = "bernoulli"
+    discrete = True
 
     def __call__(self, params: torch.Tensor) -> Distribution:
-        return Independent(Bernoulli(logits=params, validate_args=False), params.dim() - 1)
+        return Independent(Bernoulli(logits=params, validate_args=False), self.event_dims)
+
+    def log_prob_elements(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return x * params - F.softplus(params)
 
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         # One fused, stable kernel (max(l, 0) - x l + log1p(exp(-|l|))) and one sum, no distribution objects.
         return F.binary_cross_entropy_with_logits(params, x.reshape_as(params), reduction="none").flatten(1).sum(-1)
 
-    def log_prob_samples(self, px: Distribution, x: torch.Tensor) -> torch.Tensor:
+    def log_prob_samples(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         # log p(x|z) = sum_d x_d l_d - softplus(l_d): one batched dot product and one softplus pass, x not tiled.
         batch = x.shape[0]
-        logits = px.base_dist.logits.reshape(-1, batch, x[0].numel())  # (K, B, D)
+        logits = params.reshape(-1, batch, x[0].numel())  # (K, B, D)
         return torch.einsum("kbd,bd->kb", logits, x.reshape(batch, -1)) - F.softplus(logits).sum(-1)
 
     def check_support(self, x: torch.Tensor, what: str = "data") -> None:
-        low, high = float(x.min()), float(x.max())
-        if low < 0 or high > 1:
+        self._range_check(x, what, "use --likelihood gaussian")
+
+
+@register_likelihood("gaussian")
+class GaussianLikelihood(Likelihood):
+    """Diagonal Gaussian: a fixed std, or a learned one per output (softplus, floored at MIN_STD). A density:
+    its log-likelihoods are not bits/dim."""
+
+    @dataclass(frozen=True)
+    class Settings:
+        std: float | None = setting(None, "fixed observation std of the gaussian likelihood (default: learned per "
+                                    "output)", check=(positive, "> 0"))
+
+    def __init__(self, data_shape: tuple[int, ...], settings=None) -> None:
+        super().__init__(data_shape, settings)
+        self.std = settings.std if settings is not None else None
+        self.param_channels = 1 if self.std is not None else 2
+
+    def _loc_scale(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
+        if self.std is not None:
+            return params, self.std
+        loc, raw_scale = self._split(params, 2)
+        return loc, F.softplus(raw_scale) + MIN_STD
+
+    def __call__(self, params: torch.Tensor) -> Distribution:
+        loc, scale = self._loc_scale(params)
+        scale = torch.full_like(loc, scale) if isinstance(scale, float) else scale
+        return Independent(Normal(loc, scale, validate_args=False), self.event_dims)
+
+    def log_prob_elements(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        loc, scale = self._loc_scale(params)
+        log_scale = math.log(scale) if isinstance(scale, float) else scale.log()
+        return -0.5 * ((x - loc) / scale).square() - log_scale - 0.5 * math.log(2 * math.pi)
+
+
+def _log_normaliser(logits: torch.Tensor) -> torch.Tensor:
+    """log C(lambda) of the continuous Bernoulli with lambda = sigmoid(l): C = l / tanh(l / 2) (= 2 at l = 0).
+
+    Near l = 0 the ratio is 0/0 in floating point; its series 2 + l^2/6 - l^4/360 + ... is used there instead
+    (Loaiza-Ganem & Cunningham 2019, eq. 7, written in logits)."""
+    a = logits.abs()
+    small = a < 1e-2
+    safe = torch.where(small, torch.ones_like(a), a)
+    exact = safe.log() - torch.tanh(0.5 * safe).log()
+    l2 = logits.square()
+    series = math.log(2.0) + torch.log1p(l2 / 12 - l2.square() / 720)
+    return torch.where(small, series, exact)
+
+
+class StableContinuousBernoulli(ContinuousBernoulli):
+    """torch's continuous Bernoulli (its mean, sampling) with the log-density in logits, exact for large |l|
+    where torch clamps its probabilities."""
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return value * self.logits - F.softplus(self.logits) + _log_normaliser(self.logits)
+
+
+@register_likelihood("continuous_bernoulli")
+class ContinuousBernoulliLikelihood(Likelihood):
+    """The continuous Bernoulli (Loaiza-Ganem & Cunningham 2019), a proper density on [0, 1] for grey levels:
+    log p(x) = x l - softplus(l) + log C(l) on logits l. A density: its log-likelihoods are not bits/dim."""
+
+    def __call__(self, params: torch.Tensor) -> Distribution:
+        return Independent(StableContinuousBernoulli(logits=params, validate_args=False), self.event_dims)
+
+    def log_prob_elements(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return x * params - F.softplus(params) + _log_normaliser(params)
+
+    def check_support(self, x: torch.Tensor, what: str = "data") -> None:
+        self._range_check(x, what, "use --likelihood gaussian")
+
+
+class DiscretizedLogisticDistribution(Distribution):
+    """Each element on the grid {0, 1/(n-1), ..., 1} (n = 2^bits) with probability the logistic(loc, scale) mass
+    of its bin; the end bins take the tails (Salimans et al. 2017, without the mixture)."""
+
+    arg_constraints: ClassVar[dict] = {}
+    support = constraints.unit_interval
+
+    def __init__(self, loc: torch.Tensor, log_scale: torch.Tensor, bits: int) -> None:
+        self.loc, self.log_scale, self.levels = loc, log_scale, 2**bits - 1
+        super().__init__(batch_shape=loc.shape, validate_args=False)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return discretized_logistic_log_prob(self.loc, self.log_scale, x, self.levels)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        # E[x] = sum_k x_k P(x_k) = (1/(n-1)) sum_{k=1}^{n-1} P(x >= x_k) = (1/(n-1)) sum_k sigmoid((loc - e_k) / s),
+        # e_k the bin edges: one pass per edge, memory of one tensor.
+        inverse_scale = torch.exp(-self.log_scale)
+        total = torch.zeros_like(self.loc)
+        for k in range(1, self.levels + 1):
+            edge = (k - 0.5) / self.levels
+            total += torch.sigmoid((self.loc - edge) * inverse_scale)
+        return total / self.levels
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            shape = self._extended_shape(sample_shape)
+            u = torch.rand(shape, device=self.loc.device).clamp(1e-6, 1 - 1e-6)
+            x = self.loc + torch.exp(self.log_scale) * (u.log() - torch.log1p(-u))
+            return (x.clamp(0, 1) * self.levels).round() / self.levels
+
+
+def discretized_logistic_log_prob(loc: torch.Tensor, log_scale: torch.Tensor, x: torch.Tensor,
+                                  levels: int) -> torch.Tensor:
+    """log P(x) per element, in log space throughout: sigma(a) - sigma(b) = sigma(a) sigma(-b) (1 - e^{b-a}) for
+    the bin [b, a] (standardised edges), so no difference of two nearly equal probabilities is ever formed."""
+    inverse_scale = torch.exp(-log_scale)
+    half = 0.5 / levels
+    upper = (x + half - loc) * inverse_scale  # a
+    lower = (x - half - loc) * inverse_scale  # b
+    top, bottom = x >= 1 - half, x <= half  # the end bins take the tails: a = +inf, b = -inf
+    log_a = torch.where(top, torch.zeros_like(upper), F.logsigmoid(upper))
+    log_not_b = torch.where(bottom, torch.zeros_like(lower), F.logsigmoid(-lower))
+    width = torch.where(top | bottom, torch.zeros_like(upper), torch.log(-torch.expm1(-(inverse_scale / levels))))
+    return log_a + log_not_b + width
+
+
+@register_likelihood("discretized_logistic")
+class DiscretizedLogisticLikelihood(Likelihood):
+    """8-bit (or `bits`-bit) images as a discretised logistic per element, location and log-scale decoded.
+    A probability mass: its NLL in bits/dim is comparable with the literature's."""
+
+    discrete = True
+    param_channels = 2
+
+    @dataclass(frozen=True)
+    class Settings:
+        bits: int = setting(8, "bit depth of the data for the discretized_logistic likelihood (2^bits levels)",
+                            check=(lambda v: 1 <= v <= 16, "between 1 and 16"))
+
+    # Log-scale floor: a bin of width 1/255 needs scales well below it; exp(-7) ~ 1e-3.
+    MIN_LOG_SCALE = -7.0
+
+    def _parts(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, log_scale = self._split(params, 2)
+        return torch.sigmoid(loc), log_scale.clamp_min(self.MIN_LOG_SCALE)
+
+    def __call__(self, params: torch.Tensor) -> Distribution:
+        loc, log_scale = self._parts(params)
+        return Independent(DiscretizedLogisticDistribution(loc, log_scale, self.settings.bits), self.event_dims)
+
+    def log_prob_elements(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        loc, log_scale = self._parts(params)
+        return discretized_logistic_log_prob(loc, log_scale, x, 2**self.settings.bits - 1)
+
+    def check_support(self, x: torch.Tensor, what: str = "data") -> None:
+        self._range_check(x, what, "use --likelihood gaussian")
+        levels = 2**self.settings.bits - 1
+        off = ((x * levels - (x * levels).round()).abs() > 1e-3).sum()
+        if off:
             raise VaekitError(
-                f"the bernoulli likelihood needs {what} in [0, 1], got values in [{low:g}, {high:g}]: "
-                "use --likelihood gaussian, or rescale the data to [0, 1]"
+                f"the discretized_logistic likelihood needs {what} on the grid k/{levels} ({self.settings.bits}-bit), "
+                f"but {int(off)} values lie between levels: set model.discretized_logistic.bits to the data's bit "
+                "depth, or use --likelihood continuous_bernoulli for continuous grey levels"
             )
 
 
-class GaussianLikelihood(Likelihood):
-    """Diagonal Gaussian: a fixed std, or a learned one per output (softplus, floored at MIN_STD)."""
+# ---- latent distributions -----------------------------------------------------------------------------------
 
-    name = "gaussian"
+class DiagonalGaussian(Independent):
+    """N(loc, diag(scale^2)), batch (B,), event (D,), that draws its own noise: z = loc + scale * eps."""
 
-    def __init__(self, std: float | None = None) -> None:
-        self.std = std
-        self.param_channels = 1 if std is not None else 2
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor) -> None:
+        super().__init__(Normal(loc, scale, validate_args=False), 1, validate_args=False)
 
-    def __call__(self, params: torch.Tensor) -> Distribution:
-        if self.std is not None:
-            loc, scale = params, torch.full_like(params, self.std)
-        else:
-            loc, raw_scale = self._split(params, 2)
-            scale = F.softplus(raw_scale) + MIN_STD
-        return Independent(Normal(loc, scale, validate_args=False), loc.dim() - 1)
+    @property
+    def noise_shape(self) -> torch.Size:
+        return self.event_shape
 
-    def log_prob_samples(self, px: Distribution, x: torch.Tensor) -> torch.Tensor:
-        # x broadcast over the K samples instead of tiled; the log-density of N(loc, scale^2) summed over dims.
-        batch, dims = x.shape[0], x[0].numel()
-        loc = px.base_dist.loc.reshape(-1, batch, dims)  # (K, B, D)
-        if self.std is not None:
-            standard = (x.reshape(batch, dims) - loc) / self.std
-            log_scale = dims * math.log(self.std)
-        else:
-            scale = px.base_dist.scale.reshape(-1, batch, dims)
-            standard = (x.reshape(batch, dims) - loc) / scale
-            log_scale = scale.log().sum(-1)
-        return -0.5 * standard.square().sum(-1) - log_scale - 0.5 * dims * math.log(2 * math.pi)
+    def rsample_with(self, noise: torch.Tensor) -> torch.Tensor:
+        """z for given standard normal noise (*S, B, D)."""
+        return self.base_dist.loc + self.base_dist.scale * noise
 
 
-LIKELIHOODS: dict[str, Callable[..., Likelihood]] = {
-    "bernoulli": lambda std=None: BernoulliLikelihood(),
-    "gaussian": lambda std=None: GaussianLikelihood(std),
-}
-
-
-def build_likelihood(name: str, std: float | None = None) -> Likelihood:
-    if name not in LIKELIHOODS:
-        raise VaekitError(f"unknown likelihood {name!r}: use one of {', '.join(LIKELIHOODS)}")
-    return LIKELIHOODS[name](std)
-
-
-def diagonal_gaussian(loc: torch.Tensor, logvar: torch.Tensor) -> Distribution:
+def diagonal_gaussian(loc: torch.Tensor, logvar: torch.Tensor) -> DiagonalGaussian:
     """q(z|x) = N(loc, diag(exp(logvar))), batch (B,), event (D,)."""
-    scale = torch.exp(0.5 * logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
-    return Independent(Normal(loc, scale, validate_args=False), 1)
+    return DiagonalGaussian(loc, torch.exp(0.5 * logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)))
 
 
-def standard_normal(latent_dim: int, like: torch.Tensor) -> Distribution:
+def standard_normal(latent_dim: int, like: torch.Tensor) -> DiagonalGaussian:
     zeros = like.new_zeros(latent_dim)
-    return Independent(Normal(zeros, torch.ones_like(zeros), validate_args=False), 1)
+    return DiagonalGaussian(zeros, torch.ones_like(zeros))
 
 
 class PointMass(Distribution):
@@ -134,9 +312,10 @@ class PointMass(Distribution):
     arg_constraints: ClassVar[dict] = {"loc": constraints.real}
     has_rsample = True
 
-    def __init__(self, loc: torch.Tensor) -> None:
+    def __init__(self, loc: torch.Tensor, event_dims: int = 1) -> None:
         self.loc = loc
-        super().__init__(batch_shape=loc.shape[:-1], event_shape=loc.shape[-1:], validate_args=False)
+        split = loc.dim() - event_dims
+        super().__init__(batch_shape=loc.shape[:split], event_shape=loc.shape[split:], validate_args=False)
 
     @property
     def mean(self) -> torch.Tensor:
@@ -151,8 +330,11 @@ class PointMass(Distribution):
         return torch.zeros_like(self.loc)
 
     @property
-    def stddev(self) -> torch.Tensor:
-        return torch.zeros_like(self.loc)
+    def noise_shape(self) -> torch.Size:
+        return torch.Size([0])  # nothing to draw
+
+    def rsample_with(self, noise: torch.Tensor) -> torch.Tensor:
+        return self.loc.expand(noise.shape[:-1][: noise.dim() - 1 - len(self.batch_shape)] + self.loc.shape)
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         return self.loc.expand(torch.Size(sample_shape) + self.loc.shape)
@@ -162,5 +344,56 @@ class PointMass(Distribution):
             return self.rsample(sample_shape)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        equal = (value == self.loc).all(-1)
+        equal = (value == self.loc).flatten(value.dim() - len(self.event_shape)).all(-1)
         return torch.where(equal, 0.0, -math.inf)
+
+
+# A posterior draws its own noise: `noise_shape` (per item) and `rsample_with(noise)`. These helpers also serve
+# torch's own Normal / Independent(Normal), so a family may return those unchanged.
+
+def noise_shape(qz: Distribution) -> torch.Size:
+    if hasattr(qz, "noise_shape"):
+        return torch.Size(qz.noise_shape)
+    if _normal(qz) is not None:
+        return qz.event_shape
+    raise VaekitError(f"the posterior {type(qz).__name__} cannot draw from given noise: give it `noise_shape` and "
+                      "`rsample_with(noise)` (see vaekit.distributions.DiagonalGaussian)")
+
+
+def rsample_with(qz: Distribution, noise: torch.Tensor) -> torch.Tensor:
+    """z ~ q(z|x) from standard normal noise (*S, B, *noise_shape): (*S, B, *event_shape), reparameterised."""
+    if hasattr(qz, "rsample_with"):
+        return qz.rsample_with(noise)
+    normal = _normal(qz)
+    if normal is None:
+        noise_shape(qz)  # raises the explanation
+    return normal.loc + normal.scale * noise
+
+
+def draw_noise(qz: Distribution, sample_shape: tuple[int, ...] = (),
+               generator: torch.Generator | None = None, device: torch.device | None = None) -> torch.Tensor:
+    """Standard normal noise (*sample_shape, *batch, *noise_shape) for rsample_with, from `generator` (on the CPU,
+    then moved, so a seed gives the same draws on every device)."""
+    shape = torch.Size(sample_shape) + qz.batch_shape + noise_shape(qz)
+    return torch.randn(shape, generator=generator).to(device or _device(qz))
+
+
+def _normal(qz: Distribution) -> Normal | None:
+    base = qz.base_dist if isinstance(qz, Independent) else qz
+    return base if isinstance(base, Normal) else None
+
+
+def _device(qz: Distribution) -> torch.device:
+    for name in ("loc", "mean"):
+        value = getattr(qz, name, None)
+        if torch.is_tensor(value):
+            return value.device
+    return torch.device("cpu")
+
+
+def factors(dist: Distribution) -> Distribution | None:
+    """The per-dimension distribution of a factorised latent distribution (Independent over one event dim of a
+    univariate family), else None: what KL per dimension needs."""
+    if isinstance(dist, Independent) and dist.reinterpreted_batch_ndims == 1 and dist.base_dist.event_shape == ():
+        return dist.base_dist
+    return None

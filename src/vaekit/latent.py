@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .distributions import PointMass
+from .distributions import draw_noise, rsample_with
 from .errors import VaekitError
 from .models import Model
 
@@ -23,30 +23,39 @@ log = logging.getLogger(__name__)
 
 @torch.no_grad()
 def encode_dataset(model: Model, x: torch.Tensor, batch_size: int = 1000, sample: bool = False,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Posterior means (or one draw each with sample=True) for every item: (N, latent_dim)."""
+                   generator: torch.Generator | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
+    """Every item's code (N, *code_shape); with sample=True one draw z ~ q(z|x) each instead, its noise from
+    `generator`. y: the labels of a label-conditioned model."""
     codes = []
     for start in range(0, x.shape[0], batch_size):
-        qz = model.encode(x[start:start + batch_size].to(model.device))
+        yb = None if y is None else y[start:start + batch_size]
+        qz = model.encode(x[start:start + batch_size].to(model.device), yb)
         if sample:
-            noise = torch.randn(qz.mean.shape, generator=generator).to(model.device)
-            codes.append((qz.mean + qz.stddev * noise).cpu())
+            codes.append(rsample_with(qz, draw_noise(qz, generator=generator)).cpu())
         else:
-            codes.append(qz.mean.cpu())
-    return torch.cat(codes) if codes else torch.empty(0, model.latent_dim)
+            codes.append(model.code(qz).cpu())
+    return torch.cat(codes) if codes else torch.empty(0, *model.code_shape)
 
 
-def item_code(model: Model, x_item: torch.Tensor, what: str = "item") -> torch.Tensor:
-    """The posterior mean of one item (shape = the model's data shape): (latent_dim,)."""
+def item_code(model: Model, x_item: torch.Tensor, what: str = "item", y: int | torch.Tensor | None = None) -> torch.Tensor:
+    """The code of one item (shape = the model's data shape): (*code_shape)."""
     if tuple(x_item.shape) != tuple(model.data_shape):
         raise VaekitError(f"{what} has shape {tuple(x_item.shape)}, expected one item of shape {tuple(model.data_shape)}")
-    return encode_dataset(model, x_item[None])[0]
+    return encode_dataset(model, x_item[None], y=_one_label(y))[0]
 
 
 @torch.no_grad()
-def decode_mean(model: Model, z: torch.Tensor) -> torch.Tensor:
-    """Codes (B, D) -> likelihood means (B, *data_shape), on the CPU."""
-    return model.decode(z.to(model.device)).mean.cpu()
+def decode_mean(model: Model, z: torch.Tensor, y: int | torch.Tensor | None = None) -> torch.Tensor:
+    """Codes (B, *code_shape) -> likelihood means (B, *data_shape), on the CPU. y: one label for all, or one each."""
+    return model.decode_code(z.to(model.device), y).mean.cpu()
+
+
+def _one_label(y: int | torch.Tensor | None) -> torch.Tensor | None:
+    return None if y is None else torch.as_tensor(y).reshape(-1)[:1]
+
+
+def code_size(model: Model) -> int:
+    return int(np.prod(model.code_shape))
 
 
 # ---- paths between two items ------------------------------------------------------------------------------
@@ -70,54 +79,72 @@ def slerp(z1: torch.Tensor, z2: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def interpolate(model: Model, x1: torch.Tensor, x2: torch.Tensor, steps: int = 10, method: str = "lerp") -> torch.Tensor:
-    """Decoded path between the posterior means of two items: (steps, *data_shape), endpoints included."""
+def interpolate(model: Model, x1: torch.Tensor, x2: torch.Tensor, steps: int = 10, method: str = "lerp",
+                y1: int | torch.Tensor | None = None, y2: int | torch.Tensor | None = None,
+                label: int | torch.Tensor | None = None) -> torch.Tensor:
+    """Decoded path between the codes of two items: (steps, *data_shape), endpoints included. A label-conditioned
+    model encodes each item with its label (y1, y2) and decodes the path with `label` (default y1)."""
     if steps < 2:
         raise VaekitError(f"--steps must be at least 2 (the two endpoints), got {steps}")
     paths = {"lerp": lerp, "slerp": slerp}
     if method not in paths:
         raise VaekitError(f"unknown interpolation {method!r}: use lerp or slerp")
-    batch = torch.stack([x1, x2]).to(model.device)
-    z = model.encode(batch).mean
-    return model.decode(paths[method](z[0], z[1], steps)).mean
+    z1, z2 = item_code(model, x1, "item 1", y1).flatten(), item_code(model, x2, "item 2", y2).flatten()
+    path = paths[method](z1, z2, steps).reshape(steps, *model.code_shape)
+    return decode_mean(model, path, _one_label(label if label is not None else y1))
 
 
 # ---- one item's posterior ---------------------------------------------------------------------------------
 
 
 @torch.no_grad()
-def vary(model: Model, x_item: torch.Tensor, n: int = 8, generator: torch.Generator | None = None) -> torch.Tensor:
+def vary(model: Model, x_item: torch.Tensor, n: int = 8, generator: torch.Generator | None = None,
+         y: int | torch.Tensor | None = None) -> torch.Tensor:
     """n decoded draws z ~ q(z|x) of one item: (n, *data_shape). An AE's posterior is one point: n equal images.
-
-    z = mean + stddev * eps with eps ~ N(0, I) from `generator`, which is exact for the location-scale
-    posteriors of every family here (diagonal Gaussian, point mass).
-    """
+    The posterior draws its own noise, from `generator`."""
     if n < 1:
         raise VaekitError(f"--n must be at least 1, got {n}")
     if tuple(x_item.shape) != tuple(model.data_shape):
         raise VaekitError(f"item has shape {tuple(x_item.shape)}, expected one item of shape {tuple(model.data_shape)}")
-    qz = model.encode(x_item[None].to(model.device))
-    eps = torch.randn((n, model.latent_dim), generator=generator).to(model.device)
-    return decode_mean(model, qz.mean + qz.stddev * eps)  # (n, D) codes, broadcast from (1, D)
+    label = _one_label(y)
+    qz = model.encode(x_item[None].to(model.device), label)
+    z = rsample_with(qz, draw_noise(qz, (n,), generator=generator))[:, 0]  # (n, *event)
+    return model.decode(z, label).mean.cpu()
 
 
 # ---- traversals -------------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
-def dimension_scores(model: Model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """How much each latent dimension is used, over items x: (latent_dim,).
+def dimension_scores(model: Model, x: torch.Tensor, batch_size: int = 1000, y: torch.Tensor | None = None) -> torch.Tensor:
+    """How much each code dimension is used, over items x: (code size,).
 
-    A VAE: the mean over items of KL(q(z_d|x) || p(z_d)) per dimension (a collapsed dimension scores ~0).
-    An AE has no KL (its posterior is a point): the variance of its codes per dimension instead.
+    Where the KL factorises (a VAE): the mean over items of KL(q(z_d|x) || p(z_d)) per dimension (a collapsed
+    dimension scores ~0). Otherwise (an AE, a mixture prior, a hierarchy): the variance of the codes per dimension.
     """
     from . import metrics  # the evaluator's own estimators, so the ranking and the report agree
 
     if x.shape[0] < 2:
         raise VaekitError(f"ranking latent dimensions needs at least 2 items, got {x.shape[0]}")
-    if isinstance(model.encode(x[:1].to(model.device)), PointMass):
-        return metrics.posterior_mean_variance(model, x).float()
-    return metrics.kl_per_dim(model, x).float()
+    if metrics.kl_per_dim_omitted(model, x, y) is None and tuple(model.prior().event_shape) == tuple(model.code_shape):
+        return metrics.kl_per_dim(model, x, y).float()
+    return metrics.posterior_mean_variance(model, x, y).float()
+
+
+def prior_moments(model: Model, draws: int = 10_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prior's mean and standard deviation per code dimension, flattened: exact where the distribution
+    knows them, else from `draws` seeded prior samples."""
+    pz = model.prior()
+    try:
+        mean, std = pz.mean, pz.stddev
+    except NotImplementedError:
+        z = model.sample_prior(draws, torch.Generator().manual_seed(0)).flatten(1).double()
+        mean, std = z.mean(0), z.std(0)
+    mean, std = mean.detach().flatten().float().cpu(), std.detach().flatten().float().cpu()
+    if mean.numel() != code_size(model):
+        raise VaekitError(f"the prior has {mean.numel()} dimensions but the code {code_size(model)}: traverse this "
+                          "family's code with absolute values (absolute=True)")
+    return mean, std
 
 
 @dataclass(frozen=True)
@@ -125,9 +152,10 @@ class Traversal:
     """Decoded codes of one item with one dimension at a time set to each of `values`, the others kept."""
 
     images: torch.Tensor  # (n_dims, n_values, *data_shape)
-    dims: tuple[int, ...]  # the varied dimension of each row
-    values: torch.Tensor  # (n_values,) absolute values the varied dimension takes
-    code: torch.Tensor  # (latent_dim,) the item's posterior mean
+    dims: tuple[int, ...]  # the varied dimension of each row (of the flattened code)
+    values: torch.Tensor  # (n_values,) as given: prior standard deviations from the prior mean, or absolute
+    positions: torch.Tensor  # (n_dims, n_values) the code value each cell decodes
+    code: torch.Tensor  # (*code_shape) the item's code
 
     def grid(self) -> torch.Tensor:
         """(n_dims * n_values, *data_shape): one row per dimension, as image_grid(ncol=n_values) draws it."""
@@ -141,29 +169,41 @@ def traverse(
     top_n: int | None = None,
     values: torch.Tensor | Sequence[float] | None = None,
     data: torch.Tensor | None = None,
+    y: int | torch.Tensor | None = None,
+    data_labels: torch.Tensor | None = None,
+    absolute: bool = False,
 ) -> Traversal:
-    """Vary one latent dimension at a time over `values`, the others fixed at the item x's posterior mean.
+    """Vary one code dimension at a time over `values`, the others fixed at the item x's code.
 
-    `values` are absolute code values (default -3..3 in 9 steps), not offsets from the item's code: for a
-    VAE they are measured in prior standard deviations, so every row spans the region of N(0, 1) the
-    decoder was trained on, whatever the item. (An AE's codes have no fixed scale: choose values from them.)
-    dims picks the dimensions; top_n instead picks the n most used ones over `data` (see dimension_scores),
-    most used first; neither gives every dimension in order.
+    `values` (default -3..3 in 9 steps) are measured in the prior's standard deviations from the prior's mean,
+    dimension by dimension (for a standard normal prior, the code values themselves), so every row spans the
+    region the decoder was trained on, whatever the item and whatever the family's prior; absolute=True takes
+    them as code values instead (an AE's codes have no fixed scale: choose values from them). dims picks the
+    dimensions; top_n instead picks the n most used ones over `data` (see dimension_scores), most used first;
+    neither gives every dimension in order. y: the item's label for a label-conditioned model.
     """
     values = torch.linspace(-3, 3, 9) if values is None else torch.as_tensor(values, dtype=torch.float32).flatten()
     if values.numel() < 1 or not torch.isfinite(values).all():
         raise VaekitError(f"traversal values must be finite numbers, got {values.tolist()}")
-    chosen = _traversal_dims(model, dims, top_n, data)
-    code = item_code(model, x)
-    z = code.repeat(len(chosen), len(values), 1)  # (n_dims, n_values, D)
+    chosen = _traversal_dims(model, dims, top_n, data, data_labels)
+    code = item_code(model, x, y=y)
+    index = torch.tensor(chosen)
+    if absolute:
+        positions = values.repeat(len(chosen), 1)
+    else:
+        mean, std = prior_moments(model)
+        positions = mean[index, None] + std[index, None] * values  # (n_dims, n_values)
+    z = code.flatten().repeat(len(chosen), len(values), 1)  # (n_dims, n_values, code size)
     for row, dim in enumerate(chosen):
-        z[row, :, dim] = values
-    images = decode_mean(model, z.flatten(0, 1)).unflatten(0, (len(chosen), len(values)))
-    return Traversal(images=images, dims=chosen, values=values, code=code)
+        z[row, :, dim] = positions[row]
+    z = z.flatten(0, 1).reshape(-1, *model.code_shape)
+    images = decode_mean(model, z, _one_label(y)).unflatten(0, (len(chosen), len(values)))
+    return Traversal(images=images, dims=chosen, values=values, positions=positions, code=code)
 
 
-def _traversal_dims(model: Model, dims: Sequence[int] | None, top_n: int | None, data: torch.Tensor | None) -> tuple[int, ...]:
-    d = model.latent_dim
+def _traversal_dims(model: Model, dims: Sequence[int] | None, top_n: int | None, data: torch.Tensor | None,
+                    data_labels: torch.Tensor | None = None) -> tuple[int, ...]:
+    d = code_size(model)
     if dims is not None and top_n is not None:
         raise VaekitError("give the dimensions to traverse (--dims) or how many of the most used (--top), not both")
     if top_n is not None:
@@ -171,7 +211,8 @@ def _traversal_dims(model: Model, dims: Sequence[int] | None, top_n: int | None,
             raise VaekitError(f"--top must be between 1 and the latent size {d}, got {top_n}")
         if data is None:
             raise VaekitError("top_n ranks dimensions over a batch of items: pass data=")
-        return tuple(int(i) for i in torch.argsort(dimension_scores(model, data), descending=True)[:top_n])
+        scores = dimension_scores(model, data, y=data_labels)
+        return tuple(int(i) for i in torch.argsort(scores, descending=True)[:top_n])
     if dims is None:
         return tuple(range(d))
     dims = tuple(int(i) for i in dims)
@@ -194,8 +235,10 @@ class AttributeGroups:
     description: str  # e.g. "scale > median 0.8 (1203 items) vs < 0.8 (1180 items)"
 
 
-def attribute_vector(model: Model, x: torch.Tensor, mask: torch.Tensor, versus: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean code of the items in mask minus the mean code of those in versus (default: all others): (D,).
+def attribute_vector(model: Model, x: torch.Tensor, mask: torch.Tensor, versus: torch.Tensor | None = None,
+                     y: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean code of the items in mask minus the mean code of those in versus (default: all others): (*code_shape).
+    y: the items' labels, for a label-conditioned model.
 
     Adding it to a code adds the attribute (White 2016, "smile vector"); its sign points towards mask.
     """
@@ -210,18 +253,20 @@ def attribute_vector(model: Model, x: torch.Tensor, mask: torch.Tensor, versus: 
         raise VaekitError(
             f"an attribute vector needs items in both groups, got {int(mask.sum())} with and {int(versus.sum())} without"
         )
-    return encode_dataset(model, x[mask]).mean(0) - encode_dataset(model, x[versus]).mean(0)
+    with_y, versus_y = (None, None) if y is None else (y[mask], y[versus])
+    return encode_dataset(model, x[mask], y=with_y).mean(0) - encode_dataset(model, x[versus], y=versus_y).mean(0)
 
 
 @torch.no_grad()
 def apply_attribute(model: Model, x_item: torch.Tensor, vector: torch.Tensor,
-                    strengths: torch.Tensor | Sequence[float]) -> torch.Tensor:
+                    strengths: torch.Tensor | Sequence[float], y: int | torch.Tensor | None = None) -> torch.Tensor:
     """Decoded code + s * vector for each strength s: (len(strengths), *data_shape). s = 0 is the reconstruction."""
     strengths = torch.as_tensor(strengths, dtype=torch.float32).flatten()
-    if vector.shape != (model.latent_dim,):
-        raise VaekitError(f"attribute vector has shape {tuple(vector.shape)}, expected ({model.latent_dim},)")
-    code = item_code(model, x_item)
-    return decode_mean(model, code + strengths[:, None] * vector.cpu().float())
+    if tuple(vector.shape) != tuple(model.code_shape):
+        raise VaekitError(f"attribute vector has shape {tuple(vector.shape)}, expected {tuple(model.code_shape)}")
+    code = item_code(model, x_item, y=y)
+    shaped = strengths.reshape(-1, *([1] * len(model.code_shape)))
+    return decode_mean(model, code + shaped * vector.cpu().float(), _one_label(y))
 
 
 def groups_from_values(values: torch.Tensor, name: str) -> AttributeGroups:
@@ -329,10 +374,13 @@ def _hint(name: str, options: list[str]) -> str:
 # ---- arithmetic and neighbours ----------------------------------------------------------------------------
 
 
-def arithmetic(model: Model, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """The decoded code z_a - z_b + z_c of three items ("a is to b as ? is to c"): (*data_shape)."""
-    z = torch.stack([item_code(model, item, f"item {name}") for name, item in zip("abc", (a, b, c))])
-    return decode_mean(model, (z[0] - z[1] + z[2])[None])[0]
+def arithmetic(model: Model, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
+               labels: Sequence[int | None] | None = None) -> torch.Tensor:
+    """The decoded code z_a - z_b + z_c of three items ("a is to b as ? is to c"): (*data_shape). labels: the
+    three items' labels for a label-conditioned model; the result is decoded with c's."""
+    labels = list(labels) if labels is not None else [None, None, None]
+    z = torch.stack([item_code(model, item, f"item {name}", label) for name, item, label in zip("abc", (a, b, c), labels)])
+    return decode_mean(model, (z[0] - z[1] + z[2])[None], _one_label(labels[2]))[0]
 
 
 @dataclass(frozen=True)
@@ -374,9 +422,10 @@ class LatentMap:
 
 
 def latent_map(model: Model, x: torch.Tensor, labels: torch.Tensor | np.ndarray | None = None,
-               method: str = "auto") -> LatentMap:
-    """Project the posterior means of x into 2-D: method "latent" (needs latent_dim <= 2), "pca", or "auto"."""
-    d = model.latent_dim
+               method: str = "auto", y: torch.Tensor | None = None) -> LatentMap:
+    """Project the codes of x into 2-D: method "latent" (needs a code of at most 2 numbers), "pca", or "auto".
+    labels colour the points; y are the class labels a label-conditioned model encodes with."""
+    d = code_size(model)
     if method not in ("auto", "latent", "pca"):
         raise VaekitError(f"unknown latent map method {method!r}: use auto, latent or pca")
     projection = ("latent" if d <= 2 else "pca") if method == "auto" else method
@@ -390,7 +439,7 @@ def latent_map(model: Model, x: torch.Tensor, labels: torch.Tensor | np.ndarray 
         labels = labels.cpu().numpy() if torch.is_tensor(labels) else np.asarray(labels)
         if labels.shape != (x.shape[0],):
             raise VaekitError(f"labels have shape {labels.shape}, expected ({x.shape[0]},): one per item")
-    codes = encode_dataset(model, x).double().numpy()  # (N, D)
+    codes = encode_dataset(model, x, y=y).flatten(1).double().numpy()  # (N, D)
     if projection == "latent":
         center, axes = np.zeros(d), np.eye(2, d)
     else:

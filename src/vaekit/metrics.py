@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.distributions import Distribution, Independent, kl_divergence
+from torch.distributions import kl_divergence
 from tqdm.auto import tqdm
 
+from .distributions import factors, noise_shape
 from .errors import VaekitError
 from .models import Model
 
@@ -29,7 +30,8 @@ class SampledBounds:
     """Per-item estimates from the same K importance samples z_k ~ q(z|x) (nats, higher is better)."""
 
     log_likelihood: torch.Tensor  # (N,) log (1/K) sum_k w_k, the IWAE bound: E <= log p(x), -> log p(x) as K grows
-    elbo: torch.Tensor  # (N,) (1/K) sum_k w_k, the ELBO estimated with the K samples
+    elbo: torch.Tensor  # (N,) (1/K) sum_k log w_k, the ELBO estimated with the K samples
+    kl: torch.Tensor  # (N,) (1/K) sum_k log q(z_k|x) - log p(z_k), the Monte Carlo KL from the same samples
     iw_samples: int
 
 
@@ -51,14 +53,16 @@ class Evaluation:
     elbo: float | None  # E_q[log p(x|z)] - KL, estimated with the iw_samples draws; higher is better
     elbo_stderr: float | None
     recon: float | None  # E_q[-log p(x|z)] = -elbo - kl
-    kl: float | None  # KL(q(z|x) || p(z)), closed form
+    kl: float | None  # KL(q(z|x) || p(z)): closed form where torch has one for the pair, else Monte Carlo
+    kl_estimator: str | None  # "closed form" or "monte carlo (K samples)"
     nll: float | None  # -log p(x), importance sampled (IWAE estimator); an upper bound in expectation
     nll_stderr: float | None
-    bits_per_dim: float | None  # nll / (D ln 2), for image data
-    active_units: int  # dimensions with Cov_x(E_q[z_d]) > ACTIVE_THRESHOLD
-    latent_dim: int
-    kl_per_dim: tuple[float, ...] | None  # sums to kl; near 0 for a collapsed dimension
-    posterior_mean_variance: tuple[float, ...]  # Cov_x(E_q[z_d]), what active_units thresholds
+    bits_per_dim: float | None  # nll / (D ln 2), for discrete likelihoods only (a density's is not bits/dim)
+    active_units: int  # code dimensions with Cov_x(code_d) > ACTIVE_THRESHOLD
+    latent_dim: int  # size of the code
+    kl_per_dim: tuple[float, ...] | None  # sums to kl; near 0 for a collapsed dimension; None where it does not apply
+    kl_per_dim_omitted: str | None  # why kl_per_dim is None
+    posterior_mean_variance: tuple[float, ...]  # Cov_x(code_d), what active_units thresholds
     squared_error: float  # sum_d (x_d - x_hat_d)^2 with x_hat decoded from the posterior mean
     recon_at_mean: float  # -log p(x | z = E_q[z])
     seed: int
@@ -105,6 +109,20 @@ def _layout(n: int, k: int, max_rows: int) -> tuple[int, int]:
     return max(1, min(n, max_rows // k)), k
 
 
+def _item_noise(seed: int, start: int, items: int, k: int, shape: torch.Size) -> torch.Tensor:
+    """Standard normal draws (K, B, *shape), each item's from its own stream: results do not depend on batching."""
+    noise = torch.empty(items, k, *shape)
+    generator = torch.Generator()
+    for offset in range(items):
+        generator.manual_seed(_item_seed(seed, start + offset))
+        torch.randn(k, *shape, generator=generator, out=noise[offset])
+    return noise.transpose(0, 1)
+
+
+def _labels(y: torch.Tensor | None, start: int, stop: int, device: torch.device) -> torch.Tensor | None:
+    return None if y is None else y[start:stop].to(device)
+
+
 @torch.inference_mode()
 def sampled_bounds(
     model: Model,
@@ -113,125 +131,130 @@ def sampled_bounds(
     seed: int = 0,
     max_rows: int = DEFAULT_MAX_ROWS,
     progress: bool = False,
+    y: torch.Tensor | None = None,
 ) -> SampledBounds:
-    """IWAE bound and ELBO per item from K importance samples (Burda et al. 2016, eq. 8), via the model's
-    log_importance_weights; the NLL estimate is -log_likelihood. Memory holds max_rows decoded rows at a time."""
+    """IWAE bound, ELBO and Monte Carlo KL per item from K importance samples (Burda et al. 2016, eq. 8), via the
+    model's importance_terms; the NLL estimate is -log_likelihood. Memory holds max_rows decoded rows at a time."""
     if k < 1:
         raise VaekitError(f"the number of importance samples must be at least 1, got {k}")
     n = x.shape[0]
     items, samples = _layout(n, k, max_rows)
     log_likelihood = torch.empty(n, dtype=torch.float64)
     elbo = torch.empty(n, dtype=torch.float64)
+    kl_mc = torch.empty(n, dtype=torch.float64)
     device = model.device
     with tqdm(total=n * k, desc="importance sampling", unit="sample", unit_scale=True, disable=not progress,
               leave=False, dynamic_ncols=True) as bar:
         for start in range(0, n, items):
             xb = x[start : start + items].to(device)
+            yb = _labels(y, start, start + items, device)
             batch = xb.shape[0]
-            noise = _item_noise(seed, start, batch, k, model.latent_dim)  # (K, B, D)
+            shape = noise_shape(model.encode(xb[:1], None if yb is None else yb[:1]))
+            noise = _item_noise(seed, start, batch, k, shape)  # (K, B, *noise_shape)
             log_sum = torch.full((batch,), -math.inf, dtype=torch.float64, device=device)
             total = torch.zeros(batch, dtype=torch.float64, device=device)
+            ratio = torch.zeros(batch, dtype=torch.float64, device=device)
             for first in range(0, k, samples):
                 eps = noise[first : first + samples].to(device)
-                log_w = model.log_importance_weights(xb, eps.shape[0], noise=eps)  # (K_chunk, B)
+                log_px, log_ratio = model.importance_terms(xb, eps.shape[0], yb, noise=eps)  # (K_chunk, B)
+                log_w = log_px - log_ratio
                 log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w, 0).double())  # streaming logsumexp
                 total += log_w.double().sum(0)
+                ratio += log_ratio.double().sum(0)
                 bar.update(eps.shape[0] * batch)
             log_likelihood[start : start + batch] = (log_sum - math.log(k)).cpu()
             elbo[start : start + batch] = (total / k).cpu()
+            kl_mc[start : start + batch] = (ratio / k).cpu()
     bad = ~torch.isfinite(log_likelihood)
     if bad.any():
         raise VaekitError(
             f"{int(bad.sum())} of {n} items got non-finite importance weights (first: item {int(bad.nonzero()[0])}): "
             "the model outputs NaN/inf or the data lies outside the likelihood's support"
         )
-    return SampledBounds(log_likelihood=log_likelihood, elbo=elbo, iw_samples=k)
+    return SampledBounds(log_likelihood=log_likelihood, elbo=elbo, kl=kl_mc, iw_samples=k)
 
 
-def iwae_nll(model: Model, x: torch.Tensor, k: int = DEFAULT_IW_SAMPLES, seed: int = 0, **kwargs: Any) -> torch.Tensor:
-    """Importance-sampled -log p(x) per item (nats): -log (1/K) sum_k p(x, z_k) / q(z_k|x). (N,)"""
-    return -sampled_bounds(model, x, k, seed, **kwargs).log_likelihood
-
-
-def elbo(model: Model, x: torch.Tensor, k: int = DEFAULT_IW_SAMPLES, seed: int = 0, **kwargs: Any) -> torch.Tensor:
-    """The ELBO per item (nats), averaged over K posterior samples. (N,)"""
-    return sampled_bounds(model, x, k, seed, **kwargs).elbo
-
-
-def _posteriors(model: Model, x: torch.Tensor, batch_size: int = ENCODE_BATCH):
+def _posteriors(model: Model, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = ENCODE_BATCH):
     for start in range(0, x.shape[0], batch_size):
         xb = x[start : start + batch_size].to(model.device)
-        yield xb, model.encode(xb)
+        yb = _labels(y, start, start + batch_size, model.device)
+        yield xb, yb, model.encode(xb, yb)
 
 
-def _factors(qz: Distribution, pz: Distribution) -> tuple[Distribution, Distribution]:
-    """The per-dimension distributions of a factorised q(z|x) and p(z) (Independent over one event dim)."""
+def kl_per_dim_omitted(model: Model, x: torch.Tensor, y: torch.Tensor | None = None) -> str | None:
+    """Why this model has no KL per dimension (None if it has one): it needs a factorised posterior and prior
+    of the same dimensions, with a closed-form KL per factor."""
+    if not model.has_bound:
+        return f"a model of family {model.family!r} has no KL"
+    qz, pz = model.encode(x[:1].to(model.device), _labels(y, 0, 1, model.device)), model.prior()
     for name, dist in (("posterior", qz), ("prior", pz)):
-        if not (isinstance(dist, Independent) and dist.reinterpreted_batch_ndims == 1):
-            raise VaekitError(
-                f"KL per dimension needs a factorised {name} (Independent over the latent dims), "
-                f"got {type(dist).__name__}: this model family has no per-dimension KL"
-            )
-    return qz.base_dist, pz.base_dist
+        if factors(dist) is None:
+            return (f"the {name} ({type(dist).__name__}) does not factorise over the latent dimensions, "
+                    "so the KL has no per-dimension parts")
+    try:
+        kl_divergence(factors(qz), factors(pz))
+    except NotImplementedError:
+        return f"torch has no closed-form KL between {type(factors(qz)).__name__} and {type(factors(pz)).__name__}"
+    return None
 
 
 @torch.inference_mode()
-def kl_per_item_and_dim(model: Model, x: torch.Tensor) -> torch.Tensor:
-    """KL(q(z_d|x) || p(z_d)) in closed form for every item and latent dimension: (N, latent_dim)."""
-    pz = model.prior()
-    rows = [kl_divergence(*_factors(qz, pz)).cpu() for _, qz in _posteriors(model, x)]
-    return torch.cat(rows) if rows else torch.empty(0, model.latent_dim)
+def kl_per_item_and_dim(model: Model, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(q(z_d|x) || p(z_d)) in closed form for every item and latent dimension: (N, latent_dim). For a model
+    whose distributions factorise (see kl_per_dim_omitted)."""
+    reason = kl_per_dim_omitted(model, x, y)
+    if reason is not None:
+        raise VaekitError(f"no KL per dimension: {reason}")
+    pz = factors(model.prior())
+    rows = [kl_divergence(factors(qz), pz).cpu() for _, _, qz in _posteriors(model, x, y)]
+    return torch.cat(rows)
 
 
-def kl_per_dim(model: Model, x: torch.Tensor) -> torch.Tensor:
+def kl_per_dim(model: Model, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over items of the closed-form KL per latent dimension (nats): (latent_dim,). Sums to the mean KL."""
-    return kl_per_item_and_dim(model, x).double().mean(0)
+    return kl_per_item_and_dim(model, x, y).double().mean(0)
 
 
 @torch.inference_mode()
-def posterior_means(model: Model, x: torch.Tensor) -> torch.Tensor:
-    """E_q[z|x] for every item: (N, latent_dim)."""
-    return torch.cat([qz.mean.cpu() for _, qz in _posteriors(model, x)])
+def codes(model: Model, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """Every item's code (posterior mean for a flat latent), flattened: (N, code size)."""
+    return torch.cat([model.code(qz).flatten(1).cpu() for _, _, qz in _posteriors(model, x, y)])
 
 
-def posterior_mean_variance(model: Model, x: torch.Tensor) -> torch.Tensor:
-    """Cov_x(E_q[z_d|x]) per dimension (unbiased variance over items): (latent_dim,)."""
+def posterior_mean_variance(model: Model, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """Cov_x(code_d) per code dimension (unbiased variance over items): (code size,)."""
     if x.shape[0] < 2:
         raise VaekitError(f"the variance of posterior means needs at least 2 items, got {x.shape[0]}")
-    return posterior_means(model, x).double().var(0)
+    return codes(model, x, y).double().var(0)
 
 
-def active_units(model: Model, x: torch.Tensor, threshold: float = ACTIVE_THRESHOLD) -> int:
-    """Latent dimensions whose posterior mean varies over the data: Cov_x(E_q[z_d]) > threshold (Burda et al.)."""
-    return int((posterior_mean_variance(model, x) > threshold).sum())
+def active_units(model: Model, x: torch.Tensor, threshold: float = ACTIVE_THRESHOLD,
+                 y: torch.Tensor | None = None) -> int:
+    """Code dimensions that vary over the data: Cov_x(code_d) > threshold (Burda et al. 2016)."""
+    return int((posterior_mean_variance(model, x, y) > threshold).sum())
 
 
 @torch.inference_mode()
-def reconstruction_error(model: Model, x: torch.Tensor) -> Reconstruction:
-    """Squared error and -log p(x|z) of the decoded posterior mean, per item."""
+def reconstruction_error(model: Model, x: torch.Tensor, y: torch.Tensor | None = None) -> Reconstruction:
+    """Squared error and -log p(x|z) of the decoded code, per item."""
     squared, nll = [], []
-    for xb, qz in _posteriors(model, x):
-        px = model.decode(qz.mean)
+    for xb, yb, qz in _posteriors(model, x, y):
+        px = model.decode_code(model.code(qz), yb)
         squared.append((xb - px.mean).flatten(1).square().sum(1).cpu())
         nll.append(-px.log_prob(xb).cpu())
     return Reconstruction(squared_error=torch.cat(squared), nll_at_mean=torch.cat(nll))
 
 
 @torch.inference_mode()
-def kl(model: Model, x: torch.Tensor) -> torch.Tensor:
-    """The model's regularizer per item (for a VAE, KL(q(z|x) || p(z)) in closed form): (N,)."""
-    return torch.cat([model.regularizer(qz, qz.mean).cpu() for _, qz in _posteriors(model, x)])
-
-
-def defines_bound(model: Model, x: torch.Tensor) -> bool:
-    """Whether the model has a likelihood bound (a VAE does; a plain autoencoder does not)."""
-    probe = x[:1].to(model.device)
-    try:
-        with torch.inference_mode():
-            model.log_importance_weights(probe, 1, noise=torch.zeros(1, 1, model.latent_dim, device=model.device))
-    except VaekitError:
-        return False
-    return True
+def closed_form_kl(model: Model, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor | None:
+    """KL(q(z|x) || p(z)) per item in closed form (N,), or None where torch has none for the model's pair."""
+    rows = []
+    for _, _, qz in _posteriors(model, x, y):
+        exact = model.closed_form_kl(qz)
+        if exact is None:
+            return None
+        rows.append(exact.cpu())
+    return torch.cat(rows)
 
 
 def evaluate(
@@ -243,9 +266,11 @@ def evaluate(
     image: bool | None = None,
     max_rows: int = DEFAULT_MAX_ROWS,
     progress: bool = False,
+    y: torch.Tensor | None = None,
 ) -> Evaluation:
-    """Every metric on x (N, *data_shape). iw_samples=0 skips the sampled ones (elbo, recon, nll), which a plain
-    autoencoder requires; image=None decides bits/dim from the shape (C, H, W)."""
+    """Every metric on x (N, *data_shape), with labels y for a label-conditioned model. iw_samples=0 skips the
+    sampled ones (elbo, recon, nll), which a model without a bound (a plain autoencoder) requires. bits/dim is
+    reported for discrete likelihoods only (image=False turns it off)."""
     began = time.perf_counter()
     if tuple(x.shape[1:]) != tuple(model.data_shape):
         raise VaekitError(f"the data has items of shape {tuple(x.shape[1:])}, but the model expects {model.data_shape}")
@@ -253,30 +278,36 @@ def evaluate(
         raise VaekitError(f"evaluation needs at least 2 items, got {x.shape[0]}")
     if iw_samples < 0:
         raise VaekitError(f"iw_samples must be >= 0 (0 skips the NLL), got {iw_samples}")
+    if model.num_labels and y is None:
+        raise VaekitError("this model is conditioned on labels: evaluate it on labelled data (y=...)")
+    y = y if model.num_labels else None
     model.likelihood.check_support(x, "the evaluation data")
     was_training = model.training
     model.eval()
     try:
-        has_bound = defines_bound(model, x)
-        if iw_samples > 0 and not has_bound:
+        if iw_samples > 0 and not model.has_bound:
             raise VaekitError(
                 f"a model of family {model.family!r} defines no likelihood bound, so no ELBO or NLL: "
                 "pass iw_samples=0 (--iw-samples 0) to evaluate its reconstruction and latent space only"
             )
-        means = posterior_means(model, x).double()
-        variance = means.var(0)
-        reconstruction = reconstruction_error(model, x)
-        kl_items = kl_dims = None
-        if has_bound:
-            kl_items = kl(model, x)
-            kl_dims = kl_per_dim(model, x)
+        variance = posterior_mean_variance(model, x, y)
+        reconstruction = reconstruction_error(model, x, y)
+        kl_items = kl_dims = estimator = None
+        omitted = kl_per_dim_omitted(model, x, y)
+        if model.has_bound:
+            kl_items = closed_form_kl(model, x, y)
+            estimator = "closed form" if kl_items is not None else None
+            if omitted is None:
+                kl_dims = kl_per_dim(model, x, y)
         elbo_mean = elbo_stderr = recon = nll = nll_stderr = bpd = None
         if iw_samples > 0:
-            bounds = sampled_bounds(model, x, iw_samples, seed, max_rows, progress)
+            bounds = sampled_bounds(model, x, iw_samples, seed, max_rows, progress, y=y)
+            if kl_items is None:  # no closed form: the Monte Carlo KL of the same samples as the ELBO
+                kl_items, estimator = bounds.kl, f"monte carlo ({iw_samples} samples)"
             elbo_mean, elbo_stderr = mean_and_stderr(bounds.elbo)
             recon = float((-bounds.elbo - kl_items.double()).mean())
             nll, nll_stderr = mean_and_stderr(-bounds.log_likelihood)
-            if image if image is not None else len(model.data_shape) == 3:
+            if model.likelihood.discrete and image is not False:
                 bpd = bits_per_dim(nll, model.data_shape)
     finally:
         model.train(was_training)
@@ -288,12 +319,14 @@ def evaluate(
         elbo_stderr=elbo_stderr,
         recon=recon,
         kl=None if kl_items is None else float(kl_items.double().mean()),
+        kl_estimator=estimator if kl_items is not None else None,
         nll=nll,
         nll_stderr=nll_stderr,
         bits_per_dim=bpd,
         active_units=int((variance > ACTIVE_THRESHOLD).sum()),
-        latent_dim=model.latent_dim,
+        latent_dim=int(variance.numel()),
         kl_per_dim=None if kl_dims is None else tuple(kl_dims.tolist()),
+        kl_per_dim_omitted=None if kl_dims is not None else omitted or "not computed",
         posterior_mean_variance=tuple(variance.tolist()),
         squared_error=float(reconstruction.squared_error.double().mean()),
         recon_at_mean=float(reconstruction.nll_at_mean.double().mean()),

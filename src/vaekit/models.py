@@ -1,43 +1,59 @@
-"""The model interface (encode -> q(z|x), decode -> p(x|z), prior, loss) and its families, by registry."""
+"""The model contract (encode -> q(z|x), decode -> p(x|z), prior, forward -> objective and named terms) and the
+families built on it, by registry.
+
+Written once here: the ELBO (reconstruction plus beta times the regularizer), the importance weights that the
+IWAE bound and the evaluator share, label conditioning, sampling through the prior. A family overrides one piece:
+the posterior, the prior, the regularizer, the bound (forward), or its networks (build_networks).
+"""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution, Normal, kl_divergence
 
-from .config import ModelConfig
-from .distributions import PointMass, build_likelihood, diagonal_gaussian, standard_normal
+from .config import ModelConfig, register_settings, setting
+from .distributions import (
+    DiagonalGaussian, PointMass, build_likelihood, diagonal_gaussian, draw_noise, rsample_with, standard_normal,
+)
 from .errors import VaekitError
 from .networks import build_networks
 
 
 @dataclass(frozen=True)
-class LossOutput:
-    """The training objective and its parts as batch means (nats per example); elbo per example (B,)."""
+class Output:
+    """What `model(x, y)` returns: the objective to minimise and its named per-example parts (nats)."""
 
-    loss: torch.Tensor  # minimised: recon + beta * kl_scale * kl
-    recon: torch.Tensor  # -E_q[log p(x|z)], one sample
-    kl: torch.Tensor  # the regularizer, KL(q(z|x) || p(z)) for a VAE
-    elbo: torch.Tensor  # (B,) per example: -(recon + kl), higher is better (beta = 1)
+    loss: torch.Tensor  # () the batch mean of the objective; what the trainer minimises
+    terms: Mapping[str, torch.Tensor]  # name -> (B,) per example: recon, kl, kl_z1, bound, commitment, ...
+    elbo: torch.Tensor | None  # (B,) log-likelihood lower bound per example at beta = 1; None if the family has none
 
 
 class Model(nn.Module):
-    """Template: the ELBO is written once here; a family overrides `posterior`, `regularizer` or `loss`."""
+    """The contract every family keeps; the ELBO is written once here.
+
+    KL warm-up and beta reach every family through one mechanism: forward's `kl_scale` (the trainer's warm-up
+    schedule) times `config.beta` weights whatever the family regularizes (all `regularizer_terms`, or in the
+    IWAE bound log p(z) - log q(z|x)); `elbo` is always reported at weight 1.
+    """
 
     family: ClassVar[str]
+    Settings: ClassVar[type | None] = None  # a family's own settings (model.<family>.<name>), a frozen dataclass
     posterior_params: ClassVar[int] = 2  # encoder outputs per latent dimension
+    has_bound: ClassVar[bool] = True  # whether log p(x) is bounded (ELBO, NLL); a plain autoencoder has none
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.likelihood = build_likelihood(config.likelihood, config.gaussian_std)
-        self.encoder, self.decoder = build_networks(
-            config, config.latent_dim * self.posterior_params, self.likelihood.param_channels
-        )
+        self.settings = config.settings(self.family)
+        self.likelihood = build_likelihood(config.likelihood, config.data_shape, config.settings(config.likelihood))
+        self.encoder, self.decoder = self.build_networks()
 
+    # ---- shapes and networks ---------------------------------------------------------------------------------
     @property
     def latent_dim(self) -> int:
         return self.config.latent_dim
@@ -47,69 +63,165 @@ class Model(nn.Module):
         return self.config.data_shape
 
     @property
+    def code_shape(self) -> tuple[int, ...]:
+        """Shape of one item's code, what the latent tools work on (encode, interpolate, traverse, attributes)."""
+        return (self.latent_dim,)
+
+    @property
+    def num_labels(self) -> int:
+        """Classes a label-conditioned model takes (0: not conditioned)."""
+        return self.config.num_labels if self.config.condition == "label" else 0
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    # The distributions. y is the optional label, reserved for conditioning shared by every family.
-    def posterior(self, params: torch.Tensor) -> Distribution:
-        raise NotImplementedError
+    def build_networks(self) -> tuple[nn.Module, nn.Module]:
+        """encoder(x, c) -> posterior parameters; decoder(z, c) -> likelihood parameters; c the one-hot label or
+        None. A family with other shapes overrides this hook."""
+        return build_networks(self.config, self.latent_dim * self.posterior_params, self.latent_dim,
+                              self.likelihood.param_channels, self.num_labels)
 
-    # The networks. Conditioning a family on labels overrides these two; everything else follows.
+    # ---- labels ----------------------------------------------------------------------------------------------
+    def label_features(self, y: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """The one-hot label the networks see (B, num_labels); None for a model that is not conditioned."""
+        if not self.num_labels:
+            return None
+        if y is None:
+            raise VaekitError(f"this model is conditioned on labels (0..{self.num_labels - 1}): pass the labels "
+                              "(y=..., or --label on the command line)")
+        y = torch.as_tensor(y, device=self.device).long().reshape(-1)
+        if y.numel() == 1 and batch != 1:
+            y = y.expand(batch)
+        if y.numel() != batch:
+            raise VaekitError(f"got {y.numel()} labels for {batch} items: give one label per item, or one for all")
+        if bool(((y < 0) | (y >= self.num_labels)).any()):
+            raise VaekitError(f"labels must be class indices 0..{self.num_labels - 1}, got values in "
+                              f"[{int(y.min())}, {int(y.max())}]")
+        return F.one_hot(y, self.num_labels).float()
+
+    # ---- the networks, in full precision -----------------------------------------------------------------------
     def encoder_params(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """The posterior's parameters (B, latent_dim * posterior_params), always in full precision."""
-        return _full_precision(self.encoder(x))
+        """The posterior's parameters (B, ...), always in full precision."""
+        return _full_precision(self.encoder(x, self.label_features(y, x.shape[0])))
 
     def decoder_params(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The likelihood's parameters (B, param_channels * C, ...), always in full precision."""
-        return _full_precision(self.decoder(z))
+        return _full_precision(self.decoder(z, self.label_features(y, z.shape[0])))
+
+    # ---- the distributions -----------------------------------------------------------------------------------
+    def posterior(self, params: torch.Tensor) -> Distribution:
+        """q(z|x) from the encoder's output: batch (B,), the family's own event shape; it draws its own noise
+        (`noise_shape`, `rsample_with`; see vaekit.distributions)."""
+        raise NotImplementedError
+
+    def prior(self) -> Distribution:
+        """p(z), what every sampler draws from: the standard normal unless a family says otherwise."""
+        return standard_normal(self.latent_dim, next(self.parameters()))
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
-        """q(z|x): batch (B,), event (latent_dim,)."""
+        """q(z|x): batch (B,), event = the family's latent shape."""
         return self.posterior(self.encoder_params(x, y))
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
-        """p(x|z): batch (B,), event = data shape. Any leading sample dims of z are folded into the batch."""
+        """p(x|z): batch (B,), event = data shape."""
         return self.likelihood(self.decoder_params(z, y))
 
-    def prior(self) -> Distribution:
-        return standard_normal(self.latent_dim, next(self.parameters()))
+    def code(self, qz: Distribution) -> torch.Tensor:
+        """An item's code for the latent tools (B, *code_shape): the posterior mean for a flat latent."""
+        return qz.mean
 
-    def regularizer(self, qz: Distribution, z: torch.Tensor) -> torch.Tensor:
-        """Per-example KL(q(z|x) || p(z)), closed form. (B,)"""
-        return kl_divergence(qz, self.prior())
+    def decode_code(self, code: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+        """p(x | code): the inverse of `code` for decoding edited codes."""
+        return self.decode(code, y)
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_scale: float = 1.0) -> LossOutput:
+    # ---- the objective ---------------------------------------------------------------------------------------
+    def closed_form_kl(self, qz: Distribution) -> torch.Tensor | None:
+        """KL(q(z|x) || p(z)) per example (B,) where torch knows it in closed form for this pair, else None."""
+        try:
+            return kl_divergence(qz, self.prior())
+        except NotImplementedError:
+            return None
+
+    def kl(self, qz: Distribution, z: torch.Tensor) -> torch.Tensor:
+        """KL(q(z|x) || p(z)) per example (B,): closed form where one exists, else the Monte Carlo estimate
+        log q(z|x) - log p(z) at the draw z (unbiased)."""
+        exact = self.closed_form_kl(qz)
+        return exact if exact is not None else qz.log_prob(z) - self.prior().log_prob(z)
+
+    def regularizer_terms(self, qz: Distribution, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The regularizer's named parts per example (B,), summed into the objective with weight beta * kl_scale.
+        A hierarchical family reports one per layer (kl_z1, kl_z2)."""
+        return {"kl": self.kl(qz, z)}
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_scale: float = 1.0) -> Output:
+        """The negative ELBO with one reparameterised draw: recon + beta * kl_scale * sum(regularizer_terms)."""
         qz = self.encode(x, y)
-        z = qz.rsample()  # (B, D), reparameterised
+        z = qz.rsample()
         recon = self.likelihood.nll(self.decoder_params(z, y), x)  # (B,) = -decode(z, y).log_prob(x)
-        kl = self.regularizer(qz, z)  # (B,)
-        loss = (recon + (self.config.beta * kl_scale) * kl).mean()
-        return LossOutput(loss=loss, recon=recon.mean(), kl=kl.mean(), elbo=-(recon + kl))
+        regularizers = self.regularizer_terms(qz, z)
+        regularizer = _total(regularizers.values(), recon)
+        loss = (recon + (self.config.beta * kl_scale) * regularizer).mean()
+        elbo = -(recon + regularizer) if self.has_bound else None
+        return Output(loss=loss, terms={"recon": recon, **regularizers}, elbo=elbo)
 
-    def log_importance_weights(
-        self, x: torch.Tensor, k: int, y: torch.Tensor | None = None, noise: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """log p(x|z_k) + log p(z_k) - log q(z_k|x) for z_k ~ q(z|x): (K, B). The IWAE bound and NLL use it.
+    def importance_terms(self, x: torch.Tensor, k: int, y: torch.Tensor | None = None,
+                         noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """For z_k ~ q(z|x): log p(x|z_k) and log q(z_k|x) - log p(z_k), each (K, B).
 
-        noise (K, B, D), optional: the standard normal draws of z = mean + stddev * noise, for callers that fix
-        each item's draws (the NLL metric, so results do not depend on batching); else drawn by rsample.
+        noise (K, B, *noise_shape), optional: the posterior's standard noise, for callers that fix each item's
+        draws (the evaluator, so results do not depend on batching); else drawn here.
         """
+        if not self.has_bound:
+            raise VaekitError(f"a model of family {self.family!r} defines no likelihood bound, so no ELBO or NLL: "
+                              "evaluate its reconstruction and latent space only (--iw-samples 0)")
         qz = self.encode(x, y)
-        z = qz.rsample((k,)) if noise is None else qz.mean + qz.stddev * noise  # (K, B, D)
-        px = self.decode(z.flatten(0, 1), y)  # batch (K*B,)
-        log_px = self.likelihood.log_prob_samples(px, x)  # (K, B), x broadcast rather than copied K times
-        return log_px + self.prior().log_prob(z) - qz.log_prob(z)
+        noise = draw_noise(qz, (k,)) if noise is None else noise
+        z = rsample_with(qz, noise)  # (K, B, *event)
+        ky = None if y is None else torch.as_tensor(y, device=x.device).reshape(-1).repeat(k)  # sample-major
+        params = self.decoder_params(z.flatten(0, 1), ky)  # batch (K*B,)
+        log_px = self.likelihood.log_prob_samples(params, x)  # (K, B), x broadcast rather than copied K times
+        return log_px, qz.log_prob(z) - self.prior().log_prob(z)
+
+    def log_importance_weights(self, x: torch.Tensor, k: int, y: torch.Tensor | None = None,
+                               noise: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x|z_k) + log p(z_k) - log q(z_k|x), (K, B): the IWAE bound, its training and the NLL use it."""
+        log_px, log_ratio = self.importance_terms(x, k, y, noise)
+        return log_px - log_ratio
+
+    # ---- using a trained model -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws z ~ p(z), reproducible from `generator` on any device: (n, *latent shape)."""
+        pz = self.prior()
+        if isinstance(pz, DiagonalGaussian):  # the common case: noise from the generator, on the CPU
+            noise = torch.randn((n, *pz.event_shape), generator=generator).to(self.device)
+            return pz.rsample_with(noise)
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return pz.sample((n,))
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n prior draws decoded to the likelihood mean: (n, *data_shape)."""
-        z = torch.randn(n, self.latent_dim, generator=generator, device="cpu").to(self.device)
-        return self.decode(z).mean
+    def sample(self, n: int, y: torch.Tensor | int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """n prior draws decoded to the likelihood mean: (n, *data_shape). A label-conditioned model takes y: one
+        label for all, or one per draw."""
+        return self.decode(self.sample_prior(n, generator), y).mean
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Decode the posterior mean: the model's best single reconstruction."""
-        return self.decode(self.encode(x).mean).mean
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode the code of each item: the model's best single reconstruction."""
+        return self.decode_code(self.code(self.encode(x, y)), y).mean
+
+
+def _total(values, like: torch.Tensor) -> torch.Tensor:
+    """The sum of per-example terms (zeros like `like` for none), without sum()'s extra 0 + tensor."""
+    total = None
+    for value in values:
+        total = value if total is None else total + value
+    return torch.zeros_like(like) if total is None else total
 
 
 def _full_precision(t: torch.Tensor) -> torch.Tensor:
@@ -121,9 +233,13 @@ MODEL_FAMILIES: dict[str, type[Model]] = {}
 
 
 def register_family(name: str) -> Callable[[type[Model]], type[Model]]:
+    """Register a Model subclass as family `name` (--model NAME), with its settings if it declares any."""
     def add(cls: type[Model]) -> type[Model]:
+        if not (isinstance(cls, type) and issubclass(cls, Model)):
+            raise TypeError(f"register_family({name!r}) takes a subclass of vaekit.Model, got {cls!r}")
         cls.family = name
         MODEL_FAMILIES[name] = cls
+        register_settings(name, cls.Settings)
         return cls
 
     return add
@@ -137,31 +253,46 @@ class VAE(Model):
         loc, logvar = params.chunk(2, dim=-1)
         return diagonal_gaussian(loc, logvar)
 
-    def regularizer(self, qz: Distribution, z: torch.Tensor) -> torch.Tensor:
-        """KL(N(m, s^2) || N(0, 1)) = sum_d (m^2 + s^2 - 1) / 2 - log s: the number kl_divergence gives against the
+    def closed_form_kl(self, qz: Distribution) -> torch.Tensor | None:
+        """KL(N(m, s^2) || N(0, 1)) = sum_d (m^2 + s^2 - 1) / 2 - log s: what kl_divergence gives against the
         standard normal prior, in fewer passes. A subclass with another prior or posterior gets the generic KL."""
         if type(self).prior is not Model.prior or not isinstance(getattr(qz, "base_dist", None), Normal):
-            return super().regularizer(qz, z)
+            return super().closed_form_kl(qz)
         loc, scale = qz.base_dist.loc, qz.base_dist.scale
         return (0.5 * (loc.square() + scale.square() - 1.0) - scale.log()).sum(-1)
 
 
+@register_family("iwae")
+class IWAE(VAE):
+    """Trains on the K-sample importance-weighted bound (Burda et al. 2016, eq. 8) through the same
+    importance weights the evaluator uses; K = 1 is the VAE's ELBO. Costs about K decoder passes per item."""
+
+    @dataclass(frozen=True)
+    class Settings:
+        k: int = setting(5, "importance samples per item in the iwae family's training bound",
+                         check=(lambda v: v >= 1, "at least 1"))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_scale: float = 1.0) -> Output:
+        k = self.settings.k
+        log_px, log_ratio = self.importance_terms(x, k, y)  # (K, B) each
+        log_w = log_px - (self.config.beta * kl_scale) * log_ratio  # warm-up / beta weight the prior-posterior ratio
+        bound = torch.logsumexp(log_w, 0) - math.log(k)  # (B,)
+        recon, kl = -log_px.mean(0), log_ratio.mean(0)  # the K-sample estimates of the ELBO's parts
+        return Output(loss=-bound.mean(), terms={"bound": -bound, "recon": recon, "kl": kl}, elbo=-(recon + kl))
+
+
 @register_family("ae")
 class AE(Model):
-    """A plain autoencoder: a deterministic code and no regularizer; the same loss otherwise."""
+    """A plain autoencoder: a deterministic code and no regularizer, hence no likelihood bound."""
 
     posterior_params = 1
+    has_bound = False
 
     def posterior(self, params: torch.Tensor) -> Distribution:
         return PointMass(params)
 
-    def regularizer(self, qz: Distribution, z: torch.Tensor) -> torch.Tensor:
-        return z.new_zeros(z.shape[:-1])
-
-    def log_importance_weights(
-        self, x: torch.Tensor, k: int, y: torch.Tensor | None = None, noise: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        raise VaekitError("a plain autoencoder (family ae) defines no likelihood bound: evaluate a vae instead")
+    def regularizer_terms(self, qz: Distribution, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {}
 
 
 def build_model(config: ModelConfig) -> Model:
@@ -169,4 +300,9 @@ def build_model(config: ModelConfig) -> Model:
         raise VaekitError(f"unknown model family {config.family!r}: use one of {', '.join(sorted(MODEL_FAMILIES))}")
     if config.likelihood == "auto":
         raise VaekitError("model.likelihood is 'auto': resolve it from the data first (vaekit.runs.resolve_config)")
+    if not config.data_shape:
+        raise VaekitError("model.data_shape is empty: build the model from a data set (vaekit fills it in)")
+    if config.condition == "label" and config.num_labels < 2:
+        raise VaekitError("a label-conditioned model needs model.num_labels >= 2 (vaekit fills it in from labelled "
+                          "data): train on data with labels, or drop --condition label")
     return MODEL_FAMILIES[config.family](config)

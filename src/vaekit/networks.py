@@ -1,4 +1,8 @@
-"""Encoder and decoder bodies: MLP for vectors, convolutional for images, picked from the data shape."""
+"""Encoder and decoder bodies: MLP for vectors, convolutional for images, picked from the data shape.
+
+Every body takes an optional condition c (B, F), a one-hot label, concatenated to its first dense layer's input;
+none knows which family or likelihood it serves.
+"""
 from __future__ import annotations
 
 import math
@@ -17,21 +21,36 @@ def _mlp(widths: list[int]) -> list[nn.Module]:
     return layers
 
 
+def _join(h: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+    return h if c is None else torch.cat([h, c.to(h.dtype)], dim=1)
+
+
 class MLPEncoder(nn.Sequential):
-    def __init__(self, data_shape: tuple[int, ...], hidden_dims: tuple[int, ...], out_features: int) -> None:
-        widths = [math.prod(data_shape), *hidden_dims]
+    def __init__(self, data_shape: tuple[int, ...], hidden_dims: tuple[int, ...], out_features: int,
+                 condition_features: int = 0) -> None:
+        widths = [math.prod(data_shape) + condition_features, *hidden_dims]
         super().__init__(nn.Flatten(), *_mlp(widths), nn.Linear(widths[-1], out_features))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        h = _join(x.flatten(1), c)
+        for layer in list(self)[1:]:
+            h = layer(h)
+        return h
 
 
 class MLPDecoder(nn.Sequential):
     """Outputs (B, param_channels * C, ...) in the data's own shape."""
 
-    def __init__(self, data_shape: tuple[int, ...], hidden_dims: tuple[int, ...], latent_dim: int, param_channels: int) -> None:
-        widths = [latent_dim, *reversed(hidden_dims)]
+    def __init__(self, data_shape: tuple[int, ...], hidden_dims: tuple[int, ...], latent_dim: int, param_channels: int,
+                 condition_features: int = 0) -> None:
+        widths = [latent_dim + condition_features, *reversed(hidden_dims)]
         out_shape = (param_channels * data_shape[0], *data_shape[1:])
         super().__init__(
             *_mlp(widths), nn.Linear(widths[-1], math.prod(out_shape)), nn.Unflatten(1, out_shape)
         )
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(_join(z, c))
 
 
 def _conv_sizes(size: int, depth: int) -> list[int]:
@@ -43,7 +62,8 @@ def _conv_sizes(size: int, depth: int) -> list[int]:
 
 
 class ConvEncoder(nn.Module):
-    def __init__(self, data_shape: tuple[int, ...], channels: tuple[int, ...], hidden: int, out_features: int) -> None:
+    def __init__(self, data_shape: tuple[int, ...], channels: tuple[int, ...], hidden: int, out_features: int,
+                 condition_features: int = 0) -> None:
         super().__init__()
         in_channels, height, width = data_shape
         widths = [in_channels, *channels]
@@ -52,21 +72,23 @@ class ConvEncoder(nn.Module):
             layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
         self.convs = nn.Sequential(*layers)
         h, w = _conv_sizes(height, len(channels))[-1], _conv_sizes(width, len(channels))[-1]
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels[-1] * h * w, hidden), nn.ReLU(), nn.Linear(hidden, out_features))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels[-1] * h * w + condition_features, hidden), nn.ReLU(),
+                                  nn.Linear(hidden, out_features))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.convs(x))
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(_join(self.convs(x).flatten(1), c))
 
 
 class ConvDecoder(nn.Module):
     """Mirror of ConvEncoder; output_padding restores odd sizes exactly (28 -> 14 -> 7 -> 3 and back)."""
 
-    def __init__(self, data_shape: tuple[int, ...], channels: tuple[int, ...], hidden: int, latent_dim: int, param_channels: int) -> None:
+    def __init__(self, data_shape: tuple[int, ...], channels: tuple[int, ...], hidden: int, latent_dim: int, param_channels: int,
+                 condition_features: int = 0) -> None:
         super().__init__()
         out_channels, height, width = data_shape
         hs, ws = _conv_sizes(height, len(channels)), _conv_sizes(width, len(channels))
         self.head = nn.Sequential(
-            nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, channels[-1] * hs[-1] * ws[-1]), nn.ReLU(),
+            nn.Linear(latent_dim + condition_features, hidden), nn.ReLU(), nn.Linear(hidden, channels[-1] * hs[-1] * ws[-1]), nn.ReLU(),
             nn.Unflatten(1, (channels[-1], hs[-1], ws[-1])),
         )
         widths = [*reversed(channels), out_channels * param_channels]
@@ -79,15 +101,18 @@ class ConvDecoder(nn.Module):
                 layers.append(nn.ReLU())
         self.convs = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.convs(self.head(z))
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.convs(self.head(_join(z, c)))
 
 
 def resolve_network(cfg: ModelConfig) -> str:
     is_image = len(cfg.data_shape) == 3
     if cfg.network == "auto":
-        return "conv" if is_image and min(cfg.data_shape[1:]) >= 8 else "mlp"
+        fits = is_image and bool(cfg.hidden_dims) and min(cfg.data_shape[1:]) >= max(8, 2 ** len(cfg.conv_channels))
+        return "conv" if fits else "mlp"
     if cfg.network == "conv":
+        if not cfg.hidden_dims:
+            raise VaekitError("--network conv needs a dense width after the convolutions: give --hidden-dims, e.g. 256")
         if not is_image:
             raise VaekitError(
                 f"--network conv needs image data (C, H, W), got shape {cfg.data_shape}: use --network mlp"
@@ -100,17 +125,19 @@ def resolve_network(cfg: ModelConfig) -> str:
     return cfg.network
 
 
-def build_networks(cfg: ModelConfig, posterior_features: int, param_channels: int) -> tuple[nn.Module, nn.Module]:
-    """encoder: x -> posterior parameters (B, posterior_features); decoder: z -> likelihood parameters."""
+def build_networks(cfg: ModelConfig, posterior_features: int, latent_features: int, param_channels: int,
+                   condition_features: int = 0) -> tuple[nn.Module, nn.Module]:
+    """encoder: (x, c) -> posterior parameters (B, posterior_features); decoder: (z, c) -> likelihood parameters,
+    z of latent_features; c the condition (B, condition_features) or None."""
     if not cfg.data_shape:
         raise VaekitError("model.data_shape is empty: build the model from a data set (vaekit fills it in)")
     if resolve_network(cfg) == "conv":
         hidden = cfg.hidden_dims[-1]
         return (
-            ConvEncoder(cfg.data_shape, cfg.conv_channels, hidden, posterior_features),
-            ConvDecoder(cfg.data_shape, cfg.conv_channels, hidden, cfg.latent_dim, param_channels),
+            ConvEncoder(cfg.data_shape, cfg.conv_channels, hidden, posterior_features, condition_features),
+            ConvDecoder(cfg.data_shape, cfg.conv_channels, hidden, latent_features, param_channels, condition_features),
         )
     return (
-        MLPEncoder(cfg.data_shape, cfg.hidden_dims, posterior_features),
-        MLPDecoder(cfg.data_shape, cfg.hidden_dims, cfg.latent_dim, param_channels),
+        MLPEncoder(cfg.data_shape, cfg.hidden_dims, posterior_features, condition_features),
+        MLPDecoder(cfg.data_shape, cfg.hidden_dims, latent_features, param_channels, condition_features),
     )

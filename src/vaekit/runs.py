@@ -5,15 +5,16 @@ import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from . import checkpoint
-from .config import RunConfig, validate
+from .config import RunConfig, validate, with_defaults
 from .data import Dataset, load_dataset, train_data
 from .errors import VaekitError
 from .models import Model, build_model
-from .train import EpochResult, MetricsLog, Trainer
+from .train import Callback, EpochResult, MetricsLog, Trainer
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
@@ -28,16 +29,35 @@ class RunResult:
 
 
 def resolve_config(cfg: RunConfig, dataset: Dataset) -> RunConfig:
-    """Fill what the data decides: its shape and, for likelihood 'auto', bernoulli on [0, 1] else gaussian."""
+    """Fill what the data decides: its shape, the number of classes of a label-conditioned model and, for
+    likelihood 'auto', bernoulli on [0, 1] else gaussian; the family's and likelihood's settings written out."""
     likelihood = cfg.model.likelihood
     if likelihood == "auto":
         low, high = dataset.value_range
         likelihood = "bernoulli" if low >= 0 and high <= 1 else "gaussian"
-    model = replace(cfg.model, data_shape=dataset.shape, likelihood=likelihood)
-    return validate(replace(cfg, model=model))
+    num_labels = cfg.model.num_labels
+    if cfg.model.condition == "label":
+        num_labels = max(num_labels, dataset_classes(dataset))
+    model = replace(cfg.model, data_shape=dataset.shape, likelihood=likelihood, num_labels=num_labels)
+    return validate(replace(cfg, model=with_defaults(model)))
 
 
-class Checkpointer:
+def dataset_classes(dataset: Dataset) -> int:
+    """The number of classes of a labelled data set; a clear error for data without labels."""
+    if dataset.y_train is None or dataset.y_test is None:
+        raise VaekitError(f"--condition label needs class labels, but {dataset.name} has none: drop --condition "
+                          "label, or give labelled data (e.g. --label-column for a CSV)")
+    if dataset.label_names:
+        return len(dataset.label_names)
+    low = min(int(dataset.y_train.min()), int(dataset.y_test.min()))
+    high = max(int(dataset.y_train.max()), int(dataset.y_test.max()))
+    if low < 0 or high >= 10_000:
+        raise VaekitError(f"--condition label needs class indices 0..N-1 (N below 10,000), but {dataset.name} has "
+                          f"labels in [{low}, {high}]: relabel the classes 0..N-1")
+    return high + 1
+
+
+class Checkpointer(Callback):
     """Saves the model (loadable alone) and the resume state; a failed run keeps the last good files."""
 
     def __init__(self, directory: Path, config: RunConfig) -> None:
@@ -58,27 +78,29 @@ def prepare_out(out: Path, overwrite: bool) -> None:
     if out.exists() and overwrite:
         # The old model and its config stay until the new run's first checkpoint replaces both, so a run that
         # fails early loses nothing; the old resume state and metrics belong to the old run only.
-        for name in (checkpoint.RESUME_STATE, checkpoint.RESUME_TENSORS, METRICS_FILE):
-            (out / name).unlink(missing_ok=True)
+        for path in [*checkpoint.resume_files(out), out / METRICS_FILE]:
+            path.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
 
-def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False, dataset: Dataset | None = None) -> RunResult:
-    """Train a model as configured; with `out`, write the run folder as it goes."""
+def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False, dataset: Dataset | None = None,
+          callbacks: list[Any] | None = None) -> RunResult:
+    """Train a model as configured; with `out`, write the run folder as it goes. `callbacks`: objects with any of
+    the Trainer's hooks (vaekit.train.Callback), called after vaekit's own (checkpoints, metrics.jsonl)."""
     dataset = dataset if dataset is not None else load_dataset(cfg.data)
     cfg = resolve_config(cfg, dataset)
     torch.manual_seed(cfg.train.seed)  # weights and posterior samples: same seed, same run
     model = build_model(cfg.model)
     model.likelihood.check_support(dataset.x_train, "the training data")
-    callbacks = []
+    own: list[Any] = []
     directory = None
     if out is not None:
         directory = Path(out)
         prepare_out(directory, overwrite)
         if not (directory / checkpoint.MODEL_FILE).exists():  # mark the folder as a run from the start
-            checkpoint.write_json(directory / checkpoint.CONFIG_FILE, {"format": checkpoint.FORMAT, **cfg.to_dict()})
-        callbacks = [Checkpointer(directory, cfg), MetricsLog(directory / METRICS_FILE)]
-    trainer = Trainer(model, cfg.train, callbacks)
+            checkpoint.write_config(directory, cfg)
+        own = [Checkpointer(directory, cfg), MetricsLog(directory / METRICS_FILE)]
+    trainer = Trainer(model, cfg.train, [*own, *(callbacks or [])])
     history = trainer.fit(train_data(dataset, cfg.data), dataset.split("test"))
     if directory is not None and not history:
         checkpoint.save_pretrained(trainer.model, cfg, directory)
@@ -86,7 +108,7 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
 
 
 def resume(directory: str | Path, epochs: int | None = None, device: str | None = None,
-           threads: int | None = None, progress: bool | None = None) -> RunResult:
+           threads: int | None = None, progress: bool | None = None, callbacks: list[Any] | None = None) -> RunResult:
     """Continue a run from its last resume state, optionally to a new total number of epochs; where it runs
     (device, threads, progress bar) may change, what it computes may not."""
     directory = Path(directory)
@@ -105,8 +127,8 @@ def resume(directory: str | Path, epochs: int | None = None, device: str | None 
         raise VaekitError(f"the data now has shape {dataset.shape}, the run was trained on {cfg.model.data_shape}")
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model)
-    callbacks = [Checkpointer(directory, cfg), MetricsLog(directory / METRICS_FILE)]
-    trainer = Trainer(model, cfg.train, callbacks)
+    own = [Checkpointer(directory, cfg), MetricsLog(directory / METRICS_FILE)]
+    trainer = Trainer(model, cfg.train, [*own, *(callbacks or [])])
     try:
         trainer.load_state_dict(tensors, meta)
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:

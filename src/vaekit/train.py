@@ -1,4 +1,4 @@
-"""Trainer: optimiser, schedules, progress, resume state. It calls model.loss only and knows no family."""
+"""Trainer: optimiser, schedules, progress, hooks, resume state. It calls model(x, y) only and knows no family."""
 from __future__ import annotations
 
 import json
@@ -6,12 +6,13 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from .checkpoint import unwrap
 from .config import TrainConfig
 from .data import TensorData
 from .errors import VaekitError
@@ -21,25 +22,71 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EpochResult:
+    """One epoch's numbers: the objective and every term the family reports, as means over items (nats)."""
+
     epoch: int  # 1-based: epochs completed
     step: int
-    train_loss: float
-    train_recon: float
-    train_kl: float
-    val_loss: float | None
-    val_recon: float | None
-    val_kl: float | None
+    train: dict[str, float]  # "loss" and each term, e.g. recon, kl; or bound; or kl_z1, kl_z2
+    val: dict[str, float] | None  # the same on the test split at full weight (beta = 1, no warm-up), plus "elbo"
     lr: float
     kl_scale: float
     seconds: float
     images_per_s: float
 
+    @property
+    def train_loss(self) -> float:
+        return self.train["loss"]
+
+    @property
+    def val_loss(self) -> float | None:
+        """-ELBO on the test split where the family has one, else its objective."""
+        return None if self.val is None else self.val["loss"]
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Flat, for metrics.jsonl: train_loss, train_<term>..., val_loss, val_<term>..., val_elbo."""
+        row: dict[str, Any] = {"epoch": self.epoch, "step": self.step}
+        row.update({f"train_{name}": value for name, value in self.train.items()})
+        row.update({f"val_{name}": value for name, value in (self.val or {"loss": None}).items()})
+        row.update(lr=self.lr, kl_scale=self.kl_scale, seconds=self.seconds, images_per_s=self.images_per_s)
+        return row
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> "EpochResult":
+        train = {k[len("train_"):]: v for k, v in row.items() if k.startswith("train_")}
+        val = {k[len("val_"):]: v for k, v in row.items() if k.startswith("val_")}
+        return cls(epoch=int(row["epoch"]), step=int(row["step"]), train=train,
+                   val=None if val.get("loss") is None else val, lr=float(row["lr"]),
+                   kl_scale=float(row["kl_scale"]), seconds=float(row["seconds"]),
+                   images_per_s=float(row["images_per_s"]))
 
 
-class Callback(Protocol):
+@dataclass(frozen=True)
+class StepResult:
+    """One optimiser step, as step hooks see it. Tensors stay on the device (reading them syncs a GPU)."""
+
+    step: int  # steps completed
+    epoch: int  # the epoch in progress, 0-based
+    batch_size: int
+    loss: torch.Tensor  # () detached
+    terms: dict[str, torch.Tensor]  # name -> () batch mean, detached
+    lr: float
+    kl_scale: float
+
+
+class Callback:
+    """Hooks into training; override any of them. Pass instances to vaekit.train(..., callbacks=[...]) or Trainer.
+    Any object with some of these methods works too."""
+
+    def on_fit_begin(self, trainer: "Trainer") -> None: ...
+
+    def on_step_end(self, trainer: "Trainer", step: StepResult) -> None: ...
+
     def on_epoch_end(self, trainer: "Trainer", result: EpochResult) -> None: ...
+
+    def on_fit_end(self, trainer: "Trainer") -> None: ...
+
+
+HOOKS = ("on_fit_begin", "on_step_end", "on_epoch_end", "on_fit_end")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -101,9 +148,10 @@ def kl_scale(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 
 class Trainer:
-    """All training state lives here: model, optimiser, step, epoch, random generators, history."""
+    """All training state lives here: model, optimiser, step, epoch, random generators, history. It calls
+    model(x, y, kl_scale=...) and records whatever terms the model reports: it knows no family."""
 
-    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, callbacks: list[Callback] | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, callbacks: list[Any] | None = None) -> None:
         self.cfg = cfg
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
@@ -122,6 +170,9 @@ class Trainer:
         self.history: list[EpochResult] = []
         self.generator = torch.Generator().manual_seed(cfg.seed)  # shuffling and dynamic binarisation
 
+    def _hooks(self, name: str) -> list:
+        return [getattr(callback, name) for callback in self.callbacks if callable(getattr(callback, name, None))]
+
     # ---- the loop -------------------------------------------------------------------------------
     def fit(self, train: TensorData, val: TensorData | None = None) -> list[EpochResult]:
         if len(train) == 0:
@@ -130,18 +181,24 @@ class Trainer:
         val = val.to(self.device) if val is not None else None
         steps_per_epoch = math.ceil(len(train) / self.cfg.batch_size)
         total_steps = steps_per_epoch * self.cfg.epochs
+        for hook in self._hooks("on_fit_begin"):
+            hook(self)
+        epoch_hooks = self._hooks("on_epoch_end")
         while self.epoch < self.cfg.epochs:
             result = self._train_epoch(train, val, steps_per_epoch, total_steps)
             self.history.append(result)
-            for callback in self.callbacks:
-                callback.on_epoch_end(self, result)
+            for hook in epoch_hooks:
+                hook(self, result)
+        for hook in self._hooks("on_fit_end"):
+            hook(self)
         return self.history
 
     def _train_epoch(self, train: TensorData, val: TensorData | None, steps_per_epoch: int, total_steps: int) -> EpochResult:
         self.model.train()
+        step_hooks = self._hooks("on_step_end")
         start = time.perf_counter()
-        # Summed on the device: reading a GPU number every step would stall it; it is read every 25 steps.
-        sums = torch.zeros(3, device=self.device)
+        names: list[str] | None = None
+        sums: torch.Tensor | None = None  # loss and each term, summed on the device: a GPU is read every 25 steps
         seen = 0
         bar = tqdm(
             total=len(train), desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", unit="img", unit_scale=True,
@@ -154,7 +211,7 @@ class Trainer:
                 group["lr"] = lr
             scale = kl_scale(self.cfg, self.step, steps_per_epoch)
             with self.autocast():
-                out = self.model.loss(x, y, kl_scale=scale)
+                out = self.model(x, y, kl_scale=scale)
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             if self.cfg.grad_clip is not None:
@@ -162,34 +219,45 @@ class Trainer:
             self.optimizer.step()
             self.step += 1
             batch = x.shape[0]
-            sums += torch.stack([out.loss.detach(), out.recon.detach(), out.kl.detach()]) * batch
+            if names is None:
+                names = list(out.terms)
+            elif list(out.terms) != names:
+                raise VaekitError(f"the model reported terms {list(out.terms)} after {names}: a family must report "
+                                  "the same terms every step")
+            means = torch.stack([out.loss.detach(), *(term.detach().mean() for term in out.terms.values())])
+            sums = means * batch if sums is None else sums + means * batch
             seen += batch
             bar.update(batch)
+            if step_hooks:
+                step = StepResult(self.step, self.epoch, batch, means[0], dict(zip(names, means[1:])), lr, scale)
+                for hook in step_hooks:
+                    hook(self, step)
             if self.step % 25 == 0 or seen == len(train):
-                loss, recon, kl = (sums / seen).tolist()
-                if not math.isfinite(loss):
+                values = (sums / seen).tolist()
+                if not math.isfinite(values[0]):
                     bar.close()
+                    bad = [n for n, v in zip(names, values[1:]) if not math.isfinite(v)]
                     raise VaekitError(
-                        f"the loss became {loss} at step {self.step}: lower --lr, or set train.grad_clip=1.0"
+                        f"the loss became {values[0]} at step {self.step}"
+                        f"{' (non-finite: ' + ', '.join(bad) + ')' if bad else ''}: "
+                        "lower --lr, or set train.grad_clip=1.0"
                     )
-                bar.set_postfix(loss=f"{loss:.2f}", recon=f"{recon:.2f}", kl=f"{kl:.2f}",
+                shown = {"loss": values[0], **dict(zip(names, values[1:]))}
+                bar.set_postfix({k: f"{v:.2f}" for k, v in shown.items()},
                                 img_s=f"{seen / (time.perf_counter() - start):.0f}", refresh=False)
         bar.close()
         seconds = time.perf_counter() - start
         self.epoch += 1
-        loss, recon, kl = (sums / seen).tolist()
-        val_loss = val_recon = val_kl = None
-        if val is not None and len(val):
-            val_loss, val_recon, val_kl = self.evaluate_loss(val)
-        result = EpochResult(
-            epoch=self.epoch, step=self.step, train_loss=loss, train_recon=recon, train_kl=kl,
-            val_loss=val_loss, val_recon=val_recon, val_kl=val_kl, lr=lr, kl_scale=scale,
-            seconds=seconds, images_per_s=seen / seconds,
-        )
+        values = (sums / seen).tolist()
+        train_means = {"loss": values[0], **dict(zip(names, values[1:]))}
+        val_means = self.evaluate_loss(val) if val is not None and len(val) else None
+        result = EpochResult(epoch=self.epoch, step=self.step, train=train_means, val=val_means, lr=lr,
+                             kl_scale=scale, seconds=seconds, images_per_s=seen / seconds)
         log.info(
-            "epoch %d/%d  loss %.3f (recon %.3f, kl %.3f)%s  %.1fs  %.0f img/s",
-            self.epoch, self.cfg.epochs, loss, recon, kl,
-            "" if val_loss is None else f"  val {val_loss:.3f}", seconds, result.images_per_s,
+            "epoch %d/%d  loss %.3f (%s)%s  %.1fs  %.0f img/s",
+            self.epoch, self.cfg.epochs, train_means["loss"],
+            ", ".join(f"{k} {v:.3f}" for k, v in train_means.items() if k != "loss"),
+            "" if val_means is None else f"  val {val_means['loss']:.3f}", seconds, result.images_per_s,
         )
         return result
 
@@ -198,20 +266,27 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
 
     @torch.no_grad()
-    def evaluate_loss(self, data: TensorData, batch_size: int = 1000) -> tuple[float, float, float]:
-        """Mean negative ELBO and its parts on data (beta and KL warm-up not applied: the true bound)."""
+    def evaluate_loss(self, data: TensorData, batch_size: int = 1000) -> dict[str, float]:
+        """Means over data of the model's terms at full weight (beta = 1, no warm-up) and "loss": -ELBO where the
+        family has one (the true bound), else its objective; "elbo" too where defined."""
         self.model.eval()
-        sums = torch.zeros(3, dtype=torch.float64)
-        # A fixed generator for the one posterior sample keeps validation numbers comparable across epochs.
+        sums: dict[str, torch.Tensor] = {}
+        # A fixed generator for the posterior samples keeps validation numbers comparable across epochs.
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(0)  # restored on exit, on every device: training's random stream is untouched
             for x, y in data.batches(batch_size):
-                out = self.model.loss(x, y, kl_scale=1.0)
-                recon, kl = out.recon.double().cpu(), out.kl.double().cpu()
-                sums += torch.stack([recon + kl, recon, kl]) * x.shape[0]
+                out = unwrap(self.model)(x, y, kl_scale=1.0)
+                parts = dict(out.terms)
+                if out.elbo is not None:
+                    parts = {"loss": -out.elbo, **parts, "elbo": out.elbo}
+                else:
+                    parts = {"loss": out.loss.expand(x.shape[0]), **parts}
+                for name, value in parts.items():
+                    total = value.detach().double().sum().cpu()
+                    sums[name] = sums[name] + total if name in sums else total
         self.model.train()
-        return tuple((sums / len(data)).tolist())  # type: ignore[return-value]
+        return {name: float(total) / len(data) for name, total in sums.items()}
 
     # ---- state: one place, safetensors + JSON ----------------------------------------------------
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -255,10 +330,10 @@ class Trainer:
         if cuda_states and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(cuda_states)
         self.step, self.epoch = int(meta["step"]), int(meta["epoch"])
-        self.history = [EpochResult(**r) for r in meta.get("history", [])]
+        self.history = [EpochResult.from_dict(r) for r in meta.get("history", [])]
 
 
-class MetricsLog:
+class MetricsLog(Callback):
     """Appends one JSON object per epoch to a file (metrics.jsonl)."""
 
     def __init__(self, path) -> None:

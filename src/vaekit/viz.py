@@ -71,8 +71,9 @@ def captioned_panels(panels: list[tuple[str, torch.Tensor]], path: str | Path, n
 
 
 def plot_latent_map(latent_map, path: str | Path, label_names: list[str] | tuple[str, ...] | None = None,
-                    manifold=None, grid: int = 15) -> Path:
-    """A latent.LatentMap as a scatter coloured by label; with `manifold` (the Model), also its decoded plane.
+                    manifold=None, grid: int = 15, manifold_label: int | None = None) -> Path:
+    """A latent.LatentMap as a scatter coloured by label; with `manifold` (the Model), also its decoded plane
+    (a label-conditioned model decodes it with `manifold_label`, default class 0).
 
     The manifold panel decodes a grid x grid lattice over the central 90% of the points (5th to 95th
     percentile per axis, marked on the scatter): the latent itself for a 2-D latent, else the PCA plane
@@ -92,9 +93,10 @@ def plot_latent_map(latent_map, path: str | Path, label_names: list[str] | tuple
         raise VaekitError(f"a manifold grid needs at least 2 points per side, got {grid}")
     if manifold is not None:
         shape = tuple(manifold.data_shape)
-        if manifold.latent_dim != latent_map.axes.shape[1]:
+        code_size = int(np.prod(manifold.code_shape))
+        if code_size != latent_map.axes.shape[1]:
             raise VaekitError(
-                f"the map was made with a {latent_map.axes.shape[1]}-D latent, the manifold model has {manifold.latent_dim}"
+                f"the map was made with a {latent_map.axes.shape[1]}-D latent, the manifold model has {code_size}"
             )
         if len(shape) != 3 or shape[0] not in (1, 3):
             logging.getLogger(__name__).warning("data of shape %s are not images: no decoded manifold panel", shape)
@@ -136,9 +138,12 @@ def plot_latent_map(latent_map, path: str | Path, label_names: list[str] | tuple
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, linestyle="--", color="black", linewidth=1))
         xs, ys = np.linspace(x0, x1, grid), np.linspace(y1, y0, grid)  # top row = largest second coordinate
         lattice = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)  # row-major, as image_grid tiles
-        codes = torch.from_numpy(latent_map.to_codes(lattice)).float()
+        codes = torch.from_numpy(latent_map.to_codes(lattice)).float().reshape(-1, *manifold.code_shape)
+        label = None
+        if manifold.num_labels:
+            label = torch.tensor([manifold_label or 0])
         with torch.no_grad():
-            images = manifold.decode(codes.to(manifold.device)).mean.cpu()
+            images = manifold.decode_code(codes.to(manifold.device), label).mean.cpu()
         picture = np.asarray(image_grid(images, ncol=grid, pad=1))
         half_x, half_y = (x1 - x0) / (2 * (grid - 1)), (y1 - y0) / (2 * (grid - 1))  # lattice points are cell centres
         right = axes[0, 1]

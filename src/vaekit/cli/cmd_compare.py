@@ -4,35 +4,20 @@ from __future__ import annotations
 import argparse
 
 from .. import compare as compare_module
-from .common import add_data_flags, config_from_args
+from .common import add_config_flags, config_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "compare", help="train an AE and a VAE on the same data and write an HTML report comparing them",
-        description="Trains an AE and a VAE with identical networks (runs in OUT/ae and OUT/vae) and writes "
+        "compare", help="train an AE and a VAE (or --model FAMILY) on the same data and write an HTML report",
+        description="Trains a plain AE and a VAE (or the family --model names) with identical networks (runs in "
+                    "OUT/ae and OUT/vae) and writes "
                     "OUT/index.html (self-contained) and OUT/compare.json: reconstructions, prior and "
                     "Gaussian-mixture samples, posterior variations, interpolations, latent maps, and numbers.",
     )
     p.add_argument("--out", default="report", help="folder for the two runs and the report (default: report)")
     p.add_argument("--overwrite", action="store_true", help="replace runs already in OUT/ae and OUT/vae")
-    p.add_argument("--config", help="YAML run config shared by both models; flags override it")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override any config field")
-    add_data_flags(p)
-    model = p.add_argument_group("model (both families)")
-    model.add_argument("--latent-dim", type=int)
-    model.add_argument("--network", choices=["auto", "mlp", "conv"])
-    model.add_argument("--hidden-dims", help="MLP widths, e.g. 512,256")
-    model.add_argument("--conv-channels", help="conv channels, e.g. 32,64")
-    model.add_argument("--likelihood", choices=["auto", "bernoulli", "gaussian"])
-    train = p.add_argument_group("training (both families)")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--seed", type=int, help="seeds training, draws, pairs and the FCD classifier")
-    train.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
-    train.add_argument("--threads", type=int, help="CPU threads for torch")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_flags(p)
     report = p.add_argument_group("report")
     defaults = compare_module.CompareOptions()
     report.add_argument("--gmm-components", type=int, default=defaults.gmm_components,
@@ -58,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         ("FCD, prior samples", "fcd_prior"), ("FCD, mixture samples", "fcd_gmm"),
         ("prior mass in holes", "prior_hole_fraction"), ("mixture mass in holes", "gmm_hole_fraction"),
     ]
-    print(f"{'':32s} {'AE':>10s} {'VAE':>10s}")
+    print(f"{'':32s} {'AE':>10s} {result.vae.family.upper():>10s}")
     for label, name in rows:
         values = [getattr(scores, name) for scores in result.scores()]
         print(f"{label:32s} " + " ".join("       n/a" if v is None else f"{v:10.4g}" for v in values))

@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
             [("input", x_test[:16]), ("VAE reconstruction", vae.reconstruct(x_test[:16])),
              ("AE reconstruction", ae.reconstruct(x_test[:16]))], out / "reconstructions.png", ncol=4),
         "prior_samples": viz.captioned_panels(
-            [("VAE: decoded draws from N(0, I)", vae.sample(64, torch.Generator().manual_seed(args.seed))),
-             ("AE: decoded draws from N(0, I)", ae.sample(64, torch.Generator().manual_seed(args.seed)))],
+            [("VAE: decoded draws from N(0, I)", vae.sample(64, generator=torch.Generator().manual_seed(args.seed))),
+             ("AE: decoded draws from N(0, I)", ae.sample(64, generator=torch.Generator().manual_seed(args.seed)))],
             out / "prior_samples.png", ncol=8),
         "interpolation": viz.captioned_panels(
             [("VAE: test item 0 -> 1 (linear)", latent.interpolate(vae, x_test[0], x_test[1], 10)),
@@ -58,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
     print("\nfinal metrics (test split, nats per image):")
     for family, result in trained.items():
         last = result.history[-1]
-        metrics = {"train_loss": round(last.train_loss, 2), "val_loss": round(last.val_loss, 2),
-                   "val_recon": round(last.val_recon, 2), "val_kl": round(last.val_kl, 2),
+        metrics = {"train_loss": round(last.train_loss, 2),
+                   **{f"val_{name}": round(value, 2) for name, value in (last.val or {}).items()},
                    "images_per_s": round(last.images_per_s)}
         print(f"  {family.upper():3s} {json.dumps(metrics)}  run: {result.directory}")
     return 0

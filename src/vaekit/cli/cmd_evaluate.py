@@ -13,7 +13,7 @@ import torch
 
 from .. import checkpoint, metrics
 from ..errors import VaekitError
-from .common import add_data_flags, add_split, run_dataset
+from .common import add_data_flags, add_split, run_dataset, split_labels
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,11 +46,12 @@ def run(args: argparse.Namespace) -> int:
     model = checkpoint.load(args.run, device=args.device)
     dataset = run_dataset(args.run, args)
     x = dataset.split(args.split).x
+    y = split_labels(model, dataset, args.split)
     if args.n is not None:
-        x = x[: args.n]
+        x, y = x[: args.n], None if y is None else y[: args.n]
     result = metrics.evaluate(
         model, x, iw_samples=args.iw_samples, seed=args.seed, split=args.split, image=dataset.is_image,
-        max_rows=args.max_rows, progress=not args.no_progress,
+        max_rows=args.max_rows, progress=not args.no_progress, y=y,
     )
     summary = {"run": str(args.run), "data": dataset.name, **result.to_dict()}
     if args.out:

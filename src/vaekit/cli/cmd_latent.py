@@ -12,7 +12,7 @@ import torch
 
 from .. import latent, viz
 from ..errors import VaekitError
-from .common import add_data_flags, add_out, add_split, load_run, pick, run_dataset
+from .common import add_data_flags, add_out, add_split, load_run, pick, run_dataset, split_labels
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     dims = p.add_mutually_exclusive_group()
     dims.add_argument("--dims", help="dimensions to sweep, e.g. 0,3 (default: all)")
     dims.add_argument("--top", type=int, metavar="N", help="the N most used dimensions (largest mean KL; AE: code variance)")
-    p.add_argument("--range", default="-3,3", help="absolute values swept, LOW,HIGH (default -3,3: the prior's +-3 std)")
+    p.add_argument("--range", default="-3,3", help="values swept, LOW,HIGH, in the prior's standard deviations from "
+                   "its mean (default -3,3)")
     p.add_argument("--steps", type=int, default=9, help="values per dimension")
     add_out(p, help=".png grid (one row per dimension) or .npy (n_dims, steps, *data_shape)")
     p.set_defaults(func=traverse)
@@ -90,9 +91,14 @@ def parse_numbers(text: str, flag: str) -> list[float]:
 
 
 def _load(args: argparse.Namespace):
+    """The model, its data set, the split's items and their labels (for a label-conditioned model, else None)."""
     model = load_run(args.run)
     dataset = run_dataset(args.run, args)
-    return model, dataset, dataset.split(args.split).x
+    return model, dataset, dataset.split(args.split).x, split_labels(model, dataset, args.split)
+
+
+def _label(y, index: int):
+    return None if y is None else y[index]
 
 
 def _positive(n: int, flag: str) -> int:
@@ -107,7 +113,7 @@ def traverse(args: argparse.Namespace) -> int:
         raise VaekitError(f"--range must be two different numbers LOW,HIGH, e.g. -3,3; got {args.range!r}")
     if args.steps < 2:
         raise VaekitError(f"--steps must be at least 2, got {args.steps}")
-    model, _, x = _load(args)
+    model, _, x, y = _load(args)
     dims = None
     if args.dims is not None:
         numbers = parse_numbers(args.dims, "--dims")
@@ -116,7 +122,8 @@ def traverse(args: argparse.Namespace) -> int:
         dims = [int(v) for v in numbers]
     item = pick(x, args.item)
     result = latent.traverse(model, item, dims=dims, top_n=args.top, values=torch.linspace(*low_high, args.steps),
-                             data=x[:2000] if args.top is not None else None)
+                             data=x[:2000] if args.top is not None else None, y=_label(y, args.item),
+                             data_labels=None if y is None else y[:2000])
     log.info("rows: latent dimensions %s; columns: values %g..%g", ", ".join(map(str, result.dims)), *low_high)
     images = result.images if args.out.endswith(".npy") else result.grid()
     print(viz.save_images(images, args.out, ncol=args.steps))
@@ -125,39 +132,40 @@ def traverse(args: argparse.Namespace) -> int:
 
 def attribute(args: argparse.Namespace) -> int:
     strengths = parse_numbers(args.strengths, "--strengths")
-    model, dataset, x = _load(args)
+    model, dataset, x, y = _load(args)
     item = pick(x, args.apply_to)
     groups = latent.find_attribute(dataset, args.split, args.attr, versus=args.versus, table=args.attr_file)
     log.info("attribute vector: %s", groups.description)
-    vector = latent.attribute_vector(model, x, groups.mask, groups.versus)
-    images = latent.apply_attribute(model, item, vector, strengths)
+    vector = latent.attribute_vector(model, x, groups.mask, groups.versus, y=y)
+    images = latent.apply_attribute(model, item, vector, strengths, y=_label(y, args.apply_to))
     print(viz.save_images(images, args.out, ncol=len(strengths)))
     return 0
 
 
 def vary(args: argparse.Namespace) -> int:
-    model, _, x = _load(args)
-    images = latent.vary(model, pick(x, args.item), _positive(args.n, "--n"), torch.Generator().manual_seed(args.seed))
+    model, _, x, y = _load(args)
+    images = latent.vary(model, pick(x, args.item), _positive(args.n, "--n"), torch.Generator().manual_seed(args.seed),
+                         y=_label(y, args.item))
     print(viz.save_images(images, args.out))
     return 0
 
 
 def arithmetic(args: argparse.Namespace) -> int:
-    model, _, x = _load(args)
+    model, _, x, y = _load(args)
     a, b, c = pick(x, args.a, "--a"), pick(x, args.b, "--b"), pick(x, args.c, "--c")
-    result = latent.arithmetic(model, a, b, c)[None]
+    result = latent.arithmetic(model, a, b, c, labels=[_label(y, i) for i in (args.a, args.b, args.c)])[None]
     images = result if args.out.endswith(".npy") else torch.cat([torch.stack([a, b, c]), result])
     print(viz.save_images(images, args.out, ncol=len(images)))
     return 0
 
 
 def neighbours(args: argparse.Namespace) -> int:
-    model, _, x = _load(args)
+    model, _, x, y = _load(args)
     item = pick(x, args.item)
     k = _positive(args.k, "--k")
     if k >= len(x):
         raise VaekitError(f"--k must be below the number of items in the split ({len(x)}), got {k}")
-    codes = latent.encode_dataset(model, x)
+    codes = latent.encode_dataset(model, x, y=y).flatten(1)
     found = latent.nearest_neighbours(codes, codes[args.item], k + 1)
     own = args.item % len(x)
     keep = [(int(i), float(d)) for i, d in zip(found.indices, found.distances) if int(i) != own][:k]
@@ -169,7 +177,7 @@ def neighbours(args: argparse.Namespace) -> int:
 
 
 def latent_map(args: argparse.Namespace) -> int:
-    model, dataset, x = _load(args)
+    model, dataset, x, y = _load(args)
     n = _positive(args.n, "--n")
     split = dataset.split(args.split)
     labels, names = split.y, dataset.label_names
@@ -180,7 +188,7 @@ def latent_map(args: argparse.Namespace) -> int:
             raise VaekitError(f"{dataset.name} has no attribute {args.color_by!r} to colour by: attributes are {known}")
         labels, names = attributes[args.color_by], None
     labels = None if labels is None else labels[:n]
-    result = latent.latent_map(model, x[:n], labels=labels, method=args.method)
+    result = latent.latent_map(model, x[:n], labels=labels, method=args.method, y=None if y is None else y[:n])
     if args.out.endswith(".npy"):
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         np.save(args.out, result.points)

@@ -8,13 +8,14 @@ import logging
 from .. import runs
 from ..config import RunConfig
 from ..errors import VaekitError
-from .common import CONFIG_FLAGS, add_config_flags, config_from_args, recipes
+from .common import add_config_flags, config_from_args, recipes, set_flags
 
 log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("train", help="train an AE or a VAE", description=__doc__ + f" Recipes: {', '.join(recipes())}.")
+    parser = sub.add_parser("train", help="train a model of any family (vae, iwae, ae, ...)",
+                            description=__doc__ + f" Recipes: {', '.join(recipes())}.")
     add_config_flags(parser)
     parser.add_argument("--out", help="run folder to write (config.json, model.safetensors, metrics.jsonl)")
     parser.add_argument("--resume", metavar="RUN", help="continue the run in this folder (--epochs sets a new total)")
@@ -25,16 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.resume:
-        allowed = {"epochs", "device", "threads"}
-        fixed = [f"--{flag.replace('_', '-')}" for flag in CONFIG_FLAGS if flag not in allowed
-                 and getattr(args, flag, None) is not None]
+        allowed = {"--epochs", "--device", "--threads", "--no-progress"}
+        fixed = [flag for flag in set_flags(args) if flag not in allowed]
         fixed += [f"--{name}" for name in ("config", "recipe", "out") if getattr(args, name, None)]
         if fixed or args.set:
             raise VaekitError(f"--resume continues a run as it was configured; {', '.join(fixed or ['--set'])} "
                               "cannot change it (only --epochs, --device, --threads, --no-progress): "
                               "start a new run with --out instead")
-        result = runs.resume(args.resume, epochs=args.epochs, device=args.device, threads=args.threads,
-                             progress=False if args.no_progress else None)
+        result = runs.resume(args.resume, epochs=args.cfg__train__epochs, device=args.cfg__train__device,
+                             threads=args.cfg__train__threads, progress=args.cfg__train__progress)
     else:
         cfg: RunConfig = config_from_args(args)
         if args.print_config:

@@ -8,7 +8,9 @@ import torch
 
 from .. import latent, viz
 from ..errors import VaekitError
-from .common import add_data_flags, add_out, add_split, load_array, load_run, pick, run_dataset
+from .common import (
+    add_data_flags, add_label, add_out, add_split, load_array, load_run, parse_label, pick, run_dataset, split_labels,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run")
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    add_label(p, help="class label of every draw, for a label-conditioned model (default: each class in turn)")
     add_out(p)
     p.set_defaults(func=sample)
 
@@ -33,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", dest="target", type=int, default=1, help="index of the second item")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--slerp", action="store_true", help="spherical instead of linear interpolation")
+    add_label(p, help="class label to decode the path with, for a label-conditioned model (default: the first item's)")
     add_split(p)
     add_data_flags(p)
     add_out(p)
@@ -50,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("decode", help="decode codes from a .npy file")
     p.add_argument("run")
     p.add_argument("codes", help=".npy of shape (N, latent_dim)")
+    add_label(p, help="class label to decode with, required by a label-conditioned model")
     add_out(p)
     p.set_defaults(func=decode)
 
@@ -62,15 +67,23 @@ def _positive(n: int, flag: str) -> int:
 
 def sample(args: argparse.Namespace) -> int:
     model = load_run(args.run)
-    images = model.sample(_positive(args.n, "--n"), generator=torch.Generator().manual_seed(args.seed))
-    print(viz.save_images(images, args.out))
+    n = _positive(args.n, "--n")
+    label = parse_label(model, args.label)
+    y = None
+    if model.num_labels:  # one label for all, or each class in turn
+        y = torch.full((n,), label) if label is not None else torch.arange(n) % model.num_labels
+    images = model.sample(n, y=y, generator=torch.Generator().manual_seed(args.seed))
+    print(viz.save_images(images.cpu(), args.out))
     return 0
 
 
 def reconstruct(args: argparse.Namespace) -> int:
     model = load_run(args.run)
-    x = run_dataset(args.run, args).split(args.split).x[: _positive(args.n, "--n")]
-    recon = model.reconstruct(x.to(model.device)).cpu()
+    dataset = run_dataset(args.run, args)
+    n = _positive(args.n, "--n")
+    x = dataset.split(args.split).x[:n]
+    y = split_labels(model, dataset, args.split)
+    recon = model.reconstruct(x.to(model.device), None if y is None else y[:n]).cpu()
     if args.out.endswith(".npy"):
         print(viz.save_images(recon, args.out))
     else:
@@ -80,9 +93,14 @@ def reconstruct(args: argparse.Namespace) -> int:
 
 def interpolate(args: argparse.Namespace) -> int:
     model = load_run(args.run)
-    x = run_dataset(args.run, args).split(args.split).x
+    dataset = run_dataset(args.run, args)
+    x = dataset.split(args.split).x
+    y = split_labels(model, dataset, args.split)
+    label = parse_label(model, args.label, dataset.label_names)
     path = latent.interpolate(model, pick(x, args.source), pick(x, args.target), args.steps,
-                              method="slerp" if args.slerp else "lerp")
+                              method="slerp" if args.slerp else "lerp",
+                              y1=None if y is None else y[args.source], y2=None if y is None else y[args.target],
+                              label=label)
     print(viz.save_images(path.cpu(), args.out, ncol=args.steps))
     return 0
 
@@ -91,8 +109,10 @@ def encode(args: argparse.Namespace) -> int:
     if not args.out.endswith(".npy"):
         raise VaekitError(f"encode writes codes as .npy: got --out {args.out}")
     model = load_run(args.run)
-    x = run_dataset(args.run, args).split(args.split).x
-    codes = latent.encode_dataset(model, x, sample=args.sample, generator=torch.Generator().manual_seed(args.seed))
+    dataset = run_dataset(args.run, args)
+    x = dataset.split(args.split).x
+    codes = latent.encode_dataset(model, x, sample=args.sample, generator=torch.Generator().manual_seed(args.seed),
+                                  y=split_labels(model, dataset, args.split))
     np.save(args.out, codes.numpy())
     print(args.out)
     return 0
@@ -101,13 +121,18 @@ def encode(args: argparse.Namespace) -> int:
 def decode(args: argparse.Namespace) -> int:
     model = load_run(args.run)
     codes = load_array(args.codes)
-    if codes.ndim == 1:
+    shape = tuple(model.code_shape)
+    if codes.ndim == len(shape):
         codes = codes[None]
-    if codes.ndim != 2 or codes.shape[1] != model.latent_dim:
-        raise VaekitError(f"{args.codes} has shape {codes.shape}, expected (N, {model.latent_dim}) codes for this model")
+    if tuple(codes.shape[1:]) != shape or codes.shape[0] < 1:
+        raise VaekitError(f"{args.codes} has shape {codes.shape}, expected (N, {', '.join(map(str, shape))}) codes "
+                          "for this model")
     if not np.issubdtype(codes.dtype, np.number) or not np.isfinite(codes).all():
         raise VaekitError(f"{args.codes} holds non-numeric or non-finite values: codes must be finite numbers")
-    with torch.no_grad():
-        images = model.decode(torch.from_numpy(codes.astype(np.float32)).to(model.device)).mean.cpu()
+    label = parse_label(model, args.label)
+    if model.num_labels and label is None:
+        raise VaekitError(f"this model is conditioned on labels: pass --label 0..{model.num_labels - 1}")
+    images = latent.decode_mean(model, torch.from_numpy(codes.astype(np.float32)),
+                                None if label is None else torch.tensor([label]))
     print(viz.save_images(images, args.out))
     return 0

@@ -15,63 +15,34 @@ from ..data import Dataset, load_dataset
 from ..errors import VaekitError
 from ..models import Model
 
-# flag -> (section, field); a flag left unset keeps the value from --config / --recipe / the default.
-CONFIG_FLAGS = {
-    "data": ("data", "name"), "data_dir": ("data", "data_dir"), "binarize": ("data", "binarize"),
-    "image_size": ("data", "image_size"), "label_column": ("data", "label_column"), "limit": ("data", "limit"),
-    "model": ("model", "family"), "latent_dim": ("model", "latent_dim"), "network": ("model", "network"),
-    "hidden_dims": ("model", "hidden_dims"), "conv_channels": ("model", "conv_channels"),
-    "likelihood": ("model", "likelihood"), "gaussian_std": ("model", "gaussian_std"), "beta": ("model", "beta"),
-    "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
-    "optimizer": ("train", "optimizer"), "schedule": ("train", "schedule"), "warmup_steps": ("train", "warmup_steps"),
-    "kl_warmup_epochs": ("train", "kl_warmup_epochs"), "seed": ("train", "seed"), "device": ("train", "device"),
-    "threads": ("train", "threads"), "precision": ("train", "precision"),
-}
-
 
 def recipes() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("vaekit").joinpath("recipes").iterdir() if p.name.endswith(".yaml"))
 
 
+def _add_flags(parser: argparse.ArgumentParser, flags: list[config_module.Flag]) -> None:
+    titles = {"data": "data", "model": "model", "train": "training"}
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for flag in flags:
+        title = titles[flag.section] if len(flag.path) == 1 else f"settings of {flag.path[0]}"
+        if title not in groups:
+            groups[title] = parser.add_argument_group(title)
+        groups[title].add_argument(flag.flag, dest=flag.dest, default=None, **flag.kwargs)
+
+
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("data")
-    group.add_argument("--data", help="dataset name (mnist-10k, digits, mnist, fashion-mnist, shapes, ...) or a path")
-    group.add_argument("--data-dir", help="folder searched first for dataset files")
-    group.add_argument("--binarize", choices=["none", "dynamic", "static"], help="binarise [0,1] data")
-    group.add_argument("--image-size", type=int, help="image size for image folders and generated data")
-    group.add_argument("--label-column", help="CSV: the label column's name")
-    group.add_argument("--limit", type=int, help="use only the first N training items")
+    """The data section's flags (--data, --data-dir, --binarize, ...), from the config declarations."""
+    _add_flags(parser, config_module.config_flags(("data",)))
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """--config/--recipe/--set and one flag per declared setting (data, model, training, family and likelihood
+    settings), with the declarations' help and choices. exclude: dests left out (e.g. cfg__model__family)."""
     parser.add_argument("--config", help="YAML run config; flags override it")
     parser.add_argument("--recipe", help="a shipped config by name (see 'vaekit train --help'); flags override it")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override any config field")
-    add_data_flags(parser)
-    model = parser.add_argument_group("model")
-    model.add_argument("--model", help="model family: vae or ae")
-    model.add_argument("--latent-dim", type=int)
-    model.add_argument("--network", choices=["auto", "mlp", "conv"])
-    model.add_argument("--hidden-dims", help="MLP widths, e.g. 512,256")
-    model.add_argument("--conv-channels", help="conv channels, e.g. 32,64")
-    model.add_argument("--likelihood", choices=["auto", "bernoulli", "gaussian"])
-    model.add_argument("--gaussian-std", type=float, help="fixed Gaussian std (default: learned)")
-    model.add_argument("--beta", type=float, help="KL weight (beta-VAE when != 1)")
-    train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--optimizer", choices=["adam", "adamw"])
-    train.add_argument("--schedule", choices=["constant", "cosine"])
-    train.add_argument("--warmup-steps", type=int)
-    train.add_argument("--kl-warmup-epochs", type=float)
-    train.add_argument("--seed", type=int)
-    train.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
-    train.add_argument("--threads", type=int, help="CPU threads for torch")
-    train.add_argument("--precision", choices=["fp32", "bf16"],
-                       help="bf16: matrix products in bfloat16, 1.25-1.6x faster on CPUs with AVX512-BF16 or AMX "
-                            "(weights, loss and evaluation stay float32)")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override any config field, e.g. train.lr=3e-4 or model.iwae.k=5")
+    _add_flags(parser, [f for f in config_module.config_flags() if f.dest not in exclude])
 
 
 def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
@@ -84,15 +55,13 @@ def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) ->
             cfg = config_module.load_yaml(path, cfg)
     if getattr(args, "config", None):
         cfg = config_module.load_yaml(args.config, cfg)
-    sections: dict[str, dict] = {}
-    for flag, (section, name) in CONFIG_FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            sections.setdefault(section, {})[name] = value
-    if getattr(args, "no_progress", False):
-        sections.setdefault("train", {})["progress"] = False
-    cfg = config_module.from_dict(sections, cfg)
+    cfg = config_module.from_dict(config_module.from_flags(vars(args), config_module.config_flags()), cfg)
     return config_module.override(cfg, getattr(args, "set", []) or [])
+
+
+def set_flags(args: argparse.Namespace) -> list[str]:
+    """The config flags given on this command line, as typed (--lr, --iwae-k, ...)."""
+    return [f.flag for f in config_module.config_flags() if getattr(args, f.dest, None) is not None]
 
 
 def load_run(path: str) -> Model:
@@ -102,17 +71,13 @@ def load_run(path: str) -> Model:
 def run_dataset(run: str, args: argparse.Namespace) -> Dataset:
     """The data a command works on: flags if given, else the run's own data set (with its binarisation)."""
     cfg = checkpoint.load_config(run).data
-    updates = {name: getattr(args, flag) for flag, (section, name) in CONFIG_FLAGS.items()
-               if section == "data" and getattr(args, flag, None) is not None}
+    updates = {f.path[-1]: getattr(args, f.dest) for f in config_module.config_flags(("data",))
+               if getattr(args, f.dest, None) is not None}
     dataset = load_dataset(replace(cfg, **updates))
     model_shape = tuple(checkpoint.load_config(run).model.data_shape)
     if tuple(dataset.shape) != model_shape:
         raise VaekitError(f"the data has items of shape {dataset.shape}, but the model at {run} expects {model_shape}")
     return dataset
-
-
-def split_x(dataset: Dataset, split: str) -> torch.Tensor:
-    return dataset.split(split).x
 
 
 def pick(x: torch.Tensor, index: int, what: str = "item") -> torch.Tensor:
@@ -140,3 +105,32 @@ def add_out(parser: argparse.ArgumentParser, default: str | None = None, help: s
 
 def add_split(parser: argparse.ArgumentParser, default: str = "test") -> None:
     parser.add_argument("--split", choices=["train", "test"], default=default, help="which split to take items from")
+
+
+def add_label(parser: argparse.ArgumentParser, help: str = "class label to decode with (a label-conditioned "
+              "model; default: each item's own)") -> None:
+    parser.add_argument("--label", help=help)
+
+
+def split_labels(model: Model, dataset: Dataset, split: str) -> torch.Tensor | None:
+    """The split's labels where the model is label-conditioned, else None."""
+    if not model.num_labels:
+        return None
+    y = dataset.split(split).y
+    if y is None:
+        raise VaekitError(f"the model is conditioned on labels, but {dataset.name} has none: give labelled data")
+    return y
+
+
+def parse_label(model: Model, text: str | None, label_names: tuple[str, ...] | None = None) -> int | None:
+    """--label as a class index or name, checked against the model; None when not given."""
+    if text is None:
+        return None
+    if not model.num_labels:
+        raise VaekitError("--label needs a label-conditioned model (train with --condition label)")
+    if label_names and text in label_names:
+        return label_names.index(text)
+    if not text.lstrip("-").isdigit() or not 0 <= int(text) < model.num_labels:
+        names = f" or a name ({', '.join(label_names)})" if label_names else ""
+        raise VaekitError(f"--label must be a class index 0..{model.num_labels - 1}{names}, got {text!r}")
+    return int(text)

@@ -105,7 +105,8 @@ def rows(result: "CompareResult", cfg: RunConfig, options: "CompareOptions") -> 
 
 
 def numbers_table(result: "CompareResult", cfg: RunConfig, options: "CompareOptions") -> str:
-    lines = ["<table><tr><th>Metric</th><th>AE</th><th>VAE</th><th>Reference</th><th>What it means</th></tr>"]
+    second = html.escape(result.vae.family.upper())
+    lines = [f"<table><tr><th>Metric</th><th>AE</th><th>{second}</th><th>Reference</th><th>What it means</th></tr>"]
     for label, value, reference, lower_better, explanation in rows(result, cfg, options):
         ae, vae = value(result.ae), value(result.vae)
         better = {"ae": False, "vae": False}
@@ -164,9 +165,10 @@ def render_report(result: "CompareResult", cfg: RunConfig, options: "CompareOpti
     steps = options.interpolation_steps
     accuracy = result.classifier_accuracy
     classifier = "none: the data have no labels" if accuracy is None else f"{accuracy:.1%} test accuracy"
-    both = lambda text: {"ae": f"AE: {text}", "vae": f"VAE: {text}"}  # noqa: E731
+    second = html.escape(result.vae.family.upper())
+    both = lambda text: {"ae": f"AE: {text}", "vae": f"{second}: {text}"}  # noqa: E731
     sections = [
-        f"<h1>AE vs VAE on {name}</h1>",
+        f"<h1>AE vs {second} on {name}</h1>",
         f"<p class='muted'>vaekit compare · latent dimension {cfg.model.latent_dim} · {cfg.train.epochs} epochs · "
         f"seed {cfg.train.seed} · network {resolve_network(cfg.model)} · likelihood "
         f"{html.escape(cfg.model.likelihood)} · runs saved in <code>ae/</code> and <code>vae/</code></p>",
