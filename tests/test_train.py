@@ -195,3 +195,81 @@ def test_native_bf16_reads_the_cpu_flags(cpuinfo, expected, monkeypatch):
 
     monkeypatch.setattr(builtins, "open", fake_open)
     assert train_module.native_bf16(torch.device("cpu")) is expected
+
+
+# ---- the resume commit point, hooks and callbacks -----------------------------------------------------------
+
+def test_a_crash_between_the_resume_writes_resumes_the_last_whole_state(digits_config, tmp_path, monkeypatch):
+    cfg = replace(digits_config, train=replace(digits_config.train, epochs=3))
+    straight = vaekit.train(cfg, out=tmp_path / "straight")
+    real = checkpoint.write_json
+    commits = []
+
+    def crash_at_the_second_commit(path, data):
+        if path.name == checkpoint.RESUME_STATE:
+            commits.append(path)
+            if len(commits) == 2:  # epoch 2's tensors are on disk, its resume.json is not
+                raise KeyboardInterrupt("killed between the two writes")
+        real(path, data)
+
+    monkeypatch.setattr(checkpoint, "write_json", crash_at_the_second_commit)
+    with pytest.raises(KeyboardInterrupt):
+        vaekit.train(cfg, out=tmp_path / "crashed")
+    monkeypatch.setattr(checkpoint, "write_json", real)
+    run = tmp_path / "crashed"
+    assert len(list(run.glob("resume-*.safetensors"))) == 2  # the new tensors, uncommitted, beside the old
+    assert json.loads((run / "resume.json").read_text())["epoch"] == 1
+    resumed = vaekit.resume(run)
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    assert len(list(run.glob("resume-*.safetensors"))) == 1  # the next commit cleaned the stray file
+
+
+def test_resume_refuses_tensors_from_another_commit(digits_config, tmp_path):
+    vaekit.train(digits_config, out=tmp_path / "a")
+    vaekit.train(replace(digits_config, train=replace(digits_config.train, seed=3)), out=tmp_path / "b")
+    state = json.loads((tmp_path / "a" / "resume.json").read_text())
+    other = next((tmp_path / "b").glob("resume-*.safetensors"))
+    other.rename(tmp_path / "a" / state["tensors"])  # same name, another commit's contents
+    with pytest.raises(vaekit.VaekitError, match="does not belong"):
+        vaekit.resume(tmp_path / "a", epochs=3)
+    (tmp_path / "a" / state["tensors"]).unlink()
+    with pytest.raises(vaekit.VaekitError, match="missing"):
+        vaekit.resume(tmp_path / "a", epochs=3)
+
+
+def test_user_callbacks_see_every_step_and_epoch_without_reading_the_device(digits_config):
+    class Recorder(vaekit.Callback):
+        def __init__(self):
+            self.events, self.steps = [], []
+
+        def on_fit_begin(self, trainer):
+            self.events.append("begin")
+
+        def on_step_end(self, trainer, step):
+            self.steps.append(step)
+
+        def on_epoch_end(self, trainer, result):
+            self.events.append(("epoch", result.epoch, trainer.step))
+
+        def on_fit_end(self, trainer):
+            self.events.append("end")
+
+    class OnlyEpochs:  # any object with some of the hooks
+        def __init__(self):
+            self.epochs = 0
+
+        def on_epoch_end(self, trainer, result):
+            self.epochs += 1
+
+    recorder, epochs = Recorder(), OnlyEpochs()
+    result = vaekit.train(digits_config, callbacks=[recorder, epochs])
+    steps_per_epoch = math.ceil(1437 / digits_config.train.batch_size)
+    assert recorder.events[0] == "begin" and recorder.events[-1] == "end" and epochs.epochs == 2
+    assert [e for e in recorder.events if isinstance(e, tuple)] == [("epoch", 1, steps_per_epoch),
+                                                                     ("epoch", 2, 2 * steps_per_epoch)]
+    assert [s.step for s in recorder.steps] == list(range(1, 2 * steps_per_epoch + 1))
+    last = recorder.steps[-1]
+    assert set(last.terms) == {"recon", "kl"} and torch.is_tensor(last.loss)
+    assert torch.isclose(last.loss, last.terms["recon"] + last.terms["kl"])
+    assert result.history[-1].train.keys() == {"loss", "recon", "kl"}

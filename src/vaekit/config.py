@@ -252,6 +252,10 @@ def _apply(cfg: RunConfig, section_name: str, values: dict[str, Any]) -> RunConf
                 raise VaekitError(f"model.{key} holds the settings of {key}: give a mapping, e.g. model.{key}.NAME=VALUE")
             options[key] = _build(COMPONENT_SETTINGS[key], f"model.{key}", raw, options.get(key))
         section = replace(section, options=options)
+        known = [f.name for f in fields(ModelConfig) if f.name != "options"]
+        for key in values:
+            if key not in known:
+                raise VaekitError(f"unknown config key model.{key}{_close(str(key), known + sorted(COMPONENT_SETTINGS))}")
     return replace(cfg, **{section_name: _build(type(section), section_name, values, section)})
 
 

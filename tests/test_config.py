@@ -1,0 +1,94 @@
+"""One declaration per setting: YAML, --set, CLI flags, validation and --help all come from the config's
+declarations, including the settings a family or likelihood declares for itself."""
+import dataclasses
+import json
+
+import pytest
+
+import vaekit
+from vaekit import checkpoint, config
+from vaekit.cli import build_parser, main
+from vaekit.cli.common import config_from_args
+from vaekit.config import COMPONENT_SETTINGS, SECTIONS, RunConfig
+
+
+def parse(*argv: str) -> RunConfig:
+    return config_from_args(build_parser().parse_args(["train", *argv]))
+
+
+def test_every_setting_is_declared_with_help_and_reaches_the_cli():
+    flags = {f.dest: f for f in config.config_flags()}
+    for section, kind in SECTIONS.items():
+        for f in dataclasses.fields(kind):
+            if f.metadata.get("cli", True):
+                assert f.metadata["help"], f"{section}.{f.name} has no help"
+                assert f"cfg__{section}__{f.name}" in flags, f"{section}.{f.name} has no flag"
+    for name, kind in COMPONENT_SETTINGS.items():
+        for f in dataclasses.fields(kind):
+            assert f"cfg__model__{name}__{f.name}" in flags and f.metadata["help"]
+    help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for flag in ("--iwae-k", "--gaussian-std", "--discretized-logistic-bits", "--condition", "--kl-warmup-epochs"):
+        assert flag in help_text
+
+
+def test_flags_yaml_and_set_reach_the_same_fields(tmp_path):
+    by_flag = parse("--model", "iwae", "--iwae-k", "7", "--likelihood", "gaussian", "--gaussian-std", "0.2",
+                    "--lr", "3e-4", "--hidden-dims", "64,32", "--no-progress")
+    by_set = parse("--set", "model.family=iwae", "--set", "model.iwae.k=7", "--set", "model.likelihood=gaussian",
+                   "--set", "model.gaussian.std=0.2", "--set", "train.lr=3e-4", "--set", "model.hidden_dims=64,32",
+                   "--set", "train.progress=false")
+    path = tmp_path / "run.yaml"
+    path.write_text("model: {family: iwae, iwae: {k: 7}, likelihood: gaussian, gaussian: {std: 0.2}, "
+                    "hidden_dims: [64, 32]}\ntrain: {lr: 3.0e-4, progress: false}\n")
+    by_yaml = parse("--config", str(path))
+    assert by_flag == by_set == by_yaml
+    assert by_flag.model.settings("iwae").k == 7 and by_flag.model.settings("gaussian").std == 0.2
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--iwae-k", "0", "--model", "iwae"], "model.iwae.k=0: must be at least 1"),
+    (["--set", "model.iwae.k=2"], "model.iwae sets iwae's settings, but the model uses family vae"),
+    (["--set", "model.iwea.k=2"], "did you mean iwae"),
+    (["--set", "model.iwae.kk=2", "--model", "iwae"], "unknown config key model.iwae.kk"),
+    (["--set", "train.grad_clip=-1"], "train.grad_clip=-1.0: must be > 0"),
+    (["--set", "train.weight_decay=nan"], "train.weight_decay=nan: must be >= 0"),
+    (["--set", "train.seed=18446744073709551616"], "train.seed"),
+    (["--set", "model.latent_dim=2.5"], "cannot read 2.5 as int"),
+    (["--conv-channels", ""], "model.conv_channels=(): must be"),
+    (["--likelihood", "poisson"], "invalid choice"),
+])
+def test_bad_settings_are_refused_with_the_declared_requirement(argv, message, capsys, tmp_path):
+    try:
+        code = main(["train", "--data", "digits", *argv, "--out", str(tmp_path / "run")])
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_a_family_registered_outside_the_package_gets_its_settings_everywhere():
+    from dataclasses import dataclass
+
+    @vaekit.register_family("test-settings-family")
+    class Tempered(vaekit.VAE):
+        @dataclass(frozen=True)
+        class Settings:
+            temperature: float = vaekit.setting(1.0, "a test family's setting", check=(lambda v: v > 0, "> 0"))
+
+    cfg = config.override(RunConfig(), ["model.family=test-settings-family", "model.test-settings-family.temperature=2"])
+    assert cfg.model.settings("test-settings-family").temperature == 2.0
+    with pytest.raises(vaekit.VaekitError, match="must be > 0"):
+        config.override(cfg, ["model.test-settings-family.temperature=-1"])
+    flags = [f.flag for f in config.config_flags()]
+    assert "--test-settings-family-temperature" in flags
+
+
+def test_format_1_run_folders_still_load(tmp_path):
+    raw = {"format": 1, "data": {"name": "digits"},
+           "model": {"family": "vae", "latent_dim": 3, "network": "mlp", "hidden_dims": [8], "conv_channels": [4],
+                     "likelihood": "gaussian", "gaussian_std": 0.3, "beta": 1.0, "data_shape": [1, 8, 8]},
+           "train": {"epochs": 1}}
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    cfg = checkpoint.load_config(tmp_path)
+    assert cfg.model.settings("gaussian").std == 0.3 and cfg.model.condition == "none"

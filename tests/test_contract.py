@@ -1,0 +1,298 @@
+"""The model contract's conformance suite: every registered family x likelihood x network x conditioned or not
+trains, saves and loads, samples, reconstructs, encodes and decodes, evaluates, and goes through the latent
+tools and compare's measurements. Two families are registered here, outside the package, to prove the contract
+takes what the built-in ones do not show: a prior that does not factorise, and a latent of two groups."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.distributions import Distribution, MultivariateNormal, constraints
+
+import vaekit
+from vaekit import checkpoint, compare, latent, metrics
+from vaekit.config import ModelConfig, RunConfig
+from vaekit.distributions import LIKELIHOODS, diagonal_gaussian, draw_noise, rsample_with
+from vaekit.models import MODEL_FAMILIES, VAE, Model, build_model, register_family
+from vaekit.runs import RunResult
+
+
+# ---- two families the package does not have ----------------------------------------------------------------
+
+@register_family("test-fullcov-prior")
+class FullCovariancePrior(VAE):
+    """A learned full-covariance Gaussian prior: no factorisation, no closed-form KL against the posterior."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        d = config.latent_dim
+        self.prior_tril = nn.Parameter(torch.eye(d) + 0.3 * torch.tril(torch.ones(d, d), -1))
+
+    def prior(self) -> Distribution:
+        tril = torch.tril(self.prior_tril, -1) + torch.diag(nn.functional.softplus(self.prior_tril.diagonal()) + 0.1)
+        return MultivariateNormal(torch.zeros_like(tril[0]), scale_tril=tril)
+
+
+class TwoGroupPosterior(Distribution):
+    """q(z2|x) q(z1|x, z2) over z = [z1, z2]: z2 ~ N(m2, s2), z1 ~ N(m1 + W z2, s1). Draws its own noise."""
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, m1, s1, m2, s2, w) -> None:
+        self.m1, self.s1, self.m2, self.s2, self.w = m1, s1, m2, s2, w
+        super().__init__(batch_shape=m1.shape[:1], event_shape=(m1.shape[1] + m2.shape[1],), validate_args=False)
+
+    @property
+    def noise_shape(self) -> torch.Size:
+        return self.event_shape
+
+    def rsample_with(self, noise: torch.Tensor) -> torch.Tensor:
+        d1 = self.m1.shape[1]
+        z2 = self.m2 + self.s2 * noise[..., d1:]
+        z1 = self.m1 + z2 @ self.w.T + self.s1 * noise[..., :d1]
+        return torch.cat([z1, z2], -1)
+
+    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        return self.rsample_with(draw_noise(self, tuple(sample_shape)))
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return torch.cat([self.m1 + self.m2 @ self.w.T, self.m2], -1)
+
+    def group_log_probs(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        d1 = self.m1.shape[1]
+        z1, z2 = z[..., :d1], z[..., d1:]
+        normal = torch.distributions.Normal
+        log_q1 = normal(self.m1 + z2 @ self.w.T, self.s1).log_prob(z1).sum(-1)
+        return log_q1, normal(self.m2, self.s2).log_prob(z2).sum(-1)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return sum(self.group_log_probs(z))
+
+
+class TwoGroupPrior(Distribution):
+    """p(z2) = N(0, I), p(z1|z2) = N(V z2, I)."""
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+
+    def __init__(self, v: torch.Tensor) -> None:
+        self.v = v
+        super().__init__(event_shape=(v.shape[0] + v.shape[1],), validate_args=False)
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            z2 = torch.randn(*sample_shape, self.v.shape[1], device=self.v.device)
+            return torch.cat([z2 @ self.v.T + torch.randn(*sample_shape, self.v.shape[0], device=self.v.device), z2], -1)
+
+    def group_log_probs(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        d1 = self.v.shape[0]
+        normal = torch.distributions.Normal
+        z1, z2 = z[..., :d1], z[..., d1:]
+        return normal(z2 @ self.v.T, 1.0).log_prob(z1).sum(-1), normal(0.0, 1.0).log_prob(z2).sum(-1)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return sum(self.group_log_probs(z))
+
+
+@register_family("test-two-groups")
+class TwoGroups(Model):
+    """A latent of two groups, z1 (latent_dim) below z2 (2), with a KL term per group (kl_z1, kl_z2)."""
+
+    TOP = 2
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.w = nn.Parameter(0.1 * torch.randn(config.latent_dim, self.TOP))
+        self.v = nn.Parameter(0.1 * torch.randn(config.latent_dim, self.TOP))
+
+    @property
+    def code_shape(self) -> tuple[int, ...]:
+        return (self.latent_dim + self.TOP,)
+
+    def build_networks(self):
+        from vaekit.networks import build_networks
+
+        size = self.latent_dim + self.TOP
+        return build_networks(self.config, 2 * size, size, self.likelihood.param_channels, self.num_labels)
+
+    def posterior(self, params: torch.Tensor) -> Distribution:
+        d1 = self.latent_dim
+        loc, logvar = params.chunk(2, dim=-1)
+        scale = torch.exp(0.5 * logvar.clamp(-10, 5))
+        return TwoGroupPosterior(loc[:, :d1], scale[:, :d1], loc[:, d1:], scale[:, d1:], self.w)
+
+    def prior(self) -> Distribution:
+        return TwoGroupPrior(self.v)
+
+    def regularizer_terms(self, qz, z):
+        q1, q2 = qz.group_log_probs(z)
+        p1, p2 = self.prior().group_log_probs(z)
+        return {"kl_z1": q1 - p1, "kl_z2": q2 - p2}
+
+
+# ---- the suite -----------------------------------------------------------------------------------------------
+
+SHAPE = (1, 8, 8)
+LABELS = 3
+
+
+def tiny_dataset() -> vaekit.Dataset:
+    generator = torch.Generator().manual_seed(0)
+    y = torch.randint(0, LABELS, (96,), generator=generator)
+    # Images on the 8-bit grid in [0, 1] whose brightness depends on the label: every likelihood accepts them.
+    base = torch.rand(96, *SHAPE, generator=generator) * 0.5 + 0.25 * y.view(-1, 1, 1, 1)
+    x = (base.clamp(0, 1) * 255).round() / 255
+    return vaekit.Dataset("tiny", x[:64], x[64:], y[:64], y[64:], is_image=True)
+
+
+DATA = tiny_dataset()
+OPTIONS = compare.CompareOptions(gmm_components=2, classifier_steps=10, fcd_items=16, hole_codes=32, hole_draws=16,
+                                 interpolation_pairs=2, interpolation_steps=3, shown_items=4, shown_samples=4,
+                                 shown_pairs=1)
+
+
+@pytest.fixture(scope="module")
+def quality():
+    return compare.SampleQuality(DATA, OPTIONS, seed=0)
+
+
+def config(family: str, likelihood: str, network: str, conditioned: bool) -> ModelConfig:
+    return ModelConfig(family=family, latent_dim=3, network=network, hidden_dims=(32,), conv_channels=(4, 8),
+                       likelihood=likelihood, condition="label" if conditioned else "none",
+                       num_labels=LABELS if conditioned else 0, data_shape=SHAPE)
+
+
+@torch.no_grad()
+def seeded_loss(model: Model, x, y) -> float:
+    with torch.random.fork_rng():
+        torch.manual_seed(123)
+        return float(model(x, y).loss)
+
+
+@pytest.mark.parametrize("conditioned", [False, True], ids=["plain", "label"])
+@pytest.mark.parametrize("network", ["mlp", "conv"])
+@pytest.mark.parametrize("likelihood", sorted(LIKELIHOODS))
+@pytest.mark.parametrize("family", sorted(MODEL_FAMILIES))
+def test_conformance(family, likelihood, network, conditioned, quality, tmp_path):
+    torch.manual_seed(0)
+    cfg = config(family, likelihood, network, conditioned)
+    model = build_model(cfg)
+    x, y = DATA.x_train[:32], DATA.y_train[:32] if conditioned else None
+
+    # forward: the objective and named per-example terms
+    out = model(x, y)
+    assert out.loss.shape == () and torch.isfinite(out.loss)
+    assert out.terms and all(t.shape == (32,) and torch.isfinite(t).all() for t in out.terms.values())
+    assert (out.elbo is not None) == model.has_bound
+    if out.elbo is not None:
+        assert out.elbo.shape == (32,)
+
+    # a few steps lower the loss (the same posterior draws before and after)
+    before = seeded_loss(model, x, y)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(30):
+        optimizer.zero_grad()
+        model(x, y).loss.backward()
+        optimizer.step()
+    assert seeded_loss(model, x, y) < before
+    model.eval()
+
+    # save and load: identical outputs
+    checkpoint.save_pretrained(model, RunConfig(model=cfg), tmp_path / "run")
+    loaded = checkpoint.load(tmp_path / "run")
+    assert type(loaded) is type(model)
+    torch.testing.assert_close(loaded.reconstruct(x, y), model.reconstruct(x, y), rtol=0, atol=0)
+    if model.has_bound:
+        qz = model.encode(x, y)
+        noise = draw_noise(qz, (2,), generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(loaded.log_importance_weights(x, 2, y, noise),
+                                   model.log_importance_weights(x, 2, y, noise), rtol=0, atol=0)
+
+    # sample, reconstruct, encode / decode
+    labels = torch.arange(5) % LABELS if conditioned else None
+    samples = model.sample(5, labels, torch.Generator().manual_seed(0))
+    assert samples.shape == (5, *SHAPE) and torch.isfinite(samples).all()
+    assert torch.equal(samples, model.sample(5, labels, torch.Generator().manual_seed(0)))
+    assert model.reconstruct(x, y).shape == x.shape
+    codes = latent.encode_dataset(model, x, y=y)
+    assert codes.shape == (32, *model.code_shape)
+    assert latent.decode_mean(model, codes, y).shape == x.shape
+    draws = latent.encode_dataset(model, x, y=y, sample=True, generator=torch.Generator().manual_seed(0))
+    assert draws.shape[0] == 32 and torch.isfinite(draws).all()
+
+    # evaluate, where the family has a bound; its reconstruction and latent space otherwise
+    k = 8 if model.has_bound else 0
+    result = metrics.evaluate(model, DATA.x_test, iw_samples=k, y=DATA.y_test if conditioned else None)
+    assert result.latent_dim == math.prod(model.code_shape)
+    if model.has_bound:
+        assert math.isfinite(result.nll) and result.nll <= -result.elbo + 1e-6
+        assert result.kl_estimator in ("closed form", "monte carlo (8 samples)")
+        assert result.recon == pytest.approx(-result.elbo - result.kl, abs=1e-6)
+        assert (result.bits_per_dim is not None) == LIKELIHOODS[likelihood].discrete
+    assert (result.kl_per_dim is None) == (result.kl_per_dim_omitted is not None)
+
+    # the latent tools
+    y0 = None if y is None else y[0]
+    y1 = None if y is None else y[1]
+    assert latent.interpolate(model, x[0], x[1], 4, y1=y0, y2=y1).shape == (4, *SHAPE)
+    assert latent.interpolate(model, x[0], x[1], 4, "slerp", y1=y0, y2=y1).shape == (4, *SHAPE)
+    traversal = latent.traverse(model, x[0], top_n=2, data=x, y=y0, data_labels=y, values=[-1, 0, 1])
+    assert traversal.images.shape == (2, 3, *SHAPE)
+    mask = torch.arange(32) % 2 == 0
+    vector = latent.attribute_vector(model, x, mask, y=y)
+    assert latent.apply_attribute(model, x[0], vector, [-1, 0, 1], y=y0).shape == (3, *SHAPE)
+    assert latent.vary(model, x[0], 3, torch.Generator().manual_seed(0), y=y0).shape == (3, *SHAPE)
+    labels3 = None if y is None else [int(y[0]), int(y[1]), int(y[2])]
+    assert latent.arithmetic(model, x[0], x[1], x[2], labels3).shape == SHAPE
+    assert latent.latent_map(model, x, y, y=y).points.shape == (32, 2)
+
+    # compare's measurements of a trained model
+    run = RunResult(model=model, config=RunConfig(model=cfg), history=[], directory=None)
+    pairs = compare.random_pairs(len(DATA.x_test), OPTIONS.interpolation_pairs, 0)
+    scores, figures = compare.measure(run, DATA, quality, pairs, OPTIONS, seed=0)
+    assert scores.family == family and math.isfinite(scores.recon_squared_error)
+    assert 0 <= scores.prior_hole_fraction <= 1 and {"prior", "reconstructions", "latent_map"} <= set(figures)
+
+
+def test_the_suite_covers_the_test_families_and_every_likelihood():
+    assert {"vae", "iwae", "ae", "test-fullcov-prior", "test-two-groups"} <= set(MODEL_FAMILIES)
+    assert {"bernoulli", "gaussian", "continuous_bernoulli", "discretized_logistic"} <= set(LIKELIHOODS)
+
+
+def test_a_non_factorised_prior_gets_a_monte_carlo_kl_and_no_kl_per_dimension():
+    torch.manual_seed(0)
+    model = build_model(config("test-fullcov-prior", "bernoulli", "mlp", False)).eval()
+    x = DATA.x_test
+    assert model.closed_form_kl(model.encode(x)) is None
+    result = metrics.evaluate(model, x, iw_samples=2000)
+    assert result.kl_estimator == "monte carlo (2000 samples)"
+    assert result.kl_per_dim is None and "does not factorise" in result.kl_per_dim_omitted
+    # The Monte Carlo KL against a direct computation: KL(N(m, S) || N(0, P)) of two Gaussians in closed form.
+    qz, pz = model.encode(x), model.prior()
+    q_full = MultivariateNormal(qz.base_dist.loc, scale_tril=torch.diag_embed(qz.base_dist.scale))
+    exact = torch.distributions.kl_divergence(q_full, pz).double().mean()
+    assert result.kl == pytest.approx(float(exact), abs=0.02)
+    # samples come from this prior, not N(0, I)
+    z = model.sample_prior(20000, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(torch.cov(z.T), pz.covariance_matrix.detach(), atol=0.05, rtol=0.05)
+
+
+def test_two_latent_groups_report_a_term_per_group_and_their_sum_is_the_bound():
+    torch.manual_seed(0)
+    model = build_model(config("test-two-groups", "bernoulli", "mlp", False))
+    x = DATA.x_train[:16]
+    out = model(x)
+    assert set(out.terms) == {"recon", "kl_z1", "kl_z2"}
+    torch.testing.assert_close(out.elbo, -(out.terms["recon"] + out.terms["kl_z1"] + out.terms["kl_z2"]))
+    # the evaluator's noise is the posterior's own shape (both groups), and results do not depend on batching
+    one = metrics.sampled_bounds(model, x, 6, seed=2, max_rows=6)
+    whole = metrics.sampled_bounds(model, x, 6, seed=2, max_rows=10**6)
+    torch.testing.assert_close(one.log_likelihood, whole.log_likelihood, atol=1e-5, rtol=0)
+    qz = model.encode(x)
+    noise = draw_noise(qz, (3,))
+    assert noise.shape == (3, 16, 5) and rsample_with(qz, noise).shape == (3, 16, 5)
