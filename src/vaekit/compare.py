@@ -70,9 +70,9 @@ class ModelScores:
     family: str
     recon_squared_error: float  # sum over pixels of (x - x_hat)^2, mean over test images; x_hat: decoded posterior mean
     recon_nll: float  # -log p(x | z = posterior mean), nats per test image
-    fcd_prior: float | None  # Fréchet classifier distance: decoded z ~ N(0, I) vs test images
+    fcd_prior: float | None  # Fréchet classifier distance: decoded prior draws z ~ p(z) vs test images
     fcd_gmm: float | None  # the same for z from the mixture fit on training codes
-    prior_hole_fraction: float  # share of z ~ N(0, I) far from every training code
+    prior_hole_fraction: float  # share of prior draws z ~ p(z) far from every training code
     gmm_hole_fraction: float | None  # the same for mixture draws
     interpolation: InterpolationSmoothness
     test_kl: float | None  # KL(q(z|x) || p(z)) on the test split after training (None for the AE: it has none)

@@ -60,8 +60,9 @@ class DataConfig:
 
 
 def _families() -> tuple[str, ...]:
-    from .models import MODEL_FAMILIES  # late import: the registry lives with the models
+    from .models import MODEL_FAMILIES, load_plugins  # late import: the registry lives with the models
 
+    load_plugins()
     return tuple(sorted(MODEL_FAMILIES))
 
 

@@ -295,9 +295,28 @@ class AE(Model):
         return {}
 
 
+_PLUGINS_LOADED = False
+
+
+def load_plugins() -> None:
+    """Import the modules that installed packages name in the entry-point group "vaekit.plugins" (once): they
+    register families and likelihoods, so that `--model NAME` and run folders of those families work."""
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="vaekit.plugins"):
+        entry.load()
+
+
 def build_model(config: ModelConfig) -> Model:
     if config.family not in MODEL_FAMILIES:
-        raise VaekitError(f"unknown model family {config.family!r}: use one of {', '.join(sorted(MODEL_FAMILIES))}")
+        load_plugins()
+    if config.family not in MODEL_FAMILIES:
+        raise VaekitError(f"unknown model family {config.family!r}: use one of {', '.join(sorted(MODEL_FAMILIES))}, "
+                          "or import the module that registers it (vaekit.register_family) first")
     if config.likelihood == "auto":
         raise VaekitError("model.likelihood is 'auto': resolve it from the data first (vaekit.runs.resolve_config)")
     if not config.data_shape:

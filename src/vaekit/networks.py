@@ -39,18 +39,26 @@ class MLPEncoder(nn.Sequential):
 
 
 class MLPDecoder(nn.Sequential):
-    """Outputs (B, param_channels * C, ...) in the data's own shape."""
+    """Outputs (B, param_channels * C, ...) in the data's own shape. A condition enters every dense layer, so the
+    decoder can lean on the label rather than on label information leaked into z."""
 
     def __init__(self, data_shape: tuple[int, ...], hidden_dims: tuple[int, ...], latent_dim: int, param_channels: int,
                  condition_features: int = 0) -> None:
-        widths = [latent_dim + condition_features, *reversed(hidden_dims)]
+        widths = [latent_dim, *reversed(hidden_dims)]
         out_shape = (param_channels * data_shape[0], *data_shape[1:])
-        super().__init__(
-            *_mlp(widths), nn.Linear(widths[-1], math.prod(out_shape)), nn.Unflatten(1, out_shape)
-        )
+        layers: list[nn.Module] = []
+        for width_in, width_out in zip(widths, [*widths[1:], math.prod(out_shape)]):
+            layers += [nn.Linear(width_in + condition_features, width_out), nn.ReLU()]
+        super().__init__(*layers[:-1], nn.Unflatten(1, out_shape))
+        self.conditioned = condition_features > 0
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
-        return super().forward(_join(z, c))
+        if not self.conditioned:
+            return super().forward(z)
+        h = z
+        for layer in self:
+            h = layer(_join(h, c) if isinstance(layer, nn.Linear) else h)
+        return h
 
 
 def _conv_sizes(size: int, depth: int) -> list[int]:
@@ -87,8 +95,9 @@ class ConvDecoder(nn.Module):
         super().__init__()
         out_channels, height, width = data_shape
         hs, ws = _conv_sizes(height, len(channels)), _conv_sizes(width, len(channels))
-        self.head = nn.Sequential(
-            nn.Linear(latent_dim + condition_features, hidden), nn.ReLU(), nn.Linear(hidden, channels[-1] * hs[-1] * ws[-1]), nn.ReLU(),
+        self.head = nn.Sequential(  # a condition enters both dense layers (see MLPDecoder)
+            nn.Linear(latent_dim + condition_features, hidden), nn.ReLU(),
+            nn.Linear(hidden + condition_features, channels[-1] * hs[-1] * ws[-1]), nn.ReLU(),
             nn.Unflatten(1, (channels[-1], hs[-1], ws[-1])),
         )
         widths = [*reversed(channels), out_channels * param_channels]
@@ -102,7 +111,10 @@ class ConvDecoder(nn.Module):
         self.convs = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        return self.convs(self.head(_join(z, c)))
+        h = z
+        for layer in self.head:
+            h = layer(_join(h, c) if isinstance(layer, nn.Linear) else h)
+        return self.convs(h)
 
 
 def resolve_network(cfg: ModelConfig) -> str:

@@ -45,14 +45,19 @@ def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] =
     _add_flags(parser, [f for f in config_module.config_flags() if f.dest not in exclude])
 
 
+def recipe_config(name: str, base: RunConfig | None = None) -> RunConfig:
+    """A shipped recipe (src/vaekit/recipes/NAME.yaml) on top of base or the defaults."""
+    names = recipes()
+    if name not in names:
+        raise VaekitError(f"unknown recipe {name!r}: use one of {', '.join(names)}")
+    with resources.as_file(resources.files("vaekit").joinpath(f"recipes/{name}.yaml")) as path:
+        return config_module.load_yaml(path, base)
+
+
 def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
     cfg = base or RunConfig()
     if getattr(args, "recipe", None):
-        names = recipes()
-        if args.recipe not in names:
-            raise VaekitError(f"unknown recipe {args.recipe!r}: use one of {', '.join(names)}")
-        with resources.as_file(resources.files("vaekit").joinpath(f"recipes/{args.recipe}.yaml")) as path:
-            cfg = config_module.load_yaml(path, cfg)
+        cfg = recipe_config(args.recipe, cfg)
     if getattr(args, "config", None):
         cfg = config_module.load_yaml(args.config, cfg)
     cfg = config_module.from_dict(config_module.from_flags(vars(args), config_module.config_flags()), cfg)

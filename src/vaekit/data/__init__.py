@@ -62,12 +62,6 @@ class TensorData:
     def to(self, device: torch.device | str) -> "TensorData":
         return replace(self, x=self.x.to(device), y=None if self.y is None else self.y.to(device))
 
-    def shard(self, rank: int, world_size: int) -> "TensorData":
-        """Every world_size-th item from rank on: disjoint shards for multi-process training."""
-        if not 0 <= rank < world_size:
-            raise VaekitError(f"rank {rank} is outside world size {world_size}")
-        return replace(self, x=self.x[rank::world_size], y=None if self.y is None else self.y[rank::world_size])
-
     def batches(
         self,
         batch_size: int,
