@@ -56,6 +56,8 @@ def test_flags_yaml_and_set_reach_the_same_fields(tmp_path):
     (["--set", "model.latent_dim=2.5"], "cannot read 2.5 as int"),
     (["--conv-channels", ""], "model.conv_channels=(): must be"),
     (["--likelihood", "poisson"], "invalid choice"),
+    (["--iwae-k", "3"], "model.iwae sets iwae's settings, but the model uses family vae"),  # likelihood auto
+    (["--set", "train.lr=["], "cannot read '[' as a value"),
 ])
 def test_bad_settings_are_refused_with_the_declared_requirement(argv, message, capsys, tmp_path):
     try:
@@ -84,6 +86,21 @@ def test_a_family_registered_outside_the_package_gets_its_settings_everywhere():
     assert "--test-settings-family-temperature" in flags
 
 
+def test_an_empty_width_list_is_a_linear_mlp():
+    assert parse("--hidden-dims", "none").model.hidden_dims == () == parse("--hidden-dims", "").model.hidden_dims
+
+
+@pytest.mark.parametrize("label", ["--3", "\u00b2", "10", "x", "-1"])
+def test_bad_labels_are_one_line_errors(label, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--condition", "label", "--network", "mlp", "--latent-dim", "2",
+                 "--epochs", "1", "--no-progress", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(run), f"--label={label}", "--out", str(tmp_path / "s.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--label must be a class index 0..9" in err
+
+
 def test_format_1_run_folders_still_load(tmp_path):
     raw = {"format": 1, "data": {"name": "digits"},
            "model": {"family": "vae", "latent_dim": 3, "network": "mlp", "hidden_dims": [8], "conv_channels": [4],
@@ -92,3 +109,6 @@ def test_format_1_run_folders_still_load(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(raw))
     cfg = checkpoint.load_config(tmp_path)
     assert cfg.model.settings("gaussian").std == 0.3 and cfg.model.condition == "none"
+    raw["model"]["likelihood"] = "bernoulli"  # format 1 kept a std that had no effect beside another likelihood
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    assert checkpoint.load_config(tmp_path).model.options == {}

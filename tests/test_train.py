@@ -219,10 +219,15 @@ def test_a_crash_between_the_resume_writes_resumes_the_last_whole_state(digits_c
     run = tmp_path / "crashed"
     assert len(list(run.glob("resume-*.safetensors"))) == 2  # the new tensors, uncommitted, beside the old
     assert json.loads((run / "resume.json").read_text())["epoch"] == 1
+    with open(run / "metrics.jsonl", "a") as handle:  # and a line cut short by the crash
+        handle.write('{"epoch": 2, "train_lo')
     resumed = vaekit.resume(run)
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     assert len(list(run.glob("resume-*.safetensors"))) == 1  # the next commit cleaned the stray file
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    assert [row["train_loss"] for row in rows] == [h.train_loss for h in straight.history]
 
 
 def test_resume_refuses_tensors_from_another_commit(digits_config, tmp_path):
@@ -238,7 +243,7 @@ def test_resume_refuses_tensors_from_another_commit(digits_config, tmp_path):
         vaekit.resume(tmp_path / "a", epochs=3)
 
 
-def test_user_callbacks_see_every_step_and_epoch_without_reading_the_device(digits_config):
+def test_user_callbacks_see_every_step_and_epoch_with_terms_as_tensors(digits_config):
     class Recorder(vaekit.Callback):
         def __init__(self):
             self.events, self.steps = [], []
@@ -270,6 +275,7 @@ def test_user_callbacks_see_every_step_and_epoch_without_reading_the_device(digi
                                                                      ("epoch", 2, 2 * steps_per_epoch)]
     assert [s.step for s in recorder.steps] == list(range(1, 2 * steps_per_epoch + 1))
     last = recorder.steps[-1]
-    assert set(last.terms) == {"recon", "kl"} and torch.is_tensor(last.loss)
+    assert set(last.terms) == {"recon", "kl"} and torch.is_tensor(last.loss)  # left on the device, not read
+    assert all(torch.is_tensor(value) and value.shape == () for value in last.terms.values())
     assert torch.isclose(last.loss, last.terms["recon"] + last.terms["kl"])
     assert result.history[-1].train.keys() == {"loss", "recon", "kl"}

@@ -51,6 +51,10 @@ def write_json(path: Path, data: Any) -> None:
     _atomic_write(Path(path), lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
+def write_lines(path: Path, lines: list[str]) -> None:
+    _atomic_write(Path(path), lambda tmp: tmp.write_text("".join(line + "\n" for line in lines)))
+
+
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     _atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
@@ -107,7 +111,7 @@ def load_config(directory: str | Path) -> RunConfig:
     model = raw.get("model", {})
     if fmt < 2 and "gaussian_std" in model:  # format 1 kept the Gaussian's std beside the model's own fields
         std = model.pop("gaussian_std")
-        if std is not None:
+        if std is not None and model.get("likelihood") == "gaussian":  # elsewhere it had no effect
             model["gaussian"] = {"std": std}
     return from_dict(raw)
 

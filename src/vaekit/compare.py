@@ -204,6 +204,14 @@ def latent_map_picture(model: Model, dataset: Dataset) -> Image.Image:
         return Image.open(path).convert("RGB")  # convert() reads the file before the folder goes
 
 
+def test_kl(last) -> float | None:
+    """The regularizer on the test split after training, whatever the family calls its parts (kl, kl_z1 + kl_z2,
+    ...): -ELBO - recon. None for a family without a bound (the AE)."""
+    if last is None or last.val is None or last.val.get("elbo") is None or last.val.get("recon") is None:
+        return None
+    return -last.val["elbo"] - last.val["recon"]
+
+
 def _labels(model: Model, y: torch.Tensor | None) -> torch.Tensor | None:
     return y if model.num_labels else None
 
@@ -239,7 +247,7 @@ def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs
         prior_hole_fraction=prior_hole_fraction(codes, z_prior[:options.hole_draws].flatten(1).numpy(),
                                                 options.hole_quantile),
         gmm_hole_fraction=gmm_holes, interpolation=interpolation_smoothness(paths),
-        test_kl=None if last is None or last.val is None else last.val.get("kl"),
+        test_kl=test_kl(last),
         train_seconds=sum(r.seconds for r in run.history),
     )
     shown_x = x_test[:options.shown_items]

@@ -191,7 +191,8 @@ def _coerce(path: str, hint: Any, value: Any) -> Any:
     try:
         if typing.get_origin(base) is tuple or origin is tuple:
             if isinstance(value, str):
-                value = [v for v in value.replace(" ", "").split(",") if v]
+                text = value.replace(" ", "")
+                value = [] if text.lower() in ("none", "null") else [v for v in text.split(",") if v]
             if isinstance(value, (int, float)):
                 value = [value]
             return tuple(_integer(v) for v in value)
@@ -260,7 +261,14 @@ def _apply(cfg: RunConfig, section_name: str, values: dict[str, Any]) -> RunConf
     return replace(cfg, **{section_name: _build(type(section), section_name, values, section)})
 
 
+def _load_plugins() -> None:
+    from .models import load_plugins  # late import: plugins register families and their settings
+
+    load_plugins()
+
+
 def from_dict(raw: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
+    _load_plugins()
     cfg = base or RunConfig()
     if not isinstance(raw, dict):
         raise VaekitError("a config must be a mapping with sections data/model/train")
@@ -288,7 +296,10 @@ def assignment(item: str) -> dict[str, Any]:
     parts = [p.strip() for p in key.split(".")]
     if not sep or len(parts) < 2 or not all(parts):
         raise VaekitError(f"override {item!r} must look like section.key=value, e.g. train.lr=3e-4 or model.iwae.k=5")
-    nested: Any = yaml.safe_load(value) if value else value
+    try:
+        nested: Any = yaml.safe_load(value) if value else value
+    except yaml.YAMLError:
+        raise VaekitError(f"override {item!r}: cannot read {value!r} as a value (quote text, e.g. key='[a')") from None
     for part in reversed(parts):
         nested = {part: nested}
     return nested
@@ -296,6 +307,7 @@ def assignment(item: str) -> dict[str, Any]:
 
 def override(cfg: RunConfig, assignments: list[str]) -> RunConfig:
     """Apply "section.key=value" strings, e.g. "train.lr=3e-4" or "model.iwae.k=5"."""
+    _load_plugins()
     for item in assignments:
         for section_name, values in assignment(item).items():
             cfg = _apply(cfg, section_name, values)
@@ -325,11 +337,15 @@ def validate(cfg: RunConfig) -> RunConfig:
         _check_fields(getattr(cfg, section_name), section_name)
     for name, values in cfg.model.options.items():
         _check_fields(values, f"model.{name}")
-    used = {cfg.model.family, cfg.model.likelihood}
-    unused = sorted(set(cfg.model.options) - used)
-    if unused and cfg.model.likelihood != "auto":
-        raise VaekitError(f"model.{unused[0]} sets {unused[0]}'s settings, but the model uses family "
-                          f"{cfg.model.family} and likelihood {cfg.model.likelihood}: drop them, or choose {unused[0]}")
+    from .distributions import LIKELIHOODS
+
+    for name in sorted(cfg.model.options):
+        if name in (cfg.model.family, cfg.model.likelihood):
+            continue
+        if name in LIKELIHOODS and cfg.model.likelihood == "auto":
+            continue  # checked once the data has decided the likelihood
+        raise VaekitError(f"model.{name} sets {name}'s settings, but the model uses family {cfg.model.family} and "
+                          f"likelihood {cfg.model.likelihood}: drop them, or choose {name}")
     return cfg
 
 

@@ -50,6 +50,10 @@ class Likelihood:
     def check_support(self, x: torch.Tensor, what: str = "data") -> None:
         """Raise a VaekitError naming the fix when x lies outside the likelihood's support."""
 
+    def is_mass_on(self, x: torch.Tensor) -> bool:
+        """Whether log p(x|z) is the log of a probability (so -log p(x) / (D ln 2) is a code length in bits/dim)."""
+        return self.discrete
+
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """-log p(x|z) per example (B,) from decoder outputs: the training loss's reconstruction term."""
         return -self.log_prob_elements(params, x.reshape(params.shape[0], *self.data_shape)).flatten(1).sum(-1)
@@ -120,6 +124,10 @@ class BernoulliLikelihood(Likelihood):
 
     def check_support(self, x: torch.Tensor, what: str = "data") -> None:
         self._range_check(x, what, "use --likelihood gaussian")
+
+    def is_mass_on(self, x: torch.Tensor) -> bool:
+        # On grey levels the Bernoulli "log-likelihood" is a cross-entropy, not the log of a probability of x.
+        return bool(((x == 0) | (x == 1)).all())
 
 
 @register_likelihood("gaussian")
@@ -372,10 +380,14 @@ def rsample_with(qz: Distribution, noise: torch.Tensor) -> torch.Tensor:
 
 def draw_noise(qz: Distribution, sample_shape: tuple[int, ...] = (),
                generator: torch.Generator | None = None, device: torch.device | None = None) -> torch.Tensor:
-    """Standard normal noise (*sample_shape, *batch, *noise_shape) for rsample_with, from `generator` (on the CPU,
-    then moved, so a seed gives the same draws on every device)."""
+    """Standard normal noise (*sample_shape, *batch, *noise_shape) for rsample_with. From `generator` on the CPU,
+    then moved, so a seed gives the same draws on every device; without one, drawn on the device itself (no
+    host-to-device copy in a training step)."""
     shape = torch.Size(sample_shape) + qz.batch_shape + noise_shape(qz)
-    return torch.randn(shape, generator=generator).to(device or _device(qz))
+    device = device or _device(qz)
+    if generator is None:
+        return torch.randn(shape, device=device)
+    return torch.randn(shape, generator=generator).to(device)
 
 
 def _normal(qz: Distribution) -> Normal | None:

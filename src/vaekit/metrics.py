@@ -90,16 +90,6 @@ def _item_seed(seed: int, index: int) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=4).digest(), "little")
 
 
-def _item_noise(seed: int, start: int, items: int, k: int, latent_dim: int) -> torch.Tensor:
-    """Standard normal draws (K, B, D), each item's from its own stream: results do not depend on batching."""
-    noise = torch.empty(items, k, latent_dim)
-    generator = torch.Generator()
-    for offset in range(items):
-        generator.manual_seed(_item_seed(seed, start + offset))
-        torch.randn(k, latent_dim, generator=generator, out=noise[offset])
-    return noise.transpose(0, 1)
-
-
 def _layout(n: int, k: int, max_rows: int) -> tuple[int, int]:
     """(items per pass, samples per pass) with items * samples <= max_rows: whole K per item if it fits."""
     if max_rows < 1:
@@ -270,7 +260,8 @@ def evaluate(
 ) -> Evaluation:
     """Every metric on x (N, *data_shape), with labels y for a label-conditioned model. iw_samples=0 skips the
     sampled ones (elbo, recon, nll), which a model without a bound (a plain autoencoder) requires. bits/dim is
-    reported for discrete likelihoods only (image=False turns it off)."""
+    reported where the likelihood is a probability mass on x (a Bernoulli on binary data, the discretised
+    logistic), never for a density; image=False turns it off."""
     began = time.perf_counter()
     if tuple(x.shape[1:]) != tuple(model.data_shape):
         raise VaekitError(f"the data has items of shape {tuple(x.shape[1:])}, but the model expects {model.data_shape}")
@@ -307,7 +298,7 @@ def evaluate(
             elbo_mean, elbo_stderr = mean_and_stderr(bounds.elbo)
             recon = float((-bounds.elbo - kl_items.double()).mean())
             nll, nll_stderr = mean_and_stderr(-bounds.log_likelihood)
-            if model.likelihood.discrete and image is not False:
+            if image is not False and model.likelihood.is_mass_on(x):
                 bpd = bits_per_dim(nll, model.data_shape)
     finally:
         model.train(was_training)

@@ -18,7 +18,8 @@ from torch.distributions import Distribution, Normal, kl_divergence
 
 from .config import ModelConfig, register_settings, setting
 from .distributions import (
-    DiagonalGaussian, PointMass, build_likelihood, diagonal_gaussian, draw_noise, rsample_with, standard_normal,
+    DiagonalGaussian, PointMass, build_likelihood, diagonal_gaussian, draw_noise, noise_shape, rsample_with,
+    standard_normal,
 )
 from .errors import VaekitError
 from .networks import build_networks
@@ -90,15 +91,21 @@ class Model(nn.Module):
         if y is None:
             raise VaekitError(f"this model is conditioned on labels (0..{self.num_labels - 1}): pass the labels "
                               "(y=..., or --label on the command line)")
-        y = torch.as_tensor(y, device=self.device).long().reshape(-1)
+        y = self.expand_labels(y, batch)
+        if y.device.type == "cpu":  # labels given by a caller; on a GPU (training data, checked when loaded), no sync
+            if bool(((y < 0) | (y >= self.num_labels)).any()):
+                raise VaekitError(f"labels must be class indices 0..{self.num_labels - 1}, got values in "
+                                  f"[{int(y.min())}, {int(y.max())}]")
+        return F.one_hot(y.to(self.device), self.num_labels).float()
+
+    def expand_labels(self, y: torch.Tensor | int, batch: int) -> torch.Tensor:
+        """Labels as a (batch,) long tensor: one per item, or one for all."""
+        y = torch.as_tensor(y).long().reshape(-1)
         if y.numel() == 1 and batch != 1:
             y = y.expand(batch)
         if y.numel() != batch:
             raise VaekitError(f"got {y.numel()} labels for {batch} items: give one label per item, or one for all")
-        if bool(((y < 0) | (y >= self.num_labels)).any()):
-            raise VaekitError(f"labels must be class indices 0..{self.num_labels - 1}, got values in "
-                              f"[{int(y.min())}, {int(y.max())}]")
-        return F.one_hot(y, self.num_labels).float()
+        return y
 
     # ---- the networks, in full precision -----------------------------------------------------------------------
     def encoder_params(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -176,9 +183,14 @@ class Model(nn.Module):
             raise VaekitError(f"a model of family {self.family!r} defines no likelihood bound, so no ELBO or NLL: "
                               "evaluate its reconstruction and latent space only (--iw-samples 0)")
         qz = self.encode(x, y)
-        noise = draw_noise(qz, (k,)) if noise is None else noise
+        if noise is None:
+            noise = draw_noise(qz, (k,))
+        elif tuple(noise.shape) != (k, *qz.batch_shape, *noise_shape(qz)):
+            raise VaekitError(f"noise of shape {tuple(noise.shape)} for {k} draws of this posterior: expected "
+                              f"{(k, *qz.batch_shape, *noise_shape(qz))}")
         z = rsample_with(qz, noise)  # (K, B, *event)
-        ky = None if y is None else torch.as_tensor(y, device=x.device).reshape(-1).repeat(k)  # sample-major
+        # K*B codes flattened sample-major (row k*B + b is item b): item b's label, K times in item order
+        ky = None if y is None or not self.num_labels else self.expand_labels(y, x.shape[0]).repeat(k)
         params = self.decoder_params(z.flatten(0, 1), ky)  # batch (K*B,)
         log_px = self.likelihood.log_prob_samples(params, x)  # (K, B), x broadcast rather than copied K times
         return log_px, qz.log_prob(z) - self.prior().log_prob(z)
@@ -192,7 +204,8 @@ class Model(nn.Module):
     # ---- using a trained model -------------------------------------------------------------------------------
     @torch.no_grad()
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n draws z ~ p(z), reproducible from `generator` on any device: (n, *latent shape)."""
+        """n draws z ~ p(z), reproducible from `generator`: (n, *latent shape). A diagonal Gaussian prior draws its
+        noise on the CPU, the same on every device; other priors draw on the model's device, seeded from it."""
         pz = self.prior()
         if isinstance(pz, DiagonalGaussian):  # the common case: noise from the generator, on the CPU
             noise = torch.randn((n, *pz.event_shape), generator=generator).to(self.device)

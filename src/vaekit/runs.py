@@ -117,11 +117,12 @@ def resume(directory: str | Path, epochs: int | None = None, device: str | None 
                                  ("progress", progress)) if v is not None}
     cfg = validate(replace(cfg, train=replace(cfg.train, **runtime)))
     tensors, meta = checkpoint.load_resume(directory)
-    metrics = directory / METRICS_FILE
-    if metrics.exists():  # epochs logged after the last checkpoint will be trained, and logged, again
-        kept = [line for line in metrics.read_text().splitlines()
-                if line.strip() and json.loads(line).get("epoch", 0) <= meta["epoch"]]
-        metrics.write_text("".join(line + "\n" for line in kept))
+    # metrics.jsonl is rewritten from the history saved with the resume state: lines of epochs trained after the
+    # last checkpoint (trained again now), a line lost or cut short by a crash, all come out as committed.
+    history = meta.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
+        raise VaekitError(f"the resume state in {directory} has a corrupt history: start the run again")
+    checkpoint.write_lines(directory / METRICS_FILE, [json.dumps(row) for row in history])
     dataset = load_dataset(cfg.data)
     if tuple(dataset.shape) != tuple(cfg.model.data_shape):
         raise VaekitError(f"the data now has shape {dataset.shape}, the run was trained on {cfg.model.data_shape}")

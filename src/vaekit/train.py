@@ -86,9 +86,6 @@ class Callback:
     def on_fit_end(self, trainer: "Trainer") -> None: ...
 
 
-HOOKS = ("on_fit_begin", "on_step_end", "on_epoch_end", "on_fit_end")
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
@@ -171,7 +168,14 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)  # shuffling and dynamic binarisation
 
     def _hooks(self, name: str) -> list:
-        return [getattr(callback, name) for callback in self.callbacks if callable(getattr(callback, name, None))]
+        """The callbacks' methods for one event, skipping Callback's own no-ops (so an epoch-only callback costs
+        the step loop nothing)."""
+        hooks = []
+        for callback in self.callbacks:
+            method = getattr(callback, name, None)
+            if callable(method) and getattr(type(callback), name, None) is not getattr(Callback, name):
+                hooks.append(method)
+        return hooks
 
     # ---- the loop -------------------------------------------------------------------------------
     def fit(self, train: TensorData, val: TensorData | None = None) -> list[EpochResult]:

@@ -135,7 +135,11 @@ def parse_label(model: Model, text: str | None, label_names: tuple[str, ...] | N
         raise VaekitError("--label needs a label-conditioned model (train with --condition label)")
     if label_names and text in label_names:
         return label_names.index(text)
-    if not text.lstrip("-").isdigit() or not 0 <= int(text) < model.num_labels:
+    try:
+        index = int(text) if text.strip().isascii() else -1
+    except ValueError:
+        index = -1
+    if not 0 <= index < model.num_labels:
         names = f" or a name ({', '.join(label_names)})" if label_names else ""
         raise VaekitError(f"--label must be a class index 0..{model.num_labels - 1}{names}, got {text!r}")
-    return int(text)
+    return index

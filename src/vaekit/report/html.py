@@ -73,7 +73,8 @@ def rows(result: "CompareResult", cfg: RunConfig, options: "CompareOptions") -> 
          f"Nats per test image under each model's own {html.escape(cfg.model.likelihood)} likelihood, "
          "at z = the posterior mean."),
         ("FCD of prior samples", lambda s: s.fcd_prior, f"{_fmt(result.fcd_real)} (real)", True,
-         f"Fréchet classifier distance (FCD) between {n} decoded draws z ~ N(0, I) and {n} test images, in the "
+         f"Fréchet classifier distance (FCD) between {n} decoded draws z ~ p(z) (each model's prior; N(0, I) for "
+         f"the AE and the VAE) and {n} test images, in the "
          f"hidden features of a small classifier vaekit trains on {html.escape(result.dataset)} "
          f"({accuracy} test accuracy); <em>not FID</em>. Reference: real training vs test images."),
     ]
@@ -82,7 +83,7 @@ def rows(result: "CompareResult", cfg: RunConfig, options: "CompareOptions") -> 
                       f"The same for z drawn from a {gmm}-component Gaussian mixture fit afterwards on each model's "
                       "encoded training codes (posterior means)."))
     table.append(("Prior mass in holes", lambda s: s.prior_hole_fraction, f"{1 - options.hole_quantile:.2g} (filled)",
-                  True, f"Share of {options.hole_draws} draws z ~ N(0, I) farther from every encoded training code "
+                  True, f"Share of {options.hole_draws} draws z ~ p(z) farther from every encoded training code "
                   f"(one draw of q(z|x) per item) than {options.hole_quantile:.0%} of those codes are from their "
                   "nearest neighbour: prior mass where no data is encoded."))
     if gmm:
@@ -124,17 +125,18 @@ def numbers_table(result: "CompareResult", cfg: RunConfig, options: "CompareOpti
 def verdict(result: "CompareResult") -> str:
     """One sentence per headline number, read off this run (not a claim made in advance)."""
     ae, vae = result.ae, result.vae
+    name = html.escape(vae.family.upper())
     said = []
     if ae.fcd_prior is not None and vae.fcd_prior is not None:
-        winner = "VAE" if vae.fcd_prior < ae.fcd_prior else "AE"
-        said.append(f"Prior samples: FCD {_fmt(ae.fcd_prior)} (AE) vs {_fmt(vae.fcd_prior)} (VAE): the {winner} "
-                    "generates closer to the test images from N(0, I).")
-    said.append(f"Prior mass in holes: {ae.prior_hole_fraction:.0%} (AE) vs {vae.prior_hole_fraction:.0%} (VAE).")
+        winner = name if vae.fcd_prior < ae.fcd_prior else "AE"
+        said.append(f"Prior samples: FCD {_fmt(ae.fcd_prior)} (AE) vs {_fmt(vae.fcd_prior)} ({name}): the {winner} "
+                    "generates closer to the test images from its prior.")
+    said.append(f"Prior mass in holes: {ae.prior_hole_fraction:.0%} (AE) vs {vae.prior_hole_fraction:.0%} ({name}).")
     if ae.fcd_gmm is not None and vae.fcd_gmm is not None:
         said.append(f"With the Gaussian-mixture sampler the AE's FCD goes from {_fmt(ae.fcd_prior)} to "
-                    f"{_fmt(ae.fcd_gmm)}, the VAE's from {_fmt(vae.fcd_prior)} to {_fmt(vae.fcd_gmm)}.")
+                    f"{_fmt(ae.fcd_gmm)}, the {name}'s from {_fmt(vae.fcd_prior)} to {_fmt(vae.fcd_gmm)}.")
     said.append(f"Reconstruction squared error: {_fmt(ae.recon_squared_error)} (AE) vs "
-                f"{_fmt(vae.recon_squared_error)} (VAE).")
+                f"{_fmt(vae.recon_squared_error)} ({name}).")
     return "<ul>" + "".join(f"<li>{s}</li>" for s in said) + "</ul>"
 
 
