@@ -395,6 +395,8 @@ def _flag_for(f: dataclasses.Field, hint: Any, section: str, path: tuple[str, ..
         kwargs["type"] = float
     if typing.get_origin(base) is tuple or origin is tuple:
         kwargs["metavar"] = "N,N,..."
+    elif choices is None:
+        kwargs["metavar"] = f.name.upper()
     return Flag(flag, dest, section, path, kwargs)
 
 
