@@ -126,6 +126,8 @@ def test_compare_digits_numbers(digits_report):
     assert digits_report.classifier_accuracy > 0.9
     assert 0 < digits_report.fcd_real < vae.fcd_prior
     assert ae.test_kl is None and vae.test_kl > 0  # the AE has no KL term at all
+    assert set(ae.test_terms) == {"loss", "recon"} and {"loss", "recon", "kl", "elbo"} <= set(vae.test_terms)
+    assert vae.test_kl == pytest.approx(vae.test_terms["kl"], rel=1e-6)
     for scores in digits_report.scores():
         assert scores.interpolation.even <= scores.interpolation.mean_jump <= scores.interpolation.max_jump < 1
 

@@ -76,6 +76,7 @@ class ModelScores:
     gmm_hole_fraction: float | None  # the same for mixture draws
     interpolation: InterpolationSmoothness
     test_kl: float | None  # KL(q(z|x) || p(z)) on the test split after training (None for the AE: it has none)
+    test_terms: dict[str, float]  # every term the family reports, on the test split after training (loss, recon, ...)
     train_seconds: float
 
 
@@ -247,7 +248,7 @@ def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs
         prior_hole_fraction=prior_hole_fraction(codes, z_prior[:options.hole_draws].flatten(1).numpy(),
                                                 options.hole_quantile),
         gmm_hole_fraction=gmm_holes, interpolation=interpolation_smoothness(paths),
-        test_kl=test_kl(last),
+        test_kl=test_kl(last), test_terms=dict(last.val) if last is not None and last.val else {},
         train_seconds=sum(r.seconds for r in run.history),
     )
     shown_x = x_test[:options.shown_items]
