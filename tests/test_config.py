@@ -46,7 +46,7 @@ def test_flags_yaml_and_set_reach_the_same_fields(tmp_path):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--iwae-k", "0", "--model", "iwae"], "model.iwae.k=0: must be at least 1"),
+    (["--iwae-k", "0", "--model", "iwae"], "model.iwae.k=0: must be between 1 and 1000"),
     (["--set", "model.iwae.k=2"], "model.iwae sets iwae's settings, but the model uses family vae"),
     (["--set", "model.iwea.k=2"], "did you mean iwae"),
     (["--set", "model.iwae.kk=2", "--model", "iwae"], "unknown config key model.iwae.kk"),
@@ -112,3 +112,61 @@ def test_format_1_run_folders_still_load(tmp_path):
     raw["model"]["likelihood"] = "bernoulli"  # format 1 kept a std that had no effect beside another likelihood
     (tmp_path / "config.json").write_text(json.dumps(raw))
     assert checkpoint.load_config(tmp_path).model.options == {}
+
+
+@pytest.fixture(scope="module")
+def conditioned_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("conditioned") / "run"
+    assert main(["train", "--data", "digits", "--condition", "label", "--model", "iwae", "--iwae-k", "2",
+                 "--network", "mlp", "--latent-dim", "2", "--epochs", "1", "--no-progress", "--out", str(run)]) == 0
+    return run
+
+
+def test_impossible_sizes_are_refused_before_any_work(conditioned_run, tmp_path, capsys):
+    cases = [
+        (["sample", str(conditioned_run), "--n", "1000000000", "--out", str(tmp_path / "s.npy")], "at most 4,194,304"),
+        (["evaluate", str(conditioned_run), "--n", "5", "--iw-samples", "100000000", "--no-progress"],
+         "between 0 (no NLL) and 1,000,000"),
+        (["train", "--data", "digits", "--model", "iwae", "--iwae-k", "100000000", "--out", str(tmp_path / "r")],
+         "between 1 and 1000"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+
+
+def test_unreadable_configs_and_single_class_labels(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"\xff\xfe garbage")
+    one_class = tmp_path / "one.npz"
+    import numpy as np
+
+    np.savez(one_class, x=np.random.default_rng(0).random((40, 6)), y=np.zeros(40, dtype=int))
+    cases = [(["train", "--config", str(bad), "--out", str(tmp_path / "a")], "give a UTF-8 YAML file"),
+             (["train", "--config", str(tmp_path), "--out", str(tmp_path / "a")], "is a folder, not a config file"),
+             (["train", "--data", str(one_class), "--condition", "label", "--out", str(tmp_path / "b")],
+              "needs at least 2 classes")]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.parametrize("tamper", ["row missing a key", "epoch ahead of history", "epoch as text"])
+def test_a_resume_state_whose_parts_disagree_is_refused(tamper, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--network", "mlp", "--latent-dim", "2", "--epochs", "1",
+                 "--no-progress", "--out", str(run)]) == 0
+    state = json.loads((run / "resume.json").read_text())
+    if tamper == "row missing a key":
+        del state["history"][0]["val_loss"]
+    elif tamper == "epoch ahead of history":
+        state["epoch"] = 5
+    else:
+        state["epoch"] = "1"
+    (run / "resume.json").write_text(json.dumps(state))
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "corrupt" in err, err

@@ -100,7 +100,8 @@ class ModelConfig:
     beta: float = setting(1.0, "weight of the regularizer (beta-VAE when != 1)", check=(non_negative, ">= 0"))
     condition: str = setting("none", "condition encoder, decoder and prior draws on the class label",
                              choices=("none", "label"))
-    num_labels: int = setting(0, cli=False)  # classes of a label-conditioned model; filled in from the data
+    num_labels: int = setting(0, check=(lambda v: v >= 0, ">= 0"), cli=False)  # classes of a label-conditioned
+    # model; filled in from the data
     data_shape: tuple[int, ...] = setting((), cli=False)  # filled in from the data set
     # Settings of the family and the likelihood in use, by component name (see COMPONENT_SETTINGS).
     options: dict[str, Any] = setting(default_factory=dict, cli=False)
@@ -281,12 +282,16 @@ def from_dict(raw: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
 
 def load_yaml(path: str | Path, base: RunConfig | None = None) -> RunConfig:
     path = Path(path)
+    if path.is_dir():
+        raise VaekitError(f"{path} is a folder, not a config file: give --config a YAML file")
     if not path.is_file():
         raise VaekitError(f"config file not found: {path} (check the path given to --config)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise VaekitError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise VaekitError(f"cannot read config file {path} ({exc.__class__.__name__}): give a UTF-8 YAML file") from None
     return from_dict(raw, base)
 
 

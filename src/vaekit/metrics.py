@@ -20,6 +20,7 @@ from .models import Model
 log = logging.getLogger(__name__)
 
 DEFAULT_IW_SAMPLES = 1000  # K of the NLL estimate (Burda et al. 2016 report K = 5000)
+MAX_IW_SAMPLES = 1_000_000  # above this one item's draws alone fill gigabytes and take hours
 DEFAULT_MAX_ROWS = 4096  # decoder rows per pass (items x samples): fast matmuls, yet cache-sized
 ACTIVE_THRESHOLD = 0.01  # Cov_x(E_q[z_d]) above which a latent dimension counts as active (Burda et al. 2016)
 ENCODE_BATCH = 1000
@@ -125,8 +126,9 @@ def sampled_bounds(
 ) -> SampledBounds:
     """IWAE bound, ELBO and Monte Carlo KL per item from K importance samples (Burda et al. 2016, eq. 8), via the
     model's importance_terms; the NLL estimate is -log_likelihood. Memory holds max_rows decoded rows at a time."""
-    if k < 1:
-        raise VaekitError(f"the number of importance samples must be at least 1, got {k}")
+    if not 1 <= k <= MAX_IW_SAMPLES:
+        raise VaekitError(f"the number of importance samples must be between 1 and {MAX_IW_SAMPLES:,}, got {k}: "
+                          "K = 5000 is the literature's (Burda et al. 2016)")
     n = x.shape[0]
     items, samples = _layout(n, k, max_rows)
     log_likelihood = torch.empty(n, dtype=torch.float64)
@@ -267,8 +269,9 @@ def evaluate(
         raise VaekitError(f"the data has items of shape {tuple(x.shape[1:])}, but the model expects {model.data_shape}")
     if x.shape[0] < 2:
         raise VaekitError(f"evaluation needs at least 2 items, got {x.shape[0]}")
-    if iw_samples < 0:
-        raise VaekitError(f"iw_samples must be >= 0 (0 skips the NLL), got {iw_samples}")
+    if not 0 <= iw_samples <= MAX_IW_SAMPLES:
+        raise VaekitError(f"iw_samples must be between 0 (no NLL) and {MAX_IW_SAMPLES:,}, got {iw_samples}: "
+                          "K = 5000 is the literature's (Burda et al. 2016)")
     if model.num_labels and y is None:
         raise VaekitError("this model is conditioned on labels: evaluate it on labelled data (y=...)")
     y = y if model.num_labels else None

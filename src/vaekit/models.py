@@ -283,7 +283,7 @@ class IWAE(VAE):
     @dataclass(frozen=True)
     class Settings:
         k: int = setting(5, "importance samples per item in the iwae family's training bound",
-                         check=(lambda v: v >= 1, "at least 1"))
+                         check=(lambda v: 1 <= v <= 1000, "between 1 and 1000 (each sample is a decoder pass)"))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_scale: float = 1.0) -> Output:
         k = self.settings.k

@@ -48,13 +48,18 @@ def dataset_classes(dataset: Dataset) -> int:
         raise VaekitError(f"--condition label needs class labels, but {dataset.name} has none: drop --condition "
                           "label, or give labelled data (e.g. --label-column for a CSV)")
     if dataset.label_names:
-        return len(dataset.label_names)
-    low = min(int(dataset.y_train.min()), int(dataset.y_test.min()))
-    high = max(int(dataset.y_train.max()), int(dataset.y_test.max()))
-    if low < 0 or high >= 10_000:
-        raise VaekitError(f"--condition label needs class indices 0..N-1 (N below 10,000), but {dataset.name} has "
-                          f"labels in [{low}, {high}]: relabel the classes 0..N-1")
-    return high + 1
+        classes = len(dataset.label_names)
+    else:
+        low = min(int(dataset.y_train.min()), int(dataset.y_test.min()))
+        high = max(int(dataset.y_train.max()), int(dataset.y_test.max()))
+        if low < 0 or high >= 10_000:
+            raise VaekitError(f"--condition label needs class indices 0..N-1 (N below 10,000), but {dataset.name} "
+                              f"has labels in [{low}, {high}]: relabel the classes 0..N-1")
+        classes = high + 1
+    if classes < 2:
+        raise VaekitError(f"--condition label needs at least 2 classes, but {dataset.name} has one: there is "
+                          "nothing to condition on; drop --condition label")
+    return classes
 
 
 class Checkpointer(Callback):
@@ -120,8 +125,13 @@ def resume(directory: str | Path, epochs: int | None = None, device: str | None 
     # metrics.jsonl is rewritten from the history saved with the resume state: lines of epochs trained after the
     # last checkpoint (trained again now), a line lost or cut short by a crash, all come out as committed.
     history = meta.get("history", [])
-    if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
-        raise VaekitError(f"the resume state in {directory} has a corrupt history: start the run again")
+    needed = {"epoch", "step", "train_loss", "val_loss", "lr", "kl_scale", "seconds", "images_per_s"}
+    if (not isinstance(history, list) or not all(isinstance(row, dict) and needed <= set(row) for row in history)
+            or not isinstance(meta["epoch"], int) or not isinstance(meta["step"], int)
+            or meta["epoch"] != len(history) or meta["step"] < meta["epoch"]
+            or [row["epoch"] for row in history] != list(range(1, len(history) + 1))):
+        raise VaekitError(f"the resume state in {directory} is corrupt (its epoch, step and history disagree): "
+                          "start the run again")
     checkpoint.write_lines(directory / METRICS_FILE, [json.dumps(row) for row in history])
     dataset = load_dataset(cfg.data)
     if tuple(dataset.shape) != tuple(cfg.model.data_shape):

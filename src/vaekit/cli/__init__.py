@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("vaekit: interrupted\n")
         return 130
+    except BrokenPipeError:  # the reader went away (| head): nothing left to say, and nothing to say it to
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (so the interpreter's final flush cannot fail either)
+        return 0
     return int(code or 0)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 import numpy as np
 import torch
@@ -65,9 +66,16 @@ def _positive(n: int, flag: str) -> int:
     return n
 
 
+MAX_VALUES = 2**28  # decoded values one command holds at once: 1 GiB of float32
+
+
 def sample(args: argparse.Namespace) -> int:
     model = load_run(args.run)
     n = _positive(args.n, "--n")
+    most = max(1, MAX_VALUES // math.prod(model.data_shape))
+    if n > most:
+        raise VaekitError(f"--n {n} asks for {n * math.prod(model.data_shape):,} decoded values, more than fit in "
+                          f"1 GiB: ask for at most {most:,} samples per command")
     label = parse_label(model, args.label)
     y = None
     if model.num_labels:  # one label for all, or each class in turn
