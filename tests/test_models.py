@@ -199,3 +199,18 @@ def test_the_default_conv_network_trains_end_to_end(tmp_path):
     recon_error = ((model.reconstruct(x) - x) ** 2).sum((1, 2, 3)).mean()
     mean_image_error = ((data.x_train.mean(0, keepdim=True) - x) ** 2).sum((1, 2, 3)).mean()
     assert recon_error < 0.6 * mean_image_error
+
+
+def test_warm_up_and_beta_weight_the_iwae_bound_through_the_same_mechanism():
+    torch.manual_seed(0)
+    model = iwae(4)
+    x = torch.bernoulli(torch.rand(5, 12))
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(2)
+        log_px, log_ratio = model.importance_terms(x, 4)
+        for scale in (0.0, 0.5, 1.0):
+            torch.manual_seed(2)
+            out = model(x, kl_scale=scale)
+            expected = -(torch.logsumexp(log_px - scale * log_ratio, 0) - math.log(4)).mean()
+            torch.testing.assert_close(out.loss, expected)
+            torch.testing.assert_close(out.elbo, (log_px - log_ratio).mean(0))  # the ELBO stays at weight 1

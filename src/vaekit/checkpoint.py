@@ -6,16 +6,16 @@ import logging
 import os
 import secrets
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from . import __version__
-from .config import RunConfig, from_dict
+from .config import RunConfig, from_dict, with_defaults
 from .errors import VaekitError
 from .models import Model, build_model
 
@@ -81,10 +81,6 @@ def save_pretrained(model: torch.nn.Module, config: RunConfig, directory: str | 
 
 def write_config(directory: str | Path, config: RunConfig) -> None:
     """config.json with the full settings of the model's family and likelihood written out."""
-    from dataclasses import replace
-
-    from .config import with_defaults
-
     full = replace(config, model=with_defaults(config.model))
     write_json(Path(directory) / CONFIG_FILE, {"vaekit_version": __version__, "format": FORMAT, **full.to_dict()})
 

@@ -33,7 +33,6 @@ class Likelihood:
     name: ClassVar[str]
     Settings: ClassVar[type | None] = None
     param_channels: int = 1
-    discrete: ClassVar[bool] = False  # a probability mass (bits/dim is meaningful), not a density
 
     def __init__(self, data_shape: tuple[int, ...], settings=None) -> None:
         self.data_shape = tuple(data_shape)
@@ -51,8 +50,9 @@ class Likelihood:
         """Raise a VaekitError naming the fix when x lies outside the likelihood's support."""
 
     def is_mass_on(self, x: torch.Tensor) -> bool:
-        """Whether log p(x|z) is the log of a probability (so -log p(x) / (D ln 2) is a code length in bits/dim)."""
-        return self.discrete
+        """Whether log p(x|z) is the log of a probability (so -log p(x) / (D ln 2) is a code length in bits/dim);
+        a density's is not."""
+        return False
 
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """-log p(x|z) per example (B,) from decoder outputs: the training loss's reconstruction term."""
@@ -103,8 +103,6 @@ def build_likelihood(name: str, data_shape: tuple[int, ...], settings=None) -> L
 @register_likelihood("bernoulli")
 class BernoulliLikelihood(Likelihood):
     """Bernoulli on logits; log p(x|z) = -BCE-with-logits. For binary data (also used for grey levels in [0, 1])."""
-
-    discrete = True
 
     def __call__(self, params: torch.Tensor) -> Distribution:
         return Independent(Bernoulli(logits=params, validate_args=False), self.event_dims)
@@ -176,12 +174,17 @@ def _log_normaliser(logits: torch.Tensor) -> torch.Tensor:
     return torch.where(small, series, exact)
 
 
+def continuous_bernoulli_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log p(x) = x l - softplus(l) + log C(l) per element, in logits."""
+    return x * logits - F.softplus(logits) + _log_normaliser(logits)
+
+
 class StableContinuousBernoulli(ContinuousBernoulli):
     """torch's continuous Bernoulli (its mean, sampling) with the log-density in logits, exact for large |l|
     where torch clamps its probabilities."""
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return value * self.logits - F.softplus(self.logits) + _log_normaliser(self.logits)
+        return continuous_bernoulli_log_prob(self.logits, value)
 
 
 @register_likelihood("continuous_bernoulli")
@@ -193,7 +196,7 @@ class ContinuousBernoulliLikelihood(Likelihood):
         return Independent(StableContinuousBernoulli(logits=params, validate_args=False), self.event_dims)
 
     def log_prob_elements(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return x * params - F.softplus(params) + _log_normaliser(params)
+        return continuous_bernoulli_log_prob(params, x)
 
     def check_support(self, x: torch.Tensor, what: str = "data") -> None:
         self._range_check(x, what, "use --likelihood gaussian")
@@ -252,7 +255,6 @@ class DiscretizedLogisticLikelihood(Likelihood):
     """8-bit (or `bits`-bit) images as a discretised logistic per element, location and log-scale decoded.
     A probability mass: its NLL in bits/dim is comparable with the literature's."""
 
-    discrete = True
     param_channels = 2
 
     @dataclass(frozen=True)
@@ -274,6 +276,9 @@ class DiscretizedLogisticLikelihood(Likelihood):
     def log_prob_elements(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         loc, log_scale = self._parts(params)
         return discretized_logistic_log_prob(loc, log_scale, x, 2**self.settings.bits - 1)
+
+    def is_mass_on(self, x: torch.Tensor) -> bool:
+        return True  # check_support keeps x on its grid
 
     def check_support(self, x: torch.Tensor, what: str = "data") -> None:
         self._range_check(x, what, "use --likelihood gaussian")
@@ -320,10 +325,9 @@ class PointMass(Distribution):
     arg_constraints: ClassVar[dict] = {"loc": constraints.real}
     has_rsample = True
 
-    def __init__(self, loc: torch.Tensor, event_dims: int = 1) -> None:
+    def __init__(self, loc: torch.Tensor) -> None:
         self.loc = loc
-        split = loc.dim() - event_dims
-        super().__init__(batch_shape=loc.shape[:split], event_shape=loc.shape[split:], validate_args=False)
+        super().__init__(batch_shape=loc.shape[:-1], event_shape=loc.shape[-1:], validate_args=False)
 
     @property
     def mean(self) -> torch.Tensor:
@@ -342,7 +346,7 @@ class PointMass(Distribution):
         return torch.Size([0])  # nothing to draw
 
     def rsample_with(self, noise: torch.Tensor) -> torch.Tensor:
-        return self.loc.expand(noise.shape[:-1][: noise.dim() - 1 - len(self.batch_shape)] + self.loc.shape)
+        return self.rsample(noise.shape[: noise.dim() - 1 - len(self.batch_shape)])  # (*S, B, 0): the sample dims
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         return self.loc.expand(torch.Size(sample_shape) + self.loc.shape)
@@ -352,7 +356,7 @@ class PointMass(Distribution):
             return self.rsample(sample_shape)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        equal = (value == self.loc).flatten(value.dim() - len(self.event_shape)).all(-1)
+        equal = (value == self.loc).all(-1)
         return torch.where(equal, 0.0, -math.inf)
 
 

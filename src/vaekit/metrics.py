@@ -58,7 +58,7 @@ class Evaluation:
     kl_estimator: str | None  # "closed form" or "monte carlo (K samples)"
     nll: float | None  # -log p(x), importance sampled (IWAE estimator); an upper bound in expectation
     nll_stderr: float | None
-    bits_per_dim: float | None  # nll / (D ln 2), for discrete likelihoods only (a density's is not bits/dim)
+    bits_per_dim: float | None  # nll / (D ln 2), where the likelihood is a probability mass on the data
     active_units: int  # code dimensions with Cov_x(code_d) > ACTIVE_THRESHOLD
     latent_dim: int  # size of the code
     kl_per_dim: tuple[float, ...] | None  # sums to kl; near 0 for a collapsed dimension; None where it does not apply
@@ -135,13 +135,14 @@ def sampled_bounds(
     elbo = torch.empty(n, dtype=torch.float64)
     kl_mc = torch.empty(n, dtype=torch.float64)
     device = model.device
+    # one item's noise shape, the same for every item: the posterior's own
+    shape = noise_shape(model.encode(x[:1].to(device), _labels(y, 0, 1, device)))
     with tqdm(total=n * k, desc="importance sampling", unit="sample", unit_scale=True, disable=not progress,
               leave=False, dynamic_ncols=True) as bar:
         for start in range(0, n, items):
             xb = x[start : start + items].to(device)
             yb = _labels(y, start, start + items, device)
             batch = xb.shape[0]
-            shape = noise_shape(model.encode(xb[:1], None if yb is None else yb[:1]))
             noise = _item_noise(seed, start, batch, k, shape)  # (K, B, *noise_shape)
             log_sum = torch.full((batch,), -math.inf, dtype=torch.float64, device=device)
             total = torch.zeros(batch, dtype=torch.float64, device=device)
@@ -313,7 +314,7 @@ def evaluate(
         elbo_stderr=elbo_stderr,
         recon=recon,
         kl=None if kl_items is None else float(kl_items.double().mean()),
-        kl_estimator=estimator if kl_items is not None else None,
+        kl_estimator=estimator,
         nll=nll,
         nll_stderr=nll_stderr,
         bits_per_dim=bpd,

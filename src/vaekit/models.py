@@ -208,8 +208,7 @@ class Model(nn.Module):
         noise on the CPU, the same on every device; other priors draw on the model's device, seeded from it."""
         pz = self.prior()
         if isinstance(pz, DiagonalGaussian):  # the common case: noise from the generator, on the CPU
-            noise = torch.randn((n, *pz.event_shape), generator=generator).to(self.device)
-            return pz.rsample_with(noise)
+            return pz.rsample_with(draw_noise(pz, (n,), generator=generator))
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
