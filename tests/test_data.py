@@ -388,11 +388,16 @@ def test_image_folder_train_test_split_and_attribute_table(tmp_path):
 def test_csv_with_header_and_label_column(tmp_path):
     lines = ["a,b,species,c"] + [f"{i},{i * 0.5},{'ab'[i % 2]},-1e-3" for i in range(10)]
     (tmp_path / "table.csv").write_text("\n".join(lines) + "\n\n")
+    raw = load(tmp_path / "table.csv", label_column="species", test_fraction=0.2, standardize=False)
+    assert raw.shape == (3,) and not raw.is_image
+    assert len(raw.x_train) == 8 and raw.label_names == ("a", "b")
+    torch.testing.assert_close(raw.x_train[:, 0].long() % 2, raw.y_train)
+    torch.testing.assert_close(raw.x_train[:, 1], raw.x_train[:, 0] * 0.5)
+    # By default numeric columns are standardised with the training rows' statistics (a constant column: centred)
     dataset = load(tmp_path / "table.csv", label_column="species", test_fraction=0.2)
-    assert dataset.shape == (3,) and not dataset.is_image
-    assert len(dataset.x_train) == 8 and dataset.label_names == ("a", "b")
-    torch.testing.assert_close(dataset.x_train[:, 0].long() % 2, dataset.y_train)
-    torch.testing.assert_close(dataset.x_train[:, 1], dataset.x_train[:, 0] * 0.5)
+    torch.testing.assert_close(dataset.x_train[:, :2].mean(0), torch.zeros(2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(dataset.x_train[:, :2].std(0, unbiased=False), torch.ones(2), atol=1e-6, rtol=0)
+    assert dataset.x_train[:, 2].abs().max() < 1e-6
     with pytest.raises(VaekitError, match="did you mean species"):
         load(tmp_path / "table.csv", label_column="specie")
 
@@ -403,10 +408,10 @@ def test_csv_without_header_and_errors(tmp_path):
     assert dataset.shape == (2,) and len(dataset.x_train) + len(dataset.x_test) == 3
     assert sorted(torch.cat([dataset.y_train, dataset.y_test]).tolist()) == [0, 1, 1]
     (tmp_path / "ragged.csv").write_text("1,2,3\n4,5\n6,7,8\n")
-    with pytest.raises(VaekitError, match="ragged: row 2 has 2 columns"):
+    with pytest.raises(VaekitError, match="ragged: line 2 has 2 columns"):
         load(tmp_path / "ragged.csv")
     (tmp_path / "words.csv").write_text("x,y\n1,2\n3,oops\n")
-    with pytest.raises(VaekitError, match="'oops' at row 3, column y is not a number"):
+    with pytest.raises(VaekitError, match="column 'y' mixes numbers and text \\('oops' at line 3\\)"):
         load(tmp_path / "words.csv")
 
 

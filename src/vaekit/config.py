@@ -44,16 +44,31 @@ def non_negative(v: Any) -> bool:
     return v >= 0 and math.isfinite(v)
 
 
+def _column_types(text: str) -> bool:
+    from .data.tables import parse_column_types  # late import: the rule lives with the tables
+
+    parse_column_types(text)
+    return True
+
+
 @dataclass(frozen=True)
 class DataConfig:
     name: str = setting("mnist-10k", "data set name (mnist-10k, digits, mnist, fashion-mnist, shapes, ...) or a path "
-                        "to a .npy/.npz/.csv file or an image folder", flag="--data")
+                        "to a .npy/.npz file, a table (.csv, .tsv, .parquet) or an image folder", flag="--data")
     data_dir: str | None = setting(None, "folder searched first for data set files")
     binarize: str = setting("none", "binarise [0, 1] data: dynamic draws fresh bits every epoch, static once",
                             choices=("none", "dynamic", "static"))
     image_size: int | None = setting(None, "image size for image folders and generated data",
                                      check=(lambda v: v >= 4, "at least 4"))
-    label_column: str | None = setting(None, "CSV: the label column's name")
+    label_column: str | None = setting(None, "tables: the label column (its name, or its 0-based index without a "
+                                       "header)")
+    standardize: bool = setting(True, "tables: leave numeric columns as they are (default: standardised with "
+                                "training statistics, decoded back to your units)", flag="--no-standardize")
+    column_types: str | None = setting(None, "tables: override inferred column types, e.g. "
+                                       "age=numeric,sex=categorical,id=ignore (types: numeric, binary, categorical, "
+                                       "ignore)", check=(_column_types, "NAME=TYPE pairs, comma-separated"))
+    impute: str = setting("none", "tables: missing values are an error (none), take the training mean or most "
+                          "frequent value (mean), or drop their rows (drop)", choices=("none", "mean", "drop"))
     test_fraction: float = setting(0.1, "share of user data held out as the test split (data without its own split)",
                                    check=(lambda v: 0 < v < 1, "between 0 and 1"))
     limit: int | None = setting(None, "use only the first N training items", check=(lambda v: v >= 1, "at least 1"))
@@ -190,6 +205,10 @@ def _coerce(path: str, hint: Any, value: Any) -> Any:
         raise VaekitError(f"config {path} cannot be empty")
     base = [a for a in args if a is not type(None)][0] if optional else hint
     try:
+        if typing.get_origin(base) is tuple and typing.get_args(base)[0] is not int:
+            if not isinstance(value, (list, tuple)):  # e.g. a table's columns: entries kept as they are
+                raise ValueError(value)
+            return tuple(value)
         if typing.get_origin(base) is tuple or origin is tuple:
             if isinstance(value, str):
                 text = value.replace(" ", "")
@@ -425,6 +444,8 @@ def config_flags(sections: tuple[str, ...] = ("data", "model", "train"), compone
         for component, kind in sorted(COMPONENT_SETTINGS.items()):
             hints = typing.get_type_hints(kind)
             for f in fields(kind):
+                if not f.metadata.get("cli", True):
+                    continue
                 name = f"--{component}-{f.name}".replace("_", "-")
                 flags.append(_flag_for(f, hints[f.name], "model", (component, f.name), name))
     return flags

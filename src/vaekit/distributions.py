@@ -292,6 +292,150 @@ class DiscretizedLogisticLikelihood(Likelihood):
             )
 
 
+
+class TableDistribution(Distribution):
+    """p(x|z) of one table row: independent columns (see TableLikelihood), event (width,) in the model's encoding."""
+
+    arg_constraints: ClassVar[dict] = {}
+
+    def __init__(self, likelihood: "TableLikelihood", params: torch.Tensor) -> None:
+        self.likelihood, self.params = likelihood, params
+        super().__init__(batch_shape=params.shape[:-1], event_shape=likelihood.data_shape, validate_args=False)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return self.likelihood.log_prob_elements(self.params, x).sum(-1)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """Numeric columns: the Gaussian mean; binary: P(1); categorical: the class probabilities."""
+        return self.likelihood.parts(self.params)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            return self.likelihood.parts(self.params.expand(*sample_shape, *self.params.shape), draw=True)
+
+    def column_errors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, columns): -log p(x_c|z) and the error of the most likely value (TableLikelihood.column_errors)."""
+        return self.likelihood.column_errors(self.params, x)
+
+
+@register_likelihood("table")
+class TableLikelihood(Likelihood):
+    """The columns of a table, each with its own likelihood (the ELBO sums their log-likelihoods): a Gaussian per
+    numeric column (a learned std per value, or a fixed one), a Bernoulli on the logit of a 0/1 column, a categorical
+    on the logits of a one-hot block. The columns (vaekit.data.tables) come from the data, stored with the model."""
+
+    @dataclass(frozen=True)
+    class Settings:
+        std: float | None = setting(None, "fixed std of the table likelihood's numeric columns, in standardised units "
+                                    "(default: learned per value)", check=(positive, "> 0"))
+        columns: tuple[dict, ...] = setting((), cli=False)  # the table's columns (TableSchema.to_dicts), from the data
+
+    def __init__(self, data_shape: tuple[int, ...], settings=None) -> None:
+        super().__init__(data_shape, settings)
+        from .data.tables import TableSchema  # the one description of a table's columns
+
+        self.schema = TableSchema.from_dicts(settings.columns if settings is not None else ())
+        if self.data_shape != (self.schema.width,):
+            raise VaekitError(f"the table likelihood's columns take {self.schema.width} values per row, but the data "
+                              f"shape is {self.data_shape}: the run's config is damaged; train it again")
+        self.std = settings.std
+        self.param_channels = 1 if self.std is not None else 2
+        kinds, column_of, start = {"numeric": [], "binary": [], "categorical": {}}, [], 0
+        for index, column in enumerate(self.schema.columns):
+            if column.kind == "categorical":
+                kinds["categorical"].setdefault(column.width, []).append(list(range(start, start + column.width)))
+            else:
+                kinds[column.kind].append(start)
+            column_of += [index] * column.width
+            start += column.width
+        self.numeric = torch.tensor(kinds["numeric"], dtype=torch.long)
+        self.binary = torch.tensor(kinds["binary"], dtype=torch.long)
+        # Categorical columns grouped by their number of categories, so each group is one (..., n, K) softmax.
+        self.categorical = [torch.tensor(blocks, dtype=torch.long) for blocks in kinds["categorical"].values()]
+        order = torch.cat([self.numeric, self.binary, *[block.flatten() for block in self.categorical]])
+        self.inverse = torch.empty_like(order)
+        self.inverse[order] = torch.arange(order.numel())  # the pieces, concatenated by kind, back in column order
+        self.column_of = torch.tensor(column_of, dtype=torch.long)
+
+    def __call__(self, params: torch.Tensor) -> Distribution:
+        return TableDistribution(self, params)
+
+    def _heads(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """(location/logit per value, std per value or the fixed std)."""
+        if self.std is not None:
+            return params, self.std
+        head, raw_scale = self._split(params, 2)
+        return head, F.softplus(raw_scale) + MIN_STD
+
+    def _in_order(self, pieces: list[torch.Tensor]) -> torch.Tensor:
+        joined = torch.cat([piece.flatten(-2) if i > 1 else piece for i, piece in enumerate(pieces)], -1)
+        return joined.index_select(-1, self.inverse.to(joined.device))
+
+    def log_prob_elements(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        head, scale = self._heads(params)
+        device = head.device
+        numeric, binary = self.numeric.to(device), self.binary.to(device)
+        loc, value = head.index_select(-1, numeric), x.index_select(-1, numeric)
+        if isinstance(scale, float):
+            gaussian = -0.5 * ((value - loc) / scale).square() - math.log(scale) - 0.5 * math.log(2 * math.pi)
+        else:
+            std = scale.index_select(-1, numeric)
+            gaussian = -0.5 * ((value - loc) / std).square() - std.log() - 0.5 * math.log(2 * math.pi)
+        logits = head.index_select(-1, binary)
+        bernoulli = x.index_select(-1, binary) * logits - F.softplus(logits)
+        # A categorical column's log-probability is its one-hot block times the log-softmax: its one non-zero value.
+        categorical = [x[..., block.to(device)] * F.log_softmax(head[..., block.to(device)], -1)
+                       for block in self.categorical]
+        return self._in_order([gaussian, bernoulli, *categorical])
+
+    def parts(self, params: torch.Tensor, draw: bool = False) -> torch.Tensor:
+        """The distribution's mean (numeric location, P(1), class probabilities) or one draw, in column order."""
+        head, scale = self._heads(params)
+        device = head.device
+        loc = head.index_select(-1, self.numeric.to(device))
+        p = torch.sigmoid(head.index_select(-1, self.binary.to(device)))
+        probabilities = [F.softmax(head[..., block.to(device)], -1) for block in self.categorical]
+        if draw:
+            std = scale if isinstance(scale, float) else scale.index_select(-1, self.numeric.to(device))
+            loc = loc + std * torch.randn_like(loc)
+            p = torch.bernoulli(p)
+            probabilities = [F.one_hot(torch.distributions.Categorical(probs=q).sample(), q.shape[-1]).to(q.dtype)
+                             for q in probabilities]
+        return self._in_order([loc, p, *probabilities])
+
+    def column_errors(self, params: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row and column (B, columns): -log p(x_c|z), and the error of the most likely value in the user's
+        units: the squared error of a numeric column, 0/1 for a wrong binary or categorical value."""
+        elements = self.log_prob_elements(params, x)
+        column_of = self.column_of.to(elements.device)
+        nll = -torch.zeros(*elements.shape[:-1], len(self.schema.columns), dtype=elements.dtype,
+                           device=elements.device).index_add_(-1, column_of, elements)
+        mean = self.parts(params)
+        errors, start = [], 0
+        for column in self.schema.columns:
+            got, want = mean[..., start : start + column.width], x[..., start : start + column.width]
+            start += column.width
+            if column.kind == "numeric":
+                errors.append(((got - want)[..., 0] * column.std).square())
+            elif column.kind == "binary":
+                errors.append(((got[..., 0] >= 0.5).to(want.dtype) != want[..., 0]).to(want.dtype))
+            else:
+                errors.append((got.argmax(-1) != want.argmax(-1)).to(want.dtype))
+        return nll, torch.stack(errors, -1)
+
+    def check_support(self, x: torch.Tensor, what: str = "data") -> None:
+        discrete = torch.cat([self.binary, *[block.flatten() for block in self.categorical]])
+        values = x.reshape(-1, self.data_shape[0]).index_select(-1, discrete.to(x.device))
+        one_hot = all(bool((x.reshape(-1, self.data_shape[0])[:, block.to(x.device)].sum(-1) == 1).all())
+                      for block in self.categorical)
+        if not (bool(((values == 0) | (values == 1)).all()) and one_hot):
+            raise VaekitError(f"the table likelihood needs {what} in the table's encoding (0/1 for binary columns, "
+                              "one-hot categories): read the table through vaekit (vaekit.data.tables)")
+
+    def is_mass_on(self, x: torch.Tensor) -> bool:
+        return self.numeric.numel() == 0  # a numeric column makes it a density
+
 # ---- latent distributions -----------------------------------------------------------------------------------
 
 class DiagonalGaussian(Independent):

@@ -66,6 +66,9 @@ class Evaluation:
     posterior_mean_variance: tuple[float, ...]  # Cov_x(code_d), what active_units thresholds
     squared_error: float  # sum_d (x_d - x_hat_d)^2 with x_hat decoded from the posterior mean
     recon_at_mean: float  # -log p(x | z = E_q[z])
+    # A table model's columns: name -> kind, nll_at_mean (nats) and the decoded value's error in the user's units
+    # (rmse of a numeric column, accuracy of a binary or categorical one); None for other data.
+    columns: dict[str, dict[str, Any]] | None
     seed: int
     seconds: float
 
@@ -239,6 +242,31 @@ def reconstruction_error(model: Model, x: torch.Tensor, y: torch.Tensor | None =
 
 
 @torch.inference_mode()
+def column_report(model: Model, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, dict[str, Any]] | None:
+    """For a model whose likelihood has columns (a table): per column, -log p(x_c | z = code) in nats and the error of
+    the decoded value in the user's units, the RMSE of a numeric column or the accuracy of the others. None otherwise."""
+    nll_sum = error_sum = None
+    for xb, yb, qz in _posteriors(model, x, y):
+        px = model.decode_code(model.code(qz), yb)
+        if not hasattr(px, "column_errors"):
+            return None
+        nll, error = (t.double().sum(0).cpu() for t in px.column_errors(xb))
+        nll_sum = nll if nll_sum is None else nll_sum + nll
+        error_sum = error if error_sum is None else error_sum + error
+    n = x.shape[0]
+    report = {}
+    for i, column in enumerate(model.likelihood.schema.columns):
+        mean_error = float(error_sum[i]) / n
+        entry = {"kind": column.kind, "nll_at_mean": float(nll_sum[i]) / n}
+        if column.kind == "numeric":
+            entry["rmse"] = math.sqrt(mean_error)
+        else:
+            entry["accuracy"] = 1.0 - mean_error
+        report[column.name] = entry
+    return report
+
+
+@torch.inference_mode()
 def closed_form_kl(model: Model, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor | None:
     """KL(q(z|x) || p(z)) per item in closed form (N,), or None where torch has none for the model's pair."""
     rows = []
@@ -287,6 +315,7 @@ def evaluate(
             )
         variance = posterior_mean_variance(model, x, y)
         reconstruction = reconstruction_error(model, x, y)
+        columns = column_report(model, x, y)
         kl_items = kl_dims = estimator = None
         omitted = kl_per_dim_omitted(model, x, y)
         if model.has_bound:
@@ -325,6 +354,7 @@ def evaluate(
         posterior_mean_variance=tuple(variance.tolist()),
         squared_error=float(reconstruction.squared_error.double().mean()),
         recon_at_mean=float(reconstruction.nll_at_mean.double().mean()),
+        columns=columns,
         seed=seed,
         seconds=time.perf_counter() - began,
     )

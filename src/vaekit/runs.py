@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,14 @@ import torch
 from . import checkpoint
 from .config import RunConfig, validate, with_defaults
 from .data import Dataset, load_dataset, train_data
+from .data.tables import model_table
 from .errors import VaekitError
 from .models import Model, build_model
 from .train import Callback, EpochResult, MetricsLog, Trainer
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
+KL_WARNING = 3.0  # a table model's mean KL above this many times log N gets a warning (see table_warnings)
 
 
 @dataclass(frozen=True)
@@ -30,15 +33,26 @@ class RunResult:
 
 def resolve_config(cfg: RunConfig, dataset: Dataset) -> RunConfig:
     """Fill what the data decides: its shape, the number of classes of a label-conditioned model and, for
-    likelihood 'auto', bernoulli on [0, 1] else gaussian; the family's and likelihood's settings written out."""
+    likelihood 'auto', bernoulli on [0, 1] else gaussian, or the table likelihood with the table's columns; the
+    family's and likelihood's settings written out."""
     likelihood = cfg.model.likelihood
-    if likelihood == "auto":
+    options = dict(cfg.model.options)
+    if dataset.table is not None:  # a table: each column its own likelihood, its columns stored with the model
+        if likelihood not in ("auto", "table"):
+            raise VaekitError(f"{dataset.name} is a table, modelled column by column by the table likelihood: drop "
+                              f"--likelihood {likelihood} (--table-std sets a fixed std for its numeric columns)")
+        likelihood = "table"
+        options["table"] = replace(cfg.model.settings("table"), columns=dataset.table.to_dicts())
+    elif likelihood == "table":
+        raise VaekitError(f"the table likelihood needs a table, but {dataset.name} is not one: give a .csv, .tsv or "
+                          ".parquet file, or choose another --likelihood")
+    elif likelihood == "auto":
         low, high = dataset.value_range
         likelihood = "bernoulli" if low >= 0 and high <= 1 else "gaussian"
     num_labels = cfg.model.num_labels
     if cfg.model.condition == "label":
         num_labels = max(num_labels, dataset_classes(dataset))
-    model = replace(cfg.model, data_shape=dataset.shape, likelihood=likelihood, num_labels=num_labels)
+    model = replace(cfg.model, data_shape=dataset.shape, likelihood=likelihood, num_labels=num_labels, options=options)
     return validate(replace(cfg, model=with_defaults(model)))
 
 
@@ -60,6 +74,31 @@ def dataset_classes(dataset: Dataset) -> int:
         raise VaekitError(f"--condition label needs at least 2 classes, but {dataset.name} has one: there is "
                           "nothing to condition on; drop --condition label")
     return classes
+
+
+def table_warnings(model: Model, dataset: Dataset) -> list[str]:
+    """What a trained table model's numbers say went wrong: no active latent units (posterior collapse), or a KL
+    far above log N, the most information a code can carry about one of N training rows (unscaled features)."""
+    from . import metrics  # late import: metrics builds on the models
+
+    was_training = model.training
+    model.eval()
+    try:
+        x, y = dataset.x_train, dataset.y_train if model.num_labels else None
+        warnings = []
+        if model.has_bound:
+            kl = metrics.closed_form_kl(model, x, y)
+            if kl is not None and float(kl.mean()) > KL_WARNING * math.log(len(x)):
+                warnings.append(
+                    f"the mean KL on the training rows is {float(kl.mean()):.1f} nats, far above the "
+                    f"{math.log(len(x)):.1f} nats (log N) a code needs to tell {len(x)} rows apart: the features are "
+                    "likely on wildly different scales (keep standardisation on) or the model is far from converged")
+        if x.shape[0] >= 2 and metrics.active_units(model, x, y=y) == 0:
+            warnings.append("no latent dimension is active (posterior collapse): every row gets the same code, so the "
+                            "latent space shows nothing; train longer, lower --beta, or use --kl-warmup-epochs")
+        return warnings
+    finally:
+        model.train(was_training)
 
 
 class Checkpointer(Callback):
@@ -109,6 +148,9 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     history = trainer.fit(train_data(dataset, cfg.data), dataset.split("test"))
     if directory is not None and not history:
         checkpoint.save_pretrained(trainer.model, cfg, directory)
+    if dataset.table is not None and history:
+        for warning in table_warnings(checkpoint.unwrap(trainer.model), dataset):
+            log.warning("%s", warning)
     return RunResult(checkpoint.unwrap(trainer.model).eval(), cfg, history, directory)
 
 
@@ -133,7 +175,7 @@ def resume(directory: str | Path, epochs: int | None = None, device: str | None 
         raise VaekitError(f"the resume state in {directory} is corrupt (its epoch, step and history disagree): "
                           "start the run again")
     checkpoint.write_lines(directory / METRICS_FILE, [json.dumps(row) for row in history])
-    dataset = load_dataset(cfg.data)
+    dataset = load_dataset(cfg.data, model_table(cfg.model))  # a table read with the run's own statistics
     if tuple(dataset.shape) != tuple(cfg.model.data_shape):
         raise VaekitError(f"the data now has shape {dataset.shape}, the run was trained on {cfg.model.data_shape}")
     torch.manual_seed(cfg.train.seed)

@@ -10,8 +10,10 @@ import torch
 from .. import latent, viz
 from ..errors import VaekitError
 from .common import (
-    add_data_flags, add_label, add_out, add_split, load_array, load_run, parse_label, pick, run_dataset, split_labels,
+    add_data_flags, add_label, add_out, add_split, load_array, load_run, parse_label, pick, run_dataset, save_output,
+    split_labels,
 )
+from ..data.tables import model_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     add_label(p, help="class label of every draw, for a label-conditioned model (default: each class in turn)")
-    add_out(p)
+    add_out(p, help=".png picture or .npy arrays (a table model: .csv rows in your units)")
     p.set_defaults(func=sample)
 
     p = sub.add_parser("reconstruct", help="inputs (top) and their reconstructions (below)")
@@ -81,7 +83,7 @@ def sample(args: argparse.Namespace) -> int:
     if model.num_labels:  # one label for all, or each class in turn
         y = torch.full((n,), label) if label is not None else torch.arange(n) % model.num_labels
     images = model.sample(n, y=y, generator=torch.Generator().manual_seed(args.seed))
-    print(viz.save_images(images.cpu(), args.out))
+    print(save_output(model, images.cpu(), args.out))
     return 0
 
 
@@ -92,8 +94,8 @@ def reconstruct(args: argparse.Namespace) -> int:
     x = dataset.split(args.split).x[:n]
     y = split_labels(model, dataset, args.split)
     recon = model.reconstruct(x.to(model.device), None if y is None else y[:n]).cpu()
-    if args.out.endswith(".npy"):
-        print(viz.save_images(recon, args.out))
+    if args.out.endswith(".npy") or model_table(model.config) is not None:
+        print(save_output(model, recon, args.out))  # a table's reconstructions: rows in the user's units
     else:
         print(viz.save_images(torch.cat([x, recon]), args.out, ncol=len(x)))
     return 0
@@ -109,7 +111,7 @@ def interpolate(args: argparse.Namespace) -> int:
                               method="slerp" if args.slerp else "lerp",
                               y1=None if y is None else y[args.source], y2=None if y is None else y[args.target],
                               label=label)
-    print(viz.save_images(path.cpu(), args.out, ncol=args.steps))
+    print(save_output(model, path.cpu(), args.out, ncol=args.steps))
     return 0
 
 
@@ -142,5 +144,5 @@ def decode(args: argparse.Namespace) -> int:
         raise VaekitError(f"this model is conditioned on labels: pass --label 0..{model.num_labels - 1}")
     images = latent.decode_mean(model, torch.from_numpy(codes.astype(np.float32)),
                                 None if label is None else torch.tensor([label]))
-    print(viz.save_images(images, args.out))
+    print(save_output(model, images, args.out))
     return 0

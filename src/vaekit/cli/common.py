@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import checkpoint, config as config_module
+from .. import checkpoint, config as config_module, viz
 from ..config import RunConfig
 from ..data import Dataset, load_dataset
+from ..data.tables import model_table, write_rows
 from ..errors import VaekitError
 from ..models import Model
 
@@ -75,11 +76,12 @@ def load_run(path: str) -> Model:
 
 def run_dataset(run: str, args: argparse.Namespace) -> Dataset:
     """The data a command works on: flags if given, else the run's own data set (with its binarisation)."""
-    cfg = checkpoint.load_config(run).data
+    run_cfg = checkpoint.load_config(run)
     updates = {f.path[-1]: getattr(args, f.dest) for f in config_module.config_flags(("data",))
                if getattr(args, f.dest, None) is not None}
-    dataset = load_dataset(replace(cfg, **updates))
-    model_shape = tuple(checkpoint.load_config(run).model.data_shape)
+    # A table is read with the run's columns and statistics, whatever file it comes from.
+    dataset = load_dataset(replace(run_cfg.data, **updates), model_table(run_cfg.model))
+    model_shape = tuple(run_cfg.model.data_shape)
     if tuple(dataset.shape) != model_shape:
         raise VaekitError(f"the data has items of shape {dataset.shape}, but the model at {run} expects {model_shape}")
     return dataset
@@ -104,7 +106,16 @@ def load_array(path: str) -> np.ndarray:
         raise VaekitError(f"cannot read {p} as a numpy array ({str(exc).splitlines()[0][:80]}): write it with numpy.save") from None
 
 
-def add_out(parser: argparse.ArgumentParser, default: str | None = None, help: str = ".png picture or .npy arrays") -> None:
+def save_output(model: Model, values: torch.Tensor, path: str, ncol: int | None = None) -> Path:
+    """Decoded items to --out: rows in the user's units for a table model (.csv or .npy), else pictures or arrays."""
+    table = model_table(model.config)
+    if table is not None:
+        return write_rows(table, values, path)
+    return viz.save_images(values, path, ncol)
+
+
+def add_out(parser: argparse.ArgumentParser, default: str | None = None,
+            help: str = ".png picture or .npy arrays (a table model: .csv rows in your units)") -> None:
     parser.add_argument("--out", default=default, required=default is None, help=help)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ class Dataset:
     attributes_test: dict[str, torch.Tensor] = field(default_factory=dict)
     is_image: bool = False
     binary: bool = False  # values are exactly 0/1 already
+    table: Any = None  # a table's columns (vaekit.data.tables.TableSchema): how rows were encoded and decode back
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -132,15 +133,19 @@ def register_dataset(name: str, description: str) -> Callable[[Loader], Loader]:
     return add
 
 
-def load_dataset(cfg: DataConfig) -> Dataset:
-    """A registered name, or a path to user data; then the optional limit and static binarisation."""
+def load_dataset(cfg: DataConfig, table: Any = None) -> Dataset:
+    """A registered name, or a path to user data; then the optional limit and static binarisation. `table`: a
+    trained model's columns (TableSchema), so a table is read with the model's statistics."""
     _import_loaders()
     if cfg.name in DATASETS:
+        if table is not None:
+            raise VaekitError(f"{cfg.name} is not a table, but the model was trained on one: give a .csv, .tsv or "
+                              ".parquet file with its columns")
         dataset = DATASETS[cfg.name](cfg)
     elif Path(cfg.name).expanduser().exists():
         from .user import load_user_data
 
-        dataset = load_user_data(cfg)
+        dataset = load_user_data(cfg, table)
     else:
         import difflib
 
@@ -148,7 +153,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise VaekitError(
             f"unknown dataset {cfg.name!r}: {hint}use one of {', '.join(sorted(DATASETS))}, "
-            "or a path to a .npy/.npz/.csv file or an image folder"
+            "or a path to a .npy/.npz file, a table (.csv/.tsv/.parquet) or an image folder"
         )
     if cfg.limit is not None:
         dataset = replace(

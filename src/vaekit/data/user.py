@@ -1,4 +1,5 @@
-"""The user's own data: a .npy/.npz array file, a CSV of numbers, or a folder of images; and attribute tables.
+"""The user's own data: a .npy/.npz array file, a table (CSV, TSV, Parquet), or a folder of images; and attribute
+tables.
 
 Conventions, chosen once here:
 - Arrays. (N, D) is N vectors, used as they are. (N, H, W) and (N, H, W, C) or (N, C, H, W) with C in {1, 3}
@@ -7,7 +8,8 @@ Conventions, chosen once here:
 - .npz: `x_train` and `x_test` (with optional `y_train`, `y_test`) give the split; otherwise `x` (with
   optional `y`) is split. A file holding one array under any other name is that `x`. Labels are class ids
   0..K-1, or strings, which become classes in sorted order.
-- .csv: numbers, comma-separated, one item per row; a first row without any number is the header.
+- Tables (.csv, .tsv, .tab, .parquet): one item per row, columns of numbers or text, typed and encoded by
+  vaekit.data.tables (numeric columns standardised with training statistics unless `standardize` is off).
   `label_column` names the class column (by header name, or by 0-based index without a header).
 - A folder: .png/.jpg/.jpeg files, centre-cropped to a square and resized to image_size x image_size
   (default 64); grayscale if every image is, else RGB. Images in subfolders get the subfolder name as
@@ -22,6 +24,7 @@ import difflib
 import logging
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +33,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..config import DataConfig
 from ..errors import VaekitError
-from . import Dataset
+from . import Dataset, tables
 from .builtin import images_to_tensor
 
 log = logging.getLogger(__name__)
@@ -43,18 +46,24 @@ _GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 _LANCZOS = getattr(Image, "Resampling", Image).LANCZOS  # Pillow < 9.1 has no Resampling enum
 
 
-def load_user_data(cfg: DataConfig) -> Dataset:
+def load_user_data(cfg: DataConfig, table: tables.TableSchema | None = None) -> Dataset:
+    """`table`: a trained model's columns, to read a table with its statistics instead of fitting new ones."""
     path = Path(cfg.name).expanduser()
     if not path.exists():
         raise VaekitError(f"data path {path} does not exist: check the path, or use a registered data set name")
     if path.is_dir():
         return _load_folder(path, cfg)
     loader = _FILE_LOADERS.get(path.suffix.lower())
+    if table is not None and loader is not _load_table:
+        raise VaekitError(f"{path} is not a table, but the model was trained on one: give a .csv, .tsv or .parquet "
+                          "file with its columns")
+    if loader is _load_table:
+        return _load_table(path, cfg, table)
     if loader is None:
         kind = "a single image is not a data set: give its folder" if path.suffix.lower() in IMAGE_SUFFIXES else (
             f"cannot read {path.suffix or 'files without a suffix'}"
         )
-        raise VaekitError(f"{path}: {kind}; use a .npy, .npz or .csv file, or a folder of images")
+        raise VaekitError(f"{path}: {kind}; use a .npy, .npz, .csv, .tsv or .parquet file, or a folder of images")
     return loader(path, cfg)
 
 
@@ -187,6 +196,9 @@ def _labels(
         raise VaekitError(f"{source} has dtype {values.dtype}: labels must be class ids or class names")
     if values.min() < 0:
         raise VaekitError(f"{source} holds negative labels ({values.min()}): labels must be class ids 0, 1, 2, ...")
+    if values.max() >= 2**31:
+        raise VaekitError(f"{source} holds the label {values.max():g}: class ids must be below 2^31; relabel the "
+                          "classes 0, 1, 2, ... or use class names")
     return torch.from_numpy(values.astype(np.int64)), None
 
 
@@ -230,83 +242,60 @@ def _dataset(
     )
 
 
-# ---- CSV -------------------------------------------------------------------------------------------------
+# ---- tables (CSV, TSV, Parquet) ------------------------------------------------------------------------------
 
 
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
-
-
-def _read_csv_rows(path: Path) -> list[list[str]]:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = [[cell.strip() for cell in row] for row in csv.reader(handle)]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise VaekitError(f"cannot read {path} as CSV text ({exc}); save it as UTF-8 comma-separated values") from None
-    rows = [row for row in rows if any(row)]  # blank lines
-    if not rows:
-        raise VaekitError(f"{path} is empty: expected rows of comma-separated numbers")
-    return rows
-
-
-def _load_csv(path: Path, cfg: DataConfig) -> Dataset:
-    rows = _read_csv_rows(path)
-    width = len(rows[0])
-    for number, row in enumerate(rows, start=1):
-        if len(row) != width:
-            raise VaekitError(
-                f"{path} is ragged: row {number} has {len(row)} columns, the first row {width}; "
-                "give every row the same columns"
-            )
-    # A header names columns; a data row has at least one number even beside a text label.
-    header = rows[0] if not any(_is_number(cell) for cell in rows[0]) else None
-    body = rows[1:] if header else rows
-    if len(body) < 2:
-        raise VaekitError(f"{path} has {len(body)} data rows: need at least 2 (some to train, some to test)")
-    label_index = _label_index(cfg.label_column, header, width, path)
-    columns = [i for i in range(width) if i != label_index]
-    if not columns:
-        raise VaekitError(f"{path} has no feature columns besides the label column {cfg.label_column!r}")
-    table = np.array(body, dtype=object)
-    try:
-        features = table[:, columns].astype(np.float32)
-    except ValueError:
-        row, column = next((r, c) for r in range(len(body)) for c in columns if not _is_number(body[r][c]))
-        where = f"row {row + 1 + (header is not None)}, column {header[column] if header else column + 1}"
-        raise VaekitError(
-            f"{path}: {body[row][column]!r} at {where} is not a number; fix or remove that row"
-            + ("" if cfg.label_column else ", or name a text column with data.label_column")
-        ) from None
-    if not np.isfinite(features).all():
-        raise VaekitError(f"{path} contains NaN or infinite values: remove or impute them first")
+def _load_table(path: Path, cfg: DataConfig, schema: tables.TableSchema | None = None) -> Dataset:
+    """A table file -> Dataset with its schema: the columns' types, statistics of the training split (or the given
+    schema's, for a trained model), missing cells handled by cfg.impute, the label column as classes."""
+    table = tables.read_table(path)
+    label = _label_name(cfg.label_column, table, path)
+    features = schema.names if schema is not None else [
+        name for name in table.names
+        if name != label and tables.parse_column_types(cfg.column_types).get(name) != "ignore"]
+    if cfg.impute == "drop":
+        gone = {row for rows in tables.missing_cells(table, [*features, *([label] if label else [])]).values()
+                for row in rows}
+        if gone:
+            log.warning("%s: dropped %d of %d rows with missing values (--impute drop)", path, len(gone), table.n_rows)
+            table = table.take([row for row in range(table.n_rows) if row not in gone])
+    elif label is not None:
+        missing = tables.missing_cells(table, [label]).get(label)
+        if missing:
+            raise VaekitError(f"{path}: the label column {label!r} is missing at {table.where(missing[0])}"
+                              f"{f' and {len(missing) - 1} more rows' if len(missing) > 1 else ''}: fill it in, or "
+                              "pass --impute drop to drop those rows")
+    if table.n_rows < 2:
+        raise VaekitError(f"{path} has {table.n_rows} data rows: need at least 2 (some to train, some to test)")
+    train, test = _split_indices(table.n_rows, cfg.test_fraction)
+    if schema is None:
+        schema = tables.fit_schema(table, train.tolist(), tables.parse_column_types(cfg.column_types),
+                                   cfg.standardize, label)
+        for note in schema.notes:
+            log.warning("%s: %s", path, note)
+        log.info("%s", schema.summary(len(train), len(test), str(path)))
+    x = schema.encode(table, cfg.impute)
     y, label_names = None, None
-    if label_index is not None:
-        cells = table[:, label_index].astype(str)
-        numeric = all(_is_number(cell) for cell in cells)
-        y, label_names = _labels(cells.astype(np.float64) if numeric else cells, len(body), f"{path} label column")
-    x = torch.from_numpy(features)
-    return _dataset(path.stem, x, y, label_names, None, None, False, cfg.test_fraction)
+    if label is not None:
+        cells = table.column(label)
+        numeric = all(isinstance(cell, float) for cell in cells)
+        values = np.asarray(cells, dtype=np.float64) if numeric else np.asarray([str(c) for c in cells])
+        y, label_names = _labels(values, table.n_rows, f"{path} label column {label!r}")
+    dataset = _dataset(path.stem, x, y, label_names, None, (train, test), False, cfg.test_fraction)
+    return replace(dataset, table=schema)
 
 
-def _label_index(label_column: str | None, header: list[str] | None, width: int, path: Path) -> int | None:
+def _label_name(label_column: str | None, table: tables.RawTable, path: Path) -> str | None:
     if label_column is None:
         return None
-    if header is not None:
-        if label_column in header:
-            return header.index(label_column)
-        close = difflib.get_close_matches(label_column, header, n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise VaekitError(f"{path} has no column {label_column!r}: {hint}columns are {', '.join(header)}")
-    if label_column.isdigit() and int(label_column) < width:
-        return int(label_column)
-    raise VaekitError(
-        f"{path} has no header row, so data.label_column must be a 0-based column index below {width}, "
-        f"not {label_column!r}; or add a header row"
-    )
+    if label_column in table.names:
+        return label_column
+    if table.names == tuple(str(i) for i in range(len(table.names))):
+        raise VaekitError(f"{path} has no header row, so data.label_column must be a 0-based column index below "
+                          f"{len(table.names)}, not {label_column!r}; or add a header row")
+    close = difflib.get_close_matches(label_column, list(table.names), n=3)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise VaekitError(f"{path} has no column {label_column!r}: {hint}columns are {', '.join(table.names)}")
 
 
 # ---- image folders ---------------------------------------------------------------------------------------
@@ -485,5 +474,5 @@ def load_attribute_table(path: str | Path) -> tuple[list[str], dict[str, torch.T
 _FILE_LOADERS: dict[str, Callable[[Path, DataConfig], Dataset]] = {
     ".npy": _load_npy,
     ".npz": _load_npz,
-    ".csv": _load_csv,
+    **{suffix: _load_table for suffix in tables.TABLE_SUFFIXES},
 }

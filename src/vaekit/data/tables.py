@@ -1,0 +1,499 @@
+"""Tables: read CSV / TSV / Parquet files (or arrays and DataFrames), decide each column's type, and encode rows as
+the vectors a model sees (numeric columns standardised, two-valued columns 0/1, categories one-hot), and back.
+
+The rules, chosen once here:
+- A cell is missing when empty or one of MISSING_TOKENS (any case), or null / NaN in a Parquet file or DataFrame.
+- Column types: exactly two distinct values -> binary (Bernoulli; the sorted values map to 0 and 1); only numbers
+  -> numeric (Gaussian), except integers with 3..min(10, sqrt(rows)) distinct values -> categorical; text -> categorical
+  (at most MAX_CATEGORIES values). A column mixing numbers and text is an error unless declared categorical.
+  `column_types` ("age=numeric,sex=categorical,id=ignore") overrides the inference.
+- Statistics (mean and std of numeric columns, the values that fill missing cells) come from the training rows only;
+  the categories of a column are every value the file holds.
+"""
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import VaekitError
+
+log = logging.getLogger(__name__)
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".parquet", ".pq")
+MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
+KINDS = ("numeric", "binary", "categorical")
+MAX_CATEGORIES = 50  # distinct values a categorical column may have
+MAX_INTEGER_CATEGORIES = 10  # an integer column with at most this many values (and at most sqrt(rows)) is categorical
+CONSTANT_STD = 1e-12  # a numeric column whose training std is below this (relative to its scale) carries nothing
+SNIFF_BYTES = 65536
+
+Cell = Any  # float (a number), str (text) or None (missing)
+
+
+# ---- a table as read: named columns of cells ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RawTable:
+    """Columns of parsed cells as read from a file or a frame; `where(i)` names row i for messages."""
+
+    source: str
+    names: tuple[str, ...]
+    columns: tuple[tuple[Cell, ...], ...]
+    unit: str = "row"  # how messages count rows: "line" (of a file) or "row"
+    numbers: tuple[int, ...] | None = None  # each row's line or row number; None: 1, 2, 3, ...
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.columns[0]) if self.columns else 0
+
+    def where(self, row: int) -> str:
+        return f"{self.unit} {row + 1 if self.numbers is None else self.numbers[row]}"
+
+    def column(self, name: str) -> tuple[Cell, ...]:
+        return self.columns[self.names.index(name)]
+
+    def take(self, rows: Sequence[int]) -> "RawTable":
+        """The given rows, which keep their numbers in messages."""
+        numbers = tuple(i + 1 if self.numbers is None else self.numbers[i] for i in rows)
+        return RawTable(self.source, self.names, tuple(tuple(col[i] for i in rows) for col in self.columns),
+                        self.unit, numbers)
+
+
+def parse_cell(text: str) -> Cell:
+    text = text.strip()
+    if text.lower() in MISSING_TOKENS:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return value if math.isfinite(value) else text  # "inf" stays text: reported as not a finite number
+
+
+def _python_cell(value: Any) -> Cell:
+    """A value from a Parquet column or a DataFrame as a cell."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return float(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        value = float(value)
+        return None if math.isnan(value) else (value if math.isfinite(value) else str(value))
+    if isinstance(value, str):
+        return parse_cell(value) if value.strip().lower() in MISSING_TOKENS else value
+    try:  # pandas' NA / NaT
+        import pandas
+
+        if pandas.isna(value):
+            return None
+    except (ImportError, TypeError, ValueError):
+        pass
+    raise VaekitError(f"cannot use a value of type {type(value).__name__} ({value!r}) in a table: convert the column "
+                      "to numbers or text")
+
+
+def read_table(path: str | Path) -> RawTable:
+    """A CSV/TSV (any delimiter csv.Sniffer finds; a header row when the first row has no numbers and none of its
+    cells recurs in its column) or a Parquet file (with pyarrow)."""
+    path = Path(path)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return _read_parquet(path)
+    return _read_delimited(path)
+
+
+def _read_delimited(path: Path) -> RawTable:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VaekitError(f"cannot read {path} as text ({exc.__class__.__name__}): save it as UTF-8 "
+                          "comma-separated values") from None
+    if path.suffix.lower() in (".tsv", ".tab"):
+        delimiter = "\t"
+    else:
+        try:
+            delimiter = csv.Sniffer().sniff(text[:SNIFF_BYTES], delimiters=",;\t|").delimiter
+        except csv.Error:
+            delimiter = ","  # one column, or too few rows to tell
+    try:
+        lines = [(number, [cell.strip() for cell in row])
+                 for number, row in enumerate(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), 1)]
+    except csv.Error as exc:
+        raise VaekitError(f"cannot read {path} as CSV ({exc}): check its quoting") from None
+    lines = [(number, row) for number, row in lines if any(row)]  # blank lines
+    if not lines:
+        raise VaekitError(f"{path} is empty: expected rows of values, one item per row")
+    width = len(lines[0][1])
+    for number, row in lines:
+        if len(row) != width:
+            raise VaekitError(f"{path} is ragged: line {number} has {len(row)} columns, the first row {width}; give "
+                              "every row the same columns")
+    first = lines[0][1]
+    body = [row for _, row in lines[1:]]
+    has_header = not any(isinstance(parse_cell(cell), float) for cell in first) and not any(
+        first[c] and any(row[c] == first[c] for row in body) for c in range(width))
+    if has_header:
+        names = tuple(cell or f"column {i + 1}" for i, cell in enumerate(first))
+        duplicates = [name for name, count in Counter(names).items() if count > 1]
+        if duplicates:
+            raise VaekitError(f"{path} names column {duplicates[0]!r} more than once: give every column its own name")
+        rows = lines[1:]
+    else:
+        names, rows = tuple(str(i) for i in range(width)), lines
+    columns = tuple(tuple(parse_cell(row[c]) for _, row in rows) for c in range(width))
+    return RawTable(str(path), names, columns, "line", tuple(number for number, _ in rows))
+
+
+def _read_parquet(path: Path) -> RawTable:
+    try:
+        import pyarrow.parquet as parquet
+    except ImportError:
+        raise VaekitError(f"reading {path.name} needs pyarrow: pip install 'vaekit[tables]' (or save the table as CSV)"
+                          ) from None
+    try:
+        table = parquet.read_table(path)
+    except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
+        raise VaekitError(f"cannot read {path} as Parquet ({str(exc).splitlines()[0][:100]}): check the file") from None
+    names = tuple(str(name) for name in table.column_names)
+    return RawTable(str(path), names, tuple(tuple(_python_cell(v) for v in table.column(i).to_pylist())
+                                             for i in range(len(names))))
+
+
+def frame_table(data: Any, names: Sequence[str] | None = None, source: str = "X") -> RawTable:
+    """A pandas DataFrame (its columns and dtypes) or a 2-D array (numbers; columns x0, x1, ...) as a RawTable."""
+    if hasattr(data, "columns") and hasattr(data, "iloc"):
+        names = tuple(str(name) for name in data.columns)
+        columns = tuple(tuple(_python_cell(v) for v in data.iloc[:, i].tolist()) for i in range(len(names)))
+        return RawTable(source, names, columns)
+    array = np.asarray(data)
+    if array.ndim != 2:
+        raise VaekitError(f"{source} has shape {array.shape}: expected a 2-D table (rows, columns)")
+    names = tuple(names) if names is not None else tuple(f"x{i}" for i in range(array.shape[1]))
+    if array.dtype.kind in "biuf":
+        values = array.astype(np.float64)
+        columns = tuple(tuple(None if math.isnan(v) else v for v in values[:, i].tolist()) for i in range(array.shape[1]))
+    else:
+        columns = tuple(tuple(_python_cell(v) for v in array[:, i].tolist()) for i in range(array.shape[1]))
+    return RawTable(source, names, columns)
+
+
+# ---- columns and their types ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a table as a model sees it. numeric: x_model = (x - mean) / std; binary: values[0] -> 0 and
+    values[1] -> 1; categorical: one-hot over `values`. `fill` replaces a missing cell (training mean or mode)."""
+
+    name: str
+    kind: str
+    values: tuple[Any, ...] = ()
+    mean: float = 0.0
+    std: float = 1.0
+    fill: Any = None
+
+    @property
+    def width(self) -> int:
+        return len(self.values) if self.kind == "categorical" else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name, "kind": self.kind}
+        if self.kind == "numeric":
+            data.update(mean=self.mean, std=self.std)
+        else:
+            data["values"] = list(self.values)
+        data["fill"] = self.fill
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Column":
+        try:
+            kind = data["kind"]
+            if kind not in KINDS:
+                raise ValueError(kind)
+            column = cls(str(data["name"]), kind, tuple(data.get("values", ())), float(data.get("mean", 0.0)),
+                         float(data.get("std", 1.0)), data.get("fill"))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise VaekitError(f"a table column's description {data!r} is damaged: expected name, kind "
+                              f"({'/'.join(KINDS)}) and its values or statistics; train the run again") from None
+        if (kind == "binary" and len(column.values) != 2) or (kind == "categorical" and len(column.values) < 2) or (
+                not (math.isfinite(column.mean) and math.isfinite(column.std) and column.std > 0)):
+            raise VaekitError(f"the table column {column.name!r} is described inconsistently ({data!r}): train the run "
+                              "again")
+        return column
+
+
+def _sort_key(value: Any) -> tuple:
+    return (isinstance(value, str), value)
+
+
+def _value(cell: Cell) -> Any:
+    """A category's stored value: integral numbers as int (so 1.0 reads back as 1), else as is."""
+    return int(cell) if isinstance(cell, float) and cell.is_integer() and abs(cell) < 2**53 else cell
+
+
+def parse_column_types(text: str | dict | None) -> dict[str, str]:
+    """"age=numeric,sex=categorical" (or a mapping) -> {"age": "numeric", "sex": "categorical"}."""
+    if not text:
+        return {}
+    pairs = text.items() if isinstance(text, dict) else (item.partition("=")[::2] for item in str(text).split(","))
+    types = {}
+    for name, kind in pairs:
+        name, kind = str(name).strip(), str(kind).strip()
+        if not name or kind not in (*KINDS, "ignore"):
+            raise VaekitError(f"column types must look like age=numeric,sex=categorical with types "
+                              f"{', '.join((*KINDS, 'ignore'))}; got {name}={kind!r}")
+        types[name] = kind
+    return types
+
+
+def infer_kind(name: str, cells: Sequence[Cell], table: RawTable, declared: str | None = None) -> str:
+    present = [c for c in cells if c is not None]
+    if not present:
+        raise VaekitError(f"{table.source}: column {name!r} holds no values (every cell is missing): drop it, e.g. "
+                          f"--column-types {name}=ignore")
+    distinct = set(present)
+    text = next((i for i, c in enumerate(cells) if isinstance(c, str)), None)
+    if declared == "numeric":
+        if text is not None:
+            raise VaekitError(f"{table.source}: column {name!r} is declared numeric but holds {cells[text]!r} "
+                              f"({table.where(text)}): fix that cell, or declare the column categorical")
+        return "numeric"
+    if declared == "binary":
+        if len(distinct) != 2:
+            raise VaekitError(f"{table.source}: column {name!r} is declared binary but holds {len(distinct)} distinct "
+                              "values: a binary column has exactly two; declare it categorical or numeric")
+        return "binary"
+    if declared == "categorical" or (declared is None and text is not None):
+        if len(distinct) > MAX_CATEGORIES:
+            raise VaekitError(f"{table.source}: column {name!r} holds {len(distinct)} distinct text values, too many "
+                              f"for a categorical column (at most {MAX_CATEGORIES}): drop it (--column-types "
+                              f"{name}=ignore) or group its values")
+        if declared is None and len(distinct) != len([c for c in distinct if isinstance(c, str)]):
+            raise VaekitError(f"{table.source}: column {name!r} mixes numbers and text ({cells[text]!r} at "
+                              f"{table.where(text)}): fix that cell, or declare the column categorical "
+                              f"(--column-types {name}=categorical)")
+        if declared == "categorical" and len(distinct) < 2:
+            raise VaekitError(f"{table.source}: column {name!r} holds one value only: a categorical column needs two "
+                              f"or more; drop it (--column-types {name}=ignore)")
+        return "binary" if declared is None and len(distinct) == 2 else "categorical"
+    if len(distinct) == 2:
+        return "binary"
+    integers = all(c.is_integer() for c in distinct)
+    if integers and 3 <= len(distinct) <= min(MAX_INTEGER_CATEGORIES, math.sqrt(len(present))):
+        return "categorical"
+    return "numeric"
+
+
+# ---- the schema: what the model sees, fitted on the training rows ---------------------------------------------
+
+@dataclass(frozen=True)
+class TableSchema:
+    """The columns a model is trained on, in order, and how rows are encoded for it and decoded back."""
+
+    columns: tuple[Column, ...]
+    label: str | None = None  # the label column, not a feature
+    notes: tuple[str, ...] = field(default=(), compare=False)  # what fitting found worth a warning
+
+    @property
+    def width(self) -> int:
+        return sum(column.width for column in self.columns)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(column.name for column in self.columns)
+
+    def to_dicts(self) -> tuple[dict[str, Any], ...]:
+        return tuple(column.to_dict() for column in self.columns)
+
+    @classmethod
+    def from_dicts(cls, columns: Sequence[Any]) -> "TableSchema":
+        if not columns:
+            raise VaekitError("this model was not trained on a table: it has no columns to read or write")
+        return cls(tuple(Column.from_dict(column) for column in columns))
+
+    def summary(self, n_train: int | None = None, n_test: int | None = None, source: str = "") -> str:
+        kinds = Counter(column.kind for column in self.columns)
+        rows = "" if n_train is None else f"{n_train + (n_test or 0)} rows ({n_train} train, {n_test or 0} test), "
+        head = (f"{source}: {rows}{len(self.columns)} columns: " + ", ".join(f"{kinds[k]} {k}" for k in KINDS)
+                + (f"; label column {self.label!r}" if self.label else ""))
+
+        lines = [head]
+        for kind in KINDS:
+            chosen = [c for c in self.columns if c.kind == kind]
+            if not chosen:
+                continue
+            shown = [c.name if kind == "numeric" else
+                     f"{c.name} ({', '.join(map(str, c.values[:4]))}{', ...' if len(c.values) > 4 else ''})"
+                     for c in chosen[:12]]
+            lines.append(f"  {kind}: " + ", ".join(shown) + (f" and {len(chosen) - 12} more" if len(chosen) > 12 else ""))
+        return "\n".join(lines)
+
+    # ---- rows <-> model vectors ------------------------------------------------------------------------------
+    def encode(self, table: RawTable, impute: str = "none") -> torch.Tensor:
+        """Rows of `table` (holding at least this schema's columns) -> float32 (N, width). Missing cells are an error
+        naming them, or take the column's fill value (impute="mean"; "drop" rows were dropped before)."""
+        _check_missing(table, self.names, impute)
+        parts = []
+        for column in self.columns:
+            cells = [column.fill if c is None else c for c in _column(table, column.name)]
+            parts.append(_encode_column(column, cells, table))
+        return torch.from_numpy(np.concatenate(parts, axis=1).astype(np.float32)) if parts else torch.empty(0, 0)
+
+    def decode(self, values: torch.Tensor | np.ndarray) -> dict[str, list[Any]]:
+        """Model-space means (N, width) -> each column in the user's units: numeric mean * std + mean, and the most
+        probable value of a binary or categorical column."""
+        values = np.asarray(values.detach().cpu() if torch.is_tensor(values) else values, dtype=np.float64)
+        if values.ndim != 2 or values.shape[1] != self.width:
+            raise VaekitError(f"expected decoded rows of shape (N, {self.width}), got {values.shape}")
+        out, start = {}, 0
+        for column in self.columns:
+            block = values[:, start : start + column.width]
+            start += column.width
+            if column.kind == "numeric":
+                out[column.name] = (block[:, 0] * column.std + column.mean).tolist()
+            elif column.kind == "binary":
+                out[column.name] = [column.values[int(p >= 0.5)] for p in block[:, 0]]
+            else:
+                out[column.name] = [column.values[i] for i in block.argmax(1)]
+        return out
+
+
+def _column(table: RawTable, name: str) -> tuple[Cell, ...]:
+    if name not in table.names:
+        close = difflib.get_close_matches(name, list(table.names), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise VaekitError(f"{table.source} has no column {name!r}{hint}: the model was trained on columns with these "
+                          "names; give a table that has them")
+    return table.column(name)
+
+
+def _encode_column(column: Column, cells: list[Cell], table: RawTable) -> np.ndarray:
+    if column.kind == "numeric":
+        text = next((i for i, c in enumerate(cells) if isinstance(c, str)), None)
+        if text is not None:
+            raise VaekitError(f"{table.source}: column {column.name!r} is numeric but holds {cells[text]!r} at "
+                              f"{table.where(text)}: fix that cell")
+        return ((np.asarray(cells, dtype=np.float64) - column.mean) / column.std)[:, None]
+    index = {v: i for i, v in enumerate(column.values)}
+    codes = []
+    for row, cell in enumerate(cells):
+        code = index.get(_value(cell))
+        if code is None:
+            known = ", ".join(map(str, column.values[:10])) + (", ..." if len(column.values) > 10 else "")
+            raise VaekitError(f"{table.source}: column {column.name!r} holds {cell!r} at {table.where(row)}, a value "
+                              f"the model has not seen (it knows {known}): fix it, or train on data that has it")
+        codes.append(code)
+    codes = np.asarray(codes, dtype=np.int64)
+    if column.kind == "binary":
+        return codes[:, None].astype(np.float64)
+    return np.eye(column.width)[codes]
+
+
+def missing_cells(table: RawTable, names: Sequence[str]) -> dict[str, list[int]]:
+    """Column name -> rows with a missing cell, for the given columns."""
+    found = {}
+    for name in names:
+        rows = [i for i, c in enumerate(_column(table, name)) if c is None]
+        if rows:
+            found[name] = rows
+    return found
+
+
+def _check_missing(table: RawTable, names: Sequence[str], impute: str) -> None:
+    if impute != "none":
+        return
+    found = missing_cells(table, names)
+    if found:
+        def rows(rows: list[int]) -> str:
+            shown = ", ".join(table.where(r) for r in rows[:3])
+            return shown + (f" and {len(rows) - 3} more" if len(rows) > 3 else "")
+
+        listed = "; ".join(f"{name} ({rows(r)})" for name, r in list(found.items())[:5])
+        more = f"; and {len(found) - 5} more columns" if len(found) > 5 else ""
+        raise VaekitError(f"{table.source} has missing values in {len(found)} column(s): {listed}{more}: fill them in, "
+                          "or pass --impute mean (the training mean, or most frequent value) or --impute drop (drop "
+                          "those rows)")
+
+
+def fit_schema(table: RawTable, train_rows: Sequence[int], column_types: dict[str, str] | None = None,
+               standardize: bool = True, label: str | None = None) -> TableSchema:
+    """Each column's type (inferred or declared), its categories (from every row) and its statistics and fill value
+    (from the training rows)."""
+    column_types = dict(column_types or {})
+    for name in column_types:
+        if name not in table.names:
+            _column(table, name)  # names the column with a suggestion
+        if name == label:
+            raise VaekitError(f"{name!r} is the label column: it is not a feature, so it takes no column type")
+    columns, constant = [], []
+    for name, cells in zip(table.names, table.columns, strict=True):
+        declared = column_types.get(name)
+        if name == label or declared == "ignore":
+            continue
+        kind = infer_kind(name, cells, table, declared)
+        train = [cells[i] for i in train_rows if cells[i] is not None]
+        if kind == "numeric":
+            values = np.asarray(train, dtype=np.float64)
+            if values.size == 0:
+                raise VaekitError(f"{table.source}: column {name!r} has no values in the training rows: drop it, or "
+                                  "fill it in")
+            mean, std = float(values.mean()), float(values.std())
+            if std <= CONSTANT_STD * max(1.0, abs(mean)):
+                constant.append(name)
+                std = 1.0
+            fill = mean
+            if not standardize:
+                mean, std = 0.0, 1.0
+            columns.append(Column(name, kind, (), mean, std, fill))
+        else:
+            categories = tuple(sorted({_value(c) for c in cells if c is not None}, key=_sort_key))
+            counts = Counter(_value(c) for c in train)
+            fill = max(categories, key=lambda v: (counts[v], -categories.index(v)))
+            columns.append(Column(name, kind, categories, fill=fill))
+    if not columns:
+        raise VaekitError(f"{table.source} has no feature columns" + (f" besides the label column {label!r}" if label
+                                                                      else "") + ": give a table with some")
+    notes = []
+    if constant:
+        shown = ", ".join(constant[:8]) + (f" and {len(constant) - 8} more" if len(constant) > 8 else "")
+        notes.append(f"{len(constant)} column(s) have zero variance in the training rows ({shown}): they carry no "
+                     "information; drop them (--column-types NAME=ignore)")
+    return TableSchema(tuple(columns), label, tuple(notes))
+
+
+def model_table(model_config: Any) -> TableSchema | None:
+    """The columns a model (its ModelConfig) was trained on, or None for a model of images or vectors."""
+    if getattr(model_config, "likelihood", None) != "table":
+        return None
+    return TableSchema.from_dicts(model_config.settings("table").columns)
+
+
+def write_rows(schema: TableSchema, values: torch.Tensor | np.ndarray, path: str | Path) -> Path:
+    """Decoded rows in the user's units: a CSV with a header, or .npy (only for tables whose values are numbers)."""
+    path = Path(path)
+    decoded = schema.decode(values)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(schema.names)
+        columns = [[f"{v:.7g}" if isinstance(v, float) else v for v in decoded[name]] for name in schema.names]
+        writer.writerows(zip(*columns, strict=True))
+        path.write_text(buffer.getvalue(), encoding="utf-8")
+    elif path.suffix.lower() == ".npy":
+        text = [c.name for c in schema.columns if any(isinstance(v, str) for v in c.values)]
+        if text:
+            raise VaekitError(f"column {text[0]!r} holds text, which a .npy array cannot: write --out FILE.csv")
+        np.save(path, np.column_stack([np.asarray(decoded[name], dtype=np.float64) for name in schema.names]))
+    else:
+        raise VaekitError(f"cannot write {path.name}: a table model writes rows to a .csv (or .npy) file")
+    return path
