@@ -8,6 +8,7 @@ from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.distributions import (
     Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal, constraints,
 )
@@ -320,19 +321,24 @@ class TableDistribution(Distribution):
 
 
 @register_likelihood("table")
-class TableLikelihood(Likelihood):
+class TableLikelihood(Likelihood, nn.Module):
     """The columns of a table, each with its own likelihood (the ELBO sums their log-likelihoods): a Gaussian per
-    numeric column (a learned std per value, or a fixed one), a Bernoulli on the logit of a 0/1 column, a categorical
-    on the logits of a one-hot block. The columns (vaekit.data.tables) come from the data, stored with the model."""
+    numeric column, a Bernoulli on the logit of a 0/1 column, a categorical on the logits of a one-hot block. The
+    columns (vaekit.data.tables) come from the data and are stored with the model.
+
+    A numeric column's std is a learned parameter of the column (a calibrated decoder: it settles at the column's
+    reconstruction error, Rybkin et al. 2021), or fixed. It is one number per column, not per row: a std decoded per
+    row lets the model declare any column noise and stop reconstructing it."""
 
     @dataclass(frozen=True)
     class Settings:
         std: float | None = setting(None, "fixed std of the table likelihood's numeric columns, in standardised units "
-                                    "(default: learned per value)", check=(positive, "> 0"))
+                                    "(default: learned per column)", check=(positive, "> 0"))
         columns: tuple[dict, ...] = setting((), cli=False)  # the table's columns (TableSchema.to_dicts), from the data
 
     def __init__(self, data_shape: tuple[int, ...], settings=None) -> None:
-        super().__init__(data_shape, settings)
+        nn.Module.__init__(self)
+        Likelihood.__init__(self, data_shape, settings)
         from .data.tables import TableSchema  # the one description of a table's columns
 
         self.schema = TableSchema.from_dicts(settings.columns if settings is not None else ())
@@ -340,7 +346,6 @@ class TableLikelihood(Likelihood):
             raise VaekitError(f"the table likelihood's columns take {self.schema.width} values per row, but the data "
                               f"shape is {self.data_shape}: the run's config is damaged; train it again")
         self.std = settings.std
-        self.param_channels = 1 if self.std is not None else 2
         kinds, column_of, start = {"numeric": [], "binary": [], "categorical": {}}, [], 0
         for index, column in enumerate(self.schema.columns):
             if column.kind == "categorical":
@@ -349,56 +354,56 @@ class TableLikelihood(Likelihood):
                 kinds[column.kind].append(start)
             column_of += [index] * column.width
             start += column.width
-        self.numeric = torch.tensor(kinds["numeric"], dtype=torch.long)
-        self.binary = torch.tensor(kinds["binary"], dtype=torch.long)
+        # Index tensors follow the model to its device; they are derived from the columns, so not saved.
+        self.register_buffer("numeric", torch.tensor(kinds["numeric"], dtype=torch.long), persistent=False)
+        self.register_buffer("binary", torch.tensor(kinds["binary"], dtype=torch.long), persistent=False)
         # Categorical columns grouped by their number of categories, so each group is one (..., n, K) softmax.
-        self.categorical = [torch.tensor(blocks, dtype=torch.long) for blocks in kinds["categorical"].values()]
+        self.groups = len(kinds["categorical"])
+        for i, blocks in enumerate(kinds["categorical"].values()):
+            self.register_buffer(f"categorical_{i}", torch.tensor(blocks, dtype=torch.long), persistent=False)
         order = torch.cat([self.numeric, self.binary, *[block.flatten() for block in self.categorical]])
-        self.inverse = torch.empty_like(order)
-        self.inverse[order] = torch.arange(order.numel())  # the pieces, concatenated by kind, back in column order
-        self.column_of = torch.tensor(column_of, dtype=torch.long)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel())  # the pieces, concatenated by kind, back in column order
+        self.register_buffer("inverse", inverse, persistent=False)
+        self.register_buffer("column_of", torch.tensor(column_of, dtype=torch.long), persistent=False)
+        if self.std is None:
+            self.log_std = nn.Parameter(torch.zeros(len(kinds["numeric"])))  # std 1 at first: the data's own
 
-    def __call__(self, params: torch.Tensor) -> Distribution:
+    @property
+    def categorical(self) -> list[torch.Tensor]:
+        return [getattr(self, f"categorical_{i}") for i in range(self.groups)]
+
+    def __call__(self, params: torch.Tensor) -> Distribution:  # the Likelihood protocol, not nn.Module's forward
         return TableDistribution(self, params)
 
-    def _heads(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
-        """(location/logit per value, std per value or the fixed std)."""
+    def _log_std(self, like: torch.Tensor) -> torch.Tensor | float:
         if self.std is not None:
-            return params, self.std
-        head, raw_scale = self._split(params, 2)
-        return head, F.softplus(raw_scale) + MIN_STD
+            return math.log(self.std)
+        return self.log_std.clamp(math.log(MIN_STD), LOGVAR_MAX / 2).to(like.dtype)
 
     def _in_order(self, pieces: list[torch.Tensor]) -> torch.Tensor:
         joined = torch.cat([piece.flatten(-2) if i > 1 else piece for i, piece in enumerate(pieces)], -1)
-        return joined.index_select(-1, self.inverse.to(joined.device))
+        return joined.index_select(-1, self.inverse)
 
     def log_prob_elements(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        head, scale = self._heads(params)
-        device = head.device
-        numeric, binary = self.numeric.to(device), self.binary.to(device)
-        loc, value = head.index_select(-1, numeric), x.index_select(-1, numeric)
-        if isinstance(scale, float):
-            gaussian = -0.5 * ((value - loc) / scale).square() - math.log(scale) - 0.5 * math.log(2 * math.pi)
-        else:
-            std = scale.index_select(-1, numeric)
-            gaussian = -0.5 * ((value - loc) / std).square() - std.log() - 0.5 * math.log(2 * math.pi)
-        logits = head.index_select(-1, binary)
-        bernoulli = x.index_select(-1, binary) * logits - F.softplus(logits)
+        loc, value = params.index_select(-1, self.numeric), x.index_select(-1, self.numeric)
+        log_std = self._log_std(loc)
+        inverse_std = math.exp(-log_std) if isinstance(log_std, float) else torch.exp(-log_std)
+        gaussian = -0.5 * ((value - loc) * inverse_std).square() - log_std - 0.5 * math.log(2 * math.pi)
+        logits = params.index_select(-1, self.binary)
+        bernoulli = x.index_select(-1, self.binary) * logits - F.softplus(logits)
         # A categorical column's log-probability is its one-hot block times the log-softmax: its one non-zero value.
-        categorical = [x[..., block.to(device)] * F.log_softmax(head[..., block.to(device)], -1)
-                       for block in self.categorical]
+        categorical = [x[..., block] * F.log_softmax(params[..., block], -1) for block in self.categorical]
         return self._in_order([gaussian, bernoulli, *categorical])
 
     def parts(self, params: torch.Tensor, draw: bool = False) -> torch.Tensor:
         """The distribution's mean (numeric location, P(1), class probabilities) or one draw, in column order."""
-        head, scale = self._heads(params)
-        device = head.device
-        loc = head.index_select(-1, self.numeric.to(device))
-        p = torch.sigmoid(head.index_select(-1, self.binary.to(device)))
-        probabilities = [F.softmax(head[..., block.to(device)], -1) for block in self.categorical]
+        loc = params.index_select(-1, self.numeric)
+        p = torch.sigmoid(params.index_select(-1, self.binary))
+        probabilities = [F.softmax(params[..., block], -1) for block in self.categorical]
         if draw:
-            std = scale if isinstance(scale, float) else scale.index_select(-1, self.numeric.to(device))
-            loc = loc + std * torch.randn_like(loc)
+            log_std = self._log_std(loc)
+            loc = loc + (math.exp(log_std) if isinstance(log_std, float) else log_std.exp()) * torch.randn_like(loc)
             p = torch.bernoulli(p)
             probabilities = [F.one_hot(torch.distributions.Categorical(probs=q).sample(), q.shape[-1]).to(q.dtype)
                              for q in probabilities]
@@ -408,9 +413,8 @@ class TableLikelihood(Likelihood):
         """Per row and column (B, columns): -log p(x_c|z), and the error of the most likely value in the user's
         units: the squared error of a numeric column, 0/1 for a wrong binary or categorical value."""
         elements = self.log_prob_elements(params, x)
-        column_of = self.column_of.to(elements.device)
         nll = -torch.zeros(*elements.shape[:-1], len(self.schema.columns), dtype=elements.dtype,
-                           device=elements.device).index_add_(-1, column_of, elements)
+                           device=elements.device).index_add_(-1, self.column_of, elements)
         mean = self.parts(params)
         errors, start = [], 0
         for column in self.schema.columns:
@@ -425,10 +429,9 @@ class TableLikelihood(Likelihood):
         return nll, torch.stack(errors, -1)
 
     def check_support(self, x: torch.Tensor, what: str = "data") -> None:
-        discrete = torch.cat([self.binary, *[block.flatten() for block in self.categorical]])
-        values = x.reshape(-1, self.data_shape[0]).index_select(-1, discrete.to(x.device))
-        one_hot = all(bool((x.reshape(-1, self.data_shape[0])[:, block.to(x.device)].sum(-1) == 1).all())
-                      for block in self.categorical)
+        rows = x.reshape(-1, self.data_shape[0]).to(self.inverse.device)
+        values = rows.index_select(-1, torch.cat([self.binary, *[block.flatten() for block in self.categorical]]))
+        one_hot = all(bool((rows[:, block].sum(-1) == 1).all()) for block in self.categorical)
         if not (bool(((values == 0) | (values == 1)).all()) and one_hot):
             raise VaekitError(f"the table likelihood needs {what} in the table's encoding (0/1 for binary columns, "
                               "one-hot categories): read the table through vaekit (vaekit.data.tables)")

@@ -20,7 +20,7 @@ from .train import Callback, EpochResult, MetricsLog, Trainer
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
-KL_WARNING = 3.0  # a table model's mean KL above this many times log N gets a warning (see table_warnings)
+KL_WARNING = 3.0  # a table model's mean KL above this many times log N (at least 2) gets a warning (table_warnings)
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def table_warnings(model: Model, dataset: Dataset) -> list[str]:
         warnings = []
         if model.has_bound:
             kl = metrics.closed_form_kl(model, x, y)
-            if kl is not None and float(kl.mean()) > KL_WARNING * math.log(len(x)):
+            if kl is not None and float(kl.mean()) > KL_WARNING * max(math.log(len(x)), 2.0):
                 warnings.append(
                     f"the mean KL on the training rows is {float(kl.mean()):.1f} nats, far above the "
                     f"{math.log(len(x)):.1f} nats (log N) a code needs to tell {len(x)} rows apart: the features are "

@@ -1,0 +1,207 @@
+"""scikit-learn estimators: a VAE or an autoencoder as a dimensionality reducer (fit / transform / inverse_transform),
+usable in a Pipeline and GridSearchCV, on numpy arrays (numeric columns) or pandas DataFrames (mixed column types).
+
+Fitting leaves no global state changed: torch's random generator is restored and its thread count is not touched.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from . import latent, metrics
+from .config import DataConfig, ModelConfig, RunConfig, TrainConfig, validate
+from .data import Dataset
+from .data.tables import RawTable, TableSchema, fit_schema, frame_table, parse_column_types
+from .errors import VaekitError
+from .runs import train
+
+SCORE_SAMPLES = 16  # posterior draws per row in score(): the ELBO estimate, seeded, so score is repeatable
+AUTO_STEPS, AUTO_MAX_EPOCHS = 3000, 2000  # epochs=None: about this many steps, in at most this many epochs
+
+
+def _is_frame(X: Any) -> bool:
+    return hasattr(X, "columns") and hasattr(X, "iloc")
+
+
+class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """What both estimators share; `family` says which model they fit."""
+
+    family: ClassVar[str]
+
+    def _epochs(self, rows: int) -> int:
+        """epochs=None: enough passes for about AUTO_STEPS steps; a small table needs many passes to be learnt."""
+        if self.epochs is not None:
+            return self.epochs
+        steps_per_epoch = max(1, math.ceil(rows / self.batch_size))
+        return min(AUTO_MAX_EPOCHS, math.ceil(AUTO_STEPS / steps_per_epoch))
+
+    def _config(self, schema: TableSchema, seed: int, rows: int) -> RunConfig:
+        return validate(RunConfig(
+            data=DataConfig(name="X", standardize=self.standardize, impute=self.impute),
+            model=ModelConfig(family=self.family, latent_dim=self.latent_dim, network="mlp",
+                              hidden_dims=tuple(self.hidden_dims), beta=getattr(self, "beta", 1.0),
+                              data_shape=(schema.width,)),
+            train=TrainConfig(epochs=self._epochs(rows), batch_size=self.batch_size, lr=self.lr, seed=seed,
+                              device=self.device, progress=bool(self.verbose)),
+        ))
+
+    # ---- input -------------------------------------------------------------------------------------------------
+    def _table(self, X: Any, reset: bool) -> RawTable:
+        """X as a table: a DataFrame keeps its column types; an array is numbers, missing values as NaN."""
+        if _is_frame(X):
+            validate_data(self, X, reset=reset, skip_check_array=True)
+            if X.shape[0] < 1:
+                raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 is required.")
+            return frame_table(X, source="X")
+        X = validate_data(self, X, reset=reset, dtype=np.float64,
+                          ensure_all_finite="allow-nan" if self.impute != "none" else True)
+        return frame_table(X, names=[f"x{i}" for i in range(X.shape[1])], source="X")
+
+    def _encode(self, X: Any) -> torch.Tensor:
+        check_is_fitted(self)
+        table = self._table(X, reset=False)
+        try:
+            return self.schema_.encode(table, self.impute)
+        except VaekitError as exc:
+            raise ValueError(str(exc)) from None
+
+    # ---- the estimator API ---------------------------------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None) -> "_Autoencoder":
+        """Fit the model to the rows of X (y is ignored: the model is unsupervised)."""
+        table = self._table(X, reset=True)
+        types = parse_column_types(self.column_types)
+        if not _is_frame(X):  # an array's columns are numbers; its names are x0, x1, ...
+            types = {**{name: "numeric" for name in table.names}, **types}
+        seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        try:
+            schema = fit_schema(table, range(table.n_rows), types, self.standardize)
+            if self.impute == "drop":
+                raise VaekitError("impute='drop' cannot drop rows inside an estimator (transform must return a code "
+                                  "per row): use impute='mean', or drop the rows before fitting")
+            x = schema.encode(table, self.impute)
+            cfg = self._config(schema, seed, table.n_rows)
+            dataset = Dataset("X", x, x[:0], table=schema)
+            with torch.random.fork_rng(devices=[]):  # train seeds torch's global generator; give it back
+                result = train(cfg, dataset=dataset)
+        except VaekitError as exc:
+            raise ValueError(str(exc)) from None
+        self.model_ = result.model.cpu().eval()
+        self.schema_ = schema
+        self.loss_curve_ = [row.train["loss"] for row in result.history]
+        self._n_features_out = self.latent_dim
+        self._frame_columns = list(X.columns) if _is_frame(X) else None
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Each row's code: the posterior mean for a VAE, (n_samples, latent_dim)."""
+        x = self._encode(X)
+        with torch.inference_mode():
+            return latent.encode_dataset(self.model_, x).double().numpy()
+
+    def inverse_transform(self, X: Any) -> Any:
+        """Codes -> rows in the user's units (the decoder's most likely values); a DataFrame when fitted on one."""
+        check_is_fitted(self)
+        codes = np.asarray(X, dtype=np.float64)
+        if codes.ndim != 2 or codes.shape[1] != self.latent_dim:
+            raise ValueError(f"X has shape {codes.shape}: expected codes of shape (n_samples, {self.latent_dim})")
+        with torch.inference_mode():
+            means = latent.decode_mean(self.model_, torch.from_numpy(codes).float())
+        return self._rows(means)
+
+    def sample(self, n_samples: int = 1, random_state: Any = None) -> Any:
+        """n_samples rows decoded from draws of the prior, in the user's units."""
+        check_is_fitted(self)
+        seed = int(check_random_state(random_state).randint(0, 2**31 - 1))
+        draws = self.model_.sample(n_samples, generator=torch.Generator().manual_seed(seed))
+        return self._rows(draws)
+
+    def _rows(self, means: torch.Tensor) -> Any:
+        decoded = self.schema_.decode(means)
+        if self._frame_columns is None:
+            return np.column_stack([np.asarray(decoded[name], dtype=np.float64) for name in self.schema_.names])
+        import pandas
+
+        return pandas.DataFrame({name: decoded[name] for name in self.schema_.names})[
+            [c for c in self._frame_columns if c in decoded]]
+
+    def _log_jacobian(self) -> float:
+        """log |d x_model / d x| per row: the standardisation's, so densities are of the data in the user's units."""
+        return -sum(math.log(column.std) for column in self.schema_.columns if column.kind == "numeric")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self.impute != "none"
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+
+class VAETransformer(_Autoencoder):
+    """A variational autoencoder as a transformer: transform gives posterior means, score the mean ELBO per row.
+
+    Parameters: latent_dim (the size of the code), hidden_dims (the MLP widths), epochs (None: enough passes for about
+    3000 steps, at most 2000 epochs), batch_size, lr, beta (the KL weight), column_types
+    ("age=numeric,sex=categorical"; DataFrames are typed by vaekit's rules, arrays are numeric),
+    standardize (numeric columns, with the training statistics), impute ("none": missing values are an error;
+    "mean"), random_state, verbose (a progress bar), device.
+    """
+
+    family = "vae"
+
+    def __init__(self, latent_dim: int = 2, hidden_dims: tuple[int, ...] = (128, 128), epochs: int | None = None,
+                 batch_size: int = 128, lr: float = 1e-3, beta: float = 1.0, column_types: str | None = None,
+                 standardize: bool = True, impute: str = "none", random_state: Any = None, verbose: bool = False,
+                 device: str = "cpu") -> None:
+        self.latent_dim = latent_dim
+        self.hidden_dims = hidden_dims
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.beta = beta
+        self.column_types = column_types
+        self.standardize = standardize
+        self.impute = impute
+        self.random_state = random_state
+        self.verbose = verbose
+        self.device = device
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """The mean ELBO per row (nats, higher is better) of X in its own units, from seeded posterior draws."""
+        x = self._encode(X)
+        bounds = metrics.sampled_bounds(self.model_, x, SCORE_SAMPLES, seed=0)
+        return float(bounds.elbo.mean()) + self._log_jacobian()
+
+
+class AETransformer(_Autoencoder):
+    """A plain autoencoder as a transformer: transform gives the codes; score the mean log-likelihood per row of the
+    reconstruction (an autoencoder has no ELBO). Parameters as VAETransformer's, without beta."""
+
+    family = "ae"
+
+    def __init__(self, latent_dim: int = 2, hidden_dims: tuple[int, ...] = (128, 128), epochs: int | None = None,
+                 batch_size: int = 128, lr: float = 1e-3, column_types: str | None = None, standardize: bool = True,
+                 impute: str = "none", random_state: Any = None, verbose: bool = False, device: str = "cpu") -> None:
+        self.latent_dim = latent_dim
+        self.hidden_dims = hidden_dims
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.column_types = column_types
+        self.standardize = standardize
+        self.impute = impute
+        self.random_state = random_state
+        self.verbose = verbose
+        self.device = device
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """The mean log-likelihood per row of X under its reconstruction, log p(x | z = code(x)) (nats)."""
+        x = self._encode(X)
+        return -float(metrics.reconstruction_error(self.model_, x).nll_at_mean.double().mean()) + self._log_jacobian()
+
+
+__all__ = ["AETransformer", "VAETransformer"]

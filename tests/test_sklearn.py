@@ -1,0 +1,113 @@
+"""vaekit.sklearn: scikit-learn's own estimator checks, Pipeline and GridSearchCV, DataFrames of mixed types, and no
+global side effects."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_wine
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.utils.estimator_checks import check_estimator
+
+from vaekit.sklearn import AETransformer, VAETransformer
+
+# Checks that cannot apply, and why (the tests below fail if any other check does not pass).
+NOT_APPLICABLE = {
+    # Array API inputs (cupy, torch arrays through the array-api namespace) need SCIPY_ARRAY_API=1 and are not
+    # supported: the estimators convert their input to numpy and train with torch themselves.
+    "check_array_api_input",
+}
+
+
+@pytest.mark.parametrize("estimator", [VAETransformer, AETransformer], ids=lambda e: e.__name__)
+def test_scikit_learn_estimator_checks(estimator):
+    # Few epochs and small networks: these checks exercise the API (about 45 fits each), not the fit's quality,
+    # which the benchmark and the tests below measure with the defaults.
+    results = check_estimator(estimator(epochs=3, hidden_dims=(16,), random_state=0), on_fail=None)
+    failed = {r["check_name"]: str(r["exception"])[:200] for r in results
+              if r["status"] == "failed" or (r["status"] == "skipped" and r["check_name"] not in NOT_APPLICABLE)}
+    assert not failed, failed
+    assert len(results) > 40
+
+
+def test_pipeline_and_grid_search():
+    x, y = load_wine(return_X_y=True)
+    pipeline = Pipeline([("vae", VAETransformer(epochs=20, random_state=0)),
+                         ("classify", LogisticRegression(max_iter=2000))])
+    search = GridSearchCV(pipeline, {"vae__latent_dim": [1, 2], "vae__beta": [0.5, 1.0]}, cv=3)
+    search.fit(x, y)
+    assert set(search.best_params_) == {"vae__latent_dim", "vae__beta"}
+    assert search.best_score_ > 0.8  # three clear classes of wine; chance is 0.40
+    assert search.predict(x[:5]).shape == (5,)
+    # score picks by ELBO when the VAE is alone
+    by_elbo = GridSearchCV(VAETransformer(epochs=20, random_state=0), {"latent_dim": [1, 3]}, cv=3).fit(x)
+    assert np.isfinite(by_elbo.best_score_)
+
+
+def test_defaults_reduce_wine_like_pca_or_better():
+    """The default settings on a real table: codes that separate the classes, reconstruction in the user's units
+    and a finite ELBO; fit is deterministic given random_state."""
+    x, y = load_wine(return_X_y=True)
+    rng = np.random.default_rng(0)
+    test = rng.permutation(len(x))[:40]
+    train = np.setdiff1d(np.arange(len(x)), test)
+    vae = VAETransformer(random_state=0).fit(x[train])
+    codes = vae.transform(x)
+    assert codes.shape == (len(x), 2) and codes.dtype == np.float64
+    accuracy = LogisticRegression(max_iter=2000).fit(codes[train], y[train]).score(codes[test], y[test])
+    assert accuracy > 0.85
+    decoded = vae.inverse_transform(codes[test])
+    scale = x[train].std(0)
+    assert np.sqrt(np.mean(((decoded - x[test]) / scale) ** 2)) < 0.8  # in the user's units, per std of a column
+    assert np.isfinite(vae.score(x[test])) and vae.score(x[train]) > vae.score(x[test]) - 5
+    # the same random_state, the same model
+    first, again = (VAETransformer(epochs=10, random_state=3).fit(x[train]) for _ in range(2))
+    np.testing.assert_array_equal(again.transform(x), first.transform(x))
+    samples = vae.sample(5, random_state=1)
+    assert samples.shape == (5, x.shape[1]) and np.all(samples[:, -1] > 100)  # proline is in the hundreds
+    assert list(vae.get_feature_names_out()) == ["vaetransformer0", "vaetransformer1"]
+
+
+def test_fit_leaves_no_global_state_changed():
+    x, _ = load_wine(return_X_y=True)
+    threads = torch.get_num_threads()
+    torch.manual_seed(1234)
+    state = torch.get_rng_state()
+    AETransformer(epochs=2, random_state=0).fit(x)
+    VAETransformer(epochs=2).fit(x)
+    assert torch.equal(torch.get_rng_state(), state) and torch.get_num_threads() == threads
+
+
+def test_dataframes_of_mixed_types_round_trip():
+    pandas = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    n = 300
+    group = rng.integers(0, 2, n)
+    frame = pandas.DataFrame({
+        "age": rng.normal(40 + 20 * group, 4),
+        "smoker": np.where(rng.random(n) < 0.1 + 0.8 * group, "yes", "no"),
+        "city": pandas.Categorical(np.array(["Oslo", "Lima", "Pune"])[(group * 2 + rng.integers(0, 2, n)) % 3]),
+        "hours": rng.gamma(2.0, 3.0, n),
+        "children": rng.integers(0, 4, n),  # a few distinct integers: categorical
+    })
+    frame.loc[7, "age"] = np.nan
+    with pytest.raises(ValueError, match="missing values in 1 column.*age \\(row 8\\)"):
+        VAETransformer(epochs=5, random_state=0).fit(frame)
+    vae = VAETransformer(impute="mean", random_state=0).fit(frame)
+    kinds = {c.name: c.kind for c in vae.schema_.columns}
+    assert kinds == {"age": "numeric", "smoker": "binary", "city": "categorical", "hours": "numeric",
+                     "children": "categorical"}
+    assert list(vae.feature_names_in_) == ["age", "smoker", "city", "hours", "children"]
+    decoded = vae.inverse_transform(vae.transform(frame))
+    assert list(decoded.columns) == ["age", "smoker", "city", "hours", "children"]
+    assert set(decoded["children"]) <= {0, 1, 2, 3}
+    assert set(decoded["smoker"]) <= {"yes", "no"} and set(decoded["city"]) <= {"Oslo", "Lima", "Pune"}
+    # the code carries the group: smoker and age come back right for most rows
+    assert (decoded["smoker"] == frame["smoker"]).mean() > 0.75
+    assert np.nanmean(np.abs(decoded["age"] - frame["age"])) < 10
+    with pytest.raises(ValueError, match="'city' holds 'Rome'"):
+        vae.transform(frame.assign(city=frame["city"].astype(str).replace("Oslo", "Rome")))
+    with pytest.raises(ValueError, match="feature names"):
+        vae.transform(frame[["smoker", "age", "city", "hours", "children"]])

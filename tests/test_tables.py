@@ -1,0 +1,329 @@
+"""Tables: reading and typing columns, standardisation stored and inverted, missing values, the table likelihood
+against torch's distributions, the warnings, and the CLI on a CSV."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Bernoulli, Categorical, Normal
+
+import vaekit
+from vaekit import checkpoint
+from vaekit.cli import main
+from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaekit.data import load_dataset, tables
+from vaekit.distributions import TableLikelihood
+from vaekit.errors import VaekitError
+
+MIXED_HEADER = "age,sex,smoker,chest_pain,income,city,target"
+
+
+def mixed_rows(n: int, seed: int = 0) -> list[str]:
+    """Rows of every column type: numeric (age, income: scales 1e1 and 1e4), binary text (sex), binary 0/1 (smoker),
+    categorical integers (chest_pain 0..3), categorical text (city), a 0/1 label."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        group = rng.integers(0, 2)
+        age = rng.normal(40 + 20 * group, 5)
+        income = rng.normal(30000 + 40000 * group, 5000)
+        rows.append(f"{age:.1f},{'FM'[rng.integers(0, 2)]},{int(rng.random() < 0.2 + 0.6 * group)},"
+                    f"{rng.integers(0, 4)},{income:.0f},{['Oslo', 'Lima', 'Pune'][rng.integers(0, 3)]},{group}")
+    return rows
+
+
+@pytest.fixture()
+def mixed_csv(tmp_path):
+    path = tmp_path / "people.csv"
+    path.write_text("\n".join([MIXED_HEADER, *mixed_rows(400)]) + "\n")
+    return path
+
+
+def load(path, **fields):
+    return load_dataset(DataConfig(name=str(path), **fields))
+
+
+# ---- reading and typing ------------------------------------------------------------------------------------
+
+def test_column_types_are_inferred_on_a_mixed_csv(mixed_csv):
+    dataset = load(mixed_csv, label_column="target")
+    kinds = {column.name: (column.kind, column.values) for column in dataset.table.columns}
+    assert kinds == {"age": ("numeric", ()), "sex": ("binary", ("F", "M")), "smoker": ("binary", (0, 1)),
+                     "chest_pain": ("categorical", (0, 1, 2, 3)), "income": ("numeric", ()),
+                     "city": ("categorical", ("Lima", "Oslo", "Pune"))}
+    assert dataset.shape == (1 + 1 + 1 + 4 + 1 + 3,) and dataset.label_names is None
+    assert set(torch.cat([dataset.y_train, dataset.y_test]).tolist()) == {0, 1}
+    # categorical blocks are one-hot, binary columns 0/1
+    x = torch.cat([dataset.x_train, dataset.x_test])
+    assert torch.equal(x[:, 3:7].sum(1), torch.ones(len(x))) and torch.equal(x[:, 8:11].sum(1), torch.ones(len(x)))
+    assert set(x[:, 1].tolist()) == {0.0, 1.0}
+
+
+def test_column_types_can_be_overridden_and_columns_ignored(mixed_csv):
+    dataset = load(mixed_csv, label_column="target", column_types="chest_pain=numeric,city=ignore,smoker=categorical")
+    kinds = {column.name: column.kind for column in dataset.table.columns}
+    assert kinds == {"age": "numeric", "sex": "binary", "smoker": "categorical", "chest_pain": "numeric",
+                     "income": "numeric"}
+    with pytest.raises(VaekitError, match="did you mean city"):
+        load(mixed_csv, column_types="cityy=ignore")
+    with pytest.raises(VaekitError, match="'sex' is declared numeric but holds 'M'|'sex' is declared numeric but holds 'F'"):
+        load(mixed_csv, column_types="sex=numeric")
+    with pytest.raises(VaekitError, match="must look like age=numeric"):
+        load(mixed_csv, column_types="age=number")
+
+
+@pytest.mark.parametrize("delimiter,suffix", [(";", ".csv"), ("\t", ".tsv"), ("|", ".csv")])
+def test_delimiters_are_sniffed(tmp_path, delimiter, suffix):
+    lines = [MIXED_HEADER.replace(",", delimiter)] + [row.replace(",", delimiter) for row in mixed_rows(50)]
+    path = tmp_path / f"people{suffix}"
+    path.write_text("\n".join(lines) + "\n")
+    dataset = load(path, label_column="target")
+    assert dataset.table.names == ("age", "sex", "smoker", "chest_pain", "income", "city")
+
+
+def test_headerless_and_all_text_tables(tmp_path):
+    path = tmp_path / "plain.csv"
+    path.write_text("\n".join(mixed_rows(60)) + "\n")
+    dataset = load(path, label_column="6")
+    assert dataset.table.names == ("0", "1", "2", "3", "4", "5")
+    # an all-text table whose first row's values recur is data, not a header
+    path = tmp_path / "text.csv"
+    path.write_text("\n".join(["red,small", "blue,large", "red,large", "green,small"] * 5) + "\n")
+    assert load(path).table.names == ("0", "1")
+
+
+def test_parquet_reads_like_csv(mixed_csv, tmp_path):
+    pandas = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    frame = pandas.read_csv(mixed_csv)
+    frame.loc[3, "age"] = None
+    frame.to_parquet(tmp_path / "people.parquet")
+    from_parquet = load(tmp_path / "people.parquet", label_column="target", impute="mean")
+    from_csv = load(mixed_csv, label_column="target")
+    assert from_parquet.table.names == from_csv.table.names
+    assert [c.kind for c in from_parquet.table.columns] == [c.kind for c in from_csv.table.columns]
+
+
+def test_parquet_without_pyarrow_is_a_clear_error(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pyarrow(name, *args, **kwargs):
+        if name.startswith("pyarrow"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
+    (tmp_path / "t.parquet").write_bytes(b"PAR1")
+    with pytest.raises(VaekitError, match=r"needs pyarrow: pip install 'vaekit\[tables\]'"):
+        load(tmp_path / "t.parquet")
+
+
+def test_bad_columns_are_named(tmp_path):
+    path = tmp_path / "ids.csv"
+    path.write_text("id,x\n" + "\n".join(f"user{i},{i * 0.5}" for i in range(80)) + "\n")
+    with pytest.raises(VaekitError, match="'id' holds 80 distinct text values.*--column-types id=ignore"):
+        load(path)
+    assert load(path, column_types="id=ignore").table.names == ("x",)
+    path.write_text("x,y\n" + "\n".join(f"{i},{i}" for i in range(20)) + "\n25,inf\n")
+    with pytest.raises(VaekitError, match="'y' mixes numbers and text \\('inf' at line 22\\)"):
+        load(path)
+
+
+# ---- standardisation ------------------------------------------------------------------------------------------
+
+def test_standardisation_uses_training_statistics_and_inverts_exactly(mixed_csv):
+    dataset = load(mixed_csv, label_column="target")
+    age = dataset.table.columns[0]
+    raw = np.loadtxt(mixed_csv, delimiter=",", skiprows=1, usecols=0)
+    train = raw[np.isin(np.arange(len(raw)), _train_rows(len(raw)))]
+    assert age.mean == pytest.approx(train.mean(), rel=1e-12) and age.std == pytest.approx(train.std(), rel=1e-12)
+    assert abs(float(dataset.x_train[:, 0].mean())) < 1e-5 and float(dataset.x_test[:, 0].mean()) != 0
+    # decode(encode(rows)) gives the rows back in the user's units, every column
+    table = tables.read_table(mixed_csv)
+    decoded = dataset.table.decode(dataset.table.encode(table))
+    np.testing.assert_allclose(decoded["income"], np.array(table.column("income")), rtol=1e-6)
+    assert decoded["city"] == list(table.column("city")) and decoded["sex"] == list(table.column("sex"))
+    assert decoded["chest_pain"] == [int(v) for v in table.column("chest_pain")]
+
+
+def _train_rows(n: int) -> list[int]:
+    from vaekit.data.user import _split_indices
+
+    return _split_indices(n, 0.1)[0].tolist()
+
+
+def test_a_trained_table_model_reconstructs_in_the_users_units(mixed_csv, tmp_path):
+    cfg = RunConfig(data=DataConfig(name=str(mixed_csv), label_column="target"),
+                    model=ModelConfig(latent_dim=2, hidden_dims=(64, 64)),
+                    train=TrainConfig(epochs=60, progress=False))
+    result = vaekit.train(cfg, out=tmp_path / "run")
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())["model"]["table"]["columns"]
+    assert [c["name"] for c in stored] == ["age", "sex", "smoker", "chest_pain", "income", "city"]
+    model = checkpoint.load(tmp_path / "run")
+    dataset = load_dataset(result.config.data, tables.model_table(model.config))
+    x = dataset.x_test
+    decoded = tables.model_table(model.config).decode(model.reconstruct(x))
+    truth = tables.model_table(model.config).decode(x)
+    income, truth_income = np.array(decoded["income"]), np.array(truth["income"])
+    # income is bimodal (30k / 70k, std 5k within a group): the 2-D code must carry the group, in dollars
+    assert abs(income.mean() - truth_income.mean()) < 5000
+    assert np.sqrt(np.mean((income - truth_income) ** 2)) < 0.5 * truth_income.std()
+    report = vaekit.metrics.evaluate(model, x, iw_samples=10).columns
+    assert set(report) == {"age", "sex", "smoker", "chest_pain", "income", "city"}
+    assert report["income"]["rmse"] < 0.5 * truth_income.std() and report["smoker"]["accuracy"] > 0.6
+
+
+# ---- missing values -------------------------------------------------------------------------------------------
+
+def test_missing_values_are_named_or_imputed_or_dropped(tmp_path):
+    rows = mixed_rows(100)
+    rows[4] = rows[4].replace(rows[4].split(",")[0], "", 1)  # age missing on line 6
+    rows[9] = ",".join(["NA" if i == 5 else v for i, v in enumerate(rows[9].split(","))])  # city, line 11
+    path = tmp_path / "gaps.csv"
+    path.write_text("\n".join([MIXED_HEADER, *rows]) + "\n")
+    with pytest.raises(VaekitError, match=r"missing values in 2 column\(s\): age \(line 6\); city \(line 11\).*"
+                                          "--impute mean.*--impute drop"):
+        load(path, label_column="target")
+    dropped = load(path, label_column="target", impute="drop")
+    assert len(dropped.x_train) + len(dropped.x_test) == 98
+    filled = load(path, label_column="target", impute="mean")
+    assert len(filled.x_train) + len(filled.x_test) == 100
+    age = filled.table.columns[0]
+    encoded = filled.table.encode(tables.read_table(path), impute="mean")
+    assert float(encoded[4, 0]) == pytest.approx((age.fill - age.mean) / age.std, abs=1e-6)
+    city = filled.table.columns[5]
+    assert city.fill in city.values and encoded[9, 8:11].tolist().count(1.0) == 1
+
+
+def test_a_missing_label_is_an_error_unless_dropped(tmp_path):
+    rows = mixed_rows(30)
+    rows[2] = rows[2].rsplit(",", 1)[0] + ","
+    path = tmp_path / "labels.csv"
+    path.write_text("\n".join([MIXED_HEADER, *rows]) + "\n")
+    with pytest.raises(VaekitError, match="label column 'target' is missing at line 4"):
+        load(path, label_column="target")
+    assert len(load(path, label_column="target", impute="drop").table.columns) == 6
+
+
+# ---- the table likelihood against torch's distributions -------------------------------------------------------
+
+def test_the_table_likelihood_is_the_sum_of_torch_distributions(mixed_csv):
+    dataset = load(mixed_csv, label_column="target")
+    settings = TableLikelihood.Settings(columns=dataset.table.to_dicts())
+    likelihood = TableLikelihood(dataset.shape, settings)
+    with torch.no_grad():
+        likelihood.log_std.copy_(torch.tensor([0.3, -0.5]))
+    generator = torch.Generator().manual_seed(0)
+    x = dataset.x_train[:64]
+    params = torch.randn(64, dataset.shape[0], generator=generator) * 3
+    expected = (Normal(params[:, 0], math.exp(0.3)).log_prob(x[:, 0])
+                + Bernoulli(logits=params[:, 1]).log_prob(x[:, 1]) + Bernoulli(logits=params[:, 2]).log_prob(x[:, 2])
+                + Categorical(logits=params[:, 3:7]).log_prob(x[:, 3:7].argmax(1))
+                + Normal(params[:, 7], math.exp(-0.5)).log_prob(x[:, 7])
+                + Categorical(logits=params[:, 8:11]).log_prob(x[:, 8:11].argmax(1)))
+    torch.testing.assert_close(-likelihood.nll(params, x), expected, rtol=1e-5, atol=1e-5)
+    nll, _ = likelihood.column_errors(params, x)
+    torch.testing.assert_close(nll[:, 3], -Categorical(logits=params[:, 3:7]).log_prob(x[:, 3:7].argmax(1)))
+    # K samples at once, x broadcast: the same numbers
+    stacked = torch.stack([params, params.flip(0)])
+    torch.testing.assert_close(likelihood.log_prob_samples(stacked.flatten(0, 1), x)[1],
+                               -likelihood.nll(params.flip(0), x))
+    mean = likelihood(params).mean
+    torch.testing.assert_close(mean[:, 3:7], torch.softmax(params[:, 3:7], 1))
+    torch.testing.assert_close(mean[:, 1], torch.sigmoid(params[:, 1]))
+    draw = likelihood(params).sample()
+    assert torch.equal(draw[:, 3:7].sum(1), torch.ones(64)) and set(draw[:, 1].tolist()) <= {0.0, 1.0}
+
+
+def test_the_table_likelihood_refuses_other_data_and_damaged_columns(mixed_csv):
+    dataset = load(mixed_csv, label_column="target")
+    likelihood = TableLikelihood(dataset.shape, TableLikelihood.Settings(columns=dataset.table.to_dicts()))
+    with pytest.raises(VaekitError, match="table's encoding"):
+        likelihood.check_support(torch.rand(4, dataset.shape[0]))
+    damaged = [dict(column) for column in dataset.table.to_dicts()]
+    damaged[1]["values"] = ["F"]
+    with pytest.raises(VaekitError, match="described inconsistently"):
+        TableLikelihood(dataset.shape, TableLikelihood.Settings(columns=tuple(damaged)))
+    with pytest.raises(VaekitError, match="the table likelihood needs a table"):
+        vaekit.train(RunConfig(data=DataConfig(name="digits"), model=ModelConfig(likelihood="table"),
+                               train=TrainConfig(epochs=0, progress=False)))
+    with pytest.raises(VaekitError, match="drop --likelihood gaussian"):
+        vaekit.train(RunConfig(data=DataConfig(name=str(mixed_csv)), model=ModelConfig(likelihood="gaussian"),
+                               train=TrainConfig(epochs=0, progress=False)))
+
+
+# ---- warnings -------------------------------------------------------------------------------------------------
+
+def _scaled_table(tmp_path, rows: int = 300):
+    """30 raw measurements from 2 factors, on scales from 0.001 to 2500 (like the issue's medical table)."""
+    rng = np.random.default_rng(1)
+    factors = rng.normal(size=(rows, 2))
+    scales = np.geomspace(1e-3, 2500, 30)
+    values = (factors @ rng.normal(size=(2, 30)) + 0.1 * rng.normal(size=(rows, 30)) + 5) * scales
+    path = tmp_path / "raw.csv"
+    path.write_text(",".join(f"f{i}" for i in range(30)) + "\n" + "\n".join(",".join(f"{v:.6g}" for v in row)
+                                                                       for row in values) + "\n")
+    return path
+
+
+def test_unscaled_features_warn_and_standardised_ones_do_not(tmp_path, caplog):
+    path = _scaled_table(tmp_path)
+    cfg = RunConfig(data=DataConfig(name=str(path), standardize=False), model=ModelConfig(latent_dim=2),
+                    train=TrainConfig(epochs=5, progress=False))
+    with caplog.at_level(logging.WARNING):
+        vaekit.train(cfg)
+    assert "far above" in caplog.text and "keep standardisation on" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        result = vaekit.train(replace(cfg, data=DataConfig(name=str(path))))
+    assert "far above" not in caplog.text and "posterior collapse" not in caplog.text
+    assert result.history[-1].val["kl"] < 3 * math.log(270)
+
+
+def test_collapse_and_constant_columns_warn(tmp_path, caplog):
+    path = _scaled_table(tmp_path)
+    text = path.read_text().splitlines()
+    path.write_text("\n".join([text[0] + ",same"] + [line + ",7" for line in text[1:]]) + "\n")
+    cfg = RunConfig(data=DataConfig(name=str(path)), model=ModelConfig(latent_dim=2, beta=200.0),
+                    train=TrainConfig(epochs=5, progress=False))
+    with caplog.at_level(logging.WARNING):
+        vaekit.train(cfg)
+    assert "zero variance in the training rows (same)" in caplog.text
+    assert "posterior collapse" in caplog.text
+
+
+# ---- the CLI ----------------------------------------------------------------------------------------------------
+
+def test_cli_trains_on_a_csv_and_writes_rows_in_the_users_units(mixed_csv, tmp_path, capsys, caplog):
+    run = tmp_path / "run"
+    with caplog.at_level(logging.INFO):
+        assert main(["train", "--data", str(mixed_csv), "--label-column", "target", "--latent-dim", "2", "--epochs",
+                     "3", "--out", str(run), "--no-progress"]) == 0
+    assert "400 rows (360 train, 40 test), 6 columns: 2 numeric, 2 binary, 2 categorical" in caplog.text
+    assert "categorical: chest_pain (0, 1, 2, 3), city (Lima, Oslo, Pune)" in caplog.text
+    assert main(["sample", str(run), "--n", "7", "--out", str(tmp_path / "s.csv")]) == 0
+    lines = (tmp_path / "s.csv").read_text().splitlines()
+    assert lines[0] == "age,sex,smoker,chest_pain,income,city" and len(lines) == 8
+    income = [float(line.split(",")[4]) for line in lines[1:]]
+    assert all(1000 < v < 200000 for v in income)  # dollars, not standardised units
+    assert all(line.split(",")[5] in ("Lima", "Oslo", "Pune") for line in lines[1:])
+    # a new file is read with the run's columns and statistics: an unseen category is named
+    new = tmp_path / "new.csv"
+    new.write_text(MIXED_HEADER + "\n" + "\n".join(mixed_rows(5, seed=3)).replace("Oslo", "Rome") + "\n")
+    assert main(["encode", str(run), "--data", str(new), "--out", str(tmp_path / "codes.npy")]) == 2
+    assert "'Rome'" in capsys.readouterr().err
+    assert main(["encode", str(run), "--split", "train", "--out", str(tmp_path / "codes.npy")]) == 0
+    assert main(["decode", str(run), str(tmp_path / "codes.npy"), "--out", str(tmp_path / "rows.npy")]) == 2
+    assert "holds text" in capsys.readouterr().err
+    assert main(["decode", str(run), str(tmp_path / "codes.npy"), "--out", str(tmp_path / "rows.csv")]) == 0
+    assert len((tmp_path / "rows.csv").read_text().splitlines()) == 361
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--iw-samples", "4", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["columns"]["city"]["kind"] == "categorical"
