@@ -39,13 +39,16 @@ TABLES = {"iris": load_iris, "wine": load_wine, "digits": load_digits}
 
 
 def cpu_name() -> str:
+    """The CPU's model name, and whether it multiplies bfloat16 natively (the flags vary between machines)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return platform.processor() or "unknown"
+        return platform.processor() or "unknown"
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+                "unknown")
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    native = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
+    return f"{name} ({', '.join(native) if native else 'no native bf16'})"
 
 
 def reducers(seed: int, params: dict | None = None) -> dict:

@@ -15,7 +15,7 @@ import vaekit
 from vaekit import checkpoint, compare, latent, metrics
 from vaekit.config import ModelConfig, RunConfig
 from vaekit.data import tables
-from vaekit.distributions import LIKELIHOODS, diagonal_gaussian, draw_noise, rsample_with
+from vaekit.distributions import LIKELIHOODS, draw_noise, rsample_with
 from vaekit.models import MODEL_FAMILIES, VAE, Model, build_model, register_family
 from vaekit.runs import RunResult
 

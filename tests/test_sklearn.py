@@ -111,3 +111,21 @@ def test_dataframes_of_mixed_types_round_trip():
         vae.transform(frame.assign(city=frame["city"].astype(str).replace("Oslo", "Rome")))
     with pytest.raises(ValueError, match="feature names"):
         vae.transform(frame[["smoker", "age", "city", "hours", "children"]])
+
+
+def test_frames_with_dates_numbered_columns_and_arrays_after_frames():
+    pandas = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 3))
+    frame = pandas.DataFrame(x)  # columns 0, 1, 2: not text
+    vae = VAETransformer(epochs=5, random_state=0).fit(frame)
+    decoded = vae.inverse_transform(vae.transform(frame))
+    assert list(decoded.columns) == [0, 1, 2] and decoded.shape == (80, 3)
+    np.testing.assert_array_equal(vae.transform(x), vae.transform(frame))  # by position, as scikit-learn does
+    dated = pandas.DataFrame({"when": pandas.date_range("2026-01-01", periods=80), "v": x[:, 0]})
+    with pytest.raises(ValueError, match="'when' holds 80 distinct text values.*when=ignore"):
+        VAETransformer(epochs=2).fit(dated)
+    assert VAETransformer(epochs=2, column_types="when=ignore").fit(dated).schema_.names == ("v",)
+    constant = np.column_stack([x, np.ones(80)])
+    with pytest.warns(UserWarning, match="zero variance or one value \\(x3\\)"):
+        VAETransformer(epochs=2, random_state=0).fit(constant)

@@ -295,7 +295,7 @@ def test_collapse_and_constant_columns_warn(tmp_path, caplog):
                     train=TrainConfig(epochs=5, progress=False))
     with caplog.at_level(logging.WARNING):
         vaekit.train(cfg)
-    assert "zero variance in the training rows (same)" in caplog.text
+    assert "zero variance or one value (same)" in caplog.text
     assert "posterior collapse" in caplog.text
 
 
@@ -324,6 +324,58 @@ def test_cli_trains_on_a_csv_and_writes_rows_in_the_users_units(mixed_csv, tmp_p
     assert "holds text" in capsys.readouterr().err
     assert main(["decode", str(run), str(tmp_path / "codes.npy"), "--out", str(tmp_path / "rows.csv")]) == 0
     assert len((tmp_path / "rows.csv").read_text().splitlines()) == 361
+    # the latent tools write rows too: a traversal of both dimensions over 5 values, an attribute edit
+    assert main(["traverse", str(run), "--item", "0", "--steps", "5", "--out", str(tmp_path / "walk.csv")]) == 0
+    walk = (tmp_path / "walk.csv").read_text().splitlines()
+    assert walk[0] == "age,sex,smoker,chest_pain,income,city" and len(walk) == 1 + 2 * 5
+    assert main(["attribute", str(run), "--attr", "1", "--apply-to", "0", "--strengths", "-1,0,1", "--out",
+                 str(tmp_path / "edit.csv")]) == 0
+    assert len((tmp_path / "edit.csv").read_text().splitlines()) == 4
     capsys.readouterr()
     assert main(["evaluate", str(run), "--iw-samples", "4", "--no-progress"]) == 0
     assert json.loads(capsys.readouterr().out)["columns"]["city"]["kind"] == "categorical"
+
+
+def test_awkward_but_valid_tables(tmp_path, caplog):
+    # a trailing comma on every line: an empty column, ignored with a note
+    path = tmp_path / "trailing.csv"
+    path.write_text("a,b,\n" + "\n".join(f"{i},{i % 3}," for i in range(30)) + "\n")
+    with caplog.at_level(logging.WARNING):
+        assert load(path).table.names == ("a", "b")
+    assert "without any value ('column 3')" in caplog.text
+    # a header of column indices (pandas' to_csv of an unnamed frame) is a header, not a data row
+    path = tmp_path / "indices.csv"
+    path.write_text("0,1\n" + "\n".join(f"{i * 0.5},{i * 1.5}" for i in range(40)) + "\n")
+    dataset = load(path)
+    assert len(dataset.x_train) + len(dataset.x_test) == 40 and dataset.table.names == ("0", "1")
+    # a text column of one value, and a numeric constant: kept, warned about, encoded as exactly one value
+    path = tmp_path / "constant.csv"
+    path.write_text("x,country,id\n" + "\n".join(f"{i * 0.1},US,{10**30 + i}" for i in range(40)) + "\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        dataset = load(path)
+    assert "2 column(s) have zero variance or one value (country, id)" in caplog.text
+    assert torch.equal(dataset.x_train[:, 1:], torch.cat([torch.ones(36, 1), torch.zeros(36, 1)], 1))
+    # values too large to standardise
+    path.write_text("x,big\n" + "\n".join(f"{i},{(-1) ** i * i * 1e200}" for i in range(40)) + "\n")
+    with pytest.raises(VaekitError, match="'big' holds values too large to standardise"):
+        load(path)
+
+
+def test_a_new_table_is_read_whole_and_in_order_with_the_runs_statistics(mixed_csv, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(mixed_csv), "--label-column", "target", "--latent-dim", "2", "--epochs", "2",
+                 "--out", str(run), "--no-progress"]) == 0
+    rows = mixed_rows(7, seed=5)
+    new = tmp_path / "new.csv"
+    new.write_text(MIXED_HEADER.rsplit(",", 1)[0] + "\n" + "\n".join(r.rsplit(",", 1)[0] for r in rows) + "\n")
+    assert main(["encode", str(run), "--data", str(new), "--out", str(tmp_path / "codes.npy")]) == 0  # no label: fine
+    codes = np.load(tmp_path / "codes.npy")
+    assert codes.shape == (7, 2)
+    model = checkpoint.load(run)
+    encoded = tables.model_table(model.config).encode(tables.read_table(new))
+    np.testing.assert_allclose(codes, vaekit.latent.encode_dataset(model, encoded).numpy(), rtol=1e-6)
+    one = tmp_path / "one.csv"
+    one.write_text(MIXED_HEADER + "\n" + rows[0] + "\n")
+    assert main(["encode", str(run), "--data", str(one), "--out", str(tmp_path / "one.npy")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "one.npy"), codes[:1], rtol=1e-6)

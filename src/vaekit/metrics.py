@@ -243,8 +243,9 @@ def reconstruction_error(model: Model, x: torch.Tensor, y: torch.Tensor | None =
 
 @torch.inference_mode()
 def column_report(model: Model, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, dict[str, Any]] | None:
-    """For a model whose likelihood has columns (a table): per column, -log p(x_c | z = code) in nats and the error of
-    the decoded value in the user's units, the RMSE of a numeric column or the accuracy of the others. None otherwise."""
+    """For a model whose likelihood has columns (a table): per column, -log p(x_c | z = code) in nats (a numeric
+    column's density in the user's units) and the error of the decoded value in those units, the RMSE of a numeric
+    column or the accuracy of the others. None otherwise."""
     nll_sum = error_sum = None
     for xb, yb, qz in _posteriors(model, x, y):
         px = model.decode_code(model.code(qz), yb)
@@ -258,7 +259,8 @@ def column_report(model: Model, x: torch.Tensor, y: torch.Tensor | None = None) 
     for i, column in enumerate(model.likelihood.schema.columns):
         mean_error = float(error_sum[i]) / n
         entry = {"kind": column.kind, "nll_at_mean": float(nll_sum[i]) / n}
-        if column.kind == "numeric":
+        if column.kind == "numeric":  # a density of the value in the user's units, not the standardised one
+            entry["nll_at_mean"] += math.log(column.std)
             entry["rmse"] = math.sqrt(mean_error)
         else:
             entry["accuracy"] = 1.0 - mean_error

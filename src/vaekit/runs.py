@@ -29,6 +29,7 @@ class RunResult:
     config: RunConfig
     history: list[EpochResult]
     directory: Path | None
+    warnings: tuple[str, ...] = ()  # what the trained model's numbers say went wrong (a table's: table_warnings)
 
 
 def resolve_config(cfg: RunConfig, dataset: Dataset) -> RunConfig:
@@ -128,9 +129,10 @@ def prepare_out(out: Path, overwrite: bool) -> None:
 
 
 def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False, dataset: Dataset | None = None,
-          callbacks: list[Any] | None = None) -> RunResult:
+          callbacks: list[Any] | None = None, log_warnings: bool = True) -> RunResult:
     """Train a model as configured; with `out`, write the run folder as it goes. `callbacks`: objects with any of
-    the Trainer's hooks (vaekit.train.Callback), called after vaekit's own (checkpoints, metrics.jsonl)."""
+    the Trainer's hooks (vaekit.train.Callback), called after vaekit's own (checkpoints, metrics.jsonl). The
+    warnings about the trained model are logged (unless log_warnings is off) and returned in the result."""
     dataset = dataset if dataset is not None else load_dataset(cfg.data)
     cfg = resolve_config(cfg, dataset)
     torch.manual_seed(cfg.train.seed)  # weights and posterior samples: same seed, same run
@@ -148,10 +150,11 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     history = trainer.fit(train_data(dataset, cfg.data), dataset.split("test"))
     if directory is not None and not history:
         checkpoint.save_pretrained(trainer.model, cfg, directory)
-    if dataset.table is not None and history:
-        for warning in table_warnings(checkpoint.unwrap(trainer.model), dataset):
-            log.warning("%s", warning)
-    return RunResult(checkpoint.unwrap(trainer.model).eval(), cfg, history, directory)
+    warnings = tuple(table_warnings(checkpoint.unwrap(trainer.model), dataset)) if (
+        dataset.table is not None and history) else ()
+    for warning in warnings if log_warnings else ():
+        log.warning("%s", warning)
+    return RunResult(checkpoint.unwrap(trainer.model).eval(), cfg, history, directory, warnings)
 
 
 def resume(directory: str | Path, epochs: int | None = None, device: str | None = None,

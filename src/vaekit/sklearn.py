@@ -6,6 +6,8 @@ Fitting leaves no global state changed: torch's random generator is restored and
 from __future__ import annotations
 
 import math
+import warnings
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -53,33 +55,37 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 
     # ---- input -------------------------------------------------------------------------------------------------
     def _table(self, X: Any, reset: bool) -> RawTable:
-        """X as a table: a DataFrame keeps its column types; an array is numbers, missing values as NaN."""
+        """X as a table: a DataFrame keeps its column types; an array is numbers, missing values as NaN. After fit,
+        columns are matched by position, as scikit-learn does (it checks the names of a DataFrame's columns)."""
         if _is_frame(X):
             validate_data(self, X, reset=reset, skip_check_array=True)
             if X.shape[0] < 1:
                 raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 is required.")
-            return frame_table(X, source="X")
-        X = validate_data(self, X, reset=reset, dtype=np.float64,
-                          ensure_all_finite="allow-nan" if self.impute != "none" else True)
-        return frame_table(X, names=[f"x{i}" for i in range(X.shape[1])], source="X")
+            table = frame_table(X, source="X")
+        else:
+            X = validate_data(self, X, reset=reset, dtype=np.float64,
+                              ensure_all_finite="allow-nan" if self.impute != "none" else True)
+            table = frame_table(X, names=[f"x{i}" for i in range(X.shape[1])], source="X")
+        if reset:
+            self._input_names = table.names
+        return replace(table, names=self._input_names)
 
     def _encode(self, X: Any) -> torch.Tensor:
         check_is_fitted(self)
-        table = self._table(X, reset=False)
         try:
-            return self.schema_.encode(table, self.impute)
+            return self.schema_.encode(self._table(X, reset=False), self.impute)
         except VaekitError as exc:
             raise ValueError(str(exc)) from None
 
     # ---- the estimator API ---------------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> "_Autoencoder":
         """Fit the model to the rows of X (y is ignored: the model is unsupervised)."""
-        table = self._table(X, reset=True)
-        types = parse_column_types(self.column_types)
-        if not _is_frame(X):  # an array's columns are numbers; its names are x0, x1, ...
-            types = {**{name: "numeric" for name in table.names}, **types}
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         try:
+            table = self._table(X, reset=True)
+            types = parse_column_types(self.column_types)
+            if not _is_frame(X):  # an array's columns are numbers; its names are x0, x1, ...
+                types = {**{name: "numeric" for name in table.names}, **types}
             schema = fit_schema(table, range(table.n_rows), types, self.standardize)
             if self.impute == "drop":
                 raise VaekitError("impute='drop' cannot drop rows inside an estimator (transform must return a code "
@@ -87,15 +93,19 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             x = schema.encode(table, self.impute)
             cfg = self._config(schema, seed, table.n_rows)
             dataset = Dataset("X", x, x[:0], table=schema)
-            with torch.random.fork_rng(devices=[]):  # train seeds torch's global generator; give it back
-                result = train(cfg, dataset=dataset)
+            # train seeds torch's global generators (every GPU's too); give them back
+            devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+            with torch.random.fork_rng(devices=devices):
+                result = train(cfg, dataset=dataset, log_warnings=False)
         except VaekitError as exc:
             raise ValueError(str(exc)) from None
+        for message in (*schema.notes, *result.warnings):
+            warnings.warn(message, UserWarning, stacklevel=2)
         self.model_ = result.model.cpu().eval()
         self.schema_ = schema
         self.loss_curve_ = [row.train["loss"] for row in result.history]
         self._n_features_out = self.latent_dim
-        self._frame_columns = list(X.columns) if _is_frame(X) else None
+        self._frame_columns = list(X.columns) if _is_frame(X) else None  # as given (names need not be text)
         return self
 
     def transform(self, X: Any) -> np.ndarray:
@@ -115,10 +125,15 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         return self._rows(means)
 
     def sample(self, n_samples: int = 1, random_state: Any = None) -> Any:
-        """n_samples rows decoded from draws of the prior, in the user's units."""
+        """n_samples new rows in the user's units: z from the prior, then x from p(x|z) (a numeric column's Gaussian,
+        a category drawn by its probability), so the rows vary as the data does."""
         check_is_fitted(self)
         seed = int(check_random_state(random_state).randint(0, 2**31 - 1))
-        draws = self.model_.sample(n_samples, generator=torch.Generator().manual_seed(seed))
+        generator = torch.Generator().manual_seed(seed)
+        with torch.inference_mode(), torch.random.fork_rng(devices=[]):
+            z = self.model_.sample_prior(n_samples, generator=generator)
+            torch.manual_seed(seed)  # p(x|z)'s own draws, restored on exit
+            draws = self.model_.decode(z).sample()
         return self._rows(draws)
 
     def _rows(self, means: torch.Tensor) -> Any:
@@ -127,8 +142,8 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             return np.column_stack([np.asarray(decoded[name], dtype=np.float64) for name in self.schema_.names])
         import pandas
 
-        return pandas.DataFrame({name: decoded[name] for name in self.schema_.names})[
-            [c for c in self._frame_columns if c in decoded]]
+        return pandas.DataFrame({column: decoded[str(column)] for column in self._frame_columns
+                                 if str(column) in decoded})
 
     def _log_jacobian(self) -> float:
         """log |d x_model / d x| per row: the standardisation's, so densities are of the data in the user's units."""

@@ -12,7 +12,8 @@ import torch
 
 from .. import latent, viz
 from ..errors import VaekitError
-from .common import add_data_flags, add_out, add_split, load_run, pick, run_dataset, split_labels
+from ..data.tables import model_table
+from .common import add_data_flags, add_out, add_split, load_run, pick, run_dataset, save_output, split_labels
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,13 @@ def _label(y, index: int):
     return None if y is None else y[index]
 
 
+def _save(model, items: torch.Tensor, out: str, ncol: int | None = None) -> Path:
+    """Pictures or arrays; for a table model, rows in the user's units (items in order, one row each)."""
+    if model_table(model.config) is not None:
+        return save_output(model, items.reshape(-1, *model.data_shape), out)
+    return viz.save_images(items, out, ncol=ncol)
+
+
 def _positive(n: int, flag: str) -> int:
     if n < 1:
         raise VaekitError(f"{flag} must be at least 1, got {n}")
@@ -125,8 +133,8 @@ def traverse(args: argparse.Namespace) -> int:
                              data=x[:2000] if args.top is not None else None, y=_label(y, args.item),
                              data_labels=None if y is None else y[:2000])
     log.info("rows: latent dimensions %s; columns: values %g..%g", ", ".join(map(str, result.dims)), *low_high)
-    images = result.images if args.out.endswith(".npy") else result.grid()
-    print(viz.save_images(images, args.out, ncol=args.steps))
+    plain = args.out.endswith(".npy") or model_table(model.config) is not None
+    print(_save(model, result.images if plain else result.grid(), args.out, ncol=args.steps))
     return 0
 
 
@@ -138,7 +146,7 @@ def attribute(args: argparse.Namespace) -> int:
     log.info("attribute vector: %s", groups.description)
     vector = latent.attribute_vector(model, x, groups.mask, groups.versus, y=y)
     images = latent.apply_attribute(model, item, vector, strengths, y=_label(y, args.apply_to))
-    print(viz.save_images(images, args.out, ncol=len(strengths)))
+    print(_save(model, images, args.out, ncol=len(strengths)))
     return 0
 
 
@@ -146,7 +154,7 @@ def vary(args: argparse.Namespace) -> int:
     model, _, x, y = _load(args)
     images = latent.vary(model, pick(x, args.item), _positive(args.n, "--n"), torch.Generator().manual_seed(args.seed),
                          y=_label(y, args.item))
-    print(viz.save_images(images, args.out))
+    print(_save(model, images, args.out))
     return 0
 
 
@@ -155,7 +163,7 @@ def arithmetic(args: argparse.Namespace) -> int:
     a, b, c = pick(x, args.a, "--a"), pick(x, args.b, "--b"), pick(x, args.c, "--c")
     result = latent.arithmetic(model, a, b, c, labels=[_label(y, i) for i in (args.a, args.b, args.c)])[None]
     images = result if args.out.endswith(".npy") else torch.cat([torch.stack([a, b, c]), result])
-    print(viz.save_images(images, args.out, ncol=len(images)))
+    print(_save(model, images, args.out, ncol=len(images)))
     return 0
 
 
@@ -172,7 +180,7 @@ def neighbours(args: argparse.Namespace) -> int:
     log.info("nearest to item %d: %s", own, ", ".join(f"{i} ({d:.3g})" for i, d in keep))
     found_items = x[[i for i, _ in keep]]
     images = found_items if args.out.endswith(".npy") else torch.cat([item[None], found_items])
-    print(viz.save_images(images, args.out, ncol=len(images)))
+    print(_save(model, images, args.out, ncol=len(images)))
     return 0
 
 

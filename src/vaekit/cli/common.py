@@ -79,8 +79,11 @@ def run_dataset(run: str, args: argparse.Namespace) -> Dataset:
     run_cfg = checkpoint.load_config(run)
     updates = {f.path[-1]: getattr(args, f.dest) for f in config_module.config_flags(("data",))
                if getattr(args, f.dest, None) is not None}
-    # A table is read with the run's columns and statistics, whatever file it comes from.
-    dataset = load_dataset(replace(run_cfg.data, **updates), model_table(run_cfg.model))
+    # A table is read with the run's columns and statistics, whatever file it comes from; a new table whole and in
+    # its own order (any --split), so the codes line up with its rows.
+    table = model_table(run_cfg.model)
+    new_file = "name" in updates and updates["name"] != run_cfg.data.name
+    dataset = load_dataset(replace(run_cfg.data, **updates), table, all_rows=table is not None and new_file)
     model_shape = tuple(run_cfg.model.data_shape)
     if tuple(dataset.shape) != model_shape:
         raise VaekitError(f"the data has items of shape {dataset.shape}, but the model at {run} expects {model_shape}")

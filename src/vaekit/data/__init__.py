@@ -133,9 +133,10 @@ def register_dataset(name: str, description: str) -> Callable[[Loader], Loader]:
     return add
 
 
-def load_dataset(cfg: DataConfig, table: Any = None) -> Dataset:
+def load_dataset(cfg: DataConfig, table: Any = None, all_rows: bool = False) -> Dataset:
     """A registered name, or a path to user data; then the optional limit and static binarisation. `table`: a
-    trained model's columns (TableSchema), so a table is read with the model's statistics."""
+    trained model's columns (TableSchema), so a table is read with the model's statistics; all_rows: a new table
+    for that model, read whole and in order (both splits hold every row)."""
     _import_loaders()
     if cfg.name in DATASETS:
         if table is not None:
@@ -145,7 +146,7 @@ def load_dataset(cfg: DataConfig, table: Any = None) -> Dataset:
     elif Path(cfg.name).expanduser().exists():
         from .user import load_user_data
 
-        dataset = load_user_data(cfg, table)
+        dataset = load_user_data(cfg, table, all_rows)
     else:
         import difflib
 

@@ -17,6 +17,7 @@ import difflib
 import io
 import logging
 import math
+import numbers
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +87,7 @@ def _python_cell(value: Any) -> Cell:
         return None
     if isinstance(value, (bool, np.bool_)):
         return float(value)
-    if isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, (int, float, np.integer, np.floating, numbers.Real)):
         value = float(value)
         return None if math.isnan(value) else (value if math.isfinite(value) else str(value))
     if isinstance(value, str):
@@ -98,8 +99,7 @@ def _python_cell(value: Any) -> Cell:
             return None
     except (ImportError, TypeError, ValueError):
         pass
-    raise VaekitError(f"cannot use a value of type {type(value).__name__} ({value!r}) in a table: convert the column "
-                      "to numbers or text")
+    return str(value)  # dates, times and the like: text, so categorical, or ignored with --column-types
 
 
 def read_table(path: str | Path) -> RawTable:
@@ -139,8 +139,9 @@ def _read_delimited(path: Path) -> RawTable:
                               "every row the same columns")
     first = lines[0][1]
     body = [row for _, row in lines[1:]]
-    has_header = not any(isinstance(parse_cell(cell), float) for cell in first) and not any(
-        first[c] and any(row[c] == first[c] for row in body) for c in range(width))
+    indices = first == [str(i) for i in range(width)] and len(body) > 0  # a frame's unnamed columns: 0, 1, 2, ...
+    has_header = indices or (not any(isinstance(parse_cell(cell), float) for cell in first) and not any(
+        first[c] and any(row[c] == first[c] for row in body) for c in range(width)))
     if has_header:
         names = tuple(cell or f"column {i + 1}" for i, cell in enumerate(first))
         duplicates = [name for name, count in Counter(names).items() if count > 1]
@@ -224,7 +225,7 @@ class Column:
         except (KeyError, TypeError, ValueError, AttributeError):
             raise VaekitError(f"a table column's description {data!r} is damaged: expected name, kind "
                               f"({'/'.join(KINDS)}) and its values or statistics; train the run again") from None
-        if (kind == "binary" and len(column.values) != 2) or (kind == "categorical" and len(column.values) < 2) or (
+        if (kind == "binary" and len(column.values) != 2) or (kind == "categorical" and len(column.values) < 1) or (
                 not (math.isfinite(column.mean) and math.isfinite(column.std) and column.std > 0)):
             raise VaekitError(f"the table column {column.name!r} is described inconsistently ({data!r}): train the run "
                               "again")
@@ -281,9 +282,6 @@ def infer_kind(name: str, cells: Sequence[Cell], table: RawTable, declared: str 
             raise VaekitError(f"{table.source}: column {name!r} mixes numbers and text ({cells[text]!r} at "
                               f"{table.where(text)}): fix that cell, or declare the column categorical "
                               f"(--column-types {name}=categorical)")
-        if declared == "categorical" and len(distinct) < 2:
-            raise VaekitError(f"{table.source}: column {name!r} holds one value only: a categorical column needs two "
-                              f"or more; drop it (--column-types {name}=ignore)")
         return "binary" if declared is None and len(distinct) == 2 else "categorical"
     if len(distinct) == 2:
         return "binary"
@@ -434,10 +432,13 @@ def fit_schema(table: RawTable, train_rows: Sequence[int], column_types: dict[st
             _column(table, name)  # names the column with a suggestion
         if name == label:
             raise VaekitError(f"{name!r} is the label column: it is not a feature, so it takes no column type")
-    columns, constant = [], []
+    columns, constant, empty = [], [], []
     for name, cells in zip(table.names, table.columns, strict=True):
         declared = column_types.get(name)
         if name == label or declared == "ignore":
+            continue
+        if all(cell is None for cell in cells):
+            empty.append(name)  # e.g. the column of a trailing comma
             continue
         kind = infer_kind(name, cells, table, declared)
         train = [cells[i] for i in train_rows if cells[i] is not None]
@@ -446,16 +447,22 @@ def fit_schema(table: RawTable, train_rows: Sequence[int], column_types: dict[st
             if values.size == 0:
                 raise VaekitError(f"{table.source}: column {name!r} has no values in the training rows: drop it, or "
                                   "fill it in")
-            mean, std = float(values.mean()), float(values.std())
+            with np.errstate(over="ignore", invalid="ignore"):
+                mean, std = float(values.mean()), float(values.std())
+            if not (math.isfinite(mean) and math.isfinite(std)):
+                raise VaekitError(f"{table.source}: column {name!r} holds values too large to standardise (up to "
+                                  f"{np.abs(values).max():g}): rescale it, or drop it (--column-types {name}=ignore)")
             if std <= CONSTANT_STD * max(1.0, abs(mean)):
                 constant.append(name)
-                std = 1.0
+                mean, std = float(values[0]), 1.0  # the value itself: every row encodes to exactly 0
             fill = mean
             if not standardize:
                 mean, std = 0.0, 1.0
             columns.append(Column(name, kind, (), mean, std, fill))
         else:
             categories = tuple(sorted({_value(c) for c in cells if c is not None}, key=_sort_key))
+            if len(categories) == 1:
+                constant.append(name)
             counts = Counter(_value(c) for c in train)
             fill = max(categories, key=lambda v: (counts[v], -categories.index(v)))
             columns.append(Column(name, kind, categories, fill=fill))
@@ -463,9 +470,11 @@ def fit_schema(table: RawTable, train_rows: Sequence[int], column_types: dict[st
         raise VaekitError(f"{table.source} has no feature columns" + (f" besides the label column {label!r}" if label
                                                                       else "") + ": give a table with some")
     notes = []
+    if empty:
+        notes.append(f"ignored {len(empty)} column(s) without any value ({', '.join(map(repr, empty[:8]))})")
     if constant:
         shown = ", ".join(constant[:8]) + (f" and {len(constant) - 8} more" if len(constant) > 8 else "")
-        notes.append(f"{len(constant)} column(s) have zero variance in the training rows ({shown}): they carry no "
+        notes.append(f"{len(constant)} column(s) have zero variance or one value ({shown}): they carry no "
                      "information; drop them (--column-types NAME=ignore)")
     return TableSchema(tuple(columns), label, tuple(notes))
 

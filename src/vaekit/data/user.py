@@ -46,8 +46,9 @@ _GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 _LANCZOS = getattr(Image, "Resampling", Image).LANCZOS  # Pillow < 9.1 has no Resampling enum
 
 
-def load_user_data(cfg: DataConfig, table: tables.TableSchema | None = None) -> Dataset:
-    """`table`: a trained model's columns, to read a table with its statistics instead of fitting new ones."""
+def load_user_data(cfg: DataConfig, table: tables.TableSchema | None = None, all_rows: bool = False) -> Dataset:
+    """`table`: a trained model's columns, to read a table with its statistics instead of fitting new ones;
+    all_rows: a new table for that model, every row in order as both splits."""
     path = Path(cfg.name).expanduser()
     if not path.exists():
         raise VaekitError(f"data path {path} does not exist: check the path, or use a registered data set name")
@@ -58,7 +59,7 @@ def load_user_data(cfg: DataConfig, table: tables.TableSchema | None = None) -> 
         raise VaekitError(f"{path} is not a table, but the model was trained on one: give a .csv, .tsv or .parquet "
                           "file with its columns")
     if loader is _load_table:
-        return _load_table(path, cfg, table)
+        return _load_table(path, cfg, table, all_rows=all_rows and table is not None)
     if loader is None:
         kind = "a single image is not a data set: give its folder" if path.suffix.lower() in IMAGE_SUFFIXES else (
             f"cannot read {path.suffix or 'files without a suffix'}"
@@ -245,29 +246,43 @@ def _dataset(
 # ---- tables (CSV, TSV, Parquet) ------------------------------------------------------------------------------
 
 
-def _load_table(path: Path, cfg: DataConfig, schema: tables.TableSchema | None = None) -> Dataset:
+def _load_table(path: Path, cfg: DataConfig, schema: tables.TableSchema | None = None,
+                all_rows: bool = False) -> Dataset:
     """A table file -> Dataset with its schema: the columns' types, statistics of the training split (or the given
-    schema's, for a trained model), missing cells handled by cfg.impute, the label column as classes."""
+    schema's, for a trained model), missing cells handled by cfg.impute, the label column as classes.
+
+    all_rows: new data for a trained model (`schema` given): every row, in the file's order, is both splits, and a
+    label column is optional."""
     table = tables.read_table(path)
+    if all_rows and cfg.label_column is not None and cfg.label_column not in table.names:
+        cfg = replace(cfg, label_column=None)  # new rows to encode need no labels (unless the model is conditioned)
     label = _label_name(cfg.label_column, table, path)
     features = schema.names if schema is not None else [
         name for name in table.names
-        if name != label and tables.parse_column_types(cfg.column_types).get(name) != "ignore"]
+        if name != label and tables.parse_column_types(cfg.column_types).get(name) != "ignore"
+        and any(cell is not None for cell in table.column(name))]  # a column without values is ignored
     if cfg.impute == "drop":
-        gone = {row for rows in tables.missing_cells(table, [*features, *([label] if label else [])]).values()
-                for row in rows}
+        gone = sorted({row for rows in tables.missing_cells(table, [*features, *([label] if label else [])]).values()
+                       for row in rows})
         if gone:
-            log.warning("%s: dropped %d of %d rows with missing values (--impute drop)", path, len(gone), table.n_rows)
-            table = table.take([row for row in range(table.n_rows) if row not in gone])
+            shown = ", ".join(table.where(row) for row in gone[:5]) + (" ..." if len(gone) > 5 else "")
+            log.warning("%s: dropped %d of %d rows with missing values (--impute drop): %s", path, len(gone),
+                        table.n_rows, shown)
+            keep = set(gone)
+            table = table.take([row for row in range(table.n_rows) if row not in keep])
     elif label is not None:
         missing = tables.missing_cells(table, [label]).get(label)
         if missing:
             raise VaekitError(f"{path}: the label column {label!r} is missing at {table.where(missing[0])}"
                               f"{f' and {len(missing) - 1} more rows' if len(missing) > 1 else ''}: fill it in, or "
                               "pass --impute drop to drop those rows")
-    if table.n_rows < 2:
-        raise VaekitError(f"{path} has {table.n_rows} data rows: need at least 2 (some to train, some to test)")
-    train, test = _split_indices(table.n_rows, cfg.test_fraction)
+    if table.n_rows < (1 if all_rows else 2):
+        raise VaekitError(f"{path} has {table.n_rows} data rows: need at least {1 if all_rows else 2} (some to train, "
+                          "some to test)" if not all_rows else f"{path} has no data rows to read")
+    if all_rows:
+        train = test = torch.arange(table.n_rows)
+    else:
+        train, test = _split_indices(table.n_rows, cfg.test_fraction)
     if schema is None:
         schema = tables.fit_schema(table, train.tolist(), tables.parse_column_types(cfg.column_types),
                                    cfg.standardize, label)
