@@ -379,3 +379,14 @@ def test_a_new_table_is_read_whole_and_in_order_with_the_runs_statistics(mixed_c
     one.write_text(MIXED_HEADER + "\n" + rows[0] + "\n")
     assert main(["encode", str(run), "--data", str(one), "--out", str(tmp_path / "one.npy")]) == 0
     np.testing.assert_allclose(np.load(tmp_path / "one.npy"), codes[:1], rtol=1e-6)
+
+
+def test_a_label_conditioned_run_refuses_a_new_file_with_other_class_names(mixed_csv, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(mixed_csv), "--label-column", "city", "--condition", "label", "--latent-dim",
+                 "2", "--epochs", "1", "--out", str(run), "--no-progress"]) == 0
+    rows = [r for r in mixed_rows(40, seed=2) if ",Oslo," not in r]  # only Lima and Pune: they would become 0 and 1
+    new = tmp_path / "new.csv"
+    new.write_text(MIXED_HEADER + "\n" + "\n".join(rows) + "\n")
+    assert main(["encode", str(run), "--data", str(new), "--out", str(tmp_path / "codes.npy")]) == 2
+    assert "names 2 classes, the run was trained on 3" in capsys.readouterr().err

@@ -84,6 +84,13 @@ def run_dataset(run: str, args: argparse.Namespace) -> Dataset:
     table = model_table(run_cfg.model)
     new_file = "name" in updates and updates["name"] != run_cfg.data.name
     dataset = load_dataset(replace(run_cfg.data, **updates), table, all_rows=table is not None and new_file)
+    if (new_file and run_cfg.model.condition == "label" and dataset.label_names is not None
+            and len(dataset.label_names) != run_cfg.model.num_labels):
+        # Class names are numbered by sorting each file's own names and the run keeps only their count: a file with
+        # fewer (or other) names would map them to other classes than the training data's.
+        raise VaekitError(f"{dataset.name} names {len(dataset.label_names)} classes, the run was trained on "
+                          f"{run_cfg.model.num_labels}: class names are numbered in sorted order within each file, so "
+                          f"give every class, or the labels as class indices 0..{run_cfg.model.num_labels - 1}")
     model_shape = tuple(run_cfg.model.data_shape)
     if tuple(dataset.shape) != model_shape:
         raise VaekitError(f"the data has items of shape {dataset.shape}, but the model at {run} expects {model_shape}")
