@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The dev/CI pin of torch (a CPU build); users installing vaekit bring their own torch.
 PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints-dev.txt
 
-.PHONY: demo test bench install clean
+.PHONY: demo test fuzz bench install clean
 
 $(VENV)/.installed: pyproject.toml constraints-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
+
+# The readers fuzzed with many more examples than make test's (tests/test_fuzz.py): minutes, not seconds.
+fuzz: $(VENV)/.installed
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest tests/test_fuzz.py
 
 $(VENV)/.installed-bench: $(VENV)/.installed
 	$(PIP_INSTALL) -e '.[test,bench]'

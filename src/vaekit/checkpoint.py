@@ -1,6 +1,7 @@
 """Run folders on disk: config.json + model.safetensors (the model alone), resume state; atomic, no pickle."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 RESUME_STATE = "resume.json"  # the commit point: names the tensors file it belongs to
 RESUME_TENSORS = "resume.safetensors"  # format 1's single tensors file (read, never written)
+CHECKSUM_KEY = "sha256"  # safetensors metadata: the checksum of the tensors (see checksum)
 RESUME_PATTERN = "resume-*.safetensors"  # resume-<step>-<token>.safetensors, one per committed state
 FORMAT = 2  # 2: family and likelihood settings as model.<name> sections, label conditioning, checked resume
 
@@ -30,11 +32,13 @@ log = logging.getLogger(__name__)
 
 
 def _atomic_write(path: Path, write: Any) -> None:
-    """write(tmp_path) then rename over path: a crash leaves the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
+    """write(tmp_path) then rename over path: a crash leaves the old file or the new one, never half. A write that
+    fails (a full disk, no permission) is a VaekitError; the old file stays and the temporary goes."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(handle)
         write(Path(tmp))
         umask = os.umask(0)
         os.umask(umask)
@@ -42,9 +46,22 @@ def _atomic_write(path: Path, write: Any) -> None:
         with open(tmp, "rb") as written:
             os.fsync(written.fileno())
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as exc:
+        _remove(tmp)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:100]
+        raise VaekitError(f"cannot write {path} ({reason}): free some disk space or choose another --out; the files "
+                          "written before are kept") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _remove(tmp)
         raise
+
+
+def _remove(tmp: str | None) -> None:
+    if tmp is not None:
+        try:
+            Path(tmp).unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -56,8 +73,20 @@ def write_lines(path: Path, lines: list[str]) -> None:
 
 
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Tensors with a sha256 of their names, dtypes, shapes and bytes in the metadata, which read_tensors checks."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    metadata = {**(metadata or {}), CHECKSUM_KEY: checksum(tensors)}
     _atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the tensors in name order: name, dtype, shape and raw bytes of each."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def unwrap(model: torch.nn.Module) -> Model:
@@ -94,7 +123,7 @@ def load_config(directory: str | Path) -> RunConfig:
         raise VaekitError(f"{directory} holds no {CONFIG_FILE}: it is not a vaekit run folder (train one with vaekit train)")
     try:
         raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, OSError) as exc:
         raise VaekitError(f"{path} is corrupt ({exc.__class__.__name__}): retrain, or restore it from a backup") from None
     if not isinstance(raw, dict):
         raise VaekitError(f"{path} is corrupt (not a JSON object): retrain, or restore it from a backup")
@@ -113,12 +142,21 @@ def load_config(directory: str | Path) -> RunConfig:
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a file, checked against the sha256 written with them (files from before checksums: unchecked)."""
     if not path.is_file():
         raise VaekitError(f"{path} is missing: the run has no saved model yet (train it, or check the folder)")
     try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
+        tensors = load_file(str(path))
+        with safe_open(str(path), "pt") as handle:
+            expected = (handle.metadata() or {}).get(CHECKSUM_KEY)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise VaekitError(f"{path} is corrupt ({str(exc).splitlines()[0][:80]}): retrain, or restore it from a backup") from None
+    if expected is None:
+        log.debug("%s carries no checksum (written by an older vaekit)", path)
+    elif checksum(tensors) != expected:
+        raise VaekitError(f"{path} is damaged (its contents do not match the checksum written with them): retrain, or "
+                          "restore it from a backup")
+    return tensors
 
 
 def load(directory: str | Path, device: str | torch.device = "cpu") -> Model:

@@ -117,7 +117,8 @@ class ModelConfig:
                              choices=("none", "label"))
     num_labels: int = setting(0, check=(lambda v: v >= 0, ">= 0"), cli=False)  # classes of a label-conditioned
     # model; filled in from the data
-    data_shape: tuple[int, ...] = setting((), cli=False)  # filled in from the data set
+    data_shape: tuple[int, ...] = setting((), check=(lambda v: all(0 < d < 2**31 for d in v), "positive sizes"),
+                                          cli=False)  # filled in from the data set
     # Settings of the family and the likelihood in use, by component name (see COMPONENT_SETTINGS).
     options: dict[str, Any] = setting(default_factory=dict, cli=False)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -115,7 +117,27 @@ class Checkpointer(Callback):
             checkpoint.save_resume(self.directory, *trainer.state_dict())
 
 
+def check_out(out: Path) -> None:
+    """--out must be a folder vaekit can create and write in: said before any training."""
+    if out.exists() and not out.is_dir():
+        raise VaekitError(f"--out {out} is a file, not a folder: choose a folder for the run")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise VaekitError(f"--out {out}: {parent} is a file, so no folder can be made under it")
+            break
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".vaekit-write-test.", dir=out)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise VaekitError(f"cannot write in --out {out} ({exc.strerror or exc.__class__.__name__}): choose a folder "
+                          "you can write to") from None
+
+
 def prepare_out(out: Path, overwrite: bool) -> None:
+    check_out(out)
     if out.exists() and (out / checkpoint.CONFIG_FILE).exists() and not overwrite:
         raise VaekitError(
             f"{out} already holds a run: continue it with --resume {out}, choose another --out, or pass --overwrite"
@@ -125,7 +147,6 @@ def prepare_out(out: Path, overwrite: bool) -> None:
         # fails early loses nothing; the old resume state and metrics belong to the old run only.
         for path in [*checkpoint.resume_files(out), out / METRICS_FILE]:
             path.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False, dataset: Dataset | None = None,
@@ -163,6 +184,7 @@ def resume(directory: str | Path, epochs: int | None = None, device: str | None 
     (device, threads, progress bar) may change, what it computes may not."""
     directory = Path(directory)
     cfg = checkpoint.load_config(directory)
+    planned = cfg.train.epochs
     runtime = {k: v for k, v in (("epochs", epochs), ("device", device), ("threads", threads),
                                  ("progress", progress)) if v is not None}
     cfg = validate(replace(cfg, train=replace(cfg.train, **runtime)))
@@ -171,12 +193,20 @@ def resume(directory: str | Path, epochs: int | None = None, device: str | None 
     # last checkpoint (trained again now), a line lost or cut short by a crash, all come out as committed.
     history = meta.get("history", [])
     needed = {"epoch", "step", "train_loss", "val_loss", "lr", "kl_scale", "seconds", "images_per_s"}
-    if (not isinstance(history, list) or not all(isinstance(row, dict) and needed <= set(row) for row in history)
+
+    def number(value: Any) -> bool:
+        return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+    if (not isinstance(history, list) or not all(isinstance(row, dict) and needed <= set(row)
+                                                 and all(number(v) for v in row.values()) for row in history)
             or not isinstance(meta["epoch"], int) or not isinstance(meta["step"], int)
             or meta["epoch"] != len(history) or meta["step"] < meta["epoch"]
             or [row["epoch"] for row in history] != list(range(1, len(history) + 1))):
         raise VaekitError(f"the resume state in {directory} is corrupt (its epoch, step and history disagree): "
                           "start the run again")
+    if epochs is not None and epochs < meta["epoch"]:
+        raise VaekitError(f"{directory} has already trained {meta['epoch']} epochs: --epochs counts all epochs, so give "
+                          f"at least {meta['epoch']} (its config keeps {planned})")
     checkpoint.write_lines(directory / METRICS_FILE, [json.dumps(row) for row in history])
     dataset = load_dataset(cfg.data, model_table(cfg.model))  # a table read with the run's own statistics
     if tuple(dataset.shape) != tuple(cfg.model.data_shape):
@@ -187,7 +217,7 @@ def resume(directory: str | Path, epochs: int | None = None, device: str | None 
     trainer = Trainer(model, cfg.train, [*own, *(callbacks or [])])
     try:
         trainer.load_state_dict(tensors, meta)
-    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
         raise VaekitError(f"the resume state in {directory} does not fit its model ({exc.__class__.__name__}): "
                           "it is corrupt or from another run; start the run again") from None
     if trainer.epoch >= cfg.train.epochs:

@@ -11,7 +11,7 @@ import torch
 
 from .. import checkpoint, config as config_module, viz
 from ..config import RunConfig
-from ..data import Dataset, load_dataset
+from ..data import Dataset, load_dataset, safe
 from ..data.tables import model_table, write_rows
 from ..errors import VaekitError
 from ..models import Model
@@ -107,13 +107,12 @@ def load_array(path: str) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise VaekitError(f"file not found: {p}")
-    try:
-        if p.suffix == ".npz":
-            with np.load(p) as archive:
-                return archive[archive.files[0]]
-        return np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise VaekitError(f"cannot read {p} as a numpy array ({str(exc).splitlines()[0][:80]}): write it with numpy.save") from None
+    if p.suffix == ".npz":
+        arrays = safe.load_npz(p)
+        if not arrays:
+            raise VaekitError(f"{p} holds no arrays: save the codes with numpy.save (or numpy.savez)")
+        return next(iter(arrays.values()))
+    return safe.load_npy(p)
 
 
 def save_output(model: Model, values: torch.Tensor, path: str, ncol: int | None = None) -> Path:

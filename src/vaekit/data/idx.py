@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,9 @@ def read_idx(path: str | Path) -> np.ndarray:
     try:
         with _open(path) as handle:
             raw = handle.read()
-    except (OSError, EOFError) as exc:
-        raise VaekitError(f"cannot read IDX file {path}: {exc}; delete it and fetch it again") from None
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise VaekitError(f"cannot read IDX file {path} ({exc.__class__.__name__}: {str(exc)[:80]}): delete it and "
+                          "fetch it again") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
         raise VaekitError(f"{path} is not an IDX file (bad magic number); delete it and fetch it again")
     ndim = raw[3]

@@ -22,6 +22,8 @@ from __future__ import annotations
 import csv
 import difflib
 import logging
+import struct
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -33,7 +35,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..config import DataConfig
 from ..errors import VaekitError
-from . import Dataset, tables
+from . import Dataset, safe, tables
 from .builtin import images_to_tensor
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,10 @@ DEFAULT_IMAGE_SIZE = 64
 ATTRIBUTE_FILES = ("list_attr_celeba.txt", "attributes.csv")
 SPLIT_SEED = 0
 _GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+# What Pillow raises on a damaged or hostile image: unknown format, cut-off data (OSError, EOFError), a broken chunk
+# (SyntaxError, struct.error, zlib.error), a size over its decompression-bomb limit.
+IMAGE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error,
+                Image.DecompressionBombError)
 _LANCZOS = getattr(Image, "Resampling", Image).LANCZOS  # Pillow < 9.1 has no Resampling enum
 
 
@@ -72,10 +78,7 @@ def load_user_data(cfg: DataConfig, table: tables.TableSchema | None = None, all
 
 
 def _load_npy(path: Path, cfg: DataConfig) -> Dataset:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise VaekitError(f"cannot read {path} as a .npy array ({exc}); save it with numpy.save") from None
+    array = safe.load_npy(path)
     x, is_image = _items_tensor(array, f"{path}")
     return _dataset(path.stem, x, None, None, None, None, is_image, cfg.test_fraction)
 
@@ -84,11 +87,7 @@ _NPZ_KEYS = ("x", "y", "x_train", "y_train", "x_test", "y_test")
 
 
 def _load_npz(path: Path, cfg: DataConfig) -> Dataset:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as exc:
-        raise VaekitError(f"cannot read {path} as a .npz archive ({exc}); save it with numpy.savez") from None
+    arrays = safe.load_npz(path)
     if len(arrays) == 1 and not set(arrays) & set(_NPZ_KEYS):
         arrays = {"x": next(iter(arrays.values()))}
     unknown = sorted(set(arrays) - set(_NPZ_KEYS))
@@ -372,13 +371,16 @@ def _load_folder(folder: Path, cfg: DataConfig) -> Dataset:
 def _read_images(files: list[Path], size: int) -> torch.Tensor:
     modes = [_image_mode(path) for path in files]
     gray = all(mode in _GRAYSCALE_MODES for mode in modes)
+    # the uint8 pixels, their float32 copy, and one image being resized
+    safe.check_memory(len(files) * size * size * (1 if gray else 3) * 5 + size * size * 16,
+                      f"{len(files)} images of {size}x{size}", "choose a smaller --image-size")
     mode = "L" if gray else "RGB"
     pixels = np.empty((len(files), size, size) if gray else (len(files), size, size, 3), dtype=np.uint8)
     for i, path in enumerate(files):
         with _open_image(path) as image:
             try:
                 converted = image.convert(mode)
-            except (OSError, ValueError) as exc:
+            except IMAGE_ERRORS as exc:
                 raise VaekitError(f"cannot decode image {path} ({exc}): remove it or re-save it as PNG") from None
             pixels[i] = np.asarray(_square(converted, size))
     return images_to_tensor(pixels)
@@ -393,7 +395,7 @@ def _image_mode(path: Path) -> str:
 def _open_image(path: Path) -> Image.Image:
     try:
         return Image.open(path)
-    except (UnidentifiedImageError, OSError) as exc:
+    except IMAGE_ERRORS as exc:
         problem = exc.__class__.__name__
         raise VaekitError(f"cannot read image {path} ({problem}): remove it or re-save it as PNG") from None
 

@@ -1,0 +1,89 @@
+"""Reading users' array files without trusting them: no pickle, sizes from headers checked against memory before
+anything is allocated, and every way a file can be damaged reported as a VaekitError."""
+from __future__ import annotations
+
+import math
+import os
+import tokenize
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import VaekitError
+
+# What numpy and zipfile raise on damaged files: a bad header (SyntaxError, TokenError, ValueError), a cut-off file
+# (EOFError), damaged compressed data (zlib.error, BadZipFile), an encrypted member (RuntimeError).
+DAMAGED = (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError, zipfile.BadZipFile, zlib.error,
+           RuntimeError, KeyError, NotImplementedError, OverflowError)
+
+
+def memory_budget() -> int:
+    """Bytes one data set may take: half of this machine's physical memory."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+def check_memory(nbytes: int, what: str, fix: str) -> None:
+    """A clear error, before allocating, when `what` needs more than memory_budget() bytes."""
+    budget = memory_budget()
+    if nbytes > budget:
+        raise VaekitError(f"{what} needs {nbytes / 2**30:,.1f} GiB of memory, more than half of this machine's "
+                          f"{2 * budget / 2**30:,.1f} GiB: {fix}")
+
+
+def _header(handle, source: str) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(handle)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(handle)
+    if dtype.hasobject:
+        raise VaekitError(f"{source} holds Python objects (it would need pickle, which vaekit never runs): save "
+                          "numbers with numpy.save")
+    return tuple(shape), dtype
+
+
+def _checked(shape: tuple[int, ...], dtype: np.dtype, source: str) -> None:
+    """The array and vaekit's float32 copy of it must fit."""
+    count = math.prod(shape)
+    check_memory(count * (dtype.itemsize + 4), f"{source} (shape {shape}, {dtype})", "use a smaller file")
+
+
+def load_npy(path: Path) -> np.ndarray:
+    try:
+        with open(path, "rb") as handle:
+            shape, dtype = _header(handle, str(path))
+        _checked(shape, dtype, str(path))
+        return np.load(path, allow_pickle=False)
+    except VaekitError:
+        raise
+    except DAMAGED as exc:
+        raise VaekitError(f"cannot read {path} as a .npy array ({_reason(exc)}): the file is damaged or not a .npy; "
+                          "save it again with numpy.save") from None
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    if not zipfile.is_zipfile(path):
+        raise VaekitError(f"{path} is not a .npz archive (not a zip file): save it with numpy.savez")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                if member.flag_bits & 0x1:
+                    raise VaekitError(f"{path} is encrypted ({member.filename}): save it again without a password")
+                with archive.open(member) as handle:
+                    shape, dtype = _header(handle, f"{path}[{member.filename}]")
+                _checked(shape, dtype, f"{path}[{member.filename}]")
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except VaekitError:
+        raise
+    except DAMAGED as exc:
+        raise VaekitError(f"cannot read {path} as a .npz archive ({_reason(exc)}): the file is damaged; save it again "
+                          "with numpy.savez") from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0][:80] if str(exc) else ""
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__

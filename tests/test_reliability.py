@@ -1,0 +1,216 @@
+"""Bad input and failed writes: each case a hostile user found gets vaekit's one-line error and exit code 2, and a
+write that fails keeps what was written before."""
+from __future__ import annotations
+
+import errno
+import gzip
+import json
+import struct
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vaekit import checkpoint
+from vaekit.cli import main
+from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaekit.data import load_dataset, safe
+from vaekit.data.idx import read_idx
+from vaekit.errors import VaekitError
+from vaekit.runs import resume, train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reliability") / "run"
+    train(RunConfig(data=DataConfig(name="digits", limit=300), model=ModelConfig(latent_dim=2, hidden_dims=(16,)),
+                    train=TrainConfig(epochs=2, progress=False)), out=out)
+    return out
+
+
+def fails(argv: list[str], capsys, match: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1 and match in err, err
+
+
+# ---- damaged and hostile data files -------------------------------------------------------------------------
+
+def _files(tmp_path):
+    ok = tmp_path / "ok.npy"
+    np.save(ok, np.random.default_rng(0).random((10, 8)))
+    header = bytearray(ok.read_bytes())
+    header[10:40] = b"X" * 30
+    compressed = tmp_path / "c.npz"
+    np.savez_compressed(compressed, x=np.random.default_rng(0).random((100, 8)))
+    damaged = bytearray(compressed.read_bytes())
+    damaged[200:260] = bytes(60)
+    text = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000, 14), }"
+    text += " " * (118 - len(text)) + "\n"
+    encrypted = bytearray(compressed.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # set the "encrypted" flag bit
+        at = encrypted.find(signature)
+        encrypted[at + offset] |= 1
+    return {
+        "empty.npy": (b"", "cannot read"),
+        "header.npy": (bytes(header), "cannot read"),
+        "huge.npy": (b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode() + bytes(64), "GiB of memory"),
+        "text.npz": (b"hello, not a zip", "not a .npz archive"),
+        "deflate.npz": (bytes(damaged), "cannot read"),
+        "locked.npz": (bytes(encrypted), "encrypted"),
+    }
+
+
+def test_damaged_array_files_are_one_line_errors(tmp_path, capsys):
+    for name, (data, match) in _files(tmp_path).items():
+        (tmp_path / name).write_bytes(data)
+        fails(["train", "--data", str(tmp_path / name), "--epochs", "1", "--out", str(tmp_path / "r"),
+               "--no-progress"], capsys, match)
+
+
+def test_damaged_idx_and_images(tmp_path, capsys, monkeypatch):
+    raw = bytes([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 4, 0, 0, 0, 4]) + bytes(32)
+    packed = bytearray(gzip.compress(raw))
+    packed[12:20] = bytes(8)
+    (tmp_path / "x-idx3-ubyte.gz").write_bytes(bytes(packed))
+    with pytest.raises(VaekitError, match="cannot read IDX file"):
+        read_idx(tmp_path / "x-idx3-ubyte.gz")
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("L", (40, 40), 60 * i).save(folder / f"{i}.png")
+    png = (folder / "0.png").read_bytes()
+    (folder / "cut.png").write_bytes(png[:20])  # a truncated IHDR
+    fails(["train", "--data", str(folder), "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress"], capsys,
+          "cannot read image")
+    (folder / "cut.png").unlink()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 40x40 = 1600 pixels: over twice the limit, a "bomb"
+    fails(["train", "--data", str(folder), "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress"], capsys,
+          "cannot read image")
+    monkeypatch.undo()
+    fails(["train", "--data", str(folder), "--image-size", "30000", "--epochs", "1", "--out", str(tmp_path / "r"),
+           "--no-progress"], capsys, "choose a smaller --image-size")
+
+
+def test_memory_is_checked_before_allocating(monkeypatch):
+    monkeypatch.setattr(safe, "memory_budget", lambda: 1000)
+    with pytest.raises(VaekitError, match="needs 0.0 GiB of memory, more than half"):
+        safe.check_memory(2000, "this", "use less")
+
+
+def test_decode_of_an_empty_npz(run, tmp_path, capsys):
+    np.savez(tmp_path / "none.npz")
+    fails(["decode", str(run), str(tmp_path / "none.npz"), "--out", str(tmp_path / "d.png")], capsys,
+          "holds no arrays")
+
+
+# ---- --out and failed writes ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where,match", [("file", "is a file, not a folder"), ("under", "so no folder can be made"),
+                                         ("/dev/null", "is a file, not a folder"),
+                                         ("/proc/vaekit-run", "cannot write in --out")])
+def test_out_that_cannot_be_a_run_folder(where, match, tmp_path, capsys):
+    (tmp_path / "file").write_text("mine")
+    out = {"file": tmp_path / "file", "under": tmp_path / "file" / "run"}.get(where, where)
+    fails(["train", "--data", "digits", "--epochs", "1", "--out", str(out), "--no-progress"], capsys, match)
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_a_full_disk_is_an_error_and_keeps_the_files_written_before(run, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def full(*_, **__):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    fails(["train", "--resume", str(folder), "--epochs", "3", "--no-progress"], capsys, "No space left on device")
+    after = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert after == {**before, "metrics.jsonl": after["metrics.jsonl"]}  # no temporaries left; weights untouched
+    monkeypatch.undo()
+    checkpoint.load(folder)
+
+
+# ---- weights, configs and resume states -------------------------------------------------------------------------
+
+def test_damaged_weights_are_refused(run, tmp_path, capsys):
+    import shutil
+
+    for name, change in (("flip", lambda b: b[:-10] + bytes([b[-10] ^ 1]) + b[-9:]),
+                         ("nan", lambda b: b[:-8] + struct.pack("<f", float("nan")) + b[-4:])):
+        folder = tmp_path / name
+        shutil.copytree(run, folder)
+        path = folder / checkpoint.MODEL_FILE
+        path.write_bytes(change(path.read_bytes()))
+        fails(["sample", str(folder), "--n", "2", "--out", str(tmp_path / "s.png")], capsys, "is damaged")
+    # the checksum is of the tensors themselves: a checkpoint that loads gives the saved weights back
+    tensors = checkpoint.read_tensors(run / checkpoint.MODEL_FILE)
+    assert checkpoint.checksum(tensors) == checkpoint.checksum(checkpoint.load(run).state_dict())
+
+
+def test_damaged_configs(run, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "deep"
+    shutil.copytree(run, folder)
+    (folder / checkpoint.CONFIG_FILE).write_text("[" * 100_000 + "]" * 100_000)
+    fails(["sample", str(folder), "--out", str(tmp_path / "s.png")], capsys, "is corrupt (RecursionError)")
+    config = json.loads((run / checkpoint.CONFIG_FILE).read_text())
+    config["model"]["data_shape"] = [-5]
+    (folder / checkpoint.CONFIG_FILE).write_text(json.dumps(config))
+    fails(["sample", str(folder), "--out", str(tmp_path / "s.png")], capsys, "must be positive sizes")
+
+
+@pytest.mark.parametrize("change", [
+    lambda s: s.update(epoch=None), lambda s: s.update(epoch="2"), lambda s: s.update(epoch=-5),
+    lambda s: s.update(optimizer_scalars=[1, 2]), lambda s: s["history"][0].update(train_loss=[1.0]),
+])
+def test_damaged_resume_states(change, run, tmp_path):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    state = json.loads((folder / checkpoint.RESUME_STATE).read_text())
+    change(state)
+    (folder / checkpoint.RESUME_STATE).write_text(json.dumps(state))
+    with pytest.raises(VaekitError, match="resume state in .* (is corrupt|does not fit)"):
+        resume(folder, epochs=3, progress=False)
+
+
+def test_resume_with_fewer_epochs_keeps_the_config(run, tmp_path):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    with pytest.raises(VaekitError, match="already trained 2 epochs.*at least 2"):
+        resume(folder, epochs=1, progress=False)
+    assert json.loads((folder / checkpoint.CONFIG_FILE).read_text())["train"]["epochs"] == 2
+
+
+def test_metrics_lines_damaged_by_a_crash_are_rewritten_on_resume(run, tmp_path):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    with open(folder / "metrics.jsonl", "ab") as handle:
+        handle.write(b'{"epoch": 3, "tra\xff\xfe\n[1, 2]\n')
+    resume(folder, epochs=3, progress=False)
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+
+
+def test_out_of_range_labels_in_a_table(tmp_path):
+    (tmp_path / "t.csv").write_text("a,label\n" + "\n".join(f"{i},{1e300 if i == 3 else i % 2}" for i in range(20)))
+    with pytest.raises(VaekitError, match="class ids must be below 2\\^31"):
+        load_dataset(DataConfig(name=str(tmp_path / "t.csv"), label_column="label"))
+
+
+def test_zip_flag_helper_really_marks_members_encrypted(tmp_path):
+    data, _ = _files(tmp_path)["locked.npz"]
+    (tmp_path / "locked.npz").write_bytes(data)
+    with zipfile.ZipFile(tmp_path / "locked.npz") as archive:
+        assert all(member.flag_bits & 1 for member in archive.infolist())
