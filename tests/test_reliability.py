@@ -10,6 +10,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from vaekit import checkpoint
@@ -214,3 +215,105 @@ def test_zip_flag_helper_really_marks_members_encrypted(tmp_path):
     (tmp_path / "locked.npz").write_bytes(data)
     with zipfile.ZipFile(tmp_path / "locked.npz") as archive:
         assert all(member.flag_bits & 1 for member in archive.infolist())
+
+
+# ---- kills and signals: nothing lost, the resumed run ends bitwise identical ------------------------------------
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+TRAIN = ["--data", "mnist-10k", "--limit", "2000", "--binarize", "dynamic", "--batch-size", "100", "--epochs", "3",
+         "--hidden-dims", "64", "--latent-dim", "4", "--checkpoint-steps", "5", "--no-progress"]
+
+
+def _vaekit(*args: str):
+    import subprocess
+    import sys
+
+    command = "import sys; from vaekit.cli import main; sys.exit(main())"
+    return subprocess.Popen([sys.executable, "-c", command, *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _step(folder) -> int:
+    try:
+        return json.loads((folder / checkpoint.RESUME_STATE).read_text())["step"]
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+def _kill_after(folder, step: int, signum: int):
+    import time
+
+    process = _vaekit("train", *TRAIN, "--out", str(folder))
+    deadline = time.time() + 120
+    while _step(folder) < step and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=120)
+    return process.returncode, err
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("whole") / "run"
+    process = _vaekit("train", *TRAIN, "--out", str(folder))
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-1000:]
+    return checkpoint.read_tensors(folder / checkpoint.MODEL_FILE)
+
+
+@pytest.mark.parametrize("step", [7, 33])
+def test_a_killed_run_resumes_to_the_same_weights(step, uninterrupted, tmp_path):
+    import signal
+
+    folder = tmp_path / "run"
+    code, _ = _kill_after(folder, step, signal.SIGKILL)
+    assert code == -signal.SIGKILL and 0 < _step(folder) < 60  # killed inside training, after a step checkpoint
+    assert not list(folder.glob(".*.safetensors*"))  # a kill between writes leaves no temporaries to clean ...
+    process = _vaekit("train", "--resume", str(folder), "--no-progress")
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-1000:]
+    resumed = checkpoint.read_tensors(folder / checkpoint.MODEL_FILE)
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[name], uninterrupted[name]) for name in resumed)
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+
+
+def test_sigterm_stops_after_a_step_saves_and_says_how_to_resume(uninterrupted, tmp_path):
+    import signal
+
+    folder = tmp_path / "run"
+    code, err = _kill_after(folder, 12, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM and "Traceback" not in err
+    assert f"stopped by SIGTERM after step {_step(folder)}, saved: continue with vaekit train --resume {folder}" in err
+    process = _vaekit("train", "--resume", str(folder), "--no-progress")
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-1000:]
+    resumed = checkpoint.read_tensors(folder / checkpoint.MODEL_FILE)
+    assert all(torch.equal(resumed[name], uninterrupted[name]) for name in resumed)
+
+
+def test_a_run_folder_has_one_writer(tmp_path, capsys):
+    import fcntl
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    with open(folder / ".lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        handle.write("pid 12345")
+        handle.flush()
+        fails(["train", "--data", "digits", "--epochs", "1", "--out", str(folder), "--no-progress"], capsys,
+              "is being written by another vaekit run (pid 12345)")
+    assert main(["train", "--data", "digits", "--epochs", "1", "--out", str(folder), "--no-progress"]) == 0
+
+
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_start(tmp_path):
+    folder = tmp_path / "run"
+    cfg = RunConfig(data=DataConfig(name="digits"), model=ModelConfig(latent_dim=2, hidden_dims=(16,)),
+                    train=TrainConfig(epochs=1, progress=False))
+    from vaekit.runs import resolve_config
+
+    folder.mkdir()
+    checkpoint.write_config(folder, resolve_config(cfg, load_dataset(cfg.data)))  # what a run writes first
+    result = resume(folder)
+    assert len(result.history) == 1 and (folder / checkpoint.MODEL_FILE).exists()

@@ -172,6 +172,8 @@ class TrainConfig:
                              "or AMX (weights, loss and evaluation stay float32)", choices=("fp32", "bf16"))
     progress: bool = setting(True, "no progress bar", flag="--no-progress")
     checkpoint_every: int = setting(1, "epochs between resume checkpoints", check=(lambda v: v >= 1, "at least 1"))
+    checkpoint_steps: int | None = setting(None, "also checkpoint every N steps inside epochs (a stop signal always "
+                                           "checkpoints)", check=(lambda v: v >= 1, "at least 1"))
 
 
 @dataclass(frozen=True)

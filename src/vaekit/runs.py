@@ -1,6 +1,7 @@
 """A training run end to end: config + data -> model -> Trainer -> run folder (checkpoints, metrics)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -22,6 +23,7 @@ from .train import Callback, EpochResult, MetricsLog, Trainer
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
+LOCK_FILE = ".lock"
 KL_WARNING = 3.0  # a table model's mean KL above this many times log N (at least 2) gets a warning (table_warnings)
 
 
@@ -105,16 +107,65 @@ def table_warnings(model: Model, dataset: Dataset) -> list[str]:
 
 
 class Checkpointer(Callback):
-    """Saves the model (loadable alone) and the resume state; a failed run keeps the last good files."""
+    """Saves the model (loadable alone) and the resume state at epoch ends and when a stop is asked for; a failed
+    run keeps the last good files."""
 
     def __init__(self, directory: Path, config: RunConfig) -> None:
         self.directory, self.config = directory, config
 
+    def save(self, trainer: Trainer) -> None:
+        checkpoint.save_pretrained(trainer.model, self.config, self.directory)
+        checkpoint.save_resume(self.directory, *trainer.state_dict())
+
     def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
         last = result.epoch == trainer.cfg.epochs
         if result.epoch % trainer.cfg.checkpoint_every == 0 or last:
-            checkpoint.save_pretrained(trainer.model, self.config, self.directory)
-            checkpoint.save_resume(self.directory, *trainer.state_dict())
+            self.save(trainer)
+
+    def on_interrupt(self, trainer: Trainer) -> None:
+        self.save(trainer)
+
+
+class StepCheckpointer(Checkpointer):
+    """Also every train.checkpoint_steps steps, inside epochs (a separate class: without it, no per-step hook)."""
+
+    def on_step_end(self, trainer: Trainer, step) -> None:
+        if step.step % trainer.cfg.checkpoint_steps == 0:
+            self.save(trainer)
+
+
+def checkpointer(directory: Path, config: RunConfig) -> Checkpointer:
+    return (StepCheckpointer if config.train.checkpoint_steps else Checkpointer)(directory, config)
+
+
+@contextlib.contextmanager
+def run_lock(directory: Path):
+    """Hold the run folder's lock (an flock on RUN/.lock) while writing to it: a second writer gets an error."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no lock
+        yield
+        return
+    path = directory / LOCK_FILE
+    try:
+        handle = open(path, "a+")
+    except OSError as exc:
+        raise VaekitError(f"cannot write in {directory} ({exc.strerror}): choose a folder you can write to") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise VaekitError(f"{directory} is being written by another vaekit run ({holder}): wait for it to end, "
+                              "or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing releases the lock
 
 
 def check_out(out: Path) -> None:
@@ -161,16 +212,19 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     model.likelihood.check_support(dataset.x_train, "the training data")
     own: list[Any] = []
     directory = None
-    if out is not None:
-        directory = Path(out)
-        prepare_out(directory, overwrite)
-        if not (directory / checkpoint.MODEL_FILE).exists():  # mark the folder as a run from the start
-            checkpoint.write_config(directory, cfg)
-        own = [Checkpointer(directory, cfg), MetricsLog(directory / METRICS_FILE)]
-    trainer = Trainer(model, cfg.train, [*own, *(callbacks or [])])
-    history = trainer.fit(train_data(dataset, cfg.data), dataset.split("test"))
-    if directory is not None and not history:
-        checkpoint.save_pretrained(trainer.model, cfg, directory)
+    with contextlib.ExitStack() as held:
+        if out is not None:
+            directory = Path(out)
+            check_out(directory)
+            held.enter_context(run_lock(directory))
+            prepare_out(directory, overwrite)
+            if not (directory / checkpoint.MODEL_FILE).exists():  # mark the folder as a run from the start
+                checkpoint.write_config(directory, cfg)
+            own = [checkpointer(directory, cfg), MetricsLog(directory / METRICS_FILE)]
+        trainer = Trainer(model, cfg.train, [*own, *(callbacks or [])])
+        history = trainer.fit(train_data(dataset, cfg.data), dataset.split("test"))
+        if directory is not None and not history:
+            checkpoint.save_pretrained(trainer.model, cfg, directory)
     warnings = tuple(table_warnings(checkpoint.unwrap(trainer.model), dataset)) if (
         dataset.table is not None and history) else ()
     for warning in warnings if log_warnings else ():
@@ -184,6 +238,18 @@ def resume(directory: str | Path, epochs: int | None = None, device: str | None 
     (device, threads, progress bar) may change, what it computes may not."""
     directory = Path(directory)
     cfg = checkpoint.load_config(directory)
+    if not any(path.exists() for path in checkpoint.resume_files(directory)) and not (
+            directory / checkpoint.MODEL_FILE).exists():
+        # stopped before its first checkpoint: nothing was trained, so the run starts again from its config
+        log.warning("%s has no checkpoint yet: training it from the start", directory)
+        cfg = cfg if epochs is None else replace(cfg, train=replace(cfg.train, epochs=epochs))
+        return train(cfg, out=directory, overwrite=True, callbacks=callbacks)
+    with run_lock(directory):
+        return _resume(directory, cfg, epochs, device, threads, progress, callbacks)
+
+
+def _resume(directory: Path, cfg: RunConfig, epochs: int | None, device: str | None, threads: int | None,
+            progress: bool | None, callbacks: list[Any] | None) -> RunResult:
     planned = cfg.train.epochs
     runtime = {k: v for k, v in (("epochs", epochs), ("device", device), ("threads", threads),
                                  ("progress", progress)) if v is not None}
@@ -213,7 +279,7 @@ def resume(directory: str | Path, epochs: int | None = None, device: str | None 
         raise VaekitError(f"the data now has shape {dataset.shape}, the run was trained on {cfg.model.data_shape}")
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model)
-    own = [Checkpointer(directory, cfg), MetricsLog(directory / METRICS_FILE)]
+    own = [checkpointer(directory, cfg), MetricsLog(directory / METRICS_FILE)]
     trainer = Trainer(model, cfg.train, [*own, *(callbacks or [])])
     try:
         trainer.load_state_dict(tensors, meta)

@@ -1,10 +1,13 @@
 """Trainer: optimiser, schedules, progress, hooks, resume state. It calls model(x, y) only and knows no family."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +18,7 @@ from tqdm.auto import tqdm
 from .checkpoint import unwrap
 from .config import TrainConfig
 from .data import TensorData
-from .errors import VaekitError
+from .errors import Interrupted, VaekitError
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,9 @@ class Callback:
     def on_epoch_end(self, trainer: "Trainer", result: EpochResult) -> None: ...
 
     def on_fit_end(self, trainer: "Trainer") -> None: ...
+
+    def on_interrupt(self, trainer: "Trainer") -> None:
+        """A stop was asked for (SIGINT, SIGTERM) and the current step is done: the last chance to save."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -166,6 +172,13 @@ class Trainer:
         self.epoch = 0
         self.history: list[EpochResult] = []
         self.generator = torch.Generator().manual_seed(cfg.seed)  # shuffling and dynamic binarisation
+        # The epoch in progress, enough to continue it exactly: the data generator as the epoch began (it draws the
+        # permutation and the binarisation seed then), batches done, and the running sums of the loss and terms.
+        self.epoch_start_rng: torch.Tensor | None = None
+        self.batches_done = 0
+        self.partial: dict[str, Any] | None = None
+        self.partial_view: tuple | None = None  # (term names, sums, items seen, seconds) after the last step
+        self.stop_signal: int | None = None
 
     def _hooks(self, name: str) -> list:
         """The callbacks' methods for one event, skipping Callback's own no-ops (so an epoch-only callback costs
@@ -188,14 +201,44 @@ class Trainer:
         for hook in self._hooks("on_fit_begin"):
             hook(self)
         epoch_hooks = self._hooks("on_epoch_end")
-        while self.epoch < self.cfg.epochs:
-            result = self._train_epoch(train, val, steps_per_epoch, total_steps)
-            self.history.append(result)
-            for hook in epoch_hooks:
-                hook(self, result)
+        with self._signals():
+            while self.epoch < self.cfg.epochs:
+                result = self._train_epoch(train, val, steps_per_epoch, total_steps)
+                self.history.append(result)
+                for hook in epoch_hooks:
+                    hook(self, result)
+                if self.stop_signal is not None and self.epoch < self.cfg.epochs:
+                    self._stop()
         for hook in self._hooks("on_fit_end"):
             hook(self)
         return self.history
+
+    @contextlib.contextmanager
+    def _signals(self):
+        """SIGINT and SIGTERM ask for a stop after the current step (see _stop); a second one stops at once. Only
+        the main thread can take signals; elsewhere they keep their handlers."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def ask(signum, frame):
+            if self.stop_signal is not None:  # the second: stop now (atomic writes leave no half files)
+                signal.signal(signum, signal.SIG_DFL)
+                raise KeyboardInterrupt
+            self.stop_signal = signum
+
+        previous = {signum: signal.signal(signum, ask) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _stop(self) -> None:
+        """After a step, on a stop signal: let the callbacks save (on_interrupt), then end with Interrupted."""
+        for hook in self._hooks("on_interrupt"):
+            hook(self)
+        raise Interrupted(self.stop_signal, self.step)
 
     def _train_epoch(self, train: TensorData, val: TensorData | None, steps_per_epoch: int, total_steps: int) -> EpochResult:
         self.model.train()
@@ -204,12 +247,24 @@ class Trainer:
         names: list[str] | None = None
         sums: torch.Tensor | None = None  # loss and each term, summed on the device: a GPU is read every 25 steps
         seen = 0
+        skip = 0
+        if self.partial is not None:  # continue the epoch a checkpoint left: same permutation, draws and sums
+            self.generator.set_state(self.epoch_start_rng)
+            skip, seen, names = self.batches_done, self.partial["seen"], self.partial["names"]
+            sums = self.partial["sums"].to(self.device)
+            start -= self.partial["seconds"]
+            self.partial = None
+        else:
+            self.epoch_start_rng = self.generator.get_state()
+            self.batches_done = 0
         bar = tqdm(
-            total=len(train), desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", unit="img", unit_scale=True,
-            disable=not self.cfg.progress, leave=False, dynamic_ncols=True,
+            total=len(train), initial=seen, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", unit="img",
+            unit_scale=True, disable=not self.cfg.progress, leave=False, dynamic_ncols=True,
             mininterval=0.2 if sys.stderr.isatty() else 30.0,  # a log file gets a line every 30 s, not a flood
         )
-        for x, y in train.batches(self.cfg.batch_size, self.generator, shuffle=True):
+        for index, (x, y) in enumerate(train.batches(self.cfg.batch_size, self.generator, shuffle=True)):
+            if index < skip:
+                continue  # done before the checkpoint; drawn again so the binarisation stream stays in step
             lr = learning_rate(self.cfg, self.step, total_steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -231,6 +286,8 @@ class Trainer:
             means = torch.stack([out.loss.detach(), *(term.detach().mean() for term in out.terms.values())])
             sums = means * batch if sums is None else sums + means * batch
             seen += batch
+            self.batches_done = index + 1
+            self.partial_view = (names, sums, seen, time.perf_counter() - start)
             bar.update(batch)
             if step_hooks:
                 step = StepResult(self.step, self.epoch, batch, means[0], dict(zip(names, means[1:])), lr, scale)
@@ -249,9 +306,14 @@ class Trainer:
                 shown = {"loss": values[0], **dict(zip(names, values[1:]))}
                 bar.set_postfix({k: f"{v:.2f}" for k, v in shown.items()},
                                 img_s=f"{seen / (time.perf_counter() - start):.0f}", refresh=False)
+            if self.stop_signal is not None and seen < len(train):
+                bar.close()
+                self._stop()
         bar.close()
         seconds = time.perf_counter() - start
         self.epoch += 1
+        self.batches_done = 0
+        self.partial_view = None
         values = (sums / seen).tolist()
         train_means = {"loss": values[0], **dict(zip(names, values[1:]))}
         val_means = self.evaluate_loss(val) if val is not None and len(val) else None
@@ -315,6 +377,11 @@ class Trainer:
             "optimizer_scalars": scalars,
             "history": [r.to_dict() for r in self.history],
         }
+        if self.batches_done and self.partial_view is not None:  # inside an epoch: how to continue it exactly
+            names, sums, seen, seconds = self.partial_view
+            tensors["rng.epoch_start"] = self.epoch_start_rng
+            tensors["epoch.sums"] = sums.detach().to("cpu")
+            meta["in_epoch"] = {"batches": self.batches_done, "seen": seen, "names": names, "seconds": seconds}
         return tensors, meta
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -335,6 +402,12 @@ class Trainer:
             torch.cuda.set_rng_state_all(cuda_states)
         self.step, self.epoch = int(meta["step"]), int(meta["epoch"])
         self.history = [EpochResult.from_dict(r) for r in meta.get("history", [])]
+        in_epoch = meta.get("in_epoch")
+        if in_epoch is not None:
+            self.epoch_start_rng = tensors["rng.epoch_start"]
+            self.batches_done = int(in_epoch["batches"])
+            self.partial = {"seen": int(in_epoch["seen"]), "names": list(in_epoch["names"]),
+                            "sums": tensors["epoch.sums"], "seconds": float(in_epoch["seconds"])}
 
 
 class MetricsLog(Callback):

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import signal
+import sys
 
 from .. import runs
 from ..config import RunConfig
-from ..errors import VaekitError
+from ..errors import Interrupted, VaekitError
 from .common import add_config_flags, config_from_args, recipes, set_flags
 
 log = logging.getLogger(__name__)
@@ -33,8 +36,9 @@ def run(args: argparse.Namespace) -> int:
             raise VaekitError(f"--resume continues a run as it was configured; {', '.join(fixed or ['--set'])} "
                               "cannot change it (only --epochs, --device, --threads, --no-progress): "
                               "start a new run with --out instead")
-        result = runs.resume(args.resume, epochs=args.cfg__train__epochs, device=args.cfg__train__device,
-                             threads=args.cfg__train__threads, progress=args.cfg__train__progress)
+        with _stopped(args.resume):
+            result = runs.resume(args.resume, epochs=args.cfg__train__epochs, device=args.cfg__train__device,
+                                 threads=args.cfg__train__threads, progress=args.cfg__train__progress)
     else:
         cfg: RunConfig = config_from_args(args)
         if args.print_config:
@@ -42,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if not args.out:
             raise VaekitError("vaekit train needs --out RUN_DIR (where the model and metrics are written)")
-        result = runs.train(cfg, out=args.out, overwrite=args.overwrite)
+        with _stopped(args.out):
+            result = runs.train(cfg, out=args.out, overwrite=args.overwrite)
     last = result.history[-1] if result.history else None
     summary = {"run": str(result.directory)}
     if last is not None:
@@ -51,3 +56,15 @@ def run(args: argparse.Namespace) -> int:
                        images_per_s=round(last.images_per_s, 1))
     print(json.dumps(summary))
     return 0
+
+
+@contextlib.contextmanager
+def _stopped(run: str):
+    """A stop signal ends training after a step and a checkpoint: one line on how to go on, exit 128 + signal."""
+    try:
+        yield
+    except Interrupted as stop:
+        name = signal.Signals(stop.signum).name
+        sys.stderr.write(f"vaekit: stopped by {name} after step {stop.step}, saved: continue with "
+                         f"vaekit train --resume {run}\n")
+        raise SystemExit(128 + stop.signum) from None
