@@ -317,3 +317,38 @@ def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_start(tmp_pa
     checkpoint.write_config(folder, resolve_config(cfg, load_dataset(cfg.data)))  # what a run writes first
     result = resume(folder)
     assert len(result.history) == 1 and (folder / checkpoint.MODEL_FILE).exists()
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(run, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != ".lock"}
+
+    def full(*_, **__):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    fails(["train", "--data", "digits", "--limit", "300", "--latent-dim", "2", "--hidden-dims", "16", "--lr", "3e-3",
+           "--epochs", "1", "--out", str(folder), "--overwrite", "--no-progress"], capsys, "No space left on device")
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name != ".lock"} == before  # the old run, whole
+    resume(folder, epochs=3, progress=False)  # and still resumable
+    assert main(["train", "--data", "digits", "--limit", "300", "--latent-dim", "2", "--hidden-dims", "16", "--epochs",
+                 "1", "--out", str(folder), "--overwrite", "--no-progress"]) == 0
+    assert len((folder / "metrics.jsonl").read_text().splitlines()) == 1  # the new run's only
+    assert len(list(folder.glob("resume-*.safetensors"))) == 1
+
+
+def test_weights_and_a_config_from_different_writes_are_found(run, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    config = checkpoint.load_config(folder)
+    checkpoint.write_config(folder, type(config)(data=config.data, model=config.model,
+                                                 train=type(config.train)(**{**config.train.__dict__, "lr": 0.5})))
+    fails(["sample", str(folder), "--out", str(tmp_path / "s.png")], capsys,
+          f"was written for another config.json (the run stopped between writing them): continue it with vaekit "
+          f"train --resume {folder}")

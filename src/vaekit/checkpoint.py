@@ -25,6 +25,7 @@ MODEL_FILE = "model.safetensors"
 RESUME_STATE = "resume.json"  # the commit point: names the tensors file it belongs to
 RESUME_TENSORS = "resume.safetensors"  # format 1's single tensors file (read, never written)
 CHECKSUM_KEY = "sha256"  # safetensors metadata: the checksum of the tensors (see checksum)
+CONFIG_KEY = "config_sha256"  # model.safetensors metadata: the sha256 of the config.json written with it
 RESUME_PATTERN = "resume-*.safetensors"  # resume-<step>-<token>.safetensors, one per committed state
 FORMAT = 2  # 2: family and likelihood settings as model.<name> sections, label conditioning, checked resume
 
@@ -101,17 +102,29 @@ def unwrap(model: torch.nn.Module) -> Model:
 
 
 def save_pretrained(model: torch.nn.Module, config: RunConfig, directory: str | Path) -> Path:
+    """model.safetensors, then config.json. The weights carry the sha256 of the config they belong to, so a crash
+    between the two writes is found on loading (the resume state, written after both, still holds the old pair)."""
     directory = Path(directory)
     model = unwrap(model)
-    write_tensors(directory / MODEL_FILE, model.state_dict(), {"format": str(FORMAT), "family": model.family})
-    write_config(directory, config)
+    text = _config_text(config)
+    write_tensors(directory / MODEL_FILE, model.state_dict(), {"format": str(FORMAT), "family": model.family,
+                                                                CONFIG_KEY: _sha256(text)})
+    _atomic_write(directory / CONFIG_FILE, lambda tmp: tmp.write_text(text))
     return directory
 
 
 def write_config(directory: str | Path, config: RunConfig) -> None:
     """config.json with the full settings of the model's family and likelihood written out."""
+    _atomic_write(Path(directory) / CONFIG_FILE, lambda tmp: tmp.write_text(_config_text(config)))
+
+
+def _config_text(config: RunConfig) -> str:
     full = replace(config, model=with_defaults(config.model))
-    write_json(Path(directory) / CONFIG_FILE, {"vaekit_version": __version__, "format": FORMAT, **full.to_dict()})
+    return json.dumps({"vaekit_version": __version__, "format": FORMAT, **full.to_dict()}, indent=2) + "\n"
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def load_config(directory: str | Path) -> RunConfig:
@@ -165,6 +178,14 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> Model:
     config = load_config(directory)
     model = build_model(config.model)
     state = read_tensors(directory / MODEL_FILE)
+    try:
+        with safe_open(str(directory / MODEL_FILE), "pt") as handle:
+            belongs = (handle.metadata() or {}).get(CONFIG_KEY)
+    except (SafetensorError, OSError) as exc:
+        raise VaekitError(f"{directory / MODEL_FILE} is corrupt ({str(exc)[:80]}): retrain, or restore it") from None
+    if belongs is not None and belongs != _sha256((directory / CONFIG_FILE).read_text()):
+        raise VaekitError(f"{directory / MODEL_FILE} was written for another {CONFIG_FILE} (the run stopped between "
+                          f"writing them): continue it with vaekit train --resume {directory}, which writes both again")
     missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
     if missing or unexpected:
         raise VaekitError(

@@ -193,11 +193,8 @@ def prepare_out(out: Path, overwrite: bool) -> None:
         raise VaekitError(
             f"{out} already holds a run: continue it with --resume {out}, choose another --out, or pass --overwrite"
         )
-    if out.exists() and overwrite:
-        # The old model and its config stay until the new run's first checkpoint replaces both, so a run that
-        # fails early loses nothing; the old resume state and metrics belong to the old run only.
-        for path in [*checkpoint.resume_files(out), out / METRICS_FILE]:
-            path.unlink(missing_ok=True)
+    # With --overwrite the old run stays whole until the new one has its first checkpoint: that replaces the model
+    # and config, commits a resume state that retires the old one, and rewrites metrics.jsonl (MetricsLog).
 
 
 def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False, dataset: Dataset | None = None,

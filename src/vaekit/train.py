@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import unwrap
+from .checkpoint import unwrap, write_lines
 from .config import TrainConfig
 from .data import TensorData
 from .errors import Interrupted, VaekitError
@@ -411,11 +411,18 @@ class Trainer:
 
 
 class MetricsLog(Callback):
-    """Appends one JSON object per epoch to a file (metrics.jsonl)."""
+    """One JSON object per epoch in a file (metrics.jsonl). The first epoch of a fit replaces the file with the
+    trainer's whole history (so --overwrite keeps the old run's lines until the new run has an epoch); later epochs
+    append."""
 
     def __init__(self, path) -> None:
         self.path = path
+        self.started = False
 
     def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
+        if not self.started:
+            write_lines(self.path, [json.dumps(row.to_dict()) for row in trainer.history])
+            self.started = True
+            return
         with open(self.path, "a") as handle:
             handle.write(json.dumps(result.to_dict()) + "\n")
