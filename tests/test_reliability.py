@@ -268,10 +268,10 @@ def test_a_killed_run_resumes_to_the_same_weights(step, uninterrupted, tmp_path)
     folder = tmp_path / "run"
     code, _ = _kill_after(folder, step, signal.SIGKILL)
     assert code == -signal.SIGKILL and 0 < _step(folder) < 60  # killed inside training, after a step checkpoint
-    assert not list(folder.glob(".*.safetensors*"))  # a kill between writes leaves no temporaries to clean ...
     process = _vaekit("train", "--resume", str(folder), "--no-progress")
     _, err = process.communicate(timeout=300)
     assert process.returncode == 0, err[-1000:]
+    assert not [p for p in folder.glob(".*") if p.name != ".lock"]  # a write the kill cut short: cleaned up
     resumed = checkpoint.read_tensors(folder / checkpoint.MODEL_FILE)
     assert resumed.keys() == uninterrupted.keys()
     assert all(torch.equal(resumed[name], uninterrupted[name]) for name in resumed)
@@ -352,3 +352,16 @@ def test_weights_and_a_config_from_different_writes_are_found(run, tmp_path, cap
     fails(["sample", str(folder), "--out", str(tmp_path / "s.png")], capsys,
           f"was written for another config.json (the run stopped between writing them): continue it with vaekit "
           f"train --resume {folder}")
+
+
+def test_temporaries_of_a_killed_write_are_cleaned_by_the_next_run(run, tmp_path):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    stale = [folder / ".model.safetensors.k1x2", folder / ".resume-000000042-ab.safetensors.zz9", folder / ".resume.json.q"]
+    for path in stale:
+        path.write_bytes(b"half a write")
+    (folder / ".mine").write_text("not vaekit's")
+    resume(folder, epochs=3, progress=False)
+    assert not any(path.exists() for path in stale) and (folder / ".mine").exists()

@@ -213,6 +213,18 @@ def save_resume(directory: str | Path, tensors: dict[str, torch.Tensor], state: 
             old.unlink(missing_ok=True)
 
 
+def remove_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporaries of writes a killed process left (`.NAME.XXXX` beside a run file). Only for a folder
+    whose lock is held: nothing else is writing there."""
+    directory = Path(directory)
+    names = (CONFIG_FILE, MODEL_FILE, RESUME_STATE, "metrics.jsonl", "resume-")
+    stale = [path for path in directory.glob(".*") if path.is_file()
+             and any(path.name.startswith(f".{name}") and path.name != f".{name}" for name in names)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def resume_files(directory: str | Path) -> list[Path]:
     """Every file of a run's resume state (for --overwrite to remove)."""
     directory = Path(directory)

@@ -214,6 +214,7 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
             directory = Path(out)
             check_out(directory)
             held.enter_context(run_lock(directory))
+            checkpoint.remove_temporaries(directory)
             prepare_out(directory, overwrite)
             if not (directory / checkpoint.MODEL_FILE).exists():  # mark the folder as a run from the start
                 checkpoint.write_config(directory, cfg)
@@ -242,6 +243,7 @@ def resume(directory: str | Path, epochs: int | None = None, device: str | None 
         cfg = cfg if epochs is None else replace(cfg, train=replace(cfg.train, epochs=epochs))
         return train(cfg, out=directory, overwrite=True, callbacks=callbacks)
     with run_lock(directory):
+        checkpoint.remove_temporaries(directory)
         return _resume(directory, cfg, epochs, device, threads, progress, callbacks)
 
 
