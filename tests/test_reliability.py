@@ -365,3 +365,52 @@ def test_temporaries_of_a_killed_write_are_cleaned_by_the_next_run(run, tmp_path
     (folder / ".mine").write_text("not vaekit's")
     resume(folder, epochs=3, progress=False)
     assert not any(path.exists() for path in stale) and (folder / ".mine").exists()
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_a_step_checkpoint_on_an_epochs_last_step_resumes_exactly(tmp_path):
+    """The step checkpoint at step 10 is the last step of epoch 1 (its epoch-end checkpoint comes only every 2
+    epochs): a crash in epoch 2 resumes from a state whose epoch has every batch done."""
+    from vaekit.train import Callback
+
+    cfg = RunConfig(data=DataConfig(name="digits", limit=640), model=ModelConfig(latent_dim=2, hidden_dims=(16,)),
+                    train=TrainConfig(epochs=3, batch_size=64, checkpoint_steps=10, checkpoint_every=2,
+                                      progress=False))
+    whole = train(cfg, out=tmp_path / "whole")
+
+    class CrashAtStep12(Callback):
+        def on_step_end(self, trainer, step):
+            if step.step == 12:
+                raise _Crash
+
+    with pytest.raises(_Crash):
+        train(cfg, out=tmp_path / "run", callbacks=[CrashAtStep12()])
+    state = json.loads((tmp_path / "run" / checkpoint.RESUME_STATE).read_text())
+    assert state["step"] == 10 and state["in_epoch"]["batches"] == 10 and state["epoch"] == 0
+    resumed = resume(tmp_path / "run")
+    assert all(torch.equal(a, b) for a, b in zip(resumed.model.state_dict().values(),
+                                                   whole.model.state_dict().values()))
+    assert [r.train["loss"] for r in resumed.history] == [r.train["loss"] for r in whole.history]
+
+
+def test_a_resume_state_left_by_an_interrupted_overwrite_is_refused(run, tmp_path, monkeypatch, capsys):
+    """--overwrite whose first checkpoint wrote the new model and config but not the new resume state: the old
+    resume state must not be continued under the new config."""
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    real = checkpoint.save_resume
+
+    def disk_full_at_resume(*args, **kwargs):
+        raise VaekitError("cannot write resume state (No space left on device)")
+
+    monkeypatch.setattr(checkpoint, "save_resume", disk_full_at_resume)
+    fails(["train", "--data", "digits", "--limit", "300", "--latent-dim", "2", "--hidden-dims", "16", "--lr", "5e-3",
+           "--epochs", "1", "--out", str(folder), "--overwrite", "--no-progress"], capsys, "No space left on device")
+    monkeypatch.setattr(checkpoint, "save_resume", real)
+    with pytest.raises(VaekitError, match="was written for another config.json .* --overwrite"):
+        resume(folder, epochs=3, progress=False)

@@ -207,7 +207,9 @@ def save_resume(directory: str | Path, tensors: dict[str, torch.Tensor], state: 
     token = secrets.token_hex(8)
     name = f"resume-{int(state['step']):09d}-{token}.safetensors"
     write_tensors(directory / name, tensors, {"step": str(state["step"]), "token": token})
-    write_json(directory / RESUME_STATE, {**state, "tensors": name, "token": token})
+    config = directory / CONFIG_FILE  # the config this state continues (written just before, by save_pretrained)
+    belongs = {CONFIG_KEY: _sha256(config.read_text())} if config.is_file() else {}
+    write_json(directory / RESUME_STATE, {**state, "tensors": name, "token": token, **belongs})
     for old in [*directory.glob(RESUME_PATTERN), directory / RESUME_TENSORS]:
         if old.name != name:
             old.unlink(missing_ok=True)
@@ -261,6 +263,12 @@ def load_resume(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
                               "is inconsistent; start the run again")
     else:
         log.warning("%s has a resume state from an older vaekit, which cannot be checked for consistency", directory)
+    belongs = state.get(CONFIG_KEY)
+    config = directory / CONFIG_FILE
+    if belongs is not None and config.is_file() and belongs != _sha256(config.read_text()):
+        raise VaekitError(f"the resume state in {directory} was written for another {CONFIG_FILE} (a run started "
+                          "over it with --overwrite stopped during its first checkpoint): start the run again with "
+                          "--overwrite")
     needed = ("step", "epoch", "optimizer_groups")
     if any(k not in state for k in needed) or "rng.torch" not in tensors:
         raise VaekitError(f"the resume state in {directory} is corrupt or incomplete: start the run again")

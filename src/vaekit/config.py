@@ -19,6 +19,8 @@ import yaml
 
 from .errors import VaekitError
 
+MAX_WIDTH = 2**20  # a layer wider than this (or a code longer) would not fit in memory beside its neighbours
+MAX_CHANNELS = 2**14
 Check = tuple[Callable[[Any], bool], str]  # (predicate on a set value, what a valid value is)
 
 
@@ -101,15 +103,18 @@ def register_settings(name: str, settings: type | None) -> None:
 @dataclass(frozen=True)
 class ModelConfig:
     family: str = setting("vae", "model family", choices=_families, flag="--model")
-    latent_dim: int = setting(16, "size of the latent code", check=(lambda v: v >= 1, "at least 1"))
+    latent_dim: int = setting(16, "size of the latent code", check=(lambda v: 1 <= v <= MAX_WIDTH,
+                                                                     f"between 1 and {MAX_WIDTH:,}"))
     network: str = setting("auto", "encoder/decoder bodies: auto (conv for images of 8x8 and up, mlp otherwise)",
                            choices=("auto", "mlp", "conv"))
     hidden_dims: tuple[int, ...] = setting((512, 256), "MLP widths, e.g. 512,256 (conv: the last is the dense width)",
-                                           check=(lambda v: all(h >= 1 for h in v),
-                                                  "positive widths, e.g. 512,256 (none: a linear MLP)"))
+                                           check=(lambda v: all(1 <= h <= MAX_WIDTH for h in v),
+                                                  f"widths from 1 to {MAX_WIDTH:,}, e.g. 512,256 (none: a linear "
+                                                  "MLP)"))
     conv_channels: tuple[int, ...] = setting((32, 64), "channels of the stride-2 convolutions, e.g. 32,64",
-                                             check=(lambda v: len(v) >= 1 and all(c >= 1 for c in v),
-                                                    "one or more positive channel counts, e.g. 32,64"))
+                                             check=(lambda v: len(v) >= 1 and all(1 <= c <= MAX_CHANNELS for c in v),
+                                                    f"one or more channel counts from 1 to {MAX_CHANNELS:,}, e.g. "
+                                                    "32,64"))
     likelihood: str = setting("auto", "p(x|z): auto picks bernoulli for [0, 1] data, gaussian otherwise",
                               choices=_likelihoods)
     beta: float = setting(1.0, "weight of the regularizer (beta-VAE when != 1)", check=(non_negative, ">= 0"))

@@ -8,6 +8,6 @@ class VaekitError(Exception):
 class Interrupted(Exception):
     """Training stopped on a signal (SIGINT, SIGTERM) after finishing a step and saving: resume to continue."""
 
-    def __init__(self, signum: int, step: int) -> None:
+    def __init__(self, signum: int, step: int, saved: bool = True) -> None:
         super().__init__(f"stopped by signal {signum} after step {step}")
-        self.signum, self.step = signum, step
+        self.signum, self.step, self.saved = signum, step, saved  # saved=False: a second signal, no checkpoint

@@ -336,4 +336,10 @@ def build_model(config: ModelConfig) -> Model:
     if config.condition == "label" and config.num_labels < 2:
         raise VaekitError("a label-conditioned model needs model.num_labels >= 2 (vaekit fills it in from labelled "
                           "data): train on data with labels, or drop --condition label")
-    return MODEL_FAMILIES[config.family](config)
+    try:
+        return MODEL_FAMILIES[config.family](config)
+    except (RuntimeError, MemoryError) as exc:  # the allocator's "can't allocate memory" (sizes pass their checks)
+        if "alloc" not in str(exc).lower() and not isinstance(exc, MemoryError):
+            raise
+        raise VaekitError(f"the model does not fit in memory ({str(exc).splitlines()[0][:80]}): choose a smaller "
+                          "--latent-dim, --hidden-dims or --conv-channels") from None

@@ -240,8 +240,10 @@ def resume(directory: str | Path, epochs: int | None = None, device: str | None 
             directory / checkpoint.MODEL_FILE).exists():
         # stopped before its first checkpoint: nothing was trained, so the run starts again from its config
         log.warning("%s has no checkpoint yet: training it from the start", directory)
-        cfg = cfg if epochs is None else replace(cfg, train=replace(cfg.train, epochs=epochs))
-        return train(cfg, out=directory, overwrite=True, callbacks=callbacks)
+        runtime = {k: v for k, v in (("epochs", epochs), ("device", device), ("threads", threads),
+                                     ("progress", progress)) if v is not None}
+        return train(replace(cfg, train=replace(cfg.train, **runtime)), out=directory, overwrite=True,
+                     callbacks=callbacks)
     with run_lock(directory):
         checkpoint.remove_temporaries(directory)
         return _resume(directory, cfg, epochs, device, threads, progress, callbacks)
@@ -288,6 +290,7 @@ def _resume(directory: Path, cfg: RunConfig, epochs: int | None, device: str | N
     if trainer.epoch >= cfg.train.epochs:
         log.info("%s already finished %d epochs: pass --epochs N to train further", directory, trainer.epoch)
     history = trainer.fit(train_data(dataset, cfg.data), dataset.split("test"))
-    if trainer.epoch == meta["epoch"]:
-        checkpoint.save_pretrained(trainer.model, cfg, directory)  # config may carry the new epoch count
+    if trainer.epoch == meta["epoch"]:  # nothing trained; the config may carry a new epoch count: commit both again
+        checkpoint.save_pretrained(trainer.model, cfg, directory)
+        checkpoint.save_resume(directory, *trainer.state_dict())
     return RunResult(checkpoint.unwrap(trainer.model).eval(), cfg, history, directory)

@@ -224,7 +224,7 @@ class Trainer:
         def ask(signum, frame):
             if self.stop_signal is not None:  # the second: stop now (atomic writes leave no half files)
                 signal.signal(signum, signal.SIG_DFL)
-                raise KeyboardInterrupt
+                raise Interrupted(signum, self.step, saved=False)
             self.stop_signal = signum
 
         previous = {signum: signal.signal(signum, ask) for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -262,9 +262,14 @@ class Trainer:
             unit_scale=True, disable=not self.cfg.progress, leave=False, dynamic_ncols=True,
             mininterval=0.2 if sys.stderr.isatty() else 30.0,  # a log file gets a line every 30 s, not a flood
         )
-        for index, (x, y) in enumerate(train.batches(self.cfg.batch_size, self.generator, shuffle=True)):
-            if index < skip:
-                continue  # done before the checkpoint; drawn again so the binarisation stream stays in step
+        if skip > steps_per_epoch:
+            raise VaekitError(f"the resume state says {skip} batches of this epoch were done, but an epoch has "
+                              f"{steps_per_epoch}: it is corrupt; start the run again")
+        if skip:  # the last step's values, for an epoch whose every batch was done before the checkpoint
+            lr = learning_rate(self.cfg, self.step - 1, total_steps)
+            scale = kl_scale(self.cfg, self.step - 1, steps_per_epoch)
+        batches = train.batches(self.cfg.batch_size, self.generator, shuffle=True, skip=skip)
+        for index, (x, y) in enumerate(batches, start=skip):
             lr = learning_rate(self.cfg, self.step, total_steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr

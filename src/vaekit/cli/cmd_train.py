@@ -65,6 +65,10 @@ def _stopped(run: str):
         yield
     except Interrupted as stop:
         name = signal.Signals(stop.signum).name
-        sys.stderr.write(f"vaekit: stopped by {name} after step {stop.step}, saved: continue with "
-                         f"vaekit train --resume {run}\n")
+        if stop.saved:
+            sys.stderr.write(f"vaekit: stopped by {name} after step {stop.step}, saved: continue with "
+                             f"vaekit train --resume {run}\n")
+        else:
+            sys.stderr.write(f"vaekit: stopped at once by a second {name}: continue from the last checkpoint with "
+                             f"vaekit train --resume {run}\n")
         raise SystemExit(128 + stop.signum) from None

@@ -69,13 +69,21 @@ class TensorData:
         generator: torch.Generator | None = None,
         shuffle: bool = False,
         drop_last: bool = False,
+        skip: int = 0,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Batches in order, or in a permutation drawn from `generator`. skip: leave out the first batches as if
+        they had been yielded (continuing an epoch): the same permutation, and the CPU binarisation stream advanced
+        past them; other devices draw from their global generator, which a resume restores as it was after them."""
         n = len(self)
         x, y = self.x, self.y
         order = torch.randperm(n, generator=generator, device="cpu").to(x.device) if shuffle else None
         draw = dynamic_draws(x.device, generator) if self.dynamic_binarize else None
         stop = n - n % batch_size if drop_last else n
-        for start in range(0, stop, batch_size):
+        for number, start in enumerate(range(0, stop, batch_size)):
+            if number < skip:
+                if draw is not None and x.device.type == "cpu":
+                    draw(x[start : start + batch_size])  # the same count of draws; the values are not needed
+                continue
             if order is None:
                 xb, yb = x[start : start + batch_size], None if y is None else y[start : start + batch_size]
             else:

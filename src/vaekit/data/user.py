@@ -149,6 +149,9 @@ def _items_tensor(array: np.ndarray, source: str) -> tuple[torch.Tensor, bool]:
         )
     if len(array) == 0:
         raise VaekitError(f"{source} holds no items: expected an array of shape (N, ...) with N >= 1")
+    if 0 in array.shape[1:]:
+        raise VaekitError(f"{source} has shape {array.shape}: its items hold no values; expected e.g. (N, D) with "
+                          "D >= 1")
     if kind == "f" and not np.isfinite(array).all():
         raise VaekitError(f"{source} contains NaN or infinite values: remove or impute them first")
     if array.ndim == 2:
