@@ -414,3 +414,13 @@ def test_a_resume_state_left_by_an_interrupted_overwrite_is_refused(run, tmp_pat
     monkeypatch.setattr(checkpoint, "save_resume", real)
     with pytest.raises(VaekitError, match="was written for another config.json .* --overwrite"):
         resume(folder, epochs=3, progress=False)
+
+
+def test_an_unknown_attribute_with_huge_class_ids_lists_the_classes_present(tmp_path):
+    from vaekit import latent
+
+    x = np.random.default_rng(0).random((20, 4)).astype(np.float32)
+    np.savez(tmp_path / "big.npz", x=x, y=np.array([0, 2**31 - 1] * 10))
+    dataset = load_dataset(DataConfig(name=str(tmp_path / "big.npz")))
+    with pytest.raises(VaekitError, match="known: 0, 2147483647$"):
+        latent.find_attribute(dataset, "test", "smile")

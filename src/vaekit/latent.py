@@ -289,13 +289,14 @@ def groups_from_labels(y: torch.Tensor, label: str | int, versus: str | int | No
     """Items of class `label` (a class name or index) vs items of class `versus`, or vs all other classes."""
     y = torch.as_tensor(y).flatten()
     n_classes = len(label_names) if label_names else int(y.max()) + 1 if y.numel() else 0
-    positive = _class_index(label, label_names, n_classes)
+    present = torch.unique(y).tolist()  # what the messages list: the classes here, not every index below the largest
+    positive = _class_index(label, label_names, n_classes, present)
     mask = y == positive
     name = _class_name(positive, label_names)
     if versus is None:
         other, description_other = ~mask, "all other classes"
     else:
-        negative = _class_index(versus, label_names, n_classes)
+        negative = _class_index(versus, label_names, n_classes, present)
         if negative == positive:
             raise VaekitError(f"--versus names the same class as --attr ({name}): choose another class")
         other, description_other = y == negative, _class_name(negative, label_names)
@@ -309,16 +310,18 @@ def _class_name(index: int, label_names: Sequence[str] | None) -> str:
     return label_names[index] if label_names else str(index)
 
 
-def _class_index(label: str | int, label_names: Sequence[str] | None, n_classes: int) -> int:
+def _class_index(label: str | int, label_names: Sequence[str] | None, n_classes: int,
+                 present: Sequence[int] = ()) -> int:
     text = str(label)
     if label_names and text in label_names:
         return list(label_names).index(text)
     if text.lstrip("-").isdigit() and 0 <= int(text) < n_classes:
         return int(text)
-    options = list(label_names) if label_names else [str(i) for i in range(n_classes)]
-    close = difflib.get_close_matches(text, options, n=3)
+    options = list(label_names) if label_names else [str(i) for i in present]
+    close = difflib.get_close_matches(text, options[:1000], n=3)
     hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise VaekitError(f"unknown class {text!r}: {hint}classes are {', '.join(options)} (or their index 0..{n_classes - 1})")
+    listed = ", ".join(options[:40]) + (", ..." if len(options) > 40 else "")
+    raise VaekitError(f"unknown class {text!r}: {hint}classes are {listed} (or their index 0..{n_classes - 1})")
 
 
 def find_attribute(dataset, split: str, name: str, versus: str | None = None,
@@ -354,7 +357,8 @@ def find_attribute(dataset, split: str, name: str, versus: str | None = None,
         except VaekitError:
             if versus is not None or _is_class(name, dataset.label_names, y):
                 raise
-    classes = list(dataset.label_names or ([] if y is None else [str(i) for i in range(int(y.max()) + 1)]))
+    # the classes present, not every index up to the largest (a label of 2^31 - 1 would list two billion)
+    classes = list(dataset.label_names or ([] if y is None else [str(i) for i in torch.unique(y).tolist()]))
     known = list(attributes) + classes
     if not known:
         raise VaekitError(f"{dataset.name} has no attributes or class labels: give an attribute table with --attr-file")
