@@ -20,3 +20,14 @@ def digits_config() -> RunConfig:
         model=ModelConfig(latent_dim=8, network="mlp", hidden_dims=(128, 64)),
         train=TrainConfig(epochs=2, batch_size=64, progress=False),
     )
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """A finished 2-epoch run folder on 300 digits (a tiny MLP): tests copy it before changing anything in it."""
+    from vaekit.runs import train
+
+    out = tmp_path_factory.mktemp("small") / "run"
+    train(RunConfig(data=DataConfig(name="digits", limit=300), model=ModelConfig(latent_dim=2, hidden_dims=(16,)),
+                    train=TrainConfig(epochs=2, progress=False)), out=out)
+    return out

@@ -123,15 +123,9 @@ def test_image_folders(tmp_path):
     check()
 
 
-@pytest.fixture(scope="module")
-def run_folder(tmp_path_factory):
-    from vaekit.config import ModelConfig, RunConfig, TrainConfig
-    from vaekit.runs import train
-
-    out = tmp_path_factory.mktemp("fuzz") / "run"
-    train(RunConfig(data=DataConfig(name="digits", limit=200), model=ModelConfig(latent_dim=2, hidden_dims=(16,)),
-                    train=TrainConfig(epochs=1, progress=False)), out=out)
-    return out
+@pytest.fixture
+def run_folder(small_run):
+    return small_run
 
 
 @pytest.mark.parametrize("name", [checkpoint.CONFIG_FILE, checkpoint.MODEL_FILE, checkpoint.RESUME_STATE])
@@ -147,7 +141,7 @@ def test_run_folders(name, run_folder, tmp_path):
         (folder / name).write_bytes(data)
         try:
             if name == checkpoint.RESUME_STATE:
-                resume(folder, progress=False)  # a resume that works trains the one epoch left: 0 here
+                resume(folder, progress=False)  # a resume that works trains the epochs left: none here
             else:
                 checkpoint.load(folder)
         except VaekitError:

@@ -22,12 +22,9 @@ from vaekit.errors import VaekitError
 from vaekit.runs import resume, train
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("reliability") / "run"
-    train(RunConfig(data=DataConfig(name="digits", limit=300), model=ModelConfig(latent_dim=2, hidden_dims=(16,)),
-                    train=TrainConfig(epochs=2, progress=False)), out=out)
-    return out
+@pytest.fixture
+def run(small_run):
+    return small_run  # copied by every test that changes a file in it
 
 
 def fails(argv: list[str], capsys, match: str) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from . import __version__
 from .config import RunConfig, from_dict, with_defaults
@@ -156,36 +156,38 @@ def load_config(directory: str | Path) -> RunConfig:
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a file, checked against the sha256 written with them (files from before checksums: unchecked)."""
+    return read_checked(path)[0]
+
+
+def read_checked(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of a file, read in one pass and checked against the sha256 in the metadata."""
     if not path.is_file():
         raise VaekitError(f"{path} is missing: the run has no saved model yet (train it, or check the folder)")
     try:
-        tensors = load_file(str(path))
         with safe_open(str(path), "pt") as handle:
-            expected = (handle.metadata() or {}).get(CHECKSUM_KEY)
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise VaekitError(f"{path} is corrupt ({str(exc).splitlines()[0][:80]}): retrain, or restore it from a backup") from None
+    expected = metadata.get(CHECKSUM_KEY)
     if expected is None:
         log.debug("%s carries no checksum (written by an older vaekit)", path)
     elif checksum(tensors) != expected:
         raise VaekitError(f"{path} is damaged (its contents do not match the checksum written with them): retrain, or "
                           "restore it from a backup")
-    return tensors
+    return tensors, metadata
 
 
 def load(directory: str | Path, device: str | torch.device = "cpu") -> Model:
     """A trained model from a run folder, in eval mode."""
     directory = Path(directory)
     config = load_config(directory)
-    model = build_model(config.model)
-    state = read_tensors(directory / MODEL_FILE)
-    try:
-        with safe_open(str(directory / MODEL_FILE), "pt") as handle:
-            belongs = (handle.metadata() or {}).get(CONFIG_KEY)
-    except (SafetensorError, OSError) as exc:
-        raise VaekitError(f"{directory / MODEL_FILE} is corrupt ({str(exc)[:80]}): retrain, or restore it") from None
+    state, metadata = read_checked(directory / MODEL_FILE)
+    belongs = metadata.get(CONFIG_KEY)
     if belongs is not None and belongs != _sha256((directory / CONFIG_FILE).read_text()):
         raise VaekitError(f"{directory / MODEL_FILE} was written for another {CONFIG_FILE} (the run stopped between "
                           f"writing them): continue it with vaekit train --resume {directory}, which writes both again")
+    model = build_model(config.model)
     missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
     if missing or unexpected:
         raise VaekitError(
@@ -251,14 +253,9 @@ def load_resume(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
     if not path.is_file():
         raise VaekitError(f"{state_path} names {name}, which is missing: the resume state is incomplete; "
                           "start the run again")
-    tensors = read_tensors(path)
+    tensors, metadata = read_checked(path)
     if "token" in state:
-        try:
-            with safe_open(str(path), "pt") as handle:
-                token = (handle.metadata() or {}).get("token")
-        except (SafetensorError, OSError) as exc:
-            raise VaekitError(f"{path} is corrupt ({str(exc).splitlines()[0][:80]}): start the run again") from None
-        if token != state["token"]:
+        if metadata.get("token") != state["token"]:
             raise VaekitError(f"{path} does not belong to {state_path} (a different commit): the resume state "
                               "is inconsistent; start the run again")
     else:

@@ -42,6 +42,9 @@ class Reconstruction:
 
     squared_error: torch.Tensor  # (N,) sum over data dims of (x - x_hat)^2
     nll_at_mean: torch.Tensor  # (N,) -log p(x | z = E_q[z]) under the model's own likelihood (nats)
+    # A likelihood with columns (a table): per item and column, the nll and the decoded value's error (N, columns)
+    column_nll: torch.Tensor | None = None
+    column_error: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -233,28 +236,29 @@ def active_units(model: Model, x: torch.Tensor, threshold: float = ACTIVE_THRESH
 @torch.inference_mode()
 def reconstruction_error(model: Model, x: torch.Tensor, y: torch.Tensor | None = None) -> Reconstruction:
     """Squared error and -log p(x|z) of the decoded code, per item."""
-    squared, nll = [], []
+    squared, nll, column_nll, column_error = [], [], [], []
     for xb, yb, qz in _posteriors(model, x, y):
         px = model.decode_code(model.code(qz), yb)
         squared.append((xb - px.mean).flatten(1).square().sum(1).cpu())
         nll.append(-px.log_prob(xb).cpu())
-    return Reconstruction(squared_error=torch.cat(squared), nll_at_mean=torch.cat(nll))
+        if hasattr(px, "column_errors"):
+            parts = px.column_errors(xb)
+            column_nll.append(parts[0].cpu())
+            column_error.append(parts[1].cpu())
+    return Reconstruction(squared_error=torch.cat(squared), nll_at_mean=torch.cat(nll),
+                          column_nll=torch.cat(column_nll) if column_nll else None,
+                          column_error=torch.cat(column_error) if column_error else None)
 
 
-@torch.inference_mode()
-def column_report(model: Model, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, dict[str, Any]] | None:
+def column_report(model: Model, reconstruction: Reconstruction) -> dict[str, dict[str, Any]] | None:
     """For a model whose likelihood has columns (a table): per column, -log p(x_c | z = code) in nats (a numeric
     column's density in the user's units) and the error of the decoded value in those units, the RMSE of a numeric
     column or the accuracy of the others. None otherwise."""
-    nll_sum = error_sum = None
-    for xb, yb, qz in _posteriors(model, x, y):
-        px = model.decode_code(model.code(qz), yb)
-        if not hasattr(px, "column_errors"):
-            return None
-        nll, error = (t.double().sum(0).cpu() for t in px.column_errors(xb))
-        nll_sum = nll if nll_sum is None else nll_sum + nll
-        error_sum = error if error_sum is None else error_sum + error
-    n = x.shape[0]
+    if reconstruction.column_nll is None:
+        return None
+    nll_sum = reconstruction.column_nll.double().sum(0)
+    error_sum = reconstruction.column_error.double().sum(0)
+    n = reconstruction.column_nll.shape[0]
     report = {}
     for i, column in enumerate(model.likelihood.schema.columns):
         mean_error = float(error_sum[i]) / n
@@ -317,7 +321,7 @@ def evaluate(
             )
         variance = posterior_mean_variance(model, x, y)
         reconstruction = reconstruction_error(model, x, y)
-        columns = column_report(model, x, y)
+        columns = column_report(model, reconstruction)
         kl_items = kl_dims = estimator = None
         omitted = kl_per_dim_omitted(model, x, y)
         if model.has_bound:

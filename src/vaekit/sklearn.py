@@ -36,6 +36,21 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 
     family: ClassVar[str]
 
+    def __init__(self, latent_dim: int = 2, hidden_dims: tuple[int, ...] = (128, 128), epochs: int | None = None,
+                 batch_size: int = 128, lr: float = 1e-3, column_types: str | None = None, standardize: bool = True,
+                 impute: str = "none", random_state: Any = None, verbose: bool = False, device: str = "cpu") -> None:
+        self.latent_dim = latent_dim
+        self.hidden_dims = hidden_dims
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.column_types = column_types
+        self.standardize = standardize
+        self.impute = impute
+        self.random_state = random_state
+        self.verbose = verbose
+        self.device = device
+
     def _epochs(self, rows: int) -> int:
         """epochs=None: enough passes for about AUTO_STEPS steps; a small table needs many passes to be learnt."""
         if self.epochs is not None:
@@ -172,18 +187,9 @@ class VAETransformer(_Autoencoder):
                  batch_size: int = 128, lr: float = 1e-3, beta: float = 1.0, column_types: str | None = None,
                  standardize: bool = True, impute: str = "none", random_state: Any = None, verbose: bool = False,
                  device: str = "cpu") -> None:
-        self.latent_dim = latent_dim
-        self.hidden_dims = hidden_dims
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
+        super().__init__(latent_dim, hidden_dims, epochs, batch_size, lr, column_types, standardize, impute,
+                         random_state, verbose, device)
         self.beta = beta
-        self.column_types = column_types
-        self.standardize = standardize
-        self.impute = impute
-        self.random_state = random_state
-        self.verbose = verbose
-        self.device = device
 
     def score(self, X: Any, y: Any = None) -> float:
         """The mean ELBO per row (nats, higher is better) of X in its own units, from seeded posterior draws."""
@@ -197,21 +203,6 @@ class AETransformer(_Autoencoder):
     reconstruction (an autoencoder has no ELBO). Parameters as VAETransformer's, without beta."""
 
     family = "ae"
-
-    def __init__(self, latent_dim: int = 2, hidden_dims: tuple[int, ...] = (128, 128), epochs: int | None = None,
-                 batch_size: int = 128, lr: float = 1e-3, column_types: str | None = None, standardize: bool = True,
-                 impute: str = "none", random_state: Any = None, verbose: bool = False, device: str = "cpu") -> None:
-        self.latent_dim = latent_dim
-        self.hidden_dims = hidden_dims
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.column_types = column_types
-        self.standardize = standardize
-        self.impute = impute
-        self.random_state = random_state
-        self.verbose = verbose
-        self.device = device
 
     def score(self, X: Any, y: Any = None) -> float:
         """The mean log-likelihood per row of X under its reconstruction, log p(x | z = code(x)) (nats)."""

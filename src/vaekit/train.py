@@ -254,6 +254,9 @@ class Trainer:
             sums = self.partial["sums"].to(self.device)
             start -= self.partial["seconds"]
             self.partial = None
+            if skip > steps_per_epoch:
+                raise VaekitError(f"the resume state says {skip} batches of this epoch were done, but an epoch has "
+                                  f"{steps_per_epoch}: it is corrupt; start the run again")
         else:
             self.epoch_start_rng = self.generator.get_state()
             self.batches_done = 0
@@ -262,9 +265,6 @@ class Trainer:
             unit_scale=True, disable=not self.cfg.progress, leave=False, dynamic_ncols=True,
             mininterval=0.2 if sys.stderr.isatty() else 30.0,  # a log file gets a line every 30 s, not a flood
         )
-        if skip > steps_per_epoch:
-            raise VaekitError(f"the resume state says {skip} batches of this epoch were done, but an epoch has "
-                              f"{steps_per_epoch}: it is corrupt; start the run again")
         if skip:  # the last step's values, for an epoch whose every batch was done before the checkpoint
             lr = learning_rate(self.cfg, self.step - 1, total_steps)
             scale = kl_scale(self.cfg, self.step - 1, steps_per_epoch)

@@ -259,10 +259,11 @@ def _load_table(path: Path, cfg: DataConfig, schema: tables.TableSchema | None =
     if all_rows and cfg.label_column is not None and cfg.label_column not in table.names:
         cfg = replace(cfg, label_column=None)  # new rows to encode need no labels (unless the model is conditioned)
     label = _label_name(cfg.label_column, table, path)
+    types = tables.parse_column_types(cfg.column_types)
     features = schema.names if schema is not None else [
-        name for name in table.names
-        if name != label and tables.parse_column_types(cfg.column_types).get(name) != "ignore"
-        and any(cell is not None for cell in table.column(name))]  # a column without values is ignored
+        name for name, cells in zip(table.names, table.columns, strict=True)
+        if name != label and types.get(name) != "ignore"
+        and any(cell is not None for cell in cells)]  # a column without values is ignored
     if cfg.impute == "drop":
         gone = sorted({row for rows in tables.missing_cells(table, [*features, *([label] if label else [])]).values()
                        for row in rows})
@@ -286,8 +287,7 @@ def _load_table(path: Path, cfg: DataConfig, schema: tables.TableSchema | None =
     else:
         train, test = _split_indices(table.n_rows, cfg.test_fraction)
     if schema is None:
-        schema = tables.fit_schema(table, train.tolist(), tables.parse_column_types(cfg.column_types),
-                                   cfg.standardize, label)
+        schema = tables.fit_schema(table, train.tolist(), types, cfg.standardize, label)
         for note in schema.notes:
             log.warning("%s: %s", path, note)
         log.info("%s", schema.summary(len(train), len(test), str(path)))
