@@ -137,8 +137,6 @@ def test_vae_kl_equals_kl_divergence_to_the_prior():
 
 
 def test_vae_subclass_with_another_prior_gets_the_generic_kl():
-    from torch.distributions import Independent
-
     from vaekit.config import ModelConfig
     from vaekit.models import VAE
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import gzip
 import json
+import math
 import struct
 import zipfile
 
@@ -290,6 +291,33 @@ def test_sigterm_stops_after_a_step_saves_and_says_how_to_resume(uninterrupted, 
     assert all(torch.equal(resumed[name], uninterrupted[name]) for name in resumed)
 
 
+@pytest.mark.parametrize("gap", [0.0, 0.05])
+def test_a_second_signal_stops_at_once_and_corrupts_nothing(gap, uninterrupted, tmp_path):
+    """The second SIGTERM lands during the step, during the checkpoint the first asked for, or after the exit:
+    wherever it lands, the folder resumes to the uninterrupted run's weights."""
+    import signal
+    import time
+
+    folder = tmp_path / "run"
+    process = _vaekit("train", *TRAIN, "--out", str(folder))
+    deadline = time.time() + 120
+    while _step(folder) < 12 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    time.sleep(gap)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    # 143; or, when the second lands after the handlers are restored on the way out, death by SIGTERM (a shell
+    # reports that as 143 too)
+    assert process.returncode in (128 + signal.SIGTERM, -signal.SIGTERM) and "Traceback" not in err, err[-1000:]
+    assert err.count("\n") == 1 and ("stopped by SIGTERM after step" in err or "stopped at once by a second" in err)
+    process = _vaekit("train", "--resume", str(folder), "--no-progress")
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-1000:]
+    resumed = checkpoint.read_tensors(folder / checkpoint.MODEL_FILE)
+    assert all(torch.equal(resumed[name], uninterrupted[name]) for name in resumed)
+
+
 def test_a_run_folder_has_one_writer(tmp_path, capsys):
     import fcntl
 
@@ -393,9 +421,9 @@ def test_a_step_checkpoint_on_an_epochs_last_step_resumes_exactly(tmp_path):
     assert [r.train["loss"] for r in resumed.history] == [r.train["loss"] for r in whole.history]
 
 
-def test_a_resume_state_left_by_an_interrupted_overwrite_is_refused(run, tmp_path, monkeypatch, capsys):
+def test_an_overwrite_stopped_during_its_first_checkpoint_resumes_as_the_new_run(run, tmp_path, monkeypatch, capsys):
     """--overwrite whose first checkpoint wrote the new model and config but not the new resume state: the old
-    resume state must not be continued under the new config."""
+    resume state is not continued under the new config; --resume starts the new run, which is what was asked."""
     import shutil
 
     folder = tmp_path / "run"
@@ -409,7 +437,19 @@ def test_a_resume_state_left_by_an_interrupted_overwrite_is_refused(run, tmp_pat
     fails(["train", "--data", "digits", "--limit", "300", "--latent-dim", "2", "--hidden-dims", "16", "--lr", "5e-3",
            "--epochs", "1", "--out", str(folder), "--overwrite", "--no-progress"], capsys, "No space left on device")
     monkeypatch.setattr(checkpoint, "save_resume", real)
-    with pytest.raises(VaekitError, match="was written for another config.json .* --overwrite"):
+    result = resume(folder, progress=False)
+    assert result.config.train.lr == 5e-3 and [r.epoch for r in result.history] == [1]
+    assert json.loads((folder / checkpoint.RESUME_STATE).read_text())["epoch"] == 1
+
+
+def test_a_resume_state_for_an_edited_config_is_refused(run, tmp_path):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    text = (folder / checkpoint.CONFIG_FILE).read_text()
+    (folder / checkpoint.CONFIG_FILE).write_text(text.replace('"seed": 0', '"seed": 1'))
+    with pytest.raises(VaekitError, match="was written for another config.json .was it edited.*--overwrite"):
         resume(folder, epochs=3, progress=False)
 
 
@@ -421,3 +461,109 @@ def test_an_unknown_attribute_with_huge_class_ids_lists_the_classes_present(tmp_
     dataset = load_dataset(DataConfig(name=str(tmp_path / "big.npz")))
     with pytest.raises(VaekitError, match="known: 0, 2147483647$"):
         latent.find_attribute(dataset, "test", "smile")
+
+
+# ---- non-finite steps: skipped, rolled back, bounded ------------------------------------------------------
+# digits: 1437 training items, so 12 steps an epoch at the default batch of 128; checkpoints at epoch ends.
+
+NAN_RUN = RunConfig(data=DataConfig(name="digits"), model=ModelConfig(latent_dim=2, hidden_dims=(16,)),
+                    train=TrainConfig(epochs=3, progress=False))
+
+
+class _Watch:
+    """After each step: whether it was skipped, its learning rate, and a copy of the weights."""
+
+    def __init__(self) -> None:
+        self.skipped, self.lrs, self.weights, self.rolled_back_to = [], [], [], []
+
+    def on_step_end(self, trainer, step) -> None:
+        self.skipped.append(bool(step.skipped))
+        self.lrs.append(step.lr)
+        self.weights.append([p.detach().clone() for p in trainer.model.parameters()])
+
+    def on_rollback(self, trainer) -> None:
+        self.rolled_back_to.append([p.detach().clone() for p in trainer.model.parameters()])
+
+
+class _Plant:
+    """Plants a fault at chosen training steps (1-based, counted from this fit's start): a non-finite loss (through
+    a forward hook), a non-finite gradient (a gradient hook), or a NaN in the first weight after the step."""
+
+    def __init__(self, kind: str, steps, times: int | None = None) -> None:
+        self.kind, self.steps, self.calls, self.times = kind, steps, 0, times
+
+    def on_fit_begin(self, trainer) -> None:
+        first = next(trainer.model.parameters())
+        if self.kind == "loss":
+            def poison(module, args, out):
+                if module.training:
+                    self.calls += 1
+                    if self.calls in self.steps:
+                        return type(out)(out.loss * float("nan"), {**out.terms, "kl": out.terms["kl"] * float("nan")},
+                                         out.elbo)
+                return None
+            trainer.model.register_forward_hook(poison)
+        elif self.kind == "gradient":
+            def poison_grad(grad):
+                self.calls += 1
+                return grad * float("inf") if self.calls in self.steps else grad
+            first.register_hook(poison_grad)
+
+    def on_step_end(self, trainer, step) -> None:
+        if self.kind == "weight" and step.step in self.steps and self.times != 0:
+            self.times = None if self.times is None else self.times - 1
+            with torch.no_grad():
+                next(trainer.model.parameters())[0, 0] = float("nan")
+
+
+def test_a_non_finite_loss_or_gradient_skips_the_update(tmp_path):
+    watch = _Watch()
+    result = train(NAN_RUN, out=tmp_path / "run", callbacks=[_Plant("loss", {5}), _Plant("gradient", {8}), watch])
+    assert watch.skipped == [step in (5, 8) for step in range(1, 37)]
+    for step in (5, 8):  # the weights after a skipped step are those before it, to the bit
+        assert all(torch.equal(a, b) for a, b in zip(watch.weights[step - 1], watch.weights[step - 2]))
+        assert not all(torch.equal(a, b) for a, b in zip(watch.weights[step], watch.weights[step - 1]))
+    assert [r.skipped for r in result.history] == [2, 0, 0]
+    assert all(math.isfinite(v) for r in result.history for v in r.train.values())  # skipped steps are not averaged
+    tensors, state = checkpoint.load_resume(tmp_path / "run")
+    assert state["step"] == 36 and int(tensors["optimizer.0.step"]) == 34  # Adam took 34 updates
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["skipped_steps"] for row in rows] == [2, 0, 0]
+
+
+def test_non_finite_weights_roll_back_to_the_last_good_checkpoint_with_a_lower_lr(tmp_path, caplog):
+    import logging
+
+    watch = _Watch()
+    with caplog.at_level(logging.WARNING):
+        result = train(NAN_RUN, out=tmp_path / "run", callbacks=[_Plant("weight", {15}, times=1), watch])
+    assert "was not finite for 9 steps in a row and the weights are no longer finite at step 24: rolled back to " \
+           "step 12 with the learning rate lowered to 0.0005 (rollback 1 of 3)" in caplog.text
+    assert [r.epoch for r in result.history] == [1, 2, 3]
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+    # steps 1-23 seen by hooks (step 24 found the divergence and was rolled back), then 13-36 at half the rate
+    assert watch.lrs == [1e-3] * 23 + [5e-4] * 24
+    assert len(watch.rolled_back_to) == 1  # to the weights of step 12, bit for bit
+    assert all(torch.equal(a, b) for a, b in zip(watch.rolled_back_to[0], watch.weights[11]))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    state = json.loads((tmp_path / "run" / checkpoint.RESUME_STATE).read_text())
+    assert state["lr_scale"] == 0.5 and state["rollbacks"] == 1  # a resume keeps the lower rate
+
+
+@pytest.mark.parametrize("kind,what", [("weight", "the loss (recon, kl, gradient) was not finite for 10 steps in a "
+                                                 "row at step 23"),
+                                       ("gradient", "the gradient was not finite for 10 steps in a row at step 22")])
+def test_rollbacks_are_bounded_and_the_error_names_the_step_and_the_term(kind, what, tmp_path, capsys):
+    folder = tmp_path / "run"
+    with pytest.raises(VaekitError) as error:
+        train(NAN_RUN, out=folder, callbacks=[_Plant(kind, set(range(13, 1000)))])
+    message = str(error.value)
+    assert message.startswith(f"training diverged: {what} after 3 rollbacks to a lower learning rate (now 0.000125): "
+                              "lower --lr, set train.grad_clip=1.0, or check the data"), message
+    state = json.loads((folder / checkpoint.RESUME_STATE).read_text())
+    assert state["step"] == 12 and state["lr_scale"] == 0.125  # the last good checkpoint, kept
+    assert all(torch.isfinite(t).all() for t in checkpoint.read_tensors(folder / checkpoint.MODEL_FILE).values())
+    assert len(resume(folder).history) == 3  # and it continues
+    fails(["train", "--data", "digits", "--latent-dim", "2", "--hidden-dims", "16", "--lr", "1e30", "--epochs", "1",
+           "--out", str(tmp_path / "wild"), "--no-progress"], capsys, "training diverged: ")

@@ -208,7 +208,7 @@ def test_a_crash_between_the_resume_writes_resumes_the_last_whole_state(digits_c
     def crash_at_the_second_commit(path, data):
         if path.name == checkpoint.RESUME_STATE:
             commits.append(path)
-            if len(commits) == 2:  # epoch 2's tensors are on disk, its resume.json is not
+            if len(commits) == 3:  # the start marker, epoch 1; epoch 2's tensors are on disk, its resume.json is not
                 raise KeyboardInterrupt("killed between the two writes")
         real(path, data)
 

@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import tempfile
 from dataclasses import replace
@@ -50,6 +51,9 @@ def _atomic_write(path: Path, write: Any) -> None:
     except (OSError, SafetensorError) as exc:
         _remove(tmp)
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:100]
+        code = re.search(r"\(os error (\d+)\)", str(exc))  # safetensors' Rust I/O errors carry the errno
+        if code:
+            reason = os.strerror(int(code.group(1)))
         raise VaekitError(f"cannot write {path} ({reason}): free some disk space or choose another --out; the files "
                           "written before are kept") from None
     except BaseException:
@@ -217,6 +221,36 @@ def save_resume(directory: str | Path, tensors: dict[str, torch.Tensor], state: 
             old.unlink(missing_ok=True)
 
 
+def write_start(directory: str | Path) -> None:
+    """A new run's resume.json before its first checkpoint: it names the config.json just written and no tensors,
+    so a run stopped before (or during) its first checkpoint is known to have trained nothing."""
+    directory = Path(directory)
+    write_json(directory / RESUME_STATE, {"started": True, CONFIG_KEY: _sha256((directory / CONFIG_FILE).read_text())})
+
+
+def never_checkpointed(directory: str | Path) -> bool:
+    """Whether the run in config.json has certainly committed no checkpoint, so that continuing it means starting
+    it: a start marker for this config, no checkpoint files at all (older vaekit), or an --overwrite stopped during
+    its first checkpoint (the weights belong to config.json, the committed resume state to the config before)."""
+    directory = Path(directory)
+    try:
+        config = _sha256((directory / CONFIG_FILE).read_text())
+        state = json.loads((directory / RESUME_STATE).read_text()) if (directory / RESUME_STATE).is_file() else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return False  # load_resume names what is wrong
+    if isinstance(state, dict) and state.get("started") is True:
+        return state.get(CONFIG_KEY) == config
+    if not any(path.exists() for path in resume_files(directory)):
+        return not (directory / MODEL_FILE).exists()
+    if not isinstance(state, dict) or state.get(CONFIG_KEY) in (None, config):
+        return False
+    try:
+        with safe_open(str(directory / MODEL_FILE), "pt") as handle:
+            return (handle.metadata() or {}).get(CONFIG_KEY) == config
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return False
+
+
 def remove_temporaries(directory: str | Path) -> list[Path]:
     """Delete the temporaries of writes a killed process left (`.NAME.XXXX` beside a run file). Only for a folder
     whose lock is held: nothing else is writing there."""
@@ -246,6 +280,9 @@ def load_resume(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
         raise VaekitError(f"{state_path} is corrupt: start the run again") from None
     if not isinstance(state, dict):
         raise VaekitError(f"{state_path} is corrupt (not a JSON object): start the run again")
+    if state.get("started") is True:
+        raise VaekitError(f"{directory} has no checkpoint yet and its {CONFIG_FILE} has changed since the run started: "
+                          "start the run again with --overwrite")
     name = state.get("tensors", RESUME_TENSORS)
     if not isinstance(name, str) or Path(name).name != name:
         raise VaekitError(f"{state_path} is corrupt (names tensors {name!r}): start the run again")
@@ -263,9 +300,8 @@ def load_resume(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
     belongs = state.get(CONFIG_KEY)
     config = directory / CONFIG_FILE
     if belongs is not None and config.is_file() and belongs != _sha256(config.read_text()):
-        raise VaekitError(f"the resume state in {directory} was written for another {CONFIG_FILE} (a run started "
-                          "over it with --overwrite stopped during its first checkpoint): start the run again with "
-                          "--overwrite")
+        raise VaekitError(f"the resume state in {directory} was written for another {CONFIG_FILE} (was it edited?): "
+                          "restore it, or start the run again with --overwrite")
     needed = ("step", "epoch", "optimizer_groups")
     if any(k not in state for k in needed) or "rng.torch" not in tensors:
         raise VaekitError(f"the resume state in {directory} is corrupt or incomplete: start the run again")

@@ -179,6 +179,11 @@ class TrainConfig:
     checkpoint_every: int = setting(1, "epochs between resume checkpoints", check=(lambda v: v >= 1, "at least 1"))
     checkpoint_steps: int | None = setting(None, "also checkpoint every N steps inside epochs (a stop signal always "
                                            "checkpoints)", check=(lambda v: v >= 1, "at least 1"))
+    nan_skips: int = setting(10, "a step whose loss or gradient is not finite is skipped; after this many in a row, "
+                             "training rolls back to the last good checkpoint", check=(lambda v: v >= 1, "at least 1"))
+    nan_rollbacks: int = setting(3, "rollbacks before training stops with an error", check=(lambda v: v >= 0, ">= 0"))
+    nan_lr_factor: float = setting(0.5, "each rollback multiplies the learning rate by this",
+                                   check=(lambda v: 0 < v <= 1, "in (0, 1]"))
 
 
 @dataclass(frozen=True)

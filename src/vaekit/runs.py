@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -112,10 +113,12 @@ class Checkpointer(Callback):
 
     def __init__(self, directory: Path, config: RunConfig) -> None:
         self.directory, self.config = directory, config
+        self.saved = False
 
     def save(self, trainer: Trainer) -> None:
         checkpoint.save_pretrained(trainer.model, self.config, self.directory)
         checkpoint.save_resume(self.directory, *trainer.state_dict())
+        self.saved = True
 
     def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
         last = result.epoch == trainer.cfg.epochs
@@ -124,6 +127,12 @@ class Checkpointer(Callback):
 
     def on_interrupt(self, trainer: Trainer) -> None:
         self.save(trainer)
+
+    def on_rollback(self, trainer: Trainer) -> None:
+        # The state rolled back to, with its lower learning rate, is what a resume continues; before this run's
+        # first checkpoint the folder holds what it began with (and, under --overwrite, the old run stays whole).
+        if self.saved:
+            self.save(trainer)
 
 
 class StepCheckpointer(Checkpointer):
@@ -187,6 +196,21 @@ def check_out(out: Path) -> None:
                           "you can write to") from None
 
 
+def check_space(directory: Path, model: torch.nn.Module) -> None:
+    """Before training: room for a checkpoint, said now rather than after the first epoch. A checkpoint holds the
+    model twice (model.safetensors and the resume tensors) and Adam's two moments, and each file is written beside
+    the one it replaces: about four times the model's bytes beyond what the folder holds now."""
+    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    needed = 4 * size + 2**20  # and a megabyte for config, metrics and pictures
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return
+    if free < needed:
+        raise VaekitError(f"{directory} has {free / 2**20:.1f} MiB free, but checkpoints of this model need about "
+                          f"{needed / 2**20:.1f} MiB: free some space, or choose another --out")
+
+
 def prepare_out(out: Path, overwrite: bool) -> None:
     check_out(out)
     if out.exists() and (out / checkpoint.CONFIG_FILE).exists() and not overwrite:
@@ -216,8 +240,10 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
             held.enter_context(run_lock(directory))
             checkpoint.remove_temporaries(directory)
             prepare_out(directory, overwrite)
+            check_space(directory, model)
             if not (directory / checkpoint.MODEL_FILE).exists():  # mark the folder as a run from the start
                 checkpoint.write_config(directory, cfg)
+                checkpoint.write_start(directory)
             own = [checkpointer(directory, cfg), MetricsLog(directory / METRICS_FILE)]
         trainer = Trainer(model, cfg.train, [*own, *(callbacks or [])])
         history = trainer.fit(train_data(dataset, cfg.data), dataset.split("test"))
@@ -236,9 +262,8 @@ def resume(directory: str | Path, epochs: int | None = None, device: str | None 
     (device, threads, progress bar) may change, what it computes may not."""
     directory = Path(directory)
     cfg = checkpoint.load_config(directory)
-    if not any(path.exists() for path in checkpoint.resume_files(directory)) and not (
-            directory / checkpoint.MODEL_FILE).exists():
-        # stopped before its first checkpoint: nothing was trained, so the run starts again from its config
+    if checkpoint.never_checkpointed(directory):
+        # stopped before or during its first checkpoint: nothing was kept, so the run starts again from its config
         log.warning("%s has no checkpoint yet: training it from the start", directory)
         runtime = {k: v for k, v in (("epochs", epochs), ("device", device), ("threads", threads),
                                      ("progress", progress)) if v is not None}
@@ -280,6 +305,7 @@ def _resume(directory: Path, cfg: RunConfig, epochs: int | None, device: str | N
         raise VaekitError(f"the data now has shape {dataset.shape}, the run was trained on {cfg.model.data_shape}")
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model)
+    check_space(directory, model)
     own = [checkpointer(directory, cfg), MetricsLog(directory / METRICS_FILE)]
     trainer = Trainer(model, cfg.train, [*own, *(callbacks or [])])
     try:

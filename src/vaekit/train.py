@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -35,6 +36,7 @@ class EpochResult:
     kl_scale: float
     seconds: float
     images_per_s: float
+    skipped: int = 0  # steps whose update was skipped (non-finite loss or gradient); not in the means
 
     @property
     def train_loss(self) -> float:
@@ -50,17 +52,20 @@ class EpochResult:
         row: dict[str, Any] = {"epoch": self.epoch, "step": self.step}
         row.update({f"train_{name}": value for name, value in self.train.items()})
         row.update({f"val_{name}": value for name, value in (self.val or {"loss": None}).items()})
-        row.update(lr=self.lr, kl_scale=self.kl_scale, seconds=self.seconds, images_per_s=self.images_per_s)
+        row.update(lr=self.lr, kl_scale=self.kl_scale, seconds=self.seconds, images_per_s=self.images_per_s,
+                   skipped_steps=self.skipped)
         return row
 
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> "EpochResult":
+        row = dict(row)
+        skipped = int(row.pop("skipped_steps", 0) or 0)
         train = {k[len("train_"):]: v for k, v in row.items() if k.startswith("train_")}
         val = {k[len("val_"):]: v for k, v in row.items() if k.startswith("val_")}
         return cls(epoch=int(row["epoch"]), step=int(row["step"]), train=train,
                    val=None if val.get("loss") is None else val, lr=float(row["lr"]),
                    kl_scale=float(row["kl_scale"]), seconds=float(row["seconds"]),
-                   images_per_s=float(row["images_per_s"]))
+                   images_per_s=float(row["images_per_s"]), skipped=skipped)
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,7 @@ class StepResult:
     terms: dict[str, torch.Tensor]  # name -> () batch mean, detached
     lr: float
     kl_scale: float
+    skipped: torch.Tensor | None = None  # () bool: the update was skipped (non-finite loss or gradient)
 
 
 class Callback:
@@ -90,6 +96,14 @@ class Callback:
 
     def on_interrupt(self, trainer: "Trainer") -> None:
         """A stop was asked for (SIGINT, SIGTERM) and the current step is done: the last chance to save."""
+
+    def on_rollback(self, trainer: "Trainer") -> None:
+        """Training diverged and the trainer has gone back to its last good state with a lower learning rate (the
+        step, epoch and history are those of that state)."""
+
+
+class _RolledBack(Exception):
+    """Internal: the epoch in progress was abandoned for the last good state."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -167,6 +181,7 @@ class Trainer:
         fused = self.device.type in ("cpu", "cuda") and all(p.dtype == torch.float32 for p in params)
         self.optimizer = optimizer(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                    **({"fused": True} if fused else {"foreach": True}))
+        self.fused = fused  # a fused step takes found_inf: skipping a non-finite update needs no host sync
         self.callbacks = list(callbacks or [])
         self.step = 0
         self.epoch = 0
@@ -179,6 +194,12 @@ class Trainer:
         self.partial: dict[str, Any] | None = None
         self.partial_view: tuple | None = None  # (term names, sums, items seen, seconds) after the last step
         self.stop_signal: int | None = None
+        # Divergence: non-finite steps are skipped; after cfg.nan_skips in a row, back to the last good state.
+        self.lr_scale = 1.0  # each rollback multiplies it by cfg.nan_lr_factor; kept in the resume state
+        self.rollbacks = 0
+        self.good: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None  # on the CPU
+        self.streak: torch.Tensor | None = None  # () non-finite steps in a row, on the device
+        self.flags: torch.Tensor | None = None  # which of loss, terms, gradient were non-finite at the last bad step
 
     def _hooks(self, name: str) -> list:
         """The callbacks' methods for one event, skipping Callback's own no-ops (so an epoch-only callback costs
@@ -201,10 +222,15 @@ class Trainer:
         for hook in self._hooks("on_fit_begin"):
             hook(self)
         epoch_hooks = self._hooks("on_epoch_end")
+        self.remember()
         with self._signals():
             while self.epoch < self.cfg.epochs:
-                result = self._train_epoch(train, val, steps_per_epoch, total_steps)
+                try:
+                    result = self._train_epoch(train, val, steps_per_epoch, total_steps)
+                except _RolledBack:
+                    continue
                 self.history.append(result)
+                self.remember()
                 for hook in epoch_hooks:
                     hook(self, result)
                 if self.stop_signal is not None and self.epoch < self.cfg.epochs:
@@ -240,18 +266,64 @@ class Trainer:
             hook(self)
         raise Interrupted(self.stop_signal, self.step)
 
+    # ---- divergence: skip, roll back, give up ----------------------------------------------------------------
+    def remember(self) -> None:
+        """Keep the current state (on the CPU) as the one to roll back to, unless the steps just before it were
+        non-finite. Called at the start, at each epoch end and every cfg.checkpoint_steps: where checkpoints are."""
+        if self.streak is not None and int(self.streak) > 0:  # a host sync, at checkpoints only
+            return
+        tensors, meta = self.state_dict()
+        self.good = ({k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}, copy.deepcopy(meta))
+
+    def _finite_weights(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
+    def _diverged(self, names: list[str]) -> None:
+        """cfg.nan_skips non-finite steps in a row, or non-finite weights at a checkpoint: back to the last good state
+        with a lower learning rate, or, after cfg.nan_rollbacks rollbacks, an error naming the step, the terms and
+        the fix."""
+        streak = int(self.streak)
+        labels = ["loss", *names, "gradient"]
+        bad = [n for n, f in zip(labels, self.flags.tolist()) if f and n != "loss"] or ["loss"]
+        what = "the gradient" if bad == ["gradient"] else "the loss (" + ", ".join(bad) + ")"
+        what += f" was not finite for {streak} step{'s' * (streak > 1)} in a row"
+        if streak < self.cfg.nan_skips:
+            what += " and the weights are no longer finite"
+        if self.rollbacks >= self.cfg.nan_rollbacks or self.good is None:
+            lr = self.cfg.lr * self.lr_scale
+            raise VaekitError(
+                f"training diverged: {what} at step {self.step}"
+                f"{f' after {self.rollbacks} rollbacks to a lower learning rate (now {lr:.3g})' if self.rollbacks else ''}:"
+                " lower --lr, set train.grad_clip=1.0, or check the data; the last checkpoint is kept")
+        step, scale, rollbacks = self.step, self.lr_scale * self.cfg.nan_lr_factor, self.rollbacks + 1
+        tensors, meta = self.good
+        self.load_state_dict({k: v.clone() for k, v in tensors.items()}, copy.deepcopy(meta))
+        self.lr_scale, self.rollbacks = scale, rollbacks
+        self.streak = None
+        log.warning("%s at step %d: rolled back to step %d with the learning rate lowered to %.3g (rollback %d of %d)",
+                    what, step, self.step, self.cfg.lr * self.lr_scale, self.rollbacks, self.cfg.nan_rollbacks)
+        for hook in self._hooks("on_rollback"):
+            hook(self)
+        raise _RolledBack
+
     def _train_epoch(self, train: TensorData, val: TensorData | None, steps_per_epoch: int, total_steps: int) -> EpochResult:
         self.model.train()
         step_hooks = self._hooks("on_step_end")
         start = time.perf_counter()
         names: list[str] | None = None
-        sums: torch.Tensor | None = None  # loss and each term, summed on the device: a GPU is read every 25 steps
+        # Summed on the device (a GPU is read every 25 steps): the loss and each term times the batch size, the items
+        # of steps that counted, and the steps skipped for a non-finite loss or gradient.
+        sums: torch.Tensor | None = None
         seen = 0
         skip = 0
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        every_step = self.device.type == "cpu"  # reading a CPU value costs nothing; a GPU's, a sync
         if self.partial is not None:  # continue the epoch a checkpoint left: same permutation, draws and sums
             self.generator.set_state(self.epoch_start_rng)
             skip, seen, names = self.batches_done, self.partial["seen"], self.partial["names"]
             sums = self.partial["sums"].to(self.device)
+            if sums.numel() == len(names) + 1:  # saved before skipped steps were counted: every item counted
+                sums = torch.cat([sums, sums.new_tensor([seen, 0])])
             start -= self.partial["seconds"]
             self.partial = None
             if skip > steps_per_epoch:
@@ -266,11 +338,11 @@ class Trainer:
             mininterval=0.2 if sys.stderr.isatty() else 30.0,  # a log file gets a line every 30 s, not a flood
         )
         if skip:  # the last step's values, for an epoch whose every batch was done before the checkpoint
-            lr = learning_rate(self.cfg, self.step - 1, total_steps)
+            lr = learning_rate(self.cfg, self.step - 1, total_steps) * self.lr_scale
             scale = kl_scale(self.cfg, self.step - 1, steps_per_epoch)
         batches = train.batches(self.cfg.batch_size, self.generator, shuffle=True, skip=skip)
         for index, (x, y) in enumerate(batches, start=skip):
-            lr = learning_rate(self.cfg, self.step, total_steps)
+            lr = learning_rate(self.cfg, self.step, total_steps) * self.lr_scale
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             scale = kl_scale(self.cfg, self.step, steps_per_epoch)
@@ -278,36 +350,41 @@ class Trainer:
                 out = self.model(x, y, kl_scale=scale)
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
-            if self.cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-            self.optimizer.step()
-            self.step += 1
-            batch = x.shape[0]
             if names is None:
                 names = list(out.terms)
             elif list(out.terms) != names:
+                bar.close()
                 raise VaekitError(f"the model reported terms {list(out.terms)} after {names}: a family must report "
                                   "the same terms every step")
             means = torch.stack([out.loss.detach(), *(term.detach().mean() for term in out.terms.values())])
-            sums = means * batch if sums is None else sums + means * batch
+            skipped = self._update(means, params)
+            self.step += 1
+            batch = x.shape[0]
+            counted = torch.cat([means * batch, means.new_ones(1) * batch, means.new_zeros(1)])  # no host copy
+            missed = torch.zeros_like(counted)
+            missed[-1] = 1
+            added = torch.where(skipped, missed, counted)  # a skipped step adds nothing but its count
+            sums = added if sums is None else sums + added
             seen += batch
             self.batches_done = index + 1
             self.partial_view = (names, sums, seen, time.perf_counter() - start)
             bar.update(batch)
+            # Before anything is saved (a step checkpoint, the epoch's end): a streak of non-finite steps long
+            # enough, or one that has reached the weights themselves, goes back to the last good state.
+            saving = seen == len(train) or bool(self.cfg.checkpoint_steps and self.step % self.cfg.checkpoint_steps == 0)
+            if (every_step or saving or self.step % 25 == 0) and int(self.streak) > 0 and (
+                    int(self.streak) >= self.cfg.nan_skips or (saving and not self._finite_weights())):
+                bar.close()
+                self._diverged(names)
             if step_hooks:
-                step = StepResult(self.step, self.epoch, batch, means[0], dict(zip(names, means[1:])), lr, scale)
+                step = StepResult(self.step, self.epoch, batch, means[0], dict(zip(names, means[1:])), lr, scale,
+                                  skipped)
                 for hook in step_hooks:
                     hook(self, step)
+            if saving and seen < len(train):
+                self.remember()
             if self.step % 25 == 0 or seen == len(train):
-                values = (sums / seen).tolist()
-                if not math.isfinite(values[0]):
-                    bar.close()
-                    bad = [n for n, v in zip(names, values[1:]) if not math.isfinite(v)]
-                    raise VaekitError(
-                        f"the loss became {values[0]} at step {self.step}"
-                        f"{' (non-finite: ' + ', '.join(bad) + ')' if bad else ''}: "
-                        "lower --lr, or set train.grad_clip=1.0"
-                    )
+                values = (sums[:-2] / sums[-2]).tolist()
                 shown = {"loss": values[0], **dict(zip(names, values[1:]))}
                 bar.set_postfix({k: f"{v:.2f}" for k, v in shown.items()},
                                 img_s=f"{seen / (time.perf_counter() - start):.0f}", refresh=False)
@@ -319,11 +396,14 @@ class Trainer:
         self.epoch += 1
         self.batches_done = 0
         self.partial_view = None
-        values = (sums / seen).tolist()
+        *totals, counted_items, skipped_steps = sums.tolist()
+        values = [total / counted_items if counted_items else math.nan for total in totals]
         train_means = {"loss": values[0], **dict(zip(names, values[1:]))}
         val_means = self.evaluate_loss(val) if val is not None and len(val) else None
         result = EpochResult(epoch=self.epoch, step=self.step, train=train_means, val=val_means, lr=lr,
-                             kl_scale=scale, seconds=seconds, images_per_s=seen / seconds)
+                             kl_scale=scale, seconds=seconds, images_per_s=seen / seconds, skipped=int(skipped_steps))
+        if result.skipped:
+            log.warning("epoch %d: %d steps skipped for a non-finite loss or gradient", self.epoch, result.skipped)
         log.info(
             "epoch %d/%d  loss %.3f (%s)%s  %.1fs  %.0f img/s",
             self.epoch, self.cfg.epochs, train_means["loss"],
@@ -331,6 +411,27 @@ class Trainer:
             "" if val_means is None else f"  val {val_means['loss']:.3f}", seconds, result.images_per_s,
         )
         return result
+
+    def _update(self, means: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+        """Clip and step, unless the loss or the gradient is not finite: then the update is skipped. With a fused
+        optimiser the skip happens on the device (found_inf, as AMP's gradient scaler does), so no step waits for
+        the host. `means`: the loss and each term, batch means. Returns the () bool "skipped" and keeps the streak
+        and the flags of what went non-finite (loss, each term, gradient)."""
+        grads = [p.grad for p in params if p.grad is not None]
+        if self.cfg.grad_clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip, foreach=True)
+        else:
+            norm = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else means.new_zeros(())
+        flags = ~torch.isfinite(torch.cat([means.float(), norm.float().reshape(1).to(means.device)]))
+        skipped = flags.any()
+        if self.fused:
+            self.optimizer.found_inf = skipped.float()
+            self.optimizer.step()
+        elif not skipped.item():
+            self.optimizer.step()
+        self.streak = torch.where(skipped, (self.streak if self.streak is not None else 0) + 1, 0)
+        self.flags = flags if self.flags is None or self.flags.shape != flags.shape else torch.where(skipped, flags, self.flags)
+        return skipped
 
     def autocast(self) -> torch.autocast:
         """bf16: the matrix products in bfloat16; the model casts its network outputs back to float32 for the loss."""
@@ -381,6 +482,8 @@ class Trainer:
             "optimizer_groups": optimizer["param_groups"],
             "optimizer_scalars": scalars,
             "history": [r.to_dict() for r in self.history],
+            "lr_scale": self.lr_scale,
+            "rollbacks": self.rollbacks,
         }
         if self.batches_done and self.partial_view is not None:  # inside an epoch: how to continue it exactly
             names, sums, seen, seconds = self.partial_view
@@ -407,12 +510,19 @@ class Trainer:
             torch.cuda.set_rng_state_all(cuda_states)
         self.step, self.epoch = int(meta["step"]), int(meta["epoch"])
         self.history = [EpochResult.from_dict(r) for r in meta.get("history", [])]
+        self.lr_scale, self.rollbacks = float(meta.get("lr_scale", 1.0)), int(meta.get("rollbacks", 0))
+        if not (0 < self.lr_scale <= 1) or self.rollbacks < 0:
+            raise ValueError("lr_scale or rollbacks out of range")
         in_epoch = meta.get("in_epoch")
         if in_epoch is not None:
             self.epoch_start_rng = tensors["rng.epoch_start"]
             self.batches_done = int(in_epoch["batches"])
             self.partial = {"seen": int(in_epoch["seen"]), "names": list(in_epoch["names"]),
                             "sums": tensors["epoch.sums"], "seconds": float(in_epoch["seconds"])}
+            self.partial_view = (self.partial["names"], self.partial["sums"], self.partial["seen"],
+                                 self.partial["seconds"])
+        else:
+            self.partial, self.batches_done, self.partial_view = None, 0, None
 
 
 class MetricsLog(Callback):
@@ -423,6 +533,9 @@ class MetricsLog(Callback):
     def __init__(self, path) -> None:
         self.path = path
         self.started = False
+
+    def on_rollback(self, trainer: Trainer) -> None:
+        self.started = False  # epochs rolled back over are trained again: the next epoch end rewrites the file
 
     def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
         if not self.started:

@@ -1,0 +1,164 @@
+"""Faults provoked for real: a process killed just before and just after each file a run writes replaces, and a
+filesystem that fills up. After each, the run continues to exactly the weights of a run never stopped."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaekit import checkpoint
+from vaekit.cli import main
+from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaekit.errors import VaekitError
+from vaekit.runs import resume, train
+
+# 640 digits in batches of 128: 5 steps an epoch; step checkpoints every 3 steps, so at steps 3, 5 (epoch end), 6,
+# 9 and 10 (the end). One thread: the killed child and the resuming parent compute alike, bit for bit.
+ARGS = ["train", "--data", "digits", "--limit", "640", "--batch-size", "128", "--epochs", "2", "--latent-dim", "2",
+        "--hidden-dims", "16", "--checkpoint-steps", "3", "--threads", "1", "--no-progress"]
+# The run replaces 23 files: config.json and the start marker, then model, config, resume tensors and resume.json
+# at each of the 5 checkpoints, and metrics.jsonl at the first epoch end (later epochs append to it).
+REPLACES = 23
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)  # the runs here set one thread for the whole process
+
+
+def _run_child(folder: Path, kill_at: int | None, when: str, log: Path | None = None) -> int:
+    """vaekit train in a forked child (torch is already imported: fast) whose os.replace SIGKILLs the child just
+    before or just after its kill_at-th call. Returns the wait status. `log` gets the names replaced, in order."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            torch.set_num_threads(1)
+            real, names = os.replace, []
+
+            def replace(src, dst):
+                names.append(Path(dst).name)
+                if len(names) == kill_at and when == "before":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                real(src, dst)
+                if len(names) == kill_at and when == "after":
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+            os.replace = replace
+            code = main([*ARGS, "--out", str(folder)])
+            if log is not None:
+                log.write_text("\n".join(names))
+        finally:
+            os._exit(code)
+    return os.waitpid(pid, 0)[1]
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    """The uninterrupted run: its weights and the files it replaced, in order."""
+    folder = tmp_path_factory.mktemp("whole") / "run"
+    log = folder.parent / "replaced.txt"
+    status = _run_child(folder, None, "", log)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    replaced = log.read_text().split("\n")
+    assert len(replaced) == REPLACES, replaced  # a change in what a run writes: update REPLACES
+    return checkpoint.read_tensors(folder / checkpoint.MODEL_FILE), replaced
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("at", range(1, REPLACES + 1))
+def test_a_kill_before_or_after_any_write_loses_nothing(at, when, whole, tmp_path):
+    weights, replaced = whole
+    folder = tmp_path / "run"
+    status = _run_child(folder, at, when)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"not killed at {replaced[at - 1]}"
+    if when == "before":  # the kill left the write's temporary behind (resume tensors: another random token)
+        name = replaced[at - 1]
+        stem = name.rsplit("-", 1)[0] + "-" if name.startswith("resume-") else name + "."
+        assert any(p.name.startswith(f".{stem}") for p in folder.iterdir())
+    if (folder / checkpoint.CONFIG_FILE).exists():
+        result = resume(folder)  # what the user is told to do
+    else:  # killed before the run wrote anything: the same command again
+        assert main([*ARGS, "--out", str(folder)]) == 0
+        result = None
+    assert not [p for p in folder.iterdir() if p.name.startswith(".") and p.name != ".lock"]  # no temporaries
+    finished = checkpoint.read_tensors(folder / checkpoint.MODEL_FILE)
+    assert finished.keys() == weights.keys()
+    assert all(torch.equal(finished[k], weights[k]) for k in weights), f"differs after a kill at {replaced[at - 1]}"
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    if result is not None:
+        assert [r.epoch for r in result.history] == [1, 2]
+
+
+# ---- a filesystem that fills up ---------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 4 MiB tmpfs (needs root, or CAP_SYS_ADMIN; skipped elsewhere: the simulated ENOSPC tests in
+    test_reliability.py still run)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or 'mount failed'})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+RUN = RunConfig(data=DataConfig(name="digits", limit=640), model=ModelConfig(latent_dim=2, hidden_dims=(16,)),
+                train=TrainConfig(epochs=3, batch_size=128, threads=1, progress=False))
+
+
+def _fill(folder: Path) -> Path:
+    """Write zeros until the filesystem is full."""
+    filler = folder.parent / "filler"
+    with open(filler, "wb") as handle:
+        try:
+            while True:
+                handle.write(bytes(1 << 16))
+                handle.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def test_a_full_filesystem_keeps_the_last_checkpoint_and_the_run_continues(small_disk, tmp_path, capsys):
+    whole = train(RUN, out=tmp_path / "whole")
+    folder = small_disk / "run"
+    kept = {}
+
+    class FillAfterEpoch1:
+        def on_epoch_end(self, trainer, result):
+            if result.epoch == 1:  # after vaekit's own checkpoint of epoch 1
+                kept.update({p.name: p.read_bytes() for p in folder.iterdir() if p.name != ".lock"})
+                kept["filler"] = _fill(folder)
+
+    with pytest.raises(VaekitError, match=r"cannot write .* \(No space left on device\): free some disk space"):
+        train(RUN, out=folder, callbacks=[FillAfterEpoch1()])
+    filler = kept.pop("filler")
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name != ".lock"} == kept  # epoch 1, whole
+    filler.unlink()
+    resumed = resume(folder)
+    assert [r.epoch for r in resumed.history] == [1, 2, 3]
+    assert all(torch.equal(a, b) for a, b in zip(resumed.model.state_dict().values(),
+                                                   whole.model.state_dict().values()))
+
+
+def test_too_little_space_for_a_checkpoint_is_said_before_training(small_disk, capsys):
+    assert main(["train", "--data", "digits", "--hidden-dims", "1024,1024", "--epochs", "1", "--out",
+                 str(small_disk / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "MiB free, but checkpoints of this model need about" in err, err
+    assert not (small_disk / "run" / checkpoint.MODEL_FILE).exists()
