@@ -34,7 +34,8 @@ def _threads():
     torch.set_num_threads(threads)  # the runs here set one thread for the whole process
 
 
-def _run_child(folder: Path, kill_at: int | None, when: str, log: Path | None = None) -> int:
+def _run_child(folder: Path, kill_at: int | None, when: str, log: Path | None = None,
+               argv: list[str] | None = None) -> int:
     """vaekit train in a forked child (torch is already imported: fast) whose os.replace SIGKILLs the child just
     before or just after its kill_at-th call. Returns the wait status. `log` gets the names replaced, in order."""
     pid = os.fork()
@@ -53,7 +54,7 @@ def _run_child(folder: Path, kill_at: int | None, when: str, log: Path | None = 
                     os.kill(os.getpid(), signal.SIGKILL)
 
             os.replace = replace
-            code = main([*ARGS, "--out", str(folder)])
+            code = main(argv or [*ARGS, "--out", str(folder)])
             if log is not None:
                 log.write_text("\n".join(names))
         finally:
@@ -70,13 +71,13 @@ def whole(tmp_path_factory):
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     replaced = log.read_text().split("\n")
     assert len(replaced) == REPLACES, replaced  # a change in what a run writes: update REPLACES
-    return checkpoint.read_tensors(folder / checkpoint.MODEL_FILE), replaced
+    return checkpoint.read_tensors(folder / checkpoint.MODEL_FILE), replaced, folder
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
 @pytest.mark.parametrize("at", range(1, REPLACES + 1))
 def test_a_kill_before_or_after_any_write_loses_nothing(at, when, whole, tmp_path):
-    weights, replaced = whole
+    weights, replaced, _ = whole
     folder = tmp_path / "run"
     status = _run_child(folder, at, when)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"not killed at {replaced[at - 1]}"
@@ -157,8 +158,58 @@ def test_a_full_filesystem_keeps_the_last_checkpoint_and_the_run_continues(small
 
 
 def test_too_little_space_for_a_checkpoint_is_said_before_training(small_disk, capsys):
-    assert main(["train", "--data", "digits", "--hidden-dims", "1024,1024", "--epochs", "1", "--out",
+    """A 0.68 MB model: its first checkpoint (4x) would fit the 4 MiB disk, its second (7x at the peak) would not."""
+    assert main(["train", "--data", "digits", "--hidden-dims", "256,256", "--epochs", "2", "--out",
                  str(small_disk / "run"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "MiB free, but checkpoints of this model need about" in err, err
     assert not (small_disk / "run" / checkpoint.MODEL_FILE).exists()
+
+
+
+# ---- kills of a resumed run: `vaekit train --resume RUN --epochs 3` on the finished 2-epoch run --------------
+# It rewrites metrics.jsonl, then checkpoints at steps 12 and 15 (a step checkpoint, then the epoch's) and rewrites
+# metrics.jsonl at its first epoch end. A kill anywhere must not lose the two epochs already trained: the same
+# command again continues them (not from the start) to the weights of the run never stopped.
+RESUMED_REPLACES = 14
+
+
+def _resume_args(folder: Path) -> list[str]:
+    return ["train", "--resume", str(folder), "--epochs", "3", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def resumed_whole(whole, tmp_path_factory):
+    import shutil
+
+    folder = tmp_path_factory.mktemp("resumed") / "run"
+    shutil.copytree(whole[2], folder)
+    log = folder.parent / "replaced.txt"
+    status = _run_child(folder, None, "", log, _resume_args(folder))
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    replaced = log.read_text().split("\n")
+    assert len(replaced) == RESUMED_REPLACES, replaced  # a change in what a resume writes: update RESUMED_REPLACES
+    return checkpoint.read_tensors(folder / checkpoint.MODEL_FILE), replaced
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("at", range(1, RESUMED_REPLACES + 1))
+def test_a_kill_of_a_resumed_run_keeps_the_epochs_it_had(at, when, whole, resumed_whole, tmp_path, caplog):
+    import logging
+    import shutil
+
+    weights, replaced = resumed_whole
+    folder = tmp_path / "run"
+    shutil.copytree(whole[2], folder)
+    trained = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    status = _run_child(folder, at, when, argv=_resume_args(folder))
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"not killed at {replaced[at - 1]}"
+    with caplog.at_level(logging.WARNING):
+        result = resume(folder, epochs=3)  # the same command again
+    assert "from the start" not in caplog.text
+    assert [r.epoch for r in result.history] == [1, 2, 3]
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert rows[:2] == trained  # epochs 1 and 2 as they were trained (their timings too): not trained again
+    finished = checkpoint.read_tensors(folder / checkpoint.MODEL_FILE)
+    assert all(torch.equal(finished[k], weights[k]) for k in weights), f"differs after a kill at {replaced[at - 1]}"
+    assert not [p for p in folder.iterdir() if p.name.startswith(".") and p.name != ".lock"]

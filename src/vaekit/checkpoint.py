@@ -27,6 +27,8 @@ RESUME_STATE = "resume.json"  # the commit point: names the tensors file it belo
 RESUME_TENSORS = "resume.safetensors"  # format 1's single tensors file (read, never written)
 CHECKSUM_KEY = "sha256"  # safetensors metadata: the checksum of the tensors (see checksum)
 CONFIG_KEY = "config_sha256"  # model.safetensors metadata: the sha256 of the config.json written with it
+IDENTITY_KEY = "config_identity"  # resume.json: the sha256 of what its config computes (identity_sha256)
+RUN_KEY = "run_id"  # model.safetensors metadata and resume.json: the run (one `vaekit train`) that wrote them
 RESUME_PATTERN = "resume-*.safetensors"  # resume-<step>-<token>.safetensors, one per committed state
 FORMAT = 2  # 2: family and likelihood settings as model.<name> sections, label conditioning, checked resume
 
@@ -105,14 +107,17 @@ def unwrap(model: torch.nn.Module) -> Model:
             return model  # type: ignore[return-value]
 
 
-def save_pretrained(model: torch.nn.Module, config: RunConfig, directory: str | Path) -> Path:
+def save_pretrained(model: torch.nn.Module, config: RunConfig, directory: str | Path, run_id: str | None = None) -> Path:
     """model.safetensors, then config.json. The weights carry the sha256 of the config they belong to, so a crash
-    between the two writes is found on loading (the resume state, written after both, still holds the old pair)."""
+    between the two writes is found on loading (the resume state, written after both, still holds the old pair),
+    and the id of the training run that wrote them, if any."""
     directory = Path(directory)
     model = unwrap(model)
     text = _config_text(config)
-    write_tensors(directory / MODEL_FILE, model.state_dict(), {"format": str(FORMAT), "family": model.family,
-                                                                CONFIG_KEY: _sha256(text)})
+    metadata = {"format": str(FORMAT), "family": model.family, CONFIG_KEY: _sha256(text)}
+    if run_id is not None:
+        metadata[RUN_KEY] = run_id
+    write_tensors(directory / MODEL_FILE, model.state_dict(), metadata)
     _atomic_write(directory / CONFIG_FILE, lambda tmp: tmp.write_text(text))
     return directory
 
@@ -129,6 +134,18 @@ def _config_text(config: RunConfig) -> str:
 
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+RUNTIME = ("epochs", "device", "threads", "progress")  # what a resume may change: where and how long, not what
+
+
+def identity_sha256(directory: str | Path) -> str:
+    """The sha256 of what a run folder's config.json computes: its settings with defaults filled in, less the
+    train settings a resume may change (RUNTIME). A resume that rewrites config.json keeps it."""
+    settings = load_config(directory).to_dict()
+    for name in RUNTIME:
+        settings["train"].pop(name, None)
+    return _sha256(json.dumps(settings, sort_keys=True))
 
 
 def load_config(directory: str | Path) -> RunConfig:
@@ -205,7 +222,8 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> Model:
     return model.to(device).eval()
 
 
-def save_resume(directory: str | Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+def save_resume(directory: str | Path, tensors: dict[str, torch.Tensor], state: dict[str, Any],
+                run_id: str | None = None) -> None:
     """One commit: the tensors go to a new file named by step and a random token, then resume.json, which names
     that file and token, replaces the old one (the commit point), then older tensor files go. A crash before the
     commit leaves the previous state whole; the loader checks that the two files belong together."""
@@ -213,42 +231,48 @@ def save_resume(directory: str | Path, tensors: dict[str, torch.Tensor], state: 
     token = secrets.token_hex(8)
     name = f"resume-{int(state['step']):09d}-{token}.safetensors"
     write_tensors(directory / name, tensors, {"step": str(state["step"]), "token": token})
-    config = directory / CONFIG_FILE  # the config this state continues (written just before, by save_pretrained)
-    belongs = {CONFIG_KEY: _sha256(config.read_text())} if config.is_file() else {}
+    # the config this state continues (written just before, by save_pretrained), and the run that wrote it
+    belongs = {IDENTITY_KEY: identity_sha256(directory)} if (directory / CONFIG_FILE).is_file() else {}
+    if run_id is not None:
+        belongs[RUN_KEY] = run_id
     write_json(directory / RESUME_STATE, {**state, "tensors": name, "token": token, **belongs})
     for old in [*directory.glob(RESUME_PATTERN), directory / RESUME_TENSORS]:
         if old.name != name:
             old.unlink(missing_ok=True)
 
 
-def write_start(directory: str | Path) -> None:
-    """A new run's resume.json before its first checkpoint: it names the config.json just written and no tensors,
-    so a run stopped before (or during) its first checkpoint is known to have trained nothing."""
+def write_start(directory: str | Path, run_id: str) -> None:
+    """A new run's resume.json before its first checkpoint: it names the run and its config and no tensors, so a
+    run stopped before (or during) its first checkpoint is known to have trained nothing."""
     directory = Path(directory)
-    write_json(directory / RESUME_STATE, {"started": True, CONFIG_KEY: _sha256((directory / CONFIG_FILE).read_text())})
+    write_json(directory / RESUME_STATE, {"started": True, RUN_KEY: run_id, IDENTITY_KEY: identity_sha256(directory)})
 
 
 def never_checkpointed(directory: str | Path) -> bool:
     """Whether the run in config.json has certainly committed no checkpoint, so that continuing it means starting
-    it: a start marker for this config, no checkpoint files at all (older vaekit), or an --overwrite stopped during
-    its first checkpoint (the weights belong to config.json, the committed resume state to the config before)."""
+    it: its start marker, no checkpoint files at all (older vaekit), or an --overwrite stopped during its first
+    checkpoint (the weights and config.json written by a new run, the committed resume state by an earlier run).
+    Anything less certain is False: a trained run is never started again by accident."""
     directory = Path(directory)
     try:
+        identity = identity_sha256(directory)
         config = _sha256((directory / CONFIG_FILE).read_text())
         state = json.loads((directory / RESUME_STATE).read_text()) if (directory / RESUME_STATE).is_file() else None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, VaekitError):
         return False  # load_resume names what is wrong
     if isinstance(state, dict) and state.get("started") is True:
-        return state.get(CONFIG_KEY) == config
+        return state.get(IDENTITY_KEY) == identity
     if not any(path.exists() for path in resume_files(directory)):
         return not (directory / MODEL_FILE).exists()
-    if not isinstance(state, dict) or state.get(CONFIG_KEY) in (None, config):
-        return False
+    if not isinstance(state, dict) or not {"step", "epoch", "optimizer_groups"} <= set(state):
+        return False  # not a committed state (damaged): load_resume says so
     try:
         with safe_open(str(directory / MODEL_FILE), "pt") as handle:
-            return (handle.metadata() or {}).get(CONFIG_KEY) == config
+            metadata = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError):
         return False
+    writer = metadata.get(RUN_KEY)
+    return writer is not None and writer != state.get(RUN_KEY) and metadata.get(CONFIG_KEY) == config
 
 
 def remove_temporaries(directory: str | Path) -> list[Path]:
@@ -297,9 +321,13 @@ def load_resume(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
                               "is inconsistent; start the run again")
     else:
         log.warning("%s has a resume state from an older vaekit, which cannot be checked for consistency", directory)
-    belongs = state.get(CONFIG_KEY)
     config = directory / CONFIG_FILE
-    if belongs is not None and config.is_file() and belongs != _sha256(config.read_text()):
+    if IDENTITY_KEY in state:
+        edited = config.is_file() and state[IDENTITY_KEY] != identity_sha256(directory)
+    else:  # a state from earlier today's format: the raw text's hash, if any
+        belongs = state.get(CONFIG_KEY)
+        edited = belongs is not None and config.is_file() and belongs != _sha256(config.read_text())
+    if edited:
         raise VaekitError(f"the resume state in {directory} was written for another {CONFIG_FILE} (was it edited?): "
                           "restore it, or start the run again with --overwrite")
     needed = ("step", "epoch", "optimizer_groups")

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass, replace
@@ -108,21 +109,21 @@ def table_warnings(model: Model, dataset: Dataset) -> list[str]:
 
 
 class Checkpointer(Callback):
-    """Saves the model (loadable alone) and the resume state at epoch ends and when a stop is asked for; a failed
-    run keeps the last good files."""
+    """Saves the model (loadable alone) and the resume state where the trainer says a checkpoint is due and its
+    state is good (trainer.save_now: every train.checkpoint_every epochs, the last epoch, every
+    train.checkpoint_steps steps), and when a stop is asked for; a failed run keeps the last good files. `run_id`
+    names the run in what it writes; `saved`: whether the folder holds this run's state (a resumed run does)."""
 
-    def __init__(self, directory: Path, config: RunConfig) -> None:
-        self.directory, self.config = directory, config
-        self.saved = False
+    def __init__(self, directory: Path, config: RunConfig, run_id: str, saved: bool = False) -> None:
+        self.directory, self.config, self.run_id, self.saved = directory, config, run_id, saved
 
     def save(self, trainer: Trainer) -> None:
-        checkpoint.save_pretrained(trainer.model, self.config, self.directory)
-        checkpoint.save_resume(self.directory, *trainer.state_dict())
+        checkpoint.save_pretrained(trainer.model, self.config, self.directory, self.run_id)
+        checkpoint.save_resume(self.directory, *trainer.state_dict(), self.run_id)
         self.saved = True
 
     def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
-        last = result.epoch == trainer.cfg.epochs
-        if result.epoch % trainer.cfg.checkpoint_every == 0 or last:
+        if trainer.save_now:
             self.save(trainer)
 
     def on_interrupt(self, trainer: Trainer) -> None:
@@ -139,12 +140,12 @@ class StepCheckpointer(Checkpointer):
     """Also every train.checkpoint_steps steps, inside epochs (a separate class: without it, no per-step hook)."""
 
     def on_step_end(self, trainer: Trainer, step) -> None:
-        if step.step % trainer.cfg.checkpoint_steps == 0:
+        if trainer.save_now:
             self.save(trainer)
 
 
-def checkpointer(directory: Path, config: RunConfig) -> Checkpointer:
-    return (StepCheckpointer if config.train.checkpoint_steps else Checkpointer)(directory, config)
+def checkpointer(directory: Path, config: RunConfig, run_id: str, saved: bool = False) -> Checkpointer:
+    return (StepCheckpointer if config.train.checkpoint_steps else Checkpointer)(directory, config, run_id, saved)
 
 
 @contextlib.contextmanager
@@ -197,11 +198,14 @@ def check_out(out: Path) -> None:
 
 
 def check_space(directory: Path, model: torch.nn.Module) -> None:
-    """Before training: room for a checkpoint, said now rather than after the first epoch. A checkpoint holds the
-    model twice (model.safetensors and the resume tensors) and Adam's two moments, and each file is written beside
-    the one it replaces: about four times the model's bytes beyond what the folder holds now."""
+    """Before training: room for checkpoints, said now rather than after the first epoch. A run folder holds the
+    model (model.safetensors) and a resume state (the model again and Adam's two moments: 3x); a new resume state is
+    written beside the old one before the old goes, so at its peak the folder holds 7x the model's bytes. What the
+    folder's checkpoint files take now counts as room."""
     size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    needed = 4 * size + 2**20  # and a megabyte for config, metrics and pictures
+    held = sum(path.stat().st_size for path in [directory / checkpoint.MODEL_FILE, *checkpoint.resume_files(directory)]
+               if path.is_file())
+    needed = 7 * size + 2**20 - held  # and a megabyte for config, metrics and pictures
     try:
         free = shutil.disk_usage(directory).free
     except OSError:
@@ -241,14 +245,15 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
             checkpoint.remove_temporaries(directory)
             prepare_out(directory, overwrite)
             check_space(directory, model)
+            run_id = secrets.token_hex(8)
             if not (directory / checkpoint.MODEL_FILE).exists():  # mark the folder as a run from the start
                 checkpoint.write_config(directory, cfg)
-                checkpoint.write_start(directory)
-            own = [checkpointer(directory, cfg), MetricsLog(directory / METRICS_FILE)]
+                checkpoint.write_start(directory, run_id)
+            own = [checkpointer(directory, cfg, run_id), MetricsLog(directory / METRICS_FILE)]
         trainer = Trainer(model, cfg.train, [*own, *(callbacks or [])])
         history = trainer.fit(train_data(dataset, cfg.data), dataset.split("test"))
         if directory is not None and not history:
-            checkpoint.save_pretrained(trainer.model, cfg, directory)
+            checkpoint.save_pretrained(trainer.model, cfg, directory, run_id)
     warnings = tuple(table_warnings(checkpoint.unwrap(trainer.model), dataset)) if (
         dataset.table is not None and history) else ()
     for warning in warnings if log_warnings else ():
@@ -306,7 +311,9 @@ def _resume(directory: Path, cfg: RunConfig, epochs: int | None, device: str | N
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model)
     check_space(directory, model)
-    own = [checkpointer(directory, cfg), MetricsLog(directory / METRICS_FILE)]
+    run_id = meta.get(checkpoint.RUN_KEY)  # the run continues under its own id (None: written before run ids)
+    run_id = run_id if isinstance(run_id, str) else None
+    own = [checkpointer(directory, cfg, run_id, saved=True), MetricsLog(directory / METRICS_FILE)]
     trainer = Trainer(model, cfg.train, [*own, *(callbacks or [])])
     try:
         trainer.load_state_dict(tensors, meta)
@@ -317,6 +324,6 @@ def _resume(directory: Path, cfg: RunConfig, epochs: int | None, device: str | N
         log.info("%s already finished %d epochs: pass --epochs N to train further", directory, trainer.epoch)
     history = trainer.fit(train_data(dataset, cfg.data), dataset.split("test"))
     if trainer.epoch == meta["epoch"]:  # nothing trained; the config may carry a new epoch count: commit both again
-        checkpoint.save_pretrained(trainer.model, cfg, directory)
-        checkpoint.save_resume(directory, *trainer.state_dict())
+        checkpoint.save_pretrained(trainer.model, cfg, directory, run_id)
+        checkpoint.save_resume(directory, *trainer.state_dict(), run_id)
     return RunResult(checkpoint.unwrap(trainer.model).eval(), cfg, history, directory)

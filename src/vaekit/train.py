@@ -50,7 +50,8 @@ class EpochResult:
     def to_dict(self) -> dict[str, Any]:
         """Flat, for metrics.jsonl: train_loss, train_<term>..., val_loss, val_<term>..., val_elbo."""
         row: dict[str, Any] = {"epoch": self.epoch, "step": self.step}
-        row.update({f"train_{name}": value for name, value in self.train.items()})
+        # null, not NaN (not JSON), for the means of an epoch whose every step was skipped
+        row.update({f"train_{name}": value if math.isfinite(value) else None for name, value in self.train.items()})
         row.update({f"val_{name}": value for name, value in (self.val or {"loss": None}).items()})
         row.update(lr=self.lr, kl_scale=self.kl_scale, seconds=self.seconds, images_per_s=self.images_per_s,
                    skipped_steps=self.skipped)
@@ -199,6 +200,9 @@ class Trainer:
         self.rollbacks = 0
         self.good: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None  # on the CPU
         self.streak: torch.Tensor | None = None  # () non-finite steps in a row, on the device
+        self.worst: torch.Tensor | None = None  # () the longest streak since the host last read it
+        self.save_now = False  # a checkpoint is due after this step or epoch, and the state is good to keep
+        self.read_every_step = self.device.type == "cpu"  # reading a CPU value costs nothing; a GPU's, a sync
         self.flags: torch.Tensor | None = None  # which of loss, terms, gradient were non-finite at the last bad step
 
     def _hooks(self, name: str) -> list:
@@ -230,7 +234,11 @@ class Trainer:
                 except _RolledBack:
                     continue
                 self.history.append(result)
-                self.remember()
+                last = self.epoch == self.cfg.epochs
+                self.save_now = (self.epoch % self.cfg.checkpoint_every == 0 or last) and (
+                    self._healthy() or (last and self._finite_weights()))  # the end: finite weights are kept
+                if self.save_now:
+                    self.remember()
                 for hook in epoch_hooks:
                     hook(self, result)
                 if self.stop_signal is not None and self.epoch < self.cfg.epochs:
@@ -261,32 +269,48 @@ class Trainer:
                 signal.signal(signum, handler)
 
     def _stop(self) -> None:
-        """After a step, on a stop signal: let the callbacks save (on_interrupt), then end with Interrupted."""
+        """After a step, on a stop signal: let the callbacks save (on_interrupt), then end with Interrupted. Inside a
+        streak of non-finite steps, the state saved is the last good one (the run passed through it: a resume from
+        it meets the same streak)."""
+        if self.streak is not None and int(self.streak) > 0 and self.good is not None:
+            self._restore_good()
         for hook in self._hooks("on_interrupt"):
             hook(self)
         raise Interrupted(self.stop_signal, self.step)
 
     # ---- divergence: skip, roll back, give up ----------------------------------------------------------------
     def remember(self) -> None:
-        """Keep the current state (on the CPU) as the one to roll back to, unless the steps just before it were
-        non-finite. Called at the start, at each epoch end and every cfg.checkpoint_steps: where checkpoints are."""
-        if self.streak is not None and int(self.streak) > 0:  # a host sync, at checkpoints only
-            return
+        """Keep the current state (on the CPU) as the one to roll back to. Called at the start and wherever a
+        checkpoint is written (save_now), so that the last good state is the last checkpoint."""
         tensors, meta = self.state_dict()
         self.good = ({k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}, copy.deepcopy(meta))
 
     def _finite_weights(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
 
-    def _diverged(self, names: list[str]) -> None:
+    def _healthy(self) -> bool:
+        """No non-finite step since the last good one, and finite weights: a state worth keeping (a host sync, at
+        checkpoints only)."""
+        return (self.streak is None or int(self.streak) == 0) and self._finite_weights()
+
+    def _restore_good(self) -> None:
+        """Back to the last good state, keeping the learning-rate scale and the rollbacks made since."""
+        scale, rollbacks = self.lr_scale, self.rollbacks
+        tensors, meta = self.good
+        self.load_state_dict({k: v.clone() for k, v in tensors.items()}, copy.deepcopy(meta))
+        self.lr_scale, self.rollbacks = scale, rollbacks
+        self.streak = self.worst = None
+
+    def _diverged(self, names: list[str], streak: int) -> None:
         """cfg.nan_skips non-finite steps in a row, or non-finite weights at a checkpoint: back to the last good state
         with a lower learning rate, or, after cfg.nan_rollbacks rollbacks, an error naming the step, the terms and
         the fix."""
-        streak = int(self.streak)
-        labels = ["loss", *names, "gradient"]
-        bad = [n for n, f in zip(labels, self.flags.tolist()) if f and n != "loss"] or ["loss"]
-        what = "the gradient" if bad == ["gradient"] else "the loss (" + ", ".join(bad) + ")"
-        what += f" was not finite for {streak} step{'s' * (streak > 1)} in a row"
+        flags = dict(zip(["loss", *names, "gradient"], self.flags.tolist()))
+        terms = [n for n in names if flags[n]]
+        parts = ([f"the loss terms {', '.join(terms)}"] if terms else ["the loss"] if flags["loss"] else [])
+        parts += ["the gradient"] if flags["gradient"] else []
+        what = f"{' and '.join(parts) or 'the loss'} {'were' if len(parts) > 1 or len(terms) > 1 else 'was'} not " \
+               f"finite for {streak} step{'s' * (streak != 1)} in a row"
         if streak < self.cfg.nan_skips:
             what += " and the weights are no longer finite"
         if self.rollbacks >= self.cfg.nan_rollbacks or self.good is None:
@@ -294,12 +318,12 @@ class Trainer:
             raise VaekitError(
                 f"training diverged: {what} at step {self.step}"
                 f"{f' after {self.rollbacks} rollbacks to a lower learning rate (now {lr:.3g})' if self.rollbacks else ''}:"
-                " lower --lr, set train.grad_clip=1.0, or check the data; the last checkpoint is kept")
-        step, scale, rollbacks = self.step, self.lr_scale * self.cfg.nan_lr_factor, self.rollbacks + 1
-        tensors, meta = self.good
-        self.load_state_dict({k: v.clone() for k, v in tensors.items()}, copy.deepcopy(meta))
-        self.lr_scale, self.rollbacks = scale, rollbacks
-        self.streak = None
+                f" start again with a lower --lr (e.g. {self.cfg.lr / 10:.3g}) or --set train.grad_clip=1.0, or check "
+                "the data; the last good checkpoint is kept")
+        step = self.step
+        self.lr_scale *= self.cfg.nan_lr_factor
+        self.rollbacks += 1
+        self._restore_good()
         log.warning("%s at step %d: rolled back to step %d with the learning rate lowered to %.3g (rollback %d of %d)",
                     what, step, self.step, self.cfg.lr * self.lr_scale, self.rollbacks, self.cfg.nan_rollbacks)
         for hook in self._hooks("on_rollback"):
@@ -317,13 +341,15 @@ class Trainer:
         seen = 0
         skip = 0
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        every_step = self.device.type == "cpu"  # reading a CPU value costs nothing; a GPU's, a sync
         if self.partial is not None:  # continue the epoch a checkpoint left: same permutation, draws and sums
             self.generator.set_state(self.epoch_start_rng)
             skip, seen, names = self.batches_done, self.partial["seen"], self.partial["names"]
             sums = self.partial["sums"].to(self.device)
             if sums.numel() == len(names) + 1:  # saved before skipped steps were counted: every item counted
                 sums = torch.cat([sums, sums.new_tensor([seen, 0])])
+            if sums.shape != (len(names) + 3,):
+                raise VaekitError(f"the resume state's running sums have shape {tuple(sums.shape)} for "
+                                  f"{len(names)} terms: it is corrupt; start the run again")
             start -= self.partial["seconds"]
             self.partial = None
             if skip > steps_per_epoch:
@@ -369,20 +395,26 @@ class Trainer:
             self.batches_done = index + 1
             self.partial_view = (names, sums, seen, time.perf_counter() - start)
             bar.update(batch)
-            # Before anything is saved (a step checkpoint, the epoch's end): a streak of non-finite steps long
-            # enough, or one that has reached the weights themselves, goes back to the last good state.
-            saving = seen == len(train) or bool(self.cfg.checkpoint_steps and self.step % self.cfg.checkpoint_steps == 0)
-            if (every_step or saving or self.step % 25 == 0) and int(self.streak) > 0 and (
-                    int(self.streak) >= self.cfg.nan_skips or (saving and not self._finite_weights())):
-                bar.close()
-                self._diverged(names)
+            # Where the host reads the device (every step on the CPU, every 25 steps and at checkpoints elsewhere): a
+            # streak of non-finite steps long enough, or one that has reached the weights at a checkpoint, goes
+            # back to the last good state. The longest streak since the last read counts, so none is missed.
+            point = bool(self.cfg.checkpoint_steps and self.step % self.cfg.checkpoint_steps == 0)
+            end = seen == len(train)
+            if self.read_every_step or point or end or self.step % 25 == 0:
+                worst = int(self.worst)
+                self.worst = self.streak.clone()
+                if worst >= self.cfg.nan_skips or ((point or end) and int(self.streak) > 0
+                                                   and not self._finite_weights()):
+                    bar.close()
+                    self._diverged(names, max(worst, int(self.streak)))
+            self.save_now = point and self._healthy()
+            if self.save_now:
+                self.remember()
             if step_hooks:
                 step = StepResult(self.step, self.epoch, batch, means[0], dict(zip(names, means[1:])), lr, scale,
                                   skipped)
                 for hook in step_hooks:
                     hook(self, step)
-            if saving and seen < len(train):
-                self.remember()
             if self.step % 25 == 0 or seen == len(train):
                 values = (sums[:-2] / sums[-2]).tolist()
                 shown = {"loss": values[0], **dict(zip(names, values[1:]))}
@@ -419,9 +451,12 @@ class Trainer:
         and the flags of what went non-finite (loss, each term, gradient)."""
         grads = [p.grad for p in params if p.grad is not None]
         if self.cfg.grad_clip is not None:
-            norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip, foreach=True)
+            norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        elif grads:  # torch picks the multi-tensor kernels where the device has them (not on MPS)
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) if not hasattr(
+                torch.nn.utils, "get_total_norm") else torch.nn.utils.get_total_norm(grads)
         else:
-            norm = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else means.new_zeros(())
+            norm = means.new_zeros(())
         flags = ~torch.isfinite(torch.cat([means.float(), norm.float().reshape(1).to(means.device)]))
         skipped = flags.any()
         if self.fused:
@@ -430,6 +465,7 @@ class Trainer:
         elif not skipped.item():
             self.optimizer.step()
         self.streak = torch.where(skipped, (self.streak if self.streak is not None else 0) + 1, 0)
+        self.worst = self.streak if self.worst is None else torch.maximum(self.worst, self.streak)
         self.flags = flags if self.flags is None or self.flags.shape != flags.shape else torch.where(skipped, flags, self.flags)
         return skipped
 
@@ -535,7 +571,10 @@ class MetricsLog(Callback):
         self.started = False
 
     def on_rollback(self, trainer: Trainer) -> None:
-        self.started = False  # epochs rolled back over are trained again: the next epoch end rewrites the file
+        # The epochs rolled back over are trained again: the file follows the history now. Before this fit's first
+        # epoch end it is left alone (under --overwrite it still holds the old run's lines).
+        if self.started:
+            write_lines(self.path, [json.dumps(row.to_dict()) for row in trainer.history])
 
     def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
         if not self.started:
