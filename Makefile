@@ -7,6 +7,13 @@ PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -q -c co
 
 .PHONY: demo test fuzz bench install clean
 
+# The face sets (smiles, olivetti, frey) are never in the repository: where the shared copies sit beside the
+# checkout, vaekit and its tests find them through VAEKIT_DATA (a value already set wins).
+FACES := $(abspath ../shared/data/faces)
+ifneq ($(wildcard $(FACES)),)
+export VAEKIT_DATA ?= $(FACES)
+endif
+
 $(VENV)/.installed: pyproject.toml constraints-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) -e '.[test]'

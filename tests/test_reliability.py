@@ -699,3 +699,36 @@ def replace_train(cfg, **changes):
     from dataclasses import replace
 
     return replace(cfg, train=replace(cfg.train, **changes))
+
+
+class _Payload:
+    """Unpickling this creates a file: proof that something ran a pickle."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return Path.touch, (Path(self.marker),)
+
+
+def test_a_pickle_payload_renamed_to_each_run_file_is_refused_and_never_runs(run, tmp_path):
+    import pickle
+    import shutil
+
+    marker = tmp_path / "pickle-ran"
+    names = [p.name for p in run.iterdir() if p.name != ".lock"]
+    assert {"config.json", "model.safetensors", "resume.json", "metrics.jsonl"} <= set(names)
+    for protocol in (2, 4):
+        payload = pickle.dumps(_Payload(marker), protocol=protocol)
+        for name in names:
+            folder = tmp_path / f"run-{name}-{protocol}"
+            shutil.copytree(run, folder)
+            (folder / name).write_bytes(payload)
+            for action in (lambda: checkpoint.load(folder), lambda: resume(folder, epochs=3, progress=False)):
+                try:
+                    action()
+                except VaekitError:
+                    pass  # refused, as it should be (metrics.jsonl is rewritten from the resume state instead)
+            assert not marker.exists(), f"a pickle in {name} was run"

@@ -3,20 +3,23 @@ from __future__ import annotations
 
 import argparse
 
-from ..data import available_datasets
+from ..data import available_datasets, faces
 from ..data.idx_datasets import SPECS, fetch, locate, search_dirs
+from ..errors import VaekitError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("data", help="list the data sets; download MNIST or Fashion-MNIST")
+    parser = subparsers.add_parser("data", help="list the data sets; download MNIST, Fashion-MNIST or the face sets")
     actions = parser.add_subparsers(dest="data_action", metavar="ACTION")
     actions.required = True
     actions.add_parser("list", help="every named data set, and whether its files are on this machine")
     get = actions.add_parser(
         "get", help="download and checksum a data set's files (default into ~/.cache/vaekit/NAME/)"
     )
-    get.add_argument("name", choices=sorted(SPECS), help="the data set to fetch")
+    get.add_argument("name", choices=sorted([*SPECS, *faces.SPECS]), help="the data set to fetch")
     get.add_argument("--dest", metavar="DIR", help="put the files here instead of ~/.cache/vaekit/NAME/")
+    get.add_argument("--from", dest="source", metavar="FILE", help="a face set: convert this copy of its public file "
+                     "(the archive or .mat `vaekit data get` would download) instead of downloading it")
     parser.set_defaults(func=run)
 
 
@@ -29,8 +32,8 @@ def list_datasets(args: argparse.Namespace) -> int:
     width = max(len(name) for name in descriptions)
     for name in sorted(descriptions):
         print(f"{name:<{width}}  {descriptions[name]}")
-        if name in SPECS:
-            found = locate(name)
+        found = locate(name) if name in SPECS else faces.locate(faces.SPECS[name]) if name in faces.SPECS else False
+        if found is not False:
             status = f"found in {found}" if found else f"not found (run `vaekit data get {name}`)"
             print(f"{'':<{width}}  {status}")
     print("Or give a path: a .npy/.npz/.csv file or a folder of images.")
@@ -38,6 +41,15 @@ def list_datasets(args: argparse.Namespace) -> int:
 
 
 def get_dataset(args: argparse.Namespace) -> int:
+    if args.name in faces.SPECS:
+        spec = faces.SPECS[args.name]
+        path = faces.fetch_faces(args.name, args.dest, args.source)
+        print(f"{args.name}: {len(spec.arrays)} arrays verified in {path}")
+        if path.parent not in search_dirs(spec.folder):  # --data-dir DIR searches DIR/FOLDER and DIR itself
+            print(f"use it with --data-dir {path.parent} (or export VAEKIT_DATA={path.parent})")
+        return 0
+    if args.source is not None:
+        raise VaekitError(f"--from converts a face set's file; {args.name} is fetched with its own checksums: drop --from")
     dest = fetch(args.name, args.dest)
     print(f"{args.name}: 4 files verified in {dest}")
     if dest not in search_dirs(args.name):

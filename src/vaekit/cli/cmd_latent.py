@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import re
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import latent, viz
+from .. import edits, latent, viz
 from ..errors import VaekitError
 from ..data.tables import model_table
 from .common import add_data_flags, add_out, add_split, load_run, pick, run_dataset, save_output, split_labels
@@ -34,13 +35,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_out(p, help=".png grid (one row per dimension) or .npy (n_dims, steps, *data_shape)")
     p.set_defaults(func=traverse)
 
-    p = _parser(sub, "attribute", "add an attribute vector (mean code with minus without) to an item's code")
-    p.add_argument("--attr", required=True, help="attribute name (e.g. scale, Smiling) or class name/index")
+    p = _parser(sub, "attribute", "add an attribute vector (from the training split's codes) to items' codes; "
+                "--score measures the edit on the test split with an independent judge")
+    p.add_argument("--attr", required=True, help="attribute name (e.g. scale, smile, glasses) or class name/index")
     p.add_argument("--versus", help="with a class --attr: the class to compare against (default: all others)")
-    p.add_argument("--attr-file", help="CSV or CelebA list_attr_celeba.txt table, one row per item of --split, in order")
-    p.add_argument("--apply-to", type=int, default=0, metavar="I", help="index of the item to edit")
+    p.add_argument("--attr-file", help="CSV or CelebA list_attr_celeba.txt table, one row per item of --split, in order "
+                   "(the vector then comes from --split's codes)")
+    p.add_argument("--method", choices=edits.METHODS, default="mean-diff", help="the direction: mean code with minus "
+                   "without, or the normal of a linear classifier in latent space (default mean-diff)")
+    p.add_argument("--apply-to", default="0", metavar="I,J,...", help="indices of the items of --split to edit, "
+                   "one row each (default 0)")
     p.add_argument("--strengths", default="-2,-1,0,1,2", help="multiples of the vector to add, e.g. -2,-1,0,1,2")
-    add_out(p, help=".png row (one image per strength) or .npy (n_strengths, *data_shape)")
+    p.add_argument("--score", action="store_true", help="score the edit on every test item (or --items N of them): "
+                   "moved / flipped shares by an independent judge, pixel change; --out: a .json")
+    p.add_argument("--items", type=int, metavar="N", help="with --score: a random sample of N test items")
+    p.add_argument("--out", help=".png grid (a row per item, a column per strength) or .npy "
+                   "(n_strengths, *data_shape) for one item, (n_items, n_strengths, *data_shape) for several; with "
+                   "--score, .json")
     p.set_defaults(func=attribute)
 
     p = _parser(sub, "vary", "decode draws from one item's posterior q(z|x) (an AE gives copies of one image)")
@@ -141,11 +152,51 @@ def traverse(args: argparse.Namespace) -> int:
 def attribute(args: argparse.Namespace) -> int:
     strengths = parse_numbers(args.strengths, "--strengths")
     model, dataset, x, y = _load(args)
-    item = pick(x, args.apply_to)
-    groups = latent.find_attribute(dataset, args.split, args.attr, versus=args.versus, table=args.attr_file)
-    log.info("attribute vector: %s", groups.description)
-    vector = latent.attribute_vector(model, x, groups.mask, groups.versus, y=y)
-    images = latent.apply_attribute(model, item, vector, strengths, y=_label(y, args.apply_to))
+    if args.score:
+        if args.attr_file:
+            raise VaekitError("--score reads the attribute of the data set's own splits: drop --attr-file")
+        if args.out is not None and not args.out.endswith(".json"):
+            raise VaekitError(f"with --score, --out is a .json file, got {args.out}")
+        if args.items is not None and args.items < 1:
+            raise VaekitError(f"--items must be at least 1, got {args.items}")
+        if args.apply_to != "0" or args.split != "test":
+            raise VaekitError("--score edits every test item: drop --apply-to and --split (or use --items N)")
+        score = edits.score_attribute(model, dataset, args.attr, strengths, method=args.method, versus=args.versus,
+                                      items=args.items)
+        print(score.summary())
+        if args.out:
+            out = Path(args.out)
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(score.to_dict(), indent=2) + "\n")
+            except OSError as exc:
+                raise VaekitError(f"cannot write --out {out} ({exc.strerror or exc}): choose another place") from None
+            print(out)
+        return 0
+    if args.items is not None:
+        raise VaekitError("--items chooses the items --score edits: add --score, or drop --items")
+    if args.out is None:
+        raise VaekitError("--out is needed for the edited images (.png or .npy), unless --score")
+    try:
+        numbers = [float(v) for v in args.apply_to.split(",") if v.strip()]
+    except ValueError:
+        numbers = []
+    if not numbers or not all(v.is_integer() for v in numbers):
+        raise VaekitError(f"--apply-to takes item indices, e.g. 0,5,9; got {args.apply_to!r}")
+    indices = [int(v) for v in numbers]
+    items = [pick(x, index) for index in indices]
+    if args.attr_file:  # a table's rows belong to --split's items
+        groups = latent.find_attribute(dataset, args.split, args.attr, versus=args.versus, table=args.attr_file)
+        codes = latent.encode_dataset(model, x, y=y)
+    else:
+        groups = latent.find_attribute(dataset, "train", args.attr, versus=args.versus)
+        codes = latent.encode_dataset(model, dataset.x_train, y=split_labels(model, dataset, "train"))
+    log.info("attribute vector (%s): %s", args.method, groups.description)
+    vector = edits.attribute_direction(codes, groups, args.method)
+    images = torch.stack([latent.apply_attribute(model, item, vector, strengths, y=_label(y, index))
+                          for item, index in zip(items, indices)])
+    if not args.out.endswith(".npy") or len(indices) == 1:  # one item: (n_strengths, *data_shape), as before
+        images = images.flatten(0, 1)
     print(_save(model, images, args.out, ncol=len(strengths)))
     return 0
 

@@ -190,7 +190,7 @@ def train_data(dataset: Dataset, cfg: DataConfig) -> TensorData:
 
 def _import_loaders() -> None:
     """Loaders register themselves on import; importing here keeps the registry complete."""
-    from . import builtin  # noqa: F401
+    from . import builtin, faces  # noqa: F401
 
 
 def available_datasets() -> dict[str, str]:

@@ -1,0 +1,150 @@
+"""Attribute edits, scored: the arithmetic on planted models whose answers are known, and the CLI."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Bernoulli, Independent, Normal
+
+from vaekit import edits
+from vaekit.cli import main
+from vaekit.data import Dataset
+from vaekit.errors import VaekitError
+
+
+class Brightness:
+    """A planted model of flat grey 4x4 images: the code is the image's brightness, and decoding paints it,
+    clipped to [0, 1]. Every edit's effect follows in closed form."""
+
+    code_shape = (1,)
+    data_shape = (1, 4, 4)
+    device = torch.device("cpu")
+    config = SimpleNamespace(condition="none")
+
+    def encode(self, x, y=None):
+        return Independent(Normal(x.mean(dim=(1, 2, 3))[:, None], torch.ones(len(x), 1)), 1)
+
+    def code(self, qz):
+        return qz.mean
+
+    def decode_code(self, z, y=None):
+        return Independent(Bernoulli(probs=z.clamp(0, 1)[:, :, None, None].expand(-1, 1, 4, 4)), 3)
+
+
+def _flat(values: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(values.astype(np.float32))[:, None, None, None].expand(-1, 1, 4, 4).contiguous()
+
+
+@pytest.fixture(scope="module")
+def bright():
+    rng = np.random.default_rng(7)
+    train, test = rng.uniform(0.02, 0.98, 400), rng.uniform(0.02, 0.98, 300)
+    dataset = Dataset("bright", _flat(train), _flat(test), attributes_train={"bright": torch.tensor(train > 0.5).float()},
+                      attributes_test={"bright": torch.tensor(test > 0.5).float()}, is_image=True)
+    judge = edits.Judge("brightness", lambda x: x.mean(dim=(1, 2, 3)).double().numpy(), threshold=0.5)
+    d = float(np.float32(train[train > 0.5]).astype(np.float64).mean() - np.float32(train[train <= 0.5]).mean())
+    return dataset, judge, np.float32(test).astype(np.float64), d
+
+
+def test_the_score_of_a_planted_edit_is_its_closed_form(bright):
+    dataset, judge, v, d = bright
+    strengths = (-0.6, -0.2, 0.0, 0.2, 0.6)
+    score = edits.score_attribute(Brightness(), dataset, "bright", strengths, judge=judge)
+    assert score.items == len(v) and score.judge_accuracy is None
+    edited = {s: np.clip(v + s * d, 0, 1) for s in strengths}
+    for s, moved in zip(strengths, score.moved):
+        expected = None if s == 0 else np.mean((edited[s] - v) * np.sign(s) > 1e-6)
+        assert moved == pytest.approx(expected, abs=1 / len(v)) if s else moved is None
+    has = v > 0.5
+    expected_flipped = [np.mean(edited[s][~has] > 0.5) if s > 0 else np.mean(edited[s][has] <= 0.5) if s < 0 else None
+                        for s in strengths]
+    assert score.flipped[2] is None
+    for got, want in zip(score.flipped, expected_flipped):
+        if want is not None:
+            assert got == pytest.approx(want, abs=1 / len(v))
+    assert score.best_strength == 0.6  # the larger push flips more
+    assert score.baseline == 0.0 and score.missed == 0.0  # the reconstructions are judged as the items are
+    rising = (v - 0.2 * d > 0) & (v + 0.2 * d < 1)  # strictly rising unless two strengths clip at the same end
+    assert score.monotone == pytest.approx(rising.mean(), abs=1 / len(v))
+    for s, change in zip(strengths, score.change):
+        assert change == pytest.approx(np.mean(np.abs(edited[s] - v)), abs=1e-5)
+    assert score.outside == pytest.approx(score.change, abs=1e-5)  # flat images: every pixel changes alike
+
+
+def test_linear_and_mean_difference_agree_in_one_dimension(bright):
+    dataset, judge, _, d = bright
+    codes = dataset.x_train.mean(dim=(1, 2, 3))[:, None]
+    from vaekit.latent import find_attribute
+
+    groups = find_attribute(dataset, "train", "bright")
+    mean_diff = edits.attribute_direction(codes, groups, "mean-diff")
+    linear = edits.attribute_direction(codes, groups, "linear")
+    assert float(mean_diff) == pytest.approx(d, rel=1e-5)
+    assert torch.allclose(linear, mean_diff, rtol=1e-5)
+
+
+def test_linear_ignores_a_difference_that_does_not_separate():
+    """Two groups split by dimension 0; dimension 1 differs in mean only through one far outlier. The classifier's
+    normal stays on dimension 0, the mean difference does not."""
+    from vaekit.latent import AttributeGroups
+
+    rng = np.random.default_rng(0)
+    first = rng.normal(0, 1, 400)
+    codes = torch.tensor(np.stack([first, rng.normal(0, 0.1, 400)], axis=1), dtype=torch.float32)
+    mask = torch.from_numpy(first > 0)
+    codes[torch.nonzero(mask)[0], 1] = 60.0  # one outlier moves the group's mean on dimension 1
+    groups = AttributeGroups("a", mask, ~mask, "")
+    mean_diff = edits.attribute_direction(codes, groups, "mean-diff")
+    linear = edits.attribute_direction(codes, groups, "linear")
+    assert abs(float(mean_diff[1])) > 0.2
+    assert abs(float(linear[1])) < 0.1 * abs(float(linear[0]))
+
+
+def test_linear_is_the_normal_of_the_boundary_where_mean_difference_is_not():
+    """Codes spread 10x more along dimension 0; the groups are split by the boundary 0.1 z0 + z1 = 0, whose normal
+    is (0.1, 1). The mean difference leans towards the wide dimension (its direction is the covariance times the
+    normal, about (10, 1)); the classifier's normal does not."""
+    from vaekit.latent import AttributeGroups
+
+    rng = np.random.default_rng(0)
+    codes = torch.tensor(rng.normal(0, 1, (4000, 2)) * [10.0, 1.0], dtype=torch.float32)
+    mask = 0.1 * codes[:, 0] + codes[:, 1] > 0
+    groups = AttributeGroups("a", mask, ~mask, "")
+    normal = torch.tensor([0.1, 1.0]) / torch.tensor([0.1, 1.0]).norm()
+
+    def cosine(v):
+        return float(v @ normal / v.norm())
+
+    assert cosine(edits.attribute_direction(codes, groups, "linear")) > 0.99
+    assert cosine(edits.attribute_direction(codes, groups, "mean-diff")) < 0.3
+
+
+def test_bad_strengths_and_methods_are_refused(bright):
+    dataset, judge, _, _ = bright
+    with pytest.raises(VaekitError, match="must include 0"):
+        edits.score_attribute(Brightness(), dataset, "bright", (1, 2), judge=judge)
+    with pytest.raises(VaekitError, match="increasing order"):
+        edits.score_attribute(Brightness(), dataset, "bright", (1, 0, -1), judge=judge)
+    with pytest.raises(VaekitError, match="each once"):
+        edits.score_attribute(Brightness(), dataset, "bright", (0, 0, 1), judge=judge)
+    with pytest.raises(VaekitError, match="unknown --method"):
+        edits.score_attribute(Brightness(), dataset, "bright", (0, 1), method="pca", judge=judge)
+
+
+def test_the_cli_scores_and_edits_several_items(small_run, tmp_path, capsys):
+    out = tmp_path / "score.json"
+    assert main(["attribute", str(small_run), "--attr", "3", "--score", "--items", "200", "--out", str(out)]) == 0
+    score = json.loads(out.read_text())
+    assert score["items"] == 200 and score["strengths"] == [-2, -1, 0, 1, 2]
+    assert 0.5 < score["judge_accuracy"] <= 1.0  # the pixel classifier of digit 3 against the rest
+    assert len(score["flipped"]) == 5 and score["best_strength"] in (1, 2)
+    assert main(["attribute", str(small_run), "--attr", "3", "--apply-to", "0,4", "--method", "linear",
+                 "--out", str(tmp_path / "e.npy")]) == 0
+    assert np.load(tmp_path / "e.npy").shape == (2, 5, 1, 8, 8)
+    assert main(["attribute", str(small_run), "--attr", "3", "--apply-to", "0.5", "--out", str(tmp_path / "e.png")]) == 2
+    assert main(["attribute", str(small_run), "--attr", "3", "--score", "--out", str(tmp_path / "s.png")]) == 2
+    assert main(["attribute", str(small_run), "--attr", "3", "--score", "--apply-to", "4"]) == 2  # --score edits all
+    assert main(["attribute", str(small_run), "--attr", "3", "--items", "9", "--out", str(tmp_path / "e.png")]) == 2
