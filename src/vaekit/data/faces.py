@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..config import DataConfig
 from ..errors import VaekitError
@@ -267,7 +268,9 @@ def _download(url: str, target: Path) -> None:
             reason = getattr(exc, "reason", None) or exc
             raise VaekitError(f"cannot download {url} ({reason}): check the connection, or download it by hand and "
                               "give it with --from FILE") from None
-        with response:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with response, tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1][:30],
+                            leave=False) as bar:
             while True:
                 try:
                     block = response.read(1 << 20)
@@ -276,6 +279,7 @@ def _download(url: str, target: Path) -> None:
                                       "and give it with --from FILE") from None
                 if not block:
                     break
+                bar.update(len(block))
                 try:
                     out.write(block)
                 except OSError as exc:
