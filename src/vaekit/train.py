@@ -338,6 +338,7 @@ class Trainer:
         # Summed on the device (a GPU is read every 25 steps): the loss and each term times the batch size, the items
         # of steps that counted, and the steps skipped for a non-finite loss or gradient.
         sums: torch.Tensor | None = None
+        missed: torch.Tensor | None = None
         seen = 0
         skip = 0
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
@@ -387,8 +388,9 @@ class Trainer:
             self.step += 1
             batch = x.shape[0]
             counted = torch.cat([means * batch, means.new_ones(1) * batch, means.new_zeros(1)])  # no host copy
-            missed = torch.zeros_like(counted)
-            missed[-1] = 1
+            if missed is None:  # what a skipped step adds: its count, once per epoch
+                missed = torch.zeros_like(counted)
+                missed[-1] = 1
             added = torch.where(skipped, missed, counted)  # a skipped step adds nothing but its count
             sums = added if sums is None else sums + added
             seen += batch

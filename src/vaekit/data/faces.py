@@ -127,20 +127,25 @@ def _show_terms(spec: FaceSpec) -> None:
         pass  # shown again next time: better than never
 
 
+def _split(name: str, x: torch.Tensor, test: torch.Tensor, y: torch.Tensor, label_names: tuple[str, ...],
+           attributes: dict[str, torch.Tensor]) -> Dataset:
+    """The test items as filed; the training items in a fixed shuffled order (the files are sorted by smile or by
+    person), so that --limit keeps a mix."""
+    train = torch.nonzero(~test).flatten()
+    train = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))]
+    return Dataset(name, x[train], x[test], y[train], y[test], label_names=label_names,
+                   attributes_train={k: v[train] for k, v in attributes.items()},
+                   attributes_test={k: v[test] for k, v in attributes.items()}, is_image=True)
+
+
 @register_dataset("smiles", "SMILEsmileD: 7,370 grey 64x64 face crops, half smiling (6,634 train / 736 test); "
                             "attribute smile (`vaekit data get smiles`)")
 def load_smiles(cfg: DataConfig) -> Dataset:
     arrays = read_arrays(SPECS["smiles"], cfg.data_dir)
     x = images_to_tensor(arrays["images"])
     smile = torch.from_numpy(arrays["smile"].astype(np.int64))
-    test = torch.from_numpy(arrays["split"] == 1)
-    # The file lists the smiling faces first: the training split in a fixed shuffled order, so that --limit keeps
-    # both kinds; the test split as filed (its first 368 faces smile).
-    train = torch.nonzero(~test).flatten()
-    train = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))]
-    return Dataset("smiles", x[train], x[test], smile[train], smile[test], label_names=("not smiling", "smiling"),
-                   attributes_train={"smile": smile[train].float()}, attributes_test={"smile": smile[test].float()},
-                   is_image=True)
+    test = torch.from_numpy(arrays["split"] == 1)  # as filed, its first 368 faces smile
+    return _split("smiles", x, test, smile, ("not smiling", "smiling"), {"smile": smile.float()})
 
 
 @register_dataset("olivetti", "Olivetti faces: 400 grey 64x64 images of 40 people (32 people train / 8 test); "
@@ -151,13 +156,7 @@ def load_olivetti(cfg: DataConfig) -> Dataset:
     person = torch.from_numpy(arrays["person"].astype(np.int64))
     glasses = torch.from_numpy(arrays["glasses"].astype(np.float32))
     test = torch.isin(person, torch.tensor(OLIVETTI_TEST_PEOPLE))
-    names = tuple(f"person {i}" for i in range(40))
-    # the file is ordered by person: the training split in a fixed shuffled order, so that --limit mixes people
-    train = torch.nonzero(~test).flatten()
-    train = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))]
-    return Dataset("olivetti", x[train], x[test], person[train], person[test], label_names=names,
-                   attributes_train={"glasses": glasses[train]}, attributes_test={"glasses": glasses[test]},
-                   is_image=True)
+    return _split("olivetti", x, test, person, tuple(f"person {i}" for i in range(40)), {"glasses": glasses})
 
 
 @register_dataset("frey", "Frey faces: 1,965 grey 28x20 frames of one face (1,765 train / 200 test), the face set "
