@@ -1,6 +1,9 @@
 """Shared fixtures: small, seeded data and models so tests stay fast on 2 CPU cores."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -31,3 +34,33 @@ def small_run(tmp_path_factory):
     train(RunConfig(data=DataConfig(name="digits", limit=300), model=ModelConfig(latent_dim=2, hidden_dims=(16,)),
                     train=TrainConfig(epochs=2, progress=False)), out=out)
     return out
+
+
+SHARED_FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
+
+
+def shared_faces(name: str) -> Path:
+    """The folder holding the real face sets ($VAEKIT_DATA, as the Makefile and CI set it, or ../shared), or skip."""
+    from vaekit.data import faces
+
+    folder = faces.SPECS[name].folder
+    for root in (os.environ.get("VAEKIT_DATA"), SHARED_FACES):
+        if root and (Path(root) / folder / f"{folder}.npz").is_file():
+            return Path(root)
+    pytest.skip(f"the {name} face set is not on this machine (../shared/data/faces, or $VAEKIT_DATA): its loading "
+                "is not tested here")
+
+
+@pytest.fixture(scope="session")
+def smiles_short_run(tmp_path_factory):
+    """The faces recipe cut short (2,000 training faces of `smiles`, 4 epochs, no learning-rate warm-up; about
+    30 s): a run folder, and the data folder it reads."""
+    from vaekit.cli import main
+
+    root = shared_faces("smiles")
+    out = tmp_path_factory.mktemp("smiles") / "run"
+    with pytest.MonkeyPatch.context() as patch:  # the terms marker in a fresh home, as the face tests expect
+        patch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+        assert main(["train", "--recipe", "faces", "--data", "smiles", "--data-dir", str(root), "--limit", "2000",
+                     "--epochs", "4", "--set", "train.warmup_steps=0", "--out", str(out), "--no-progress"]) == 0
+    return out, root

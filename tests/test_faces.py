@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from pathlib import Path
 
@@ -14,18 +13,7 @@ from vaekit.config import DataConfig
 from vaekit.data import faces, load_dataset
 from vaekit.errors import VaekitError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
-
-
-def _shared(name: str) -> Path:
-    """The folder holding the real copies ($VAEKIT_DATA, as the Makefile and CI set it, or ../shared), or skip."""
-    folder = faces.SPECS[name].folder
-    for root in (os.environ.get("VAEKIT_DATA"), SHARED):
-        if root and (Path(root) / folder / f"{folder}.npz").is_file():
-            return Path(root)
-    pytest.skip(f"the {name} face set is not on this machine (../shared/data/faces, or $VAEKIT_DATA): its loading "
-                "is not tested here")
-
+from conftest import shared_faces as _shared
 
 @pytest.fixture(autouse=True)
 def _home(tmp_path, monkeypatch):
@@ -191,17 +179,14 @@ def test_the_shipped_selection_is_the_published_one():
             assert np.array_equal(real[name], selection[name]), name
 
 
-def test_a_short_run_on_smiles_scores_its_smile_edit_above_chance(tmp_path):
+def test_a_short_run_on_smiles_scores_its_smile_edit_above_chance(smiles_short_run):
     """The faces recipe cut short (2,000 training faces, 4 epochs, no learning-rate warm-up, about 30 s): on 300
     test faces the smile vector moves the judge's reading the requested way for well over half of them, both ways
     (chance: half)."""
     from vaekit import checkpoint, edits
 
-    root = _shared("smiles")
-    assert main(["train", "--recipe", "faces", "--data", "smiles", "--data-dir", str(root), "--limit", "2000",
-                 "--epochs", "4", "--set", "train.warmup_steps=0", "--out", str(tmp_path / "run"),
-                 "--no-progress"]) == 0
-    model = checkpoint.load(tmp_path / "run")
+    run, root = smiles_short_run
+    model = checkpoint.load(run)
     dataset = load_dataset(DataConfig(name="smiles", data_dir=str(root), limit=2000))
     score = edits.score_attribute(model, dataset, "smile", (-2, 0, 2), items=300)
     assert score.items == 300 and score.judge_accuracy > 0.75

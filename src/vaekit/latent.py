@@ -62,18 +62,27 @@ def code_size(model: Model) -> int:
 
 
 def lerp(z1: torch.Tensor, z2: torch.Tensor, steps: int) -> torch.Tensor:
-    t = torch.linspace(0, 1, steps, dtype=z1.dtype, device=z1.device).unsqueeze(1)
-    return (1 - t) * z1 + t * z2  # (steps, D)
+    return lerp_at(z1, z2, torch.linspace(0, 1, steps, dtype=z1.dtype, device=z1.device))  # (steps, D)
 
 
 def slerp(z1: torch.Tensor, z2: torch.Tensor, steps: int) -> torch.Tensor:
-    """Spherical interpolation (Shoemake 1985) of direction, with the norm interpolated linearly."""
-    t = torch.linspace(0, 1, steps, dtype=z1.dtype, device=z1.device).unsqueeze(1)
+    return slerp_at(z1, z2, torch.linspace(0, 1, steps, dtype=z1.dtype, device=z1.device))
+
+
+def lerp_at(z1: torch.Tensor, z2: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The points of the straight path from z1 (D,) to z2 at fractions t (T,): (T, D)."""
+    t = t.to(z1).reshape(-1, 1)
+    return (1 - t) * z1 + t * z2
+
+
+def slerp_at(z1: torch.Tensor, z2: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation (Shoemake 1985) of direction, with the norm interpolated linearly, at fractions t."""
+    t = t.to(z1).reshape(-1, 1)
     n1, n2 = z1.norm(), z2.norm()
     u1, u2 = z1 / n1.clamp_min(1e-12), z2 / n2.clamp_min(1e-12)
     omega = torch.arccos((u1 * u2).sum().clamp(-1.0, 1.0))
     if float(omega) < 1e-6:  # parallel codes: the great circle is undefined and lerp is exact
-        return lerp(z1, z2, steps)
+        return lerp_at(z1, z2, t)
     direction = (torch.sin((1 - t) * omega) * u1 + torch.sin(t * omega) * u2) / torch.sin(omega)
     return direction * ((1 - t) * n1 + t * n2)
 

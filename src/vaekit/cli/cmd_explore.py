@@ -1,0 +1,57 @@
+"""vaekit explore: the latent-space explorer, a local web page over a trained run."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..errors import VaekitError
+from .common import add_data_flags, add_split, load_run, run_dataset
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    help = "serve a web page to explore a run's latent space: sliders, the latent map, interpolation, attributes"
+    p = sub.add_parser("explore", help=help, description=help + ". Needs the optional extra: pip install "
+                       "'vaekit[explore]'. The JSON API is documented at /docs on the same address.")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only; "
+                   "the explorer has no authentication)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--map-items", type=int, default=2000, help="the first N items of --split on the latent map")
+    p.add_argument("--attr-file", help="CSV or CelebA list_attr_celeba.txt table of 0/1 attributes, one row per item "
+                   "of --split, in order: its columns become attributes (their vectors from --split's codes)")
+    add_split(p)
+    add_data_flags(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..serve import Explorer, bind, serve
+    from ..serve.server import address, is_loopback
+
+    try:  # say so before loading anything
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise VaekitError(f"vaekit explore needs {exc.name}: pip install 'vaekit[explore]'") from None
+    if not is_loopback(args.host):
+        log.warning("warning: serving on %s: anyone who can reach this machine can use the explorer (it has no "
+                    "authentication); use --host 127.0.0.1 to keep it to this machine", args.host)
+    sock = bind(args.host, args.port)  # a busy port fails before minutes of loading
+    try:
+        model = load_run(args.run)
+        dataset = run_dataset(args.run, args)
+        explorer = Explorer(model, dataset, split=args.split, map_items=args.map_items, run=str(args.run),
+                            attribute_table=args.attr_file)
+    except BaseException:
+        sock.close()
+        raise
+    print(f"vaekit explorer for {args.run}: {address(sock)}  (API docs: {address(sock)}docs; Ctrl-C stops)", flush=True)
+    try:
+        serve(explorer, sock)
+    except KeyboardInterrupt:
+        pass
+    sys.stderr.write("vaekit explorer stopped\n")
+    return 0

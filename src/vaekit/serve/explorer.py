@@ -1,0 +1,464 @@
+"""What the explorer page asks of a trained model, as plain Python: decode a code, encode an item or an uploaded
+picture, interpolate, apply an attribute vector (with its measured score), draw prior samples, map the codes.
+
+Knows no model family: every operation goes through the model contract and vaekit.latent. Whatever is the same
+for every request (the codes of the map, the dimensions' ranking, attribute vectors, scores) is computed once and
+kept; requests that run the model take one lock, so a burst of them queues instead of oversubscribing the CPU.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import math
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .. import edits, latent, viz
+from ..data import Dataset
+from ..data.tables import model_table
+from ..errors import VaekitError
+from ..models import Model
+
+log = logging.getLogger(__name__)
+
+MAX_UPLOAD_BYTES = 5 * 2**20  # a picture of a face or a digit is a few kB; 5 MB leaves room for a phone photo
+MAX_UPLOAD_PIXELS = 40_000_000  # width x height: refuses a decompression bomb before its pixels are read
+UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
+MAX_SAMPLES = 64
+MAX_STEPS = 64
+MAX_STRENGTH = 10.0
+SCORE_STRENGTHS = (-2.0, -1.0, 0.0, 1.0, 2.0)
+SCORE_ITEMS = 500  # test items a score edits (a random sample of this many where there are more)
+
+
+class NotFound(VaekitError):
+    """An item, attribute or label that does not exist (HTTP 404)."""
+
+
+class BadUpload(VaekitError):
+    """An uploaded file of the wrong kind or size (HTTP 415 or 413)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Dimension:
+    index: int  # in the flattened code
+    score: float  # mean KL (or code variance): how much the model uses it
+    low: float  # slider range: the prior's mean -+ 3 standard deviations (or the codes' where the prior has none)
+    high: float
+    mean: float
+
+
+class Explorer:
+    """One trained model and its data set, served to the explorer page (and to anyone using its JSON API)."""
+
+    def __init__(self, model: Model, dataset: Dataset, split: str = "test", map_items: int = 2000,
+                 run: str = "", score_items: int = SCORE_ITEMS, attribute_table: str | None = None) -> None:
+        if map_items < 2:
+            raise VaekitError(f"--map-items must be at least 2, got {map_items}")
+        self.model = model.eval()
+        self.dataset = dataset
+        self.split = split
+        self.run = run
+        self.score_items = score_items
+        self.table = model_table(model.config)
+        self.items = dataset.split(split)
+        if len(self.items) < 2:
+            raise VaekitError(f"the {split} split has {len(self.items)} item(s): the explorer needs at least 2")
+        self.conditioned = bool(model.num_labels)
+        self.code_size = latent.code_size(model)
+        self.is_image = len(model.data_shape) == 3 and model.data_shape[0] in (1, 3)
+        self._lock = threading.Lock()  # one model call at a time
+        self._cache_lock = threading.Lock()
+        self._vectors: dict[tuple[str, str], torch.Tensor] = {}
+        self._scores: dict[tuple[str, str], Future] = {}
+        self._scorer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vaekit-score")
+        self._train_codes: torch.Tensor | None = None
+        self._split_codes: torch.Tensor | None = None
+        # An attribute table's columns (0/1, one row per item of the served split, in order), as `vaekit attribute
+        # --attr-file` reads them: their vectors come from the split's own codes.
+        self.table_attributes: dict[str, torch.Tensor] = {}
+        if attribute_table is not None:
+            from ..data.user import load_attribute_table
+
+            keys, columns = load_attribute_table(attribute_table)
+            if len(keys) != len(self.items):
+                raise VaekitError(f"{attribute_table} has {len(keys)} rows but the {split} split has {len(self.items)} "
+                                  "items: rows are matched to items by order, so give one row per item of --split")
+            self.table_attributes = {name: values.float() for name, values in columns.items()}
+
+        n = min(map_items, len(self.items))
+        x_map = self.items.x[:n]
+        y_map = self._labels(self.items.y)[:n] if self.conditioned else None
+        log.info("encoding %d %s items for the latent map", n, split)
+        self.map = latent.latent_map(model, x_map, method="auto", y=y_map)
+        self.map_codes = torch.from_numpy(self.map.to_codes(self.map.points)).float()
+        scores = latent.dimension_scores(model, x_map, y=y_map).flatten()
+        try:
+            mean, std = latent.prior_moments(model)
+        except VaekitError:  # a prior over another shape than the code: the codes' own spread
+            codes = latent.encode_dataset(model, x_map, y=y_map).flatten(1)
+            mean, std = codes.mean(0), codes.std(0)
+        order = torch.argsort(scores, descending=True, stable=True).tolist()
+        self.dimensions = tuple(Dimension(int(d), float(scores[d]), float(mean[d] - 3 * std[d]),
+                                          float(mean[d] + 3 * std[d]), float(mean[d])) for d in order)
+
+    # ---- what the page shows first ---------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        cfg = self.model.config
+        return {
+            "run": self.run, "family": cfg.family, "data": self.dataset.name, "split": self.split,
+            "items": len(self.items), "map_items": len(self.map.points), "data_shape": list(self.model.data_shape),
+            "kind": "image" if self.is_image else "table" if self.table is not None else "vector",
+            "code_size": self.code_size, "code_shape": list(self.model.code_shape),
+            "dimensions": [vars(d) for d in self.dimensions],
+            "labels": self._label_names() if self.items.y is not None or self.conditioned else None,
+            "conditioned": self.conditioned, "attributes": self.attributes(),
+            "colourings": (["label"] if self.items.y is not None else []) + sorted(self._split_attributes()),
+        }
+
+    def attributes(self) -> list[str]:
+        """What --attr accepts here: the data set's named attributes, then its classes."""
+        names = sorted(set(self.dataset.attributes_train) & set(self._split_attributes()))
+        names += sorted(set(self.table_attributes) - set(names))
+        if self.dataset.y_train is not None and self.items.y is not None:
+            names += [name for name in self._label_names() if name not in names]
+        return names
+
+    # ---- decode / encode -------------------------------------------------------------------------------------
+    def decode(self, z: Sequence[float], label: int | str | None = None) -> dict[str, Any]:
+        code = self.check_code(z)
+        y = self.parse_label(label)
+        with self._lock:
+            values = latent.decode_mean(self.model, code[None], y)
+        return self.render(values)[0]
+
+    def encode_item(self, index: int) -> dict[str, Any]:
+        x = self.item_x(index)
+        y = self.item_label(index)
+        with self._lock:
+            qz = self.model.encode(x[None].to(self.model.device), y)
+            code = self.model.code(qz).detach().cpu().flatten()
+            recon = latent.decode_mean(self.model, code.reshape(1, *self.model.code_shape), y)
+            spread = _stddev(qz)
+        return {"item": index, "z": code.tolist(), "std": spread, "label": self._item_label_name(index),
+                "item_view": self.render(x[None])[0], "reconstruction": self.render(recon)[0]}
+
+    def encode_upload(self, data: bytes, label: int | str | None = None) -> dict[str, Any]:
+        x = self.read_upload(data)
+        y = self.parse_label(label)
+        with self._lock:
+            qz = self.model.encode(x[None].to(self.model.device), y)
+            code = self.model.code(qz).detach().cpu().flatten()
+            recon = latent.decode_mean(self.model, code.reshape(1, *self.model.code_shape), y)
+            spread = _stddev(qz)
+        return {"z": code.tolist(), "std": spread, "item_view": self.render(x[None])[0],
+                "reconstruction": self.render(recon)[0]}
+
+    def item(self, index: int) -> dict[str, Any]:
+        x = self.item_x(index)
+        out = {"item": index, "label": self._item_label_name(index), **self.render(x[None])[0]}
+        attributes = self._split_attributes()
+        out["attributes"] = {k: float(v[index]) for k, v in attributes.items()}
+        return out
+
+    # ---- paths, edits, samples -------------------------------------------------------------------------------
+    def interpolate(self, a: torch.Tensor, b: torch.Tensor, t: float | None = None, steps: int | None = None,
+                    method: str = "lerp", label: int | str | None = None) -> dict[str, Any]:
+        """Decoded points between codes a and b: at t in [0, 1], or `steps` evenly spaced ones, endpoints included."""
+        paths = {"lerp": latent.lerp_at, "slerp": latent.slerp_at}
+        if method not in paths:
+            raise VaekitError(f"unknown interpolation {method!r}: use lerp or slerp")
+        if (t is None) == (steps is None):
+            raise VaekitError("give either t (one point, 0..1) or steps (2..64 points)")
+        if t is not None and not (math.isfinite(t) and 0 <= t <= 1):
+            raise VaekitError(f"t must be between 0 and 1, got {t}")
+        if steps is not None and not 2 <= steps <= MAX_STEPS:
+            raise VaekitError(f"steps must be between 2 and {MAX_STEPS}, got {steps}")
+        y = self.parse_label(label)
+        fractions = torch.tensor([t]) if t is not None else torch.linspace(0, 1, steps)
+        path = paths[method](a.flatten(), b.flatten(), fractions)  # (T, D)
+        with self._lock:
+            values = latent.decode_mean(self.model, path.reshape(len(path), *self.model.code_shape), y)
+        frames = self.render(values)
+        return {"frames": frames, "z": path.tolist()} if t is None else {**frames[0], "z": path[0].tolist()}
+
+    def vector(self, name: str, method: str = "mean-diff") -> torch.Tensor:
+        """The attribute's direction from the training split's codes, computed once per (name, method)."""
+        if method not in edits.METHODS:
+            raise VaekitError(f"unknown method {method!r}: use one of {', '.join(edits.METHODS)}")
+        key = (name, method)
+        with self._cache_lock:
+            if key in self._vectors:
+                return self._vectors[key]
+        groups = self._groups(name)
+        codes = self.split_codes() if self._from_table(name) else self.train_codes()
+        vector = edits.attribute_direction(codes, groups, method).flatten()
+        with self._cache_lock:
+            self._vectors[key] = vector
+        return vector
+
+    def attribute(self, code: torch.Tensor, name: str, strength: float, method: str = "mean-diff",
+                  label: int | str | None = None) -> dict[str, Any]:
+        if not (math.isfinite(strength) and abs(strength) <= MAX_STRENGTH):
+            raise VaekitError(f"strength must be a number between -{MAX_STRENGTH:g} and {MAX_STRENGTH:g}, got {strength}")
+        vector = self.vector(name, method)
+        edited = code.flatten() + strength * vector
+        y = self.parse_label(label)
+        with self._lock:
+            values = latent.decode_mean(self.model, edited.reshape(1, *self.model.code_shape), y)
+        return {**self.render(values)[0], "z": edited.tolist(), "attribute": name, "method": method,
+                "strength": strength, "score": self.score(name, method, start=True)}
+
+    def score(self, name: str, method: str = "mean-diff", start: bool = True) -> dict[str, Any]:
+        """The edit's measured score (vaekit.edits.score_attribute on the test split), computed once in the
+        background: {"status": "computing"}, then {"status": "ready", ...} or {"status": "unavailable", "reason"}."""
+        if method not in edits.METHODS:
+            raise VaekitError(f"unknown method {method!r}: use one of {', '.join(edits.METHODS)}")
+        self._groups(name)  # an unknown attribute is a 404 now, not a failed job later
+        key = (name, method)
+        with self._cache_lock:
+            job = self._scores.get(key)
+            if job is None:
+                if not start:
+                    return {"status": "not started"}
+                job = self._scores[key] = self._scorer.submit(self._score, name, method)
+        if not job.done():
+            return {"status": "computing"}
+        error = job.exception()
+        if error is not None:
+            reason = str(error) if isinstance(error, VaekitError) else f"{type(error).__name__}: {error}"
+            return {"status": "unavailable", "reason": reason}
+        return job.result()
+
+    def _score(self, name: str, method: str) -> dict[str, Any]:
+        if self._from_table(name):
+            raise VaekitError(f"{name} comes from an attribute table of the {self.split} split only: a score needs the "
+                              "attribute on both splits (the direction and judge from training items, the edits on "
+                              "test items)")
+        score = edits.score_attribute(self.model, self.dataset, name, SCORE_STRENGTHS, method=method,
+                                      items=self.score_items)
+        return {"status": "ready", "summary": score.summary(), **score.to_dict()}
+
+    def sample(self, n: int = 16, seed: int | None = None, label: int | str | None = None) -> dict[str, Any]:
+        if not 1 <= n <= MAX_SAMPLES:
+            raise VaekitError(f"n must be between 1 and {MAX_SAMPLES}, got {n}")
+        y = self.parse_label(label)
+        generator = torch.Generator()
+        if seed is not None:
+            generator.manual_seed(seed)
+        else:
+            generator.seed()
+        with self._lock:
+            z = self.model.sample_prior(n, generator)
+            values = self.model.decode(z.to(self.model.device), y).mean.cpu()
+        out: dict[str, Any] = {"samples": self.render(values)}
+        if tuple(z.shape[1:]) == tuple(self.model.code_shape):  # the prior draws codes: the page can slide them
+            out["z"] = z.flatten(1).tolist()
+        return out
+
+    # ---- the 2-D map -----------------------------------------------------------------------------------------
+    def map_points(self, colour: str | None = None) -> dict[str, Any]:
+        values, names = None, None
+        if colour in (None, "label"):
+            if self.items.y is not None:
+                values = self.items.y[: len(self.map.points)].tolist()
+                names = self._label_names()
+            elif colour == "label":
+                raise NotFound(f"{self.dataset.name} has no labels to colour by: choose an attribute")
+        else:
+            attributes = self._split_attributes()
+            if colour not in attributes:
+                raise NotFound(f"no attribute {colour!r} to colour by: choose one of {', '.join(sorted(attributes)) or 'none'}")
+            values = attributes[colour][: len(self.map.points)].double().tolist()
+        return {"points": np.round(self.map.points, 4).tolist(), "projection": self.map.projection,
+                "explained_variance": list(self.map.explained_variance), "colour": colour or ("label" if names else None),
+                "values": values, "names": names}
+
+    def map_decode(self, point: Sequence[float], label: int | str | None = None) -> dict[str, Any]:
+        point = _finite(point, "point")
+        if len(point) != 2:
+            raise VaekitError(f"point must be two numbers (the map's x and y), got {len(point)}")
+        code = torch.from_numpy(self.map.to_codes(np.asarray(point)[None])).float()[0]
+        return {**self.decode(code.tolist(), label), "z": code.tolist()}
+
+    # ---- checks and conversions ------------------------------------------------------------------------------
+    def check_code(self, z: Sequence[float]) -> torch.Tensor:
+        values = _finite(z, "z")
+        if len(values) != self.code_size:
+            raise VaekitError(f"z has {len(values)} numbers, this model's code has {self.code_size}")
+        return torch.tensor(values, dtype=torch.float32).reshape(self.model.code_shape)
+
+    def parse_label(self, label: int | str | None) -> torch.Tensor | None:
+        """The class a label-conditioned model decodes with (a name or an index); other models take none."""
+        if not self.conditioned:
+            if label is not None:
+                raise VaekitError("this model is not conditioned on labels: leave out label")
+            return None
+        if label is None:
+            raise VaekitError(f"this model is conditioned on labels: give label, one of {', '.join(self._label_names())}")
+        names = self._label_names()
+        text = str(label)
+        if text in names:
+            return torch.tensor([names.index(text)])
+        if text.isdigit() and int(text) < self.model.num_labels:
+            return torch.tensor([int(text)])
+        raise NotFound(f"unknown label {text!r}: use one of {', '.join(names)}")
+
+    def item_x(self, index: int) -> torch.Tensor:
+        if not 0 <= index < len(self.items):
+            raise NotFound(f"no item {index}: the {self.split} split has items 0..{len(self.items) - 1}")
+        return self.items.x[index]
+
+    def item_label(self, index: int) -> torch.Tensor | None:
+        return self._labels(self.items.y)[index:index + 1] if self.conditioned else None
+
+    def code_of(self, item: int | None, z: Sequence[float] | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """An endpoint of a path or an edit: an item of the split (its code, and its label where the model is
+        conditioned) or a code given as numbers. Exactly one of the two."""
+        if (item is None) == (z is None):
+            raise VaekitError("give either item (an index into the split) or z (a code)")
+        if z is not None:
+            return self.check_code(z).flatten(), None
+        x = self.item_x(item)
+        y = self.item_label(item)
+        with self._lock:
+            code = latent.encode_dataset(self.model, x[None], y=y)[0]
+        return code.flatten(), y
+
+    def read_upload(self, data: bytes) -> torch.Tensor:
+        """An uploaded picture as one item of the model's shape: its channels (grey or RGB), cropped to the
+        model's aspect ratio about the centre and resized; values in [0, 1]."""
+        from PIL import Image, ImageOps, UnidentifiedImageError
+
+        if not self.is_image:
+            raise BadUpload("this model's items are not pictures: upload is for image models", 415)
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise BadUpload(f"the upload is {len(data) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB: "
+                            "send a smaller picture", 413)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError:  # Pillow's own limit, far above ours: refused from the header alone
+            raise BadUpload(f"the picture has too many pixels; the limit is {MAX_UPLOAD_PIXELS:,}: send a smaller "
+                            "one", 413) from None
+        except (UnidentifiedImageError, OSError, ValueError):
+            raise BadUpload(f"the upload is not a picture: send one of {', '.join(UPLOAD_FORMATS)}", 415) from None
+        if image.format not in UPLOAD_FORMATS:
+            raise BadUpload(f"{image.format} pictures are not accepted: send one of {', '.join(UPLOAD_FORMATS)}", 415)
+        width, height = image.size
+        if width * height > MAX_UPLOAD_PIXELS:
+            raise BadUpload(f"the picture is {width}x{height} pixels; the limit is {MAX_UPLOAD_PIXELS:,}: send a "
+                            "smaller one", 413)
+        channels, h, w = self.model.data_shape
+        try:
+            image = ImageOps.exif_transpose(image).convert("L" if channels == 1 else "RGB")
+            image = ImageOps.fit(image, (w, h), Image.Resampling.LANCZOS)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise BadUpload(f"the picture could not be read ({exc}): send another", 415) from None
+        array = np.asarray(image, dtype=np.float32) / 255.0
+        array = array[None] if channels == 1 else array.transpose(2, 0, 1)
+        return torch.from_numpy(np.ascontiguousarray(array))
+
+    def render(self, values: torch.Tensor) -> list[dict[str, Any]]:
+        """Decoded items (N, *data_shape) -> what the page shows: a PNG (as a data URL), a table row in the user's
+        units, or the numbers."""
+        if self.is_image:
+            return [{"image": _png(tile)} for tile in viz.to_uint8_images(values)]
+        flat = values.reshape(len(values), -1)
+        if self.table is not None:
+            columns = self.table.decode(flat)
+            return [{"row": {name: columns[name][i] for name in self.table.names}} for i in range(len(flat))]
+        return [{"values": [round(float(v), 6) for v in row]} for row in flat]
+
+    def train_codes(self) -> torch.Tensor:
+        with self._cache_lock:
+            if self._train_codes is not None:
+                return self._train_codes
+        train = self.dataset.split("train")
+        with self._lock:
+            codes = latent.encode_dataset(self.model, train.x, y=self._labels(train.y) if self.conditioned else None)
+        with self._cache_lock:
+            self._train_codes = codes
+        return codes
+
+    def split_codes(self) -> torch.Tensor:
+        """The served split's codes (for an attribute table's vectors), computed once."""
+        with self._cache_lock:
+            if self._split_codes is not None:
+                return self._split_codes
+        with self._lock:
+            codes = latent.encode_dataset(self.model, self.items.x,
+                                          y=self._labels(self.items.y) if self.conditioned else None)
+        with self._cache_lock:
+            self._split_codes = codes
+        return codes
+
+    def close(self) -> None:
+        self._scorer.shutdown(wait=False, cancel_futures=True)
+
+    def _groups(self, name: str):
+        if name not in self.attributes():
+            known = ", ".join(self.attributes()) or "none"
+            raise NotFound(f"no attribute {name!r} here: choose one of {known}")
+        if self._from_table(name):
+            return latent.groups_from_values(self.table_attributes[name], name)
+        return latent.find_attribute(self.dataset, "train", name)
+
+    def _from_table(self, name: str) -> bool:
+        """A table column wins over a data set attribute or class of the same name, as in `vaekit attribute`."""
+        return name in self.table_attributes
+
+    def _split_attributes(self) -> dict[str, torch.Tensor]:
+        own = self.dataset.attributes_train if self.split == "train" else self.dataset.attributes_test
+        return {**own, **self.table_attributes}
+
+    def _labels(self, y: torch.Tensor | None) -> torch.Tensor:
+        if y is None:
+            raise VaekitError(f"the model is conditioned on labels, but {self.dataset.name} has none: give labelled data")
+        return y
+
+    def _label_names(self) -> list[str]:
+        if self.dataset.label_names:
+            return list(self.dataset.label_names)
+        count = self.model.num_labels or (int(self.dataset.y_train.max()) + 1 if self.dataset.y_train is not None else 0)
+        return [str(i) for i in range(count)]
+
+    def _item_label_name(self, index: int) -> str | None:
+        if self.items.y is None:
+            return None
+        label = int(self.items.y[index])
+        names = self._label_names()
+        return names[label] if label < len(names) else str(label)
+
+
+def _finite(values: Sequence[float], what: str) -> list[float]:
+    out = [float(v) for v in values]
+    bad = [i for i, v in enumerate(out) if not math.isfinite(v)]
+    if bad:
+        raise VaekitError(f"{what} holds a value that is not a finite number at position {bad[0]}: send finite numbers")
+    return out
+
+
+def _stddev(qz) -> list[float] | None:
+    try:
+        return qz.stddev.detach().cpu().flatten().tolist()
+    except (AttributeError, NotImplementedError):  # a family whose posterior has no standard deviation (a point)
+        return None
+
+
+def _png(tile: np.ndarray) -> str:
+    from PIL import Image
+
+    image = Image.fromarray(tile[..., 0] if tile.shape[-1] == 1 else tile)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

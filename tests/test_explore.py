@@ -1,0 +1,574 @@
+"""The explorer's JSON API (every endpoint and every refusal, through the ASGI test client), a burst of concurrent
+decodes on a real server, and `vaekit explore` itself."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("fastapi", reason="the explorer's extra is not installed: pip install 'vaekit[explore]'")
+from fastapi.testclient import TestClient  # noqa: E402  (starlette's test client)
+from PIL import Image  # noqa: E402
+
+from vaekit import checkpoint, edits, latent, viz  # noqa: E402
+from vaekit.cli import main  # noqa: E402
+from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from vaekit.data import load_dataset  # noqa: E402
+from vaekit.serve import Explorer, bind  # noqa: E402
+from vaekit.serve.app import create_app  # noqa: E402
+
+
+def _explorer(run, **kwargs) -> Explorer:
+    return Explorer(checkpoint.load(run), load_dataset(checkpoint.load_config(run).data), run=str(run), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def digits(small_run):
+    explorer = _explorer(small_run)
+    with TestClient(create_app(explorer)) as client:
+        yield explorer, client
+    explorer.close()
+
+
+@pytest.fixture(scope="module")
+def conditioned(tmp_path_factory):
+    from vaekit.runs import train
+
+    out = tmp_path_factory.mktemp("conditioned") / "run"
+    train(RunConfig(data=DataConfig(name="digits", limit=300), model=ModelConfig(latent_dim=3, hidden_dims=(16,),
+                                                                                 condition="label"),
+                    train=TrainConfig(epochs=1, progress=False)), out=out)
+    explorer = _explorer(out)
+    with TestClient(create_app(explorer)) as client:
+        yield explorer, client
+    explorer.close()
+
+
+def _pixels(result: dict) -> np.ndarray:
+    """A decoded item's data URL -> uint8 pixels (H, W) or (H, W, 3)."""
+    head, data = result["image"].split(",", 1)
+    assert head == "data:image/png;base64"
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))
+
+
+def _expected(values: torch.Tensor) -> np.ndarray:
+    tiles = viz.to_uint8_images(values)
+    return tiles[..., 0] if tiles.shape[-1] == 1 else tiles
+
+
+def _png(array: np.ndarray, mode: str = "L", fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+# ---- what the page starts from ------------------------------------------------------------------------------
+
+def test_info_ranks_the_dimensions_by_use_and_gives_their_ranges(digits):
+    explorer, client = digits
+    info = client.get("/api/info").json()
+    assert info["family"] == "vae" and info["data"] == "digits" and info["code_size"] == 2
+    assert info["kind"] == "image" and info["data_shape"] == [1, 8, 8] and info["items"] == len(explorer.items)
+    scores = latent.dimension_scores(explorer.model, explorer.items.x[: info["map_items"]])
+    dims = info["dimensions"]
+    assert [d["index"] for d in dims] == torch.argsort(scores, descending=True, stable=True).tolist()
+    assert all(d["low"] == pytest.approx(-3, abs=1e-6) and d["high"] == pytest.approx(3, abs=1e-6) for d in dims)
+    assert info["labels"] == [str(k) for k in range(10)] and info["attributes"] == info["labels"]
+    assert info["conditioned"] is False and info["colourings"] == ["label"]
+
+
+def test_the_page_its_script_and_the_api_docs_are_served(digits):
+    _, client = digits
+    page = client.get("/")
+    assert page.status_code == 200 and "/static/explorer.js" in page.text
+    assert client.get("/static/explorer.js").status_code == 200
+    assert client.get("/static/explorer.css").status_code == 200
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/api/decode", "/api/encode", "/api/encode-image", "/api/interpolate", "/api/attribute", "/api/score",
+            "/api/sample", "/api/map", "/api/map/decode", "/api/item/{index}", "/api/info"} <= set(paths)
+
+
+# ---- decode ---------------------------------------------------------------------------------------------------
+
+def test_decode_answers_with_the_decoded_image(digits):
+    explorer, client = digits
+    z = [0.1, -0.3]
+    response = client.post("/api/decode", json={"z": z})
+    assert response.status_code == 200
+    assert np.array_equal(_pixels(response.json()), _expected(latent.decode_mean(explorer.model, torch.tensor([z])))[0])
+
+
+@pytest.mark.parametrize("body,status,says", [
+    ({"z": [0.1]}, 422, "z has 1 numbers, this model's code has 2"),
+    ({"z": [0.1, 0.2, 0.3]}, 422, "has 3 numbers"),
+    ({"z": []}, 422, "has 0 numbers"),
+    ({"z": "0.1,0.2"}, 422, "z: Input should be a valid list"),
+    ({"z": [0.1, "a"]}, 422, "z.1"),
+    ({}, 422, "z: Field required"),
+    ({"z": [0.1, 0.2], "extra": 1}, 422, "extra: Extra inputs are not permitted"),
+    ({"z": [0.1, 0.2], "label": 3}, 422, "not conditioned on labels"),
+])
+def test_decode_refuses_what_is_not_a_code_of_this_model(digits, body, status, says):
+    _, client = digits
+    response = client.post("/api/decode", json=body)
+    assert response.status_code == status and says in response.json()["error"]
+
+
+@pytest.mark.parametrize("text", ['{"z": [NaN, 0]}', '{"z": [0, Infinity]}', '{"z": [-Infinity, 1]}', '{"z": [1e999, 0]}'])
+def test_decode_refuses_a_value_that_is_not_finite(digits, text):
+    _, client = digits
+    response = client.post("/api/decode", content=text, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "not a finite number" in response.json()["error"]
+
+
+@pytest.mark.parametrize("text", ["{", "[1, 2]", "null", "z=1", ""])
+def test_a_body_that_is_not_a_json_object_is_a_4xx_naming_it(digits, text):
+    _, client = digits
+    response = client.post("/api/decode", content=text, headers={"content-type": "application/json"})
+    assert 400 <= response.status_code < 500 and response.json()["error"]
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(digits):
+    _, client = digits
+    response = client.post("/api/decode", content=b'{"z": [' + b"0," * 3_000_000 + b"0]}",
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "MB" in response.json()["error"]
+
+
+# ---- encode, items, uploads ---------------------------------------------------------------------------------
+
+def test_encode_gives_an_items_code_spread_and_reconstruction(digits):
+    explorer, client = digits
+    result = client.post("/api/encode", json={"item": 7}).json()
+    qz = explorer.model.encode(explorer.items.x[7:8])
+    assert result["z"] == pytest.approx(explorer.model.code(qz)[0].tolist(), abs=1e-6)
+    assert result["std"] == pytest.approx(qz.stddev[0].tolist(), abs=1e-6)
+    assert result["label"] == str(int(explorer.items.y[7]))
+    assert np.array_equal(_pixels(result["item_view"]), _expected(explorer.items.x[7:8])[0])
+    assert np.array_equal(_pixels(result["reconstruction"]), _expected(explorer.model.reconstruct(explorer.items.x[7:8]))[0])
+
+
+@pytest.mark.parametrize("item", [-1, 10**6])
+def test_an_unknown_item_is_a_404(digits, item):
+    explorer, client = digits
+    for response in (client.post("/api/encode", json={"item": item}), client.get(f"/api/item/{item}"),
+                     client.post("/api/interpolate", json={"a": {"item": item}, "b": {"item": 0}, "t": 0.5}),
+                     client.post("/api/attribute", json={"item": item, "attribute": "3", "strength": 1})):
+        assert response.status_code == 404
+        assert f"no item {item}: the test split has items 0..{len(explorer.items) - 1}" == response.json()["error"]
+
+
+def test_an_item_shows_its_picture_and_label(digits):
+    explorer, client = digits
+    result = client.get("/api/item/3").json()
+    assert result["label"] == str(int(explorer.items.y[3])) and result["attributes"] == {}
+    assert np.array_equal(_pixels(result), _expected(explorer.items.x[3:4])[0])
+
+
+def test_an_uploaded_picture_is_encoded_like_the_item_it_shows(digits):
+    explorer, client = digits
+    pixels = _expected(explorer.items.x[5:6])[0]  # the item as an 8x8 grey PNG: uint8 rounding is all that differs
+    result = client.post("/api/encode-image", files={"file": ("five.png", _png(pixels), "image/png")}).json()
+    item = latent.encode_dataset(explorer.model, explorer.items.x[5:6])[0]
+    assert result["z"] == pytest.approx(item.tolist(), abs=0.05)
+    # a larger colour photo is made grey, cropped to the model's square about its centre and resized
+    photo = np.zeros((40, 60, 3), dtype=np.uint8)
+    photo[:, 10:50] = np.kron(pixels, np.ones((5, 5), dtype=np.uint8))[..., None]
+    result = client.post("/api/encode-image", files={"file": ("photo.jpg", _png(photo, "RGB", "JPEG"), "image/jpeg")})
+    seen = _pixels(result.json()["item_view"]).astype(float)
+    assert result.status_code == 200 and np.corrcoef(seen.ravel(), pixels.ravel())[0, 1] > 0.95
+
+
+def test_uploads_of_the_wrong_kind_or_size_are_refused(digits):
+    _, client = digits
+    cases = [
+        (b"%PDF-1.4 not a picture", 415, "not a picture"),
+        (b"", 415, "not a picture"),
+        (_png(np.zeros((8, 8), np.uint8), fmt="ICO"), 415, "ICO pictures are not accepted"),
+        (b"\x89PNG" + b"\0" * (6 * 2**20), 413, "MB"),
+    ]
+    # PNGs whose header claims 7000 x 7000 or 20000 x 20000 pixels (over vaekit's limit, and over Pillow's own):
+    # refused from the header, before any pixel is decoded
+    for side, says in ((7000, "7000x7000 pixels; the limit is 40,000,000"), (20000, "too many pixels")):
+        header = io.BytesIO()
+        Image.new("L", (1, 1)).save(header, format="PNG")
+        bomb = bytearray(header.getvalue())
+        bomb[16:24] = side.to_bytes(4, "big") * 2
+        bomb[29:33] = zlib.crc32(bytes(bomb[12:29])).to_bytes(4, "big")
+        cases.append((bytes(bomb), 413, says))
+    for data, status, says in cases:
+        response = client.post("/api/encode-image", files={"file": ("x.png", data, "image/png")})
+        assert response.status_code == status and says in response.json()["error"], (status, response.text)
+    assert client.post("/api/encode-image").status_code == 422  # no file at all
+
+
+# ---- interpolation ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["lerp", "slerp"])
+def test_interpolation_decodes_the_path_between_two_items(digits, method):
+    explorer, client = digits
+    x = explorer.items.x
+    frames = client.post("/api/interpolate", json={"a": {"item": 2}, "b": {"item": 9}, "steps": 6,
+                                                   "method": method}).json()["frames"]
+    expected = _expected(latent.interpolate(explorer.model, x[2], x[9], steps=6, method=method))
+    assert np.array_equal(np.stack([_pixels(f) for f in frames]), expected)
+    # one point at t: the same formula, so t = 0.4 is the third of six points
+    z = latent.encode_dataset(explorer.model, x[[2, 9]])
+    at = client.post("/api/interpolate", json={"a": {"item": 2}, "b": {"z": z[1].tolist()}, "t": 0.4,
+                                               "method": method}).json()
+    path = {"lerp": latent.lerp, "slerp": latent.slerp}[method](z[0], z[1], 6)
+    assert at["z"] == pytest.approx(path[2].tolist(), abs=1e-5)
+    assert np.abs(_pixels(at).astype(int) - expected[2]).max() <= 1
+
+
+@pytest.mark.parametrize("body,says", [
+    ({"a": {"item": 0}, "b": {"item": 1}}, "give either t"),
+    ({"a": {"item": 0}, "b": {"item": 1}, "t": 0.5, "steps": 4}, "give either t"),
+    ({"a": {"item": 0}, "b": {"item": 1}, "t": 1.5}, "t must be between 0 and 1"),
+    ({"a": {"item": 0}, "b": {"item": 1}, "steps": 1}, "steps must be between 2 and 64"),
+    ({"a": {"item": 0}, "b": {"item": 1}, "steps": 10**6}, "steps must be between 2 and 64"),
+    ({"a": {"item": 0, "z": [0, 0]}, "b": {"item": 1}, "t": 0.5}, "give either item"),
+    ({"a": {}, "b": {"item": 1}, "t": 0.5}, "give either item"),
+    ({"a": {"z": [0, 0, 0]}, "b": {"item": 1}, "t": 0.5}, "has 3 numbers"),
+    ({"a": {"item": 0}, "b": {"item": 1}, "t": 0.5, "method": "cubic"}, "method: Input should be 'lerp' or 'slerp'"),
+])
+def test_interpolation_refuses_impossible_paths(digits, body, says):
+    _, client = digits
+    response = client.post("/api/interpolate", json=body)
+    assert response.status_code == 422 and says in response.json()["error"]
+
+
+# ---- attributes ---------------------------------------------------------------------------------------------
+
+def test_an_attribute_edit_adds_the_vector_from_the_training_codes(digits):
+    explorer, client = digits
+    dataset = explorer.dataset
+    vector = edits.attribute_direction(latent.encode_dataset(explorer.model, dataset.x_train),
+                                       latent.find_attribute(dataset, "train", "3"), "mean-diff")
+    code = latent.encode_dataset(explorer.model, explorer.items.x[4:5])[0]
+    for strength in (0.0, 1.5, -2.0):
+        result = client.post("/api/attribute", json={"item": 4, "attribute": "3", "strength": strength}).json()
+        assert result["z"] == pytest.approx((code + strength * vector).tolist(), abs=1e-5)
+        expected = _expected(latent.decode_mean(explorer.model, (code + strength * vector)[None]))[0]
+        assert np.abs(_pixels(result).astype(int) - expected).max() <= 1
+        assert result["score"]["status"] in ("computing", "ready")
+    linear = client.post("/api/attribute", json={"z": code.tolist(), "attribute": "3", "strength": 1,
+                                                 "method": "linear"}).json()
+    expected = edits.attribute_direction(latent.encode_dataset(explorer.model, dataset.x_train),
+                                         latent.find_attribute(dataset, "train", "3"), "linear")
+    assert linear["z"] == pytest.approx((code + expected).tolist(), abs=1e-4)
+
+
+def test_the_edit_score_is_computed_once_in_the_background_and_is_the_libraries(digits):
+    explorer, client = digits
+    deadline = time.monotonic() + 120
+    while (response := client.get("/api/score", params={"attribute": "7"})).status_code == 202:
+        assert response.json() == {"status": "computing"} and time.monotonic() < deadline
+        time.sleep(0.2)
+    score = response.json()
+    assert response.status_code == 200 and score["status"] == "ready"
+    direct = edits.score_attribute(explorer.model, explorer.dataset, "7", (-2, -1, 0, 1, 2), items=500)
+    assert score["flipped"] == list(direct.flipped) and score["judge_accuracy"] == direct.judge_accuracy
+    assert score["summary"] == direct.summary() and score["items"] == len(explorer.items)
+    assert client.get("/api/score", params={"attribute": "7"}).json() is not score  # served from the cache:
+    assert len([k for k in explorer._scores if k[0] == "7"]) == 1  # one job, however often it is asked for
+
+
+def test_attribute_vectors_and_the_map_are_computed_once_not_per_request(digits, monkeypatch):
+    explorer, client = digits
+    assert client.post("/api/attribute", json={"item": 1, "attribute": "5", "strength": 0}).status_code == 200
+    encode = latent.encode_dataset
+
+    def one_item(model, x, *args, **kwargs):  # encoding the edited item is per request; the training split is not
+        assert len(x) == 1, "the training codes were encoded again"
+        return encode(model, x, *args, **kwargs)
+
+    monkeypatch.setattr(edits, "attribute_direction", lambda *a, **k: pytest.fail("the vector was computed again"))
+    monkeypatch.setattr(latent, "latent_map", lambda *a, **k: pytest.fail("the map was computed again"))
+    monkeypatch.setattr(latent, "encode_dataset", one_item)
+    for strength in (0.5, 1.0, 1.5):
+        assert client.post("/api/attribute", json={"item": 1, "attribute": "5", "strength": strength}).status_code == 200
+    assert client.get("/api/map").status_code == 200 and client.get("/api/map").status_code == 200
+
+
+@pytest.mark.parametrize("body,status,says", [
+    ({"item": 0, "attribute": "smile", "strength": 1}, 404, "no attribute 'smile' here: choose one of 0, 1, 2"),
+    ({"item": 0, "attribute": "3", "strength": 11}, 422, "strength must be a number between -10 and 10"),
+    ({"item": 0, "attribute": "3", "strength": 1, "method": "pca"}, 422, "method: Input should be"),
+    ({"attribute": "3", "strength": 1}, 422, "give either item"),
+    ({"item": 0, "strength": 1}, 422, "attribute: Field required"),
+])
+def test_attribute_refuses_unknown_attributes_and_impossible_strengths(digits, body, status, says):
+    _, client = digits
+    response = client.post("/api/attribute", json=body)
+    assert response.status_code == status and says in response.json()["error"]
+
+
+def test_an_unknown_attribute_has_no_score(digits):
+    _, client = digits
+    response = client.get("/api/score", params={"attribute": "smile"})
+    assert response.status_code == 404 and "no attribute 'smile'" in response.json()["error"]
+    assert client.get("/api/score").status_code == 422
+
+
+def test_a_score_that_cannot_be_made_says_why(tmp_path):
+    explorer = _explorer_of_table(tmp_path)
+    with TestClient(create_app(explorer)) as client:
+        deadline = time.monotonic() + 60
+        while (score := client.get("/api/score", params={"attribute": "1"}).json())["status"] == "computing":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert score == {"status": "unavailable", "reason": "scoring attribute edits needs images: tables are not scored yet"}
+    explorer.close()
+
+
+# ---- samples and the map ------------------------------------------------------------------------------------
+
+def test_samples_are_prior_draws_decoded_and_repeatable_by_seed(digits):
+    explorer, client = digits
+    first = client.post("/api/sample", json={"n": 5, "seed": 3}).json()
+    again = client.post("/api/sample", json={"n": 5, "seed": 3}).json()
+    assert len(first["samples"]) == 5 and first == again
+    z = explorer.model.sample_prior(5, torch.Generator().manual_seed(3))
+    assert np.allclose(first["z"], z.numpy(), atol=1e-6)
+    assert np.array_equal(np.stack([_pixels(s) for s in first["samples"]]),
+                          _expected(explorer.model.decode(z).mean))
+    unseeded = [client.post("/api/sample", json={"n": 2}).json()["z"] for _ in range(2)]
+    assert unseeded[0] != unseeded[1]
+    for n in (0, 65, -1):
+        response = client.post("/api/sample", json={"n": n})
+        assert response.status_code == 422 and "n must be between 1 and 64" in response.json()["error"]
+
+
+def test_the_map_places_the_codes_and_a_click_decodes_its_point(digits):
+    explorer, client = digits
+    result = client.get("/api/map").json()
+    reference = latent.latent_map(explorer.model, explorer.items.x)
+    assert result["projection"] == "latent" and np.allclose(result["points"], reference.points, atol=1e-4)
+    assert result["values"] == explorer.items.y.tolist() and result["names"] == [str(k) for k in range(10)]
+    point = client.post("/api/map/decode", json={"point": [0.5, -1.0]}).json()
+    assert point["z"] == pytest.approx([0.5, -1.0])
+    assert np.array_equal(_pixels(point), _expected(latent.decode_mean(explorer.model, torch.tensor([[0.5, -1.0]])))[0])
+    for body, says in (({"point": [1.0]}, "point must be two numbers"), ({"point": [1, 2, 3]}, "two numbers")):
+        response = client.post("/api/map/decode", json=body)
+        assert response.status_code == 422 and says in response.json()["error"]
+    response = client.get("/api/map", params={"colour": "smile"})
+    assert response.status_code == 404 and "no attribute 'smile' to colour by" in response.json()["error"]
+
+
+def test_the_map_of_a_wide_code_is_its_principal_plane(tmp_path):
+    from vaekit.runs import train
+
+    train(RunConfig(data=DataConfig(name="digits", limit=300), model=ModelConfig(latent_dim=6, hidden_dims=(16,)),
+                    train=TrainConfig(epochs=1, progress=False)), out=tmp_path / "run")
+    explorer = _explorer(tmp_path / "run", map_items=100)
+    with TestClient(create_app(explorer)) as client:
+        result = client.get("/api/map").json()
+        assert result["projection"] == "pca" and len(result["points"]) == 100
+        point = client.post("/api/map/decode", json={"point": result["points"][4]}).json()
+        code = latent.encode_dataset(explorer.model, explorer.items.x[4:5])[0]
+        # the point of an item decodes its code's projection onto the plane: the code, less what the plane misses
+        plane = explorer.map
+        assert point["z"] == pytest.approx(plane.to_codes(plane.points[4:5])[0].tolist(), abs=1e-4)
+        assert np.linalg.norm(np.asarray(point["z"]) - code.numpy()) < np.linalg.norm(code.numpy() - plane.center)
+    explorer.close()
+
+
+# ---- label-conditioned and table models ---------------------------------------------------------------------
+
+def test_a_label_conditioned_model_decodes_with_the_label_chosen(conditioned):
+    explorer, client = conditioned
+    info = client.get("/api/info").json()
+    assert info["conditioned"] is True and info["labels"] == [str(k) for k in range(10)]
+    z = [0.2, -0.1, 0.4]
+    images = [_pixels(client.post("/api/decode", json={"z": z, "label": label}).json()) for label in (3, "3", "8")]
+    assert np.array_equal(images[0], images[1]) and not np.array_equal(images[0], images[2])
+    assert np.array_equal(images[2], _expected(latent.decode_mean(explorer.model, torch.tensor([z]), 8))[0])
+    response = client.post("/api/decode", json={"z": z})
+    assert response.status_code == 422 and "conditioned on labels: give label" in response.json()["error"]
+    response = client.post("/api/decode", json={"z": z, "label": "eleven"})
+    assert response.status_code == 404 and "unknown label 'eleven'" in response.json()["error"]
+    assert len(client.post("/api/sample", json={"n": 3, "label": 4}).json()["samples"]) == 3
+    # an item's own label encodes it and decodes the path, unless another is given
+    own = client.post("/api/interpolate", json={"a": {"item": 0}, "b": {"item": 1}, "t": 0}).json()
+    label = int(explorer.items.y[0])
+    code = latent.encode_dataset(explorer.model, explorer.items.x[:1], y=explorer.items.y[:1])
+    assert np.array_equal(_pixels(own), _expected(latent.decode_mean(explorer.model, code, label))[0])
+
+
+def _explorer_of_table(tmp_path) -> Explorer:
+    rng = np.random.default_rng(0)
+    rows = ["size,colour,yes"] + [f"{rng.normal(10, 3):.3f},{rng.choice(['red', 'blue'])},{rng.integers(0, 2)}"
+                                  for _ in range(300)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    assert main(["train", "--data", str(tmp_path / "t.csv"), "--label-column", "yes", "--latent-dim", "2", "--epochs", "1", "--out",
+                 str(tmp_path / "run"), "--no-progress"]) == 0
+    return _explorer(tmp_path / "run")
+
+
+def test_a_table_model_answers_with_rows_in_the_users_units(tmp_path):
+    explorer = _explorer_of_table(tmp_path)
+    with TestClient(create_app(explorer)) as client:
+        info = client.get("/api/info").json()
+        assert info["kind"] == "table" and info["attributes"] == ["0", "1"]  # the label column's classes
+        row = client.post("/api/decode", json={"z": [0.0, 0.0]}).json()["row"]
+        assert set(row) == {"size", "colour"} and row["colour"] in ("red", "blue")
+        assert 0 < row["size"] < 20
+        response = client.post("/api/encode-image", files={"file": ("a.png", _png(np.zeros((8, 8), np.uint8)), "image/png")})
+        assert response.status_code == 415 and "not pictures" in response.json()["error"]
+        assert client.post("/api/attribute", json={"item": 0, "attribute": "1", "strength": 1}).status_code == 200
+    explorer.close()
+
+
+# ---- a real server under load, and the command --------------------------------------------------------------
+
+def test_a_burst_of_concurrent_decodes_is_answered_and_the_server_stays_up(small_run):
+    import httpx
+    import uvicorn
+
+    explorer = _explorer(small_run)
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(explorer), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.05)
+
+    async def burst(n: int) -> list[int]:
+        limits = httpx.Limits(max_connections=n, max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=120) as client:
+            bodies = [{"z": [float(np.sin(k)), float(np.cos(k))]} if k % 10 else {"z": [float("nan"), 0]}
+                      for k in range(n)]
+            responses = await asyncio.gather(*[client.post("/api/decode", content=json.dumps(b),
+                                                           headers={"content-type": "application/json"})
+                                               for b in bodies])
+            return [r.status_code for r in responses]
+
+    try:
+        started = time.monotonic()
+        codes = asyncio.run(burst(400))
+        elapsed = time.monotonic() - started
+        assert codes == [422 if k % 10 == 0 else 200 for k in range(400)]  # every one answered, the bad ones 4xx
+        assert elapsed < 120  # a bound on a hang, not a speed claim (benchmarks/ measures speed)
+        assert httpx.get(f"http://127.0.0.1:{port}/api/info", timeout=10).status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        explorer.close()
+
+
+def _serve(args: list[str], env: dict | None = None) -> subprocess.Popen:
+    command = "import sys; from vaekit.cli import main; sys.exit(main())"
+    return subprocess.Popen([sys.executable, "-c", command, "explore", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+
+
+def test_vaekit_explore_prints_its_address_serves_and_stops_on_ctrl_c(small_run):
+    import httpx
+
+    process = _serve([str(small_run), "--port", "0"])
+    try:
+        line = process.stdout.readline()
+        assert line.startswith(f"vaekit explorer for {small_run}: http://127.0.0.1:"), line
+        address = line.split(": ", 1)[1].split()[0]
+        assert httpx.get(address + "api/info", timeout=30).json()["code_size"] == 2
+        assert "vaekit explorer" in httpx.get(address, timeout=30).text
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0 and "Traceback" not in err
+
+
+def test_vaekit_explore_warns_when_it_listens_beyond_this_machine(small_run):
+    process = _serve([str(small_run), "--port", "0", "--host", "0.0.0.0"])
+    try:
+        assert "http://0.0.0.0:" in process.stdout.readline()
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    assert "warning: serving on 0.0.0.0: anyone who can reach this machine can use the explorer" in err
+
+
+def test_vaekit_explore_mistakes_are_one_line_and_exit_2(small_run, tmp_path, capsys):
+    busy = bind("127.0.0.1", 0)
+    port = busy.getsockname()[1]
+    try:
+        cases = [
+            ([str(small_run), "--port", str(port)], f"port {port} on 127.0.0.1 is in use (another explorer?): choose "
+                                                    "another with --port, or --port 0 for any free one"),
+            ([str(tmp_path / "nothing"), "--port", "0"], "nothing"),
+            ([str(small_run), "--port", "70000"], "--port must be between 0 and 65535, got 70000"),
+            ([str(small_run), "--port", "0", "--map-items", "1"], "--map-items must be at least 2, got 1"),
+            ([str(small_run), "--port", "0", "--host", "no.such.host.invalid"], "is not an address of this machine"),
+        ]
+        for args, says in cases:
+            assert main(["explore", *args]) == 2
+            err = capsys.readouterr().err
+            assert says in err and err.count("\n") == 1 and "Traceback" not in err, err
+    finally:
+        busy.close()
+
+
+def test_without_the_extra_the_explorer_says_how_to_install_it(digits, monkeypatch, capsys, small_run):
+    explorer, _ = digits
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    from vaekit.errors import VaekitError
+
+    with pytest.raises(VaekitError, match=r"pip install 'vaekit\[explore\]'"):
+        create_app(explorer)
+    assert main(["explore", str(small_run), "--port", "0"]) == 2
+    assert "vaekit explore needs fastapi: pip install 'vaekit[explore]'" in capsys.readouterr().err
+
+
+def test_the_listening_socket_sends_small_answers_at_once():
+    import socket
+
+    # without TCP_NODELAY every answer waited ~40 ms for a delayed acknowledgement (benchmarks/explore_latency.py)
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        sock.close()
+
+
+def test_an_attribute_table_adds_its_columns_with_vectors_from_the_splits_codes(small_run, tmp_path, capsys):
+    dataset = load_dataset(checkpoint.load_config(small_run).data)
+    y = dataset.y_test
+    rows = ["file,big"] + [f"item{k}.png,{1 if int(label) >= 5 else -1}" for k, label in enumerate(y)]
+    (tmp_path / "attrs.csv").write_text("\n".join(rows) + "\n")
+    explorer = Explorer(checkpoint.load(small_run), dataset, attribute_table=str(tmp_path / "attrs.csv"))
+    with TestClient(create_app(explorer)) as client:
+        info = client.get("/api/info").json()
+        assert info["attributes"][0] == "big" and "big" in info["colourings"]
+        codes = latent.encode_dataset(explorer.model, dataset.x_test)
+        big = y >= 5
+        expected = codes[big].mean(0) - codes[~big].mean(0)
+        result = client.post("/api/attribute", json={"item": 0, "attribute": "big", "strength": 1}).json()
+        assert result["z"] == pytest.approx((codes[0] + expected).tolist(), abs=1e-5)
+        assert client.get("/api/item/0").json()["attributes"] == {"big": float(int(y[0]) >= 5)}
+        assert client.get("/api/map", params={"colour": "big"}).json()["values"][:5] == big[:5].double().tolist()
+        deadline = time.monotonic() + 60
+        while (score := client.get("/api/score", params={"attribute": "big"}).json())["status"] == "computing":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert score["status"] == "unavailable" and "attribute table of the test split only" in score["reason"]
+    explorer.close()
+    (tmp_path / "short.csv").write_text("\n".join(rows[:11]) + "\n")
+    assert main(["explore", str(small_run), "--port", "0", "--attr-file", str(tmp_path / "short.csv")]) == 2
+    assert "has 10 rows but the test split has 360 items" in capsys.readouterr().err
