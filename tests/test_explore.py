@@ -30,6 +30,9 @@ from vaekit.serve import Explorer, bind  # noqa: E402
 from vaekit.serve.app import create_app  # noqa: E402
 
 
+BASE = "http://127.0.0.1"  # the explorer answers only requests naming a loopback host
+
+
 def _explorer(run, **kwargs) -> Explorer:
     return Explorer(checkpoint.load(run), load_dataset(checkpoint.load_config(run).data), run=str(run), **kwargs)
 
@@ -37,7 +40,7 @@ def _explorer(run, **kwargs) -> Explorer:
 @pytest.fixture(scope="module")
 def digits(small_run):
     explorer = _explorer(small_run)
-    with TestClient(create_app(explorer)) as client:
+    with TestClient(create_app(explorer), base_url=BASE) as client:
         yield explorer, client
     explorer.close()
 
@@ -51,7 +54,7 @@ def conditioned(tmp_path_factory):
                                                                                  condition="label"),
                     train=TrainConfig(epochs=1, progress=False)), out=out)
     explorer = _explorer(out)
-    with TestClient(create_app(explorer)) as client:
+    with TestClient(create_app(explorer), base_url=BASE) as client:
         yield explorer, client
     explorer.close()
 
@@ -272,36 +275,97 @@ def test_an_attribute_edit_adds_the_vector_from_the_training_codes(digits):
     assert linear["z"] == pytest.approx((code + expected).tolist(), abs=1e-4)
 
 
-def test_the_edit_score_is_computed_once_in_the_background_and_is_the_libraries(digits):
-    explorer, client = digits
-    deadline = time.monotonic() + 120
-    while (response := client.get("/api/score", params={"attribute": "7"})).status_code == 202:
-        assert response.json() == {"status": "computing"} and time.monotonic() < deadline
-        time.sleep(0.2)
-    score = response.json()
-    assert response.status_code == 200 and score["status"] == "ready"
-    direct = edits.score_attribute(explorer.model, explorer.dataset, "7", (-2, -1, 0, 1, 2), items=500)
+def test_the_edit_score_is_computed_once_in_the_background_and_is_the_libraries(small_run, monkeypatch):
+    explorer = _explorer(small_run)
+    calls = []
+    score_attribute = edits.score_attribute
+    monkeypatch.setattr(edits, "score_attribute", lambda *a, **k: (a[0] is explorer.model and calls.append(a[2]))
+                        or score_attribute(*a, **k))  # (other tests' explorers may still be scoring)
+    with TestClient(create_app(explorer), base_url=BASE) as client:
+        deadline = time.monotonic() + 120
+        while (response := client.get("/api/score", params={"attribute": "7"})).status_code == 202:
+            assert response.json() == {"status": "computing"} and time.monotonic() < deadline
+            assert client.post("/api/attribute", json={"item": 0, "attribute": "7", "strength": 1}).status_code == 200
+            time.sleep(0.05)
+        score = response.json()
+        assert response.status_code == 200 and score["status"] == "ready"
+        assert client.get("/api/score", params={"attribute": "7"}).json() == score
+    assert calls == ["7"]  # one computation, however often it was asked for
+    direct = score_attribute(explorer.model, explorer.dataset, "7", (-2, -1, 0, 1, 2), items=500)
     assert score["flipped"] == list(direct.flipped) and score["judge_accuracy"] == direct.judge_accuracy
     assert score["summary"] == direct.summary() and score["items"] == len(explorer.items)
-    assert client.get("/api/score", params={"attribute": "7"}).json() is not score  # served from the cache:
-    assert len([k for k in explorer._scores if k[0] == "7"]) == 1  # one job, however often it is asked for
+    explorer.close()
 
 
-def test_attribute_vectors_and_the_map_are_computed_once_not_per_request(digits, monkeypatch):
-    explorer, client = digits
-    assert client.post("/api/attribute", json={"item": 1, "attribute": "5", "strength": 0}).status_code == 200
-    encode = latent.encode_dataset
+def test_the_latest_score_asked_for_is_computed_first(small_run, monkeypatch):
+    explorer = _explorer(small_run)
+    order, gate = [], threading.Event()
+    score_attribute = edits.score_attribute
+
+    def slow(*args, **kwargs):
+        if args[0] is not explorer.model:
+            return score_attribute(*args, **kwargs)
+        order.append(args[2])
+        gate.wait(30)
+        return score_attribute(*args, **kwargs)
+
+    monkeypatch.setattr(edits, "score_attribute", slow)
+    for name in ("1", "2", "3", "4"):  # "1" starts at once; then 4 is the newest waiting, then 3, then 2
+        assert explorer.score(name)["status"] == "computing"
+        time.sleep(0.2)
+    gate.set()
+    from concurrent.futures import wait
+
+    done, _ = wait([explorer._scores[(name, "mean-diff")] for name in "1234"], timeout=120)  # asking again re-ranks
+    assert len(done) == 4 and order == ["1", "4", "3", "2"]
+    explorer.close()
+    assert explorer.score("5") == {"status": "unavailable", "reason": "the explorer is stopping"}
+
+
+def test_a_score_that_fails_unexpectedly_is_reported_not_raised(small_run, monkeypatch):
+    explorer = _explorer(small_run)
+    monkeypatch.setattr(edits, "score_attribute", lambda *a, **k: 1 / 0)
+    with TestClient(create_app(explorer), base_url=BASE) as client:
+        deadline = time.monotonic() + 30
+        while (score := client.get("/api/score", params={"attribute": "1"}).json())["status"] == "computing":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert score == {"status": "unavailable", "reason": "ZeroDivisionError: division by zero"}
+    explorer.close()
+
+
+def test_scores_holding_nan_are_sent_as_null():
+    from vaekit.serve.explorer import _json_safe
+
+    assert _json_safe({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": (float("-inf"), 2)}, "e": "x"}) == \
+        {"a": None, "b": [1.0, None], "c": {"d": [None, 2]}, "e": "x"}
+
+
+def test_attribute_vectors_and_the_map_are_computed_once_not_per_request(small_run, monkeypatch):
+    explorer = _explorer(small_run)
+    calls = []
+    direction, encode = edits.attribute_direction, latent.encode_dataset
+
+    def counted(*args, **kwargs):  # the background score computes its own direction: count only the requests'
+        if threading.current_thread().name != "vaekit-score":
+            calls.append(1)
+        return direction(*args, **kwargs)
 
     def one_item(model, x, *args, **kwargs):  # encoding the edited item is per request; the training split is not
-        assert len(x) == 1, "the training codes were encoded again"
+        if threading.current_thread().name != "vaekit-score":
+            assert len(x) == 1 or not calls, "the training codes were encoded again"
         return encode(model, x, *args, **kwargs)
 
-    monkeypatch.setattr(edits, "attribute_direction", lambda *a, **k: pytest.fail("the vector was computed again"))
+    monkeypatch.setattr(edits, "attribute_direction", counted)
     monkeypatch.setattr(latent, "latent_map", lambda *a, **k: pytest.fail("the map was computed again"))
     monkeypatch.setattr(latent, "encode_dataset", one_item)
-    for strength in (0.5, 1.0, 1.5):
-        assert client.post("/api/attribute", json={"item": 1, "attribute": "5", "strength": strength}).status_code == 200
-    assert client.get("/api/map").status_code == 200 and client.get("/api/map").status_code == 200
+    with TestClient(create_app(explorer), base_url=BASE) as client:
+        for strength in (0.0, 0.5, 1.0, 1.5):
+            response = client.post("/api/attribute", json={"item": 1, "attribute": "5", "strength": strength})
+            assert response.status_code == 200
+        assert client.get("/api/map").status_code == 200 and client.get("/api/map").status_code == 200
+    assert calls == [1]
+    explorer.close()
 
 
 @pytest.mark.parametrize("body,status,says", [
@@ -326,7 +390,7 @@ def test_an_unknown_attribute_has_no_score(digits):
 
 def test_a_score_that_cannot_be_made_says_why(tmp_path):
     explorer = _explorer_of_table(tmp_path)
-    with TestClient(create_app(explorer)) as client:
+    with TestClient(create_app(explorer), base_url=BASE) as client:
         deadline = time.monotonic() + 60
         while (score := client.get("/api/score", params={"attribute": "1"}).json())["status"] == "computing":
             assert time.monotonic() < deadline
@@ -375,7 +439,7 @@ def test_the_map_of_a_wide_code_is_its_principal_plane(tmp_path):
     train(RunConfig(data=DataConfig(name="digits", limit=300), model=ModelConfig(latent_dim=6, hidden_dims=(16,)),
                     train=TrainConfig(epochs=1, progress=False)), out=tmp_path / "run")
     explorer = _explorer(tmp_path / "run", map_items=100)
-    with TestClient(create_app(explorer)) as client:
+    with TestClient(create_app(explorer), base_url=BASE) as client:
         result = client.get("/api/map").json()
         assert result["projection"] == "pca" and len(result["points"]) == 100
         point = client.post("/api/map/decode", json={"point": result["points"][4]}).json()
@@ -421,7 +485,7 @@ def _explorer_of_table(tmp_path) -> Explorer:
 
 def test_a_table_model_answers_with_rows_in_the_users_units(tmp_path):
     explorer = _explorer_of_table(tmp_path)
-    with TestClient(create_app(explorer)) as client:
+    with TestClient(create_app(explorer), base_url=BASE) as client:
         info = client.get("/api/info").json()
         assert info["kind"] == "table" and info["attributes"] == ["0", "1"]  # the label column's classes
         row = client.post("/api/decode", json={"z": [0.0, 0.0]}).json()["row"]
@@ -553,7 +617,7 @@ def test_an_attribute_table_adds_its_columns_with_vectors_from_the_splits_codes(
     rows = ["file,big"] + [f"item{k}.png,{1 if int(label) >= 5 else -1}" for k, label in enumerate(y)]
     (tmp_path / "attrs.csv").write_text("\n".join(rows) + "\n")
     explorer = Explorer(checkpoint.load(small_run), dataset, attribute_table=str(tmp_path / "attrs.csv"))
-    with TestClient(create_app(explorer)) as client:
+    with TestClient(create_app(explorer), base_url=BASE) as client:
         info = client.get("/api/info").json()
         assert info["attributes"][0] == "big" and "big" in info["colourings"]
         codes = latent.encode_dataset(explorer.model, dataset.x_test)
@@ -572,3 +636,189 @@ def test_an_attribute_table_adds_its_columns_with_vectors_from_the_splits_codes(
     (tmp_path / "short.csv").write_text("\n".join(rows[:11]) + "\n")
     assert main(["explore", str(small_run), "--port", "0", "--attr-file", str(tmp_path / "short.csv")]) == 2
     assert "has 10 rows but the test split has 360 items" in capsys.readouterr().err
+
+
+# ---- what a hostile or careless client sends --------------------------------------------------------------
+
+@pytest.mark.parametrize("path,body,says", [
+    ("/api/sample", {"n": 2, "seed": 2**70}, "seed: Input should be less than 9223372036854775808"),
+    ("/api/sample", {"n": 2, "seed": -1}, "seed: Input should be greater than or equal to 0"),
+    ("/api/sample", {"n": True}, "n: Input should be a valid integer"),
+    ("/api/sample", {"n": 2.0}, "n: Input should be a valid integer"),
+    ("/api/encode", {"item": 10**30}, "no item 1000000000000000000000000000000"),
+    ("/api/encode", {"item": True}, "item: Input should be a valid integer"),
+    ("/api/encode", {"item": "3"}, "item: Input should be a valid integer"),
+    ("/api/decode", {"z": [3.5e38, 0]}, "beyond +-1e+06"),
+    ("/api/decode", {"z": [1e300, 0]}, "beyond +-1e+06"),
+    ("/api/decode", {"z": [0.1, 0.2], "label": [1]}, "label"),
+    ("/api/decode", {"z": [0.1, 0.2], "label": 1.5}, "label"),
+    ("/api/map/decode", {"point": [1e300, 0]}, "beyond +-1e+06"),
+    # slerp keeps the norm: halfway between these two the code is (0, 1.27e6)
+    ("/api/interpolate", {"a": {"z": [9e5, 9e5]}, "b": {"z": [-9e5, 9e5]}, "t": 0.5, "method": "slerp"},
+     "the resulting code has values beyond +-1e+06"),
+])
+def test_out_of_range_numbers_and_wrong_types_are_4xx(digits, path, body, says):
+    _, client = digits
+    response = client.post(path, json=body)
+    assert 400 <= response.status_code < 500 and says in response.json()["error"], response.text
+
+
+def test_an_edit_that_leaves_the_codes_range_is_refused(small_run):
+    explorer = _explorer(small_run)
+    explorer._vectors[("3", "mean-diff")] = torch.tensor([1.0, 1.0])  # a known vector
+    with TestClient(create_app(explorer), base_url=BASE) as client:
+        ok = client.post("/api/attribute", json={"z": [999_990.0, 0], "attribute": "3", "strength": 10})
+        assert ok.status_code == 200 and ok.json()["z"] == [1e6, 10.0]
+        response = client.post("/api/attribute", json={"z": [999_991.0, 0], "attribute": "3", "strength": 10})
+        assert response.status_code == 422
+        assert response.json()["error"] == "the resulting code has values beyond +-1e+06: use smaller numbers"
+    explorer.close()
+
+
+@pytest.mark.parametrize("text,says", [
+    ('{"item": 0, "attribute": "3", "strength": NaN}', "strength must be a number between -10 and 10"),
+    ('{"item": 0, "attribute": "3", "strength": Infinity}', "strength must be a number"),
+    ('{"a": {"item": 0}, "b": {"item": 1}, "t": NaN}', "t must be between 0 and 1"),
+])
+def test_raw_json_nan_in_any_number_is_a_422(digits, text, says):
+    _, client = digits
+    path = "/api/attribute" if "strength" in text else "/api/interpolate"
+    response = client.post(path, content=text, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and says in response.json()["error"]
+
+
+def test_every_error_has_the_same_shape(digits):
+    _, client = digits
+    cases = [client.get("/api/nothing"), client.delete("/api/decode"), client.get("/api/decode"),
+             client.post("/api/decode", content=b'{"z": [\xff]}', headers={"content-type": "application/json"}),
+             client.post("/api/encode", content='{"item": ' + "9" * 5000 + "}",
+                         headers={"content-type": "application/json"}),
+             client.post("/api/encode-image", content=b"--x\r\ngarbage", headers={"content-type": "multipart/form-data"})]
+    for response in cases:
+        assert 400 <= response.status_code < 500 and isinstance(response.json()["error"], str), response.text
+
+
+def test_a_chunked_body_is_counted_and_a_large_one_refused(digits):
+    _, client = digits
+
+    def chunks(total: int):
+        yield b'{"z": [0.1, 0.2]'
+        for _ in range(total // 65536):
+            yield b" " * 65536
+        yield b"}"
+
+    assert client.post("/api/decode", content=chunks(0), headers={"content-type": "application/json"}).status_code == 200
+    response = client.post("/api/decode", content=chunks(6 * 2**20), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "over 5 MB" in response.json()["error"]
+
+
+def test_a_request_naming_another_host_is_refused(digits):
+    explorer, _ = digits
+    for host in ("evil.example", "127.0.0.1.evil.example"):
+        with TestClient(create_app(explorer), base_url=f"http://{host}") as client:
+            assert client.get("/api/info").status_code == 400
+    for host in ("localhost", "127.0.0.1:8765"):
+        with TestClient(create_app(explorer), base_url=f"http://{host}") as client:
+            assert client.get("/api/info").status_code == 200
+    with TestClient(create_app(explorer, hosts=None), base_url="http://192.0.2.7") as client:  # --host 0.0.0.0
+        assert client.get("/api/info").status_code == 200
+
+
+def _upload(client, data: bytes, name: str = "x.png"):
+    return client.post("/api/encode-image", files={"file": (name, data, "application/octet-stream")})
+
+
+def test_uploads_of_every_common_kind_are_read_as_a_viewer_shows_them(digits):
+    explorer, client = digits
+    pixels = _expected(explorer.items.x[5:6])[0]  # (8, 8) uint8
+    expected = latent.encode_dataset(explorer.model, explorer.items.x[5:6])[0].numpy()
+
+    def code_of(data: bytes) -> np.ndarray:
+        response = _upload(client, data)
+        assert response.status_code == 200, response.text
+        return np.asarray(response.json()["z"])
+
+    def saved(image: Image.Image, fmt: str, **options) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt, **options)
+        return buffer.getvalue()
+
+    grey = Image.fromarray(pixels, "L")
+    sixteen = Image.fromarray(pixels.astype(np.uint16) * 257)  # 16-bit grey (mode I;16): the same picture
+    rgba = Image.fromarray(np.dstack([np.full_like(pixels, 255)] * 3 + [255 - pixels]), "RGBA")  # black ink, alpha
+    inverted = 255 - pixels
+    palette = grey.convert("P")
+    for picture in (saved(grey, "PNG"), saved(sixteen, "PNG"), saved(palette, "PNG"), saved(grey, "TIFF"),
+                    saved(grey, "BMP"), saved(grey, "GIF"), saved(grey, "WEBP", lossless=True)):
+        assert np.allclose(code_of(picture), expected, atol=0.05)
+    # transparency over white, as a viewer shows it: black ink whose alpha is the digit reads as the inverted digit
+    inverted_code = latent.encode_dataset(explorer.model, torch.from_numpy(inverted / 255.0).float()[None, None])[0]
+    assert np.allclose(code_of(saved(rgba, "PNG")), inverted_code.numpy(), atol=0.05)
+    # EXIF orientation 3 (turned 180 degrees) is undone
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    turned = Image.fromarray(np.ascontiguousarray(np.rot90(pixels, 2)), "L").convert("RGB")
+    assert np.allclose(code_of(saved(turned, "JPEG", quality=100, exif=exif)), expected, atol=0.1)
+    # a JPEG carrying a second image (MPO, as phones write): its first image
+    big = grey.resize((64, 64), Image.Resampling.NEAREST).convert("RGB")
+    mpo = saved(big, "MPO", save_all=True, append_images=[big.rotate(90)], quality=100)
+    assert Image.open(io.BytesIO(mpo)).format == "MPO"
+    assert np.allclose(code_of(mpo), expected, atol=0.1)
+
+
+def test_a_damaged_upload_is_a_415_whatever_breaks_inside_it(digits):
+    _, client = digits
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (16, 16), (90, 90, 90)).save(buffer, format="WEBP", exif=exif)
+    good = buffer.getvalue()
+    rng = np.random.default_rng(0)
+    statuses = set()
+    for _ in range(300):  # byte flips anywhere, the EXIF chunk included: every answer a 200 or a 4xx, never a 500
+        damaged = bytearray(good)
+        for position in rng.integers(0, len(damaged), 3):
+            damaged[position] = int(rng.integers(0, 256))
+        response = _upload(client, bytes(damaged))
+        statuses.add(response.status_code)
+        assert response.status_code in (200, 413, 415), response.text
+    assert 415 in statuses
+
+
+def test_a_conditioned_model_takes_the_label_of_an_upload_as_a_query(conditioned):
+    explorer, client = conditioned
+    data = _png(_expected(explorer.items.x[2:3])[0])
+    assert client.post("/api/encode-image?label=4", files={"file": ("a.png", data, "image/png")}).status_code == 200
+    for label, status in (("²", 404), ("99", 404), ("", 404)):
+        response = client.post(f"/api/encode-image?label={label}", files={"file": ("a.png", data, "image/png")})
+        assert response.status_code == status and "unknown label" in response.json()["error"]
+    response = client.post("/api/decode", json={"z": [0.0, 0.0, 0.0], "label": "²"})
+    assert response.status_code == 404 and "unknown label '²'" in response.json()["error"]
+    # an item as B, a code as A: B's own label decodes the path
+    response = client.post("/api/interpolate", json={"a": {"z": [0.0, 0.0, 0.0]}, "b": {"item": 1}, "t": 1})
+    label = int(explorer.items.y[1])
+    code = latent.encode_dataset(explorer.model, explorer.items.x[1:2], y=explorer.items.y[1:2])
+    assert np.array_equal(_pixels(response.json()), _expected(latent.decode_mean(explorer.model, code, label))[0])
+
+
+@pytest.mark.parametrize("family", ["vae", "iwae", "ae"])
+def test_every_family_is_served(tmp_path, family):
+    from vaekit.runs import train
+
+    train(RunConfig(data=DataConfig(name="digits", limit=300), model=ModelConfig(family=family, latent_dim=3,
+                                                                                 hidden_dims=(16,)),
+                    train=TrainConfig(epochs=1, progress=False)), out=tmp_path / "run")
+    explorer = _explorer(tmp_path / "run")
+    with TestClient(create_app(explorer), base_url=BASE) as client:
+        info = client.get("/api/info").json()
+        assert info["family"] == family and info["code_size"] == 3
+        codes = latent.encode_dataset(explorer.model, explorer.items.x).numpy()
+        if family == "ae":  # the sliders span where an AE's codes are, not its nominal prior
+            low = codes.mean(0) - 3 * codes.std(0, ddof=1)
+            assert [d["low"] for d in sorted(info["dimensions"], key=lambda d: d["index"])] == pytest.approx(low, abs=1e-4)
+        for path, body in (("/api/decode", {"z": [0.1, 0.2, 0.3]}), ("/api/encode", {"item": 3}),
+                           ("/api/interpolate", {"a": {"item": 0}, "b": {"item": 1}, "steps": 3}),
+                           ("/api/attribute", {"item": 0, "attribute": "2", "strength": 1}),
+                           ("/api/sample", {"n": 2, "seed": 1}), ("/api/map/decode", {"point": [0, 0]})):
+            assert client.post(path, json=body).status_code == 200, (path, family)
+    explorer.close()

@@ -95,8 +95,7 @@ def _changes(page, selector: str, before: str) -> str:
 
 def _exercise(browser, address: str, explorer: Explorer, attribute: str, screenshot: Path, work: Path) -> None:
     page = browser.new_page(viewport={"width": 1200, "height": 1700})
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    errors = _watch(page)
     page.goto(address)
     page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
     page.wait_for_selector("#decoded img", timeout=WAIT_MS)
@@ -164,6 +163,15 @@ def _exercise(browser, address: str, explorer: Explorer, attribute: str, screens
     page.close()
 
 
+def _watch(page) -> list[str]:
+    """Script errors, console errors and failed requests of a page, collected as they happen."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(f"script: {error}"))
+    page.on("console", lambda message: message.type == "error" and errors.append(f"console: {message.text}"))
+    page.on("requestfailed", lambda request: errors.append(f"request: {request.url} {request.failure}"))
+    return errors
+
+
 def _label(explorer: Explorer, index: int):
     y = explorer.item_label(index)
     return None if y is None else int(y[0])
@@ -208,3 +216,28 @@ def test_an_api_error_is_shown_on_the_page_not_swallowed(browser, small_run):
         assert page.locator("#error").inner_text() == f"no item 100000: the test split has items 0..{len(explorer.items) - 1}"
         page.close()
 
+
+def test_the_page_of_a_label_conditioned_model_decodes_with_the_label_chosen(browser, tmp_path):
+    from vaekit.runs import train
+
+    train(RunConfig(data=DataConfig(name="digits"), model=ModelConfig(latent_dim=3, hidden_dims=(64,), condition="label"),
+                    train=TrainConfig(epochs=3, progress=False)), out=tmp_path / "run")
+    with _serving(tmp_path / "run") as (address, explorer):
+        page = browser.new_page(viewport={"width": 1200, "height": 1700})
+        errors = _watch(page)
+        page.goto(address)
+        page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
+        assert page.locator("#label-box").is_visible()
+        page.wait_for_selector("#decoded img", timeout=WAIT_MS)
+        before = _src(page, "#decoded")
+        page.select_option("#label", "7")
+        after = _changes(page, "#decoded", before)
+        z = page.evaluate("() => state.z")
+        assert after == explorer.decode(z, 7)["image"]
+        # item A's edit at strength 0 is its reconstruction with its own label, whatever label the page shows
+        page.select_option("#attr", "2")
+        page.wait_for_selector("#attr-image[data-strength='0'] img", timeout=WAIT_MS)
+        own = explorer.code_of(0, None)[0]
+        assert _src(page, "#attr-image") == explorer.decode(own.tolist(), _label(explorer, 0))["image"]
+        assert not errors, errors
+        page.close()

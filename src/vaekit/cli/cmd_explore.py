@@ -31,11 +31,16 @@ def run(args: argparse.Namespace) -> int:
     from ..serve import Explorer, bind, serve
     from ..serve.server import address, is_loopback
 
-    try:  # say so before loading anything
-        import fastapi  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as exc:
-        raise VaekitError(f"vaekit explore needs {exc.name}: pip install 'vaekit[explore]'") from None
+    import importlib.util
+
+    # say so before loading anything (python-multipart reads uploads; FastAPI fails without it only when serving)
+    for module, package in (("fastapi", "fastapi"), ("uvicorn", "uvicorn"), ("python_multipart", "python-multipart")):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a module set to None in sys.modules, or a broken install
+            found = False
+        if not found:
+            raise VaekitError(f"vaekit explore needs {package}: pip install 'vaekit[explore]'")
     if not is_loopback(args.host):
         log.warning("warning: serving on %s: anyone who can reach this machine can use the explorer (it has no "
                     "authentication); use --host 127.0.0.1 to keep it to this machine", args.host)

@@ -5,27 +5,78 @@ makes a 500.
 """
 # No `from __future__ import annotations` here: FastAPI reads the request models of the functions below from their
 # annotations at run time, and those models are local to create_app (pydantic is imported only when serving).
+import json
 from importlib import resources
-from typing import Any, Literal, Union
+from typing import Any, Literal, Sequence, Union
 
 from ..errors import VaekitError
 from .explorer import MAX_SAMPLES, MAX_STEPS, MAX_UPLOAD_BYTES, BadUpload, Explorer, NotFound
 
 MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024  # an upload and its multipart framing; JSON bodies are far smaller
+# The names a browser on this machine reaches a loopback server by. Checking the Host header stops a web page from
+# reading the explorer through DNS rebinding (its own name made to point at 127.0.0.1).
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
-Label = Union[int, str, None]
+
+class BodyLimit:
+    """An ASGI middleware that answers 413 to a request body over `limit` bytes: at once where Content-Length says
+    so, else as soon as the bytes received pass it (a chunked body is counted, not refused)."""
+
+    def __init__(self, app, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await self._refuse(send)
+            return
+        received = 0
+        exceeded = False
+
+        async def counted():
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request" and not exceeded:
+                received += len(message.get("body", b""))
+                if received > self.limit:  # read no further: the application sees a cut body, the client a 413
+                    exceeded = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        async def answered(message) -> None:
+            if not exceeded:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                await self._refuse(send)
+
+        await self.app(scope, counted, answered)
+
+    async def _refuse(self, send) -> None:
+        body = json.dumps({"error": f"the request body is over {self.limit // 2**20} MB: send less"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
 
-def create_app(explorer: Explorer):
-    """The FastAPI application serving `explorer` (run it with uvicorn, or test it with its TestClient)."""
+def create_app(explorer: Explorer, hosts: Sequence[str] | None = LOOPBACK_HOSTS):
+    """The FastAPI application serving `explorer` (run it with uvicorn, or test it with its TestClient). hosts: the
+    Host header values answered (None: any, for a server listening beyond this machine)."""
     try:
         from fastapi import FastAPI, File, Request, UploadFile
         from fastapi.exceptions import RequestValidationError
         from fastapi.responses import HTMLResponse, JSONResponse
         from fastapi.staticfiles import StaticFiles
-        from pydantic import BaseModel, ConfigDict, Field
+        from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+        from starlette.exceptions import HTTPException
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
     except ImportError as exc:
         raise VaekitError(f"the explorer needs FastAPI ({exc.name} is missing): pip install 'vaekit[explore]'") from None
+
+    Label = Union[StrictInt, StrictStr, None]
 
     class Strict(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -35,31 +86,31 @@ def create_app(explorer: Explorer):
         label: Label = Field(None, description="the class to decode with (label-conditioned models only)")
 
     class EncodeRequest(Strict):
-        item: int = Field(description="index of an item of the served split")
+        item: StrictInt = Field(description="index of an item of the served split")
 
     class Endpoint(Strict):
-        item: int | None = Field(None, description="index of an item of the served split")
+        item: StrictInt | None = Field(None, description="index of an item of the served split")
         z: list[float] | None = Field(None, description="or a code")
 
     class InterpolateRequest(Strict):
         a: Endpoint
         b: Endpoint
         t: float | None = Field(None, description="one point of the path, 0 (a) .. 1 (b)")
-        steps: int | None = Field(None, description=f"or this many evenly spaced points, 2..{MAX_STEPS}")
+        steps: StrictInt | None = Field(None, description=f"or this many evenly spaced points, 2..{MAX_STEPS}")
         method: Literal["lerp", "slerp"] = "lerp"
         label: Label = None
 
     class AttributeRequest(Strict):
         attribute: str = Field(description="a name from /api/info attributes (a data set attribute or a class)")
         strength: float = Field(description="multiple of the attribute vector to add, -10..10")
-        item: int | None = None
+        item: StrictInt | None = None
         z: list[float] | None = None
         method: Literal["mean-diff", "linear"] = "mean-diff"
         label: Label = None
 
     class SampleRequest(Strict):
-        n: int = Field(16, description=f"how many prior samples, 1..{MAX_SAMPLES}")
-        seed: int | None = Field(None, description="for a repeatable draw")
+        n: StrictInt = Field(16, description=f"how many prior samples, 1..{MAX_SAMPLES}")
+        seed: StrictInt | None = Field(None, ge=0, lt=2**63, description="for a repeatable draw, 0..2**63-1")
         label: Label = None
 
     class MapDecodeRequest(Strict):
@@ -70,16 +121,13 @@ def create_app(explorer: Explorer):
                   description=f"The latent space of {explorer.run or 'a trained model'}, over HTTP: decode codes, "
                               "encode items and pictures, interpolate, edit attributes, sample the prior.")
     app.state.explorer = explorer
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    if hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=[h.strip("[]") for h in hosts] + list(hosts))
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse({"error": f"the request body is over {MAX_BODY_BYTES // 2**20} MB: send less"},
-                                status_code=413)
-        if length is None and request.method == "POST":
-            return JSONResponse({"error": "send the body with a Content-Length"}, status_code=411)
-        return await call_next(request)
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):  # unknown route, wrong method, unparsable body
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -119,8 +167,9 @@ def create_app(explorer: Explorer):
     @app.post("/api/interpolate", summary="Decoded points on the path between two items or codes")
     def interpolate(request: InterpolateRequest) -> dict[str, Any]:
         a, label_a = explorer.code_of(request.a.item, request.a.z)
-        b, _ = explorer.code_of(request.b.item, request.b.z)
-        label = request.label if request.label is not None else _index(label_a)
+        b, label_b = explorer.code_of(request.b.item, request.b.z)
+        # a label-conditioned model decodes the path with the label given, else A's own (or B's, if A is a code)
+        label = request.label if request.label is not None else _index(label_a if label_a is not None else label_b)
         return explorer.interpolate(a, b, request.t, request.steps, request.method, label)
 
     @app.post("/api/attribute", summary="An item or code plus strength x an attribute vector, decoded; with the "

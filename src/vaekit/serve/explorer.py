@@ -3,7 +3,8 @@ picture, interpolate, apply an attribute vector (with its measured score), draw 
 
 Knows no model family: every operation goes through the model contract and vaekit.latent. Whatever is the same
 for every request (the codes of the map, the dimensions' ranking, attribute vectors, scores) is computed once and
-kept; requests that run the model take one lock, so a burst of them queues instead of oversubscribing the CPU.
+kept; requests that run the model take one lock, so a burst of them queues instead of oversubscribing the CPU. An
+edit's score runs beside them on a background thread (the most recently asked-for score first).
 """
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import base64
 import io
 import logging
 import math
+import re
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -29,7 +31,9 @@ log = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 5 * 2**20  # a picture of a face or a digit is a few kB; 5 MB leaves room for a phone photo
 MAX_UPLOAD_PIXELS = 40_000_000  # width x height: refuses a decompression bomb before its pixels are read
-UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
+# MPO: a JPEG carrying a second image (phones' depth maps and gain maps); its first image is read
+UPLOAD_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "WEBP", "TIFF")
+MAX_CODE_VALUE = 1e6  # a code value beyond this is far outside anything a model was trained on
 MAX_SAMPLES = 64
 MAX_STEPS = 64
 MAX_STRENGTH = 10.0
@@ -78,10 +82,16 @@ class Explorer:
         self.code_size = latent.code_size(model)
         self.is_image = len(model.data_shape) == 3 and model.data_shape[0] in (1, 3)
         self._lock = threading.Lock()  # one model call at a time
-        self._cache_lock = threading.Lock()
+        self._cache_lock = threading.Lock()  # the caches' dictionaries
+        self._compute_lock = threading.Lock()  # one computation of a cached thing at a time, so none is done twice
+        self._upload_lock = threading.BoundedSemaphore(1)  # one picture decoded at a time bounds their memory
         self._vectors: dict[tuple[str, str], torch.Tensor] = {}
         self._scores: dict[tuple[str, str], Future] = {}
-        self._scorer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vaekit-score")
+        self._score_queue: list[tuple[tuple[str, str], Future]] = []
+        self._score_wake = threading.Condition()
+        self._closed = False
+        # a daemon thread: Ctrl-C stops the server at once, not after a score that may take a minute
+        threading.Thread(target=self._score_worker, name="vaekit-score", daemon=True).start()
         self._train_codes: torch.Tensor | None = None
         self._split_codes: torch.Tensor | None = None
         # An attribute table's columns (0/1, one row per item of the served split, in order), as `vaekit attribute
@@ -101,11 +111,12 @@ class Explorer:
         y_map = self._labels(self.items.y)[:n] if self.conditioned else None
         log.info("encoding %d %s items for the latent map", n, split)
         self.map = latent.latent_map(model, x_map, method="auto", y=y_map)
-        self.map_codes = torch.from_numpy(self.map.to_codes(self.map.points)).float()
         scores = latent.dimension_scores(model, x_map, y=y_map).flatten()
         try:
+            if not model.has_bound:  # an AE: its prior is nominal, and its codes lie where they lie
+                raise VaekitError("no prior to range the sliders")
             mean, std = latent.prior_moments(model)
-        except VaekitError:  # a prior over another shape than the code: the codes' own spread
+        except VaekitError:  # a prior over another shape than the code, or none: the codes' own spread
             codes = latent.encode_dataset(model, x_map, y=y_map).flatten(1)
             mean, std = codes.mean(0), codes.std(0)
         order = torch.argsort(scores, descending=True, stable=True).tolist()
@@ -186,10 +197,11 @@ class Explorer:
             raise VaekitError(f"steps must be between 2 and {MAX_STEPS}, got {steps}")
         y = self.parse_label(label)
         fractions = torch.tensor([t]) if t is not None else torch.linspace(0, 1, steps)
-        path = paths[method](a.flatten(), b.flatten(), fractions)  # (T, D)
+        path = self._finite_code(paths[method](a.flatten(), b.flatten(), fractions))  # (T, D)
         with self._lock:
             values = latent.decode_mean(self.model, path.reshape(len(path), *self.model.code_shape), y)
         frames = self.render(values)
+        path = self._finite_code(path)
         return {"frames": frames, "z": path.tolist()} if t is None else {**frames[0], "z": path[0].tolist()}
 
     def vector(self, name: str, method: str = "mean-diff") -> torch.Tensor:
@@ -202,36 +214,39 @@ class Explorer:
                 return self._vectors[key]
         groups = self._groups(name)
         codes = self.split_codes() if self._from_table(name) else self.train_codes()
-        vector = edits.attribute_direction(codes, groups, method).flatten()
-        with self._cache_lock:
-            self._vectors[key] = vector
-        return vector
+        with self._compute_lock:
+            if key not in self._vectors:
+                self._vectors[key] = edits.attribute_direction(codes, groups, method).flatten()
+            return self._vectors[key]
 
     def attribute(self, code: torch.Tensor, name: str, strength: float, method: str = "mean-diff",
                   label: int | str | None = None) -> dict[str, Any]:
         if not (math.isfinite(strength) and abs(strength) <= MAX_STRENGTH):
             raise VaekitError(f"strength must be a number between -{MAX_STRENGTH:g} and {MAX_STRENGTH:g}, got {strength}")
         vector = self.vector(name, method)
-        edited = code.flatten() + strength * vector
+        edited = self._finite_code(code.flatten() + strength * vector)
         y = self.parse_label(label)
         with self._lock:
             values = latent.decode_mean(self.model, edited.reshape(1, *self.model.code_shape), y)
-        return {**self.render(values)[0], "z": edited.tolist(), "attribute": name, "method": method,
-                "strength": strength, "score": self.score(name, method, start=True)}
+        return {**self.render(values)[0], "z": self._finite_code(edited).tolist(), "attribute": name,
+                "method": method, "strength": strength, "score": self.score(name, method)}
 
-    def score(self, name: str, method: str = "mean-diff", start: bool = True) -> dict[str, Any]:
+    def score(self, name: str, method: str = "mean-diff") -> dict[str, Any]:
         """The edit's measured score (vaekit.edits.score_attribute on the test split), computed once in the
         background: {"status": "computing"}, then {"status": "ready", ...} or {"status": "unavailable", "reason"}."""
         if method not in edits.METHODS:
             raise VaekitError(f"unknown method {method!r}: use one of {', '.join(edits.METHODS)}")
         self._groups(name)  # an unknown attribute is a 404 now, not a failed job later
         key = (name, method)
-        with self._cache_lock:
+        with self._score_wake:
+            if self._closed:
+                return {"status": "unavailable", "reason": "the explorer is stopping"}
             job = self._scores.get(key)
             if job is None:
-                if not start:
-                    return {"status": "not started"}
-                job = self._scores[key] = self._scorer.submit(self._score, name, method)
+                job = self._scores[key] = Future()
+            if not job.running() and not job.done():  # the latest asked for goes first
+                self._score_queue = [(k, j) for k, j in self._score_queue if k != key] + [(key, job)]
+                self._score_wake.notify()
         if not job.done():
             return {"status": "computing"}
         error = job.exception()
@@ -240,6 +255,21 @@ class Explorer:
             return {"status": "unavailable", "reason": reason}
         return job.result()
 
+    def _score_worker(self) -> None:
+        while True:
+            with self._score_wake:
+                while not self._score_queue and not self._closed:
+                    self._score_wake.wait()
+                if self._closed:
+                    return
+                (name, method), job = self._score_queue.pop()
+                if not job.set_running_or_notify_cancel():
+                    continue
+            try:
+                job.set_result(self._score(name, method))
+            except Exception as exc:  # noqa: BLE001  (reported as the score's reason, never a failed request)
+                job.set_exception(exc)
+
     def _score(self, name: str, method: str) -> dict[str, Any]:
         if self._from_table(name):
             raise VaekitError(f"{name} comes from an attribute table of the {self.split} split only: a score needs the "
@@ -247,11 +277,13 @@ class Explorer:
                               "test items)")
         score = edits.score_attribute(self.model, self.dataset, name, SCORE_STRENGTHS, method=method,
                                       items=self.score_items)
-        return {"status": "ready", "summary": score.summary(), **score.to_dict()}
+        return _json_safe({"status": "ready", "summary": score.summary(), **score.to_dict()})
 
     def sample(self, n: int = 16, seed: int | None = None, label: int | str | None = None) -> dict[str, Any]:
         if not 1 <= n <= MAX_SAMPLES:
             raise VaekitError(f"n must be between 1 and {MAX_SAMPLES}, got {n}")
+        if seed is not None and not 0 <= seed < 2**63:
+            raise VaekitError(f"seed must be between 0 and 2**63 - 1, got {seed}")
         y = self.parse_label(label)
         generator = torch.Generator()
         if seed is not None:
@@ -285,18 +317,25 @@ class Explorer:
                 "values": values, "names": names}
 
     def map_decode(self, point: Sequence[float], label: int | str | None = None) -> dict[str, Any]:
-        point = _finite(point, "point")
         if len(point) != 2:
             raise VaekitError(f"point must be two numbers (the map's x and y), got {len(point)}")
+        point = _finite(point, "point")
         code = torch.from_numpy(self.map.to_codes(np.asarray(point)[None])).float()[0]
         return {**self.decode(code.tolist(), label), "z": code.tolist()}
 
     # ---- checks and conversions ------------------------------------------------------------------------------
     def check_code(self, z: Sequence[float]) -> torch.Tensor:
+        if len(z) != self.code_size:
+            raise VaekitError(f"z has {len(z)} numbers, this model's code has {self.code_size}")
         values = _finite(z, "z")
-        if len(values) != self.code_size:
-            raise VaekitError(f"z has {len(values)} numbers, this model's code has {self.code_size}")
         return torch.tensor(values, dtype=torch.float32).reshape(self.model.code_shape)
+
+    @staticmethod
+    def _finite_code(code: torch.Tensor) -> torch.Tensor:
+        """A code computed from the request's (an edit, a point of a path) must be usable too."""
+        if not torch.isfinite(code).all() or code.abs().max() > MAX_CODE_VALUE:
+            raise VaekitError(f"the resulting code has values beyond +-{MAX_CODE_VALUE:g}: use smaller numbers")
+        return code
 
     def parse_label(self, label: int | str | None) -> torch.Tensor | None:
         """The class a label-conditioned model decodes with (a name or an index); other models take none."""
@@ -310,7 +349,7 @@ class Explorer:
         text = str(label)
         if text in names:
             return torch.tensor([names.index(text)])
-        if text.isdigit() and int(text) < self.model.num_labels:
+        if re.fullmatch(r"[0-9]{1,9}", text) and int(text) < self.model.num_labels:
             return torch.tensor([int(text)])
         raise NotFound(f"unknown label {text!r}: use one of {', '.join(names)}")
 
@@ -336,37 +375,53 @@ class Explorer:
         return code.flatten(), y
 
     def read_upload(self, data: bytes) -> torch.Tensor:
-        """An uploaded picture as one item of the model's shape: its channels (grey or RGB), cropped to the
-        model's aspect ratio about the centre and resized; values in [0, 1]."""
-        from PIL import Image, ImageOps, UnidentifiedImageError
-
+        """An uploaded picture as one item of the model's shape: its channels (grey or RGB; transparency over
+        white, as a browser shows it; 16-bit and float pictures scaled, not clipped), cropped to the model's aspect
+        ratio about the centre and resized; values in [0, 1]."""
         if not self.is_image:
             raise BadUpload("this model's items are not pictures: upload is for image models", 415)
         if len(data) > MAX_UPLOAD_BYTES:
             raise BadUpload(f"the upload is {len(data) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB: "
                             "send a smaller picture", 413)
+        with self._upload_lock:
+            return self._read_picture(data)
+
+    def _read_picture(self, data: bytes) -> torch.Tensor:
+        from PIL import Image, ImageOps
+
+        formats = ", ".join(f for f in UPLOAD_FORMATS if f != "MPO")
         try:
             image = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError:  # Pillow's own limit, far above ours: refused from the header alone
             raise BadUpload(f"the picture has too many pixels; the limit is {MAX_UPLOAD_PIXELS:,}: send a smaller "
                             "one", 413) from None
-        except (UnidentifiedImageError, OSError, ValueError):
-            raise BadUpload(f"the upload is not a picture: send one of {', '.join(UPLOAD_FORMATS)}", 415) from None
+        except Exception:  # noqa: BLE001  (Pillow raises many kinds for damaged files; each is a bad upload)
+            raise BadUpload(f"the upload is not a picture: send one of {formats}", 415) from None
         if image.format not in UPLOAD_FORMATS:
-            raise BadUpload(f"{image.format} pictures are not accepted: send one of {', '.join(UPLOAD_FORMATS)}", 415)
+            raise BadUpload(f"{image.format} pictures are not accepted: send one of {formats}", 415)
         width, height = image.size
         if width * height > MAX_UPLOAD_PIXELS:
             raise BadUpload(f"the picture is {width}x{height} pixels; the limit is {MAX_UPLOAD_PIXELS:,}: send a "
                             "smaller one", 413)
         channels, h, w = self.model.data_shape
         try:
-            image = ImageOps.exif_transpose(image).convert("L" if channels == 1 else "RGB")
-            image = ImageOps.fit(image, (w, h), Image.Resampling.LANCZOS)
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise BadUpload(f"the picture could not be read ({exc}): send another", 415) from None
-        array = np.asarray(image, dtype=np.float32) / 255.0
-        array = array[None] if channels == 1 else array.transpose(2, 0, 1)
-        return torch.from_numpy(np.ascontiguousarray(array))
+            if image.format in ("JPEG", "MPO"):
+                image.draft("RGB" if channels == 3 else "L", (w, h))  # decode at a reduced scale where it can
+            try:
+                image = ImageOps.exif_transpose(image)
+            except Exception:  # noqa: BLE001  (damaged EXIF: keep the picture as stored)
+                pass
+            array = _unit_array(image, channels)  # (H, W, C) in [0, 1]
+            # each channel cropped and resized in floating point (mode F), so 16-bit pictures keep their precision
+            planes = [np.asarray(ImageOps.fit(Image.fromarray(np.ascontiguousarray(array[..., c], dtype=np.float32),
+                                                              "F"), (w, h), Image.Resampling.LANCZOS))
+                      for c in range(channels)]
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise BadUpload(f"the picture could not be read ({type(exc).__name__}): send another", 415) from None
+        out = np.clip(np.stack(planes), 0, 1).astype(np.float32)  # (C, H, W)
+        return torch.from_numpy(out)
 
     def render(self, values: torch.Tensor) -> list[dict[str, Any]]:
         """Decoded items (N, *data_shape) -> what the page shows: a PNG (as a data URL), a table row in the user's
@@ -380,30 +435,31 @@ class Explorer:
         return [{"values": [round(float(v), 6) for v in row]} for row in flat]
 
     def train_codes(self) -> torch.Tensor:
-        with self._cache_lock:
-            if self._train_codes is not None:
-                return self._train_codes
-        train = self.dataset.split("train")
-        with self._lock:
-            codes = latent.encode_dataset(self.model, train.x, y=self._labels(train.y) if self.conditioned else None)
-        with self._cache_lock:
-            self._train_codes = codes
-        return codes
+        """The training split's codes (for attribute vectors), computed once."""
+        with self._compute_lock:
+            if self._train_codes is None:
+                train = self.dataset.split("train")
+                with self._lock:
+                    self._train_codes = latent.encode_dataset(
+                        self.model, train.x, y=self._labels(train.y) if self.conditioned else None)
+            return self._train_codes
 
     def split_codes(self) -> torch.Tensor:
         """The served split's codes (for an attribute table's vectors), computed once."""
-        with self._cache_lock:
-            if self._split_codes is not None:
-                return self._split_codes
-        with self._lock:
-            codes = latent.encode_dataset(self.model, self.items.x,
-                                          y=self._labels(self.items.y) if self.conditioned else None)
-        with self._cache_lock:
-            self._split_codes = codes
-        return codes
+        with self._compute_lock:
+            if self._split_codes is None:
+                with self._lock:
+                    self._split_codes = latent.encode_dataset(
+                        self.model, self.items.x, y=self._labels(self.items.y) if self.conditioned else None)
+            return self._split_codes
 
     def close(self) -> None:
-        self._scorer.shutdown(wait=False, cancel_futures=True)
+        with self._score_wake:
+            self._closed = True
+            for _, job in self._score_queue:
+                job.cancel()
+            self._score_queue.clear()
+            self._score_wake.notify_all()
 
     def _groups(self, name: str):
         if name not in self.attributes():
@@ -441,11 +497,53 @@ class Explorer:
 
 
 def _finite(values: Sequence[float], what: str) -> list[float]:
+    """Numbers a code can hold: finite as float32, and within +-MAX_CODE_VALUE."""
     out = [float(v) for v in values]
-    bad = [i for i, v in enumerate(out) if not math.isfinite(v)]
-    if bad:
-        raise VaekitError(f"{what} holds a value that is not a finite number at position {bad[0]}: send finite numbers")
+    for i, v in enumerate(out):
+        if not math.isfinite(v):
+            raise VaekitError(f"{what} holds a value that is not a finite number at position {i}: send finite numbers")
+        if abs(v) > MAX_CODE_VALUE:
+            raise VaekitError(f"{what} holds {v:g} at position {i}, beyond +-{MAX_CODE_VALUE:g}: send smaller numbers")
     return out
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities (a measurement of an empty picture) as null: JSON has no such numbers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _unit_array(image, channels: int) -> np.ndarray:
+    """A Pillow picture of any mode -> (H, W, channels) float in [0, 1]."""
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grey
+        array = np.asarray(image, dtype=np.float64) / 65535.0
+    elif image.mode == "I":  # 32-bit integer grey: PNG stores 16-bit grey so
+        array = np.asarray(image, dtype=np.float64) / (65535.0 if np.asarray(image).max() <= 65535 else 2**32 - 1)
+    elif image.mode == "F":  # float grey, as a TIFF may hold: taken as 0..1
+        array = np.asarray(image, dtype=np.float64)
+        array = np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0)
+    else:
+        if image.mode in ("RGBA", "LA", "PA", "P") and ("transparency" in image.info or image.mode.endswith("A")):
+            image = image.convert("RGBA")
+            white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(white, image)
+        image = image.convert("RGB" if channels == 3 else "L")
+        array = np.asarray(image, dtype=np.float64) / 255.0
+    array = np.clip(array, 0.0, 1.0)
+    if array.ndim == 2:
+        array = array[..., None]
+    if channels == 3 and array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    if channels == 1 and array.shape[-1] == 3:
+        array = array @ np.array([0.299, 0.587, 0.114])[:, None]  # ITU-R 601 luma, as Pillow's "L"
+    return array
 
 
 def _stddev(qz) -> list[float] | None:

@@ -60,14 +60,19 @@ def address(sock: socket.socket) -> str:
 
 
 def serve(explorer: Explorer, sock: socket.socket, log_level: str = "warning") -> None:
-    """Answer requests on `sock` until interrupted (Ctrl-C)."""
+    """Answer requests on `sock` until interrupted (Ctrl-C). On a loopback address only requests naming it (or
+    localhost) in their Host header are answered."""
     try:
         import uvicorn
     except ImportError as exc:
         raise VaekitError(f"the explorer needs uvicorn ({exc.name} is missing): pip install 'vaekit[explore]'") from None
     from .app import create_app
 
-    config = uvicorn.Config(create_app(explorer), log_level=log_level, access_log=False, timeout_graceful_shutdown=2)
+    from .app import LOOPBACK_HOSTS
+
+    hosts = LOOPBACK_HOSTS if is_loopback(sock.getsockname()[0]) else None
+    config = uvicorn.Config(create_app(explorer, hosts), log_level=log_level, access_log=False,
+                            timeout_graceful_shutdown=2)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:

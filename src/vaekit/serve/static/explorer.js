@@ -10,8 +10,15 @@ const state = { info: null, z: [], map: null, ends: { a: null, b: null }, itemCa
 async function api(path, body) {
   const options = body === undefined ? {} : body instanceof FormData ? { method: "POST", body } :
     { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
-  const response = await fetch(path, options);
-  const data = await response.json();
+  let response, data;
+  try {
+    response = await fetch(path, options);
+    data = await response.json();
+  } catch (e) {  // the server is gone, or answered something that is not JSON
+    const message = response ? `${path}: HTTP ${response.status}` : `${path}: no answer from the explorer`;
+    showError(message);
+    throw new Error(message);
+  }
   if (!response.ok) {
     showError(data.error || `${path}: HTTP ${response.status}`);
     throw new Error(data.error);
@@ -62,8 +69,22 @@ function latest(fn) {
   };
 }
 
+// The label a label-conditioned model decodes with: the one chosen on the page. An item given by index is encoded
+// and decoded with its own label by the server, so requests naming items leave it out (labelFor).
 function labelValue() {
   return state.info.conditioned ? $("label").value : null;
+}
+
+function labelFor(end) {
+  return end && end.item !== undefined ? null : labelValue();
+}
+
+// A counter per kind of request, so that an answer overtaken by a newer request of its kind is dropped.
+const counters = {};
+function ticket(kind) {
+  counters[kind] = (counters[kind] || 0) + 1;
+  const mine = counters[kind];
+  return () => counters[kind] === mine;
 }
 
 // ---- decode panel -----------------------------------------------------------------------------------------
@@ -131,11 +152,12 @@ function fromCanvas(x, y) {
 async function loadMap() {
   const colour = $("colour").value || undefined;
   const map = await api("/api/map" + (colour ? `?colour=${encodeURIComponent(colour)}` : ""));
-  const xs = map.points.map((p) => p[0]), ys = map.points.map((p) => p[1]);
-  const pad = (lo, hi) => { const m = (hi - lo) * 0.05 || 1; return [lo - m, hi + m]; };
-  const [x0, x1] = pad(Math.min(...xs), Math.max(...xs)), [y0, y1] = pad(Math.min(...ys), Math.max(...ys));
-  map.bounds = { x0, x1, y0, y1 };
-  if (map.values && !map.names) { map.low = Math.min(...map.values); map.high = Math.max(...map.values); }
+  const range = (values) => values.reduce(([lo, hi], v) => [Math.min(lo, v), Math.max(hi, v)], [Infinity, -Infinity]);
+  const [xl, xh] = range(map.points.map((p) => p[0])), [yl, yh] = range(map.points.map((p) => p[1]));
+  // one scale for both axes, so distances on the plane look like distances between codes
+  const half = Math.max(xh - xl, yh - yl, 1e-6) * 0.55, xm = (xl + xh) / 2, ym = (yl + yh) / 2;
+  map.bounds = { x0: xm - half, x1: xm + half, y0: ym - half, y1: ym + half };
+  if (map.values && !map.names) [map.low, map.high] = range(map.values);
   state.map = map;
   drawMap();
   $("map-about").textContent = map.projection === "latent" ? "The codes themselves (a 2-D latent)." :
@@ -202,16 +224,17 @@ function mapEvents() {
   c.addEventListener("click", async (event) => {
     const [x, y] = pointer(event);
     drawMap([x, y]);
-    const point = fromCanvas(x, y);
-    c.dataset.point = JSON.stringify(point);
+    const point = fromCanvas(x, y), current = ticket("map");
     const result = await api("/api/map/decode", { point, label: labelValue() });
+    if (!current()) return;
+    c.dataset.point = JSON.stringify(point);
     show($("map-decoded"), result, "decoded map point");
     setCode(result.z);
   });
   c.addEventListener("mousemove", async (event) => {
     const [x, y] = pointer(event);
     const i = nearest(x, y);
-    if (i < 0) { tip.hidden = true; return; }
+    if (i < 0) { tip.hidden = true; tip.dataset.item = ""; return; }
     tip.dataset.item = i;
     const item = await itemView(i);
     if (String(i) !== tip.dataset.item) return;  // the pointer moved on meanwhile
@@ -227,8 +250,9 @@ function mapEvents() {
 
 // ---- interpolation ----------------------------------------------------------------------------------------
 async function setEnd(which) {
-  const item = Number($(`item-${which}`).value);
+  const item = Number($(`item-${which}`).value), current = ticket(`end-${which}`);
   const result = await api("/api/encode", { item });
+  if (!current()) return;
   state.ends[which] = { item };
   show($(`view-${which}`), result.item_view, `item ${which.toUpperCase()}`);
   if (which === "a") show($("attr-original"), result.item_view, "item A");
@@ -237,8 +261,9 @@ async function setEnd(which) {
 async function uploadEnd(which, file) {
   const form = new FormData();
   form.append("file", file);
-  const label = labelValue();
+  const label = labelValue(), current = ticket(`end-${which}`);
   const result = await api("/api/encode-image" + (label !== null ? `?label=${encodeURIComponent(label)}` : ""), form);
+  if (!current()) return;
   state.ends[which] = { z: result.z };
   show($(`view-${which}`), result.reconstruction, `picture ${which.toUpperCase()}`);
   if (which === "a") show($("attr-original"), result.reconstruction, "item A");
@@ -246,16 +271,19 @@ async function uploadEnd(which, file) {
 
 const interpolateNow = latest(async () => {
   if (!state.ends.a || !state.ends.b) return;
-  const result = await api("/api/interpolate", { a: state.ends.a, b: state.ends.b, t: Number($("interp-t").value),
-                                                  method: $("interp-method").value, label: labelValue() });
+  const t = $("interp-t").value;
+  const result = await api("/api/interpolate", { a: state.ends.a, b: state.ends.b, t: Number(t),
+                                                  method: $("interp-method").value, label: labelFor(state.ends.a) });
   show($("interp-image"), result, "interpolated");
-  $("interp-image").dataset.t = $("interp-t").value;
+  $("interp-image").dataset.t = t;  // the t this picture shows (a newer one may already be asked for)
 });
 
 async function interpolateStrip() {
   if (!state.ends.a || !state.ends.b) return;
+  const current = ticket("strip");
   const result = await api("/api/interpolate", { a: state.ends.a, b: state.ends.b, steps: 8,
-                                                  method: $("interp-method").value, label: labelValue() });
+                                                  method: $("interp-method").value, label: labelFor(state.ends.a) });
+  if (!current()) return;
   const strip = $("interp-strip");
   strip.replaceChildren(...result.frames.map((f, k) => {
     const el = render(f, `step ${k}`);
@@ -269,9 +297,8 @@ const attributeNow = latest(async () => {
   const attribute = $("attr").value;
   if (!attribute || !state.ends.a) return;
   const strength = Number($("attr-strength").value);
-  $("attr-strength-value").textContent = strength.toFixed(1);
   const result = await api("/api/attribute", { ...state.ends.a, attribute, strength, method: $("attr-method").value,
-                                                label: labelValue() });
+                                                label: labelFor(state.ends.a) });
   show($("attr-image"), result, "edited");
   $("attr-image").dataset.strength = String(strength);
   showScore(result.score, attribute, $("attr-method").value);
@@ -321,10 +348,11 @@ async function start() {
   $("about").textContent = `${info.run || "a run"}: ${info.family} on ${info.data}, a code of ${info.code_size} ` +
     `number${info.code_size === 1 ? "" : "s"}; items from the ${info.split} split (${info.items}).`;
   for (const id of ["from-item", "item-a", "item-b"]) $(id).max = info.items - 1;
+  if (info.kind !== "image") for (const el of document.querySelectorAll(".upload")) el.hidden = true;
   if (info.conditioned) {
     $("label-box").hidden = false;
     info.labels.forEach((name) => option($("label"), name));
-    $("label").addEventListener("change", () => { decodeNow(); interpolateNow(); attributeNow(); });
+    $("label").addEventListener("change", () => { decodeNow(); interpolateNow(); interpolateStrip(); attributeNow(); });
   }
   state.z = info.dimensions.slice().sort((a, b) => a.index - b.index).map((d) => d.mean);
   buildSliders(false);
@@ -350,7 +378,9 @@ async function start() {
     $(`item-${which}`).addEventListener("change", async () => { await setEnd(which); interpolateNow(); interpolateStrip(); attributeNow(); });
     $(`upload-${which}`).addEventListener("change", async (event) => {
       if (!event.target.files.length) return;
-      await uploadEnd(which, event.target.files[0]);
+      const file = event.target.files[0];
+      event.target.value = "";  // so that choosing the same file again is a change too
+      await uploadEnd(which, file);
       interpolateNow(); interpolateStrip(); attributeNow();
     });
     await setEnd(which);
@@ -366,7 +396,10 @@ async function start() {
     option($("attr"), "", "none (no attributes or labels)");
   }
   for (const id of ["attr", "attr-method"]) $(id).addEventListener("change", attributeNow);
-  $("attr-strength").addEventListener("input", attributeNow);
+  $("attr-strength").addEventListener("input", () => {
+    $("attr-strength-value").textContent = Number($("attr-strength").value).toFixed(1);
+    attributeNow();
+  });
   attributeNow();
   $("sample").addEventListener("click", drawSamples);
   document.body.dataset.ready = "true";
