@@ -26,6 +26,7 @@ from vaekit import checkpoint, edits, latent, viz  # noqa: E402
 from vaekit.cli import main  # noqa: E402
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from vaekit.data import load_dataset  # noqa: E402
+from vaekit.errors import VaekitError  # noqa: E402
 from vaekit.serve import Explorer, bind  # noqa: E402
 from vaekit.serve.app import create_app  # noqa: E402
 
@@ -766,6 +767,7 @@ def test_uploads_of_every_common_kind_are_read_as_a_viewer_shows_them(digits):
     assert np.allclose(code_of(mpo), expected, atol=0.1)
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data", "ignore:Tag data larger than file", "ignore:Possibly corrupt EXIF")
 def test_a_damaged_upload_is_a_415_whatever_breaks_inside_it(digits):
     _, client = digits
     buffer = io.BytesIO()
@@ -822,3 +824,22 @@ def test_every_family_is_served(tmp_path, family):
                            ("/api/sample", {"n": 2, "seed": 1}), ("/api/map/decode", {"point": [0, 0]})):
             assert client.post(path, json=body).status_code == 200, (path, family)
     explorer.close()
+
+
+def test_ctrl_c_does_not_wait_for_a_score_being_computed(small_run, monkeypatch):
+    explorer = _explorer(small_run)
+    started, release = threading.Event(), threading.Event()
+
+    def stuck(*args, **kwargs):
+        started.set()
+        release.wait(60)
+        raise VaekitError("released")
+
+    monkeypatch.setattr(edits, "score_attribute", stuck)
+    explorer.score("4")
+    assert started.wait(30)
+    worker = next(t for t in threading.enumerate() if t.name == "vaekit-score" and t.is_alive() and started.is_set())
+    assert worker.daemon  # the interpreter exits without joining it
+    explorer.close()
+    assert explorer.score("4")["status"] == "unavailable"
+    release.set()
