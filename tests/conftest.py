@@ -64,3 +64,16 @@ def smiles_short_run(tmp_path_factory):
         assert main(["train", "--recipe", "faces", "--data", "smiles", "--data-dir", str(root), "--limit", "2000",
                      "--epochs", "4", "--set", "train.warmup_steps=0", "--out", str(out), "--no-progress"]) == 0
     return out, root
+
+
+@pytest.fixture(scope="session")
+def shapes_recipe_run(tmp_path_factory):
+    """The shipped shapes recipe trained as a user would (`vaekit train --recipe shapes`, default settings; about
+    30-45 s): the model and its data set."""
+    from vaekit import checkpoint
+    from vaekit.cli import main
+    from vaekit.data import load_dataset
+
+    out = tmp_path_factory.mktemp("shapes") / "run"
+    assert main(["train", "--recipe", "shapes", "--out", str(out), "--no-progress"]) == 0
+    return checkpoint.load(out), load_dataset(checkpoint.load_config(out).data)

@@ -69,6 +69,7 @@ def test_the_score_of_a_planted_edit_is_its_closed_form(bright):
     assert score.baseline == 0.0 and score.missed == 0.0  # the reconstructions are judged as the items are
     rising = (v - 0.2 * d > 0) & (v + 0.2 * d < 1)  # strictly rising unless two strengths clip at the same end
     assert score.monotone == pytest.approx(rising.mean(), abs=1 / len(v))
+    assert score.ends == pytest.approx(np.mean(edited[0.6] > edited[-0.6]), abs=1 / len(v))
     for s, change in zip(strengths, score.change):
         assert change == pytest.approx(np.mean(np.abs(edited[s] - v)), abs=1e-5)
     assert score.outside == pytest.approx(score.change, abs=1e-5)  # flat images: every pixel changes alike
@@ -148,3 +149,17 @@ def test_the_cli_scores_and_edits_several_items(small_run, tmp_path, capsys):
     assert main(["attribute", str(small_run), "--attr", "3", "--score", "--out", str(tmp_path / "s.png")]) == 2
     assert main(["attribute", str(small_run), "--attr", "3", "--score", "--apply-to", "4"]) == 2  # --score edits all
     assert main(["attribute", str(small_run), "--attr", "3", "--items", "9", "--out", str(tmp_path / "e.png")]) == 2
+
+
+def test_the_shapes_recipe_edits_scale_and_position_on_every_test_item(shapes_recipe_run):
+    """The shipped recipe as a user runs it, every one of the 2,000 test shapes edited at strengths -1, 0, 1 and
+    measured (area; centre of mass). The target is 95%. Scale must rise strictly for 95% of the items. Position must
+    rise end to end (+1 above -1) for 95%: items at the ends of the range, pushed past it, are where the decoder is
+    free to stall or turn back, and whether it does varies between trainings (the README gives the strict share
+    over seeds), so the strict share is reported, not asserted."""
+    model, dataset = shapes_recipe_run
+    scores = {name: edits.score_attribute(model, dataset, name, (-1, 0, 1)) for name in ("scale", "x", "y")}
+    report = {name: (round(s.monotone, 3), round(s.ends, 3)) for name, s in scores.items()}
+    assert all(s.items == 2000 for s in scores.values())
+    assert scores["scale"].monotone >= 0.95, report
+    assert scores["x"].ends >= 0.95 and scores["y"].ends >= 0.95, report

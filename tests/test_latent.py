@@ -11,7 +11,7 @@ from PIL import Image
 import vaekit
 from vaekit import DataConfig, ModelConfig, RunConfig, TrainConfig, build_model, latent, viz
 from vaekit.cli import main
-from vaekit.data import Dataset, load_dataset, shapes
+from vaekit.data import Dataset, shapes
 from vaekit.errors import VaekitError
 
 STRENGTHS = torch.linspace(-2, 2, 9)
@@ -217,15 +217,9 @@ def test_latent_map_is_the_code_for_2d_and_pca_otherwise(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def shapes_run():
-    # Settings checked over 12 seeds: every one passed the three tests below (a few CPU seconds to train).
-    cfg = RunConfig(
-        data=DataConfig(name="shapes", image_size=32, limit=5000),
-        model=ModelConfig(family="vae", latent_dim=8, network="mlp", hidden_dims=(256,), beta=2.0),
-        train=TrainConfig(epochs=8, batch_size=64, seed=0, progress=False),
-    )
-    dataset = load_dataset(cfg.data)
-    return vaekit.train(cfg, dataset=dataset).model, dataset
+def shapes_run(shapes_recipe_run):
+    """The shipped shapes recipe with default settings (conftest.shapes_recipe_run)."""
+    return shapes_recipe_run
 
 
 def _attribute_curves(model, dataset, name: str, measure) -> np.ndarray:

@@ -102,7 +102,9 @@ class AttributeScore:
     """How well adding `strength * direction` to held-out codes does what it claims, per strength.
 
     moved: the share of items whose judged attribute moved from the reconstruction's (strength 0) in the requested
-    direction. monotone: the share whose judged value rises strictly along the strengths. For a 0/1 attribute,
+    direction. monotone: the share whose judged value rises strictly along the strengths; ends: the share whose
+    value at the largest strength is above that at the smallest (rises end to end, whatever happens between: an item
+    at the edge of a factor's range, pushed past it, may stall or turn back there). For a 0/1 attribute,
     flipped: the share of items without it (positive strengths) judged to have it after the edit, or of items with
     it (negative strengths) judged not to; best_strength: the smallest positive strength within a point of the most
     flips; baseline: the share of items without it judged to have it at strength 0
@@ -122,6 +124,7 @@ class AttributeScore:
     strengths: tuple[float, ...]
     moved: tuple[float | None, ...]
     monotone: float
+    ends: float
     flipped: tuple[float | None, ...] | None
     baseline: float | None
     missed: float | None
@@ -145,7 +148,7 @@ class AttributeScore:
         lines.append("outside  " + " ".join(f"{c:7.3f}" for c in self.outside))
         for name, values in self.others.items():
             lines.append(f"{name:<8} " + " ".join(f"{v:7.3f}" for v in values))
-        lines.append(f"monotone for {self.monotone:.1%} of items"
+        lines.append(f"monotone for {self.monotone:.1%} of items (end to end: {self.ends:.1%})"
                      + ("" if self.best_strength is None else f"; best strength {self.best_strength:g}")
                      + ("" if self.baseline is None else f"; before any edit, {self.baseline:.1%} of the items without it "
                         f"are judged to have it and {self.missed:.1%} of those with it not to"))
@@ -196,6 +199,7 @@ def score_attribute(model: Model, dataset, name: str, strengths: Sequence[float]
         moved.append(float(np.mean(np.nan_to_num(step, nan=-1.0) > 0)))
     with np.errstate(invalid="ignore"):
         rising = np.all(np.diff(values, axis=0) > 0, axis=0)
+        ends = values[-1] > values[0]
     flipped, best, baseline, missed = None, None, None, None
     if binary:
         has = test_groups.mask[pool].numpy()
@@ -221,7 +225,7 @@ def score_attribute(model: Model, dataset, name: str, strengths: Sequence[float]
     return AttributeScore(
         attribute=name, method=method, groups=train_groups.description, judge=judge.description,
         judge_accuracy=judge.accuracy, items=len(pool), strengths=strengths, moved=tuple(moved),
-        monotone=float(rising.mean()), flipped=None if flipped is None else tuple(flipped), baseline=baseline, missed=missed,
+        monotone=float(rising.mean()), ends=float(ends.mean()), flipped=None if flipped is None else tuple(flipped), baseline=baseline, missed=missed,
         best_strength=best,
         change=change, outside=outside, others=others)
 
