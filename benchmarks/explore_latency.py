@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import datetime
 import json
+import socket
 import statistics
 import sys
 import threading
@@ -52,9 +53,9 @@ def measure(run: Path, requests: int, burst: int, data_dir: str | None) -> dict:
     explorer = Explorer(model, load_dataset(config), run=run.name)
     codes = model.sample_prior(requests, torch.Generator().manual_seed(0)).flatten(1)
 
-    def timed(fn) -> list[float]:
+    def timed(fn, which=None) -> list[float]:
         out = []
-        for z in codes:
+        for z in codes if which is None else which:
             start = time.perf_counter()
             fn(z)
             out.append((time.perf_counter() - start) * 1000)
@@ -65,13 +66,28 @@ def measure(run: Path, requests: int, burst: int, data_dir: str | None) -> dict:
     decoder = timed(lambda z: latent.decode_mean(model, z.reshape(1, *model.code_shape)))
     with_png = timed(lambda z: explorer.decode(z.tolist()))
 
-    sock = bind("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(explorer), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
+    def start(nodelay: bool):
+        sock = bind("127.0.0.1", 0)
+        if not nodelay:  # as a socket is by default: what the explorer's bind() changes
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        server = uvicorn.Server(uvicorn.Config(create_app(explorer), log_level="warning"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.05)
+        return server, thread, sock.getsockname()[1]
+
+    server, thread, port = start(nodelay=False)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            for z in codes[:5]:
+                client.post("/api/decode", json={"z": z.tolist()})
+            without_nodelay = timed(lambda z: client.post("/api/decode", json={"z": z.tolist()}).raise_for_status(),
+                                    codes[:50])
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    server, thread, port = start(nodelay=True)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
             for z in codes[:20]:
@@ -97,8 +113,9 @@ def measure(run: Path, requests: int, burst: int, data_dir: str | None) -> dict:
 
     return {
         "run": str(run), "data": explorer.dataset.name, "data_shape": list(model.data_shape),
-        "network": model.config.network, "code_size": explorer.code_size, "requests": requests,
+        "network": type(model.encoder).__name__, "code_size": explorer.code_size, "requests": requests,
         "decoder": summary(decoder), "decoder_and_png": summary(with_png), "http_round_trip": summary(http),
+        "http_round_trip_without_tcp_nodelay": summary(without_nodelay),
         "round_trip_over_decoder": round(statistics.median(http) / statistics.median(decoder), 2),
         "burst": {"requests": burst, "answered_200": statuses.count(200), "wall_s": round(wall, 2),
                   "per_s": round(burst / wall, 1)},
@@ -108,14 +125,15 @@ def measure(run: Path, requests: int, burst: int, data_dir: str | None) -> dict:
 def markdown(results: dict) -> str:
     lines = [f"Explorer decode latency on {results['machine']['cpu_label']}, torch threads "
              f"{results['machine']['torch_threads']} (ms: median / 95th percentile)", "",
-             "| run | data | decoder | + PNG | HTTP round trip | round trip / decoder | burst: answered, wall |",
-             "|---|---|---|---|---|---|---|"]
+             "| run | data | decoder | + PNG | HTTP round trip | without TCP_NODELAY | round trip / decoder | "
+             "burst: answered, wall |", "|---|---|---|---|---|---|---|---|"]
     for r in results["runs"]:
         shape = "x".join(map(str, r["data_shape"][1:]))
         lines.append(f"| {Path(r['run']).name} | {r['data']} {shape} {r['network']} | "
                      f"{r['decoder']['median_ms']} / {r['decoder']['p95_ms']} | "
                      f"{r['decoder_and_png']['median_ms']} / {r['decoder_and_png']['p95_ms']} | "
                      f"{r['http_round_trip']['median_ms']} / {r['http_round_trip']['p95_ms']} | "
+                     f"{r['http_round_trip_without_tcp_nodelay']['median_ms']} | "
                      f"{r['round_trip_over_decoder']}x | {r['burst']['answered_200']}/{r['burst']['requests']}, "
                      f"{r['burst']['wall_s']} s |")
     return "\n".join(lines)

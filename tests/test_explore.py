@@ -300,32 +300,37 @@ def test_the_edit_score_is_computed_once_in_the_background_and_is_the_libraries(
 
 def test_the_latest_score_asked_for_is_computed_first(small_run, monkeypatch):
     explorer = _explorer(small_run)
-    order, gate = [], threading.Event()
+    order, gate, first = [], threading.Event(), threading.Event()
     score_attribute = edits.score_attribute
 
     def slow(*args, **kwargs):
         if args[0] is not explorer.model:
             return score_attribute(*args, **kwargs)
         order.append(args[2])
-        gate.wait(30)
+        first.set()
+        gate.wait(60)
         return score_attribute(*args, **kwargs)
 
     monkeypatch.setattr(edits, "score_attribute", slow)
-    for name in ("1", "2", "3", "4"):  # "1" starts at once; then 4 is the newest waiting, then 3, then 2
+    assert explorer.score("1")["status"] == "computing"
+    assert first.wait(60)  # "1" runs; the rest wait, and the newest asked for goes first
+    for name in ("2", "3", "4"):
         assert explorer.score(name)["status"] == "computing"
-        time.sleep(0.2)
+    assert explorer.score("3")["status"] == "computing"  # asked for again: now the newest
     gate.set()
     from concurrent.futures import wait
 
     done, _ = wait([explorer._scores[(name, "mean-diff")] for name in "1234"], timeout=120)  # asking again re-ranks
-    assert len(done) == 4 and order == ["1", "4", "3", "2"]
+    assert len(done) == 4 and order == ["1", "3", "4", "2"]
     explorer.close()
     assert explorer.score("5") == {"status": "unavailable", "reason": "the explorer is stopping"}
 
 
 def test_a_score_that_fails_unexpectedly_is_reported_not_raised(small_run, monkeypatch):
     explorer = _explorer(small_run)
-    monkeypatch.setattr(edits, "score_attribute", lambda *a, **k: 1 / 0)
+    score_attribute = edits.score_attribute
+    monkeypatch.setattr(edits, "score_attribute", lambda *a, **k: 1 / 0 if a[0] is explorer.model
+                        else score_attribute(*a, **k))
     with TestClient(create_app(explorer), base_url=BASE) as client:
         deadline = time.monotonic() + 30
         while (score := client.get("/api/score", params={"attribute": "1"}).json())["status"] == "computing":
@@ -538,6 +543,18 @@ def test_a_burst_of_concurrent_decodes_is_answered_and_the_server_stays_up(small
         explorer.close()
 
 
+def _first_line(process: subprocess.Popen, timeout: float = 120) -> str:
+    """The command's first line of output, or a failure (not a hang) if it prints none in time."""
+    import selectors
+
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            process.kill()
+            pytest.fail(f"vaekit explore printed nothing in {timeout} s: {process.stderr.read()}")
+    return process.stdout.readline()
+
+
 def _serve(args: list[str], env: dict | None = None) -> subprocess.Popen:
     command = "import sys; from vaekit.cli import main; sys.exit(main())"
     return subprocess.Popen([sys.executable, "-c", command, "explore", *args], stdout=subprocess.PIPE,
@@ -549,7 +566,7 @@ def test_vaekit_explore_prints_its_address_serves_and_stops_on_ctrl_c(small_run)
 
     process = _serve([str(small_run), "--port", "0"])
     try:
-        line = process.stdout.readline()
+        line = _first_line(process)
         assert line.startswith(f"vaekit explorer for {small_run}: http://127.0.0.1:"), line
         address = line.split(": ", 1)[1].split()[0]
         assert httpx.get(address + "api/info", timeout=30).json()["code_size"] == 2
@@ -563,7 +580,7 @@ def test_vaekit_explore_prints_its_address_serves_and_stops_on_ctrl_c(small_run)
 def test_vaekit_explore_warns_when_it_listens_beyond_this_machine(small_run):
     process = _serve([str(small_run), "--port", "0", "--host", "0.0.0.0"])
     try:
-        assert "http://0.0.0.0:" in process.stdout.readline()
+        assert "http://0.0.0.0:" in _first_line(process)
     finally:
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)
@@ -715,14 +732,30 @@ def test_a_chunked_body_is_counted_and_a_large_one_refused(digits):
 
 def test_a_request_naming_another_host_is_refused(digits):
     explorer, _ = digits
-    for host in ("evil.example", "127.0.0.1.evil.example"):
+    for host in ("evil.example", "127.0.0.1.evil.example", "evil.example:8765"):
         with TestClient(create_app(explorer), base_url=f"http://{host}") as client:
-            assert client.get("/api/info").status_code == 400
-    for host in ("localhost", "127.0.0.1:8765"):
+            for response in (client.get("/api/info"), client.get("/"), client.post("/api/decode", json={"z": [0, 0]})):
+                assert response.status_code == 400
+                assert response.json()["error"].startswith("this explorer answers requests addressed to 127.0.0.1")
+    for host in ("localhost", "127.0.0.1:8765", "[::1]:8765", "localhost.:8765"):
         with TestClient(create_app(explorer), base_url=f"http://{host}") as client:
-            assert client.get("/api/info").status_code == 200
+            assert client.get("/api/info").status_code == 200, host
+    with TestClient(create_app(explorer, hosts=("127.0.0.1", "127.0.1.1")), base_url="http://127.0.1.1:80") as client:
+        assert client.get("/api/info").status_code == 200  # the address it was bound to, e.g. a Debian hostname's
     with TestClient(create_app(explorer, hosts=None), base_url="http://192.0.2.7") as client:  # --host 0.0.0.0
         assert client.get("/api/info").status_code == 200
+
+
+def test_the_api_refuses_what_a_browser_marks_as_sent_by_another_site(digits):
+    _, client = digits
+    cross = {"sec-fetch-site": "cross-site"}
+    for response in (client.post("/api/decode", json={"z": [0, 0]}, headers=cross),
+                     client.get("/api/score", params={"attribute": "1"}, headers=cross),
+                     client.post("/api/encode-image", files={"file": ("a.png", b"x", "image/png")}, headers=cross)):
+        assert response.status_code == 403 and "other web sites" in response.json()["error"]
+    assert client.get("/", headers=cross).status_code == 200  # following a link to the page is fine
+    for site in ("same-origin", "none"):
+        assert client.post("/api/decode", json={"z": [0, 0]}, headers={"sec-fetch-site": site}).status_code == 200
 
 
 def _upload(client, data: bytes, name: str = "x.png"):
@@ -830,7 +863,11 @@ def test_ctrl_c_does_not_wait_for_a_score_being_computed(small_run, monkeypatch)
     explorer = _explorer(small_run)
     started, release = threading.Event(), threading.Event()
 
+    score_attribute = edits.score_attribute
+
     def stuck(*args, **kwargs):
+        if args[0] is not explorer.model:
+            return score_attribute(*args, **kwargs)
         started.set()
         release.wait(60)
         raise VaekitError("released")
@@ -838,8 +875,33 @@ def test_ctrl_c_does_not_wait_for_a_score_being_computed(small_run, monkeypatch)
     monkeypatch.setattr(edits, "score_attribute", stuck)
     explorer.score("4")
     assert started.wait(30)
-    worker = next(t for t in threading.enumerate() if t.name == "vaekit-score" and t.is_alive() and started.is_set())
-    assert worker.daemon  # the interpreter exits without joining it
+    assert explorer._worker.daemon and explorer._worker.is_alive()  # the interpreter exits without joining it
     explorer.close()
     assert explorer.score("4")["status"] == "unavailable"
     release.set()
+
+
+def test_ctrl_c_while_a_score_is_computed_exits_cleanly(small_run):
+    import httpx
+
+    for _ in range(3):  # the score starts with the first edit; Ctrl-C lands while it runs, or just after
+        process = _serve([str(small_run), "--port", "0"])
+        try:
+            address = _first_line(process).split(": ", 1)[1].split()[0]
+            assert httpx.post(address + "api/attribute", json={"item": 0, "attribute": "3", "strength": 1},
+                              timeout=60).status_code == 200
+        finally:
+            process.send_signal(signal.SIGINT)
+            _, err = process.communicate(timeout=60)
+        assert process.returncode == 0 and "Traceback" not in err and "terminate called" not in err, err
+
+
+def test_a_transparent_colour_reads_as_white(digits):
+    explorer, client = digits
+    pixels = _expected(explorer.items.x[5:6])[0]
+    keyed = pixels.copy()
+    keyed[pixels == 0] = 7  # the background in a colour marked transparent
+    buffer = io.BytesIO()
+    Image.fromarray(keyed, "L").save(buffer, format="PNG", transparency=7)
+    seen = _pixels(_upload(client, buffer.getvalue()).json()["item_view"])
+    assert (seen[pixels == 0] == 255).all()

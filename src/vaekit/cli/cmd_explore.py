@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from ..errors import VaekitError
@@ -34,11 +35,14 @@ def run(args: argparse.Namespace) -> int:
     import importlib.util
 
     # say so before loading anything (python-multipart reads uploads; FastAPI fails without it only when serving)
-    for module, package in (("fastapi", "fastapi"), ("uvicorn", "uvicorn"), ("python_multipart", "python-multipart")):
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):  # a module set to None in sys.modules, or a broken install
-            found = False
+    for modules, package in ((("fastapi",), "fastapi"), (("uvicorn",), "uvicorn"),
+                             (("python_multipart", "multipart"), "python-multipart")):  # its module's old name too
+        found = False
+        for module in modules:
+            try:
+                found = found or importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):  # a module set to None in sys.modules, or a broken install
+                pass
         if not found:
             raise VaekitError(f"vaekit explore needs {package}: pip install 'vaekit[explore]'")
     if not is_loopback(args.host):
@@ -59,4 +63,8 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     sys.stderr.write("vaekit explorer stopped\n")
-    return 0
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # A score may still be running on its thread, inside torch or scikit-learn; an interpreter finalising under it
+    # aborts (SIGABRT). The server has stopped and written everything it will: leave at once.
+    os._exit(0)

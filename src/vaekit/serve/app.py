@@ -15,7 +15,7 @@ from .explorer import MAX_SAMPLES, MAX_STEPS, MAX_UPLOAD_BYTES, BadUpload, Explo
 MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024  # an upload and its multipart framing; JSON bodies are far smaller
 # The names a browser on this machine reaches a loopback server by. Checking the Host header stops a web page from
 # reading the explorer through DNS rebinding (its own name made to point at 127.0.0.1).
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 class BodyLimit:
@@ -56,10 +56,49 @@ class BodyLimit:
         await self.app(scope, counted, answered)
 
     async def _refuse(self, send) -> None:
-        body = json.dumps({"error": f"the request body is over {self.limit // 2**20} MB: send less"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        # Connection: close, so the server stops reading what is left of the body instead of taking it all in
+        await _json_answer(send, 413, f"the request body is over {self.limit // 2**20} MB: send less", close=True)
+
+
+class Guard:
+    """An ASGI middleware for a server on this machine only: it answers requests whose Host header names another
+    machine (a web page reaching the explorer by DNS rebinding) and, on the API, requests a browser marks as sent
+    by another site (Sec-Fetch-Site: cross-site), with a 4xx JSON error."""
+
+    def __init__(self, app, hosts: Sequence[str]) -> None:
+        self.app = app
+        self.hosts = {h.strip("[]").lower() for h in hosts}
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            host = _host_name(headers.get(b"host", b"").decode("latin-1"))
+            if host not in self.hosts:
+                await _json_answer(send, 400, f"this explorer answers requests addressed to "
+                                              f"{', '.join(sorted(self.hosts))}, not {host or 'no host'}")
+                return
+            site = headers.get(b"sec-fetch-site", b"").decode("latin-1")
+            if site == "cross-site" and (scope["path"].startswith("/api/") or scope["method"] != "GET"):
+                await _json_answer(send, 403, "requests from other web sites are refused: open the explorer's page")
+                return
+        await self.app(scope, receive, send)
+
+
+def _host_name(header: str) -> str:
+    """'127.0.0.1:8765' -> '127.0.0.1'; '[::1]:8765' -> '::1'; 'localhost.' -> 'localhost'."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0].rstrip(".") if header.count(":") <= 1 else header
+
+
+async def _json_answer(send, status: int, message: str, close: bool = False) -> None:
+    body = json.dumps({"error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(explorer: Explorer, hosts: Sequence[str] | None = LOOPBACK_HOSTS):
@@ -72,7 +111,6 @@ def create_app(explorer: Explorer, hosts: Sequence[str] | None = LOOPBACK_HOSTS)
         from fastapi.staticfiles import StaticFiles
         from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
         from starlette.exceptions import HTTPException
-        from starlette.middleware.trustedhost import TrustedHostMiddleware
     except ImportError as exc:
         raise VaekitError(f"the explorer needs FastAPI ({exc.name} is missing): pip install 'vaekit[explore]'") from None
 
@@ -123,7 +161,7 @@ def create_app(explorer: Explorer, hosts: Sequence[str] | None = LOOPBACK_HOSTS)
     app.state.explorer = explorer
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     if hosts is not None:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=[h.strip("[]") for h in hosts] + list(hosts))
+        app.add_middleware(Guard, hosts=hosts)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):  # unknown route, wrong method, unparsable body

@@ -33,6 +33,7 @@ MAX_UPLOAD_BYTES = 5 * 2**20  # a picture of a face or a digit is a few kB; 5 MB
 MAX_UPLOAD_PIXELS = 40_000_000  # width x height: refuses a decompression bomb before its pixels are read
 # MPO: a JPEG carrying a second image (phones' depth maps and gain maps); its first image is read
 UPLOAD_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "WEBP", "TIFF")
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 MAX_CODE_VALUE = 1e6  # a code value beyond this is far outside anything a model was trained on
 MAX_SAMPLES = 64
 MAX_STEPS = 64
@@ -90,8 +91,6 @@ class Explorer:
         self._score_queue: list[tuple[tuple[str, str], Future]] = []
         self._score_wake = threading.Condition()
         self._closed = False
-        # a daemon thread: Ctrl-C stops the server at once, not after a score that may take a minute
-        threading.Thread(target=self._score_worker, name="vaekit-score", daemon=True).start()
         self._train_codes: torch.Tensor | None = None
         self._split_codes: torch.Tensor | None = None
         # An attribute table's columns (0/1, one row per item of the served split, in order), as `vaekit attribute
@@ -122,6 +121,11 @@ class Explorer:
         order = torch.argsort(scores, descending=True, stable=True).tolist()
         self.dimensions = tuple(Dimension(int(d), float(scores[d]), float(mean[d] - 3 * std[d]),
                                           float(mean[d] + 3 * std[d]), float(mean[d])) for d in order)
+        # Started last, so a failed construction leaves no thread behind. A daemon: a score may take a minute and
+        # cannot be interrupted, so a process that stops serving exits without it (`vaekit explore` exits with
+        # os._exit, since an interpreter finalising under a running torch thread aborts).
+        self._worker = threading.Thread(target=self._score_worker, name="vaekit-score", daemon=True)
+        self._worker.start()
 
     # ---- what the page shows first ---------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -153,6 +157,7 @@ class Explorer:
             values = latent.decode_mean(self.model, code[None], y)
         return self.render(values)[0]
 
+    @torch.no_grad()
     def encode_item(self, index: int) -> dict[str, Any]:
         x = self.item_x(index)
         y = self.item_label(index)
@@ -164,9 +169,10 @@ class Explorer:
         return {"item": index, "z": code.tolist(), "std": spread, "label": self._item_label_name(index),
                 "item_view": self.render(x[None])[0], "reconstruction": self.render(recon)[0]}
 
+    @torch.no_grad()
     def encode_upload(self, data: bytes, label: int | str | None = None) -> dict[str, Any]:
+        y = self.parse_label(label)  # before the picture's decoding, the costly part
         x = self.read_upload(data)
-        y = self.parse_label(label)
         with self._lock:
             qz = self.model.encode(x[None].to(self.model.device), y)
             code = self.model.code(qz).detach().cpu().flatten()
@@ -249,6 +255,8 @@ class Explorer:
                 self._score_wake.notify()
         if not job.done():
             return {"status": "computing"}
+        if job.cancelled():
+            return {"status": "unavailable", "reason": "the explorer is stopping"}
         error = job.exception()
         if error is not None:
             reason = str(error) if isinstance(error, VaekitError) else f"{type(error).__name__}: {error}"
@@ -279,6 +287,7 @@ class Explorer:
                                       items=self.score_items)
         return _json_safe({"status": "ready", "summary": score.summary(), **score.to_dict()})
 
+    @torch.no_grad()
     def sample(self, n: int = 16, seed: int | None = None, label: int | str | None = None) -> dict[str, Any]:
         if not 1 <= n <= MAX_SAMPLES:
             raise VaekitError(f"n must be between 1 and {MAX_SAMPLES}, got {n}")
@@ -320,7 +329,7 @@ class Explorer:
         if len(point) != 2:
             raise VaekitError(f"point must be two numbers (the map's x and y), got {len(point)}")
         point = _finite(point, "point")
-        code = torch.from_numpy(self.map.to_codes(np.asarray(point)[None])).float()[0]
+        code = self._finite_code(torch.from_numpy(self.map.to_codes(np.asarray(point)[None])).float()[0])
         return {**self.decode(code.tolist(), label), "z": code.tolist()}
 
     # ---- checks and conversions ------------------------------------------------------------------------------
@@ -381,8 +390,8 @@ class Explorer:
         if not self.is_image:
             raise BadUpload("this model's items are not pictures: upload is for image models", 415)
         if len(data) > MAX_UPLOAD_BYTES:
-            raise BadUpload(f"the upload is {len(data) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB: "
-                            "send a smaller picture", 413)
+            raise BadUpload(f"the upload is {len(data):,} bytes; the limit is {MAX_UPLOAD_BYTES:,} "
+                            f"({MAX_UPLOAD_BYTES // 2**20} MB): send a smaller picture", 413)
         with self._upload_lock:
             return self._read_picture(data)
 
@@ -411,17 +420,23 @@ class Explorer:
                 image = ImageOps.exif_transpose(image)
             except Exception:  # noqa: BLE001  (damaged EXIF: keep the picture as stored)
                 pass
-            array = _unit_array(image, channels)  # (H, W, C) in [0, 1]
-            # each channel cropped and resized in floating point (mode F), so 16-bit pictures keep their precision
-            planes = [np.asarray(ImageOps.fit(Image.fromarray(np.ascontiguousarray(array[..., c], dtype=np.float32),
-                                                              "F"), (w, h), Image.Resampling.LANCZOS))
-                      for c in range(channels)]
+            if image.mode in HIGH_DEPTH_MODES:
+                # 16-bit, 32-bit and float pictures: each channel cropped and resized in floating point (mode F)
+                array = _unit_array(image, channels)  # (H, W, C) in [0, 1]
+                planes = [np.asarray(ImageOps.fit(Image.fromarray(np.ascontiguousarray(array[..., c],
+                                                                                      dtype=np.float32), "F"),
+                                                  (w, h), Image.Resampling.LANCZOS)) for c in range(channels)]
+                out = np.stack(planes)
+            else:  # 8-bit: over white where transparent, then cropped and resized in its own mode (fast, small)
+                image = ImageOps.fit(_over_white(image).convert("RGB" if channels == 3 else "L"), (w, h),
+                                     Image.Resampling.LANCZOS)
+                out = np.asarray(image, dtype=np.float32) / 255.0
+                out = out[None] if channels == 1 else out.transpose(2, 0, 1)
         except MemoryError:
-            raise
+            raise BadUpload("the picture is too large to decode here: send a smaller one", 413) from None
         except Exception as exc:  # noqa: BLE001
             raise BadUpload(f"the picture could not be read ({type(exc).__name__}): send another", 415) from None
-        out = np.clip(np.stack(planes), 0, 1).astype(np.float32)  # (C, H, W)
-        return torch.from_numpy(out)
+        return torch.from_numpy(np.ascontiguousarray(np.clip(out, 0, 1), dtype=np.float32))
 
     def render(self, values: torch.Tensor) -> list[dict[str, Any]]:
         """Decoded items (N, *data_shape) -> what the page shows: a PNG (as a data URL), a table row in the user's
@@ -518,32 +533,25 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _unit_array(image, channels: int) -> np.ndarray:
-    """A Pillow picture of any mode -> (H, W, channels) float in [0, 1]."""
+def _over_white(image):
+    """A picture with transparency (an alpha channel, or a transparent colour) over white, as a viewer shows it."""
     from PIL import Image
 
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grey
-        array = np.asarray(image, dtype=np.float64) / 65535.0
-    elif image.mode == "I":  # 32-bit integer grey: PNG stores 16-bit grey so
-        array = np.asarray(image, dtype=np.float64) / (65535.0 if np.asarray(image).max() <= 65535 else 2**32 - 1)
-    elif image.mode == "F":  # float grey, as a TIFF may hold: taken as 0..1
-        array = np.asarray(image, dtype=np.float64)
-        array = np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0)
-    else:
-        if image.mode in ("RGBA", "LA", "PA", "P") and ("transparency" in image.info or image.mode.endswith("A")):
-            image = image.convert("RGBA")
-            white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(white, image)
-        image = image.convert("RGB" if channels == 3 else "L")
-        array = np.asarray(image, dtype=np.float64) / 255.0
-    array = np.clip(array, 0.0, 1.0)
-    if array.ndim == 2:
-        array = array[..., None]
-    if channels == 3 and array.shape[-1] == 1:
-        array = np.repeat(array, 3, axis=-1)
-    if channels == 1 and array.shape[-1] == 3:
-        array = array @ np.array([0.299, 0.587, 0.114])[:, None]  # ITU-R 601 luma, as Pillow's "L"
-    return array
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        image = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image)
+    return image
+
+
+def _unit_array(image, channels: int) -> np.ndarray:
+    """A 16-bit, 32-bit or float grey picture -> (H, W, channels) float in [0, 1]."""
+    values = np.asarray(image)
+    if image.mode == "F":  # float, as a TIFF may hold: taken as 0..1
+        array = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    else:  # 16-bit (PNG stores it, and Pillow may read it, as mode I): over 65535, unless it holds larger values
+        array = values.astype(np.float32) / (65535.0 if values.max(initial=0) <= 65535 else 2.0**32 - 1)
+    array = np.clip(array, 0.0, 1.0)[..., None]
+    return np.repeat(array, 3, axis=-1) if channels == 3 else array
 
 
 def _stddev(qz) -> list[float] | None:

@@ -70,7 +70,8 @@ def serve(explorer: Explorer, sock: socket.socket, log_level: str = "warning") -
 
     from .app import LOOPBACK_HOSTS
 
-    hosts = LOOPBACK_HOSTS if is_loopback(sock.getsockname()[0]) else None
+    bound = sock.getsockname()[0]
+    hosts = (*LOOPBACK_HOSTS, bound) if is_loopback(bound) else None  # e.g. 127.0.1.1, a Debian hostname's
     config = uvicorn.Config(create_app(explorer, hosts), log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=2)
     try:
