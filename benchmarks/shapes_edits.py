@@ -47,7 +47,30 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict:
             score = edits.score_attribute(model, dataset, name, (-1, 0, 1), method=method)
             record[f"{name}/{method}"] = {"monotone": round(score.monotone, 4), "ends": round(score.ends, 4),
                                           "items": score.items}
+    for name, column in (("x", 0), ("y", 1)):
+        record[f"{name}/where"] = where_it_fails(model, dataset, name, column)
     return record
+
+
+def where_it_fails(model, dataset, name: str, column: int) -> dict:
+    """Mean-difference edits of a position: how many of the failures (not strictly rising along -1, 0, 1) sit at
+    the two outermost grid values at each end of the range, and the strict share for items inside 0.1..0.9."""
+    import numpy as np
+
+    from vaekit import latent
+    from vaekit.data import shapes
+
+    direction = edits.attribute_direction(latent.encode_dataset(model, dataset.x_train),
+                                          latent.find_attribute(dataset, "train", name))
+    codes = latent.encode_dataset(model, dataset.x_test)
+    values = np.stack([shapes.centre_of_mass(latent.decode_mean(model, codes + s * direction))[:, column]
+                       for s in (-1, 0, 1)])
+    rising = (np.diff(values, axis=0) > 0).all(0)
+    factor = dataset.attributes_test[name].numpy()
+    edge = (factor <= 1 / 31 + 1e-9) | (factor >= 30 / 31 - 1e-9)
+    inside = (factor > 0.1) & (factor < 0.9)
+    return {"failures": int((~rising).sum()), "failures_at_edges": int((~rising & edge).sum()),
+            "edge_items": int(edge.sum()), "monotone_inside_0.1_0.9": round(float(rising[inside].mean()), 4)}
 
 
 def markdown(results: dict) -> str:
