@@ -1,0 +1,1 @@
+"""vaekit in other tools' formats and services; each module imports its library only when used."""

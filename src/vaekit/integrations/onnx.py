@@ -1,0 +1,178 @@
+"""A trained model's networks as ONNX files, checked in onnxruntime against PyTorch.
+
+encoder.onnx: inputs (B, *data_shape) -> the posterior's parameters (B, ...), as the family reads them (a VAE: the
+means, then the log-variances, of its Gaussian). decoder.onnx: codes (B, *code_shape) -> the likelihood's mean
+(B, *data_shape), the picture or row vaekit shows. A label-conditioned model's files also take `label` (B,) int64.
+The batch size is free in both. Needs the extra: pip install 'vaekit[onnx]' (onnx, onnxruntime, onnxscript).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import VaekitError
+from ..models import Model
+
+log = logging.getLogger(__name__)
+
+CHECK_BATCHES = (1, 7)  # batch sizes run through both runtimes: one, and one the export never saw
+TOLERANCE = 1e-4  # largest |onnxruntime - PyTorch| accepted, in the outputs' own units (float32 rounding)
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    encoder: Path
+    decoder: Path
+    description: Path  # onnx.json: inputs, outputs and shapes of both files
+    max_difference: dict[str, float]  # per file: the largest |onnxruntime - PyTorch| over the checked batches
+
+
+class _Encoder(torch.nn.Module):
+    def __init__(self, model: Model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.encoder_params(x, label)
+
+
+class _Decoder(torch.nn.Module):
+    def __init__(self, model: Model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.decode_code(z, label).mean
+
+
+def export_onnx(model: Model, directory: str | Path, opset: int | None = None) -> OnnxExport:
+    """Write encoder.onnx, decoder.onnx and onnx.json to `directory`, each checked in onnxruntime against PyTorch
+    at batch sizes 1 and 7 before it replaces any file already there."""
+    try:
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401  (torch.onnx's exporter needs it)
+    except ImportError as exc:
+        raise VaekitError(f"ONNX export needs {exc.name}: pip install 'vaekit[onnx]'") from None
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VaekitError(f"cannot create {directory} ({exc.strerror}): choose another --onnx folder") from None
+    model = model.cpu().eval()
+    conditioned = bool(model.num_labels)
+    generator = torch.Generator().manual_seed(0)
+    low, high = _value_range(model)
+    parts = {
+        "encoder": (_Encoder(model), "x", lambda b: low + (high - low) * torch.rand(b, *model.data_shape,
+                                                                                     generator=generator),
+                    "params"),
+        "decoder": (_Decoder(model), "z", lambda b: torch.randn(b, *model.code_shape, generator=generator), "mean"),
+    }
+    with _traceable_labels(model):
+        return _export(model, directory, opset, conditioned, parts)
+
+
+def _export(model: Model, directory: Path, opset: int | None, conditioned: bool, parts: dict) -> OnnxExport:
+    differences: dict[str, float] = {}
+    description: dict = {"family": model.config.family, "data_shape": list(model.data_shape),
+                         "code_shape": list(model.code_shape), "conditioned": conditioned, "files": {}}
+    # Every file is written and checked in a scratch folder first; only when all pass do they replace the old ones.
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".onnx-") as scratch:
+        for name, (module, input_name, draw, output_name) in parts.items():
+            staged = Path(scratch) / f"{name}.onnx"
+            example = draw(3)
+            labels = torch.zeros(3, dtype=torch.int64) if conditioned else None
+            batch = torch.export.Dim("batch", min=1, max=1 << 20)
+            inputs = (example, labels) if conditioned else (example,)
+            shapes = ({0: batch}, {0: batch}) if conditioned else ({0: batch},)
+            names = [input_name, "label"] if conditioned else [input_name]
+            try:
+                with torch.no_grad(), _quiet():
+                    program = torch.onnx.export(module.eval(), inputs, dynamic_shapes=shapes, input_names=names,
+                                                output_names=[output_name], dynamo=True, opset_version=opset,
+                                                external_data=False, verbose=False)
+                    program.save(str(staged))
+            except VaekitError:
+                raise
+            except Exception as exc:  # noqa: BLE001  (the exporter raises many kinds; each means "cannot export")
+                raise VaekitError(f"the {model.config.family} family's {name} does not export to ONNX "
+                                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+            differences[name] = _check(staged, module, draw, names, model)
+            description["files"][staged.name] = {
+                "inputs": {input_name: ["batch", *(model.data_shape if name == "encoder" else model.code_shape)],
+                           **({"label": ["batch"]} if conditioned else {})},
+                "output": {output_name: "the posterior's parameters, as the family reads them" if name == "encoder"
+                           else ["batch", *model.data_shape]},
+                "max_difference_from_pytorch": differences[name]}
+        (Path(scratch) / "onnx.json").write_text(json.dumps(description, indent=2) + "\n")
+        for file in ("encoder.onnx", "decoder.onnx", "onnx.json"):
+            os.replace(Path(scratch) / file, directory / file)
+    return OnnxExport(directory / "encoder.onnx", directory / "decoder.onnx", directory / "onnx.json", differences)
+
+
+@contextlib.contextmanager
+def _traceable_labels(model: Model):
+    """The labels' one-hot code without the checks that read label values on the host (which an exported graph
+    cannot hold): an ONNX file takes labels 0..num_labels-1 as given."""
+    if not model.num_labels:
+        yield
+        return
+    model.label_features = lambda y, batch: torch.nn.functional.one_hot(y.long(), model.num_labels).float()
+    try:
+        yield
+    finally:
+        del model.label_features
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter's pass-by-pass notes (logged at INFO, which the CLI shows) and its library warnings, hidden."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _check(path: Path, module: torch.nn.Module, draw, names: list[str], model: Model) -> float:
+    """Run the file in onnxruntime at each of CHECK_BATCHES and compare with PyTorch; a mismatch is an error."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for b in CHECK_BATCHES:
+        x = draw(b)
+        labels = torch.arange(b, dtype=torch.int64) % max(model.num_labels, 1) if len(names) == 2 else None
+        feed = {names[0]: x.numpy()}
+        if labels is not None:
+            feed["label"] = labels.numpy()
+        got = session.run(None, feed)[0]
+        with torch.no_grad():
+            want = (module(x, labels) if labels is not None else module(x)).numpy()
+        if got.shape != want.shape:
+            raise VaekitError(f"{path.name} gives shape {got.shape} at batch {b}, PyTorch {want.shape}: not exported")
+        worst = max(worst, float(np.abs(got - want).max()))
+    if not worst <= TOLERANCE:
+        raise VaekitError(f"{path.name} differs from PyTorch by {worst:.3g} (more than {TOLERANCE:g}) in onnxruntime: "
+                          "not exported")
+    return worst
+
+
+def _value_range(model: Model) -> tuple[float, float]:
+    """Inputs to check the encoder with: [0, 1] for images and binary data, else standardised values."""
+    return (0.0, 1.0) if len(model.data_shape) == 3 else (-2.0, 2.0)

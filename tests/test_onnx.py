@@ -1,0 +1,112 @@
+"""vaekit export --onnx: encoder.onnx and decoder.onnx run in onnxruntime as the PyTorch networks do, at any batch
+size, for every family and kind of model; mistakes are one-line errors; a failed check replaces nothing."""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install 'vaekit[onnx]'")
+pytest.importorskip("onnxscript", reason="the onnx extra is not installed: pip install 'vaekit[onnx]'")
+import onnx  # noqa: E402
+
+from vaekit import checkpoint  # noqa: E402
+from vaekit.cli import main  # noqa: E402
+from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from vaekit.errors import VaekitError  # noqa: E402
+from vaekit.runs import train  # noqa: E402
+
+
+def _run(tmp_path, **model) -> checkpoint.Path:
+    out = tmp_path / "run"
+    train(RunConfig(data=DataConfig(name="digits", limit=300), model=ModelConfig(latent_dim=3, **model),
+                    train=TrainConfig(epochs=1, progress=False)), out=out)
+    return out
+
+
+def _compare(folder, model, batch: int = 5) -> None:
+    """Both files in onnxruntime against the model in PyTorch, on a batch size the export never saw."""
+    generator = torch.Generator().manual_seed(1)
+    conditioned = bool(model.num_labels)
+    labels = torch.arange(batch) % max(model.num_labels, 1)
+    x = torch.rand(batch, *model.data_shape, generator=generator)
+    z = torch.randn(batch, *model.code_shape, generator=generator)
+    for name, value, expected in (
+            ("encoder", x, lambda: model.encoder_params(x, labels if conditioned else None)),
+            ("decoder", z, lambda: model.decode_code(z, labels if conditioned else None).mean)):
+        path = folder / f"{name}.onnx"
+        onnx.checker.check_model(str(path))
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: value.numpy()}
+        if conditioned:
+            feed["label"] = labels.numpy()
+        got = session.run(None, feed)[0]
+        with torch.no_grad():
+            want = expected().numpy()
+        assert got.shape == want.shape and np.abs(got - want).max() < 1e-4, (name, np.abs(got - want).max())
+
+
+@pytest.mark.parametrize("model", [
+    {"family": "vae"},  # conv networks (digits are 8x8 images)
+    {"family": "iwae", "network": "mlp", "hidden_dims": (16,)},
+    {"family": "ae", "network": "mlp", "hidden_dims": (16,)},
+    {"family": "vae", "network": "mlp", "hidden_dims": (16,), "condition": "label"},
+])
+def test_both_networks_run_in_onnxruntime_as_in_pytorch(tmp_path, capsys, model):
+    run = _run(tmp_path, **model)
+    assert main(["export", str(run), "--onnx", str(tmp_path / "onnx")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith(f"{tmp_path / 'onnx' / 'encoder.onnx'}  (onnxruntime within ")
+    loaded = checkpoint.load(run)
+    _compare(tmp_path / "onnx", loaded)
+    info = json.loads((tmp_path / "onnx" / "onnx.json").read_text())
+    assert info["family"] == model["family"] and info["code_shape"] == [3]
+    assert info["conditioned"] == (model.get("condition") == "label")
+    assert all(f["max_difference_from_pytorch"] < 1e-4 for f in info["files"].values())
+
+
+def test_a_table_models_decoder_gives_its_model_space_means(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = ["size,colour"] + [f"{rng.normal(10, 3):.3f},{rng.choice(['red', 'blue'])}" for _ in range(200)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    assert main(["train", "--data", str(tmp_path / "t.csv"), "--latent-dim", "2", "--epochs", "1", "--out",
+                 str(tmp_path / "run"), "--no-progress"]) == 0
+    assert main(["export", str(tmp_path / "run"), "--onnx", str(tmp_path / "onnx")]) == 0
+    _compare(tmp_path / "onnx", checkpoint.load(tmp_path / "run"))
+
+
+def test_export_mistakes_are_one_line_and_a_failed_check_replaces_nothing(small_run, tmp_path, capsys, monkeypatch):
+    assert main(["export", str(tmp_path / "nothing"), "--onnx", str(tmp_path / "o")]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main(["export", str(small_run), "--onnx", str(tmp_path / "file" / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot create" in err and err.count("\n") == 1
+    assert main(["export", str(small_run), "--onnx", str(tmp_path / "o"), "--opset", "99"]) == 2
+    assert "--opset must be" in capsys.readouterr().err
+
+    assert main(["export", str(small_run), "--onnx", str(tmp_path / "good")]) == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "good").iterdir()}
+    from vaekit.integrations import onnx as export
+
+    check = export._check
+    monkeypatch.setattr(export, "_check", lambda path, *a: check(path, *a) if path.name == "encoder.onnx"
+                        else _fails(path))  # the encoder passes, the decoder does not
+    assert main(["export", str(small_run), "--onnx", str(tmp_path / "good")]) == 2
+    assert "decoder.onnx differs from PyTorch" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "good").iterdir()} == before  # nothing replaced or left
+
+
+def test_without_the_extra_export_says_how_to_install_it(small_run, tmp_path, monkeypatch):
+    from vaekit.integrations.onnx import export_onnx
+
+    monkeypatch.setitem(sys.modules, "onnxscript", None)
+    with pytest.raises(VaekitError, match=r"ONNX export needs onnxscript: pip install 'vaekit\[onnx\]'"):
+        export_onnx(checkpoint.load(small_run), tmp_path / "o")
+
+
+def _fails(path):
+    raise VaekitError(f"{path.name} differs from PyTorch by 1 (planted): not exported")
