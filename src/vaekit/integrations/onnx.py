@@ -67,7 +67,12 @@ def export_onnx(model: Model, directory: str | Path, opset: int | None = None) -
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise VaekitError(f"cannot create {directory} ({exc.strerror}): choose another --onnx folder") from None
-    model = model.cpu().eval()
+    if model.device.type != "cpu":  # exported from the CPU, leaving the caller's model where it is
+        import copy
+
+        model = copy.deepcopy(model).cpu()
+    was_training = model.training
+    model.eval()
     conditioned = bool(model.num_labels)
     generator = torch.Generator().manual_seed(0)
     low, high = _value_range(model)
@@ -77,8 +82,11 @@ def export_onnx(model: Model, directory: str | Path, opset: int | None = None) -
                     "params"),
         "decoder": (_Decoder(model), "z", lambda b: torch.randn(b, *model.code_shape, generator=generator), "mean"),
     }
-    with _traceable_labels(model):
-        return _export(model, directory, opset, conditioned, parts)
+    try:
+        with _traceable_labels(model):
+            return _export(model, directory, opset, conditioned, parts)
+    finally:
+        model.train(was_training)
 
 
 def _export(model: Model, directory: Path, opset: int | None, conditioned: bool, parts: dict) -> OnnxExport:
