@@ -75,6 +75,18 @@ def test_the_score_of_a_planted_edit_is_its_closed_form(bright):
     assert score.outside == pytest.approx(score.change, abs=1e-5)  # flat images: every pixel changes alike
 
 
+def test_training_codes_given_by_the_caller_are_used_and_checked(bright):
+    dataset, judge, _, _ = bright
+    strengths = (-0.6, 0.0, 0.6)
+    codes = dataset.x_train.mean(dim=(1, 2, 3))[:, None]  # what Brightness encodes the training split to
+    given = edits.score_attribute(Brightness(), dataset, "bright", strengths, judge=judge, train_codes=codes)
+    assert given == edits.score_attribute(Brightness(), dataset, "bright", strengths, judge=judge)
+    shifted = edits.score_attribute(Brightness(), dataset, "bright", strengths, judge=judge, train_codes=codes * 2)
+    assert shifted.flipped != given.flipped  # the direction came from the codes given, not from encoding again
+    with pytest.raises(VaekitError, match="train_codes has 3 codes for 400 training items"):
+        edits.score_attribute(Brightness(), dataset, "bright", strengths, judge=judge, train_codes=codes[:3])
+
+
 def test_linear_and_mean_difference_agree_in_one_dimension(bright):
     dataset, judge, _, d = bright
     codes = dataset.x_train.mean(dim=(1, 2, 3))[:, None]

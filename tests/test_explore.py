@@ -60,6 +60,15 @@ def conditioned(tmp_path_factory):
     explorer.close()
 
 
+def _settled_score(client, attribute: str, timeout: float = 120) -> dict:
+    """/api/score once it is no longer computing (a failure, not a hang, after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while (score := client.get("/api/score", params={"attribute": attribute}).json())["status"] == "computing":
+        assert time.monotonic() < deadline, f"the score of {attribute} took over {timeout} s"
+        time.sleep(0.05)
+    return score
+
+
 def _pixels(result: dict) -> np.ndarray:
     """A decoded item's data URL -> uint8 pixels (H, W) or (H, W, 3)."""
     head, data = result["image"].split(",", 1)
@@ -332,10 +341,7 @@ def test_a_score_that_fails_unexpectedly_is_reported_not_raised(small_run, monke
     monkeypatch.setattr(edits, "score_attribute", lambda *a, **k: 1 / 0 if a[0] is explorer.model
                         else score_attribute(*a, **k))
     with TestClient(create_app(explorer), base_url=BASE) as client:
-        deadline = time.monotonic() + 30
-        while (score := client.get("/api/score", params={"attribute": "1"}).json())["status"] == "computing":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        score = _settled_score(client, "1")
     assert score == {"status": "unavailable", "reason": "ZeroDivisionError: division by zero"}
     explorer.close()
 
@@ -397,10 +403,7 @@ def test_an_unknown_attribute_has_no_score(digits):
 def test_a_score_that_cannot_be_made_says_why(tmp_path):
     explorer = _explorer_of_table(tmp_path)
     with TestClient(create_app(explorer), base_url=BASE) as client:
-        deadline = time.monotonic() + 60
-        while (score := client.get("/api/score", params={"attribute": "1"}).json())["status"] == "computing":
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        score = _settled_score(client, "1")
         assert score == {"status": "unavailable", "reason": "scoring attribute edits needs images: tables are not scored yet"}
     explorer.close()
 
@@ -645,10 +648,7 @@ def test_an_attribute_table_adds_its_columns_with_vectors_from_the_splits_codes(
         assert result["z"] == pytest.approx((codes[0] + expected).tolist(), abs=1e-5)
         assert client.get("/api/item/0").json()["attributes"] == {"big": float(int(y[0]) >= 5)}
         assert client.get("/api/map", params={"colour": "big"}).json()["values"][:5] == big[:5].double().tolist()
-        deadline = time.monotonic() + 60
-        while (score := client.get("/api/score", params={"attribute": "big"}).json())["status"] == "computing":
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        score = _settled_score(client, "big")
         assert score["status"] == "unavailable" and "attribute table of the test split only" in score["reason"]
     explorer.close()
     (tmp_path / "short.csv").write_text("\n".join(rows[:11]) + "\n")

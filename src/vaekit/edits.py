@@ -158,10 +158,12 @@ class AttributeScore:
 @torch.no_grad()
 def score_attribute(model: Model, dataset, name: str, strengths: Sequence[float] = (-2, -1, 0, 1, 2),
                     method: str = "mean-diff", versus: str | None = None, items: int | None = None,
-                    seed: int = 0, judge: Judge | None = None) -> AttributeScore:
+                    seed: int = 0, judge: Judge | None = None,
+                    train_codes: torch.Tensor | None = None) -> AttributeScore:
     """Score the edit of attribute `name` of a data.Dataset: the direction from the training split's codes, the
     edits on the test split's items (all, or a random sample of `items`), judged by `judge` (default: the shapes'
-    measurements where they exist, else a pixel classifier trained on the training split)."""
+    measurements where they exist, else a pixel classifier trained on the training split). train_codes: the
+    training split's codes, where the caller has them already (else they are encoded here)."""
     strengths = tuple(float(s) for s in strengths)
     if 0.0 not in strengths or len(strengths) < 2:
         raise VaekitError(f"--strengths must include 0 (the reconstruction) and another value, got {strengths}")
@@ -173,7 +175,9 @@ def score_attribute(model: Model, dataset, name: str, strengths: Sequence[float]
     test_groups = find_attribute(dataset, "test", name, versus=versus)
     train, test = dataset.split("train"), dataset.split("test")
     conditioned = model.config.condition == "label"
-    codes = encode_dataset(model, train.x, y=train.y if conditioned else None)
+    codes = encode_dataset(model, train.x, y=train.y if conditioned else None) if train_codes is None else train_codes
+    if len(codes) != len(train.x):
+        raise VaekitError(f"train_codes has {len(codes)} codes for {len(train.x)} training items: give one per item")
     direction = attribute_direction(codes, train_groups, method)
     if judge is None:
         judge = (shapes_judge(name) if dataset.name == "shapes" else None) or classifier_judge(

@@ -157,22 +157,17 @@ class Explorer:
             values = latent.decode_mean(self.model, code[None], y)
         return self.render(values)[0]
 
-    @torch.no_grad()
     def encode_item(self, index: int) -> dict[str, Any]:
-        x = self.item_x(index)
-        y = self.item_label(index)
-        with self._lock:
-            qz = self.model.encode(x[None].to(self.model.device), y)
-            code = self.model.code(qz).detach().cpu().flatten()
-            recon = latent.decode_mean(self.model, code.reshape(1, *self.model.code_shape), y)
-            spread = _stddev(qz)
-        return {"item": index, "z": code.tolist(), "std": spread, "label": self._item_label_name(index),
-                "item_view": self.render(x[None])[0], "reconstruction": self.render(recon)[0]}
+        x = self.item_x(index)  # an unknown item is a 404 before anything reads its label
+        return {"item": index, "label": self._item_label_name(index), **self._encoded(x, self.item_label(index))}
 
-    @torch.no_grad()
     def encode_upload(self, data: bytes, label: int | str | None = None) -> dict[str, Any]:
         y = self.parse_label(label)  # before the picture's decoding, the costly part
-        x = self.read_upload(data)
+        return self._encoded(self.read_upload(data), y)
+
+    @torch.no_grad()
+    def _encoded(self, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, Any]:
+        """One item's code, its posterior's spread, the item and its reconstruction."""
         with self._lock:
             qz = self.model.encode(x[None].to(self.model.device), y)
             code = self.model.code(qz).detach().cpu().flatten()
@@ -284,7 +279,7 @@ class Explorer:
                               "attribute on both splits (the direction and judge from training items, the edits on "
                               "test items)")
         score = edits.score_attribute(self.model, self.dataset, name, SCORE_STRENGTHS, method=method,
-                                      items=self.score_items)
+                                      items=self.score_items, train_codes=self.train_codes())
         return _json_safe({"status": "ready", "summary": score.summary(), **score.to_dict()})
 
     @torch.no_grad()
