@@ -163,14 +163,33 @@ def test_precision_is_checked(digits_config, monkeypatch, caplog):
     import importlib
 
     train_module = importlib.import_module("vaekit.train")  # the module; vaekit.train is the function
-    with pytest.raises(vaekit.VaekitError, match="train.precision='fp16' is not one of fp32, bf16"):
-        vaekit.config.override(digits_config, ["train.precision=fp16"])
+    with pytest.raises(vaekit.VaekitError, match="train.precision='fp8' is not one of fp32, bf16, fp16"):
+        vaekit.config.override(digits_config, ["train.precision=fp8"])
     with pytest.raises(vaekit.VaekitError, match="use --device cpu, or train with --precision fp32"):
         train_module.check_precision("bf16", torch.device("mps"))
+    with pytest.raises(vaekit.VaekitError, match="fp16 runs on cpu and cuda, not mps: use --precision fp32"):
+        train_module.check_precision("fp16", torch.device("mps"))
     monkeypatch.setattr(train_module, "native_bf16", lambda device: False)
     with caplog.at_level("WARNING"):
         train_module.check_precision("bf16", torch.device("cpu"))
+        train_module.check_precision("fp16", torch.device("cpu"))
     assert "slower than fp32" in caplog.text
+    assert "fp16 on a CPU is slow" in caplog.text
+
+
+def test_fp16_trains_through_the_gradient_scaler(digits_config, monkeypatch):
+    """fp16 is the GPU's format, but its code path (autocast to float16, the scaled loss, unscaled gradients before
+    clipping, the scaler's skipped overflows) runs on a CPU too: it learns about as well as fp32."""
+    steps = []
+    real_step = torch.amp.GradScaler.step
+    monkeypatch.setattr(torch.amp.GradScaler, "step", lambda self, *a, **k: steps.append(self.get_scale()) or
+                        real_step(self, *a, **k))
+    cfg = replace(digits_config, train=replace(digits_config.train, epochs=3, precision="fp16", grad_clip=5.0))
+    history = vaekit.train(cfg).history
+    fp32 = vaekit.train(replace(cfg, train=replace(cfg.train, precision="fp32"))).history
+    assert len(steps) == history[-1].step and all(scale > 1 for scale in steps)  # every update went through it
+    assert history[-1].train_loss < history[0].train_loss
+    assert history[-1].val_loss == pytest.approx(fp32[-1].val_loss, rel=0.03)
 
 
 @pytest.mark.parametrize("cpuinfo,expected", [

@@ -174,7 +174,12 @@ class TrainConfig:
     threads: int | None = setting(None, "CPU threads for torch (default: one per core)",
                                   check=(lambda v: v >= 1, "at least 1"))
     precision: str = setting("fp32", "bf16: matrix products in bfloat16, 1.25-1.6x faster on CPUs with AVX512-BF16 "
-                             "or AMX (weights, loss and evaluation stay float32)", choices=("fp32", "bf16"))
+                             "or AMX; fp16: in float16 with a gradient scaler, for GPUs (weights, loss and evaluation "
+                             "stay float32)", choices=("fp32", "bf16", "fp16"))
+    compile: bool = setting(False, "torch.compile the model for training (a compile of tens of seconds first; see "
+                            "the README for when it pays)")
+    tensorboard: bool = setting(False, "also log to TensorBoard in RUN/tensorboard: every loss term per step, "
+                                "validation per epoch, samples and reconstructions (needs vaekit[tensorboard])")
     progress: bool = setting(True, "no progress bar", flag="--no-progress")
     checkpoint_every: int = setting(1, "epochs between resume checkpoints", check=(lambda v: v >= 1, "at least 1"))
     checkpoint_steps: int | None = setting(None, "also checkpoint every N steps inside epochs (a stop signal always "

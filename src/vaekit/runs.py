@@ -15,13 +15,13 @@ from typing import Any
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .config import RunConfig, validate, with_defaults
 from .data import Dataset, load_dataset, train_data
 from .data.tables import model_table
 from .errors import VaekitError
 from .models import Model, build_model
-from .train import Callback, EpochResult, MetricsLog, Trainer
+from .train import Callback, EpochResult, MetricsLog, Trainer, resolve_device
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
@@ -225,13 +225,44 @@ def prepare_out(out: Path, overwrite: bool) -> None:
     # and config, commits a resume state that retires the old one, and rewrites metrics.jsonl (MetricsLog).
 
 
+@contextlib.contextmanager
+def main_first(here: distributed.World, what: str):
+    """What only the main process does (it alone writes the run folder) before the others go on: they wait, and stop
+    too if it failed."""
+    if not here.main:
+        distributed.agree(True, here, what)
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        distributed.agree(False, here, what)
+        raise
+    distributed.agree(True, here, what)
+
+
+def extra_loggers(cfg: RunConfig, directory: Path, dataset: Dataset) -> list[Any]:
+    """The optional experiment logs a run's config asks for (the main process's)."""
+    if not cfg.train.tensorboard:
+        return []
+    from .integrations.tensorboard import TensorBoardLog
+
+    return [TensorBoardLog(directory / "tensorboard", dataset)]
+
+
 def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False, dataset: Dataset | None = None,
           callbacks: list[Any] | None = None, log_warnings: bool = True) -> RunResult:
     """Train a model as configured; with `out`, write the run folder as it goes. `callbacks`: objects with any of
     the Trainer's hooks (vaekit.train.Callback), called after vaekit's own (checkpoints, metrics.jsonl). The
-    warnings about the trained model are logged (unless log_warnings is off) and returned in the result."""
+    warnings about the trained model are logged (unless log_warnings is off) and returned in the result.
+
+    Under torchrun every process calls this; only process 0 writes the run folder (callbacks run in every process:
+    trainer.world says which one)."""
     dataset = dataset if dataset is not None else load_dataset(cfg.data)
     cfg = resolve_config(cfg, dataset)
+    if cfg.train.tensorboard and out is None:
+        raise VaekitError("--tensorboard writes into the run folder: give --out")
+    here = distributed.setup(resolve_device(cfg.train.device))
     torch.manual_seed(cfg.train.seed)  # weights and posterior samples: same seed, same run
     model = build_model(cfg.model)
     model.likelihood.check_support(dataset.x_train, "the training data")
@@ -240,19 +271,22 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     with contextlib.ExitStack() as held:
         if out is not None:
             directory = Path(out)
-            check_out(directory)
-            held.enter_context(run_lock(directory))
-            checkpoint.remove_temporaries(directory)
-            prepare_out(directory, overwrite)
-            check_space(directory, model)
-            run_id = secrets.token_hex(8)
-            if not (directory / checkpoint.MODEL_FILE).exists():  # mark the folder as a run from the start
-                checkpoint.write_config(directory, cfg)
-                checkpoint.write_start(directory, run_id)
-            own = [checkpointer(directory, cfg, run_id), MetricsLog(directory / METRICS_FILE)]
+            with main_first(here, "prepare the run folder"):
+                if here.main:
+                    check_out(directory)
+                    held.enter_context(run_lock(directory))
+                    checkpoint.remove_temporaries(directory)
+                    prepare_out(directory, overwrite)
+                    check_space(directory, model)
+                    run_id = secrets.token_hex(8)
+                    if not (directory / checkpoint.MODEL_FILE).exists():  # mark the folder as a run from the start
+                        checkpoint.write_config(directory, cfg)
+                        checkpoint.write_start(directory, run_id)
+                    own = [checkpointer(directory, cfg, run_id), MetricsLog(directory / METRICS_FILE),
+                           *extra_loggers(cfg, directory, dataset)]
         trainer = Trainer(model, cfg.train, [*own, *(callbacks or [])])
         history = trainer.fit(train_data(dataset, cfg.data), dataset.split("test"))
-        if directory is not None and not history:
+        if directory is not None and not history and here.main:
             checkpoint.save_pretrained(trainer.model, cfg, directory, run_id)
     warnings = tuple(table_warnings(checkpoint.unwrap(trainer.model), dataset)) if (
         dataset.table is not None and history) else ()
@@ -274,13 +308,17 @@ def resume(directory: str | Path, epochs: int | None = None, device: str | None 
                                      ("progress", progress)) if v is not None}
         return train(replace(cfg, train=replace(cfg.train, **runtime)), out=directory, overwrite=True,
                      callbacks=callbacks)
-    with run_lock(directory):
-        checkpoint.remove_temporaries(directory)
-        return _resume(directory, cfg, epochs, device, threads, progress, callbacks)
+    here = distributed.setup(resolve_device(device or cfg.train.device))
+    with contextlib.ExitStack() as held:
+        with main_first(here, "open the run folder"):
+            if here.main:
+                held.enter_context(run_lock(directory))
+                checkpoint.remove_temporaries(directory)
+        return _resume(directory, cfg, epochs, device, threads, progress, callbacks, here)
 
 
 def _resume(directory: Path, cfg: RunConfig, epochs: int | None, device: str | None, threads: int | None,
-            progress: bool | None, callbacks: list[Any] | None) -> RunResult:
+            progress: bool | None, callbacks: list[Any] | None, here: distributed.World) -> RunResult:
     planned = cfg.train.epochs
     runtime = {k: v for k, v in (("epochs", epochs), ("device", device), ("threads", threads),
                                  ("progress", progress)) if v is not None}
@@ -304,16 +342,20 @@ def _resume(directory: Path, cfg: RunConfig, epochs: int | None, device: str | N
     if epochs is not None and epochs < meta["epoch"]:
         raise VaekitError(f"{directory} has already trained {meta['epoch']} epochs: --epochs counts all epochs, so give "
                           f"at least {meta['epoch']} (its config keeps {planned})")
-    checkpoint.write_lines(directory / METRICS_FILE, [json.dumps(row) for row in history])
+    if here.main:
+        checkpoint.write_lines(directory / METRICS_FILE, [json.dumps(row) for row in history])
     dataset = load_dataset(cfg.data, model_table(cfg.model))  # a table read with the run's own statistics
     if tuple(dataset.shape) != tuple(cfg.model.data_shape):
         raise VaekitError(f"the data now has shape {dataset.shape}, the run was trained on {cfg.model.data_shape}")
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model)
-    check_space(directory, model)
     run_id = meta.get(checkpoint.RUN_KEY)  # the run continues under its own id (None: written before run ids)
     run_id = run_id if isinstance(run_id, str) else None
-    own = [checkpointer(directory, cfg, run_id, saved=True), MetricsLog(directory / METRICS_FILE)]
+    own: list[Any] = []
+    if here.main:
+        check_space(directory, model)
+        own = [checkpointer(directory, cfg, run_id, saved=True), MetricsLog(directory / METRICS_FILE),
+               *extra_loggers(cfg, directory, dataset)]
     trainer = Trainer(model, cfg.train, [*own, *(callbacks or [])])
     try:
         trainer.load_state_dict(tensors, meta)
@@ -323,7 +365,7 @@ def _resume(directory: Path, cfg: RunConfig, epochs: int | None, device: str | N
     if trainer.epoch >= cfg.train.epochs:
         log.info("%s already finished %d epochs: pass --epochs N to train further", directory, trainer.epoch)
     history = trainer.fit(train_data(dataset, cfg.data), dataset.split("test"))
-    if trainer.epoch == meta["epoch"]:  # nothing trained; the config may carry a new epoch count: commit both again
+    if trainer.epoch == meta["epoch"] and here.main:  # nothing trained; the config may carry a new epoch count: commit both again
         checkpoint.save_pretrained(trainer.model, cfg, directory, run_id)
         checkpoint.save_resume(directory, *trainer.state_dict(), run_id)
     return RunResult(checkpoint.unwrap(trainer.model).eval(), cfg, history, directory)

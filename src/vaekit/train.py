@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import logging
 import math
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import unwrap, write_lines
 from .config import TrainConfig
 from .data import TensorData
@@ -138,6 +140,13 @@ def native_bf16(device: torch.device) -> bool | None:
 
 
 def check_precision(precision: str, device: torch.device) -> None:
+    if precision == "fp16":
+        if device.type not in ("cpu", "cuda"):
+            raise VaekitError(f"--precision fp16 runs on cpu and cuda, not {device.type}: use --precision fp32")
+        if device.type == "cpu":
+            log.warning("--precision fp16 on a CPU is slow (few CPUs multiply float16 natively): it is the GPU's "
+                        "format; on a CPU use bf16 or fp32")
+        return
     if precision != "bf16":
         return
     if device.type not in ("cpu", "cuda"):
@@ -146,6 +155,12 @@ def check_precision(precision: str, device: torch.device) -> None:
     if native_bf16(device) is False:
         log.warning("this %s has no native bfloat16 matrix products (CPU: AVX512-BF16 or AMX), so --precision bf16 "
                     "will likely be slower than fp32", device.type)
+
+
+def process_seed(seed: int, rank: int, step: int = 0) -> int:
+    """A seed for process `rank`'s own random stream (its posterior samples) from the run's seed: distinct streams
+    for distinct processes, and a fresh one when a run resumes with another number of processes."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{rank}/{step}".encode()).digest()[:8], "little") >> 1
 
 
 def learning_rate(cfg: TrainConfig, step: int, total_steps: int) -> float:
@@ -173,9 +188,27 @@ class Trainer:
         self.cfg = cfg
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
-        self.device = resolve_device(cfg.device)
+        device = resolve_device(cfg.device)
+        # Under torchrun: one process of several, each with its share of every batch (world.size 1 otherwise).
+        self.world = distributed.setup(device)
+        self.device = distributed.device_for(device, self.world)
+        if cfg.batch_size % self.world.size:
+            raise VaekitError(f"--batch-size {cfg.batch_size} is the batch of all {self.world.size} processes together "
+                              f"and must split evenly between them: use a multiple of {self.world.size}")
         check_precision(cfg.precision, self.device)
         self.model = model.to(self.device)
+        # What a training step calls: the model, wrapped for gradient averaging across processes and compiled if
+        # asked; self.model stays the plain module (its state_dict keys are the checkpoint's).
+        self.forward: torch.nn.Module = self.model
+        if self.world.size > 1:
+            self.forward = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            torch.manual_seed(process_seed(cfg.seed, self.world.rank))  # each process its own posterior samples
+        if cfg.compile:
+            self.forward = torch.compile(self.forward)
+        # fp16: the loss scaled up before backward so small gradients survive float16, and scaled back before clipping.
+        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
+        self.rank_rng: list[torch.Tensor] | None = None  # every process's torch generator state at the last remember()
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         # One fused kernel per step where torch has one (CPU, CUDA); else foreach: a few multi-tensor kernels.
@@ -221,6 +254,7 @@ class Trainer:
             raise VaekitError("the training set is empty: check --data and --limit")
         train = train.to(self.device)  # once, not per batch
         val = val.to(self.device) if val is not None else None
+        # The same for any number of processes: each takes batch_size / processes items of every batch.
         steps_per_epoch = math.ceil(len(train) / self.cfg.batch_size)
         total_steps = steps_per_epoch * self.cfg.epochs
         for hook in self._hooks("on_fit_begin"):
@@ -241,7 +275,7 @@ class Trainer:
                     self.remember()
                 for hook in epoch_hooks:
                     hook(self, result)
-                if self.stop_signal is not None and self.epoch < self.cfg.epochs:
+                if self._stop_agreed() and self.epoch < self.cfg.epochs:
                     self._stop()
         for hook in self._hooks("on_fit_end"):
             hook(self)
@@ -256,7 +290,9 @@ class Trainer:
             return
 
         def ask(signum, frame):
-            if self.stop_signal is not None:  # the second: stop now (atomic writes leave no half files)
+            # The second: stop now (atomic writes leave no half files). Not under torchrun: a Ctrl-C reaches each
+            # process both from the terminal and from the launcher, and the launcher kills them after a grace time.
+            if self.stop_signal is not None and self.world.size == 1:
                 signal.signal(signum, signal.SIG_DFL)
                 raise Interrupted(signum, self.step, saved=False)
             self.stop_signal = signum
@@ -274,14 +310,33 @@ class Trainer:
         it meets the same streak)."""
         if self.streak is not None and int(self.streak) > 0 and self.good is not None:
             self._restore_good()
+        else:
+            self._gather_rng()
         for hook in self._hooks("on_interrupt"):
             hook(self)
         raise Interrupted(self.stop_signal, self.step)
 
     # ---- divergence: skip, roll back, give up ----------------------------------------------------------------
+    def _stop_agreed(self) -> bool:
+        """Whether any process was asked to stop (every process then stops at the same step: none is left waiting)."""
+        asked = self.stop_signal is not None
+        if self.world.size == 1:
+            return asked
+        agreed = bool(distributed.all_sum(torch.tensor([float(asked)], device=self.device), self.world).item())
+        if agreed and not asked:
+            self.stop_signal = signal.SIGTERM  # another process's signal: stop with it
+        return agreed
+
+    def _gather_rng(self) -> None:
+        """Every process's generator state, for the checkpoint (rank 0 writes it; each process resumes with its own)."""
+        if self.world.size > 1:
+            self.rank_rng = [s.cpu() for s in distributed.all_gather(torch.get_rng_state().to(self.device),
+                                                                       self.world)]
+
     def remember(self) -> None:
         """Keep the current state (on the CPU) as the one to roll back to. Called at the start and wherever a
         checkpoint is written (save_now), so that the last good state is the last checkpoint."""
+        self._gather_rng()
         tensors, meta = self.state_dict()
         self.good = ({k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}, copy.deepcopy(meta))
 
@@ -332,6 +387,8 @@ class Trainer:
 
     def _train_epoch(self, train: TensorData, val: TensorData | None, steps_per_epoch: int, total_steps: int) -> EpochResult:
         self.model.train()
+        processes = self.world.size
+        items = len(train) if processes == 1 else processes * math.ceil(len(train) / processes)  # padded to a share each
         step_hooks = self._hooks("on_step_end")
         start = time.perf_counter()
         names: list[str] | None = None
@@ -360,23 +417,24 @@ class Trainer:
             self.epoch_start_rng = self.generator.get_state()
             self.batches_done = 0
         bar = tqdm(
-            total=len(train), initial=seen, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", unit="img",
-            unit_scale=True, disable=not self.cfg.progress, leave=False, dynamic_ncols=True,
+            total=items, initial=seen, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", unit="img",
+            unit_scale=True, disable=not (self.cfg.progress and self.world.main), leave=False, dynamic_ncols=True,
             mininterval=0.2 if sys.stderr.isatty() else 30.0,  # a log file gets a line every 30 s, not a flood
         )
         if skip:  # the last step's values, for an epoch whose every batch was done before the checkpoint
             lr = learning_rate(self.cfg, self.step - 1, total_steps) * self.lr_scale
             scale = kl_scale(self.cfg, self.step - 1, steps_per_epoch)
-        batches = train.batches(self.cfg.batch_size, self.generator, shuffle=True, skip=skip)
+        batches = train.batches(self.cfg.batch_size // processes, self.generator, shuffle=True, skip=skip,
+                                shard=(self.world.rank, processes))
         for index, (x, y) in enumerate(batches, start=skip):
             lr = learning_rate(self.cfg, self.step, total_steps) * self.lr_scale
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             scale = kl_scale(self.cfg, self.step, steps_per_epoch)
             with self.autocast():
-                out = self.model(x, y, kl_scale=scale)
+                out = self.forward(x, y, kl_scale=scale)
             self.optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            (out.loss if self.scaler is None else self.scaler.scale(out.loss)).backward()
             if names is None:
                 names = list(out.terms)
             elif list(out.terms) != names:
@@ -384,9 +442,14 @@ class Trainer:
                 raise VaekitError(f"the model reported terms {list(out.terms)} after {names}: a family must report "
                                   "the same terms every step")
             means = torch.stack([out.loss.detach(), *(term.detach().mean() for term in out.terms.values())])
+            stop = False
+            if processes > 1:  # the means over all processes (equal shares), and whether any was asked to stop
+                shared = distributed.all_sum(torch.cat([means.float(), means.new_tensor(
+                    [float(self.stop_signal is not None)], dtype=torch.float32)]), self.world)
+                means, stop = shared[:-1] / processes, shared[-1]
             skipped = self._update(means, params)
             self.step += 1
-            batch = x.shape[0]
+            batch = x.shape[0] * processes
             counted = torch.cat([means * batch, means.new_ones(1) * batch, means.new_zeros(1)])  # no host copy
             if missed is None:  # what a skipped step adds: its count, once per epoch
                 missed = torch.zeros_like(counted)
@@ -401,7 +464,7 @@ class Trainer:
             # streak of non-finite steps long enough, or one that has reached the weights at a checkpoint, goes
             # back to the last good state. The longest streak since the last read counts, so none is missed.
             point = bool(self.cfg.checkpoint_steps and self.step % self.cfg.checkpoint_steps == 0)
-            end = seen == len(train)
+            end = index + 1 == steps_per_epoch
             if self.read_every_step or point or end or self.step % 25 == 0:
                 worst = int(self.worst)
                 self.worst = self.streak.clone()
@@ -417,12 +480,18 @@ class Trainer:
                                   skipped)
                 for hook in step_hooks:
                     hook(self, step)
-            if self.step % 25 == 0 or seen == len(train):
+            if self.step % 25 == 0 or end:
                 values = (sums[:-2] / sums[-2]).tolist()
                 shown = {"loss": values[0], **dict(zip(names, values[1:]))}
                 bar.set_postfix({k: f"{v:.2f}" for k, v in shown.items()},
                                 img_s=f"{seen / (time.perf_counter() - start):.0f}", refresh=False)
-            if self.stop_signal is not None and seen < len(train):
+            if processes > 1:  # read where every process reads the device (all stop at the same step)
+                if (self.read_every_step or point or end or self.step % 25 == 0) and bool(stop):
+                    self.stop_signal = self.stop_signal or signal.SIGTERM
+                    if not end:
+                        bar.close()
+                        self._stop()
+            elif self.stop_signal is not None and not end:
                 bar.close()
                 self._stop()
         bar.close()
@@ -451,6 +520,8 @@ class Trainer:
         optimiser the skip happens on the device (found_inf, as AMP's gradient scaler does), so no step waits for
         the host. `means`: the loss and each term, batch means. Returns the () bool "skipped" and keeps the streak
         and the flags of what went non-finite (loss, each term, gradient)."""
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clipping and the norm see the true gradient
         grads = [p.grad for p in params if p.grad is not None]
         if self.cfg.grad_clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
@@ -461,7 +532,13 @@ class Trainer:
             norm = means.new_zeros(())
         flags = ~torch.isfinite(torch.cat([means.float(), norm.float().reshape(1).to(means.device)]))
         skipped = flags.any()
-        if self.fused:
+        if self.scaler is not None:
+            # A float16 gradient overflowing is the scaler's business: it skips that update and lowers the scale. A
+            # non-finite loss or term is divergence, counted as in full precision (and its gradient is not finite).
+            skipped = flags[:-1].any()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        elif self.fused:
             self.optimizer.found_inf = skipped.float()
             self.optimizer.step()
         elif not skipped.item():
@@ -472,8 +549,10 @@ class Trainer:
         return skipped
 
     def autocast(self) -> torch.autocast:
-        """bf16: the matrix products in bfloat16; the model casts its network outputs back to float32 for the loss."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+        """bf16 / fp16: the matrix products in bfloat16 / float16; the model casts its network outputs back to float32
+        for the loss."""
+        dtype = torch.float16 if self.cfg.precision == "fp16" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.cfg.precision != "fp32")
 
     @torch.no_grad()
     def evaluate_loss(self, data: TensorData, batch_size: int = 1000) -> dict[str, float]:
@@ -481,11 +560,15 @@ class Trainer:
         family has one (the true bound), else its objective; "elbo" too where defined."""
         self.model.eval()
         sums: dict[str, torch.Tensor] = {}
+        # Each process its share of the items, summed over processes below (every process, when too few items).
+        processes = self.world.size if len(data) >= self.world.size else 1
+        part = data.part(self.world.rank, processes)
         # A fixed generator for the posterior samples keeps validation numbers comparable across epochs.
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(0)  # restored on exit, on every device: training's random stream is untouched
-            for x, y in data.batches(batch_size):
+            torch.manual_seed(process_seed(0, self.world.rank) if processes > 1 else 0)  # restored on exit, on every
+            # device: training's random stream is untouched
+            for x, y in part.batches(batch_size):
                 out = unwrap(self.model)(x, y, kl_scale=1.0)
                 parts = dict(out.terms)
                 if out.elbo is not None:
@@ -496,6 +579,9 @@ class Trainer:
                     total = value.detach().double().sum().cpu()
                     sums[name] = sums[name] + total if name in sums else total
         self.model.train()
+        if processes > 1:
+            totals = distributed.all_sum(torch.stack(list(sums.values())).to(self.device), self.world).cpu()
+            sums = dict(zip(sums, totals))
         return {name: float(total) / len(data) for name, total in sums.items()}
 
     # ---- state: one place, safetensors + JSON ----------------------------------------------------
@@ -510,6 +596,8 @@ class Trainer:
                 else:
                     scalars.setdefault(str(index), {})[name] = value
         tensors["rng.torch"] = torch.get_rng_state()
+        if self.world.size > 1 and self.rank_rng is not None:  # each process's own, to resume with
+            tensors.update({f"rng.torch.rank.{rank}": state for rank, state in enumerate(self.rank_rng)})
         tensors["rng.data"] = self.generator.get_state()
         if torch.cuda.is_available():
             for i, state in enumerate(torch.cuda.get_rng_state_all()):
@@ -542,6 +630,12 @@ class Trainer:
             slots.setdefault(int(index), {}).update(extra)
         self.optimizer.load_state_dict({"state": slots, "param_groups": meta["optimizer_groups"]})
         torch.set_rng_state(tensors["rng.torch"])
+        if self.world.size > 1:  # this process's own stream: as saved by as many processes, else a fresh one
+            ranks = sorted(k for k in tensors if k.startswith("rng.torch.rank."))
+            if len(ranks) == self.world.size:
+                torch.set_rng_state(tensors[f"rng.torch.rank.{self.world.rank}"])
+            else:
+                torch.manual_seed(process_seed(self.cfg.seed, self.world.rank, int(meta["step"])))
         self.generator.set_state(tensors["rng.data"])
         cuda_states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
         if cuda_states and torch.cuda.is_available():

@@ -34,8 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given: what --nproc hands on to torchrun
+    # Under torchrun, process 0 speaks for the run; the others say only what goes wrong.
+    quiet = os.environ.get("RANK", "0") not in ("", "0")
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr
+        level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO, format="%(message)s",
+        stream=sys.stderr,
     )
     try:
         code = args.func(args)

@@ -8,7 +8,10 @@ import logging
 import signal
 import sys
 
-from .. import runs
+from pathlib import Path
+
+from .. import checkpoint, distributed, runs
+from ..data import load_dataset
 from ..config import RunConfig
 from ..errors import Interrupted, VaekitError
 from .common import add_config_flags, config_from_args, recipes, set_flags
@@ -24,12 +27,54 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", metavar="RUN", help="continue the run in this folder (--epochs sets a new total)")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and stop")
+    parser.add_argument("--nproc", type=_processes, metavar="N",
+                        help="train in N processes on this machine (torchrun; gloo on CPUs, NCCL on GPUs): each takes "
+                             "an equal share of every batch (--batch-size is their total); a run may resume with "
+                             "another N")
     parser.set_defaults(func=run)
 
 
+def _processes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"--nproc takes a number of processes from 1 to 1024, got {text!r}")
+    return value
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    kept, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            kept.append(item)
+    return kept
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.nproc and args.nproc > 1 and not args.print_config:
+        if distributed.world().size > 1:
+            raise VaekitError("--nproc starts torchrun, but this process already runs under it: drop --nproc")
+        # Mistakes found here, once, rather than by every process: the settings, the run folder, the data.
+        if args.resume:
+            checkpoint.load_config(args.resume)
+        else:
+            cfg = config_from_args(args)
+            if not args.out:
+                raise VaekitError("vaekit train needs --out RUN_DIR (where the model and metrics are written)")
+            runs.prepare_out(Path(args.out), args.overwrite)
+            runs.resolve_config(cfg, load_dataset(cfg.data))
+        code = distributed.launch(_without_nproc(args.argv), args.nproc)
+        if 0 < code < 128:  # (a stop signal: process 0 has said where it stopped and how to go on)
+            sys.stderr.write(f"vaekit: training in {args.nproc} processes ended with exit code {code} (see above)\n")
+        return code
     if args.resume:
-        allowed = {"--epochs", "--device", "--threads", "--no-progress"}
+        allowed = {"--epochs", "--device", "--threads", "--no-progress", "--nproc"}
         fixed = [flag for flag in set_flags(args) if flag not in allowed]
         fixed += [f"--{name}" for name in ("config", "recipe", "out") if getattr(args, name, None)]
         if fixed or args.set:
@@ -48,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
             raise VaekitError("vaekit train needs --out RUN_DIR (where the model and metrics are written)")
         with _stopped(args.out):
             result = runs.train(cfg, out=args.out, overwrite=args.overwrite)
+    if not distributed.world().main:
+        return 0
     last = result.history[-1] if result.history else None
     summary = {"run": str(result.directory)}
     if last is not None:
@@ -65,6 +112,8 @@ def _stopped(run: str):
         yield
     except Interrupted as stop:
         name = signal.Signals(stop.signum).name
+        if not distributed.world().main:
+            raise SystemExit(128 + stop.signum) from None
         if stop.saved:
             sys.stderr.write(f"vaekit: stopped by {name} after step {stop.step}, saved: continue with "
                              f"vaekit train --resume {run}\n")

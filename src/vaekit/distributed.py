@@ -1,0 +1,120 @@
+"""Several processes, one run: torch.distributed set up from torchrun's environment, and the few collectives the
+trainer needs. With one process every function here is a no-op, so single-process training never touches it."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from .errors import VaekitError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class World:
+    """Where this process stands: its rank among `size` processes, and its rank on this machine (its GPU)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """The process that writes: checkpoints, metrics, pictures, the progress bar."""
+        return self.rank == 0
+
+
+def _launched() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+
+
+def world() -> World:
+    """This process's place: from the process group where one is set up, else from torchrun's variables, else a
+    world of one."""
+    if dist.is_available() and dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    if _launched():
+        return World(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0")))
+    return World()
+
+
+def setup(device: torch.device) -> World:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT): NCCL for CUDA, gloo
+    otherwise. Without torchrun's variables: a world of one, nothing set up."""
+    if not _launched():
+        return World()
+    if not dist.is_available():
+        raise VaekitError("this torch was built without torch.distributed: train in one process (drop --nproc)")
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        kwargs = {"device_id": device} if device.type == "cuda" else {}
+        dist.init_process_group(backend, timeout=timedelta(minutes=30), **kwargs)
+        log.debug("rank %d of %d joined (%s)", dist.get_rank(), dist.get_world_size(), backend)
+    return world()
+
+
+def device_for(device: torch.device, here: World) -> torch.device:
+    """Each process on its own GPU (cuda:LOCAL_RANK); CPUs are shared."""
+    if device.type == "cuda" and here.size > 1:
+        if here.local_rank >= torch.cuda.device_count():
+            raise VaekitError(f"process {here.rank} needs GPU {here.local_rank}, but this machine has "
+                              f"{torch.cuda.device_count()}: start at most that many processes per machine")
+        torch.cuda.set_device(here.local_rank)
+        return torch.device("cuda", here.local_rank)
+    return device
+
+
+def all_sum(tensor: torch.Tensor, here: World) -> torch.Tensor:
+    """The elementwise sum over processes (in place); the tensor itself in a world of one."""
+    if here.size > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_gather(tensor: torch.Tensor, here: World) -> list[torch.Tensor]:
+    """Every process's tensor (of one shape), in rank order."""
+    if here.size == 1:
+        return [tensor]
+    parts = [torch.empty_like(tensor) for _ in range(here.size)]
+    dist.all_gather(parts, tensor)
+    return parts
+
+
+def agree(ok: bool, here: World, what: str) -> None:
+    """A step only the main process takes (preparing the run folder): the others wait for it, and if it failed they
+    stop too (the main process reports why)."""
+    if here.size == 1:
+        return
+    flag = torch.tensor([1 if ok else 0])
+    dist.broadcast(flag, src=0)
+    if not int(flag):
+        raise VaekitError(f"process 0 could not {what}: see its message")
+
+
+def launch(argv: list[str], nproc: int) -> int:
+    """`vaekit ... --nproc N`: the same command in N processes on this machine, through torchrun's launcher (the
+    elastic agent, run here). A stop signal reaches every process, which stop after a step and a checkpoint. Returns
+    the exit code: 0, a process's own (2 for a mistake), or 128 + the signal that stopped the run."""
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))  # no oversubscribed cores
+    log.info("launching %d processes: torchrun --standalone --nproc-per-node %d -m vaekit %s", nproc, nproc,
+             " ".join(argv))
+    for name in [*logging.root.manager.loggerDict, "torch.distributed.elastic"]:  # the processes say what went wrong
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        torchrun.run(torchrun.parse_args(["--standalone", "--nproc-per-node", str(nproc), "-m", "vaekit", *argv]))
+    except SignalException as stop:
+        return 128 + int(stop.sigval)
+    except ChildFailedError as failed:
+        codes = [failure.exitcode for failure in failed.failures.values()]
+        return next((code for code in codes if code > 0), 1)
+    return 0

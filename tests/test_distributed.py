@@ -1,0 +1,192 @@
+"""Training in several processes (torchrun, gloo on CPUs): the same weights as one process, stop and resume; and the
+GPU paths (CUDA, bf16/fp16, NCCL), which run wherever a GPU is present and skip visibly elsewhere."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import vaekit
+from vaekit import distributed
+from vaekit.data import TensorData
+from vaekit.errors import VaekitError
+from vaekit.train import process_seed
+
+# 1,280 MNIST digits (bundled) in batches of 64: 20 steps an epoch, every batch full, so one process and two see the same batches.
+FLAGS = ["--data", "mnist-10k", "--limit", "1280", "--network", "mlp", "--hidden-dims", "64", "--latent-dim", "4",
+         "--batch-size", "64", "--no-progress"]
+NO_GPU = "no CUDA GPU here: the GPU paths run on a machine with one"
+
+
+def vaekit_cli(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vaekit", *args], capture_output=True, text=True, timeout=300,
+                          **kwargs)
+
+
+def weights(run) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "model.safetensors"))
+
+
+def largest_difference(a, b) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def one_process(tmp_path, name, *extra):
+    from vaekit.cli import main
+
+    assert main(["train", *FLAGS, *extra, "--out", str(tmp_path / name)]) == 0
+    return tmp_path / name
+
+
+def test_shares_of_a_batch_make_up_the_batch_of_one_process():
+    """DistributedSampler's rule: a padded permutation, every processes-th item; batch k of all processes is batch k
+    of one process with a batch that many times larger."""
+    data = TensorData(torch.arange(23.0).reshape(23, 1))
+    whole = [x.flatten().tolist() for x, _ in data.batches(6, torch.Generator().manual_seed(5), shuffle=True)]
+    shares = [[x.flatten().tolist() for x, _ in data.batches(2, torch.Generator().manual_seed(5), shuffle=True,
+                                                              shard=(rank, 3))] for rank in range(3)]
+    assert len({len(share) for share in shares}) == 1  # as many steps in every process: none waits at the end
+    for k, batch in enumerate(whole):
+        together = sorted(item for share in shares for item in share[k])
+        if k < len(whole) - 1:
+            assert together == sorted(batch)
+        else:  # the last: padded with the permutation's first items to a share each
+            assert set(batch) <= set(together) and len(together) == 3 * len(shares[0][k])
+    # dynamic binarisation: each process its own draws
+    probabilities = TensorData(torch.full((64, 16), 0.5), dynamic_binarize=True)
+    draws = [next(probabilities.batches(32, torch.Generator().manual_seed(1), shuffle=True, shard=(rank, 2)))[0]
+             for rank in range(2)]
+    assert not torch.equal(draws[0], draws[1])
+    assert len({process_seed(0, rank) for rank in range(8)}) == 8
+
+
+def test_two_processes_train_the_weights_one_process_trains(tmp_path):
+    """A 2-process gloo run through torchrun ends where a 1-process run with the same global batch and seed ends (an
+    AE: no posterior noise, so the two runs compute the same thing); process 0 alone writes the run folder."""
+    single = one_process(tmp_path, "one", "--model", "ae", "--epochs", "2")
+    result = vaekit_cli("train", *FLAGS, "--model", "ae", "--epochs", "2", "--out", str(tmp_path / "two"),
+                        "--nproc", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "launching 2 processes" in result.stderr
+    assert result.stderr.count("epoch 2/2") == 1  # one progress report, from process 0
+    assert result.stdout.count('"run"') == 1
+    assert largest_difference(weights(single), weights(tmp_path / "two")) < 1e-5
+    lines = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    reference = [json.loads(line) for line in (single / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in lines] == [20, 40]  # the global batch: 20 steps an epoch, as one process
+    for row, ref in zip(lines, reference):  # numbers reduced over the processes: the whole data's means
+        assert row["train_loss"] == pytest.approx(ref["train_loss"], rel=1e-5)
+        assert row["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-5)
+    assert vaekit.load(tmp_path / "two").family == "ae"
+
+
+def test_a_vae_in_two_processes_learns_as_in_one(tmp_path):
+    """With posterior noise and dynamic binarisation each process draws its own, so the weights differ; the
+    learning does not."""
+    flags = ["--epochs", "3", "--binarize", "dynamic"]
+    single = one_process(tmp_path, "one", *flags)
+    result = vaekit_cli("train", *FLAGS, *flags, "--out", str(tmp_path / "two"), "--nproc", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    last = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()][-1]
+    ref = [json.loads(line) for line in (single / "metrics.jsonl").read_text().splitlines()][-1]
+    assert last["val_loss"] == pytest.approx(ref["val_loss"], rel=0.03)
+    assert largest_difference(weights(single), weights(tmp_path / "two")) > 1e-4
+
+
+def test_two_processes_stop_on_sigterm_and_resume_in_two_and_in_one(tmp_path):
+    """SIGTERM to `vaekit train --nproc 2`: every process stops at the same step, process 0 saves, exit 143. The run
+    resumes in two processes and then in one, and ends where an uninterrupted run ends."""
+    run = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "vaekit", "train", *FLAGS, "--model", "ae", "--epochs", "500",
+                                "--checkpoint-steps", "7", "--out", str(run), "--nproc", "2"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    assert process.poll() is None, process.communicate()
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert err.count("stopped by SIGTERM") == 1 and "Traceback" not in err
+    stopped = json.loads((run / "resume.json").read_text())["step"]
+    assert 20 <= stopped < 500 * 20
+    epochs = stopped // 20 + 3
+    resumed = vaekit_cli("train", "--resume", str(run), "--epochs", str(epochs), "--nproc", "2")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    from vaekit.cli import main
+
+    assert main(["train", "--resume", str(run), "--epochs", str(epochs + 1)]) == 0  # one process now
+    single = one_process(tmp_path, "single", "--model", "ae", "--epochs", str(epochs + 1))
+    assert largest_difference(weights(single), weights(run)) < 1e-5
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == list(range(1, epochs + 2))
+
+
+def test_mistakes_are_said_once_before_any_process_starts(tmp_path, capsys, monkeypatch):
+    from vaekit.cli import main
+
+    assert main(["train", *FLAGS, "--data", str(tmp_path / "missing.npy"), "--out", str(tmp_path / "r"),
+                 "--nproc", "2"]) == 2
+    assert "missing.npy" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["train", *FLAGS, "--out", str(tmp_path / "r"), "--nproc", "0"])
+    assert stop.value.code == 2
+    assert "--nproc takes a number of processes from 1 to 1024, got '0'" in capsys.readouterr().err
+    # the global batch must split evenly between the processes (checked by every process, before training)
+    monkeypatch.setattr(distributed, "setup", lambda device: distributed.World(rank=0, size=3))
+    cfg = vaekit.config.override(vaekit.RunConfig(), ["data.name=mnist-10k", "data.limit=100", "train.batch_size=64"])
+    with pytest.raises(VaekitError, match="must split evenly between them: use a multiple of 3"):
+        vaekit.train(cfg)
+
+
+def test_a_compiled_model_trains_and_saves_plain_weights(tmp_path, monkeypatch):
+    """--compile wraps the training step in torch.compile; the checkpoint holds the plain module's weights. (Dynamo's
+    eager backend here: inductor's code generation takes a minute on 2 cores; benchmarks/compile.py times it.)"""
+    compiled = []
+    real_compile = torch.compile
+
+    def eager_compile(module, **kwargs):
+        compiled.append(module)
+        return real_compile(module, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    plain = one_process(tmp_path, "plain", "--model", "vae", "--epochs", "1", "--seed", "3")
+    run = one_process(tmp_path, "compiled", "--model", "vae", "--epochs", "1", "--seed", "3", "--compile")
+    assert len(compiled) == 1 and isinstance(compiled[0], vaekit.Model)
+    assert set(weights(run)) == set(weights(plain))  # no _orig_mod. prefix
+    assert largest_difference(weights(plain), weights(run)) < 1e-4
+    assert vaekit.load(run).family == "vae"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_GPU)
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_cuda_training_in_each_precision(tmp_path, precision):
+    run = one_process(tmp_path, precision, "--epochs", "2", "--device", "cuda", "--precision", precision)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"] and rows[-1]["skipped_steps"] == 0
+    assert vaekit.load(run).family == "vae"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_GPU)
+def test_cuda_auto_device_and_compile(tmp_path):
+    run = one_process(tmp_path, "auto", "--epochs", "1", "--device", "auto", "--compile")
+    assert json.loads((run / "config.json").read_text())["train"]["device"] == "auto"
+    assert vaekit.load(run, device="cuda").device.type == "cuda"
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="fewer than 2 CUDA GPUs here: NCCL across GPUs needs two")
+def test_two_gpus_with_nccl_train_the_weights_one_gpu_trains(tmp_path):
+    single = one_process(tmp_path, "one", "--model", "ae", "--epochs", "2", "--device", "cuda")
+    result = vaekit_cli("train", *FLAGS, "--model", "ae", "--epochs", "2", "--device", "cuda",
+                        "--out", str(tmp_path / "two"), "--nproc", "2", env={**os.environ})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert largest_difference(weights(single), weights(tmp_path / "two")) < 1e-4
