@@ -1,0 +1,101 @@
+"""vaekit train --tensorboard: the run's numbers and pictures as TensorBoard event files in RUN/tensorboard."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..checkpoint import unwrap
+from ..errors import VaekitError
+from ..train import Callback, EpochResult, StepResult, Trainer
+PICTURES = 16  # samples and reconstructions drawn per epoch
+
+
+def summary_writer() -> type:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise VaekitError("--tensorboard needs the tensorboard package: pip install 'vaekit[tensorboard]'") from None
+    return SummaryWriter
+
+
+class TensorBoardLog(Callback):
+    """Per step: the loss, every term the family reports, the learning rate and the KL weight (train/...). Per epoch:
+    the validation numbers (val/...), the epoch means (epoch/...), images per second, and for image data a grid of
+    prior samples and one of test items above their reconstructions (the same noise and items every epoch).
+
+    A resumed or rolled-back run continues the same files: events past the step it continues from are dropped
+    (TensorBoard's purge_step), so each step appears once."""
+
+    def __init__(self, directory: str | Path, dataset: Any = None) -> None:
+        self.directory = Path(directory)
+        self.writer_class = summary_writer()  # a missing extra is said before training, not after the first epoch
+        self.writer: Any = None
+        self.items = None
+        if dataset is not None and dataset.is_image:
+            count = min(PICTURES // 2, len(dataset.x_test))
+            self.items = (dataset.x_test[:count], None if dataset.y_test is None else dataset.y_test[:count])
+
+    def _open(self, trainer: Trainer) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        # Events from this step on, in files a stopped run (or one --overwrite replaces) left, are dropped.
+        self.writer = self.writer_class(str(self.directory), purge_step=trainer.step + 1)
+
+    def on_fit_begin(self, trainer: Trainer) -> None:
+        self._open(trainer)
+
+    def on_rollback(self, trainer: Trainer) -> None:
+        self._open(trainer)  # the steps after the state rolled back to are trained again: their old events go
+
+    def on_step_end(self, trainer: Trainer, step: StepResult) -> None:
+        values = torch.stack([step.loss.float(), *(v.float() for v in step.terms.values())]).tolist()  # one read
+        add = self.writer.add_scalar
+        add("train/loss", values[0], step.step)
+        for name, value in zip(step.terms, values[1:]):
+            add(f"train/{name}", value, step.step)
+        add("train/lr", step.lr, step.step)
+        add("train/kl_scale", step.kl_scale, step.step)
+
+    def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
+        add = self.writer.add_scalar
+        for name, value in result.train.items():
+            add(f"epoch/train_{name}", value, result.step)
+        for name, value in (result.val or {}).items():
+            add(f"val/{name}", value, result.step)
+        add("epoch/images_per_s", result.images_per_s, result.step)
+        add("epoch/skipped_steps", result.skipped, result.step)
+        if self.items is not None:
+            samples, pairs = self.pictures(trainer)
+            self.writer.add_images("samples", samples, result.step)
+            self.writer.add_images("reconstructions", pairs, result.step)
+        self.writer.flush()
+
+    @torch.no_grad()
+    def pictures(self, trainer: Trainer) -> tuple[np.ndarray, np.ndarray]:
+        """(N, C, H, W) in [0, 1]: prior samples (fixed noise), and the test items above their reconstructions."""
+        model = unwrap(trainer.model)
+        was_training = model.training
+        model.eval()
+        try:
+            generator = torch.Generator().manual_seed(0)
+            labels = (torch.arange(PICTURES) % model.num_labels).to(model.device) if model.num_labels else None
+            samples = model.sample(PICTURES, labels, generator=generator)
+            x, y = self.items
+            x = x.to(model.device)
+            y = None if y is None or not model.num_labels else y.to(model.device)
+            pairs = torch.cat([x, model.reconstruct(x, y)])
+        finally:
+            model.train(was_training)
+        return (samples.float().clamp(0, 1).cpu().numpy(), pairs.float().clamp(0, 1).cpu().numpy())
+
+    def on_interrupt(self, trainer: Trainer) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

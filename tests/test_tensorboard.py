@@ -1,0 +1,89 @@
+"""vaekit train --tensorboard, read back with TensorBoard's own event reader."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+import vaekit
+from vaekit.errors import VaekitError
+
+event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator",
+                                        reason="tensorboard is not installed (pip install 'vaekit[tensorboard]')")
+
+
+def read_events(directory):
+    events = event_accumulator.EventAccumulator(str(directory), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    return events
+
+
+def test_every_term_per_step_validation_per_epoch_and_pictures(digits_config, tmp_path):
+    cfg = replace(digits_config, train=replace(digits_config.train, epochs=2, tensorboard=True))
+    run = vaekit.train(cfg, out=tmp_path / "run")
+    steps_per_epoch = run.history[0].step
+    events = read_events(tmp_path / "run" / "tensorboard")
+    tags = events.Tags()
+    assert {"train/loss", "train/recon", "train/kl", "train/lr", "train/kl_scale", "val/loss", "val/elbo",
+            "val/recon", "val/kl", "epoch/train_loss", "epoch/images_per_s"} <= set(tags["scalars"])
+    losses = events.Scalars("train/loss")
+    assert [e.step for e in losses] == list(range(1, 2 * steps_per_epoch + 1))  # every step, once
+    recon, kl = events.Scalars("train/recon"), events.Scalars("train/kl")
+    # the logged loss is the step's objective: recon + kl for the VAE (beta 1, no warm-up), per step
+    assert all(abs(l.value - (r.value + k.value)) < 1e-3 * abs(l.value) for l, r, k in zip(losses, recon, kl))
+    # the epoch numbers are metrics.jsonl's
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    for name in ("train_loss", "val_loss", "val_elbo"):
+        tag = f"epoch/{name}" if name.startswith("train") else f"val/{name[4:]}"
+        logged = [(e.step, e.value) for e in events.Scalars(tag)]
+        assert logged == [(row["step"], pytest.approx(row[name], rel=1e-6)) for row in rows]
+    assert set(tags["images"]) == {"samples", "reconstructions"}
+    samples = events.Images("samples")
+    assert [e.step for e in samples] == [row["step"] for row in rows]
+    assert samples[0].width > 8 and samples[0].height > 8  # a grid of 8x8 digits
+    assert samples[0].encoded_image_string.startswith(b"\x89PNG")
+
+
+def test_a_resumed_run_continues_the_same_log_each_step_once(digits_config, tmp_path):
+    cfg = replace(digits_config, train=replace(digits_config.train, epochs=1, tensorboard=True))
+    first = vaekit.train(cfg, out=tmp_path / "run")
+    vaekit.runs.resume(tmp_path / "run", epochs=2)
+    events = read_events(tmp_path / "run" / "tensorboard")
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps == list(range(1, 2 * first.history[0].step + 1))
+    assert [e.step for e in events.Scalars("val/loss")] == [first.history[0].step, 2 * first.history[0].step]
+
+
+def test_tables_log_numbers_without_pictures(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "table.csv"
+    rows = ["a,b,c"] + [f"{x:.3f},{2 * x + 0.1 * e:.3f},{'yes' if x > 0 else 'no'}" for x, e in
+                        zip(rng.normal(size=300), rng.normal(size=300))]
+    path.write_text("\n".join(rows) + "\n")
+    cfg = vaekit.config.override(vaekit.RunConfig(), [f"data.name={path}", "model.latent_dim=2", "train.epochs=1",
+                                                      "train.progress=false", "train.tensorboard=true"])
+    vaekit.train(cfg, out=tmp_path / "run")
+    tags = read_events(tmp_path / "run" / "tensorboard").Tags()
+    assert "train/loss" in tags["scalars"] and tags["images"] == []
+
+
+def test_tensorboard_needs_a_run_folder_and_the_extra(digits_config, monkeypatch, tmp_path):
+    import builtins
+
+    cfg = replace(digits_config, train=replace(digits_config.train, tensorboard=True))
+    with pytest.raises(VaekitError, match="--tensorboard writes into the run folder: give --out"):
+        vaekit.train(cfg)
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name == "torch.utils.tensorboard":
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    with pytest.raises(VaekitError, match=r"pip install 'vaekit\[tensorboard\]'"):
+        vaekit.train(cfg, out=tmp_path / "run")
+    assert not (tmp_path / "run" / "model.safetensors").exists()
