@@ -200,7 +200,7 @@ def read_checked(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def load(directory: str | Path, device: str | torch.device = "cpu") -> Model:
-    """A trained model from a run folder, in eval mode."""
+    """A trained model from a run folder, in eval mode, with its config.json as its run_config."""
     directory = Path(directory)
     config = load_config(directory)
     state, metadata = read_checked(directory / MODEL_FILE)
@@ -219,6 +219,7 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> Model:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise VaekitError(f"{directory / MODEL_FILE} does not match {CONFIG_FILE}: {str(exc).splitlines()[-1].strip()}") from None
+    model.run_config = config  # the data and training sections too, for what is written from it (a Hub folder's card)
     return model.to(device).eval()
 
 

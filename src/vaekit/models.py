@@ -9,20 +9,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, ClassVar, Mapping, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution, Normal, kl_divergence
 
-from .config import ModelConfig, register_settings, setting
+from .config import ModelConfig, RunConfig, register_settings, setting
 from .distributions import (
     DiagonalGaussian, PointMass, build_likelihood, diagonal_gaussian, draw_noise, noise_shape, rsample_with,
     standard_normal,
 )
 from .errors import VaekitError
 from .networks import build_networks
+
+if TYPE_CHECKING:
+    from .integrations.hub import HubFolder
+
+M = TypeVar("M", bound="Model")
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,7 @@ class Model(nn.Module):
     Settings: ClassVar[type | None] = None  # a family's own settings (model.<family>.<name>), a frozen dataclass
     posterior_params: ClassVar[int] = 2  # encoder outputs per latent dimension
     has_bound: ClassVar[bool] = True  # whether log p(x) is bounded (ELBO, NLL); a plain autoencoder has none
+    run_config: RunConfig | None = None  # the settings it was trained with, where known (vaekit.load sets them)
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -226,6 +233,45 @@ class Model(nn.Module):
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Decode the code of each item: the model's best single reconstruction."""
         return self.decode_code(self.code(self.encode(x, y)), y).mean
+
+    # ---- the Hugging Face Hub (vaekit.integrations.hub, which imports huggingface_hub when it is needed) ---------
+    def save_pretrained(self, directory: str | Path, *, config: RunConfig | None = None,
+                        metrics: Mapping[str, float] | None = None, repo_id: str | None = None) -> HubFolder:
+        """A Hub-ready folder: config.json + model.safetensors (as a run folder holds them), README.md (a model card
+        with the data, family, `metrics` and how to load) and samples.png. `config`: the run's settings (default:
+        run_config). Upload it with `hf upload USER/REPO DIRECTORY`, or use push_to_hub."""
+        from .integrations import hub
+
+        return hub.save_pretrained(self, directory, config=config, metrics=metrics, repo_id=repo_id)
+
+    @classmethod
+    def from_pretrained(cls: type[M], source: str | Path, *, revision: str | None = None,
+                        cache_dir: str | Path | None = None, token: str | bool | None = None,
+                        local_files_only: bool = False, force_download: bool = False,
+                        device: str | torch.device = "cpu") -> M:
+        """A model from a folder (a run or Hub folder) or a Hub repository ("namespace/name", or
+        "hf://namespace/name@revision"; downloaded through huggingface_hub's cache: pip install 'vaekit[hub]'), in
+        eval mode. It is the family its config.json names, whichever class this is called on (Model.from_pretrained
+        loads any); called on a family, a model of another family is an error."""
+        from .integrations import hub
+
+        model = hub.from_pretrained(source, revision=revision, cache_dir=cache_dir, token=token,
+                                    local_files_only=local_files_only, force_download=force_download, device=device)
+        if not isinstance(model, cls):
+            raise VaekitError(f"{source} holds a {model.family!r} model, not a {cls.family!r} one: load it with "
+                              "vaekit.Model.from_pretrained, which returns the family its config.json names")
+        return model
+
+    def push_to_hub(self, repo_id: str, *, config: RunConfig | None = None,
+                    metrics: Mapping[str, float] | None = None, private: bool | None = None,
+                    token: str | bool | None = None, revision: str | None = None,
+                    commit_message: str | None = None, create_pr: bool = False) -> str:
+        """Create the Hub repository `repo_id` if it is new and upload the save_pretrained folder to it in one commit
+        (huggingface_hub's HfApi: pip install 'vaekit[hub]'). Returns the commit's URL."""
+        from .integrations import hub
+
+        return hub.push_to_hub(self, repo_id, config=config, metrics=metrics, private=private, token=token,
+                               revision=revision, commit_message=commit_message, create_pr=create_pr)
 
 
 def _total(values, like: torch.Tensor) -> torch.Tensor:

@@ -292,7 +292,9 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
         dataset.table is not None and history) else ()
     for warning in warnings if log_warnings else ():
         log.warning("%s", warning)
-    return RunResult(checkpoint.unwrap(trainer.model).eval(), cfg, history, directory, warnings)
+    model = checkpoint.unwrap(trainer.model).eval()
+    model.run_config = cfg  # what save_pretrained writes beside it (the data and training too)
+    return RunResult(model, cfg, history, directory, warnings)
 
 
 def resume(directory: str | Path, epochs: int | None = None, device: str | None = None,
@@ -368,4 +370,6 @@ def _resume(directory: Path, cfg: RunConfig, epochs: int | None, device: str | N
     if trainer.epoch == meta["epoch"] and here.main:  # nothing trained; the config may carry a new epoch count: commit both again
         checkpoint.save_pretrained(trainer.model, cfg, directory, run_id)
         checkpoint.save_resume(directory, *trainer.state_dict(), run_id)
-    return RunResult(checkpoint.unwrap(trainer.model).eval(), cfg, history, directory)
+    model = checkpoint.unwrap(trainer.model).eval()
+    model.run_config = cfg
+    return RunResult(model, cfg, history, directory)

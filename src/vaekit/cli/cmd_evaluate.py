@@ -13,7 +13,7 @@ import torch
 
 from .. import checkpoint, metrics
 from ..errors import VaekitError
-from .common import add_data_flags, add_split, run_dataset, split_labels
+from .common import add_data_flags, add_split, run_dataset, run_folder, split_labels
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise VaekitError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    model = checkpoint.load(args.run, device=args.device)
+    model = checkpoint.load(run_folder(args.run), device=args.device)
     dataset = run_dataset(args.run, args)
     x = dataset.split(args.split).x
     y = split_labels(model, dataset, args.split)

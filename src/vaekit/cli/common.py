@@ -70,13 +70,23 @@ def set_flags(args: argparse.Namespace) -> list[str]:
     return [f.flag for f in config_module.config_flags() if getattr(args, f.dest, None) is not None]
 
 
+def run_folder(path: str) -> Path:
+    """A RUN argument's folder: the folder itself, or for hf://USER/REPO[@REVISION] a model on the Hugging Face Hub,
+    downloaded once into huggingface_hub's cache (needs vaekit[hub])."""
+    if path.startswith("hf://"):
+        from ..integrations.hub import resolve
+
+        return resolve(path)
+    return Path(path)
+
+
 def load_run(path: str) -> Model:
-    return checkpoint.load(path)
+    return checkpoint.load(run_folder(path))
 
 
 def run_dataset(run: str, args: argparse.Namespace) -> Dataset:
     """The data a command works on: flags if given, else the run's own data set (with its binarisation)."""
-    run_cfg = checkpoint.load_config(run)
+    run_cfg = checkpoint.load_config(run_folder(run))
     updates = {f.path[-1]: getattr(args, f.dest) for f in config_module.config_flags(("data",))
                if getattr(args, f.dest, None) is not None}
     # A table is read with the run's columns and statistics, whatever file it comes from; a new table whole and in
