@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 
 import pytest
 import torch
@@ -121,7 +120,7 @@ def test_two_processes_stop_on_sigterm_and_resume_in_two_and_in_one(tmp_path):
     assert 20 <= stopped < 500 * 20
     epochs = stopped // 20 + 3
     resumed = vaekit_cli("train", "--resume", str(run), "--epochs", str(epochs), "--nproc", "2")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.returncode == 0, resumed.stderr[:4000]
     from vaekit.cli import main
 
     assert main(["train", "--resume", str(run), "--epochs", str(epochs + 1)]) == 0  # one process now
