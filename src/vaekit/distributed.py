@@ -114,7 +114,13 @@ def launch(argv: list[str], nproc: int) -> int:
         torchrun.run(torchrun.parse_args(["--standalone", "--nproc-per-node", str(nproc), "-m", "vaekit", *argv]))
     except SignalException as stop:
         return 128 + int(stop.sigval)
-    except ChildFailedError as failed:
+    except ChildFailedError as failed:  # a process's own exit code; one killed by a signal: 128 + the signal
         codes = [failure.exitcode for failure in failed.failures.values()]
-        return next((code for code in codes if code > 0), 1)
+        return next((code for code in codes if code > 0), 128 + abs(min(codes, default=-1)))
     return 0
+
+
+def shutdown() -> None:
+    """Leave the process group (before the interpreter's own teardown, which may otherwise abort in gloo's threads)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (| head): nothing left to say, and nothing to say it to
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (so the interpreter's final flush cannot fail either)
         return 0
+    finally:
+        from .. import distributed
+
+        distributed.shutdown()  # under torchrun: leave the process group before the interpreter exits
     return int(code or 0)
 
 
