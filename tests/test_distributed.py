@@ -120,7 +120,7 @@ def test_two_processes_stop_on_sigterm_and_resume_in_two_and_in_one(tmp_path):
     assert 20 <= stopped < 500 * 20
     epochs = stopped // 20 + 3
     resumed = vaekit_cli("train", "--resume", str(run), "--epochs", str(epochs), "--nproc", "2")
-    assert resumed.returncode == 0, resumed.stderr[:4000]
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
     from vaekit.cli import main
 
     assert main(["train", "--resume", str(run), "--epochs", str(epochs + 1)]) == 0  # one process now
@@ -140,7 +140,13 @@ def test_mistakes_are_said_once_before_any_process_starts(tmp_path, capsys, monk
         main(["train", *FLAGS, "--out", str(tmp_path / "r"), "--nproc", "0"])
     assert stop.value.code == 2
     assert "--nproc takes a number of processes from 1 to 1024, got '0'" in capsys.readouterr().err
-    # the global batch must split evenly between the processes (checked by every process, before training)
+    assert main(["train", *FLAGS, "--batch-size", "63", "--out", str(tmp_path / "odd"), "--nproc", "2"]) == 2
+    assert "--batch-size 63 is the batch of all 2 processes together and must split evenly between them: use a " \
+           "multiple of 2" in capsys.readouterr().err
+    assert not (tmp_path / "odd").exists()  # said before anything was written
+    assert main(["train", "--resume", str(tmp_path / "odd"), "--lr", "0.1", "--nproc", "2"]) == 2
+    assert "--lr cannot change it" in capsys.readouterr().err
+    # and checked again by every process, before training
     monkeypatch.setattr(distributed, "setup", lambda device: distributed.World(rank=0, size=3))
     cfg = vaekit.config.override(vaekit.RunConfig(), ["data.name=mnist-10k", "data.limit=100", "train.batch_size=64"])
     with pytest.raises(VaekitError, match="must split evenly between them: use a multiple of 3"):

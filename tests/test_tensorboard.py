@@ -87,3 +87,37 @@ def test_tensorboard_needs_a_run_folder_and_the_extra(digits_config, monkeypatch
     with pytest.raises(VaekitError, match=r"pip install 'vaekit\[tensorboard\]'"):
         vaekit.train(cfg, out=tmp_path / "run")
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_a_run_resumed_from_an_older_checkpoint_logs_the_steps_trained_again_once(digits_config, tmp_path):
+    """A run that logged epoch 3 but checkpointed only epoch 2 (it failed before its next checkpoint) trains epoch 3
+    again on resume: its first events are dropped (purge), so each step appears once, with the new values."""
+
+    class Fail(Exception):
+        pass
+
+    class FailAtEpoch3:
+        def on_epoch_end(self, trainer, result):
+            if result.epoch == 3:
+                raise Fail
+
+    cfg = replace(digits_config, train=replace(digits_config.train, epochs=4, checkpoint_every=2, tensorboard=True))
+    with pytest.raises(Fail):
+        vaekit.train(cfg, out=tmp_path / "run", callbacks=[FailAtEpoch3()])
+    per_epoch = json.loads((tmp_path / "run" / "resume.json").read_text())["step"] // 2
+    before = {e.step: e.value for e in read_events(tmp_path / "run" / "tensorboard").Scalars("train/loss")}
+    assert max(before) == 3 * per_epoch  # epoch 3 was logged, not checkpointed
+    vaekit.runs.resume(tmp_path / "run")
+    events = read_events(tmp_path / "run" / "tensorboard")
+    after = events.Scalars("train/loss")
+    assert [e.step for e in after] == list(range(1, 4 * per_epoch + 1))
+    assert [e.step for e in events.Scalars("val/loss")] == [per_epoch * k for k in (1, 2, 3, 4)]
+    assert all(e.value == pytest.approx(before[e.step]) for e in after if e.step <= 2 * per_epoch)
+
+
+def test_a_resume_may_start_the_log(digits_config, tmp_path):
+    cfg = replace(digits_config, train=replace(digits_config.train, epochs=1))
+    first = vaekit.train(cfg, out=tmp_path / "run")
+    vaekit.runs.resume(tmp_path / "run", epochs=2, tensorboard=True)
+    steps = [e.step for e in read_events(tmp_path / "run" / "tensorboard").Scalars("train/loss")]
+    assert steps == list(range(first.history[0].step + 1, 2 * first.history[0].step + 1))

@@ -192,6 +192,44 @@ def test_fp16_trains_through_the_gradient_scaler(digits_config, monkeypatch):
     assert history[-1].val_loss == pytest.approx(fp32[-1].val_loss, rel=0.03)
 
 
+def test_fp16_resumes_with_the_loss_scale_it_had(digits_config, tmp_path, monkeypatch):
+    """The gradient scaler's state (its scale and the steps since it last changed) is part of the resume state. A
+    scale that grows every 5 steps (not every 2,000) makes it change within this short run."""
+    from safetensors.torch import load_file
+
+    real_init = torch.amp.GradScaler.__init__
+    monkeypatch.setattr(torch.amp.GradScaler, "__init__",
+                        lambda self, *args, **kwargs: real_init(self, *args, **{**kwargs, "growth_interval": 5}))
+    cfg = replace(digits_config, train=replace(digits_config.train, epochs=2, precision="fp16"))
+    vaekit.train(cfg, out=tmp_path / "whole")
+    vaekit.train(replace(cfg, train=replace(cfg.train, epochs=1)), out=tmp_path / "part")
+    saved = json.loads((tmp_path / "part" / "resume.json").read_text())["grad_scaler"]
+    # it moved from its start: a resume that started again there would differ
+    assert (saved["scale"], saved["_growth_tracker"]) != (2.0**16, 0)
+    vaekit.runs.resume(tmp_path / "part", epochs=2)
+    whole, resumed = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("whole", "part"))
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_what_a_resume_may_change_leaves_the_runs_identity_alone(small_run, tmp_path):
+    """Runs written before train.compile and train.tensorboard existed (their config.json lacks them) resume."""
+    import shutil
+
+    from vaekit import checkpoint
+
+    old = tmp_path / "old"
+    shutil.copytree(small_run, old)
+    config = json.loads((old / "config.json").read_text())
+    for name in ("compile", "tensorboard"):
+        del config["train"][name]
+    (old / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    assert checkpoint.identity_sha256(old) == checkpoint.identity_sha256(small_run)
+    on = json.loads((small_run / "config.json").read_text())
+    on["train"].update(compile=True, tensorboard=True, epochs=9)
+    (old / "config.json").write_text(json.dumps(on))
+    assert checkpoint.identity_sha256(old) == checkpoint.identity_sha256(small_run)
+
+
 @pytest.mark.parametrize("cpuinfo,expected", [
     ("processor : 0\nflags : fpu sse avx2 avx512f avx512_bf16\n", True),  # AMD Zen 4
     ("processor : 0\nflags : fpu sse avx2 avx512f amx_bf16 amx_tile\n", True),  # Intel Sapphire Rapids

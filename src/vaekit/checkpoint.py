@@ -136,7 +136,8 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-RUNTIME = ("epochs", "device", "threads", "progress")  # what a resume may change: where and how long, not what
+RUNTIME = ("epochs", "device", "threads", "progress", "compile", "tensorboard")  # what a resume may change: where,
+# how long and how it is watched, not what it computes
 
 
 def identity_sha256(directory: str | Path) -> str:

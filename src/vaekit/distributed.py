@@ -44,18 +44,28 @@ def world() -> World:
 
 
 def setup(device: torch.device) -> World:
-    """Join the process group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT): NCCL for CUDA, gloo
-    otherwise. Without torchrun's variables: a world of one, nothing set up."""
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT): NCCL for CUDA (this
+    process on cuda:LOCAL_RANK), gloo on CPUs. Without torchrun's variables: a world of one, nothing set up."""
     if not _launched():
         return World()
     if not dist.is_available():
         raise VaekitError("this torch was built without torch.distributed: train in one process (drop --nproc)")
+    if device.type not in ("cpu", "cuda"):
+        raise VaekitError(f"training in several processes runs on CPUs (gloo) or CUDA GPUs (NCCL), not "
+                          f"{device.type}: use --device cpu or cuda, or one process (drop --nproc)")
     if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
+        device = device_for(device, world())
         kwargs = {"device_id": device} if device.type == "cuda" else {}
-        dist.init_process_group(backend, timeout=timedelta(minutes=30), **kwargs)
-        log.debug("rank %d of %d joined (%s)", dist.get_rank(), dist.get_world_size(), backend)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=30), **kwargs)
+        log.debug("rank %d of %d joined (%s)", dist.get_rank(), dist.get_world_size(), dist.get_backend())
     return world()
+
+
+def _collective_device() -> torch.device:
+    """Where the process group's tensors live: NCCL takes GPU tensors only."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def device_for(device: torch.device, here: World) -> torch.device:
@@ -90,7 +100,7 @@ def agree(ok: bool, here: World, what: str) -> None:
     stop too (the main process reports why)."""
     if here.size == 1:
         return
-    flag = torch.tensor([1 if ok else 0])
+    flag = torch.tensor([1 if ok else 0], device=_collective_device())
     dist.broadcast(flag, src=0)
     if not int(flag):
         raise VaekitError(f"process 0 could not {what}: see its message")
@@ -118,6 +128,12 @@ def launch(argv: list[str], nproc: int) -> int:
         codes = [failure.exitcode for failure in failed.failures.values()]
         return next((code for code in codes if code > 0), 128 + abs(min(codes, default=-1)))
     return 0
+
+
+def barrier(here: World) -> None:
+    """Every process waits here for the others (process 0's last writes, before any leaves the group)."""
+    if here.size > 1:
+        dist.barrier()
 
 
 def shutdown() -> None:

@@ -288,6 +288,7 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
         history = trainer.fit(train_data(dataset, cfg.data), dataset.split("test"))
         if directory is not None and not history and here.main:
             checkpoint.save_pretrained(trainer.model, cfg, directory, run_id)
+        distributed.barrier(here)
     warnings = tuple(table_warnings(checkpoint.unwrap(trainer.model), dataset)) if (
         dataset.table is not None and history) else ()
     for warning in warnings if log_warnings else ():
@@ -298,16 +299,17 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
 
 
 def resume(directory: str | Path, epochs: int | None = None, device: str | None = None,
-           threads: int | None = None, progress: bool | None = None, callbacks: list[Any] | None = None) -> RunResult:
+           threads: int | None = None, progress: bool | None = None, callbacks: list[Any] | None = None,
+           compile: bool | None = None, tensorboard: bool | None = None) -> RunResult:
     """Continue a run from its last resume state, optionally to a new total number of epochs; where it runs
-    (device, threads, progress bar) may change, what it computes may not."""
+    (device, threads, compile), its progress bar and its TensorBoard log may change, what it computes may not."""
     directory = Path(directory)
     cfg = checkpoint.load_config(directory)
+    runtime = {k: v for k, v in (("epochs", epochs), ("device", device), ("threads", threads), ("progress", progress),
+                                 ("compile", compile), ("tensorboard", tensorboard)) if v is not None}
     if checkpoint.never_checkpointed(directory):
         # stopped before or during its first checkpoint: nothing was kept, so the run starts again from its config
         log.warning("%s has no checkpoint yet: training it from the start", directory)
-        runtime = {k: v for k, v in (("epochs", epochs), ("device", device), ("threads", threads),
-                                     ("progress", progress)) if v is not None}
         return train(replace(cfg, train=replace(cfg.train, **runtime)), out=directory, overwrite=True,
                      callbacks=callbacks)
     here = distributed.setup(resolve_device(device or cfg.train.device))
@@ -316,14 +318,13 @@ def resume(directory: str | Path, epochs: int | None = None, device: str | None 
             if here.main:
                 held.enter_context(run_lock(directory))
                 checkpoint.remove_temporaries(directory)
-        return _resume(directory, cfg, epochs, device, threads, progress, callbacks, here)
+        return _resume(directory, cfg, runtime, callbacks, here)
 
 
-def _resume(directory: Path, cfg: RunConfig, epochs: int | None, device: str | None, threads: int | None,
-            progress: bool | None, callbacks: list[Any] | None, here: distributed.World) -> RunResult:
+def _resume(directory: Path, cfg: RunConfig, runtime: dict[str, Any], callbacks: list[Any] | None,
+            here: distributed.World) -> RunResult:
     planned = cfg.train.epochs
-    runtime = {k: v for k, v in (("epochs", epochs), ("device", device), ("threads", threads),
-                                 ("progress", progress)) if v is not None}
+    epochs = runtime.get("epochs")
     cfg = validate(replace(cfg, train=replace(cfg.train, **runtime)))
     tensors, meta = checkpoint.load_resume(directory)
     # metrics.jsonl is rewritten from the history saved with the resume state: lines of epochs trained after the
@@ -344,8 +345,6 @@ def _resume(directory: Path, cfg: RunConfig, epochs: int | None, device: str | N
     if epochs is not None and epochs < meta["epoch"]:
         raise VaekitError(f"{directory} has already trained {meta['epoch']} epochs: --epochs counts all epochs, so give "
                           f"at least {meta['epoch']} (its config keeps {planned})")
-    if here.main:
-        checkpoint.write_lines(directory / METRICS_FILE, [json.dumps(row) for row in history])
     dataset = load_dataset(cfg.data, model_table(cfg.model))  # a table read with the run's own statistics
     if tuple(dataset.shape) != tuple(cfg.model.data_shape):
         raise VaekitError(f"the data now has shape {dataset.shape}, the run was trained on {cfg.model.data_shape}")
@@ -354,10 +353,12 @@ def _resume(directory: Path, cfg: RunConfig, epochs: int | None, device: str | N
     run_id = meta.get(checkpoint.RUN_KEY)  # the run continues under its own id (None: written before run ids)
     run_id = run_id if isinstance(run_id, str) else None
     own: list[Any] = []
-    if here.main:
-        check_space(directory, model)
-        own = [checkpointer(directory, cfg, run_id, saved=True), MetricsLog(directory / METRICS_FILE),
-               *extra_loggers(cfg, directory, dataset)]
+    with main_first(here, "prepare the run folder"):
+        if here.main:
+            check_space(directory, model)
+            own = [checkpointer(directory, cfg, run_id, saved=True), MetricsLog(directory / METRICS_FILE),
+                   *extra_loggers(cfg, directory, dataset)]
+            checkpoint.write_lines(directory / METRICS_FILE, [json.dumps(row) for row in history])
     trainer = Trainer(model, cfg.train, [*own, *(callbacks or [])])
     try:
         trainer.load_state_dict(tensors, meta)
@@ -370,6 +371,7 @@ def _resume(directory: Path, cfg: RunConfig, epochs: int | None, device: str | N
     if trainer.epoch == meta["epoch"] and here.main:  # nothing trained; the config may carry a new epoch count: commit both again
         checkpoint.save_pretrained(trainer.model, cfg, directory, run_id)
         checkpoint.save_resume(directory, *trainer.state_dict(), run_id)
+    distributed.barrier(here)
     model = checkpoint.unwrap(trainer.model).eval()
     model.run_config = cfg
     return RunResult(model, cfg, history, directory)

@@ -191,7 +191,7 @@ class Trainer:
         device = resolve_device(cfg.device)
         # Under torchrun: one process of several, each with its share of every batch (world.size 1 otherwise).
         self.world = distributed.setup(device)
-        self.device = distributed.device_for(device, self.world)
+        self.device = distributed.device_for(device, self.world)  # cuda:LOCAL_RANK under torchrun
         if cfg.batch_size % self.world.size:
             raise VaekitError(f"--batch-size {cfg.batch_size} is the batch of all {self.world.size} processes together "
                               f"and must split evenly between them: use a multiple of {self.world.size}")
@@ -231,7 +231,7 @@ class Trainer:
         # Divergence: non-finite steps are skipped; after cfg.nan_skips in a row, back to the last good state.
         self.lr_scale = 1.0  # each rollback multiplies it by cfg.nan_lr_factor; kept in the resume state
         self.rollbacks = 0
-        self.good: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None  # on the CPU
+        self.good: tuple[dict[str, torch.Tensor], dict[str, Any], tuple] | None = None  # on the CPU, with the history
         self.streak: torch.Tensor | None = None  # () non-finite steps in a row, on the device
         self.worst: torch.Tensor | None = None  # () the longest streak since the host last read it
         self.save_now = False  # a checkpoint is due after this step or epoch, and the state is good to keep
@@ -279,6 +279,7 @@ class Trainer:
                     self._stop()
         for hook in self._hooks("on_fit_end"):
             hook(self)
+        distributed.barrier(self.world)  # process 0's last checkpoint is written before any process goes on
         return self.history
 
     @contextlib.contextmanager
@@ -290,8 +291,8 @@ class Trainer:
             return
 
         def ask(signum, frame):
-            # The second: stop now (atomic writes leave no half files). Not under torchrun: a Ctrl-C reaches each
-            # process both from the terminal and from the launcher, and the launcher kills them after a grace time.
+            # The second: stop now (atomic writes leave no half files). Not under torchrun: every process must stop
+            # at the same step, and the launcher, which passes on each signal it gets, kills them after a grace time.
             if self.stop_signal is not None and self.world.size == 1:
                 signal.signal(signum, signal.SIG_DFL)
                 raise Interrupted(signum, self.step, saved=False)
@@ -314,6 +315,7 @@ class Trainer:
             self._gather_rng()
         for hook in self._hooks("on_interrupt"):
             hook(self)
+        distributed.barrier(self.world)  # no process leaves before process 0 has saved
         raise Interrupted(self.stop_signal, self.step)
 
     # ---- divergence: skip, roll back, give up ----------------------------------------------------------------
@@ -328,17 +330,22 @@ class Trainer:
         return agreed
 
     def _gather_rng(self) -> None:
-        """Every process's generator state, for the checkpoint (rank 0 writes it; each process resumes with its own)."""
+        """Every process's generator states (the CPU's, and its GPU's), for the checkpoint (rank 0 writes it; each
+        process resumes with its own)."""
         if self.world.size > 1:
-            self.rank_rng = [s.cpu() for s in distributed.all_gather(torch.get_rng_state().to(self.device),
-                                                                       self.world)]
+            states = [torch.get_rng_state()]
+            if self.device.type == "cuda":
+                states.append(torch.cuda.get_rng_state(self.device))
+            self.rank_rng = [[s.cpu() for s in distributed.all_gather(state.to(self.device), self.world)]
+                             for state in states]
 
     def remember(self) -> None:
         """Keep the current state (on the CPU) as the one to roll back to. Called at the start and wherever a
         checkpoint is written (save_now), so that the last good state is the last checkpoint."""
         self._gather_rng()
-        tensors, meta = self.state_dict()
-        self.good = ({k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}, copy.deepcopy(meta))
+        tensors, meta = self.state_dict(history=False)  # the history as it is: its rows are frozen, no copy needed
+        self.good = ({k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}, copy.deepcopy(meta),
+                     tuple(self.history))
 
     def _finite_weights(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
@@ -351,8 +358,9 @@ class Trainer:
     def _restore_good(self) -> None:
         """Back to the last good state, keeping the learning-rate scale and the rollbacks made since."""
         scale, rollbacks = self.lr_scale, self.rollbacks
-        tensors, meta = self.good
+        tensors, meta, history = self.good
         self.load_state_dict({k: v.clone() for k, v in tensors.items()}, copy.deepcopy(meta))
+        self.history = list(history)
         self.lr_scale, self.rollbacks = scale, rollbacks
         self.streak = self.worst = None
 
@@ -585,7 +593,7 @@ class Trainer:
         return {name: float(total) / len(data) for name, total in sums.items()}
 
     # ---- state: one place, safetensors + JSON ----------------------------------------------------
-    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    def state_dict(self, history: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         optimizer = self.optimizer.state_dict()
         scalars: dict[str, dict[str, Any]] = {}
@@ -597,7 +605,8 @@ class Trainer:
                     scalars.setdefault(str(index), {})[name] = value
         tensors["rng.torch"] = torch.get_rng_state()
         if self.world.size > 1 and self.rank_rng is not None:  # each process's own, to resume with
-            tensors.update({f"rng.torch.rank.{rank}": state for rank, state in enumerate(self.rank_rng)})
+            for kind, states in zip(("torch", "cuda"), self.rank_rng):
+                tensors.update({f"rng.{kind}.rank.{rank}": state for rank, state in enumerate(states)})
         tensors["rng.data"] = self.generator.get_state()
         if torch.cuda.is_available():
             for i, state in enumerate(torch.cuda.get_rng_state_all()):
@@ -607,10 +616,12 @@ class Trainer:
             "epoch": self.epoch,
             "optimizer_groups": optimizer["param_groups"],
             "optimizer_scalars": scalars,
-            "history": [r.to_dict() for r in self.history],
+            "history": [r.to_dict() for r in self.history] if history else [],
             "lr_scale": self.lr_scale,
             "rollbacks": self.rollbacks,
         }
+        if self.scaler is not None:  # fp16: the loss scale it has settled on, and its count towards the next growth
+            meta["grad_scaler"] = self.scaler.state_dict()
         if self.batches_done and self.partial_view is not None:  # inside an epoch: how to continue it exactly
             names, sums, seen, seconds = self.partial_view
             tensors["rng.epoch_start"] = self.epoch_start_rng
@@ -630,19 +641,23 @@ class Trainer:
             slots.setdefault(int(index), {}).update(extra)
         self.optimizer.load_state_dict({"state": slots, "param_groups": meta["optimizer_groups"]})
         torch.set_rng_state(tensors["rng.torch"])
-        if self.world.size > 1:  # this process's own stream: as saved by as many processes, else a fresh one
-            ranks = sorted(k for k in tensors if k.startswith("rng.torch.rank."))
-            if len(ranks) == self.world.size:
-                torch.set_rng_state(tensors[f"rng.torch.rank.{self.world.rank}"])
-            else:
-                torch.manual_seed(process_seed(self.cfg.seed, self.world.rank, int(meta["step"])))
-        self.generator.set_state(tensors["rng.data"])
-        cuda_states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
-        if cuda_states and torch.cuda.is_available():
+        cuda_states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda.") and ".rank." not in t)]
+        if cuda_states and torch.cuda.is_available() and self.world.size == 1:
             torch.cuda.set_rng_state_all(cuda_states)
+        if self.world.size > 1:  # this process's own streams: as saved by as many processes, else fresh ones
+            rank = self.world.rank
+            if len([k for k in tensors if k.startswith("rng.torch.rank.")]) == self.world.size:
+                torch.set_rng_state(tensors[f"rng.torch.rank.{rank}"])
+                if self.device.type == "cuda" and f"rng.cuda.rank.{rank}" in tensors:
+                    torch.cuda.set_rng_state(tensors[f"rng.cuda.rank.{rank}"], self.device)
+            else:
+                torch.manual_seed(process_seed(self.cfg.seed, rank, int(meta["step"])))  # the CPU's and every GPU's
+        self.generator.set_state(tensors["rng.data"])
         self.step, self.epoch = int(meta["step"]), int(meta["epoch"])
         self.history = [EpochResult.from_dict(r) for r in meta.get("history", [])]
         self.lr_scale, self.rollbacks = float(meta.get("lr_scale", 1.0)), int(meta.get("rollbacks", 0))
+        if self.scaler is not None and meta.get("grad_scaler"):
+            self.scaler.load_state_dict(meta["grad_scaler"])
         if not (0 < self.lr_scale <= 1) or self.rollbacks < 0:
             raise ValueError("lr_scale or rollbacks out of range")
         in_epoch = meta.get("in_epoch")

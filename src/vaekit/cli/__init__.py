@@ -49,6 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("vaekit: interrupted\n")
         return 130
+    except RuntimeError as exc:  # under torchrun, another process's failure reaches this one as a broken collective
+        from .. import distributed
+
+        here = distributed.world()
+        if here.size == 1 or here.main:
+            raise
+        reason = str(exc).splitlines()[0][:160] if str(exc) else "a collective failed"
+        sys.stderr.write(f"vaekit: process {here.rank} stopped ({reason}): see process 0's message\n")
+        return 1
     except BrokenPipeError:  # the reader went away (| head): nothing left to say, and nothing to say it to
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (so the interpreter's final flush cannot fail either)
         return 0

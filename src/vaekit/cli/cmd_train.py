@@ -49,41 +49,35 @@ def _without_nproc(argv: list[str]) -> list[str]:
     for item in argv:
         if skip:
             skip = False
-        elif item == "--nproc":
-            skip = True
-        elif not item.startswith("--nproc="):
+        elif len(item.split("=")[0]) >= 4 and "--nproc".startswith(item.split("=")[0]):  # argparse takes --npr too
+            skip = "=" not in item
+        else:
             kept.append(item)
     return kept
 
 
+RESUMABLE = ("--epochs", "--device", "--threads", "--no-progress", "--compile", "--tensorboard")  # and --nproc
+
+
+def _check_resume(args: argparse.Namespace) -> None:
+    fixed = [flag for flag in set_flags(args) if flag not in RESUMABLE]
+    fixed += [f"--{name}" for name in ("config", "recipe", "out") if getattr(args, name, None)]
+    if fixed or args.set:
+        raise VaekitError(f"--resume continues a run as it was configured; {', '.join(fixed or ['--set'])} "
+                          f"cannot change it (only {', '.join(RESUMABLE)}, --nproc): start a new run with --out "
+                          "instead")
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.nproc and args.nproc > 1 and not args.print_config:
-        if distributed.world().size > 1:
-            raise VaekitError("--nproc starts torchrun, but this process already runs under it: drop --nproc")
-        # Mistakes found here, once, rather than by every process: the settings, the run folder, the data.
-        if args.resume:
-            checkpoint.load_config(args.resume)
-        else:
-            cfg = config_from_args(args)
-            if not args.out:
-                raise VaekitError("vaekit train needs --out RUN_DIR (where the model and metrics are written)")
-            runs.prepare_out(Path(args.out), args.overwrite)
-            runs.resolve_config(cfg, load_dataset(cfg.data))
-        code = distributed.launch(_without_nproc(args.argv), args.nproc)
-        if 0 < code < 128:  # (a stop signal: process 0 has said where it stopped and how to go on)
-            sys.stderr.write(f"vaekit: training in {args.nproc} processes ended with exit code {code} (see above)\n")
-        return code
     if args.resume:
-        allowed = {"--epochs", "--device", "--threads", "--no-progress", "--nproc"}
-        fixed = [flag for flag in set_flags(args) if flag not in allowed]
-        fixed += [f"--{name}" for name in ("config", "recipe", "out") if getattr(args, name, None)]
-        if fixed or args.set:
-            raise VaekitError(f"--resume continues a run as it was configured; {', '.join(fixed or ['--set'])} "
-                              "cannot change it (only --epochs, --device, --threads, --no-progress): "
-                              "start a new run with --out instead")
+        _check_resume(args)
+    if args.nproc and args.nproc > 1 and not args.print_config:
+        return _launch(args)
+    if args.resume:
         with _stopped(args.resume):
             result = runs.resume(args.resume, epochs=args.cfg__train__epochs, device=args.cfg__train__device,
-                                 threads=args.cfg__train__threads, progress=args.cfg__train__progress)
+                                 threads=args.cfg__train__threads, progress=args.cfg__train__progress,
+                                 compile=args.cfg__train__compile, tensorboard=args.cfg__train__tensorboard)
     else:
         cfg: RunConfig = config_from_args(args)
         if args.print_config:
@@ -103,6 +97,26 @@ def run(args: argparse.Namespace) -> int:
                        images_per_s=round(last.images_per_s, 1))
     print(json.dumps(summary))
     return 0
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """--nproc N: the mistakes found here, once, rather than by every process (the settings, the run folder, the
+    data, the batch's split); then the same command in N processes."""
+    if distributed.world().size > 1:
+        raise VaekitError("--nproc starts torchrun, but this process already runs under it: drop --nproc")
+    cfg = checkpoint.load_config(args.resume) if args.resume else config_from_args(args)
+    if cfg.train.batch_size % args.nproc:
+        raise VaekitError(f"--batch-size {cfg.train.batch_size} is the batch of all {args.nproc} processes together "
+                          f"and must split evenly between them: use a multiple of {args.nproc}")
+    if not args.resume:
+        if not args.out:
+            raise VaekitError("vaekit train needs --out RUN_DIR (where the model and metrics are written)")
+        runs.prepare_out(Path(args.out), args.overwrite)
+        runs.resolve_config(cfg, load_dataset(cfg.data))
+    code = distributed.launch(_without_nproc(args.argv), args.nproc)
+    if 0 < code < 128:  # (a stop signal: process 0 has said where it stopped and how to go on)
+        sys.stderr.write(f"vaekit: training in {args.nproc} processes ended with exit code {code} (see above)\n")
+    return code
 
 
 @contextlib.contextmanager

@@ -71,6 +71,8 @@ def save_pretrained(model: Model, directory: str | Path, *, config: RunConfig | 
             for name in (checkpoint.MODEL_FILE, checkpoint.CONFIG_FILE, *([SAMPLES_FILE] if samples else []),
                          CARD_FILE):
                 os.replace(staged / name, directory / name)
+            if not samples:  # an earlier model's picture would not be this one's
+                (directory / SAMPLES_FILE).unlink(missing_ok=True)
     except OSError as exc:
         raise VaekitError(f"cannot write the Hub folder {directory} ({exc.strerror or type(exc).__name__}): free "
                           f"some disk space or choose another folder") from None

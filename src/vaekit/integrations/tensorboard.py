@@ -1,6 +1,8 @@
 """vaekit train --tensorboard: the run's numbers and pictures as TensorBoard event files in RUN/tensorboard."""
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import torch
 from ..checkpoint import unwrap
 from ..errors import VaekitError
 from ..train import Callback, EpochResult, StepResult, Trainer
+
 PICTURES = 16  # samples and reconstructions drawn per epoch
 
 
@@ -33,6 +36,7 @@ class TensorBoardLog(Callback):
         self.directory = Path(directory)
         self.writer_class = summary_writer()  # a missing extra is said before training, not after the first epoch
         self.writer: Any = None
+        self.pending: list[tuple] = []  # steps not yet written: (step, names, values on the device, lr, kl_scale)
         self.items = None
         if dataset is not None and dataset.is_image:
             count = min(PICTURES // 2, len(dataset.x_test))
@@ -40,7 +44,14 @@ class TensorBoardLog(Callback):
 
     def _open(self, trainer: Trainer) -> None:
         if self.writer is not None:
+            self._flush_steps()
             self.writer.close()
+        # TensorBoard reads a folder's event files in name order, and a name starts with the second it was made in:
+        # a new file must sort after the files already there for its purge to apply to them.
+        newest = max((int(m.group(1)) for path in self.directory.glob("events.out.tfevents.*")
+                      if (m := re.match(r"events\.out\.tfevents\.(\d+)\.", path.name))), default=0)
+        while time.time() < newest + 1:
+            time.sleep(0.05)
         # Events from this step on, in files a stopped run (or one --overwrite replaces) left, are dropped.
         self.writer = self.writer_class(str(self.directory), purge_step=trainer.step + 1)
 
@@ -51,15 +62,27 @@ class TensorBoardLog(Callback):
         self._open(trainer)  # the steps after the state rolled back to are trained again: their old events go
 
     def on_step_end(self, trainer: Trainer, step: StepResult) -> None:
-        values = torch.stack([step.loss.float(), *(v.float() for v in step.terms.values())]).tolist()  # one read
+        # Kept on the device and read in one go where the trainer reads it anyway (every step on a CPU, every 25
+        # steps on a GPU), so logging adds no wait for the GPU.
+        values = torch.stack([step.loss.float(), *(v.float() for v in step.terms.values())])
+        self.pending.append((step.step, ["loss", *step.terms], values, step.lr, step.kl_scale))
+        if trainer.read_every_step or step.step % 25 == 0:
+            self._flush_steps()
+
+    def _flush_steps(self) -> None:
+        if not self.pending:
+            return
+        numbers = torch.stack([values for _, _, values, _, _ in self.pending]).tolist()
         add = self.writer.add_scalar
-        add("train/loss", values[0], step.step)
-        for name, value in zip(step.terms, values[1:]):
-            add(f"train/{name}", value, step.step)
-        add("train/lr", step.lr, step.step)
-        add("train/kl_scale", step.kl_scale, step.step)
+        for (step, names, _, lr, kl_scale), row in zip(self.pending, numbers):
+            for name, value in zip(names, row):
+                add(f"train/{name}", value, step)
+            add("train/lr", lr, step)
+            add("train/kl_scale", kl_scale, step)
+        self.pending = []
 
     def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
+        self._flush_steps()
         add = self.writer.add_scalar
         for name, value in result.train.items():
             add(f"epoch/train_{name}", value, result.step)
@@ -93,9 +116,11 @@ class TensorBoardLog(Callback):
 
     def on_interrupt(self, trainer: Trainer) -> None:
         if self.writer is not None:
+            self._flush_steps()
             self.writer.flush()
 
     def on_fit_end(self, trainer: Trainer) -> None:
         if self.writer is not None:
+            self._flush_steps()
             self.writer.close()
             self.writer = None
