@@ -153,6 +153,22 @@ def test_mistakes_are_said_once_before_any_process_starts(tmp_path, capsys, monk
         vaekit.train(cfg)
 
 
+def test_launch_helpers(monkeypatch):
+    from vaekit.cli.cmd_train import _without_nproc
+
+    argv = ["train", "--data", "x", "--nproc", "2", "--npr=3", "--np", "4", "--no-progress", "--n", "5"]
+    assert _without_nproc(argv) == ["train", "--data", "x", "--no-progress", "--n", "5"]
+    # another process's failure seen here, and this process's own
+    assert distributed.broken_collective(RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer"))
+    assert distributed.broken_collective(torch.distributed.DistBackendError("NCCL error"))
+    assert not distributed.broken_collective(torch.OutOfMemoryError("CUDA out of memory"))
+    assert not distributed.broken_collective(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    for name, value in (("WORLD_SIZE", "2"), ("RANK", "0"), ("LOCAL_RANK", "0")):  # as torchrun sets them
+        monkeypatch.setenv(name, value)
+    with pytest.raises(VaekitError, match="not mps: use --device cpu or cuda"):
+        distributed.setup(torch.device("mps"))
+
+
 def test_a_compiled_model_trains_and_saves_plain_weights(tmp_path, monkeypatch):
     """--compile wraps the training step in torch.compile; the checkpoint holds the plain module's weights. (Dynamo's
     eager backend here: inductor's code generation takes a minute on 2 cores; benchmarks/compile.py times it.)"""

@@ -124,10 +124,19 @@ def launch(argv: list[str], nproc: int) -> int:
         torchrun.run(torchrun.parse_args(["--standalone", "--nproc-per-node", str(nproc), "-m", "vaekit", *argv]))
     except SignalException as stop:
         return 128 + int(stop.sigval)
-    except ChildFailedError as failed:  # a process's own exit code; one killed by a signal: 128 + the signal
-        codes = [failure.exitcode for failure in failed.failures.values()]
-        return next((code for code in codes if code > 0), 128 + abs(min(codes, default=-1)))
+    except ChildFailedError as failed:  # process 0's exit code (it says what went wrong), else the first; one
+        # killed by a signal: 128 + the signal
+        failures = sorted(failed.failures.items(), key=lambda item: item[0] != 0)
+        code = failures[0][1].exitcode if failures else 1
+        return code if code > 0 else 128 + abs(code or 1)
     return 0
+
+
+def broken_collective(exc: BaseException) -> bool:
+    """Whether an error is a collective that failed because another process went away (not this process's own)."""
+    text = str(exc)
+    return isinstance(exc, getattr(dist, "DistError", ())) or any(
+        sign in text for sign in ("Connection closed by peer", "Connection reset by peer", "Broken pipe"))
 
 
 def barrier(here: World) -> None:

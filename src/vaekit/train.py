@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import signal
 import sys
 import threading
@@ -208,7 +209,8 @@ class Trainer:
             self.forward = torch.compile(self.forward)
         # fp16: the loss scaled up before backward so small gradients survive float16, and scaled back before clipping.
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
-        self.rank_rng: list[torch.Tensor] | None = None  # every process's torch generator state at the last remember()
+        # Every process's generator states at the last remember(): [CPU states by rank, GPU states by rank (CUDA)].
+        self.rank_rng: list[list[torch.Tensor]] | None = None
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         # One fused kernel per step where torch has one (CPU, CUDA); else foreach: a few multi-tensor kernels.
@@ -606,7 +608,7 @@ class Trainer:
         tensors["rng.torch"] = torch.get_rng_state()
         if self.world.size > 1 and self.rank_rng is not None:  # each process's own, to resume with
             for kind, states in zip(("torch", "cuda"), self.rank_rng):
-                tensors.update({f"rng.{kind}.rank.{rank}": state for rank, state in enumerate(states)})
+                tensors.update({f"rng.rank.{rank}.{kind}": state for rank, state in enumerate(states)})
         tensors["rng.data"] = self.generator.get_state()
         if torch.cuda.is_available():
             for i, state in enumerate(torch.cuda.get_rng_state_all()):
@@ -641,15 +643,19 @@ class Trainer:
             slots.setdefault(int(index), {}).update(extra)
         self.optimizer.load_state_dict({"state": slots, "param_groups": meta["optimizer_groups"]})
         torch.set_rng_state(tensors["rng.torch"])
-        cuda_states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda.") and ".rank." not in t)]
+        cuda_states = [tensors[k] for k in sorted((t for t in tensors if re.fullmatch(r"rng\.cuda\.\d+", t)),
+                                                  key=lambda name: int(name.rsplit(".", 1)[1]))]
         if cuda_states and torch.cuda.is_available() and self.world.size == 1:
             torch.cuda.set_rng_state_all(cuda_states)
         if self.world.size > 1:  # this process's own streams: as saved by as many processes, else fresh ones
             rank = self.world.rank
-            if len([k for k in tensors if k.startswith("rng.torch.rank.")]) == self.world.size:
-                torch.set_rng_state(tensors[f"rng.torch.rank.{rank}"])
-                if self.device.type == "cuda" and f"rng.cuda.rank.{rank}" in tensors:
-                    torch.cuda.set_rng_state(tensors[f"rng.cuda.rank.{rank}"], self.device)
+            if len([k for k in tensors if re.fullmatch(r"rng\.rank\.\d+\.torch", k)]) == self.world.size:
+                torch.set_rng_state(tensors[f"rng.rank.{rank}.torch"])
+                if self.device.type == "cuda":
+                    if f"rng.rank.{rank}.cuda" in tensors:
+                        torch.cuda.set_rng_state(tensors[f"rng.rank.{rank}.cuda"], self.device)
+                    else:  # saved by processes without GPUs: a fresh stream here
+                        torch.cuda.manual_seed(process_seed(self.cfg.seed, rank, int(meta["step"])))
             else:
                 torch.manual_seed(process_seed(self.cfg.seed, rank, int(meta["step"])))  # the CPU's and every GPU's
         self.generator.set_state(tensors["rng.data"])

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         from .. import distributed
 
         here = distributed.world()
-        if here.size == 1 or here.main:
+        if here.size == 1 or here.main or not distributed.broken_collective(exc):
             raise
         reason = str(exc).splitlines()[0][:160] if str(exc) else "a collective failed"
         sys.stderr.write(f"vaekit: process {here.rank} stopped ({reason}): see process 0's message\n")

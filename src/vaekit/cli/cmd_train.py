@@ -56,7 +56,8 @@ def _without_nproc(argv: list[str]) -> list[str]:
     return kept
 
 
-RESUMABLE = ("--epochs", "--device", "--threads", "--no-progress", "--compile", "--tensorboard")  # and --nproc
+RESUMABLE = ("--epochs", "--device", "--threads", "--no-progress", "--compile", "--tensorboard")  # and --nproc (the
+# last two switch on; a run keeps them)
 
 
 def _check_resume(args: argparse.Namespace) -> None:

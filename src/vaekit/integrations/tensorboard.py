@@ -50,8 +50,8 @@ class TensorBoardLog(Callback):
         # a new file must sort after the files already there for its purge to apply to them.
         newest = max((int(m.group(1)) for path in self.directory.glob("events.out.tfevents.*")
                       if (m := re.match(r"events\.out\.tfevents\.(\d+)\.", path.name))), default=0)
-        while time.time() < newest + 1:
-            time.sleep(0.05)
+        if newest <= time.time() < newest + 1:  # (a file from a clock ahead of this one is not waited for)
+            time.sleep(max(0.0, newest + 1 - time.time()))
         # Events from this step on, in files a stopped run (or one --overwrite replaces) left, are dropped.
         self.writer = self.writer_class(str(self.directory), purge_step=trainer.step + 1)
 
