@@ -227,7 +227,7 @@ def _networks_text(model: Model) -> str:
     settings = model.config
     widths = ", ".join(map(str, settings.hidden_dims)) or "none"
     if resolve_network(settings) == "conv":
-        return f"conv (channels {', '.join(map(str, settings.conv_channels))}; dense width {widths})"
+        return f"conv (channels {', '.join(map(str, settings.conv_channels))}; dense width {settings.hidden_dims[-1]})"
     return f"mlp (widths {widths})"
 
 
