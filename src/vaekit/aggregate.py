@@ -11,6 +11,7 @@ import torch
 from .errors import VaekitError
 
 LOG_2PI = math.log(2 * math.pi)
+ROWS = 256  # draws per block: a block holds ROWS x B x D float64 numbers
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,16 @@ def log_densities(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, datas
         raise VaekitError(f"z, loc and scale must be (B, D) alike, got {tuple(z.shape)}, {tuple(loc.shape)}, "
                           f"{tuple(scale.shape)}")
     z, loc, scale = z.double(), loc.double(), scale.double()
-    # log N(z_i,d; loc_j,d, scale_j,d^2), (B, B, D): row i a draw, column j a posterior
-    standard = (z[:, None, :] - loc[None, :, :]) / scale[None, :, :]
-    log_q = -0.5 * (standard.square() + LOG_2PI) - scale.log()[None, :, :]
     log_w = stratified_log_weights(z.shape[0], dataset_size, z.device)
-    joint = torch.logsumexp(log_w + log_q.sum(-1), dim=1)  # log q(z_i)
-    marginals = torch.logsumexp(log_w[:, :, None] + log_q, dim=1).sum(-1)  # sum_d log q(z_i,d)
-    return joint, marginals
+    joints, marginals = [], []
+    for start in range(0, z.shape[0], ROWS):  # rows of draws at a time: (rows, B, D) rather than (B, B, D) at once
+        rows = slice(start, start + ROWS)
+        # log N(z_i,d; loc_j,d, scale_j,d^2), (rows, B, D): row i a draw, column j a posterior
+        standard = (z[rows, None, :] - loc[None, :, :]) / scale[None, :, :]
+        log_q = -0.5 * (standard.square() + LOG_2PI) - scale.log()[None, :, :]
+        joints.append(torch.logsumexp(log_w[rows] + log_q.sum(-1), dim=1))  # log q(z_i)
+        marginals.append(torch.logsumexp(log_w[rows, :, None] + log_q, dim=1).sum(-1))  # sum_d log q(z_i,d)
+    return torch.cat(joints), torch.cat(marginals)
 
 
 def decomposition(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, dataset_size: int) -> Decomposition:

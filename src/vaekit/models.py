@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, ClassVar, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +53,11 @@ class Model(nn.Module):
     posterior_params: ClassVar[int] = 2  # encoder outputs per latent dimension
     has_bound: ClassVar[bool] = True  # whether log p(x) is bounded (ELBO, NLL); a plain autoencoder has none
     run_config: RunConfig | None = None  # the settings it was trained with, where known (vaekit.load sets them)
+
+    @classmethod
+    def settings_from_data(cls, settings: Any, dataset: Any) -> Any:
+        """The family's settings with what the training data decides filled in (e.g. its size); unchanged here."""
+        return settings
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -352,6 +357,8 @@ class AE(Model):
     def regularizer_terms(self, qz: Distribution, z: torch.Tensor) -> dict[str, torch.Tensor]:
         return {}
 
+
+from . import tcvae  # noqa: E402,F401  (a family in its own file, registered on import)
 
 _PLUGINS_LOADED = False
 

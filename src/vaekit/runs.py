@@ -20,7 +20,7 @@ from .config import RunConfig, validate, with_defaults
 from .data import Dataset, load_dataset, train_data
 from .data.tables import model_table
 from .errors import VaekitError
-from .models import Model, build_model
+from .models import MODEL_FAMILIES, Model, build_model
 from .train import Callback, EpochResult, MetricsLog, Trainer, resolve_device
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,9 @@ def resolve_config(cfg: RunConfig, dataset: Dataset) -> RunConfig:
     num_labels = cfg.model.num_labels
     if cfg.model.condition == "label":
         num_labels = max(num_labels, dataset_classes(dataset))
+    family = MODEL_FAMILIES.get(cfg.model.family)
+    if family is not None and family.Settings is not None:  # what the family's own settings take from the data
+        options[family.family] = family.settings_from_data(cfg.model.settings(family.family), dataset)
     model = replace(cfg.model, data_shape=dataset.shape, likelihood=likelihood, num_labels=num_labels, options=options)
     return validate(replace(cfg, model=with_defaults(model)))
 
