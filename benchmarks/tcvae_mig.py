@@ -51,7 +51,7 @@ def run(family: str, beta: float, seed: int, work: Path) -> dict:
             "mig": round(result.score, 4), "mig_per_factor": dict(zip(FACTOR_NAMES, np.round(result.per_factor, 4)
                                                                         .tolist())),
             "test_recon": round(last["val_recon"], 3), "test_kl": round(last["val_kl"], 3),
-            "test_elbo": round(last["val_elbo"], 3), "test_tc_estimate": last.get("val_tc")}
+            "test_elbo": round(last["val_elbo"], 3)}
 
 
 def markdown(results: dict) -> str:

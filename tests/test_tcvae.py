@@ -58,3 +58,19 @@ def test_a_tcvae_run_trains_saves_and_loads(tmp_path):
     assert model.family == "tcvae" and model.sample(3).shape == (3, 1, 8, 8)
     assert main(["train", "--data", "digits", "--model", "tcvae", "--tcvae-alpha", "-1", "--out",
                  str(tmp_path / "bad")]) == 2
+
+
+def test_training_weighs_a_batch_against_the_training_set_and_evaluation_against_itself(monkeypatch):
+    import vaekit.tcvae as tcvae
+
+    sizes = []
+    real = tcvae.decomposition
+    monkeypatch.setattr(tcvae, "decomposition", lambda z, loc, scale, size: sizes.append(size) or
+                        real(z, loc, scale, size))
+    model, dataset, _ = model_for()
+    model.train()
+    model(dataset.x_train[:64])
+    model.eval()
+    with torch.no_grad():
+        model(dataset.x_test[:100])
+    assert sizes == [len(dataset.x_train), 100]

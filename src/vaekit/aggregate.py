@@ -27,12 +27,15 @@ class Decomposition:
 def stratified_log_weights(batch: int, dataset_size: int, device: torch.device | None = None) -> torch.Tensor:
     """log w_ij (B, B) of minibatch stratified sampling (appendix C.1, with M = B - 1 other items): estimating
     q(z_i) = E_n q(z_i | x_n) over N items from a batch drawn without replacement, item i's own posterior gets 1/N,
-    one other item (N - M) / (N M) and the remaining M - 1 items 1/M each (every row sums to 1)."""
+    one other item (N - M) / (N M) and the remaining M - 1 items 1/M each (every row sums to 1). A batch holding the
+    whole data set (B = N) is the mixture itself: every weight 1/N."""
     if batch < 2:
         raise VaekitError(f"the aggregate posterior needs a batch of at least 2 items, got {batch}")
     if dataset_size < batch:
         raise VaekitError(f"a batch of {batch} items from a data set of {dataset_size}: the data set size must be at "
                           "least the batch size")
+    if batch == dataset_size:  # the whole data set is in the batch: the mixture itself, every posterior 1/N
+        return torch.full((batch, batch), -math.log(batch), device=device, dtype=torch.float64)
     m = batch - 1
     strata = (dataset_size - m) / (dataset_size * m)
     weights = torch.full((batch, batch), 1.0 / m, device=device, dtype=torch.float64)
@@ -54,6 +57,7 @@ def log_densities(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, datas
     log_w = stratified_log_weights(z.shape[0], dataset_size, z.device)
     joints, marginals = [], []
     for start in range(0, z.shape[0], ROWS):  # rows of draws at a time: (rows, B, D) rather than (B, B, D) at once
+        # (a saving without gradients, as in evaluation; under autograd each block is kept for the backward pass)
         rows = slice(start, start + ROWS)
         # log N(z_i,d; loc_j,d, scale_j,d^2), (rows, B, D): row i a draw, column j a posterior
         standard = (z[rows, None, :] - loc[None, :, :]) / scale[None, :, :]

@@ -45,7 +45,8 @@ class Model(nn.Module):
 
     KL warm-up and beta reach every family through one mechanism: forward's `kl_scale` (the trainer's warm-up
     schedule) times `config.beta` weights whatever the family regularizes (all `regularizer_terms`, or in the
-    IWAE bound log p(z) - log q(z|x)); `elbo` is always reported at weight 1.
+    IWAE bound log p(z) - log q(z|x); tcvae's beta weighs its total correlation alone); `elbo` is always reported
+    at weight 1.
     """
 
     family: ClassVar[str]

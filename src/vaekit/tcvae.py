@@ -9,6 +9,7 @@ import torch
 
 from .aggregate import decomposition
 from .config import non_negative, setting
+from .errors import VaekitError
 from .models import VAE, Output, register_family
 
 
@@ -16,8 +17,10 @@ from .models import VAE, Output, register_family
 class TCVAE(VAE):
     """beta-TCVAE: recon + alpha * MI + beta * TC + gamma * dimension-wise KL (Chen et al. 2018, eq. 4), the three
     estimated on each training batch by minibatch stratified sampling over the training set's size. `--beta` weighs
-    the total correlation only (the paper's beta; 6 in its experiments). The ELBO reported is the VAE's, with the
-    exact KL; the terms mi, tc and dwkl are the batch's estimates (their sum is the KL at the draw)."""
+    the total correlation only (the paper's beta; 6 in its experiments), and the KL warm-up all three: the one family
+    whose regularizer's parts carry different weights, hence its own forward. The ELBO reported is the VAE's, with
+    the exact KL; the terms mi, tc and dwkl are the batch's estimates (their sum is the KL at the draw), in
+    evaluation those of the evaluated batch's own aggregate. One process only: the estimate needs the whole batch."""
 
     @dataclass(frozen=True)
     class Settings:
@@ -37,11 +40,17 @@ class TCVAE(VAE):
         z = qz.rsample()
         recon = self.likelihood.nll(self.decoder_params(z, y), x)  # (B,)
         kl = self.kl(qz, z)  # exact: the ELBO's
-        size = max(self.settings.dataset_size, x.shape[0])
+        if self.training and torch.distributed.is_available() and torch.distributed.is_initialized() and \
+                torch.distributed.get_world_size() > 1:
+            raise VaekitError("the tcvae family estimates the aggregate posterior from the whole batch, and each of "
+                              "several processes sees only its share: train it in one process (drop --nproc)")
+        # Training: each batch weighed against the training set (its size, filled in from the data; unknown, as for a
+        # model built by hand, the batch stands for the data). Evaluation: the evaluated batch's own aggregate.
+        size = self.settings.dataset_size if self.training and self.settings.dataset_size >= x.shape[0] else x.shape[0]
         if x.shape[0] >= 2:
             parts = decomposition(z, qz.base_dist.loc, qz.base_dist.scale, size)
             mi, tc, dwkl = parts.mutual_info, parts.total_correlation, parts.dimension_kl
-        else:  # one item has no aggregate to speak of: its whole KL counts as information about it
+        else:  # one item (a last batch of one) has no aggregate to speak of: its whole KL counts as information
             mi, tc, dwkl = kl, torch.zeros_like(kl), torch.zeros_like(kl)
         settings = self.settings
         regularizer = settings.alpha * mi + self.config.beta * tc + settings.gamma * dwkl
