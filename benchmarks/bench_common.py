@@ -230,3 +230,33 @@ def finish(args: argparse.Namespace, record: dict, peer: str, suffix: str = "") 
     print(f"{peer} {args.data}: {record['train_images_per_second']:.0f} images/s, "
           f"{record['seconds_per_epoch_mean']:.2f} s/epoch, "
           f"peak RSS {record['peak_rss_mib_after_training']:.0f} MiB{suffix}")
+
+
+def cpu_label() -> str:
+    """The CPU's model name, and whether it multiplies bfloat16 natively (the flags vary between machines)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+                "unknown")
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    native = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
+    return f"{name} ({', '.join(native) if native else 'no native bf16'})"
+
+
+def machine() -> dict:
+    """machine_record() with the CPU's label: what a results file says about where it was measured."""
+    return {**machine_record(), "cpu_label": cpu_label()}
+
+
+def write_results(name: str, results: dict, out: str | None, table: str) -> Path:
+    """Write results to `out` (default benchmarks/results/<name>-<date>.json), then print the Markdown table and the
+    file's path."""
+    import datetime
+
+    path = Path(out or Path(__file__).resolve().parent / "results" / f"{name}-{datetime.date.today()}.json")
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(table)
+    print(path)
+    return path

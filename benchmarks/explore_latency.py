@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
-import json
 import socket
 import statistics
 import sys
@@ -26,8 +24,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_common import machine_record  # noqa: E402
-from tables_vs_pca import cpu_name  # noqa: E402
+from bench_common import machine, write_results  # noqa: E402
 
 from vaekit import checkpoint, latent  # noqa: E402
 from vaekit.data import load_dataset  # noqa: E402
@@ -147,12 +144,9 @@ def main() -> None:
     parser.add_argument("--data-dir", help="where the runs' data sets are (e.g. ../shared/data/faces)")
     parser.add_argument("--out", default=None, help="results file (default benchmarks/results/explore-<date>.json)")
     args = parser.parse_args()
-    results = {"machine": {**machine_record(), "cpu_label": cpu_name()},
+    results = {"machine": machine(),
                "runs": [measure(run, args.requests, args.burst, args.data_dir) for run in args.runs]}
-    out = Path(args.out or HERE / "results" / f"explore-{datetime.date.today()}.json")
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(markdown(results))
-    print(out)
+    write_results("explore", results, args.out, markdown(results))
 
 
 if __name__ == "__main__":

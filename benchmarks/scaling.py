@@ -10,7 +10,6 @@ Writes benchmarks/results/scaling-<date>.json and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import statistics
@@ -22,8 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_common import machine_record  # noqa: E402
-from tables_vs_pca import cpu_name  # noqa: E402
+from bench_common import machine, write_results  # noqa: E402
 
 MODELS = {
     "fast recipe (MLP 512-256, latent 32, batch 256)": ["--recipe", "fast"],
@@ -70,8 +68,7 @@ def main() -> None:
     parser.add_argument("--data", default="mnist-10k")
     parser.add_argument("--out")
     args = parser.parse_args()
-    machine = machine_record()
-    results = {"machine": {**machine, "cpu_label": cpu_name(), "cores": os.cpu_count()}, "data": args.data,
+    results = {"machine": {**machine(), "cores": os.cpu_count()}, "data": args.data,
                "epochs": args.epochs, "runs": {}}
     with tempfile.TemporaryDirectory() as work:
         for model_name, model in MODELS.items():
@@ -80,9 +77,7 @@ def main() -> None:
                 result = train(model, setup, args, Path(work) / "run")
                 results["runs"][model_name][setup_name] = result
                 print(f"{model_name} | {setup_name}: {result}", file=sys.stderr)
-    out = Path(args.out or HERE / "results" / f"scaling-{datetime.date.today()}.json")
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(markdown(results))
+    write_results("scaling", results, args.out, markdown(results))
 
 
 if __name__ == "__main__":

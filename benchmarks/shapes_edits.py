@@ -9,8 +9,6 @@ cores here.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import subprocess
 import sys
 import tempfile
@@ -19,8 +17,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_common import machine_record  # noqa: E402
-from tables_vs_pca import cpu_name  # noqa: E402
+from bench_common import machine, write_results  # noqa: E402
 
 from vaekit import checkpoint, edits  # noqa: E402
 from vaekit.data import load_dataset  # noqa: E402
@@ -96,12 +93,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         seeds = [run_seed(int(seed), args, Path(work)) for seed in args.seeds.split(",")]
-    results = {"machine": {**machine_record(), "cpu_label": cpu_name()}, "recipe": args.recipe,
+    results = {"machine": machine(), "recipe": args.recipe,
                "threads": args.threads, "set": args.set, "seeds": seeds}
-    out = Path(args.out or HERE / "results" / f"shapes-{datetime.date.today()}.json")
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(markdown(results))
-    print(out)
+    write_results("shapes", results, args.out, markdown(results))
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -35,20 +35,9 @@ from sklearn.preprocessing import StandardScaler
 from vaekit.sklearn import AETransformer, VAETransformer
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_common import cpu_label  # noqa: E402
 TABLES = {"iris": load_iris, "wine": load_wine, "digits": load_digits}
-
-
-def cpu_name() -> str:
-    """The CPU's model name, and whether it multiplies bfloat16 natively (the flags vary between machines)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown"
-    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
-                "unknown")
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    native = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
-    return f"{name} ({', '.join(native) if native else 'no native bf16'})"
 
 
 def reducers(seed: int, params: dict | None = None) -> dict:
@@ -105,7 +94,7 @@ def main() -> None:
                          "max": max(r[key] for r in fold_rows)} for key in ("accuracy", "mse", "fit_seconds")}
             for name, fold_rows in rows.items()}
         results[table]["shape"] = list(x.shape)
-    record = {"date": datetime.date.today().isoformat(), "cpu": cpu_name(), "cores": os.cpu_count(),
+    record = {"date": datetime.date.today().isoformat(), "cpu": cpu_label(), "cores": os.cpu_count(),
               "torch": torch.__version__, "threads": torch.get_num_threads(), "folds": args.folds, "seed": args.seed,
               "params": {"VAE": VAETransformer(**json.loads(args.params)).get_params(),
                          "AE": AETransformer(**json.loads(args.params)).get_params()},

@@ -11,7 +11,6 @@ prints a Markdown table. About 45 s per model on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import subprocess
 import sys
@@ -23,8 +22,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_common import machine_record  # noqa: E402
-from tables_vs_pca import cpu_name  # noqa: E402
+from bench_common import machine, write_results  # noqa: E402
 
 from vaekit import checkpoint, metrics  # noqa: E402
 from vaekit.data import load_dataset  # noqa: E402
@@ -75,14 +73,12 @@ def main() -> None:
     args = parser.parse_args()
     plan = [("vae", float(b)) for b in args.vae_betas.split(",")] + [("tcvae", float(b))
                                                                        for b in args.tcvae_betas.split(",")]
-    results = {"machine": {**machine_record(), "cpu_label": cpu_name()}, "seed": args.seed, "runs": []}
+    results = {"machine": machine(), "seed": args.seed, "runs": []}
     with tempfile.TemporaryDirectory() as work:
         for family, beta in plan:
             results["runs"].append(run(family, beta, args.seed, Path(work)))
             print(results["runs"][-1], file=sys.stderr)
-    out = Path(args.out or HERE / "results" / f"tcvae-mig-{datetime.date.today()}.json")
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(markdown(results))
+    write_results("tcvae-mig", results, args.out, markdown(results))
 
 
 if __name__ == "__main__":
