@@ -20,6 +20,7 @@ from .errors import VaekitError
 LOGVAR_MIN, LOGVAR_MAX = -20.0, 10.0
 # Smallest learned observation std: keeps the Gaussian log-density finite on constant pixels.
 MIN_STD = 1e-3
+LOG_2PI = math.log(2 * math.pi)
 
 
 # ---- likelihoods -------------------------------------------------------------------------------------------
@@ -464,6 +465,59 @@ def diagonal_gaussian(loc: torch.Tensor, logvar: torch.Tensor) -> DiagonalGaussi
 def standard_normal(latent_dim: int, like: torch.Tensor) -> DiagonalGaussian:
     zeros = like.new_zeros(latent_dim)
     return DiagonalGaussian(zeros, torch.ones_like(zeros))
+
+
+class GaussianMixture(Distribution):
+    """The equal-weight mixture (1/M) sum_m N(loc_m, diag(scale_m^2)) of M diagonal Gaussians (M, D): batch (),
+    event (D,). The VampPrior's p(z). log_prob works in log-sum-exp over the components, a block of draws at a time
+    (the (draws, M, D) differences never exceed BLOCK numbers), so importance sampling with thousands of draws fits
+    in memory."""
+
+    arg_constraints: ClassVar[dict] = {}
+    has_rsample = False
+    BLOCK = 1 << 22  # numbers in one (draws, M, D) block
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor) -> None:
+        if loc.ndim != 2 or loc.shape != scale.shape:
+            raise VaekitError(f"a Gaussian mixture takes (M, D) means and scales, got {tuple(loc.shape)} and "
+                              f"{tuple(scale.shape)}")
+        self.loc, self.scale = loc, scale
+        super().__init__(batch_shape=torch.Size(), event_shape=loc.shape[-1:], validate_args=False)
+
+    @property
+    def components(self) -> int:
+        return self.loc.shape[0]
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.loc.mean(0)
+
+    @property
+    def variance(self) -> torch.Tensor:  # E[Var] + Var[E] over the equal-weight components
+        return self.scale.square().mean(0) + self.loc.var(0, unbiased=False)
+
+    def component_log_probs(self, value: torch.Tensor) -> torch.Tensor:
+        """log N(value; loc_m, scale_m^2) for every component: (*S, M) for value (*S, D)."""
+        flat = value.reshape(-1, value.shape[-1])
+        inverse, log_scale = self.scale.reciprocal(), self.scale.log().sum(-1)  # (M, D), (M,)
+        rows = max(1, self.BLOCK // max(1, self.loc.numel()))
+        blocks = []
+        for start in range(0, flat.shape[0], rows):
+            standard = (flat[start : start + rows, None, :] - self.loc) * inverse  # (rows, M, D)
+            blocks.append(-0.5 * standard.square().sum(-1) - log_scale - 0.5 * self.loc.shape[-1] * LOG_2PI)
+        out = torch.cat(blocks) if blocks else flat.new_zeros(0, self.components)
+        return out.reshape(*value.shape[:-1], self.components)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(self.component_log_probs(value), -1) - math.log(self.components)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        """Draws from torch's global generator, on the mixture's device: a component, then its Gaussian."""
+        with torch.no_grad():
+            shape = torch.Size(sample_shape)
+            which = torch.randint(self.components, shape, device=self.loc.device)
+            return self.loc[which] + self.scale[which] * torch.randn(*shape, self.loc.shape[-1],
+                                                                      device=self.loc.device, dtype=self.loc.dtype)
 
 
 class PointMass(Distribution):

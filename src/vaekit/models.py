@@ -53,12 +53,18 @@ class Model(nn.Module):
     Settings: ClassVar[type | None] = None  # a family's own settings (model.<family>.<name>), a frozen dataclass
     posterior_params: ClassVar[int] = 2  # encoder outputs per latent dimension
     has_bound: ClassVar[bool] = True  # whether log p(x) is bounded (ELBO, NLL); a plain autoencoder has none
+    takes_labels: ClassVar[bool] = True  # whether the family can be conditioned on labels (--condition label)
     run_config: RunConfig | None = None  # the settings it was trained with, where known (vaekit.load sets them)
 
     @classmethod
     def settings_from_data(cls, settings: Any, dataset: Any) -> Any:
         """The family's settings with what the training data decides filled in (e.g. its size); unchanged here."""
         return settings
+
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """Set weights that start from the training data (x, the training items as the encoder takes them) before
+        a fresh training run, drawing from torch's global generator (seeded by the run); nothing here. Not called
+        on a resume or a load: the weights come from the checkpoint."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -359,7 +365,7 @@ class AE(Model):
         return {}
 
 
-from . import tcvae  # noqa: E402,F401  (a family in its own file, registered on import)
+from . import tcvae, vamp  # noqa: E402,F401  (families in their own files, registered on import)
 
 _PLUGINS_LOADED = False
 
@@ -387,6 +393,9 @@ def build_model(config: ModelConfig) -> Model:
         raise VaekitError("model.likelihood is 'auto': resolve it from the data first (vaekit.runs.resolve_config)")
     if not config.data_shape:
         raise VaekitError("model.data_shape is empty: build the model from a data set (vaekit fills it in)")
+    if config.condition == "label" and not MODEL_FAMILIES[config.family].takes_labels:
+        raise VaekitError(f"the {config.family} family cannot be conditioned on labels: drop --condition label, or "
+                          "use --model vae for a label-conditioned model")
     if config.condition == "label" and config.num_labels < 2:
         raise VaekitError("a label-conditioned model needs model.num_labels >= 2 (vaekit fills it in from labelled "
                           "data): train on data with labels, or drop --condition label")

@@ -269,6 +269,7 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     torch.manual_seed(cfg.train.seed)  # weights and posterior samples: same seed, same run
     model = build_model(cfg.model)
     model.likelihood.check_support(dataset.x_train, "the training data")
+    model.init_from_data(dataset.x_train)
     own: list[Any] = []
     directory = None
     with contextlib.ExitStack() as held:
