@@ -140,12 +140,21 @@ RUNTIME = ("epochs", "device", "threads", "progress", "compile", "tensorboard") 
 # how long and how it is watched, not what it computes
 
 
+# Train settings added after runs were first written: part of a run's identity only when set, so that runs from
+# before they existed (whose identity never held them) still resume.
+ADDED_LATER = {"early_stopping": None}
+
+
 def identity_sha256(directory: str | Path) -> str:
     """The sha256 of what a run folder's config.json computes: its settings with defaults filled in, less the
-    train settings a resume may change (RUNTIME). A resume that rewrites config.json keeps it."""
+    train settings a resume may change (RUNTIME) and later settings left at their defaults (ADDED_LATER). A resume
+    that rewrites config.json keeps it."""
     settings = load_config(directory).to_dict()
     for name in RUNTIME:
         settings["train"].pop(name, None)
+    for name, default in ADDED_LATER.items():
+        if settings["train"].get(name, default) == default:
+            settings["train"].pop(name, None)
     return _sha256(json.dumps(settings, sort_keys=True))
 
 

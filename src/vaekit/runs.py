@@ -121,7 +121,8 @@ class Checkpointer(Callback):
         self.directory, self.config, self.run_id, self.saved = directory, config, run_id, saved
 
     def save(self, trainer: Trainer) -> None:
-        checkpoint.save_pretrained(trainer.model, self.config, self.directory, self.run_id)
+        with trainer.keeping() as kept:  # the best epoch's weights under early stopping; the resume state the last
+            checkpoint.save_pretrained(kept, self.config, self.directory, self.run_id)
         checkpoint.save_resume(self.directory, *trainer.state_dict(), self.run_id)
         self.saved = True
 
@@ -293,6 +294,7 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
         if directory is not None and not history and here.main:
             checkpoint.save_pretrained(trainer.model, cfg, directory, run_id)
         distributed.barrier(here)
+        trainer.keep_best()
     warnings = tuple(table_warnings(checkpoint.unwrap(trainer.model), dataset)) if (
         dataset.table is not None and history) else ()
     for warning in warnings if log_warnings else ():
@@ -369,13 +371,18 @@ def _resume(directory: Path, cfg: RunConfig, runtime: dict[str, Any], callbacks:
     except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
         raise VaekitError(f"the resume state in {directory} does not fit its model ({exc.__class__.__name__}): "
                           "it is corrupt or from another run; start the run again") from None
-    if trainer.epoch >= cfg.train.epochs:
+    if trainer.stopped_early:
+        log.info("%s stopped early after %d epochs (its validation loss stopped improving): nothing to train; start "
+                 "a new run for more", directory, trainer.epoch)
+    elif trainer.epoch >= cfg.train.epochs:
         log.info("%s already finished %d epochs: pass --epochs N to train further", directory, trainer.epoch)
     history = trainer.fit(train_data(dataset, cfg.data), dataset.split("test"))
     if trainer.epoch == meta["epoch"] and here.main:  # nothing trained; the config may carry a new epoch count: commit both again
-        checkpoint.save_pretrained(trainer.model, cfg, directory, run_id)
+        with trainer.keeping() as kept:
+            checkpoint.save_pretrained(kept, cfg, directory, run_id)
         checkpoint.save_resume(directory, *trainer.state_dict(), run_id)
     distributed.barrier(here)
+    trainer.keep_best()
     model = checkpoint.unwrap(trainer.model).eval()
     model.run_config = cfg
     return RunResult(model, cfg, history, directory)

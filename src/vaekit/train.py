@@ -239,6 +239,10 @@ class Trainer:
         self.save_now = False  # a checkpoint is due after this step or epoch, and the state is good to keep
         self.read_every_step = self.device.type == "cpu"  # reading a CPU value costs nothing; a GPU's, a sync
         self.flags: torch.Tensor | None = None  # which of loss, terms, gradient were non-finite at the last bad step
+        # Early stopping: the weights of the epoch with the lowest validation loss so far (on the CPU), and whether
+        # training has stopped for want of improvement (kept in the resume state: a resume does not train on).
+        self.best: dict[str, torch.Tensor] | None = None
+        self.stopped_early = False
 
     def _hooks(self, name: str) -> list:
         """The callbacks' methods for one event, skipping Callback's own no-ops (so an epoch-only callback costs
@@ -254,6 +258,9 @@ class Trainer:
     def fit(self, train: TensorData, val: TensorData | None = None) -> list[EpochResult]:
         if len(train) == 0:
             raise VaekitError("the training set is empty: check --data and --limit")
+        if self.cfg.early_stopping is not None and (val is None or len(val) == 0):
+            raise VaekitError("--early-stopping watches the validation loss, and this run has no validation data: "
+                              "give data with a test split (e.g. --test-fraction 0.1), or drop --early-stopping")
         train = train.to(self.device)  # once, not per batch
         val = val.to(self.device) if val is not None else None
         # The same for any number of processes: each takes batch_size / processes items of every batch.
@@ -264,20 +271,20 @@ class Trainer:
         epoch_hooks = self._hooks("on_epoch_end")
         self.remember()
         with self._signals():
-            while self.epoch < self.cfg.epochs:
+            while self.epoch < self.cfg.epochs and not self.stopped_early:
                 try:
                     result = self._train_epoch(train, val, steps_per_epoch, total_steps)
                 except _RolledBack:
                     continue
                 self.history.append(result)
-                last = self.epoch == self.cfg.epochs
+                last = self._watch_validation() or self.epoch == self.cfg.epochs
                 self.save_now = (self.epoch % self.cfg.checkpoint_every == 0 or last) and (
                     self._healthy() or (last and self._finite_weights()))  # the end: finite weights are kept
                 if self.save_now:
                     self.remember()
                 for hook in epoch_hooks:
                     hook(self, result)
-                if self._stop_agreed() and self.epoch < self.cfg.epochs:
+                if self._stop_agreed() and not last:
                     self._stop()
         for hook in self._hooks("on_fit_end"):
             hook(self)
@@ -348,6 +355,44 @@ class Trainer:
         tensors, meta = self.state_dict(history=False)  # the history as it is: its rows are frozen, no copy needed
         self.good = ({k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}, copy.deepcopy(meta),
                      tuple(self.history))
+
+    def _watch_validation(self) -> bool:
+        """With early stopping: keep the weights of a new best validation loss, and say whether the last
+        `early_stopping` epochs have all failed to improve on it (a non-finite loss never improves)."""
+        patience = self.cfg.early_stopping
+        if patience is None:
+            return False
+        losses = [r.val_loss if r.val_loss is not None and math.isfinite(r.val_loss) else math.inf
+                  for r in self.history]
+        best = losses.index(min(losses))  # the first epoch at the lowest loss
+        if best == len(losses) - 1:
+            self.best = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        if len(losses) - 1 - best >= patience:
+            self.stopped_early = True
+            log.info("epoch %d: no lower validation loss for %d epochs: stopping early, keeping epoch %d's weights "
+                     "(validation loss %.3f)", self.epoch, patience, best + 1, losses[best])
+        elif self.epoch == self.cfg.epochs and best != len(losses) - 1:
+            log.info("keeping epoch %d's weights, its validation loss %.3f the lowest", best + 1, losses[best])
+        return self.stopped_early
+
+    @contextlib.contextmanager
+    def keeping(self):
+        """The model holds the weights the run keeps for the time of the block: the best epoch's under early
+        stopping (what the run folder's model file gets), else its own; training goes on from its own after."""
+        if self.best is None:
+            yield self.model
+            return
+        own = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.best)
+        try:
+            yield self.model
+        finally:
+            self.model.load_state_dict(own)
+
+    def keep_best(self) -> None:
+        """Load the weights the run keeps for good (at the end: what the caller gets back)."""
+        if self.best is not None:
+            self.model.load_state_dict(self.best)
 
     def _finite_weights(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
@@ -624,6 +669,9 @@ class Trainer:
         }
         if self.scaler is not None:  # fp16: the loss scale it has settled on, and its count towards the next growth
             meta["grad_scaler"] = self.scaler.state_dict()
+        if self.best is not None:  # early stopping: the best epoch's weights, and whether it has stopped
+            tensors.update({f"best.{k}": v for k, v in self.best.items()})
+            meta["stopped_early"] = self.stopped_early
         if self.batches_done and self.partial_view is not None:  # inside an epoch: how to continue it exactly
             names, sums, seen, seconds = self.partial_view
             tensors["rng.epoch_start"] = self.epoch_start_rng
@@ -664,6 +712,11 @@ class Trainer:
         self.lr_scale, self.rollbacks = float(meta.get("lr_scale", 1.0)), int(meta.get("rollbacks", 0))
         if self.scaler is not None and meta.get("grad_scaler"):
             self.scaler.load_state_dict(meta["grad_scaler"])
+        best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
+        self.best = best or None
+        self.stopped_early = bool(meta.get("stopped_early", False)) and self.best is not None
+        if self.best is not None and set(self.best) != set(self.model.state_dict()):
+            raise ValueError("the best weights are another model's")
         if not (0 < self.lr_scale <= 1) or self.rollbacks < 0:
             raise ValueError("lr_scale or rollbacks out of range")
         in_epoch = meta.get("in_epoch")
