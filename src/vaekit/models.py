@@ -365,7 +365,7 @@ class AE(Model):
         return {}
 
 
-from . import tcvae, vamp  # noqa: E402,F401  (families in their own files, registered on import)
+from . import hvae, tcvae, vamp  # noqa: E402,F401  (families in their own files, registered on import)
 
 _PLUGINS_LOADED = False
 

@@ -1,0 +1,231 @@
+"""A VAE with two stochastic layers (z1 near the data, z2 on top): the IWAE paper's two-layer layout (Burda et al.
+2016, section 5: 784-200-200-100(z1)-100-100-50(z2)) with bottom-up inference q(z1|x) q(z2|z1), or top-down
+inference as in the ladder VAE (Sønderby et al. 2016): q(z2|x) q(z1|z2, x), whose z1 merges the bottom-up estimate
+with the prior p(z1|z2) by precision weighting.
+
+The latent z is (z1, z2) side by side, (D1 + D2) numbers: the posterior and the prior are distributions over it
+(log_prob, reparameterised draws from given noise), so the contract's ELBO, importance weights, IWAE bound and
+evaluator work unchanged. The decoder reads z1; sampling draws z2 ~ N(0, I), then z1 ~ p(z1|z2)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+from torch.distributions import Distribution, constraints
+
+from .config import ModelConfig, non_negative, setting
+from .distributions import DiagonalGaussian, diagonal_gaussian, standard_normal
+from .errors import VaekitError
+from .models import VAE, Output, register_family
+from .networks import MLPEncoder
+
+
+def merge(a: DiagonalGaussian, b: DiagonalGaussian) -> DiagonalGaussian:
+    """The normalised product of two diagonal Gaussians (precision-weighted: the ladder VAE's eq. 18-19)."""
+    pa, pb = a.base_dist.scale.pow(-2), b.base_dist.scale.pow(-2)
+    variance = 1.0 / (pa + pb)
+    loc = (a.base_dist.loc * pa + b.base_dist.loc * pb) * variance
+    return DiagonalGaussian(loc, variance.sqrt())
+
+
+class _TwoLayers(Distribution):
+    """A distribution over z = (z1, z2) built from one layer's Gaussian and the other's, conditional on it.
+    `first` is the layer drawn first ("z1" or "z2"); `given(value)` the other layer's Gaussian given it."""
+
+    arg_constraints: ClassVar[dict] = {}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, dims: tuple[int, int], first: str, start: DiagonalGaussian,
+                 given: Callable[[torch.Tensor], DiagonalGaussian]) -> None:
+        self.dims, self.first, self.start, self.given = dims, first, start, given
+        self._last: tuple[torch.Tensor, DiagonalGaussian] | None = None  # the last draw's conditional, reused
+        super().__init__(batch_shape=start.batch_shape, event_shape=torch.Size([sum(dims)]), validate_args=False)
+
+    def split(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return z[..., : self.dims[0]], z[..., self.dims[0] :]
+
+    def _order(self, z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the layer drawn first, the other)."""
+        return (z1, z2) if self.first == "z1" else (z2, z1)
+
+    def _conditional(self, value: torch.Tensor, base: torch.Tensor) -> DiagonalGaussian:
+        if self._last is not None and self._last[0] is value:
+            return self._last[1]
+        return self.given(base)
+
+    @property
+    def noise_shape(self) -> torch.Size:
+        return self.event_shape
+
+    def rsample_with(self, noise: torch.Tensor) -> torch.Tensor:
+        e1, e2 = self.split(noise)
+        e_first, e_then = self._order(e1, e2)
+        first = self.start.rsample_with(e_first)
+        then_dist = self.given(first)
+        then = then_dist.rsample_with(e_then)
+        z = torch.cat((first, then) if self.first == "z1" else (then, first), -1)
+        self._last = (z, then_dist)
+        return z
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        shape = torch.Size(sample_shape) + self.batch_shape + self.event_shape
+        return self.rsample_with(torch.randn(shape, device=self.start.base_dist.loc.device))
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def layer_log_probs(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log density of z1's layer, of z2's layer), each (*S, B): their sum is log_prob."""
+        z1, z2 = self.split(z)
+        first, then = self._order(z1, z2)
+        log_first = self.start.log_prob(first)
+        log_then = self._conditional(z, first).log_prob(then)
+        return (log_first, log_then) if self.first == "z1" else (log_then, log_first)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        a, b = self.layer_log_probs(value)
+        return a + b
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """The mean path: the first layer's mean, then the other's mean given it (an item's code)."""
+        first = self.start.mean
+        then = self.given(first).mean
+        return torch.cat((first, then) if self.first == "z1" else (then, first), -1)
+
+
+@register_family("hvae")
+class HVAE(VAE):
+    """Two stochastic layers: z1 (model.latent_dim numbers, the decoder's input) and z2 on top (model.hvae.top_dim).
+    The networks between x and z1 are the model's own (--hidden-dims / --network); those between z1 and z2 are MLPs
+    of model.hvae.top_hidden. Reports the KL of each layer (kl_z1 = log q(z1|.) - log p(z1|z2), kl_z2 = log q(z2|.)
+    - log p(z2), Monte Carlo at the draw); their sum with recon is the negative ELBO. Options: top-down inference,
+    free bits per layer, and the K-sample IWAE bound (k > 1)."""
+
+    takes_labels = False  # the prior's layers carry no label
+
+    @dataclass(frozen=True)
+    class Settings:
+        top_dim: int = setting(50, "numbers in the hvae family's top stochastic layer z2 (the IWAE paper's 50)",
+                               check=(lambda v: 1 <= v <= 65_536, "between 1 and 65536"))
+        top_hidden: tuple[int, ...] = setting((100, 100), "widths of the MLPs between z1 and z2 in the hvae family "
+                                              "(the IWAE paper's 100,100)",
+                                              check=(lambda v: all(1 <= h <= 65_536 for h in v),
+                                                     "widths from 1 to 65536, e.g. 100,100"))
+        inference: str = setting("bottom-up", "hvae inference order: bottom-up q(z1|x) q(z2|z1) (IWAE paper) or "
+                                 "top-down q(z2|x) q(z1|z2,x), merging with the prior (ladder VAE)",
+                                 choices=("bottom-up", "top-down"))
+        k: int = setting(1, "importance samples of the hvae family's training bound (1: the ELBO; the IWAE "
+                         "paper's two-layer IWAE used 50)",
+                         check=(lambda v: 1 <= v <= 1000, "between 1 and 1000 (each sample is a decoder pass)"))
+        free_bits: float = setting(0.0, "free bits of the hvae family: each layer's batch-mean KL below this many "
+                                   "nats per dimension of the layer costs nothing (Kingma et al. 2016); ELBO only",
+                                   check=(non_negative, ">= 0"))
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        settings = self.settings
+        if settings.k > 1 and settings.free_bits > 0:
+            raise VaekitError("free bits change the ELBO's KL terms, and the hvae family's IWAE bound (k > 1) has "
+                              "none: use --hvae-k 1 with --hvae-free-bits, or drop --hvae-free-bits")
+        d1, d2 = config.latent_dim, settings.top_dim
+        # bottom-up: q(z2|z1) from a draw of z1; top-down: q(z2|x) from the bottom-up estimate of z1's parameters
+        self.up = MLPEncoder((2 * d1 if settings.inference == "top-down" else d1,), settings.top_hidden, 2 * d2)
+        self.down = MLPEncoder((d2,), settings.top_hidden, 2 * d1)  # p(z1|z2)
+
+    # ---- shapes ----------------------------------------------------------------------------------------------
+    @property
+    def dims(self) -> tuple[int, int]:
+        return self.config.latent_dim, self.settings.top_dim
+
+    @property
+    def latent_dim(self) -> int:  # z = (z1, z2)
+        return sum(self.dims)
+
+    def build_networks(self) -> tuple[nn.Module, nn.Module]:
+        from .networks import build_networks
+
+        d1 = self.config.latent_dim
+        return build_networks(self.config, 2 * d1, d1, self.likelihood.param_channels, self.num_labels)
+
+    def decoder_params(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return super().decoder_params(z[..., : self.config.latent_dim], y)  # the decoder reads z1
+
+    # ---- the layers --------------------------------------------------------------------------------------------
+    @staticmethod
+    def _gaussian(params: torch.Tensor) -> DiagonalGaussian:
+        return diagonal_gaussian(*params.float().chunk(2, dim=-1))
+
+    def _net(self, net: nn.Module, value: torch.Tensor) -> DiagonalGaussian:
+        """A Gaussian from an MLP applied to the last dimension of value (any leading shape)."""
+        flat = value.reshape(-1, value.shape[-1])
+        params = net(flat).float()
+        return self._gaussian(params.reshape(*value.shape[:-1], params.shape[-1]))
+
+    def conditional_prior(self, z2: torch.Tensor) -> DiagonalGaussian:
+        """p(z1|z2)."""
+        return self._net(self.down, z2)
+
+    def posterior(self, params: torch.Tensor) -> Distribution:
+        d1, d2 = self.dims
+        bottom_up = self._gaussian(params)  # q(z1|x) (bottom-up), or the bottom-up estimate of z1 (top-down)
+        if self.settings.inference == "bottom-up":
+            return _TwoLayers((d1, d2), "z1", bottom_up, lambda z1: self._net(self.up, z1))
+        top = self._net(self.up, torch.cat([bottom_up.base_dist.loc, bottom_up.base_dist.scale.log()], -1))
+
+        def z1_given(z2: torch.Tensor) -> DiagonalGaussian:  # q(z1|z2, x): the estimate merged with p(z1|z2)
+            estimate = DiagonalGaussian(bottom_up.base_dist.loc.expand(*z2.shape[:-1], d1),
+                                        bottom_up.base_dist.scale.expand(*z2.shape[:-1], d1))
+            return merge(estimate, self.conditional_prior(z2))
+
+        return _TwoLayers((d1, d2), "z2", top, z1_given)
+
+    def prior(self) -> Distribution:
+        """p(z2) p(z1|z2), z2 ~ N(0, I)."""
+        d1, d2 = self.dims
+        return _TwoLayers((d1, d2), "z2", standard_normal(d2, next(self.parameters())), self.conditional_prior)
+
+    def closed_form_kl(self, qz: Distribution) -> torch.Tensor | None:
+        return None
+
+    def regularizer_terms(self, qz: Distribution, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        q1, q2 = qz.layer_log_probs(z)
+        p1, p2 = self.prior().layer_log_probs(z)
+        return {"kl_z1": q1 - p1, "kl_z2": q2 - p2}
+
+    def kl(self, qz: Distribution, z: torch.Tensor) -> torch.Tensor:
+        terms = self.regularizer_terms(qz, z)
+        return terms["kl_z1"] + terms["kl_z2"]
+
+    # ---- the objective ---------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_scale: float = 1.0) -> Output:
+        settings = self.settings
+        if settings.k > 1:
+            return self.importance_weighted(x, settings.k, y, kl_scale)
+        qz = self.encode(x, y)
+        z = qz.rsample()
+        recon = self.likelihood.nll(self.decoder_params(z, y), x)
+        terms = self.regularizer_terms(qz, z)
+        weighted = recon.new_zeros(())
+        for name, size in zip(("kl_z1", "kl_z2"), self.dims):
+            mean = terms[name].mean()
+            floor = settings.free_bits * size
+            if self.training and floor > 0:  # max(floor, batch-mean KL): no gradient below the floor, no host sync
+                mean = torch.where(mean.detach() < floor, mean.new_tensor(floor), mean)
+            weighted = weighted + mean
+        loss = recon.mean() + self.config.beta * kl_scale * weighted
+        elbo = -(recon + terms["kl_z1"] + terms["kl_z2"])
+        return Output(loss=loss, terms={"recon": recon, **terms}, elbo=elbo)
+
+    def importance_weighted(self, x: torch.Tensor, k: int, y: torch.Tensor | None, kl_scale: float) -> Output:
+        """The K-sample IWAE bound (Burda et al. 2016, eq. 8) through the contract's importance weights."""
+        log_px, log_ratio = self.importance_terms(x, k, y)  # (K, B)
+        bound = torch.logsumexp(log_px - (self.config.beta * kl_scale) * log_ratio, 0) - math.log(k)
+        recon, kl = -log_px.mean(0), log_ratio.mean(0)
+        return Output(loss=-bound.mean(), terms={"bound": -bound, "recon": recon, "kl": kl}, elbo=-(recon + kl))
+
