@@ -470,12 +470,12 @@ def standard_normal(latent_dim: int, like: torch.Tensor) -> DiagonalGaussian:
 class GaussianMixture(Distribution):
     """The equal-weight mixture (1/M) sum_m N(loc_m, diag(scale_m^2)) of M diagonal Gaussians (M, D): batch (),
     event (D,). The VampPrior's p(z). log_prob works in log-sum-exp over the components, a block of draws at a time
-    (the (draws, M, D) differences never exceed BLOCK numbers), so importance sampling with thousands of draws fits
+    (a block's (draws, M) densities never exceed BLOCK numbers), so importance sampling with thousands of draws fits
     in memory."""
 
     arg_constraints: ClassVar[dict] = {}
     has_rsample = False
-    BLOCK = 1 << 22  # numbers in one (draws, M, D) block
+    BLOCK = 1 << 22  # numbers in one (draws, M) block
 
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor) -> None:
         if loc.ndim != 2 or loc.shape != scale.shape:
@@ -497,16 +497,21 @@ class GaussianMixture(Distribution):
         return self.scale.square().mean(0) + self.loc.var(0, unbiased=False)
 
     def component_log_probs(self, value: torch.Tensor) -> torch.Tensor:
-        """log N(value; loc_m, scale_m^2) for every component: (*S, M) for value (*S, D)."""
-        flat = value.reshape(-1, value.shape[-1])
-        inverse, log_scale = self.scale.reciprocal(), self.scale.log().sum(-1)  # (M, D), (M,)
-        rows = max(1, self.BLOCK // max(1, self.loc.numel()))
+        """log N(value; loc_m, scale_m^2) for every component: (*S, M) for value (*S, D). The squared distances are
+        expanded into matrix products, sum_d (z_d - m_d)^2 / s_d^2 = z^2 . (1/s^2) - 2 z . (m/s^2) + sum_d m_d^2/s_d^2,
+        in float64 so that the expansion's cancellation costs no precision (the products are only D wide)."""
+        flat = value.reshape(-1, value.shape[-1]).double()
+        loc, precision = self.loc.double(), self.scale.double().pow(-2)  # (M, D)
+        constant = (loc.square() * precision).sum(-1) + 2 * self.scale.double().log().sum(-1) + \
+            self.loc.shape[-1] * LOG_2PI  # (M,)
+        rows = max(1, self.BLOCK // max(1, self.components))
         blocks = []
         for start in range(0, flat.shape[0], rows):
-            standard = (flat[start : start + rows, None, :] - self.loc) * inverse  # (rows, M, D)
-            blocks.append(-0.5 * standard.square().sum(-1) - log_scale - 0.5 * self.loc.shape[-1] * LOG_2PI)
+            z = flat[start : start + rows]
+            distance = z.square() @ precision.T - 2 * z @ (loc * precision).T  # (rows, M)
+            blocks.append(-0.5 * (distance + constant))
         out = torch.cat(blocks) if blocks else flat.new_zeros(0, self.components)
-        return out.reshape(*value.shape[:-1], self.components)
+        return out.to(value.dtype).reshape(*value.shape[:-1], self.components)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return torch.logsumexp(self.component_log_probs(value), -1) - math.log(self.components)
