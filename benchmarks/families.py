@@ -1,0 +1,99 @@
+"""The families stage: every likelihood-bound family trained under one budget on dynamically binarised MNIST, then
+the test set's importance-sampled NLL (Burda et al. 2016's protocol: K = 5000 on all 10,000 test items).
+
+    python benchmarks/families.py [--epochs 10] [--k 5000] [--test-items 10000] [--families vae,iwae,vamp,hvae]
+
+Each family is its shipped recipe (`fast` for vae and iwae, `vamp`, `hvae`) with the same number of epochs (the
+schedules stretch to fit), trained in its own process with the machine's threads. Writes
+benchmarks/results/families-<date>.json and prints the README's table: family, recipe, minutes, epochs,
+IS-NLL +- s.e., ELBO, active units, images/s. A K-sample family costs about K decoder passes per item, so equal
+epochs are not equal time: the minutes column says what each took. Needs MNIST (`vaekit data get mnist`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_common import machine, write_results  # noqa: E402
+
+from vaekit import checkpoint, metrics  # noqa: E402
+from vaekit.data import load_dataset  # noqa: E402
+
+FAMILIES = {  # name -> (recipe, extra train flags)
+    "vae": ("fast", []),
+    "iwae": ("fast", ["--model", "iwae", "--iwae-k", "5"]),
+    "vamp": ("vamp", []),
+    "hvae": ("hvae", []),
+    "hvae-iwae": ("hvae", ["--hvae-k", "5"]),
+}
+
+
+def run(name: str, args: argparse.Namespace, work: Path) -> dict:
+    recipe, extra = FAMILIES[name]
+    out = work / name
+    command = [sys.executable, "-m", "vaekit", "train", "--recipe", recipe, *extra, "--data", args.data,
+               "--epochs", str(args.epochs), "--seed", str(args.seed), "--no-progress", "--out", str(out)]
+    print(" ".join(command[2:]), flush=True)
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    minutes = (time.perf_counter() - start) / 60
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    model = checkpoint.load(out)
+    dataset = load_dataset(checkpoint.load_config(out).data)
+    x = dataset.x_test[: args.test_items]
+    began = time.perf_counter()
+    result = metrics.evaluate(model, x, iw_samples=args.k, seed=0, progress=False)
+    record = {"family": name, "recipe": recipe, "flags": extra, "epochs": len(rows), "train_minutes": round(minutes, 2),
+              "images_per_s": round(statistics.median(r["images_per_s"] for r in rows[1:] or rows)),
+              "test_items": int(x.shape[0]), "k": args.k, "nll": result.nll, "nll_stderr": result.nll_stderr,
+              "elbo": result.elbo, "active_units": result.active_units, "latent_dim": result.latent_dim,
+              "eval_minutes": round((time.perf_counter() - began) / 60, 2),
+              "val_loss": [r["val_loss"] for r in rows]}
+    print(json.dumps({k: v for k, v in record.items() if k != "val_loss"}), flush=True)
+    return record
+
+
+def markdown(results: dict) -> str:
+    lines = [f"families on `{results['data']}`, {results['epochs']} epochs each, IS-NLL with K = {results['k']} on "
+             f"{results['runs'][0]['test_items']:,} test items ({results['machine']['cpu_label']}, "
+             f"{results['machine']['cpu_count']} cores)", "",
+             "| family | recipe | minutes | epochs | IS-NLL (nats) | ELBO | active units | images/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results["runs"]:
+        flags = " ".join(r["flags"])
+        lines.append(f"| {r['family']} | `{r['recipe']}`{' ' + flags if flags else ''} | {r['train_minutes']:.1f} | "
+                     f"{r['epochs']} | {r['nll']:.2f} ± {r['nll_stderr']:.2f} | {r['elbo']:.2f} | "
+                     f"{r['active_units']}/{r['latent_dim']} | {r['images_per_s']:,} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--families", default="vae,iwae,vamp,hvae")
+    parser.add_argument("--data", default="mnist")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--k", type=int, default=5000)
+    parser.add_argument("--test-items", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    unknown = set(args.families.split(",")) - set(FAMILIES)
+    if unknown:
+        parser.error(f"unknown families {sorted(unknown)}: choose from {', '.join(FAMILIES)}")
+    with tempfile.TemporaryDirectory() as work:
+        runs = [run(name, args, Path(work)) for name in args.families.split(",")]
+    results = {"machine": machine(), "data": args.data, "epochs": args.epochs, "k": args.k, "seed": args.seed,
+               "runs": runs}
+    write_results("families", results, args.out, markdown(results))
+
+
+if __name__ == "__main__":
+    main()
