@@ -88,7 +88,7 @@ def test_the_ladder_merge_is_the_normalised_product_of_the_two_gaussians():
 
 
 def test_free_bits_count_each_layer_at_its_floor_without_gradient():
-    model, dataset = model_for("model.hvae.free_bits=5")  # floors of 30 and 15 nats: far above an untrained KL
+    model, dataset = model_for("model.free_bits=5")  # floors of 30 and 15 nats: far above an untrained KL
     x = dataset.x_train[:64]
     model.train()
     torch.manual_seed(2)
@@ -122,8 +122,7 @@ def test_an_hvae_run_trains_samples_evaluates_and_loads(tmp_path):
                  "--hvae-top-hidden", "32,32", "--hvae-inference", "top-down", "--epochs", "3", "--no-progress",
                  "--out", str(run)]) == 0
     config = json.loads((run / "config.json").read_text())
-    assert config["model"]["hvae"] == {"top_dim": 4, "top_hidden": [32, 32], "inference": "top-down", "k": 1,
-                                       "free_bits": 0.0}
+    assert config["model"]["hvae"] == {"top_dim": 4, "top_hidden": [32, 32], "inference": "top-down", "k": 1}
     row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"train_kl_z1", "train_kl_z2", "val_kl_z1", "val_kl_z2", "val_elbo"} <= set(row)
     model = vaekit.load(run)
@@ -132,7 +131,7 @@ def test_an_hvae_run_trains_samples_evaluates_and_loads(tmp_path):
     assert main(["evaluate", str(run), "--iw-samples", "20", "--no-progress", "--out", str(tmp_path / "e.json")]) == 0
     result = json.loads((tmp_path / "e.json").read_text())
     assert math.isfinite(result["nll"]) and result["nll"] <= -result["elbo"] + 1e-6
-    for bad in (["--hvae-k", "5", "--hvae-free-bits", "0.5"], ["--condition", "label"], ["--hvae-top-dim", "0"]):
+    for bad in (["--hvae-k", "5", "--free-bits", "0.5"], ["--condition", "label"], ["--hvae-top-dim", "0"]):
         assert main(["train", "--data", "digits", "--model", "hvae", *bad, "--out", str(tmp_path / "bad")]) == 2
     with pytest.raises(SystemExit) as exit:  # argparse's own choice check
         main(["train", "--data", "digits", "--model", "hvae", "--hvae-inference", "sideways"])

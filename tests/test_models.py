@@ -214,3 +214,34 @@ def test_warm_up_and_beta_weight_the_iwae_bound_through_the_same_mechanism():
             expected = -(torch.logsumexp(log_px - scale * log_ratio, 0) - math.log(4)).mean()
             torch.testing.assert_close(out.loss, expected)
             torch.testing.assert_close(out.elbo, (log_px - log_ratio).mean(0))  # the ELBO stays at weight 1
+
+
+def test_free_bits_floor_the_kl_in_training_only_and_families_without_a_kl_refuse_them():
+    from vaekit.config import RunConfig, override
+    from vaekit.data import load_dataset
+    from vaekit.runs import resolve_config
+
+    cfg = override(RunConfig(), ["data.name=digits", "model.latent_dim=4", "model.free_bits=2"])
+    dataset = load_dataset(cfg.data)
+    model = build_model(resolve_config(cfg, dataset).model)
+    x = dataset.x_train[:64]
+    model.train()
+    torch.manual_seed(0)
+    out = model(x)
+    kl = float(out.terms["kl"].mean())
+    assert kl < 8  # an untrained model's KL is under the floor of 2 nats x 4 dimensions
+    torch.testing.assert_close(out.loss, out.terms["recon"].mean() + 8.0)
+    # under the floor the KL sends no gradient: the loss's gradient is the reconstruction's alone
+    params = list(model.parameters())
+    floored = torch.autograd.grad(out.loss, params, retain_graph=True, allow_unused=True)
+    recon = torch.autograd.grad(out.terms["recon"].mean(), params, allow_unused=True)
+    assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(floored, recon))
+    model.eval()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        plain = model(x)
+    torch.testing.assert_close(plain.loss, (-plain.elbo).mean())
+    for family in ("iwae", "tcvae"):
+        bad = override(cfg, [f"model.family={family}"])
+        with pytest.raises(vaekit.VaekitError, match="no KL term for free bits"):
+            build_model(resolve_config(bad, dataset).model)

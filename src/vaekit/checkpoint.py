@@ -142,7 +142,7 @@ RUNTIME = ("epochs", "device", "threads", "progress", "compile", "tensorboard") 
 
 # Train settings added after runs were first written: part of a run's identity only when set, so that runs from
 # before they existed (whose identity never held them) still resume.
-ADDED_LATER = {"early_stopping": None}
+ADDED_LATER = {("train", "early_stopping"): None, ("model", "free_bits"): 0.0}
 
 
 def identity_sha256(directory: str | Path) -> str:
@@ -152,9 +152,9 @@ def identity_sha256(directory: str | Path) -> str:
     settings = load_config(directory).to_dict()
     for name in RUNTIME:
         settings["train"].pop(name, None)
-    for name, default in ADDED_LATER.items():
-        if settings["train"].get(name, default) == default:
-            settings["train"].pop(name, None)
+    for (section, name), default in ADDED_LATER.items():
+        if settings[section].get(name, default) == default:
+            settings[section].pop(name, None)
     return _sha256(json.dumps(settings, sort_keys=True))
 
 

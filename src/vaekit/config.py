@@ -118,6 +118,9 @@ class ModelConfig:
     likelihood: str = setting("auto", "p(x|z): auto picks bernoulli for [0, 1] data, gaussian otherwise",
                               choices=_likelihoods)
     beta: float = setting(1.0, "weight of the regularizer (beta-VAE when != 1)", check=(non_negative, ">= 0"))
+    free_bits: float = setting(0.0, "free bits (Kingma et al. 2016): in training, each regularizer term (each "
+                               "layer's KL) counts as at least this many nats per latent dimension of its layer, with "
+                               "no gradient below that", check=(non_negative, ">= 0"))
     condition: str = setting("none", "condition encoder, decoder and prior draws on the class label",
                              choices=("none", "label"))
     num_labels: int = setting(0, check=(lambda v: v >= 0, ">= 0"), cli=False)  # classes of a label-conditioned

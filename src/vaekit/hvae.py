@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, constraints
 
-from .config import ModelConfig, non_negative, setting
+from .config import ModelConfig, setting
 from .distributions import DiagonalGaussian, diagonal_gaussian, standard_normal
 from .errors import VaekitError
 from .models import VAE, Output, register_family
@@ -123,16 +123,13 @@ class HVAE(VAE):
         k: int = setting(1, "importance samples of the hvae family's training bound (1: the ELBO; the IWAE "
                          "paper's two-layer IWAE used 50)",
                          check=(lambda v: 1 <= v <= 1000, "between 1 and 1000 (each sample is a decoder pass)"))
-        free_bits: float = setting(0.0, "free bits of the hvae family: each layer's batch-mean KL below this many "
-                                   "nats per dimension of the layer costs nothing (Kingma et al. 2016); ELBO only",
-                                   check=(non_negative, ">= 0"))
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         settings = self.settings
-        if settings.k > 1 and settings.free_bits > 0:
-            raise VaekitError("free bits change the ELBO's KL terms, and the hvae family's IWAE bound (k > 1) has "
-                              "none: use --hvae-k 1 with --hvae-free-bits, or drop --hvae-free-bits")
+        if settings.k > 1 and config.free_bits > 0:
+            raise VaekitError("free bits floor the ELBO's KL terms, and the hvae family's IWAE bound (--hvae-k > 1) "
+                              "has none: use --hvae-k 1 with --free-bits, or drop --free-bits")
         d1, d2 = config.latent_dim, settings.top_dim
         # bottom-up: q(z2|z1) from a draw of z1; top-down: q(z2|x) from the bottom-up estimate of z1's parameters
         self.up = MLPEncoder((2 * d1 if settings.inference == "top-down" else d1,), settings.top_hidden, 2 * d2)
@@ -198,29 +195,19 @@ class HVAE(VAE):
         p1, p2 = self.prior().layer_log_probs(z)
         return {"kl_z1": q1 - p1, "kl_z2": q2 - p2}
 
+    def regularizer_sizes(self) -> dict[str, int]:
+        d1, d2 = self.dims
+        return {"kl_z1": d1, "kl_z2": d2}
+
     def kl(self, qz: Distribution, z: torch.Tensor) -> torch.Tensor:
         terms = self.regularizer_terms(qz, z)
         return terms["kl_z1"] + terms["kl_z2"]
 
     # ---- the objective ---------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_scale: float = 1.0) -> Output:
-        settings = self.settings
-        if settings.k > 1:
-            return self.importance_weighted(x, settings.k, y, kl_scale)
-        qz = self.encode(x, y)
-        z = qz.rsample()
-        recon = self.likelihood.nll(self.decoder_params(z, y), x)
-        terms = self.regularizer_terms(qz, z)
-        weighted = recon.new_zeros(())
-        for name, size in zip(("kl_z1", "kl_z2"), self.dims):
-            mean = terms[name].mean()
-            floor = settings.free_bits * size
-            if self.training and floor > 0:  # max(floor, batch-mean KL): no gradient below the floor, no host sync
-                mean = torch.where(mean.detach() < floor, mean.new_tensor(floor), mean)
-            weighted = weighted + mean
-        loss = recon.mean() + self.config.beta * kl_scale * weighted
-        elbo = -(recon + terms["kl_z1"] + terms["kl_z2"])
-        return Output(loss=loss, terms={"recon": recon, **terms}, elbo=elbo)
+        if self.settings.k > 1:
+            return self.importance_weighted(x, self.settings.k, y, kl_scale)
+        return super().forward(x, y, kl_scale)  # the ELBO, its terms the two layers' (free bits per layer)
 
     def importance_weighted(self, x: torch.Tensor, k: int, y: torch.Tensor | None, kl_scale: float) -> Output:
         """The K-sample IWAE bound (Burda et al. 2016, eq. 8) through the contract's importance weights."""

@@ -54,6 +54,7 @@ class Model(nn.Module):
     posterior_params: ClassVar[int] = 2  # encoder outputs per latent dimension
     has_bound: ClassVar[bool] = True  # whether log p(x) is bounded (ELBO, NLL); a plain autoencoder has none
     takes_labels: ClassVar[bool] = True  # whether the family can be conditioned on labels (--condition label)
+    takes_free_bits: ClassVar[bool] = True  # whether its objective applies model.free_bits (Model.forward does)
     run_config: RunConfig | None = None  # the settings it was trained with, where known (vaekit.load sets them)
 
     @classmethod
@@ -180,6 +181,24 @@ class Model(nn.Module):
         A hierarchical family reports one per layer (kl_z1, kl_z2)."""
         return {"kl": self.kl(qz, z)}
 
+    def regularizer_sizes(self) -> dict[str, int]:
+        """The latent dimensions each regularizer term covers (free bits give a term size * free_bits nats)."""
+        return {"kl": self.latent_dim}
+
+    def regularizer_mean(self, regularizers: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The batch mean of the regularizer, each term at least free_bits nats per dimension of its layer while
+        training (max(floor, batch mean): no gradient to a term below its floor; no host sync)."""
+        total = None
+        floor_per_dim = self.config.free_bits if self.training else 0.0
+        sizes = self.regularizer_sizes() if floor_per_dim > 0 else {}
+        for name, term in regularizers.items():
+            mean = term.mean()
+            if floor_per_dim > 0:
+                floor = floor_per_dim * sizes[name]
+                mean = torch.where(mean.detach() < floor, mean.new_tensor(floor), mean)
+            total = mean if total is None else total + mean
+        return total
+
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_scale: float = 1.0) -> Output:
         """The negative ELBO with one reparameterised draw: recon + beta * kl_scale * sum(regularizer_terms)."""
         qz = self.encode(x, y)
@@ -187,7 +206,10 @@ class Model(nn.Module):
         recon = self.likelihood.nll(self.decoder_params(z, y), x)  # (B,) = -decode(z, y).log_prob(x)
         regularizers = self.regularizer_terms(qz, z)
         regularizer = _total(regularizers.values(), recon)
-        loss = (recon + (self.config.beta * kl_scale) * regularizer).mean()
+        if self.config.free_bits > 0 and self.training:
+            loss = recon.mean() + (self.config.beta * kl_scale) * self.regularizer_mean(regularizers)
+        else:
+            loss = (recon + (self.config.beta * kl_scale) * regularizer).mean()
         elbo = -(recon + regularizer) if self.has_bound else None
         return Output(loss=loss, terms={"recon": recon, **regularizers}, elbo=elbo)
 
@@ -337,6 +359,8 @@ class IWAE(VAE):
     """Trains on the K-sample importance-weighted bound (Burda et al. 2016, eq. 8) through the same
     importance weights the evaluator uses; K = 1 is the VAE's ELBO. Costs about K decoder passes per item."""
 
+    takes_free_bits = False  # the bound has no separate KL term to floor
+
     @dataclass(frozen=True)
     class Settings:
         k: int = setting(5, "importance samples per item in the iwae family's training bound",
@@ -393,6 +417,9 @@ def build_model(config: ModelConfig) -> Model:
         raise VaekitError("model.likelihood is 'auto': resolve it from the data first (vaekit.runs.resolve_config)")
     if not config.data_shape:
         raise VaekitError("model.data_shape is empty: build the model from a data set (vaekit fills it in)")
+    if config.free_bits > 0 and not MODEL_FAMILIES[config.family].takes_free_bits:
+        raise VaekitError(f"the {config.family} family's objective has no KL term for free bits to floor: drop "
+                          "--free-bits, or use a family trained on the ELBO (vae, vamp, hvae)")
     if config.condition == "label" and not MODEL_FAMILIES[config.family].takes_labels:
         raise VaekitError(f"the {config.family} family cannot be conditioned on labels: drop --condition label, or "
                           "use --model vae for a label-conditioned model")

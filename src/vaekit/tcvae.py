@@ -22,6 +22,8 @@ class TCVAE(VAE):
     the exact KL; the terms mi, tc and dwkl are the batch's estimates (their sum is the KL at the draw), in
     evaluation those of the evaluated batch's own aggregate. One process only: the estimate needs the whole batch."""
 
+    takes_free_bits = False  # its regularizer's parts carry their own weights
+
     @dataclass(frozen=True)
     class Settings:
         alpha: float = setting(1.0, "weight of the index-code mutual information in the tcvae family's objective",
