@@ -46,6 +46,15 @@ def test_the_bound_is_the_sum_of_its_layer_terms(inference):
     torch.testing.assert_close(terms["kl_z1"] + terms["kl_z2"], log_ratio, rtol=0, atol=1e-4)
 
 
+def test_a_draw_edited_in_place_is_not_scored_with_its_old_conditional():
+    model, dataset = model_for()
+    qz = model.encode(dataset.x_test[:10])
+    with torch.no_grad():
+        z = qz.rsample()
+        z[..., :6] += 1  # edited after the draw
+        torch.testing.assert_close(qz.log_prob(z), qz.log_prob(z.clone()))
+
+
 def silence_top_layer(model) -> None:
     """Zero the last layers of the networks between z1 and z2: q(z2|.) = p(z2) = N(0, I), p(z1|z2) = N(0, I)."""
     with torch.no_grad():
@@ -126,7 +135,13 @@ def test_an_hvae_run_trains_samples_evaluates_and_loads(tmp_path):
     row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"train_kl_z1", "train_kl_z2", "val_kl_z1", "val_kl_z2", "val_elbo"} <= set(row)
     model = vaekit.load(run)
-    assert model.family == "hvae" and model.code_shape == (12,) and model.sample(3).shape == (3, 1, 8, 8)
+    assert model.family == "hvae" and model.code_shape == (8,) and model.sample(3).shape == (3, 1, 8, 8)
+    # the code is z1, what the decoder reads: every code dimension's traversal changes the picture
+    dataset = load_dataset(vaekit.checkpoint.load_config(run).data)
+    traversal = vaekit.latent.traverse(model, dataset.x_test[0], top_n=8, data=dataset.x_test[:200],
+                                       values=[-2, 2])
+    assert all(float((row[0] - row[1]).abs().max()) > 1e-3 for row in traversal.images)
+    assert vaekit.latent.encode_dataset(model, dataset.x_test[:5], sample=True).shape == (5, 8)
     assert main(["sample", str(run), "--n", "8", "--out", str(tmp_path / "s.png")]) == 0
     assert main(["evaluate", str(run), "--iw-samples", "20", "--no-progress", "--out", str(tmp_path / "e.json")]) == 0
     result = json.loads((tmp_path / "e.json").read_text())

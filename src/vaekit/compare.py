@@ -117,8 +117,8 @@ def decode_batches(model: Model, z: torch.Tensor, batch_size: int = 500, y: torc
 
 
 def prior_draws(model: Model, n: int, seed: int) -> torch.Tensor:
-    """n draws from the model's own prior, seeded: (n, *latent shape), on the CPU."""
-    return model.sample_prior(n, torch.Generator().manual_seed(seed)).cpu()
+    """The codes of n draws from the model's own prior, seeded: (n, *code_shape), on the CPU."""
+    return model.draw_code(model.sample_prior(n, torch.Generator().manual_seed(seed))).cpu()
 
 
 def label_draws(dataset: Dataset, model: Model, n: int, seed: int) -> torch.Tensor | None:
@@ -232,7 +232,7 @@ def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs
     z_prior = prior_draws(model, n_draws, seed)
     shown = max(quality.items, options.shown_samples)
     draw_labels = label_draws(dataset, model, shown, seed)
-    prior_images = decode_batches(model, z_prior[:shown], y=draw_labels)
+    prior_images = decode_batches(model, z_prior[:shown], y=draw_labels, codes=True)
     gmm_images = fcd_gmm = gmm_holes = None
     if options.gmm_components:
         mixture = fit_mixture(latent.encode_dataset(model, x_train, y=y_train).flatten(1), options.gmm_components, seed)

@@ -514,7 +514,13 @@ class GaussianMixture(Distribution):
         return out.to(value.dtype).reshape(*value.shape[:-1], self.components)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return torch.logsumexp(self.component_log_probs(value), -1) - math.log(self.components)
+        """log p(value), (*S,) for value (*S, D): a block of draws at a time, so only BLOCK densities are held."""
+        flat = value.reshape(-1, value.shape[-1])
+        rows = max(1, self.BLOCK // max(1, self.components))
+        out = [torch.logsumexp(self.component_log_probs(flat[start : start + rows]), -1)
+               for start in range(0, flat.shape[0], rows)]
+        joined = torch.cat(out) if out else flat.new_zeros(0)
+        return (joined - math.log(self.components)).reshape(value.shape[:-1])
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         """Draws from torch's global generator, on the mixture's device: a component, then its Gaussian."""
@@ -606,6 +612,8 @@ def _normal(qz: Distribution) -> Normal | None:
 
 
 def _device(qz: Distribution) -> torch.device:
+    if isinstance(getattr(qz, "device", None), torch.device):
+        return qz.device
     for name in ("loc", "mean"):
         value = getattr(qz, name, None)
         if torch.is_tensor(value):

@@ -5,7 +5,8 @@ with the prior p(z1|z2) by precision weighting.
 
 The latent z is (z1, z2) side by side, (D1 + D2) numbers: the posterior and the prior are distributions over it
 (log_prob, reparameterised draws from given noise), so the contract's ELBO, importance weights, IWAE bound and
-evaluator work unchanged. The decoder reads z1; sampling draws z2 ~ N(0, I), then z1 ~ p(z1|z2)."""
+evaluator work unchanged. The decoder reads z1, which is also an item's code for the latent tools; sampling draws
+z2 ~ N(0, I), then z1 ~ p(z1|z2)."""
 from __future__ import annotations
 
 import math
@@ -31,6 +32,11 @@ def merge(a: DiagonalGaussian, b: DiagonalGaussian) -> DiagonalGaussian:
     return DiagonalGaussian(loc, variance.sqrt())
 
 
+def _version(t: torch.Tensor) -> int:
+    """How often t has been changed in place (-1 for an inference tensor, which cannot be: no counter)."""
+    return -1 if t.is_inference() else t._version
+
+
 class _TwoLayers(Distribution):
     """A distribution over z = (z1, z2) built from one layer's Gaussian and the other's, conditional on it.
     `first` is the layer drawn first ("z1" or "z2"); `given(value)` the other layer's Gaussian given it."""
@@ -42,7 +48,9 @@ class _TwoLayers(Distribution):
     def __init__(self, dims: tuple[int, int], first: str, start: DiagonalGaussian,
                  given: Callable[[torch.Tensor], DiagonalGaussian]) -> None:
         self.dims, self.first, self.start, self.given = dims, first, start, given
-        self._last: tuple[torch.Tensor, DiagonalGaussian] | None = None  # the last draw's conditional, reused
+        self._last: tuple[torch.Tensor, int, DiagonalGaussian] | None = None  # the last draw (and its version:
+        # not edited in place since) with its conditional, reused by log_prob
+        self.device = start.base_dist.loc.device
         super().__init__(batch_shape=start.batch_shape, event_shape=torch.Size([sum(dims)]), validate_args=False)
 
     def split(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,8 +61,8 @@ class _TwoLayers(Distribution):
         return (z1, z2) if self.first == "z1" else (z2, z1)
 
     def _conditional(self, value: torch.Tensor, base: torch.Tensor) -> DiagonalGaussian:
-        if self._last is not None and self._last[0] is value:
-            return self._last[1]
+        if self._last is not None and self._last[0] is value and self._last[1] == _version(value):
+            return self._last[2]
         return self.given(base)
 
     @property
@@ -68,7 +76,7 @@ class _TwoLayers(Distribution):
         then_dist = self.given(first)
         then = then_dist.rsample_with(e_then)
         z = torch.cat((first, then) if self.first == "z1" else (then, first), -1)
-        self._last = (z, then_dist)
+        self._last = (z, _version(z), then_dist)
         return z
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
@@ -150,8 +158,19 @@ class HVAE(VAE):
         d1 = self.config.latent_dim
         return build_networks(self.config, 2 * d1, d1, self.likelihood.param_channels, self.num_labels)
 
+    @property
+    def code_shape(self) -> tuple[int, ...]:
+        """An item's code is z1, what the decoder reads (z2 reaches the data only through p(z1|z2))."""
+        return (self.config.latent_dim,)
+
+    def code(self, qz: Distribution) -> torch.Tensor:
+        return self.draw_code(qz.mean)
+
+    def draw_code(self, z: torch.Tensor) -> torch.Tensor:
+        return z[..., : self.config.latent_dim]
+
     def decoder_params(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return super().decoder_params(z[..., : self.config.latent_dim], y)  # the decoder reads z1
+        return super().decoder_params(z[..., : self.config.latent_dim], y)  # the decoder reads z1 (a code, or all z)
 
     # ---- the layers --------------------------------------------------------------------------------------------
     @staticmethod

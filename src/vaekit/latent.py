@@ -31,7 +31,7 @@ def encode_dataset(model: Model, x: torch.Tensor, batch_size: int = 1000, sample
         yb = None if y is None else y[start:start + batch_size]
         qz = model.encode(x[start:start + batch_size].to(model.device), yb)
         if sample:
-            codes.append(rsample_with(qz, draw_noise(qz, generator=generator)).cpu())
+            codes.append(model.draw_code(rsample_with(qz, draw_noise(qz, generator=generator))).cpu())
         else:
             codes.append(model.code(qz).cpu())
     return torch.cat(codes) if codes else torch.empty(0, *model.code_shape)
@@ -147,7 +147,7 @@ def prior_moments(model: Model, draws: int = 10_000) -> tuple[torch.Tensor, torc
     try:
         mean, std = pz.mean, pz.stddev
     except NotImplementedError:
-        z = model.sample_prior(draws, torch.Generator().manual_seed(0)).flatten(1).double()
+        z = model.draw_code(model.sample_prior(draws, torch.Generator().manual_seed(0))).flatten(1).double()
         mean, std = z.mean(0), z.std(0)
     mean, std = mean.detach().flatten().float().cpu(), std.detach().flatten().float().cpu()
     if mean.numel() != code_size(model):

@@ -158,6 +158,11 @@ class Model(nn.Module):
         """An item's code for the latent tools (B, *code_shape): the posterior mean for a flat latent."""
         return qz.mean
 
+    def draw_code(self, z: torch.Tensor) -> torch.Tensor:
+        """The code (*S, *code_shape) of latent draws z (*S, *latent shape), from the posterior or the prior: z itself
+        for a flat latent; a family whose code is part of its latent picks it out."""
+        return z
+
     def decode_code(self, code: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """p(x | code): the inverse of `code` for decoding edited codes."""
         return self.decode(code, y)
@@ -197,7 +202,7 @@ class Model(nn.Module):
                 floor = floor_per_dim * sizes[name]
                 mean = torch.where(mean.detach() < floor, mean.new_tensor(floor), mean)
             total = mean if total is None else total + mean
-        return total
+        return total if total is not None else torch.zeros((), device=self.device)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_scale: float = 1.0) -> Output:
         """The negative ELBO with one reparameterised draw: recon + beta * kl_scale * sum(regularizer_terms)."""
@@ -381,6 +386,7 @@ class AE(Model):
 
     posterior_params = 1
     has_bound = False
+    takes_free_bits = False  # no KL to floor
 
     def posterior(self, params: torch.Tensor) -> Distribution:
         return PointMass(params)

@@ -201,7 +201,7 @@ def check_out(out: Path) -> None:
                           "you can write to") from None
 
 
-def check_space(directory: Path, model: torch.nn.Module) -> None:
+def check_space(directory: Path, model: torch.nn.Module, early_stopping: bool = False) -> None:
     """Before training: room for checkpoints, said now rather than after the first epoch. A run folder holds the
     model (model.safetensors) and a resume state (the model again and Adam's two moments: 3x); a new resume state is
     written beside the old one before the old goes, so at its peak the folder holds 7x the model's bytes. What the
@@ -209,7 +209,8 @@ def check_space(directory: Path, model: torch.nn.Module) -> None:
     size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     held = sum(path.stat().st_size for path in [directory / checkpoint.MODEL_FILE, *checkpoint.resume_files(directory)]
                if path.is_file())
-    needed = 7 * size + 2**20 - held  # and a megabyte for config, metrics and pictures
+    copies = 7 + (2 if early_stopping else 0)  # early stopping: each resume state holds the best weights too
+    needed = copies * size + 2**20 - held  # and a megabyte for config, metrics and pictures
     try:
         free = shutil.disk_usage(directory).free
     except OSError:
@@ -282,7 +283,7 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
                     held.enter_context(run_lock(directory))
                     checkpoint.remove_temporaries(directory)
                     prepare_out(directory, overwrite)
-                    check_space(directory, model)
+                    check_space(directory, model, cfg.train.early_stopping is not None)
                     run_id = secrets.token_hex(8)
                     if not (directory / checkpoint.MODEL_FILE).exists():  # mark the folder as a run from the start
                         checkpoint.write_config(directory, cfg)
@@ -361,7 +362,7 @@ def _resume(directory: Path, cfg: RunConfig, runtime: dict[str, Any], callbacks:
     own: list[Any] = []
     with main_first(here, "prepare the run folder"):
         if here.main:
-            check_space(directory, model)
+            check_space(directory, model, cfg.train.early_stopping is not None)
             own = [checkpointer(directory, cfg, run_id, saved=True), MetricsLog(directory / METRICS_FILE),
                    *extra_loggers(cfg, directory, dataset)]
             checkpoint.write_lines(directory / METRICS_FILE, [json.dumps(row) for row in history])

@@ -367,7 +367,8 @@ class Trainer:
         best = losses.index(min(losses))  # the first epoch at the lowest loss
         if best == len(losses) - 1:
             self.best = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-        if len(losses) - 1 - best >= patience:
+        if len(losses) - 1 - best >= patience and self.epoch >= self.cfg.kl_warmup_epochs:  # not while the KL's
+            # weight still ramps up (the validation loss is at full weight, and may rise while it does)
             self.stopped_early = True
             log.info("epoch %d: no lower validation loss for %d epochs: stopping early, keeping epoch %d's weights "
                      "(validation loss %.3f)", self.epoch, patience, best + 1, losses[best])

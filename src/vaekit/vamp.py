@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution
 
@@ -14,13 +13,14 @@ from .distributions import GaussianMixture, diagonal_gaussian
 from .models import VAE, register_family
 
 BOUNDED = ("bernoulli", "continuous_bernoulli")  # likelihoods of data in [0, 1]: pseudo-inputs kept there
+EDGE = 0.01  # data in [0, 1] starts its pseudo-inputs' logits at this far inside the range (finite logits)
 
 
 @register_family("vamp")
 class VampPrior(VAE):
     """A VAE whose prior is the mixture of its posteriors at learned pseudo-inputs u_m (shaped like the data, started
-    from random training items, learned with the rest; kept in [0, 1] by a hard tanh for data there, as in the
-    paper). The regularizer is log q(z|x) - log p(z) at the draw z (unbiased for the KL); sampling draws a
+    from random training items, learned with the rest; for data in [0, 1] kept there as the sigmoid of learned
+    logits, which never stop learning as the paper's hard tanh does at the exact 0s and 1s of binary data). The regularizer is log q(z|x) - log p(z) at the draw z (unbiased for the KL); sampling draws a
     component, then its Gaussian. Each step also encodes the M pseudo-inputs (about M extra encoder rows)."""
 
     @dataclass(frozen=True)
@@ -33,20 +33,24 @@ class VampPrior(VAE):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        start = 0.5 if config.likelihood in BOUNDED else 0.0
-        self.pseudo_inputs = nn.Parameter(start + 0.01 * torch.randn(self.settings.components, *config.data_shape))
+        # the encoder sees pseudo() of these: for data in [0, 1] their sigmoid (0 here: grey 0.5, plus noise)
+        self.pseudo_inputs = nn.Parameter(0.01 * torch.randn(self.settings.components, *config.data_shape))
 
     def init_from_data(self, x: torch.Tensor) -> None:
-        """Start the pseudo-inputs at random training items (distinct where there are enough)."""
+        """Start the pseudo-inputs at random training items (distinct where there are enough); for data in [0, 1],
+        at the items pulled EDGE inside the range."""
         count = self.pseudo_inputs.shape[0]
         index = torch.randperm(x.shape[0])[:count] if x.shape[0] >= count else torch.randint(x.shape[0], (count,))
+        items = x[index].reshape(self.pseudo_inputs.shape).to(self.pseudo_inputs)
+        if self.config.likelihood in BOUNDED:
+            items = torch.logit(items.clamp(EDGE, 1 - EDGE))
         with torch.no_grad():
-            self.pseudo_inputs.copy_(x[index].reshape(self.pseudo_inputs.shape).to(self.pseudo_inputs))
+            self.pseudo_inputs.copy_(items)
 
     def pseudo(self) -> torch.Tensor:
         """The pseudo-inputs as the encoder sees them: (M, *data_shape)."""
         u = self.pseudo_inputs
-        return F.hardtanh(u, 0.0, 1.0) if self.config.likelihood in BOUNDED else u
+        return torch.sigmoid(u) if self.config.likelihood in BOUNDED else u
 
     def prior(self) -> Distribution:
         """p(z) = (1/M) sum_m q(z | u_m)."""

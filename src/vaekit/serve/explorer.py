@@ -295,8 +295,8 @@ class Explorer:
         else:
             generator.seed()
         with self._lock:
-            z = self.model.sample_prior(n, generator)
-            values = self.model.decode(z.to(self.model.device), y).mean.cpu()
+            z = self.model.draw_code(self.model.sample_prior(n, generator))
+            values = self.model.decode_code(z.to(self.model.device), y).mean.cpu()
         out: dict[str, Any] = {"samples": self.render(values)}
         if tuple(z.shape[1:]) == tuple(self.model.code_shape):  # the prior draws codes: the page can slide them
             out["z"] = z.flatten(1).tolist()
