@@ -581,12 +581,23 @@ def test_vaekit_explore_prints_its_address_serves_and_stops_on_ctrl_c(small_run)
 
 
 def test_vaekit_explore_warns_when_it_listens_beyond_this_machine(small_run):
+    import httpx
+
     process = _serve([str(small_run), "--port", "0", "--host", "0.0.0.0"])
     try:
-        assert "http://0.0.0.0:" in _first_line(process)
+        line = _first_line(process)
+        assert "http://0.0.0.0:" in line, line
+        port = line.split("http://0.0.0.0:", 1)[1].split("/")[0]
+        # answers on this machine's loopback too (it listens on every address), then stops on Ctrl-C
+        assert httpx.get(f"http://127.0.0.1:{port}/api/info", timeout=30).json()["code_size"] == 2
     finally:
         process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=30)
+        try:
+            _, err = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            pytest.fail(f"vaekit explore did not stop on Ctrl-C: {process.communicate()[1][-2000:]}")
+    assert process.returncode == 0, err
     assert "warning: serving on 0.0.0.0: anyone who can reach this machine can use the explorer" in err
 
 
