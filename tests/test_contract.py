@@ -227,6 +227,21 @@ def test_conformance(family, likelihood, network, conditioned, quality, tmp_path
         model(x, y).loss.backward()
         optimizer.step()
     assert seeded_loss(model, x, y) < before
+    # the family's later stages (a vqvae's prior over its codes): each lowers its own objective, the rest frozen
+    for stage in model.stages:
+        model.set_stage(stage)
+        frozen = {name: p.detach().clone() for name, p in model.named_parameters() if not p.requires_grad}
+        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+        stage_before = seeded_loss(model, x, y)
+        for _ in range(30):
+            optimizer.zero_grad()
+            model(x, y).loss.backward()
+            optimizer.step()
+        assert seeded_loss(model, x, y) < stage_before
+        assert all(torch.equal(p, frozen[name]) for name, p in model.named_parameters() if name in frozen)
+        model.set_stage(None)
+    with pytest.raises(VaekitError, match="no training stage"):
+        model.set_stage("no-such-stage")
     model.eval()
 
     # save and load: identical outputs

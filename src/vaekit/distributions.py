@@ -627,3 +627,9 @@ def factors(dist: Distribution) -> Distribution | None:
     if isinstance(dist, Independent) and dist.reinterpreted_batch_ndims == 1 and dist.base_dist.event_shape == ():
         return dist.base_dist
     return None
+
+
+def perplexity(counts: torch.Tensor) -> torch.Tensor:
+    """exp(entropy) of a usage histogram (K,): 1 for one code used, K for K codes used equally (no host sync)."""
+    p = counts / counts.sum().clamp_min(1)
+    return torch.exp(-(p * torch.log(p.clamp_min(1e-30))).sum())

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.distributions import kl_divergence
 from tqdm.auto import tqdm
 
-from .distributions import factors, noise_shape
+from .distributions import factors, noise_shape, perplexity
 from .errors import VaekitError
 from .models import Model
 
@@ -72,6 +73,12 @@ class Evaluation:
     # A table model's columns: name -> kind, nll_at_mean (nats) and the decoded value's error in the user's units
     # (rmse of a numeric column, accuracy of a binary or categorical one); None for other data.
     columns: dict[str, dict[str, Any]] | None
+    # A family with a codebook (vqvae): codes used by the split's items, and the perplexity of their usage (exp of
+    # its entropy: the codes used, as if used equally); None for a continuous latent.
+    codes_used: int | None
+    codebook_perplexity: float | None
+    # The family's further per-item measurements, averaged (e.g. prior_nll: -log p(codes) under a learned prior)
+    terms: dict[str, float]
     seed: int
     seconds: float
 
@@ -250,6 +257,30 @@ def reconstruction_error(model: Model, x: torch.Tensor, y: torch.Tensor | None =
                           column_error=torch.cat(column_error) if column_error else None)
 
 
+@torch.inference_mode()
+def family_measurements(model: Model, x: torch.Tensor,
+                        y: torch.Tensor | None = None) -> tuple[torch.Tensor | None, dict[str, float]]:
+    """The usage count of each code (a family with discrete codes; else None) and the means of the family's own
+    per-item measurements (Model.evaluation_terms), over x."""
+    usage: torch.Tensor | None = None
+    sums: dict[str, float] = {}
+    for start in range(0, x.shape[0], ENCODE_BATCH):
+        xb = x[start : start + ENCODE_BATCH].to(model.device)
+        yb = _labels(y, start, start + ENCODE_BATCH, model.device)
+        codes = model.discrete_codes(xb, yb)
+        if codes is not None:
+            counts = torch.bincount(codes.reshape(-1).cpu())
+            usage = counts if usage is None else _add_counts(usage, counts)
+        for name, values in model.evaluation_terms(xb, yb).items():
+            sums[name] = sums.get(name, 0.0) + float(values.double().sum())
+    return usage, {name: total / x.shape[0] for name, total in sums.items()}
+
+
+def _add_counts(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    size = max(a.numel(), b.numel())
+    return F.pad(a, (0, size - a.numel())) + F.pad(b, (0, size - b.numel()))
+
+
 def column_report(model: Model, reconstruction: Reconstruction) -> dict[str, dict[str, Any]] | None:
     """For a model whose likelihood has columns (a table): per column, -log p(x_c | z = code) in nats (a numeric
     column's density in the user's units) and the error of the decoded value in those units, the RMSE of a numeric
@@ -322,6 +353,7 @@ def evaluate(
         variance = posterior_mean_variance(model, x, y)
         reconstruction = reconstruction_error(model, x, y)
         columns = column_report(model, reconstruction)
+        usage, extra = family_measurements(model, x, y)
         kl_items = kl_dims = estimator = None
         omitted = kl_per_dim_omitted(model, x, y)
         if model.has_bound:
@@ -361,6 +393,9 @@ def evaluate(
         squared_error=float(reconstruction.squared_error.double().mean()),
         recon_at_mean=float(reconstruction.nll_at_mean.double().mean()),
         columns=columns,
+        codes_used=None if usage is None else int((usage > 0).sum()),
+        codebook_perplexity=None if usage is None else float(perplexity(usage.double())),
+        terms=extra,
         seed=seed,
         seconds=time.perf_counter() - began,
     )

@@ -55,6 +55,7 @@ class Model(nn.Module):
     has_bound: ClassVar[bool] = True  # whether log p(x) is bounded (ELBO, NLL); a plain autoencoder has none
     takes_labels: ClassVar[bool] = True  # whether the family can be conditioned on labels (--condition label)
     takes_free_bits: ClassVar[bool] = True  # whether its objective applies model.free_bits (Model.forward does)
+    stages: ClassVar[tuple[str, ...]] = ()  # training stages after the model's own, e.g. ("prior",) (vqvae)
     run_config: RunConfig | None = None  # the settings it was trained with, where known (vaekit.load sets them)
 
     @classmethod
@@ -66,6 +67,23 @@ class Model(nn.Module):
         """Set weights that start from the training data (x, the training items as the encoder takes them) before
         a fresh training run, drawing from torch's global generator (seeded by the run); nothing here. Not called
         on a resume or a load: the weights come from the checkpoint."""
+
+    def set_stage(self, stage: str | None) -> None:
+        """Train `stage` (one of `stages`) next: the family makes only that stage's parameters trainable and forward
+        return that stage's objective; None: the model's own training. `vaekit train-prior` and
+        vaekit.runs.train_stage call it; a family without stages takes None only."""
+        if stage is not None:
+            raise VaekitError(f"the {self.family} family has no training stage {stage!r}: it trains in one stage")
+
+    def discrete_codes(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Each item's discrete code indices (B, ...) for a family with a codebook (the evaluator reports the
+        codebook's usage and perplexity from them); None for a continuous latent."""
+        return None
+
+    def evaluation_terms(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Further per-item measurements (B,) the evaluator averages, by name (e.g. a learned prior's -log p of the
+        codes); none here."""
+        return {}
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -395,7 +413,7 @@ class AE(Model):
         return {}
 
 
-from . import hvae, tcvae, vamp  # noqa: E402,F401  (families in their own files, registered on import)
+from . import hvae, tcvae, vamp, vqvae  # noqa: E402,F401  (families in their own files, registered on import)
 
 _PLUGINS_LOADED = False
 

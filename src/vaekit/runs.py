@@ -387,3 +387,80 @@ def _resume(directory: Path, cfg: RunConfig, runtime: dict[str, Any], callbacks:
     model = checkpoint.unwrap(trainer.model).eval()
     model.run_config = cfg
     return RunResult(model, cfg, history, directory)
+
+
+class StageSaver(Callback):
+    """Writes the run folder's model file (the whole model, its later stage's weights included) after every epoch
+    of a later stage and when a stop is asked for, atomically, under the run's own id."""
+
+    def __init__(self, directory: Path, config: RunConfig, run_id: str | None) -> None:
+        self.directory, self.config, self.run_id = directory, config, run_id
+
+    def save(self, trainer: Trainer) -> None:
+        model = checkpoint.unwrap(trainer.model)
+        checkpoint.save_pretrained(model, self.config, self.directory, self.run_id)
+        # The run's resume state gets the stage's weights too, so continuing the run keeps them: the state of every
+        # top-level module whose parameters the stage trains.
+        owned = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
+        if (self.directory / checkpoint.RESUME_STATE).is_file() and not checkpoint.never_checkpointed(self.directory):
+            tensors, meta = checkpoint.load_resume(self.directory)
+            for key, value in model.state_dict().items():
+                if key.split(".")[0] in owned:
+                    tensors[f"model.{key}"] = value
+                    if f"best.{key}" in tensors:  # early stopping's best weights: the model file's, with the stage's
+                        tensors[f"best.{key}"] = value
+            state = {k: v for k, v in meta.items() if k not in ("tensors", "token", checkpoint.IDENTITY_KEY,
+                                                                 checkpoint.RUN_KEY)}
+            checkpoint.save_resume(self.directory, tensors, state, meta.get(checkpoint.RUN_KEY))
+
+    def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
+        if trainer.save_now:
+            self.save(trainer)
+
+    def on_interrupt(self, trainer: Trainer) -> None:
+        self.save(trainer)
+
+
+def stage_metrics_file(stage: str) -> str:
+    return f"{stage}-metrics.jsonl"
+
+
+def train_stage(directory: str | Path, stage: str, epochs: int = 10, batch_size: int | None = None,
+                lr: float | None = None, device: str | None = None, threads: int | None = None,
+                progress: bool | None = None, callbacks: list[Any] | None = None) -> RunResult:
+    """Train a later stage of a finished run (Model.stages: the vqvae's "prior" over its codes) on the run's own
+    training data, the rest of the model frozen: its schedule is the run's (optimiser, seed, clipping) with these
+    epochs, batch size and learning rate, and no warm-up or early stopping. The run folder's model file is
+    rewritten with the stage's weights after each epoch; RUN/<stage>-metrics.jsonl holds this training's epochs
+    (the stage's loss, e.g. prior_nll, on the training and test data)."""
+    directory = Path(directory)
+    cfg = checkpoint.load_config(directory)
+    family = MODEL_FAMILIES.get(cfg.model.family)
+    if family is not None and stage not in family.stages:
+        have = f"its stages are {', '.join(family.stages)}" if family.stages else "it trains in one stage"
+        raise VaekitError(f"the {cfg.model.family} family has no training stage {stage!r}: {have}")
+    updates = {k: v for k, v in (("batch_size", batch_size), ("lr", lr), ("device", device), ("threads", threads),
+                                 ("progress", progress)) if v is not None}
+    train_cfg = replace(cfg.train, epochs=epochs, early_stopping=None, kl_warmup_epochs=0.0, warmup_steps=0,
+                        checkpoint_steps=None, compile=False, tensorboard=False, **updates)
+    validate(replace(cfg, train=train_cfg))
+    with run_lock(directory):
+        checkpoint.remove_temporaries(directory)
+        model = checkpoint.load(directory)
+        if (directory / checkpoint.RESUME_STATE).is_file() and not checkpoint.never_checkpointed(directory):
+            checkpoint.load_resume(directory)  # a damaged resume state is named now, not after the first epoch
+        run_id = checkpoint.read_checked(directory / checkpoint.MODEL_FILE)[1].get(checkpoint.RUN_KEY)
+        dataset = load_dataset(cfg.data, model_table(cfg.model))
+        if tuple(dataset.shape) != tuple(cfg.model.data_shape):
+            raise VaekitError(f"the data now has shape {dataset.shape}, the run was trained on {cfg.model.data_shape}")
+        torch.manual_seed(cfg.train.seed)
+        model.set_stage(stage)
+        own = [StageSaver(directory, cfg, run_id), MetricsLog(directory / stage_metrics_file(stage))]
+        trainer = Trainer(model.train(), train_cfg, [*own, *(callbacks or [])])
+        try:
+            history = trainer.fit(train_data(dataset, cfg.data), dataset.split("test"))
+        finally:
+            model.set_stage(None)
+    model = checkpoint.unwrap(trainer.model).eval()
+    model.run_config = cfg
+    return RunResult(model, cfg, history, directory)

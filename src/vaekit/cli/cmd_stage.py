@@ -1,0 +1,46 @@
+"""vaekit train-prior: the second training stage of a family with a learned prior over its codes (vqvae), from a
+finished run folder: the model frozen, its prior trained on the codes of the run's training data, the run's model
+file rewritten with it after every epoch. Then `vaekit sample RUN` draws from it."""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+
+from .. import runs
+from ..errors import Interrupted, VaekitError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-prior", help="train the prior over a vqvae's codes (its second stage), so it samples",
+                       description=__doc__)
+    p.add_argument("run", help="a finished run folder of a family with a learned prior (vqvae)")
+    p.add_argument("--epochs", type=int, default=10, help="passes over the training data (default 10)")
+    p.add_argument("--batch-size", type=int, help="items per step (default: the run's)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the run's)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="where to train (default: the run's)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.epochs < 1:
+        raise VaekitError(f"--epochs must be at least 1, got {args.epochs}")
+    try:
+        result = runs.train_stage(args.run, "prior", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                  device=args.device, threads=args.threads,
+                                  progress=False if args.no_progress else None)
+    except Interrupted as stop:
+        name = signal.Signals(stop.signum).name
+        saved = "the prior as it was then is saved in the run" if stop.saved else "the last epoch's prior is kept"
+        sys.stderr.write(f"vaekit: stopped by {name} after step {stop.step}; {saved}: train it further with "
+                         f"vaekit train-prior {args.run}\n")
+        raise SystemExit(128 + stop.signum) from None
+    last = result.history[-1]
+    print(json.dumps({"run": str(args.run), "stage": "prior", "epochs": last.epoch,
+                      "train_prior_nll": round(last.train_loss, 4),
+                      "val_prior_nll": None if last.val_loss is None else round(last.val_loss, 4),
+                      "images_per_s": round(last.images_per_s, 1)}))
+    return 0

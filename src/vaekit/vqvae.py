@@ -1,0 +1,363 @@
+"""The VQ-VAE (van den Oord et al. 2017, "Neural Discrete Representation Learning"): the encoder's output at each
+position of a code grid is replaced by its nearest vector in a learned codebook; gradients pass straight through
+the quantiser to the encoder; the codebook learns from the codebook loss ||sg[z_e] - e||^2 or, as an option, from
+exponential moving averages of the encoder outputs each code receives (the paper's appendix A.1); a commitment
+loss ||z_e - sg[e]||^2 keeps the encoder near its codes.
+
+Images get a spatial code: the convolutions' output grid (H/2^n x W/2^n positions of model.latent_dim numbers each);
+other data a row of model.vqvae.positions positions. Sampling needs a prior over the code grid: an autoregressive
+model (a PixelCNN of masked convolutions, van den Oord et al. 2016) trained as a second stage on the codes of the
+training data, from the same run folder (`vaekit train-prior RUN`). An item's code for the latent tools is its
+quantised grid, flattened; the decoder takes any vector of that size, so interpolation and attribute vectors work
+on it as on any continuous code.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Distribution, constraints
+
+from .config import ModelConfig, non_negative, positive, setting
+from . import distributions
+from .distributions import PointMass
+from .errors import VaekitError
+from .models import Model, Output, register_family
+from .networks import MLPDecoder, MLPEncoder, _conv_sizes, resolve_network
+
+STAGE_PRIOR = "prior"
+
+
+class MaskedConv2d(nn.Conv2d):
+    """A convolution that sees only positions before the centre in raster order (rows above, and the centre row to
+    the left), and with `include_centre` the centre too: mask A for the first layer, B after it."""
+
+    def __init__(self, channels_in: int, channels_out: int, kernel: int, include_centre: bool) -> None:
+        super().__init__(channels_in, channels_out, kernel, padding=kernel // 2)
+        mask = torch.zeros(kernel, kernel)
+        mask[: kernel // 2] = 1
+        mask[kernel // 2, : kernel // 2 + (1 if include_centre else 0)] = 1
+        self.register_buffer("mask", mask[None, None], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+
+
+class CodePrior(nn.Module):
+    """p(codes) = prod_i p(c_i | c_<i) over a grid of code indices in raster order: an embedding, a mask-A
+    convolution, residual mask-B convolutions, and a 1x1 convolution to the codebook's logits."""
+
+    def __init__(self, codebook: int, channels: int, layers: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(codebook, channels)
+        self.first = MaskedConv2d(channels, channels, 5, include_centre=False)
+        self.blocks = nn.ModuleList(MaskedConv2d(channels, channels, 3, include_centre=True) for _ in range(layers))
+        self.out = nn.Conv2d(channels, codebook, 1)
+        self.register_buffer("trained", torch.zeros((), dtype=torch.long))  # steps of training it has had
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, H, W) -> logits (B, K, H, W) of each position given those before it."""
+        h = self.first(self.embed(codes).permute(0, 3, 1, 2))
+        for block in self.blocks:
+            h = h + block(F.relu(h))
+        return self.out(F.relu(h))
+
+    def nll(self, codes: torch.Tensor) -> torch.Tensor:
+        """-log p(codes) per item (B,), nats."""
+        return F.cross_entropy(self(codes), codes, reduction="none").flatten(1).sum(1)
+
+    @torch.no_grad()
+    def sample(self, n: int, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """n code grids (n, H, W), one position at a time (H * W passes), drawing from torch's global generator."""
+        codes = torch.zeros(n, *grid, dtype=torch.long, device=device)
+        for i in range(grid[0]):
+            for j in range(grid[1]):
+                logits = self(codes)[:, :, i, j]
+                codes[:, i, j] = torch.multinomial(torch.softmax(logits.double(), -1), 1).squeeze(1)
+        return codes
+
+
+class GridPrior(Distribution):
+    """The learned prior as a distribution over flattened quantised grids (what `Model.sample_prior` draws and the
+    decoder reads): sample() draws code grids and looks up their vectors; log_prob(z) is log p of the codes nearest
+    to z's vectors."""
+
+    arg_constraints: ClassVar[dict] = {}
+    support = constraints.real_vector
+
+    def __init__(self, model: "VQVAE") -> None:
+        self.model = model
+        super().__init__(event_shape=torch.Size([model.latent_dim]), validate_args=False)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        n = math.prod(sample_shape)
+        codes = self.model.prior_net.sample(n, self.model.grid, self.model.device)
+        return self.model.lookup(codes).reshape(*sample_shape, self.model.latent_dim)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        flat = value.reshape(-1, self.model.latent_dim)
+        codes = self.model.nearest(flat.reshape(flat.shape[0], -1, self.model.config.latent_dim)).view(-1, *self.model.grid)
+        return -self.model.prior_net.nll(codes).reshape(value.shape[:-1])
+
+
+@register_family("vqvae")
+class VQVAE(Model):
+    """A discrete codebook at every position of the code grid (model.latent_dim numbers per code); straight-through
+    gradients, commitment loss, the codebook learned by its loss or by EMA (model.vqvae.ema). The objective is
+    recon + beta * kl_scale * (codebook + commitment_weight * commitment); it has no likelihood bound (like the ae).
+    Terms: recon, commitment (||z_e - e||^2 summed over the grid; the codebook loss has the same value) and
+    perplexity (exp of the entropy of the batch's code usage, the same for every item). The prior over the codes
+    is a second stage (stages = ("prior",)): until it is trained, sampling is refused."""
+
+    has_bound = False
+    takes_labels = False  # the prior over codes carries no label
+    takes_free_bits = False  # no KL to floor
+    posterior_params = 1
+    stages = (STAGE_PRIOR,)
+
+    @dataclass(frozen=True)
+    class Settings:
+        codebook: int = setting(512, "codes in the vqvae family's codebook (the paper's 512)",
+                                check=(lambda v: 2 <= v <= 65_536, "between 2 and 65536"))
+        commitment: float = setting(0.25, "weight of the vqvae commitment loss (the paper's 0.25)",
+                                    check=(non_negative, ">= 0"))
+        ema: bool = setting(False, "learn the vqvae codebook by exponential moving averages of the encoder outputs "
+                                   "each code receives, instead of by the codebook loss")
+        decay: float = setting(0.99, "decay of the vqvae EMA codebook updates (the paper's 0.99)",
+                               check=(lambda v: 0 < v < 1, "between 0 and 1, e.g. 0.99"))
+        positions: int = setting(8, "code positions of a vqvae on data without a spatial grid (MLP networks)",
+                                 check=(lambda v: 1 <= v <= 4096, "between 1 and 4096"))
+        prior_channels: int = setting(64, "channels of the vqvae's autoregressive prior over codes",
+                                      check=(lambda v: 1 <= v <= 4096, "between 1 and 4096"))
+        prior_layers: int = setting(6, "residual masked convolutions of the vqvae's prior over codes",
+                                    check=(lambda v: 0 <= v <= 64, "between 0 and 64"))
+        restart: bool = setting(True, "move vqvae codes unused for long (usage below restart_below per step, "
+                                      "decayed) to random encoder outputs of the batch (Dhariwal et al. 2020's "
+                                      "random restarts); off: the paper's codebook")
+        restart_below: float = setting(1.0, "decayed per-step usage under which a vqvae code counts as dead",
+                                       check=(non_negative, ">= 0"), cli=False)
+        init_scale: float = setting(1.0, "codes start at encoder outputs of training items times this (1: as "
+                                         "they are)", check=(positive, "> 0"), cli=False)
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        k, d = self.settings.codebook, config.latent_dim
+        start = torch.empty(k, d).uniform_(-1.0 / k, 1.0 / k)  # the paper's start; init_from_data replaces it
+        if self.settings.ema:
+            self.register_buffer("codebook", start)
+            self.register_buffer("ema_count", torch.ones(k))
+            self.register_buffer("ema_sum", start.clone())
+        else:
+            self.codebook = nn.Parameter(start)
+        self.register_buffer("usage", torch.ones(k))  # decayed uses per step of each code (restarts read it)
+        self.prior_net = CodePrior(k, self.settings.prior_channels, self.settings.prior_layers)
+        self.prior_net.requires_grad_(False)  # trained in its own stage
+        self.stage: str | None = None
+
+    # ---- shapes and networks ---------------------------------------------------------------------------------
+    def build_networks(self) -> tuple[nn.Module, nn.Module]:
+        cfg = self.config
+        d = cfg.latent_dim
+        if resolve_network(cfg) == "conv":
+            channels = cfg.conv_channels
+            in_channels, height, width = cfg.data_shape
+            self.grid = (_conv_sizes(height, len(channels))[-1], _conv_sizes(width, len(channels))[-1])
+            return (GridEncoder(in_channels, channels, d),
+                    GridDecoder(cfg.data_shape, channels, d, self.likelihood.param_channels))
+        self.grid = (1, self.settings.positions)
+        size = self.settings.positions * d
+        return (MLPEncoder(cfg.data_shape, cfg.hidden_dims, size),
+                MLPDecoder(cfg.data_shape, cfg.hidden_dims, size, self.likelihood.param_channels))
+
+    @property
+    def positions(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def latent_dim(self) -> int:
+        """Numbers in a flattened quantised grid: positions x model.latent_dim."""
+        return self.positions * self.config.latent_dim
+
+    def _vectors(self, params: torch.Tensor) -> torch.Tensor:
+        """The encoder's output as (B, positions, D), positions in raster order."""
+        if params.dim() == 4:  # (B, D, H, W)
+            return params.flatten(2).transpose(1, 2)
+        return params.reshape(params.shape[0], self.positions, self.config.latent_dim)
+
+    def decoder_params(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """z (B, positions * D), flattened in raster order, to the decoder's input."""
+        if isinstance(self.decoder, GridDecoder):
+            d = self.config.latent_dim
+            z = z.reshape(z.shape[0], *self.grid, d).permute(0, 3, 1, 2)
+        return super().decoder_params(z, y)
+
+    # ---- the codebook ----------------------------------------------------------------------------------------
+    def nearest(self, vectors: torch.Tensor) -> torch.Tensor:
+        """The index of the nearest code of each vector: (..., D) -> (...), by squared distance."""
+        flat = vectors.reshape(-1, vectors.shape[-1]).float()
+        book = self.codebook.float()
+        distances = flat.square().sum(1, keepdim=True) - 2 * flat @ book.T + book.square().sum(1)
+        return distances.argmin(1).view(vectors.shape[:-1])
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """Code indices (B, H, W) or (B, positions) -> flattened quantised grids (B, positions * D)."""
+        return self.codebook[codes.reshape(codes.shape[0], -1)].flatten(1)
+
+    def discrete_codes(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Each item's code indices (B, H, W)."""
+        return self.nearest(self._vectors(self.encoder_params(x, y))).view(-1, *self.grid)
+
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """Codes start at the encoder's outputs for random positions of random training items (distinct where
+        there are enough), so every code starts where the data is and none starts unused far away."""
+        k = self.settings.codebook
+        items = x[torch.randperm(x.shape[0])[: max(1, min(x.shape[0], 4 * k // self.positions + 1, 2048))]]
+        with torch.no_grad():
+            vectors = self._vectors(self.encoder_params(items.to(self.device))).reshape(-1, self.config.latent_dim)
+            pick = torch.randperm(vectors.shape[0])[:k] if vectors.shape[0] >= k else torch.randint(vectors.shape[0], (k,))
+            start = vectors[pick] * self.settings.init_scale
+            self.codebook.copy_(start)
+            if self.settings.ema:
+                self.ema_sum.copy_(start)
+                self.ema_count.fill_(1.0)
+
+    @torch.no_grad()
+    def _ema_update(self, vectors: torch.Tensor, codes: torch.Tensor) -> None:
+        """N_k <- decay N_k + (1 - decay) n_k; m_k <- decay m_k + (1 - decay) sum of the vectors given code k;
+        e_k = m_k / N_k, with N_k Laplace-smoothed so an unused code keeps a finite place."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and \
+                torch.distributed.get_world_size() > 1:
+            raise VaekitError("the vqvae's EMA codebook would follow each process's own share of the batch: train it "
+                              "in one process (drop --nproc), or drop model.vqvae.ema")
+        decay, k = self.settings.decay, self.settings.codebook
+        flat, index = vectors.reshape(-1, vectors.shape[-1]).float(), codes.reshape(-1)
+        counts = torch.bincount(index, minlength=k).to(flat)
+        sums = torch.zeros_like(self.ema_sum).index_add_(0, index, flat)
+        self.ema_count.mul_(decay).add_(counts, alpha=1 - decay)
+        self.ema_sum.mul_(decay).add_(sums, alpha=1 - decay)
+        total = self.ema_count.sum()
+        smoothed = (self.ema_count + 1e-5) / (total + k * 1e-5) * total
+        self.codebook.copy_(self.ema_sum / smoothed[:, None])
+
+    @torch.no_grad()
+    def _restart(self, vectors: torch.Tensor, codes: torch.Tensor) -> None:
+        """Each code's decayed use per step; a code whose use has fallen below restart_below moves to a random
+        encoder output of this batch (and counts as used once), all without a host sync."""
+        k, decay = self.settings.codebook, self.settings.decay
+        counts = torch.bincount(codes.reshape(-1), minlength=k).to(self.usage)
+        self.usage.mul_(decay).add_(counts, alpha=1 - decay)
+        dead = self.usage < self.settings.restart_below
+        flat = vectors.detach().reshape(-1, vectors.shape[-1]).float()
+        fresh = flat[torch.randint(flat.shape[0], (k,), device=flat.device)]
+        self.codebook.copy_(torch.where(dead[:, None], fresh, self.codebook))
+        self.usage.copy_(torch.where(dead, torch.ones_like(self.usage), self.usage))
+        if self.settings.ema:
+            self.ema_sum.copy_(torch.where(dead[:, None], fresh, self.ema_sum))
+            self.ema_count.copy_(torch.where(dead, torch.ones_like(self.ema_count), self.ema_count))
+
+    # ---- the contract ----------------------------------------------------------------------------------------
+    def posterior(self, params: torch.Tensor) -> Distribution:
+        """The quantised grid, flattened, as a point mass."""
+        vectors = self._vectors(params)
+        return PointMass(self.codebook[self.nearest(vectors)].flatten(1))
+
+    def prior(self) -> Distribution:
+        if not int(self.prior_net.trained):
+            raise VaekitError("this vqvae's prior over its codes is not trained yet, so it cannot sample: train it "
+                              "with vaekit train-prior RUN (the second stage), or use vaekit compare's mixture "
+                              "sampler")
+        return GridPrior(self)
+
+    def closed_form_kl(self, qz: Distribution) -> torch.Tensor | None:
+        return None
+
+    def regularizer_terms(self, qz: Distribution, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {}
+
+    def set_stage(self, stage: str | None) -> None:
+        """None: the model itself (encoder, decoder, codebook) trains; "prior": the prior over codes alone, on the
+        codes of the frozen model."""
+        if stage not in (None, *self.stages):
+            raise VaekitError(f"the vqvae family has no training stage {stage!r}: its stages are {list(self.stages)}")
+        self.stage = stage
+        for name, parameter in self.named_parameters():
+            parameter.requires_grad_((name.split(".")[0] == "prior_net") == (stage == STAGE_PRIOR))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_scale: float = 1.0) -> Output:
+        if self.stage == STAGE_PRIOR:
+            return self._prior_forward(x, y)
+        vectors = self._vectors(self.encoder_params(x, y))  # (B, P, D)
+        codes = self.nearest(vectors)  # (B, P)
+        quantised = self.codebook[codes]
+        if self.training:
+            if self.settings.ema:
+                self._ema_update(vectors, codes)
+            if self.settings.restart:
+                self._restart(vectors, codes)
+            quantised = self.codebook[codes]
+        commitment = (vectors - quantised.detach()).square().flatten(1).sum(1)  # (B,)
+        vq = self.settings.commitment * commitment
+        if not self.settings.ema:
+            vq = vq + (vectors.detach() - quantised).square().flatten(1).sum(1)  # the codebook loss
+        straight = vectors + (quantised - vectors).detach()  # forward: the codes; backward: to the encoder
+        recon = self.likelihood.nll(self.decoder_params(straight.flatten(1), y), x)
+        loss = (recon + (self.config.beta * kl_scale) * vq).mean()
+        usage = torch.bincount(codes.reshape(-1), minlength=self.settings.codebook).float()
+        perplexity = distributions.perplexity(usage).expand(x.shape[0])
+        return Output(loss=loss, terms={"recon": recon, "commitment": commitment, "perplexity": perplexity}, elbo=None)
+
+    def _prior_forward(self, x: torch.Tensor, y: torch.Tensor | None) -> Output:
+        with torch.no_grad():
+            codes = self.discrete_codes(x, y)
+        nll = self.prior_net.nll(codes)
+        if self.training:
+            self.prior_net.trained.add_(1)
+        return Output(loss=nll.mean(), terms={"prior_nll": nll}, elbo=None)
+
+    def evaluation_terms(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per item: -log p(codes) under the learned prior (nats), where it is trained."""
+        if not int(self.prior_net.trained):
+            return {}
+        return {"prior_nll": self.prior_net.nll(self.discrete_codes(x, y))}
+
+
+class GridEncoder(nn.Module):
+    """Stride-2 convolutions (--conv-channels), a 3x3 convolution and a 1x1 projection to D channels: (B, D, h, w)."""
+
+    def __init__(self, in_channels: int, channels: tuple[int, ...], dim: int) -> None:
+        super().__init__()
+        widths = [in_channels, *channels]
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
+        layers += [nn.Conv2d(channels[-1], channels[-1], 3, padding=1), nn.ReLU(), nn.Conv2d(channels[-1], dim, 1)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.body(x)
+
+
+class GridDecoder(nn.Module):
+    """The mirror: a 3x3 convolution from D channels, then transposed stride-2 convolutions back to the image's size
+    (output padding restores odd sizes) with the likelihood's parameter channels."""
+
+    def __init__(self, data_shape: tuple[int, ...], channels: tuple[int, ...], dim: int, param_channels: int) -> None:
+        super().__init__()
+        out_channels, height, width = data_shape
+        hs, ws = _conv_sizes(height, len(channels)), _conv_sizes(width, len(channels))
+        layers: list[nn.Module] = [nn.Conv2d(dim, channels[-1], 3, padding=1), nn.ReLU()]
+        widths = [*reversed(channels), out_channels * param_channels]
+        for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
+            level = len(channels) - 1 - i
+            padding = (hs[level] - 2 * hs[level + 1], ws[level] - 2 * ws[level + 1])
+            layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, output_padding=padding))
+            if i < len(channels) - 1:
+                layers.append(nn.ReLU())
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.body(z)

@@ -1,0 +1,225 @@
+"""The vqvae family: known answers for the quantiser (an exact codebook, straight-through gradients, the EMA update,
+restarts), the perplexity, the autoregressive prior over codes (causal, and learning a known distribution), and
+the two stages from the command line to sampling and evaluation."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import vaekit
+from vaekit.cli import main
+from vaekit.config import ModelConfig
+from vaekit.distributions import perplexity
+from vaekit.models import build_model
+from vaekit.vqvae import CodePrior, GridDecoder, GridEncoder
+
+SHAPE = (1, 8, 8)
+
+
+def model(**settings) -> vaekit.Model:
+    options = {"vqvae": {"codebook": 64, **settings}}
+    cfg = ModelConfig(family="vqvae", latent_dim=3, network="conv", hidden_dims=(16,), conv_channels=(4, 8),
+                      likelihood="bernoulli", data_shape=SHAPE, options=options)
+    return build_model(cfg)
+
+
+def images(n: int, seed: int = 0) -> torch.Tensor:
+    return (torch.rand(n, *SHAPE, generator=torch.Generator().manual_seed(seed)) > 0.5).float()
+
+
+def test_the_grid_is_spatial_for_images_and_a_row_otherwise():
+    m = model()
+    assert isinstance(m.encoder, GridEncoder) and isinstance(m.decoder, GridDecoder)
+    assert m.grid == (2, 2) and m.code_shape == (2 * 2 * 3,)
+    assert m.discrete_codes(images(5)).shape == (5, 2, 2)
+    mlp = build_model(ModelConfig(family="vqvae", latent_dim=3, network="mlp", hidden_dims=(16,), likelihood="bernoulli",
+                                  data_shape=SHAPE, options={"vqvae": {"positions": 5}}))
+    assert mlp.grid == (1, 5) and mlp.code_shape == (15,)
+
+
+def test_a_codebook_holding_the_exact_codes_reconstructs_without_error_and_commits_nothing():
+    torch.manual_seed(0)
+    m = model(codebook=16, restart=False).eval()
+    x = images(4)
+    vectors = m._vectors(m.encoder_params(x))  # (4, 4 positions, 3)
+    with torch.no_grad():
+        m.codebook.copy_(vectors.reshape(16, 3))
+    out = m(x)
+    assert torch.equal(out.terms["commitment"], torch.zeros(4))
+    assert torch.equal(m.discrete_codes(x).flatten(1), torch.arange(16).view(4, 4))
+    # the decoded codes are the decoded encoder outputs: quantising lost nothing
+    unquantised = m.likelihood(m.decoder(m.encoder(x))).mean
+    torch.testing.assert_close(m.reconstruct(x), unquantised, rtol=0, atol=0)
+    torch.testing.assert_close(out.terms["recon"], m.likelihood.nll(m.decoder(m.encoder(x)), x))
+
+
+def test_gradients_pass_straight_through_the_quantiser_plus_the_commitment_pull():
+    torch.manual_seed(0)
+    m = model(restart=False)
+    x = images(6)
+    captured = {}
+
+    def keep(name):
+        def hook(module, inputs, output):
+            tensor = inputs[0] if name == "decoder_in" else output
+            tensor.retain_grad()
+            captured[name] = tensor
+        return hook
+
+    m.encoder.register_forward_hook(keep("encoder_out"))
+    m.decoder.register_forward_hook(keep("decoder_in"))
+    out = m(x)
+    out.loss.backward()
+    encoder_out, decoder_in = captured["encoder_out"], captured["decoder_in"]
+    quantised = m.codebook[m.discrete_codes(x)].permute(0, 3, 1, 2)  # (B, D, H, W)
+    torch.testing.assert_close(decoder_in.detach(), quantised.detach())  # the decoder reads the codes
+    pull = 2 * 0.25 * (encoder_out.detach() - quantised.detach()) / 6  # commitment 0.25, batch mean
+    torch.testing.assert_close(encoder_out.grad, decoder_in.grad + pull)
+    # the codebook loss moves each used code towards the encoder outputs it received: 2 (e_k - sum z) / B
+    codes = m.discrete_codes(x).reshape(-1)
+    vectors = encoder_out.detach().permute(0, 2, 3, 1).reshape(-1, 3)
+    expected = torch.zeros_like(m.codebook)
+    expected.index_add_(0, codes, 2 * (m.codebook.detach()[codes] - vectors) / 6)
+    torch.testing.assert_close(m.codebook.grad, expected)
+
+
+def test_the_ema_update_is_the_papers_moving_average():
+    torch.manual_seed(0)
+    m = model(ema=True, decay=0.9, restart=False, codebook=8).train()
+    x = images(10)
+    book, count, total = m.codebook.clone(), m.ema_count.clone(), m.ema_sum.clone()
+    with torch.no_grad():
+        vectors = m._vectors(m.encoder_params(x)).reshape(-1, 3)
+    codes = m.nearest(vectors)
+    m(x)
+    n = torch.bincount(codes, minlength=8).float()
+    sums = torch.zeros(8, 3).index_add_(0, codes, vectors)
+    count = 0.9 * count + 0.1 * n
+    total = 0.9 * total + 0.1 * sums
+    smoothed = (count + 1e-5) / (count.sum() + 8e-5) * count.sum()
+    torch.testing.assert_close(m.ema_count, count)
+    torch.testing.assert_close(m.codebook, total / smoothed[:, None])
+    assert not torch.equal(m.codebook, book)
+    assert not any(p is m.codebook for p in m.parameters())  # EMA codes are not learned by gradients
+
+
+def test_codes_unused_for_long_restart_at_encoder_outputs_and_used_ones_stay():
+    torch.manual_seed(0)
+    m = model(codebook=8).train()
+    x = images(10)
+    with torch.no_grad():
+        vectors = m._vectors(m.encoder_params(x)).reshape(-1, 3)
+        m.codebook.copy_(torch.cat([vectors.mean(0, keepdim=True), torch.full((7, 3), 1e3)]))  # one code near all
+        m.usage.fill_(5.0)
+        m.usage[1:] = 0.5  # the far codes: under the threshold (1 use per step) after this step's decay
+    used = m.codebook[0].clone()
+    m(x)
+    assert torch.equal(m.codebook[0], used)
+    for row in m.codebook[1:]:  # each far code now sits on one of this batch's encoder outputs
+        assert (row[None] - vectors).abs().amax(1).min() < 1e-6
+    assert torch.equal(m.usage[1:], torch.ones(7))
+
+
+def test_perplexity_is_the_exponential_of_the_usage_entropy():
+    assert float(perplexity(torch.tensor([5.0, 5.0, 5.0, 5.0, 0.0]))) == pytest.approx(4.0)
+    assert float(perplexity(torch.tensor([0.0, 7.0, 0.0]))) == pytest.approx(1.0)
+    p = torch.tensor([0.5, 0.25, 0.25])
+    assert float(perplexity(p * 40)) == pytest.approx(math.exp(-(p * p.log()).sum().item()))
+
+
+def test_the_prior_over_codes_sees_only_the_codes_before_each_position():
+    torch.manual_seed(0)
+    prior = CodePrior(codebook=5, channels=8, layers=3)
+    codes = torch.randint(5, (1, 4, 4))
+    logits = prior(codes)
+    changed_any_earlier = False
+    for position in range(16):
+        i, j = divmod(position, 4)
+        later = codes.clone().view(-1)
+        later[position:] = (later[position:] + 1) % 5  # this position and every one after it
+        torch.testing.assert_close(prior(later.view(1, 4, 4))[:, :, i, j], logits[:, :, i, j], rtol=0, atol=0)
+        if position:
+            earlier = codes.clone().view(-1)
+            earlier[position - 1] = (earlier[position - 1] + 1) % 5
+            changed_any_earlier |= not torch.equal(prior(earlier.view(1, 4, 4))[:, :, i, j], logits[:, :, i, j])
+    assert changed_any_earlier
+
+
+def test_the_prior_learns_a_known_distribution_of_code_grids_and_samples_it():
+    torch.manual_seed(0)
+    a = torch.tensor([[0, 1, 2], [3, 0, 1], [2, 3, 0]])
+    b = torch.tensor([[3, 2, 1], [0, 3, 2], [1, 0, 3]])
+    grids = torch.stack([a if torch.rand(()) < 0.7 else b for _ in range(1000)])
+    prior = CodePrior(codebook=4, channels=16, layers=2)
+    optimizer = torch.optim.Adam(prior.parameters(), lr=1e-2)
+    for _ in range(300):
+        batch = grids[torch.randint(1000, (128,))]
+        optimizer.zero_grad()
+        prior.nll(batch).mean().backward()
+        optimizer.step()
+    entropy = -(0.7 * math.log(0.7) + 0.3 * math.log(0.3))  # all the randomness is in the first code
+    share_a = float((grids == a).all(-1).all(-1).float().mean())
+    exact = -(share_a * math.log(share_a) + (1 - share_a) * math.log(1 - share_a))
+    with torch.no_grad():
+        assert float(prior.nll(grids).mean()) == pytest.approx(exact, abs=0.03)
+    assert exact == pytest.approx(entropy, abs=0.03)
+    samples = prior.sample(2000, (3, 3), torch.device("cpu"))
+    is_a, is_b = (samples == a).all(-1).all(-1), (samples == b).all(-1).all(-1)
+    assert float((is_a | is_b).float().mean()) > 0.99
+    assert float(is_a.float().mean()) == pytest.approx(share_a, abs=0.04)  # 4 standard errors at 2000 draws
+
+
+def test_sampling_waits_for_the_prior_stage():
+    m = model().eval()
+    with pytest.raises(vaekit.VaekitError, match="vaekit train-prior RUN"):
+        m.sample(2)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    command = "import sys; from vaekit.cli import main; sys.exit(main())"
+    return subprocess.run([sys.executable, "-c", command, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_both_stages_from_the_command_line_then_sample_evaluate_load_and_resume(tmp_path, capsys):
+    run = tmp_path / "vq"
+    assert main(["train", "--data", "digits", "--model", "vqvae", "--latent-dim", "4", "--epochs", "2", "--out",
+                 str(run), "--no-progress", "--set", "model.vqvae.codebook=32"]) == 0
+    capsys.readouterr()
+    refused = run_cli("sample", str(run), "--out", str(tmp_path / "s.png"))
+    assert refused.returncode == 2 and "vaekit train-prior" in refused.stderr
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert main(["train-prior", str(run), "--epochs", "2", "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["stage"] == "prior" and summary["epochs"] == 2 and summary["val_prior_nll"] > 0
+    lines = (run / "prior-metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2] and "train_prior_nll" in json.loads(lines[0])
+    assert main(["sample", str(run), "--n", "9", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--iw-samples", "0", "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 1 <= result["codes_used"] <= 32 and 1 <= result["codebook_perplexity"] <= result["codes_used"]
+    assert result["terms"]["prior_nll"] == pytest.approx(summary["val_prior_nll"], rel=0.05)
+    loaded = vaekit.load(run)
+    assert loaded.sample(3, generator=torch.Generator().manual_seed(0)).shape == (3, 1, 8, 8)
+    # the run's resume state holds the prior too: continuing the run keeps it (and a run never continued is whole)
+    prior = {k: v.clone() for k, v in loaded.prior_net.state_dict().items()}
+    for epochs in ("2", "3"):
+        assert main(["train", "--resume", str(run), "--epochs", epochs, "--no-progress"]) == 0
+        again = vaekit.load(run)
+        assert all(torch.equal(v, prior[k]) for k, v in again.prior_net.state_dict().items())
+        assert again.sample(2).shape == (2, 1, 8, 8)
+
+
+def test_train_prior_mistakes_are_one_line_errors(tmp_path, small_run, capsys):
+    for args, says in (([str(small_run)], "the vae family has no training stage 'prior': it trains in one stage"),
+                       ([str(tmp_path / "none")], "run folder not found"),
+                       ([str(small_run), "--epochs", "0"], "--epochs must be at least 1, got 0")):
+        assert main(["train-prior", *args]) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1, err
