@@ -1,18 +1,21 @@
 """The families stage: every likelihood-bound family trained under one budget on dynamically binarised MNIST, then
 the test set's importance-sampled NLL (Burda et al. 2016's protocol: K = 5000 on all 10,000 test items).
 
-    python benchmarks/families.py [--epochs 10] [--k 5000] [--test-items 10000] [--families vae,iwae,vamp,hvae]
+    python benchmarks/families.py [--epochs 10] [--k 5000] [--test-items 10000] [--families vae,iwae,vamp,hvae,vqvae]
 
 Each family is its shipped recipe (`fast` for vae and iwae, `vamp`, `hvae`) with the same number of epochs (the
 schedules stretch to fit), trained in its own process with the machine's threads. Writes
 benchmarks/results/families-<date>.json and prints the README's table: family, recipe, minutes, epochs,
-IS-NLL +- s.e., ELBO, active units, images/s. A K-sample family costs about K decoder passes per item, so equal
+IS-NLL +- s.e., ELBO, active units, images/s. The vqvae has no likelihood bound: it trains its prior over codes
+for as many epochs (its second stage) and gets a table of its own (reconstruction, codebook use, the prior's NLL
+of the codes). A K-sample family costs about K decoder passes per item, so equal
 epochs are not equal time: the minutes column says what each took. Needs MNIST (`vaekit data get mnist`).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -33,7 +36,9 @@ FAMILIES = {  # name -> (recipe, extra train flags)
     "vamp": ("vamp", []),
     "hvae": ("hvae", []),
     "hvae-iwae": ("hvae", ["--hvae-k", "5"]),
+    "vqvae": ("vqvae", []),  # no likelihood bound: its own table (reconstruction, codebook, the prior's NLL of codes)
 }
+DISCRETE = {"vqvae"}  # families whose second stage (vaekit train-prior) trains a prior over their codes
 
 
 def run(name: str, args: argparse.Namespace, work: Path) -> dict:
@@ -46,6 +51,8 @@ def run(name: str, args: argparse.Namespace, work: Path) -> dict:
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     minutes = (time.perf_counter() - start) / 60
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    if name in DISCRETE:
+        return run_discrete(name, args, out, minutes, rows)
     model = checkpoint.load(out)
     dataset = load_dataset(checkpoint.load_config(out).data)
     x = dataset.x_test[: args.test_items]
@@ -61,17 +68,55 @@ def run(name: str, args: argparse.Namespace, work: Path) -> dict:
     return record
 
 
+def run_discrete(name: str, args: argparse.Namespace, out: Path, minutes: float, rows: list[dict]) -> dict:
+    """The second stage (the prior over the codes, as many epochs as the first), then the test set's reconstruction,
+    codebook usage and the prior's -log p of each item's codes."""
+    command = [sys.executable, "-m", "vaekit", "train-prior", str(out), "--epochs", str(args.epochs), "--no-progress"]
+    print(" ".join(command[2:]), flush=True)
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    prior_minutes = (time.perf_counter() - start) / 60
+    model = checkpoint.load(out)
+    dataset = load_dataset(checkpoint.load_config(out).data)
+    x = dataset.x_test[: args.test_items]
+    result = metrics.evaluate(model, x, iw_samples=0, seed=0, progress=False)
+    positions = model.positions
+    prior_nll = result.terms["prior_nll"]
+    record = {"family": name, "recipe": FAMILIES[name][0], "flags": FAMILIES[name][1], "epochs": len(rows),
+              "train_minutes": round(minutes, 2), "prior_minutes": round(prior_minutes, 2),
+              "images_per_s": round(statistics.median(r["images_per_s"] for r in rows[1:] or rows)),
+              "test_items": int(x.shape[0]), "recon_at_code": result.recon_at_mean,
+              "squared_error": result.squared_error, "codes_used": result.codes_used,
+              "codebook": model.settings.codebook, "perplexity": result.codebook_perplexity,
+              "prior_nll": prior_nll, "prior_bits_per_code": prior_nll / (positions * math.log(2)),
+              "positions": positions, "val_loss": [r["val_loss"] for r in rows]}
+    print(json.dumps({k: v for k, v in record.items() if k != "val_loss"}), flush=True)
+    return record
+
+
 def markdown(results: dict) -> str:
     lines = [f"families on `{results['data']}`, {results['epochs']} epochs each, IS-NLL with K = {results['k']} on "
              f"{results['runs'][0]['test_items']:,} test items ({results['machine']['cpu_label']}, "
              f"{results['machine']['cpu_count']} cores)", "",
              "| family | recipe | minutes | epochs | IS-NLL (nats) | ELBO | active units | images/s |",
              "|---|---|---|---|---|---|---|---|"]
+    discrete = [r for r in results["runs"] if r["family"] in DISCRETE]
     for r in results["runs"]:
+        if r in discrete:
+            continue
         flags = " ".join(r["flags"])
         lines.append(f"| {r['family']} | `{r['recipe']}`{' ' + flags if flags else ''} | {r['train_minutes']:.1f} | "
                      f"{r['epochs']} | {r['nll']:.2f} ± {r['nll_stderr']:.2f} | {r['elbo']:.2f} | "
                      f"{r['active_units']}/{r['latent_dim']} | {r['images_per_s']:,} |")
+    if discrete:
+        lines += ["", "| family | recipe | minutes (model + prior) | epochs | test recon at the codes (nats) | squared "
+                  "error | codes used | perplexity | prior -log p(codes) (nats; bits per code) | images/s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in discrete:
+            lines.append(f"| {r['family']} | `{r['recipe']}` | {r['train_minutes']:.1f} + {r['prior_minutes']:.1f} | "
+                         f"{r['epochs']} | {r['recon_at_code']:.2f} | {r['squared_error']:.2f} | "
+                         f"{r['codes_used']}/{r['codebook']} | {r['perplexity']:.1f} | {r['prior_nll']:.2f} "
+                         f"({r['prior_bits_per_code']:.2f}) | {r['images_per_s']:,} |")
     return "\n".join(lines)
 
 
