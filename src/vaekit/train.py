@@ -183,12 +183,13 @@ def kl_scale(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 @contextlib.contextmanager
 def _flush_denormals(device: torch.device):
-    """On a CPU, float32 values below 1.2e-38 count as 0 while training: arithmetic on such denormal numbers (Adam's
-    decaying moments of parameters without gradient, e.g. unused codebook rows) is many times slower: the vqvae
-    recipe on mnist-10k slowed over 24 epochs from 3,500 to 3,190 images/s without it and held 3,530 with it
-    (Intel Xeon, 2 cores). The fast VAE's losses came out bitwise the same either way. Switched off again
-    afterwards (torch's default)."""
-    if device.type != "cpu" or not torch.set_flush_denormal(True):
+    """On a CPU, float32 values below 1.2e-38 count as 0 while training, on this thread: arithmetic on such denormal
+    numbers (Adam's decaying moments of parameters without gradient: dead units, unused codebook rows) is many times
+    slower. torch's worker threads keep the mode they started with, so the command line sets it for the whole
+    process before any torch work (vaekit.cli); a Python caller gets the full effect by calling
+    torch.set_flush_denormal(True) first. Switched off again afterwards (torch's default) unless it was on."""
+    already = float(torch.tensor([1e-39]) * 1.0) == 0.0  # a denormal times one is 0 only when they are flushed
+    if device.type != "cpu" or already or not torch.set_flush_denormal(True):
         yield
         return
     try:

@@ -31,10 +31,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flush_denormals() -> None:
+    """float32 numbers below 1.2e-38 count as 0 in this process, set before any torch work so that the CPU threads
+    torch starts for its parallel operations inherit it (a thread takes its creator's floating-point mode; vaekit's
+    trainer sets it too, but only for the thread it runs on). Arithmetic on such denormal numbers is many times
+    slower, and Adam's moments of units that get no gradient (dead ReLUs, always-black pixels) decay into them: the
+    fast recipe on MNIST went from 2.0 s per epoch to 3.5 s by epoch 460, and back to 2.0 s with this."""
+    import torch
+
+    torch.set_flush_denormal(True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as given: what --nproc hands on to torchrun
+    _flush_denormals()
     # Under torchrun, process 0 speaks for the run; the others say only what goes wrong.
     quiet = os.environ.get("RANK", "0") not in ("", "0")
     logging.basicConfig(
