@@ -1,6 +1,8 @@
 """AE vs VAE side by side: train both with the same networks, measure them, write one self-contained HTML report."""
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
@@ -303,6 +305,10 @@ def compare(
         family = configs[slot].model.family
         log.info("training the %s (%d epochs on %s) ...", family.upper(), cfg.train.epochs, dataset.name)
         trained[slot] = runs.train(configs[slot], out / slot, overwrite=overwrite, dataset=dataset)
+        for stage in trained[slot].model.stages:  # a family's later stages (a vqvae's prior over codes): its samples
+            log.info("training the %s's %s stage (%d epochs) ...", family.upper(), stage, cfg.train.epochs)
+            later = runs.train_stage(out / slot, stage, epochs=max(1, cfg.train.epochs), progress=cfg.train.progress)
+            trained[slot] = dataclasses.replace(trained[slot], model=later.model)  # the model's own history stays
     quality = SampleQuality(dataset, options, seed)
     pairs = random_pairs(len(dataset.x_test), options.interpolation_pairs, seed)
     scores, figures = {}, {}

@@ -470,7 +470,7 @@ def config_flags(sections: tuple[str, ...] = ("data", "model", "train"), compone
             for f in fields(kind):
                 if not f.metadata.get("cli", True):
                     continue
-                name = f"--{component}-{f.name}".replace("_", "-")
+                name = f.metadata.get("flag") or f"--{component}-{f.name}".replace("_", "-")
                 flags.append(_flag_for(f, hints[f.name], "model", (component, f.name), name))
     return flags
 

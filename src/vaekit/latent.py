@@ -186,7 +186,8 @@ def traverse(
 
     `values` (default -3..3 in 9 steps) are measured in the prior's standard deviations from the prior's mean,
     dimension by dimension (for a standard normal prior, the code values themselves), so every row spans the
-    region the decoder was trained on, whatever the item and whatever the family's prior; absolute=True takes
+    region the decoder was trained on, whatever the item and whatever the family's prior (a family without a
+    likelihood bound, such as the ae or vqvae: the mean and spread of the codes of `data`, where given); absolute=True takes
     them as code values instead (an AE's codes have no fixed scale: choose values from them). dims picks the
     dimensions; top_n instead picks the n most used ones over `data` (see dimension_scores), most used first;
     neither gives every dimension in order. y: the item's label for a label-conditioned model.
@@ -200,7 +201,12 @@ def traverse(
     if absolute:
         positions = values.repeat(len(chosen), 1)
     else:
-        mean, std = prior_moments(model)
+        if not model.has_bound and data is not None:  # an autoencoder's prior is nominal (a vqvae's is learned
+            # later, over discrete codes): the codes' own spread over the data, as the explorer's sliders use
+            codes = encode_dataset(model, data, y=data_labels).flatten(1).double()
+            mean, std = codes.mean(0).float(), codes.std(0).float()
+        else:
+            mean, std = prior_moments(model)
         positions = mean[index, None] + std[index, None] * values  # (n_dims, n_values)
     z = code.flatten().repeat(len(chosen), len(values), 1)  # (n_dims, n_values, code size)
     for row, dim in enumerate(chosen):

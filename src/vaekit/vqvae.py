@@ -135,9 +135,11 @@ class VQVAE(Model):
                                       check=(lambda v: 1 <= v <= 4096, "between 1 and 4096"))
         prior_layers: int = setting(6, "residual masked convolutions of the vqvae's prior over codes",
                                     check=(lambda v: 0 <= v <= 64, "between 0 and 64"))
-        restart: bool = setting(True, "move vqvae codes unused for long (usage below restart_below per step, "
-                                      "decayed) to random encoder outputs of the batch (Dhariwal et al. 2020's "
-                                      "random restarts); off: the paper's codebook")
+        restart: bool = setting(True, "do not restart vqvae codes unused for long (the paper's codebook); by "
+                                      "default a code whose decayed use per step falls below restart_below and that "
+                                      "went unused in the step moves to a random encoder output of the batch "
+                                      "(Dhariwal et al. 2020)",
+                                flag="--vqvae-no-restart")
         restart_below: float = setting(1.0, "decayed per-step usage under which a vqvae code counts as dead",
                                        check=(non_negative, ">= 0"), cli=False)
         init_scale: float = setting(1.0, "codes start at encoder outputs of training items times this (1: as "
@@ -153,7 +155,9 @@ class VQVAE(Model):
             self.register_buffer("ema_sum", start.clone())
         else:
             self.codebook = nn.Parameter(start)
-        self.register_buffer("usage", torch.ones(k))  # decayed uses per step of each code (restarts read it)
+        # decayed uses per step of each code (restarts read it); 0 at the start, so the first training step moves
+        # every code it did not use to its encoder outputs: a start from the data even without init_from_data
+        self.register_buffer("usage", torch.zeros(k))
         self.prior_net = CodePrior(k, self.settings.prior_channels, self.settings.prior_layers)
         self.prior_net.requires_grad_(False)  # trained in its own stage
         self.stage: str | None = None
@@ -196,12 +200,15 @@ class VQVAE(Model):
         return super().decoder_params(z, y)
 
     # ---- the codebook ----------------------------------------------------------------------------------------
+    @torch.no_grad()
     def nearest(self, vectors: torch.Tensor) -> torch.Tensor:
-        """The index of the nearest code of each vector: (..., D) -> (...), by squared distance."""
-        flat = vectors.reshape(-1, vectors.shape[-1]).float()
-        book = self.codebook.float()
-        distances = flat.square().sum(1, keepdim=True) - 2 * flat @ book.T + book.square().sum(1)
-        return distances.argmin(1).view(vectors.shape[:-1])
+        """The index of the nearest code of each vector: (..., D) -> (...), by squared distance, in float32 even
+        under autocast (in bfloat16 most of a fresh codebook's choices came out different)."""
+        with torch.autocast(vectors.device.type, enabled=False):
+            flat = vectors.reshape(-1, vectors.shape[-1]).float()
+            book = self.codebook.float()
+            distances = flat.square().sum(1, keepdim=True) - 2 * flat @ book.T + book.square().sum(1)
+            return distances.argmin(1).view(vectors.shape[:-1])
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """Code indices (B, H, W) or (B, positions) -> flattened quantised grids (B, positions * D)."""
@@ -229,13 +236,9 @@ class VQVAE(Model):
     def _ema_update(self, vectors: torch.Tensor, codes: torch.Tensor) -> None:
         """N_k <- decay N_k + (1 - decay) n_k; m_k <- decay m_k + (1 - decay) sum of the vectors given code k;
         e_k = m_k / N_k, with N_k Laplace-smoothed so an unused code keeps a finite place."""
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and \
-                torch.distributed.get_world_size() > 1:
-            raise VaekitError("the vqvae's EMA codebook would follow each process's own share of the batch: train it "
-                              "in one process (drop --nproc), or drop model.vqvae.ema")
         decay, k = self.settings.decay, self.settings.codebook
         flat, index = vectors.reshape(-1, vectors.shape[-1]).float(), codes.reshape(-1)
-        counts = torch.bincount(index, minlength=k).to(flat)
+        counts = _counts(index, k, flat)
         sums = torch.zeros_like(self.ema_sum).index_add_(0, index, flat)
         self.ema_count.mul_(decay).add_(counts, alpha=1 - decay)
         self.ema_sum.mul_(decay).add_(sums, alpha=1 - decay)
@@ -245,12 +248,16 @@ class VQVAE(Model):
 
     @torch.no_grad()
     def _restart(self, vectors: torch.Tensor, codes: torch.Tensor) -> None:
-        """Each code's decayed use per step; a code whose use has fallen below restart_below moves to a random
-        encoder output of this batch (and counts as used once), all without a host sync."""
+        """Each code's decayed use per step; a code whose use has fallen below restart_below and that no position took
+        this step moves to a random encoder output of this batch (and counts as used once), without a host sync."""
         k, decay = self.settings.codebook, self.settings.decay
-        counts = torch.bincount(codes.reshape(-1), minlength=k).to(self.usage)
+        counts = _counts(codes.reshape(-1), k, self.usage)
         self.usage.mul_(decay).add_(counts, alpha=1 - decay)
-        dead = self.usage < self.settings.restart_below
+        # below the threshold and unused this step (a code this step's items took keeps its place, so their quantised
+        # vectors stay theirs). Where a batch holds fewer vectors than codes, most codes go unused every step and keep
+        # moving to recent encoder outputs: tried scaled down to the batch's vectors per code instead, the codes then
+        # stayed put for tens of steps and lagged the encoder (the conformance suite's 30 steps raised the loss).
+        dead = (self.usage < self.settings.restart_below) & (counts == 0)
         flat = vectors.detach().reshape(-1, vectors.shape[-1]).float()
         fresh = flat[torch.randint(flat.shape[0], (k,), device=flat.device)]
         self.codebook.copy_(torch.where(dead[:, None], fresh, self.codebook))
@@ -293,6 +300,10 @@ class VQVAE(Model):
         vectors = self._vectors(self.encoder_params(x, y))  # (B, P, D)
         codes = self.nearest(vectors)  # (B, P)
         quantised = self.codebook[codes]
+        if self.training and (self.settings.ema or self.settings.restart) and _several_processes():
+            raise VaekitError("the vqvae's EMA codebook and code restarts follow each process's own share of the "
+                              "batch, and the processes' codebooks would drift apart: train it in one process (drop "
+                              "--nproc), or use --vqvae-no-restart without model.vqvae.ema")
         if self.training:
             if self.settings.ema:
                 self._ema_update(vectors, codes)
@@ -306,7 +317,7 @@ class VQVAE(Model):
         straight = vectors + (quantised - vectors).detach()  # forward: the codes; backward: to the encoder
         recon = self.likelihood.nll(self.decoder_params(straight.flatten(1), y), x)
         loss = (recon + (self.config.beta * kl_scale) * vq).mean()
-        usage = torch.bincount(codes.reshape(-1), minlength=self.settings.codebook).float()
+        usage = _counts(codes.reshape(-1), self.settings.codebook, recon)
         perplexity = distributions.perplexity(usage).expand(x.shape[0])
         return Output(loss=loss, terms={"recon": recon, "commitment": commitment, "perplexity": perplexity}, elbo=None)
 
@@ -323,6 +334,17 @@ class VQVAE(Model):
         if not int(self.prior_net.trained):
             return {}
         return {"prior_nll": self.prior_net.nll(self.discrete_codes(x, y))}
+
+
+def _counts(index: torch.Tensor, k: int, like: torch.Tensor) -> torch.Tensor:
+    """How often each of k codes occurs in index, as like's float dtype (no host sync, unlike bincount on a GPU)."""
+    return torch.zeros(k, dtype=like.dtype, device=like.device).index_add_(
+        0, index, torch.ones(index.shape, dtype=like.dtype, device=like.device))
+
+
+def _several_processes() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() and \
+        torch.distributed.get_world_size() > 1
 
 
 class GridEncoder(nn.Module):

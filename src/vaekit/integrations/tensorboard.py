@@ -1,6 +1,7 @@
 """vaekit train --tensorboard: the run's numbers and pictures as TensorBoard event files in RUN/tensorboard."""
 from __future__ import annotations
 
+import logging
 import re
 import time
 from pathlib import Path
@@ -12,6 +13,8 @@ import torch
 from ..checkpoint import unwrap
 from ..errors import VaekitError
 from ..train import Callback, EpochResult, StepResult, Trainer
+
+log = logging.getLogger(__name__)
 
 PICTURES = 16  # samples and reconstructions drawn per epoch
 
@@ -38,6 +41,7 @@ class TensorBoardLog(Callback):
         self.writer: Any = None
         self.pending: list[tuple] = []  # steps not yet written: (step, names, values on the device, lr, kl_scale)
         self.items = None
+        self.said_no_samples = False
         if dataset is not None and dataset.is_image:
             count = min(PICTURES // 2, len(dataset.x_test))
             self.items = (dataset.x_test[:count], None if dataset.y_test is None else dataset.y_test[:count])
@@ -92,27 +96,36 @@ class TensorBoardLog(Callback):
         add("epoch/skipped_steps", result.skipped, result.step)
         if self.items is not None:
             samples, pairs = self.pictures(trainer)
-            self.writer.add_images("samples", samples, result.step)
+            if samples is not None:
+                self.writer.add_images("samples", samples, result.step)
             self.writer.add_images("reconstructions", pairs, result.step)
         self.writer.flush()
 
     @torch.no_grad()
-    def pictures(self, trainer: Trainer) -> tuple[np.ndarray, np.ndarray]:
-        """(N, C, H, W) in [0, 1]: prior samples (fixed noise), and the test items above their reconstructions."""
+    def pictures(self, trainer: Trainer) -> tuple[np.ndarray | None, np.ndarray]:
+        """(N, C, H, W) in [0, 1]: prior samples (fixed noise; None while the model cannot sample, e.g. a vqvae before
+        its prior stage), and the test items above their reconstructions."""
         model = unwrap(trainer.model)
         was_training = model.training
         model.eval()
         try:
             generator = torch.Generator().manual_seed(0)
             labels = (torch.arange(PICTURES) % model.num_labels).to(model.device) if model.num_labels else None
-            samples = model.sample(PICTURES, labels, generator=generator)
+            try:
+                samples = model.sample(PICTURES, labels, generator=generator)
+            except VaekitError as exc:
+                if not self.said_no_samples:
+                    log.info("TensorBoard gets no samples: %s", exc)
+                    self.said_no_samples = True
+                samples = None
             x, y = self.items
             x = x.to(model.device)
             y = None if y is None or not model.num_labels else y.to(model.device)
             pairs = torch.cat([x, model.reconstruct(x, y)])
         finally:
             model.train(was_training)
-        return (samples.float().clamp(0, 1).cpu().numpy(), pairs.float().clamp(0, 1).cpu().numpy())
+        return (None if samples is None else samples.float().clamp(0, 1).cpu().numpy(),
+                pairs.float().clamp(0, 1).cpu().numpy())
 
     def on_interrupt(self, trainer: Trainer) -> None:
         if self.writer is not None:
