@@ -264,6 +264,9 @@ def family_measurements(model: Model, x: torch.Tensor,
     per-item measurements (Model.evaluation_terms), over x."""
     usage: torch.Tensor | None = None
     sums: dict[str, float] = {}
+    family = type(model)
+    if family.discrete_codes is Model.discrete_codes and family.evaluation_terms is Model.evaluation_terms:
+        return usage, sums  # a family with neither: no pass over the data
     for start in range(0, x.shape[0], ENCODE_BATCH):
         xb = x[start : start + ENCODE_BATCH].to(model.device)
         yb = _labels(y, start, start + ENCODE_BATCH, model.device)

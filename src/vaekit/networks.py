@@ -69,16 +69,37 @@ def _conv_sizes(size: int, depth: int) -> list[int]:
     return sizes
 
 
+def downsampling_convs(in_channels: int, channels: tuple[int, ...]) -> list[nn.Module]:
+    """Stride-2, kernel-4 convolutions to each of `channels`, each followed by a ReLU: n -> n // 2 per layer."""
+    widths = [in_channels, *channels]
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip(widths[:-1], widths[1:]):
+        layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
+    return layers
+
+
+def upsampling_convs(data_shape: tuple[int, ...], channels: tuple[int, ...], param_channels: int) -> list[nn.Module]:
+    """The mirror of downsampling_convs, from channels[-1] back to the image's size with param_channels per image
+    channel; output_padding restores odd sizes exactly (28 -> 14 -> 7 -> 3 and back). ReLUs between, none after."""
+    out_channels, height, width = data_shape
+    hs, ws = _conv_sizes(height, len(channels)), _conv_sizes(width, len(channels))
+    widths = [*reversed(channels), out_channels * param_channels]
+    layers: list[nn.Module] = []
+    for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
+        level = len(channels) - 1 - i  # sizes index of the layer's output
+        padding = (hs[level] - 2 * hs[level + 1], ws[level] - 2 * ws[level + 1])
+        layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, output_padding=padding))
+        if i < len(channels) - 1:
+            layers.append(nn.ReLU())
+    return layers
+
+
 class ConvEncoder(nn.Module):
     def __init__(self, data_shape: tuple[int, ...], channels: tuple[int, ...], hidden: int, out_features: int,
                  condition_features: int = 0) -> None:
         super().__init__()
         in_channels, height, width = data_shape
-        widths = [in_channels, *channels]
-        layers: list[nn.Module] = []
-        for c_in, c_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
-        self.convs = nn.Sequential(*layers)
+        self.convs = nn.Sequential(*downsampling_convs(in_channels, channels))
         h, w = _conv_sizes(height, len(channels))[-1], _conv_sizes(width, len(channels))[-1]
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels[-1] * h * w + condition_features, hidden), nn.ReLU(),
                                   nn.Linear(hidden, out_features))
@@ -88,27 +109,19 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """Mirror of ConvEncoder; output_padding restores odd sizes exactly (28 -> 14 -> 7 -> 3 and back)."""
+    """Mirror of ConvEncoder (see upsampling_convs)."""
 
     def __init__(self, data_shape: tuple[int, ...], channels: tuple[int, ...], hidden: int, latent_dim: int, param_channels: int,
                  condition_features: int = 0) -> None:
         super().__init__()
-        out_channels, height, width = data_shape
+        _, height, width = data_shape
         hs, ws = _conv_sizes(height, len(channels)), _conv_sizes(width, len(channels))
         self.head = nn.Sequential(  # a condition enters both dense layers (see MLPDecoder)
             nn.Linear(latent_dim + condition_features, hidden), nn.ReLU(),
             nn.Linear(hidden + condition_features, channels[-1] * hs[-1] * ws[-1]), nn.ReLU(),
             nn.Unflatten(1, (channels[-1], hs[-1], ws[-1])),
         )
-        widths = [*reversed(channels), out_channels * param_channels]
-        layers: list[nn.Module] = []
-        for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
-            level = len(channels) - 1 - i  # sizes index of the layer's output
-            padding = (hs[level] - 2 * hs[level + 1], ws[level] - 2 * ws[level + 1])
-            layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, output_padding=padding))
-            if i < len(channels) - 1:
-                layers.append(nn.ReLU())
-        self.convs = nn.Sequential(*layers)
+        self.convs = nn.Sequential(*upsampling_convs(data_shape, channels, param_channels))
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         h = z

@@ -181,23 +181,6 @@ def kl_scale(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return min(1.0, step / (cfg.kl_warmup_epochs * steps_per_epoch))
 
 
-@contextlib.contextmanager
-def _flush_denormals(device: torch.device):
-    """On a CPU, float32 values below 1.2e-38 count as 0 while training, on this thread: arithmetic on such denormal
-    numbers (Adam's decaying moments of parameters without gradient: dead units, unused codebook rows) is many times
-    slower. torch's worker threads keep the mode they started with, so the command line sets it for the whole
-    process before any torch work (vaekit.cli); a Python caller gets the full effect by calling
-    torch.set_flush_denormal(True) first. Switched off again afterwards (torch's default) unless it was on."""
-    already = float(torch.tensor([1e-39]) * 1.0) == 0.0  # a denormal times one is 0 only when they are flushed
-    if device.type != "cpu" or already or not torch.set_flush_denormal(True):
-        yield
-        return
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
-
-
 class Trainer:
     """All training state lives here: model, optimiser, step, epoch, random generators, history. It calls
     model(x, y, kl_scale=...) and records whatever terms the model reports: it knows no family."""
@@ -287,7 +270,7 @@ class Trainer:
             hook(self)
         epoch_hooks = self._hooks("on_epoch_end")
         self.remember()
-        with self._signals(), _flush_denormals(self.device):
+        with self._signals():
             while self.epoch < self.cfg.epochs and not self.stopped_early:
                 try:
                     result = self._train_epoch(train, val, steps_per_epoch, total_steps)

@@ -27,7 +27,7 @@ from . import distributions
 from .distributions import PointMass
 from .errors import VaekitError
 from .models import Model, Output, register_family
-from .networks import MLPDecoder, MLPEncoder, _conv_sizes, resolve_network
+from .networks import MLPDecoder, MLPEncoder, _conv_sizes, downsampling_convs, resolve_network, upsampling_convs
 
 STAGE_PRIOR = "prior"
 
@@ -352,12 +352,8 @@ class GridEncoder(nn.Module):
 
     def __init__(self, in_channels: int, channels: tuple[int, ...], dim: int) -> None:
         super().__init__()
-        widths = [in_channels, *channels]
-        layers: list[nn.Module] = []
-        for c_in, c_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
-        layers += [nn.Conv2d(channels[-1], channels[-1], 3, padding=1), nn.ReLU(), nn.Conv2d(channels[-1], dim, 1)]
-        self.body = nn.Sequential(*layers)
+        self.body = nn.Sequential(*downsampling_convs(in_channels, channels), nn.Conv2d(channels[-1], channels[-1], 3,
+                                  padding=1), nn.ReLU(), nn.Conv2d(channels[-1], dim, 1))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         return self.body(x)
@@ -369,17 +365,8 @@ class GridDecoder(nn.Module):
 
     def __init__(self, data_shape: tuple[int, ...], channels: tuple[int, ...], dim: int, param_channels: int) -> None:
         super().__init__()
-        out_channels, height, width = data_shape
-        hs, ws = _conv_sizes(height, len(channels)), _conv_sizes(width, len(channels))
-        layers: list[nn.Module] = [nn.Conv2d(dim, channels[-1], 3, padding=1), nn.ReLU()]
-        widths = [*reversed(channels), out_channels * param_channels]
-        for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
-            level = len(channels) - 1 - i
-            padding = (hs[level] - 2 * hs[level + 1], ws[level] - 2 * ws[level + 1])
-            layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, output_padding=padding))
-            if i < len(channels) - 1:
-                layers.append(nn.ReLU())
-        self.body = nn.Sequential(*layers)
+        self.body = nn.Sequential(nn.Conv2d(dim, channels[-1], 3, padding=1), nn.ReLU(),
+                                  *upsampling_convs(data_shape, channels, param_channels))
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         return self.body(z)

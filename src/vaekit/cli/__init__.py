@@ -33,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _flush_denormals() -> None:
     """float32 numbers below 1.2e-38 count as 0 in this process, set before any torch work so that the CPU threads
-    torch starts for its parallel operations inherit it (a thread takes its creator's floating-point mode; vaekit's
-    trainer sets it too, but only for the thread it runs on). Arithmetic on such denormal numbers is many times
+    torch starts for its parallel operations inherit it (a thread takes its creator's floating-point mode: set at the
+    start of training instead, it reached only that thread and the run stayed slow). Arithmetic on such denormal numbers is many times
     slower, and Adam's moments of units that get no gradient (dead ReLUs, always-black pixels) decay into them: the
     fast recipe on MNIST went from 2.0 s per epoch to 3.5 s by epoch 460, and back to 2.0 s with this."""
     import torch
