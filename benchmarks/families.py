@@ -1,7 +1,7 @@
 """The families stage: every likelihood-bound family trained under one budget on dynamically binarised MNIST, then
 the test set's importance-sampled NLL (Burda et al. 2016's protocol: K = 5000 on all 10,000 test items).
 
-    python benchmarks/families.py [--epochs 10] [--k 5000] [--test-items 10000] [--families vae,iwae,vamp,hvae,vqvae]
+    python benchmarks/families.py [--epochs 10 | --minutes 5] [--k 5000] [--test-items 10000] [--families vae,iwae,...]
 
 Each family is its shipped recipe (`fast` for vae, `iwae`, `vamp`, `hvae`, `vqvae`) with the same number of epochs (the
 schedules stretch to fit), trained in its own process with the machine's threads. Writes
@@ -9,7 +9,10 @@ benchmarks/results/families-<date>.json and prints the README's table: family, r
 IS-NLL +- s.e., ELBO, active units, images/s. The vqvae has no likelihood bound: it trains its prior over codes
 for as many epochs (its second stage) and gets a table of its own (reconstruction, codebook use, the prior's NLL
 of the codes). A K-sample family costs about K decoder passes per item, so equal
-epochs are not equal time: the minutes column says what each took. Needs MNIST (`vaekit data get mnist`).
+epochs are not equal time: the minutes column says what each took. With `--minutes M` each family instead gets about
+M minutes: a 3-epoch probe run times its epochs (the median of epochs 2 and 3, as the trainer reports them), and the
+run gets as many epochs as fit in M minutes, so its schedule still ends on its last epoch. Needs MNIST
+(`vaekit data get mnist`).
 """
 from __future__ import annotations
 
@@ -41,11 +44,26 @@ FAMILIES = {  # name -> (recipe, extra train flags)
 DISCRETE = {"vqvae"}  # families whose second stage (vaekit train-prior) trains a prior over their codes
 
 
+def train_command(name: str, args: argparse.Namespace, epochs: int, out: Path) -> list[str]:
+    recipe, extra = FAMILIES[name]
+    return [sys.executable, "-m", "vaekit", "train", "--recipe", recipe, *extra, "--data", args.data,
+            "--epochs", str(epochs), "--seed", str(args.seed), "--no-progress", "--out", str(out)]
+
+
+def epochs_for(name: str, args: argparse.Namespace, work: Path) -> tuple[int, float]:
+    """How many epochs of this family fit in --minutes, from a 3-epoch probe; and the probe's seconds per epoch."""
+    out = work / f"{name}-probe"
+    subprocess.run(train_command(name, args, 3, out), check=True, stdout=subprocess.DEVNULL)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    seconds = statistics.median(r["seconds"] for r in rows[1:])
+    return max(1, int(args.minutes * 60 / seconds)), seconds
+
+
 def run(name: str, args: argparse.Namespace, work: Path) -> dict:
     recipe, extra = FAMILIES[name]
     out = work / name
-    command = [sys.executable, "-m", "vaekit", "train", "--recipe", recipe, *extra, "--data", args.data,
-               "--epochs", str(args.epochs), "--seed", str(args.seed), "--no-progress", "--out", str(out)]
+    epochs, probe_seconds = epochs_for(name, args, work) if args.minutes else (args.epochs, None)
+    command = train_command(name, args, epochs, out)
     print(" ".join(command[2:]), flush=True)
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -62,7 +80,7 @@ def run(name: str, args: argparse.Namespace, work: Path) -> dict:
               "images_per_s": round(statistics.median(r["images_per_s"] for r in rows[1:] or rows)),
               "test_items": int(x.shape[0]), "k": args.k, "nll": result.nll, "nll_stderr": result.nll_stderr,
               "elbo": result.elbo, "active_units": result.active_units, "latent_dim": result.latent_dim,
-              "eval_minutes": round((time.perf_counter() - began) / 60, 2),
+              "eval_minutes": round((time.perf_counter() - began) / 60, 2), "probe_seconds_per_epoch": probe_seconds,
               "val_loss": [r["val_loss"] for r in rows]}
     print(json.dumps({k: v for k, v in record.items() if k != "val_loss"}), flush=True)
     return record
@@ -71,7 +89,7 @@ def run(name: str, args: argparse.Namespace, work: Path) -> dict:
 def run_discrete(name: str, args: argparse.Namespace, out: Path, minutes: float, rows: list[dict]) -> dict:
     """The second stage (the prior over the codes, as many epochs as the first), then the test set's reconstruction,
     codebook usage and the prior's -log p of each item's codes."""
-    command = [sys.executable, "-m", "vaekit", "train-prior", str(out), "--epochs", str(args.epochs), "--no-progress"]
+    command = [sys.executable, "-m", "vaekit", "train-prior", str(out), "--epochs", str(len(rows)), "--no-progress"]
     print(" ".join(command[2:]), flush=True)
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -95,7 +113,8 @@ def run_discrete(name: str, args: argparse.Namespace, out: Path, minutes: float,
 
 
 def markdown(results: dict) -> str:
-    lines = [f"families on `{results['data']}`, {results['epochs']} epochs each, IS-NLL with K = {results['k']} on "
+    budget = f"about {results['minutes']:g} minutes" if results.get("minutes") else f"{results['epochs']} epochs"
+    lines = [f"families on `{results['data']}`, {budget} each, IS-NLL with K = {results['k']} on "
              f"{results['runs'][0]['test_items']:,} test items ({results['machine']['cpu_label']}, "
              f"{results['machine']['cpu_count']} cores)", "",
              "| family | recipe | minutes | epochs | IS-NLL (nats) | ELBO | active units | images/s |",
@@ -126,7 +145,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--families", default="vae,iwae,vamp,hvae")
     parser.add_argument("--data", default="mnist")
-    parser.add_argument("--epochs", type=int, default=10)
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=int, default=10, help="the same number of epochs for every family")
+    budget.add_argument("--minutes", type=float, default=None,
+                        help="about the same training time for every family (epochs from a timed probe)")
     parser.add_argument("--k", type=int, default=5000)
     parser.add_argument("--test-items", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
@@ -135,10 +157,12 @@ def main() -> None:
     unknown = set(args.families.split(",")) - set(FAMILIES)
     if unknown:
         parser.error(f"unknown families {sorted(unknown)}: choose from {', '.join(FAMILIES)}")
+    if args.minutes is not None and args.minutes <= 0:
+        parser.error("--minutes must be above 0")
     with tempfile.TemporaryDirectory() as work:
         runs = [run(name, args, Path(work)) for name in args.families.split(",")]
-    results = {"machine": machine(), "data": args.data, "epochs": args.epochs, "k": args.k, "seed": args.seed,
-               "runs": runs}
+    results = {"machine": machine(), "data": args.data, "epochs": None if args.minutes else args.epochs,
+               "minutes": args.minutes, "k": args.k, "seed": args.seed, "runs": runs}
     write_results("families", results, args.out, markdown(results))
 
 

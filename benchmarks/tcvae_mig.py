@@ -1,12 +1,15 @@
 """beta-TCVAE against the beta-VAE on `shapes`: MIG and reconstruction error, side by side, for several betas.
 
-    python benchmarks/tcvae_mig.py [--vae-betas 1,2,4,6] [--tcvae-betas 1,4,6] [--seed 0]
+    python benchmarks/tcvae_mig.py [--vae-betas 1,2,4,6] [--tcvae-betas 1,4,6] [--seeds 0]
 
 Each model is the shipped `shapes` recipe (an MLP, a 6-number code, 15 epochs on 32x32 shapes) with only the family
 and --beta changed, trained in its own process. MIG (Chen et al. 2018; 20 bins, as disentanglement_lib) is computed
 from the posterior means of 10,000 training shapes against all five factors; the reconstruction error is the test
-split's recon term (nats per image) from the run's last epoch. Writes benchmarks/results/tcvae-mig-<date>.json and
-prints a Markdown table. About 45 s per model on 2 CPU cores.
+split's recon term (nats per image) from the run's last epoch. With several seeds (`--seeds 0,1,2`) the table gives the
+mean and standard error of each over the seeds, and a second table sets each tcvae beta beside the beta-VAE at matched
+reconstruction: the beta-VAE's MIG interpolated linearly in reconstruction error between the two betas whose mean
+errors bracket the tcvae's (blank outside the beta-VAE's range). Writes benchmarks/results/tcvae-mig-<date>.json and
+prints the Markdown tables. About 45 s per model on 2 CPU cores.
 """
 from __future__ import annotations
 
@@ -52,15 +55,62 @@ def run(family: str, beta: float, seed: int, work: Path) -> dict:
             "test_elbo": round(last["val_elbo"], 3)}
 
 
+def summary(runs: list[dict]) -> list[dict]:
+    """Per (family, beta): the mean and standard error over seeds of MIG, reconstruction and KL."""
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["family"], r["beta"]), []).append(r)
+    rows = []
+    for (family, beta), group in groups.items():
+        row = {"family": family, "beta": beta, "seeds": [r["seed"] for r in group]}
+        for key in ("mig", "test_recon", "test_kl"):
+            values = np.array([r[key] for r in group], dtype=float)
+            row[key] = float(values.mean())
+            row[key + "_se"] = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
+        row["mig_per_factor"] = {name: float(np.mean([r["mig_per_factor"][name] for r in group]))
+                                 for name in FACTOR_NAMES}
+        rows.append(row)
+    return rows
+
+
+def matched(rows: list[dict]) -> list[dict]:
+    """Each tcvae row beside the beta-VAE's MIG at the same mean reconstruction error, interpolated linearly between
+    the beta-VAE rows whose errors bracket it; None outside their range."""
+    vae = sorted((r for r in rows if r["family"] == "vae"), key=lambda r: r["test_recon"])
+    out = []
+    for r in (r for r in rows if r["family"] == "tcvae"):
+        at = None
+        for low, high in zip(vae, vae[1:]):
+            if low["test_recon"] <= r["test_recon"] <= high["test_recon"]:
+                span = high["test_recon"] - low["test_recon"]
+                weight = (r["test_recon"] - low["test_recon"]) / span if span else 0.0
+                at = low["mig"] + weight * (high["mig"] - low["mig"])
+                break
+        out.append({"beta": r["beta"], "test_recon": r["test_recon"], "mig": r["mig"], "mig_se": r["mig_se"],
+                    "vae_mig_at_recon": at})
+    return out
+
+
 def markdown(results: dict) -> str:
-    lines = [f"beta-TCVAE vs beta-VAE on shapes ({results['machine']['cpu_label']}; recipe `shapes`, seed "
-             f"{results['seed']}; MIG on {ITEMS:,} training shapes, 20 bins)", "",
+    seeds = ", ".join(str(s) for s in results["seeds"])
+    lines = [f"beta-TCVAE vs beta-VAE on shapes ({results['machine']['cpu_label']}; recipe `shapes`, seeds {seeds}; "
+             f"MIG on {ITEMS:,} training shapes, 20 bins; mean ± s.e. over the seeds)", "",
              "| family | beta | MIG | test recon (nats) | test KL | MIG per factor (shape, scale, orientation, x, y) |",
              "|---|---|---|---|---|---|"]
-    for r in results["runs"]:
+
+    def value(row: dict, key: str, digits: int) -> str:
+        se = row.get(key + "_se")
+        return f"{row[key]:.{digits}f}" + (f" ± {se:.{digits}f}" if se is not None else "")
+
+    for r in results["summary"]:
         per = ", ".join(f"{v:.2f}" for v in r["mig_per_factor"].values())
-        lines.append(f"| {r['family']} | {r['beta']:g} | {r['mig']:.3f} | {r['test_recon']:.2f} | {r['test_kl']:.2f} "
-                     f"| {per} |")
+        lines.append(f"| {r['family']} | {r['beta']:g} | {value(r, 'mig', 3)} | {value(r, 'test_recon', 2)} | "
+                     f"{value(r, 'test_kl', 2)} | {per} |")
+    if results["matched"]:
+        lines += ["", "| tcvae beta | test recon (nats) | tcvae MIG | beta-VAE MIG at that recon |", "|---|---|---|---|"]
+        for m in results["matched"]:
+            at = "outside the beta-VAE's range" if m["vae_mig_at_recon"] is None else f"{m['vae_mig_at_recon']:.3f}"
+            lines.append(f"| {m['beta']:g} | {m['test_recon']:.2f} | {value(m, 'mig', 3)} | {at} |")
     return "\n".join(lines)
 
 
@@ -68,16 +118,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vae-betas", default="1,2,4,6")
     parser.add_argument("--tcvae-betas", default="1,4,6")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds; each model is trained with each")
     parser.add_argument("--out")
     args = parser.parse_args()
     plan = [("vae", float(b)) for b in args.vae_betas.split(",")] + [("tcvae", float(b))
                                                                        for b in args.tcvae_betas.split(",")]
-    results = {"machine": machine(), "seed": args.seed, "runs": []}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    results = {"machine": machine(), "seeds": seeds, "runs": []}
     with tempfile.TemporaryDirectory() as work:
-        for family, beta in plan:
-            results["runs"].append(run(family, beta, args.seed, Path(work)))
-            print(results["runs"][-1], file=sys.stderr)
+        for seed in seeds:
+            for family, beta in plan:
+                results["runs"].append(run(family, beta, seed, Path(work)))
+                print(results["runs"][-1], file=sys.stderr)
+    results["summary"] = summary(results["runs"])
+    results["matched"] = matched(results["summary"])
     write_results("tcvae-mig", results, args.out, markdown(results))
 
 
