@@ -353,11 +353,13 @@ def assignment(item: str) -> dict[str, Any]:
     return nested
 
 
-def override(cfg: RunConfig, assignments: list[str]) -> RunConfig:
-    """Apply "section.key=value" strings, e.g. "train.lr=3e-4" or "model.iwae.k=5"."""
+def override(cfg: RunConfig, assignments: list[str], flags: dict[str, Any] | None = None) -> RunConfig:
+    """Apply "section.key=value" strings, e.g. "train.lr=3e-4" or "model.iwae.k=5", after the raw mapping of
+    command-line flags if given (from_flags); the result is validated once, as a whole, so that a family chosen by
+    one (--set model.family=tcvae) admits its settings given by the other (--tcvae-gamma 0.5)."""
     _load_plugins()
-    for item in assignments:
-        for section_name, values in assignment(item).items():
+    for raw in [flags or {}, *(assignment(item) for item in assignments)]:
+        for section_name, values in raw.items():
             cfg = _apply(cfg, section_name, values)
     return validate(cfg)
 

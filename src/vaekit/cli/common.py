@@ -61,8 +61,8 @@ def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) ->
         cfg = recipe_config(args.recipe, cfg)
     if getattr(args, "config", None):
         cfg = config_module.load_yaml(args.config, cfg)
-    cfg = config_module.from_dict(config_module.from_flags(vars(args), config_module.config_flags()), cfg)
-    return config_module.override(cfg, getattr(args, "set", []) or [])
+    flags = config_module.from_flags(vars(args), config_module.config_flags())
+    return config_module.override(cfg, getattr(args, "set", []) or [], flags)
 
 
 def set_flags(args: argparse.Namespace) -> list[str]:
