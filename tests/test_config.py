@@ -52,6 +52,11 @@ def test_flags_yaml_and_set_reach_the_same_fields(tmp_path):
     assert (mixed.model.family, mixed.model.settings("tcvae").gamma, mixed.train.lr) == ("tcvae", 0.5, 5e-4)
     flipped = parse("--recipe", "shapes", "--model", "iwae", "--set", "model.iwae.k=3")
     assert (flipped.model.family, flipped.model.settings("iwae").k) == ("iwae", 3)
+    # the recipe's settings for its own family are left out when another family is chosen over it
+    for argv in (("--model", "vae"), ("--set", "model.family=vae")):
+        other = parse("--recipe", "hvae", *argv)
+        assert other.model.family == "vae" and "hvae" not in other.model.options and other.train.lr == 2e-3
+    assert "hvae" not in config.override(parse("--recipe", "hvae"), ["model.family=iwae"]).model.options
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -66,6 +71,7 @@ def test_flags_yaml_and_set_reach_the_same_fields(tmp_path):
     (["--conv-channels", ""], "model.conv_channels=(): must be"),
     (["--likelihood", "poisson"], "invalid choice"),
     (["--iwae-k", "3"], "model.iwae sets iwae's settings, but the model uses family vae"),  # likelihood auto
+    (["--recipe", "hvae", "--model", "vae", "--hvae-k", "3"], "model.hvae sets hvae's settings, but the model uses"),
     (["--set", "train.lr=["], "cannot read '[' as a value"),
 ])
 def test_bad_settings_are_refused_with_the_declared_requirement(argv, message, capsys, tmp_path):

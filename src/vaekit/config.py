@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import logging
 import math
 import typing
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -18,6 +19,8 @@ from typing import Any, Callable
 import yaml
 
 from .errors import VaekitError
+
+log = logging.getLogger(__name__)
 
 MAX_WIDTH = 2**20  # a layer wider than this (or a code longer) would not fit in memory beside its neighbours
 MAX_CHANNELS = 2**14
@@ -358,7 +361,16 @@ def override(cfg: RunConfig, assignments: list[str], flags: dict[str, Any] | Non
     command-line flags if given (from_flags); the result is validated once, as a whole, so that a family chosen by
     one (--set model.family=tcvae) admits its settings given by the other (--tcvae-gamma 0.5)."""
     _load_plugins()
-    for raw in [flags or {}, *(assignment(item) for item in assignments)]:
+    raws = [flags or {}, *(assignment(item) for item in assignments)]
+    families = [raw["model"]["family"] for raw in raws if isinstance(raw.get("model"), dict) and "family" in raw["model"]]
+    old = cfg.model.family
+    if families and families[-1] != old and old in cfg.model.options:
+        # A recipe's (or config's) settings for its own family do not apply to the family chosen over it; settings
+        # for the old family given here still reach validation, and are refused there with the fix.
+        log.info("model.%s (from the recipe or config) left out: the model is now %s", old, families[-1])
+        options = {name: values for name, values in cfg.model.options.items() if name != old}
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, options=options))
+    for raw in raws:
         for section_name, values in raw.items():
             cfg = _apply(cfg, section_name, values)
     return validate(cfg)
