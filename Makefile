@@ -24,8 +24,9 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/vaekit demo
 
+# Two test processes (pytest-xdist), each test file whole in one of them, each process with its share of the cores.
 test: $(VENV)/.installed browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The explorer's browser tests drive the system's Chromium (with Playwright, from the test extra). Where it is missing
 # and apt is usable (root), install it; elsewhere those tests skip and say why. Never fails the build.

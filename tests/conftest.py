@@ -2,12 +2,45 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
 
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (make test runs two processes), each process and what it starts gets its share of the
+    cores, so that the two do not fight over them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """The folder `name`/run made by build(folder) once per test session. Under pytest-xdist, the first process to
+    ask builds it in the session's shared temporary folder and the others wait for it, so a session fixture costs
+    its training once, not once per process; its users only read it."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        out = tmp_path_factory.mktemp(name) / "run"
+        build(out)
+        return out
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent / f"once-{name}"  # the session's folder, shared by its processes
+    out, done = root / "run", root / "done"
+    with FileLock(f"{root}.lock"):
+        if not done.is_file():
+            shutil.rmtree(root, ignore_errors=True)  # a build that failed part-way in another process
+            root.mkdir()
+            build(out)
+            done.touch()
+    return out
 
 
 @pytest.fixture(autouse=True)
@@ -58,12 +91,14 @@ def smiles_short_run(tmp_path_factory):
     from vaekit.cli import main
 
     root = shared_faces("smiles")
-    out = tmp_path_factory.mktemp("smiles") / "run"
-    with pytest.MonkeyPatch.context() as patch:  # the terms marker in a fresh home, as the face tests expect
-        patch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
-        assert main(["train", "--recipe", "faces", "--data", "smiles", "--data-dir", str(root), "--limit", "2000",
-                     "--epochs", "4", "--set", "train.warmup_steps=0", "--out", str(out), "--no-progress"]) == 0
-    return out, root
+
+    def build(out: Path) -> None:
+        with pytest.MonkeyPatch.context() as patch:  # the terms marker in a fresh home, as the face tests expect
+            patch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+            assert main(["train", "--recipe", "faces", "--data", "smiles", "--data-dir", str(root), "--limit", "2000",
+                         "--epochs", "4", "--set", "train.warmup_steps=0", "--out", str(out), "--no-progress"]) == 0
+
+    return built_once(tmp_path_factory, "smiles", build), root
 
 
 @pytest.fixture(scope="session")
@@ -74,6 +109,8 @@ def shapes_recipe_run(tmp_path_factory):
     from vaekit.cli import main
     from vaekit.data import load_dataset
 
-    out = tmp_path_factory.mktemp("shapes") / "run"
-    assert main(["train", "--recipe", "shapes", "--out", str(out), "--no-progress"]) == 0
+    def build(out: Path) -> None:
+        assert main(["train", "--recipe", "shapes", "--out", str(out), "--no-progress"]) == 0
+
+    out = built_once(tmp_path_factory, "shapes", build)
     return checkpoint.load(out), load_dataset(checkpoint.load_config(out).data)
