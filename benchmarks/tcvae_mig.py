@@ -1,15 +1,16 @@
 """beta-TCVAE against the beta-VAE on `shapes`: MIG and reconstruction error, side by side, for several betas.
 
-    python benchmarks/tcvae_mig.py [--vae-betas 1,2,4,6] [--tcvae-betas 1,4,6] [--seeds 0]
+    python benchmarks/tcvae_mig.py [--vae-betas 1,2,4,6] [--tcvae-betas 1,4,6] [--seeds 0] [--set KEY=VALUE ...]
 
 Each model is the shipped `shapes` recipe (an MLP, a 6-number code, 15 epochs on 32x32 shapes) with only the family
-and --beta changed, trained in its own process. MIG (Chen et al. 2018; 20 bins, as disentanglement_lib) is computed
-from the posterior means of 10,000 training shapes against all five factors; the reconstruction error is the test
-split's recon term (nats per image) from the run's last epoch. With several seeds (`--seeds 0,1,2`) the table gives the
-mean and standard error of each over the seeds, and a second table sets each tcvae beta beside the beta-VAE at matched
-reconstruction: the beta-VAE's MIG interpolated linearly in reconstruction error between the two betas whose mean
-errors bracket the tcvae's (blank outside the beta-VAE's range). Writes benchmarks/results/tcvae-mig-<date>.json and
-prints the Markdown tables. About 45 s per model on 2 CPU cores.
+and --beta changed (and any --set, alike for every model), trained in its own process. MIG (Chen et al. 2018; 20
+bins, as disentanglement_lib) is computed from the posterior means of 10,000 training shapes against all five
+factors; the reconstruction error is the test split's recon term (nats per image) from the run's last epoch. With
+several seeds (`--seeds 0,1,2`) the table gives the mean and standard error of each over the seeds, and a second
+table sets each tcvae beta beside the beta-VAE at matched reconstruction: the beta-VAE's MIG interpolated linearly
+in reconstruction error between the two betas whose mean errors bracket the tcvae's (blank outside the beta-VAE's
+range). Writes benchmarks/results/tcvae-mig-<date>.json and prints the Markdown tables.
+About 45 s per model on 2 CPU cores.
 """
 from __future__ import annotations
 
@@ -35,10 +36,12 @@ from vaekit.disentangle import mig  # noqa: E402
 ITEMS = 10_000
 
 
-def run(family: str, beta: float, seed: int, work: Path) -> dict:
+def run(family: str, beta: float, seed: int, work: Path, sets: list[str] = ()) -> dict:
     out = work / f"{family}-{beta:g}"
     command = [sys.executable, "-m", "vaekit", "train", "--recipe", "shapes", "--model", family, "--beta", str(beta),
                "--seed", str(seed), "--out", str(out), "--no-progress", "--overwrite"]
+    for item in sets:
+        command += ["--set", item]
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
@@ -119,16 +122,18 @@ def main() -> None:
     parser.add_argument("--vae-betas", default="1,2,4,6")
     parser.add_argument("--tcvae-betas", default="1,4,6")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds; each model is trained with each")
+    parser.add_argument("--set", action="append", default=[],
+                        help="a config override for every model, as vaekit train --set (e.g. model.latent_dim=10)")
     parser.add_argument("--out")
     args = parser.parse_args()
     plan = [("vae", float(b)) for b in args.vae_betas.split(",")] + [("tcvae", float(b))
                                                                        for b in args.tcvae_betas.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    results = {"machine": machine(), "seeds": seeds, "runs": []}
+    results = {"machine": machine(), "seeds": seeds, "set": args.set, "runs": []}
     with tempfile.TemporaryDirectory() as work:
         for seed in seeds:
             for family, beta in plan:
-                results["runs"].append(run(family, beta, seed, Path(work)))
+                results["runs"].append(run(family, beta, seed, Path(work), args.set))
                 print(results["runs"][-1], file=sys.stderr)
     results["summary"] = summary(results["runs"])
     results["matched"] = matched(results["summary"])
