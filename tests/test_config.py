@@ -57,6 +57,10 @@ def test_flags_yaml_and_set_reach_the_same_fields(tmp_path):
         other = parse("--recipe", "hvae", *argv)
         assert other.model.family == "vae" and "hvae" not in other.model.options and other.train.lr == 2e-3
     assert "hvae" not in config.override(parse("--recipe", "hvae"), ["model.family=iwae"]).model.options
+    other_file = tmp_path / "vae.yaml"
+    other_file.write_text("model: {family: vae}\n")
+    layered = parse("--recipe", "hvae", "--config", str(other_file))
+    assert layered.model.family == "vae" and "hvae" not in layered.model.options
 
 
 @pytest.mark.parametrize("argv,message", [

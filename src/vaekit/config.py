@@ -315,14 +315,28 @@ def _load_plugins() -> None:
 
 
 def from_dict(raw: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
-    _load_plugins()
-    cfg = base or RunConfig()
     if not isinstance(raw, dict):
         raise VaekitError("a config must be a mapping with sections data/model/train")
     for section_name, values in raw.items():
         if not isinstance(values, dict):
             raise VaekitError(f"config section {section_name!r} must be a mapping, got {values!r}")
-        cfg = _apply(cfg, section_name, values)
+    return _layer(base or RunConfig(), [raw])
+
+
+def _layer(cfg: RunConfig, raws: list[dict[str, Any]]) -> RunConfig:
+    """Raw mappings applied in order over cfg (a recipe, a config file, the defaults), validated once as a whole.
+    A family chosen here over cfg's leaves out cfg's settings for its old family, which do not apply to the new one;
+    settings for the old family given here still reach validation, and are refused there with the fix."""
+    _load_plugins()
+    families = [raw["model"]["family"] for raw in raws if isinstance(raw.get("model"), dict) and "family" in raw["model"]]
+    old = cfg.model.family
+    if families and families[-1] != old and old in cfg.model.options:
+        log.info("model.%s (from the recipe or config) left out: the model is now %s", old, families[-1])
+        options = {name: values for name, values in cfg.model.options.items() if name != old}
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, options=options))
+    for raw in raws:
+        for section_name, values in raw.items():
+            cfg = _apply(cfg, section_name, values)
     return validate(cfg)
 
 
@@ -360,20 +374,7 @@ def override(cfg: RunConfig, assignments: list[str], flags: dict[str, Any] | Non
     """Apply "section.key=value" strings, e.g. "train.lr=3e-4" or "model.iwae.k=5", after the raw mapping of
     command-line flags if given (from_flags); the result is validated once, as a whole, so that a family chosen by
     one (--set model.family=tcvae) admits its settings given by the other (--tcvae-gamma 0.5)."""
-    _load_plugins()
-    raws = [flags or {}, *(assignment(item) for item in assignments)]
-    families = [raw["model"]["family"] for raw in raws if isinstance(raw.get("model"), dict) and "family" in raw["model"]]
-    old = cfg.model.family
-    if families and families[-1] != old and old in cfg.model.options:
-        # A recipe's (or config's) settings for its own family do not apply to the family chosen over it; settings
-        # for the old family given here still reach validation, and are refused there with the fix.
-        log.info("model.%s (from the recipe or config) left out: the model is now %s", old, families[-1])
-        options = {name: values for name, values in cfg.model.options.items() if name != old}
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, options=options))
-    for raw in raws:
-        for section_name, values in raw.items():
-            cfg = _apply(cfg, section_name, values)
-    return validate(cfg)
+    return _layer(cfg, [flags or {}, *(assignment(item) for item in assignments)])
 
 
 def _check_fields(instance: Any, path: str) -> None:
