@@ -77,6 +77,8 @@ def test_flags_yaml_and_set_reach_the_same_fields(tmp_path):
     (["--iwae-k", "3"], "model.iwae sets iwae's settings, but the model uses family vae"),  # likelihood auto
     (["--recipe", "hvae", "--model", "vae", "--hvae-k", "3"], "model.hvae sets hvae's settings, but the model uses"),
     (["--set", "train.lr=["], "cannot read '[' as a value"),
+    (["--set", "edits.method=nearest"], "edits.method='nearest' is not one of mean-diff, linear, local"),
+    (["--set", "edit.method=local"], "did you mean edits"),
 ])
 def test_bad_settings_are_refused_with_the_declared_requirement(argv, message, capsys, tmp_path):
     try:
@@ -118,6 +120,30 @@ def test_bad_labels_are_one_line_errors(label, tmp_path, capsys):
     assert main(["sample", str(run), f"--label={label}", "--out", str(tmp_path / "s.png")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--label must be a class index 0..9" in err
+
+
+def test_a_run_keeps_its_recipes_edit_method_and_the_commands_follow_it(tmp_path, capsys):
+    """config edits.method: the shapes recipe's choice (local), kept in config.json and used by vaekit attribute
+    unless --method is given; the default elsewhere, and in run folders from before the section, is mean-diff; it
+    is not part of a run's identity, so changing it never stops a resume."""
+    assert parse().edits.method == "mean-diff" and parse("--recipe", "shapes").edits.method == "local"
+    assert parse("--recipe", "shapes", "--set", "edits.method=linear").edits.method == "linear"
+    run = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--network", "mlp", "--latent-dim", "2", "--epochs", "1",
+                 "--no-progress", "--set", "edits.method=local", "--out", str(run)]) == 0
+    assert json.loads((run / "config.json").read_text())["edits"] == {"method": "local"}
+    capsys.readouterr()
+    assert main(["attribute", str(run), "--attr", "3", "--score", "--items", "40", "--strengths=-1,0,1"]) == 0
+    assert capsys.readouterr().out.startswith("3 (local) on 40 held-out items")
+    assert main(["attribute", str(run), "--attr", "3", "--score", "--items", "40", "--strengths=-1,0,1",
+                 "--method", "linear"]) == 0
+    assert capsys.readouterr().out.startswith("3 (linear) on 40 held-out items")
+    identity = checkpoint.identity_sha256(run)
+    raw = json.loads((run / "config.json").read_text())
+    del raw["edits"]  # as written before the section existed
+    (run / "config.json").write_text(json.dumps(raw))
+    assert checkpoint.load_config(run).edits.method == "mean-diff"
+    assert checkpoint.identity_sha256(run) == identity
 
 
 def test_format_1_run_folders_still_load(tmp_path):

@@ -283,6 +283,27 @@ def test_an_attribute_edit_adds_the_vector_from_the_training_codes(digits):
     expected = edits.attribute_direction(latent.encode_dataset(explorer.model, dataset.x_train),
                                          latent.find_attribute(dataset, "train", "3"), "linear")
     assert linear["z"] == pytest.approx((code + expected).tolist(), abs=1e-4)
+    local = client.post("/api/attribute", json={"z": code.tolist(), "attribute": "3", "strength": 1.5,
+                                                "method": "local"}).json()
+    walk = edits.attribute_edit(latent.encode_dataset(explorer.model, dataset.x_train),
+                                latent.find_attribute(dataset, "train", "3"), "local")
+    assert local["z"] == pytest.approx(walk(code[None], 1.5)[0].tolist(), abs=1e-4)
+    assert local["method"] == "local"
+
+
+def test_the_runs_edit_method_is_the_default_and_info_says_which(small_run):
+    explorer = _explorer(small_run, edit_method="local")  # vaekit explore passes the run's config edits.method
+    with TestClient(create_app(explorer), base_url=BASE) as client:
+        assert client.get("/api/info").json()["edit_method"] == "local"
+        chosen = client.post("/api/attribute", json={"item": 4, "attribute": "3", "strength": 1}).json()
+        linear = client.post("/api/attribute", json={"item": 4, "attribute": "3", "strength": 1,
+                                                     "method": "linear"}).json()
+        assert chosen["method"] == "local" and linear["method"] == "linear" and chosen["z"] != linear["z"]
+        assert client.get("/api/score", params={"attribute": "3"}).status_code in (200, 202)
+    assert ("3", "local") in explorer._scores and ("3", "mean-diff") not in explorer._scores
+    explorer.close()
+    with pytest.raises(VaekitError, match="unknown method 'nearest'"):
+        _explorer(small_run, edit_method="nearest")
 
 
 def test_the_edit_score_is_computed_once_in_the_background_and_is_the_libraries(small_run, monkeypatch):
@@ -694,7 +715,7 @@ def test_out_of_range_numbers_and_wrong_types_are_4xx(digits, path, body, says):
 
 def test_an_edit_that_leaves_the_codes_range_is_refused(small_run):
     explorer = _explorer(small_run)
-    explorer._vectors[("3", "mean-diff")] = torch.tensor([1.0, 1.0])  # a known vector
+    explorer._edits[("3", "mean-diff")] = edits.AttributeEdit("mean-diff", torch.tensor([1.0, 1.0]))  # a known vector
     with TestClient(create_app(explorer), base_url=BASE) as client:
         ok = client.post("/api/attribute", json={"z": [999_990.0, 0], "attribute": "3", "strength": 10})
         assert ok.status_code == 200 and ok.json()["z"] == [1e6, 10.0]

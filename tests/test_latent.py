@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 
 import vaekit
-from vaekit import DataConfig, ModelConfig, RunConfig, TrainConfig, build_model, latent, viz
+from vaekit import DataConfig, ModelConfig, RunConfig, TrainConfig, build_model, edits, latent, viz
 from vaekit.cli import main
+from vaekit.cli.common import recipe_config
 from vaekit.data import Dataset, shapes
 from vaekit.errors import VaekitError
 
@@ -223,17 +224,18 @@ def shapes_run(shapes_recipe_run):
 
 
 def _attribute_curves(model, dataset, name: str, measure) -> np.ndarray:
-    """measure(decoded item + s * vector) over STRENGTHS for 8 test items whose factor is central: (8, 9).
+    """measure(decoded edit at strength s) over STRENGTHS for 8 test items whose factor is central: (8, 9).
 
-    The vector spans about half the factor's range, so s = +-2 pushes an item near an edge out of the data's
-    range, where the decoder saturates; central items stay inside it.
+    An edit of strength 1 moves the factor by up to half its range, so s = +-2 pushes an item near an edge out of
+    the data's range, where the decoder saturates; central items stay inside it.
     """
     groups = latent.find_attribute(dataset, "train", name)
-    vector = latent.attribute_vector(model, dataset.x_train, groups.mask, groups.versus)
+    method = recipe_config("shapes").edits.method  # the recipe's own edit (local)
+    edit = edits.attribute_edit(latent.encode_dataset(model, dataset.x_train), groups, method)
     factor = dataset.attributes_test[name].numpy()
     low, high = np.quantile(factor, [0.3, 0.7])
     items = np.flatnonzero((factor >= low) & (factor <= high))[:8]
-    return np.array([measure(latent.apply_attribute(model, dataset.x_test[i], vector, STRENGTHS)) for i in items])
+    return np.array([measure(edits.apply_edit(model, dataset.x_test[i], edit, STRENGTHS)) for i in items])
 
 
 def _assert_increasing(curves: np.ndarray) -> None:

@@ -147,9 +147,11 @@ ADDED_LATER = {("train", "early_stopping"): None, ("model", "free_bits"): 0.0}
 
 def identity_sha256(directory: str | Path) -> str:
     """The sha256 of what a run folder's config.json computes: its settings with defaults filled in, less the
-    train settings a resume may change (RUNTIME) and later settings left at their defaults (ADDED_LATER). A resume
+    train settings a resume may change (RUNTIME), later settings left at their defaults (ADDED_LATER) and the edits
+    section (used after training). A resume
     that rewrites config.json keeps it."""
     settings = load_config(directory).to_dict()
+    settings.pop("edits", None)  # how the trained model is edited afterwards, not what training computes
     for name in RUNTIME:
         settings["train"].pop(name, None)
     for (section, name), default in ADDED_LATER.items():
@@ -173,7 +175,7 @@ def load_config(directory: str | Path) -> RunConfig:
         raise VaekitError(f"{path} is corrupt (not a JSON object): retrain, or restore it from a backup")
     raw.pop("vaekit_version", None)
     fmt = raw.pop("format", FORMAT)
-    if not isinstance(fmt, int) or not all(isinstance(raw.get(k, {}), dict) for k in ("data", "model", "train")):
+    if not isinstance(fmt, int) or not all(isinstance(raw.get(k, {}), dict) for k in ("data", "model", "train", "edits")):
         raise VaekitError(f"{path} is corrupt (unexpected structure): retrain, or restore it from a backup")
     if fmt > FORMAT:
         raise VaekitError(f"{path} was written by a newer vaekit: upgrade vaekit to load it")

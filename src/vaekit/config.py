@@ -200,21 +200,33 @@ class TrainConfig:
                                    check=(lambda v: 0 < v <= 1, "in (0, 1]"))
 
 
+EDIT_METHODS = ("mean-diff", "linear", "local")
+
+
+@dataclass(frozen=True)
+class EditsConfig:
+    method: str = setting("mean-diff", "the attribute edits' default direction for this run's model (vaekit attribute, "
+                          "the explorer): the mean difference of the codes, the normal of a linear classifier, or "
+                          "local (each code's nearest training codes with minus without, followed step by step)",
+                          choices=EDIT_METHODS, cli=False)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    edits: EditsConfig = field(default_factory=EditsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return {"data": dataclasses.asdict(self.data), "model": self.model.to_dict(),
-                "train": dataclasses.asdict(self.train)}
+                "train": dataclasses.asdict(self.train), "edits": dataclasses.asdict(self.edits)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
 
-SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "edits": EditsConfig}
 
 
 def _close(name: str, options: list[str]) -> str:
@@ -316,7 +328,7 @@ def _load_plugins() -> None:
 
 def from_dict(raw: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
     if not isinstance(raw, dict):
-        raise VaekitError("a config must be a mapping with sections data/model/train")
+        raise VaekitError("a config must be a mapping with sections data/model/train/edits")
     for section_name, values in raw.items():
         if not isinstance(values, dict):
             raise VaekitError(f"config section {section_name!r} must be a mapping, got {values!r}")

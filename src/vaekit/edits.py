@@ -3,19 +3,23 @@ share of held-out items the edit moves the way it claims."""
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from .config import EDIT_METHODS
 from .errors import VaekitError
-from .latent import AttributeGroups, decode_mean, encode_dataset, find_attribute
+from .latent import AttributeGroups, decode_mean, encode_dataset, find_attribute, item_code
 from .models import Model
 
 log = logging.getLogger(__name__)
 
-METHODS = ("mean-diff", "linear")
+METHODS = EDIT_METHODS
+LOCAL_NEIGHBOURS = 100  # per group, as Upchurch et al. 2017
+LOCAL_STEPS = 4  # path steps per unit of strength
 
 
 def attribute_direction(codes: torch.Tensor, groups: AttributeGroups, method: str = "mean-diff") -> torch.Tensor:
@@ -27,6 +31,8 @@ def attribute_direction(codes: torch.Tensor, groups: AttributeGroups, method: st
     """
     if method not in METHODS:
         raise VaekitError(f"unknown --method {method!r}: use one of {', '.join(METHODS)}")
+    if method == "local":
+        raise VaekitError("--method local has a direction per code, not one vector: use attribute_edit")
     flat = codes.reshape(len(codes), -1).double()
     difference = flat[groups.mask].mean(0) - flat[groups.versus].mean(0)
     if method == "mean-diff":
@@ -40,6 +46,67 @@ def attribute_direction(codes: torch.Tensor, groups: AttributeGroups, method: st
     normal = torch.from_numpy(fit.coef_[0])
     normal = normal / normal.norm() * torch.sign(difference @ normal)  # pointing towards the attribute
     return (normal * difference.norm()).float().reshape(codes.shape[1:])
+
+
+class AttributeEdit:
+    """An attribute edit, `edit(codes, strength)` -> the edited codes (N, *code_shape) -> (N, *code_shape).
+
+    mean-diff and linear add strength times one vector (`vector`) to every code. local follows the attribute where
+    each code is (Deep Feature Interpolation, Upchurch et al. 2017, here in latent space): the direction at a code is
+    the mean of its `neighbours` nearest training codes with the attribute (all, where fewer) minus the mean of its
+    nearest without, and the edit walks it in `steps` steps per unit of strength, finding the neighbours again after
+    each step, so that it can bend where the encoder folded the attribute into other factors. Its `vector` is the
+    mean difference (the local direction with every code as a neighbour), for display only.
+    """
+
+    def __init__(self, method: str, vector: torch.Tensor, codes: torch.Tensor | None = None,
+                 groups: AttributeGroups | None = None, neighbours: int = LOCAL_NEIGHBOURS, steps: int = LOCAL_STEPS):
+        self.method, self.vector = method, vector
+        self.steps = steps
+        if method == "local":
+            if neighbours < 1 or steps < 1:
+                raise VaekitError(f"local edits need at least one neighbour and one step, got {neighbours}, {steps}")
+            flat = codes.reshape(len(codes), -1).float()
+            self._with, self._without = flat[groups.mask], flat[groups.versus]
+            self.neighbours = (min(neighbours, len(self._with)), min(neighbours, len(self._without)))
+
+    def __call__(self, codes: torch.Tensor, strength: float) -> torch.Tensor:
+        strength = float(strength)
+        if self.method != "local":
+            return codes + strength * self.vector.to(codes)
+        n = math.ceil(abs(strength) * self.steps)
+        z = codes.reshape(len(codes), -1).float()
+        for _ in range(n):
+            z = z + strength / n * self.direction(z)
+        return z.reshape(codes.shape).to(codes.dtype)
+
+    def direction(self, z: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+        """local: the direction at each of the codes z (N, D): the mean of the nearest codes with the attribute minus
+        the mean of the nearest without."""
+        parts = []
+        for i in range(0, len(z), chunk):
+            part = z[i:i + chunk]
+            near = [group[torch.cdist(part, group).topk(k, largest=False).indices].mean(1)
+                    for group, k in zip((self._with, self._without), self.neighbours)]
+            parts.append(near[0] - near[1])
+        return torch.cat(parts) if parts else torch.zeros_like(z)
+
+
+def attribute_edit(codes: torch.Tensor, groups: AttributeGroups, method: str = "mean-diff",
+                   neighbours: int = LOCAL_NEIGHBOURS, steps: int = LOCAL_STEPS) -> AttributeEdit:
+    """The edit of an attribute from the codes of one split (N, *code_shape): see AttributeEdit."""
+    vector = attribute_direction(codes, groups, "mean-diff" if method == "local" else method)
+    return AttributeEdit(method, vector, codes, groups, neighbours, steps)
+
+
+@torch.no_grad()
+def apply_edit(model: Model, x_item: torch.Tensor, edit: AttributeEdit, strengths: Sequence[float],
+               y: int | torch.Tensor | None = None) -> torch.Tensor:
+    """One item decoded after the edit at each strength: (len(strengths), *data_shape); strength 0 is the
+    reconstruction."""
+    code = item_code(model, x_item, y=y)[None]
+    edited = torch.cat([edit(code, s) for s in strengths])
+    return decode_mean(model, edited, None if y is None else torch.as_tensor(y).reshape(-1)[:1])
 
 
 # ---- judges: what an image shows, measured without the model -----------------------------------------------
@@ -160,8 +227,8 @@ def score_attribute(model: Model, dataset, name: str, strengths: Sequence[float]
                     method: str = "mean-diff", versus: str | None = None, items: int | None = None,
                     seed: int = 0, judge: Judge | None = None,
                     train_codes: torch.Tensor | None = None) -> AttributeScore:
-    """Score the edit of attribute `name` of a data.Dataset: the direction from the training split's codes, the
-    edits on the test split's items (all, or a random sample of `items`), judged by `judge` (default: the shapes'
+    """Score the edit of attribute `name` of a data.Dataset (method: see AttributeEdit; a run's own choice is its
+    config's edits.method): the edit made from the training split's codes, applied to the test split's items (all, or a random sample of `items`), judged by `judge` (default: the shapes'
     measurements where they exist, else a pixel classifier trained on the training split). train_codes: the
     training split's codes, where the caller has them already (else they are encoded here)."""
     strengths = tuple(float(s) for s in strengths)
@@ -178,7 +245,7 @@ def score_attribute(model: Model, dataset, name: str, strengths: Sequence[float]
     codes = encode_dataset(model, train.x, y=train.y if conditioned else None) if train_codes is None else train_codes
     if len(codes) != len(train.x):
         raise VaekitError(f"train_codes has {len(codes)} codes for {len(train.x)} training items: give one per item")
-    direction = attribute_direction(codes, train_groups, method)
+    edit = attribute_edit(codes, train_groups, method)
     if judge is None:
         judge = (shapes_judge(name) if dataset.name == "shapes" else None) or classifier_judge(
             train.x, train_groups, test.x, test_groups, seed=seed)
@@ -191,7 +258,7 @@ def score_attribute(model: Model, dataset, name: str, strengths: Sequence[float]
     x = test.x[pool]
     y = test.y[pool] if conditioned and test.y is not None else None
     item_codes = encode_dataset(model, x, y=y)
-    decoded = torch.stack([_decode(model, item_codes + s * direction, y) for s in strengths])  # (S, N, *data_shape)
+    decoded = torch.stack([_decode(model, edit(item_codes, s), y) for s in strengths])  # (S, N, *data_shape)
     values = np.stack([judge.read(images) for images in decoded])  # (S, N)
     zero = strengths.index(0.0)
     moved: list[float | None] = []

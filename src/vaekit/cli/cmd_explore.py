@@ -6,8 +6,9 @@ import logging
 import os
 import sys
 
+from .. import checkpoint
 from ..errors import VaekitError
-from .common import add_data_flags, add_split, load_run, run_dataset
+from .common import add_data_flags, add_split, load_run, run_dataset, run_folder
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         model = load_run(args.run)
         dataset = run_dataset(args.run, args)
         explorer = Explorer(model, dataset, split=args.split, map_items=args.map_items, run=str(args.run),
-                            attribute_table=args.attr_file)
+                            attribute_table=args.attr_file,
+                            edit_method=checkpoint.load_config(run_folder(args.run)).edits.method)
     except BaseException:
         sock.close()
         raise

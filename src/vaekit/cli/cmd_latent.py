@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import edits, latent, viz
+from .. import checkpoint, edits, latent, viz
 from ..errors import VaekitError
 from ..data.tables import model_table
-from .common import add_data_flags, add_out, add_split, load_run, pick, run_dataset, save_output, split_labels
+from .common import (add_data_flags, add_out, add_split, load_run, pick, run_dataset, run_folder, save_output,
+                     split_labels)
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--versus", help="with a class --attr: the class to compare against (default: all others)")
     p.add_argument("--attr-file", help="CSV or CelebA list_attr_celeba.txt table, one row per item of --split, in order "
                    "(the vector then comes from --split's codes)")
-    p.add_argument("--method", choices=edits.METHODS, default="mean-diff", help="the direction: mean code with minus "
-                   "without, or the normal of a linear classifier in latent space (default mean-diff)")
+    p.add_argument("--method", choices=edits.METHODS, help="the direction: mean code with minus without, the normal "
+                   "of a linear classifier in latent space, or local: at each code, its nearest training codes with "
+                   "minus its nearest without, followed step by step (default: the run's config edits.method, "
+                   "mean-diff unless its recipe chose another)")
     p.add_argument("--apply-to", default="0", metavar="I,J,...", help="indices of the items of --split to edit, "
                    "one row each (default 0)")
     p.add_argument("--strengths", default="-2,-1,0,1,2", help="multiples of the vector to add, e.g. -2,-1,0,1,2")
@@ -152,6 +155,8 @@ def traverse(args: argparse.Namespace) -> int:
 def attribute(args: argparse.Namespace) -> int:
     strengths = parse_numbers(args.strengths, "--strengths")
     model, dataset, x, y = _load(args)
+    if args.method is None:
+        args.method = checkpoint.load_config(run_folder(args.run)).edits.method
     if args.score:
         if args.attr_file:
             raise VaekitError("--score reads the attribute of the data set's own splits: drop --attr-file")
@@ -192,8 +197,8 @@ def attribute(args: argparse.Namespace) -> int:
         groups = latent.find_attribute(dataset, "train", args.attr, versus=args.versus)
         codes = latent.encode_dataset(model, dataset.x_train, y=split_labels(model, dataset, "train"))
     log.info("attribute vector (%s): %s", args.method, groups.description)
-    vector = edits.attribute_direction(codes, groups, args.method)
-    images = torch.stack([latent.apply_attribute(model, item, vector, strengths, y=_label(y, index))
+    edit = edits.attribute_edit(codes, groups, args.method)
+    images = torch.stack([edits.apply_edit(model, item, edit, strengths, y=_label(y, index))
                           for item, index in zip(items, indices)])
     if not args.out.endswith(".npy") or len(indices) == 1:  # one item: (n_strengths, *data_shape), as before
         images = images.flatten(0, 1)

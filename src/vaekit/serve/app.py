@@ -143,7 +143,8 @@ def create_app(explorer: Explorer, hosts: Sequence[str] | None = LOOPBACK_HOSTS)
         strength: float = Field(description="multiple of the attribute vector to add, -10..10")
         item: StrictInt | None = None
         z: list[float] | None = None
-        method: Literal["mean-diff", "linear"] = "mean-diff"
+        method: Literal["mean-diff", "linear", "local"] | None = Field(
+            None, description="the edit's direction (default: the run's, /api/info edit_method)")
         label: Label = None
 
     class SampleRequest(Strict):
@@ -218,7 +219,7 @@ def create_app(explorer: Explorer, hosts: Sequence[str] | None = LOOPBACK_HOSTS)
                                   request.label if request.label is not None else _index(label))
 
     @app.get("/api/score", summary="The measured score of an attribute edit (computed once, in the background)")
-    def score(attribute: str, method: Literal["mean-diff", "linear"] = "mean-diff") -> JSONResponse:
+    def score(attribute: str, method: Literal["mean-diff", "linear", "local"] | None = None) -> JSONResponse:
         result = explorer.score(attribute, method)
         return JSONResponse(result, status_code=202 if result["status"] == "computing" else 200)
 

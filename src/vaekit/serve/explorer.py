@@ -67,7 +67,8 @@ class Explorer:
     """One trained model and its data set, served to the explorer page (and to anyone using its JSON API)."""
 
     def __init__(self, model: Model, dataset: Dataset, split: str = "test", map_items: int = 2000,
-                 run: str = "", score_items: int = SCORE_ITEMS, attribute_table: str | None = None) -> None:
+                 run: str = "", score_items: int = SCORE_ITEMS, attribute_table: str | None = None,
+                 edit_method: str = "mean-diff") -> None:
         if map_items < 2:
             raise VaekitError(f"--map-items must be at least 2, got {map_items}")
         self.model = model.eval()
@@ -75,6 +76,7 @@ class Explorer:
         self.split = split
         self.run = run
         self.score_items = score_items
+        self.edit_method = self._method(edit_method)  # the run's config.edits.method: used where none is asked for
         self.table = model_table(model.config)
         self.items = dataset.split(split)
         if len(self.items) < 2:
@@ -86,7 +88,7 @@ class Explorer:
         self._cache_lock = threading.Lock()  # the caches' dictionaries
         self._compute_lock = threading.Lock()  # one computation of a cached thing at a time, so none is done twice
         self._upload_lock = threading.BoundedSemaphore(1)  # one picture decoded at a time bounds their memory
-        self._vectors: dict[tuple[str, str], torch.Tensor] = {}
+        self._edits: dict[tuple[str, str], edits.AttributeEdit] = {}
         self._scores: dict[tuple[str, str], Future] = {}
         self._score_queue: list[tuple[tuple[str, str], Future]] = []
         self._score_wake = threading.Condition()
@@ -139,6 +141,7 @@ class Explorer:
             "labels": self._label_names() if self.items.y is not None or self.conditioned else None,
             "conditioned": self.conditioned, "attributes": self.attributes(),
             "colourings": (["label"] if self.items.y is not None else []) + sorted(self._split_attributes()),
+            "edit_method": self.edit_method,
         }
 
     def attributes(self) -> list[str]:
@@ -205,38 +208,45 @@ class Explorer:
         path = self._finite_code(path)
         return {"frames": frames, "z": path.tolist()} if t is None else {**frames[0], "z": path[0].tolist()}
 
-    def vector(self, name: str, method: str = "mean-diff") -> torch.Tensor:
-        """The attribute's direction from the training split's codes, computed once per (name, method)."""
+    def _method(self, method: str | None) -> str:
+        if method is None:
+            return self.edit_method
         if method not in edits.METHODS:
             raise VaekitError(f"unknown method {method!r}: use one of {', '.join(edits.METHODS)}")
+        return method
+
+    def edit(self, name: str, method: str | None = None) -> edits.AttributeEdit:
+        """The attribute's edit from the training split's codes, made once per (name, method); method None: the
+        run's (edit_method)."""
+        method = self._method(method)
         key = (name, method)
         with self._cache_lock:
-            if key in self._vectors:
-                return self._vectors[key]
+            if key in self._edits:
+                return self._edits[key]
         groups = self._groups(name)
         codes = self.split_codes() if self._from_table(name) else self.train_codes()
         with self._compute_lock:
-            if key not in self._vectors:
-                self._vectors[key] = edits.attribute_direction(codes, groups, method).flatten()
-            return self._vectors[key]
+            if key not in self._edits:
+                self._edits[key] = edits.attribute_edit(codes, groups, method)
+            return self._edits[key]
 
-    def attribute(self, code: torch.Tensor, name: str, strength: float, method: str = "mean-diff",
+    def attribute(self, code: torch.Tensor, name: str, strength: float, method: str | None = None,
                   label: int | str | None = None) -> dict[str, Any]:
         if not (math.isfinite(strength) and abs(strength) <= MAX_STRENGTH):
             raise VaekitError(f"strength must be a number between -{MAX_STRENGTH:g} and {MAX_STRENGTH:g}, got {strength}")
-        vector = self.vector(name, method)
-        edited = self._finite_code(code.flatten() + strength * vector)
+        method = self._method(method)
+        edit = self.edit(name, method)
+        edited = self._finite_code(edit(code.reshape(1, *self.model.code_shape), strength).flatten())
         y = self.parse_label(label)
         with self._lock:
             values = latent.decode_mean(self.model, edited.reshape(1, *self.model.code_shape), y)
         return {**self.render(values)[0], "z": self._finite_code(edited).tolist(), "attribute": name,
                 "method": method, "strength": strength, "score": self.score(name, method)}
 
-    def score(self, name: str, method: str = "mean-diff") -> dict[str, Any]:
+    def score(self, name: str, method: str | None = None) -> dict[str, Any]:
         """The edit's measured score (vaekit.edits.score_attribute on the test split), computed once in the
         background: {"status": "computing"}, then {"status": "ready", ...} or {"status": "unavailable", "reason"}."""
-        if method not in edits.METHODS:
-            raise VaekitError(f"unknown method {method!r}: use one of {', '.join(edits.METHODS)}")
+        method = self._method(method)
         self._groups(name)  # an unknown attribute is a 404 now, not a failed job later
         key = (name, method)
         with self._score_wake:
