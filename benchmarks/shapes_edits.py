@@ -1,5 +1,6 @@
 """How reliably attribute edits move what they claim on `shapes`: the shipped recipe trained with several seeds,
-each scored on all 2,000 test shapes at strengths -1, 0, 1 (strictly monotone, and end to end), both directions.
+each scored on all 2,000 test shapes at strengths -1, 0, 1 (strictly monotone, and end to end), by each edit
+method (mean-diff, linear, local).
 
     python benchmarks/shapes_edits.py [--seeds 0,1,2,3] [--recipe shapes] [--threads 1] [--set KEY=VALUE ...]
 
@@ -71,14 +72,16 @@ def where_it_fails(model, dataset, name: str, column: int) -> dict:
 
 
 def markdown(results: dict) -> str:
-    lines = [f"shapes edits, recipe `{results['recipe']}` ({results['machine']['cpu_label']}; monotone % mean-diff / "
-             "linear, end to end in brackets)", "",
+    methods = [m for m in edits.METHODS if f"{ATTRIBUTES[0]}/{m}" in results["seeds"][0]]
+    lines = [f"shapes edits, recipe `{results['recipe']}` ({results['machine']['cpu_label']}; monotone % "
+             f"{' / '.join(methods)}, end to end in brackets, in the same order)", "",
              "| seed | train s | " + " | ".join(ATTRIBUTES) + " |", "|---|---|" + "---|" * len(ATTRIBUTES)]
     for r in results["seeds"]:
         cells = []
         for name in ATTRIBUTES:
-            a, b = r[f"{name}/mean-diff"], r[f"{name}/linear"]
-            cells.append(f"{100 * a['monotone']:.1f} / {100 * b['monotone']:.1f} ({100 * a['ends']:.1f})")
+            scores = [r[f"{name}/{m}"] for m in methods]
+            cells.append(" / ".join(f"{100 * a['monotone']:.1f}" for a in scores)
+                         + " (" + " / ".join(f"{100 * a['ends']:.1f}" for a in scores) + ")")
         lines.append(f"| {r['seed']} | {r['train_s']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
