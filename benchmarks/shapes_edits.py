@@ -4,8 +4,8 @@ method (mean-diff, linear, local).
 
     python benchmarks/shapes_edits.py [--seeds 0,1,2,3] [--recipe shapes] [--threads 1] [--set KEY=VALUE ...]
 
-Writes benchmarks/results/shapes-<date>.json and prints a Markdown table. Each seed trains for about 40 s on 2 CPU
-cores here.
+Writes benchmarks/results/shapes-<date>.json (or --out) and prints a Markdown table. Each seed trains for 65-80 s
+on one thread here (AMD EPYC, the tcvae recipe).
 """
 from __future__ import annotations
 

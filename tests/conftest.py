@@ -104,7 +104,7 @@ def smiles_short_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def shapes_recipe_run(tmp_path_factory):
     """The shipped shapes recipe trained as a user would (`vaekit train --recipe shapes`, default settings; about
-    30-45 s): the model and its data set."""
+    40-75 s): the model and its data set."""
     from vaekit import checkpoint
     from vaekit.cli import main
     from vaekit.data import load_dataset

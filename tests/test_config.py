@@ -47,7 +47,7 @@ def test_flags_yaml_and_set_reach_the_same_fields(tmp_path):
     assert by_flag == by_set == by_yaml
     assert by_flag.model.settings("iwae").k == 7 and by_flag.model.settings("gaussian").std == 0.2
     # a family chosen one way admits its settings given the other way, over a recipe of another family; --set wins
-    mixed = parse("--recipe", "shapes", "--set", "model.family=tcvae", "--tcvae-gamma", "0.5", "--lr", "2e-3",
+    mixed = parse("--recipe", "fast", "--set", "model.family=tcvae", "--tcvae-gamma", "0.5", "--lr", "2e-3",
                   "--set", "train.lr=5e-4")
     assert (mixed.model.family, mixed.model.settings("tcvae").gamma, mixed.train.lr) == ("tcvae", 0.5, 5e-4)
     flipped = parse("--recipe", "shapes", "--model", "iwae", "--set", "model.iwae.k=3")

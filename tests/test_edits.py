@@ -151,6 +151,11 @@ def test_local_with_every_code_as_neighbour_is_the_mean_difference():
     for strength in (-2.0, -0.3, 0.0, 1.0, 2.5):
         assert torch.allclose(edit(items, strength), items + strength * mean_diff, atol=1e-5)
     assert torch.equal(edit(items, 0.0), items)
+    assert edit(items[:0], 1.0).shape == (0, 3)
+    with pytest.raises(VaekitError, match="needs codes in both groups, got 0 with"):
+        edits.attribute_edit(codes, AttributeGroups("a", mask & False, ~mask, ""), "local")
+    with pytest.raises(VaekitError, match="strength must be a finite number"):
+        edit(items, float("nan"))
 
 
 def test_local_follows_an_attribute_the_code_folds_and_the_mean_difference_cannot():
@@ -210,8 +215,12 @@ def test_the_cli_scores_and_edits_several_items(small_run, tmp_path, capsys):
                  "--out", str(tmp_path / "l.npy")]) == 0
     local = np.load(tmp_path / "l.npy")
     assert local.shape == (2, 5, 1, 8, 8) and np.allclose(local[:, 2], np.load(tmp_path / "e.npy")[:, 2], atol=1e-6)
+    capsys.readouterr()
     assert main(["attribute", str(small_run), "--attr", "3", "--method", "local", "--score", "--items", "50"]) == 0
-    assert "local" in capsys.readouterr().out
+    assert capsys.readouterr().out.startswith("3 (local) on 50 held-out items")
+    assert main(["attribute", str(small_run), "--attr", "3", "--method", "local", "--strengths=-200,0,1",
+                 "--out", str(tmp_path / "far.png")]) == 2
+    assert "use strengths within +-100" in capsys.readouterr().err
     assert main(["attribute", str(small_run), "--attr", "3", "--apply-to", "0.5", "--out", str(tmp_path / "e.png")]) == 2
     assert main(["attribute", str(small_run), "--attr", "3", "--score", "--out", str(tmp_path / "s.png")]) == 2
     assert main(["attribute", str(small_run), "--attr", "3", "--score", "--apply-to", "4"]) == 2  # --score edits all

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 METHODS = EDIT_METHODS
 LOCAL_NEIGHBOURS = 100  # per group, as Upchurch et al. 2017
 LOCAL_STEPS = 4  # path steps per unit of strength
+LOCAL_MAX_STRENGTH = 100.0  # a walk of 400 steps at most
 
 
 def attribute_direction(codes: torch.Tensor, groups: AttributeGroups, method: str = "mean-diff") -> torch.Tensor:
@@ -61,21 +62,33 @@ class AttributeEdit:
 
     def __init__(self, method: str, vector: torch.Tensor, codes: torch.Tensor | None = None,
                  groups: AttributeGroups | None = None, neighbours: int = LOCAL_NEIGHBOURS, steps: int = LOCAL_STEPS):
+        if method not in METHODS:
+            raise VaekitError(f"unknown --method {method!r}: use one of {', '.join(METHODS)}")
         self.method, self.vector = method, vector
         self.steps = steps
         if method == "local":
+            if codes is None or groups is None:
+                raise VaekitError("a local edit needs the training codes and their groups: use attribute_edit")
             if neighbours < 1 or steps < 1:
                 raise VaekitError(f"local edits need at least one neighbour and one step, got {neighbours}, {steps}")
-            flat = codes.reshape(len(codes), -1).float()
+            flat = codes.flatten(1).float()
             self._with, self._without = flat[groups.mask], flat[groups.versus]
+            if not len(self._with) or not len(self._without):
+                raise VaekitError(f"a local edit needs codes in both groups, got {len(self._with)} with the "
+                                  f"attribute and {len(self._without)} without: choose an attribute both groups have")
             self.neighbours = (min(neighbours, len(self._with)), min(neighbours, len(self._without)))
 
     def __call__(self, codes: torch.Tensor, strength: float) -> torch.Tensor:
         strength = float(strength)
+        if not math.isfinite(strength):
+            raise VaekitError(f"an edit's strength must be a finite number, got {strength}")
         if self.method != "local":
             return codes + strength * self.vector.to(codes)
+        if abs(strength) > LOCAL_MAX_STRENGTH:
+            raise VaekitError(f"a local edit walks {self.steps} steps per unit of strength: use strengths within "
+                              f"+-{LOCAL_MAX_STRENGTH:g}, got {strength:g}")
         n = math.ceil(abs(strength) * self.steps)
-        z = codes.reshape(len(codes), -1).float()
+        z = codes.flatten(1).float()
         for _ in range(n):
             z = z + strength / n * self.direction(z)
         return z.reshape(codes.shape).to(codes.dtype)
@@ -83,11 +96,15 @@ class AttributeEdit:
     def direction(self, z: torch.Tensor, chunk: int = 512) -> torch.Tensor:
         """local: the direction at each of the codes z (N, D): the mean of the nearest codes with the attribute minus
         the mean of the nearest without."""
+        if self.method != "local":
+            return self.vector.flatten().to(z).expand(len(z), -1).clone()
         parts = []
+        chunk = max(1, chunk * 64 // max(64, z.shape[1]))  # the neighbours gathered: (chunk, 100, D) at a time
+        groups = [group.to(z.device) for group in (self._with, self._without)]
         for i in range(0, len(z), chunk):
             part = z[i:i + chunk]
             near = [group[torch.cdist(part, group).topk(k, largest=False).indices].mean(1)
-                    for group, k in zip((self._with, self._without), self.neighbours)]
+                    for group, k in zip(groups, self.neighbours)]
             parts.append(near[0] - near[1])
         return torch.cat(parts) if parts else torch.zeros_like(z)
 
@@ -228,9 +245,10 @@ def score_attribute(model: Model, dataset, name: str, strengths: Sequence[float]
                     seed: int = 0, judge: Judge | None = None,
                     train_codes: torch.Tensor | None = None) -> AttributeScore:
     """Score the edit of attribute `name` of a data.Dataset (method: see AttributeEdit; a run's own choice is its
-    config's edits.method): the edit made from the training split's codes, applied to the test split's items (all, or a random sample of `items`), judged by `judge` (default: the shapes'
-    measurements where they exist, else a pixel classifier trained on the training split). train_codes: the
-    training split's codes, where the caller has them already (else they are encoded here)."""
+    config's edits.method): the edit made from the training split's codes, applied to the test split's items (all,
+    or a random sample of `items`), judged by `judge` (default: the shapes' measurements where they exist, else a
+    pixel classifier trained on the training split). train_codes: the training split's codes, where the caller has
+    them already (else they are encoded here)."""
     strengths = tuple(float(s) for s in strengths)
     if 0.0 not in strengths or len(strengths) < 2:
         raise VaekitError(f"--strengths must include 0 (the reconstruction) and another value, got {strengths}")

@@ -6,9 +6,8 @@ import logging
 import os
 import sys
 
-from .. import checkpoint
 from ..errors import VaekitError
-from .common import add_data_flags, add_split, load_run, run_dataset, run_folder
+from .common import add_data_flags, add_split, load_run, run_dataset
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         dataset = run_dataset(args.run, args)
         explorer = Explorer(model, dataset, split=args.split, map_items=args.map_items, run=str(args.run),
                             attribute_table=args.attr_file,
-                            edit_method=checkpoint.load_config(run_folder(args.run)).edits.method)
+                            edit_method=model.run_config.edits.method)
     except BaseException:
         sock.close()
         raise

@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import checkpoint, edits, latent, viz
+from .. import edits, latent, viz
 from ..errors import VaekitError
 from ..data.tables import model_table
-from .common import (add_data_flags, add_out, add_split, load_run, pick, run_dataset, run_folder, save_output,
-                     split_labels)
+from .common import add_data_flags, add_out, add_split, load_run, pick, run_dataset, save_output, split_labels
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +155,7 @@ def attribute(args: argparse.Namespace) -> int:
     strengths = parse_numbers(args.strengths, "--strengths")
     model, dataset, x, y = _load(args)
     if args.method is None:
-        args.method = checkpoint.load_config(run_folder(args.run)).edits.method
+        args.method = model.run_config.edits.method
     if args.score:
         if args.attr_file:
             raise VaekitError("--score reads the attribute of the data set's own splits: drop --attr-file")

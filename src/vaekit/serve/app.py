@@ -140,7 +140,8 @@ def create_app(explorer: Explorer, hosts: Sequence[str] | None = LOOPBACK_HOSTS)
 
     class AttributeRequest(Strict):
         attribute: str = Field(description="a name from /api/info attributes (a data set attribute or a class)")
-        strength: float = Field(description="multiple of the attribute vector to add, -10..10")
+        strength: float = Field(description="how far to edit, -10..10: the multiple of the attribute vector to add "
+                                "(mean-diff, linear), or the units walked (local)")
         item: StrictInt | None = None
         z: list[float] | None = None
         method: Literal["mean-diff", "linear", "local"] | None = Field(

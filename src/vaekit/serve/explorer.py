@@ -76,7 +76,9 @@ class Explorer:
         self.split = split
         self.run = run
         self.score_items = score_items
-        self.edit_method = self._method(edit_method)  # the run's config.edits.method: used where none is asked for
+        if edit_method not in edits.METHODS:
+            raise VaekitError(f"unknown method {edit_method!r}: use one of {', '.join(edits.METHODS)}")
+        self.edit_method = edit_method  # the run's config edits.method: used where none is asked for
         self.table = model_table(model.config)
         self.items = dataset.split(split)
         if len(self.items) < 2:
