@@ -294,7 +294,10 @@ def test_an_attribute_edit_adds_the_vector_from_the_training_codes(digits):
 def test_the_runs_edit_method_is_the_default_and_info_says_which(small_run):
     explorer = _explorer(small_run, edit_method="local")  # vaekit explore passes the run's config edits.method
     with TestClient(create_app(explorer), base_url=BASE) as client:
-        assert client.get("/api/info").json()["edit_method"] == "local"
+        info = client.get("/api/info").json()
+        assert info["edit_method"] == "local" and info["edit_methods"] == ["mean-diff", "linear", "local"]
+        assert client.post("/api/attribute", json={"item": 4, "attribute": "3", "strength": 1,
+                                                   "method": "nearest"}).status_code == 422
         chosen = client.post("/api/attribute", json={"item": 4, "attribute": "3", "strength": 1}).json()
         linear = client.post("/api/attribute", json={"item": 4, "attribute": "3", "strength": 1,
                                                      "method": "linear"}).json()

@@ -12,7 +12,7 @@ import torch
 
 from .config import EDIT_METHODS
 from .errors import VaekitError
-from .latent import AttributeGroups, decode_mean, encode_dataset, find_attribute, item_code
+from .latent import AttributeGroups, _one_label, decode_mean, encode_dataset, find_attribute, item_code
 from .models import Model
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def apply_edit(model: Model, x_item: torch.Tensor, edit: AttributeEdit, strength
     reconstruction."""
     code = item_code(model, x_item, y=y)[None]
     edited = torch.cat([edit(code, s) for s in strengths])
-    return decode_mean(model, edited, None if y is None else torch.as_tensor(y).reshape(-1)[:1])
+    return decode_mean(model, edited, _one_label(y))
 
 
 # ---- judges: what an image shows, measured without the model -----------------------------------------------

@@ -9,6 +9,7 @@ import json
 from importlib import resources
 from typing import Any, Literal, Sequence, Union
 
+from ..config import EDIT_METHODS
 from ..errors import VaekitError
 from .explorer import MAX_SAMPLES, MAX_STEPS, MAX_UPLOAD_BYTES, BadUpload, Explorer, NotFound
 
@@ -144,7 +145,7 @@ def create_app(explorer: Explorer, hosts: Sequence[str] | None = LOOPBACK_HOSTS)
                                 "(mean-diff, linear), or the units walked (local)")
         item: StrictInt | None = None
         z: list[float] | None = None
-        method: Literal["mean-diff", "linear", "local"] | None = Field(
+        method: Literal[EDIT_METHODS] | None = Field(
             None, description="the edit's direction (default: the run's, /api/info edit_method)")
         label: Label = None
 
@@ -220,7 +221,7 @@ def create_app(explorer: Explorer, hosts: Sequence[str] | None = LOOPBACK_HOSTS)
                                   request.label if request.label is not None else _index(label))
 
     @app.get("/api/score", summary="The measured score of an attribute edit (computed once, in the background)")
-    def score(attribute: str, method: Literal["mean-diff", "linear", "local"] | None = None) -> JSONResponse:
+    def score(attribute: str, method: Literal[EDIT_METHODS] | None = None) -> JSONResponse:
         result = explorer.score(attribute, method)
         return JSONResponse(result, status_code=202 if result["status"] == "computing" else 200)
 

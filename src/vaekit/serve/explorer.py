@@ -143,7 +143,7 @@ class Explorer:
             "labels": self._label_names() if self.items.y is not None or self.conditioned else None,
             "conditioned": self.conditioned, "attributes": self.attributes(),
             "colourings": (["label"] if self.items.y is not None else []) + sorted(self._split_attributes()),
-            "edit_method": self.edit_method,
+            "edit_method": self.edit_method, "edit_methods": list(edits.METHODS),
         }
 
     def attributes(self) -> list[str]:

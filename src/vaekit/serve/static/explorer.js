@@ -395,7 +395,8 @@ async function start() {
   } else {
     option($("attr"), "", "none (no attributes or labels)");
   }
-  if (info.edit_method) $("attr-method").value = info.edit_method;  // the run's own (config edits.method)
+  info.edit_methods.forEach((name) => option($("attr-method"), name));
+  $("attr-method").value = info.edit_method;  // the run's own (config edits.method)
   for (const id of ["attr", "attr-method"]) $(id).addEventListener("change", attributeNow);
   $("attr-strength").addEventListener("input", () => {
     $("attr-strength-value").textContent = Number($("attr-strength").value).toFixed(1);
