@@ -39,6 +39,7 @@ FAMILIES = {  # name -> (recipe, extra train flags)
     "vamp": ("vamp", []),
     "hvae": ("hvae", []),
     "hvae-iwae": ("hvae", ["--hvae-k", "5"]),
+    "hvae-vamp": ("hvae", ["--hvae-top-prior", "vamp"]),  # p(z2) a VampPrior (500 pseudo-inputs)
     "vqvae": ("vqvae", []),  # no likelihood bound: its own table (reconstruction, codebook, the prior's NLL of codes)
 }
 DISCRETE = {"vqvae"}  # families whose second stage (vaekit train-prior) trains a prior over their codes

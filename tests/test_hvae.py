@@ -1,5 +1,5 @@
 """The hvae family (two stochastic layers): its bound against its layer terms and against a one-layer VAE's closed
-form, the ladder merge, free bits, the IWAE bound on it, and a run end to end."""
+form, the ladder merge, free bits, the IWAE bound on it, the VampPrior on its top layer, and a run end to end."""
 from __future__ import annotations
 
 import json
@@ -7,12 +7,12 @@ import math
 
 import pytest
 import torch
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal, kl_divergence
 
 import vaekit
 from vaekit.config import RunConfig, override
 from vaekit.data import load_dataset
-from vaekit.distributions import DiagonalGaussian, draw_noise, standard_normal
+from vaekit.distributions import LOGVAR_MAX, LOGVAR_MIN, DiagonalGaussian, draw_noise, standard_normal
 from vaekit.hvae import merge
 from vaekit.models import build_model
 from vaekit.runs import resolve_config
@@ -29,9 +29,12 @@ def model_for(*settings: str):
     return build_model(cfg.model), dataset
 
 
+@pytest.mark.parametrize("top_prior", ["normal", "vamp"])
 @pytest.mark.parametrize("inference", INFERENCE)
-def test_the_bound_is_the_sum_of_its_layer_terms(inference):
-    model, dataset = model_for(f"model.hvae.inference={inference}")
+def test_the_bound_is_the_sum_of_its_layer_terms(inference, top_prior):
+    model, dataset = model_for(f"model.hvae.inference={inference}", f"model.hvae.top_prior={top_prior}",
+                               *(["model.hvae.top_components=9"] if top_prior == "vamp" else []))
+    model.init_from_data(dataset.x_train)
     model.eval()
     x = dataset.x_test[:300]
     with torch.no_grad():
@@ -123,15 +126,113 @@ def test_the_iwae_bound_on_the_two_layer_model_is_at_least_its_elbo():
     assert float((-out.terms["bound"]).mean()) > float(out.elbo.mean()) + 0.05  # tighter, by more than noise
 
 
+def vamp_top(inference: str, components: int):
+    model, dataset = model_for(f"model.hvae.inference={inference}", "model.hvae.top_prior=vamp",
+                               f"model.hvae.top_components={components}")
+    torch.manual_seed(1)
+    model.init_from_data(dataset.x_train)
+    return model, dataset
+
+
+def top_posteriors(model, u: torch.Tensor) -> DiagonalGaussian:
+    """q(z2|u) computed directly: top-down, from u's bottom-up estimate; bottom-up, at the mean of q(z1|u)."""
+    loc, logvar = model.encoder(u).chunk(2, -1)
+    log_scale = 0.5 * logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+    features = loc if model.settings.inference == "bottom-up" else torch.cat([loc, log_scale], -1)
+    top_loc, top_logvar = model.up(features).chunk(2, -1)
+    return DiagonalGaussian(top_loc, (0.5 * top_logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)).exp())
+
+
+@pytest.mark.parametrize("inference", INFERENCE)
+def test_a_vamp_top_prior_is_the_mixture_of_the_top_posteriors_at_its_pseudo_inputs(inference):
+    """p(z2) = (1/M) sum_m q(z2|u_m): its density equals torch's MixtureSameFamily of the top posteriors computed
+    from the pseudo-inputs directly, the pseudo-inputs start at training items, and the prior's draws have the
+    mixture's mean and variance."""
+    model, dataset = vamp_top(inference, 7)
+    u = model.pseudo_inputs.detach().sigmoid()
+    # each pseudo-input is a training item pulled 0.01 inside [0, 1]
+    distance = torch.cdist(u.reshape(7, -1), dataset.x_train.reshape(len(dataset.x_train), -1).clamp(0.01, 0.99),
+                           compute_mode="donot_use_mm_for_euclid_dist")
+    assert float(distance.min(1).values.max()) < 1e-4
+    with torch.no_grad():
+        q = top_posteriors(model, u)
+        mixture = MixtureSameFamily(Categorical(logits=torch.zeros(7)),
+                                    Independent(Normal(q.base_dist.loc, q.base_dist.scale), 1))
+        z2 = torch.randn(500, 3) * 2
+        torch.testing.assert_close(model.top_prior().log_prob(z2), mixture.log_prob(z2), rtol=0, atol=1e-5)
+        torch.manual_seed(2)
+        draws = model.sample_prior(20_000)
+    assert draws.shape == (20_000, 9)
+    top = draws[:, 6:]
+    assert torch.allclose(top.mean(0), mixture.mean, atol=4 * float(mixture.variance.max().sqrt()) / 20_000 ** 0.5)
+    assert torch.allclose(top.var(0), mixture.variance, rtol=0.06)
+
+
+@pytest.mark.parametrize("inference", INFERENCE)
+def test_a_vamp_top_prior_at_one_item_gives_its_own_top_posterior(inference):
+    """With one pseudo-input equal to a data item x, p(z2) is q(z2|x)'s top layer: top-down, kl_z2 is exactly 0 at
+    every draw; bottom-up, p(z2) is q(z2|z1) at z1 = the mean of q(z1|x), so kl_z2 is 0 at the mean path's z1."""
+    model, dataset = vamp_top(inference, 1)
+    x = dataset.x_test[:1]
+    with torch.no_grad():
+        model.pseudo_inputs.copy_(torch.logit(x.clamp(1e-6, 1 - 1e-6)))
+        qz = model.encode(x)
+        z = qz.rsample((100,)) if inference == "top-down" else \
+            torch.cat([qz.start.mean.expand(100, 1, 6), qz.given(qz.start.mean).rsample((100,))], -1)
+        terms = model.regularizer_terms(qz, z)
+    assert float(terms["kl_z2"].abs().max()) < 1e-4
+    assert float(terms["kl_z1"].abs().max()) > 1e-3  # the lower layer still pays its own KL
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_a_vamp_top_prior_learns_its_pseudo_inputs(k):
+    """The ELBO's gradient (k = 1) and the IWAE bound's (k > 1) reach the pseudo-inputs; its draws are not
+    reparameterised, and asking for them says so."""
+    model, dataset = model_for("model.hvae.top_prior=vamp", "model.hvae.top_components=5", f"model.hvae.k={k}")
+    model.init_from_data(dataset.x_train)
+    model(dataset.x_train[:64]).loss.backward()
+    assert float(model.pseudo_inputs.grad.abs().sum(tuple(range(1, model.pseudo_inputs.dim()))).min()) > 0
+    with pytest.raises(vaekit.VaekitError, match="use sample"):
+        model.prior().rsample((2,))
+
+
+def test_runs_from_before_the_vamp_top_prior_keep_their_identity_and_resume(tmp_path):
+    """An hvae run's identity (what its resume state must match) leaves out top_prior and top_components at their
+    defaults, as config.json files written before they existed never held them; set, they are part of it."""
+    import hashlib
+
+    from vaekit import checkpoint
+    from vaekit.cli import main
+
+    base = ["train", "--data", "digits", "--model", "hvae", "--latent-dim", "4", "--hvae-top-dim", "2",
+            "--hvae-top-hidden", "16", "--epochs", "1", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "normal")]) == 0
+    settings = checkpoint.load_config(tmp_path / "normal").to_dict()
+    assert settings["model"]["hvae"].pop("top_prior") == "normal"
+    assert settings["model"]["hvae"].pop("top_components") == 500
+    settings.pop("edits")
+    for name in (*checkpoint.RUNTIME, "early_stopping"):
+        settings["train"].pop(name)
+    settings["model"].pop("free_bits")
+    assert checkpoint.identity_sha256(tmp_path / "normal") == \
+        hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    assert main(["train", "--resume", str(tmp_path / "normal"), "--epochs", "2", "--no-progress"]) == 0
+    assert main([*base, "--hvae-top-prior", "vamp", "--out", str(tmp_path / "vamp")]) == 0
+    assert main([*base, "--hvae-top-prior", "vamp", "--hvae-top-components", "7", "--out", str(tmp_path / "seven")]) == 0
+    identities = {checkpoint.identity_sha256(tmp_path / name) for name in ("normal", "vamp", "seven")}
+    assert len(identities) == 3
+
+
 def test_an_hvae_run_trains_samples_evaluates_and_loads(tmp_path):
     from vaekit.cli import main
 
     run = tmp_path / "run"
     assert main(["train", "--data", "digits", "--model", "hvae", "--latent-dim", "8", "--hvae-top-dim", "4",
-                 "--hvae-top-hidden", "32,32", "--hvae-inference", "top-down", "--epochs", "3", "--no-progress",
-                 "--out", str(run)]) == 0
+                 "--hvae-top-hidden", "32,32", "--hvae-inference", "top-down", "--hvae-top-prior", "vamp",
+                 "--hvae-top-components", "16", "--epochs", "3", "--no-progress", "--out", str(run)]) == 0
     config = json.loads((run / "config.json").read_text())
-    assert config["model"]["hvae"] == {"top_dim": 4, "top_hidden": [32, 32], "inference": "top-down", "k": 1}
+    assert config["model"]["hvae"] == {"top_dim": 4, "top_hidden": [32, 32], "inference": "top-down", "k": 1,
+                                       "top_prior": "vamp", "top_components": 16}
     row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"train_kl_z1", "train_kl_z2", "val_kl_z1", "val_kl_z2", "val_elbo"} <= set(row)
     model = vaekit.load(run)
@@ -146,7 +247,9 @@ def test_an_hvae_run_trains_samples_evaluates_and_loads(tmp_path):
     assert main(["evaluate", str(run), "--iw-samples", "20", "--no-progress", "--out", str(tmp_path / "e.json")]) == 0
     result = json.loads((tmp_path / "e.json").read_text())
     assert math.isfinite(result["nll"]) and result["nll"] <= -result["elbo"] + 1e-6
-    for bad in (["--hvae-k", "5", "--free-bits", "0.5"], ["--condition", "label"], ["--hvae-top-dim", "0"]):
+    assert model.pseudo_inputs.shape == (16, 1, 8, 8)
+    for bad in (["--hvae-k", "5", "--free-bits", "0.5"], ["--condition", "label"], ["--hvae-top-dim", "0"],
+                ["--hvae-top-components", "0"], ["--hvae-top-components", "10"]):
         assert main(["train", "--data", "digits", "--model", "hvae", *bad, "--out", str(tmp_path / "bad")]) == 2
     with pytest.raises(SystemExit) as exit:  # argparse's own choice check
         main(["train", "--data", "digits", "--model", "hvae", "--hvae-inference", "sideways"])

@@ -17,7 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from . import __version__
-from .config import RunConfig, from_dict, with_defaults
+from .config import COMPONENT_SETTINGS, RunConfig, from_dict, with_defaults
 from .errors import VaekitError
 from .models import Model, build_model
 
@@ -140,9 +140,11 @@ RUNTIME = ("epochs", "device", "threads", "progress", "compile", "tensorboard") 
 # how long and how it is watched, not what it computes
 
 
-# Train settings added after runs were first written: part of a run's identity only when set, so that runs from
-# before they existed (whose identity never held them) still resume.
+# Settings added after runs were first written: part of a run's identity only when set, so that runs from before
+# they existed (whose identity never held them) still resume. A family's own settings, by family: their defaults
+# are those it declares.
 ADDED_LATER = {("train", "early_stopping"): None, ("model", "free_bits"): 0.0}
+FAMILY_SETTINGS_ADDED_LATER = {"hvae": ("top_prior", "top_components")}
 
 
 def identity_sha256(directory: str | Path) -> str:
@@ -157,6 +159,13 @@ def identity_sha256(directory: str | Path) -> str:
     for (section, name), default in ADDED_LATER.items():
         if settings[section].get(name, default) == default:
             settings[section].pop(name, None)
+    for family, names in FAMILY_SETTINGS_ADDED_LATER.items():
+        values = settings["model"].get(family)
+        if isinstance(values, dict):
+            declared = COMPONENT_SETTINGS[family]()
+            for name in names:
+                if values.get(name, getattr(declared, name)) == getattr(declared, name):
+                    values.pop(name, None)
     return _sha256(json.dumps(settings, sort_keys=True))
 
 

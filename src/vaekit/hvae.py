@@ -6,7 +6,8 @@ with the prior p(z1|z2) by precision weighting.
 The latent z is (z1, z2) side by side, (D1 + D2) numbers: the posterior and the prior are distributions over it
 (log_prob, reparameterised draws from given noise), so the contract's ELBO, importance weights, IWAE bound and
 evaluator work unchanged. The decoder reads z1, which is also an item's code for the latent tools; sampling draws
-z2 ~ N(0, I), then z1 ~ p(z1|z2)."""
+z2 ~ p(z2), then z1 ~ p(z1|z2). p(z2) is N(0, I), or as in the VampPrior paper's two-layer model (Tomczak & Welling
+2018) the mixture of the posteriors' top layer at learned pseudo-inputs."""
 from __future__ import annotations
 
 import math
@@ -18,10 +19,11 @@ from torch import nn
 from torch.distributions import Distribution, constraints
 
 from .config import ModelConfig, setting
-from .distributions import DiagonalGaussian, diagonal_gaussian, standard_normal
+from .distributions import DiagonalGaussian, GaussianMixture, diagonal_gaussian, standard_normal
 from .errors import VaekitError
 from .models import VAE, Output, register_family
 from .networks import MLPEncoder
+from .vamp import new_pseudo_inputs, pseudo_view, start_pseudo_inputs
 
 
 def merge(a: DiagonalGaussian, b: DiagonalGaussian) -> DiagonalGaussian:
@@ -38,19 +40,20 @@ def _version(t: torch.Tensor) -> int:
 
 
 class _TwoLayers(Distribution):
-    """A distribution over z = (z1, z2) built from one layer's Gaussian and the other's, conditional on it.
-    `first` is the layer drawn first ("z1" or "z2"); `given(value)` the other layer's Gaussian given it."""
+    """A distribution over z = (z1, z2) built from one layer's distribution and the other's Gaussian, conditional on
+    it. `first` is the layer drawn first ("z1" or "z2"); `given(value)` the other layer's Gaussian given it. The first
+    layer's is a Gaussian (draws from given noise) or, for a prior only, a Gaussian mixture (draws by `sample`)."""
 
     arg_constraints: ClassVar[dict] = {}
     support = constraints.real_vector
     has_rsample = True
 
-    def __init__(self, dims: tuple[int, int], first: str, start: DiagonalGaussian,
+    def __init__(self, dims: tuple[int, int], first: str, start: DiagonalGaussian | GaussianMixture,
                  given: Callable[[torch.Tensor], DiagonalGaussian]) -> None:
         self.dims, self.first, self.start, self.given = dims, first, start, given
         self._last: tuple[torch.Tensor, int, DiagonalGaussian] | None = None  # the last draw (and its version:
         # not edited in place since) with its conditional, reused by log_prob
-        self.device = start.base_dist.loc.device
+        self.device = start.mean.device
         super().__init__(batch_shape=start.batch_shape, event_shape=torch.Size([sum(dims)]), validate_args=False)
 
     def split(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,6 +73,9 @@ class _TwoLayers(Distribution):
         return self.event_shape
 
     def rsample_with(self, noise: torch.Tensor) -> torch.Tensor:
+        if not hasattr(self.start, "rsample_with"):
+            raise VaekitError("a vamp top prior draws a mixture component first and has no reparameterised draws: "
+                              "use sample()")
         e1, e2 = self.split(noise)
         e_first, e_then = self._order(e1, e2)
         first = self.start.rsample_with(e_first)
@@ -81,11 +87,15 @@ class _TwoLayers(Distribution):
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.batch_shape + self.event_shape
-        return self.rsample_with(torch.randn(shape, device=self.start.base_dist.loc.device))
+        return self.rsample_with(torch.randn(shape, device=self.device))
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         with torch.no_grad():
-            return self.rsample(sample_shape)
+            if hasattr(self.start, "rsample_with"):
+                return self.rsample(sample_shape)
+            first = self.start.sample(torch.Size(sample_shape) + self.batch_shape)  # a mixture: a component, then
+            then = self.given(first).sample()  # its Gaussian
+            return torch.cat((first, then) if self.first == "z1" else (then, first), -1)
 
     def layer_log_probs(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log density of z1's layer, of z2's layer), each (*S, B): their sum is log_prob."""
@@ -113,7 +123,8 @@ class HVAE(VAE):
     The networks between x and z1 are the model's own (--hidden-dims / --network); those between z1 and z2 are MLPs
     of model.hvae.top_hidden. Reports the KL of each layer (kl_z1 = log q(z1|.) - log p(z1|z2), kl_z2 = log q(z2|.)
     - log p(z2), Monte Carlo at the draw); their sum with recon is the negative ELBO. Options: top-down inference,
-    free bits per layer, and the K-sample IWAE bound (k > 1)."""
+    free bits per layer, the K-sample IWAE bound (k > 1), and a VampPrior on z2 (top_prior: vamp; each step then also
+    encodes the top_components pseudo-inputs)."""
 
     takes_labels = False  # the prior's layers carry no label
 
@@ -131,6 +142,12 @@ class HVAE(VAE):
         k: int = setting(1, "importance samples of the hvae family's training bound (1: the ELBO; the IWAE "
                          "paper's two-layer IWAE used 50)",
                          check=(lambda v: 1 <= v <= 1000, "between 1 and 1000 (each sample is a decoder pass)"))
+        top_prior: str = setting("normal", "p(z2) of the hvae family: normal, N(0, I) (IWAE paper), or vamp, the "
+                                 "mixture of q(z2|u) at learned pseudo-inputs u (the VampPrior paper's two-layer model)",
+                                 choices=("normal", "vamp"))
+        top_components: int = setting(500, "pseudo-inputs of the hvae family's vamp top prior (--hvae-top-prior "
+                                      "vamp; the VampPrior paper's 500)",
+                                      check=(lambda v: 1 <= v <= 100_000, "between 1 and 100000"))
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
@@ -138,10 +155,20 @@ class HVAE(VAE):
         if settings.k > 1 and config.free_bits > 0:
             raise VaekitError("free bits floor the ELBO's KL terms, and the hvae family's IWAE bound (--hvae-k > 1) "
                               "has none: use --hvae-k 1 with --free-bits, or drop --free-bits")
+        if settings.top_prior == "normal" and settings.top_components != type(settings)().top_components:
+            raise VaekitError("--hvae-top-components sets the pseudo-inputs of a vamp top prior, and this model's p(z2) "
+                              "is N(0, I): add --hvae-top-prior vamp, or drop --hvae-top-components")
         d1, d2 = config.latent_dim, settings.top_dim
         # bottom-up: q(z2|z1) from a draw of z1; top-down: q(z2|x) from the bottom-up estimate of z1's parameters
         self.up = MLPEncoder((2 * d1 if settings.inference == "top-down" else d1,), settings.top_hidden, 2 * d2)
         self.down = MLPEncoder((d2,), settings.top_hidden, 2 * d1)  # p(z1|z2)
+        if settings.top_prior == "vamp":  # p(z2) = (1/M) sum_m q(z2|u_m)
+            self.pseudo_inputs = new_pseudo_inputs(settings.top_components, config.data_shape)
+
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """A vamp top prior's pseudo-inputs start at random training items (as the vamp family's)."""
+        if self.settings.top_prior == "vamp":
+            start_pseudo_inputs(self.pseudo_inputs, x, self.config.likelihood)
 
     # ---- shapes ----------------------------------------------------------------------------------------------
     @property
@@ -187,12 +214,16 @@ class HVAE(VAE):
         """p(z1|z2)."""
         return self._net(self.down, z2)
 
+    def _top_from(self, bottom_up: DiagonalGaussian) -> DiagonalGaussian:
+        """Top-down inference's q(z2|x) from the bottom-up estimate of z1's parameters."""
+        return self._net(self.up, torch.cat([bottom_up.base_dist.loc, bottom_up.base_dist.scale.log()], -1))
+
     def posterior(self, params: torch.Tensor) -> Distribution:
         d1, d2 = self.dims
         bottom_up = self._gaussian(params)  # q(z1|x) (bottom-up), or the bottom-up estimate of z1 (top-down)
         if self.settings.inference == "bottom-up":
             return _TwoLayers((d1, d2), "z1", bottom_up, lambda z1: self._net(self.up, z1))
-        top = self._net(self.up, torch.cat([bottom_up.base_dist.loc, bottom_up.base_dist.scale.log()], -1))
+        top = self._top_from(bottom_up)
 
         def z1_given(z2: torch.Tensor) -> DiagonalGaussian:  # q(z1|z2, x): the estimate merged with p(z1|z2)
             estimate = DiagonalGaussian(bottom_up.base_dist.loc.expand(*z2.shape[:-1], d1),
@@ -201,10 +232,21 @@ class HVAE(VAE):
 
         return _TwoLayers((d1, d2), "z2", top, z1_given)
 
+    def top_prior(self) -> Distribution:
+        """p(z2): N(0, I), or with a vamp top prior the mixture (1/M) sum_m q(z2|u_m) of the posteriors' top layer
+        at the pseudo-inputs u_m: top-down inference's q(z2|u) itself; bottom-up, q(z2|z1) at the mean of
+        q(z1|u) (its top layer's mean path)."""
+        if self.settings.top_prior == "normal":
+            return standard_normal(self.settings.top_dim, next(self.parameters()))
+        bottom_up = self._gaussian(self.encoder_params(pseudo_view(self.pseudo_inputs, self.config.likelihood)))
+        top = self._top_from(bottom_up) if self.settings.inference == "top-down" else \
+            self._net(self.up, bottom_up.base_dist.loc)
+        return GaussianMixture(top.base_dist.loc, top.base_dist.scale)
+
     def prior(self) -> Distribution:
-        """p(z2) p(z1|z2), z2 ~ N(0, I)."""
+        """p(z2) p(z1|z2)."""
         d1, d2 = self.dims
-        return _TwoLayers((d1, d2), "z2", standard_normal(d2, next(self.parameters())), self.conditional_prior)
+        return _TwoLayers((d1, d2), "z2", self.top_prior(), self.conditional_prior)
 
     def closed_form_kl(self, qz: Distribution) -> torch.Tensor | None:
         return None

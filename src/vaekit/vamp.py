@@ -16,6 +16,30 @@ BOUNDED = ("bernoulli", "continuous_bernoulli")  # likelihoods of data in [0, 1]
 EDGE = 0.01  # data in [0, 1] starts its pseudo-inputs' logits at this far inside the range (finite logits)
 
 
+def new_pseudo_inputs(count: int, data_shape: tuple[int, ...]) -> nn.Parameter:
+    """M learned pseudo-inputs shaped like the data (for data in [0, 1], logits: 0 is grey 0.5), before
+    start_pseudo_inputs sets them from training items."""
+    return nn.Parameter(0.01 * torch.randn(count, *data_shape))
+
+
+def start_pseudo_inputs(pseudo_inputs: nn.Parameter, x: torch.Tensor, likelihood: str) -> None:
+    """Start the pseudo-inputs at random training items x (distinct where there are enough); for data in [0, 1],
+    at the items pulled EDGE inside the range, as logits."""
+    count = pseudo_inputs.shape[0]
+    index = torch.randperm(x.shape[0])[:count] if x.shape[0] >= count else torch.randint(x.shape[0], (count,))
+    items = x[index].reshape(pseudo_inputs.shape).to(pseudo_inputs)
+    if likelihood in BOUNDED:
+        items = torch.logit(items.clamp(EDGE, 1 - EDGE))
+    with torch.no_grad():
+        pseudo_inputs.copy_(items)
+
+
+def pseudo_view(pseudo_inputs: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """The pseudo-inputs as an encoder sees them (M, *data_shape): for data in [0, 1] the sigmoid of the learned
+    logits, else the learned values."""
+    return torch.sigmoid(pseudo_inputs) if likelihood in BOUNDED else pseudo_inputs
+
+
 @register_family("vamp")
 class VampPrior(VAE):
     """A VAE whose prior is the mixture of its posteriors at learned pseudo-inputs u_m (shaped like the data, started
@@ -34,23 +58,14 @@ class VampPrior(VAE):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         # the encoder sees pseudo() of these: for data in [0, 1] their sigmoid (0 here: grey 0.5, plus noise)
-        self.pseudo_inputs = nn.Parameter(0.01 * torch.randn(self.settings.components, *config.data_shape))
+        self.pseudo_inputs = new_pseudo_inputs(self.settings.components, config.data_shape)
 
     def init_from_data(self, x: torch.Tensor) -> None:
-        """Start the pseudo-inputs at random training items (distinct where there are enough); for data in [0, 1],
-        at the items pulled EDGE inside the range."""
-        count = self.pseudo_inputs.shape[0]
-        index = torch.randperm(x.shape[0])[:count] if x.shape[0] >= count else torch.randint(x.shape[0], (count,))
-        items = x[index].reshape(self.pseudo_inputs.shape).to(self.pseudo_inputs)
-        if self.config.likelihood in BOUNDED:
-            items = torch.logit(items.clamp(EDGE, 1 - EDGE))
-        with torch.no_grad():
-            self.pseudo_inputs.copy_(items)
+        start_pseudo_inputs(self.pseudo_inputs, x, self.config.likelihood)
 
     def pseudo(self) -> torch.Tensor:
         """The pseudo-inputs as the encoder sees them: (M, *data_shape)."""
-        u = self.pseudo_inputs
-        return torch.sigmoid(u) if self.config.likelihood in BOUNDED else u
+        return pseudo_view(self.pseudo_inputs, self.config.likelihood)
 
     def prior(self) -> Distribution:
         """p(z) = (1/M) sum_m q(z | u_m)."""
