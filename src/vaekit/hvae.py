@@ -60,7 +60,8 @@ class _TwoLayers(Distribution):
         return z[..., : self.dims[0]], z[..., self.dims[0] :]
 
     def _order(self, z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the layer drawn first, the other)."""
+        """(the layer drawn first, the other) from (z1's, z2's); a swap or none, so it also turns (the layer drawn
+        first, the other) back into (z1's, z2's)."""
         return (z1, z2) if self.first == "z1" else (z2, z1)
 
     def _conditional(self, value: torch.Tensor, base: torch.Tensor) -> DiagonalGaussian:
@@ -81,7 +82,7 @@ class _TwoLayers(Distribution):
         first = self.start.rsample_with(e_first)
         then_dist = self.given(first)
         then = then_dist.rsample_with(e_then)
-        z = torch.cat((first, then) if self.first == "z1" else (then, first), -1)
+        z = torch.cat(self._order(first, then), -1)
         self._last = (z, _version(z), then_dist)
         return z
 
@@ -95,7 +96,7 @@ class _TwoLayers(Distribution):
                 return self.rsample(sample_shape)
             first = self.start.sample(torch.Size(sample_shape) + self.batch_shape)  # a mixture: a component, then
             then = self.given(first).sample()  # its Gaussian
-            return torch.cat((first, then) if self.first == "z1" else (then, first), -1)
+            return torch.cat(self._order(first, then), -1)
 
     def layer_log_probs(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log density of z1's layer, of z2's layer), each (*S, B): their sum is log_prob."""
@@ -103,7 +104,7 @@ class _TwoLayers(Distribution):
         first, then = self._order(z1, z2)
         log_first = self.start.log_prob(first)
         log_then = self._conditional(z, first).log_prob(then)
-        return (log_first, log_then) if self.first == "z1" else (log_then, log_first)
+        return self._order(log_first, log_then)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         a, b = self.layer_log_probs(value)
@@ -114,7 +115,7 @@ class _TwoLayers(Distribution):
         """The mean path: the first layer's mean, then the other's mean given it (an item's code)."""
         first = self.start.mean
         then = self.given(first).mean
-        return torch.cat((first, then) if self.first == "z1" else (then, first), -1)
+        return torch.cat(self._order(first, then), -1)
 
 
 @register_family("hvae")
