@@ -197,8 +197,8 @@ def test_a_vamp_top_prior_learns_its_pseudo_inputs(k):
 
 
 def test_runs_from_before_the_vamp_top_prior_keep_their_identity_and_resume(tmp_path):
-    """An hvae run's identity (what its resume state must match) leaves out top_prior and top_components at their
-    defaults, as config.json files written before they existed never held them; set, they are part of it."""
+    """An hvae run's identity (what its resume state must match) leaves out top_prior, top_components and gradient
+    at their defaults, as config.json files written before they existed never held them; set, they are part of it."""
     import hashlib
 
     from vaekit import checkpoint
@@ -210,6 +210,7 @@ def test_runs_from_before_the_vamp_top_prior_keep_their_identity_and_resume(tmp_
     settings = checkpoint.load_config(tmp_path / "normal").to_dict()
     assert settings["model"]["hvae"].pop("top_prior") == "normal"
     assert settings["model"]["hvae"].pop("top_components") == 500
+    assert settings["model"]["hvae"].pop("gradient") == "standard"
     settings.pop("edits")
     for name in (*checkpoint.RUNTIME, "early_stopping"):
         settings["train"].pop(name)
@@ -219,8 +220,10 @@ def test_runs_from_before_the_vamp_top_prior_keep_their_identity_and_resume(tmp_
     assert main(["train", "--resume", str(tmp_path / "normal"), "--epochs", "2", "--no-progress"]) == 0
     assert main([*base, "--hvae-top-prior", "vamp", "--out", str(tmp_path / "vamp")]) == 0
     assert main([*base, "--hvae-top-prior", "vamp", "--hvae-top-components", "7", "--out", str(tmp_path / "seven")]) == 0
-    identities = {checkpoint.identity_sha256(tmp_path / name) for name in ("normal", "vamp", "seven")}
-    assert len(identities) == 3
+    assert main([*base, "--hvae-k", "2", "--out", str(tmp_path / "k2")]) == 0
+    assert main([*base, "--hvae-k", "2", "--hvae-gradient", "dreg", "--out", str(tmp_path / "dreg")]) == 0
+    identities = {checkpoint.identity_sha256(tmp_path / name) for name in ("normal", "vamp", "seven", "k2", "dreg")}
+    assert len(identities) == 5
 
 
 def test_an_hvae_run_trains_samples_evaluates_and_loads(tmp_path):
@@ -232,7 +235,7 @@ def test_an_hvae_run_trains_samples_evaluates_and_loads(tmp_path):
                  "--hvae-top-components", "16", "--epochs", "3", "--no-progress", "--out", str(run)]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["hvae"] == {"top_dim": 4, "top_hidden": [32, 32], "inference": "top-down", "k": 1,
-                                       "top_prior": "vamp", "top_components": 16}
+                                       "top_prior": "vamp", "top_components": 16, "gradient": "standard"}
     row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"train_kl_z1", "train_kl_z2", "val_kl_z1", "val_kl_z2", "val_elbo"} <= set(row)
     model = vaekit.load(run)

@@ -154,7 +154,7 @@ def test_iwae_trains_through_the_cli_flag_and_reports_its_terms(tmp_path):
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert {"train_bound", "train_recon", "train_kl", "val_bound", "val_elbo"} <= set(row)
     config = json.loads((out / "config.json").read_text())
-    assert config["model"]["iwae"] == {"k": 3}
+    assert config["model"]["iwae"] == {"k": 3, "gradient": "standard"}
     assert main(["train", "--data", "digits", "--model", "iwae", "--set", "model.iwae.k=0", "--out",
                  str(tmp_path / "bad")]) == 2
 

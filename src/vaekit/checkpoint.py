@@ -144,7 +144,7 @@ RUNTIME = ("epochs", "device", "threads", "progress", "compile", "tensorboard") 
 # they existed (whose identity never held them) still resume. A family's own settings, by family: their defaults
 # are those it declares.
 ADDED_LATER = {("train", "early_stopping"): None, ("model", "free_bits"): 0.0}
-FAMILY_SETTINGS_ADDED_LATER = {"hvae": ("top_prior", "top_components")}
+FAMILY_SETTINGS_ADDED_LATER = {"hvae": ("top_prior", "top_components", "gradient"), "iwae": ("gradient",)}
 
 
 def identity_sha256(directory: str | Path) -> str:

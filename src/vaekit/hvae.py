@@ -10,7 +10,6 @@ z2 ~ p(z2), then z1 ~ p(z1|z2). p(z2) is N(0, I), or as in the VampPrior paper's
 2018) the mixture of the posteriors' top layer at learned pseudo-inputs."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
@@ -21,7 +20,7 @@ from torch.distributions import Distribution, constraints
 from .config import ModelConfig, setting
 from .distributions import DiagonalGaussian, GaussianMixture, diagonal_gaussian, standard_normal
 from .errors import VaekitError
-from .models import VAE, Output, register_family
+from .models import VAE, Output, iw_gradient_setting, register_family
 from .networks import MLPEncoder
 from .vamp import new_pseudo_inputs, pseudo_view, start_pseudo_inputs
 
@@ -149,6 +148,7 @@ class HVAE(VAE):
         top_components: int = setting(500, "pseudo-inputs of the hvae family's vamp top prior (--hvae-top-prior "
                                       "vamp; the VampPrior paper's 500)",
                                       check=(lambda v: 1 <= v <= 100_000, "between 1 and 100000"))
+        gradient: str = iw_gradient_setting("hvae")
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
@@ -159,6 +159,9 @@ class HVAE(VAE):
         if settings.top_prior == "normal" and settings.top_components != type(settings)().top_components:
             raise VaekitError("--hvae-top-components sets the pseudo-inputs of a vamp top prior, and this model's p(z2) "
                               "is N(0, I): add --hvae-top-prior vamp, or drop --hvae-top-components")
+        if settings.gradient != "standard" and settings.k == 1:
+            raise VaekitError(f"--hvae-gradient {settings.gradient} is a gradient of the K-sample bound, and this model "
+                              "trains on the ELBO: add --hvae-k 5 (or more), or drop --hvae-gradient")
         d1, d2 = config.latent_dim, settings.top_dim
         # bottom-up: q(z2|z1) from a draw of z1; top-down: q(z2|x) from the bottom-up estimate of z1's parameters
         self.up = MLPEncoder((2 * d1 if settings.inference == "top-down" else d1,), settings.top_hidden, 2 * d2)
@@ -205,33 +208,42 @@ class HVAE(VAE):
     def _gaussian(params: torch.Tensor) -> DiagonalGaussian:
         return diagonal_gaussian(*params.float().chunk(2, dim=-1))
 
-    def _net(self, net: nn.Module, value: torch.Tensor) -> DiagonalGaussian:
-        """A Gaussian from an MLP applied to the last dimension of value (any leading shape)."""
+    def _net(self, net: nn.Module, value: torch.Tensor, held: bool = False) -> DiagonalGaussian:
+        """A Gaussian from an MLP applied to the last dimension of value (any leading shape); `held`: with the MLP's
+        weights held fixed (gradients reach value only)."""
         flat = value.reshape(-1, value.shape[-1])
-        params = net(flat).float()
+        if held:
+            params = torch.func.functional_call(net, {n: p.detach() for n, p in net.named_parameters()}, (flat,))
+        else:
+            params = net(flat)
+        params = params.float()
         return self._gaussian(params.reshape(*value.shape[:-1], params.shape[-1]))
 
-    def conditional_prior(self, z2: torch.Tensor) -> DiagonalGaussian:
+    def conditional_prior(self, z2: torch.Tensor, held: bool = False) -> DiagonalGaussian:
         """p(z1|z2)."""
-        return self._net(self.down, z2)
+        return self._net(self.down, z2, held)
 
-    def _top_from(self, bottom_up: DiagonalGaussian) -> DiagonalGaussian:
+    def _top_from(self, bottom_up: DiagonalGaussian, held: bool = False) -> DiagonalGaussian:
         """Top-down inference's q(z2|x) from the bottom-up estimate of z1's parameters."""
-        return self._net(self.up, torch.cat([bottom_up.base_dist.loc, bottom_up.base_dist.scale.log()], -1))
+        return self._net(self.up, torch.cat([bottom_up.base_dist.loc, bottom_up.base_dist.scale.log()], -1), held)
 
-    def posterior(self, params: torch.Tensor) -> Distribution:
+    def posterior(self, params: torch.Tensor, held: bool = False) -> Distribution:
+        """q(z|x); `held` (with params detached): every network in it held fixed, for posterior_held."""
         d1, d2 = self.dims
         bottom_up = self._gaussian(params)  # q(z1|x) (bottom-up), or the bottom-up estimate of z1 (top-down)
         if self.settings.inference == "bottom-up":
-            return _TwoLayers((d1, d2), "z1", bottom_up, lambda z1: self._net(self.up, z1))
-        top = self._top_from(bottom_up)
+            return _TwoLayers((d1, d2), "z1", bottom_up, lambda z1: self._net(self.up, z1, held))
+        top = self._top_from(bottom_up, held)
 
         def z1_given(z2: torch.Tensor) -> DiagonalGaussian:  # q(z1|z2, x): the estimate merged with p(z1|z2)
             estimate = DiagonalGaussian(bottom_up.base_dist.loc.expand(*z2.shape[:-1], d1),
                                         bottom_up.base_dist.scale.expand(*z2.shape[:-1], d1))
-            return merge(estimate, self.conditional_prior(z2))
+            return merge(estimate, self.conditional_prior(z2, held))
 
         return _TwoLayers((d1, d2), "z2", top, z1_given)
+
+    def posterior_held(self, params: torch.Tensor) -> Distribution:
+        return self.posterior(params.detach(), held=True)
 
     def top_prior(self) -> Distribution:
         """p(z2): N(0, I), or with a vamp top prior the mixture (1/M) sum_m q(z2|u_m) of the posteriors' top layer
@@ -267,14 +279,7 @@ class HVAE(VAE):
 
     # ---- the objective ---------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_scale: float = 1.0) -> Output:
-        if self.settings.k > 1:
-            return self.importance_weighted(x, self.settings.k, y, kl_scale)
+        if self.settings.k > 1:  # the K-sample IWAE bound (Burda et al. 2016, eq. 8), the contract's
+            return self.importance_weighted(x, self.settings.k, y, kl_scale, self.settings.gradient)
         return super().forward(x, y, kl_scale)  # the ELBO, its terms the two layers' (free bits per layer)
-
-    def importance_weighted(self, x: torch.Tensor, k: int, y: torch.Tensor | None, kl_scale: float) -> Output:
-        """The K-sample IWAE bound (Burda et al. 2016, eq. 8) through the contract's importance weights."""
-        log_px, log_ratio = self.importance_terms(x, k, y)  # (K, B)
-        bound = torch.logsumexp(log_px - (self.config.beta * kl_scale) * log_ratio, 0) - math.log(k)
-        recon, kl = -log_px.mean(0), log_ratio.mean(0)
-        return Output(loss=-bound.mean(), terms={"bound": -bound, "recon": recon, "kl": kl}, elbo=-(recon + kl))
 

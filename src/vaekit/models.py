@@ -243,10 +243,16 @@ class Model(nn.Module):
         noise (K, B, *noise_shape), optional: the posterior's standard noise, for callers that fix each item's
         draws (the evaluator, so results do not depend on batching); else drawn here.
         """
+        return self._draws(x, k, y, noise)[1:]
+
+    def _draws(self, x: torch.Tensor, k: int, y: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+               held: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """importance_terms with the draws z (K, B, *event) first; `held`: log q from posterior_held."""
         if not self.has_bound:
             raise VaekitError(f"a model of family {self.family!r} defines no likelihood bound, so no ELBO or NLL: "
                               "evaluate its reconstruction and latent space only (--iw-samples 0)")
-        qz = self.encode(x, y)
+        params = self.encoder_params(x, y) if held else None
+        qz = self.posterior(params) if held else self.encode(x, y)
         if noise is None:
             noise = draw_noise(qz, (k,))
         elif tuple(noise.shape) != (k, *qz.batch_shape, *noise_shape(qz)):
@@ -255,9 +261,39 @@ class Model(nn.Module):
         z = rsample_with(qz, noise)  # (K, B, *event)
         # K*B codes flattened sample-major (row k*B + b is item b): item b's label, K times in item order
         ky = None if y is None or not self.num_labels else self.expand_labels(y, x.shape[0]).repeat(k)
-        params = self.decoder_params(z.flatten(0, 1), ky)  # batch (K*B,)
-        log_px = self.likelihood.log_prob_samples(params, x)  # (K, B), x broadcast rather than copied K times
-        return log_px, qz.log_prob(z) - self.prior().log_prob(z)
+        decoded = self.decoder_params(z.flatten(0, 1), ky)  # batch (K*B,)
+        log_px = self.likelihood.log_prob_samples(decoded, x)  # (K, B), x broadcast rather than copied K times
+        log_q = (self.posterior_held(params) if held else qz).log_prob(z)
+        return z, log_px, log_q - self.prior().log_prob(z)
+
+    def posterior_held(self, params: torch.Tensor) -> Distribution:
+        """q(z|x) from the encoder's output with every parameter of the model held fixed: its log_prob passes
+        gradients to z only (the doubly reparameterised gradient's log q). A family whose posterior uses parameters
+        beyond the encoder's output (a network between layers) holds those too."""
+        return self.posterior(params.detach())
+
+    def importance_weighted(self, x: torch.Tensor, k: int, y: torch.Tensor | None, kl_scale: float,
+                            gradient: str = "standard") -> Output:
+        """The K-sample IWAE bound (Burda et al. 2016, eq. 8) as a training objective, its prior-posterior ratio
+        weighed by beta * kl_scale (warm-up). `gradient`: "standard", the bound's own gradient; or "dreg", the doubly
+        reparameterised one (Tucker et al. 2019): every parameter of the generative model gets the bound's own
+        gradient, and what reaches q's parameters through the draws z_k gets the weight
+        w_k (1 - a (1 - w_k)) in place of w_k, where w are the normalised importance weights and a = beta * kl_scale
+        (w_k^2 at a = 1), with log q held (no score-function term): the same expected gradient at a lower variance;
+        at K = 1 it is the sticking-the-landing gradient (Roeder et al. 2017). The loss's value is the bound."""
+        a = self.config.beta * kl_scale
+        z, log_px, log_ratio = self._draws(x, k, y, held=gradient == "dreg")  # (K, B, *event), (K, B), (K, B)
+        log_w = log_px - a * log_ratio
+        bound = torch.logsumexp(log_w, 0) - math.log(k)  # (B,)
+        recon, kl = -log_px.mean(0), log_ratio.mean(0)  # the K-sample estimates of the ELBO's parts
+        loss = -bound.mean()
+        if gradient == "dreg" and z.requires_grad:
+            w = torch.softmax(log_w.detach(), 0)  # (K, B)
+            reweigh = (1.0 - a * (1.0 - w)).reshape(*w.shape, *(1,) * (z.dim() - 2))
+            z.register_hook(lambda grad: grad * reweigh)  # every use of z: the decoder, log p(z), the held log q
+            surrogate = -(w * log_w).sum(0).mean()  # the bound's gradient with the draws fixed, weights held
+            loss = loss.detach() + (surrogate - surrogate.detach())
+        return Output(loss=loss, terms={"bound": -bound, "recon": recon, "kl": kl}, elbo=-(recon + kl))
 
     def log_importance_weights(self, x: torch.Tensor, k: int, y: torch.Tensor | None = None,
                                noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -331,6 +367,16 @@ class Model(nn.Module):
                                revision=revision, commit_message=commit_message, create_pr=create_pr)
 
 
+def iw_gradient_setting(family: str) -> Any:
+    """The setting of a K-sample family's gradient estimator (see Model.importance_weighted)."""
+    return setting("standard", f"the {family} family's gradient of its K-sample bound: standard, or dreg, doubly "
+                   "reparameterised (Tucker et al. 2019): the same expectation, lower variance for the encoder; at "
+                   "K = 1, sticking the landing", choices=IW_GRADIENTS)
+
+
+IW_GRADIENTS = ("standard", "dreg")
+
+
 def _total(values, like: torch.Tensor) -> torch.Tensor:
     """The sum of per-example terms (zeros like `like` for none), without sum()'s extra 0 + tensor."""
     total = None
@@ -388,14 +434,10 @@ class IWAE(VAE):
     class Settings:
         k: int = setting(5, "importance samples per item in the iwae family's training bound",
                          check=(lambda v: 1 <= v <= 1000, "between 1 and 1000 (each sample is a decoder pass)"))
+        gradient: str = iw_gradient_setting("iwae")
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_scale: float = 1.0) -> Output:
-        k = self.settings.k
-        log_px, log_ratio = self.importance_terms(x, k, y)  # (K, B) each
-        log_w = log_px - (self.config.beta * kl_scale) * log_ratio  # warm-up / beta weight the prior-posterior ratio
-        bound = torch.logsumexp(log_w, 0) - math.log(k)  # (B,)
-        recon, kl = -log_px.mean(0), log_ratio.mean(0)  # the K-sample estimates of the ELBO's parts
-        return Output(loss=-bound.mean(), terms={"bound": -bound, "recon": recon, "kl": kl}, elbo=-(recon + kl))
+        return self.importance_weighted(x, self.settings.k, y, kl_scale, self.settings.gradient)
 
 
 @register_family("ae")
