@@ -39,6 +39,8 @@ FAMILIES = {  # name -> (recipe, extra train flags)
     "vamp": ("vamp", []),
     "hvae": ("hvae", []),
     "hvae-iwae": ("hvae", ["--hvae-k", "5"]),
+    "hvae-iwae-dreg": ("hvae", ["--hvae-k", "5", "--hvae-gradient", "dreg"]),  # its doubly reparameterised gradient
+    "iwae-dreg": ("iwae", ["--iwae-gradient", "dreg"]),
     "hvae-vamp": ("hvae", ["--hvae-top-prior", "vamp"]),  # p(z2) a VampPrior (500 pseudo-inputs)
     "vqvae": ("vqvae", []),  # no likelihood bound: its own table (reconstruction, codebook, the prior's NLL of codes)
 }
