@@ -39,7 +39,7 @@ FAMILIES = {  # name -> (recipe, extra train flags)
     "vamp": ("vamp", []),
     "hvae": ("hvae", []),
     "hvae-iwae": ("hvae", ["--hvae-k", "5"]),
-    "hvae-iwae-dreg": ("hvae", ["--hvae-k", "5", "--hvae-gradient", "dreg"]),  # its doubly reparameterised gradient
+    "hvae-iwae-dreg": ("hvae-iwae", []),  # hvae with --hvae-k 5 --hvae-gradient dreg (doubly reparameterised)
     "iwae-dreg": ("iwae", ["--iwae-gradient", "dreg"]),
     "hvae-vamp": ("hvae", ["--hvae-top-prior", "vamp"]),  # p(z2) a VampPrior (500 pseudo-inputs)
     "vqvae": ("vqvae", []),  # no likelihood bound: its own table (reconstruction, codebook, the prior's NLL of codes)

@@ -148,7 +148,7 @@ class HVAE(VAE):
         top_components: int = setting(500, "pseudo-inputs of the hvae family's vamp top prior (--hvae-top-prior "
                                       "vamp; the VampPrior paper's 500)",
                                       check=(lambda v: 1 <= v <= 100_000, "between 1 and 100000"))
-        gradient: str = iw_gradient_setting("hvae")
+        gradient: str = iw_gradient_setting("hvae", " (with k > 1)")
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
@@ -279,7 +279,7 @@ class HVAE(VAE):
 
     # ---- the objective ---------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_scale: float = 1.0) -> Output:
-        if self.settings.k > 1:  # the K-sample IWAE bound (Burda et al. 2016, eq. 8), the contract's
+        if self.settings.k > 1:  # the contract's K-sample IWAE bound (Burda et al. 2016, eq. 8)
             return self.importance_weighted(x, self.settings.k, y, kl_scale, self.settings.gradient)
         return super().forward(x, y, kl_scale)  # the ELBO, its terms the two layers' (free bits per layer)
 

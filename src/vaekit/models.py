@@ -276,24 +276,25 @@ class Model(nn.Module):
                             gradient: str = "standard") -> Output:
         """The K-sample IWAE bound (Burda et al. 2016, eq. 8) as a training objective, its prior-posterior ratio
         weighed by beta * kl_scale (warm-up). `gradient`: "standard", the bound's own gradient; or "dreg", the doubly
-        reparameterised one (Tucker et al. 2019): every parameter of the generative model gets the bound's own
-        gradient, and what reaches q's parameters through the draws z_k gets the weight
-        w_k (1 - a (1 - w_k)) in place of w_k, where w are the normalised importance weights and a = beta * kl_scale
-        (w_k^2 at a = 1), with log q held (no score-function term): the same expected gradient at a lower variance;
-        at K = 1 it is the sticking-the-landing gradient (Roeder et al. 2017). The loss's value is the bound."""
+        reparameterised one (Tucker et al. 2019): log q is held (its parameters get no score-function term), and what
+        reaches q's parameters through the draws z_k is weighed by w_k (1 - a (1 - w_k)) in place of the bound's w_k,
+        where w are the normalised importance weights and a = beta * kl_scale (w_k^2 at a = 1). The same expected
+        gradient for every parameter at a lower variance; at the same draws, exactly the bound's own for the
+        parameters q's draws do not depend on (the decoder's). At K = 1 it is the sticking-the-landing gradient
+        (Roeder et al. 2017). The loss's value is the bound either way."""
+        if gradient not in IW_GRADIENTS:
+            raise VaekitError(f"gradient {gradient!r} for the K-sample bound: choose from {', '.join(IW_GRADIENTS)}")
         a = self.config.beta * kl_scale
-        z, log_px, log_ratio = self._draws(x, k, y, held=gradient == "dreg")  # (K, B, *event), (K, B), (K, B)
+        held = gradient == "dreg" and torch.is_grad_enabled()  # no gradient (validation): the bound alone
+        z, log_px, log_ratio = self._draws(x, k, y, held=held)  # (K, B, *event), (K, B), (K, B)
         log_w = log_px - a * log_ratio
-        bound = torch.logsumexp(log_w, 0) - math.log(k)  # (B,)
+        bound = torch.logsumexp(log_w, 0) - math.log(k)  # (B,): its backward hands each log w_k the weight w_k
         recon, kl = -log_px.mean(0), log_ratio.mean(0)  # the K-sample estimates of the ELBO's parts
-        loss = -bound.mean()
-        if gradient == "dreg" and z.requires_grad:
+        if held and z.requires_grad:
             w = torch.softmax(log_w.detach(), 0)  # (K, B)
             reweigh = (1.0 - a * (1.0 - w)).reshape(*w.shape, *(1,) * (z.dim() - 2))
             z.register_hook(lambda grad: grad * reweigh)  # every use of z: the decoder, log p(z), the held log q
-            surrogate = -(w * log_w).sum(0).mean()  # the bound's gradient with the draws fixed, weights held
-            loss = loss.detach() + (surrogate - surrogate.detach())
-        return Output(loss=loss, terms={"bound": -bound, "recon": recon, "kl": kl}, elbo=-(recon + kl))
+        return Output(loss=-bound.mean(), terms={"bound": -bound, "recon": recon, "kl": kl}, elbo=-(recon + kl))
 
     def log_importance_weights(self, x: torch.Tensor, k: int, y: torch.Tensor | None = None,
                                noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -367,11 +368,11 @@ class Model(nn.Module):
                                revision=revision, commit_message=commit_message, create_pr=create_pr)
 
 
-def iw_gradient_setting(family: str) -> Any:
-    """The setting of a K-sample family's gradient estimator (see Model.importance_weighted)."""
+def iw_gradient_setting(family: str, note: str = "") -> Any:
+    """The setting of a K-sample family's gradient estimator (see Model.importance_weighted); `note` ends its help."""
     return setting("standard", f"the {family} family's gradient of its K-sample bound: standard, or dreg, doubly "
-                   "reparameterised (Tucker et al. 2019): the same expectation, lower variance for the encoder; at "
-                   "K = 1, sticking the landing", choices=IW_GRADIENTS)
+                   f"reparameterised (Tucker et al. 2019): the same expectation, lower variance for the encoder{note}",
+                   choices=IW_GRADIENTS)
 
 
 IW_GRADIENTS = ("standard", "dreg")
@@ -434,7 +435,7 @@ class IWAE(VAE):
     class Settings:
         k: int = setting(5, "importance samples per item in the iwae family's training bound",
                          check=(lambda v: 1 <= v <= 1000, "between 1 and 1000 (each sample is a decoder pass)"))
-        gradient: str = iw_gradient_setting("iwae")
+        gradient: str = iw_gradient_setting("iwae", "; at K = 1, sticking the landing")
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_scale: float = 1.0) -> Output:
         return self.importance_weighted(x, self.settings.k, y, kl_scale, self.settings.gradient)
