@@ -114,3 +114,22 @@ def shapes_recipe_run(tmp_path_factory):
 
     out = built_once(tmp_path_factory, "shapes", build)
     return checkpoint.load(out), load_dataset(checkpoint.load_config(out).data)
+
+
+def identity_written_before(run: Path, family: str, later: dict) -> str:
+    """The identity (sha256) a run's resume state carried before its family's settings `later` (name -> the value
+    the run has, their default) existed: its settings without them, without the train settings a resume may change,
+    early_stopping, free_bits and the edits section. Checks the run has those values."""
+    import hashlib
+    import json
+
+    from vaekit import checkpoint
+
+    settings = checkpoint.load_config(run).to_dict()
+    for name, value in later.items():
+        assert settings["model"][family].pop(name) == value, name
+    settings.pop("edits")
+    for name in (*checkpoint.RUNTIME, "early_stopping"):
+        settings["train"].pop(name)
+    settings["model"].pop("free_bits")
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()

@@ -251,8 +251,11 @@ class Model(nn.Module):
         if not self.has_bound:
             raise VaekitError(f"a model of family {self.family!r} defines no likelihood bound, so no ELBO or NLL: "
                               "evaluate its reconstruction and latent space only (--iw-samples 0)")
-        params = self.encoder_params(x, y) if held else None
-        qz = self.posterior(params) if held else self.encode(x, y)
+        if held:
+            params = self.encoder_params(x, y)
+            qz = self.posterior(params)
+        else:
+            qz = self.encode(x, y)
         if noise is None:
             noise = draw_noise(qz, (k,))
         elif tuple(noise.shape) != (k, *qz.batch_shape, *noise_shape(qz)):
