@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from vaekit.data import shapes
-from vaekit.disentangle import BetaVAEResult, MIGResult, beta_vae_score, mig
+from vaekit.disentangle import BetaVAEResult, MIGResult, beta_vae_score, mig, mig_posterior
 from vaekit.errors import VaekitError
 
 SIZES = np.array([3, 6, 10, 8, 4])  # synthetic discrete factors, each with at most n_bins values
@@ -67,6 +67,107 @@ def test_mig_rejects_bad_input(factors):
     constant_factor[:, 2] = 1.0
     with pytest.raises(VaekitError, match="single value"):
         mig(factors, constant_factor)
+
+
+# mig_posterior on a full grid of two factors (6 x 4 values, each pair 100 times), so the factors are independent in
+# the sample itself. Code 0 reads factor 0, code 1 factor 1, both with a narrow posterior; code 2 is inactive (its
+# posterior is N(m, 1), the prior's width) but its mean drifts with both factors.
+GRID = np.array([(a, b) for a in range(6) for b in range(4)] * 100, dtype=np.float64)  # (2400, 2)
+NARROW, DRIFT = 0.3, 0.05
+
+
+def grid_posteriors() -> tuple[np.ndarray, np.ndarray]:
+    loc = np.stack([GRID[:, 0], GRID[:, 1], DRIFT * (GRID[:, 0] + GRID[:, 1])], axis=1)
+    scale = np.broadcast_to([NARROW, NARROW, 1.0], loc.shape).copy()
+    return loc, scale
+
+
+def mixture_entropy(means: np.ndarray, std: float) -> float:
+    """H of the equal-weight mixture of N(mean, std^2) over the items' means, by quadrature on a fine grid (nats)."""
+    centres, counts = np.unique(means, return_counts=True)
+    z = np.linspace(centres.min() - 12 * std, centres.max() + 12 * std, 20_001)
+    density = (np.exp(-0.5 * ((z[:, None] - centres[None]) / std) ** 2) @ (counts / counts.sum())
+               / (std * np.sqrt(2 * np.pi)))
+    integrand = np.where(density > 0, -density * np.log(np.where(density > 0, density, 1.0)), 0.0)
+    return float((integrand[1:] + integrand[:-1]).sum() / 2 * (z[1] - z[0]))  # the trapezoid rule
+
+
+def grid_mutual_info() -> np.ndarray:
+    """I(code j; factor k) of the grid's posteriors, (3, 2), from the mixtures' entropies by quadrature."""
+    loc, scale = grid_posteriors()
+    truth = np.zeros((3, 2))
+    for j in range(3):
+        h = mixture_entropy(loc[:, j], scale[0, j])
+        for k in range(2):
+            values = np.unique(GRID[:, k])
+            conditional = np.mean([mixture_entropy(loc[GRID[:, k] == v, j], scale[0, j]) for v in values])
+            truth[j, k] = h - conditional
+    return truth
+
+
+def test_mig_posterior_matches_the_mutual_information_by_quadrature():
+    loc, scale = grid_posteriors()
+    truth = grid_mutual_info()
+    result = mig_posterior(loc, scale, GRID)
+    assert result.mutual_info.shape == result.mutual_info_se.shape == (3, 2)
+    # The estimate is a mean over the items of an unbiased per-item term; within 4 of its standard errors.
+    assert (np.abs(result.mutual_info - truth) < 4 * result.mutual_info_se + 1e-9).all()
+    # Code 0 holds most of factor 0 and nothing of factor 1, whose mixture it is exactly (and vice versa).
+    assert truth[0, 0] > 0.8 * np.log(6) and truth[1, 1] > 0.8 * np.log(4)
+    assert result.mutual_info[0, 1] == pytest.approx(0, abs=1e-9) and result.mutual_info[1, 0] == pytest.approx(0,
+                                                                                                             abs=1e-9)
+    np.testing.assert_allclose(result.factor_entropy, np.log([6, 4]))
+    # The gap per factor: code 0 (1) against the drifting code 2, each within 4 standard errors.
+    gap = (truth[[0, 1], [0, 1]] - truth[2]) / np.log([6, 4])
+    se = (result.mutual_info_se[[0, 1], [0, 1]] + result.mutual_info_se[2]) / np.log([6, 4])
+    assert (np.abs(result.per_factor - gap) < 4 * se).all()
+
+
+def test_an_inactive_code_whose_mean_drifts_costs_binned_mig_but_not_mig_posterior():
+    loc, scale = grid_posteriors()
+    truth = grid_mutual_info()
+    assert truth[2].max() < 0.01  # the drifting code's posterior is the prior's width: it carries almost nothing
+    posterior, binned = mig_posterior(loc, scale, GRID), mig(loc, GRID)
+    assert (posterior.per_factor > 0.8).all()
+    # Its binned means are a function of both factors, so the binned estimate credits it with much of each.
+    assert (binned.mutual_info[2] > 50 * truth[2]).all()
+    assert (binned.per_factor < posterior.per_factor - 0.05).all()
+    assert binned.per_factor[0] < posterior.per_factor[0] - 0.2  # the code drifts over 6 values of factor 0
+
+
+def test_mig_posterior_on_the_shapes_recipe_gives_inactive_codes_no_information(shapes_recipe_run):
+    from vaekit import metrics
+
+    model, dataset = shapes_recipe_run
+    x = dataset.x_test
+    loc, scale = (t.numpy() for t in metrics.posterior_loc_scale(model, x))
+    factors = np.stack([dataset.attributes_test[name].numpy() for name in shapes.FACTOR_NAMES], axis=1)
+    result = mig_posterior(loc, scale, factors)
+    kl = metrics.kl_per_dim(model, x).numpy()
+    inactive, active = kl < 0.01, kl > 1.0
+    assert inactive.any() and active.any()
+    # A code carries no more information about a factor than its KL: I(z_j; v) <= I(z_j; x) <= E KL(q(z_j|x) || p).
+    bound = kl[:, None] + 4 * result.mutual_info_se
+    assert (result.mutual_info < bound).all()
+    assert (result.mutual_info[inactive] < 0.01).all()
+    assert result.mutual_info[active].max() > 0.5
+    assert 0 <= result.score <= 1
+
+
+def test_mig_posterior_rejects_bad_input():
+    loc, scale = grid_posteriors()
+    with pytest.raises(VaekitError, match="same shape"):
+        mig_posterior(loc, scale[:, :2], GRID)
+    bad = scale.copy()
+    bad[0, 0] = 0.0
+    with pytest.raises(VaekitError, match="positive"):
+        mig_posterior(loc, bad, GRID)
+    with pytest.raises(VaekitError, match="at least 2"):
+        mig_posterior(loc[:, :1], scale[:, :1], GRID)
+    with pytest.raises(VaekitError, match="rows"):
+        mig_posterior(loc[:10], scale[:10], GRID[:11])
+    with pytest.raises(VaekitError, match="single value"):
+        mig_posterior(loc, scale, np.c_[GRID[:, :1], np.ones(len(GRID))])
 
 
 def score(represent, sample=sample_synthetic, **kwargs) -> BetaVAEResult:

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import torch
 
 from .errors import VaekitError
 
@@ -16,8 +18,9 @@ log = logging.getLogger(__name__)
 class MIGResult:
     score: float  # mean over factors of per_factor, in [0, 1]; higher is more disentangled
     per_factor: np.ndarray  # (K,) gap between the two most informative codes, over the factor's entropy
-    mutual_info: np.ndarray  # (D, K) I(code_j; factor_k) in nats, codes discretised
+    mutual_info: np.ndarray  # (D, K) I(code_j; factor_k) in nats: binned codes (mig) or posteriors (mig_posterior)
     factor_entropy: np.ndarray  # (K,) H(factor_k) in nats
+    mutual_info_se: np.ndarray | None = None  # (D, K) standard error of mutual_info over the items (mig_posterior)
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,8 @@ def mig(codes: np.ndarray, factors: np.ndarray, n_bins: int = 20) -> MIGResult:
     histogram; I(code_j; factor_k) is estimated with the plug-in estimate on the N items; for every factor
     the gap between the largest and second largest mutual information is divided by H(factor_k), and the
     gaps are averaged over factors. Factors must be discrete (each distinct value is one class).
-    Codes are (N, D) with D >= 2 (typically posterior means), factors (N, K).
+    Codes are (N, D) with D >= 2 (typically posterior means), factors (N, K). A code dimension whose posterior is
+    the prior for every item still drifts in its mean, and binning credits that drift; `mig_posterior` does not.
 
     A factor with more values than n_bins cannot be fully resolved by binned codes, so even a perfect
     code scores about log(n_bins) / log(n_values) on it (on the shapes grid with n_bins=20: about 0.89 in
@@ -65,6 +69,71 @@ def mig(codes: np.ndarray, factors: np.ndarray, n_bins: int = 20) -> MIGResult:
     top_two = np.sort(mutual_info, axis=0)[::-1][:2]  # (2, K)
     per_factor = (top_two[0] - top_two[1]) / factor_entropy
     return MIGResult(float(per_factor.mean()), per_factor, mutual_info, factor_entropy)
+
+
+def mig_posterior(loc: np.ndarray, scale: np.ndarray, factors: np.ndarray, seed: int = 0) -> MIGResult:
+    """MIG with each I(z_j; v_k) estimated from the Gaussian posteriors themselves, as Chen et al. (2018) define
+    and compute it, rather than from binned posterior means (`mig`).
+
+    With one draw z_i ~ q(z|x_i) per item, the aggregate posterior of code j is the mixture of the N items'
+    N(loc_nj, scale_nj^2), and its conditional on factor k taking value v the mixture over the items with that
+    value:  H(z_j) = -mean_i log q(z_ij),  H(z_j | v_k) = -mean_i log q(z_ij | v_ik),  I = H(z_j) - H(z_j | v_k),
+    all in log space (log-sum-exp over the mixtures' components). A code dimension whose posterior is the prior
+    for every item carries no information however its means drift; binned means count that drift as information.
+    I is clipped at 0 for the gap, which is divided by the factor's entropy as in `mig`. The estimate's standard
+    error over the items is in `mutual_info_se`. loc and scale are (N, D) with D >= 2, factors (N, K) discrete;
+    `seed` fixes the draws. Cost: N^2 x D log densities (about 20 s for 10,000 items and 6 codes on 2 CPU cores).
+    """
+    loc, scale = np.asarray(loc, dtype=np.float64), np.asarray(scale, dtype=np.float64)
+    loc, factors = _check_pair(loc, factors)
+    if scale.shape != loc.shape:
+        raise VaekitError(f"loc and scale must have the same shape, got {loc.shape} and {scale.shape}")
+    if not (np.isfinite(scale).all() and (scale > 0).all()):
+        raise VaekitError("posterior scales must be positive and finite")
+    if loc.shape[1] < 2:
+        raise VaekitError(f"MIG compares the two most informative codes, so it needs at least 2; got {loc.shape[1]}")
+    classes = np.stack([np.unique(factors[:, k], return_inverse=True)[1] for k in range(factors.shape[1])], axis=1)
+    factor_entropy = np.array([_entropy(classes[:, k]) for k in range(classes.shape[1])])
+    constant = np.flatnonzero(factor_entropy <= 0)
+    if constant.size:
+        raise VaekitError(f"factor columns {constant.tolist()} take a single value: MIG needs every factor to vary")
+    loc_t, scale_t = torch.from_numpy(loc), torch.from_numpy(scale)
+    generator = torch.Generator().manual_seed(seed)
+    z = loc_t + scale_t * torch.randn(loc_t.shape, generator=generator, dtype=torch.float64)
+    marginal = _log_mixture(z, loc_t, scale_t)  # (N, D): log q(z_ij)
+    n_codes, n_factors = loc.shape[1], classes.shape[1]
+    mutual_info, mutual_info_se = np.zeros((n_codes, n_factors)), np.zeros((n_codes, n_factors))
+    for k in range(n_factors):
+        conditional = torch.empty_like(marginal)  # log q(z_ij | v_ik)
+        for value in np.unique(classes[:, k]):
+            members = torch.from_numpy(np.flatnonzero(classes[:, k] == value))
+            conditional[members] = _log_mixture(z[members], loc_t[members], scale_t[members])
+        terms = (conditional - marginal).numpy()  # (N, D): each item's share of I(z_j; v_k)
+        mutual_info[:, k] = terms.mean(0)
+        mutual_info_se[:, k] = terms.std(0, ddof=1) / np.sqrt(len(terms))
+    top_two = np.sort(np.clip(mutual_info, 0, None), axis=0)[::-1][:2]  # (2, K)
+    per_factor = (top_two[0] - top_two[1]) / factor_entropy
+    return MIGResult(float(per_factor.mean()), per_factor, mutual_info, factor_entropy, mutual_info_se)
+
+
+_BLOCK = 1 << 22  # float64 numbers per (rows, N, D) block of _log_mixture: 32 MB, whatever N and D
+
+
+def _log_mixture(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """log (1/N) sum_n N(z_ij; loc_nj, scale_nj^2) for each draw i and code j: (M, D) from z (M, D), loc (N, D)."""
+    out = torch.empty_like(z)
+    log_norm = scale.log() + 0.5 * math.log(2 * math.pi) + math.log(loc.shape[0])
+    rows = max(1, _BLOCK // loc.numel())
+    for start in range(0, z.shape[0], rows):
+        block = (z[start : start + rows, None, :] - loc[None]) / scale[None]  # (rows, N, D)
+        out[start : start + rows] = torch.logsumexp(-0.5 * block.square() - log_norm[None], dim=1)
+    return out
+
+
+def _entropy(classes: np.ndarray) -> float:
+    p = np.bincount(classes) / len(classes)
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
 
 
 def _discretise(codes: np.ndarray, n_bins: int) -> np.ndarray:

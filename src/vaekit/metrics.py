@@ -227,6 +227,22 @@ def codes(model: Model, x: torch.Tensor, y: torch.Tensor | None = None) -> torch
     return torch.cat([model.code(qz).flatten(1).cpu() for _, _, qz in _posteriors(model, x, y)])
 
 
+def posterior_loc_scale(model: Model, x: torch.Tensor, y: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every item's factorised Gaussian posterior N(loc, scale^2), flattened: two (N, latent size) tensors (what
+    `vaekit.disentangle.mig_posterior` takes)."""
+    locs, scales = [], []
+    with torch.inference_mode():
+        for _, _, qz in _posteriors(model, x, y):
+            base = factors(qz)
+            if not isinstance(base, torch.distributions.Normal):
+                raise VaekitError(f"a model of family {model.family!r} has a {type(qz).__name__} posterior, not a "
+                                  "factorised Gaussian: its posterior has no loc and scale per dimension")
+            locs.append(base.loc.flatten(1).cpu())
+            scales.append(base.scale.flatten(1).cpu())
+    return torch.cat(locs), torch.cat(scales)
+
+
 def posterior_mean_variance(model: Model, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     """Cov_x(code_d) per code dimension (unbiased variance over items): (code size,)."""
     if x.shape[0] < 2:
