@@ -1,6 +1,7 @@
 """beta-TCVAE against the beta-VAE on `shapes`: MIG and reconstruction error, side by side, for several betas.
 
     python benchmarks/tcvae_mig.py [--vae-betas 1,2,4,6] [--tcvae-betas 1,4,6] [--seeds 0] [--set KEY=VALUE ...]
+    python benchmarks/tcvae_mig.py --tables-from FILE [FILE ...] [--out FILE]    (tables from earlier runs)
 
 Each model is the shipped `shapes` recipe (an MLP, a 6-number code, 15 epochs on 32x32 shapes) with only the family
 and --beta changed (and any --set, alike for every model), trained in its own process. MIG (Chen et al. 2018) is
@@ -10,9 +11,10 @@ information), and from binned posterior means (20 bins, as disentanglement_lib; 
 the test split's recon term (nats per image) from the run's last epoch. With several seeds (`--seeds 0,1,2`) the
 table gives the mean and standard error of each over the seeds, and a second table sets each tcvae beta beside the
 beta-VAE at matched reconstruction: the beta-VAE's MIG interpolated linearly in reconstruction error between the two
-betas whose mean errors bracket the tcvae's (blank outside the beta-VAE's range). Writes
-benchmarks/results/tcvae-mig-<date>.json and prints the Markdown tables.
-About 45 s of training and 20 s of scoring per model (recipe defaults) on 2 CPU cores.
+betas whose mean errors bracket the tcvae's (blank outside the beta-VAE's range). A third table makes that
+comparison within each seed (the tcvae against the same seed's beta-VAE runs) and gives the differences' mean and
+standard error over the seeds. Writes benchmarks/results/tcvae-mig-<date>.json and prints the Markdown tables.
+About 45 s of training per model with the recipe's 15 epochs on 2 CPU cores, plus the scoring.
 """
 from __future__ import annotations
 
@@ -100,6 +102,32 @@ def matched(rows: list[dict]) -> list[dict]:
     return out
 
 
+def paired(runs: list[dict]) -> list[dict]:
+    """The matched comparison within each seed (the tcvae beside the beta-VAE interpolated from the same seed's
+    runs), then per tcvae beta the mean and standard error over the seeds of the difference (tcvae minus beta-VAE),
+    for both MIGs; seeds where the tcvae falls outside that seed's beta-VAE range are left out and counted."""
+    by_beta: dict[float, dict[str, list[float]]] = {}
+    for seed in sorted({r["seed"] for r in runs}):
+        for m in matched(summary([r for r in runs if r["seed"] == seed])):
+            entry = by_beta.setdefault(m["beta"], {"mig_posterior": [], "mig": [], "outside": []})
+            if m["vae_mig_posterior_at_recon"] is None:
+                entry["outside"].append(seed)
+                continue
+            for key in ("mig_posterior", "mig"):
+                entry[key].append(m[key] - m["vae_" + key + "_at_recon"])
+    out = []
+    for beta, entry in by_beta.items():
+        row = {"beta": beta, "seeds_outside_range": entry["outside"]}
+        for key in ("mig_posterior", "mig"):
+            values = np.array(entry[key])
+            row[key + "_differences"] = values.round(4).tolist()
+            row[key + "_difference"] = float(values.mean()) if len(values) else None
+            row[key + "_difference_se"] = (float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1
+                                           else None)
+        out.append(row)
+    return out
+
+
 def markdown(results: dict) -> str:
     seeds = ", ".join(str(s) for s in results["seeds"])
     sets = "".join(f", --set {item}" for item in results.get("set", []))
@@ -127,7 +155,26 @@ def markdown(results: dict) -> str:
         for m in results["matched"]:
             lines.append(f"| {m['beta']:g} | {m['test_recon']:.2f} | {value(m, 'mig_posterior', 3)} | "
                          f"{at(m, 'mig_posterior')} | {value(m, 'mig', 3)} | {at(m, 'mig')} |")
+    if results.get("paired") and len(results["seeds"]) > 1:
+        lines += ["", "| tcvae beta | MIG (posteriors) minus the beta-VAE's, per seed | mean ± s.e. | MIG (binned means) "
+                  "minus the beta-VAE's, per seed | mean ± s.e. |", "|---|---|---|---|---|"]
+        for p in results["paired"]:
+            cells = []
+            for key in ("mig_posterior", "mig"):
+                se = p[key + "_difference_se"]
+                mean = "" if p[key + "_difference"] is None else f"{p[key + '_difference']:+.3f}"
+                cells += [", ".join(f"{d:+.3f}" for d in p[key + "_differences"]),
+                          mean + (f" ± {se:.3f}" if se is not None else "")]
+            outside = f" ({len(p['seeds_outside_range'])} seeds outside the range)" if p["seeds_outside_range"] else ""
+            lines.append(f"| {p['beta']:g}{outside} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def tables(results: dict) -> dict:
+    results["summary"] = summary(results["runs"])
+    results["matched"] = matched(results["summary"])
+    results["paired"] = paired(results["runs"])
+    return results
 
 
 def main() -> None:
@@ -138,7 +185,21 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[],
                         help="a config override for every model, as vaekit train --set (e.g. model.latent_dim=10)")
     parser.add_argument("--out")
+    parser.add_argument("--tables-from", metavar="FILE", nargs="+",
+                        help="train nothing: recompute the tables from the runs in earlier results files (several: "
+                             "their runs together, e.g. more seeds; the same --set in each), written to --out or, "
+                             "for one file, back into it")
     args = parser.parse_args()
+    if args.tables_from:
+        parts = [json.loads(Path(name).read_text()) for name in args.tables_from]
+        if len({json.dumps(part.get("set", [])) for part in parts}) > 1:
+            parser.error("--tables-from: the files were run with different --set overrides; tables mix like with like")
+        if len(parts) > 1 and not args.out:
+            parser.error("--tables-from with several files needs --out for the merged results")
+        results = parts[0] | {"runs": [run for part in parts for run in part["runs"]],
+                              "seeds": sorted({seed for part in parts for seed in part["seeds"]})}
+        write_results("tcvae-mig", tables(results), args.out or args.tables_from[0], markdown(results))
+        return
     plan = [("vae", float(b)) for b in args.vae_betas.split(",")] + [("tcvae", float(b))
                                                                        for b in args.tcvae_betas.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -148,9 +209,7 @@ def main() -> None:
             for family, beta in plan:
                 results["runs"].append(run(family, beta, seed, Path(work), args.set))
                 print(results["runs"][-1], file=sys.stderr)
-    results["summary"] = summary(results["runs"])
-    results["matched"] = matched(results["summary"])
-    write_results("tcvae-mig", results, args.out, markdown(results))
+    write_results("tcvae-mig", tables(results), args.out, markdown(results))
 
 
 if __name__ == "__main__":

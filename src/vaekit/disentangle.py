@@ -82,7 +82,7 @@ def mig_posterior(loc: np.ndarray, scale: np.ndarray, factors: np.ndarray, seed:
     for every item carries no information however its means drift; binned means count that drift as information.
     I is clipped at 0 for the gap, which is divided by the factor's entropy as in `mig`. The estimate's standard
     error over the items is in `mutual_info_se`. loc and scale are (N, D) with D >= 2, factors (N, K) discrete;
-    `seed` fixes the draws. Cost: N^2 x D log densities (about 20 s for 10,000 items and 6 codes on 2 CPU cores).
+    `seed` fixes the draws. Cost: N^2 x D log densities, in blocks of 32 MB.
     """
     loc, scale = np.asarray(loc, dtype=np.float64), np.asarray(scale, dtype=np.float64)
     loc, factors = _check_pair(loc, factors)
