@@ -6,12 +6,12 @@
 Each model is the shipped `shapes` recipe (an MLP, a 6-number code, 15 epochs on 32x32 shapes) with only the family
 and --beta changed (and any --set, alike for every model), trained in its own process. MIG (Chen et al. 2018) is
 computed on 10,000 training shapes against all five factors in two ways: from the posteriors themselves, as Chen et
-al. estimate it (`vaekit.disentangle.mig_posterior`: a code dimension whose posterior is the prior carries no
-information), and from binned posterior means (20 bins, as disentanglement_lib; `mig`). The reconstruction error is
+al. estimate it (`vaekit.disentangle.mig_posterior`: a code dimension whose posteriors have the prior's width
+carries almost no information, however its means drift), and from binned posterior means (20 bins, as disentanglement_lib; `mig`). The reconstruction error is
 the test split's recon term (nats per image) from the run's last epoch. With several seeds (`--seeds 0,1,2`) the
 table gives the mean and standard error of each over the seeds, and a second table sets each tcvae beta beside the
 beta-VAE at matched reconstruction: the beta-VAE's MIG interpolated linearly in reconstruction error between the two
-betas whose mean errors bracket the tcvae's (blank outside the beta-VAE's range). A third table makes that
+betas whose mean errors bracket the tcvae's (marked when outside the beta-VAE's range). A third table makes that
 comparison within each seed (the tcvae against the same seed's beta-VAE runs) and gives the differences' mean and
 standard error over the seeds. Writes benchmarks/results/tcvae-mig-<date>.json and prints the Markdown tables.
 About 45 s of training per model with the recipe's 15 epochs on 2 CPU cores, plus the scoring.
@@ -196,8 +196,14 @@ def main() -> None:
             parser.error("--tables-from: the files were run with different --set overrides; tables mix like with like")
         if len(parts) > 1 and not args.out:
             parser.error("--tables-from with several files needs --out for the merged results")
-        results = parts[0] | {"runs": [run for part in parts for run in part["runs"]],
-                              "seeds": sorted({seed for part in parts for seed in part["seeds"]})}
+        runs = [run for part in parts for run in part["runs"]]
+        keys = [(run["family"], run["beta"], run["seed"]) for run in runs]
+        if len(set(keys)) < len(keys):
+            parser.error("--tables-from: the same family, beta and seed appear more than once; merge distinct runs")
+        results = parts[0] | {"runs": runs, "seeds": sorted({seed for part in parts for seed in part["seeds"]})}
+        if len(parts) > 1:
+            results["merged_from"] = [{"file": name, "machine": part["machine"]}
+                                      for name, part in zip(args.tables_from, parts)]
         write_results("tcvae-mig", tables(results), args.out or args.tables_from[0], markdown(results))
         return
     plan = [("vae", float(b)) for b in args.vae_betas.split(",")] + [("tcvae", float(b))

@@ -70,8 +70,8 @@ def test_mig_rejects_bad_input(factors):
 
 
 # mig_posterior on a full grid of two factors (6 x 4 values, each pair 100 times), so the factors are independent in
-# the sample itself. Code 0 reads factor 0, code 1 factor 1, both with a narrow posterior; code 2 is inactive (its
-# posterior is N(m, 1), the prior's width) but its mean drifts with both factors.
+# the sample itself. Code 0 reads factor 0, code 1 factor 1, both with a narrow posterior; code 2 is all but inactive
+# (its posterior is N(m, 1), the prior's width) but its mean drifts a little with both factors.
 GRID = np.array([(a, b) for a in range(6) for b in range(4)] * 100, dtype=np.float64)  # (2400, 2)
 NARROW, DRIFT = 0.3, 0.05
 
@@ -82,35 +82,35 @@ def grid_posteriors() -> tuple[np.ndarray, np.ndarray]:
     return loc, scale
 
 
-def mixture_entropy(means: np.ndarray, std: float) -> float:
-    """H of the equal-weight mixture of N(mean, std^2) over the items' means, by quadrature on a fine grid (nats)."""
-    centres, counts = np.unique(means, return_counts=True)
-    z = np.linspace(centres.min() - 12 * std, centres.max() + 12 * std, 20_001)
-    density = (np.exp(-0.5 * ((z[:, None] - centres[None]) / std) ** 2) @ (counts / counts.sum())
-               / (std * np.sqrt(2 * np.pi)))
+def mixture_entropy(means: np.ndarray, stds: np.ndarray) -> float:
+    """H of the equal-weight mixture of the items' N(mean, std^2), by quadrature on a fine grid (nats)."""
+    pairs, counts = np.unique(np.stack([means, stds], axis=1), axis=0, return_counts=True)
+    centres, widths = pairs[:, 0], pairs[:, 1]
+    z = np.linspace((centres - 12 * widths).min(), (centres + 12 * widths).max(), 40_001)
+    density = (np.exp(-0.5 * ((z[:, None] - centres[None]) / widths[None]) ** 2) / (widths[None] * np.sqrt(2 * np.pi))
+               ) @ (counts / counts.sum())
     integrand = np.where(density > 0, -density * np.log(np.where(density > 0, density, 1.0)), 0.0)
     return float((integrand[1:] + integrand[:-1]).sum() / 2 * (z[1] - z[0]))  # the trapezoid rule
 
 
-def grid_mutual_info() -> np.ndarray:
-    """I(code j; factor k) of the grid's posteriors, (3, 2), from the mixtures' entropies by quadrature."""
-    loc, scale = grid_posteriors()
-    truth = np.zeros((3, 2))
-    for j in range(3):
-        h = mixture_entropy(loc[:, j], scale[0, j])
+def grid_mutual_info(loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """I(code j; factor k) of the grid's posteriors, (D, 2), from the mixtures' entropies by quadrature."""
+    truth = np.zeros((loc.shape[1], 2))
+    for j in range(loc.shape[1]):
+        h = mixture_entropy(loc[:, j], scale[:, j])
         for k in range(2):
-            values = np.unique(GRID[:, k])
-            conditional = np.mean([mixture_entropy(loc[GRID[:, k] == v, j], scale[0, j]) for v in values])
-            truth[j, k] = h - conditional
+            cells = [GRID[:, k] == v for v in np.unique(GRID[:, k])]  # the factor's values are equally frequent
+            truth[j, k] = h - np.mean([mixture_entropy(loc[c, j], scale[c, j]) for c in cells])
     return truth
 
 
 def test_mig_posterior_matches_the_mutual_information_by_quadrature():
     loc, scale = grid_posteriors()
-    truth = grid_mutual_info()
+    truth = grid_mutual_info(loc, scale)
     result = mig_posterior(loc, scale, GRID)
     assert result.mutual_info.shape == result.mutual_info_se.shape == (3, 2)
-    # The estimate is a mean over the items of an unbiased per-item term; within 4 of its standard errors.
+    # Every item's component is in its own mixtures, so the mean of the per-item terms is an unbiased estimate of
+    # the N items' mixtures' mutual information, which is what the quadrature computes; within 4 standard errors.
     assert (np.abs(result.mutual_info - truth) < 4 * result.mutual_info_se + 1e-9).all()
     # Code 0 holds most of factor 0 and nothing of factor 1, whose mixture it is exactly (and vice versa).
     assert truth[0, 0] > 0.8 * np.log(6) and truth[1, 1] > 0.8 * np.log(4)
@@ -123,10 +123,22 @@ def test_mig_posterior_matches_the_mutual_information_by_quadrature():
     assert (np.abs(result.per_factor - gap) < 4 * se).all()
 
 
+def test_mig_posterior_with_posterior_widths_that_differ_from_item_to_item():
+    # Widths that depend on the other factor: each draw must be scored under every component's own width (scored
+    # under the draw's own width instead, the estimates miss the quadrature by 3 to 10^15 standard errors).
+    loc, scale = grid_posteriors()
+    scale[:, 0] = 0.2 + 0.15 * GRID[:, 1]
+    scale[:, 1] = 0.5 - 0.05 * GRID[:, 0]
+    truth = grid_mutual_info(loc, scale)
+    result = mig_posterior(loc, scale, GRID)
+    assert (np.abs(result.mutual_info - truth) < 4 * result.mutual_info_se + 1e-9).all()
+    assert truth[0, 1] > 0.01  # code 0's spread now tells something of factor 1, and the estimate sees it
+
+
 def test_an_inactive_code_whose_mean_drifts_costs_binned_mig_but_not_mig_posterior():
     loc, scale = grid_posteriors()
-    truth = grid_mutual_info()
-    assert truth[2].max() < 0.01  # the drifting code's posterior is the prior's width: it carries almost nothing
+    truth = grid_mutual_info(loc, scale)
+    assert truth[2].max() < 0.01  # the drifting code's posteriors have the prior's width: it carries almost nothing
     posterior, binned = mig_posterior(loc, scale, GRID), mig(loc, GRID)
     assert (posterior.per_factor > 0.8).all()
     # Its binned means are a function of both factors, so the binned estimate credits it with much of each.

@@ -40,8 +40,9 @@ def mig(codes: np.ndarray, factors: np.ndarray, n_bins: int = 20) -> MIGResult:
     histogram; I(code_j; factor_k) is estimated with the plug-in estimate on the N items; for every factor
     the gap between the largest and second largest mutual information is divided by H(factor_k), and the
     gaps are averaged over factors. Factors must be discrete (each distinct value is one class).
-    Codes are (N, D) with D >= 2 (typically posterior means), factors (N, K). A code dimension whose posterior is
-    the prior for every item still drifts in its mean, and binning credits that drift; `mig_posterior` does not.
+    Codes are (N, D) with D >= 2 (typically posterior means), factors (N, K). A code dimension whose posteriors
+    have the prior's width but whose means drift a little with a factor holds almost no information about it, yet
+    binning stretches that drift over all the bins and credits it; `mig_posterior` does not.
 
     A factor with more values than n_bins cannot be fully resolved by binned codes, so even a perfect
     code scores about log(n_bins) / log(n_values) on it (on the shapes grid with n_bins=20: about 0.89 in
@@ -78,11 +79,16 @@ def mig_posterior(loc: np.ndarray, scale: np.ndarray, factors: np.ndarray, seed:
     With one draw z_i ~ q(z|x_i) per item, the aggregate posterior of code j is the mixture of the N items'
     N(loc_nj, scale_nj^2), and its conditional on factor k taking value v the mixture over the items with that
     value:  H(z_j) = -mean_i log q(z_ij),  H(z_j | v_k) = -mean_i log q(z_ij | v_ik),  I = H(z_j) - H(z_j | v_k),
-    all in log space (log-sum-exp over the mixtures' components). A code dimension whose posterior is the prior
-    for every item carries no information however its means drift; binned means count that drift as information.
-    I is clipped at 0 for the gap, which is divided by the factor's entropy as in `mig`. The estimate's standard
-    error over the items is in `mutual_info_se`. loc and scale are (N, D) with D >= 2, factors (N, K) discrete;
-    `seed` fixes the draws. Cost: N^2 x D log densities, in blocks of 32 MB.
+    all in log space (log-sum-exp over the mixtures' components). A code dimension whose posteriors have the
+    prior's width gets almost no information however its means drift; binned means count the drift.
+    I is clipped at 0 for the gap, which is divided by the factor's entropy as in `mig`. loc and scale are (N, D)
+    with D >= 2, factors (N, K) discrete; `seed` fixes the draws. Cost: N^2 x D log densities, 4M at a time.
+
+    What it estimates is the mutual information of these N items' mixtures: each item's own component is in both
+    of its mixtures, as in Chen et al.'s code, and `mutual_info_se` (the standard error over the items' draws) is
+    that estimate's Monte Carlo error alone. For the population behind the items it reads high where posteriors
+    are narrow and a factor value has few items: a code independent of a 40-valued factor, with posterior scales
+    of 0.1 (prior 1), showed 0.036 nats from 10,000 items (250 per value). Use many items per factor value.
     """
     loc, scale = np.asarray(loc, dtype=np.float64), np.asarray(scale, dtype=np.float64)
     loc, factors = _check_pair(loc, factors)
@@ -97,7 +103,7 @@ def mig_posterior(loc: np.ndarray, scale: np.ndarray, factors: np.ndarray, seed:
     constant = np.flatnonzero(factor_entropy <= 0)
     if constant.size:
         raise VaekitError(f"factor columns {constant.tolist()} take a single value: MIG needs every factor to vary")
-    loc_t, scale_t = torch.from_numpy(loc), torch.from_numpy(scale)
+    loc_t, scale_t = torch.from_numpy(np.ascontiguousarray(loc)), torch.from_numpy(np.ascontiguousarray(scale))
     generator = torch.Generator().manual_seed(seed)
     z = loc_t + scale_t * torch.randn(loc_t.shape, generator=generator, dtype=torch.float64)
     marginal = _log_mixture(z, loc_t, scale_t)  # (N, D): log q(z_ij)
@@ -116,7 +122,7 @@ def mig_posterior(loc: np.ndarray, scale: np.ndarray, factors: np.ndarray, seed:
     return MIGResult(float(per_factor.mean()), per_factor, mutual_info, factor_entropy, mutual_info_se)
 
 
-_BLOCK = 1 << 22  # float64 numbers per (rows, N, D) block of _log_mixture: 32 MB, whatever N and D
+_BLOCK = 1 << 22  # float64 numbers per (rows, N, D) block of _log_mixture (32 MB per temporary; one row at least)
 
 
 def _log_mixture(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

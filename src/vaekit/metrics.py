@@ -236,8 +236,8 @@ def posterior_loc_scale(model: Model, x: torch.Tensor, y: torch.Tensor | None = 
         for _, _, qz in _posteriors(model, x, y):
             base = factors(qz)
             if not isinstance(base, torch.distributions.Normal):
-                raise VaekitError(f"a model of family {model.family!r} has a {type(qz).__name__} posterior, not a "
-                                  "factorised Gaussian: its posterior has no loc and scale per dimension")
+                raise VaekitError(f"a model of family {model.family!r} has a {type(base or qz).__name__} posterior, "
+                                  "not a factorised Gaussian: it has no loc and scale per dimension")
             locs.append(base.loc.flatten(1).cpu())
             scales.append(base.scale.flatten(1).cpu())
     return torch.cat(locs), torch.cat(scales)
