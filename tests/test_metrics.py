@@ -258,3 +258,17 @@ def test_cli_evaluate_autoencoder_needs_iw_samples_zero(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["nll"] is None and result["elbo"] is None and result["kl_per_dim"] is None
     assert result["squared_error"] > 0 and 0 <= result["active_units"] <= 4
+
+
+def test_posterior_loc_scale_is_the_encoders_gaussian_and_refuses_other_posteriors():
+    x = torch.rand(7, 10)
+    model = build_model(ModelConfig(network="mlp", hidden_dims=(8,), likelihood="bernoulli", data_shape=(10,),
+                                    latent_dim=3))
+    loc, scale = metrics.posterior_loc_scale(model, x)
+    qz = model.encode(x)
+    torch.testing.assert_close(loc, qz.base_dist.loc)
+    torch.testing.assert_close(scale, qz.base_dist.scale)
+    ae = build_model(ModelConfig(family="ae", network="mlp", hidden_dims=(8,), likelihood="bernoulli",
+                                 data_shape=(10,), latent_dim=3))
+    with pytest.raises(vaekit.VaekitError, match="PointMass posterior, not a factorised Gaussian"):
+        metrics.posterior_loc_scale(ae, x)
