@@ -1,6 +1,7 @@
 """Disentanglement scores of a representation against known generative factors: MIG and the beta-VAE score."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -50,26 +51,13 @@ def mig(codes: np.ndarray, factors: np.ndarray, n_bins: int = 20) -> MIGResult:
     """
     from sklearn.metrics import mutual_info_score  # here, not at import: scikit-learn loads its own thread pools
 
-    codes, factors = _check_pair(codes, factors)
-    if codes.shape[1] < 2:
-        raise VaekitError(f"MIG compares the two most informative codes, so it needs at least 2; got {codes.shape[1]}")
     if n_bins < 2:
         raise VaekitError(f"n_bins must be at least 2, got {n_bins}")
+    codes, classes, factor_entropy = _mig_input(codes, factors)
     binned = _discretise(codes, n_bins)
-    # Factor values as class indices: the same partition, and sklearn does not mistake floats for continuous.
-    factors = np.stack([np.unique(factors[:, k], return_inverse=True)[1] for k in range(factors.shape[1])], axis=1)
-    n_codes, n_factors = codes.shape[1], factors.shape[1]
-    mutual_info = np.zeros((n_codes, n_factors))
-    for j in range(n_codes):
-        for k in range(n_factors):
-            mutual_info[j, k] = mutual_info_score(factors[:, k], binned[:, j])
-    factor_entropy = np.array([mutual_info_score(factors[:, k], factors[:, k]) for k in range(n_factors)])
-    constant = np.flatnonzero(factor_entropy <= 0)
-    if constant.size:
-        raise VaekitError(f"factor columns {constant.tolist()} take a single value: MIG needs every factor to vary")
-    top_two = np.sort(mutual_info, axis=0)[::-1][:2]  # (2, K)
-    per_factor = (top_two[0] - top_two[1]) / factor_entropy
-    return MIGResult(float(per_factor.mean()), per_factor, mutual_info, factor_entropy)
+    mutual_info = np.array([[mutual_info_score(classes[:, k], binned[:, j]) for k in range(classes.shape[1])]
+                            for j in range(codes.shape[1])])
+    return _gap(mutual_info, factor_entropy)
 
 
 def mig_posterior(loc: np.ndarray, scale: np.ndarray, factors: np.ndarray, seed: int = 0) -> MIGResult:
@@ -90,19 +78,12 @@ def mig_posterior(loc: np.ndarray, scale: np.ndarray, factors: np.ndarray, seed:
     are narrow and a factor value has few items: a code independent of a 40-valued factor, with posterior scales
     of 0.1 (prior 1), showed 0.036 nats from 10,000 items (250 per value). Use many items per factor value.
     """
-    loc, scale = np.asarray(loc, dtype=np.float64), np.asarray(scale, dtype=np.float64)
-    loc, factors = _check_pair(loc, factors)
+    loc, classes, factor_entropy = _mig_input(loc, factors)
+    scale = np.asarray(scale, dtype=np.float64)
     if scale.shape != loc.shape:
         raise VaekitError(f"loc and scale must have the same shape, got {loc.shape} and {scale.shape}")
     if not (np.isfinite(scale).all() and (scale > 0).all()):
         raise VaekitError("posterior scales must be positive and finite")
-    if loc.shape[1] < 2:
-        raise VaekitError(f"MIG compares the two most informative codes, so it needs at least 2; got {loc.shape[1]}")
-    classes = np.stack([np.unique(factors[:, k], return_inverse=True)[1] for k in range(factors.shape[1])], axis=1)
-    factor_entropy = np.array([_entropy(classes[:, k]) for k in range(classes.shape[1])])
-    constant = np.flatnonzero(factor_entropy <= 0)
-    if constant.size:
-        raise VaekitError(f"factor columns {constant.tolist()} take a single value: MIG needs every factor to vary")
     loc_t, scale_t = torch.from_numpy(np.ascontiguousarray(loc)), torch.from_numpy(np.ascontiguousarray(scale))
     generator = torch.Generator().manual_seed(seed)
     z = loc_t + scale_t * torch.randn(loc_t.shape, generator=generator, dtype=torch.float64)
@@ -117,9 +98,29 @@ def mig_posterior(loc: np.ndarray, scale: np.ndarray, factors: np.ndarray, seed:
         terms = (conditional - marginal).numpy()  # (N, D): each item's share of I(z_j; v_k)
         mutual_info[:, k] = terms.mean(0)
         mutual_info_se[:, k] = terms.std(0, ddof=1) / np.sqrt(len(terms))
+    return dataclasses.replace(_gap(mutual_info, factor_entropy), mutual_info_se=mutual_info_se)
+
+
+def _mig_input(codes: np.ndarray, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked (N, D) codes, the factors as class indices (N, K) (the same partition; sklearn does not mistake
+    floats for continuous) and each factor's entropy (K,) in nats."""
+    codes, factors = _check_pair(codes, factors)
+    if codes.shape[1] < 2:
+        raise VaekitError(f"MIG compares the two most informative codes, so it needs at least 2; got {codes.shape[1]}")
+    classes = np.stack([np.unique(factors[:, k], return_inverse=True)[1] for k in range(factors.shape[1])], axis=1)
+    factor_entropy = np.array([_entropy(classes[:, k]) for k in range(classes.shape[1])])
+    constant = np.flatnonzero(factor_entropy <= 0)
+    if constant.size:
+        raise VaekitError(f"factor columns {constant.tolist()} take a single value: MIG needs every factor to vary")
+    return codes, classes, factor_entropy
+
+
+def _gap(mutual_info: np.ndarray, factor_entropy: np.ndarray) -> MIGResult:
+    """Per factor, the gap between the two codes with the most information about it (negative estimates as 0),
+    over the factor's entropy; MIG is their mean."""
     top_two = np.sort(np.clip(mutual_info, 0, None), axis=0)[::-1][:2]  # (2, K)
     per_factor = (top_two[0] - top_two[1]) / factor_entropy
-    return MIGResult(float(per_factor.mean()), per_factor, mutual_info, factor_entropy, mutual_info_se)
+    return MIGResult(float(per_factor.mean()), per_factor, mutual_info, factor_entropy)
 
 
 _BLOCK = 1 << 22  # float64 numbers per (rows, N, D) block of _log_mixture (32 MB per temporary; one row at least)
