@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import statistics
 import subprocess
 import sys
@@ -156,7 +157,16 @@ def main() -> None:
     parser.add_argument("--test-items", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=RECIPE [FLAGS]",
+                        help="a further entry for --families: a recipe with its own train flags, e.g. "
+                             "'vae-wide=fast --hidden-dims 1024,512' (repeatable)")
     args = parser.parse_args()
+    for variant in args.variant:
+        name, _, spec = variant.partition("=")
+        words = shlex.split(spec)
+        if not name or not words or name in FAMILIES:
+            parser.error(f"--variant {variant!r}: give NAME=RECIPE [FLAGS], with a name not already a family")
+        FAMILIES[name] = (words[0], words[1:])
     unknown = set(args.families.split(",")) - set(FAMILIES)
     if unknown:
         parser.error(f"unknown families {sorted(unknown)}: choose from {', '.join(FAMILIES)}")
@@ -164,7 +174,7 @@ def main() -> None:
         parser.error("--minutes must be above 0")
     with tempfile.TemporaryDirectory() as work:
         runs = [run(name, args, Path(work)) for name in args.families.split(",")]
-    results = {"machine": machine(), "data": args.data, "epochs": None if args.minutes else args.epochs,
+    results = {"machine": machine(), "command": " ".join(shlex.quote(a) for a in sys.argv), "data": args.data, "epochs": None if args.minutes else args.epochs,
                "minutes": args.minutes, "k": args.k, "seed": args.seed, "runs": runs}
     write_results("families", results, args.out, markdown(results))
 
