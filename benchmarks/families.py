@@ -11,7 +11,8 @@ for as many epochs (its second stage) and gets a table of its own (reconstructio
 of the codes). A K-sample family costs about K decoder passes per item, so equal
 epochs are not equal time: the minutes column says what each took. With `--minutes M` each family instead gets about
 M minutes: a 3-epoch probe run times its epochs (the median of epochs 2 and 3, as the trainer reports them), and the
-run gets as many epochs as fit in M minutes, so its schedule still ends on its last epoch. Needs MNIST
+run gets as many epochs as fit in M minutes, so its schedule still ends on its last epoch. `--variant
+'NAME=RECIPE FLAGS'` adds an entry for --families (a recipe with its own train flags). Needs MNIST
 (`vaekit data get mnist`).
 """
 from __future__ import annotations
@@ -174,7 +175,8 @@ def main() -> None:
         parser.error("--minutes must be above 0")
     with tempfile.TemporaryDirectory() as work:
         runs = [run(name, args, Path(work)) for name in args.families.split(",")]
-    results = {"machine": machine(), "command": " ".join(shlex.quote(a) for a in sys.argv), "data": args.data, "epochs": None if args.minutes else args.epochs,
+    results = {"machine": machine(), "command": " ".join(shlex.quote(a) for a in sys.argv), "data": args.data,
+               "epochs": None if args.minutes else args.epochs,
                "minutes": args.minutes, "k": args.k, "seed": args.seed, "runs": runs}
     write_results("families", results, args.out, markdown(results))
 
