@@ -7,8 +7,9 @@ Each model is the shipped `shapes` recipe (an MLP, a 6-number code, 15 epochs on
 and --beta changed (and any --set, alike for every model), trained in its own process. MIG (Chen et al. 2018) is
 computed on 10,000 training shapes against all five factors in two ways: from the posteriors themselves, as Chen et
 al. estimate it (`vaekit.disentangle.mig_posterior`: a code dimension whose posteriors have the prior's width
-carries almost no information, however its means drift), and from binned posterior means (20 bins, as disentanglement_lib; `mig`). The reconstruction error is
-the test split's recon term (nats per image) from the run's last epoch. With several seeds (`--seeds 0,1,2`) the
+carries almost no information, however its means drift), and from binned posterior means (20 bins, as
+disentanglement_lib; `mig`). The reconstruction error is the test split's recon term (nats per image) from the
+run's last epoch. With several seeds (`--seeds 0,1,2`) the
 table gives the mean and standard error of each over the seeds, and a second table sets each tcvae beta beside the
 beta-VAE at matched reconstruction: the beta-VAE's MIG interpolated linearly in reconstruction error between the two
 betas whose mean errors bracket the tcvae's (marked when outside the beta-VAE's range). A third table makes that

@@ -5,7 +5,10 @@ exact posterior an encoder gradient of zero at every draw, where the bound's own
 under --compile and bfloat16 autocast, and in two processes."""
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -238,10 +241,6 @@ def test_dreg_under_bfloat16_autocast(case):
 def test_dreg_trains_in_two_processes_as_in_one(tmp_path):
     """torchrun with DReG: each process's hook reweighs its own draws before the gradients are averaged. Each process
     draws its own noise, so the weights differ from one process's; the learning does not."""
-    import json
-    import subprocess
-    import sys
-
     from vaekit.cli import main
 
     flags = ["train", "--data", "mnist-10k", "--limit", "1280", "--network", "mlp", "--hidden-dims", "64",
