@@ -12,12 +12,16 @@ of the codes). A K-sample family costs about K decoder passes per item, so equal
 epochs are not equal time: the minutes column says what each took. With `--minutes M` each family instead gets about
 M minutes: a 3-epoch probe run times its epochs (the median of epochs 2 and 3, as the trainer reports them), and the
 run gets as many epochs as fit in M minutes, so its schedule still ends on its last epoch. `--variant
-'NAME=RECIPE FLAGS'` adds an entry for --families (a recipe with its own train flags). Needs MNIST
-(`vaekit data get mnist`).
+'NAME=RECIPE FLAGS'` adds an entry for --families (a recipe with its own train flags). Each run keeps its items'
+NLLs, and the table is followed by a paired one: each run's NLL minus the first's on the same items, with the
+paired standard error (far below either NLL's own, since how hard each item is cancels); `--paired-with FILE`
+brings an earlier results file's runs into it, the first of them as the reference. Needs MNIST (`vaekit data get
+mnist`).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import shlex
@@ -27,6 +31,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -86,8 +92,12 @@ def run(name: str, args: argparse.Namespace, work: Path) -> dict:
               "test_items": int(x.shape[0]), "k": args.k, "nll": result.nll, "nll_stderr": result.nll_stderr,
               "elbo": result.elbo, "active_units": result.active_units, "latent_dim": result.latent_dim,
               "eval_minutes": round((time.perf_counter() - began) / 60, 2), "probe_seconds_per_epoch": probe_seconds,
-              "val_loss": [r["val_loss"] for r in rows]}
-    print(json.dumps({k: v for k, v in record.items() if k != "val_loss"}), flush=True)
+              "val_loss": [r["val_loss"] for r in rows],
+              # each test item's NLL estimate, for paired differences (paired_table), with the items' digest:
+              # only runs on the same items are paired
+              "items_sha256": hashlib.sha256("".join(metrics.item_digests(x)).encode()).hexdigest(),
+              "item_nll": [round(v, 4) for v in result.per_item["nll"].tolist()]}
+    print(json.dumps({k: v for k, v in record.items() if k not in ("val_loss", "item_nll")}), flush=True)
     return record
 
 
@@ -117,7 +127,7 @@ def run_discrete(name: str, args: argparse.Namespace, out: Path, minutes: float,
     return record
 
 
-def markdown(results: dict) -> str:
+def markdown(results: dict, earlier: list[dict] = ()) -> str:
     budget = f"about {results['minutes']:g} minutes" if results.get("minutes") else f"{results['epochs']} epochs"
     lines = [f"families on `{results['data']}`, {budget} each, IS-NLL with K = {results['k']} on "
              f"{results['runs'][0]['test_items']:,} test items ({results['machine']['cpu_label']}, "
@@ -143,7 +153,30 @@ def markdown(results: dict) -> str:
                          f"{r['epochs']} | {r['recon_at_code']:.2f} | {r['squared_error']:.2f} | "
                          f"{r['codes_used']}/{r['codebook']} | {r['perplexity']:.1f} | {r['prior_nll']:.2f} "
                          f"({r['prior_bits_per_code']:.2f}) | {r['images_per_s']:,} |")
-    return "\n".join(lines)
+    return "\n".join(lines + paired_table(results["runs"], list(earlier)))
+
+
+def paired_table(runs: list[dict], earlier: list[dict]) -> list[str]:
+    """Each run's NLL minus the reference's (the first run of the --paired-with files, else of this one) on the same
+    items with the same K, with the paired standard error: how hard each item is leaves the comparison, so the
+    difference's s.e. is far below either NLL's own."""
+    scored = [r for r in [*earlier, *runs] if "item_nll" in r]
+    if len(scored) < 2:
+        return []
+    reference = scored[0]
+    lines = ["", f"Paired against {reference['family']} ({reference.get('source', 'this run')}): NLL difference "
+             f"on the same {reference['test_items']:,} items, K = {reference['k']}", "",
+             "| family | source | NLL minus the reference's (nats) | items where lower |", "|---|---|---|---|"]
+    base = np.asarray(reference["item_nll"])
+    for r in scored[1:]:
+        if r["items_sha256"] != reference["items_sha256"] or r["k"] != reference["k"]:
+            lines.append(f"| {r['family']} | {r.get('source', 'this run')} | not paired: other items or K | |")
+            continue
+        difference = np.asarray(r["item_nll"]) - base
+        stderr = difference.std(ddof=1) / math.sqrt(difference.size)
+        lines.append(f"| {r['family']} | {r.get('source', 'this run')} | {difference.mean():+.3f} ± {stderr:.3f} | "
+                     f"{(difference < 0).mean():.1%} |")
+    return lines
 
 
 def main() -> None:
@@ -161,7 +194,17 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=RECIPE [FLAGS]",
                         help="a further entry for --families: a recipe with its own train flags, e.g. "
                              "'vae-wide=fast --hidden-dims 1024,512' (repeatable)")
+    parser.add_argument("--paired-with", action="append", default=[], metavar="FILE",
+                        help="an earlier results file of this script: its runs' per-item NLLs join the paired table "
+                             "(the first of them is the reference; repeatable)")
     args = parser.parse_args()
+    earlier = []
+    for path in args.paired_with:
+        try:
+            earlier += [{**r, "source": Path(path).name} for r in json.loads(Path(path).read_text())["runs"]
+                        if "item_nll" in r]
+        except (OSError, ValueError, KeyError) as e:
+            parser.error(f"--paired-with {path}: not a results file of this script ({e})")
     for variant in args.variant:
         name, _, spec = variant.partition("=")
         words = shlex.split(spec)
@@ -177,8 +220,9 @@ def main() -> None:
         runs = [run(name, args, Path(work)) for name in args.families.split(",")]
     results = {"machine": machine(), "command": " ".join(shlex.quote(a) for a in sys.argv), "data": args.data,
                "epochs": None if args.minutes else args.epochs,
-               "minutes": args.minutes, "k": args.k, "seed": args.seed, "runs": runs}
-    write_results("families", results, args.out, markdown(results))
+               "minutes": args.minutes, "k": args.k, "seed": args.seed, "runs": runs,
+               "paired_with": args.paired_with}
+    write_results("families", results, args.out, markdown(results, earlier))
 
 
 if __name__ == "__main__":

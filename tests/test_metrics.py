@@ -272,3 +272,87 @@ def test_posterior_loc_scale_is_the_encoders_gaussian_and_refuses_other_posterio
                                  data_shape=(10,), latent_dim=3))
     with pytest.raises(vaekit.VaekitError, match="PointMass posterior, not a factorised Gaussian"):
         metrics.posterior_loc_scale(ae, x)
+
+
+# ---- per-item tables and paired comparisons ---------------------------------------------------------------------
+
+def test_per_item_values_are_the_closed_form_and_paired_differences_are_exact(tmp_path):
+    """With the exact posterior each item's NLL estimate is its exact -log p(x); a model against the same model with a
+    worse encoder gives, item by item, exactly the difference of the two per-item tables, and pairing removes the
+    items' spread: the difference's standard error is far below either mean's."""
+    n = 400
+    exact_model, x, log_px = ppca_data(n)
+    worse_model, _, _ = ppca_data(n, imperfect=True)
+    exact = metrics.evaluate(exact_model, x, iw_samples=20)
+    worse = metrics.evaluate(worse_model, x, iw_samples=20)
+    assert set(exact.per_item) == set(metrics.ITEM_MEASURES) and "per_item" not in exact.to_dict()
+    torch.testing.assert_close(exact.per_item["nll"], -log_px.double(), atol=2e-4, rtol=0)
+    assert float(exact.per_item["nll"].mean()) == pytest.approx(exact.nll, abs=1e-9)
+    assert float(exact.per_item["kl"].mean()) == pytest.approx(exact.kl, abs=1e-9)
+
+    table = tmp_path / "exact.csv"
+    vaekit.checkpoint.write_lines(table, metrics.item_lines(exact, x))
+    lines = table.read_text().splitlines()
+    assert lines[0] == "item,data_sha256,iw_samples,nll,elbo,kl,recon_at_mean,squared_error" and len(lines) == n + 1
+    read = metrics.read_items(table, x)
+    torch.testing.assert_close(read["nll"], exact.per_item["nll"], atol=0, rtol=0)  # repr round-trips floats
+
+    result = metrics.paired(worse, x, table)
+    diff = worse.per_item["nll"] - exact.per_item["nll"]
+    assert result["items"] == n and result["iw_samples"] == result["other_iw_samples"] == 20
+    assert result["nll"]["difference"] == pytest.approx(worse.nll - exact.nll, abs=1e-9)
+    assert result["nll"]["stderr"] == pytest.approx(float(diff.std()) / math.sqrt(n), rel=1e-9)
+    assert result["nll"]["this_lower"] == pytest.approx(float((diff < 0).double().mean()))
+    # the worse encoder cannot beat the exact marginal on average: the IS bound is an upper bound in expectation
+    assert result["nll"]["difference"] > -3 * result["nll"]["stderr"]
+    assert result["nll"]["stderr"] < 0.2 * min(exact.nll_stderr, worse.nll_stderr)
+    itself = metrics.paired(exact, x, table)
+    assert all(itself[m]["difference"] == 0 and itself[m]["stderr"] == 0 for m in metrics.ITEM_MEASURES)
+
+
+def test_cli_per_item_and_compare_to(tmp_path, capsys):
+    first, second = tiny_run(tmp_path, "vae"), tiny_run(tmp_path, "iwae")
+    table = tmp_path / "first.csv"
+    common = ["--iw-samples", "20", "--n", "300", "--no-progress"]
+    assert main(["evaluate", str(first), *common, "--per-item", str(table)]) == 0
+    mine = json.loads(capsys.readouterr().out)
+    assert len(table.read_text().splitlines()) == 301
+    assert main(["evaluate", str(second), *common, "--compare-to", str(table)]) == 0
+    theirs = json.loads(capsys.readouterr().out)
+    paired = theirs["paired"]
+    assert paired["against"] == str(table) and paired["items"] == 300
+    assert paired["nll"]["this"] == pytest.approx(theirs["nll"], abs=1e-9)
+    assert paired["nll"]["other"] == pytest.approx(mine["nll"], abs=1e-9)
+    assert paired["nll"]["difference"] == pytest.approx(theirs["nll"] - mine["nll"], abs=1e-9)
+    assert 0 < paired["nll"]["stderr"] < min(theirs["nll_stderr"], mine["nll_stderr"])
+    assert paired["elbo"]["difference"] == pytest.approx(theirs["elbo"] - mine["elbo"], abs=1e-9)
+
+
+@pytest.mark.parametrize("case", ["missing", "fewer", "other split", "not a table", "not numbers"])
+def test_cli_compare_to_mistakes_fail_before_evaluating(tmp_path, capsys, case):
+    run = tiny_run(tmp_path, "vae")
+    table = tmp_path / "t.csv"
+    assert main(["evaluate", str(run), "--iw-samples", "5", "--n", "50", "--no-progress",
+                 "--per-item", str(table)]) == 0
+    capsys.readouterr()
+    flags = ["--n", "50"]
+    if case == "missing":
+        table = tmp_path / "absent.csv"
+    elif case == "fewer":
+        flags = ["--n", "40"]
+    elif case == "other split":
+        flags = ["--n", "50", "--split", "train"]
+    elif case == "not a table":
+        table.write_text("a,b\n1,2\n")
+    else:
+        header, first, *rest = table.read_text().splitlines()
+        table.write_text("\n".join([header, ",".join(first.split(",")[:3] + ["oops"] * 5), *rest]) + "\n")
+    out = tmp_path / "kept.json"
+    out.write_text("earlier results\n")
+    assert main(["evaluate", str(run), "--iw-samples", "5", "--no-progress", "--out", str(out),
+                 "--compare-to", str(table), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and str(table) in err
+    assert {"missing": "--per-item", "fewer": "--n", "other split": "same data and split",
+            "not a table": "--per-item", "not numbers": "not a number"}[case] in err
+    assert out.read_text() == "earlier results\n"  # nothing already written is lost

@@ -1,12 +1,14 @@
 """How good is a trained model on data: ELBO and its terms, importance-sampled NLL, active units, KL per dimension."""
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import logging
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -81,9 +83,12 @@ class Evaluation:
     terms: dict[str, float]
     seed: int
     seconds: float
+    # Per item (N,) float64, in item order: nll, elbo, kl (where computed), recon_at_mean, squared_error; for paired
+    # comparisons of two models on the same items (write_items, paired). Not part of to_dict.
+    per_item: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "per_item"}
 
 
 def mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
@@ -381,6 +386,7 @@ def evaluate(
             if omitted is None:
                 kl_dims = kl_per_dim(model, x, y)
         elbo_mean = elbo_stderr = recon = nll = nll_stderr = bpd = None
+        per_item: dict[str, torch.Tensor] = {}
         if iw_samples > 0:
             bounds = sampled_bounds(model, x, iw_samples, seed, max_rows, progress, y=y)
             if kl_items is None:  # no closed form: the Monte Carlo KL of the same samples as the ELBO
@@ -388,6 +394,7 @@ def evaluate(
             elbo_mean, elbo_stderr = mean_and_stderr(bounds.elbo)
             recon = float((-bounds.elbo - kl_items.double()).mean())
             nll, nll_stderr = mean_and_stderr(-bounds.log_likelihood)
+            per_item = {"nll": -bounds.log_likelihood, "elbo": bounds.elbo, "kl": kl_items.double().cpu()}
             if image is not False and model.likelihood.is_mass_on(x):
                 bpd = bits_per_dim(nll, model.data_shape)
     finally:
@@ -417,6 +424,96 @@ def evaluate(
         terms=extra,
         seed=seed,
         seconds=time.perf_counter() - began,
+        per_item={**per_item, "recon_at_mean": reconstruction.nll_at_mean.double().cpu(),
+                  "squared_error": reconstruction.squared_error.double().cpu()},
     )
     log.debug("evaluated %d items in %.1f s", result.n_examples, result.seconds)
     return result
+
+
+# ---- per-item tables: two models compared on the same items ---------------------------------------------------
+
+ITEM_KEY, DIGEST_KEY, K_KEY = "item", "data_sha256", "iw_samples"
+ITEM_MEASURES = ("nll", "elbo", "kl", "recon_at_mean", "squared_error")
+
+
+def item_digests(x: torch.Tensor) -> list[str]:
+    """A short sha256 of each item's values (as float32), so that a comparison can check it has the same items."""
+    flat = x.detach().to("cpu", torch.float32).reshape(x.shape[0], -1).contiguous().numpy()
+    return [hashlib.sha256(row.tobytes()).hexdigest()[:16] for row in flat]
+
+
+def item_lines(result: Evaluation, x: torch.Tensor) -> list[str]:
+    """The evaluation's per-item values as CSV lines (header first): item, data_sha256, iw_samples, then each of
+    ITEM_MEASURES that was computed, in nats (squared_error in the data's units)."""
+    names = [m for m in ITEM_MEASURES if m in result.per_item]
+    columns = [result.per_item[m].tolist() for m in names]
+    lines = [",".join([ITEM_KEY, DIGEST_KEY, K_KEY, *names])]
+    for i, digest in enumerate(item_digests(x)):
+        lines.append(",".join([str(i), digest, str(result.iw_samples), *(repr(c[i]) for c in columns)]))
+    return lines
+
+
+def read_items(path: str | Path, x: torch.Tensor | None = None) -> dict[str, Any]:
+    """A table written by item_lines (vaekit evaluate --per-item): digests, iw_samples and each measure (N,);
+    with x, checked to hold x's items in x's order (before an evaluation spends its minutes)."""
+    path = Path(path)
+    fix = f"write it with vaekit evaluate RUN --per-item {path}"
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise VaekitError(f"{path}: no such file: {fix}") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise VaekitError(f"{path} cannot be read as a per-item table ({e}): {fix}") from None
+    header = list(rows[0]) if rows else []
+    measures = [m for m in ITEM_MEASURES if m in header]
+    if not rows or header[:3] != [ITEM_KEY, DIGEST_KEY, K_KEY] or not measures:
+        raise VaekitError(f"{path} is not a per-item table of vaekit evaluate (it needs the columns {ITEM_KEY}, "
+                          f"{DIGEST_KEY}, {K_KEY} and one of {', '.join(ITEM_MEASURES)}): {fix}")
+    try:
+        table = {m: torch.tensor([float(r[m]) for r in rows], dtype=torch.float64) for m in measures}
+        ks = {int(r[K_KEY]) for r in rows}
+        if [int(r[ITEM_KEY]) for r in rows] != list(range(len(rows))):
+            raise ValueError("its items are not numbered 0, 1, 2, ...")
+    except (TypeError, ValueError) as e:
+        raise VaekitError(f"{path} holds a value that is not a number or a missing one ({e}): {fix}") from None
+    items = {"path": str(path), "digests": [r[DIGEST_KEY] for r in rows], K_KEY: min(ks), **table}
+    if x is not None:
+        _check_items(items, x)
+    return items
+
+
+def _check_items(table: dict[str, Any], x: torch.Tensor) -> None:
+    n, other = x.shape[0], table["path"]
+    if len(table["digests"]) != n:
+        raise VaekitError(f"{other} holds {len(table['digests']):,} items and this evaluation {n:,}: evaluate both "
+                          "runs on the same data and split, with the same --n")
+    mismatch = next((i for i, (a, b) in enumerate(zip(item_digests(x), table["digests"])) if a != b), None)
+    if mismatch is not None:
+        raise VaekitError(f"item {mismatch} of {other} is not this evaluation's item {mismatch} (its data differ): "
+                          "evaluate both runs on the same data and split, with the same --n")
+
+
+def paired(result: Evaluation, x: torch.Tensor, other: str | Path | dict[str, Any]) -> dict[str, Any]:
+    """This evaluation against another model's per-item table on the same items: for each measure both have, the
+    means, their difference (this - other) and its paired standard error (the items' differences' std / sqrt(N)),
+    and the share of items on which this one's value is lower (other: a path, or read_items' table). Pairing
+    removes how hard each item is from the comparison, so the difference's standard error is far smaller than
+    either mean's."""
+    table = other if isinstance(other, dict) else read_items(other)
+    _check_items(table, x)
+    other, n = table["path"], x.shape[0]
+    measures = [m for m in ITEM_MEASURES if m in table and m in result.per_item]
+    if not measures:
+        raise VaekitError(f"{other} and this evaluation share no measure (theirs: "
+                          f"{', '.join(m for m in ITEM_MEASURES if m in table)}; --iw-samples 0 computes no nll, "
+                          "elbo or kl): evaluate both with --iw-samples K")
+    out: dict[str, Any] = {"against": str(other), "items": n, "iw_samples": result.iw_samples,
+                           "other_iw_samples": table[K_KEY]}
+    for m in measures:
+        mine, theirs = result.per_item[m], table[m]
+        difference, stderr = mean_and_stderr(mine - theirs)
+        out[m] = {"this": float(mine.mean()), "other": float(theirs.mean()), "difference": difference,
+                  "stderr": stderr, "this_lower": float((mine < theirs).double().mean())}
+    return out

@@ -3,6 +3,11 @@ reconstruction error of a trained run on a data split, printed as JSON (and writ
 
 A plain autoencoder (family ae) has no ELBO or NLL: evaluate it with --iw-samples 0 (reconstruction and
 latent metrics only); asking it for an NLL is an error.
+
+To compare two models, write one's per-item values (--per-item FILE.csv: item, a digest of its data, K, then
+nll, elbo, kl, recon_at_mean, squared_error) and evaluate the other on the same split with --compare-to FILE.csv:
+"paired" then gives each measure's difference (this - other) with its paired standard error, which leaves out how
+hard each item is and so is far smaller than either mean's own.
 """
 from __future__ import annotations
 
@@ -33,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice, one per core)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", help="also write the results to this JSON file")
+    p.add_argument("--per-item", metavar="FILE.csv", help="also write each item's nll, elbo, kl, recon_at_mean and "
+                   "squared_error to this CSV (for --compare-to, or your own analysis)")
+    p.add_argument("--compare-to", metavar="FILE.csv", help="a --per-item CSV of another run on the same items: "
+                   "adds each measure's paired difference (this - other) with its standard error")
     p.set_defaults(func=run)
 
 
@@ -49,11 +58,17 @@ def run(args: argparse.Namespace) -> int:
     y = split_labels(model, dataset, args.split)
     if args.n is not None:
         x, y = x[: args.n], None if y is None else y[: args.n]
+    # a missing table, or one of other items, fails before the evaluation's minutes, not after them
+    other = metrics.read_items(args.compare_to, x) if args.compare_to else None
     result = metrics.evaluate(
         model, x, iw_samples=args.iw_samples, seed=args.seed, split=args.split, image=dataset.is_image,
         max_rows=args.max_rows, progress=not args.no_progress, y=y,
     )
     summary = {"run": str(args.run), "data": dataset.name, **result.to_dict()}
+    if args.per_item:
+        checkpoint.write_lines(args.per_item, metrics.item_lines(result, x))
+    if other is not None:
+        summary["paired"] = metrics.paired(result, x, other)
     if args.out:
         checkpoint.write_json(args.out, summary)
     print(json.dumps(summary, indent=2))
