@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -167,15 +167,15 @@ def paired_table(runs: list[dict], earlier: list[dict]) -> list[str]:
     lines = ["", f"Paired against {reference['family']} ({reference.get('source', 'this run')}): NLL difference "
              f"on the same {reference['test_items']:,} items, K = {reference['k']}", "",
              "| family | source | NLL minus the reference's (nats) | items where lower |", "|---|---|---|---|"]
-    base = np.asarray(reference["item_nll"])
+    base = torch.tensor(reference["item_nll"], dtype=torch.float64)
     for r in scored[1:]:
         if r["items_sha256"] != reference["items_sha256"] or r["k"] != reference["k"]:
             lines.append(f"| {r['family']} | {r.get('source', 'this run')} | not paired: other items or K | |")
             continue
-        difference = np.asarray(r["item_nll"]) - base
-        stderr = difference.std(ddof=1) / math.sqrt(difference.size)
-        lines.append(f"| {r['family']} | {r.get('source', 'this run')} | {difference.mean():+.3f} ± {stderr:.3f} | "
-                     f"{(difference < 0).mean():.1%} |")
+        difference = torch.tensor(r["item_nll"], dtype=torch.float64) - base
+        mean, stderr = metrics.mean_and_stderr(difference)
+        lines.append(f"| {r['family']} | {r.get('source', 'this run')} | {mean:+.3f} ± {stderr:.3f} | "
+                     f"{float((difference < 0).double().mean()):.1%} |")
     return lines
 
 

@@ -297,7 +297,7 @@ def test_per_item_values_are_the_closed_form_and_paired_differences_are_exact(tm
     read = metrics.read_items(table, x)
     torch.testing.assert_close(read["nll"], exact.per_item["nll"], atol=0, rtol=0)  # repr round-trips floats
 
-    result = metrics.paired(worse, x, table)
+    result = metrics.paired(worse, read)
     diff = worse.per_item["nll"] - exact.per_item["nll"]
     assert result["items"] == n and result["iw_samples"] == result["other_iw_samples"] == 20
     assert result["nll"]["difference"] == pytest.approx(worse.nll - exact.nll, abs=1e-9)
@@ -306,7 +306,7 @@ def test_per_item_values_are_the_closed_form_and_paired_differences_are_exact(tm
     # the worse encoder cannot beat the exact marginal on average: the IS bound is an upper bound in expectation
     assert result["nll"]["difference"] > -3 * result["nll"]["stderr"]
     assert result["nll"]["stderr"] < 0.2 * min(exact.nll_stderr, worse.nll_stderr)
-    itself = metrics.paired(exact, x, table)
+    itself = metrics.paired(exact, read)
     assert all(itself[m]["difference"] == 0 and itself[m]["stderr"] == 0 for m in metrics.ITEM_MEASURES)
 
 

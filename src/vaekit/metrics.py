@@ -84,7 +84,7 @@ class Evaluation:
     seed: int
     seconds: float
     # Per item (N,) float64, in item order: nll, elbo, kl (where computed), recon_at_mean, squared_error; for paired
-    # comparisons of two models on the same items (write_items, paired). Not part of to_dict.
+    # comparisons of two models on the same items (item_lines, paired). Not part of to_dict.
     per_item: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -495,15 +495,13 @@ def _check_items(table: dict[str, Any], x: torch.Tensor) -> None:
                           "evaluate both runs on the same data and split, with the same --n")
 
 
-def paired(result: Evaluation, x: torch.Tensor, other: str | Path | dict[str, Any]) -> dict[str, Any]:
+def paired(result: Evaluation, table: dict[str, Any]) -> dict[str, Any]:
     """This evaluation against another model's per-item table on the same items: for each measure both have, the
     means, their difference (this - other) and its paired standard error (the items' differences' std / sqrt(N)),
-    and the share of items on which this one's value is lower (other: a path, or read_items' table). Pairing
+    and the share of items on which this one's value is lower (table: read_items(path, x), checked there). Pairing
     removes how hard each item is from the comparison, so the difference's standard error is far smaller than
     either mean's."""
-    table = other if isinstance(other, dict) else read_items(other)
-    _check_items(table, x)
-    other, n = table["path"], x.shape[0]
+    other, n = table["path"], result.n_examples
     measures = [m for m in ITEM_MEASURES if m in table and m in result.per_item]
     if not measures:
         raise VaekitError(f"{other} and this evaluation share no measure (theirs: "

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if args.per_item:
         checkpoint.write_lines(args.per_item, metrics.item_lines(result, x))
     if other is not None:
-        summary["paired"] = metrics.paired(result, x, other)
+        summary["paired"] = metrics.paired(result, other)
     if args.out:
         checkpoint.write_json(args.out, summary)
     print(json.dumps(summary, indent=2))
