@@ -9,7 +9,7 @@ import torch
 import vaekit
 from vaekit import checkpoint
 from vaekit.config import TrainConfig
-from vaekit.train import kl_scale, learning_rate
+from vaekit.train import kl_scale, learning_rate, planned_epochs
 
 
 def weights(model):
@@ -341,3 +341,53 @@ def test_user_callbacks_see_every_step_and_epoch_with_terms_as_tensors(digits_co
     assert all(torch.is_tensor(value) and value.shape == () for value in last.terms.values())
     assert torch.isclose(last.loss, last.terms["recon"] + last.terms["kl"])
     assert result.history[-1].train.keys() == {"loss", "recon", "kl"}
+
+
+def test_a_time_limit_plans_the_epochs_that_fit():
+    cfg = TrainConfig(epochs=100, minutes=2.0)  # 120 s
+    assert planned_epochs(cfg, 0, 0.0) == 100  # nothing timed yet: the most it may train
+    assert planned_epochs(cfg, 1, 10.0) == 12  # 110 s left at 10 s an epoch: 11 more
+    assert planned_epochs(cfg, 4, 50.0) == 9  # 12.5 s an epoch: 70 s left holds 5.6 of them
+    assert planned_epochs(cfg, 3, 130.0) == 3  # spent: none more, none undone
+    assert planned_epochs(cfg, 1, 0.5) == 100  # the limit allows more than --epochs
+    assert planned_epochs(replace(cfg, minutes=None), 5, 1e9) == 100
+
+
+class FakeClock(vaekit.Callback):
+    """The trainer's clock advances one second per optimiser step, so an epoch of the digits (1437 items, batch 64)
+    takes 23 seconds whatever the machine."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def on_fit_begin(self, trainer):
+        trainer.clock = lambda: self.now
+
+    def on_step_end(self, trainer, step):
+        self.now += 1.0
+
+
+def test_a_time_limit_stops_at_the_epochs_that_fit_and_the_schedule_ends_on_the_last(digits_config, tmp_path):
+    # 6 epochs of 23 s fit in 143 s, a seventh does not; one epoch of warm-up, then the cosine to the sixth.
+    train = replace(digits_config.train, epochs=100, minutes=143 / 60, schedule="cosine", warmup_steps=23)
+    cfg = replace(digits_config, train=train)
+    result = vaekit.train(cfg, callbacks=[FakeClock()])
+    assert [r.epoch for r in result.history] == [1, 2, 3, 4, 5, 6]
+    assert [r.lr for r in result.history] == [pytest.approx(learning_rate(train, r.step - 1, 6 * 23))
+                                              for r in result.history]
+    assert result.history[-1].lr < 1e-3 * train.lr  # the last step's rate: the cosine's end, not its middle
+    # Under the limit --epochs is the most it trains; a limit spent by the first epoch stops there.
+    assert len(vaekit.train(replace(cfg, train=replace(train, epochs=4)), callbacks=[FakeClock()]).history) == 4
+    assert len(vaekit.train(replace(cfg, train=replace(train, minutes=0.1)), callbacks=[FakeClock()]).history) == 1
+    # The time spent is kept with the run: stopped by a cap of 3 epochs (69 s) and resumed without it, the run
+    # trains on to the sixth epoch, as the whole run did.
+    vaekit.train(replace(cfg, train=replace(train, epochs=3)), out=tmp_path / "run", callbacks=[FakeClock()])
+    assert checkpoint.load_resume(tmp_path / "run")[1]["train_seconds"] == 69.0
+    resumed = vaekit.resume(tmp_path / "run", epochs=100, callbacks=[FakeClock()])
+    assert [r.epoch for r in resumed.history] == [1, 2, 3, 4, 5, 6]
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4, 5, 6]
+    # A resume with a longer limit trains on; one whose limit is spent trains nothing.
+    longer = vaekit.resume(tmp_path / "run", minutes=200 / 60, callbacks=[FakeClock()])
+    assert len(longer.history) == 8  # 138 s spent, 62 s left: two more epochs of 23 s
+    assert len(vaekit.resume(tmp_path / "run", callbacks=[FakeClock()]).history) == 8

@@ -164,7 +164,13 @@ def _settings(name: str, values: Any) -> Any:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = setting(10, "passes over the training data", check=(lambda v: v >= 0, ">= 0"))
+    epochs: int = setting(10, "passes over the training data (with --minutes, the most it may train)",
+                          check=(lambda v: v >= 0, ">= 0"))
+    minutes: float | None = setting(None, "a time limit for training: after every epoch the run plans as many more "
+                                    "of its --epochs as fit, at the mean time of the epochs so far (validation and "
+                                    "checkpoints included), and the learning-rate schedule ends on the last one. The "
+                                    "number of epochs then depends on the machine's speed",
+                                    check=(positive, "> 0 (minutes), e.g. 30"))
     batch_size: int = setting(128, "items per step", check=(lambda v: v >= 1, "at least 1"))
     lr: float = setting(1e-3, "learning rate", check=(positive, "> 0, e.g. 1e-3"))
     optimizer: str = setting("adam", "optimiser", choices=("adam", "adamw"))

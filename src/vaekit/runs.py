@@ -21,7 +21,7 @@ from .data import Dataset, load_dataset, train_data
 from .data.tables import model_table
 from .errors import VaekitError
 from .models import MODEL_FAMILIES, Model, build_model
-from .train import Callback, EpochResult, MetricsLog, Trainer, resolve_device
+from .train import Callback, EpochResult, MetricsLog, Trainer, planned_epochs, resolve_device
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
@@ -307,13 +307,15 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
 
 def resume(directory: str | Path, epochs: int | None = None, device: str | None = None,
            threads: int | None = None, progress: bool | None = None, callbacks: list[Any] | None = None,
-           compile: bool | None = None, tensorboard: bool | None = None) -> RunResult:
-    """Continue a run from its last resume state, optionally to a new total number of epochs; where it runs
-    (device, threads, compile), its progress bar and its TensorBoard log may change, what it computes may not."""
+           compile: bool | None = None, tensorboard: bool | None = None, minutes: float | None = None) -> RunResult:
+    """Continue a run from its last resume state, optionally to a new total number of epochs or a new time limit
+    (minutes, counting the run's training so far); where it runs (device, threads, compile), its progress bar and its
+    TensorBoard log may change, what it computes may not."""
     directory = Path(directory)
     cfg = checkpoint.load_config(directory)
     runtime = {k: v for k, v in (("epochs", epochs), ("device", device), ("threads", threads), ("progress", progress),
-                                 ("compile", compile), ("tensorboard", tensorboard)) if v is not None}
+                                 ("compile", compile), ("tensorboard", tensorboard), ("minutes", minutes))
+               if v is not None}
     if checkpoint.never_checkpointed(directory):
         # stopped before or during its first checkpoint: nothing was kept, so the run starts again from its config
         log.warning("%s has no checkpoint yet: training it from the start", directory)
@@ -377,6 +379,9 @@ def _resume(directory: Path, cfg: RunConfig, runtime: dict[str, Any], callbacks:
                  "a new run for more", directory, trainer.epoch)
     elif trainer.epoch >= cfg.train.epochs:
         log.info("%s already finished %d epochs: pass --epochs N to train further", directory, trainer.epoch)
+    elif trainer.epoch >= planned_epochs(cfg.train, trainer.epoch, trainer.seconds):
+        log.info("%s has spent its %g minutes of training (%d epochs): pass --minutes M (all of its training) to train "
+                 "further", directory, cfg.train.minutes, trainer.epoch)
     history = trainer.fit(train_data(dataset, cfg.data), dataset.split("test"))
     if trainer.epoch == meta["epoch"] and here.main:  # nothing trained; the config may carry a new epoch count: commit both again
         with trainer.keeping() as kept:

@@ -174,6 +174,16 @@ def learning_rate(cfg: TrainConfig, step: int, total_steps: int) -> float:
     return cfg.lr
 
 
+def planned_epochs(cfg: TrainConfig, epoch: int, seconds: float) -> int:
+    """The epochs a run plans to train, given `epoch` done in `seconds` of training: cfg.epochs; under a time limit
+    (cfg.minutes), as many of them as fit in what is left of it at those epochs' mean time (none more once it is
+    spent), and never fewer than those done."""
+    if cfg.minutes is None or epoch == 0 or seconds <= 0:
+        return cfg.epochs
+    more = math.floor((cfg.minutes * 60 - seconds) / (seconds / epoch))
+    return max(epoch, min(cfg.epochs, epoch + max(0, more)))
+
+
 def kl_scale(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """KL warm-up (Bowman et al. 2016; Sønderby et al. 2016): weight ramps linearly from 0 to 1."""
     if cfg.kl_warmup_epochs <= 0:
@@ -243,6 +253,12 @@ class Trainer:
         # training has stopped for want of improvement (kept in the resume state: a resume does not train on).
         self.best: dict[str, torch.Tensor] | None = None
         self.stopped_early = False
+        # Training time (seconds, kept in the resume state) for a time limit (cfg.minutes): `seconds` up to `mark`,
+        # a reading of `clock` while fit runs (None otherwise); and the epochs the run plans to train.
+        self.clock = time.perf_counter
+        self.seconds = 0.0
+        self.mark: float | None = None
+        self.planned = cfg.epochs
 
     def _hooks(self, name: str) -> list:
         """The callbacks' methods for one event, skipping Callback's own no-ops (so an epoch-only callback costs
@@ -265,19 +281,22 @@ class Trainer:
         val = val.to(self.device) if val is not None else None
         # The same for any number of processes: each takes batch_size / processes items of every batch.
         steps_per_epoch = math.ceil(len(train) / self.cfg.batch_size)
-        total_steps = steps_per_epoch * self.cfg.epochs
         for hook in self._hooks("on_fit_begin"):
             hook(self)
+        self.mark = self.clock()
+        self._plan()
         epoch_hooks = self._hooks("on_epoch_end")
         self.remember()
         with self._signals():
-            while self.epoch < self.cfg.epochs and not self.stopped_early:
+            while self.epoch < self.planned and not self.stopped_early:
                 try:
-                    result = self._train_epoch(train, val, steps_per_epoch, total_steps)
+                    result = self._train_epoch(train, val, steps_per_epoch, steps_per_epoch * self.planned)
                 except _RolledBack:
                     continue
                 self.history.append(result)
-                last = self._watch_validation() or self.epoch == self.cfg.epochs
+                if self.cfg.minutes is not None and self.epoch < self.planned:  # this epoch's time, then the plan
+                    self._plan()
+                last = self._watch_validation() or self.epoch == self.planned
                 self.save_now = (self.epoch % self.cfg.checkpoint_every == 0 or last) and (
                     self._healthy() or (last and self._finite_weights()))  # the end: finite weights are kept
                 if self.save_now:
@@ -286,10 +305,27 @@ class Trainer:
                     hook(self, result)
                 if self._stop_agreed() and not last:
                     self._stop()
+        self.seconds, self.mark = self.spent(), None
         for hook in self._hooks("on_fit_end"):
             hook(self)
         distributed.barrier(self.world)  # process 0's last checkpoint is written before any process goes on
         return self.history
+
+    def spent(self) -> float:
+        """Seconds of training so far, over every fit of this run (a resumed run's included)."""
+        return self.seconds + (self.clock() - self.mark if self.mark is not None else 0.0)
+
+    def _plan(self) -> None:
+        """The epochs to train (see planned_epochs), on every process from process 0's clock (all stop together)."""
+        spent = self.spent()
+        if self.cfg.minutes is not None and self.world.size > 1:
+            spent = float(distributed.all_sum(torch.tensor([spent if self.world.main else 0.0], dtype=torch.float64,
+                                                           device=self.device), self.world).item())
+        planned = planned_epochs(self.cfg, self.epoch, spent)
+        if planned != self.planned and self.epoch:
+            log.info("epoch %d: %.1f of %g minutes spent: planning %d epochs in all", self.epoch, spent / 60,
+                     self.cfg.minutes, planned)
+        self.planned = planned
 
     @contextlib.contextmanager
     def _signals(self):
@@ -372,7 +408,7 @@ class Trainer:
             self.stopped_early = True
             log.info("epoch %d: no lower validation loss for %d epochs: stopping early, keeping epoch %d's weights "
                      "(validation loss %.3f)", self.epoch, patience, best + 1, losses[best])
-        elif self.epoch == self.cfg.epochs and best != len(losses) - 1:
+        elif self.epoch == self.planned and best != len(losses) - 1:
             log.info("keeping epoch %d's weights, its validation loss %.3f the lowest", best + 1, losses[best])
         return self.stopped_early
 
@@ -405,11 +441,11 @@ class Trainer:
 
     def _restore_good(self) -> None:
         """Back to the last good state, keeping the learning-rate scale and the rollbacks made since."""
-        scale, rollbacks = self.lr_scale, self.rollbacks
+        scale, rollbacks, seconds = self.lr_scale, self.rollbacks, self.seconds  # time spent stays spent
         tensors, meta, history = self.good
         self.load_state_dict({k: v.clone() for k, v in tensors.items()}, copy.deepcopy(meta))
         self.history = list(history)
-        self.lr_scale, self.rollbacks = scale, rollbacks
+        self.lr_scale, self.rollbacks, self.seconds = scale, rollbacks, seconds
         self.streak = self.worst = None
 
     def _diverged(self, names: list[str], streak: int) -> None:
@@ -473,7 +509,7 @@ class Trainer:
             self.epoch_start_rng = self.generator.get_state()
             self.batches_done = 0
         bar = tqdm(
-            total=items, initial=seen, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", unit="img",
+            total=items, initial=seen, desc=f"epoch {self.epoch + 1}/{self.planned}", unit="img",
             unit_scale=True, disable=not (self.cfg.progress and self.world.main), leave=False, dynamic_ncols=True,
             mininterval=0.2 if sys.stderr.isatty() else 30.0,  # a log file gets a line every 30 s, not a flood
         )
@@ -565,7 +601,7 @@ class Trainer:
             log.warning("epoch %d: %d steps skipped for a non-finite loss or gradient", self.epoch, result.skipped)
         log.info(
             "epoch %d/%d  loss %.3f (%s)%s  %.1fs  %.0f img/s",
-            self.epoch, self.cfg.epochs, train_means["loss"],
+            self.epoch, self.planned, train_means["loss"],
             ", ".join(f"{k} {v:.3f}" for k, v in train_means.items() if k != "loss"),
             "" if val_means is None else f"  val {val_means['loss']:.3f}", seconds, result.images_per_s,
         )
@@ -667,6 +703,7 @@ class Trainer:
             "history": [r.to_dict() for r in self.history] if history else [],
             "lr_scale": self.lr_scale,
             "rollbacks": self.rollbacks,
+            "train_seconds": self.spent(),
         }
         if self.scaler is not None:  # fp16: the loss scale it has settled on, and its count towards the next growth
             meta["grad_scaler"] = self.scaler.state_dict()
@@ -711,6 +748,9 @@ class Trainer:
         self.step, self.epoch = int(meta["step"]), int(meta["epoch"])
         self.history = [EpochResult.from_dict(r) for r in meta.get("history", [])]
         self.lr_scale, self.rollbacks = float(meta.get("lr_scale", 1.0)), int(meta.get("rollbacks", 0))
+        self.seconds = float(meta.get("train_seconds", 0.0))  # a state saved before it was kept: the limit counts from now
+        if not math.isfinite(self.seconds) or self.seconds < 0:
+            raise ValueError("the training time is not a time")
         if self.scaler is not None and meta.get("grad_scaler"):
             self.scaler.load_state_dict(meta["grad_scaler"])
         best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}

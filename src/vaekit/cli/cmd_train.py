@@ -56,7 +56,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
     return kept
 
 
-RESUMABLE = ("--epochs", "--device", "--threads", "--no-progress", "--compile", "--tensorboard")  # and --nproc (the
+RESUMABLE = ("--epochs", "--minutes", "--device", "--threads", "--no-progress", "--compile", "--tensorboard")  # and --nproc (the
 # last two switch on; a run keeps them)
 
 
@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         with _stopped(args.resume):
             result = runs.resume(args.resume, epochs=args.cfg__train__epochs, device=args.cfg__train__device,
                                  threads=args.cfg__train__threads, progress=args.cfg__train__progress,
-                                 compile=args.cfg__train__compile, tensorboard=args.cfg__train__tensorboard)
+                                 compile=args.cfg__train__compile, tensorboard=args.cfg__train__tensorboard,
+                                 minutes=args.cfg__train__minutes)
     else:
         cfg: RunConfig = config_from_args(args)
         if args.print_config:

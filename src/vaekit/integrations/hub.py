@@ -179,7 +179,11 @@ def model_card(model: Model, config: RunConfig, metrics: Mapping[str, float], *,
             ("conditioned on", f"the class label ({model.num_labels} classes)" if model.num_labels else "nothing")]
     if data_recorded:
         train = config.train
-        rows.append(("training", f"{train.epochs} epochs, batch {train.batch_size}, {train.optimizer} at lr "
+        trained = int(metrics["epoch"]) if metrics and "epoch" in metrics else None  # what ran, not what was planned
+        epochs = f"{trained} epochs" if trained is not None else (
+            f"up to {train.epochs} epochs" if train.minutes or train.early_stopping else f"{train.epochs} epochs")
+        limit = f" within a limit of {train.minutes:g} minutes" if train.minutes else ""
+        rows.append(("training", f"{epochs}{limit}, batch {train.batch_size}, {train.optimizer} at lr "
                                  f"{train.lr:g}, seed {train.seed}"))
     repo = repo_id or "USER/REPO"
     title = repo_id.split("/")[-1] if repo_id else f"vaekit {family} model"
