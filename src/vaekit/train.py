@@ -259,6 +259,7 @@ class Trainer:
         self.seconds = 0.0
         self.mark: float | None = None
         self.planned = cfg.epochs
+        self.replanned = False  # the plan has changed in this fit (and said so)
 
     def _hooks(self, name: str) -> list:
         """The callbacks' methods for one event, skipping Callback's own no-ops (so an epoch-only callback costs
@@ -284,6 +285,7 @@ class Trainer:
         for hook in self._hooks("on_fit_begin"):
             hook(self)
         self.mark = self.clock()
+        self.replanned = False
         self._plan()
         epoch_hooks = self._hooks("on_epoch_end")
         self.remember()
@@ -322,9 +324,10 @@ class Trainer:
             spent = float(distributed.all_sum(torch.tensor([spent if self.world.main else 0.0], dtype=torch.float64,
                                                            device=self.device), self.world).item())
         planned = planned_epochs(self.cfg, self.epoch, spent)
-        if planned != self.planned and self.epoch:
-            log.info("epoch %d: %.1f of %g minutes spent: planning %d epochs in all", self.epoch, spent / 60,
-                     self.cfg.minutes, planned)
+        if planned != self.planned and self.epoch:  # said once a fit; the epoch lines show the count after
+            log.log(logging.DEBUG if self.replanned else logging.INFO, "epoch %d: %.1f of %g minutes spent: planning "
+                    "%d epochs in all", self.epoch, spent / 60, self.cfg.minutes, planned)
+            self.replanned = True
         self.planned = planned
 
     @contextlib.contextmanager
