@@ -70,6 +70,13 @@ def test_resume_from_cli(run_dir, tmp_path, capsys):
     shutil.copytree(run_dir, copy)
     assert main(["train", "--resume", str(copy), "--epochs", "3"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["epoch"] == 3
+    # A time limit given on resuming counts the run's training so far: more than 0.6 ms of it (1e-5 minutes) is
+    # spent already, so the run trains no further however many epochs it may have, and keeps the new limit.
+    from vaekit import checkpoint
+
+    assert main(["train", "--resume", str(copy), "--epochs", "9", "--minutes", "0.00001"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["epoch"] == 3
+    assert checkpoint.load_config(copy).train.minutes == 0.00001
 
 
 ERRORS = [

@@ -56,8 +56,8 @@ def _without_nproc(argv: list[str]) -> list[str]:
     return kept
 
 
-RESUMABLE = ("--epochs", "--minutes", "--device", "--threads", "--no-progress", "--compile", "--tensorboard")  # and --nproc (the
-# last two switch on; a run keeps them)
+# And --nproc. The last two switch on (a run keeps them); --minutes is a new limit for all of the run's training.
+RESUMABLE = ("--epochs", "--minutes", "--device", "--threads", "--no-progress", "--compile", "--tensorboard")
 
 
 def _check_resume(args: argparse.Namespace) -> None:
