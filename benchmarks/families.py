@@ -16,7 +16,7 @@ run gets as many epochs as fit in M minutes, so its schedule still ends on its l
 NLLs, and the table is followed by a paired one: each run's NLL minus the first's on the same items, with the
 paired standard error (far below either NLL's own, since how hard each item is cancels); `--paired-with FILE`
 brings an earlier results file's runs into it, the first of them as the reference. Needs MNIST (`vaekit data get
-mnist`).
+mnist`). `--device cuda` trains and scores on a GPU (auto, the default, picks one where torch sees it).
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ from bench_common import machine, write_results  # noqa: E402
 
 from vaekit import checkpoint, metrics  # noqa: E402
 from vaekit.data import load_dataset  # noqa: E402
+from vaekit.train import resolve_device  # noqa: E402
 
 FAMILIES = {  # name -> (recipe, extra train flags)
     "vae": ("fast", []),
@@ -58,7 +59,8 @@ DISCRETE = {"vqvae"}  # families whose second stage (vaekit train-prior) trains 
 def train_command(name: str, args: argparse.Namespace, epochs: int, out: Path) -> list[str]:
     recipe, extra = FAMILIES[name]
     return [sys.executable, "-m", "vaekit", "train", "--recipe", recipe, *extra, "--data", args.data,
-            "--epochs", str(epochs), "--seed", str(args.seed), "--no-progress", "--out", str(out)]
+            "--epochs", str(epochs), "--seed", str(args.seed), "--device", args.device, "--no-progress",
+            "--out", str(out)]
 
 
 def epochs_for(name: str, args: argparse.Namespace, work: Path) -> tuple[int, float]:
@@ -82,7 +84,7 @@ def run(name: str, args: argparse.Namespace, work: Path) -> dict:
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     if name in DISCRETE:
         return run_discrete(name, args, out, minutes, rows)
-    model = checkpoint.load(out)
+    model = checkpoint.load(out, device=resolve_device(args.device))
     dataset = load_dataset(checkpoint.load_config(out).data)
     x = dataset.x_test[: args.test_items]
     began = time.perf_counter()
@@ -104,12 +106,13 @@ def run(name: str, args: argparse.Namespace, work: Path) -> dict:
 def run_discrete(name: str, args: argparse.Namespace, out: Path, minutes: float, rows: list[dict]) -> dict:
     """The second stage (the prior over the codes, as many epochs as the first), then the test set's reconstruction,
     codebook usage and the prior's -log p of each item's codes."""
-    command = [sys.executable, "-m", "vaekit", "train-prior", str(out), "--epochs", str(len(rows)), "--no-progress"]
+    command = [sys.executable, "-m", "vaekit", "train-prior", str(out), "--epochs", str(len(rows)), "--device",
+               args.device, "--no-progress"]
     print(" ".join(command[2:]), flush=True)
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     prior_minutes = (time.perf_counter() - start) / 60
-    model = checkpoint.load(out)
+    model = checkpoint.load(out, device=resolve_device(args.device))
     dataset = load_dataset(checkpoint.load_config(out).data)
     x = dataset.x_test[: args.test_items]
     result = metrics.evaluate(model, x, iw_samples=0, seed=0, progress=False)
@@ -127,11 +130,21 @@ def run_discrete(name: str, args: argparse.Namespace, out: Path, minutes: float,
     return record
 
 
+def device_label(name: str) -> str:
+    device = resolve_device(name)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
+def gpu(results: dict) -> str:
+    device = results.get("device", "cpu")
+    return "" if device in ("cpu", "mps") else f"; GPU: {device}"
+
+
 def markdown(results: dict, earlier: list[dict] = ()) -> str:
     budget = f"about {results['minutes']:g} minutes" if results.get("minutes") else f"{results['epochs']} epochs"
     lines = [f"families on `{results['data']}`, {budget} each, IS-NLL with K = {results['k']} on "
              f"{results['runs'][0]['test_items']:,} test items ({results['machine']['cpu_label']}, "
-             f"{results['machine']['cpu_count']} cores)", "",
+             f"{results['machine']['cpu_count']} cores{gpu(results)})", "",
              "| family | recipe | minutes | epochs | IS-NLL (nats) | ELBO | active units | images/s |",
              "|---|---|---|---|---|---|---|---|"]
     discrete = [r for r in results["runs"] if r["family"] in DISCRETE]
@@ -190,6 +203,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=5000)
     parser.add_argument("--test-items", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                        help="where every family trains and is scored (auto: a GPU if torch sees one)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=RECIPE [FLAGS]",
                         help="a further entry for --families: a recipe with its own train flags, e.g. "
@@ -218,7 +233,8 @@ def main() -> None:
         parser.error("--minutes must be above 0")
     with tempfile.TemporaryDirectory() as work:
         runs = [run(name, args, Path(work)) for name in args.families.split(",")]
-    results = {"machine": machine(), "command": " ".join(shlex.quote(a) for a in sys.argv), "data": args.data,
+    results = {"machine": machine(), "device": device_label(args.device),
+               "command": " ".join(shlex.quote(a) for a in sys.argv), "data": args.data,
                "epochs": None if args.minutes else args.epochs,
                "minutes": args.minutes, "k": args.k, "seed": args.seed, "runs": runs,
                "paired_with": args.paired_with}

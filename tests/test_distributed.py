@@ -171,7 +171,7 @@ def test_launch_helpers(monkeypatch):
 
 def test_a_compiled_model_trains_and_saves_plain_weights(tmp_path, monkeypatch):
     """--compile wraps the training step in torch.compile; the checkpoint holds the plain module's weights. (Dynamo's
-    eager backend here: inductor's code generation takes a minute on 2 cores; benchmarks/compile.py times it.)"""
+    eager backend here: inductor's code generation takes a minute on 2 cores; benchmarks/scaling.py times it.)"""
     compiled = []
     real_compile = torch.compile
 
