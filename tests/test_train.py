@@ -86,6 +86,23 @@ def test_schedules():
     assert learning_rate(cfg, 110, 110) == pytest.approx(0.0, abs=1e-12)
     assert learning_rate(TrainConfig(lr=0.3), 1000, 10) == 0.3
     assert kl_scale(TrainConfig(kl_warmup_epochs=2), 50, 100) == pytest.approx(0.25)
+
+
+def test_the_iwae_papers_steps():
+    """Burda et al. 2016: 3^i epochs at lr * 10^(-i/7), i = 0..7, 3,280 epochs in all; at 7 steps an epoch, every
+    step of a 3,280-epoch run gets the paper's rate, and a shorter run the same stages scaled."""
+    cfg = TrainConfig(lr=1e-3, schedule="iwae-steps")
+    first_epochs = [0, 1, 4, 13, 40, 121, 364, 1093]  # where stage i begins: (3^i - 1) / 2
+    for epoch in range(3280):
+        stage = max(i for i, first in enumerate(first_epochs) if epoch >= first)
+        for step in (7 * epoch, 7 * epoch + 6):
+            assert learning_rate(cfg, step, 7 * 3280) == pytest.approx(1e-3 * 10 ** (-stage / 7), rel=1e-12)
+    assert learning_rate(cfg, 7 * 3280 + 50, 7 * 3280) == pytest.approx(1e-4)  # past the end: the last stage's
+    scaled = [learning_rate(cfg, step, 3280) for step in range(3280)]  # one step an epoch: the same, step by step
+    assert scaled == [learning_rate(cfg, 7 * step, 7 * 3280) for step in range(3280)]
+    warm = TrainConfig(lr=1.0, schedule="iwae-steps", warmup_steps=10)  # the warm-up first, then the stages
+    assert [learning_rate(warm, s, 10 + 3280) for s in (0, 9, 10, 11, 14, 10 + 1093)] == pytest.approx(
+        [0.1, 1.0, 1.0, 10 ** (-1 / 7), 10 ** (-2 / 7), 0.1])
     assert kl_scale(TrainConfig(kl_warmup_epochs=2), 500, 100) == 1.0
     assert kl_scale(TrainConfig(), 0, 100) == 1.0
 

@@ -175,7 +175,9 @@ class TrainConfig:
     lr: float = setting(1e-3, "learning rate", check=(positive, "> 0, e.g. 1e-3"))
     optimizer: str = setting("adam", "optimiser", choices=("adam", "adamw"))
     weight_decay: float = setting(0.0, "weight decay", check=(non_negative, ">= 0"))
-    schedule: str = setting("constant", "learning-rate schedule after the warm-up", choices=("constant", "cosine"))
+    schedule: str = setting("constant", "learning-rate schedule after the warm-up: constant; cosine, a cosine decay "
+                            "to zero; iwae-steps, the IWAE paper's 8 steps (lr * 10^(-i/7) for 3^i of every 3,280 "
+                            "epochs, i = 0..7)", choices=("constant", "cosine", "iwae-steps"))
     warmup_steps: int = setting(0, "steps of linear learning-rate warm-up", check=(lambda v: v >= 0, ">= 0"))
     kl_warmup_epochs: float = setting(0.0, "epochs over which the regularizer's weight ramps from 0 to beta",
                                       check=(non_negative, ">= 0"))

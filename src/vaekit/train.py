@@ -164,13 +164,25 @@ def process_seed(seed: int, rank: int, step: int = 0) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{rank}/{step}".encode()).digest()[:8], "little") >> 1
 
 
+IWAE_STAGES = 8  # Burda et al. 2016: stage i (i = 0..7) lasts 3^i epochs at lr * 10^(-i/7); 3,280 epochs in all
+IWAE_EPOCHS = (3**IWAE_STAGES - 1) // 2
+
+
 def learning_rate(cfg: TrainConfig, step: int, total_steps: int) -> float:
-    """Linear warm-up, then constant or cosine decay to zero; a pure function of the step (resume-safe)."""
+    """Linear warm-up, then constant, cosine decay to zero, or the IWAE paper's steps (their epochs scaled from 3,280
+    to the steps after the warm-up, so that a 3,280-epoch run steps at exactly its epochs); a pure function of the
+    step (resume-safe)."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.schedule == "cosine" and total_steps > cfg.warmup_steps:
-        progress = (step - cfg.warmup_steps) / (total_steps - cfg.warmup_steps)
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    after, span = step - cfg.warmup_steps, total_steps - cfg.warmup_steps
+    if cfg.schedule == "cosine" and span > 0:
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, after / span)))
+    if cfg.schedule == "iwae-steps" and span > 0:
+        # stage i begins where after / span reaches (3^i - 1) / 2 / 3,280; integers, so the boundaries are exact
+        stage = 0
+        while stage < IWAE_STAGES - 1 and 2 * IWAE_EPOCHS * after >= span * (3 ** (stage + 1) - 1):
+            stage += 1
+        return cfg.lr * 10 ** (-stage / (IWAE_STAGES - 1))
     return cfg.lr
 
 
