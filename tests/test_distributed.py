@@ -130,6 +130,21 @@ def test_two_processes_stop_on_sigterm_and_resume_in_two_and_in_one(tmp_path):
     assert [row["epoch"] for row in rows] == list(range(1, epochs + 2))
 
 
+def test_two_processes_under_a_time_limit_stop_together_where_the_schedule_ends(tmp_path):
+    """--minutes under torchrun: every process plans from process 0's clock, so all stop after the same epoch (a
+    process planning one epoch more would wait for the others forever: the call's time limit would fail the test), and
+    the cosine schedule ends on the last epoch trained."""
+    result = vaekit_cli("train", *FLAGS, "--model", "ae", "--epochs", "100000", "--minutes", "0.1", "--schedule",
+                        "cosine", "--out", str(tmp_path / "run"), "--nproc", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == list(range(1, len(rows) + 1)) and len(rows) < 100000
+    assert rows[-1]["lr"] < 0.01 * rows[0]["lr"]  # the cosine's end (its first epoch: near the top)
+    assert result.stderr.count("planning") <= 1 and "Traceback" not in result.stderr
+    state = json.loads((tmp_path / "run" / "resume.json").read_text())
+    assert state["train_seconds"] >= 6.0 * (len(rows) - 1) / len(rows)  # the limit, less at most one epoch's time
+
+
 def test_mistakes_are_said_once_before_any_process_starts(tmp_path, capsys, monkeypatch):
     from vaekit.cli import main
 
