@@ -141,8 +141,6 @@ def test_two_processes_under_a_time_limit_stop_together_where_the_schedule_ends(
     assert [row["epoch"] for row in rows] == list(range(1, len(rows) + 1)) and len(rows) < 100000
     assert rows[-1]["lr"] < 0.01 * rows[0]["lr"]  # the cosine's end (its first epoch: near the top)
     assert result.stderr.count("planning") <= 1 and "Traceback" not in result.stderr
-    state = json.loads((tmp_path / "run" / "resume.json").read_text())
-    assert state["train_seconds"] >= 6.0 * (len(rows) - 1) / len(rows)  # the limit, less at most one epoch's time
 
 
 def test_mistakes_are_said_once_before_any_process_starts(tmp_path, capsys, monkeypatch):
