@@ -86,6 +86,8 @@ def test_schedules():
     assert learning_rate(cfg, 110, 110) == pytest.approx(0.0, abs=1e-12)
     assert learning_rate(TrainConfig(lr=0.3), 1000, 10) == 0.3
     assert kl_scale(TrainConfig(kl_warmup_epochs=2), 50, 100) == pytest.approx(0.25)
+    assert kl_scale(TrainConfig(kl_warmup_epochs=2), 500, 100) == 1.0
+    assert kl_scale(TrainConfig(), 0, 100) == 1.0
 
 
 def test_the_iwae_papers_steps():
@@ -103,8 +105,6 @@ def test_the_iwae_papers_steps():
     warm = TrainConfig(lr=1.0, schedule="iwae-steps", warmup_steps=10)  # the warm-up first, then the stages
     assert [learning_rate(warm, s, 10 + 3280) for s in (0, 9, 10, 11, 14, 10 + 1093)] == pytest.approx(
         [0.1, 1.0, 1.0, 10 ** (-1 / 7), 10 ** (-2 / 7), 0.1])
-    assert kl_scale(TrainConfig(kl_warmup_epochs=2), 500, 100) == 1.0
-    assert kl_scale(TrainConfig(), 0, 100) == 1.0
 
 
 def test_dynamic_binarisation_trains_on_bits(digits_config):
