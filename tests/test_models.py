@@ -5,13 +5,15 @@ from dataclasses import replace
 
 import pytest
 import torch
+from torch import nn
 
 import vaekit
+from vaekit.checkpoint import load_config
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.data import load_dataset
 from vaekit.models import build_model
 from vaekit.distributions import rsample_with
-from vaekit.networks import resolve_network
+from vaekit.networks import ACTIVATIONS, resolve_network
 from vaekit.runs import resolve_config
 
 
@@ -48,6 +50,46 @@ def test_conv_decoder_restores_odd_sizes():
     for size in (8, 28, 32, 33):
         model = make("vae", (1, size, size), network="conv")
         assert model.decode(torch.zeros(2, 3)).mean.shape == (2, 1, size, size)
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_the_activation_setting_is_every_hidden_non_linearity_of_every_body(activation):
+    """Each family's bodies (MLP and conv; the vqvae's code grids; the hvae's top layer) use model.activation after
+    every hidden layer, and no other non-linearity module."""
+    for family, shape, network in [("vae", (12,), "mlp"), ("vae", (1, 16, 16), "conv"), ("hvae", (12,), "mlp"),
+                                   ("vqvae", (12,), "mlp"), ("vqvae", (1, 16, 16), "conv")]:
+        model = build_model(ModelConfig(family=family, latent_dim=3, hidden_dims=(16, 8), conv_channels=(4, 8),
+                                        data_shape=shape, network=network, likelihood="bernoulli",
+                                        activation=activation))
+        kinds = {type(m) for m in model.modules() if type(m) in ACTIVATIONS.values() or isinstance(m, nn.ReLU)}
+        assert kinds == {ACTIVATIONS[activation]}, (family, network, kinds)
+        hidden = sum(isinstance(m, ACTIVATIONS[activation]) for m in model.modules())
+        linear = sum(isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)) for m in model.modules())
+        assert hidden >= 4 and hidden < linear  # one after each hidden layer, none after an output layer
+
+
+def test_the_activation_round_trips_and_checkpoints_without_it_load_as_relu(tmp_path):
+    from vaekit.cli import main
+
+    out = tmp_path / "elu"
+    assert main(["train", "--data", "digits", "--activation", "elu", "--epochs", "1", "--network", "mlp",
+                 "--latent-dim", "4", "--no-progress", "--out", str(out)]) == 0
+    model = vaekit.load(out)
+    assert model.config.activation == "elu" and any(isinstance(m, nn.ELU) for m in model.modules())
+    x = load_dataset(DataConfig(name="digits")).x_test[:8]
+    again = build_model(model.config)
+    again.load_state_dict(model.state_dict())
+    torch.testing.assert_close(again.encode(x).mean, model.encode(x).mean)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["activation"] == "elu"
+    del config["model"]["activation"]  # a run saved before the setting existed: its bodies had ReLUs
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    old = build_model(load_config(tmp_path / "old").model)
+    assert old.config.activation == "relu" and not any(isinstance(m, nn.ELU) for m in old.modules())
+    old.load_state_dict(model.state_dict())  # the activations hold no weights: the same tensors fit
+    assert not torch.allclose(old.encode(x).mean, model.encode(x).mean)
+    assert main(["train", "--data", "digits", "--set", "model.activation=swish", "--out", str(tmp_path / "bad")]) == 2
 
 
 def test_log_importance_weights_with_one_sample_average_to_the_elbo():

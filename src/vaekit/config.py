@@ -92,6 +92,12 @@ def _likelihoods() -> tuple[str, ...]:
     return ("auto", *sorted(LIKELIHOODS))
 
 
+def _activations() -> tuple[str, ...]:
+    from .networks import ACTIVATIONS
+
+    return tuple(ACTIVATIONS)
+
+
 # name -> the settings dataclass of a model family or likelihood; filled by their registries.
 COMPONENT_SETTINGS: dict[str, type] = {}
 
@@ -114,6 +120,8 @@ class ModelConfig:
                                            check=(lambda v: all(1 <= h <= MAX_WIDTH for h in v),
                                                   f"widths from 1 to {MAX_WIDTH:,}, e.g. 512,256 (none: a linear "
                                                   "MLP)"))
+    activation: str = setting("relu", "the non-linearity after each hidden layer of the encoder and decoder bodies",
+                              choices=_activations)
     conv_channels: tuple[int, ...] = setting((32, 64), "channels of the stride-2 convolutions, e.g. 32,64",
                                              check=(lambda v: len(v) >= 1 and all(1 <= c <= MAX_CHANNELS for c in v),
                                                     f"one or more channel counts from 1 to {MAX_CHANNELS:,}, e.g. "

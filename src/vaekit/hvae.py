@@ -164,8 +164,9 @@ class HVAE(VAE):
                               "trains on the ELBO: add --hvae-k 5 (or more), or drop --hvae-gradient")
         d1, d2 = config.latent_dim, settings.top_dim
         # bottom-up: q(z2|z1) from a draw of z1; top-down: q(z2|x) from the bottom-up estimate of z1's parameters
-        self.up = MLPEncoder((2 * d1 if settings.inference == "top-down" else d1,), settings.top_hidden, 2 * d2)
-        self.down = MLPEncoder((d2,), settings.top_hidden, 2 * d1)  # p(z1|z2)
+        self.up = MLPEncoder((2 * d1 if settings.inference == "top-down" else d1,), settings.top_hidden, 2 * d2,
+                             activation=config.activation)
+        self.down = MLPEncoder((d2,), settings.top_hidden, 2 * d1, activation=config.activation)  # p(z1|z2)
         if settings.top_prior == "vamp":  # p(z2) = (1/M) sum_m q(z2|u_m)
             self.pseudo_inputs = new_pseudo_inputs(settings.top_components, config.data_shape)
 

@@ -14,10 +14,15 @@ from .config import ModelConfig
 from .errors import VaekitError
 
 
-def _mlp(widths: list[int]) -> list[nn.Module]:
+# model.activation's choices: the non-linearity after every hidden layer of the encoder and decoder bodies
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "elu": nn.ELU, "silu": nn.SiLU, "gelu": nn.GELU,
+                                           "softplus": nn.Softplus, "tanh": nn.Tanh}
+
+
+def _mlp(widths: list[int], activation: str = "relu") -> list[nn.Module]:
     layers: list[nn.Module] = []
     for width_in, width_out in zip(widths[:-1], widths[1:]):
-        layers += [nn.Linear(width_in, width_out), nn.ReLU()]
+        layers += [nn.Linear(width_in, width_out), ACTIVATIONS[activation]()]
     return layers
 
 
@@ -27,9 +32,9 @@ def _join(h: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
 
 class MLPEncoder(nn.Sequential):
     def __init__(self, data_shape: tuple[int, ...], hidden_dims: tuple[int, ...], out_features: int,
-                 condition_features: int = 0) -> None:
+                 condition_features: int = 0, activation: str = "relu") -> None:
         widths = [math.prod(data_shape) + condition_features, *hidden_dims]
-        super().__init__(nn.Flatten(), *_mlp(widths), nn.Linear(widths[-1], out_features))
+        super().__init__(nn.Flatten(), *_mlp(widths, activation), nn.Linear(widths[-1], out_features))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
         h = _join(x.flatten(1), c)
@@ -43,12 +48,12 @@ class MLPDecoder(nn.Sequential):
     decoder can lean on the label rather than on label information leaked into z."""
 
     def __init__(self, data_shape: tuple[int, ...], hidden_dims: tuple[int, ...], latent_dim: int, param_channels: int,
-                 condition_features: int = 0) -> None:
+                 condition_features: int = 0, activation: str = "relu") -> None:
         widths = [latent_dim, *reversed(hidden_dims)]
         out_shape = (param_channels * data_shape[0], *data_shape[1:])
         layers: list[nn.Module] = []
         for width_in, width_out in zip(widths, [*widths[1:], math.prod(out_shape)]):
-            layers += [nn.Linear(width_in + condition_features, width_out), nn.ReLU()]
+            layers += [nn.Linear(width_in + condition_features, width_out), ACTIVATIONS[activation]()]
         super().__init__(*layers[:-1], nn.Unflatten(1, out_shape))
         self.conditioned = condition_features > 0
 
@@ -69,18 +74,21 @@ def _conv_sizes(size: int, depth: int) -> list[int]:
     return sizes
 
 
-def downsampling_convs(in_channels: int, channels: tuple[int, ...]) -> list[nn.Module]:
-    """Stride-2, kernel-4 convolutions to each of `channels`, each followed by a ReLU: n -> n // 2 per layer."""
+def downsampling_convs(in_channels: int, channels: tuple[int, ...], activation: str = "relu") -> list[nn.Module]:
+    """Stride-2, kernel-4 convolutions to each of `channels`, each followed by the activation: n -> n // 2 per
+    layer."""
     widths = [in_channels, *channels]
     layers: list[nn.Module] = []
     for c_in, c_out in zip(widths[:-1], widths[1:]):
-        layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
+        layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), ACTIVATIONS[activation]()]
     return layers
 
 
-def upsampling_convs(data_shape: tuple[int, ...], channels: tuple[int, ...], param_channels: int) -> list[nn.Module]:
+def upsampling_convs(data_shape: tuple[int, ...], channels: tuple[int, ...], param_channels: int,
+                     activation: str = "relu") -> list[nn.Module]:
     """The mirror of downsampling_convs, from channels[-1] back to the image's size with param_channels per image
-    channel; output_padding restores odd sizes exactly (28 -> 14 -> 7 -> 3 and back). ReLUs between, none after."""
+    channel; output_padding restores odd sizes exactly (28 -> 14 -> 7 -> 3 and back). Activations between, none
+    after."""
     out_channels, height, width = data_shape
     hs, ws = _conv_sizes(height, len(channels)), _conv_sizes(width, len(channels))
     widths = [*reversed(channels), out_channels * param_channels]
@@ -90,19 +98,19 @@ def upsampling_convs(data_shape: tuple[int, ...], channels: tuple[int, ...], par
         padding = (hs[level] - 2 * hs[level + 1], ws[level] - 2 * ws[level + 1])
         layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, output_padding=padding))
         if i < len(channels) - 1:
-            layers.append(nn.ReLU())
+            layers.append(ACTIVATIONS[activation]())
     return layers
 
 
 class ConvEncoder(nn.Module):
     def __init__(self, data_shape: tuple[int, ...], channels: tuple[int, ...], hidden: int, out_features: int,
-                 condition_features: int = 0) -> None:
+                 condition_features: int = 0, activation: str = "relu") -> None:
         super().__init__()
         in_channels, height, width = data_shape
-        self.convs = nn.Sequential(*downsampling_convs(in_channels, channels))
+        self.convs = nn.Sequential(*downsampling_convs(in_channels, channels, activation))
         h, w = _conv_sizes(height, len(channels))[-1], _conv_sizes(width, len(channels))[-1]
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels[-1] * h * w + condition_features, hidden), nn.ReLU(),
-                                  nn.Linear(hidden, out_features))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels[-1] * h * w + condition_features, hidden),
+                                  ACTIVATIONS[activation](), nn.Linear(hidden, out_features))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(_join(self.convs(x).flatten(1), c))
@@ -112,16 +120,16 @@ class ConvDecoder(nn.Module):
     """Mirror of ConvEncoder (see upsampling_convs)."""
 
     def __init__(self, data_shape: tuple[int, ...], channels: tuple[int, ...], hidden: int, latent_dim: int, param_channels: int,
-                 condition_features: int = 0) -> None:
+                 condition_features: int = 0, activation: str = "relu") -> None:
         super().__init__()
         _, height, width = data_shape
         hs, ws = _conv_sizes(height, len(channels)), _conv_sizes(width, len(channels))
         self.head = nn.Sequential(  # a condition enters both dense layers (see MLPDecoder)
-            nn.Linear(latent_dim + condition_features, hidden), nn.ReLU(),
-            nn.Linear(hidden + condition_features, channels[-1] * hs[-1] * ws[-1]), nn.ReLU(),
+            nn.Linear(latent_dim + condition_features, hidden), ACTIVATIONS[activation](),
+            nn.Linear(hidden + condition_features, channels[-1] * hs[-1] * ws[-1]), ACTIVATIONS[activation](),
             nn.Unflatten(1, (channels[-1], hs[-1], ws[-1])),
         )
-        self.convs = nn.Sequential(*upsampling_convs(data_shape, channels, param_channels))
+        self.convs = nn.Sequential(*upsampling_convs(data_shape, channels, param_channels, activation))
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         h = z
@@ -159,10 +167,13 @@ def build_networks(cfg: ModelConfig, posterior_features: int, latent_features: i
     if resolve_network(cfg) == "conv":
         hidden = cfg.hidden_dims[-1]
         return (
-            ConvEncoder(cfg.data_shape, cfg.conv_channels, hidden, posterior_features, condition_features),
-            ConvDecoder(cfg.data_shape, cfg.conv_channels, hidden, latent_features, param_channels, condition_features),
+            ConvEncoder(cfg.data_shape, cfg.conv_channels, hidden, posterior_features, condition_features,
+                        cfg.activation),
+            ConvDecoder(cfg.data_shape, cfg.conv_channels, hidden, latent_features, param_channels, condition_features,
+                        cfg.activation),
         )
     return (
-        MLPEncoder(cfg.data_shape, cfg.hidden_dims, posterior_features, condition_features),
-        MLPDecoder(cfg.data_shape, cfg.hidden_dims, latent_features, param_channels, condition_features),
+        MLPEncoder(cfg.data_shape, cfg.hidden_dims, posterior_features, condition_features, cfg.activation),
+        MLPDecoder(cfg.data_shape, cfg.hidden_dims, latent_features, param_channels, condition_features,
+                   cfg.activation),
     )

@@ -27,7 +27,8 @@ from . import distributions
 from .distributions import PointMass
 from .errors import VaekitError
 from .models import Model, Output, register_family
-from .networks import MLPDecoder, MLPEncoder, _conv_sizes, downsampling_convs, resolve_network, upsampling_convs
+from .networks import (ACTIVATIONS, MLPDecoder, MLPEncoder, _conv_sizes, downsampling_convs, resolve_network,
+                       upsampling_convs)
 
 STAGE_PRIOR = "prior"
 
@@ -170,12 +171,13 @@ class VQVAE(Model):
             channels = cfg.conv_channels
             in_channels, height, width = cfg.data_shape
             self.grid = (_conv_sizes(height, len(channels))[-1], _conv_sizes(width, len(channels))[-1])
-            return (GridEncoder(in_channels, channels, d),
-                    GridDecoder(cfg.data_shape, channels, d, self.likelihood.param_channels))
+            return (GridEncoder(in_channels, channels, d, cfg.activation),
+                    GridDecoder(cfg.data_shape, channels, d, self.likelihood.param_channels, cfg.activation))
         self.grid = (1, self.settings.positions)
         size = self.settings.positions * d
-        return (MLPEncoder(cfg.data_shape, cfg.hidden_dims, size),
-                MLPDecoder(cfg.data_shape, cfg.hidden_dims, size, self.likelihood.param_channels))
+        return (MLPEncoder(cfg.data_shape, cfg.hidden_dims, size, activation=cfg.activation),
+                MLPDecoder(cfg.data_shape, cfg.hidden_dims, size, self.likelihood.param_channels,
+                           activation=cfg.activation))
 
     @property
     def positions(self) -> int:
@@ -350,10 +352,11 @@ def _several_processes() -> bool:
 class GridEncoder(nn.Module):
     """Stride-2 convolutions (--conv-channels), a 3x3 convolution and a 1x1 projection to D channels: (B, D, h, w)."""
 
-    def __init__(self, in_channels: int, channels: tuple[int, ...], dim: int) -> None:
+    def __init__(self, in_channels: int, channels: tuple[int, ...], dim: int, activation: str = "relu") -> None:
         super().__init__()
-        self.body = nn.Sequential(*downsampling_convs(in_channels, channels), nn.Conv2d(channels[-1], channels[-1], 3,
-                                  padding=1), nn.ReLU(), nn.Conv2d(channels[-1], dim, 1))
+        self.body = nn.Sequential(*downsampling_convs(in_channels, channels, activation),
+                                  nn.Conv2d(channels[-1], channels[-1], 3, padding=1), ACTIVATIONS[activation](),
+                                  nn.Conv2d(channels[-1], dim, 1))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         return self.body(x)
@@ -363,10 +366,11 @@ class GridDecoder(nn.Module):
     """The mirror: a 3x3 convolution from D channels, then transposed stride-2 convolutions back to the image's size
     (output padding restores odd sizes) with the likelihood's parameter channels."""
 
-    def __init__(self, data_shape: tuple[int, ...], channels: tuple[int, ...], dim: int, param_channels: int) -> None:
+    def __init__(self, data_shape: tuple[int, ...], channels: tuple[int, ...], dim: int, param_channels: int,
+                 activation: str = "relu") -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(dim, channels[-1], 3, padding=1), nn.ReLU(),
-                                  *upsampling_convs(data_shape, channels, param_channels))
+        self.body = nn.Sequential(nn.Conv2d(dim, channels[-1], 3, padding=1), ACTIVATIONS[activation](),
+                                  *upsampling_convs(data_shape, channels, param_channels, activation))
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         return self.body(z)
