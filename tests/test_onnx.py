@@ -54,6 +54,11 @@ def _compare(folder, model, batch: int = 5) -> None:
     {"family": "iwae", "network": "mlp", "hidden_dims": (16,)},
     {"family": "ae", "network": "mlp", "hidden_dims": (16,)},
     {"family": "vae", "network": "mlp", "hidden_dims": (16,), "condition": "label"},
+    {"family": "vae", "activation": "gelu"},  # every --activation exports: conv bodies
+    {"family": "vae", "network": "mlp", "hidden_dims": (16, 8), "activation": "silu"},
+    {"family": "vae", "network": "mlp", "hidden_dims": (16, 8), "activation": "softplus"},
+    {"family": "vae", "network": "mlp", "hidden_dims": (16, 8), "activation": "elu"},
+    {"family": "vae", "network": "mlp", "hidden_dims": (16, 8), "activation": "tanh"},
 ])
 def test_both_networks_run_in_onnxruntime_as_in_pytorch(tmp_path, capsys, model):
     run = _run(tmp_path, **model)
