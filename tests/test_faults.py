@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,15 @@ def _run_child(folder: Path, kill_at: int | None, when: str, log: Path | None = 
                 log.write_text("\n".join(names))
         finally:
             os._exit(code)
-    return os.waitpid(pid, 0)[1]
+    deadline = time.monotonic() + 300  # a child that never ends fails the test instead of hanging the suite
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"the forked vaekit train (kill_at={kill_at}, {when or 'no kill'}) ran past 300 s: killed")
 
 
 @pytest.fixture(scope="module")
