@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import errno
 import json
-import os
+import multiprocessing
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
+import _fault_child
 from vaekit import checkpoint
 from vaekit.cli import main
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -35,40 +35,27 @@ def _threads():
     torch.set_num_threads(threads)  # the runs here set one thread for the whole process
 
 
+def _fork_server():
+    """A fork server that imported torch and vaekit (fast children) but never ran a thread pool (safe ones)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["_fault_child"])  # found on the tests folder's path, which the server gets
+    return context
+
+
 def _run_child(folder: Path, kill_at: int | None, when: str, log: Path | None = None,
                argv: list[str] | None = None) -> int:
-    """vaekit train in a forked child (torch is already imported: fast) whose os.replace SIGKILLs the child just
-    before or just after its kill_at-th call. Returns the wait status. `log` gets the names replaced, in order."""
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 1
-        try:
-            torch.set_num_threads(1)
-            real, names = os.replace, []
-
-            def replace(src, dst):
-                names.append(Path(dst).name)
-                if len(names) == kill_at and when == "before":
-                    os.kill(os.getpid(), signal.SIGKILL)
-                real(src, dst)
-                if len(names) == kill_at and when == "after":
-                    os.kill(os.getpid(), signal.SIGKILL)
-
-            os.replace = replace
-            code = main(argv or [*ARGS, "--out", str(folder)])
-            if log is not None:
-                log.write_text("\n".join(names))
-        finally:
-            os._exit(code)
-    deadline = time.monotonic() + 300  # a child that never ends fails the test instead of hanging the suite
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    raise AssertionError(f"the forked vaekit train (kill_at={kill_at}, {when or 'no kill'}) ran past 300 s: killed")
+    """vaekit train in a child process whose os.replace SIGKILLs it just before or just after its kill_at-th call
+    (tests/_fault_child.py). Returns its exit code: negative for the signal that ended it. `log` gets the names
+    replaced, in order."""
+    child = _fork_server().Process(target=_fault_child.run, args=(
+        argv or [*ARGS, "--out", str(folder)], kill_at, when, None if log is None else str(log)))
+    child.start()
+    child.join(timeout=300)  # a child that never ends fails the test instead of hanging the suite
+    if child.exitcode is None:
+        child.kill()
+        child.join()
+        raise AssertionError(f"the vaekit train child (kill_at={kill_at}, {when or 'no kill'}) ran past 300 s: killed")
+    return child.exitcode
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +64,7 @@ def whole(tmp_path_factory):
     folder = tmp_path_factory.mktemp("whole") / "run"
     log = folder.parent / "replaced.txt"
     status = _run_child(folder, None, "", log)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert status == 0, status
     replaced = log.read_text().split("\n")
     assert len(replaced) == REPLACES, replaced  # a change in what a run writes: update REPLACES
     return checkpoint.read_tensors(folder / checkpoint.MODEL_FILE), replaced, folder
@@ -89,7 +76,7 @@ def test_a_kill_before_or_after_any_write_loses_nothing(at, when, whole, tmp_pat
     weights, replaced, _ = whole
     folder = tmp_path / "run"
     status = _run_child(folder, at, when)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"not killed at {replaced[at - 1]}"
+    assert status == -signal.SIGKILL, f"not killed at {replaced[at - 1]} (exit {status})"
     if when == "before":  # the kill left the write's temporary behind (resume tensors: another random token)
         name = replaced[at - 1]
         stem = name.rsplit("-", 1)[0] + "-" if name.startswith("resume-") else name + "."
@@ -195,7 +182,7 @@ def resumed_whole(whole, tmp_path_factory):
     shutil.copytree(whole[2], folder)
     log = folder.parent / "replaced.txt"
     status = _run_child(folder, None, "", log, _resume_args(folder))
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert status == 0, status
     replaced = log.read_text().split("\n")
     assert len(replaced) == RESUMED_REPLACES, replaced  # a change in what a resume writes: update RESUMED_REPLACES
     return checkpoint.read_tensors(folder / checkpoint.MODEL_FILE), replaced
@@ -212,7 +199,7 @@ def test_a_kill_of_a_resumed_run_keeps_the_epochs_it_had(at, when, whole, resume
     shutil.copytree(whole[2], folder)
     trained = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     status = _run_child(folder, at, when, argv=_resume_args(folder))
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"not killed at {replaced[at - 1]}"
+    assert status == -signal.SIGKILL, f"not killed at {replaced[at - 1]} (exit {status})"
     with caplog.at_level(logging.WARNING):
         result = resume(folder, epochs=3)  # the same command again
     assert "from the start" not in caplog.text
