@@ -180,7 +180,7 @@ def test_precision_is_checked(digits_config, monkeypatch, caplog):
     import importlib
 
     train_module = importlib.import_module("vaekit.train")  # the module; vaekit.train is the function
-    with pytest.raises(vaekit.VaekitError, match="train.precision='fp8' is not one of fp32, bf16, fp16"):
+    with pytest.raises(vaekit.VaekitError, match="train.precision='fp8' is not one of fp32, bf16, fp16, auto"):
         vaekit.config.override(digits_config, ["train.precision=fp8"])
     with pytest.raises(vaekit.VaekitError, match="use --device cpu, or train with --precision fp32"):
         train_module.check_precision("bf16", torch.device("mps"))
@@ -192,6 +192,29 @@ def test_precision_is_checked(digits_config, monkeypatch, caplog):
         train_module.check_precision("fp16", torch.device("cpu"))
     assert "slower than fp32" in caplog.text
     assert "fp16 on a CPU is slow" in caplog.text
+
+
+@pytest.mark.parametrize("native,device,expected", [
+    (True, "cpu", "bf16"), (False, "cpu", "fp32"), (None, "cpu", "fp32"), (True, "mps", "fp32")])
+def test_precision_auto_picks_bf16_only_where_it_is_native(native, device, expected, digits_config, monkeypatch,
+                                                           caplog):
+    import importlib
+
+    train_module = importlib.import_module("vaekit.train")
+    monkeypatch.setattr(train_module, "native_bf16", lambda d: native)
+    assert train_module.resolve_precision("auto", torch.device(device)) == expected
+    for given in ("fp32", "bf16", "fp16"):  # the others as given
+        assert train_module.resolve_precision(given, torch.device(device)) == given
+    if device != "cpu":
+        return
+    cfg = vaekit.config.override(digits_config, ["train.precision=auto"])
+    cfg = vaekit.runs.resolve_config(cfg, vaekit.load_dataset(cfg.data))
+    with caplog.at_level("INFO"):
+        trainer = vaekit.Trainer(vaekit.build_model(cfg.model), cfg.train)
+    assert f"--precision auto: {expected}" in caplog.text
+    with trainer.autocast():  # what the training steps run under
+        hidden = trainer.model.encoder(vaekit.load_dataset(cfg.data).x_train[:8])
+    assert hidden.dtype == (torch.bfloat16 if expected == "bf16" else torch.float32)
 
 
 def test_fp16_trains_through_the_gradient_scaler(digits_config, monkeypatch):

@@ -140,6 +140,14 @@ def native_bf16(device: torch.device) -> bool | None:
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto`: bf16 where the device multiplies bfloat16 natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU from
+    Ampere on), else fp32 (also where that is unknown). Any other value as given."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type in ("cpu", "cuda") and native_bf16(device) else "fp32"
+
+
 def check_precision(precision: str, device: torch.device) -> None:
     if precision == "fp16":
         if device.type not in ("cpu", "cuda"):
@@ -218,7 +226,11 @@ class Trainer:
         if cfg.batch_size % self.world.size:
             raise VaekitError(f"--batch-size {cfg.batch_size} is the batch of all {self.world.size} processes together "
                               f"and must split evenly between them: use a multiple of {self.world.size}")
-        check_precision(cfg.precision, self.device)
+        self.precision = resolve_precision(cfg.precision, self.device)  # what autocast uses: never `auto`
+        if cfg.precision == "auto" and self.world.rank == 0:
+            log.info("--precision auto: %s (%s)", self.precision, f"this {self.device.type} multiplies bfloat16 "
+                     "natively" if self.precision == "bf16" else f"no native bfloat16 known on this {self.device.type}")
+        check_precision(self.precision, self.device)
         self.model = model.to(self.device)
         # What a training step calls: the model, wrapped for gradient averaging across processes and compiled if
         # asked; self.model stays the plain module (its state_dict keys are the checkpoint's).
@@ -230,7 +242,7 @@ class Trainer:
         if cfg.compile:
             self.forward = torch.compile(self.forward)
         # fp16: the loss scaled up before backward so small gradients survive float16, and scaled back before clipping.
-        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         # Every process's generator states at the last remember(): [CPU states by rank, GPU states by rank (CUDA)].
         self.rank_rng: list[list[torch.Tensor]] | None = None
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -658,8 +670,8 @@ class Trainer:
     def autocast(self) -> torch.autocast:
         """bf16 / fp16: the matrix products in bfloat16 / float16; the model casts its network outputs back to float32
         for the loss."""
-        dtype = torch.float16 if self.cfg.precision == "fp16" else torch.bfloat16
-        return torch.autocast(self.device.type, dtype=dtype, enabled=self.cfg.precision != "fp32")
+        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.precision != "fp32")
 
     @torch.no_grad()
     def evaluate_loss(self, data: TensorData, batch_size: int = 1000) -> dict[str, float]:
