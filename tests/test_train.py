@@ -208,12 +208,13 @@ def test_precision_auto_picks_bf16_only_where_it_is_native(native, device, expec
     if device != "cpu":
         return
     cfg = vaekit.config.override(digits_config, ["train.precision=auto"])
-    cfg = vaekit.runs.resolve_config(cfg, vaekit.load_dataset(cfg.data))
+    dataset = vaekit.load_dataset(cfg.data)
+    cfg = vaekit.runs.resolve_config(cfg, dataset)
     with caplog.at_level("INFO"):
         trainer = vaekit.Trainer(vaekit.build_model(cfg.model), cfg.train)
     assert f"--precision auto: {expected}" in caplog.text
     with trainer.autocast():  # what the training steps run under
-        hidden = trainer.model.encoder(vaekit.load_dataset(cfg.data).x_train[:8])
+        hidden = trainer.model.encoder(dataset.x_train[:8])
     assert hidden.dtype == (torch.bfloat16 if expected == "bf16" else torch.float32)
 
 
