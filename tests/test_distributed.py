@@ -19,6 +19,8 @@ from vaekit.data import TensorData
 from vaekit.errors import VaekitError
 from vaekit.train import process_seed
 
+TRAIN = sys.modules["vaekit.train"]  # the module (vaekit.train is the training function)
+
 # 1,280 MNIST digits (bundled) in batches of 64: 20 steps an epoch, every batch full, so one process and two see the same batches.
 FLAGS = ["--data", "mnist-10k", "--limit", "1280", "--network", "mlp", "--hidden-dims", "64", "--latent-dim", "4",
          "--batch-size", "64", "--no-progress"]
@@ -193,12 +195,44 @@ def test_a_compiled_model_trains_and_saves_plain_weights(tmp_path, monkeypatch):
         return real_compile(module, backend="eager")
 
     monkeypatch.setattr(torch, "compile", eager_compile)
+    monkeypatch.setattr(TRAIN, "compile_unavailable", lambda device: None)  # the eager backend needs no C++
     plain = one_process(tmp_path, "plain", "--model", "vae", "--epochs", "1", "--seed", "3")
     run = one_process(tmp_path, "compiled", "--model", "vae", "--epochs", "1", "--seed", "3", "--compile")
     assert len(compiled) == 1 and isinstance(compiled[0], vaekit.Model)
     assert set(weights(run)) == set(weights(plain))  # no _orig_mod. prefix
     assert largest_difference(weights(plain), weights(run)) < 1e-4
     assert vaekit.load(run).family == "vae"
+
+
+def test_compile_without_a_cpp_compiler_warns_and_trains_uncompiled(tmp_path):
+    """On a CPU torch.compile builds C++; where no compiler is on the PATH (a bare machine), `--compile` (which the
+    vae-wide recipe sets) warns, naming the fix, and trains the same weights uncompiled instead of failing at its
+    first step. A fresh inductor cache, so no code compiled earlier is found."""
+    plain = one_process(tmp_path, "plain", "--model", "vae", "--epochs", "1", "--seed", "3")
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    env = {key: value for key, value in os.environ.items() if key not in ("CXX", "CC")}
+    env.update(PATH=str(bare), TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"))
+    result = vaekit_cli("train", *FLAGS, "--model", "vae", "--epochs", "1", "--seed", "3", "--compile",
+                        "--out", str(tmp_path / "bare"), env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "no C++ compiler found (install g++" in result.stderr and "training without compiling" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert largest_difference(weights(plain), weights(tmp_path / "bare")) < 1e-4
+
+
+def test_compile_unavailable_names_what_is_missing(monkeypatch):
+    """Where torch's compiler lookup fails, the reason names the fix; where it finds one, nothing is missing."""
+    from torch._inductor import cpp_builder
+
+    def no_compiler():
+        raise RuntimeError("No working C++ compiler found")
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", no_compiler)
+    assert "install g++" in TRAIN.compile_unavailable(torch.device("cpu"))
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", lambda: "g++")
+    assert TRAIN.compile_unavailable(torch.device("cpu")) is None
+    assert TRAIN.compile_unavailable(torch.device("meta")) is None  # elsewhere torch decides
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_GPU)

@@ -203,7 +203,8 @@ class TrainConfig:
                              "stay float32); auto: bf16 where the CPU or GPU multiplies bfloat16 natively, else fp32",
                              choices=("fp32", "bf16", "fp16", "auto"))
     compile: bool = setting(False, "torch.compile the model for training (a compile of tens of seconds first; see "
-                            "the README for when it pays)")
+                            "the README for when it pays). A CPU needs a C++ compiler for it (a GPU, Triton): "
+                            "without one, training warns and runs uncompiled")
     tensorboard: bool = setting(False, "also log to TensorBoard in RUN/tensorboard: every loss term per step, "
                                 "validation per epoch, samples and reconstructions (needs vaekit[tensorboard])")
     progress: bool = setting(True, "no progress bar", flag="--no-progress")

@@ -148,6 +148,27 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if device.type in ("cpu", "cuda") and native_bf16(device) else "fp32"
 
 
+def compile_unavailable(device: torch.device) -> str | None:
+    """Why torch.compile's default backend cannot build code for this device here (a CPU needs a C++ compiler, a
+    CUDA GPU needs Triton), as a user-facing fix; None where it can, or where that cannot be told (torch decides)."""
+    if device.type == "cpu":
+        try:
+            from torch._inductor.cpp_builder import get_cpp_compiler
+            get_cpp_compiler()  # raises InvalidCxxCompiler when no working compiler is found
+        except ImportError:
+            return None
+        except Exception:  # noqa: BLE001 - torch's private API: any failure here means it would fail when compiling
+            return "no C++ compiler found (install g++, e.g. `apt-get install g++`, or set CXX)"
+        return None
+    if device.type == "cuda":
+        try:
+            from torch.utils._triton import has_triton
+        except ImportError:
+            return None
+        return None if has_triton() else "Triton is not installed (`pip install triton`)"
+    return None
+
+
 def check_precision(precision: str, device: torch.device) -> None:
     if precision == "fp16":
         if device.type not in ("cpu", "cuda"):
@@ -240,7 +261,13 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             torch.manual_seed(process_seed(cfg.seed, self.world.rank))  # each process its own posterior samples
         if cfg.compile:
-            self.forward = torch.compile(self.forward)
+            missing = compile_unavailable(self.device)
+            if missing:
+                if self.world.rank == 0:
+                    log.warning("--compile needs what torch.compile builds its code with: %s; training without "
+                                "compiling (the same results, only slower)", missing)
+            else:
+                self.forward = torch.compile(self.forward)
         # fp16: the loss scaled up before backward so small gradients survive float16, and scaled back before clipping.
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         # Every process's generator states at the last remember(): [CPU states by rank, GPU states by rank (CUDA)].
