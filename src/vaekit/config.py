@@ -198,7 +198,7 @@ class TrainConfig:
     device: str = setting("auto", "where to train", choices=("auto", "cpu", "cuda", "mps"))
     threads: int | None = setting(None, "CPU threads for torch (default: one per core)",
                                   check=(lambda v: v >= 1, "at least 1"))
-    precision: str = setting("fp32", "bf16: matrix products in bfloat16, 1.25-1.9x faster on CPUs with AVX512-BF16 "
+    precision: str = setting("fp32", "bf16: matrix products in bfloat16, 1.25-2.1x faster on CPUs with AVX512-BF16 "
                              "or AMX; fp16: in float16 with a gradient scaler, for GPUs (weights, loss and evaluation "
                              "stay float32); auto: bf16 where the CPU or GPU multiplies bfloat16 natively, else fp32",
                              choices=("fp32", "bf16", "fp16", "auto"))
