@@ -265,7 +265,7 @@ class Trainer:
             if missing:
                 if self.world.rank == 0:
                     log.warning("--compile needs what torch.compile builds its code with: %s; training without "
-                                "compiling (the same results, only slower)", missing)
+                                "compiling (the same training, only slower)", missing)
             else:
                 self.forward = torch.compile(self.forward)
         # fp16: the loss scaled up before backward so small gradients survive float16, and scaled back before clipping.
