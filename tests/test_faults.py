@@ -35,11 +35,10 @@ def _threads():
     torch.set_num_threads(threads)  # the runs here set one thread for the whole process
 
 
-def _fork_server():
-    """A fork server that imported torch and vaekit (fast children) but never ran a thread pool (safe ones)."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["_fault_child"])  # found on the tests folder's path, which the server gets
-    return context
+# A fork server that imported torch and vaekit (fast children) but never ran a thread pool (safe ones); it starts
+# with the first child. The preload is found on the tests folder's path, which the server gets.
+FORK_SERVER = multiprocessing.get_context("forkserver")
+FORK_SERVER.set_forkserver_preload(["_fault_child"])
 
 
 def _run_child(folder: Path, kill_at: int | None, when: str, log: Path | None = None,
@@ -47,7 +46,7 @@ def _run_child(folder: Path, kill_at: int | None, when: str, log: Path | None = 
     """vaekit train in a child process whose os.replace SIGKILLs it just before or just after its kill_at-th call
     (tests/_fault_child.py). Returns its exit code: negative for the signal that ended it. `log` gets the names
     replaced, in order."""
-    child = _fork_server().Process(target=_fault_child.run, args=(
+    child = FORK_SERVER.Process(target=_fault_child.run, args=(
         argv or [*ARGS, "--out", str(folder)], kill_at, when, None if log is None else str(log)))
     child.start()
     child.join(timeout=300)  # a child that never ends fails the test instead of hanging the suite
