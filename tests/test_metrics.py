@@ -249,15 +249,17 @@ def test_cli_evaluate_rejects_zero_threads(tmp_path, capsys):
     assert err.count("\n") == 1 and "--threads" in err
 
 
-def test_cli_evaluate_autoencoder_needs_iw_samples_zero(tmp_path, capsys):
+def test_cli_evaluate_autoencoder_skips_the_nll_by_default_and_refuses_one_asked_for(tmp_path, capsys):
     run = tiny_run(tmp_path, "ae")
-    assert main(["evaluate", str(run), "--no-progress"]) == 2
+    assert main(["evaluate", str(run), "--iw-samples", "10", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--iw-samples 0" in err
-    assert main(["evaluate", str(run), "--iw-samples", "0", "--no-progress"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["nll"] is None and result["elbo"] is None and result["kl_per_dim"] is None
-    assert result["squared_error"] > 0 and 0 <= result["active_units"] <= 4
+    for flags in ([], ["--iw-samples", "0"]):  # the default is 0 for a family with no bound
+        assert main(["evaluate", str(run), *flags, "--no-progress"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["nll"] is None and result["elbo"] is None and result["kl_per_dim"] is None
+        assert result["squared_error"] > 0 and 0 <= result["active_units"] <= 4
+        assert result["iw_samples"] == 0
 
 
 def test_posterior_loc_scale_is_the_encoders_gaussian_and_refuses_other_posteriors():

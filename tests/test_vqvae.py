@@ -202,8 +202,9 @@ def test_both_stages_from_the_command_line_then_sample_evaluate_load_and_resume(
     assert main(["sample", str(run), "--n", "9", "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").stat().st_size > 0
     capsys.readouterr()
-    assert main(["evaluate", str(run), "--iw-samples", "0", "--no-progress"]) == 0
+    assert main(["evaluate", str(run), "--no-progress"]) == 0  # no bound, so no NLL by default
     result = json.loads(capsys.readouterr().out)
+    assert result["nll"] is None and result["iw_samples"] == 0
     assert 1 <= result["codes_used"] <= 32 and 1 <= result["codebook_perplexity"] <= result["codes_used"]
     assert result["terms"]["prior_nll"] == pytest.approx(summary["val_prior_nll"], rel=0.05)
     loaded = vaekit.load(run)
@@ -220,6 +221,18 @@ def test_both_stages_from_the_command_line_then_sample_evaluate_load_and_resume(
         again = vaekit.load(run)
         assert all(torch.equal(v, prior[k]) for k, v in again.prior_net.state_dict().items())
         assert again.sample(2).shape == (2, 1, 8, 8)
+
+
+def test_train_prior_takes_its_own_epochs_not_the_time_limit_of_the_run(tmp_path, capsys):
+    run = tmp_path / "vq"
+    # a run under a time limit (it trains at least one epoch): the prior stage is not held to it, counted anew
+    assert main(["train", "--data", "digits", "--model", "vqvae", "--latent-dim", "4", "--epochs", "3", "--minutes",
+                 "0.0001", "--out", str(run), "--no-progress", "--set", "model.vqvae.codebook=16"]) == 0
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+    capsys.readouterr()
+    assert main(["train-prior", str(run), "--epochs", "3", "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["epochs"] == 3 and len((run / "prior-metrics.jsonl").read_text().splitlines()) == 3
 
 
 def test_train_prior_mistakes_are_one_line_errors(tmp_path, small_run, capsys):

@@ -446,8 +446,10 @@ def train_stage(directory: str | Path, stage: str, epochs: int = 10, batch_size:
         raise VaekitError(f"the {cfg.model.family} family has no training stage {stage!r}: {have}")
     updates = {k: v for k, v in (("batch_size", batch_size), ("lr", lr), ("device", device), ("threads", threads),
                                  ("progress", progress)) if v is not None}
-    train_cfg = replace(cfg.train, epochs=epochs, early_stopping=None, kl_warmup_epochs=0.0, warmup_steps=0,
-                        checkpoint_steps=None, checkpoint_every=1, compile=False, tensorboard=False, **updates)
+    # its own epochs, not the run's time limit (which would count again from zero)
+    train_cfg = replace(cfg.train, epochs=epochs, minutes=None, early_stopping=None, kl_warmup_epochs=0.0,
+                        warmup_steps=0, checkpoint_steps=None, checkpoint_every=1, compile=False, tensorboard=False,
+                        **updates)
     validate(replace(cfg, train=train_cfg))
     with run_lock(directory):
         checkpoint.remove_temporaries(directory)

@@ -1,8 +1,9 @@
 """vaekit evaluate: ELBO (recon + KL), importance-sampled NLL, bits/dim, active units, KL per dimension and
 reconstruction error of a trained run on a data split, printed as JSON (and written with --out).
 
-A plain autoencoder (family ae) has no ELBO or NLL: evaluate it with --iw-samples 0 (reconstruction and
-latent metrics only); asking it for an NLL is an error.
+A family with no likelihood bound (a plain autoencoder, ae; the VQ-VAE, vqvae) has no ELBO or NLL: for it the
+evaluation skips them by default (reconstruction, latent and the family's own measurements); asking it for an NLL
+with --iw-samples K > 0 is an error.
 
 To compare two models, write one's per-item values (--per-item FILE.csv: item, a digest of its data, K, then
 nll, elbo, kl, recon_at_mean, squared_error) and evaluate the other on the same split with --compare-to FILE.csv:
@@ -27,9 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="a run folder written by vaekit train")
     add_split(p)
     add_data_flags(p)
-    p.add_argument("--iw-samples", type=int, default=metrics.DEFAULT_IW_SAMPLES, metavar="K",
-                   help=f"importance samples per item for the NLL (default {metrics.DEFAULT_IW_SAMPLES}; "
-                        "0 skips ELBO and NLL)")
+    p.add_argument("--iw-samples", type=int, metavar="K",
+                   help=f"importance samples per item for the NLL (default {metrics.DEFAULT_IW_SAMPLES}, or 0 for a "
+                        "family with no likelihood bound: ae, vqvae; 0 skips ELBO and NLL)")
     p.add_argument("--n", type=int, help="evaluate only the first N items of the split")
     p.add_argument("--seed", type=int, default=0, help="seed of the posterior samples (same seed, same numbers)")
     p.add_argument("--max-rows", type=int, default=metrics.DEFAULT_MAX_ROWS,
@@ -60,8 +61,11 @@ def run(args: argparse.Namespace) -> int:
         x, y = x[: args.n], None if y is None else y[: args.n]
     # a missing table, or one of other items, fails before the evaluation's minutes, not after them
     other = metrics.read_items(args.compare_to, x) if args.compare_to else None
+    iw_samples = args.iw_samples
+    if iw_samples is None:  # the default: the NLL wherever the family bounds the likelihood
+        iw_samples = metrics.DEFAULT_IW_SAMPLES if model.has_bound else 0
     result = metrics.evaluate(
-        model, x, iw_samples=args.iw_samples, seed=args.seed, split=args.split, image=dataset.is_image,
+        model, x, iw_samples=iw_samples, seed=args.seed, split=args.split, image=dataset.is_image,
         max_rows=args.max_rows, progress=not args.no_progress, y=y,
     )
     summary = {"run": str(args.run), "data": dataset.name, **result.to_dict()}
