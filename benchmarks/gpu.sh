@@ -58,7 +58,7 @@ paper iwae-1-layer-k50 3280 --recipe iwae --hidden-dims 200,200 --latent-dim 50 
 paper hvae-iwae-2-layer-k50 3280 --recipe hvae --hidden-dims 200,200 --latent-dim 100 --hvae-top-dim 50 \
     --hvae-top-hidden 100,100 --hvae-k 50 --batch-size 20 $iwae_lr
 paper vamp-batch-100 2000 --recipe vamp --batch-size 100 --lr 5e-4 --schedule constant --warmup-steps 0 \
-    --kl-warmup-epochs 100 --early-stopping 50
+    --kl-warmup-epochs 100 --early-stopping 50 --validation 10000
 fi
 
 if want 3; then

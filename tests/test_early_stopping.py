@@ -1,5 +1,5 @@
-"""Early stopping on the validation loss (train.early_stopping): when it stops, which weights the run keeps, and
-that a resume continues it exactly."""
+"""Early stopping on the validation loss (train.early_stopping): when it stops, which weights the run keeps, that a
+resume continues it exactly, and that it judges on held-out training items (data.validation), never the test split."""
 from __future__ import annotations
 
 import json
@@ -11,12 +11,13 @@ from safetensors.torch import load_file
 import vaekit
 from vaekit.cli import main
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaekit.data import load_dataset
+from vaekit.data import hold_out, load_dataset
 from vaekit.runs import train
 from vaekit.train import Trainer
 
-# 60 digits and a wide network: the validation loss turns upward within a few dozen epochs
-OVERFIT = RunConfig(data=DataConfig(name="digits", limit=60),
+# 60 digits to train on (100 more held out to judge) and a wide network: the validation loss turns upward within a
+# few dozen epochs
+OVERFIT = RunConfig(data=DataConfig(name="digits", limit=160, validation=100),
                     model=ModelConfig(latent_dim=8, hidden_dims=(512, 512)),
                     train=TrainConfig(epochs=150, batch_size=20, lr=5e-3, early_stopping=5, progress=False))
 
@@ -26,11 +27,12 @@ def val_losses(run) -> list[float]:
 
 
 def saved_val_loss(run) -> float:
-    """The saved model's validation loss, by the trainer's own (fixed-draw) estimator."""
+    """The saved model's validation loss, by the trainer's own (fixed-draw) estimator, on the run's held-out items."""
     model = vaekit.load(run)
-    dataset = load_dataset(vaekit.checkpoint.load_config(run).data)
+    cfg = vaekit.checkpoint.load_config(run)
+    validation = hold_out(load_dataset(cfg.data), cfg.data, early_stopping=True)[1]
     trainer = Trainer(model, TrainConfig(progress=False))
-    return trainer.evaluate_loss(dataset.split("test"))["loss"]
+    return trainer.evaluate_loss(validation)["loss"]
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +71,14 @@ def test_a_run_that_never_stops_early_also_keeps_its_best_epoch(stopped, tmp_pat
 
 
 def test_a_resumed_run_stops_where_and_as_the_whole_run_did(stopped, tmp_path, caplog):
-    """Stopped part-way (at epoch 12, before its early stop) and resumed, a run keeps the best weights it had seen
-    in its resume state and ends as the run never stopped did."""
+    """Stopped part-way (half-way to its best epoch, so before its early stop) and resumed, a run keeps the best
+    weights it had seen in its resume state and ends as the run never stopped did."""
     part = tmp_path / "part"
-    assert 12 < len(val_losses(stopped)) - 1 - OVERFIT.train.early_stopping  # stopped before its best epoch
+    best = len(val_losses(stopped)) - 1 - OVERFIT.train.early_stopping  # index of the best epoch
+    cut = (best + 1) // 2
+    assert 2 <= cut < best  # stopped before its best epoch
     train(RunConfig(data=OVERFIT.data, model=OVERFIT.model, train=TrainConfig(**{
-        **OVERFIT.train.__dict__, "epochs": 12})), out=part)
+        **OVERFIT.train.__dict__, "epochs": cut})), out=part)
     assert main(["train", "--resume", str(part), "--epochs", str(OVERFIT.train.epochs), "--no-progress"]) == 0
     assert val_losses(part) == val_losses(stopped)
     whole, resumed = load_file(str(stopped / "model.safetensors")), load_file(str(part / "model.safetensors"))
@@ -95,3 +99,61 @@ def test_early_stopping_needs_validation_data_and_a_positive_patience(tmp_path, 
         Trainer(model, TrainConfig(early_stopping=3, progress=False)).fit(dataset.split("train"), None)
     assert main(["train", "--data", "digits", "--early-stopping", "0", "--out", str(tmp_path / "run")]) == 2
     assert "early_stopping" in capsys.readouterr().err
+
+
+def test_early_stopping_holds_out_a_tenth_of_the_training_items_by_default_never_the_test_split():
+    # items that carry their own index, in x, y and an attribute
+    n = 1000
+    index = torch.arange(n, dtype=torch.float32)
+    dataset = vaekit.data.Dataset(name="indexed", x_train=index[:, None], x_test=-1 - index[:100, None],
+                                  y_train=torch.arange(n), y_test=torch.zeros(100, dtype=torch.long),
+                                  attributes_train={"i": index}, attributes_test={"i": index[:100]})
+    cfg = DataConfig(name="indexed")
+    trained, judged = hold_out(dataset, cfg)  # without early stopping: nothing held out, the test split judges
+    assert trained is dataset and judged.x is dataset.x_test
+    trained, judged = hold_out(dataset, cfg, early_stopping=True)
+    held, kept = judged.x[:, 0].long(), trained.x_train[:, 0].long()
+    assert len(held) == n // 10 and len(kept) == n - n // 10
+    assert set(held.tolist()).isdisjoint(kept.tolist()) and set(held.tolist()) | set(kept.tolist()) == set(range(n))
+    assert (held >= 0).all()  # training items, none of the test split's
+    assert torch.equal(judged.y, held) and torch.equal(trained.y_train, kept)
+    assert torch.equal(trained.attributes_train["i"].long(), kept) and trained.x_test is dataset.x_test
+    assert not torch.equal(held, torch.arange(n - n // 10, n))  # a random choice, not the last items
+    again = hold_out(dataset, cfg, early_stopping=True)[1]
+    assert torch.equal(again.x, judged.x)  # the same choice every time
+    # a count, a share, and none at all even with early stopping
+    assert len(hold_out(dataset, DataConfig(name="indexed", validation=300))[1]) == 300
+    assert len(hold_out(dataset, DataConfig(name="indexed", validation=0.25))[1]) == 250
+    assert hold_out(dataset, DataConfig(name="indexed", validation=0), early_stopping=True)[1].x is dataset.x_test
+
+
+def test_a_run_with_early_stopping_is_judged_on_its_validation_items(tmp_path, caplog, capsys):
+    run = tmp_path / "run"
+    with caplog.at_level("INFO"):
+        assert main(["train", "--data", "digits", "--epochs", "2", "--early-stopping", "5", "--out", str(run),
+                     "--no-progress"]) == 0
+    assert "holding out 144 of the 1437 training items" in caplog.text
+    cfg = vaekit.checkpoint.load_config(run)
+    dataset = load_dataset(cfg.data)
+    validation = hold_out(dataset, cfg.data, early_stopping=True)[1]
+    trainer = Trainer(vaekit.load(run), TrainConfig(progress=False))
+    assert val_losses(run)[-1] == pytest.approx(trainer.evaluate_loss(validation)["loss"], rel=1e-5)
+    assert val_losses(run)[-1] != pytest.approx(trainer.evaluate_loss(dataset.split("test"))["loss"], rel=1e-3)
+    # with dynamic binarisation the held-out items' bits are drawn once, like the test split's
+    binarised = hold_out(load_dataset(DataConfig(name="digits", binarize="dynamic")),
+                         DataConfig(name="digits", binarize="dynamic"), True)[1]
+    assert set(binarised.x.unique().tolist()) == {0.0, 1.0}
+
+
+def test_validation_mistakes_are_one_line_errors_and_zero_warns(tmp_path, capsys, caplog):
+    for value, says in (("1.5", "a share between 0 and 1, or a whole number of items"),
+                        ("5000", "would hold out 5000 of the 1437 training items"), ("-0.1", "a share")):
+        assert main(["train", "--data", "digits", "--epochs", "1", "--validation", value, "--out",
+                     str(tmp_path / "run"), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err and "Traceback" not in err
+        assert not (tmp_path / "run").exists()
+    with caplog.at_level("WARNING"):
+        assert main(["train", "--data", "digits", "--epochs", "1", "--early-stopping", "3", "--validation", "0",
+                     "--out", str(tmp_path / "zero"), "--no-progress"]) == 0
+    assert "early stopping chooses its epoch on the test split" in caplog.text

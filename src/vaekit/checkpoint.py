@@ -143,7 +143,7 @@ RUNTIME = ("epochs", "device", "threads", "progress", "compile", "tensorboard") 
 # Settings added after runs were first written: part of a run's identity only when set, so that runs from before
 # they existed (whose identity never held them) still resume. A family's own settings, by family: their defaults
 # are those it declares.
-ADDED_LATER = {("train", "early_stopping"): None, ("model", "free_bits"): 0.0}
+ADDED_LATER = {("train", "early_stopping"): None, ("model", "free_bits"): 0.0, ("data", "validation"): None}
 FAMILY_SETTINGS_ADDED_LATER = {"hvae": ("top_prior", "top_components", "gradient"), "iwae": ("gradient",)}
 
 

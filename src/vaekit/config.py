@@ -77,6 +77,11 @@ class DataConfig:
     test_fraction: float = setting(0.1, "share of user data held out as the test split (data without its own split)",
                                    check=(lambda v: 0 < v < 1, "between 0 and 1"))
     limit: int | None = setting(None, "use only the first N training items", check=(lambda v: v >= 1, "at least 1"))
+    validation: float | None = setting(
+        None, "training items held out to judge each epoch (the val_ measures; early stopping's choice of epoch) "
+        "instead of the test split: a share below 1 or a count; default none, and a tenth with --early-stopping "
+        "(0: none even then)", check=(lambda v: v >= 0 and math.isfinite(v) and (v < 1 or float(v).is_integer()),
+                                      "a share between 0 and 1, or a whole number of items"))
 
 
 def _families() -> tuple[str, ...]:

@@ -17,7 +17,7 @@ import torch
 
 from . import checkpoint, distributed
 from .config import RunConfig, validate, with_defaults
-from .data import Dataset, load_dataset, train_data
+from .data import Dataset, hold_out, load_dataset, train_data
 from .data.tables import model_table
 from .errors import VaekitError
 from .models import MODEL_FAMILIES, Model, build_model
@@ -264,6 +264,8 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     Under torchrun every process calls this; only process 0 writes the run folder (callbacks run in every process:
     trainer.world says which one)."""
     dataset = dataset if dataset is not None else load_dataset(cfg.data)
+    # what each epoch is judged on: the test split, or training items held out (--validation; early stopping)
+    dataset, judged = hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)
     cfg = resolve_config(cfg, dataset)
     if cfg.train.tensorboard and out is None:
         raise VaekitError("--tensorboard writes into the run folder: give --out")
@@ -291,7 +293,7 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
                     own = [checkpointer(directory, cfg, run_id), MetricsLog(directory / METRICS_FILE),
                            *extra_loggers(cfg, directory, dataset)]
         trainer = Trainer(model, cfg.train, [*own, *(callbacks or [])])
-        history = trainer.fit(train_data(dataset, cfg.data), dataset.split("test"))
+        history = trainer.fit(train_data(dataset, cfg.data), judged)
         if directory is not None and not history and here.main:
             checkpoint.save_pretrained(trainer.model, cfg, directory, run_id)
         distributed.barrier(here)
@@ -357,6 +359,7 @@ def _resume(directory: Path, cfg: RunConfig, runtime: dict[str, Any], callbacks:
     dataset = load_dataset(cfg.data, model_table(cfg.model))  # a table read with the run's own statistics
     if tuple(dataset.shape) != tuple(cfg.model.data_shape):
         raise VaekitError(f"the data now has shape {dataset.shape}, the run was trained on {cfg.model.data_shape}")
+    dataset, judged = hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)  # the run's own split
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model)
     run_id = meta.get(checkpoint.RUN_KEY)  # the run continues under its own id (None: written before run ids)
@@ -382,7 +385,7 @@ def _resume(directory: Path, cfg: RunConfig, runtime: dict[str, Any], callbacks:
     elif trainer.epoch >= planned_epochs(cfg.train, trainer.epoch, trainer.seconds):
         log.info("%s has spent its %g minutes of training (%d epochs): pass --minutes M (all of its training) to train "
                  "further", directory, cfg.train.minutes, trainer.epoch)
-    history = trainer.fit(train_data(dataset, cfg.data), dataset.split("test"))
+    history = trainer.fit(train_data(dataset, cfg.data), judged)
     if trainer.epoch == meta["epoch"] and here.main:  # nothing trained; the config may carry a new epoch count: commit both again
         with trainer.keeping() as kept:
             checkpoint.save_pretrained(kept, cfg, directory, run_id)
@@ -460,12 +463,14 @@ def train_stage(directory: str | Path, stage: str, epochs: int = 10, batch_size:
         dataset = load_dataset(cfg.data, model_table(cfg.model))
         if tuple(dataset.shape) != tuple(cfg.model.data_shape):
             raise VaekitError(f"the data now has shape {dataset.shape}, the run was trained on {cfg.model.data_shape}")
+        # the run's own split (its config's early stopping, which holds out a validation split by default)
+        dataset, judged = hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)
         torch.manual_seed(cfg.train.seed)
         model.set_stage(stage)
         own = [StageSaver(directory, cfg, run_id), MetricsLog(directory / stage_metrics_file(stage))]
         trainer = Trainer(model.train(), train_cfg, [*own, *(callbacks or [])])
         try:
-            history = trainer.fit(train_data(dataset, cfg.data), dataset.split("test"))
+            history = trainer.fit(train_data(dataset, cfg.data), judged)
         finally:
             model.set_stage(None)
     model = checkpoint.unwrap(trainer.model).eval()

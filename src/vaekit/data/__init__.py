@@ -204,6 +204,46 @@ def load_dataset(cfg: DataConfig, table: Any = None, all_rows: bool = False) -> 
     return dataset
 
 
+EARLY_STOPPING_VALIDATION = 0.1  # the share held out when early stopping is on and --validation is not given
+VALIDATION_SEED = 2  # one fixed choice of held-out items (and of their bits, for dynamic binarisation): every seed
+# and every resume of a run holds out the same items
+
+
+def validation_items(cfg: DataConfig, n_train: int, early_stopping: bool = False) -> int:
+    """How many training items cfg.validation holds out (None: a tenth with early stopping, else none)."""
+    share = cfg.validation if cfg.validation is not None else EARLY_STOPPING_VALIDATION if early_stopping else 0.0
+    if share == 0:
+        return 0
+    n = int(round(share * n_train)) if share < 1 else int(share)
+    if not 1 <= n < n_train:
+        raise VaekitError(f"--validation {share:g} would hold out {n} of the {n_train} training items: give a share "
+                          f"between 0 and 1 or a count below {n_train} that leaves items on both sides")
+    return n
+
+
+def hold_out(dataset: Dataset, cfg: DataConfig, early_stopping: bool = False) -> tuple[Dataset, TensorData]:
+    """The data set to train on and the data each epoch is judged on: the test split, or (cfg.validation, or
+    early stopping) a validation split of training items chosen at random once and for all (VALIDATION_SEED),
+    removed from the training items; with dynamic binarisation its bits are drawn once, as the test split's."""
+    n = validation_items(cfg, len(dataset.x_train), early_stopping)
+    if n == 0:
+        if early_stopping:
+            log.warning("--validation 0: early stopping chooses its epoch on the test split, so the test figures of "
+                        "the kept model are optimistic")
+        return dataset, dataset.split("test")
+    order = torch.randperm(len(dataset.x_train), generator=torch.Generator().manual_seed(VALIDATION_SEED))
+    held, kept = order[:n].sort().values, order[n:].sort().values
+    x_val = dataset.x_train[held]
+    if cfg.binarize == "dynamic":
+        x_val = binarize_static(x_val, seed=VALIDATION_SEED)
+    log.info("holding out %d of the %d training items for validation (--validation)", n, len(dataset.x_train))
+    val = TensorData(x_val, None if dataset.y_train is None else dataset.y_train[held])
+    trained = replace(dataset, x_train=dataset.x_train[kept],
+                      y_train=None if dataset.y_train is None else dataset.y_train[kept],
+                      attributes_train={k: v[kept] for k, v in dataset.attributes_train.items()})
+    return trained, val
+
+
 def train_data(dataset: Dataset, cfg: DataConfig) -> TensorData:
     return TensorData(dataset.x_train, dataset.y_train, dynamic_binarize=cfg.binarize == "dynamic")
 
