@@ -186,7 +186,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", command, *args], capture_output=True, text=True, timeout=300)
 
 
-def test_both_stages_from_the_command_line_then_sample_evaluate_load_and_resume(tmp_path, capsys):
+def test_both_stages_from_the_command_line_then_sample_evaluate_load_and_resume(tmp_path, capsys, caplog):
     run = tmp_path / "vq"
     assert main(["train", "--data", "digits", "--model", "vqvae", "--latent-dim", "4", "--epochs", "2", "--out",
                  str(run), "--no-progress", "--set", "model.vqvae.codebook=32"]) == 0
@@ -214,13 +214,29 @@ def test_both_stages_from_the_command_line_then_sample_evaluate_load_and_resume(
     assert len(result.history) == 1 and result.model.sample(2).shape == (2, 1, 8, 8)
     assert len((run / "prior-metrics.jsonl").read_text().splitlines()) == 1
     loaded = vaekit.load(run)
-    # the run's resume state holds the prior too: continuing the run keeps it (and a run never continued is whole)
+    # the run's resume state holds the prior too: a resume with nothing to train keeps it whole
     prior = {k: v.clone() for k, v in loaded.prior_net.state_dict().items()}
-    for epochs in ("2", "3"):
-        assert main(["train", "--resume", str(run), "--epochs", epochs, "--no-progress"]) == 0
-        again = vaekit.load(run)
-        assert all(torch.equal(v, prior[k]) for k, v in again.prior_net.state_dict().items())
-        assert again.sample(2).shape == (2, 1, 8, 8)
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
+    again = vaekit.load(run)
+    assert all(torch.equal(v, prior[k]) for k, v in again.prior_net.state_dict().items())
+    assert again.sample(2).shape == (2, 1, 8, 8)
+    # training the model further moves its codes: the prior keeps its weights but no longer counts as trained, so
+    # sampling (and its evaluation) waits for train-prior, which starts from those weights
+    with caplog.at_level("WARNING"):
+        assert main(["train", "--resume", str(run), "--epochs", "3", "--no-progress"]) == 0
+    assert "no longer fits" in caplog.text
+    again = vaekit.load(run)
+    assert int(again.prior_net.trained) == 0 and all(
+        torch.equal(v, prior[k]) for k, v in again.prior_net.state_dict().items() if k != "trained")
+    assert not torch.equal(again.codebook, loaded.codebook) or not all(
+        torch.equal(v, w) for v, w in zip(again.encoder.parameters(), loaded.encoder.parameters()))
+    refused = run_cli("sample", str(run), "--out", str(tmp_path / "s2.png"))
+    assert refused.returncode == 2 and "vaekit train-prior" in refused.stderr and "Traceback" not in refused.stderr
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--no-progress"]) == 0
+    assert "prior_nll" not in json.loads(capsys.readouterr().out)["terms"]
+    assert main(["train-prior", str(run), "--epochs", "1", "--no-progress"]) == 0
+    assert vaekit.load(run).sample(2).shape == (2, 1, 8, 8)
 
 
 def test_train_prior_takes_its_own_epochs_not_the_time_limit_of_the_run(tmp_path, capsys):

@@ -13,6 +13,7 @@ on it as on any continuous code.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -31,6 +32,8 @@ from .networks import (ACTIVATIONS, MLPDecoder, MLPEncoder, _conv_sizes, downsam
                        upsampling_convs)
 
 STAGE_PRIOR = "prior"
+
+log = logging.getLogger(__name__)
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -162,6 +165,7 @@ class VQVAE(Model):
         self.prior_net = CodePrior(k, self.settings.prior_channels, self.settings.prior_layers)
         self.prior_net.requires_grad_(False)  # trained in its own stage
         self.stage: str | None = None
+        self.prior_outdated_checked = False  # whether this object's first training step has looked at the prior
 
     # ---- shapes and networks ---------------------------------------------------------------------------------
     def build_networks(self) -> tuple[nn.Module, nn.Module]:
@@ -276,9 +280,9 @@ class VQVAE(Model):
 
     def prior(self) -> Distribution:
         if not int(self.prior_net.trained):
-            raise VaekitError("this vqvae's prior over its codes is not trained yet, so it cannot sample: train it "
-                              "with vaekit train-prior RUN (the second stage), or use vaekit compare's mixture "
-                              "sampler")
+            raise VaekitError("this vqvae's prior over its codes is not trained (or not since the model last "
+                              "trained), so it cannot sample: train it with vaekit train-prior RUN (the second "
+                              "stage), or use vaekit compare's mixture sampler")
         return GridPrior(self)
 
     def closed_form_kl(self, qz: Distribution) -> torch.Tensor | None:
@@ -307,6 +311,8 @@ class VQVAE(Model):
                               "batch, and the processes' codebooks would drift apart: train it in one process (drop "
                               "--nproc), or use --vqvae-no-restart without model.vqvae.ema")
         if self.training:
+            if not self.prior_outdated_checked:
+                self._outdate_prior()
             if self.settings.ema:
                 self._ema_update(vectors, codes)
             if self.settings.restart:
@@ -322,6 +328,18 @@ class VQVAE(Model):
         usage = _counts(codes.reshape(-1), self.settings.codebook, recon)
         perplexity = distributions.perplexity(usage).expand(x.shape[0])
         return Output(loss=loss, terms={"recon": recon, "commitment": commitment, "perplexity": perplexity}, elbo=None)
+
+    def _outdate_prior(self) -> None:
+        """Training the model itself moves its codes, so a prior trained on the old ones (vaekit train-prior, then a
+        resumed run) no longer describes them: it is marked untrained (its weights kept, for train-prior to start
+        from), so that sampling asks for train-prior again rather than drawing the old codes. Once per object: one
+        host sync, on the first training step."""
+        self.prior_outdated_checked = True
+        if int(self.prior_net.trained):
+            self.prior_net.trained.zero_()
+            log.warning("training the vqvae further moves its codes, so its prior over them (from vaekit train-prior) "
+                        "no longer fits: sampling waits for vaekit train-prior RUN again, which starts from the old "
+                        "prior's weights")
 
     def _prior_forward(self, x: torch.Tensor, y: torch.Tensor | None) -> Output:
         with torch.no_grad():
