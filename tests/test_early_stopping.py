@@ -157,3 +157,21 @@ def test_validation_mistakes_are_one_line_errors_and_zero_warns(tmp_path, capsys
         assert main(["train", "--data", "digits", "--epochs", "1", "--early-stopping", "3", "--validation", "0",
                      "--out", str(tmp_path / "zero"), "--no-progress"]) == 0
     assert "early stopping chooses its epoch on the test split" in caplog.text
+
+
+def test_a_run_from_before_validation_splits_resumes_on_the_items_it_trained_on(tmp_path):
+    """A run folder written before data.validation existed (its config lacks it) trained on every training item
+    and judged on the test split: resumed, it goes on so, to the end the whole run reaches."""
+    old = RunConfig(data=DataConfig(name="digits", limit=60, validation=0), model=OVERFIT.model,
+                    train=TrainConfig(**{**OVERFIT.train.__dict__, "epochs": 6, "early_stopping": 1000}))
+    train(old, out=tmp_path / "whole")
+    train(RunConfig(data=old.data, model=old.model, train=TrainConfig(**{**old.train.__dict__, "epochs": 3})),
+          out=tmp_path / "part")
+    config = json.loads((tmp_path / "part" / "config.json").read_text())
+    del config["data"]["validation"]
+    (tmp_path / "part" / "config.json").write_text(json.dumps(config))
+    assert vaekit.checkpoint.load_config(tmp_path / "part").data.validation == 0
+    assert main(["train", "--resume", str(tmp_path / "part"), "--epochs", "6", "--no-progress"]) == 0
+    assert val_losses(tmp_path / "part") == val_losses(tmp_path / "whole")
+    whole, resumed = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("whole", "part"))
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)

@@ -1,6 +1,7 @@
 """Trainer behaviour: determinism, resume, schedules, checkpoints, metrics log."""
 import json
 import math
+import signal
 from dataclasses import replace
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 import vaekit
 from vaekit import checkpoint
 from vaekit.config import TrainConfig
+from vaekit.errors import Interrupted
 from vaekit.train import kl_scale, learning_rate, planned_epochs
 
 
@@ -433,3 +435,34 @@ def test_a_time_limit_stops_at_the_epochs_that_fit_and_the_schedule_ends_on_the_
     longer = vaekit.resume(tmp_path / "run", minutes=200 / 60, callbacks=[FakeClock()])
     assert len(longer.history) == 8  # 138 s spent, 62 s left: two more epochs of 23 s
     assert len(vaekit.resume(tmp_path / "run", callbacks=[FakeClock()]).history) == 8
+
+
+class StopAt(FakeClock):
+    """The fake clock, and a stop asked for (as by Ctrl-C) after one step."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.stop_step = step
+
+    def on_step_end(self, trainer, step):
+        super().on_step_end(trainer, step)
+        if step.step == self.stop_step:
+            trainer.stop_signal = signal.SIGINT
+
+
+def test_a_run_under_a_time_limit_stopped_inside_an_epoch_resumes_to_the_same_end(digits_config, tmp_path):
+    """Its resume state keeps the plan: resumed, it trains the epochs the whole run did, on the same schedule (a
+    plan made again would count the half-done epoch's seconds as a whole epoch's), to the same weights."""
+    train = replace(digits_config.train, epochs=100, minutes=143 / 60, schedule="cosine")
+    cfg = replace(digits_config, train=train)
+    whole = vaekit.train(cfg, callbacks=[FakeClock()])
+    assert [r.epoch for r in whole.history] == [1, 2, 3, 4, 5, 6]
+    for stop in (89, 130):  # inside the fourth epoch; inside the sixth, the last
+        run = tmp_path / f"stop-{stop}"
+        with pytest.raises(Interrupted):
+            vaekit.train(cfg, out=run, callbacks=[StopAt(stop)])
+        assert checkpoint.load_resume(run)[1]["in_epoch"]["batches"] > 0
+        resumed = vaekit.resume(run, callbacks=[FakeClock()])
+        assert [r.epoch for r in resumed.history] == [1, 2, 3, 4, 5, 6]
+        assert [r.lr for r in resumed.history] == [r.lr for r in whole.history]
+        assert all(torch.equal(v, resumed.model.state_dict()[k]) for k, v in whole.model.state_dict().items())

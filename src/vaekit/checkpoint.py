@@ -144,6 +144,9 @@ RUNTIME = ("epochs", "device", "threads", "progress", "compile", "tensorboard") 
 # they existed (whose identity never held them) still resume. A family's own settings, by family: their defaults
 # are those it declares.
 ADDED_LATER = {("train", "early_stopping"): None, ("model", "free_bits"): 0.0, ("data", "validation"): None}
+# ...and values that count as left out too: data.validation 0 holds nothing out, as runs before it did (load_config
+# writes it for those with early stopping, which judged on the test split)
+ADDED_LATER_ALSO = {("data", "validation"): (0,)}
 FAMILY_SETTINGS_ADDED_LATER = {"hvae": ("top_prior", "top_components", "gradient"), "iwae": ("gradient",)}
 
 
@@ -157,7 +160,7 @@ def identity_sha256(directory: str | Path) -> str:
     for name in RUNTIME:
         settings["train"].pop(name, None)
     for (section, name), default in ADDED_LATER.items():
-        if settings[section].get(name, default) == default:
+        if settings[section].get(name, default) in (default, *ADDED_LATER_ALSO.get((section, name), ())):
             settings[section].pop(name, None)
     for family, names in FAMILY_SETTINGS_ADDED_LATER.items():
         values = settings["model"].get(family)
@@ -188,6 +191,10 @@ def load_config(directory: str | Path) -> RunConfig:
         raise VaekitError(f"{path} is corrupt (unexpected structure): retrain, or restore it from a backup")
     if fmt > FORMAT:
         raise VaekitError(f"{path} was written by a newer vaekit: upgrade vaekit to load it")
+    if "validation" not in raw.get("data", {}) and raw.get("train", {}).get("early_stopping") is not None:
+        # written before data.validation: its early stopping judged on the test split, and so it goes on (resumed
+        # with a tenth held out, it would train on other items than before)
+        raw.setdefault("data", {})["validation"] = 0
     model = raw.get("model", {})
     if fmt < 2 and "gaussian_std" in model:  # format 1 kept the Gaussian's std beside the model's own fields
         std = model.pop("gaussian_std")

@@ -34,7 +34,8 @@ class EpochResult:
     epoch: int  # 1-based: epochs completed
     step: int
     train: dict[str, float]  # "loss" and each term, e.g. recon, kl; or bound; or kl_z1, kl_z2
-    val: dict[str, float] | None  # the same on the test split at full weight (beta = 1, no warm-up), plus "elbo"
+    val: dict[str, float] | None  # the same on the data fit judges on (the test split, or a validation split:
+    # vaekit.data.hold_out) at full weight (beta = 1, no warm-up), plus "elbo"
     lr: float
     kl_scale: float
     seconds: float
@@ -47,7 +48,7 @@ class EpochResult:
 
     @property
     def val_loss(self) -> float | None:
-        """-ELBO on the test split where the family has one, else its objective."""
+        """-ELBO on the data each epoch is judged on where the family has one, else its objective."""
         return None if self.val is None else self.val["loss"]
 
     def to_dict(self) -> dict[str, Any]:
@@ -311,6 +312,7 @@ class Trainer:
         self.mark: float | None = None
         self.planned = cfg.epochs
         self.replanned = False  # the plan has changed in this fit (and said so)
+        self.saved_plan: dict[str, Any] | None = None  # the plan a resume state holds, with the limits it was made for
 
     def _hooks(self, name: str) -> list:
         """The callbacks' methods for one event, skipping Callback's own no-ops (so an epoch-only callback costs
@@ -337,7 +339,13 @@ class Trainer:
             hook(self)
         self.mark = self.clock()
         self.replanned = False
-        self._plan()
+        plan = self.saved_plan
+        if plan is not None and plan.get("minutes") == self.cfg.minutes and plan.get("epochs") == self.cfg.epochs:
+            # resumed under the same limits: the run's own plan, as it stood when the state was saved (planning
+            # again now would count a half-done epoch's time as a whole epoch's and shorten the schedule)
+            self.planned = max(self.epoch, int(plan["planned"]))
+        else:
+            self._plan()
         epoch_hooks = self._hooks("on_epoch_end")
         self.remember()
         with self._signals():
@@ -758,6 +766,7 @@ class Trainer:
             "lr_scale": self.lr_scale,
             "rollbacks": self.rollbacks,
             "train_seconds": self.spent(),
+            "plan": {"planned": self.planned, "minutes": self.cfg.minutes, "epochs": self.cfg.epochs},
         }
         if self.scaler is not None:  # fp16: the loss scale it has settled on, and its count towards the next growth
             meta["grad_scaler"] = self.scaler.state_dict()
@@ -805,6 +814,11 @@ class Trainer:
         self.seconds = float(meta.get("train_seconds", 0.0))  # a state saved before it was kept: the limit counts from now
         if not math.isfinite(self.seconds) or self.seconds < 0:
             raise ValueError("the training time is not a time")
+        plan = meta.get("plan")  # a state saved before it was kept: planned again from the time spent
+        if plan is not None and not (isinstance(plan, dict) and isinstance(plan.get("planned"), int)
+                                     and not isinstance(plan.get("planned"), bool) and plan["planned"] >= 0):
+            raise ValueError("the plan is not a number of epochs")
+        self.saved_plan = plan
         if self.scaler is not None and meta.get("grad_scaler"):
             self.scaler.load_state_dict(meta["grad_scaler"])
         best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
