@@ -119,7 +119,7 @@ def shapes_recipe_run(tmp_path_factory):
 def identity_written_before(run: Path, family: str, later: dict) -> str:
     """The identity (sha256) a run's resume state carried before its family's settings `later` (name -> the value
     the run has, their default) existed: its settings without them, without the train settings a resume may change,
-    early_stopping, free_bits and the edits section. Checks the run has those values."""
+    early_stopping, free_bits, data.validation and the edits section. Checks the run has those values."""
     import hashlib
     import json
 
@@ -132,4 +132,5 @@ def identity_written_before(run: Path, family: str, later: dict) -> str:
     for name in (*checkpoint.RUNTIME, "early_stopping"):
         settings["train"].pop(name)
     settings["model"].pop("free_bits")
+    settings["data"].pop("validation")
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
