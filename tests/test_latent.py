@@ -115,6 +115,25 @@ def test_top_dimensions_are_ranked_by_kl_for_a_vae_and_by_variance_for_an_ae():
     torch.testing.assert_close(scores, 0.5 * (x**2).mean(0), rtol=1e-4, atol=1e-5)  # KL = mu^2 / 2 at unit variance
 
 
+
+def test_cli_traverse_of_an_autoencoder_steps_in_the_spread_of_its_codes_over_the_data(tmp_path):
+    """A family with no likelihood bound has no prior to measure steps in (the ae's is nominal): the command's
+    steps, as the explorer's sliders, are the codes' own mean and spread over the split's items."""
+    run = tmp_path / "ae"
+    vaekit.train(RunConfig(data=DataConfig(name="digits"), model=ModelConfig(family="ae", latent_dim=4, network="mlp",
+                                                                             hidden_dims=(32,)),
+                           train=TrainConfig(epochs=1, progress=False)), out=run)
+    assert main(["traverse", str(run), "--dims", "0,2", "--range", "-1,1", "--steps", "3", "--out",
+                 str(tmp_path / "t.npy")]) == 0
+    model = vaekit.load(run)
+    x = vaekit.data.load_dataset(vaekit.checkpoint.load_config(run).data).x_test
+    expected = latent.traverse(model, x[0], dims=[0, 2], values=[-1, 0, 1], data=x[:2000]).images
+    nominal = latent.traverse(model, x[0], dims=[0, 2], values=[-1, 0, 1]).images  # N(0, I): not the codes' scale
+    saved = torch.from_numpy(np.load(tmp_path / "t.npy"))
+    torch.testing.assert_close(saved.reshape(expected.shape), expected)
+    assert not torch.allclose(saved.reshape(nominal.shape), nominal, atol=1e-3)
+
+
 # ---- attribute vectors, arithmetic, neighbours ------------------------------------------------------------
 
 

@@ -142,8 +142,11 @@ def traverse(args: argparse.Namespace) -> int:
             raise VaekitError(f"--dims must be whole numbers, e.g. 0,3; got {args.dims!r}")
         dims = [int(v) for v in numbers]
     item = pick(x, args.item)
+    # the data: for --top, and for a family with no likelihood bound (ae, vqvae), whose steps are measured in the
+    # codes' spread over it (its prior is nominal, or learned over discrete codes), as the explorer's sliders
+    wants_data = args.top is not None or not model.has_bound
     result = latent.traverse(model, item, dims=dims, top_n=args.top, values=torch.linspace(*low_high, args.steps),
-                             data=x[:2000] if args.top is not None else None, y=_label(y, args.item),
+                             data=x[:2000] if wants_data else None, y=_label(y, args.item),
                              data_labels=None if y is None else y[:2000])
     log.info("rows: latent dimensions %s; columns: values %g..%g", ", ".join(map(str, result.dims)), *low_high)
     plain = args.out.endswith(".npy") or model_table(model.config) is not None
