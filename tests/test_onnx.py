@@ -13,7 +13,7 @@ onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra is not i
 pytest.importorskip("onnxscript", reason="the onnx extra is not installed: pip install 'vaekit[onnx]'")
 import onnx  # noqa: E402
 
-from vaekit import checkpoint  # noqa: E402
+from vaekit import checkpoint, latent  # noqa: E402
 from vaekit.cli import main  # noqa: E402
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from vaekit.errors import VaekitError  # noqa: E402
@@ -28,7 +28,8 @@ def _run(tmp_path, **model) -> checkpoint.Path:
 
 
 def _compare(folder, model, batch: int = 5) -> None:
-    """Both files in onnxruntime against the model in PyTorch, on a batch size the export never saw."""
+    """Both files in onnxruntime against the model in PyTorch, on a batch size the export never saw: the encoder's
+    parameters and its codes (vaekit's own, which the decoder file takes), the decoder's means."""
     generator = torch.Generator().manual_seed(1)
     conditioned = bool(model.num_labels)
     labels = torch.arange(batch) % max(model.num_labels, 1)
@@ -43,10 +44,20 @@ def _compare(folder, model, batch: int = 5) -> None:
         feed = {session.get_inputs()[0].name: value.numpy()}
         if conditioned:
             feed["label"] = labels.numpy()
-        got = session.run(None, feed)[0]
+        outputs = session.run(None, feed)
+        got = outputs[0]
         with torch.no_grad():
             want = expected().numpy()
         assert got.shape == want.shape and np.abs(got - want).max() < 1e-4, (name, np.abs(got - want).max())
+        if name == "encoder":  # the item's code, as the latent tools take it, and decoded as vaekit decodes it
+            assert [o.name for o in session.get_outputs()] == ["params", "code"]
+            code = latent.encode_dataset(model, x, y=labels if conditioned else None).numpy()
+            assert outputs[1].shape == code.shape and np.abs(outputs[1] - code).max() < 1e-4
+            decoder = onnxruntime.InferenceSession(str(folder / "decoder.onnx"), providers=["CPUExecutionProvider"])
+            feed = {"z": outputs[1], **({"label": labels.numpy()} if conditioned else {})}
+            with torch.no_grad():
+                rebuilt = model.decode_code(torch.from_numpy(code), labels if conditioned else None).mean.numpy()
+            assert np.abs(decoder.run(None, feed)[0] - rebuilt).max() < 1e-4
 
 
 @pytest.mark.parametrize("model", [
@@ -71,6 +82,23 @@ def test_both_networks_run_in_onnxruntime_as_in_pytorch(tmp_path, capsys, model)
     assert info["family"] == model["family"] and info["code_shape"] == [3]
     assert info["conditioned"] == (model.get("condition") == "label")
     assert all(f["max_difference_from_pytorch"] < 1e-4 for f in info["files"].values())
+
+
+@pytest.mark.parametrize("flags", [
+    ["--model", "vamp", "--set", "model.vamp.components=7"],
+    ["--model", "hvae"],
+    ["--model", "hvae", "--hvae-inference", "top-down", "--hvae-top-prior", "vamp", "--hvae-top-components", "5"],
+    ["--model", "vqvae", "--set", "model.vqvae.codebook=16"],  # a spatial code: quantised in the encoder's file
+    ["--model", "tcvae"],
+])
+def test_every_family_exports_its_codes_as_vaekit_computes_them(tmp_path, capsys, flags):
+    run = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--limit", "300", "--latent-dim", "3", "--epochs", "1", "--out", str(run),
+                 "--no-progress", *flags]) == 0
+    assert main(["export", str(run), "--onnx", str(tmp_path / "onnx")]) == 0
+    _compare(tmp_path / "onnx", checkpoint.load(run))
+    info = json.loads((tmp_path / "onnx" / "onnx.json").read_text())
+    assert info["files"]["encoder.onnx"]["output"]["code"] == ["batch", *checkpoint.load(run).code_shape]
 
 
 def test_a_table_models_decoder_gives_its_model_space_means(tmp_path):

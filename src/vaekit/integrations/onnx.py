@@ -1,7 +1,9 @@
 """A trained model's networks as ONNX files, checked in onnxruntime against PyTorch.
 
 encoder.onnx: inputs (B, *data_shape) -> the posterior's parameters (B, ...), as the family reads them (a VAE: the
-means, then the log-variances, of its Gaussian). decoder.onnx: codes (B, *code_shape) -> the likelihood's mean
+means, then the log-variances, of its Gaussian), and each item's code (B, *code_shape), as vaekit's latent tools
+take it and decoder.onnx reads it (the posterior's mean; the hvae's z1, after top-down inference where the model
+uses it; the vqvae's quantised grid, flattened). decoder.onnx: codes (B, *code_shape) -> the likelihood's mean
 (B, *data_shape), the picture or row vaekit shows. A label-conditioned model's files also take `label` (B,) int64.
 The batch size is free in both. Needs the extra: pip install 'vaekit[onnx]' (onnx, onnxruntime, onnxscript).
 """
@@ -41,8 +43,9 @@ class _Encoder(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-        return self.model.encoder_params(x, label)
+    def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        params = self.model.encoder_params(x, label)
+        return params, self.model.code(self.model.posterior(params))
 
 
 class _Decoder(torch.nn.Module):
@@ -79,8 +82,9 @@ def export_onnx(model: Model, directory: str | Path, opset: int | None = None) -
     parts = {
         "encoder": (_Encoder(model), "x", lambda b: low + (high - low) * torch.rand(b, *model.data_shape,
                                                                                      generator=generator),
-                    "params"),
-        "decoder": (_Decoder(model), "z", lambda b: torch.randn(b, *model.code_shape, generator=generator), "mean"),
+                    ["params", "code"]),
+        "decoder": (_Decoder(model), "z", lambda b: torch.randn(b, *model.code_shape, generator=generator),
+                    ["mean"]),
     }
     try:
         with _traceable_labels(model):
@@ -95,7 +99,7 @@ def _export(model: Model, directory: Path, opset: int | None, conditioned: bool,
                          "code_shape": list(model.code_shape), "conditioned": conditioned, "files": {}}
     # Every file is written and checked in a scratch folder first; only when all pass do they replace the old ones.
     with tempfile.TemporaryDirectory(dir=directory, prefix=".onnx-") as scratch:
-        for name, (module, input_name, draw, output_name) in parts.items():
+        for name, (module, input_name, draw, output_names) in parts.items():
             staged = Path(scratch) / f"{name}.onnx"
             example = draw(3)
             labels = torch.zeros(3, dtype=torch.int64) if conditioned else None
@@ -106,7 +110,7 @@ def _export(model: Model, directory: Path, opset: int | None, conditioned: bool,
             try:
                 with torch.no_grad(), _quiet():
                     program = torch.onnx.export(module.eval(), inputs, dynamic_shapes=shapes, input_names=names,
-                                                output_names=[output_name], dynamo=True, opset_version=opset,
+                                                output_names=output_names, dynamo=True, opset_version=opset,
                                                 external_data=False, verbose=False)
                     program.save(str(staged))
             except VaekitError:
@@ -118,8 +122,9 @@ def _export(model: Model, directory: Path, opset: int | None, conditioned: bool,
             description["files"][staged.name] = {
                 "inputs": {input_name: ["batch", *(model.data_shape if name == "encoder" else model.code_shape)],
                            **({"label": ["batch"]} if conditioned else {})},
-                "output": {output_name: "the posterior's parameters, as the family reads them" if name == "encoder"
-                           else ["batch", *model.data_shape]},
+                "output": ({"params": "the posterior's parameters, as the family reads them",
+                            "code": ["batch", *model.code_shape]} if name == "encoder"
+                           else {"mean": ["batch", *model.data_shape]}),
                 "max_difference_from_pytorch": differences[name]}
         (Path(scratch) / "onnx.json").write_text(json.dumps(description, indent=2) + "\n")
         for file in ("encoder.onnx", "decoder.onnx", "onnx.json"):
@@ -169,12 +174,17 @@ def _check(path: Path, module: torch.nn.Module, draw, names: list[str], model: M
         feed = {names[0]: x.numpy()}
         if labels is not None:
             feed["label"] = labels.numpy()
-        got = session.run(None, feed)[0]
+        outputs = session.run(None, feed)
         with torch.no_grad():
-            want = (module(x, labels) if labels is not None else module(x)).numpy()
-        if got.shape != want.shape:
-            raise VaekitError(f"{path.name} gives shape {got.shape} at batch {b}, PyTorch {want.shape}: not exported")
-        worst = max(worst, float(np.abs(got - want).max()))
+            wanted = module(x, labels) if labels is not None else module(x)
+        wanted = wanted if isinstance(wanted, tuple) else (wanted,)
+        if len(outputs) != len(wanted):
+            raise VaekitError(f"{path.name} gives {len(outputs)} outputs, PyTorch {len(wanted)}: not exported")
+        for got, want in zip(outputs, (w.numpy() for w in wanted)):
+            if got.shape != want.shape:
+                raise VaekitError(f"{path.name} gives shape {got.shape} at batch {b}, PyTorch {want.shape}: not "
+                                  "exported")
+            worst = max(worst, float(np.abs(got - want).max()))
     if not worst <= TOLERANCE:
         raise VaekitError(f"{path.name} differs from PyTorch by {worst:.3g} (more than {TOLERANCE:g}) in onnxruntime: "
                           "not exported")
