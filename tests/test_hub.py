@@ -30,6 +30,7 @@ from vaekit import checkpoint, viz  # noqa: E402
 from vaekit.cli import main  # noqa: E402
 from vaekit.config import DataConfig, ModelConfig, RunConfig, with_defaults  # noqa: E402
 from vaekit.errors import VaekitError  # noqa: E402
+from vaekit.hvae import HVAE  # noqa: E402
 from vaekit.integrations import hub  # noqa: E402
 from vaekit.models import AE, IWAE, VAE, Model, build_model  # noqa: E402
 
@@ -298,6 +299,13 @@ def test_a_model_pulled_from_the_hub_is_the_one_saved(fake_hub, small_run, tmp_p
 
     # called on a family: the family config.json names; a model of another family is an error
     assert type(VAE.from_pretrained("alice/digits-vae")) is VAE
+    # the families built on the VAE's class are other families too
+    hvae = tmp_path / "hvae-run"
+    assert main(["train", "--data", "digits", "--model", "hvae", "--epochs", "1", "--limit", "100", "--out", str(hvae),
+                 "--no-progress"]) == 0
+    assert type(HVAE.from_pretrained(hvae)) is HVAE
+    with pytest.raises(VaekitError, match="holds a 'hvae' model, not a 'vae' one"):
+        VAE.from_pretrained(hvae)
     for family in (AE, IWAE):
         with pytest.raises(VaekitError) as error:
             family.from_pretrained("alice/digits-vae")

@@ -354,7 +354,7 @@ class Model(nn.Module):
 
         model = hub.from_pretrained(source, revision=revision, cache_dir=cache_dir, token=token,
                                     local_files_only=local_files_only, force_download=force_download, device=device)
-        if not isinstance(model, cls):
+        if cls is not Model and model.family != cls.family:  # a family's subclass (hvae, tcvae: VAEs) is another
             raise VaekitError(f"{source} holds a {model.family!r} model, not a {cls.family!r} one: load it with "
                               "vaekit.Model.from_pretrained, which returns the family its config.json names")
         return model
