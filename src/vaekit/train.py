@@ -339,7 +339,7 @@ class Trainer:
             hook(self)
         self.mark = self.clock()
         self.replanned = False
-        plan = self.saved_plan
+        plan, self.saved_plan = self.saved_plan, None  # used once, by the fit that follows the load
         if plan is not None and plan.get("minutes") == self.cfg.minutes and plan.get("epochs") == self.cfg.epochs:
             # resumed under the same limits: the run's own plan, as it stood when the state was saved (planning
             # again now would count a half-done epoch's time as a whole epoch's and shorten the schedule)
