@@ -313,6 +313,7 @@ class VQVAE(Model):
         if self.training:
             if not self.prior_outdated_checked:
                 self._outdate_prior()
+            self.prior_net.trained.zero_()  # every step (no host sync): a weights rollback cannot bring it back
             if self.settings.ema:
                 self._ema_update(vectors, codes)
             if self.settings.restart:
