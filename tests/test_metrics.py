@@ -260,6 +260,9 @@ def test_cli_evaluate_autoencoder_skips_the_nll_by_default_and_refuses_one_asked
         assert result["nll"] is None and result["elbo"] is None and result["kl_per_dim"] is None
         assert result["squared_error"] > 0 and 0 <= result["active_units"] <= 4
         assert result["iw_samples"] == 0
+    # the same default from Python
+    x = vaekit.data.load_dataset(DataConfig(name="digits")).x_test[:50]
+    assert metrics.evaluate(vaekit.load(run), x).iw_samples == 0
 
 
 def test_posterior_loc_scale_is_the_encoders_gaussian_and_refuses_other_posteriors():

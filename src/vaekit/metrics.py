@@ -342,7 +342,7 @@ def closed_form_kl(model: Model, x: torch.Tensor, y: torch.Tensor | None = None)
 def evaluate(
     model: Model,
     x: torch.Tensor,
-    iw_samples: int = DEFAULT_IW_SAMPLES,
+    iw_samples: int | None = None,
     seed: int = 0,
     split: str | None = None,
     image: bool | None = None,
@@ -351,7 +351,8 @@ def evaluate(
     y: torch.Tensor | None = None,
 ) -> Evaluation:
     """Every metric on x (N, *data_shape), with labels y for a label-conditioned model. iw_samples=0 skips the
-    sampled ones (elbo, recon, nll), which a model without a bound (a plain autoencoder) requires. bits/dim is
+    sampled ones (elbo, recon, nll), which a model without a bound (ae, vqvae) requires; None (the default) is
+    DEFAULT_IW_SAMPLES where the family bounds the likelihood, else 0. bits/dim is
     reported where the likelihood is a probability mass on x (a Bernoulli on binary data, the discretised
     logistic), never for a density; image=False turns it off."""
     began = time.perf_counter()
@@ -359,6 +360,8 @@ def evaluate(
         raise VaekitError(f"the data has items of shape {tuple(x.shape[1:])}, but the model expects {model.data_shape}")
     if x.shape[0] < 2:
         raise VaekitError(f"evaluation needs at least 2 items, got {x.shape[0]}")
+    if iw_samples is None:
+        iw_samples = DEFAULT_IW_SAMPLES if model.has_bound else 0
     if not 0 <= iw_samples <= MAX_IW_SAMPLES:
         raise VaekitError(f"iw_samples must be between 0 (no NLL) and {MAX_IW_SAMPLES:,}, got {iw_samples}: "
                           "K = 5000 is the literature's (Burda et al. 2016)")

@@ -311,9 +311,13 @@ class VQVAE(Model):
                               "batch, and the processes' codebooks would drift apart: train it in one process (drop "
                               "--nproc), or use --vqvae-no-restart without model.vqvae.ema")
         if self.training:
+            # Training the model itself moves its codes, so a prior trained on the old ones (train-prior, then a
+            # resumed run) no longer describes them: it is marked untrained, its weights kept for train-prior to
+            # start from, so that sampling asks for train-prior again. Every step, with no host sync, so that a
+            # rolled-back step cannot bring the mark back.
             if not self.prior_outdated_checked:
-                self._outdate_prior()
-            self.prior_net.trained.zero_()  # every step (no host sync): a weights rollback cannot bring it back
+                self._warn_if_prior_trained()
+            self.prior_net.trained.zero_()
             if self.settings.ema:
                 self._ema_update(vectors, codes)
             if self.settings.restart:
@@ -330,14 +334,11 @@ class VQVAE(Model):
         perplexity = distributions.perplexity(usage).expand(x.shape[0])
         return Output(loss=loss, terms={"recon": recon, "commitment": commitment, "perplexity": perplexity}, elbo=None)
 
-    def _outdate_prior(self) -> None:
-        """Training the model itself moves its codes, so a prior trained on the old ones (vaekit train-prior, then a
-        resumed run) no longer describes them: it is marked untrained (its weights kept, for train-prior to start
-        from), so that sampling asks for train-prior again rather than drawing the old codes. Once per object: one
-        host sync, on the first training step."""
+    def _warn_if_prior_trained(self) -> None:
+        """Said once per object (one host sync, on the first training step): the prior the step is about to mark
+        untrained had been trained."""
         self.prior_outdated_checked = True
         if int(self.prior_net.trained):
-            self.prior_net.trained.zero_()
             log.warning("training the vqvae further moves its codes, so its prior over them (from vaekit train-prior) "
                         "no longer fits: sampling waits for vaekit train-prior RUN again, which starts from the old "
                         "prior's weights")

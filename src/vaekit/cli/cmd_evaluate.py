@@ -61,11 +61,8 @@ def run(args: argparse.Namespace) -> int:
         x, y = x[: args.n], None if y is None else y[: args.n]
     # a missing table, or one of other items, fails before the evaluation's minutes, not after them
     other = metrics.read_items(args.compare_to, x) if args.compare_to else None
-    iw_samples = args.iw_samples
-    if iw_samples is None:  # the default: the NLL wherever the family bounds the likelihood
-        iw_samples = metrics.DEFAULT_IW_SAMPLES if model.has_bound else 0
     result = metrics.evaluate(
-        model, x, iw_samples=iw_samples, seed=args.seed, split=args.split, image=dataset.is_image,
+        model, x, iw_samples=args.iw_samples, seed=args.seed, split=args.split, image=dataset.is_image,
         max_rows=args.max_rows, progress=not args.no_progress, y=y,
     )
     summary = {"run": str(args.run), "data": dataset.name, **result.to_dict()}
