@@ -174,6 +174,22 @@ def test_fetch_replaces_a_corrupt_file_and_leaves_no_partial_files(isolated, tin
     assert not [p for p in dest.iterdir() if p.name.startswith(".")]
 
 
+def test_damaged_deflate_data_is_an_error_on_load_and_replaced_by_fetch(isolated, tiny_mnist, monkeypatch):
+    _no_network(monkeypatch)
+    dest = isolated / "home" / ".cache" / "vaekit" / "mnist"
+    tiny_mnist(dest, gz=True)
+    damaged = bytearray((dest / f"{FILES[0]}.gz").read_bytes())
+    damaged[10] = 0xFF  # the first deflate block's header: a block type that does not exist (zlib.error, not OSError)
+    (dest / f"{FILES[0]}.gz").write_bytes(bytes(damaged))
+    with pytest.raises(VaekitError, match=f"{FILES[0]}.gz is unreadable .*invalid block type"):
+        load_dataset(DataConfig(name="mnist"))
+    tiny_mnist(isolated / "system" / "mnist")  # a good copy elsewhere: fetch replaces the damaged one
+    fetch("mnist")
+    present = [path for path in dest.iterdir() if path.name.startswith(FILES[0])]
+    assert [md5_of(path) for path in present] == [SPECS["mnist"].md5[FILES[0]]]  # the damaged file is gone
+    assert load_dataset(DataConfig(name="mnist")).x_train.shape == (6, 1, 28, 28)
+
+
 def test_fetch_failure_is_one_line_naming_every_source(isolated, tiny_mnist, monkeypatch):
     _no_network(monkeypatch)
     monkeypatch.setattr(idx_datasets.shutil, "which", lambda name: None)
@@ -370,6 +386,29 @@ def test_image_folder_colour_default_size_and_errors(tmp_path):
     (tmp_path / "mixed" / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(VaekitError, match="cannot read image .*broken.png.*re-save"):
         load(tmp_path / "mixed")
+
+
+def test_image_folder_reads_exif_orientation_and_16_bit_grey(tmp_path):
+    # stored 64 wide and 32 tall with a white band along its top; EXIF orientation 6: viewers turn it 90 degrees
+    # clockwise, so it shows 32 wide and 64 tall with the band down its right side, inside the middle square
+    stored = np.zeros((32, 64), np.uint8)
+    stored[:16] = 255
+    (tmp_path / "phone").mkdir()
+    for i in range(2):
+        image = Image.fromarray(stored)
+        exif = image.getexif()
+        exif[0x0112] = 6
+        image.save(tmp_path / "phone" / f"p{i}.jpg", exif=exif, quality=95)
+    x = load(tmp_path / "phone", image_size=32).x_train[0, 0]
+    assert float(x[:, -8:].mean()) > 0.9 and float(x[:, :8].mean()) < 0.1  # unturned: the band would be on top
+    # 16-bit grey PNGs: 0..65535 scaled to 0..1, not clipped at 255
+    ramp = np.tile(np.linspace(0, 65535, 32).round().astype(np.uint16), (32, 1))
+    (tmp_path / "deep").mkdir()
+    for i in range(2):
+        Image.fromarray(ramp).save(tmp_path / "deep" / f"r{i}.png")
+    assert Image.open(tmp_path / "deep" / "r0.png").mode.startswith("I")
+    x = load(tmp_path / "deep", image_size=32).x_train[0, 0]
+    torch.testing.assert_close(x, torch.from_numpy(np.rint(ramp / 257.0) / 255).float(), atol=1e-6, rtol=0)
 
 
 def test_image_folder_train_test_split_and_attribute_table(tmp_path):

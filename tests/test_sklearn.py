@@ -8,7 +8,8 @@ import torch
 from sklearn.datasets import load_wine
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
-from sklearn.pipeline import Pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import check_estimator
 
 from vaekit.sklearn import AETransformer, VAETransformer
@@ -129,3 +130,23 @@ def test_frames_with_dates_numbered_columns_and_arrays_after_frames():
     constant = np.column_stack([x, np.ones(80)])
     with pytest.warns(UserWarning, match="zero variance or one value \\(x3\\)"):
         VAETransformer(epochs=2, random_state=0).fit(constant)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # StandardScaler, all-NaN column
+def test_inverse_transform_gives_every_column_fitted_on_in_its_place():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4))
+    x[:, 1] = np.nan  # a column without values: left out of the model, NaN on the way back
+    with pytest.warns(UserWarning, match="without any value"):
+        vae = VAETransformer(epochs=2, random_state=0, impute="mean").fit(x)
+    rows = vae.inverse_transform(vae.transform(x))
+    assert rows.shape == (60, 4) and np.isnan(rows[:, 1]).all() and np.isfinite(rows[:, [0, 2, 3]]).all()
+    pipeline = make_pipeline(StandardScaler(), VAETransformer(epochs=2, random_state=0, impute="mean"))
+    with pytest.warns(UserWarning):
+        pipeline.fit(x)
+    assert pipeline.inverse_transform(pipeline.transform(x)).shape == (60, 4)
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.DataFrame({"a": x[:, 0], "id": np.arange(60), "c": x[:, 2]})
+    ae = AETransformer(epochs=2, random_state=0, column_types="id=ignore").fit(frame)
+    back = ae.inverse_transform(ae.transform(frame))
+    assert list(back.columns) == ["a", "id", "c"] and back["id"].isna().all() and back["a"].notna().all()

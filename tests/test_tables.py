@@ -2,6 +2,7 @@
 against torch's distributions, the warnings, and the CLI on a CSV."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -10,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch.distributions import Bernoulli, Categorical, Normal
 
 import vaekit
@@ -95,6 +97,46 @@ def test_headerless_and_all_text_tables(tmp_path):
     path = tmp_path / "text.csv"
     path.write_text("\n".join(["red,small", "blue,large", "red,large", "green,small"] * 5) + "\n")
     assert load(path).table.names == ("0", "1")
+
+
+def test_a_header_of_numbers_is_told_from_a_first_row_of_data(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    values = rng.random((20, 4))
+    body = "\n".join(",".join(f"{v:.3f}" for v in row) for row in values) + "\n"
+    spectra = tmp_path / "spectra.csv"  # wavelengths over measurements in [0, 1]
+    spectra.write_text("400,450,500,550\n" + body)
+    with caplog.at_level(logging.INFO):
+        dataset = load(spectra)
+    assert dataset.table.names == ("400", "450", "500", "550") and len(dataset.x_train) + len(dataset.x_test) == 20
+    assert "read its first row (400,450,500,550) as column names; --header no reads it as data" in caplog.text
+    assert tables.read_table(spectra, "no").n_rows == 21
+    # headerless bits that start 0,1: data, although it reads like pandas' unnamed columns
+    bits = rng.integers(0, 2, (20, 2))
+    bits[0] = (0, 1)
+    path = tmp_path / "bits.csv"
+    path.write_text("\n".join(f"{a},{b}" for a, b in bits) + "\n")
+    table = tables.read_table(path)
+    assert table.names == ("0", "1") and table.n_rows == 20 and table.columns[0][0] == 0.0
+    # a first row of data stays data: one inside its columns' range, and one outlying row of fractions (warned)
+    path.write_text("0.5,0.25,0.75,0.125\n" + body)
+    assert tables.read_table(path).n_rows == 21
+    caplog.clear()
+    path.write_text("1.5,2.5,3.5,4.5\n" + body)
+    with caplog.at_level(logging.WARNING):
+        assert tables.read_table(path).n_rows == 21
+    assert "lies outside every column's values below it but was read as data; --header yes" in caplog.text
+    table = tables.read_table(path, "yes")
+    assert table.names == ("1.5", "2.5", "3.5", "4.5") and table.n_rows == 20
+    # the first row of a table sorted by size: whole numbers just beyond every column's values, but data
+    path.write_text("1,2,0\n3,4,1\n5,6,1\n6,9,1\n")
+    assert tables.read_table(path).n_rows == 4
+    # one column: a whole number above the rest is not taken for a name
+    path.write_text("7\n" + "\n".join(str(v) for v in values[:, 0]) + "\n")
+    assert tables.read_table(path).n_rows == 21
+    # the setting reaches the reader from the command line's data section
+    assert len(load(spectra, header="no").table.names) == 4 and load(spectra, header="no").table.names[0] == "0"
+    with pytest.raises(VaekitError, match="header must be one of auto, yes, no"):
+        tables.read_table(spectra, "maybe")
 
 
 def test_parquet_reads_like_csv(mixed_csv, tmp_path):
@@ -381,12 +423,58 @@ def test_a_new_table_is_read_whole_and_in_order_with_the_runs_statistics(mixed_c
     np.testing.assert_allclose(np.load(tmp_path / "one.npy"), codes[:1], rtol=1e-6)
 
 
-def test_a_label_conditioned_run_refuses_a_new_file_with_other_class_names(mixed_csv, tmp_path, capsys):
+def test_a_new_file_for_a_run_trained_with_impute_drop_keeps_its_rows(tmp_path, capsys):
+    rows = mixed_rows(100)
+    rows[4] = rows[4].replace(rows[4].split(",")[0], "", 1)  # age missing on line 6
+    path = tmp_path / "gaps.csv"
+    path.write_text("\n".join([MIXED_HEADER, *rows]) + "\n")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(path), "--label-column", "target", "--impute", "drop", "--latent-dim", "2",
+                 "--epochs", "1", "--out", str(run), "--no-progress"]) == 0
+    new = tmp_path / "new.csv"
+    new.write_text("\n".join([MIXED_HEADER, *rows[:10]]) + "\n")
+    codes = tmp_path / "codes.npy"
+    assert main(["encode", str(run), "--data", str(new), "--out", str(codes)]) == 2  # not 9 codes for 10 rows
+    assert "missing values in 1 column(s): age (line 6)" in capsys.readouterr().err and not codes.exists()
+    assert main(["encode", str(run), "--data", str(new), "--impute", "mean", "--out", str(codes)]) == 0
+    assert np.load(codes).shape == (10, 2)
+    assert main(["encode", str(run), "--data", str(new), "--impute", "drop", "--out", str(codes)]) == 0  # asked for
+    assert np.load(codes).shape == (9, 2)
+
+
+def test_a_label_conditioned_run_maps_a_new_files_class_names_to_its_own(mixed_csv, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--data", str(mixed_csv), "--label-column", "city", "--condition", "label", "--latent-dim",
                  "2", "--epochs", "1", "--out", str(run), "--no-progress"]) == 0
-    rows = [r for r in mixed_rows(40, seed=2) if ",Oslo," not in r]  # only Lima and Pune: they would become 0 and 1
+    assert checkpoint.load_config(run).model.label_names == ("Lima", "Oslo", "Pune")
+    model = checkpoint.load(run)
+    rows = [r for r in mixed_rows(40, seed=2) if ",Oslo," not in r]  # only Lima and Pune: sorted, they are 0 and 1
     new = tmp_path / "new.csv"
     new.write_text(MIXED_HEADER + "\n" + "\n".join(rows) + "\n")
+    assert main(["encode", str(run), "--data", str(new), "--out", str(tmp_path / "codes.npy")]) == 0
+    table = tables.read_table(new)
+    x = tables.model_table(model.config).encode(table)
+    y = torch.tensor([("Lima", "Oslo", "Pune").index(city) for city in table.column("city")])  # the run's classes
+    assert set(y.tolist()) == {0, 2}
+    np.testing.assert_allclose(np.load(tmp_path / "codes.npy"), vaekit.latent.encode_dataset(model, x, y=y).numpy(),
+                               rtol=1e-6)
+    # a class the run never saw is an error naming it, whether or not the number of classes matches
+    for cities in (("Lima", "Rome"), ("Lima", "Pune", "Rome")):  # two classes; three, as many as the run's
+        other = tmp_path / "other.csv"
+        cells = [row.split(",") for row in mixed_rows(40, seed=3)]
+        other.write_text(MIXED_HEADER + "\n" + "\n".join(",".join([*c[:5], cities[i % len(cities)], c[6]])
+                                                           for i, c in enumerate(cells)) + "\n")
+        assert main(["encode", str(run), "--data", str(other), "--out", str(tmp_path / "bad.npy")]) == 2
+        assert "has classes the model was not trained on ('Rome')" in capsys.readouterr().err
+        assert not (tmp_path / "bad.npy").exists()
+    # a run written before the names were kept knows only their count: a file with fewer classes is refused
+    config = json.loads((run / "config.json").read_text())
+    del config["model"]["label_names"]
+    text = json.dumps(config)
+    (run / "config.json").write_text(text)
+    tensors, metadata = checkpoint.read_checked(run / checkpoint.MODEL_FILE)  # the model file names its config
+    save_file(tensors, str(run / checkpoint.MODEL_FILE),
+              metadata={**metadata, checkpoint.CONFIG_KEY: hashlib.sha256(text.encode()).hexdigest()})
+    assert checkpoint.load_config(run).model.label_names == ()
     assert main(["encode", str(run), "--data", str(new), "--out", str(tmp_path / "codes.npy")]) == 2
     assert "names 2 classes, the run was trained on 3" in capsys.readouterr().err

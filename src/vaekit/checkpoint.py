@@ -143,7 +143,8 @@ RUNTIME = ("epochs", "device", "threads", "progress", "compile", "tensorboard") 
 # Settings added after runs were first written: part of a run's identity only when set, so that runs from before
 # they existed (whose identity never held them) still resume. A family's own settings, by family: their defaults
 # are those it declares.
-ADDED_LATER = {("train", "early_stopping"): None, ("model", "free_bits"): 0.0, ("data", "validation"): None}
+ADDED_LATER = {("train", "early_stopping"): None, ("model", "free_bits"): 0.0, ("data", "validation"): None,
+               ("data", "header"): "auto", ("model", "label_names"): []}
 # ...and values that count as left out too: data.validation 0 holds nothing out, as runs before it did (load_config
 # writes it for those with early stopping, which judged on the test split)
 ADDED_LATER_ALSO = {("data", "validation"): (0,)}

@@ -67,6 +67,9 @@ class DataConfig:
                                      check=(lambda v: v >= 4, "at least 4"))
     label_column: str | None = setting(None, "tables: the label column (its name, or its 0-based index without a "
                                        "header)")
+    header: str = setting("auto", "tables: whether a CSV's first row names its columns (auto: when it holds text "
+                          "names, distinct whole numbers far outside their columns' values, or 0, 1, 2, ...)",
+                          choices=("auto", "yes", "no"))
     standardize: bool = setting(True, "tables: leave numeric columns as they are (default: standardised with "
                                 "training statistics, decoded back to your units)", flag="--no-standardize")
     column_types: str | None = setting(None, "tables: override inferred column types, e.g. "
@@ -141,6 +144,9 @@ class ModelConfig:
                              choices=("none", "label"))
     num_labels: int = setting(0, check=(lambda v: v >= 0, ">= 0"), cli=False)  # classes of a label-conditioned
     # model; filled in from the data
+    label_names: tuple[str, ...] = setting((), check=(lambda v: all(isinstance(n, str) for n in v), "class names"),
+                                           cli=False)  # a conditioned model's classes by name, in class order, where
+    # the data names them (a table's label column of text, an image folder's subfolders): new files map onto them
     data_shape: tuple[int, ...] = setting((), check=(lambda v: all(0 < d < 2**31 for d in v), "positive sizes"),
                                           cli=False)  # filled in from the data set
     # Settings of the family and the likelihood in use, by component name (see COMPONENT_SETTINGS).
@@ -157,7 +163,7 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "options"}
-        data["data_shape"] = list(self.data_shape)
+        data["data_shape"], data["label_names"] = list(self.data_shape), list(self.label_names)
         data["hidden_dims"], data["conv_channels"] = list(self.hidden_dims), list(self.conv_channels)
         data.update({name: dataclasses.asdict(values) for name, values in sorted(self.options.items())})
         return data

@@ -56,13 +56,16 @@ def resolve_config(cfg: RunConfig, dataset: Dataset) -> RunConfig:
     elif likelihood == "auto":
         low, high = dataset.value_range
         likelihood = "bernoulli" if low >= 0 and high <= 1 else "gaussian"
-    num_labels = cfg.model.num_labels
+    num_labels, label_names = cfg.model.num_labels, cfg.model.label_names
     if cfg.model.condition == "label":
+        if not num_labels and dataset.label_names:  # a new run (a resumed one keeps what it was trained with)
+            label_names = tuple(dataset.label_names)
         num_labels = max(num_labels, dataset_classes(dataset))
     family = MODEL_FAMILIES.get(cfg.model.family)
     if family is not None and family.Settings is not None:  # what the family's own settings take from the data
         options[family.family] = family.settings_from_data(cfg.model.settings(family.family), dataset)
-    model = replace(cfg.model, data_shape=dataset.shape, likelihood=likelihood, num_labels=num_labels, options=options)
+    model = replace(cfg.model, data_shape=dataset.shape, likelihood=likelihood, num_labels=num_labels, label_names=label_names,
+                    options=options)
     return validate(replace(cfg, model=with_defaults(model)))
 
 

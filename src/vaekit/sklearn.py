@@ -152,13 +152,17 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         return self._rows(draws)
 
     def _rows(self, means: torch.Tensor) -> Any:
+        """Decoded rows with every column fitted on, in its place: a column the model leaves out (one declared
+        'ignore', or one with no values) is NaN, so the rows line up with X and with a Pipeline's earlier steps."""
         decoded = self.schema_.decode(means)
+        rows = len(means)
         if self._frame_columns is None:
-            return np.column_stack([np.asarray(decoded[name], dtype=np.float64) for name in self.schema_.names])
+            return np.column_stack([np.asarray(decoded[name], dtype=np.float64) if name in decoded
+                                    else np.full(rows, np.nan) for name in self._input_names])
         import pandas
 
-        return pandas.DataFrame({column: decoded[str(column)] for column in self._frame_columns
-                                 if str(column) in decoded})
+        return pandas.DataFrame({column: decoded[str(column)] if str(column) in decoded else np.full(rows, np.nan)
+                                 for column in self._frame_columns})
 
     def _log_jacobian(self) -> float:
         """log |d x_model / d x| per row: the standardisation's, so densities are of the data in the user's units."""

@@ -93,8 +93,13 @@ def run_dataset(run: str, args: argparse.Namespace) -> Dataset:
     # its own order (any --split), so the codes line up with its rows.
     table = model_table(run_cfg.model)
     new_file = "name" in updates and updates["name"] != run_cfg.data.name
-    dataset = load_dataset(replace(run_cfg.data, **updates), table, all_rows=table is not None and new_file)
-    if (new_file and run_cfg.model.condition == "label" and dataset.label_names is not None
+    data = replace(run_cfg.data, **updates)
+    if table is not None and new_file and data.impute == "drop" and "impute" not in updates:
+        data = replace(data, impute="none")  # the run's drop would leave codes that no longer line up with the rows
+    dataset = load_dataset(data, table, all_rows=table is not None and new_file)
+    if new_file and run_cfg.model.condition == "label" and run_cfg.model.label_names and dataset.label_names:
+        dataset = relabel(dataset, run_cfg.model.label_names)
+    elif (new_file and run_cfg.model.condition == "label" and dataset.label_names is not None
             and len(dataset.label_names) != run_cfg.model.num_labels):
         # Class names are numbered by sorting each file's own names and the run keeps only their count: a file with
         # fewer (or other) names would map them to other classes than the training data's.
@@ -105,6 +110,19 @@ def run_dataset(run: str, args: argparse.Namespace) -> Dataset:
     if tuple(dataset.shape) != model_shape:
         raise VaekitError(f"the data has items of shape {dataset.shape}, but the model at {run} expects {model_shape}")
     return dataset
+
+
+def relabel(dataset: Dataset, names: tuple[str, ...]) -> Dataset:
+    """A data set whose classes are named in its own files, its labels renumbered to a model's classes (`names`, in
+    the model's order): a new file may hold any of the model's classes, and no other."""
+    unknown = [name for name in dataset.label_names if name not in names]
+    if unknown:
+        shown = ", ".join(repr(name) for name in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise VaekitError(f"{dataset.name} has classes the model was not trained on ({shown}): the model knows "
+                          f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''}; drop those items")
+    index = torch.tensor([names.index(name) for name in dataset.label_names], dtype=torch.int64)
+    return replace(dataset, label_names=tuple(names), y_train=None if dataset.y_train is None else
+                   index[dataset.y_train], y_test=None if dataset.y_test is None else index[dataset.y_test])
 
 
 def pick(x: torch.Tensor, index: int, what: str = "item") -> torch.Tensor:

@@ -10,6 +10,7 @@ import subprocess
 import tarfile
 import tempfile
 import urllib.request
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -132,7 +133,7 @@ def _checked_md5(path: Path, expected: str) -> str | None:
     """None if the uncompressed content of path has md5 `expected`, else why not (one line)."""
     try:
         got = md5_of(path)
-    except (OSError, EOFError) as exc:  # a truncated or corrupt .gz
+    except (OSError, EOFError, zlib.error) as exc:  # a truncated or corrupt .gz (damaged deflate data: zlib.error)
         return f"{path.name} is unreadable ({exc})"
     return None if got == expected else f"{path.name} has md5 {got}, expected {expected}"
 

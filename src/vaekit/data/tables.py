@@ -102,16 +102,55 @@ def _python_cell(value: Any) -> Cell:
     return str(value)  # dates, times and the like: text, so categorical, or ignored with --column-types
 
 
-def read_table(path: str | Path) -> RawTable:
-    """A CSV/TSV (any delimiter csv.Sniffer finds; a header row when the first row has no numbers and none of its
-    cells recurs in its column) or a Parquet file (with pyarrow)."""
+HEADER_CHOICES = ("auto", "yes", "no")
+
+
+def read_table(path: str | Path, header: str = "auto") -> RawTable:
+    """A CSV/TSV (any delimiter csv.Sniffer finds; its first row a header as `header` says: yes, no, or auto, as
+    `first_row_is_header` decides) or a Parquet file (with pyarrow; its column names are its header)."""
     path = Path(path)
+    if header not in HEADER_CHOICES:
+        raise VaekitError(f"header must be one of {', '.join(HEADER_CHOICES)}, not {header!r}")
     if path.suffix.lower() in (".parquet", ".pq"):
         return _read_parquet(path)
-    return _read_delimited(path)
+    return _read_delimited(path, header)
 
 
-def _read_delimited(path: Path) -> RawTable:
+def first_row_is_header(first: Sequence[str], body: Sequence[Sequence[str]]) -> bool:
+    """Whether a file's first row names its columns, when the file does not say. It does when:
+    - it holds no numbers and none of its cells recurs in its column (text names over values); or
+    - its numbers are whole and distinct, and each lies far outside its column's values below it, by more than
+      their range (years or wavelengths over measurements; at least two columns and two rows below, so that an
+      outlying value, or the first row of a sorted table, is not taken for a name); or
+    - it reads 0, 1, 2, ... (the unnamed columns pandas writes), unless each of those numbers also occurs in its
+      column (headerless data that happens to start so, such as bits)."""
+    width = len(first)
+    if not body:
+        return False
+    parsed = [parse_cell(cell) for cell in first]
+    if not any(isinstance(value, float) for value in parsed):
+        return not any(first[c] and any(row[c] == first[c] for row in body) for c in range(width))
+    if not all(isinstance(value, float) for value in parsed):
+        return False  # numbers beside text or empty cells: a data row with some text
+    columns = [[value for value in (parse_cell(row[c]) for row in body) if isinstance(value, float)]
+               for c in range(width)]
+    if parsed == [float(i) for i in range(width)]:
+        return not all(parsed[c] in columns[c] for c in range(width))
+    return (width >= 2 and len(body) >= 2 and all(value.is_integer() for value in parsed)
+            and len(set(parsed)) == width and _outlying(parsed, columns, far=True))
+
+
+def _outlying(row: Sequence[float], columns: Sequence[Sequence[float]], far: bool = False) -> bool:
+    """Whether every value of a row lies outside the range of its column's numbers (far: by more than the range)."""
+    def outside(value: float, column: Sequence[float]) -> bool:
+        low, high = min(column), max(column)
+        margin = high - low if far else 0.0
+        return not low - margin <= value <= high + margin
+
+    return all(column and outside(value, column) for value, column in zip(row, columns, strict=True))
+
+
+def _read_delimited(path: Path, header: str = "auto") -> RawTable:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -139,9 +178,16 @@ def _read_delimited(path: Path) -> RawTable:
                               "every row the same columns")
     first = lines[0][1]
     body = [row for _, row in lines[1:]]
-    indices = first == [str(i) for i in range(width)] and len(body) > 0  # a frame's unnamed columns: 0, 1, 2, ...
-    has_header = indices or (not any(isinstance(parse_cell(cell), float) for cell in first) and not any(
-        first[c] and any(row[c] == first[c] for row in body) for c in range(width)))
+    has_header = header == "yes" or (header == "auto" and first_row_is_header(first, body))
+    numbers = [parse_cell(cell) for cell in first]
+    if header == "auto" and all(isinstance(value, float) for value in numbers):  # numbers: say what was decided
+        shown = ",".join(first)[:60]
+        if has_header:
+            log.info("%s: read its first row (%s) as column names; --header no reads it as data", path, shown)
+        elif width >= 2 and body and _outlying(numbers, [[v for v in (parse_cell(row[c]) for row in body)
+                                                          if isinstance(v, float)] for c in range(width)]):
+            log.warning("%s: its first row (%s) lies outside every column's values below it but was read as data; "
+                        "--header yes reads it as column names", path, shown)
     if has_header:
         names = tuple(cell or f"column {i + 1}" for i, cell in enumerate(first))
         duplicates = [name for name, count in Counter(names).items() if count > 1]

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..config import DataConfig
 from ..errors import VaekitError
@@ -255,7 +255,7 @@ def _load_table(path: Path, cfg: DataConfig, schema: tables.TableSchema | None =
 
     all_rows: new data for a trained model (`schema` given): every row, in the file's order, is both splits, and a
     label column is optional."""
-    table = tables.read_table(path)
+    table = tables.read_table(path, cfg.header)
     if all_rows and cfg.label_column is not None and cfg.label_column not in table.names:
         cfg = replace(cfg, label_column=None)  # new rows to encode need no labels (unless the model is conditioned)
     label = _label_name(cfg.label_column, table, path)
@@ -382,11 +382,20 @@ def _read_images(files: list[Path], size: int) -> torch.Tensor:
     for i, path in enumerate(files):
         with _open_image(path) as image:
             try:
-                converted = image.convert(mode)
+                converted = _converted(ImageOps.exif_transpose(image), mode)  # upright as viewers show it
             except IMAGE_ERRORS as exc:
                 raise VaekitError(f"cannot decode image {path} ({exc}): remove it or re-save it as PNG") from None
             pixels[i] = np.asarray(_square(converted, size))
     return images_to_tensor(pixels)
+
+
+def _converted(image: Image.Image, mode: str) -> Image.Image:
+    """The image in `mode` (L or RGB); 16-bit grey (a PNG's I;16, or I) scaled from 0..65535 to 0..255, where
+    Pillow's own conversion would clip it at 255."""
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        values = np.clip(np.rint(np.asarray(image, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)
+        image = Image.fromarray(values, "L")
+    return image.convert(mode)
 
 
 def _image_mode(path: Path) -> str:
