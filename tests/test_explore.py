@@ -506,6 +506,35 @@ def test_a_label_conditioned_model_decodes_with_the_label_chosen(conditioned):
     assert np.array_equal(_pixels(own), _expected(latent.decode_mean(explorer.model, code, label))[0])
 
 
+def test_classes_named_by_digits_are_found_by_name_from_text_and_by_index_from_numbers(tmp_path):
+    # classes named "1" and "2" have the indices 0 and 1: an item's own class must not be read back as a name
+    from vaekit.runs import train
+
+    digits = load_dataset(DataConfig(name="digits"))
+    keep = digits.y_train < 2
+    np.savez(tmp_path / "named.npz", x=digits.x_train[keep].numpy(), y=(digits.y_train[keep] + 1).numpy().astype(str))
+    train(RunConfig(data=DataConfig(name=str(tmp_path / "named.npz")),
+                    model=ModelConfig(latent_dim=3, hidden_dims=(16,), condition="label"),
+                    train=TrainConfig(epochs=1, progress=False)), out=tmp_path / "run")
+    explorer = _explorer(tmp_path / "run")
+    with TestClient(create_app(explorer), base_url=BASE) as client:
+        assert client.get("/api/info").json()["labels"] == ["1", "2"]
+        item = int(torch.nonzero(explorer.items.y == 1)[0])  # an item of class index 1, named "2"
+        code = latent.encode_dataset(explorer.model, explorer.items.x[item:item + 1], y=explorer.items.y[item:item + 1])
+        expected = _expected(latent.decode_mean(explorer.model, code, 1))[0]
+        path = client.post("/api/interpolate", json={"a": {"item": item}, "b": {"item": item}, "t": 0}).json()
+        edit = client.post("/api/attribute", json={"item": item, "attribute": "1", "strength": 0}).json()
+        assert np.array_equal(_pixels(path), expected) and np.array_equal(_pixels(edit), expected)
+        z = code[0].tolist()
+        by = {label: _pixels(client.post("/api/decode", json={"z": z, "label": label}).json())
+              for label in ("2", 1, "1", 0)}
+        assert np.array_equal(by["2"], expected) and np.array_equal(by[1], expected)
+        assert np.array_equal(by["1"], by[0]) and not np.array_equal(by["1"], by["2"])
+        response = client.post("/api/decode", json={"z": z, "label": 2})
+        assert response.status_code == 404 and "class indices are 0..1" in response.json()["error"]
+    explorer.close()
+
+
 def _explorer_of_table(tmp_path) -> Explorer:
     rng = np.random.default_rng(0)
     rows = ["size,colour,yes"] + [f"{rng.normal(10, 3):.3f},{rng.choice(['red', 'blue'])},{rng.integers(0, 2)}"
@@ -705,6 +734,10 @@ def test_an_attribute_table_adds_its_columns_with_vectors_from_the_splits_codes(
     ("/api/decode", {"z": [1e300, 0]}, "beyond +-1e+06"),
     ("/api/decode", {"z": [0.1, 0.2], "label": [1]}, "label"),
     ("/api/decode", {"z": [0.1, 0.2], "label": 1.5}, "label"),
+    ("/api/decode", {"z": [True, 0.2]}, "z.0: Input should be a valid number"),
+    ("/api/decode", {"z": ["1", 0.2]}, "z.0: Input should be a valid number"),
+    ("/api/attribute", {"item": 0, "attribute": "0", "strength": "2"}, "strength: Input should be a valid number"),
+    ("/api/interpolate", {"a": {"item": 0}, "b": {"item": 1}, "t": "0.5"}, "t: Input should be a valid number"),
     ("/api/map/decode", {"point": [1e300, 0]}, "beyond +-1e+06"),
     # slerp keeps the norm: halfway between these two the code is (0, 1.27e6)
     ("/api/interpolate", {"a": {"z": [9e5, 9e5]}, "b": {"z": [-9e5, 9e5]}, "t": 0.5, "method": "slerp"},

@@ -110,7 +110,7 @@ def create_app(explorer: Explorer, hosts: Sequence[str] | None = LOOPBACK_HOSTS)
         from fastapi.exceptions import RequestValidationError
         from fastapi.responses import HTMLResponse, JSONResponse
         from fastapi.staticfiles import StaticFiles
-        from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+        from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
         from starlette.exceptions import HTTPException
     except ImportError as exc:
         raise VaekitError(f"the explorer needs FastAPI ({exc.name} is missing): pip install 'vaekit[explore]'") from None
@@ -121,7 +121,7 @@ def create_app(explorer: Explorer, hosts: Sequence[str] | None = LOOPBACK_HOSTS)
         model_config = ConfigDict(extra="forbid")
 
     class DecodeRequest(Strict):
-        z: list[float] = Field(description="a code: one number per latent dimension (see /api/info code_size)")
+        z: list[StrictFloat] = Field(description="a code: one number per latent dimension (see /api/info code_size)")
         label: Label = Field(None, description="the class to decode with (label-conditioned models only)")
 
     class EncodeRequest(Strict):
@@ -129,22 +129,22 @@ def create_app(explorer: Explorer, hosts: Sequence[str] | None = LOOPBACK_HOSTS)
 
     class Endpoint(Strict):
         item: StrictInt | None = Field(None, description="index of an item of the served split")
-        z: list[float] | None = Field(None, description="or a code")
+        z: list[StrictFloat] | None = Field(None, description="or a code")
 
     class InterpolateRequest(Strict):
         a: Endpoint
         b: Endpoint
-        t: float | None = Field(None, description="one point of the path, 0 (a) .. 1 (b)")
+        t: StrictFloat | None = Field(None, description="one point of the path, 0 (a) .. 1 (b)")
         steps: StrictInt | None = Field(None, description=f"or this many evenly spaced points, 2..{MAX_STEPS}")
         method: Literal["lerp", "slerp"] = "lerp"
         label: Label = None
 
     class AttributeRequest(Strict):
         attribute: str = Field(description="a name from /api/info attributes (a data set attribute or a class)")
-        strength: float = Field(description="how far to edit, -10..10: the multiple of the attribute vector to add "
-                                "(mean-diff, linear), or the units walked (local)")
+        strength: StrictFloat = Field(description="how far to edit, -10..10: the multiple of the attribute vector to "
+                                      "add (mean-diff, linear), or the units walked (local)")
         item: StrictInt | None = None
-        z: list[float] | None = None
+        z: list[StrictFloat] | None = None
         method: Literal[EDIT_METHODS] | None = Field(
             None, description="the edit's direction (default: the run's, /api/info edit_method)")
         label: Label = None
@@ -155,7 +155,7 @@ def create_app(explorer: Explorer, hosts: Sequence[str] | None = LOOPBACK_HOSTS)
         label: Label = None
 
     class MapDecodeRequest(Strict):
-        point: list[float] = Field(description="a point of the latent map, in its coordinates [x, y]")
+        point: list[StrictFloat] = Field(description="a point of the latent map, in its coordinates [x, y]")
         label: Label = None
 
     app = FastAPI(title="vaekit explorer", version=_version(),

@@ -354,7 +354,9 @@ class Explorer:
         return code
 
     def parse_label(self, label: int | str | None) -> torch.Tensor | None:
-        """The class a label-conditioned model decodes with (a name or an index); other models take none."""
+        """The class a label-conditioned model decodes with; other models take none. A number is a class index; text
+        is a class name, or an index written in digits where no class has that name (classes named "1", "2", ...
+        are found by name from text, by index from a number)."""
         if not self.conditioned:
             if label is not None:
                 raise VaekitError("this model is not conditioned on labels: leave out label")
@@ -362,6 +364,11 @@ class Explorer:
         if label is None:
             raise VaekitError(f"this model is conditioned on labels: give label, one of {', '.join(self._label_names())}")
         names = self._label_names()
+        if isinstance(label, int) and not isinstance(label, bool):
+            if 0 <= label < self.model.num_labels:
+                return torch.tensor([label])
+            raise NotFound(f"no class {label}: class indices are 0..{self.model.num_labels - 1} "
+                           f"({', '.join(names)})")
         text = str(label)
         if text in names:
             return torch.tensor([names.index(text)])
