@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import ipaddress
 import json
 import os
 import signal
@@ -654,6 +655,30 @@ def test_vaekit_explore_warns_when_it_listens_beyond_this_machine(small_run):
     assert "warning: serving on 0.0.0.0: anyone who can reach this machine can use the explorer" in err
 
 
+def test_a_host_name_of_this_machines_loopback_is_served_without_a_warning(small_run):
+    import socket
+
+    import httpx
+
+    name = socket.gethostname()
+    try:
+        loopback = all(ipaddress.ip_address(info[4][0]).is_loopback
+                       for info in socket.getaddrinfo(name, 0, type=socket.SOCK_STREAM))
+    except OSError:
+        loopback = False
+    if not loopback or name == "localhost":
+        pytest.skip(f"this machine's name ({name}) is not one of its loopback addresses")
+    process = _serve([str(small_run), "--port", "0", "--host", name])
+    try:
+        line = _first_line(process)
+        port = line.split("http://", 1)[1].split("/")[0].rsplit(":", 1)[1]
+        assert httpx.get(f"http://{name}:{port}/api/info", timeout=30).json()["code_size"] == 2  # its own name
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0 and "anyone who can reach this machine" not in err, err
+
+
 def test_vaekit_explore_mistakes_are_one_line_and_exit_2(small_run, tmp_path, capsys):
     busy = bind("127.0.0.1", 0)
     port = busy.getsockname()[1]
@@ -924,6 +949,8 @@ def test_every_family_is_served(tmp_path, family):
                            ("/api/attribute", {"item": 0, "attribute": "2", "strength": 1}),
                            ("/api/sample", {"n": 2, "seed": 1}), ("/api/map/decode", {"point": [0, 0]})):
             assert client.post(path, json=body).status_code == 200, (path, family)
+        std = client.post("/api/encode", json={"item": 3}).json()["std"]  # the README's table: a point code's is 0
+        assert std == [0.0] * 3 if family == "ae" else len(std) == 3 and min(std) > 0
     explorer.close()
 
 

@@ -67,12 +67,14 @@ class FakeHub:
                 except OSError:
                     pass
 
-    def commit(self, repo_id: str, files: dict[str, bytes], private: bool = False, tag: str | None = None) -> str:
-        """A new commit on main holding `files` over the previous ones; returns its sha."""
+    def commit(self, repo_id: str, files: dict[str, bytes], private: bool = False, tag: str | None = None,
+               deleted: tuple[str, ...] = ()) -> str:
+        """A new commit on main holding `files` over the previous ones, less `deleted`; returns its sha."""
         with self.lock:
             repo = self.repos.setdefault(repo_id, {"private": private, "refs": {}, "commits": {}})
             parent = repo["refs"].get("main")
-            tree = {**(repo["commits"][parent] if parent else {}), **files}
+            tree = {**{path: content for path, content in (repo["commits"][parent] if parent else {}).items()
+                       if path not in deleted}, **files}
             digest = hashlib.sha1(repr((parent, sorted((p, _blob_id(b)) for p, b in tree.items()))).encode())
             sha = digest.hexdigest()
             repo["commits"][sha] = tree
@@ -216,7 +218,8 @@ def _handler(hub_state: FakeHub):
                 lines = [json.loads(line) for line in body.splitlines() if line.strip()]
                 files = {item["value"]["path"]: base64.b64decode(item["value"]["content"])
                          for item in lines if item["key"] == "file"}
-                sha = hub_state.commit(self.args["repo"], files)
+                deleted = tuple(item["value"]["path"] for item in lines if item["key"] == "deletedFile")
+                sha = hub_state.commit(self.args["repo"], files, deleted=deleted)
                 self.send(200, {"commitUrl": f"{hub_state.endpoint}/{self.args['repo']}/commit/{sha}",
                                 "commitOid": sha, "pullRequestUrl": None})
 
@@ -363,10 +366,15 @@ def test_revisions_tokens_and_private_repositories(fake_hub, small_run, tmp_path
     assert {auth for _, _, auth in fake_hub.requests} == {f"Bearer {WRITE_TOKEN}"}  # the token reached every call
 
 
-def test_loading_mistakes_are_one_line_errors_that_say_what_to_do(fake_hub, small_run, tmp_path, monkeypatch):
+def test_loading_mistakes_are_one_line_errors_that_say_what_to_do(fake_hub, small_run, tmp_path, monkeypatch,
+                                                                   capsys):
     model = checkpoint.load(small_run)
     fake_hub.upload("alice/digits", model.save_pretrained(tmp_path / "hub").directory)
     fake_hub.commit("alice/notes", {"README.md": b"# only a card\n"})
+    weights = bytearray((tmp_path / "hub" / "model.safetensors").read_bytes())
+    weights[-3] ^= 0xFF  # inside the last tensor's data: the checksum written with them no longer matches
+    fake_hub.commit("alice/damaged", {"config.json": (tmp_path / "hub" / "config.json").read_bytes(),
+                                      "model.safetensors": bytes(weights)})
     fake_hub.commit("alice/bert", {"config.json": b'{"architectures": ["BertModel"], "hidden_size": 8}',
                                    "model.safetensors": (tmp_path / "hub" / "model.safetensors").read_bytes()})
     cases = [
@@ -378,6 +386,12 @@ def test_loading_mistakes_are_one_line_errors_that_say_what_to_do(fake_hub, smal
         ("alice/bert", {}, "alice/bert is not a vaekit model: its config.json holds no vaekit settings"),
         ("hf://datasets/alice/digits", {}, "is not a model repository"),
         ("hf://alice", {}, "hf://alice is not a Hub model: write hf://namespace/name"),
+        ("alice/damaged", {}, "the model downloaded from alice/damaged does not load (the download/model.safetensors "
+                              "is damaged (its contents do not match the checksum written with them)): download it "
+                              "again (force_download=True"),
+        ("hf://user/name.", {}, "hf://user/name. is not a Hub model"),  # ids the Hub refuses: ours, not a traceback
+        ("hf://user/a--b", {}, "hf://user/a--b is not a Hub model"),
+        ("user/name-", {}, "run folder not found: user/name-"),
         ("hf://alice/digits@v1", {"revision": "v2"}, "names revision 'v1' but revision='v2' was given"),
         (str(small_run), {"revision": "main"}, "is for Hub repositories, but"),
         (Path("alice/missing"), {}, "run folder not found: alice/missing"),  # a Path is a folder, never a repo id
@@ -389,8 +403,10 @@ def test_loading_mistakes_are_one_line_errors_that_say_what_to_do(fake_hub, smal
         assert expected in _one_line(error), (source, str(error.value))
     hits = fake_hub.paths()
     assert not any("missing" in path and "/resolve/" in path for path in hits)
+    assert main(["sample", "hf://alice/damaged", "--out", str(tmp_path / "s.png")]) == 2  # the CLI says the same
+    assert "does not load" in capsys.readouterr().err and not (tmp_path / "s.png").exists()
 
-    for bad in ("no-namespace", "a/b/c", "alice/../x"):
+    for bad in ("no-namespace", "a/b/c", "alice/../x", "user/-x", "user/x.", "user/a--b"):
         with pytest.raises(VaekitError, match="repo_id must be a Hub repository id, namespace/name"):
             model.push_to_hub(bad, token=WRITE_TOKEN)
 
@@ -422,6 +438,11 @@ def test_push_to_hub_creates_the_repository_commits_the_folder_and_pulls_back(fa
     assert fake_hub.repos["bob/digits-vae"]["refs"]["main"] != head
     _same_model(newer, Model.from_pretrained("bob/digits-vae"))
     _same_model(model, Model.from_pretrained("bob/digits-vae", revision=head))
+    vectors = build_model(ModelConfig(likelihood="gaussian", data_shape=(5,), latent_dim=2, hidden_dims=(8,)))
+    vectors.push_to_hub("bob/digits-vae", token=WRITE_TOKEN, config=RunConfig(model=vectors.config))
+    files = fake_hub.files("bob/digits-vae")  # the digits model's picture does not stay beside a model of vectors
+    assert "samples.png" not in files and {"config.json", "model.safetensors", "README.md"} <= set(files)
+    _same_model(vectors, Model.from_pretrained("bob/digits-vae"))
 
     with pytest.raises(VaekitError) as error:  # a branch the repository does not have
         model.push_to_hub("bob/digits-vae", token=WRITE_TOKEN, revision="dev")
@@ -495,6 +516,43 @@ def test_cards_for_other_data_labels_tables_and_unrecorded_settings(tmp_path, ca
         vectors.save_pretrained(tmp_path / "bad", metrics={"val_elbo": float("nan")})
 
 
+def _card_snippets_run(folder: Path, tmp_path: Path) -> None:
+    """The card's Python draw line and its command line, as written, work on the folder."""
+    text = (folder / "README.md").read_text()
+    line = next(line for line in text.splitlines() if line.startswith(("images = ", "rows = ")))
+    exec(line, {"model": Model.from_pretrained(str(folder))})  # noqa: S102  (the card's own line)
+    command = re.search(r"e\.g\. `vaekit ([^`]+)`", text).group(1).split()
+    command = [str(folder) if word == folder.name else word for word in command]  # the card's USER/REPO: REPO
+    command = [str(tmp_path / word) if word.startswith("samples.") else word for word in command]
+    assert main(command) == 0, command
+
+
+def test_each_cards_snippets_run_and_say_where_val_was_measured(small_run, tmp_path):
+    # a label-conditioned model samples with a class; a table model writes rows to a .csv; val_* names its split
+    digits = tmp_path / "digits"
+    assert main(["train", "--data", "digits", "--limit", "300", "--condition", "label", "--latent-dim", "2",
+                 "--hidden-dims", "8", "--epochs", "1", "--validation", "50", "--out", str(digits / "run"),
+                 "--no-progress"]) == 0
+    assert main(["export", str(digits / "run"), "--hub", str(digits / "REPO")]) == 0
+    text = (digits / "REPO" / "README.md").read_text()
+    assert "`val_*` on a validation split (50 training items, held out from training)" in text
+    assert "model.sample(16, y=0)" in text and "--label 0 --out samples.png" in text
+    _card_snippets_run(digits / "REPO", tmp_path)
+    rng = np.random.default_rng(0)
+    (tmp_path / "t.csv").write_text("size,colour\n" + "\n".join(
+        f"{rng.normal(10, 3):.3f},{rng.choice(['red', 'blue'])}" for _ in range(100)) + "\n")
+    assert main(["train", "--data", str(tmp_path / "t.csv"), "--latent-dim", "2", "--epochs", "1", "--early-stopping",
+                 "3", "--out", str(tmp_path / "table"), "--no-progress"]) == 0
+    assert main(["export", str(tmp_path / "table"), "--hub", str(tmp_path / "REPO")]) == 0
+    text = (tmp_path / "REPO" / "README.md").read_text()
+    assert "`val_*` on a validation split (10% of the training items" in text and "--out samples.csv" in text
+    _card_snippets_run(tmp_path / "REPO", tmp_path)
+    assert (tmp_path / "samples.csv").read_text().startswith("size,colour\n")
+    assert main(["export", str(small_run), "--hub", str(tmp_path / "plain" / "REPO")]) == 0
+    assert "`val_*` on the test split" in (tmp_path / "plain" / "REPO" / "README.md").read_text()
+    _card_snippets_run(tmp_path / "plain" / "REPO", tmp_path)
+
+
 def test_run_folders_load_as_they_are_and_keep_their_format(fake_hub, small_run, tmp_path):
     before = {p.name: p.read_bytes() for p in small_run.iterdir() if p.is_file()}
     reference = checkpoint.load(small_run)
@@ -552,6 +610,10 @@ def test_export_hub_mistakes_are_one_line_errors(small_run, tmp_path, capsys):
     run_copy = tmp_path / "run"
     shutil.copytree(small_run, run_copy)
     (tmp_path / "file").write_text("x")
+    project = tmp_path / "project"  # a folder of the user's own: its README.md and config.json are not vaekit's
+    project.mkdir()
+    (project / "README.md").write_text("# My project\n")
+    (project / "config.json").write_text('{"name": "my-app"}\n')
     broken = tmp_path / "broken"
     shutil.copytree(small_run, broken)
     with open(broken / "metrics.jsonl", "a") as handle:
@@ -568,6 +630,8 @@ def test_export_hub_mistakes_are_one_line_errors(small_run, tmp_path, capsys):
         ([str(small_run), "--hub", str(tmp_path / "h"), "--repo-id", "digits"], "repo_id must be a Hub repository id"),
         ([str(broken), "--hub", str(tmp_path / "h")], "metrics.jsonl is unreadable (JSONDecodeError): continue the run"),
         (["hf://datasets/a/b", "--hub", str(tmp_path / "h")], "hf://datasets/a/b is not a model repository"),
+        ([str(small_run), "--hub", str(project)], f"{project} holds config.json and README.md that vaekit did not "
+                                                  "write, which the Hub files would replace"),
     ]
     for args, expected in cases:
         assert main(["export", *args]) == 2, args
@@ -576,6 +640,10 @@ def test_export_hub_mistakes_are_one_line_errors(small_run, tmp_path, capsys):
         assert "Traceback" not in err
     assert not (tmp_path / "h").exists() and sorted(p.name for p in run_copy.iterdir()) == \
         sorted(p.name for p in small_run.iterdir())
+    assert sorted(p.name for p in project.iterdir()) == ["README.md", "config.json"]
+    assert (project / "README.md").read_text() == "# My project\n"
+    assert main(["export", str(small_run), "--hub", str(tmp_path / "h")]) == 0  # vaekit's own files: written again
+    assert main(["export", str(small_run), "--hub", str(tmp_path / "h")]) == 0
 
 
 def test_the_hubs_own_command_line_pushes_and_pulls_a_vaekit_folder(fake_hub, small_run, tmp_path):

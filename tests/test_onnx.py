@@ -118,8 +118,21 @@ def test_export_mistakes_are_one_line_and_a_failed_check_replaces_nothing(small_
     assert main(["export", str(small_run), "--onnx", str(tmp_path / "file" / "o")]) == 2
     err = capsys.readouterr().err
     assert "cannot create" in err and err.count("\n") == 1
-    assert main(["export", str(small_run), "--onnx", str(tmp_path / "o"), "--opset", "99"]) == 2
-    assert "--opset must be" in capsys.readouterr().err
+    for opset in ("13", "17", "99"):  # the exporter would fall back to 18 silently, or write a graph ort refuses
+        assert main(["export", str(small_run), "--onnx", str(tmp_path / "o"), "--opset", opset]) == 2
+        err = capsys.readouterr().err
+        assert f"opset {opset} cannot be written: torch's ONNX exporter writes opsets 18 to" in err
+        assert err.count("\n") == 1 and not (tmp_path / "o").exists()
+    assert main(["export", str(small_run), "--onnx", str(tmp_path / "o20"), "--opset", "20"]) == 0
+    assert json.loads((tmp_path / "o20" / "onnx.json").read_text())["opset"] == 20
+    for name in ("encoder.onnx", "decoder.onnx"):
+        assert [entry.version for entry in onnx.load(str(tmp_path / "o20" / name)).opset_import
+                if entry.domain in ("", "ai.onnx")] == [20]
+    from vaekit.integrations import onnx as export
+
+    with pytest.raises(VaekitError, match="opset True cannot be written"):
+        export.check_opset(True)
+    capsys.readouterr()
 
     assert main(["export", str(small_run), "--onnx", str(tmp_path / "good")]) == 0
     before = {p.name: p.read_bytes() for p in (tmp_path / "good").iterdir()}

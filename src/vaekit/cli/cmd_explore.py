@@ -45,10 +45,10 @@ def run(args: argparse.Namespace) -> int:
                 pass
         if not found:
             raise VaekitError(f"vaekit explore needs {package}: pip install 'vaekit[explore]'")
-    if not is_loopback(args.host):
+    sock = bind(args.host, args.port)  # a busy port fails before minutes of loading
+    if not is_loopback(sock.getsockname()[0]):  # the address bound, whatever name --host gave it
         log.warning("warning: serving on %s: anyone who can reach this machine can use the explorer (it has no "
                     "authentication); use --host 127.0.0.1 to keep it to this machine", args.host)
-    sock = bind(args.host, args.port)  # a busy port fails before minutes of loading
     try:
         model = load_run(args.run)
         dataset = run_dataset(args.run, args)
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     print(f"vaekit explorer for {args.run}: {address(sock)}  (API docs: {address(sock)}docs; Ctrl-C stops)", flush=True)
     try:
-        serve(explorer, sock)
+        serve(explorer, sock, host=args.host)
     except KeyboardInterrupt:
         pass
     sys.stderr.write("vaekit explorer stopped\n")

@@ -34,8 +34,10 @@ def run(args: argparse.Namespace) -> int:
     if args.repo_id is not None and args.hub is None:
         raise VaekitError("--repo-id names the repository in the Hub folder's card: add --hub FOLDER, or drop "
                           "--repo-id")
-    if args.opset is not None and not 7 <= args.opset <= 30:
-        raise VaekitError(f"--opset must be an ONNX opset number (7..30), got {args.opset}")
+    if args.opset is not None:
+        from ..integrations.onnx import check_opset
+
+        check_opset(args.opset)  # before loading the run
     model, metrics = _load(args.run, metrics=args.hub is not None)
     if args.onnx is not None:
         from ..integrations.onnx import export_onnx

@@ -81,6 +81,10 @@ def run_folder(path: str) -> Path:
 
 
 def load_run(path: str) -> Model:
+    if path.startswith("hf://"):  # with the Hub's advice for a download that does not load
+        from ..integrations.hub import from_pretrained
+
+        return from_pretrained(path)
     return checkpoint.load(run_folder(path))
 
 

@@ -32,7 +32,13 @@ MODEL_FILES = (checkpoint.CONFIG_FILE, checkpoint.MODEL_FILE)  # all that loadin
 SAMPLES, SAMPLE_COLUMNS, SAMPLE_SEED = 64, 8, 0  # the card's picture: prior draws, per row, from this seed
 # vaekit data sets that are data sets on the Hub too, named in the card's front matter (links on the model's page)
 HUB_DATASETS = {"mnist": "ylecun/mnist", "mnist-10k": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist"}
-REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}")  # namespace/name, as the Hub spells repository ids
+# namespace/name as the Hub allows repository ids (huggingface_hub's validate_repo_id): each part 1-96 letters, digits,
+# "_", "-" and ".", starting and ending with a letter, digit or "_", with no "--" or ".." (valid_repo_id)
+REPO_ID = re.compile(r"[A-Za-z0-9](?:[\w.-]{0,94}\w)?/\w(?:[\w.-]{0,94}\w)?")
+
+
+def valid_repo_id(text: str) -> bool:
+    return isinstance(text, str) and bool(REPO_ID.fullmatch(text)) and ".." not in text and "--" not in text
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,28 @@ def _prepare(directory: Path) -> None:
     if (directory / checkpoint.RESUME_STATE).exists():
         raise VaekitError(f"{directory} holds a training run ({checkpoint.RESUME_STATE}): write the Hub files to a "
                           "folder of their own, e.g. vaekit export RUN --hub hub/NAME")
+    foreign = [name for name in (checkpoint.CONFIG_FILE, CARD_FILE) if not _written_by_vaekit(directory / name)]
+    if foreign:
+        raise VaekitError(f"{directory} holds {' and '.join(foreign)} that vaekit did not write, which the Hub files "
+                          "would replace: write them to a folder of their own, e.g. vaekit export RUN --hub hub/NAME")
+
+
+def _written_by_vaekit(path: Path) -> bool:
+    """Whether a file the Hub folder would replace is absent or one vaekit wrote there (a run's config.json, a card
+    whose front matter names vaekit), so that writing again loses nothing of the user's."""
+    if not path.exists():
+        return True
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if path.name == CARD_FILE:
+        return text.startswith("---\n") and "\nlibrary_name: vaekit\n" in text.split("\n---", 1)[0] + "\n"
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(raw, dict) and "vaekit_version" in raw and isinstance(raw.get("model"), dict)
 
 
 def _write_samples(model: Model, path: Path) -> bool:
@@ -193,8 +221,9 @@ def model_card(model: Model, config: RunConfig, metrics: Mapping[str, float], *,
              "## Metrics", ""]
     if metrics:
         if "epoch" in metrics:
-            lines += [f"The run's last epoch ({int(metrics['epoch'])}), from its metrics.jsonl: `val_*` on the test "
-                      "split, `train_loss` on the training data, in nats per example (`loss` is minimised, `elbo` "
+            lines += [f"The run's last epoch ({int(metrics['epoch'])}), from its metrics.jsonl: `val_*` on "
+                      f"{_judged_on(config) if data_recorded else 'the split the run judged its epochs on'}, "
+                      "`train_loss` on the training data, in nats per example (`loss` is minimised, `elbo` "
                       "is higher-is-better).", ""]
         lines += ["| metric | value |", "|---|---|",
                   *(f"| {_cell(name)} | {value:.6g} |" for name, value in _ordered(metrics) if name != "epoch"), ""]
@@ -207,15 +236,36 @@ def model_card(model: Model, config: RunConfig, metrics: Mapping[str, float], *,
                   f"{SAMPLES} draws z ~ p(z){how}, decoded to the likelihood's mean (seed {SAMPLE_SEED}).", ""]
     else:
         lines += ["No picture: the data are not images. `vaekit sample FOLDER --out rows.csv` draws rows.", ""]
+    table = settings.likelihood == "table"
+    draw = ("rows = model.sample(16)  # decoded draws from the prior, in the model's standardised columns" if table
+            else "images = model.sample(16, y=0)  # decoded draws from the prior, of class 0" if model.num_labels
+            else "images = model.sample(16)  # decoded draws from the prior")
+    folder = repo.split("/")[-1]
+    command = (f"vaekit sample {folder} --out samples.csv" if table
+               else f"vaekit sample {folder} --label 0 --out samples.png" if model.num_labels
+               else f"vaekit sample {folder} --out samples.png")
     lines += ["## How to load", "", "```python", f"# {INSTALL}", "from vaekit import Model", "",
               f'model = Model.from_pretrained("{repo}")  # the family config.json names, on the CPU, in eval mode',
-              "images = model.sample(16)  # decoded draws from the prior", "```", "",
-              f"On the command line: `hf download {repo} --local-dir {repo.split('/')[-1]}`, then any vaekit command "
-              f"takes that folder as its run, e.g. `vaekit sample {repo.split('/')[-1]} --out samples.png`.", "",
+              draw, "```", "",
+              f"On the command line: `hf download {repo} --local-dir {folder}`, then any vaekit command "
+              f"takes that folder as its run, e.g. `{command}`" + (" (rows in your units)" if table else "") + ".", "",
               "`config.json` holds vaekit's run settings and `model.safetensors` the weights (with their checksum), as "
               "in a vaekit run folder.", "",
               "## License", "", "Not set: add a `license:` line to the front matter above before publishing.", ""]
     return "\n".join(lines)
+
+
+def _judged_on(config: RunConfig) -> str:
+    """Which split a run's val_* measures come from, as vaekit.data.hold_out chooses it."""
+    share = config.data.validation
+    if share is None and config.train.early_stopping is not None:
+        from ..data import EARLY_STOPPING_VALIDATION
+
+        share = EARLY_STOPPING_VALIDATION
+    if not share:
+        return "the test split"
+    held = f"{share:.0%} of the training items" if share < 1 else f"{int(share):,} training items"
+    return f"a validation split ({held}, held out from training)"
 
 
 def _data_text(data: DataConfig) -> str:
@@ -254,8 +304,17 @@ def from_pretrained(source: str | Path, *, revision: str | None = None, cache_di
                     device: str | torch.device = "cpu") -> Model:
     """A model from a local folder (a run folder or a Hub folder) or a Hub repository (see resolve), in eval mode:
     the family its config.json names, with that config as its run_config."""
-    return checkpoint.load(resolve(source, revision=revision, cache_dir=cache_dir, token=token,
-                                   local_files_only=local_files_only, force_download=force_download), device)
+    folder = resolve(source, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only,
+                     force_download=force_download)
+    if _reference(source) is None:
+        return checkpoint.load(folder, device)
+    try:
+        return checkpoint.load(folder, device)
+    except VaekitError as exc:  # a run folder's advice (retrain, resume) does not fit a download
+        problem = str(exc).split(": ")[0].replace(str(folder), "the download")  # what is wrong, less the advice
+        raise VaekitError(f"the model downloaded from {source} does not load ({problem}): download it again "
+                          "(force_download=True, or hf download --force-download), or tell the repository's "
+                          "owner") from None
 
 
 def resolve(source: str | Path, *, revision: str | None = None, cache_dir: str | Path | None = None,
@@ -288,10 +347,10 @@ def _reference(source: str | Path) -> tuple[str, str | None, bool] | None:
             raise VaekitError(f"{text} is not a model repository: vaekit models live in model repositories "
                               "(hf://namespace/name)")
         repo_id, at, revision = body.partition("@")
-        if not REPO_ID.fullmatch(repo_id) or (at and not revision):
+        if not valid_repo_id(repo_id) or (at and not revision):
             raise VaekitError(f"{text} is not a Hub model: write hf://namespace/name or hf://namespace/name@revision")
         return repo_id, revision or None, True
-    if Path(text).exists() or not REPO_ID.fullmatch(text) or ".." in text or "--" in text:
+    if Path(text).exists() or not valid_repo_id(text):
         return None  # a folder here, or a path that is not one (vaekit.load says so)
     return text, None, False
 
@@ -301,8 +360,8 @@ def _download(repo_id: str, revision: str | None, cache_dir: str | Path | None, 
     hub = _import_hub()
     from huggingface_hub import constants
     from huggingface_hub.utils import (
-        EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
-        RevisionNotFoundError,
+        EntryNotFoundError, GatedRepoError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError,
+        RepositoryNotFoundError, RevisionNotFoundError,
     )
 
     where = repo_id + (f"@{revision}" if revision else "")
@@ -313,6 +372,8 @@ def _download(repo_id: str, revision: str | None, cache_dir: str | Path | None, 
         return Path(hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, token=token,
                                           allow_patterns=list(MODEL_FILES), local_files_only=local_files_only,
                                           force_download=force_download))
+    except HFValidationError as exc:  # what huggingface_hub refuses beyond valid_repo_id's rules
+        raise VaekitError(f"{where} is not a Hub model reference ({_first_line(exc)}): check the name") from None
     except GatedRepoError:
         raise VaekitError(f"{repo_id} is a gated repository: accept its conditions on its Hub page, then log in (hf "
                           "auth login) or pass token=") from None
@@ -366,19 +427,25 @@ def push_to_hub(model: Model, repo_id: str, *, config: RunConfig | None = None,
                 token: str | bool | None = None, revision: str | None = None, commit_message: str | None = None,
                 create_pr: bool = False) -> str:
     """Create the model repository if it is new (HfApi.create_repo) and upload the Hub-ready folder to it in one
-    commit (HfApi.upload_folder): files of the same name are replaced, others kept. Returns the commit's URL."""
+    commit (HfApi.upload_folder): files of the same name are replaced, others kept, except an earlier samples.png
+    where this model has none. Returns the commit's URL."""
     _check_repo_id(repo_id)
     hub = _import_hub()
     from huggingface_hub import constants
-    from huggingface_hub.utils import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.utils import HfHubHTTPError, HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
 
     api = hub.HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="vaekit-hub-") as scratch:
-        save_pretrained(model, scratch, config=config, metrics=metrics, repo_id=repo_id)
+        written = save_pretrained(model, scratch, config=config, metrics=metrics, repo_id=repo_id)
         try:
             api.create_repo(repo_id, private=private, exist_ok=True)
+            # a model that is not of pictures has no samples.png: an earlier model's would not be this one's
             info = api.upload_folder(repo_id=repo_id, folder_path=scratch, revision=revision, create_pr=create_pr,
-                                     commit_message=commit_message or f"Upload a vaekit {model.family} model")
+                                     commit_message=commit_message or f"Upload a vaekit {model.family} model",
+                                     delete_patterns=None if written.samples else [SAMPLES_FILE])
+        except HFValidationError as exc:
+            raise VaekitError(f"cannot push to {repo_id} ({_first_line(exc)}): check the repository id and "
+                              "revision") from None
         except RevisionNotFoundError:
             raise VaekitError(f"{repo_id} has no branch {revision!r} to push to: create it first (hf repo branch "
                               f"create {repo_id} {revision}) or push to main") from None
@@ -399,7 +466,7 @@ def push_to_hub(model: Model, repo_id: str, *, config: RunConfig | None = None,
 
 
 def _check_repo_id(repo_id: str) -> None:
-    if not isinstance(repo_id, str) or not REPO_ID.fullmatch(repo_id) or ".." in repo_id or "--" in repo_id:
+    if not valid_repo_id(repo_id):
         raise VaekitError(f"repo_id must be a Hub repository id, namespace/name (e.g. your-name/digits-vae), got "
                           f"{repo_id!r}")
 

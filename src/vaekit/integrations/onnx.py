@@ -65,6 +65,7 @@ def export_onnx(model: Model, directory: str | Path, opset: int | None = None) -
         import onnxscript  # noqa: F401  (torch.onnx's exporter needs it)
     except ImportError as exc:
         raise VaekitError(f"ONNX export needs {exc.name}: pip install 'vaekit[onnx]'") from None
+    check_opset(opset)
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -93,6 +94,31 @@ def export_onnx(model: Model, directory: str | Path, opset: int | None = None) -
         model.train(was_training)
 
 
+FIRST_OPSET = 18  # torch.onnx's exporter (dynamo) writes opset 18 and later; for an earlier one it falls back
+
+
+def check_opset(opset: int | None) -> None:
+    """An opset the exporter writes as asked: FIRST_OPSET up to the newest the installed onnx knows."""
+    if opset is None:
+        return
+    try:
+        import onnx
+    except ImportError:
+        raise VaekitError("ONNX export needs onnx: pip install 'vaekit[onnx]'") from None
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not FIRST_OPSET <= opset <= newest:
+        raise VaekitError(f"opset {opset!r} cannot be written: torch's ONNX exporter writes opsets {FIRST_OPSET} to "
+                          f"{newest} (the newest this onnx {onnx.__version__} knows); choose one of those, or leave "
+                          "it out for the exporter's default")
+
+
+def _opset_of(path: Path) -> int:
+    import onnx
+
+    return next(entry.version for entry in onnx.load(str(path), load_external_data=False).opset_import
+                if entry.domain in ("", "ai.onnx"))
+
+
 def _export(model: Model, directory: Path, opset: int | None, conditioned: bool, parts: dict) -> OnnxExport:
     differences: dict[str, float] = {}
     description: dict = {"family": model.config.family, "data_shape": list(model.data_shape),
@@ -118,7 +144,19 @@ def _export(model: Model, directory: Path, opset: int | None, conditioned: bool,
             except Exception as exc:  # noqa: BLE001  (the exporter raises many kinds; each means "cannot export")
                 raise VaekitError(f"the {model.config.family} family's {name} does not export to ONNX "
                                   f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-            differences[name] = _check(staged, module, draw, names, model)
+            written = _opset_of(staged)
+            if opset is not None and written != opset:
+                raise VaekitError(f"the exporter wrote opset {written}, not the {opset} asked for: choose another "
+                                  "--opset, or leave it out")
+            try:
+                differences[name] = _check(staged, module, draw, names, model)
+            except VaekitError:
+                raise
+            except Exception as exc:  # noqa: BLE001  (onnxruntime refusing the graph: the opset, or the runtime's age)
+                raise VaekitError(f"onnxruntime cannot run the exported {name} (opset {written}; "
+                                  f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}): choose another --opset, "
+                                  "or update onnxruntime") from None
+            description["opset"] = written
             description["files"][staged.name] = {
                 "inputs": {input_name: ["batch", *(model.data_shape if name == "encoder" else model.code_shape)],
                            **({"label": ["batch"]} if conditioned else {})},

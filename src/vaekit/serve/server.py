@@ -59,9 +59,9 @@ def address(sock: socket.socket) -> str:
     return f"http://{shown}:{port}/"
 
 
-def serve(explorer: Explorer, sock: socket.socket, log_level: str = "warning") -> None:
+def serve(explorer: Explorer, sock: socket.socket, log_level: str = "warning", host: str | None = None) -> None:
     """Answer requests on `sock` until interrupted (Ctrl-C). On a loopback address only requests naming it (or
-    localhost) in their Host header are answered."""
+    localhost, or `host`: the name it was bound by) in their Host header are answered."""
     try:
         import uvicorn
     except ImportError as exc:
@@ -71,7 +71,8 @@ def serve(explorer: Explorer, sock: socket.socket, log_level: str = "warning") -
     from .app import LOOPBACK_HOSTS
 
     bound = sock.getsockname()[0]
-    hosts = (*LOOPBACK_HOSTS, bound) if is_loopback(bound) else None  # e.g. 127.0.1.1, a Debian hostname's
+    # e.g. 127.0.1.1, a Debian hostname's, and that hostname itself
+    hosts = (*LOOPBACK_HOSTS, bound, *([host] if host else [])) if is_loopback(bound) else None
     config = uvicorn.Config(create_app(explorer, hosts), log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=2)
     try:
