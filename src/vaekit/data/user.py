@@ -382,11 +382,19 @@ def _read_images(files: list[Path], size: int) -> torch.Tensor:
     for i, path in enumerate(files):
         with _open_image(path) as image:
             try:
-                converted = _converted(ImageOps.exif_transpose(image), mode)  # upright as viewers show it
+                converted = _converted(upright(image), mode)
             except IMAGE_ERRORS as exc:
                 raise VaekitError(f"cannot decode image {path} ({exc}): remove it or re-save it as PNG") from None
             pixels[i] = np.asarray(_square(converted, size))
     return images_to_tensor(pixels)
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The picture turned as its EXIF orientation says, as viewers show it (as stored where the EXIF is damaged)."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001  (Pillow raises many kinds for a damaged EXIF block)
+        return image
 
 
 def _converted(image: Image.Image, mode: str) -> Image.Image:

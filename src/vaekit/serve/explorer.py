@@ -24,6 +24,7 @@ import torch
 from .. import edits, latent, viz
 from ..data import Dataset
 from ..data.tables import model_table
+from ..data.user import upright
 from ..errors import VaekitError
 from ..models import Model
 
@@ -430,10 +431,7 @@ class Explorer:
         try:
             if image.format in ("JPEG", "MPO"):
                 image.draft("RGB" if channels == 3 else "L", (w, h))  # decode at a reduced scale where it can
-            try:
-                image = ImageOps.exif_transpose(image)
-            except Exception:  # noqa: BLE001  (damaged EXIF: keep the picture as stored)
-                pass
+            image = upright(image)
             if image.mode in HIGH_DEPTH_MODES:
                 # 16-bit, 32-bit and float pictures: each channel cropped and resized in floating point (mode F)
                 array = _unit_array(image, channels)  # (H, W, C) in [0, 1]
