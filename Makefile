@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml constraints-dev.txt
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/vaekit demo
+	$(BIN)/vaekit demo --overwrite  # runs/demo is the demo's own folder, also when an older vaekit wrote it
 
 # Two test processes (pytest-xdist), each test file whole in one of them, each process with its share of the cores.
 test: $(VENV)/.installed browser

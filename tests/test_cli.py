@@ -147,3 +147,103 @@ def test_the_command_line_flushes_denormal_numbers_for_the_whole_process():
             "print(float(torch.tensor([1e-39]) * 1.0))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "0.0", out.stderr
+
+
+def test_demo_draws_its_pictures_and_replaces_only_its_own_runs(tmp_path, capsys):
+    def demo(out, *more):
+        return main(["demo", "--data", "digits", "--epochs", "1", "--latent-dim", "2", "--out", str(out),
+                     "--no-progress", *more])
+
+    out = tmp_path / "demo"
+    assert demo(out) == 0
+    assert {"reconstructions.png", "prior_samples.png", "interpolation.png", "vae", "ae", "demo.json"} <= \
+        {p.name for p in out.iterdir()}
+    assert json.loads((out / "demo.json").read_text())["finished"] is True
+    assert demo(out) == 0  # its own folder: run again
+    # a folder holding runs of the user's own: refused, untouched, unless --overwrite
+    mine = tmp_path / "mine"
+    assert main(["train", "--data", "digits", "--epochs", "1", "--out", str(mine / "vae"), "--no-progress"]) == 0
+    before = {p.name: p.read_bytes() for p in (mine / "vae").iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert demo(mine) == 2
+    assert "vae exists and no earlier demo wrote it: choose another --out, or pass --overwrite" in \
+        capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (mine / "vae").iterdir() if p.is_file()} == before
+    assert demo(mine, "--overwrite") == 0
+    for bad, says in ((["--epochs", "0"], "--epochs must be at least 1"),
+                      (["--data", str(tmp_path / "v.npy")], "is not images: give an image data set")):
+        np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32))
+        assert demo(tmp_path / "other", *bad) == 2 and says in capsys.readouterr().err
+
+
+def test_outputs_are_written_whole_or_not_at_all_and_never_over_a_runs_files(small_run, tmp_path, capsys,
+                                                                           monkeypatch):
+    import errno
+
+    out = tmp_path / "s.png"
+    assert main(["sample", str(small_run), "--n", "4", "--out", str(out)]) == 0
+    before = out.read_bytes()
+
+    def full_disk(self, target, *args, **kwargs):  # half a picture, then the disk is full
+        Path(target).write_bytes(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Image.Image, "save", full_disk)
+        capsys.readouterr()
+        assert main(["sample", str(small_run), "--n", "4", "--seed", "3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {out} (No space left on device)" in err and err.count("\n") == 1
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["s.png"]  # no temporary
+    cases = [  # an output onto a run's own file, or a folder; a new folder is made
+        (["evaluate", str(small_run), "--iw-samples", "0", "--out", str(small_run / "config.json")],
+         "config.json is a file of the run in"),
+        (["evaluate", str(small_run), "--iw-samples", "0", "--per-item", str(small_run / "metrics.jsonl")],
+         "metrics.jsonl is a file of the run in"),
+        (["sample", str(small_run), "--out", str(tmp_path / "dir.png")], "dir.png: it is a folder; give a file name"),
+    ]
+    (tmp_path / "dir.png").mkdir()
+    run_files = {p.name: p.read_bytes() for p in small_run.iterdir() if p.is_file()}
+    for args, says in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1, (args, err)
+    assert {p.name: p.read_bytes() for p in small_run.iterdir() if p.is_file()} == run_files
+    assert main(["encode", str(small_run), "--out", str(tmp_path / "new" / "codes.npy")]) == 0
+    assert np.load(tmp_path / "new" / "codes.npy").shape[1] == 2
+
+
+def test_sizes_threads_devices_and_data_flags_are_checked_for_commands_on_a_run(small_run, tmp_path, capsys):
+    import torch
+
+    np.save(tmp_path / "big.npy", np.zeros((5_000_000, 2), np.float32))
+    np.save(tmp_path / "huge.npy", np.full((2, 2), 1e300))
+    out = str(tmp_path / "o.png")
+    cases = [
+        (["interpolate", str(small_run), "--steps", "100000000", "--out", out], "--steps 100,000,000 asks for"),
+        (["vary", str(small_run), "--n", "100000000", "--out", out], "--n 100,000,000 asks for"),
+        (["traverse", str(small_run), "--steps", "100000000", "--out", out], "more than fit in 1 GiB"),
+        (["decode", str(small_run), str(tmp_path / "big.npy"), "--out", out], "(its codes) 5,000,000 asks for"),
+        (["decode", str(small_run), str(tmp_path / "huge.npy"), "--out", out], "not finite or beyond +-1e+06"),
+        (["traverse", str(small_run), "--range=-1e300,1e300", "--out", out], "--range must be numbers within +-1e+06"),
+        (["attribute", str(small_run), "--attr", "3", "--strengths", "1e300", "--out", out],
+         "--strengths must be numbers within"),
+        (["evaluate", str(small_run), "--threads", "100000"], "--threads must be between 1 and 1024"),
+        (["train", "--data", "digits", "--threads", "100000", "--out", str(tmp_path / "t")],
+         "train.threads=100000: must be between 1 and 1024"),
+        (["encode", str(small_run), "--test-fraction", "5", "--out", str(tmp_path / "z.npy")],
+         "data.test_fraction=5.0: must be between 0 and 1"),
+        (["encode", str(small_run), "--limit", "0", "--out", str(tmp_path / "z.npy")], "data.limit=0: must be at least 1"),
+        (["train", "--data", "shapes", "--image-size", "100000", "--out", str(tmp_path / "t")],
+         "shapes of 100000x100000 needs"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["evaluate", str(small_run), "--device", "cuda"], "--device cuda, but torch sees no CUDA GPU"))
+    for args, says in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1, (args, err)
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "t").exists() and not (tmp_path / "z.npy").exists()
+    (tmp_path / "deep.yaml").write_text("a: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert main(["train", "--config", str(tmp_path / "deep.yaml"), "--out", str(tmp_path / "t")]) == 2
+    assert "nests too deeply to read" in capsys.readouterr().err

@@ -4,10 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import re
 import secrets
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ from safetensors.torch import save_file
 from . import __version__
 from .config import COMPONENT_SETTINGS, RunConfig, from_dict, with_defaults
 from .errors import VaekitError
+from .files import atomic_write
 from .models import Model, build_model
 
 CONFIG_FILE = "config.json"
@@ -36,39 +34,9 @@ log = logging.getLogger(__name__)
 
 
 def _atomic_write(path: Path, write: Any) -> None:
-    """write(tmp_path) then rename over path: a crash leaves the old file or the new one, never half. A write that
-    fails (a full disk, no permission) is a VaekitError; the old file stays and the temporary goes."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(handle)
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a run folder is read like any other file
-        with open(tmp, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(tmp, path)
-    except (OSError, SafetensorError) as exc:
-        _remove(tmp)
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:100]
-        code = re.search(r"\(os error (\d+)\)", str(exc))  # safetensors' Rust I/O errors carry the errno
-        if code:
-            reason = os.strerror(int(code.group(1)))
-        raise VaekitError(f"cannot write {path} ({reason}): free some disk space or choose another --out; the files "
-                          "written before are kept") from None
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
-def _remove(tmp: str | None) -> None:
-    if tmp is not None:
-        try:
-            Path(tmp).unlink(missing_ok=True)
-        except OSError:
-            pass
+    """A run folder's file, written whole or not at all (vaekit.files.atomic_write)."""
+    atomic_write(path, write, fix="free some disk space, or make the run folder writable (or train into another "
+                                  "--out)", run_file=True)
 
 
 def write_json(path: Path, data: Any) -> None:

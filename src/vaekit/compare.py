@@ -16,6 +16,7 @@ from . import checkpoint, latent, runs, viz
 from .config import RunConfig, without_options
 from .data import Dataset, load_dataset
 from .errors import VaekitError
+from .files import atomic_write, write_text
 from .metrics import reconstruction_error
 from .models import Model
 from .report.classifier import FeatureClassifier, train_feature_classifier
@@ -325,12 +326,11 @@ def compare(
         fcd_real=quality.train_vs_test, fcd_items=quality.items, report=out / REPORT_FILE,
         runs={family: out / family for family in FAMILIES},
     )
-    (out / REPORT_FILE).write_text(render_report(result, trained["vae"].config, options, figures), encoding="utf-8")
+    write_text(out / REPORT_FILE, render_report(result, trained["vae"].config, options, figures))
     # The same pictures as files too (out/figures/<ae|vae|data>_<kind>.png), for slides and READMEs.
-    (out / "figures").mkdir(exist_ok=True)
     for owner, pictures in figures.items():
         for kind, picture in pictures.items():
-            picture.save(out / "figures" / f"{owner}_{kind}.png")
+            atomic_write(out / "figures" / f"{owner}_{kind}.png", lambda tmp, p=picture: p.save(tmp, format="PNG"))
     checkpoint.write_json(out / METRICS_FILE, result.to_dict())
     log.debug("wrote %s", out / REPORT_FILE)
     return result

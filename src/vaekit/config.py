@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MAX_WIDTH = 2**20  # a layer wider than this (or a code longer) would not fit in memory beside its neighbours
 MAX_CHANNELS = 2**14
+MAX_THREADS = 1024  # more CPU threads than this, OpenMP fails (20,000) or the process crashes (100,000)
 Check = tuple[Callable[[Any], bool], str]  # (predicate on a set value, what a valid value is)
 
 
@@ -208,7 +209,7 @@ class TrainConfig:
                         check=(lambda v: 0 <= v < 2**63, "between 0 and 2^63 - 1"))
     device: str = setting("auto", "where to train", choices=("auto", "cpu", "cuda", "mps"))
     threads: int | None = setting(None, "CPU threads for torch (default: one per core)",
-                                  check=(lambda v: v >= 1, "at least 1"))
+                                  check=(lambda v: 1 <= v <= MAX_THREADS, f"between 1 and {MAX_THREADS}"))
     precision: str = setting("fp32", "bf16: matrix products in bfloat16, 1.25-2.1x faster on CPUs with AVX512-BF16 "
                              "or AMX; fp16: in float16 with a gradient scaler, for GPUs (weights, loss and evaluation "
                              "stay float32); auto: bf16 where the CPU or GPU multiplies bfloat16 natively, else fp32",
@@ -393,6 +394,9 @@ def load_yaml(path: str | Path, base: RunConfig | None = None) -> RunConfig:
         raise VaekitError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     except (UnicodeDecodeError, OSError) as exc:
         raise VaekitError(f"cannot read config file {path} ({exc.__class__.__name__}): give a UTF-8 YAML file") from None
+    except RecursionError:
+        raise VaekitError(f"config file {path} nests too deeply to read: a run's settings are sections of keys, e.g. "
+                          "train: {lr: 3.0e-4}") from None
     return from_dict(raw, base)
 
 

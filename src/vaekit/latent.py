@@ -20,6 +20,17 @@ from .models import Model
 
 log = logging.getLogger(__name__)
 
+MAX_CODE_VALUE = 1e6  # a code value beyond this is far outside anything a model was trained on
+
+
+def check_code_values(codes: torch.Tensor | np.ndarray, what: str) -> None:
+    """Codes a model can decode: finite, and within +-MAX_CODE_VALUE (beyond, float32 overflows or the decoder
+    answers with noise)."""
+    values = torch.as_tensor(codes, dtype=torch.float64)
+    if values.numel() and (not bool(torch.isfinite(values).all()) or float(values.abs().max()) > MAX_CODE_VALUE):
+        raise VaekitError(f"{what} holds values that are not finite or beyond +-{MAX_CODE_VALUE:g}: codes must be "
+                          "finite numbers within that")
+
 
 @torch.no_grad()
 def encode_dataset(model: Model, x: torch.Tensor, batch_size: int = 1000, sample: bool = False,

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from .errors import VaekitError
+from .files import atomic_write
 
 MIN_CELL = 56  # small images (8x8 digits) are enlarged, nearest-neighbour, to at least this many pixels
 
@@ -43,15 +44,13 @@ def image_grid(images: torch.Tensor | np.ndarray, ncol: int | None = None, pad: 
 def save_images(images: torch.Tensor | np.ndarray, path: str | Path, ncol: int | None = None) -> Path:
     """.png: a grid; .npy: the raw array (N, *data_shape), as every image-writing command accepts."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".npy":
         array = images.detach().cpu().numpy() if torch.is_tensor(images) else np.asarray(images)
-        np.save(path, array)
-    elif path.suffix.lower() == ".png":
-        image_grid(images, ncol).save(path)
-    else:
-        raise VaekitError(f"cannot write {path.name}: --out must end in .png (a picture) or .npy (the arrays)")
-    return path
+        return atomic_write(path, lambda tmp: np.save(tmp, array))
+    if path.suffix.lower() == ".png":
+        picture = image_grid(images, ncol)
+        return atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
+    raise VaekitError(f"cannot write {path.name}: --out must end in .png (a picture) or .npy (the arrays)")
 
 
 def captioned_panels(panels: list[tuple[str, torch.Tensor]], path: str | Path, ncol: int | None = None) -> Path:
@@ -161,8 +160,7 @@ def _save_figure(fig, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    try:
+        return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)

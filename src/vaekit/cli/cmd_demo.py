@@ -9,8 +9,10 @@ from pathlib import Path
 import torch
 
 from .. import latent, runs, viz
-from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig, validate
 from ..data import load_dataset
+from ..errors import VaekitError
+from ..files import write_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,17 +23,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--latent-dim", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace runs in --out/vae and --out/ae that an earlier "
+                   "demo did not write (the demo's own are replaced anyway)")
     p.set_defaults(func=run)
+
+
+MARK = "demo.json"  # in --out: the folder is the demo's, whose runs a new demo replaces; then its final metrics
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    base = RunConfig(
+    if args.epochs < 1:
+        raise VaekitError(f"--epochs must be at least 1, got {args.epochs}")
+    others = [out / family for family in ("vae", "ae") if (out / family).exists()]
+    if others and not (out / MARK).is_file() and not args.overwrite:
+        raise VaekitError(f"{others[0]} exists and no earlier demo wrote it: choose another --out, or pass --overwrite "
+                          "to replace it")
+    base = validate(RunConfig(
         data=DataConfig(name=args.data),
         model=ModelConfig(latent_dim=args.latent_dim),
         train=TrainConfig(epochs=args.epochs, seed=args.seed, progress=not args.no_progress),
-    )
+    ))
     dataset = load_dataset(base.data)
+    if not dataset.is_image:
+        raise VaekitError(f"the demo draws pictures, and {dataset.name} is not images: give an image data set (e.g. "
+                          "--data mnist-10k), or compare models on it with vaekit compare")
+    write_text(out / MARK, json.dumps({"demo": True, "finished": False}) + "\n")
     trained = {}
     for family in ("vae", "ae"):
         cfg = replace(base, model=replace(base.model, family=family))
@@ -56,10 +73,12 @@ def run(args: argparse.Namespace) -> int:
     for name, path in pictures.items():
         print(f"  {name:16s} {path}")
     print("\nfinal metrics (test split, nats per image):")
+    final = {}
     for family, result in trained.items():
         last = result.history[-1]
-        metrics = {"train_loss": round(last.train_loss, 2),
-                   **{f"val_{name}": round(value, 2) for name, value in (last.val or {}).items()},
-                   "images_per_s": round(last.images_per_s)}
-        print(f"  {family.upper():3s} {json.dumps(metrics)}  run: {result.directory}")
+        final[family] = {"train_loss": round(last.train_loss, 2),
+                         **{f"val_{name}": round(value, 2) for name, value in (last.val or {}).items()},
+                         "images_per_s": round(last.images_per_s)}
+        print(f"  {family.upper():3s} {json.dumps(final[family])}  run: {result.directory}")
+    write_text(out / MARK, json.dumps({"demo": True, "finished": True, "metrics": final}, indent=2) + "\n")
     return 0

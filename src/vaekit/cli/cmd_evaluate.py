@@ -18,7 +18,10 @@ import json
 import torch
 
 from .. import checkpoint, metrics
+from ..config import MAX_THREADS
 from ..errors import VaekitError
+from ..files import check_target, write_text
+from ..train import resolve_device
 from .common import add_data_flags, add_split, run_dataset, run_folder, split_labels
 
 
@@ -50,10 +53,14 @@ def run(args: argparse.Namespace) -> int:
     if args.n is not None and args.n < 2:
         raise VaekitError(f"--n must be at least 2, got {args.n}")
     if args.threads is not None:
-        if args.threads < 1:
-            raise VaekitError(f"--threads must be at least 1, got {args.threads}")
+        if not 1 <= args.threads <= MAX_THREADS:
+            raise VaekitError(f"--threads must be between 1 and {MAX_THREADS}, got {args.threads}")
         torch.set_num_threads(args.threads)
-    model = checkpoint.load(run_folder(args.run), device=args.device)
+    device = resolve_device(args.device)  # a GPU this machine lacks is named before anything is read
+    for target in (args.out, args.per_item):  # before the evaluation's minutes, not after them
+        if target:
+            check_target(target)
+    model = checkpoint.load(run_folder(args.run), device=device)
     dataset = run_dataset(args.run, args)
     x = dataset.split(args.split).x
     y = split_labels(model, dataset, args.split)
@@ -67,10 +74,10 @@ def run(args: argparse.Namespace) -> int:
     )
     summary = {"run": str(args.run), "data": dataset.name, **result.to_dict()}
     if args.per_item:
-        checkpoint.write_lines(args.per_item, metrics.item_lines(result, x))
+        write_text(args.per_item, "".join(line + "\n" for line in metrics.item_lines(result, x)))
     if other is not None:
         summary["paired"] = metrics.paired(result, other)
     if args.out:
-        checkpoint.write_json(args.out, summary)
+        write_text(args.out, json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     return 0

@@ -13,8 +13,11 @@ import torch
 
 from .. import edits, latent, viz
 from ..errors import VaekitError
+from ..files import atomic_write, write_text
 from ..data.tables import model_table
-from .common import add_data_flags, add_out, add_split, load_run, pick, run_dataset, save_output, split_labels
+from .common import (
+    add_data_flags, add_out, add_split, decoded_count, load_run, pick, run_dataset, save_output, split_labels,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,8 @@ def parse_numbers(text: str, flag: str) -> list[float]:
         values = []
     if not values or not all(math.isfinite(v) for v in values):
         raise VaekitError(f"{flag} must be comma-separated numbers, e.g. -2,-1,0,1,2; got {text!r}")
+    if max(abs(v) for v in values) > latent.MAX_CODE_VALUE:  # code values, or steps in them, past any model's
+        raise VaekitError(f"{flag} must be numbers within +-{latent.MAX_CODE_VALUE:g}; got {text!r}")
     return values
 
 
@@ -141,6 +146,8 @@ def traverse(args: argparse.Namespace) -> int:
         if not all(v.is_integer() for v in numbers):
             raise VaekitError(f"--dims must be whole numbers, e.g. 0,3; got {args.dims!r}")
         dims = [int(v) for v in numbers]
+    rows = len(dims) if dims is not None else min(args.top or model.latent_dim, model.latent_dim)
+    decoded_count(model, args.steps, "--steps", per=rows)
     item = pick(x, args.item)
     # the data: for --top, and for a family with no likelihood bound (ae, vqvae), whose steps are measured in the
     # codes' spread over it (its prior is nominal, or learned over discrete codes), as the explorer's sliders
@@ -172,13 +179,7 @@ def attribute(args: argparse.Namespace) -> int:
                                       items=args.items)
         print(score.summary())
         if args.out:
-            out = Path(args.out)
-            try:
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(json.dumps(score.to_dict(), indent=2) + "\n")
-            except OSError as exc:
-                raise VaekitError(f"cannot write --out {out} ({exc.strerror or exc}): choose another place") from None
-            print(out)
+            print(write_text(args.out, json.dumps(score.to_dict(), indent=2) + "\n"))
         return 0
     if args.items is not None:
         raise VaekitError("--items chooses the items --score edits: add --score, or drop --items")
@@ -210,7 +211,8 @@ def attribute(args: argparse.Namespace) -> int:
 
 def vary(args: argparse.Namespace) -> int:
     model, _, x, y = _load(args)
-    images = latent.vary(model, pick(x, args.item), _positive(args.n, "--n"), torch.Generator().manual_seed(args.seed),
+    images = latent.vary(model, pick(x, args.item), decoded_count(model, args.n, "--n"),
+                         torch.Generator().manual_seed(args.seed),
                          y=_label(y, args.item))
     print(_save(model, images, args.out))
     return 0
@@ -256,9 +258,7 @@ def latent_map(args: argparse.Namespace) -> int:
     labels = None if labels is None else labels[:n]
     result = latent.latent_map(model, x[:n], labels=labels, method=args.method, y=None if y is None else y[:n])
     if args.out.endswith(".npy"):
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        np.save(args.out, result.points)
-        print(args.out)
+        print(atomic_write(args.out, lambda tmp: np.save(tmp, result.points)))
         return 0
     if not args.out.lower().endswith(".png"):
         raise VaekitError(f"cannot write {args.out}: --out must end in .png (a picture) or .npy (the 2-D points)")

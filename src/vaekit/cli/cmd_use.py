@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import math
 
 import numpy as np
 import torch
 
 from .. import latent, viz
 from ..errors import VaekitError
+from ..files import atomic_write
 from .common import (
-    add_data_flags, add_label, add_out, add_split, load_array, load_run, parse_label, pick, run_dataset, save_output,
-    split_labels,
+    add_data_flags, add_label, add_out, add_split, decoded_count, load_array, load_run, parse_label, pick, run_dataset,
+    save_output, split_labels,
 )
 from ..data.tables import model_table
 
@@ -62,22 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=decode)
 
 
-def _positive(n: int, flag: str) -> int:
-    if n < 1:
-        raise VaekitError(f"{flag} must be at least 1, got {n}")
-    return n
-
-
-MAX_VALUES = 2**28  # decoded values one command holds at once: 1 GiB of float32
-
-
 def sample(args: argparse.Namespace) -> int:
     model = load_run(args.run)
-    n = _positive(args.n, "--n")
-    most = max(1, MAX_VALUES // math.prod(model.data_shape))
-    if n > most:
-        raise VaekitError(f"--n {n} asks for {n * math.prod(model.data_shape):,} decoded values, more than fit in "
-                          f"1 GiB: ask for at most {most:,} samples per command")
+    n = decoded_count(model, args.n, "--n")
     label = parse_label(model, args.label)
     y = None
     if model.num_labels:  # one label for all, or each class in turn
@@ -89,9 +76,11 @@ def sample(args: argparse.Namespace) -> int:
 
 def reconstruct(args: argparse.Namespace) -> int:
     model = load_run(args.run)
+    if args.n < 1:
+        raise VaekitError(f"--n must be at least 1, got {args.n}")
     dataset = run_dataset(args.run, args)
-    n = _positive(args.n, "--n")
-    x = dataset.split(args.split).x[:n]
+    x = dataset.split(args.split).x[:args.n]
+    n = decoded_count(model, len(x), "--n", per=2)  # the items and their reconstructions
     y = split_labels(model, dataset, args.split)
     recon = model.reconstruct(x.to(model.device), None if y is None else y[:n]).cpu()
     if args.out.endswith(".npy") or model_table(model.config) is not None:
@@ -103,6 +92,7 @@ def reconstruct(args: argparse.Namespace) -> int:
 
 def interpolate(args: argparse.Namespace) -> int:
     model = load_run(args.run)
+    decoded_count(model, args.steps, "--steps")
     dataset = run_dataset(args.run, args)
     x = dataset.split(args.split).x
     y = split_labels(model, dataset, args.split)
@@ -123,7 +113,8 @@ def encode(args: argparse.Namespace) -> int:
     x = dataset.split(args.split).x
     codes = latent.encode_dataset(model, x, sample=args.sample, generator=torch.Generator().manual_seed(args.seed),
                                   y=split_labels(model, dataset, args.split))
-    np.save(args.out, codes.numpy())
+    array = codes.numpy()
+    atomic_write(args.out, lambda tmp: np.save(tmp, array))
     print(args.out)
     return 0
 
@@ -137,8 +128,10 @@ def decode(args: argparse.Namespace) -> int:
     if tuple(codes.shape[1:]) != shape or codes.shape[0] < 1:
         raise VaekitError(f"{args.codes} has shape {codes.shape}, expected (N, {', '.join(map(str, shape))}) codes "
                           "for this model")
-    if not np.issubdtype(codes.dtype, np.number) or not np.isfinite(codes).all():
-        raise VaekitError(f"{args.codes} holds non-numeric or non-finite values: codes must be finite numbers")
+    if not np.issubdtype(codes.dtype, np.number):
+        raise VaekitError(f"{args.codes} holds non-numeric values: codes must be finite numbers")
+    latent.check_code_values(codes, str(args.codes))
+    decoded_count(model, len(codes), f"{args.codes} (its codes)")
     label = parse_label(model, args.label)
     if model.num_labels and label is None:
         raise VaekitError(f"this model is conditioned on labels: pass --label 0..{model.num_labels - 1}")

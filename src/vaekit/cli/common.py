@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -97,7 +98,7 @@ def run_dataset(run: str, args: argparse.Namespace) -> Dataset:
     # its own order (any --split), so the codes line up with its rows.
     table = model_table(run_cfg.model)
     new_file = "name" in updates and updates["name"] != run_cfg.data.name
-    data = replace(run_cfg.data, **updates)
+    data = config_module.validate(replace(run_cfg, data=replace(run_cfg.data, **updates))).data  # as train checks
     if table is not None and new_file and data.impute == "drop" and "impute" not in updates:
         data = replace(data, impute="none")  # the run's drop would leave codes that no longer line up with the rows
     dataset = load_dataset(data, table, all_rows=table is not None and new_file)
@@ -127,6 +128,22 @@ def relabel(dataset: Dataset, names: tuple[str, ...]) -> Dataset:
     index = torch.tensor([names.index(name) for name in dataset.label_names], dtype=torch.int64)
     return replace(dataset, label_names=tuple(names), y_train=None if dataset.y_train is None else
                    index[dataset.y_train], y_test=None if dataset.y_test is None else index[dataset.y_test])
+
+
+MAX_VALUES = 2**28  # decoded values one command holds at once: 1 GiB of float32
+
+
+def decoded_count(model: Model, n: int, what: str, per: int = 1) -> int:
+    """n, checked: at least 1, and n * per decoded items of the model fit in MAX_VALUES (a command asking for more
+    would be killed for memory, or fail inside torch)."""
+    if n < 1:
+        raise VaekitError(f"{what} must be at least 1, got {n}")
+    size = math.prod(model.data_shape) * per
+    most = max(1, MAX_VALUES // size)
+    if n > most:
+        raise VaekitError(f"{what} {n:,} asks for {n * size:,} decoded values, more than fit in 1 GiB: ask for at "
+                          f"most {most:,} per command")
+    return n
 
 
 def pick(x: torch.Tensor, index: int, what: str = "item") -> torch.Tensor:

@@ -9,6 +9,7 @@ import torch
 from ..config import DataConfig
 from ..errors import VaekitError
 from . import Dataset, register_dataset
+from .safe import check_memory
 
 # The factors as dSprites defines them (Matthey et al. 2017), in this column order everywhere.
 # x moves the shape right, y moves it down; orientation turns it counter-clockwise as displayed.
@@ -156,6 +157,10 @@ def make_shapes(
     flat = rng.choice(total, size=n_train + n_test, replace=False)
     factors = factors_from_indices(np.stack(np.unravel_index(flat, FACTOR_SIZES), axis=1))
     train, test = factors[:n_train][:limit], factors[n_train:]
+    # float32 images of both splits (with torch's copy) and one chunk's float64 work
+    check_memory((len(train) + len(test)) * image_size ** 2 * 8 + _CHUNK * image_size ** 2 * 8 * 4,
+                 f"{len(train) + len(test):,} shapes of {image_size}x{image_size}", "choose a smaller --image-size "
+                 f"(the default is {DEFAULT_IMAGE_SIZE}), or fewer items with --limit")
     return Dataset(
         name="shapes",
         x_train=torch.from_numpy(render(train, image_size)),

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import VaekitError
+from ..files import atomic_write, write_text
 
 log = logging.getLogger(__name__)
 
@@ -536,19 +537,19 @@ def write_rows(schema: TableSchema, values: torch.Tensor | np.ndarray, path: str
     """Decoded rows in the user's units: a CSV with a header, or .npy (only for tables whose values are numbers)."""
     path = Path(path)
     decoded = schema.decode(values)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(schema.names)
         columns = [[f"{v:.7g}" if isinstance(v, float) else v for v in decoded[name]] for name in schema.names]
         writer.writerows(zip(*columns, strict=True))
-        path.write_text(buffer.getvalue(), encoding="utf-8")
+        write_text(path, buffer.getvalue())
     elif path.suffix.lower() == ".npy":
         text = [c.name for c in schema.columns if any(isinstance(v, str) for v in c.values)]
         if text:
             raise VaekitError(f"column {text[0]!r} holds text, which a .npy array cannot: write --out FILE.csv")
-        np.save(path, np.column_stack([np.asarray(decoded[name], dtype=np.float64) for name in schema.names]))
+        array = np.column_stack([np.asarray(decoded[name], dtype=np.float64) for name in schema.names])
+        atomic_write(path, lambda tmp: np.save(tmp, array))
     else:
         raise VaekitError(f"cannot write {path.name}: a table model writes rows to a .csv (or .npy) file")
     return path

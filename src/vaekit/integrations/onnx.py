@@ -90,6 +90,9 @@ def export_onnx(model: Model, directory: str | Path, opset: int | None = None) -
     try:
         with _traceable_labels(model):
             return _export(model, directory, opset, conditioned, parts)
+    except OSError as exc:  # the folder's scratch space or the final renames: nothing of the old files is lost
+        raise VaekitError(f"cannot write the ONNX files to {directory} ({exc.strerror or type(exc).__name__}): free "
+                          "some disk space or choose another --onnx folder") from None
     finally:
         model.train(was_training)
 

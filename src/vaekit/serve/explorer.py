@@ -35,7 +35,7 @@ MAX_UPLOAD_PIXELS = 40_000_000  # width x height: refuses a decompression bomb b
 # MPO: a JPEG carrying a second image (phones' depth maps and gain maps); its first image is read
 UPLOAD_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "WEBP", "TIFF")
 HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
-MAX_CODE_VALUE = 1e6  # a code value beyond this is far outside anything a model was trained on
+MAX_CODE_VALUE = latent.MAX_CODE_VALUE
 MAX_SAMPLES = 64
 MAX_STEPS = 64
 MAX_STRENGTH = 10.0

@@ -1,0 +1,91 @@
+"""Writing a file so that a failure loses nothing: the new contents go to a temporary file beside the target, which
+then replaces it in one rename. A crash leaves the old file or the new one, never half of either; a write that fails
+(a full disk, no permission, a folder in the way) is a one-line VaekitError, the old file kept and the temporary
+removed. Every file vaekit writes (run folders, pictures, arrays, tables, reports) goes through `atomic_write`."""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .errors import VaekitError
+
+FIX = "free some disk space, or write elsewhere"
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object], fix: str = FIX, run_file: bool = False) -> Path:
+    """write(tmp) then rename tmp over `path`. The temporary is `.NAME.XXXXXXXX` + NAME's suffix in the same folder
+    (the suffix so that writers choosing a format by it, Pillow and numpy, write the right one). `fix` ends the
+    message of a failed write. Unless `run_file` (a run folder writing its own files), a path that is one of a run
+    folder's own files (its config, weights, resume state or metrics) is refused: an output never replaces them."""
+    path = check_target(path, run_file)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+        os.close(handle)
+        write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; what vaekit writes is read like any other file
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(tmp, path)
+    except VaekitError:
+        _remove(tmp)
+        raise
+    except Exception as exc:  # noqa: BLE001  (OSError, and the writers' own errors that wrap one)
+        _remove(tmp)
+        if not isinstance(exc, OSError) and not _io_error(exc):
+            raise
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:100]
+        code = re.search(r"\(os error (\d+)\)", str(exc))  # safetensors' Rust I/O errors carry the errno
+        if code:
+            reason = os.strerror(int(code.group(1)))
+        raise VaekitError(f"cannot write {path} ({reason}): {fix}; what was there before is kept") from None
+    except BaseException:
+        _remove(tmp)
+        raise
+    return path
+
+
+def check_target(path: str | Path, run_file: bool = False) -> Path:
+    """`path` as a file to write, or a VaekitError: a folder, or (unless run_file) a run folder's own file. For a
+    command to call before minutes of work, as atomic_write does again when it writes."""
+    path = Path(path)
+    if not run_file and _run_file(path):
+        raise VaekitError(f"{path} is a file of the run in {path.parent}, which writing there would replace: write "
+                          f"to another name, e.g. {path.parent / ('out' + path.suffix)}")
+    if path.is_dir():
+        raise VaekitError(f"cannot write {path}: it is a folder; give a file name, e.g. "
+                          f"{path / ('out' + (path.suffix or '.png'))}")
+    return path
+
+
+def write_text(path: str | Path, text: str, fix: str = FIX) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), fix)
+
+
+def _run_file(path: Path) -> bool:
+    """Whether `path` names a file of the run folder it is in: config.json, resume.json, a .safetensors file or a
+    metrics.jsonl, in a folder holding config.json beside model.safetensors or resume.json (vaekit.checkpoint's)."""
+    folder = path.parent
+    is_run = (folder / "config.json").is_file() and ((folder / "model.safetensors").is_file()
+                                                      or (folder / "resume.json").is_file())
+    return is_run and (path.name in ("config.json", "resume.json") or path.name.endswith((".safetensors",
+                                                                                          "metrics.jsonl")))
+
+
+def _io_error(exc: BaseException) -> bool:
+    """A writer's error that stands for a failed write (safetensors raises its own SafetensorError for I/O)."""
+    return type(exc).__name__ == "SafetensorError"
+
+
+def _remove(tmp: str | None) -> None:
+    if tmp is not None:
+        try:
+            Path(tmp).unlink(missing_ok=True)
+        except OSError:
+            pass
