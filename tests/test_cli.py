@@ -135,6 +135,14 @@ def test_resume_refuses_flags_that_would_change_the_run(run_dir, capsys):
     assert main(["train", "--resume", str(run_dir), "--lr", "5"]) == 2
     err = capsys.readouterr().err
     assert "--lr" in err and len(err.strip().splitlines()) == 1
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    for flag, says in (("--print-config", "--print-config prints a new run's settings"),
+                       ("--overwrite", "--overwrite starts a run afresh and --resume continues it")):
+        # neither trains nor prints: both were ignored, the run trained on
+        assert main(["train", "--resume", str(run_dir), "--epochs", "9", flag]) == 2
+        captured = capsys.readouterr()
+        assert says in captured.err and captured.out == ""
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
 
 
 def test_the_command_line_flushes_denormal_numbers_for_the_whole_process():

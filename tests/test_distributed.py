@@ -258,3 +258,46 @@ def test_two_gpus_with_nccl_train_the_weights_one_gpu_trains(tmp_path):
                         "--out", str(tmp_path / "two"), "--nproc", "2", env={**os.environ})
     assert result.returncode == 0, result.stderr[-2000:]
     assert largest_difference(weights(single), weights(tmp_path / "two")) < 1e-4
+
+
+def _free_bits_share(rank: int, world: int, port: int, values: torch.Tensor, out: str) -> None:
+    """One process of test_free_bits_decide_on_the_whole_batch: its share's gradient of the floored KL mean."""
+    from vaekit.config import ModelConfig
+    from vaekit.models import build_model
+
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        model = build_model(ModelConfig(data_shape=(4,), latent_dim=2, hidden_dims=(4,), likelihood="gaussian",
+                                        free_bits=1.0)).train()
+        weight = torch.ones(1, requires_grad=True)
+        share = values[rank::world]
+        model.regularizer_mean({"kl": weight * share}).backward()
+        grad = weight.grad.clone()
+        torch.distributed.all_reduce(grad)  # as DDP averages the processes' gradients
+        torch.save(grad / world, f"{out}.{rank}")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("values", [[0.5, 3.5, 0.5, 3.5], [0.1, 1.5, 0.1, 1.5]])
+def test_free_bits_decide_on_the_whole_batch_in_several_processes(tmp_path, values):
+    """The floor (free bits: 1 nat x 2 dimensions) is applied to the whole batch's mean KL, as one process applies it,
+    not to each process's share: the averaged gradient is one process's. Shares [0.5, 0.5] and [3.5, 3.5]: the whole
+    mean, 2.0, is not below the floor, so the gradient is 2.0, where floors per share gave (0 + 3.5) / 2; shares
+    [0.1, 0.1] and [1.5, 1.5]: the whole mean, 0.8, is below it, no gradient either way."""
+    import socket
+
+    from vaekit.config import ModelConfig
+    from vaekit.models import build_model
+
+    values = torch.tensor(values)
+    model = build_model(ModelConfig(data_shape=(4,), latent_dim=2, hidden_dims=(4,), likelihood="gaussian",
+                                    free_bits=1.0)).train()
+    weight = torch.ones(1, requires_grad=True)
+    model.regularizer_mean({"kl": weight * values}).backward()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torch.multiprocessing.spawn(_free_bits_share, args=(2, port, values, str(tmp_path / "grad")), nprocs=2)
+    for rank in range(2):
+        assert torch.equal(torch.load(tmp_path / f"grad.{rank}"), weight.grad), (values, weight.grad)

@@ -183,7 +183,7 @@ def test_iwae_runs_from_before_the_gradient_setting_keep_their_identity_and_resu
             "3", "--epochs", "1", "--no-progress"]
     assert main([*base, "--out", str(tmp_path / "standard")]) == 0
     run = tmp_path / "standard"
-    assert checkpoint.identity_sha256(run) == identity_written_before(run, "iwae", {"gradient": "standard"})
+    assert identity_written_before(run, "iwae", {"gradient": "standard"}) in checkpoint.identities(run)
     assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
     assert main([*base, "--iwae-gradient", "dreg", "--out", str(tmp_path / "dreg")]) == 0
     assert checkpoint.identity_sha256(tmp_path / "dreg") != checkpoint.identity_sha256(tmp_path / "standard")

@@ -208,7 +208,7 @@ def test_runs_from_before_the_vamp_top_prior_keep_their_identity_and_resume(tmp_
     assert main([*base, "--out", str(tmp_path / "normal")]) == 0
     later = {"top_prior": "normal", "top_components": 500, "gradient": "standard"}
     run = tmp_path / "normal"
-    assert checkpoint.identity_sha256(run) == identity_written_before(run, "hvae", later)
+    assert identity_written_before(run, "hvae", later) in checkpoint.identities(run)
     assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
     assert main([*base, "--hvae-top-prior", "vamp", "--out", str(tmp_path / "vamp")]) == 0
     assert main([*base, "--hvae-top-prior", "vamp", "--hvae-top-components", "7", "--out", str(tmp_path / "seven")]) == 0

@@ -732,3 +732,49 @@ def test_a_pickle_payload_renamed_to_each_run_file_is_refused_and_never_runs(run
                 except VaekitError:
                     pass  # refused, as it should be (metrics.jsonl is rewritten from the resume state instead)
             assert not marker.exists(), f"a pickle in {name} was run"
+
+
+def test_a_resume_with_a_new_time_limit_stopped_between_its_writes_resumes(tmp_path, monkeypatch):
+    """A resume that changes --minutes writes config.json before it commits its state: a stop between the two (here
+    at the commit) leaves a run that resumes, as one without --minutes does."""
+    cfg = RunConfig(data=DataConfig(name="digits", limit=300), model=ModelConfig(latent_dim=2, hidden_dims=(16,)),
+                    train=TrainConfig(epochs=2, minutes=5, progress=False))
+    train(cfg, out=tmp_path / "run")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies as the state is committed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint, "save_resume", killed)
+        with pytest.raises(KeyboardInterrupt):
+            resume(tmp_path / "run", epochs=3, minutes=10)
+    assert checkpoint.load_config(tmp_path / "run").train.minutes == 10  # written before the commit
+    result = resume(tmp_path / "run", epochs=3, minutes=10)
+    assert [row.epoch for row in result.history] == [1, 2, 3]
+
+
+def test_an_epoch_whose_every_step_was_skipped_is_kept_as_null_and_the_run_resumes(tmp_path, monkeypatch):
+    from vaekit.models import VAE
+
+    forward, calls = VAE.forward, {"n": 0}
+
+    def flaky(self, x, y=None, kl_scale=1.0):  # every step of epoch 2 (300 items, batch 64: steps 6-10) non-finite
+        out = forward(self, x, y, kl_scale)
+        if self.training:
+            calls["n"] += 1
+            if 6 <= calls["n"] <= 10:
+                out = type(out)(loss=out.loss * float("nan"), terms=out.terms, elbo=out.elbo)
+        return out
+
+    cfg = RunConfig(data=DataConfig(name="digits", limit=300), model=ModelConfig(latent_dim=2, hidden_dims=(16,)),
+                    train=TrainConfig(epochs=3, batch_size=64, progress=False))
+    with monkeypatch.context() as patch:
+        patch.setattr(VAE, "forward", flaky)
+        train(cfg, out=tmp_path / "run")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[1]["train_loss"] is None and rows[1]["skipped_steps"] == 5 and math.isfinite(rows[2]["train_loss"])
+    result = resume(tmp_path / "run", epochs=4)  # checkpoints again with that row in its history
+    assert [row.epoch for row in result.history] == [1, 2, 3, 4] and math.isnan(result.history[1].train_loss)
+    text = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert "NaN" not in text and "Infinity" not in text  # strict JSON: null where a mean was not finite
+    assert json.loads(text.splitlines()[1])["train_loss"] is None

@@ -104,8 +104,11 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-RUNTIME = ("epochs", "device", "threads", "progress", "compile", "tensorboard")  # what a resume may change: where,
-# how long and how it is watched, not what it computes
+RUNTIME = ("epochs", "minutes", "device", "threads", "progress", "compile", "tensorboard")  # what a resume may
+# change: where, how long and how it is watched. A resume writes config.json before it commits its state, so a
+# setting it may change and the identity held must not differ by it: a stop between the two writes would leave a
+# run that never resumes. Resume states written before "minutes" joined hold the identity with it (LEGACY_RUNTIME).
+LEGACY_RUNTIME = tuple(name for name in RUNTIME if name != "minutes")
 
 
 # Settings added after runs were first written: part of a run's identity only when set, so that runs from before
@@ -119,14 +122,19 @@ ADDED_LATER_ALSO = {("data", "validation"): (0,)}
 FAMILY_SETTINGS_ADDED_LATER = {"hvae": ("top_prior", "top_components", "gradient"), "iwae": ("gradient",)}
 
 
-def identity_sha256(directory: str | Path) -> str:
+def identities(directory: str | Path) -> set[str]:
+    """The identities a resume state of this config.json may hold: today's, and the one vaekit wrote before."""
+    return {identity_sha256(directory), identity_sha256(directory, LEGACY_RUNTIME)}
+
+
+def identity_sha256(directory: str | Path, runtime: tuple[str, ...] = RUNTIME) -> str:
     """The sha256 of what a run folder's config.json computes: its settings with defaults filled in, less the
     train settings a resume may change (RUNTIME), later settings left at their defaults (ADDED_LATER) and the edits
     section (used after training). A resume
     that rewrites config.json keeps it."""
     settings = load_config(directory).to_dict()
     settings.pop("edits", None)  # how the trained model is edited afterwards, not what training computes
-    for name in RUNTIME:
+    for name in runtime:
         settings["train"].pop(name, None)
     for (section, name), default in ADDED_LATER.items():
         if settings[section].get(name, default) in (default, *ADDED_LATER_ALSO.get((section, name), ())):
@@ -253,13 +261,13 @@ def never_checkpointed(directory: str | Path) -> bool:
     Anything less certain is False: a trained run is never started again by accident."""
     directory = Path(directory)
     try:
-        identity = identity_sha256(directory)
+        known = identities(directory)
         config = _sha256((directory / CONFIG_FILE).read_text())
         state = json.loads((directory / RESUME_STATE).read_text()) if (directory / RESUME_STATE).is_file() else None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, VaekitError):
         return False  # load_resume names what is wrong
     if isinstance(state, dict) and state.get("started") is True:
-        return state.get(IDENTITY_KEY) == identity
+        return state.get(IDENTITY_KEY) in known
     if not any(path.exists() for path in resume_files(directory)):
         return not (directory / MODEL_FILE).exists()
     if not isinstance(state, dict) or not {"step", "epoch", "optimizer_groups"} <= set(state):
@@ -321,7 +329,7 @@ def load_resume(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
         log.warning("%s has a resume state from an older vaekit, which cannot be checked for consistency", directory)
     config = directory / CONFIG_FILE
     if IDENTITY_KEY in state:
-        edited = config.is_file() and state[IDENTITY_KEY] != identity_sha256(directory)
+        edited = config.is_file() and state[IDENTITY_KEY] not in identities(directory)
     else:  # a state from earlier today's format: the raw text's hash, if any
         belongs = state.get(CONFIG_KEY)
         edited = belongs is not None and config.is_file() and belongs != _sha256(config.read_text())

@@ -218,7 +218,7 @@ class Model(nn.Module):
             mean = term.mean()
             if floor_per_dim > 0:
                 floor = floor_per_dim * sizes[name]
-                mean = torch.where(mean.detach() < floor, mean.new_tensor(floor), mean)
+                mean = torch.where(_whole_batch_mean(mean.detach()) < floor, mean.new_tensor(floor), mean)
             total = mean if total is None else total + mean
         return total if total is not None else torch.zeros((), device=self.device)
 
@@ -379,6 +379,18 @@ def iw_gradient_setting(family: str, note: str = "") -> Any:
 
 
 IW_GRADIENTS = ("standard", "dreg")
+
+
+def _whole_batch_mean(mean: torch.Tensor) -> torch.Tensor:
+    """A batch mean over every process's share (several processes: each holds a share of the batch, and the floor
+    of free bits is decided on the whole batch, as one process decides it; the averaged gradients then are one
+    process's). One process: the mean itself."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return mean
+    total = mean.clone()
+    dist.all_reduce(total)
+    return total / dist.get_world_size()
 
 
 def _total(values, like: torch.Tensor) -> torch.Tensor:

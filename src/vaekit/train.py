@@ -54,9 +54,9 @@ class EpochResult:
     def to_dict(self) -> dict[str, Any]:
         """Flat, for metrics.jsonl: train_loss, train_<term>..., val_loss, val_<term>..., val_elbo."""
         row: dict[str, Any] = {"epoch": self.epoch, "step": self.step}
-        # null, not NaN (not JSON), for the means of an epoch whose every step was skipped
-        row.update({f"train_{name}": value if math.isfinite(value) else None for name, value in self.train.items()})
-        row.update({f"val_{name}": value for name, value in (self.val or {"loss": None}).items()})
+        # null, not NaN (not JSON), for the means of an epoch whose every step was skipped, or a non-finite val_
+        row.update({f"train_{name}": json_number(value) for name, value in self.train.items()})
+        row.update({f"val_{name}": json_number(value) for name, value in (self.val or {"loss": None}).items()})
         row.update(lr=self.lr, kl_scale=self.kl_scale, seconds=self.seconds, images_per_s=self.images_per_s,
                    skipped_steps=self.skipped)
         return row
@@ -65,12 +65,21 @@ class EpochResult:
     def from_dict(cls, row: dict[str, Any]) -> "EpochResult":
         row = dict(row)
         skipped = int(row.pop("skipped_steps", 0) or 0)
-        train = {k[len("train_"):]: v for k, v in row.items() if k.startswith("train_")}
+        # null (a mean that was not finite) back to NaN, as the epoch had it
+        train = {k[len("train_"):]: math.nan if v is None else v for k, v in row.items() if k.startswith("train_")}
         val = {k[len("val_"):]: v for k, v in row.items() if k.startswith("val_")}
+        # no judged data: val_loss alone, null; judged, with its terms beside it (their nulls: not finite)
+        val = None if set(val) <= {"loss"} and val.get("loss") is None else {
+            k: math.nan if v is None else v for k, v in val.items()}
         return cls(epoch=int(row["epoch"]), step=int(row["step"]), train=train,
-                   val=None if val.get("loss") is None else val, lr=float(row["lr"]),
+                   val=val, lr=float(row["lr"]),
                    kl_scale=float(row["kl_scale"]), seconds=float(row["seconds"]),
                    images_per_s=float(row["images_per_s"]), skipped=skipped)
+
+
+def json_number(value: Any) -> Any:
+    """A number as JSON can hold it: a non-finite float (NaN, infinity) as None (null); anything else as it is."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from .. import checkpoint, distributed, runs
 from ..data import load_dataset
 from ..config import RunConfig
 from ..errors import Interrupted, VaekitError
+from ..train import json_number
 from .common import add_config_flags, config_from_args, recipes, set_flags
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,11 @@ RESUMABLE = ("--epochs", "--minutes", "--device", "--threads", "--no-progress", 
 
 def _check_resume(args: argparse.Namespace) -> None:
     fixed = [flag for flag in set_flags(args) if flag not in RESUMABLE]
+    if args.print_config:
+        raise VaekitError(f"--print-config prints a new run's settings; a run's own are in {args.resume}/config.json: "
+                          "drop --resume to print a new run's, or read that file")
+    if args.overwrite:
+        raise VaekitError("--overwrite starts a run afresh and --resume continues it: drop one of them")
     fixed += [f"--{name}" for name in ("config", "recipe", "out") if getattr(args, name, None)]
     if fixed or args.set:
         raise VaekitError(f"--resume continues a run as it was configured; {', '.join(fixed or ['--set'])} "
@@ -94,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
     last = result.history[-1] if result.history else None
     summary = {"run": str(result.directory)}
     if last is not None:
-        summary.update(epoch=last.epoch, train_loss=round(last.train_loss, 4),
-                       val_loss=None if last.val_loss is None else round(last.val_loss, 4),
+        summary.update(epoch=last.epoch, train_loss=json_number(round(last.train_loss, 4)),
+                       val_loss=None if last.val_loss is None else json_number(round(last.val_loss, 4)),
                        images_per_s=round(last.images_per_s, 1))
     print(json.dumps(summary))
     return 0
