@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 from vaekit import checkpoint
 from vaekit.cli import main
@@ -164,11 +165,15 @@ def test_damaged_configs(run, tmp_path, capsys):
     fails(["sample", str(folder), "--out", str(tmp_path / "s.png")], capsys, "must be positive sizes")
 
 
-@pytest.mark.parametrize("change", [
-    lambda s: s.update(epoch=None), lambda s: s.update(epoch="2"), lambda s: s.update(epoch=-5),
-    lambda s: s.update(optimizer_scalars=[1, 2]), lambda s: s["history"][0].update(train_loss=[1.0]),
+@pytest.mark.parametrize("change,malformed", [
+    (lambda s: s.update(epoch=None), True), (lambda s: s.update(epoch="2"), True),
+    (lambda s: s.update(epoch=-5), True), (lambda s: s.update(optimizer_scalars=[1, 2]), True),
+    (lambda s: s["history"][0].update(train_loss=[1.0]), True),
+    # well-formed values, which only the checksum tells from the state written: they would train otherwise
+    (lambda s: s.update(step=s["step"] + 8), False),
+    (lambda s: [group.update(maximize=True) for group in s["optimizer_groups"]], False),
 ])
-def test_damaged_resume_states(change, run, tmp_path):
+def test_damaged_resume_states(change, malformed, run, tmp_path):
     import shutil
 
     folder = tmp_path / "run"
@@ -176,8 +181,16 @@ def test_damaged_resume_states(change, run, tmp_path):
     state = json.loads((folder / checkpoint.RESUME_STATE).read_text())
     change(state)
     (folder / checkpoint.RESUME_STATE).write_text(json.dumps(state))
-    with pytest.raises(VaekitError, match="resume state in .* (is corrupt|does not fit)"):
+    # the checksum of its entries written with its tensors says so first
+    with pytest.raises(VaekitError, match=r"resume.json is damaged \(its entries do not match the checksum"):
         resume(folder, epochs=3, progress=False)
+    # a state from before that checksum: each entry's own check, where the entry is of the wrong kind
+    tensors, metadata = checkpoint.read_checked(folder / state["tensors"])
+    del metadata[checkpoint.STATE_KEY]
+    save_file(tensors, str(folder / state["tensors"]), metadata=metadata)
+    if malformed:
+        with pytest.raises(VaekitError, match="resume state in .* (is corrupt|does not fit)"):
+            resume(folder, epochs=3, progress=False)
 
 
 def test_resume_with_fewer_epochs_keeps_the_config(run, tmp_path):

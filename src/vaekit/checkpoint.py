@@ -236,7 +236,9 @@ def save_resume(directory: str | Path, tensors: dict[str, torch.Tensor], state: 
     directory = Path(directory)
     token = secrets.token_hex(8)
     name = f"resume-{int(state['step']):09d}-{token}.safetensors"
-    write_tensors(directory / name, tensors, {"step": str(state["step"]), "token": token})
+    # the state's own numbers are checked too: their sha256 travels with the tensors (_state_sha256)
+    write_tensors(directory / name, tensors, {"step": str(state["step"]), "token": token,
+                                              STATE_KEY: _state_sha256(state)})
     # the config this state continues (written just before, by save_pretrained), and the run that wrote it
     belongs = {IDENTITY_KEY: identity_sha256(directory)} if (directory / CONFIG_FILE).is_file() else {}
     if run_id is not None:
@@ -245,6 +247,15 @@ def save_resume(directory: str | Path, tensors: dict[str, torch.Tensor], state: 
     for old in [*directory.glob(RESUME_PATTERN), directory / RESUME_TENSORS]:
         if old.name != name:
             old.unlink(missing_ok=True)
+
+
+STATE_KEY = "state_sha256"  # resume tensors' metadata: the sha256 of resume.json's training state (_state_sha256)
+COMMIT_KEYS = ("tensors", "token", IDENTITY_KEY, RUN_KEY)  # what resume.json adds to the state when it commits
+
+
+def _state_sha256(state: dict[str, Any]) -> str:
+    """The sha256 of a resume state's own entries (step, epoch, optimiser settings, schedules ...), as JSON."""
+    return _sha256(json.dumps({k: v for k, v in state.items() if k not in COMMIT_KEYS}, sort_keys=True))
 
 
 def write_start(directory: str | Path, run_id: str) -> None:
@@ -327,6 +338,9 @@ def load_resume(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
                               "is inconsistent; start the run again")
     else:
         log.warning("%s has a resume state from an older vaekit, which cannot be checked for consistency", directory)
+    if STATE_KEY in metadata and metadata[STATE_KEY] != _state_sha256(state):
+        raise VaekitError(f"{state_path} is damaged (its entries do not match the checksum written with its tensors): "
+                          "restore it from a backup, or start the run again with --overwrite")
     config = directory / CONFIG_FILE
     if IDENTITY_KEY in state:
         edited = config.is_file() and state[IDENTITY_KEY] not in identities(directory)
