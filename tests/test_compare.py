@@ -167,3 +167,49 @@ def test_compare_cli_without_mixture(tmp_path, capsys):
     page = (out / "index.html").read_text()
     assert "<h2>Prior samples" in page and "Gaussian-mixture samples" not in page
     assert json.loads((out / "compare.json").read_text())["ae"]["fcd_gmm"] is None
+
+
+def test_compare_measures_the_compared_model_on_the_test_split_and_survives_a_code_ignored(tmp_path, monkeypatch):
+    """With a validation split the epochs are judged on held-out training items, but the report's test numbers are
+    the saved model's on the test split; free bits reach the VAE only; the prior is named as the family has it; an
+    AE whose decoder ignores its code gets a report with its interpolation numbers left out, not an error."""
+    from vaekit import checkpoint, compare as compare_module
+    from vaekit.data import TensorData, load_dataset
+    from vaekit.train import mean_terms
+
+    paths = compare_module.interpolation_paths
+
+    def ae_ignores_its_code(model, *args, **kwargs):
+        found = paths(model, *args, **kwargs)
+        return torch.zeros_like(found) if model.family == "ae" else found
+
+    monkeypatch.setattr(compare_module, "interpolation_paths", ae_ignores_its_code)
+    cfg = RunConfig(data=DataConfig(name="digits", validation=0.3),
+                    model=ModelConfig(family="vamp", latent_dim=2, network="mlp", hidden_dims=(32,), free_bits=0.1,
+                                      options={"vamp": {"components": 10}}),
+                    train=TrainConfig(epochs=2, progress=False))
+    options = CompareOptions(classifier_steps=20, interpolation_pairs=2, hole_draws=200, gmm_components=0)
+    result = compare(cfg, tmp_path / "report", options=options)
+    dataset = load_dataset(DataConfig(name="digits"))
+    expected = mean_terms(checkpoint.load(tmp_path / "report" / "vae"), TensorData(dataset.x_test))
+    assert result.vae.test_terms == pytest.approx(expected, rel=1e-9)
+    last = json.loads((tmp_path / "report" / "vae" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["val_loss"] != pytest.approx(expected["loss"], rel=1e-6)  # that was the validation split's
+    assert checkpoint.load_config(tmp_path / "report" / "ae").model.free_bits == 0.0
+    assert result.ae.interpolation is None and result.vae.interpolation is not None
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "the VampPrior, a mixture of the posteriors at 10 learned pseudo-inputs" in page
+    assert "AE: decoded draws z ~ N(0, I), which an autoencoder was never trained towards" in page
+
+
+def test_the_fcd_classifier_is_checked_on_held_out_training_items_when_the_test_classes_are_new():
+    from vaekit.data import Dataset, load_dataset
+    from vaekit.report.classifier import train_feature_classifier
+
+    digits = load_dataset(DataConfig(name="digits"))
+    seen, new = digits.y_train < 8, digits.y_test >= 8  # as Olivetti keeps people apart
+    split = Dataset("split", digits.x_train[seen], digits.x_test[new], digits.y_train[seen], digits.y_test[new],
+                    is_image=True)
+    classifier = train_feature_classifier(split, steps=300)
+    assert classifier.checked_on.startswith("held-out training items") and classifier.test_accuracy > 0.8
+    assert train_feature_classifier(digits, steps=20).checked_on == "test"

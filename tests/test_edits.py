@@ -66,6 +66,9 @@ def test_the_score_of_a_planted_edit_is_its_closed_form(bright):
         if want is not None:
             assert got == pytest.approx(want, abs=1 / len(v))
     assert score.best_strength == 0.6  # the larger push flips more
+    # strengths too small to flip anything: no strength is named best
+    still = edits.score_attribute(Brightness(), dataset, "bright", (-1e-6, 0.0, 1e-6), judge=judge)
+    assert still.flipped[2] < 0.01 and still.best_strength is None and "best strength" not in still.summary()
     assert score.baseline == 0.0 and score.missed == 0.0  # the reconstructions are judged as the items are
     rising = (v - 0.2 * d > 0) & (v + 0.2 * d < 1)  # strictly rising unless two strengths clip at the same end
     assert score.monotone == pytest.approx(rising.mean(), abs=1 / len(v))
@@ -207,7 +210,9 @@ def test_the_cli_scores_and_edits_several_items(small_run, tmp_path, capsys):
     score = json.loads(out.read_text())
     assert score["items"] == 200 and score["strengths"] == [-2, -1, 0, 1, 2]
     assert 0.5 < score["judge_accuracy"] <= 1.0  # the pixel classifier of digit 3 against the rest
-    assert len(score["flipped"]) == 5 and score["best_strength"] in (1, 2)
+    assert len(score["flipped"]) == 5
+    works = max(score["flipped"][3:]) > (score["baseline"] or 0) + 0.01  # some edit flips more than none does
+    assert score["best_strength"] in (1, 2) if works else score["best_strength"] is None
     assert main(["attribute", str(small_run), "--attr", "3", "--apply-to", "0,4", "--method", "linear",
                  "--out", str(tmp_path / "e.npy")]) == 0
     assert np.load(tmp_path / "e.npy").shape == (2, 5, 1, 8, 8)

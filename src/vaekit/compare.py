@@ -14,11 +14,12 @@ from PIL import Image
 
 from . import checkpoint, latent, runs, viz
 from .config import RunConfig, without_options
-from .data import Dataset, load_dataset
+from .data import Dataset, TensorData, load_dataset
 from .errors import VaekitError
 from .files import atomic_write, write_text
 from .metrics import reconstruction_error
 from .models import Model
+from .train import mean_terms
 from .report.classifier import FeatureClassifier, train_feature_classifier
 from .report.html import render_report
 from .report.metrics import (
@@ -77,10 +78,11 @@ class ModelScores:
     fcd_gmm: float | None  # the same for z from the mixture fit on training codes
     prior_hole_fraction: float  # share of prior draws z ~ p(z) far from every training code
     gmm_hole_fraction: float | None  # the same for mixture draws
-    interpolation: InterpolationSmoothness
+    interpolation: InterpolationSmoothness | None  # None where every decoded path is one image (a code ignored)
     test_kl: float | None  # KL(q(z|x) || p(z)) on the test split after training (None for the AE: it has none)
     test_terms: dict[str, float]  # every term the family reports, on the test split after training (loss, recon, ...)
     train_seconds: float
+    prior: str = "N(0, I)"  # the prior p(z) its samples are drawn from, in words (Model.prior_text)
 
 
 @dataclass(frozen=True)
@@ -88,11 +90,13 @@ class CompareResult:
     dataset: str
     ae: ModelScores
     vae: ModelScores
-    classifier_accuracy: float | None  # test accuracy of the FCD feature classifier
+    classifier_accuracy: float | None  # accuracy of the FCD feature classifier, on the items classifier_checked_on
+    # names (the test split, unless its classes are not the training split's)
     fcd_real: float | None  # FCD of real training images vs test images: the floor at this sample size
     fcd_items: int  # images per side in every FCD
     report: Path
     runs: dict[str, Path] = field(default_factory=dict)  # family -> run folder (vaekit.load it)
+    classifier_checked_on: str | None = "test"  # which items classifier_accuracy is measured on
 
     def scores(self) -> tuple[ModelScores, ModelScores]:
         return self.ae, self.vae
@@ -194,6 +198,10 @@ class SampleQuality:
     def accuracy(self) -> float | None:
         return None if self.classifier is None else self.classifier.test_accuracy
 
+    @property
+    def checked_on(self) -> str | None:
+        return None if self.classifier is None else self.classifier.checked_on
+
     def fcd(self, images: torch.Tensor) -> float | None:
         if self.classifier is None:
             return None
@@ -208,12 +216,23 @@ def latent_map_picture(model: Model, dataset: Dataset) -> Image.Image:
         return Image.open(path).convert("RGB")  # convert() reads the file before the folder goes
 
 
-def test_kl(last) -> float | None:
-    """The regularizer on the test split after training, whatever the family calls its parts (kl, kl_z1 + kl_z2,
-    ...): -ELBO - recon. None for a family without a bound (the AE)."""
-    if last is None or last.val is None or last.val.get("elbo") is None or last.val.get("recon") is None:
+def test_kl(terms: dict[str, float]) -> float | None:
+    """The regularizer, whatever the family calls its parts (kl, kl_z1 + kl_z2, ...): -ELBO - recon, from the means
+    of mean_terms. None for a family without a bound (the AE)."""
+    if terms.get("elbo") is None or terms.get("recon") is None:
         return None
-    return -last.val["elbo"] - last.val["recon"]
+    return -terms["elbo"] - terms["recon"]
+
+
+def _smoothness(paths: torch.Tensor, family: str) -> InterpolationSmoothness | None:
+    """The paths' smoothness; None (said, not raised: both models are trained by now) where every path is one
+    image, a decoder that ignores its code."""
+    try:
+        return interpolation_smoothness(paths)
+    except VaekitError:
+        log.warning("the %s decodes every test pair's path to one image (its decoder ignores the code): the report "
+                    "shows no interpolation numbers for it", family.upper())
+        return None
 
 
 def _labels(model: Model, y: torch.Tensor | None) -> torch.Tensor | None:
@@ -244,14 +263,16 @@ def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs
         gmm_holes = prior_hole_fraction(codes, z_gmm[:options.hole_draws].flatten(1).numpy(), options.hole_quantile)
         fcd_gmm = quality.fcd(gmm_images)
     paths = interpolation_paths(model, x_test, pairs, options.interpolation_steps, y_test)
-    last = run.history[-1] if run.history else None
+    # the compared model (early stopping's best epoch, where it kept one) on the test split, whatever each epoch
+    # was judged on
+    terms = mean_terms(model, TensorData(x_test, y_test))
     scores = ModelScores(
         family=model.family, recon_squared_error=squared, recon_nll=nll,
         fcd_prior=quality.fcd(prior_images), fcd_gmm=fcd_gmm,
         prior_hole_fraction=prior_hole_fraction(codes, z_prior[:options.hole_draws].flatten(1).numpy(),
                                                 options.hole_quantile),
-        gmm_hole_fraction=gmm_holes, interpolation=interpolation_smoothness(paths),
-        test_kl=test_kl(last), test_terms=dict(last.val) if last is not None and last.val else {},
+        gmm_hole_fraction=gmm_holes, interpolation=_smoothness(paths, model.family), prior=model.prior_text,
+        test_kl=test_kl(terms), test_terms=terms,
         train_seconds=sum(r.seconds for r in run.history),
     )
     shown_x = x_test[:options.shown_items]
@@ -299,7 +320,8 @@ def compare(
                           "items: use fewer components")
     seed = cfg.train.seed
     probabilistic = cfg.model.family if cfg.model.family != "ae" else "vae"
-    configs = {"ae": replace(cfg, model=replace(without_options(cfg.model, probabilistic), family="ae")),
+    # the AE: the same networks, none of the family's own settings, and no KL for free bits to floor
+    configs = {"ae": replace(cfg, model=replace(without_options(cfg.model, probabilistic), family="ae", free_bits=0.0)),
                "vae": replace(cfg, model=replace(cfg.model, family=probabilistic))}
     trained = {}
     for slot in FAMILIES:
@@ -323,6 +345,7 @@ def compare(
 
     result = CompareResult(
         dataset=dataset.name, ae=scores["ae"], vae=scores["vae"], classifier_accuracy=quality.accuracy,
+        classifier_checked_on=quality.checked_on,
         fcd_real=quality.train_vs_test, fcd_items=quality.items, report=out / REPORT_FILE,
         runs={family: out / family for family in FAMILIES},
     )

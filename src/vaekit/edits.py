@@ -191,7 +191,7 @@ class AttributeScore:
     at the edge of a factor's range, pushed past it, may stall or turn back there). For a 0/1 attribute,
     flipped: the share of items without it (positive strengths) judged to have it after the edit, or of items with
     it (negative strengths) judged not to; best_strength: the smallest positive strength within a point of the most
-    flips; baseline: the share of items without it judged to have it at strength 0
+    flips (None where no strength flips more than a point above the baseline: no edit works); baseline: the share of items without it judged to have it at strength 0
     (the reconstruction: the judge's false alarms), and missed: the share of items with it judged not to have it
     there. change: mean
     absolute pixel change from the reconstruction, and outside: the same over the pixels where the two groups'
@@ -303,9 +303,9 @@ def score_attribute(model: Model, dataset, name: str, strengths: Sequence[float]
         baseline = float(np.mean(values[zero][~has] > judge.threshold)) if (~has).any() else None
         missed = float(np.mean(values[zero][has] <= judge.threshold)) if has.any() else None
         positive = [(f, s) for f, s in zip(flipped, strengths) if s > 0 and f is not None]
-        if positive:  # the gentlest edit within a point of the most flips
-            top = max(f for f, _ in positive)
-            best = min(s for f, s in positive if f >= top - 0.01)
+        top = max((f for f, _ in positive), default=None)
+        if top is not None and top > (baseline or 0.0) + 0.01:  # the gentlest edit within a point of the most flips,
+            best = min(s for f, s in positive if f >= top - 0.01)  # where some edit flips more than none does
     region = _away_from_attribute(train.x, train_groups)
     change = tuple(float((decoded[k] - decoded[zero]).abs().mean()) for k in range(len(strengths)))
     outside = tuple(float((decoded[k] - decoded[zero]).abs()[..., region].mean()) for k in range(len(strengths)))

@@ -128,6 +128,12 @@ class HVAE(VAE):
 
     takes_labels = False  # the prior's layers carry no label
 
+    @property
+    def prior_text(self) -> str:
+        top = ("a VampPrior of the top layer's posteriors at pseudo-inputs" if self.settings.top_prior == "vamp"
+               else "N(0, I)")
+        return f"p(z2) p(z1|z2): z2 from {top}, then z1 from the learned conditional"
+
     @dataclass(frozen=True)
     class Settings:
         top_dim: int = setting(50, "numbers in the hvae family's top stochastic layer z2 (the IWAE paper's 50)",

@@ -58,6 +58,11 @@ class Model(nn.Module):
     stages: ClassVar[tuple[str, ...]] = ()  # training stages after the model's own, e.g. ("prior",) (vqvae)
     run_config: RunConfig | None = None  # the settings it was trained with, where known (vaekit.load sets them)
 
+    @property
+    def prior_text(self) -> str:
+        """The prior p(z) in words, for reports and captions."""
+        return "N(0, I)"
+
     @classmethod
     def settings_from_data(cls, settings: Any, dataset: Any) -> Any:
         """The family's settings with what the training data decides filled in (e.g. its size); unchanged here."""
@@ -463,6 +468,10 @@ class AE(Model):
     posterior_params = 1
     has_bound = False
     takes_free_bits = False  # no KL to floor
+
+    @property
+    def prior_text(self) -> str:
+        return "N(0, I), which an autoencoder was never trained towards"
 
     def posterior(self, params: torch.Tensor) -> Distribution:
         return PointMass(params)

@@ -23,6 +23,7 @@ from .checkpoint import unwrap, write_lines
 from .config import TrainConfig
 from .data import TensorData
 from .errors import Interrupted, VaekitError
+from .models import Model
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,39 @@ class EpochResult:
                    val=val, lr=float(row["lr"]),
                    kl_scale=float(row["kl_scale"]), seconds=float(row["seconds"]),
                    images_per_s=float(row["images_per_s"]), skipped=skipped)
+
+
+def term_sums(model: Model, data: TensorData, batch_size: int = 1000) -> dict[str, torch.Tensor]:
+    """Sums over `data` of the model's terms at full weight (beta = 1, no warm-up) and "loss": -ELBO where the family
+    has one, else its objective; "elbo" too where defined. Float64 on the CPU; the model as it is (eval mode is the
+    caller's), its posterior draws from torch's generator."""
+    sums: dict[str, torch.Tensor] = {}
+    for x, y in data.batches(batch_size):
+        out = model(x, y, kl_scale=1.0)
+        parts = dict(out.terms)
+        if out.elbo is not None:
+            parts = {"loss": -out.elbo, **parts, "elbo": out.elbo}
+        else:
+            parts = {"loss": out.loss.expand(x.shape[0]), **parts}
+        for name, value in parts.items():
+            total = value.detach().double().sum().cpu()
+            sums[name] = sums[name] + total if name in sums else total
+    return sums
+
+
+@torch.no_grad()
+def mean_terms(model: Model, data: TensorData, batch_size: int = 1000, seed: int = 0) -> dict[str, float]:
+    """The means over `data` of term_sums, in eval mode, the posterior draws from `seed` (torch's generators are
+    restored): what an epoch's val_ measures are, for any model and data."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            sums = term_sums(model, data.to(model.device), batch_size)
+    finally:
+        model.train(was_training)
+    return {name: float(total) / len(data) for name, total in sums.items()}
 
 
 def json_number(value: Any) -> Any:
@@ -722,7 +756,6 @@ class Trainer:
         """Means over data of the model's terms at full weight (beta = 1, no warm-up) and "loss": -ELBO where the
         family has one (the true bound), else its objective; "elbo" too where defined."""
         self.model.eval()
-        sums: dict[str, torch.Tensor] = {}
         # Each process its share of the items, summed over processes below (every process, when too few items).
         processes = self.world.size if len(data) >= self.world.size else 1
         part = data.part(self.world.rank, processes)
@@ -731,16 +764,7 @@ class Trainer:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(process_seed(0, self.world.rank) if processes > 1 else 0)  # restored on exit, on every
             # device: training's random stream is untouched
-            for x, y in part.batches(batch_size):
-                out = unwrap(self.model)(x, y, kl_scale=1.0)
-                parts = dict(out.terms)
-                if out.elbo is not None:
-                    parts = {"loss": -out.elbo, **parts, "elbo": out.elbo}
-                else:
-                    parts = {"loss": out.loss.expand(x.shape[0]), **parts}
-                for name, value in parts.items():
-                    total = value.detach().double().sum().cpu()
-                    sums[name] = sums[name] + total if name in sums else total
+            sums = term_sums(unwrap(self.model), part, batch_size)
         self.model.train()
         if processes > 1:
             totals = distributed.all_sum(torch.stack(list(sums.values())).to(self.device), self.world).cpu()

@@ -55,6 +55,10 @@ class VampPrior(VAE):
 
     takes_labels = False  # the pseudo-inputs carry no label
 
+    @property
+    def prior_text(self) -> str:
+        return f"the VampPrior, a mixture of the posteriors at {self.settings.components} learned pseudo-inputs"
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         # the encoder sees pseudo() of these: for data in [0, 1] their sigmoid (0 here: grey 0.5, plus noise)

@@ -123,6 +123,10 @@ class VQVAE(Model):
     posterior_params = 1
     stages = (STAGE_PRIOR,)
 
+    @property
+    def prior_text(self) -> str:
+        return "its learned autoregressive prior over the code grid"
+
     @dataclass(frozen=True)
     class Settings:
         codebook: int = setting(512, "codes in the vqvae family's codebook (the paper's 512)",

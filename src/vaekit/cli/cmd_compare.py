@@ -48,9 +48,10 @@ def run(args: argparse.Namespace) -> int:
         values = [getattr(scores, name) for scores in result.scores()]
         print(f"{label:32s} " + " ".join("       n/a" if v is None else f"{v:10.4g}" for v in values))
     for label, name in (("interpolation mean step", "mean_jump"), ("interpolation largest step", "max_jump")):
-        print(f"{label:32s} " + " ".join(f"{getattr(s.interpolation, name):10.4g}" for s in result.scores()))
+        print(f"{label:32s} " + " ".join(f"{getattr(s.interpolation, name):10.4g}" if s.interpolation else
+                                         f"{'n/a':>10s}" for s in result.scores()))
     if result.fcd_real is not None:
         print(f"FCD of real training vs test images: {result.fcd_real:.4g} "
-              f"(classifier test accuracy {result.classifier_accuracy:.1%})")
+              f"(classifier accuracy {result.classifier_accuracy:.1%} on the {result.classifier_checked_on} items)")
     print(f"report: {result.report}")
     return 0

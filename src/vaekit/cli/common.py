@@ -32,9 +32,13 @@ def _add_flags(parser: argparse.ArgumentParser, flags: list[config_module.Flag])
         groups[title].add_argument(flag.flag, dest=flag.dest, default=None, **flag.kwargs)
 
 
+TRAINING_ONLY = ("validation",)  # data settings only training reads (what it holds out): not for a trained run
+
+
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
-    """The data section's flags (--data, --data-dir, --binarize, ...), from the config declarations."""
-    _add_flags(parser, config_module.config_flags(("data",)))
+    """The data section's flags (--data, --data-dir, --binarize, ...), from the config declarations, for commands
+    on a trained run: less those only training reads, which would be taken and ignored."""
+    _add_flags(parser, [f for f in config_module.config_flags(("data",)) if f.path[-1] not in TRAINING_ONLY])
 
 
 def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:

@@ -76,7 +76,8 @@ def rows(result: "CompareResult", cfg: RunConfig, options: "CompareOptions") -> 
          f"Fréchet classifier distance (FCD) between {n} decoded draws z ~ p(z) (each model's prior; N(0, I) for "
          f"the AE and the VAE) and {n} test images, in the "
          f"hidden features of a small classifier vaekit trains on {html.escape(result.dataset)} "
-         f"({accuracy} test accuracy); <em>not FID</em>. Reference: real training vs test images."),
+         f"({accuracy} accuracy on the {html.escape(result.classifier_checked_on or 'test')} items); "
+         "<em>not FID</em>. Reference: real training vs test images."),
     ]
     if gmm:
         table.append(("FCD of mixture samples", lambda s: s.fcd_gmm, f"{_fmt(result.fcd_real)} (real)", True,
@@ -90,12 +91,14 @@ def rows(result: "CompareResult", cfg: RunConfig, options: "CompareOptions") -> 
         table.append(("Mixture mass in holes", lambda s: s.gmm_hole_fraction,
                       f"{1 - options.hole_quantile:.2g} (filled)", True, "The same share for draws from the mixture."))
     table += [
-        ("Interpolation: mean step", lambda s: s.interpolation.mean_jump, f"{even} (even)", True,
+        ("Interpolation: mean step", lambda s: s.interpolation and s.interpolation.mean_jump, f"{even} (even)",
+         True,
          "Mean ‖x<sub>t+1</sub> − x<sub>t</sub>‖ / ‖x<sub>end</sub> − x<sub>start</sub>‖ along decoded "
          "linear "
          f"paths between {options.interpolation_pairs} random test pairs ({steps} images each); "
          "above the even value the path makes a detour."),
-        ("Interpolation: largest step", lambda s: s.interpolation.max_jump, f"{even} (even)", True,
+        ("Interpolation: largest step", lambda s: s.interpolation and s.interpolation.max_jump, f"{even} (even)",
+         True,
          "The largest single step / end-to-end distance, mean over the same paths; 1 if the whole change "
          "happens in one step."),
         ("Test KL(q(z|x) ‖ p(z))", lambda s: s.test_kl, "", None,
@@ -143,11 +146,12 @@ def verdict(result: "CompareResult") -> str:
 INTRO = """
 <p>An autoencoder (AE) and a variational autoencoder (VAE) with <em>the same</em> encoder and decoder networks,
 trained on the same data for the same number of epochs. The AE only learns to reconstruct. The VAE also pays
-KL(q(z|x) ‖ N(0, I)) per item, which pulls its codes onto the prior it will later be sampled from.</p>
+KL(q(z|x) ‖ p(z)) per item (p(z) = N(0, I) for a plain VAE), which pulls its codes onto the prior it will later be
+sampled from.</p>
 <p>What to look for:</p>
 <ul class="look">
 <li><b>Reconstructions</b>: the AE, which spends nothing on the KL term, usually reconstructs a little sharper.</li>
-<li><b>Prior samples</b>: decoding z ~ N(0, I) only works where training codes lie. The AE's codes fill an arbitrary
+<li><b>Prior samples</b>: decoding z ~ p(z) only works where training codes lie. The AE's codes fill an arbitrary
 region with holes, so its prior samples are mostly unlike the data; the VAE's resemble it.</li>
 <li><b>Mixture samples</b>: fitting a Gaussian mixture to the encoded codes afterwards and sampling from it
 is what makes a plain AE generate at all; with its sharper decoder it can then beat the VAE, whose samples
@@ -166,7 +170,8 @@ def render_report(result: "CompareResult", cfg: RunConfig, options: "CompareOpti
     name = html.escape(result.dataset)
     steps = options.interpolation_steps
     accuracy = result.classifier_accuracy
-    classifier = "none: the data have no labels" if accuracy is None else f"{accuracy:.1%} test accuracy"
+    classifier = ("none: the data have no labels" if accuracy is None
+                  else f"{accuracy:.1%} accuracy on the {html.escape(result.classifier_checked_on or 'test')} items")
     second = html.escape(result.vae.family.upper())
     both = lambda text: {"ae": f"AE: {text}", "vae": f"{second}: {text}"}  # noqa: E731
     sections = [
@@ -181,7 +186,9 @@ def render_report(result: "CompareResult", cfg: RunConfig, options: "CompareOpti
         "</div>",
         pair(figures, "reconstructions", both("decoded posterior means of the inputs above.")),
         "<h2>Prior samples</h2>",
-        pair(figures, "prior", both("decoded draws z ~ N(0, I), the model's own prior.")),
+        pair(figures, "prior", {"ae": f"AE: decoded draws z ~ {html.escape(result.ae.prior)}.",
+                                "vae": f"{second}: decoded draws z ~ p(z), the model's own prior: "
+                                       f"{html.escape(result.vae.prior)}."}),
     ]
     if "gmm" in figures["ae"]:
         sections += ["<h2>Gaussian-mixture samples</h2>",
