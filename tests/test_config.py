@@ -213,7 +213,17 @@ def test_a_resume_state_whose_parts_disagree_is_refused(tamper, tmp_path, capsys
     (run / "resume.json").write_text(json.dumps(state))
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 2
-    err = capsys.readouterr().err
+    err = capsys.readouterr().err  # the checksum of its entries, written with its tensors, tells first
+    assert err.count("\n") == 1 and "resume.json is damaged (its entries do not match the checksum" in err, err
+    from safetensors.torch import save_file
+
+    from vaekit import checkpoint
+
+    tensors, metadata = checkpoint.read_checked(run / state["tensors"])  # a state from before that checksum
+    del metadata[checkpoint.STATE_KEY]
+    save_file(tensors, str(run / state["tensors"]), metadata=metadata)
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err  # its entries' own checks
     assert err.count("\n") == 1 and "corrupt" in err, err
 
 

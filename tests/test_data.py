@@ -59,6 +59,14 @@ def test_idx_truncated_corrupt_and_not_idx(tmp_path):
     (tmp_path / "text").write_bytes(b"hello, not an IDX file")
     with pytest.raises(VaekitError, match="bad magic number"):
         read_idx(tmp_path / "text")
+    # sizes whose product is 0 beside ones numpy cannot hold (found by tests/test_fuzz.py)
+    (tmp_path / "huge").write_bytes(bytes([0, 0, 8, 11, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 4]) + bytes(range(32)))
+    with pytest.raises(VaekitError, match="is corrupt: its header gives the shape"):
+        read_idx(tmp_path / "huge")
+    # sizes whose product overflows 64 bits
+    (tmp_path / "wide").write_bytes(bytes([0, 0, 8, 4]) + b"\xff\xff\xff\xff" * 4)
+    with pytest.raises(VaekitError, match="truncated or corrupt"):
+        read_idx(tmp_path / "wide")
 
 
 def test_md5_is_of_the_uncompressed_bytes(tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import zlib
 from pathlib import Path
 
@@ -31,12 +32,15 @@ def read_idx(path: str | Path) -> np.ndarray:
     header = 4 + 4 * ndim
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_DTYPES[raw[2]])
-    expected = header + int(np.prod(shape)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # Python integers: a header's sizes cannot overflow it
     if len(raw) != expected:
         raise VaekitError(
             f"{path} is truncated or corrupt: {len(raw)} bytes, expected {expected} for shape {shape}; fetch it again"
         )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    try:
+        return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    except ValueError:  # sizes numpy cannot hold (a zero beside a huge one): no data set has them
+        raise VaekitError(f"{path} is corrupt: its header gives the shape {shape}; fetch it again") from None
 
 
 def md5_of(path: str | Path, uncompressed: bool = True) -> str:
