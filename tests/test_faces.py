@@ -94,7 +94,11 @@ def test_a_conversion_that_does_not_match_writes_nothing(tmp_path, monkeypatch, 
     assert main(["data", "get", "frey", "--from", str(tmp_path / "frey_rawface.mat"), "--dest",
                  str(tmp_path / "got")]) == 2
     assert "does not match its published sha256" in capsys.readouterr().err
-    assert list((tmp_path / "got").iterdir()) == []
+    assert not (tmp_path / "got").exists()  # nothing written, not even the folder it would have made
+    (tmp_path / "mine").mkdir()  # a folder of the user's: kept, empty
+    assert main(["data", "get", "frey", "--from", str(tmp_path / "frey_rawface.mat"), "--dest",
+                 str(tmp_path / "mine")]) == 2
+    assert list((tmp_path / "mine").iterdir()) == []
     (tmp_path / "not.mat").write_bytes(b"not a MATLAB file")
     assert main(["data", "get", "frey", "--from", str(tmp_path / "not.mat"), "--dest", str(tmp_path / "got")]) == 2
     assert main(["data", "get", "frey", "--dest", str(tmp_path / "got")]) == 2  # the planted spec's URL is empty

@@ -299,6 +299,7 @@ def fetch_faces(name: str, dest: str | Path | None = None, source: str | Path | 
     array's sha256, and write FOLDER.npz into dest (default ~/.cache/vaekit/FOLDER/). Returns the .npz path."""
     spec = SPECS[name]
     dest = Path(dest).expanduser() if dest is not None else cache_dir(spec.folder)
+    created = not dest.exists()  # removed again if nothing lands in it
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -331,5 +332,10 @@ def fetch_faces(name: str, dest: str | Path | None = None, source: str | Path | 
     finally:
         for leftover in dest.glob(f"{work.name}*"):
             leftover.unlink(missing_ok=True)
+        if created and not target.exists():
+            try:
+                dest.rmdir()  # only if empty: a failed fetch leaves no folder it made
+            except OSError:
+                pass
     _show_terms(spec)
     return target
