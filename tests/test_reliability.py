@@ -791,3 +791,24 @@ def test_an_epoch_whose_every_step_was_skipped_is_kept_as_null_and_the_run_resum
     text = (tmp_path / "run" / "metrics.jsonl").read_text()
     assert "NaN" not in text and "Infinity" not in text  # strict JSON: null where a mean was not finite
     assert json.loads(text.splitlines()[1])["train_loss"] is None
+
+
+def test_a_run_folder_that_cannot_be_written_is_said_before_training(run, tmp_path, monkeypatch):
+    """resume and train-prior make files beside their targets: a folder that refuses new files is named at once,
+    not after an epoch of training (the lock file itself may still open, as for an owner without write access to
+    the folder)."""
+    import shutil
+    import tempfile
+
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != ".lock"}
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tempfile, "mkstemp", refused)
+        with pytest.raises(VaekitError, match=r"cannot write in .*run \(Permission denied\): make the run folder"):
+            resume(folder, epochs=4, progress=False)
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != ".lock"} == before

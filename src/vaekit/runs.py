@@ -180,6 +180,13 @@ def run_lock(directory: Path):
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
         handle.flush()
+        try:  # every write makes a file beside its target first: said now, not after an epoch of training
+            made, probe = tempfile.mkstemp(prefix=".vaekit-write-test.", dir=directory)
+            os.close(made)
+            os.unlink(probe)
+        except OSError as exc:
+            raise VaekitError(f"cannot write in {directory} ({exc.strerror or exc.__class__.__name__}): make the run "
+                              "folder writable") from None
         yield
     finally:
         handle.close()  # closing releases the lock
