@@ -219,6 +219,25 @@ def test_outputs_are_written_whole_or_not_at_all_and_never_over_a_runs_files(sma
     assert {p.name: p.read_bytes() for p in small_run.iterdir() if p.is_file()} == run_files
     assert main(["encode", str(small_run), "--out", str(tmp_path / "new" / "codes.npy")]) == 0
     assert np.load(tmp_path / "new" / "codes.npy").shape[1] == 2
+    # an upper-case suffix (numpy adds ".npy" to any other name), and a link: its target written, the link kept
+    from vaekit.files import atomic_write
+
+    atomic_write(tmp_path / "CODES.NPY", lambda tmp: np.save(tmp, np.ones((3, 2))))  # a table model's rows take it
+    assert np.load(tmp_path / "CODES.NPY").shape == (3, 2)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link.png").symlink_to(tmp_path / "real" / "s.png")
+    assert main(["sample", str(small_run), "--n", "4", "--out", str(tmp_path / "link.png")]) == 0
+    assert (tmp_path / "link.png").is_symlink() and Image.open(tmp_path / "real" / "s.png").format == "PNG"
+    # the check comes before the work: nothing is encoded for an --out that is a folder
+    import vaekit.latent
+
+    def never(*args, **kwargs):
+        raise AssertionError("encoded before the --out was checked")
+
+    monkeypatch.setattr(vaekit.latent, "encode_dataset", never)
+    assert main(["encode", str(small_run), "--out", str(tmp_path / "dir.png")]) == 2
+    assert "it is a folder" in capsys.readouterr().err
 
 
 def test_sizes_threads_devices_and_data_flags_are_checked_for_commands_on_a_run(small_run, tmp_path, capsys):

@@ -245,3 +245,26 @@ def test_every_shipped_recipe_loads_and_each_of_its_settings_takes_effect():
                 got = getattr(getattr(cfg, section), key)
                 want = tuple(value) if isinstance(value, list) else value
                 assert got == want, f"recipe {name}: {section}.{key} is {got!r}, the YAML says {value!r}"
+
+
+def test_a_run_written_with_more_threads_than_now_allowed_still_loads(small_run, tmp_path, caplog):
+    import hashlib
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from vaekit import checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["train"]["threads"] = 1500  # accepted before the bound of 1024
+    text = json.dumps(config)
+    (run / "config.json").write_text(text)
+    tensors, metadata = checkpoint.read_checked(run / checkpoint.MODEL_FILE)
+    save_file(tensors, str(run / checkpoint.MODEL_FILE),
+              metadata={**metadata, checkpoint.CONFIG_KEY: hashlib.sha256(text.encode()).hexdigest()})
+    with caplog.at_level("WARNING"):
+        assert checkpoint.load_config(run).train.threads is None
+        checkpoint.load(run)
+    assert "asks for 1500 threads, more than vaekit now allows (1024): loading it with one per core" in caplog.text

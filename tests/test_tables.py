@@ -105,7 +105,7 @@ def test_a_header_of_numbers_is_told_from_a_first_row_of_data(tmp_path, caplog):
     body = "\n".join(",".join(f"{v:.3f}" for v in row) for row in values) + "\n"
     spectra = tmp_path / "spectra.csv"  # wavelengths over measurements in [0, 1]
     spectra.write_text("400,450,500,550\n" + body)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.WARNING):  # a guess, so said where it shows
         dataset = load(spectra)
     assert dataset.table.names == ("400", "450", "500", "550") and len(dataset.x_train) + len(dataset.x_test) == 20
     assert "read its first row (400,450,500,550) as column names; --header no reads it as data" in caplog.text
@@ -115,8 +115,11 @@ def test_a_header_of_numbers_is_told_from_a_first_row_of_data(tmp_path, caplog):
     bits[0] = (0, 1)
     path = tmp_path / "bits.csv"
     path.write_text("\n".join(f"{a},{b}" for a, b in bits) + "\n")
-    table = tables.read_table(path)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        table = tables.read_table(path)
     assert table.names == ("0", "1") and table.n_rows == 20 and table.columns[0][0] == 0.0
+    assert "read its first row (0,1) as data, though it could name the columns" in caplog.text
     # a first row of data stays data: one inside its columns' range, and one outlying row of fractions (warned)
     path.write_text("0.5,0.25,0.75,0.125\n" + body)
     assert tables.read_table(path).n_rows == 21
@@ -124,9 +127,17 @@ def test_a_header_of_numbers_is_told_from_a_first_row_of_data(tmp_path, caplog):
     path.write_text("1.5,2.5,3.5,4.5\n" + body)
     with caplog.at_level(logging.WARNING):
         assert tables.read_table(path).n_rows == 21
-    assert "lies outside every column's values below it but was read as data; --header yes" in caplog.text
+    assert "read its first row (1.5,2.5,3.5,4.5) as data, though it could name the columns; --header yes" in \
+        caplog.text
     table = tables.read_table(path, "yes")
     assert table.names == ("1.5", "2.5", "3.5", "4.5") and table.n_rows == 20
+    # pandas' unnamed columns over small counts (to_csv(index=False)): with three columns, names, with a warning
+    counts = rng.integers(0, 6, (50, 3))
+    path.write_text("0,1,2\n" + "\n".join(",".join(map(str, row)) for row in counts) + "\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert tables.read_table(path).n_rows == 50
+    assert "read its first row (0,1,2) as column names; --header no reads it as data" in caplog.text
     # the first row of a table sorted by size: whole numbers just beyond every column's values, but data
     path.write_text("1,2,0\n3,4,1\n5,6,1\n6,9,1\n")
     assert tables.read_table(path).n_rows == 4

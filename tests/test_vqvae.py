@@ -311,3 +311,13 @@ def test_compare_trains_the_prior_stage_before_drawing(tmp_path):
     result = compare.compare(cfg, tmp_path / "cmp", options)
     assert result.vae.family == "vqvae" and 0 <= result.vae.prior_hole_fraction <= 1
     assert (tmp_path / "cmp" / "vae" / "prior-metrics.jsonl").exists()
+
+
+def test_the_prior_stage_of_a_run_with_early_stopping_saves_and_resumes(tmp_path):
+    """Early stopping keeps best weights in the resume state; the prior stage writes its weights there as both the
+    last and the best, each its own tensor (safetensors refuses tensors that share memory)."""
+    run = tmp_path / "vq"
+    assert main(["train", "--data", "digits", "--model", "vqvae", "--latent-dim", "4", "--epochs", "2",
+                 "--early-stopping", "3", "--out", str(run), "--no-progress", "--set", "model.vqvae.codebook=32"]) == 0
+    assert main(["train-prior", str(run), "--epochs", "1", "--no-progress"]) == 0
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--no-progress"]) == 0

@@ -14,7 +14,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from . import __version__
-from .config import COMPONENT_SETTINGS, RunConfig, from_dict, with_defaults
+from .config import COMPONENT_SETTINGS, MAX_THREADS, RunConfig, from_dict, with_defaults
 from .errors import VaekitError
 from .files import atomic_write
 from .models import Model, build_model
@@ -172,6 +172,12 @@ def load_config(directory: str | Path) -> RunConfig:
         # written before data.validation: its early stopping judged on the test split, and so it goes on (resumed
         # with a tenth held out, it would train on other items than before)
         raw.setdefault("data", {})["validation"] = 0
+    threads = raw.get("train", {}).get("threads")
+    if isinstance(threads, int) and not isinstance(threads, bool) and threads > MAX_THREADS:
+        # a runtime setting vaekit bounded later: where the run trains, not what it is; one per core instead
+        log.warning("%s asks for %d threads, more than vaekit now allows (%d): loading it with one per core",
+                    path, threads, MAX_THREADS)
+        raw["train"]["threads"] = None
     model = raw.get("model", {})
     if fmt < 2 and "gaussian_std" in model:  # format 1 kept the Gaussian's std beside the model's own fields
         std = model.pop("gaussian_std")

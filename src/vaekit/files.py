@@ -17,14 +17,25 @@ FIX = "free some disk space, or write elsewhere"
 
 def atomic_write(path: str | Path, write: Callable[[Path], object], fix: str = FIX, run_file: bool = False) -> Path:
     """write(tmp) then rename tmp over `path`. The temporary is `.NAME.XXXXXXXX` + NAME's suffix in the same folder
-    (the suffix so that writers choosing a format by it, Pillow and numpy, write the right one). `fix` ends the
+    (the suffix so that writers choosing a format by it, Pillow and numpy, write the right one). A symbolic link is
+    followed (its target written); a named pipe or device is written directly. `fix` ends the
     message of a failed write. Unless `run_file` (a run folder writing its own files), a path that is one of a run
     folder's own files (its config, weights, resume state or metrics) is refused: an output never replaces them."""
+    path = Path(path)
+    if path.is_symlink():  # the file it points to is written (atomically there), the link kept
+        path = path.resolve()
     path = check_target(path, run_file)
+    if path.exists() and not path.is_file():  # a named pipe or a device (/dev/stdout): written through, as it is
+        try:
+            write(path)
+        except OSError as exc:
+            raise VaekitError(f"cannot write {path} ({exc.strerror or type(exc).__name__}): {fix}") from None
+        return path
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+        # the suffix in lower case: numpy adds ".npy" to a name not ending so (".NPY" too), and writes elsewhere
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix.lower(), dir=path.parent)
         os.close(handle)
         write(Path(tmp))
         umask = os.umask(0)

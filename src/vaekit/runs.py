@@ -426,9 +426,8 @@ class StageSaver(Callback):
                 if key.split(".")[0] in owned:
                     tensors[f"model.{key}"] = value
                     if f"best.{key}" in tensors:  # early stopping's best weights: the model file's, with the stage's
-                        tensors[f"best.{key}"] = value
-            state = {k: v for k, v in meta.items() if k not in ("tensors", "token", checkpoint.IDENTITY_KEY,
-                                                                 checkpoint.RUN_KEY)}
+                        tensors[f"best.{key}"] = value.clone()  # a tensor of its own (safetensors refuses shared)
+            state = {k: v for k, v in meta.items() if k not in checkpoint.COMMIT_KEYS}
             checkpoint.save_resume(self.directory, tensors, state, meta.get(checkpoint.RUN_KEY))
 
     def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:

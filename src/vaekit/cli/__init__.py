@@ -9,6 +9,7 @@ import pkgutil
 import sys
 
 from ..errors import VaekitError
+from ..files import check_target
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        if getattr(args, "out_is_file", False) and getattr(args, "out", None):
+            check_target(args.out)  # a folder, or a run's own file: said before minutes of work, not after
         code = args.func(args)
     except VaekitError as exc:
         sys.stderr.write(f"vaekit: error: {exc}\n")

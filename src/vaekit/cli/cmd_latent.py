@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help=".png grid (a row per item, a column per strength) or .npy "
                    "(n_strengths, *data_shape) for one item, (n_items, n_strengths, *data_shape) for several; with "
                    "--score, .json")
-    p.set_defaults(func=attribute)
+    p.set_defaults(func=attribute, out_is_file=True)
 
     p = _parser(sub, "vary", "decode draws from one item's posterior q(z|x) (an AE gives copies of one image)")
     p.add_argument("--item", type=int, default=0)

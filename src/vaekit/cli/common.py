@@ -179,6 +179,7 @@ def save_output(model: Model, values: torch.Tensor, path: str, ncol: int | None 
 def add_out(parser: argparse.ArgumentParser, default: str | None = None,
             help: str = ".png picture or .npy arrays (a table model: .csv rows in your units)") -> None:
     parser.add_argument("--out", default=default, required=default is None, help=help)
+    parser.set_defaults(out_is_file=True)  # checked before any work (vaekit.cli.main): a folder or a run's own file
 
 
 def add_split(parser: argparse.ArgumentParser, default: str = "test") -> None:

@@ -123,8 +123,10 @@ def first_row_is_header(first: Sequence[str], body: Sequence[Sequence[str]]) -> 
     - its numbers are whole and distinct, and each lies far outside its column's values below it, by more than
       their range (years or wavelengths over measurements; at least two columns and two rows below, so that an
       outlying value, or the first row of a sorted table, is not taken for a name); or
-    - it reads 0, 1, 2, ... (the unnamed columns pandas writes), unless each of those numbers also occurs in its
-      column (headerless data that happens to start so, such as bits)."""
+    - it reads 0, 1, 2, ... (the unnamed columns pandas writes): with three or more columns always (a data row
+      reads so by chance rarely), with one or two unless each of those numbers also occurs in its column
+      (headerless bits starting 0,1 are as likely as a header); a warning says which was taken where it could be
+      either (`ambiguous_indices`)."""
     width = len(first)
     if not body:
         return False
@@ -136,9 +138,14 @@ def first_row_is_header(first: Sequence[str], body: Sequence[Sequence[str]]) -> 
     columns = [[value for value in (parse_cell(row[c]) for row in body) if isinstance(value, float)]
                for c in range(width)]
     if parsed == [float(i) for i in range(width)]:
-        return not all(parsed[c] in columns[c] for c in range(width))
+        return width >= 3 or not ambiguous_indices(parsed, columns)
     return (width >= 2 and len(body) >= 2 and all(value.is_integer() for value in parsed)
             and len(set(parsed)) == width and _outlying(parsed, columns, far=True))
+
+
+def ambiguous_indices(row: Sequence[float], columns: Sequence[Sequence[float]]) -> bool:
+    """Whether a first row reading 0, 1, 2, ... could as well be data: each number occurs in its column below."""
+    return all(value in column for value, column in zip(row, columns, strict=True))
 
 
 def _outlying(row: Sequence[float], columns: Sequence[Sequence[float]], far: bool = False) -> bool:
@@ -181,14 +188,15 @@ def _read_delimited(path: Path, header: str = "auto") -> RawTable:
     body = [row for _, row in lines[1:]]
     has_header = header == "yes" or (header == "auto" and first_row_is_header(first, body))
     numbers = [parse_cell(cell) for cell in first]
-    if header == "auto" and all(isinstance(value, float) for value in numbers):  # numbers: say what was decided
+    if header == "auto" and body and all(isinstance(value, float) for value in numbers):  # a guess: say which
         shown = ",".join(first)[:60]
-        if has_header:
-            log.info("%s: read its first row (%s) as column names; --header no reads it as data", path, shown)
-        elif width >= 2 and body and _outlying(numbers, [[v for v in (parse_cell(row[c]) for row in body)
-                                                          if isinstance(v, float)] for c in range(width)]):
-            log.warning("%s: its first row (%s) lies outside every column's values below it but was read as data; "
-                        "--header yes reads it as column names", path, shown)
+        columns = [[v for v in (parse_cell(row[c]) for row in body) if isinstance(v, float)] for c in range(width)]
+        indices = numbers == [float(i) for i in range(width)]
+        if has_header and (not indices or ambiguous_indices(numbers, columns)):
+            log.warning("%s: read its first row (%s) as column names; --header no reads it as data", path, shown)
+        elif not has_header and (indices or (width >= 2 and _outlying(numbers, columns))):
+            log.warning("%s: read its first row (%s) as data, though it could name the columns; --header yes reads "
+                        "it as column names", path, shown)
     if has_header:
         names = tuple(cell or f"column {i + 1}" for i, cell in enumerate(first))
         duplicates = [name for name, count in Counter(names).items() if count > 1]
