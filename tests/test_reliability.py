@@ -812,3 +812,12 @@ def test_a_run_folder_that_cannot_be_written_is_said_before_training(run, tmp_pa
         with pytest.raises(VaekitError, match=r"cannot write in .*run \(Permission denied\): make the run folder"):
             resume(folder, epochs=4, progress=False)
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != ".lock"} == before
+
+
+def test_the_checksum_of_a_resume_states_entries_survives_its_json_round_trip():
+    state = {"step": 7, "groups": ({"lr": 0.1, "betas": (0.9, 0.999)},), "by_index": {10: "a", 2: "b"},
+             "loss": float("nan"), "tensors": "x.safetensors", "token": "t"}
+    read_back = json.loads(json.dumps(state))
+    assert checkpoint._state_sha256(state) == checkpoint._state_sha256(read_back)
+    assert checkpoint._state_sha256(state) != checkpoint._state_sha256({**read_back, "step": 8})
+    assert checkpoint._state_sha256(state) == checkpoint._state_sha256({**read_back, "token": "other"})  # commit keys

@@ -260,8 +260,11 @@ COMMIT_KEYS = ("tensors", "token", IDENTITY_KEY, RUN_KEY)  # what resume.json ad
 
 
 def _state_sha256(state: dict[str, Any]) -> str:
-    """The sha256 of a resume state's own entries (step, epoch, optimiser settings, schedules ...), as JSON."""
-    return _sha256(json.dumps({k: v for k, v in state.items() if k not in COMMIT_KEYS}, sort_keys=True))
+    """The sha256 of a resume state's own entries (step, epoch, optimiser settings, schedules ...), as JSON. Taken
+    after a round trip through JSON, so that the state as given and as read back (tuples as lists, keys as text)
+    hash alike."""
+    entries = json.loads(json.dumps({k: v for k, v in state.items() if k not in COMMIT_KEYS}))
+    return _sha256(json.dumps(entries, sort_keys=True))
 
 
 def write_start(directory: str | Path, run_id: str) -> None:
