@@ -141,6 +141,11 @@ def test_a_header_of_numbers_is_told_from_a_first_row_of_data(tmp_path, caplog):
     # the first row of a table sorted by size: whole numbers just beyond every column's values, but data
     path.write_text("1,2,0\n3,4,1\n5,6,1\n6,9,1\n")
     assert tables.read_table(path).n_rows == 4
+    # names beside numbers: a sample column named in text, wavelengths over measurements; and a data row of text
+    path.write_text("sample,400,450\n" + "\n".join(f"s{i},{v[0]:.3f},{v[1]:.3f}" for i, v in enumerate(values)) + "\n")
+    assert tables.read_table(path).names == ("sample", "400", "450")
+    path.write_text("alice,0.5,0.25\n" + "\n".join(f"s{i},{v[0]:.3f},{v[1]:.3f}" for i, v in enumerate(values)) + "\n")
+    assert tables.read_table(path).n_rows == 21
     # one column: a whole number above the rest is not taken for a name
     path.write_text("7\n" + "\n".join(str(v) for v in values[:, 0]) + "\n")
     assert tables.read_table(path).n_rows == 21

@@ -191,9 +191,9 @@ class AttributeScore:
     at the edge of a factor's range, pushed past it, may stall or turn back there). For a 0/1 attribute,
     flipped: the share of items without it (positive strengths) judged to have it after the edit, or of items with
     it (negative strengths) judged not to; best_strength: the smallest positive strength within a point of the most
-    flips (None where no strength flips more than a point above the baseline: no edit works); baseline: the share of items without it judged to have it at strength 0
-    (the reconstruction: the judge's false alarms), and missed: the share of items with it judged not to have it
-    there. change: mean
+    flips (None where no strength flips more than a point above the baseline: no edit works); baseline: the share
+    of items without it judged to have it at strength 0 (the reconstruction: the judge's false alarms), and missed:
+    the share of items with it judged not to have it there. change: mean
     absolute pixel change from the reconstruction, and outside: the same over the pixels where the two groups'
     mean images differ least (the half of the image away from the attribute), so an edit that replaces the whole
     item shows. others: mean absolute change of the judge's other measurements (shapes).

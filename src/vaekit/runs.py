@@ -64,8 +64,8 @@ def resolve_config(cfg: RunConfig, dataset: Dataset) -> RunConfig:
     family = MODEL_FAMILIES.get(cfg.model.family)
     if family is not None and family.Settings is not None:  # what the family's own settings take from the data
         options[family.family] = family.settings_from_data(cfg.model.settings(family.family), dataset)
-    model = replace(cfg.model, data_shape=dataset.shape, likelihood=likelihood, num_labels=num_labels, label_names=label_names,
-                    options=options)
+    model = replace(cfg.model, data_shape=dataset.shape, likelihood=likelihood, num_labels=num_labels,
+                    label_names=label_names, options=options)
     return validate(replace(cfg, model=with_defaults(model)))
 
 

@@ -121,8 +121,9 @@ def first_row_is_header(first: Sequence[str], body: Sequence[Sequence[str]]) -> 
     """Whether a file's first row names its columns, when the file does not say. It does when:
     - it holds no numbers and none of its cells recurs in its column (text names over values); or
     - its numbers are whole and distinct, and each lies far outside its column's values below it, by more than
-      their range (years or wavelengths over measurements; at least two columns and two rows below, so that an
-      outlying value, or the first row of a sorted table, is not taken for a name); or
+      their range (years or wavelengths over measurements; at least two rows below, and two such numbers or a
+      text cell beside them that does not recur in its column, as "sample,400,450": so that an outlying value, or
+      the first row of a sorted table, is not taken for a name); or
     - it reads 0, 1, 2, ... (the unnamed columns pandas writes): with three or more columns always (a data row
       reads so by chance rarely), with one or two unless each of those numbers also occurs in its column
       (headerless bits starting 0,1 are as likely as a header); a warning says which was taken where it could be
@@ -131,16 +132,18 @@ def first_row_is_header(first: Sequence[str], body: Sequence[Sequence[str]]) -> 
     if not body:
         return False
     parsed = [parse_cell(cell) for cell in first]
-    if not any(isinstance(value, float) for value in parsed):
-        return not any(first[c] and any(row[c] == first[c] for row in body) for c in range(width))
-    if not all(isinstance(value, float) for value in parsed):
-        return False  # numbers beside text or empty cells: a data row with some text
+    texts = [c for c in range(width) if not isinstance(parsed[c], float)]
+    fresh = not any(first[c] and any(row[c] == first[c] for row in body) for c in texts)  # no text name recurs
+    if len(texts) == width:
+        return fresh
     columns = [[value for value in (parse_cell(row[c]) for row in body) if isinstance(value, float)]
                for c in range(width)]
     if parsed == [float(i) for i in range(width)]:
         return width >= 3 or not ambiguous_indices(parsed, columns)
-    return (width >= 2 and len(body) >= 2 and all(value.is_integer() for value in parsed)
-            and len(set(parsed)) == width and _outlying(parsed, columns, far=True))
+    numbers = [parsed[c] for c in range(width) if c not in texts]
+    return (fresh and len(body) >= 2 and (len(numbers) >= 2 or bool(texts))
+            and all(value.is_integer() for value in numbers) and len(set(numbers)) == len(numbers)
+            and _outlying(numbers, [columns[c] for c in range(width) if c not in texts], far=True))
 
 
 def ambiguous_indices(row: Sequence[float], columns: Sequence[Sequence[float]]) -> bool:
@@ -188,13 +191,14 @@ def _read_delimited(path: Path, header: str = "auto") -> RawTable:
     body = [row for _, row in lines[1:]]
     has_header = header == "yes" or (header == "auto" and first_row_is_header(first, body))
     numbers = [parse_cell(cell) for cell in first]
-    if header == "auto" and body and all(isinstance(value, float) for value in numbers):  # a guess: say which
+    if header == "auto" and body and any(isinstance(value, float) for value in numbers):  # a guess: say which
         shown = ",".join(first)[:60]
         columns = [[v for v in (parse_cell(row[c]) for row in body) if isinstance(v, float)] for c in range(width)]
         indices = numbers == [float(i) for i in range(width)]
+        every = all(isinstance(value, float) for value in numbers)
         if has_header and (not indices or ambiguous_indices(numbers, columns)):
             log.warning("%s: read its first row (%s) as column names; --header no reads it as data", path, shown)
-        elif not has_header and (indices or (width >= 2 and _outlying(numbers, columns))):
+        elif not has_header and every and (indices or (width >= 2 and _outlying(numbers, columns))):
             log.warning("%s: read its first row (%s) as data, though it could name the columns; --header yes reads "
                         "it as column names", path, shown)
     if has_header:
