@@ -385,6 +385,25 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(run, tmp
     assert len((folder / "metrics.jsonl").read_text().splitlines()) == 1  # the new run's only
     assert len(list(folder.glob("resume-*.safetensors"))) == 1
 
+    # checkpoints every 2 epochs: a new run stopped after its first epoch, before any checkpoint, leaves the old run
+    # whole, its metrics.jsonl too
+    class Killed(RuntimeError):
+        pass
+
+    class KillAfterEpoch1:
+        def on_epoch_end(self, trainer, result):
+            if result.epoch == 1:
+                raise Killed
+
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != ".lock"}
+    cfg = RunConfig(data=DataConfig(name="digits", limit=300), model=ModelConfig(latent_dim=3, hidden_dims=(16,)),
+                    train=TrainConfig(epochs=3, checkpoint_every=2, progress=False))
+    with pytest.raises(Killed):
+        train(cfg, out=folder, overwrite=True, callbacks=[KillAfterEpoch1()])
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name != ".lock"} == before
+    train(cfg, out=folder, overwrite=True)  # uninterrupted: the new run's three lines, written at its checkpoints
+    assert [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
 
 def test_weights_and_a_config_from_different_writes_are_found(run, tmp_path, capsys):
     import shutil

@@ -297,10 +297,12 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
                     prepare_out(directory, overwrite)
                     check_space(directory, model, cfg.train.early_stopping is not None)
                     run_id = secrets.token_hex(8)
-                    if not (directory / checkpoint.MODEL_FILE).exists():  # mark the folder as a run from the start
+                    replacing = (directory / checkpoint.MODEL_FILE).exists()  # --overwrite of a run with weights
+                    if not replacing:  # mark the folder as a run from the start
                         checkpoint.write_config(directory, cfg)
                         checkpoint.write_start(directory, run_id)
-                    own = [checkpointer(directory, cfg, run_id), MetricsLog(directory / METRICS_FILE),
+                    saver = checkpointer(directory, cfg, run_id)
+                    own = [saver, MetricsLog(directory / METRICS_FILE, until=saver if replacing else None),
                            *extra_loggers(cfg, directory, dataset)]
         trainer = Trainer(model, cfg.train, [*own, *(callbacks or [])])
         history = trainer.fit(train_data(dataset, cfg.data), judged)

@@ -875,12 +875,14 @@ class Trainer:
 
 class MetricsLog(Callback):
     """One JSON object per epoch in a file (metrics.jsonl). The first epoch of a fit replaces the file with the
-    trainer's whole history (so --overwrite keeps the old run's lines until the new run has an epoch); later epochs
-    append."""
+    trainer's whole history; later epochs append. `until` (an object with `saved`, the run's checkpointer, given
+    under --overwrite): the old run's lines stay until the new run's first checkpoint has replaced its weights and
+    config, so that a stop before it leaves the old run whole."""
 
-    def __init__(self, path) -> None:
+    def __init__(self, path, until: Any = None) -> None:
         self.path = path
         self.started = False
+        self.until = until
 
     def on_rollback(self, trainer: Trainer) -> None:
         # The epochs rolled back over are trained again: the file follows the history now. Before this fit's first
@@ -890,6 +892,8 @@ class MetricsLog(Callback):
 
     def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
         if not self.started:
+            if self.until is not None and not self.until.saved:
+                return  # the old run's lines until the new run has a checkpoint (then its whole history at once)
             write_lines(self.path, [json.dumps(row.to_dict()) for row in trainer.history])
             self.started = True
             return
