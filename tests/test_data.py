@@ -496,6 +496,11 @@ def test_attribute_table_csv_format(tmp_path):
     path.write_text("file,glasses\na.png,yes\n")
     with pytest.raises(VaekitError, match="glasses is 'yes'; attribute values must be 0/1"):
         load_attribute_table(path)
+    # only 0/1 columns, as the README offers: every column an attribute, rows in order
+    path.write_text("thick,odd\n" + "\n".join(f"{i % 2},{i % 3 == 0:d}" for i in range(6)) + "\n")
+    names, attributes = load_attribute_table(path)
+    assert names == [f"row {i}" for i in range(1, 7)] and attributes["thick"].tolist() == [0, 1, 0, 1, 0, 1]
+    assert attributes["odd"].tolist() == [1, 0, 0, 1, 0, 0]
 
 
 # ---- batching and the built-in sets -------------------------------------------------------------------------

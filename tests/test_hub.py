@@ -468,7 +468,8 @@ def test_the_model_card_holds_data_family_metrics_and_a_sample_grid(small_run, t
     for expected in ("| family | `vae`: Diagonal Gaussian posterior", "| data | `digits`: scikit-learn's bundled 8x8 "
                      "digits", "first 300 training items", "| latent size | 2 |", "| likelihood | `bernoulli` |",
                      "| data shape | 1 x 8 x 8 |", "| training | 2 epochs, batch 128, adam at lr 0.001, seed 0 |",
-                     "The run's last epoch (2)", f"| val_loss | {last['val_loss']:.6g} |",
+                     "The epoch whose weights these are (2), from the run's metrics.jsonl",
+                     f"| val_loss | {last['val_loss']:.6g} |",
                      f"| val_elbo | {last['val_elbo']:.6g} |", f"| val_kl | {last['val_kl']:.6g} |",
                      f"| train_loss | {last['train_loss']:.6g} |", "![64 decoded draws from the prior](samples.png)",
                      'model = Model.from_pretrained("alice/digits-vae")', "hf download alice/digits-vae",
@@ -665,3 +666,32 @@ def test_the_hubs_own_command_line_pushes_and_pulls_a_vaekit_folder(fake_hub, sm
     with Image.open(tmp_path / "s.png") as picture:
         assert picture.format == "PNG"
     _same_model(checkpoint.load(small_run), Model.from_pretrained("alice/cli-vae"))  # what hf upload put there
+
+
+def test_the_card_and_its_numbers_are_of_the_epoch_early_stopping_kept(small_run, tmp_path):
+    import hashlib
+    import shutil
+
+    from safetensors.torch import save_file
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["train"]["early_stopping"] = 2
+    text = json.dumps(config)
+    (run / "config.json").write_text(text)
+    tensors, metadata = checkpoint.read_checked(run / checkpoint.MODEL_FILE)
+    save_file(tensors, str(run / checkpoint.MODEL_FILE),
+              metadata={**metadata, checkpoint.CONFIG_KEY: hashlib.sha256(text.encode()).hexdigest()})
+    rows = [json.loads(line) for line in (small_run / "metrics.jsonl").read_text().splitlines()]
+    rows = [dict(rows[0], epoch=e, val_loss=v) for e, v in ((1, 50.0), (2, 40.0), (3, 45.0), (4, 41.0))]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    metrics = hub.read_metrics(run)
+    assert metrics["epoch"] == 2 and metrics["val_loss"] == 40.0 and metrics["epochs_trained"] == 4
+    card = hub.model_card(checkpoint.load(run), checkpoint.load_config(run), metrics)
+    assert "The epoch whose weights these are (2, the one early stopping kept)" in card and "| training | 4 epochs" in card
+    assert hub.read_metrics(small_run)["epoch"] == 2 and "epochs_trained" not in hub.read_metrics(small_run)
+    from vaekit.train import kept_index
+
+    assert kept_index([5.0, 4.0, None, 4.0, 4.5], 2) == 1  # the first at the lowest finite loss
+    assert kept_index([5.0, 4.0, 4.5], None) == 2 and kept_index([None, float("nan")], 3) == 1

@@ -2,6 +2,8 @@
 global side effects."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -150,3 +152,10 @@ def test_inverse_transform_gives_every_column_fitted_on_in_its_place():
     ae = AETransformer(epochs=2, random_state=0, column_types="id=ignore").fit(frame)
     back = ae.inverse_transform(ae.transform(frame))
     assert list(back.columns) == ["a", "id", "c"] and back["id"].isna().all() and back["a"].notna().all()
+
+
+def test_fitting_quietly_logs_no_epoch_lines_even_where_the_application_logs_info(caplog):
+    x = np.random.default_rng(0).normal(size=(60, 3))
+    with caplog.at_level(logging.INFO):
+        VAETransformer(epochs=3, random_state=0).fit(x)
+    assert "epoch" not in caplog.text and logging.getLogger("vaekit").level == logging.NOTSET

@@ -5,6 +5,8 @@ Fitting leaves no global state changed: torch's random generator is restored and
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import warnings
 from dataclasses import replace
@@ -25,6 +27,20 @@ from .runs import train
 
 SCORE_SAMPLES = 16  # posterior draws per row in score(): the ELBO estimate, seeded, so score is repeatable
 AUTO_STEPS, AUTO_MAX_EPOCHS = 3000, 2000  # epochs=None: about this many steps, in at most this many epochs
+
+
+@contextlib.contextmanager
+def _quiet(quiet: bool):
+    """verbose=False: training's per-epoch log lines held back (an application logging at INFO would get one per
+    epoch of every fit); warnings still pass."""
+    logger = logging.getLogger("vaekit")
+    level = logger.level
+    if quiet and logger.getEffectiveLevel() < logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _is_frame(X: Any) -> bool:
@@ -110,7 +126,7 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             dataset = Dataset("X", x, x[:0], table=schema)
             # train seeds torch's global generators (every GPU's too); give them back
             devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-            with torch.random.fork_rng(devices=devices):
+            with torch.random.fork_rng(devices=devices), _quiet(not self.verbose):
                 result = train(cfg, dataset=dataset, log_warnings=False)
         except VaekitError as exc:
             raise ValueError(str(exc)) from None

@@ -111,6 +111,15 @@ def mean_terms(model: Model, data: TensorData, batch_size: int = 1000, seed: int
     return {name: float(total) / len(data) for name, total in sums.items()}
 
 
+def kept_index(val_losses: list[float | None], early_stopping: int | None) -> int:
+    """Which epoch's weights a run keeps, as an index into its history: with early stopping the first epoch at the
+    lowest finite validation loss (the trainer's choice), else (or with none finite) the last."""
+    finite = [(v, i) for i, v in enumerate(val_losses) if v is not None and math.isfinite(v)]
+    if early_stopping is None or not finite:
+        return len(val_losses) - 1
+    return min(finite)[1]
+
+
 def json_number(value: Any) -> Any:
     """A number as JSON can hold it: a non-finite float (NaN, infinity) as None (null); anything else as it is."""
     return None if isinstance(value, float) and not math.isfinite(value) else value

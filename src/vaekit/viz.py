@@ -146,9 +146,11 @@ def plot_latent_map(latent_map, path: str | Path, label_names: list[str] | tuple
         picture = np.asarray(image_grid(images, ncol=grid, pad=1))
         half_x, half_y = (x1 - x0) / (2 * (grid - 1)), (y1 - y0) / (2 * (grid - 1))  # lattice points are cell centres
         right = axes[0, 1]
-        right.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=255,
-                     extent=(x0 - half_x, x1 + half_x, y0 - half_y, y1 + half_y), aspect="auto",
-                     interpolation="antialiased")  # the grid is shrunk to fit: nearest would alias into stripes
+        extent = (x0 - half_x, x1 + half_x, y0 - half_y, y1 + half_y)
+        # square pixels, whatever the two axes' ranges: items that are not square (Frey's 28x20) keep their shape
+        pixel_aspect = ((extent[1] - extent[0]) / picture.shape[1]) / ((extent[3] - extent[2]) / picture.shape[0])
+        right.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=255, extent=extent,
+                     aspect=pixel_aspect, interpolation="antialiased")  # shrunk to fit: nearest would alias
         right.set_xlabel(ax.get_xlabel())
         right.set_ylabel(ax.get_ylabel())
         plane = "" if latent_map.projection == "latent" else ", PCA plane through the mean code"

@@ -14,7 +14,7 @@ from .. import checkpoint, distributed, runs
 from ..data import load_dataset
 from ..config import RunConfig
 from ..errors import Interrupted, VaekitError
-from ..train import json_number
+from ..train import json_number, kept_index
 from .common import add_config_flags, config_from_args, recipes, set_flags
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,12 @@ def run(args: argparse.Namespace) -> int:
             result = runs.train(cfg, out=args.out, overwrite=args.overwrite)
     if not distributed.world().main:
         return 0
-    last = result.history[-1] if result.history else None
     summary = {"run": str(result.directory)}
-    if last is not None:
+    if result.history:  # the epoch whose weights the run holds (early stopping's kept one), and how many ran
+        last = result.history[kept_index([row.val_loss for row in result.history],
+                                         result.config.train.early_stopping)]
+        if last is not result.history[-1]:
+            summary["epochs_trained"] = result.history[-1].epoch
         summary.update(epoch=last.epoch, train_loss=json_number(round(last.train_loss, 4)),
                        val_loss=None if last.val_loss is None else json_number(round(last.val_loss, 4)),
                        images_per_s=round(last.images_per_s, 1))

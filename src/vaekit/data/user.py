@@ -452,7 +452,8 @@ def _folder_attributes(folder: Path, files: list[Path]) -> dict[str, torch.Tenso
 def load_attribute_table(path: str | Path) -> tuple[list[str], dict[str, torch.Tensor]]:
     """File keys and 0/1 attribute columns (float32, (N,)) from a CSV or CelebA's list_attr_celeba.txt.
 
-    CSV: a header row, the first column the file name, the others 0/1. CelebA: line 1 the row count,
+    CSV: a header row, then the first column the file name and the others 0/1, or only 0/1 columns (rows are
+    items in order, keyed "row 1", "row 2", ...). CelebA: line 1 the row count,
     line 2 the attribute names, then `file v1 v2 ...` separated by spaces. In both, -1 means 0.
     """
     path = Path(path)
@@ -475,9 +476,14 @@ def load_attribute_table(path: str | Path) -> tuple[list[str], dict[str, torch.T
         first_line = 3
     else:
         table = list(csv.reader(lines))
-        header = [cell.strip() for cell in table[0]][1:]
         rows = [[cell.strip() for cell in row] for row in table[1:]]
         first_line = 2
+        if rows and all(row and row[0] in ("0", "1", "-1") for row in rows):
+            # no file-name column, only 0/1 columns: rows are items in order, keyed by their row number
+            header = [cell.strip() for cell in table[0]]
+            rows = [[f"row {number}", *row] for number, row in enumerate(rows, start=1)]
+        else:
+            header = [cell.strip() for cell in table[0]][1:]
     if not header:
         raise VaekitError(f"{path} names no attributes: expected a header row of attribute names")
     if not rows:

@@ -22,6 +22,7 @@ from ..config import DataConfig, RunConfig
 from ..errors import VaekitError
 from ..models import Model
 from ..runs import METRICS_FILE
+from ..train import kept_index
 
 log = logging.getLogger(__name__)
 
@@ -168,23 +169,32 @@ def _write_samples(model: Model, path: Path) -> bool:
 
 
 def read_metrics(run: str | Path) -> dict[str, float]:
-    """A run's last epoch from its metrics.jsonl: epoch, train_loss and the test split's val_loss, val_elbo and
-    val_<term>, in nats per example; {} for a run that has finished no epoch."""
+    """The numbers of the epoch whose weights a run holds (its last; with early stopping the kept one) from its
+    metrics.jsonl: epoch, train_loss and val_loss, val_elbo and val_<term>, in nats per example, and epochs_trained
+    where more epochs ran; {} for a run that has finished no epoch."""
     path = Path(run) / METRICS_FILE
     if not path.is_file():
         return {}
     try:
         lines = [line for line in path.read_text().splitlines() if line.strip()]
-        row = json.loads(lines[-1]) if lines else {}
+        rows = [json.loads(line) for line in lines]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise VaekitError(f"{path} is unreadable ({type(exc).__name__}): continue the run (vaekit train --resume "
                           f"{run}), which rewrites it, or pass the metrics yourself") from None
-    if not isinstance(row, dict):
-        raise VaekitError(f"{path} is corrupt (its last line is not a JSON object): continue the run (vaekit train "
+    if not all(isinstance(row, dict) for row in rows):
+        raise VaekitError(f"{path} is corrupt (a line is not a JSON object): continue the run (vaekit train "
                           f"--resume {run}), which rewrites it, or pass the metrics yourself")
-    return {name: value for name, value in row.items()
-            if (name in ("epoch", "train_loss") or name.startswith("val_")) and isinstance(value, (int, float))
-            and not isinstance(value, bool) and math.isfinite(value)}
+    if not rows:
+        return {}
+    early_stopping = checkpoint.load_config(run).train.early_stopping if (Path(run) / checkpoint.CONFIG_FILE
+                                                                           ).is_file() else None
+    row = rows[kept_index([r.get("val_loss") for r in rows], early_stopping)]
+    numbers = {name: value for name, value in row.items()
+               if (name in ("epoch", "train_loss") or name.startswith("val_")) and isinstance(value, (int, float))
+               and not isinstance(value, bool) and math.isfinite(value)}
+    if row is not rows[-1] and isinstance(rows[-1].get("epoch"), int):
+        numbers["epochs_trained"] = rows[-1]["epoch"]
+    return numbers
 
 
 # ---- the model card --------------------------------------------------------------------------------------------
@@ -207,7 +217,8 @@ def model_card(model: Model, config: RunConfig, metrics: Mapping[str, float], *,
             ("conditioned on", f"the class label ({model.num_labels} classes)" if model.num_labels else "nothing")]
     if data_recorded:
         train = config.train
-        trained = int(metrics["epoch"]) if metrics and "epoch" in metrics else None  # what ran, not what was planned
+        trained = int(metrics.get("epochs_trained", metrics["epoch"])) if metrics and "epoch" in metrics else None
+        # what ran, not what was planned
         epochs = f"{trained} epochs" if trained is not None else (
             f"up to {train.epochs} epochs" if train.minutes or train.early_stopping else f"{train.epochs} epochs")
         limit = f" within a limit of {train.minutes:g} minutes" if train.minutes else ""
@@ -221,7 +232,9 @@ def model_card(model: Model, config: RunConfig, metrics: Mapping[str, float], *,
              "## Metrics", ""]
     if metrics:
         if "epoch" in metrics:
-            lines += [f"The run's last epoch ({int(metrics['epoch'])}), from its metrics.jsonl: `val_*` on "
+            kept = "" if "epochs_trained" not in metrics else ", the one early stopping kept"
+            lines += [f"The epoch whose weights these are ({int(metrics['epoch'])}{kept}), from the run's "
+                      f"metrics.jsonl: `val_*` on "
                       f"{_judged_on(config) if data_recorded else 'the split the run judged its epochs on'}, "
                       "`train_loss` on the training data, in nats per example (`loss` is minimised, `elbo` "
                       "is higher-is-better).", ""]
