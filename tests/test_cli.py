@@ -167,6 +167,8 @@ def test_demo_draws_its_pictures_and_replaces_only_its_own_runs(tmp_path, capsys
     assert {"reconstructions.png", "prior_samples.png", "interpolation.png", "vae", "ae", "demo.json"} <= \
         {p.name for p in out.iterdir()}
     assert json.loads((out / "demo.json").read_text())["finished"] is True
+    width, height = Image.open(out / "interpolation.png").size  # two 10-item strips, stacked: no empty band
+    assert height < 0.45 * width
     assert demo(out) == 0  # its own folder: run again
     # a folder holding runs of the user's own: refused, untouched, unless --overwrite
     mine = tmp_path / "mine"

@@ -61,8 +61,13 @@ def captioned_panels(panels: list[tuple[str, torch.Tensor]], path: str | Path, n
     import matplotlib.pyplot as plt
 
     grids = [np.asarray(image_grid(images, ncol)) for _, images in panels]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.6), squeeze=False)
-    for ax, (title, _), grid in zip(axes[0], panels, grids):
+    # the figure sized by the grids' own shape: wide strips (an interpolation) one above the other, else side by side
+    aspect = max(grid.shape[0] / grid.shape[1] for grid in grids)
+    wide = aspect < 0.5
+    width = 8.4 if wide else 4.2
+    rows, cols = (len(panels), 1) if wide else (1, len(panels))
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, (width * aspect + 0.5) * rows), squeeze=False)
+    for ax, (title, _), grid in zip(axes.flat, panels, grids):
         ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
         ax.set_title(title, fontsize=12)
         ax.axis("off")
