@@ -940,6 +940,7 @@ def test_every_family_is_served(tmp_path, family):
     with TestClient(create_app(explorer), base_url=BASE) as client:
         info = client.get("/api/info").json()
         assert info["family"] == family and info["code_size"] == 3
+        assert info["slider_range"] == ("codes" if family == "ae" else "prior")  # what the page's hint says
         codes = latent.encode_dataset(explorer.model, explorer.items.x).numpy()
         if family == "ae":  # the sliders span where an AE's codes are, not its nominal prior
             low = codes.mean(0) - 3 * codes.std(0, ddof=1)

@@ -116,6 +116,7 @@ class Explorer:
         log.info("encoding %d %s items for the latent map", n, split)
         self.map = latent.latent_map(model, x_map, method="auto", y=y_map)
         scores = latent.dimension_scores(model, x_map, y=y_map).flatten()
+        self.slider_range = "prior"  # what the sliders span: the prior's spread, or the served codes' own
         try:
             if not model.has_bound:  # an AE: its prior is nominal, and its codes lie where they lie
                 raise VaekitError("no prior to range the sliders")
@@ -123,6 +124,7 @@ class Explorer:
         except VaekitError:  # a prior over another shape than the code, or none: the codes' own spread
             codes = latent.encode_dataset(model, x_map, y=y_map).flatten(1)
             mean, std = codes.mean(0), codes.std(0)
+            self.slider_range = "codes"
         order = torch.argsort(scores, descending=True, stable=True).tolist()
         self.dimensions = tuple(Dimension(int(d), float(scores[d]), float(mean[d] - 3 * std[d]),
                                           float(mean[d] + 3 * std[d]), float(mean[d])) for d in order)
@@ -140,7 +142,7 @@ class Explorer:
             "items": len(self.items), "map_items": len(self.map.points), "data_shape": list(self.model.data_shape),
             "kind": "image" if self.is_image else "table" if self.table is not None else "vector",
             "code_size": self.code_size, "code_shape": list(self.model.code_shape),
-            "dimensions": [vars(d) for d in self.dimensions],
+            "dimensions": [vars(d) for d in self.dimensions], "slider_range": self.slider_range,
             "labels": self._label_names() if self.items.y is not None or self.conditioned else None,
             "conditioned": self.conditioned, "attributes": self.attributes(),
             "colourings": (["label"] if self.items.y is not None else []) + sorted(self._split_attributes()),

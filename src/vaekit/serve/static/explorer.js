@@ -345,6 +345,11 @@ function option(select, value, text) {
 
 async function start() {
   const info = state.info = await api("/api/info");
+  if (info.slider_range === "codes") {  // an AE or VQ-VAE: no prior of its own to range the sliders by
+    $("slider-hint").textContent = "Each slider is one latent dimension, the most used first; the range is the " +
+      "served codes' mean \u00b1 3 standard deviations (this model has no prior of its own to range them by).";
+    $("centre").textContent = "codes' mean";
+  }
   $("about").textContent = `${info.run || "a run"}: ${info.family} on ${info.data}, a code of ${info.code_size} ` +
     `number${info.code_size === 1 ? "" : "s"}; items from the ${info.split} split (${info.items}).`;
   for (const id of ["from-item", "item-a", "item-b"]) $(id).max = info.items - 1;
