@@ -1,6 +1,7 @@
 """Run folders on disk: config.json + model.safetensors (the model alone), resume state; atomic, no pickle."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -123,8 +124,10 @@ FAMILY_SETTINGS_ADDED_LATER = {"hvae": ("top_prior", "top_components", "gradient
 
 
 def identities(directory: str | Path) -> set[str]:
-    """The identities a resume state of this config.json may hold: today's, and the one vaekit wrote before."""
-    return {identity_sha256(directory), identity_sha256(directory, LEGACY_RUNTIME)}
+    """The identities a resume state of this config.json may hold: today's, and the one vaekit wrote before (one
+    read of config.json)."""
+    settings = load_config(directory).to_dict()
+    return {_identity(copy.deepcopy(settings)), _identity(settings, LEGACY_RUNTIME)}
 
 
 def identity_sha256(directory: str | Path, runtime: tuple[str, ...] = RUNTIME) -> str:
@@ -132,7 +135,11 @@ def identity_sha256(directory: str | Path, runtime: tuple[str, ...] = RUNTIME) -
     train settings a resume may change (RUNTIME), later settings left at their defaults (ADDED_LATER) and the edits
     section (used after training). A resume
     that rewrites config.json keeps it."""
-    settings = load_config(directory).to_dict()
+    return _identity(load_config(directory).to_dict(), runtime)
+
+
+def _identity(settings: dict[str, Any], runtime: tuple[str, ...] = RUNTIME) -> str:
+    """identity_sha256 of a config's settings (RunConfig.to_dict(), changed in place)."""
     settings.pop("edits", None)  # how the trained model is edited afterwards, not what training computes
     for name in runtime:
         settings["train"].pop(name, None)

@@ -180,13 +180,8 @@ def run_lock(directory: Path):
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
         handle.flush()
-        try:  # every write makes a file beside its target first: said now, not after an epoch of training
-            made, probe = tempfile.mkstemp(prefix=".vaekit-write-test.", dir=directory)
-            os.close(made)
-            os.unlink(probe)
-        except OSError as exc:
-            raise VaekitError(f"cannot write in {directory} ({exc.strerror or exc.__class__.__name__}): make the run "
-                              "folder writable") from None
+        # every write makes a file beside its target first: said now, not after an epoch of training
+        _write_probe(directory, f"cannot write in {directory}", "make the run folder writable")
         yield
     finally:
         handle.close()  # closing releases the lock
@@ -203,12 +198,20 @@ def check_out(out: Path) -> None:
             break
     try:
         out.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".vaekit-write-test.", dir=out)
-        os.close(handle)
-        os.unlink(probe)
     except OSError as exc:
         raise VaekitError(f"cannot write in --out {out} ({exc.strerror or exc.__class__.__name__}): choose a folder "
                           "you can write to") from None
+    _write_probe(out, f"cannot write in --out {out}", "choose a folder you can write to")
+
+
+def _write_probe(directory: Path, problem: str, fix: str) -> None:
+    """Make and remove a file in `directory`, or a VaekitError `problem (reason): fix`."""
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".vaekit-write-test.", dir=directory)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise VaekitError(f"{problem} ({exc.strerror or exc.__class__.__name__}): {fix}") from None
 
 
 def check_space(directory: Path, model: torch.nn.Module, early_stopping: bool = False) -> None:
