@@ -34,6 +34,22 @@ def test_every_setting_is_declared_with_help_and_reaches_the_cli():
         assert flag in help_text
 
 
+def test_each_flag_states_one_default_and_run_commands_the_runs_own():
+    """A help text saying its default in words is not followed by a second one (--threads said "one per core" and
+    "none"); on a command over a trained run, the data flags default to the run's settings, not a new run's."""
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name in ("train", "encode", "reconstruct", "evaluate"):
+        for action in commands[name]._actions:
+            assert (action.help or "").count("(default:") <= 1, (name, action.option_strings, action.help)
+    train = {a.dest: a.help for a in commands["train"]._actions}
+    assert train["cfg__data__name"].endswith("(default: mnist-10k)")
+    assert train["cfg__train__threads"] == "CPU threads for torch (default: one per core)"
+    for name in ("encode", "reconstruct", "evaluate", "explore", "traverse"):
+        helps = {a.dest: a.help for a in commands[name]._actions if a.dest.startswith("cfg__data__")}
+        assert helps and all("(default: the run's own" in text for text in helps.values()), (name, helps)
+        assert "for another file, none in place of the run's drop" in helps["cfg__data__impute"]
+
+
 def test_flags_yaml_and_set_reach_the_same_fields(tmp_path):
     by_flag = parse("--model", "iwae", "--iwae-k", "7", "--likelihood", "gaussian", "--gaussian-std", "0.2",
                     "--lr", "3e-4", "--hidden-dims", "64,32", "--no-progress")

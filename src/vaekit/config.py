@@ -492,7 +492,9 @@ def _flag_for(f: dataclasses.Field, hint: Any, section: str, path: tuple[str, ..
     help_text = meta.get("help", "")
     if base is bool:
         return Flag(flag, dest, section, path, {"action": "store_const", "const": not default, "help": help_text})
-    kwargs: dict[str, Any] = {"help": f"{help_text} (default: {_show(default)})" if help_text else None}
+    # A help text that says its default in words keeps it (threads: "one per core", not "none").
+    shown = help_text if "(default:" in help_text else f"{help_text} (default: {_show(default)})"
+    kwargs: dict[str, Any] = {"help": shown if help_text else None}
     choices = meta.get("choices")
     choices = choices() if callable(choices) else choices
     if choices is not None:

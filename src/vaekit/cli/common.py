@@ -38,7 +38,19 @@ TRAINING_ONLY = ("validation",)  # data settings only training reads (what it ho
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
     """The data section's flags (--data, --data-dir, --binarize, ...), from the config declarations, for commands
     on a trained run: less those only training reads, which would be taken and ignored."""
-    _add_flags(parser, [f for f in config_module.config_flags(("data",)) if f.path[-1] not in TRAINING_ONLY])
+    flags = [f for f in config_module.config_flags(("data",)) if f.path[-1] not in TRAINING_ONLY]
+    # Each defaults to the run's own setting (run_dataset), not to the declaration's default a new run starts from.
+    _add_flags(parser, [replace(f, kwargs={**f.kwargs, "help": _run_default(f)}) for f in flags])
+
+
+def _run_default(flag: config_module.Flag) -> str | None:
+    help_text = flag.kwargs.get("help")
+    if help_text is None:
+        return None
+    head, _, _ = help_text.rpartition(" (default: ")
+    default = "the run's own; for another file, none in place of the run's drop" if flag.path[-1] == "impute" else \
+        "the run's own"  # run_dataset: dropping a new file's rows would leave fewer results than rows
+    return f"{head or help_text} (default: {default})"
 
 
 def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
