@@ -46,6 +46,35 @@ def test_sample_reconstruct_interpolate(run_dir, tmp_path):
     assert np.load(tmp_path / "i.npy").shape == (6, 1, 8, 8)
 
 
+def test_reconstruct_wraps_many_items_into_paired_rows(run_dir, tmp_path, caplog):
+    """20 items: two pairs of rows, 16 wide, each row of inputs above its reconstructions, the short row's rest
+    white; more than the split holds is all of it, with a note (it used to be one row of 360 images, unsaid)."""
+    from vaekit.config import DataConfig
+    from vaekit.data import load_dataset
+    from vaekit.viz import to_uint8_images
+
+    assert main(["reconstruct", str(run_dir), "--n", "20", "--out", str(tmp_path / "r.png")]) == 0
+    assert main(["reconstruct", str(run_dir), "--n", "20", "--out", str(tmp_path / "r.npy")]) == 0
+    x = load_dataset(DataConfig(name="digits")).split("test").x[:20]
+    tiles = np.concatenate([to_uint8_images(x), to_uint8_images(np.load(tmp_path / "r.npy"))])[..., 0]
+    with Image.open(tmp_path / "r.png") as image:
+        canvas = np.asarray(image)
+    zoom, cell = 7, 8 + 2  # digits are 8x8, enlarged to at least 56 pixels; 2 pixels between tiles
+    assert canvas.shape == ((4 * cell + 2) * zoom, (16 * cell + 2) * zoom)
+
+    def tile(row: int, col: int) -> np.ndarray:
+        top, left = (2 + row * cell) * zoom, (2 + col * cell) * zoom
+        return canvas[top:top + 8 * zoom:zoom, left:left + 8 * zoom:zoom]
+
+    assert np.array_equal(tile(0, 3), tiles[3]) and np.array_equal(tile(1, 3), tiles[20 + 3])
+    assert np.array_equal(tile(2, 2), tiles[18]) and np.array_equal(tile(3, 2), tiles[20 + 18])
+    assert (tile(2, 4) == 255).all() and (tile(3, 15) == 255).all()
+    caplog.clear()
+    assert main(["reconstruct", str(run_dir), "--n", "1000", "--out", str(tmp_path / "all.npy")]) == 0
+    assert np.load(tmp_path / "all.npy").shape == (360, 1, 8, 8)
+    assert "the test split has 360 items: reconstructing all of them" in caplog.text
+
+
 def test_encode_decode_round_trip(run_dir, tmp_path):
     assert main(["encode", str(run_dir), "--out", str(tmp_path / "z.npy")]) == 0
     codes = np.load(tmp_path / "z.npy")

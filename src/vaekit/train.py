@@ -714,7 +714,7 @@ class Trainer:
         if result.skipped:
             log.warning("epoch %d: %d steps skipped for a non-finite loss or gradient", self.epoch, result.skipped)
         log.info(
-            "epoch %d/%d  loss %.3f (%s)%s  %.1fs  %.0f img/s",
+            "epoch %d/%d  loss %.3f (%s)%s  %.1fs  %.0f items/s",
             self.epoch, self.planned, train_means["loss"],
             ", ".join(f"{k} {v:.3f}" for k, v in train_means.items() if k != "loss"),
             "" if val_means is None else f"  val {val_means['loss']:.3f}", seconds, result.images_per_s,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 import numpy as np
 import torch
@@ -15,6 +16,11 @@ from .common import (
 )
 from ..data.tables import model_table
 
+log = logging.getLogger(__name__)
+
+
+RECONSTRUCT_ROW = 16  # items per row of reconstruct's picture
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="decode draws from the prior")
@@ -27,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("reconstruct", help="inputs (top) and their reconstructions (below)")
     p.add_argument("run")
-    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--n", type=int, default=16, help="the split's first N items (all of them if it has fewer); "
+                   f"a picture shows them {RECONSTRUCT_ROW} to a row, each row of inputs above its reconstructions")
     add_split(p)
     add_data_flags(p)
     add_out(p)
@@ -81,13 +88,24 @@ def reconstruct(args: argparse.Namespace) -> int:
     dataset = run_dataset(args.run, args)
     x = dataset.split(args.split).x[:args.n]
     n = decoded_count(model, len(x), "--n", per=2)  # the items and their reconstructions
+    if args.n > n:
+        log.warning("note: the %s split has %d items: reconstructing all of them", args.split, n)
     y = split_labels(model, dataset, args.split)
     recon = model.reconstruct(x.to(model.device), None if y is None else y[:n]).cpu()
     if args.out.endswith(".npy") or model_table(model.config) is not None:
         print(save_output(model, recon, args.out))  # a table's reconstructions: rows in the user's units
     else:
-        print(viz.save_images(torch.cat([x, recon]), args.out, ncol=len(x)))
+        print(viz.save_images(paired_rows(x, recon, RECONSTRUCT_ROW), args.out, ncol=min(n, RECONSTRUCT_ROW)))
     return 0
+
+
+def paired_rows(x: torch.Tensor, recon: torch.Tensor, width: int) -> torch.Tensor:
+    """Items and their reconstructions in rows of `width`: each row of items above its row of reconstructions (a
+    last, short row filled out with white)."""
+    width = min(len(x), width)
+    blank = torch.ones((-len(x) % width, *x.shape[1:]), dtype=x.dtype)
+    x, recon = torch.cat([x, blank]), torch.cat([recon.to(x.dtype), blank])
+    return torch.cat([part for i in range(0, len(x), width) for part in (x[i:i + width], recon[i:i + width])])
 
 
 def interpolate(args: argparse.Namespace) -> int:
