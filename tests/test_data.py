@@ -419,6 +419,34 @@ def test_image_folder_reads_exif_orientation_and_16_bit_grey(tmp_path):
     torch.testing.assert_close(x, torch.from_numpy(np.rint(ramp / 257.0) / 255).float(), atol=1e-6, rtol=0)
 
 
+def test_image_folder_reads_pictures_with_damaged_exif_as_stored(tmp_path, monkeypatch):
+    import struct
+    import warnings
+
+    from PIL import ImageOps
+
+    from vaekit.data import user
+
+    # an orientation entry of 5 shorts whose values lie past the end of the EXIF block: no orientation to apply
+    tiff = b"MM\x00*\x00\x00\x00\x08" + struct.pack(">HHHII", 1, 0x0112, 3, 5, 0xFFFFF)
+    stored = np.zeros((32, 64), np.uint8)
+    stored[:16] = 255
+    (tmp_path / "odd").mkdir()
+    for i in range(2):
+        Image.fromarray(stored).save(tmp_path / "odd" / f"p{i}.jpg", exif=b"Exif\x00\x00" + tiff, quality=95)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow warns of the corrupt block
+        x = load(tmp_path / "odd", image_size=32).x_train[0, 0]
+        assert float(x[:8].mean()) > 0.9 and float(x[-8:].mean()) < 0.1  # the band on top, as stored
+
+        def damaged(image):  # what Pillow raises for some damaged blocks
+            raise SyntaxError("not a TIFF file")
+
+        monkeypatch.setattr(ImageOps, "exif_transpose", damaged)
+        with Image.open(tmp_path / "odd" / "p0.jpg") as image:
+            assert user.upright(image) is image
+
+
 def test_image_folder_train_test_split_and_attribute_table(tmp_path):
     for i in range(4):
         _png(tmp_path / "faces" / "train" / f"{i}.png", "L", i)

@@ -233,6 +233,30 @@ def test_latent_map_is_the_code_for_2d_and_pca_otherwise(tmp_path):
         assert wide.width > 1.5 * small.width and wide.height == small.height
 
 
+def test_latent_map_manifold_keeps_items_their_shape(tmp_path, monkeypatch):
+    """Frey-like items, 12 tall and 8 wide, over axes whose ranges differ 50-fold: the decoded grid is shown with
+    square pixels, so each item keeps its 3:2 shape (filling the panel would stretch it by the ranges' ratio)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(family="vae", latent_dim=2, network="mlp", hidden_dims=(16,), likelihood="bernoulli",
+                      data_shape=(1, 12, 8))
+    model = build_model(cfg).eval()
+    generator = np.random.default_rng(0)
+    points = np.stack([generator.uniform(-50, 50, 200), generator.uniform(-1, 1, 200)], axis=1)
+    flat = latent.LatentMap(points=points, labels=None, projection="latent", explained_variance=(0.9, 0.1),
+                            center=np.zeros(2), axes=np.eye(2))
+    figures = []
+    real_save = viz._save_figure
+    monkeypatch.setattr(viz, "_save_figure", lambda fig, path: figures.append(fig) or real_save(fig, path))
+    viz.plot_latent_map(flat, tmp_path / "map.png", manifold=model, grid=5)
+    figure = figures[0]
+    figure.canvas.draw()
+    image = figure.axes[1].images[0]
+    rows, cols = image.get_array().shape[:2]
+    box = image.get_window_extent()
+    assert box.width / box.height == pytest.approx(cols / rows, rel=0.02)
+    assert rows / cols == pytest.approx((5 * 13 + 1) / (5 * 9 + 1))  # 5 items of 12x8, 1 pixel apart
+
+
 # ---- a VAE trained on shapes: attribute vectors and traversals move what they claim -------------------------
 
 
