@@ -36,7 +36,7 @@ def list_datasets(args: argparse.Namespace) -> int:
         if found is not False:
             status = f"found in {found}" if found else f"not found (run `vaekit data get {name}`)"
             print(f"{'':<{width}}  {status}")
-    print("Or give a path: a .npy/.npz/.csv file or a folder of images.")
+    print("Or give a path: a .npy/.npz file, a table (.csv/.tsv/.parquet) or a folder of images.")
     return 0
 
 
