@@ -1,0 +1,169 @@
+"""The README's worked examples, run as the README shows them, with their figures stored: the smile and glasses
+vectors on the face sets, `vaekit compare` on Fashion-MNIST and digits, the edits of a default `shapes` model, and
+label-conditioned samples read by an independent classifier.
+
+    python benchmarks/readme_runs.py [--stages faces,compare,shapes,conditional] [--work DIR] [--out FILE]
+
+Each stage calls the commands the README prints (`vaekit train`, `vaekit attribute --score`, `vaekit compare`), in
+a child process as a user would, times them, and keeps what they write. The results file is rewritten after every
+stage, so a cut run keeps the stages that finished. The face stages need the face sets (VAEKIT_DATA, or `vaekit data
+get`); compare needs Fashion-MNIST. About 45 minutes on 2 cores in all, 20 of them the smiles model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_common import machine, write_results  # noqa: E402
+
+STAGES = ("faces", "compare", "shapes", "conditional")
+SMILE_STRENGTHS = "-4,-3,-2,-1,0,1,2,3,4"
+GLASSES_STRENGTHS = "-3,-2,-1,0,1,2,3"
+METHODS = ("mean-diff", "linear", "local")
+
+
+def vaekit(*args: str) -> float:
+    """Run one vaekit command as a user would; its wall-clock seconds."""
+    command = [sys.executable, "-c", "import sys; from vaekit.cli import main; sys.exit(main())", *args]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return round(time.perf_counter() - start, 1)
+
+
+def epochs(run: Path) -> dict:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    seconds = [row["seconds"] for row in rows if row.get("seconds") is not None]
+    return {"epochs": len(rows), "train_seconds": round(sum(seconds), 1),
+            "epoch_seconds_min_max": [round(min(seconds), 1), round(max(seconds), 1)] if seconds else None,
+            "last_val_loss": rows[-1].get("val_loss") if rows else None}
+
+
+def scored(run: Path, attribute: str, strengths: str, method: str, work: Path) -> dict:
+    out = work / f"{run.name}-{attribute}-{method}.json"
+    seconds = vaekit("attribute", str(run), "--attr", attribute, "--score", f"--strengths={strengths}",
+                     "--method", method, "--out", str(out))
+    return {**json.loads(out.read_text()), "seconds": seconds}
+
+
+def faces(work: Path) -> dict:
+    smiles = work / "smiles"
+    record: dict = {"smiles": {"command": "vaekit train --recipe faces --data smiles",
+                               "wall_seconds": vaekit("train", "--recipe", "faces", "--data", "smiles", "--out",
+                                                      str(smiles), "--no-progress", "--overwrite")}}
+    record["smiles"].update(epochs(smiles))
+    for method in METHODS:
+        record["smiles"][method] = scored(smiles, "smile", SMILE_STRENGTHS, method, work)
+    olivetti = work / "olivetti"
+    record["olivetti"] = {"command": "vaekit train --recipe faces --data olivetti --epochs 150",
+                          "wall_seconds": vaekit("train", "--recipe", "faces", "--data", "olivetti", "--epochs", "150",
+                                                 "--out", str(olivetti), "--no-progress", "--overwrite")}
+    record["olivetti"].update(epochs(olivetti))
+    for method in METHODS:
+        record["olivetti"][method] = scored(olivetti, "glasses", GLASSES_STRENGTHS, method, work)
+    return record
+
+
+def compare(work: Path) -> dict:
+    record = {}
+    for name, args in (("fashion-mnist", ["--data", "fashion-mnist", "--network", "mlp", "--latent-dim", "16",
+                                          "--epochs", "10"]),
+                       ("digits", ["--data", "digits", "--latent-dim", "8", "--epochs", "50"])):
+        out = work / f"compare-{name}"
+        seconds = vaekit("compare", *args, "--out", str(out), "--overwrite")
+        record[name] = {"command": "vaekit compare " + " ".join(args), "wall_seconds": seconds,
+                        **json.loads((out / "compare.json").read_text())}
+    return record
+
+
+def shapes(work: Path) -> dict:
+    run = work / "shapes-default"
+    args = ["--data", "shapes", "--image-size", "32", "--latent-dim", "6", "--epochs", "5"]
+    record: dict = {"command": "vaekit train " + " ".join(args),
+                    "wall_seconds": vaekit("train", *args, "--out", str(run), "--no-progress", "--overwrite")}
+    record.update(epochs(run))
+    for attribute in ("scale", "x", "y"):
+        for method in ("mean-diff", "linear"):
+            score = scored(run, attribute, "-1,0,1", method, work)
+            record[f"{attribute}/{method}"] = {key: score[key] for key in ("monotone", "ends", "items", "seconds")}
+    return record
+
+
+def conditional(work: Path) -> dict:
+    """The `conditional` recipe's code sizes on mnist-10k, 10 epochs each, and the default conv network at 2-D: 1,000
+    prior samples (100 per digit) read by an MLP trained on the pixels, as tests/test_models.py judges the recipe."""
+    from dataclasses import replace
+
+    import torch
+
+    import vaekit
+    from vaekit.cli.common import recipe_config
+    from vaekit.config import DataConfig
+    from vaekit.data import load_dataset
+    from vaekit.networks import resolve_network
+    from vaekit.report.classifier import train_feature_classifier
+
+    data = load_dataset(DataConfig(name="mnist-10k"))
+    pixels = vaekit.Dataset("pixels", data.x_train.flatten(1), data.x_test.flatten(1), data.y_train, data.y_test)
+    classifier = train_feature_classifier(pixels, steps=1500, seed=1)
+    record: dict = {"judge_test_accuracy": round(classifier.test_accuracy, 4), "models": []}
+    base = recipe_config("conditional")  # MLP networks 512-256, a 2-D code, 10 epochs
+    variants = [replace(base.model, latent_dim=dim) for dim in (2, 4, 8, 16)]
+    variants.append(replace(vaekit.RunConfig().model, condition="label", latent_dim=2))  # the default network: conv
+    for model_cfg in variants:
+        dim = model_cfg.latent_dim
+        cfg = replace(base, data=DataConfig(name="mnist-10k"), model=model_cfg,
+                      train=replace(base.train, progress=False))
+        start = time.perf_counter()
+        model = vaekit.train(cfg, dataset=data).model
+        seconds = time.perf_counter() - start
+        labels = torch.arange(1000) % 10
+        samples = model.sample(1000, labels, torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            predicted = classifier(samples.flatten(1)).argmax(1)
+        record["models"].append({"network": resolve_network(model.config), "latent_dim": dim,
+                                 "train_seconds": round(seconds, 1),
+                                 "requested_digit_share": round(float((predicted == labels).float().mean()), 4)})
+    return record
+
+
+def markdown(results: dict) -> str:
+    lines = [f"README runs ({results['machine']['cpu_label']})"]
+    for stage, record in results["stages"].items():
+        lines.append(f"\n## {stage}\n```\n{json.dumps(record, indent=1)[:4000]}\n```")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stages", default=",".join(STAGES))
+    parser.add_argument("--work", default=None, help="folder for the runs (default: a temporary one)")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    chosen = [stage for stage in args.stages.split(",") if stage]
+    unknown = sorted(set(chosen) - set(STAGES))
+    if unknown:
+        parser.error(f"unknown stages {unknown}: use {', '.join(STAGES)}")
+    with tempfile.TemporaryDirectory() as temporary:
+        work = Path(args.work or temporary)
+        work.mkdir(parents=True, exist_ok=True)
+        results = {"machine": machine(), "vaekit_data": os.environ.get("VAEKIT_DATA"), "stages": {}}
+        for stage in chosen:
+            start = time.perf_counter()
+            results["stages"][stage] = globals()[stage](work)
+            results["stages"][stage]["stage_seconds"] = round(time.perf_counter() - start, 1)
+            results["machine_after"] = machine()
+            path = write_results("readme-runs", results, args.out, f"stage {stage} done")
+            args.out = str(path)
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
