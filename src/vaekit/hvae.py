@@ -20,7 +20,7 @@ from torch.distributions import Distribution, constraints
 from .config import ModelConfig, setting
 from .distributions import DiagonalGaussian, GaussianMixture, diagonal_gaussian, standard_normal
 from .errors import VaekitError
-from .models import VAE, Output, iw_gradient_setting, register_family
+from .models import VAE, Output, _full_precision, iw_gradient_setting, register_family
 from .networks import MLPEncoder
 from .vamp import new_pseudo_inputs, pseudo_view, start_pseudo_inputs
 
@@ -213,7 +213,7 @@ class HVAE(VAE):
     # ---- the layers --------------------------------------------------------------------------------------------
     @staticmethod
     def _gaussian(params: torch.Tensor) -> DiagonalGaussian:
-        return diagonal_gaussian(*params.float().chunk(2, dim=-1))
+        return diagonal_gaussian(*_full_precision(params).chunk(2, dim=-1))
 
     def _net(self, net: nn.Module, value: torch.Tensor, held: bool = False) -> DiagonalGaussian:
         """A Gaussian from an MLP applied to the last dimension of value (any leading shape); `held`: with the MLP's
@@ -223,7 +223,6 @@ class HVAE(VAE):
             params = torch.func.functional_call(net, {n: p.detach() for n, p in net.named_parameters()}, (flat,))
         else:
             params = net(flat)
-        params = params.float()
         return self._gaussian(params.reshape(*value.shape[:-1], params.shape[-1]))
 
     def conditional_prior(self, z2: torch.Tensor, held: bool = False) -> DiagonalGaussian:

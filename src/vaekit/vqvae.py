@@ -27,7 +27,7 @@ from .config import ModelConfig, non_negative, positive, setting
 from . import distributions
 from .distributions import PointMass
 from .errors import VaekitError
-from .models import Model, Output, register_family
+from .models import Model, Output, _full_precision, register_family
 from .networks import (ACTIVATIONS, MLPDecoder, MLPEncoder, _conv_sizes, downsampling_convs, resolve_network,
                        upsampling_convs)
 
@@ -215,8 +215,8 @@ class VQVAE(Model):
         """The index of the nearest code of each vector: (..., D) -> (...), by squared distance, in float32 even
         under autocast (in bfloat16 most of a fresh codebook's choices came out different)."""
         with torch.autocast(vectors.device.type, enabled=False):
-            flat = vectors.reshape(-1, vectors.shape[-1]).float()
-            book = self.codebook.float()
+            flat = _full_precision(vectors.reshape(-1, vectors.shape[-1]))
+            book = _full_precision(self.codebook)
             distances = flat.square().sum(1, keepdim=True) - 2 * flat @ book.T + book.square().sum(1)
             return distances.argmin(1).view(vectors.shape[:-1])
 
@@ -247,7 +247,7 @@ class VQVAE(Model):
         """N_k <- decay N_k + (1 - decay) n_k; m_k <- decay m_k + (1 - decay) sum of the vectors given code k;
         e_k = m_k / N_k, with N_k Laplace-smoothed so an unused code keeps a finite place."""
         decay, k = self.settings.decay, self.settings.codebook
-        flat, index = vectors.reshape(-1, vectors.shape[-1]).float(), codes.reshape(-1)
+        flat, index = vectors.reshape(-1, vectors.shape[-1]).to(self.ema_sum.dtype), codes.reshape(-1)
         counts = _counts(index, k, flat)
         sums = torch.zeros_like(self.ema_sum).index_add_(0, index, flat)
         self.ema_count.mul_(decay).add_(counts, alpha=1 - decay)
@@ -268,7 +268,7 @@ class VQVAE(Model):
         # moving to recent encoder outputs: tried scaled down to the batch's vectors per code instead, the codes then
         # stayed put for tens of steps and lagged the encoder (the conformance suite's 30 steps raised the loss).
         dead = (self.usage < self.settings.restart_below) & (counts == 0)
-        flat = vectors.detach().reshape(-1, vectors.shape[-1]).float()
+        flat = vectors.detach().reshape(-1, vectors.shape[-1]).to(self.codebook.dtype)
         fresh = flat[torch.randint(flat.shape[0], (k,), device=flat.device)]
         self.codebook.copy_(torch.where(dead[:, None], fresh, self.codebook))
         self.usage.copy_(torch.where(dead, torch.ones_like(self.usage), self.usage))
