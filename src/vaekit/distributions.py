@@ -248,8 +248,12 @@ def discretized_logistic_log_prob(loc: torch.Tensor, log_scale: torch.Tensor, x:
     top, bottom = x >= 1 - half, x <= half  # the end bins take the tails: a = +inf, b = -inf
     log_a = torch.where(top, torch.zeros_like(upper), F.logsigmoid(upper))
     log_not_b = torch.where(bottom, torch.zeros_like(lower), F.logsigmoid(-lower))
-    width = torch.where(top | bottom, torch.zeros_like(upper), torch.log(-torch.expm1(-(inverse_scale / levels))))
-    return log_a + log_not_b + width
+    # log(1 - e^-t), t = (1/s) / levels the bin's standardised width, from log t: for small t it is log t - t/2 (to
+    # t^2/24), where e^-t rounds to 1 and 1/s to 0 (a large scale); each branch clamped so neither overflows.
+    log_t = -log_scale - math.log(levels)
+    width = torch.where(log_t < -15, log_t.clamp_max(-15) - 0.5 * log_t.clamp_max(-15).exp(),
+                        torch.log(-torch.expm1(-log_t.clamp_min(-15).exp())))
+    return log_a + log_not_b + torch.where(top | bottom, torch.zeros_like(width), width)
 
 
 @register_likelihood("discretized_logistic")
