@@ -168,6 +168,35 @@ def test_mistakes_are_said_once_before_any_process_starts(tmp_path, capsys, monk
         vaekit.train(cfg)
 
 
+def test_process_0s_own_error_is_said_once_under_nproc(tmp_path):
+    """Process 0 fails preparing the run folder (another run holds its lock): its own one-line error, said once;
+    the others stop quietly (they used to replace it with "process 0 could not ...: see its message", twice)."""
+    import fcntl
+
+    run = one_process(tmp_path, "run", "--epochs", "1")
+    with open(run / ".lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.truncate(0)
+        held.write("pid 12345")
+        held.flush()
+        result = vaekit_cli("train", "--resume", str(run), "--epochs", "2", "--nproc", "2")
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert sum("is being written by another vaekit run (pid 12345)" in line for line in lines) == 1, lines
+    assert not any("see its message" in line or "exitcode" in line for line in lines), lines
+
+
+def test_the_exit_code_of_several_processes_names_the_first_real_failure(capsys):
+    from types import SimpleNamespace as Failure
+
+    assert distributed._failure_code({0: Failure(exitcode=2, timestamp=5), 1: Failure(exitcode=2, timestamp=1)}) == 2
+    # a process killed (out of memory): the launcher stops the rest with SIGTERM, which is not the run's failure
+    killed = {0: Failure(exitcode=-15, timestamp=2), 1: Failure(exitcode=-9, timestamp=1)}
+    assert distributed._failure_code(killed) == 137
+    assert "process 1 was killed by SIGKILL (out of memory?); the others were stopped" in capsys.readouterr().err
+    assert distributed._failure_code({1: Failure(exitcode=1, timestamp=3), 0: Failure(exitcode=-15, timestamp=4)}) == 1
+
+
 def test_launch_helpers(monkeypatch):
     from vaekit.cli.cmd_train import _without_nproc
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
-from .errors import VaekitError
+from .errors import FollowerStop, VaekitError
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +99,13 @@ def all_gather(tensor: torch.Tensor, here: World) -> list[torch.Tensor]:
 
 def agree(ok: bool, here: World, what: str) -> None:
     """A step only the main process takes (preparing the run folder): the others wait for it, and if it failed they
-    stop too (the main process reports why)."""
+    stop too, quietly; the main process raises its own error, which says why."""
     if here.size == 1:
         return
     flag = torch.tensor([1 if ok else 0], device=_collective_device())
     dist.broadcast(flag, src=0)
-    if not int(flag):
-        raise VaekitError(f"process 0 could not {what}: see its message")
+    if not int(flag) and not here.main:
+        raise FollowerStop(f"process 0 could not {what}: see its message")
 
 
 def launch(argv: list[str], nproc: int) -> int:
@@ -119,17 +121,35 @@ def launch(argv: list[str], nproc: int) -> int:
              " ".join(argv))
     for name in [*logging.root.manager.loggerDict, "torch.distributed.elastic"]:  # the processes say what went wrong
         if name.startswith("torch.distributed.elastic"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         torchrun.run(torchrun.parse_args(["--standalone", "--nproc-per-node", str(nproc), "-m", "vaekit", *argv]))
     except SignalException as stop:
         return 128 + int(stop.sigval)
-    except ChildFailedError as failed:  # process 0's exit code (it says what went wrong), else the first; one
-        # killed by a signal: 128 + the signal
-        failures = sorted(failed.failures.items(), key=lambda item: item[0] != 0)
-        code = failures[0][1].exitcode if failures else 1
-        return code if code > 0 else 128 + abs(code or 1)
+    except ChildFailedError as failed:
+        return _failure_code(failed.failures)
     return 0
+
+
+def _failure_code(failures: dict) -> int:
+    """The run's exit code from its failed processes (rank -> failure with exitcode, timestamp): process 0's own
+    code where it failed by itself (it says what went wrong), else the first failure's. A process the launcher
+    stopped (SIGTERM, after another failed) does not count, and a process killed by a signal (out of memory: SIGKILL)
+    is said in one line, as no process could say it: 128 + the signal."""
+    own = {rank: f for rank, f in failures.items() if f.exitcode != -signal.SIGTERM} or failures
+    if not own:
+        return 1
+    rank, first = (0, own[0]) if 0 in own and own[0].exitcode > 0 else min(own.items(), key=lambda i: i[1].timestamp)
+    code = first.exitcode
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        guess = " (out of memory?)" if name == "SIGKILL" else ""
+        sys.stderr.write(f"vaekit: process {rank} was killed by {name}{guess}; the others were stopped\n")
+        return 128 - code
+    return code
 
 
 def broken_collective(exc: BaseException) -> bool:

@@ -5,6 +5,11 @@ class VaekitError(Exception):
     """A problem the user can fix: the message names it and says how."""
 
 
+class FollowerStop(VaekitError):
+    """Under --nproc, a process other than 0 stopping because process 0 failed at a step only it takes: process 0
+    prints why, this process nothing (exit code 2 all the same)."""
+
+
 class Interrupted(Exception):
     """Training stopped on a signal (SIGINT, SIGTERM) after finishing a step and saving: resume to continue."""
 

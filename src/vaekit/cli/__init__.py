@@ -8,7 +8,7 @@ import os
 import pkgutil
 import sys
 
-from ..errors import VaekitError
+from ..errors import FollowerStop, VaekitError
 from ..files import check_target
 
 
@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "out_is_file", False) and getattr(args, "out", None):
             check_target(args.out)  # a folder, or a run's own file: said before minutes of work, not after
         code = args.func(args)
+    except FollowerStop:
+        return 2  # process 0 says why
     except VaekitError as exc:
         sys.stderr.write(f"vaekit: error: {exc}\n")
         return 2
