@@ -161,6 +161,16 @@ def test_too_little_space_for_a_checkpoint_is_said_before_training(small_disk, c
     assert not (small_disk / "run" / checkpoint.MODEL_FILE).exists()
 
 
+def test_a_new_run_on_a_full_disk_is_said_in_one_line(small_disk, capsys):
+    """The folder can be made and an empty probe file too, but not the lock's pid: the space check says what is
+    wrong (the pid's write was a traceback)."""
+    (small_disk / "run").mkdir()
+    _fill(small_disk / "run")
+    assert main(["train", "--data", "digits", "--limit", "300", "--hidden-dims", "16", "--epochs", "1", "--out",
+                 str(small_disk / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "MiB free, but checkpoints of this model need about" in err, err
+
 
 # ---- kills of a resumed run: `vaekit train --resume RUN --epochs 3` on the finished 2-epoch run --------------
 # It rewrites metrics.jsonl, then checkpoints at steps 12 and 15 (a step checkpoint, then the epoch's) and rewrites

@@ -7,7 +7,9 @@ import gzip
 import json
 import math
 import struct
+import sys
 import zipfile
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -403,6 +405,57 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(run, tmp
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name != ".lock"} == before
     train(cfg, out=folder, overwrite=True)  # uninterrupted: the new run's three lines, written at its checkpoints
     assert [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+    # a new run whose first checkpoint commits inside its first epoch (a step checkpoint, as at a stop) and is then
+    # killed: the folder is the new run, so its metrics.jsonl is too (no epochs yet), not the old run's three lines
+    class KillAtStep7:
+        def on_step_end(self, trainer, step):
+            if step.step == 7:
+                raise Killed
+
+    steps = replace(cfg, train=replace(cfg.train, checkpoint_steps=5, batch_size=32))
+    with pytest.raises(Killed):
+        train(steps, out=folder, overwrite=True, callbacks=[KillAtStep7()])
+    assert json.loads((folder / checkpoint.RESUME_STATE).read_text())["step"] == 5
+    assert (folder / "metrics.jsonl").read_text() == ""
+    resumed = resume(folder)
+    assert [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert len(resumed.history) == 3
+
+
+def test_a_full_disk_at_an_epochs_metrics_line_is_one_line_and_no_half_line(run, tmp_path, monkeypatch, capsys):
+    import builtins
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    real_open = builtins.open
+
+    class HalfWritten:
+        def __init__(self, path):
+            self.handle = real_open(path, "a")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, text):
+            self.handle.write(text[: len(text) // 2])
+            self.handle.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    module = sys.modules["vaekit.train"]  # the module (vaekit.train is the training function)
+    monkeypatch.setattr(module, "open", lambda path, mode="r", *a, **k: HalfWritten(path) if mode == "a" else
+                        real_open(path, mode, *a, **k), raising=False)
+    fails(["train", "--resume", str(folder), "--epochs", "5", "--no-progress"], capsys,
+          "cannot add epoch 4 to")
+    monkeypatch.undo()
+    text = (folder / "metrics.jsonl").read_text()  # epochs 1-3 (the resumed fit's first epoch rewrites the file)
+    assert text.endswith("}\n") and [json.loads(line)["epoch"] for line in text.splitlines()] == [1, 2, 3]
+    resume(folder, epochs=5, progress=False)  # and the run goes on from its checkpoint
+    assert [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5]
 
 
 def test_weights_and_a_config_from_different_writes_are_found(run, tmp_path, capsys):

@@ -122,12 +122,15 @@ class Checkpointer(Callback):
 
     def __init__(self, directory: Path, config: RunConfig, run_id: str, saved: bool = False) -> None:
         self.directory, self.config, self.run_id, self.saved = directory, config, run_id, saved
+        self.first_save: list[Any] = []  # called with the trainer once this run's first checkpoint has committed
 
     def save(self, trainer: Trainer) -> None:
         with trainer.keeping() as kept:  # the best epoch's weights under early stopping; the resume state the last
             checkpoint.save_pretrained(kept, self.config, self.directory, self.run_id)
         checkpoint.save_resume(self.directory, *trainer.state_dict(), self.run_id)
-        self.saved = True
+        first, self.saved = not self.saved, True
+        for hook in self.first_save if first else ():
+            hook(trainer)
 
     def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
         if trainer.save_now:
@@ -176,10 +179,11 @@ def run_lock(directory: Path):
             holder = handle.read().strip() or "another process"
             raise VaekitError(f"{directory} is being written by another vaekit run ({holder}): wait for it to end, "
                               "or choose another --out") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
+        try:  # who holds it, for the next writer's message: best effort (a full disk is said by check_space)
+            handle.truncate(0)
+            os.write(handle.fileno(), f"pid {os.getpid()}".encode())
+        except OSError:
+            pass
         # every write makes a file beside its target first: said now, not after an epoch of training
         _write_probe(directory, f"cannot write in {directory}", "make the run folder writable")
         yield

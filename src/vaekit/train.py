@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import signal
 import sys
@@ -891,20 +892,38 @@ class MetricsLog(Callback):
     def __init__(self, path, until: Any = None) -> None:
         self.path = path
         self.started = False
+        self.written = 0  # epochs of the history in the file
         self.until = until
+        if until is not None and hasattr(until, "first_save"):  # a stop or a step checkpoint may commit first
+            until.first_save.append(self._rewrite)
+
+    def _rewrite(self, trainer: Trainer) -> None:
+        """The file becomes this fit's whole history (atomically)."""
+        write_lines(self.path, [json.dumps(row.to_dict()) for row in trainer.history])
+        self.started, self.written = True, len(trainer.history)
 
     def on_rollback(self, trainer: Trainer) -> None:
         # The epochs rolled back over are trained again: the file follows the history now. Before this fit's first
         # epoch end it is left alone (under --overwrite it still holds the old run's lines).
         if self.started:
-            write_lines(self.path, [json.dumps(row.to_dict()) for row in trainer.history])
+            self._rewrite(trainer)
 
     def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
         if not self.started:
             if self.until is not None and not self.until.saved:
                 return  # the old run's lines until the new run has a checkpoint (then its whole history at once)
-            write_lines(self.path, [json.dumps(row.to_dict()) for row in trainer.history])
-            self.started = True
+            self._rewrite(trainer)
             return
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(result.to_dict()) + "\n")
+        if len(trainer.history) <= self.written:
+            return  # in the file already: written when this epoch's checkpoint committed the run
+        size = os.path.getsize(self.path) if os.path.exists(self.path) else 0
+        try:
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps(result.to_dict()) + "\n")
+        except OSError as exc:  # a full disk: the file as it was, not half a line
+            with contextlib.suppress(OSError):
+                os.truncate(self.path, size)
+            raise VaekitError(f"cannot add epoch {result.epoch} to {self.path} ({exc.strerror}): free some space, "
+                              f"then continue from the last checkpoint (vaekit train --resume "
+                              f"{os.path.dirname(self.path) or '.'})") from None
+        self.written = len(trainer.history)
