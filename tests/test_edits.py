@@ -119,6 +119,16 @@ def test_linear_ignores_a_difference_that_does_not_separate():
     assert abs(float(linear[1])) < 0.1 * abs(float(linear[0]))
 
 
+def test_linear_on_codes_that_cannot_be_told_apart_is_a_one_line_error():
+    """Identical codes (a collapsed encoder): the classifier's normal is zero; the direction was 0/0, NaN edits."""
+    from vaekit.latent import AttributeGroups
+
+    codes = torch.full((100, 3), 0.25)
+    mask = torch.arange(100) % 2 == 0
+    with pytest.raises(VaekitError, match="--method linear found no direction.*use --method mean-diff"):
+        edits.attribute_direction(codes, AttributeGroups("a", mask, ~mask, ""), "linear")
+
+
 def test_linear_is_the_normal_of_the_boundary_where_mean_difference_is_not():
     """Codes spread 10x more along dimension 0; the groups are split by the boundary 0.1 z0 + z1 = 0, whose normal
     is (0.1, 1). The mean difference leans towards the wide dimension (its direction is the covariance times the

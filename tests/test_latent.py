@@ -73,6 +73,21 @@ def test_slerp_keeps_equal_norms_and_lerp_hits_the_midpoint():
     torch.testing.assert_close(latent.lerp(z1, z2, 3)[1], (z1 + z2) / 2)
 
 
+def test_slerp_between_opposite_codes_is_the_straight_path():
+    """No great circle joins opposite codes (for a 1-D code: any two of opposite sign); the path was rounding noise
+    divided by sin(pi) (2.15 -> 3.90 -> 2.27 -> 0 -> 0 -> -0.46 on Frey's 1-D model)."""
+    for z1, z2 in [(torch.tensor([2.149]), torch.tensor([-0.461])), (torch.tensor([1.0, -2.0]), torch.tensor([-1.5, 3.0])),
+                   (torch.tensor([0.3, 0.4, -1.2]), -torch.tensor([0.3, 0.4, -1.2]))]:
+        path = latent.slerp(z1, z2, 8)
+        assert torch.isfinite(path).all()
+        torch.testing.assert_close(path, latent.lerp(z1, z2, 8))
+    # nearly opposite, yet a circle: a real arc, its end points hit
+    z1, z2 = torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 0.01])
+    path = latent.slerp(z1, z2, 9)
+    torch.testing.assert_close(path[-1], z2)
+    assert path.norm(dim=1).min() > 0.99
+
+
 def test_vary_draws_differ_for_a_vae_and_coincide_for_an_ae():
     x = torch.rand(1, 8, 8)
     vae_draws = latent.vary(tiny_model("vae"), x, 6, torch.Generator().manual_seed(0))

@@ -101,6 +101,13 @@ class CompareResult:
     def scores(self) -> tuple[ModelScores, ModelScores]:
         return self.ae, self.vae
 
+    @property
+    def classifier_items(self) -> str:
+        """The items the classifier's accuracy is measured on, in words, with why where they are not the test's."""
+        if self.classifier_checked_on == "held-out training":
+            return "held-out training items (the test split's classes are not the training split's)"
+        return f"{self.classifier_checked_on or 'test'} items"
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["report"] = str(self.report)

@@ -45,6 +45,9 @@ def attribute_direction(codes: torch.Tensor, groups: AttributeGroups, method: st
     # the L2 penalty keeps a dimension the encoder barely uses (a tiny spread would need a huge weight) out of it.
     fit = LogisticRegression(max_iter=5000).fit(flat[both].numpy(), groups.mask[both].numpy())
     normal = torch.from_numpy(fit.coef_[0])
+    if not (torch.isfinite(normal).all() and float(normal.norm()) > 0 and float(difference @ normal) != 0):
+        raise VaekitError("--method linear found no direction: the codes of the two groups cannot be told apart (the "
+                          "encoder gives them the same codes); train the model longer, or use --method mean-diff")
     normal = normal / normal.norm() * torch.sign(difference @ normal)  # pointing towards the attribute
     return (normal * difference.norm()).float().reshape(codes.shape[1:])
 

@@ -91,9 +91,12 @@ def slerp_at(z1: torch.Tensor, z2: torch.Tensor, t: torch.Tensor) -> torch.Tenso
     t = t.to(z1).reshape(-1, 1)
     n1, n2 = z1.norm(), z2.norm()
     u1, u2 = z1 / n1.clamp_min(1e-12), z2 / n2.clamp_min(1e-12)
-    omega = torch.arccos((u1 * u2).sum().clamp(-1.0, 1.0))
-    if float(omega) < 1e-6:  # parallel codes: the great circle is undefined and lerp is exact
+    cosine = float((u1 * u2).sum().clamp(-1.0, 1.0))
+    # Parallel codes: lerp is exact. Opposite codes (any two of opposite sign for a 1-D code): no one great circle
+    # joins them, and sin(omega) ~ 0 would divide rounding noise into the path; the straight line is the path.
+    if z1.numel() < 2 or cosine > 1 - 1e-12 or cosine < -1 + 1e-6:
         return lerp_at(z1, z2, t)
+    omega = torch.arccos(torch.tensor(cosine, dtype=z1.dtype, device=z1.device))
     direction = (torch.sin((1 - t) * omega) * u1 + torch.sin(t * omega) * u2) / torch.sin(omega)
     return direction * ((1 - t) * n1 + t * n2)
 
@@ -460,9 +463,9 @@ def latent_map(model: Model, x: torch.Tensor, labels: torch.Tensor | np.ndarray 
         raise VaekitError(f"unknown latent map method {method!r}: use auto, latent or pca")
     projection = ("latent" if d <= 2 else "pca") if method == "auto" else method
     if projection == "latent" and d > 2:
-        raise VaekitError(f"the latent has {d} dimensions: a 'latent' map needs at most 2, use pca")
+        raise VaekitError(f"the latent has {d} dimensions: a 'latent' map needs at most 2: use --method pca")
     if projection == "pca" and d < 2:
-        raise VaekitError(f"the latent has {d} dimension: PCA to 2-D needs at least 2, use the 'latent' map")
+        raise VaekitError(f"the latent has {d} dimension: PCA to 2-D needs at least 2: use --method latent")
     if x.shape[0] < 2:
         raise VaekitError(f"a latent map needs at least 2 items, got {x.shape[0]}")
     if labels is not None:

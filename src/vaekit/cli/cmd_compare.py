@@ -52,6 +52,6 @@ def run(args: argparse.Namespace) -> int:
                                          f"{'n/a':>10s}" for s in result.scores()))
     if result.fcd_real is not None:
         print(f"FCD of real training vs test images: {result.fcd_real:.4g} "
-              f"(classifier accuracy {result.classifier_accuracy:.1%} on the {result.classifier_checked_on} items)")
+              f"(classifier accuracy {result.classifier_accuracy:.1%} on the {result.classifier_items})")
     print(f"report: {result.report}")
     return 0

@@ -192,6 +192,7 @@ def attribute(args: argparse.Namespace) -> int:
     if not numbers or not all(v.is_integer() for v in numbers):
         raise VaekitError(f"--apply-to takes item indices, e.g. 0,5,9; got {args.apply_to!r}")
     indices = [int(v) for v in numbers]
+    decoded_count(model, len(indices), "--apply-to", per=len(strengths))  # items x strengths decoded at once
     items = [pick(x, index) for index in indices]
     if args.attr_file:  # a table's rows belong to --split's items
         groups = latent.find_attribute(dataset, args.split, args.attr, versus=args.versus, table=args.attr_file)

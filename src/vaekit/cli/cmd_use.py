@@ -141,11 +141,14 @@ def decode(args: argparse.Namespace) -> int:
     model = load_run(args.run)
     codes = load_array(args.codes)
     shape = tuple(model.code_shape)
-    if codes.ndim == len(shape):
+    given = codes.shape
+    if shape == (1,) and codes.ndim == 1:
+        codes = codes[:, None]  # a 1-D code: a plain list of numbers is one code each
+    elif codes.ndim == len(shape):
         codes = codes[None]
     if tuple(codes.shape[1:]) != shape or codes.shape[0] < 1:
-        raise VaekitError(f"{args.codes} has shape {codes.shape}, expected (N, {', '.join(map(str, shape))}) codes "
-                          "for this model")
+        raise VaekitError(f"{args.codes} has shape {given}, but this model's codes have shape "
+                          f"({', '.join(map(str, shape))}): give an array of shape (N, {', '.join(map(str, shape))})")
     if not np.issubdtype(codes.dtype, np.number):
         raise VaekitError(f"{args.codes} holds non-numeric values: codes must be finite numbers")
     latent.check_code_values(codes, str(args.codes))

@@ -71,7 +71,7 @@ def train_feature_classifier(dataset: Dataset, steps: int = 1000, seed: int = 0,
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + 1))
         held = len(x) // 10
         x_check, y_check, x, y = x[order[:held]], y[order[:held]], x[order[held:]], y[order[held:]]
-        model.checked_on = "held-out training items (the test split's classes are not the training split's)"
+        model.checked_on = "held-out training"  # items: the test split's classes are not the training split's
     epochs = max(1, math.ceil(steps / math.ceil(len(x) / batch_size)))
     model.train()
     for _ in range(epochs):

@@ -76,7 +76,7 @@ def rows(result: "CompareResult", cfg: RunConfig, options: "CompareOptions") -> 
          f"Fréchet classifier distance (FCD) between {n} decoded draws z ~ p(z) (each model's prior; N(0, I) for "
          f"the AE and the VAE) and {n} test images, in the "
          f"hidden features of a small classifier vaekit trains on {html.escape(result.dataset)} "
-         f"({accuracy} accuracy on the {html.escape(result.classifier_checked_on or 'test')} items); "
+         f"({accuracy} accuracy on the {html.escape(result.classifier_items)}); "
          "<em>not FID</em>. Reference: real training vs test images."),
     ]
     if gmm:
@@ -171,7 +171,7 @@ def render_report(result: "CompareResult", cfg: RunConfig, options: "CompareOpti
     steps = options.interpolation_steps
     accuracy = result.classifier_accuracy
     classifier = ("none: the data have no labels" if accuracy is None
-                  else f"{accuracy:.1%} accuracy on the {html.escape(result.classifier_checked_on or 'test')} items")
+                  else f"{accuracy:.1%} accuracy on the {html.escape(result.classifier_items)}")
     second = html.escape(result.vae.family.upper())
     both = lambda text: {"ae": f"AE: {text}", "vae": f"{second}: {text}"}  # noqa: E731
     sections = [
