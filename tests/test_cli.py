@@ -75,6 +75,18 @@ def test_reconstruct_wraps_many_items_into_paired_rows(run_dir, tmp_path, caplog
     assert "the test split has 360 items: reconstructing all of them" in caplog.text
 
 
+def test_decode_takes_a_plain_list_of_numbers_for_a_one_number_code(tmp_path, capsys):
+    out = tmp_path / "one"
+    assert main([*TRAIN, "--latent-dim", "1", "--out", str(out)]) == 0
+    np.save(tmp_path / "z.npy", np.linspace(-2, 2, 5).astype(np.float32))  # shape (5,): five codes
+    assert main(["decode", str(out), str(tmp_path / "z.npy"), "--out", str(tmp_path / "x.npy")]) == 0
+    assert np.load(tmp_path / "x.npy").shape == (5, 1, 8, 8)
+    np.save(tmp_path / "bad.npy", np.zeros((5, 2), np.float32))
+    assert main(["decode", str(out), str(tmp_path / "bad.npy"), "--out", str(tmp_path / "y.npy")]) == 2
+    assert "has shape (5, 2), but this model's codes have shape (1): give an array of shape (N, 1)" in \
+        capsys.readouterr().err
+
+
 def test_encode_decode_round_trip(run_dir, tmp_path):
     assert main(["encode", str(run_dir), "--out", str(tmp_path / "z.npy")]) == 0
     codes = np.load(tmp_path / "z.npy")
