@@ -142,6 +142,12 @@ def test_compare_digits_report_is_self_contained(digits_report):
     assert "<link" not in page and "<script" not in page
     assert "not FID" in page and "Fréchet classifier distance" in page
     assert "accuracy on the test items)" in page and "items items" not in page
+    from vaekit.report.html import rows
+
+    unlabelled = replace(digits_report, fcd_real=None, classifier_accuracy=None)  # e.g. Frey faces: no labels
+    names = [row[0] for row in rows(unlabelled, DIGITS, QUICK)]
+    assert not any(name.startswith("FCD") for name in names) and "Prior mass in holes" in names
+    assert any(name.startswith("FCD") for name in (row[0] for row in rows(digits_report, DIGITS, QUICK)))
     held = replace(digits_report, classifier_checked_on="held-out training")
     assert held.classifier_items == "held-out training items (the test split's classes are not the training split's)"
     for value in (digits_report.ae.fcd_prior, digits_report.vae.fcd_prior):

@@ -1,6 +1,7 @@
 """Latent-space operations on known answers: planted encoders, a trained shapes VAE, and the CLI end to end."""
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -76,8 +77,10 @@ def test_slerp_keeps_equal_norms_and_lerp_hits_the_midpoint():
 def test_slerp_between_opposite_codes_is_the_straight_path():
     """No great circle joins opposite codes (for a 1-D code: any two of opposite sign); the path was rounding noise
     divided by sin(pi) (2.15 -> 3.90 -> 2.27 -> 0 -> 0 -> -0.46 on Frey's 1-D model)."""
-    for z1, z2 in [(torch.tensor([2.149]), torch.tensor([-0.461])), (torch.tensor([1.0, -2.0]), torch.tensor([-1.5, 3.0])),
-                   (torch.tensor([0.3, 0.4, -1.2]), -torch.tensor([0.3, 0.4, -1.2]))]:
+    opposite = [(torch.tensor([2.149]), torch.tensor([-0.461])),
+                (torch.tensor([1.0, -2.0]), torch.tensor([-1.5, 3.0])),
+                (torch.tensor([0.3, 0.4, -1.2]), -torch.tensor([0.3, 0.4, -1.2]))]
+    for z1, z2 in opposite:
         path = latent.slerp(z1, z2, 8)
         assert torch.isfinite(path).all()
         torch.testing.assert_close(path, latent.lerp(z1, z2, 8))
@@ -186,6 +189,12 @@ def test_attribute_groups_from_values_and_labels():
         latent.groups_from_values(torch.full((4,), 0.7), "scale")
     with pytest.raises(VaekitError, match="did you mean heart"):
         latent.groups_from_labels(y, "hart", label_names=("square", "ellipse", "heart"))
+    # a class of the training split that the test split lacks (Olivetti keeps people apart): the split is named
+    people = vaekit.Dataset("people", torch.rand(6, 1, 8, 8), torch.rand(3, 1, 8, 8), torch.tensor([0, 0, 1, 1, 2, 2]),
+                            torch.tensor([3, 3, 4]), label_names=tuple(f"person {i}" for i in range(5)))
+    with pytest.raises(VaekitError, match=r"person 0 has only one group in the test split \(class person 0 \(0 items"):
+        latent.find_attribute(people, "test", "person 0")
+    assert latent.find_attribute(people, "train", "person 0").mask.tolist() == [True, True, False, False, False, False]
 
 
 def test_find_attribute_resolves_tables_attributes_and_classes(tmp_path):
@@ -246,6 +255,33 @@ def test_latent_map_is_the_code_for_2d_and_pca_otherwise(tmp_path):
     with_grid = viz.plot_latent_map(flat, tmp_path / "manifold.png", manifold=two)
     with Image.open(plain) as small, Image.open(with_grid) as wide:
         assert wide.width > 1.5 * small.width and wide.height == small.height
+
+
+def test_latent_map_coloured_by_an_attribute_names_it_in_the_legend(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    assert main(["train", "--data", "shapes", "--image-size", "32", "--limit", "300", "--epochs", "1", "--network",
+                 "mlp", "--hidden-dims", "16", "--latent-dim", "2", "--no-progress", "--out", str(run)]) == 0
+    seen = {}
+    monkeypatch.setattr(viz, "plot_latent_map", lambda result, out, label_names=None, **_: seen.update(
+        names=label_names, labels=result.labels) or out)
+    assert main(["latent-map", str(run), "--color-by", "shape", "--n", "200", "--out", str(tmp_path / "m.png")]) == 0
+    assert seen["names"] == ("shape=0", "shape=1", "shape=2") and set(np.unique(seen["labels"])) <= {0, 1, 2}
+    assert main(["latent-map", str(run), "--color-by", "x", "--n", "200", "--out", str(tmp_path / "x.png")]) == 0
+    assert seen["names"] is None  # a continuous attribute: a colour scale
+
+
+def test_latent_map_of_many_classes_gets_a_colour_scale_not_a_legend(tmp_path, monkeypatch):
+    """32 people (Olivetti's training split): tab20's colours would repeat and the legend cover the plot."""
+    generator = np.random.default_rng(1)
+    flat = latent.LatentMap(points=generator.normal(size=(320, 2)), labels=np.repeat(np.arange(32), 10),
+                            projection="latent", explained_variance=(0.6, 0.4), center=np.zeros(2), axes=np.eye(2))
+    figures = []
+    monkeypatch.setattr(viz, "_save_figure", lambda fig, path: figures.append(fig) or path)
+    viz.plot_latent_map(flat, tmp_path / "many.png")
+    viz.plot_latent_map(replace(flat, labels=flat.labels % 10), tmp_path / "ten.png")
+    many, ten = figures
+    assert many.axes[0].get_legend() is None and len(many.axes) == 2  # the scatter and its colour bar
+    assert len(ten.axes[0].get_legend().get_texts()) == 10
 
 
 def test_latent_map_manifold_keeps_items_their_shape(tmp_path, monkeypatch):

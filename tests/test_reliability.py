@@ -455,7 +455,8 @@ def test_a_full_disk_at_an_epochs_metrics_line_is_one_line_and_no_half_line(run,
     text = (folder / "metrics.jsonl").read_text()  # epochs 1-3 (the resumed fit's first epoch rewrites the file)
     assert text.endswith("}\n") and [json.loads(line)["epoch"] for line in text.splitlines()] == [1, 2, 3]
     resume(folder, epochs=5, progress=False)  # and the run goes on from its checkpoint
-    assert [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5]
+    epochs = [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4, 5]
 
 
 def test_weights_and_a_config_from_different_writes_are_found(run, tmp_path, capsys):
@@ -467,8 +468,9 @@ def test_weights_and_a_config_from_different_writes_are_found(run, tmp_path, cap
     checkpoint.write_config(folder, type(config)(data=config.data, model=config.model,
                                                  train=type(config.train)(**{**config.train.__dict__, "lr": 0.5})))
     fails(["sample", str(folder), "--out", str(tmp_path / "s.png")], capsys,
-          f"was written for another config.json (the run stopped between writing them): continue it with vaekit "
-          f"train --resume {folder}")
+          f"was written for another config.json: if you edited config.json, restore it (settings are changed with "
+          f"flags, e.g. vaekit train --resume {folder} --epochs N); if the run stopped between writing them, vaekit "
+          f"train --resume {folder} writes both again")
 
 
 def test_temporaries_of_a_killed_write_are_cleaned_by_the_next_run(run, tmp_path):

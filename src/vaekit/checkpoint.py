@@ -224,8 +224,10 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> Model:
     state, metadata = read_checked(directory / MODEL_FILE)
     belongs = metadata.get(CONFIG_KEY)
     if belongs is not None and belongs != _sha256((directory / CONFIG_FILE).read_text()):
-        raise VaekitError(f"{directory / MODEL_FILE} was written for another {CONFIG_FILE} (the run stopped between "
-                          f"writing them): continue it with vaekit train --resume {directory}, which writes both again")
+        raise VaekitError(f"{directory / MODEL_FILE} was written for another {CONFIG_FILE}: if you edited "
+                          f"{CONFIG_FILE}, restore it (settings are changed with flags, e.g. vaekit train --resume "
+                          f"{directory} --epochs N); if the run stopped between writing them, vaekit train --resume "
+                          f"{directory} writes both again")
     model = build_model(config.model)
     missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
     if missing or unexpected:

@@ -314,8 +314,9 @@ def groups_from_values(values: torch.Tensor, name: str) -> AttributeGroups:
 
 
 def groups_from_labels(y: torch.Tensor, label: str | int, versus: str | int | None = None,
-                       label_names: Sequence[str] | None = None) -> AttributeGroups:
-    """Items of class `label` (a class name or index) vs items of class `versus`, or vs all other classes."""
+                       label_names: Sequence[str] | None = None, where: str = "these items") -> AttributeGroups:
+    """Items of class `label` (a class name or index) vs items of class `versus`, or vs all other classes.
+    where: the items in words, for the message when a group is empty (e.g. "the train split")."""
     y = torch.as_tensor(y).flatten()
     n_classes = len(label_names) if label_names else int(y.max()) + 1 if y.numel() else 0
     present = torch.unique(y).tolist()  # what the messages list: the classes here, not every index below the largest
@@ -331,7 +332,9 @@ def groups_from_labels(y: torch.Tensor, label: str | int, versus: str | int | No
         other, description_other = y == negative, _class_name(negative, label_names)
     description = f"class {name} ({int(mask.sum())} items) vs {description_other} ({int(other.sum())} items)"
     if not mask.any() or not other.any():
-        raise VaekitError(f"attribute {name} has only one group in these items ({description}): choose other classes")
+        raise VaekitError(f"attribute {name} has only one group in {where} ({description}): choose classes that "
+                          f"{where} holds (a data set whose splits keep classes apart, as Olivetti keeps people, has "
+                          "none in both)")
     return AttributeGroups(name, mask, other, description)
 
 
@@ -382,7 +385,7 @@ def find_attribute(dataset, split: str, name: str, versus: str | None = None,
         return groups_from_values(attributes[name], name)
     if y is not None:
         try:
-            return groups_from_labels(y, name, versus, dataset.label_names)
+            return groups_from_labels(y, name, versus, dataset.label_names, where=f"the {split} split")
         except VaekitError:
             if versus is not None or _is_class(name, dataset.label_names, y):
                 raise

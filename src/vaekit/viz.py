@@ -82,7 +82,7 @@ def plot_latent_map(latent_map, path: str | Path, label_names: list[str] | tuple
     The manifold panel decodes a grid x grid lattice over the central 90% of the points (5th to 95th
     percentile per axis, marked on the scatter): the latent itself for a 2-D latent, else the PCA plane
     through the mean code. Integer labels get one colour per class (named by label_names), other values a
-    colour scale. Data that are not images get no manifold panel (logged).
+    colour scale (so do more than 20 classes). Data that are not images get no manifold panel (logged).
     """
     import logging
 
@@ -112,7 +112,8 @@ def plot_latent_map(latent_map, path: str | Path, label_names: list[str] | tuple
     labels = latent_map.labels
     if labels is None:
         ax.scatter(points[:, 0], points[:, 1], s=size, alpha=0.6, color="tab:blue", linewidths=0)
-    elif np.issubdtype(labels.dtype, np.integer) or (np.all(labels == np.round(labels)) and len(np.unique(labels)) <= 20):
+    elif (np.issubdtype(labels.dtype, np.integer) or np.all(labels == np.round(labels))) and \
+            len(np.unique(labels)) <= 20:  # more classes than distinct colours (40 people): a colour scale
         classes = np.unique(labels).astype(int)
         cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
         for k, cls in enumerate(classes):

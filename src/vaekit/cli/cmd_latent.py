@@ -255,7 +255,12 @@ def latent_map(args: argparse.Namespace) -> int:
         if args.color_by not in attributes:
             known = ", ".join(attributes) or "none"
             raise VaekitError(f"{dataset.name} has no attribute {args.color_by!r} to colour by: attributes are {known}")
-        labels, names = attributes[args.color_by], None
+        labels = attributes[args.color_by]
+        values = torch.as_tensor(labels)
+        whole = bool((values == values.round()).all()) and len(values) and 0 <= float(values.min())
+        # a discrete attribute's legend names it (smile=0, smile=1), where plain numbers said nothing
+        names = tuple(f"{args.color_by}={v}" for v in range(int(values.max()) + 1)) if whole and \
+            float(values.max()) < 20 else None
     labels = None if labels is None else labels[:n]
     result = latent.latent_map(model, x[:n], labels=labels, method=args.method, y=None if y is None else y[:n])
     if args.out.endswith(".npy"):

@@ -105,6 +105,8 @@ def rows(result: "CompareResult", cfg: RunConfig, options: "CompareOptions") -> 
          "Nats per test image; the AE has no KL term, so its codes are free to sit anywhere."),
         ("Training time (s)", lambda s: s.train_seconds, "", None, f"{cfg.train.epochs} epochs each."),
     ]
+    if result.fcd_real is None:  # no labels to train the FCD's classifier on: no FCD rows, rather than n/a ones
+        table = [row for row in table if not row[0].startswith("FCD")]
     return table
 
 
@@ -173,6 +175,7 @@ def render_report(result: "CompareResult", cfg: RunConfig, options: "CompareOpti
     classifier = ("none: the data have no labels" if accuracy is None
                   else f"{accuracy:.1%} accuracy on the {html.escape(result.classifier_items)}")
     second = html.escape(result.vae.family.upper())
+    colour = "" if accuracy is None else " coloured by label"  # (the classifier's accuracy: None without labels)
     both = lambda text: {"ae": f"AE: {text}", "vae": f"{second}: {text}"}  # noqa: E731
     sections = [
         f"<h1>AE vs {second} on {name}</h1>",
@@ -202,7 +205,7 @@ def render_report(result: "CompareResult", cfg: RunConfig, options: "CompareOpti
         pair(figures, "interpolation", both(f"one random test pair per row, {steps} decoded steps along the straight "
                                             "line between their posterior means.")),
         "<h2>Latent maps</h2>",
-        pair(figures, "latent_map", both("left, posterior means of the test items coloured by label (PCA for more "
+        pair(figures, "latent_map", both(f"left, posterior means of the test items{colour} (PCA for more "
                                          "than 2 dimensions); right, the decoded plane."),
              css_class="plot", layout="stack"),
         "<h2>Setup</h2>",
