@@ -62,9 +62,9 @@ def faces(work: Path) -> dict:
     for method in METHODS:
         record["smiles"][method] = scored(smiles, "smile", SMILE_STRENGTHS, method, work)
     olivetti = work / "olivetti"
-    record["olivetti"] = {"command": "vaekit train --recipe faces --data olivetti --epochs 150",
-                          "wall_seconds": vaekit("train", "--recipe", "faces", "--data", "olivetti", "--epochs", "150",
-                                                 "--out", str(olivetti), "--no-progress", "--overwrite")}
+    args = ["--recipe", "faces", "--data", "olivetti", "--epochs", "150"]
+    seconds = vaekit("train", *args, "--out", str(olivetti), "--no-progress", "--overwrite")
+    record["olivetti"] = {"command": "vaekit train " + " ".join(args), "wall_seconds": seconds}
     record["olivetti"].update(epochs(olivetti))
     for method in METHODS:
         record["olivetti"][method] = scored(olivetti, "glasses", GLASSES_STRENGTHS, method, work)

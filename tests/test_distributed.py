@@ -194,7 +194,8 @@ def test_the_exit_code_of_several_processes_names_the_first_real_failure(capsys)
     killed = {0: Failure(exitcode=-15, timestamp=2), 1: Failure(exitcode=-9, timestamp=1)}
     assert distributed._failure_code(killed) == 137
     assert "process 1 was killed by SIGKILL (out of memory?); the others were stopped" in capsys.readouterr().err
-    assert distributed._failure_code({1: Failure(exitcode=1, timestamp=3), 0: Failure(exitcode=-15, timestamp=4)}) == 1
+    stopped_by_the_launcher = {1: Failure(exitcode=1, timestamp=3), 0: Failure(exitcode=-15, timestamp=4)}
+    assert distributed._failure_code(stopped_by_the_launcher) == 1
 
 
 def test_launch_helpers(monkeypatch):

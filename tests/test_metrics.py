@@ -190,7 +190,8 @@ def test_bernoulli_sampled_log_likelihood_keeps_float32_precision_at_confident_l
     x = (torch.rand(50, 784, generator=generator) < 0.2).float()
     for size in (10.0, 30.0, 100.0, 1000.0):
         right = torch.rand(20, 50, 784, generator=generator) > 0.002  # a few pixels wrong
-        logits = torch.where(right, 2 * x - 1, 1 - 2 * x) * size * (0.5 + torch.rand(20, 50, 784, generator=generator))
+        spread = 0.5 + torch.rand(20, 50, 784, generator=generator)
+        logits = torch.where(right, 2 * x - 1, 1 - 2 * x) * size * spread
         exact = (logits.double() * x.double() - torch.nn.functional.softplus(logits.double())).sum(-1)
         got = likelihood.log_prob_samples(logits.flatten(0, 1), x)
         assert ((got.double() - exact).abs() <= 1e-6 * exact.abs() + 1e-4).all(), size  # float32: 1.2e-7 a term
