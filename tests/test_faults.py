@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import multiprocessing
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -118,15 +119,18 @@ RUN = RunConfig(data=DataConfig(name="digits", limit=640), model=ModelConfig(lat
 
 
 def _fill(folder: Path) -> Path:
-    """Write zeros until the filesystem is full."""
+    """Write zeros until the filesystem is full (unbuffered: nothing is left to fail at close)."""
     filler = folder.parent / "filler"
-    with open(filler, "wb") as handle:
-        try:
-            while True:
-                handle.write(bytes(1 << 16))
-                handle.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
+    handle = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        for size in (1 << 16, 1 << 10, 1):
+            try:
+                while True:
+                    os.write(handle, bytes(size))
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(handle)
     return filler
 
 
@@ -159,6 +163,29 @@ def test_too_little_space_for_a_checkpoint_is_said_before_training(small_disk, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "MiB free, but checkpoints of this model need about" in err, err
     assert not (small_disk / "run" / checkpoint.MODEL_FILE).exists()
+
+
+def test_tensorboard_on_a_full_disk_is_one_line(small_disk, capfd):
+    """TensorBoard's writer thread meets the full disk: no thread traceback, one error naming --resume (it was two
+    tracebacks and exit 1)."""
+    from types import SimpleNamespace
+
+    pytest.importorskip("tensorboard")
+    from vaekit.integrations.tensorboard import TensorBoardLog
+
+    folder = small_disk / "run"
+    folder.mkdir()
+    log = TensorBoardLog(folder / "tensorboard")
+    trainer = SimpleNamespace(step=0, read_every_step=True)
+    log.on_fit_begin(trainer)
+    _fill(folder)
+    result = SimpleNamespace(train={"loss": 1.0}, val={"loss": 2.0}, step=10, images_per_s=1e3, skipped=0, epoch=1)
+    with pytest.raises(VaekitError, match=r"cannot write TensorBoard events in .*\(No space left on device\): free "
+                                          r"some space, then continue from the last checkpoint \(vaekit train --resume"):
+        for _ in range(200):  # until the writer thread has met the full disk and the training thread hears of it
+            log.on_epoch_end(trainer, result)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception in thread" not in err, err
 
 
 def test_a_new_run_on_a_full_disk_is_said_in_one_line(small_disk, capsys):

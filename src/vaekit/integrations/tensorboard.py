@@ -1,8 +1,10 @@
 """vaekit train --tensorboard: the run's numbers and pictures as TensorBoard event files in RUN/tensorboard."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,28 @@ def summary_writer() -> type:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise VaekitError("--tensorboard needs the tensorboard package: pip install 'vaekit[tensorboard]'") from None
+    _quiet_writer_threads()
     return SummaryWriter
+
+
+def _quiet_writer_threads() -> None:
+    """An event file's write fails in TensorBoard's writer thread, which prints its traceback and leaves the error for
+    the next write in the training thread: there vaekit says it in one line (TensorBoardLog._said), so the thread's
+    own print of an OSError (a full disk) is dropped. Other threads' errors print as before."""
+    try:
+        from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+    except ImportError:  # another tensorboard layout: its threads print as they do
+        return
+    previous = threading.excepthook
+    if getattr(previous, "vaekit_quiet", False):
+        return
+
+    def hook(args: Any) -> None:
+        if not (isinstance(args.thread, _AsyncWriterThread) and issubclass(args.exc_type, OSError)):
+            previous(args)
+
+    hook.vaekit_quiet = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 class TensorBoardLog(Callback):
@@ -46,7 +69,21 @@ class TensorBoardLog(Callback):
             count = min(PICTURES // 2, len(dataset.x_test))
             self.items = (dataset.x_test[:count], None if dataset.y_test is None else dataset.y_test[:count])
 
+    @contextlib.contextmanager
+    def _said(self):
+        """An event file that cannot be written (a full disk): one line, after the epoch's checkpoint is kept."""
+        try:
+            yield
+        except OSError as exc:
+            raise VaekitError(f"cannot write TensorBoard events in {self.directory} ({exc.strerror or exc}): free some "
+                              f"space, then continue from the last checkpoint (vaekit train --resume "
+                              f"{self.directory.parent})") from None
+
     def _open(self, trainer: Trainer) -> None:
+        with self._said():
+            self._reopen(trainer)
+
+    def _reopen(self, trainer: Trainer) -> None:
         if self.writer is not None:
             self._flush_steps()
             self.writer.close()
@@ -76,6 +113,10 @@ class TensorBoardLog(Callback):
     def _flush_steps(self) -> None:
         if not self.pending:
             return
+        with self._said():
+            self._write_steps()
+
+    def _write_steps(self) -> None:
         numbers = torch.stack([values for _, _, values, _, _ in self.pending]).tolist()
         add = self.writer.add_scalar
         for (step, names, _, lr, kl_scale), row in zip(self.pending, numbers):
@@ -87,6 +128,10 @@ class TensorBoardLog(Callback):
 
     def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
         self._flush_steps()
+        with self._said():
+            self._write_epoch(trainer, result)
+
+    def _write_epoch(self, trainer: Trainer, result: EpochResult) -> None:
         add = self.writer.add_scalar
         for name, value in result.train.items():
             add(f"epoch/train_{name}", value, result.step)
@@ -130,10 +175,12 @@ class TensorBoardLog(Callback):
     def on_interrupt(self, trainer: Trainer) -> None:
         if self.writer is not None:
             self._flush_steps()
-            self.writer.flush()
+            with self._said():
+                self.writer.flush()
 
     def on_fit_end(self, trainer: Trainer) -> None:
         if self.writer is not None:
             self._flush_steps()
-            self.writer.close()
+            with self._said():
+                self.writer.close()
             self.writer = None
