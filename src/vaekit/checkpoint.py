@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import secrets
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -310,6 +311,9 @@ def never_checkpointed(directory: str | Path) -> bool:
     return writer is not None and writer != state.get(RUN_KEY) and metadata.get(CONFIG_KEY) == config
 
 
+TENSORBOARD_STAGING = ".tensorboard-new"  # an --overwrite run's TensorBoard log until its first checkpoint commits
+
+
 def remove_temporaries(directory: str | Path) -> list[Path]:
     """Delete the temporaries of writes a killed process left (`.NAME.XXXX` beside a run file). Only for a folder
     whose lock is held: nothing else is writing there."""
@@ -319,6 +323,10 @@ def remove_temporaries(directory: str | Path) -> list[Path]:
              and any(path.name.startswith(f".{name}") and path.name != f".{name}" for name in names)]
     for path in stale:
         path.unlink(missing_ok=True)
+    staging = directory / TENSORBOARD_STAGING  # the TensorBoard log of an --overwrite run stopped before it committed
+    if staging.is_dir():
+        shutil.rmtree(staging, ignore_errors=True)
+        stale.append(staging)
     return stale
 
 

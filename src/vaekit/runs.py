@@ -263,13 +263,14 @@ def main_first(here: distributed.World, what: str):
     distributed.agree(True, here, what)
 
 
-def extra_loggers(cfg: RunConfig, directory: Path, dataset: Dataset) -> list[Any]:
-    """The optional experiment logs a run's config asks for (the main process's)."""
+def extra_loggers(cfg: RunConfig, directory: Path, dataset: Dataset, until: Any = None) -> list[Any]:
+    """The optional experiment logs a run's config asks for (the main process's). until: the checkpointer of a run
+    replacing another (--overwrite), whose logs replace the old run's at its first checkpoint."""
     if not cfg.train.tensorboard:
         return []
     from .integrations.tensorboard import TensorBoardLog
 
-    return [TensorBoardLog(directory / "tensorboard", dataset)]
+    return [TensorBoardLog(directory / "tensorboard", dataset, until=until)]
 
 
 def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False, dataset: Dataset | None = None,
@@ -309,8 +310,9 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
                         checkpoint.write_config(directory, cfg)
                         checkpoint.write_start(directory, run_id)
                     saver = checkpointer(directory, cfg, run_id)
-                    own = [saver, MetricsLog(directory / METRICS_FILE, until=saver if replacing else None),
-                           *extra_loggers(cfg, directory, dataset)]
+                    until = saver if replacing else None
+                    own = [saver, MetricsLog(directory / METRICS_FILE, until=until),
+                           *extra_loggers(cfg, directory, dataset, until)]
         trainer = Trainer(model, cfg.train, [*own, *(callbacks or [])])
         history = trainer.fit(train_data(dataset, cfg.data), judged)
         if directory is not None and not history and here.main:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import unwrap
+from ..checkpoint import TENSORBOARD_STAGING, unwrap
 from ..errors import VaekitError
 from ..train import Callback, EpochResult, StepResult, Trainer
 
@@ -56,10 +58,17 @@ class TensorBoardLog(Callback):
     prior samples and one of test items above their reconstructions (the same noise and items every epoch).
 
     A resumed or rolled-back run continues the same files: events past the step it continues from are dropped
-    (TensorBoard's purge_step), so each step appears once."""
+    (TensorBoard's purge_step), so each step appears once. `until` (the run's checkpointer, under --overwrite of a
+    run): the new run logs into a hidden folder beside `directory`, which replaces the old run's log once the new
+    run's first checkpoint commits (a stop before it leaves the old run's log whole, as its other files)."""
 
-    def __init__(self, directory: str | Path, dataset: Any = None) -> None:
+    def __init__(self, directory: str | Path, dataset: Any = None, until: Any = None) -> None:
         self.directory = Path(directory)
+        self.final: Path | None = None
+        if until is not None:
+            self.final, self.directory = self.directory, self.directory.parent / TENSORBOARD_STAGING
+            shutil.rmtree(self.directory, ignore_errors=True)  # what a new run stopped before its checkpoint left
+            until.first_save.append(self._commit)
         self.writer_class = summary_writer()  # a missing extra is said before training, not after the first epoch
         self.writer: Any = None
         self.pending: list[tuple] = []  # steps not yet written: (step, names, values on the device, lr, kl_scale)
@@ -98,6 +107,21 @@ class TensorBoardLog(Callback):
 
     def on_fit_begin(self, trainer: Trainer) -> None:
         self._open(trainer)
+
+    def _commit(self, trainer: Trainer) -> None:
+        """The new run's first checkpoint has committed: its log replaces the old run's, and it goes on in a new event
+        file there (TensorBoard's writer reopens its file by name)."""
+        if self.final is None:
+            return
+        with self._said():
+            if self.writer is not None:
+                self._flush_steps()
+                self.writer.close()
+                self.writer = None
+            shutil.rmtree(self.final, ignore_errors=True)
+            os.replace(self.directory, self.final)
+            self.directory, self.final = self.final, None
+            self._reopen(trainer)
 
     def on_rollback(self, trainer: Trainer) -> None:
         self._open(trainer)  # the steps after the state rolled back to are trained again: their old events go
