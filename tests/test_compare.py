@@ -133,6 +133,17 @@ def test_compare_digits_numbers(digits_report):
         assert scores.interpolation.even <= scores.interpolation.mean_jump <= scores.interpolation.max_jump < 1
 
 
+def test_compare_on_unlabelled_data_shows_no_fcd_anywhere(tmp_path, capsys):
+    np.save(tmp_path / "unl.npy", np.random.default_rng(0).random((300, 1, 8, 8)).astype("float32"))
+    assert main(["compare", "--data", str(tmp_path / "unl.npy"), "--epochs", "1", "--hidden-dims", "16", "--network",
+                 "mlp", "--latent-dim", "2", "--no-progress", "--out", str(tmp_path / "cmp")]) == 0
+    printed = capsys.readouterr().out
+    assert "FCD" not in printed and "prior mass in holes" in printed
+    page = (tmp_path / "cmp" / "index.html").read_text()
+    assert "The data have no labels, so there is no FCD classifier and no FCD." in page
+    assert "FCD of" not in page and "coloured by label" not in page
+
+
 def test_compare_digits_report_is_self_contained(digits_report):
     page = digits_report.report.read_text()
     assert digits_report.report.name == "index.html"

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -132,6 +133,40 @@ def test_two_processes_stop_on_sigterm_and_resume_in_two_and_in_one(tmp_path):
     assert [row["epoch"] for row in rows] == list(range(1, epochs + 2))
 
 
+def _worker(launcher: int, rank: int) -> int | None:
+    """The pid of the training process of `rank` that torchrun started under `launcher`, if it runs yet."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == launcher and f"RANK={rank}".encode() in environ:
+            return int(entry.name)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the worker through /proc (Linux)")
+def test_a_process_killed_from_outside_is_named_in_one_line(tmp_path):
+    """SIGKILL to process 1 (as the out-of-memory killer would): exit 137 and one line naming it; process 0, whose
+    collective broke, says so in one line, not a traceback."""
+    process = subprocess.Popen([sys.executable, "-m", "vaekit", "train", *FLAGS, "--epochs", "500", "--out",
+                                str(tmp_path / "run"), "--nproc", "2"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    while not metrics.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    victim = _worker(process.pid, 1)
+    assert victim is not None and process.poll() is None
+    os.kill(victim, signal.SIGKILL)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGKILL, err[-3000:]
+    assert err.count("process 1 was killed by SIGKILL (out of memory?)") == 1 and "Traceback" not in err, err[-3000:]
+
+
 def test_two_processes_under_a_time_limit_stop_together_where_the_schedule_ends(tmp_path):
     """--minutes under torchrun: every process plans from process 0's clock, so all stop after the same epoch (a
     process planning one epoch more would wait for the others forever: the call's time limit would fail the test), and
@@ -196,6 +231,15 @@ def test_the_exit_code_of_several_processes_names_the_first_real_failure(capsys)
     assert "process 1 was killed by SIGKILL (out of memory?); the others were stopped" in capsys.readouterr().err
     stopped_by_the_launcher = {1: Failure(exitcode=1, timestamp=3), 0: Failure(exitcode=-15, timestamp=4)}
     assert distributed._failure_code(stopped_by_the_launcher) == 1
+    # the same second (torchrun's timestamps are whole seconds): process 0 dies of the broken collective (SIGABRT in
+    # gloo's teardown, or its traceback's 1), yet the run failed because process 1 was killed
+    for zero in (Failure(exitcode=-6, timestamp=100), Failure(exitcode=1, timestamp=100)):
+        capsys.readouterr()
+        assert distributed._failure_code({0: zero, 1: Failure(exitcode=-9, timestamp=100)}) == 137
+        assert "process 1 was killed by SIGKILL" in capsys.readouterr().err
+    # a mistake said by the process that found it wins over the others' aftermath
+    mistake = {0: Failure(exitcode=2, timestamp=1), 1: Failure(exitcode=-15, timestamp=1)}
+    assert distributed._failure_code(mistake) == 2
 
 
 def test_launch_helpers(monkeypatch):

@@ -423,6 +423,38 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(run, tmp
     assert len(resumed.history) == 3
 
 
+def test_an_overwrite_of_a_run_without_weights_drops_its_metrics_at_once(tmp_path):
+    """The old run stopped before any checkpoint (metrics lines, no weights): the folder is the new run's from the
+    start, so a new run stopped at its first step checkpoint has the new run's (empty) history, not the old lines."""
+    class Killed(RuntimeError):
+        pass
+
+    class KillAt:
+        def __init__(self, epoch=None, step=None):
+            self.epoch, self.step = epoch, step
+
+        def on_epoch_end(self, trainer, result):
+            if result.epoch == self.epoch:
+                raise Killed
+
+        def on_step_end(self, trainer, step):
+            if step.step == self.step:
+                raise Killed
+
+    folder = tmp_path / "run"
+    cfg = RunConfig(data=DataConfig(name="digits", limit=300), model=ModelConfig(latent_dim=2, hidden_dims=(16,)),
+                    train=TrainConfig(epochs=6, checkpoint_every=5, batch_size=32, progress=False))
+    with pytest.raises(Killed):
+        train(cfg, out=folder, callbacks=[KillAt(epoch=3)])
+    assert len((folder / "metrics.jsonl").read_text().splitlines()) == 3
+    assert not (folder / "model.safetensors").exists()
+    with pytest.raises(Killed):
+        train(replace(cfg, train=replace(cfg.train, checkpoint_steps=2)), out=folder, overwrite=True,
+              callbacks=[KillAt(step=3)])
+    assert (folder / "model.safetensors").exists()
+    assert not (folder / "metrics.jsonl").exists() or (folder / "metrics.jsonl").read_text() == ""
+
+
 def test_a_full_disk_at_an_epochs_metrics_line_is_one_line_and_no_half_line(run, tmp_path, monkeypatch, capsys):
     import builtins
     import shutil

@@ -132,24 +132,30 @@ def launch(argv: list[str], nproc: int) -> int:
 
 
 def _failure_code(failures: dict) -> int:
-    """The run's exit code from its failed processes (rank -> failure with exitcode, timestamp): process 0's own
-    code where it failed by itself (it says what went wrong), else the first failure's. A process the launcher
-    stopped (SIGTERM, after another failed) does not count, and a process killed by a signal (out of memory: SIGKILL)
-    is said in one line, as no process could say it: 128 + the signal."""
-    own = {rank: f for rank, f in failures.items() if f.exitcode != -signal.SIGTERM} or failures
-    if not own:
+    """The run's exit code from its failed processes (rank -> failure with exitcode, timestamp), most telling first:
+    a user mistake (2, said by the process that found it); a process killed from outside (out of memory: SIGKILL),
+    said here in one line as no process could say it, 128 + the signal; a process's own error code (process 0's
+    first); else the first process stopped by SIGTERM or SIGABRT, what the launcher or a broken collective does to
+    the others after one failed. Timestamps are whole seconds, so ties go to the lower rank."""
+    if not failures:
         return 1
-    rank, first = (0, own[0]) if 0 in own and own[0].exitcode > 0 else min(own.items(), key=lambda i: i[1].timestamp)
+    items = sorted(failures.items(), key=lambda item: (item[1].timestamp, item[0]))
+    if any(f.exitcode == 2 for _, f in items):
+        return 2
+    aftermath = (-signal.SIGTERM, -signal.SIGABRT)
+    killed = [(rank, f) for rank, f in items if f.exitcode < 0 and f.exitcode not in aftermath]
+    own = [(rank, f) for rank, f in items if f.exitcode > 0]
+    if not killed and own:
+        return dict(own).get(0, own[0][1]).exitcode
+    rank, first = (killed or items)[0]
     code = first.exitcode
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        guess = " (out of memory?)" if name == "SIGKILL" else ""
-        sys.stderr.write(f"vaekit: process {rank} was killed by {name}{guess}; the others were stopped\n")
-        return 128 - code
-    return code
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    guess = " (out of memory?)" if name == "SIGKILL" else ""
+    sys.stderr.write(f"vaekit: process {rank} was killed by {name}{guess}; the others were stopped\n")
+    return 128 - code
 
 
 def broken_collective(exc: BaseException) -> bool:

@@ -309,6 +309,9 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
                     if not replacing:  # mark the folder as a run from the start
                         checkpoint.write_config(directory, cfg)
                         checkpoint.write_start(directory, run_id)
+                        # an --overwrite of a run stopped before any checkpoint (no weights to keep): its epochs'
+                        # lines go now, as the folder is the new run's from here on
+                        (directory / METRICS_FILE).unlink(missing_ok=True)
                     saver = checkpointer(directory, cfg, run_id)
                     until = saver if replacing else None
                     own = [saver, MetricsLog(directory / METRICS_FILE, until=until),

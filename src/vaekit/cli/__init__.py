@@ -70,10 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         from .. import distributed
 
         here = distributed.world()
-        if here.size == 1 or here.main or not distributed.broken_collective(exc):
+        if here.size == 1 or not distributed.broken_collective(exc):
             raise
         reason = str(exc).splitlines()[0][:160] if str(exc) else "a collective failed"
-        sys.stderr.write(f"vaekit: process {here.rank} stopped ({reason}): see process 0's message\n")
+        which = "another process went away: see the line naming it" if here.main else "see process 0's message"
+        sys.stderr.write(f"vaekit: process {here.rank} stopped ({reason}): {which}\n")
         return 1
     except BrokenPipeError:  # the reader went away (| head): nothing left to say, and nothing to say it to
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (so the interpreter's final flush cannot fail either)

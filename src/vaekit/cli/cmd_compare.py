@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         ("FCD, prior samples", "fcd_prior"), ("FCD, mixture samples", "fcd_gmm"),
         ("prior mass in holes", "prior_hole_fraction"), ("mixture mass in holes", "gmm_hole_fraction"),
     ]
+    if result.fcd_real is None:  # no labels for the FCD's classifier: said in the log, no rows of n/a
+        rows = [row for row in rows if not row[0].startswith("FCD")]
     print(f"{'':32s} {'AE':>10s} {result.vae.family.upper():>10s}")
     for label, name in rows:
         values = [getattr(scores, name) for scores in result.scores()]

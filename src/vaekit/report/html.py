@@ -209,11 +209,12 @@ def render_report(result: "CompareResult", cfg: RunConfig, options: "CompareOpti
                                          "than 2 dimensions); right, the decoded plane."),
              css_class="plot", layout="stack"),
         "<h2>Setup</h2>",
-        f"<p class='small'>Both runs use one config except the model family; the full config is in "
-        f"<code>ae/config.json</code> and <code>vae/config.json</code>, the numbers in <code>compare.json</code>. "
-        f"The FCD classifier ({classifier}) "
-        f"is trained by vaekit on the training split of {name}, seeded; FCDs use {result.fcd_items} images per side, "
-        "so compare them only with FCDs computed at the same size.</p>",
+        "<p class='small'>Both runs use one config except the model family; the full config is in "
+        "<code>ae/config.json</code> and <code>vae/config.json</code>, the numbers in <code>compare.json</code>. "
+        + ("The data have no labels, so there is no FCD classifier and no FCD.</p>" if result.fcd_real is None else
+           f"The FCD classifier ({classifier}) is trained by vaekit on the training split of {name}, seeded; "
+           f"FCDs use {result.fcd_items} images per side, so compare them only with FCDs computed at the same "
+           "size.</p>"),
     ]
     body = "\n".join(sections)
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
