@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -66,6 +67,12 @@ def test_the_score_of_a_planted_edit_is_its_closed_form(bright):
         if want is not None:
             assert got == pytest.approx(want, abs=1 / len(v))
     assert score.best_strength == 0.6  # the larger push flips more
+    assert "warning" not in score.summary()
+    # a judge that reads every item as bright: its flips at positive strengths say nothing, and the summary says so
+    credulous = edits.score_attribute(Brightness(), dataset, "bright", strengths,
+                                      judge=replace(judge, threshold=-1.0))
+    assert credulous.baseline == 1.0 and "warning: the judge reads 100% of the unedited items without it as having " \
+        "it, so the flips at positive strengths say little about the edit" in credulous.summary()
     # strengths too small to flip anything: no strength is named best
     still = edits.score_attribute(Brightness(), dataset, "bright", (-1e-6, 0.0, 1e-6), judge=judge)
     assert still.flipped[2] < 0.01 and still.best_strength is None and "best strength" not in still.summary()

@@ -239,6 +239,11 @@ class AttributeScore:
                      + ("" if self.best_strength is None else f"; best strength {self.best_strength:g}")
                      + ("" if self.baseline is None else f"; before any edit, {self.baseline:.1%} of the items without it "
                         f"are judged to have it and {self.missed:.1%} of those with it not to"))
+        for share, which, sign in ((self.baseline, "without it as having it", "positive"),
+                                   (self.missed, "with it as not having it", "negative")):
+            if share is not None and share >= 0.5:  # the flips then say more about the judge than about the edit
+                lines.append(f"warning: the judge reads {share:.0%} of the unedited items {which}, so the flips at "
+                             f"{sign} strengths say little about the edit")
         return "\n".join(lines)
 
 
