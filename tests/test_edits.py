@@ -244,6 +244,24 @@ def test_the_cli_scores_and_edits_several_items(small_run, tmp_path, capsys):
                  "--out", str(tmp_path / "far.png")]) == 2
     assert "use strengths within +-100" in capsys.readouterr().err
     assert main(["attribute", str(small_run), "--attr", "3", "--apply-to", "0.5", "--out", str(tmp_path / "e.png")]) == 2
+    # said before the training split is encoded (seconds on large data), not after
+    from vaekit import latent
+
+    def no_encoding(*_, **__):
+        raise AssertionError("encoded before checking the arguments")
+
+    real = latent.encode_dataset
+    latent.encode_dataset = no_encoding
+    try:
+        capsys.readouterr()
+        for args, says in ((["--out", str(tmp_path / "e.jpg")], "--out must end in .png or .npy"),
+                           (["--score", "--out", str(tmp_path / "s.png")], "--out must end in .json with --score"),
+                           (["--method", "local", "--strengths=-200,0,1", "--out", str(tmp_path / "f.png")],
+                            "use strengths within +-100")):
+            assert main(["attribute", str(small_run), "--attr", "3", *args]) == 2
+            assert says in capsys.readouterr().err
+    finally:
+        latent.encode_dataset = real
     assert main(["attribute", str(small_run), "--attr", "3", "--score", "--out", str(tmp_path / "s.png")]) == 2
     assert main(["attribute", str(small_run), "--attr", "3", "--score", "--apply-to", "4"]) == 2  # --score edits all
     assert main(["attribute", str(small_run), "--attr", "3", "--items", "9", "--out", str(tmp_path / "e.png")]) == 2

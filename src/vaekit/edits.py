@@ -23,6 +23,14 @@ LOCAL_STEPS = 4  # path steps per unit of strength
 LOCAL_MAX_STRENGTH = 100.0  # a walk of 400 steps at most
 
 
+def check_local_strengths(strengths: Sequence[float], steps: int = LOCAL_STEPS) -> None:
+    """A local edit's strengths within +-LOCAL_MAX_STRENGTH (its walk takes `steps` steps per unit)."""
+    for strength in strengths:
+        if abs(strength) > LOCAL_MAX_STRENGTH:
+            raise VaekitError(f"a local edit walks {steps} steps per unit of strength: use strengths within "
+                              f"+-{LOCAL_MAX_STRENGTH:g}, got {strength:g}")
+
+
 def attribute_direction(codes: torch.Tensor, groups: AttributeGroups, method: str = "mean-diff") -> torch.Tensor:
     """The edit direction from the codes of one split (N, *code_shape).
 
@@ -87,9 +95,7 @@ class AttributeEdit:
             raise VaekitError(f"an edit's strength must be a finite number, got {strength}")
         if self.method != "local":
             return codes + strength * self.vector.to(codes)
-        if abs(strength) > LOCAL_MAX_STRENGTH:
-            raise VaekitError(f"a local edit walks {self.steps} steps per unit of strength: use strengths within "
-                              f"+-{LOCAL_MAX_STRENGTH:g}, got {strength:g}")
+        check_local_strengths([strength], self.steps)
         n = math.ceil(abs(strength) * self.steps)
         z = codes.flatten(1).float()
         for _ in range(n):

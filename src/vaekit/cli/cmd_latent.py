@@ -166,11 +166,17 @@ def attribute(args: argparse.Namespace) -> int:
     model, dataset, x, y = _load(args)
     if args.method is None:
         args.method = model.run_config.edits.method
+    # what can be said before the training split is encoded (seconds on large data)
+    if args.method == "local":
+        edits.check_local_strengths(strengths)
+    suffixes = (".json",) if args.score else (".csv", ".npy") if model_table(model.config) is not None else \
+        (".png", ".npy")
+    if args.out is not None and not args.out.lower().endswith(suffixes):
+        raise VaekitError(f"cannot write {args.out}: --out must end in {' or '.join(suffixes)}"
+                          + (" with --score" if args.score else ""))
     if args.score:
         if args.attr_file:
             raise VaekitError("--score reads the attribute of the data set's own splits: drop --attr-file")
-        if args.out is not None and not args.out.endswith(".json"):
-            raise VaekitError(f"with --score, --out is a .json file, got {args.out}")
         if args.items is not None and args.items < 1:
             raise VaekitError(f"--items must be at least 1, got {args.items}")
         if args.apply_to != "0" or args.split != "test":
