@@ -471,3 +471,16 @@ def test_a_run_under_a_time_limit_stopped_inside_an_epoch_resumes_to_the_same_en
         assert [r.epoch for r in resumed.history] == [1, 2, 3, 4, 5, 6]
         assert [r.lr for r in resumed.history] == [r.lr for r in whole.history]
         assert all(torch.equal(v, resumed.model.state_dict()[k]) for k, v in whole.model.state_dict().items())
+
+
+def test_a_hook_set_on_a_callback_instance_runs(tmp_path):
+    """The docstring: any object with some of the methods works; a Callback whose hook is set on the instance too
+    (it was skipped as Callback's own no-op)."""
+    seen = []
+    callback = vaekit.Callback()
+    callback.on_epoch_end = lambda trainer, result: seen.append(result.epoch)
+    cfg = vaekit.RunConfig(data=vaekit.DataConfig(name="digits", limit=200),
+                           model=vaekit.ModelConfig(latent_dim=2, hidden_dims=(8,), network="mlp"),
+                           train=vaekit.TrainConfig(epochs=2, progress=False))
+    vaekit.train(cfg, callbacks=[callback])
+    assert seen == [1, 2]

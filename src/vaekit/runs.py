@@ -241,7 +241,8 @@ def prepare_out(out: Path, overwrite: bool) -> None:
     check_out(out)
     if out.exists() and (out / checkpoint.CONFIG_FILE).exists() and not overwrite:
         raise VaekitError(
-            f"{out} already holds a run: continue it with --resume {out}, choose another --out, or pass --overwrite"
+            f"{out} already holds a run: continue it with --resume {out} (Python: vaekit.resume), choose another "
+            f"--out, or pass --overwrite (Python: overwrite=True)"
         )
     # With --overwrite the old run stays whole until the new one has its first checkpoint: that replaces the model
     # and config, commits a resume state that retires the old one, and rewrites metrics.jsonl (MetricsLog).

@@ -373,7 +373,9 @@ class Trainer:
         hooks = []
         for callback in self.callbacks:
             method = getattr(callback, name, None)
-            if callable(method) and getattr(type(callback), name, None) is not getattr(Callback, name):
+            # Callback's own no-op, found through the class or bound to an instance, costs nothing; a hook set on an
+            # instance (cb.on_epoch_end = ...) is the user's and runs
+            if callable(method) and getattr(method, "__func__", method) is not getattr(Callback, name):
                 hooks.append(method)
         return hooks
 
