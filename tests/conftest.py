@@ -22,6 +22,25 @@ def pytest_configure(config):
         torch.set_num_threads(threads)
 
 
+class Killed(RuntimeError):
+    """What KillAt raises: a run stopped as a kill would stop it, at a chosen point, without saving."""
+
+
+class KillAt:
+    """A training callback that raises Killed after the given epoch ends, or the given step (whichever comes)."""
+
+    def __init__(self, epoch: int | None = None, step: int | None = None) -> None:
+        self.epoch, self.step = epoch, step
+
+    def on_epoch_end(self, trainer, result) -> None:
+        if result.epoch == self.epoch:
+            raise Killed
+
+    def on_step_end(self, trainer, step) -> None:
+        if step.step == self.step:
+            raise Killed
+
+
 def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
     """The folder `name`/run made by build(folder) once per test session. Under pytest-xdist, the first process to
     ask builds it in the session's shared temporary folder and the others wait for it, so a session fixture costs

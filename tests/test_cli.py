@@ -301,6 +301,8 @@ def test_sizes_threads_devices_and_data_flags_are_checked_for_commands_on_a_run(
         (["attribute", str(small_run), "--attr", "3", "--apply-to", ",".join(["0"] * 20000),
           "--strengths=" + ",".join(["1"] * 300), "--out", out], "--apply-to 20,000 asks for"),
         (["evaluate", str(small_run), "--threads", "100000"], "--threads must be between 1 and 1024"),
+        (["attribute", str(small_run), "--attr", "3", "--threads", "0", "--out", out],
+         "--threads must be between 1 and 1024, got 0"),
         (["train", "--data", "digits", "--threads", "100000", "--out", str(tmp_path / "t")],
          "train.threads=100000: must be between 1 and 1024"),
         (["encode", str(small_run), "--test-fraction", "5", "--out", str(tmp_path / "z.npy")],
@@ -319,3 +321,18 @@ def test_sizes_threads_devices_and_data_flags_are_checked_for_commands_on_a_run(
     (tmp_path / "deep.yaml").write_text("a: " + "[" * 100_000 + "]" * 100_000 + "\n")
     assert main(["train", "--config", str(tmp_path / "deep.yaml"), "--out", str(tmp_path / "t")]) == 2
     assert "nests too deeply to read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["traverse"], ["attribute", "--attr", "3"], ["latent-map"]])
+def test_the_latent_commands_take_threads(command, small_run, tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    wanted = 1 if before > 1 else 2  # a value different from the current one, so the flag must take effect
+    try:
+        assert main([command[0], str(small_run), *command[1:], "--threads", str(wanted),
+                     "--out", str(tmp_path / "o.png")]) == 0
+        assert torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(before)
+    assert (tmp_path / "o.png").is_file()

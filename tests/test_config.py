@@ -123,6 +123,22 @@ def test_a_family_registered_outside_the_package_gets_its_settings_everywhere():
     assert "--test-settings-family-temperature" in flags
 
 
+def test_a_family_or_likelihood_cannot_take_a_name_whose_settings_it_would_share():
+    from vaekit.distributions import LIKELIHOODS, register_likelihood
+    from vaekit.models import MODEL_FAMILIES
+
+    families, likelihoods = dict(MODEL_FAMILIES), dict(LIKELIHOODS)
+    with pytest.raises(ValueError, match="'gaussian' already names a likelihood, and a family of the same name would "
+                                         r"share its settings \(model.gaussian\): register the family under another"):
+        vaekit.register_family("gaussian")(type("Clash", (vaekit.VAE,), {}))
+    with pytest.raises(ValueError, match="'vamp' already names a family, and a likelihood"):
+        register_likelihood("vamp")(type("Clash", (LIKELIHOODS["gaussian"],), {}))
+    with pytest.raises(ValueError, match=r"'beta' is a model setting \(model.beta\)"):
+        vaekit.register_family("beta")(type("Clash", (vaekit.VAE,), {}))
+    assert MODEL_FAMILIES == families and LIKELIHOODS == likelihoods  # nothing was registered
+    assert LIKELIHOODS["gaussian"].name == "gaussian"
+
+
 def test_an_empty_width_list_is_a_linear_mlp():
     assert parse("--hidden-dims", "none").model.hidden_dims == () == parse("--hidden-dims", "").model.hidden_dims
 
@@ -284,3 +300,31 @@ def test_a_run_written_with_more_threads_than_now_allowed_still_loads(small_run,
         assert checkpoint.load_config(run).train.threads is None
         checkpoint.load(run)
     assert "asks for 1500 threads, more than vaekit now allows (1024): loading it with one per core" in caplog.text
+
+
+def test_a_run_of_a_family_whose_module_is_not_imported_says_to_import_it(small_run, tmp_path):
+    from vaekit import checkpoint
+
+    raw = json.loads((small_run / "config.json").read_text())
+    raw["model"]["family"] = "test-not-imported"  # as a run of a family registered by the user's own module saves it
+    raw["model"]["test-not-imported"] = {"temperature": 2.0}
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(vaekit.VaekitError, match=r"^unknown model family 'test-not-imported': use one of ae, .*"
+                                                 r"or import the module that registers it \(vaekit.register_family\)"):
+        checkpoint.load_config(tmp_path)
+    with pytest.raises(vaekit.VaekitError, match="unknown model family 'vea': did you mean vae?"):
+        config.from_dict({"model": {"family": "vea"}})
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"latent_dim": 0}, "model.latent_dim=0: must be between 1 and"),
+    ({"beta": -1.0}, "model.beta=-1.0: must be >= 0"),
+    ({"hidden_dims": (-3,)}, r"model.hidden_dims=\(-3,\): must be widths from 1"),
+    ({"options": {"vamp": {}}}, "model.vamp sets vamp's settings, but the model uses family vae"),
+])
+def test_build_model_checks_a_config_made_in_python_as_train_does(change, message):
+    model = dataclasses.replace(vaekit.config.ModelConfig(likelihood="bernoulli", data_shape=(6,)), **change)
+    with pytest.raises(vaekit.VaekitError, match=message):
+        vaekit.build_model(model)
+    with pytest.raises(vaekit.VaekitError, match=message):
+        config.validate(RunConfig(model=model))

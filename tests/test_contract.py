@@ -332,7 +332,9 @@ def test_a_non_factorised_prior_gets_a_monte_carlo_kl_and_no_kl_per_dimension():
     q_full = MultivariateNormal(qz.base_dist.loc, scale_tril=torch.diag_embed(qz.base_dist.scale))
     exact = torch.distributions.kl_divergence(q_full, pz).detach().double().mean()
     assert result.kl == pytest.approx(float(exact), abs=0.02)
-    # samples come from this prior, not N(0, I)
+    # samples come from this prior, not N(0, I), and reports do not caption it N(0, I)
+    assert model.prior_text == "the test-fullcov-prior family's prior"
+    assert build_model(config("vae", "bernoulli", "mlp", False)).prior_text == "N(0, I)"
     z = model.sample_prior(20000, torch.Generator().manual_seed(0))
     torch.testing.assert_close(torch.cov(z.T), pz.covariance_matrix.detach(), atol=0.05, rtol=0.05)
 

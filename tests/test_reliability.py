@@ -366,6 +366,25 @@ def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_start(tmp_pa
     assert len(result.history) == 1 and (folder / checkpoint.MODEL_FILE).exists()
 
 
+def test_a_run_trained_on_a_dataset_built_in_python_resumes_on_it_given_again(tmp_path):
+    from vaekit.data import Dataset
+
+    gen = torch.Generator().manual_seed(0)
+    mine = Dataset("mine", torch.rand(300, 6, generator=gen), torch.rand(100, 6, generator=gen))
+    cfg = RunConfig(data=DataConfig(name="digits"), model=ModelConfig(latent_dim=2, hidden_dims=(16,)),
+                    train=TrainConfig(epochs=2, progress=False))
+    whole = train(cfg, dataset=mine).history
+    train(replace(cfg, train=replace(cfg.train, epochs=1)), tmp_path / "run", dataset=mine)
+    # the config names digits (8x8 images), which the run never saw: refused, with the fix
+    with pytest.raises(VaekitError, match=r"items of shape \(1, 8, 8\), but the run was trained on \(6,\): give its own "
+                                          r"data \(from Python, a run trained on a Dataset takes it again as dataset=\)"):
+        resume(tmp_path / "run", epochs=2)
+    resumed = resume(tmp_path / "run", epochs=2, dataset=mine).history
+    assert [e.epoch for e in resumed] == [1, 2]
+    assert [e.train["loss"] for e in resumed] == pytest.approx([e.train["loss"] for e in whole], rel=1e-5)
+    assert [e.val["loss"] for e in resumed] == pytest.approx([e.val["loss"] for e in whole], rel=1e-5)
+
+
 def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(run, tmp_path, monkeypatch, capsys):
     import shutil
 
@@ -389,33 +408,22 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(run, tmp
 
     # checkpoints every 2 epochs: a new run stopped after its first epoch, before any checkpoint, leaves the old run
     # whole, its metrics.jsonl too
-    class Killed(RuntimeError):
-        pass
-
-    class KillAfterEpoch1:
-        def on_epoch_end(self, trainer, result):
-            if result.epoch == 1:
-                raise Killed
+    from conftest import Killed, KillAt
 
     before = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != ".lock"}
     cfg = RunConfig(data=DataConfig(name="digits", limit=300), model=ModelConfig(latent_dim=3, hidden_dims=(16,)),
                     train=TrainConfig(epochs=3, checkpoint_every=2, progress=False))
     with pytest.raises(Killed):
-        train(cfg, out=folder, overwrite=True, callbacks=[KillAfterEpoch1()])
+        train(cfg, out=folder, overwrite=True, callbacks=[KillAt(epoch=1)])
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name != ".lock"} == before
     train(cfg, out=folder, overwrite=True)  # uninterrupted: the new run's three lines, written at its checkpoints
     assert [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
     # a new run whose first checkpoint commits inside its first epoch (a step checkpoint, as at a stop) and is then
     # killed: the folder is the new run, so its metrics.jsonl is too (no epochs yet), not the old run's three lines
-    class KillAtStep7:
-        def on_step_end(self, trainer, step):
-            if step.step == 7:
-                raise Killed
-
     steps = replace(cfg, train=replace(cfg.train, checkpoint_steps=5, batch_size=32))
     with pytest.raises(Killed):
-        train(steps, out=folder, overwrite=True, callbacks=[KillAtStep7()])
+        train(steps, out=folder, overwrite=True, callbacks=[KillAt(step=7)])
     assert json.loads((folder / checkpoint.RESUME_STATE).read_text())["step"] == 5
     assert (folder / "metrics.jsonl").read_text() == ""
     resumed = resume(folder)
@@ -426,20 +434,7 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(run, tmp
 def test_an_overwrite_of_a_run_without_weights_drops_its_metrics_at_once(tmp_path):
     """The old run stopped before any checkpoint (metrics lines, no weights): the folder is the new run's from the
     start, so a new run stopped at its first step checkpoint has the new run's (empty) history, not the old lines."""
-    class Killed(RuntimeError):
-        pass
-
-    class KillAt:
-        def __init__(self, epoch=None, step=None):
-            self.epoch, self.step = epoch, step
-
-        def on_epoch_end(self, trainer, result):
-            if result.epoch == self.epoch:
-                raise Killed
-
-        def on_step_end(self, trainer, step):
-            if step.step == self.step:
-                raise Killed
+    from conftest import Killed, KillAt
 
     folder = tmp_path / "run"
     cfg = RunConfig(data=DataConfig(name="digits", limit=300), model=ModelConfig(latent_dim=2, hidden_dims=(16,)),

@@ -58,15 +58,8 @@ def test_a_resumed_run_continues_the_same_log_each_step_once(digits_config, tmp_
 def test_an_overwrite_stopped_before_its_checkpoint_leaves_the_old_log_whole(digits_config, tmp_path):
     """--overwrite of a run with a log: until the new run's first checkpoint the old run's events stay as they were
     (the new run used to purge them from step 1 on); then the new run's log replaces them, whole."""
+    from conftest import Killed, KillAt
     from vaekit.runs import train
-
-    class Killed(RuntimeError):
-        pass
-
-    class KillAfterEpoch1:
-        def on_epoch_end(self, trainer, result):
-            if result.epoch == 1:
-                raise Killed
 
     old = replace(digits_config, train=replace(digits_config.train, epochs=2, tensorboard=True))
     train(old, out=tmp_path / "run")
@@ -74,7 +67,7 @@ def test_an_overwrite_stopped_before_its_checkpoint_leaves_the_old_log_whole(dig
     before = {p.name: p.read_bytes() for p in log.iterdir()}
     new = replace(old, train=replace(old.train, epochs=3, checkpoint_every=2, lr=old.train.lr / 3))
     with pytest.raises(Killed):
-        train(new, out=tmp_path / "run", overwrite=True, callbacks=[KillAfterEpoch1()])
+        train(new, out=tmp_path / "run", overwrite=True, callbacks=[KillAt(epoch=1)])
     assert {p.name: p.read_bytes() for p in log.iterdir()} == before
     vaekit.runs.resume(tmp_path / "run", epochs=2)  # the old run, still whole (finished: nothing to train)
     assert not (tmp_path / "run" / ".tensorboard-new").exists()

@@ -337,13 +337,14 @@ def compare(
         trained[slot] = runs.train(configs[slot], out / slot, overwrite=overwrite, dataset=dataset)
         for stage in trained[slot].model.stages:  # a family's later stages (a vqvae's prior over codes): its samples
             log.info("training the %s's %s stage (%d epochs) ...", family.upper(), stage, cfg.train.epochs)
-            later = runs.train_stage(out / slot, stage, epochs=max(1, cfg.train.epochs), progress=cfg.train.progress)
+            later = runs.train_stage(out / slot, stage, epochs=max(1, cfg.train.epochs), progress=cfg.train.progress,
+                                     dataset=dataset)
             trained[slot] = dataclasses.replace(trained[slot], model=later.model)  # the model's own history stays
     quality = SampleQuality(dataset, options, seed)
     pairs = random_pairs(len(dataset.x_test), options.interpolation_pairs, seed)
     scores, figures = {}, {}
     for family in FAMILIES:
-        log.info("measuring the %s ...", family.upper())
+        log.info("measuring the %s ...", configs[family].model.family.upper())
         scores[family], figures[family] = measure(trained[family], dataset, quality, pairs, options, seed)
     figures["data"] = {
         "inputs": viz.image_grid(dataset.x_test[:options.shown_items], ncol=8),

@@ -109,9 +109,20 @@ def _activations() -> tuple[str, ...]:
 
 # name -> the settings dataclass of a model family or likelihood; filled by their registries.
 COMPONENT_SETTINGS: dict[str, type] = {}
+COMPONENT_KINDS: dict[str, str] = {}  # name -> "family" or "likelihood": the two share model.<name> and --<name>-*
 
 
-def register_settings(name: str, settings: type | None) -> None:
+def register_settings(name: str, settings: type | None, kind: str = "family") -> None:
+    """Declare the settings of the family or likelihood `name` (kind), kept as model.<name>.<setting>: a name the
+    other kind holds, or a model setting's, is refused, as their settings would be mixed up."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a {kind} needs a non-empty name, got {name!r}")
+    if COMPONENT_KINDS.get(name, kind) != kind:
+        raise ValueError(f"{name!r} already names a {COMPONENT_KINDS[name]}, and a {kind} of the same name would share "
+                         f"its settings (model.{name}): register the {kind} under another name")
+    if name in {f.name for f in fields(ModelConfig)}:
+        raise ValueError(f"{name!r} is a model setting (model.{name}): register the {kind} under another name")
+    COMPONENT_KINDS[name] = kind
     if settings is not None:
         if not dataclasses.is_dataclass(settings):
             raise TypeError(f"the settings of {name!r} must be a frozen dataclass, got {settings!r}")
@@ -371,6 +382,13 @@ def _layer(cfg: RunConfig, raws: list[dict[str, Any]]) -> RunConfig:
     settings for the old family given here still reach validation, and are refused there with the fix."""
     _load_plugins()
     families = [raw["model"]["family"] for raw in raws if isinstance(raw.get("model"), dict) and "family" in raw["model"]]
+    if families and isinstance(families[-1], str) and families[-1] not in _families():
+        # before its settings (model.<family>) are refused as unknown keys: a run of a family registered by a
+        # module the user has not imported is the likelier cause
+        close = difflib.get_close_matches(families[-1], _families(), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise VaekitError(f"unknown model family {families[-1]!r}: {hint}use one of {', '.join(_families())}, or "
+                          "import the module that registers it (vaekit.register_family) first")
     old = cfg.model.family
     if families and families[-1] != old and old in cfg.model.options:
         log.info("model.%s (from the recipe or config) left out: the model is now %s", old, families[-1])
@@ -442,19 +460,27 @@ def _check_fields(instance: Any, path: str) -> None:
 def validate(cfg: RunConfig) -> RunConfig:
     """Check every value against its declaration, once, at the boundary, with messages that name the fix."""
     for section_name in SECTIONS:
-        _check_fields(getattr(cfg, section_name), section_name)
-    for name, values in cfg.model.options.items():
+        if section_name != "model":
+            _check_fields(getattr(cfg, section_name), section_name)
+    validate_model(cfg.model)
+    return cfg
+
+
+def validate_model(model: ModelConfig) -> ModelConfig:
+    """validate()'s checks of the model section alone (vaekit.build_model makes them too)."""
+    _check_fields(model, "model")
+    for name, values in model.options.items():
         _check_fields(values, f"model.{name}")
     from .distributions import LIKELIHOODS
 
-    for name in sorted(cfg.model.options):
-        if name in (cfg.model.family, cfg.model.likelihood):
+    for name in sorted(model.options):
+        if name in (model.family, model.likelihood):
             continue
-        if name in LIKELIHOODS and cfg.model.likelihood == "auto":
+        if name in LIKELIHOODS and model.likelihood == "auto":
             continue  # checked once the data has decided the likelihood
-        raise VaekitError(f"model.{name} sets {name}'s settings, but the model uses family {cfg.model.family} and "
-                          f"likelihood {cfg.model.likelihood}: drop them, or choose {name}")
-    return cfg
+        raise VaekitError(f"model.{name} sets {name}'s settings, but the model uses family {model.family} and "
+                          f"likelihood {model.likelihood}: drop them, or choose {name}")
+    return model
 
 
 def without_options(model: ModelConfig, *names: str) -> ModelConfig:

@@ -85,9 +85,9 @@ LIKELIHOODS: dict[str, type[Likelihood]] = {}
 def register_likelihood(name: str) -> Callable[[type[Likelihood]], type[Likelihood]]:
     """Register a likelihood class under `name` (--likelihood NAME), with its settings if it declares any."""
     def add(cls: type[Likelihood]) -> type[Likelihood]:
+        register_settings(name, cls.Settings, "likelihood")  # first: a name that cannot be used registers nothing
         cls.name = name
         LIKELIHOODS[name] = cls
-        register_settings(name, cls.Settings)
         return cls
 
     return add

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution, Normal, kl_divergence
 
-from .config import ModelConfig, RunConfig, register_settings, setting
+from .config import ModelConfig, RunConfig, register_settings, setting, validate_model
 from .distributions import (
     DiagonalGaussian, PointMass, build_likelihood, diagonal_gaussian, draw_noise, noise_shape, rsample_with,
     standard_normal,
@@ -60,8 +60,8 @@ class Model(nn.Module):
 
     @property
     def prior_text(self) -> str:
-        """The prior p(z) in words, for reports and captions."""
-        return "N(0, I)"
+        """The prior p(z) in words, for reports and captions: N(0, I) unless the family has its own prior."""
+        return "N(0, I)" if type(self).prior is Model.prior else f"the {self.family} family's prior"
 
     @classmethod
     def settings_from_data(cls, settings: Any, dataset: Any) -> Any:
@@ -419,9 +419,9 @@ def register_family(name: str) -> Callable[[type[Model]], type[Model]]:
     def add(cls: type[Model]) -> type[Model]:
         if not (isinstance(cls, type) and issubclass(cls, Model)):
             raise TypeError(f"register_family({name!r}) takes a subclass of vaekit.Model, got {cls!r}")
+        register_settings(name, cls.Settings, "family")  # first: a name that cannot be used registers nothing
         cls.family = name
         MODEL_FAMILIES[name] = cls
-        register_settings(name, cls.Settings)
         return cls
 
     return add
@@ -508,6 +508,7 @@ def build_model(config: ModelConfig) -> Model:
         raise VaekitError("model.likelihood is 'auto': resolve it from the data first (vaekit.runs.resolve_config)")
     if not config.data_shape:
         raise VaekitError("model.data_shape is empty: build the model from a data set (vaekit fills it in)")
+    validate_model(config)  # the checks train() makes of every model setting, for a config built in Python
     if config.free_bits > 0 and not MODEL_FAMILIES[config.family].takes_free_bits:
         raise VaekitError(f"the {config.family} family's objective has no KL term for free bits to floor: drop "
                           "--free-bits, or use a family trained on the ELBO (vae, vamp, hvae)")

@@ -334,10 +334,12 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
 
 def resume(directory: str | Path, epochs: int | None = None, device: str | None = None,
            threads: int | None = None, progress: bool | None = None, callbacks: list[Any] | None = None,
-           compile: bool | None = None, tensorboard: bool | None = None, minutes: float | None = None) -> RunResult:
+           compile: bool | None = None, tensorboard: bool | None = None, minutes: float | None = None,
+           dataset: Dataset | None = None) -> RunResult:
     """Continue a run from its last resume state, optionally to a new total number of epochs or a new time limit
     (minutes, counting the run's training so far); where it runs (device, threads, compile), its progress bar and its
-    TensorBoard log may change, what it computes may not."""
+    TensorBoard log may change, what it computes may not. `dataset`: the data a run trained with train(dataset=...)
+    was given, again; by default the run's config.json names its data."""
     directory = Path(directory)
     cfg = checkpoint.load_config(directory)
     runtime = {k: v for k, v in (("epochs", epochs), ("device", device), ("threads", threads), ("progress", progress),
@@ -347,18 +349,30 @@ def resume(directory: str | Path, epochs: int | None = None, device: str | None 
         # stopped before or during its first checkpoint: nothing was kept, so the run starts again from its config
         log.warning("%s has no checkpoint yet: training it from the start", directory)
         return train(replace(cfg, train=replace(cfg.train, **runtime)), out=directory, overwrite=True,
-                     callbacks=callbacks)
+                     callbacks=callbacks, dataset=dataset)
     here = distributed.setup(resolve_device(device or cfg.train.device))
     with contextlib.ExitStack() as held:
         with main_first(here, "open the run folder"):
             if here.main:
                 held.enter_context(run_lock(directory))
                 checkpoint.remove_temporaries(directory)
-        return _resume(directory, cfg, runtime, callbacks, here)
+        return _resume(directory, cfg, runtime, callbacks, here, dataset)
+
+
+def run_data(cfg: RunConfig, dataset: Dataset | None, what: str) -> Dataset:
+    """The data a run trained on, to `what` it (resume it, train a stage): `dataset` if given, else what its config
+    names, a table read with the run's own statistics; checked against the model's data shape."""
+    if dataset is None:
+        dataset = load_dataset(cfg.data, model_table(cfg.model))
+    if tuple(dataset.shape) != tuple(cfg.model.data_shape):
+        raise VaekitError(f"the data to {what} the run on has items of shape {tuple(dataset.shape)}, but the run was "
+                          f"trained on {tuple(cfg.model.data_shape)}: give its own data (from Python, a run trained on "
+                          "a Dataset takes it again as dataset=)")
+    return dataset
 
 
 def _resume(directory: Path, cfg: RunConfig, runtime: dict[str, Any], callbacks: list[Any] | None,
-            here: distributed.World) -> RunResult:
+            here: distributed.World, given: Dataset | None = None) -> RunResult:
     planned = cfg.train.epochs
     epochs = runtime.get("epochs")
     cfg = validate(replace(cfg, train=replace(cfg.train, **runtime)))
@@ -381,9 +395,7 @@ def _resume(directory: Path, cfg: RunConfig, runtime: dict[str, Any], callbacks:
     if epochs is not None and epochs < meta["epoch"]:
         raise VaekitError(f"{directory} has already trained {meta['epoch']} epochs: --epochs counts all epochs, so give "
                           f"at least {meta['epoch']} (its config keeps {planned})")
-    dataset = load_dataset(cfg.data, model_table(cfg.model))  # a table read with the run's own statistics
-    if tuple(dataset.shape) != tuple(cfg.model.data_shape):
-        raise VaekitError(f"the data now has shape {dataset.shape}, the run was trained on {cfg.model.data_shape}")
+    dataset = run_data(cfg, given, "resume")
     dataset, judged = hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)  # the run's own split
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model)
@@ -459,12 +471,13 @@ def stage_metrics_file(stage: str) -> str:
 
 def train_stage(directory: str | Path, stage: str, epochs: int = 10, batch_size: int | None = None,
                 lr: float | None = None, device: str | None = None, threads: int | None = None,
-                progress: bool | None = None, callbacks: list[Any] | None = None) -> RunResult:
+                progress: bool | None = None, callbacks: list[Any] | None = None,
+                dataset: Dataset | None = None) -> RunResult:
     """Train a later stage of a finished run (Model.stages: the vqvae's "prior" over its codes) on the run's own
     training data, the rest of the model frozen: its schedule is the run's (optimiser, seed, clipping) with these
     epochs, batch size and learning rate, and no warm-up or early stopping. The run folder's model file is
     rewritten with the stage's weights after each epoch; RUN/<stage>-metrics.jsonl holds this training's epochs
-    (the stage's loss, e.g. prior_nll, on the training and test data)."""
+    (the stage's loss, e.g. prior_nll, on the training and test data). `dataset`: as for resume()."""
     directory = Path(directory)
     cfg = checkpoint.load_config(directory)
     family = MODEL_FAMILIES.get(cfg.model.family)
@@ -484,9 +497,7 @@ def train_stage(directory: str | Path, stage: str, epochs: int = 10, batch_size:
         if (directory / checkpoint.RESUME_STATE).is_file() and not checkpoint.never_checkpointed(directory):
             checkpoint.load_resume(directory)  # a damaged resume state is named now, not after the first epoch
         run_id = checkpoint.read_checked(directory / checkpoint.MODEL_FILE)[1].get(checkpoint.RUN_KEY)
-        dataset = load_dataset(cfg.data, model_table(cfg.model))
-        if tuple(dataset.shape) != tuple(cfg.model.data_shape):
-            raise VaekitError(f"the data now has shape {dataset.shape}, the run was trained on {cfg.model.data_shape}")
+        dataset = run_data(cfg, dataset, "train a stage of")
         # the run's own split (its config's early stopping, which holds out a validation split by default)
         dataset, judged = hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)
         torch.manual_seed(cfg.train.seed)

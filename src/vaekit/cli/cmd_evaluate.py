@@ -15,14 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
 
 from .. import checkpoint, metrics
-from ..config import MAX_THREADS
 from ..errors import VaekitError
 from ..files import check_target, write_text
 from ..train import resolve_device
-from .common import add_data_flags, add_split, run_dataset, run_folder, split_labels
+from .common import add_data_flags, add_split, add_threads, run_dataset, run_folder, set_threads, split_labels
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-rows", type=int, default=metrics.DEFAULT_MAX_ROWS,
                    help="decoded samples held at once (memory); results do not depend on it")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"], help="where to run (default cpu)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice, one per core)")
+    add_threads(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", help="also write the results to this JSON file")
     p.add_argument("--per-item", metavar="FILE.csv", help="also write each item's nll, elbo, kl, recon_at_mean and "
@@ -52,10 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.n is not None and args.n < 2:
         raise VaekitError(f"--n must be at least 2, got {args.n}")
-    if args.threads is not None:
-        if not 1 <= args.threads <= MAX_THREADS:
-            raise VaekitError(f"--threads must be between 1 and {MAX_THREADS}, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     device = resolve_device(args.device)  # a GPU this machine lacks is named before anything is read
     for target in (args.out, args.per_item):  # before the evaluation's minutes, not after them
         if target:

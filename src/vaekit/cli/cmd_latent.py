@@ -16,7 +16,8 @@ from ..errors import VaekitError
 from ..files import atomic_write, write_text
 from ..data.tables import model_table
 from .common import (
-    add_data_flags, add_out, add_split, decoded_count, load_run, pick, run_dataset, save_output, split_labels,
+    add_data_flags, add_out, add_split, add_threads, decoded_count, load_run, pick, run_dataset, save_output,
+    set_threads, split_labels,
 )
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def _parser(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.A
     p.add_argument("run", help="run folder")
     add_split(p)
     add_data_flags(p)
+    add_threads(p)
     return p
 
 
@@ -111,6 +113,7 @@ def parse_numbers(text: str, flag: str) -> list[float]:
 
 def _load(args: argparse.Namespace):
     """The model, its data set, the split's items and their labels (for a label-conditioned model, else None)."""
+    set_threads(args.threads)
     model = load_run(args.run)
     dataset = run_dataset(args.run, args)
     return model, dataset, dataset.split(args.split).x, split_labels(model, dataset, args.split)

@@ -194,6 +194,18 @@ def add_out(parser: argparse.ArgumentParser, default: str | None = None,
     parser.set_defaults(out_is_file=True)  # checked before any work (vaekit.cli.main): a folder or a run's own file
 
 
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice, one per core)")
+
+
+def set_threads(threads: int | None) -> None:
+    """--threads, checked and applied before any torch work (None: torch's own choice)."""
+    if threads is not None:
+        if not 1 <= threads <= config_module.MAX_THREADS:
+            raise VaekitError(f"--threads must be between 1 and {config_module.MAX_THREADS}, got {threads}")
+        torch.set_num_threads(threads)
+
+
 def add_split(parser: argparse.ArgumentParser, default: str = "test") -> None:
     parser.add_argument("--split", choices=["train", "test"], default=default, help="which split to take items from")
 
