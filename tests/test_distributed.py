@@ -221,6 +221,19 @@ def test_process_0s_own_error_is_said_once_under_nproc(tmp_path):
     assert not any("see its message" in line or "exitcode" in line for line in lines), lines
 
 
+def test_a_mistake_every_process_finds_is_said_once_under_nproc(tmp_path):
+    """A damaged resume state is found by each process as it loads it (after the launch): one line for the run, not
+    one per process, and no second line about the exit code."""
+    run = one_process(tmp_path, "run", "--epochs", "1")
+    state = json.loads((run / "resume.json").read_text())
+    (run / "resume.json").write_text(json.dumps({**state, "epoch": 5}))
+    result = vaekit_cli("train", "--resume", str(run), "--epochs", "2", "--nproc", "2")
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("launching")]
+    assert lines == [f"vaekit: error: {run}/resume.json is damaged (its entries do not match the checksum written "
+                     "with its tensors): restore it from a backup, or start the run again with --overwrite"], lines
+
+
 def test_the_exit_code_of_several_processes_names_the_first_real_failure(capsys):
     from types import SimpleNamespace as Failure
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -15,6 +18,10 @@ import torch.distributed as dist
 from .errors import FollowerStop, VaekitError
 
 log = logging.getLogger(__name__)
+
+# Under `--nproc`: the folder where each process leaves its one-line error (a mistake every process finds, such as a
+# damaged resume state), for the launcher to say each different one once, not once per process.
+ERROR_DIR = "VAEKIT_ERROR_DIR"
 
 
 @dataclass(frozen=True)
@@ -112,11 +119,52 @@ def launch(argv: list[str], nproc: int) -> int:
     """`vaekit ... --nproc N`: the same command in N processes on this machine, through torchrun's launcher (the
     elastic agent, run here). A stop signal reaches every process, which stop after a step and a checkpoint. Returns
     the exit code: 0, a process's own (2 for a mistake), or 128 + the signal that stopped the run."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))  # no oversubscribed cores
+    try:
+        errors = Path(tempfile.mkdtemp(prefix="vaekit-errors-"))
+    except OSError:  # no room for it: each process says its own error
+        return _launch(argv, nproc)
+    os.environ[ERROR_DIR] = str(errors)  # the processes inherit it
+    try:
+        return _launch(argv, nproc)
+    finally:
+        os.environ.pop(ERROR_DIR, None)
+        say_errors(errors)
+        shutil.rmtree(errors, ignore_errors=True)
+
+
+def leave_error(message: str) -> bool:
+    """In a process of `--nproc`, leave its one-line error for the launcher to say; False elsewhere, or where it cannot
+    be written (the process then says it itself)."""
+    folder, rank = os.environ.get(ERROR_DIR), os.environ.get("RANK")
+    if not folder or not rank or not rank.isdigit():
+        return False
+    try:
+        (Path(folder) / f"{int(rank):06d}.txt").write_text(message, encoding="utf-8")
+    except OSError:
+        return False
+    return True
+
+
+def say_errors(folder: Path) -> list[str]:
+    """The errors the processes left, each different one said once, in the order of the processes' ranks."""
+    said: list[str] = []
+    for path in sorted(folder.glob("*.txt")):
+        try:
+            message = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if message not in said:
+            said.append(message)
+            sys.stderr.write(f"vaekit: error: {message}\n")
+    return said
+
+
+def _launch(argv: list[str], nproc: int) -> int:
     from torch.distributed import run as torchrun
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))  # no oversubscribed cores
     log.info("launching %d processes: torchrun --standalone --nproc-per-node %d -m vaekit %s", nproc, nproc,
              " ".join(argv))
     for name in [*logging.root.manager.loggerDict, "torch.distributed.elastic"]:  # the processes say what went wrong

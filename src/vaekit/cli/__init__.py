@@ -61,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     except FollowerStop:
         return 2  # process 0 says why
     except VaekitError as exc:
-        sys.stderr.write(f"vaekit: error: {exc}\n")
+        from .. import distributed
+
+        if not distributed.leave_error(str(exc)):  # under --nproc the launcher says it, once for all processes
+            sys.stderr.write(f"vaekit: error: {exc}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("vaekit: interrupted\n")

@@ -125,7 +125,8 @@ def _launch(args: argparse.Namespace) -> int:
         runs.prepare_out(Path(args.out), args.overwrite)
         runs.resolve_config(cfg, load_dataset(cfg.data))
     code = distributed.launch(_without_nproc(args.argv), args.nproc)
-    if 0 < code < 128:  # (a stop signal: process 0 has said where it stopped and how to go on)
+    if code not in (0, 2) and code < 128:  # (a mistake is said once above, in one line; at a stop signal, process
+        # 0 has said where it stopped and how to go on)
         sys.stderr.write(f"vaekit: training in {args.nproc} processes ended with exit code {code} (see above)\n")
     return code
 
