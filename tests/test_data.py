@@ -323,6 +323,7 @@ def test_npy_layouts_vectors_and_errors(tmp_path):
         (np.full((4, 3, 3), 2.0), "scale them to \\[0, 1\\]"),
         (np.array([[1.0, np.nan], [0.0, 1.0]]), "NaN"),
         (np.zeros((4, 5, 5, 5), dtype=np.uint8), "1 or 3 channels"),
+        (np.full((4, 3), 1e39), "holds values up to 1e\\+39, beyond float32's range \\(3.4e38\\)"),
     ]:
         np.save(tmp_path / "bad.npy", array)
         with pytest.raises(VaekitError, match=problem):
@@ -394,6 +395,34 @@ def test_image_folder_colour_default_size_and_errors(tmp_path):
     (tmp_path / "mixed" / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(VaekitError, match="cannot read image .*broken.png.*re-save"):
         load(tmp_path / "mixed")
+
+
+def test_image_folder_formats_transparency_and_split_folders(tmp_path):
+    # every format Pillow reads, not only PNG and JPEG
+    (tmp_path / "formats").mkdir()
+    for i, suffix in enumerate((".png", ".jpg", ".bmp", ".gif", ".tif", ".webp")):
+        Image.new("L", (8, 8), 40 * i).save(tmp_path / "formats" / f"{i}{suffix}")
+    dataset = load(tmp_path / "formats", image_size=8)
+    x = torch.cat([dataset.x_train, dataset.x_test]) * 255
+    assert sorted(round(float(v)) for v in x.mean(dim=(1, 2, 3))) == [0, 40, 80, 120, 160, 200]
+    # a transparent pixel is the white a viewer shows, not the colour it hides (green here)
+    (tmp_path / "alpha").mkdir()
+    for i in range(2):
+        picture = Image.new("RGBA", (8, 8), (0, 255, 0, 0))
+        picture.putpixel((4, 4), (255, 0, 0, 255))
+        picture.save(tmp_path / "alpha" / f"{i}.png")
+    x = load(tmp_path / "alpha", image_size=8).x_train[0]
+    assert x[:, 0, 0].tolist() == [1.0, 1.0, 1.0] and x[:, 4, 4].tolist() == [1.0, 0.0, 0.0]
+    # split folders: Train/ and Test/ in any case are the split; a val/ beside them is refused, not made a class
+    for part, n in (("Train", 4), ("Test", 2)):
+        for i in range(n):
+            _png(tmp_path / "tt" / part / f"{i}.png", "L", i)
+    dataset = load(tmp_path / "tt", image_size=8)
+    assert (len(dataset.x_train), len(dataset.x_test), dataset.label_names) == (4, 2, None)
+    _png(tmp_path / "tt" / "val" / "0.png", "L", 0)
+    with pytest.raises(VaekitError, match="holds the folders Test/, Train/, val/: vaekit reads a split from train/ "
+                                          "and test/ alone .*move the other folders' images into train/ or test/"):
+        load(tmp_path / "tt", image_size=8)
 
 
 def test_image_folder_reads_exif_orientation_and_16_bit_grey(tmp_path):
@@ -475,6 +504,10 @@ def test_csv_with_header_and_label_column(tmp_path):
     assert dataset.x_train[:, 2].abs().max() < 1e-6
     with pytest.raises(VaekitError, match="did you mean species"):
         load(tmp_path / "table.csv", label_column="specie")
+    # a label column of numbers and text: the classes keep the names the file gives them ("1", not "1.0")
+    lines = ["a,grade"] + [f"{i},{['1', '2', 'other'][i % 3]}" for i in range(12)]
+    (tmp_path / "grades.csv").write_text("\n".join(lines) + "\n")
+    assert load(tmp_path / "grades.csv", label_column="grade").label_names == ("1", "2", "other")
 
 
 def test_csv_without_header_and_errors(tmp_path):

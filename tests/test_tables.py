@@ -192,6 +192,22 @@ def test_bad_columns_are_named(tmp_path):
     path.write_text("x,y\n" + "\n".join(f"{i},{i}" for i in range(20)) + "\n25,inf\n")
     with pytest.raises(VaekitError, match="'y' mixes numbers and text \\('inf' at line 22\\)"):
         load(path)
+    # one typo in a column of 200 distinct numbers is that cell, not a categorical column of too many values
+    rows = [f"{170 + i * 0.1:.1f},{60 + i * 0.1:.1f}" for i in range(200)]
+    rows[57] = "175.7,7O.2"
+    path.write_text("height,weight\n" + "\n".join(rows) + "\n")
+    with pytest.raises(VaekitError, match="'weight' mixes numbers and text \\('7O.2' at line 59\\)"):
+        load(path)
+    # integers a float cannot hold exactly are IDs: 80 of them do not merge into one or two numbers
+    path.write_text("id,x\n" + "\n".join(f"{2**60 + i},{i * 0.5}" for i in range(80)) + "\n")
+    with pytest.raises(VaekitError, match="'id' holds 80 distinct text values"):
+        load(path)
+    assert tables.parse_cell(str(2**53)) == float(2**53) and tables.parse_cell(str(2**53 + 1)) == str(2**53 + 1)
+    # values the model's float32 cannot hold, kept unscaled
+    path.write_text("a,b\n" + "\n".join(f"{(i + 1) * 1e37},{i}" for i in range(40)) + "\n")
+    with pytest.raises(VaekitError, match="column 'a' holds values up to 4e\\+38 .*beyond float32's range"):
+        load(path, standardize=False)
+    assert load(path).x_train.isfinite().all()  # standardised, they fit
 
 
 # ---- standardisation ------------------------------------------------------------------------------------------
@@ -408,7 +424,7 @@ def test_awkward_but_valid_tables(tmp_path, caplog):
     assert len(dataset.x_train) + len(dataset.x_test) == 40 and dataset.table.names == ("0", "1")
     # a text column of one value, and a numeric constant: kept, warned about, encoded as exactly one value
     path = tmp_path / "constant.csv"
-    path.write_text("x,country,id\n" + "\n".join(f"{i * 0.1},US,{10**30 + i}" for i in range(40)) + "\n")
+    path.write_text("x,country,id\n" + "\n".join(f"{i * 0.1},US,7" for i in range(40)) + "\n")
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         dataset = load(path)

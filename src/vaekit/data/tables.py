@@ -31,6 +31,9 @@ from ..files import atomic_write, write_text
 
 log = logging.getLogger(__name__)
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # larger values become infinite in the model's float32
+EXACT_INTEGERS = 2**53  # float64 holds every integer up to this; larger ones (IDs) are read as text
+
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".parquet", ".pq")
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
 KINDS = ("numeric", "binary", "categorical")
@@ -79,6 +82,8 @@ def parse_cell(text: str) -> Cell:
         value = float(text)
     except ValueError:
         return text
+    if abs(value) >= EXACT_INTEGERS and text.lstrip("+-").isdigit() and abs(int(text)) > EXACT_INTEGERS:
+        return text  # an integer a float cannot hold exactly (an ID): distinct IDs would merge into a few numbers
     return value if math.isfinite(value) else text  # "inf" stays text: reported as not a finite number
 
 
@@ -88,6 +93,8 @@ def _python_cell(value: Any) -> Cell:
         return None
     if isinstance(value, (bool, np.bool_)):
         return float(value)
+    if isinstance(value, (int, np.integer)) and abs(int(value)) > EXACT_INTEGERS:
+        return str(value)  # as parse_cell: an ID, not a number
     if isinstance(value, (int, float, np.integer, np.floating, numbers.Real)):
         value = float(value)
         return None if math.isnan(value) else (value if math.isfinite(value) else str(value))
@@ -333,14 +340,15 @@ def infer_kind(name: str, cells: Sequence[Cell], table: RawTable, declared: str 
                               "values: a binary column has exactly two; declare it categorical or numeric")
         return "binary"
     if declared == "categorical" or (declared is None and text is not None):
+        numbers = [c for c in distinct if not isinstance(c, str)]
+        if declared is None and numbers:  # before the count: one bad cell in a numeric column is not a category
+            raise VaekitError(f"{table.source}: column {name!r} mixes numbers and text ({cells[text]!r} at "
+                              f"{table.where(text)}): fix that cell, or declare the column categorical "
+                              f"(--column-types {name}=categorical)")
         if len(distinct) > MAX_CATEGORIES:
             raise VaekitError(f"{table.source}: column {name!r} holds {len(distinct)} distinct text values, too many "
                               f"for a categorical column (at most {MAX_CATEGORIES}): drop it (--column-types "
                               f"{name}=ignore) or group its values")
-        if declared is None and len(distinct) != len([c for c in distinct if isinstance(c, str)]):
-            raise VaekitError(f"{table.source}: column {name!r} mixes numbers and text ({cells[text]!r} at "
-                              f"{table.where(text)}): fix that cell, or declare the column categorical "
-                              f"(--column-types {name}=categorical)")
         return "binary" if declared is None and len(distinct) == 2 else "categorical"
     if len(distinct) == 2:
         return "binary"
@@ -402,7 +410,12 @@ class TableSchema:
         parts = []
         for column in self.columns:
             cells = [column.fill if c is None else c for c in _column(table, column.name)]
-            parts.append(_encode_column(column, cells, table))
+            part = _encode_column(column, cells, table)
+            if part.size and float(np.abs(part).max()) > FLOAT32_MAX:
+                raise VaekitError(f"column {column.name!r} holds values up to {float(np.abs(part).max()):.3g} (as the "
+                                  "model takes them), beyond float32's range (3.4e38): rescale the column, or keep "
+                                  "--standardize on")
+            parts.append(part)
         return torch.from_numpy(np.concatenate(parts, axis=1).astype(np.float32)) if parts else torch.empty(0, 0)
 
     def decode(self, values: torch.Tensor | np.ndarray) -> dict[str, list[Any]]:

@@ -2,7 +2,7 @@
 tables.
 
 Conventions, chosen once here:
-- Arrays. (N, D) is N vectors, used as they are. (N, H, W) and (N, H, W, C) or (N, C, H, W) with C in {1, 3}
+- Arrays. (N, D) is N vectors, used as they are (integers too: not scaled, which is said). (N, H, W) and (N, H, W, C) or (N, C, H, W) with C in {1, 3}
   are images: integers must lie in 0..255 and are scaled to [0, 1]; floats must already lie in [0, 1].
 - .npy: one array, no labels.
 - .npz: `x_train` and `x_test` (with optional `y_train`, `y_test`) give the split; otherwise `x` (with
@@ -11,9 +11,10 @@ Conventions, chosen once here:
 - Tables (.csv, .tsv, .tab, .parquet): one item per row, columns of numbers or text, typed and encoded by
   vaekit.data.tables (numeric columns standardised with training statistics unless `standardize` is off).
   `label_column` names the class column (by header name, or by 0-based index without a header).
-- A folder: .png/.jpg/.jpeg files, centre-cropped to a square and resized to image_size x image_size
+- A folder: image files (.png, .jpg, .bmp, .gif, .tif, .webp; a GIF's or TIFF's first frame), centre-cropped to a square and resized to image_size x image_size
   (default 64); grayscale if every image is, else RGB. Images in subfolders get the subfolder name as
-  class; subfolders named exactly train/ and test/ give the split instead. An attribute table in the
+  class; subfolders named train/ and test/ (in any case) give the split instead, and other split folders (val/)
+  beside them are refused. An attribute table in the
   folder (`list_attr_celeba.txt` or `attributes.csv`, see load_attribute_table) fills the attributes.
 - Without a split of its own, a fixed-seed random `test_fraction` of the items becomes the test set.
 """
@@ -23,6 +24,7 @@ import csv
 import difflib
 import logging
 import struct
+import warnings
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -40,8 +42,10 @@ from .builtin import images_to_tensor
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")  # Pillow reads them all
 DEFAULT_IMAGE_SIZE = 64
+# subfolders that name a split, not a class (in any case): train/ and test/ are read as the split, others refused
+SPLIT_FOLDERS = {"train", "test", "val", "valid", "validation", "dev", "eval"}
 ATTRIBUTE_FILES = ("list_attr_celeba.txt", "attributes.csv")
 SPLIT_SEED = 0
 _GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "F"}
@@ -154,6 +158,9 @@ def _items_tensor(array: np.ndarray, source: str) -> tuple[torch.Tensor, bool]:
                           "D >= 1")
     if kind == "f" and not np.isfinite(array).all():
         raise VaekitError(f"{source} contains NaN or infinite values: remove or impute them first")
+    if kind == "f" and array.dtype.itemsize > 4 and float(np.abs(array).max()) > tables.FLOAT32_MAX:
+        raise VaekitError(f"{source} holds values up to {float(np.abs(array).max()):.3g}, beyond float32's range "
+                          "(3.4e38), which the model computes in: rescale them")
     if array.ndim == 2:
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)), False
     if array.ndim == 4:
@@ -296,7 +303,9 @@ def _load_table(path: Path, cfg: DataConfig, schema: tables.TableSchema | None =
     if label is not None:
         cells = table.column(label)
         numeric = all(isinstance(cell, float) for cell in cells)
-        values = np.asarray(cells, dtype=np.float64) if numeric else np.asarray([str(c) for c in cells])
+        # a column of numbers and text: numbers keep their written form as class names ("1", not "1.0")
+        values = np.asarray(cells, dtype=np.float64) if numeric else np.asarray(
+            [str(int(c)) if isinstance(c, float) and c.is_integer() else str(c) for c in cells])
         y, label_names = _labels(values, table.n_rows, f"{path} label column {label!r}")
     dataset = _dataset(path.stem, x, y, label_names, None, (train, test), False, cfg.test_fraction)
     return replace(dataset, table=schema)
@@ -345,21 +354,29 @@ def _scan(folder: Path) -> tuple[list[Path], list[str | None]]:
 
 def _load_folder(folder: Path, cfg: DataConfig) -> Dataset:
     size = cfg.image_size or DEFAULT_IMAGE_SIZE
-    subfolders = {sub.name for sub in _subfolders(folder)}
-    if subfolders == {"train", "test"} and not _image_files(folder):
-        parts = {part: _scan(folder / part) for part in ("train", "test")}
+    subfolders = {sub.name.lower(): sub for sub in _subfolders(folder)}
+    splits = sorted(name for name in subfolders if name in SPLIT_FOLDERS)
+    if len(splits) >= 2 and not _image_files(folder) and set(subfolders) != {"train", "test"}:
+        names = ", ".join(f"{subfolders[name].name}/" for name in sorted(subfolders))
+        raise VaekitError(f"{folder} holds the folders {names}: vaekit reads a split from train/ and test/ alone (and "
+                          "holds out its own validation items from train/ with --validation): move the other "
+                          "folders' images into train/ or test/")
+    if set(subfolders) == {"train", "test"} and not _image_files(folder):
+        parts = {part: _scan(subfolders[part]) for part in ("train", "test")}
         files = parts["train"][0] + parts["test"][0]
         classes = parts["train"][1] + parts["test"][1]
         n_train = len(parts["train"][0])
         if n_train == 0 or len(files) == n_train:
-            raise VaekitError(f"{folder}/train and {folder}/test must both hold images (.png, .jpg, .jpeg)")
+            raise VaekitError(f"{subfolders['train']} and {subfolders['test']} must both hold images "
+                              f"({'/'.join(IMAGE_SUFFIXES)})")
         split = (torch.arange(n_train), torch.arange(n_train, len(files)))
     else:
         files, classes = _scan(folder)
         split = None
     if not files:
         raise VaekitError(
-            f"{folder} holds no images: put .png/.jpg/.jpeg files in it, or in one subfolder per class"
+            f"{folder} holds no images: put image files ({'/'.join(IMAGE_SUFFIXES)}) in it, or in one subfolder per "
+            "class"
         )
     if len(files) < 2:
         raise VaekitError(f"{folder} holds 1 image: need at least 2 (some to train, some to test)")
@@ -403,6 +420,9 @@ def _converted(image: Image.Image, mode: str) -> Image.Image:
     if image.mode == "I" or image.mode.startswith("I;16"):
         values = np.clip(np.rint(np.asarray(image, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)
         image = Image.fromarray(values, "L")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        # transparent pixels are the white a viewer shows, not whatever colour they hide
+        image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image.convert("RGBA"))
     return image.convert(mode)
 
 
@@ -414,7 +434,12 @@ def _image_mode(path: Path) -> str:
 
 def _open_image(path: Path) -> Image.Image:
     try:
-        return Image.open(path)
+        with warnings.catch_warnings():  # a large photo is read (and shrunk) all the same: no warning's source line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise VaekitError(f"cannot read image {path}: it is larger than Pillow's safety limit for one image ({exc}"
+                          "): downscale it, or remove it") from None
     except IMAGE_ERRORS as exc:
         problem = exc.__class__.__name__
         raise VaekitError(f"cannot read image {path} ({problem}): remove it or re-save it as PNG") from None
