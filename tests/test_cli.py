@@ -336,3 +336,50 @@ def test_the_latent_commands_take_threads(command, small_run, tmp_path):
     finally:
         torch.set_num_threads(before)
     assert (tmp_path / "o.png").is_file()
+
+
+def test_a_run_reads_its_data_file_from_any_folder_and_refuses_it_changed(tmp_path, monkeypatch, capsys):
+    from conftest import Killed, KillAt
+
+    import vaekit
+    from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    images = np.random.default_rng(0).integers(0, 256, (300, 16, 16), dtype=np.uint8)
+    np.save(tmp_path / "u8.npy", images)
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--latent-dim", "2", "--hidden-dims", "16", "--epochs", "1", "--no-progress"]
+    assert main(["train", "--data", "u8.npy", *tiny, "--out", "run"]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["name"] == str(tmp_path / "u8.npy")
+    assert main(["encode", "run", "--out", "here.npy"]) == 0
+    # from another folder, which holds a file of the same name: the run's own file is read
+    (tmp_path / "elsewhere").mkdir()
+    np.save(tmp_path / "elsewhere" / "u8.npy", np.zeros_like(images))
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["encode", str(tmp_path / "run"), "--out", "there.npy"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "here.npy"), np.load(tmp_path / "elsewhere" / "there.npy"))
+    capsys.readouterr()
+    # the file changed: one item more redraws the split, so the run's own data is refused, with the fix
+    np.save(tmp_path / "u8.npy", np.concatenate([images, images[:1]]))
+    says = f"{tmp_path / 'u8.npy'} is not the data the run in {tmp_path / 'run'} was trained on (it had 270 training " \
+           "and 30 test items then, 271 and 30 now, so its split is not the run's): restore the file the run trained on"
+    assert main(["train", "--resume", str(tmp_path / "run"), "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "or train a new run on this one" in err and err.count("\n") == 1, err
+    assert main(["encode", str(tmp_path / "run"), "--out", "z.npy"]) == 2
+    assert f"{says}, give --data FILE to work on other data, or train" in capsys.readouterr().err
+    assert main(["encode", str(tmp_path / "run"), "--data", str(tmp_path / "u8.npy"), "--out", "z.npy"]) == 0
+    np.save(tmp_path / "u8.npy", images[::-1])  # as many items, other values
+    assert main(["evaluate", str(tmp_path / "run"), "--iw-samples", "2"]) == 2
+    assert "(its values changed, so its split is not the run's)" in capsys.readouterr().err
+    # an --overwrite on other data keeps the old run's data.json until the new run's first checkpoint
+    np.save(tmp_path / "u8.npy", images)
+    before = (tmp_path / "run" / "data.json").read_text()
+    np.save(tmp_path / "v8.npy", images[:200])
+    cfg = RunConfig(data=DataConfig(name=str(tmp_path / "v8.npy")), model=ModelConfig(latent_dim=2, hidden_dims=(16,)),
+                    train=TrainConfig(epochs=3, checkpoint_every=2, progress=False))
+    with pytest.raises(Killed):
+        vaekit.train(cfg, out=tmp_path / "run", overwrite=True, callbacks=[KillAt(epoch=1)])
+    assert (tmp_path / "run" / "data.json").read_text() == before
+    assert main(["encode", str(tmp_path / "run"), "--out", "z.npy"]) == 0  # the old run, whole
+    vaekit.train(cfg, out=tmp_path / "run", overwrite=True)
+    assert json.loads((tmp_path / "run" / "data.json").read_text())["train_items"] == 180

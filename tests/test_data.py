@@ -5,6 +5,7 @@ import argparse
 import gzip
 import hashlib
 import io
+import logging
 import subprocess
 import tarfile
 import urllib.error
@@ -523,9 +524,20 @@ def test_csv_without_header_and_errors(tmp_path):
         load(tmp_path / "words.csv")
 
 
-def test_missing_path_and_unknown_suffix(tmp_path):
-    with pytest.raises(VaekitError, match="unknown dataset"):
-        load(tmp_path / "nothing.npy")
+def test_missing_path_and_unknown_suffix(tmp_path, monkeypatch, caplog):
+    for missing in (tmp_path / "nothing.npy", "nothing.csv", "pictures/", "./faces"):
+        with pytest.raises(VaekitError, match=f"^data path {missing} does not exist: check the path"):
+            load(missing)
+    with pytest.raises(VaekitError, match="unknown dataset 'mnist-1k': did you mean mnist-10k"):
+        load("mnist-1k")
+    # a folder named like a built-in data set: the built-in one is read, and the warning says how to read the folder
+    monkeypatch.chdir(tmp_path)
+    for i in range(4):
+        _png(tmp_path / "digits" / f"{i}.png", "L", i)
+    with caplog.at_level(logging.WARNING):
+        assert load("digits").shape == (1, 8, 8) and load("./digits").shape == (1, 64, 64)
+    assert "--data digits is vaekit's built-in data set; the folder digits here is not read: give it as a path " \
+           "(./digits) to use it" in caplog.text
     (tmp_path / "data.txt").write_text("1 2 3")
     with pytest.raises(VaekitError, match="cannot read .txt"):
         load(tmp_path / "data.txt")

@@ -24,6 +24,7 @@ from .models import Model, build_model
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 RESUME_STATE = "resume.json"  # the commit point: names the tensors file it belongs to
+DATA_FILE = "data.json"  # a run on the user's own data file: what it read (vaekit.data.fingerprint), checked on reads
 RESUME_TENSORS = "resume.safetensors"  # format 1's single tensors file (read, never written)
 CHECKSUM_KEY = "sha256"  # safetensors metadata: the checksum of the tensors (see checksum)
 CONFIG_KEY = "config_sha256"  # model.safetensors metadata: the sha256 of the config.json written with it
@@ -314,11 +315,47 @@ def never_checkpointed(directory: str | Path) -> bool:
 TENSORBOARD_STAGING = ".tensorboard-new"  # an --overwrite run's TensorBoard log until its first checkpoint commits
 
 
+def write_data_check(directory: str | Path, dataset: Any | None) -> None:
+    """data.json: what the run read from the user's data file (None: a registered data set or data in memory, which
+    need no check; an older data.json goes)."""
+    from .data import fingerprint
+
+    path = Path(directory) / DATA_FILE
+    if dataset is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_json(path, fingerprint(dataset))
+
+
+def check_data(directory: str | Path, dataset: Any, name: str, other: str = "") -> None:
+    """That `dataset`, read as the run's config says, is what the run trained on (data.json), where it says. `other`:
+    how the caller takes other data instead, for the message."""
+    from .data import fingerprint
+
+    path = Path(directory) / DATA_FILE
+    if not path.is_file():
+        return
+    try:
+        then = json.loads(path.read_text())
+        then = {key: then[key] for key in ("train_items", "test_items", "sha256")}
+    except (OSError, ValueError, TypeError, KeyError, RecursionError):
+        log.warning("%s is damaged: the data cannot be checked against what the run trained on", path)
+        return
+    now = fingerprint(dataset)
+    if now == then:
+        return
+    sizes = (then["train_items"], then["test_items"]), (now["train_items"], now["test_items"])
+    change = (f"it had {sizes[0][0]:,} training and {sizes[0][1]:,} test items then, {sizes[1][0]:,} and "
+              f"{sizes[1][1]:,} now" if sizes[0] != sizes[1] else "its values changed")
+    raise VaekitError(f"{name} is not the data the run in {directory} was trained on ({change}, so its split is not "
+                      f"the run's): restore the file the run trained on{other}, or train a new run on this one")
+
+
 def remove_temporaries(directory: str | Path) -> list[Path]:
     """Delete the temporaries of writes a killed process left (`.NAME.XXXX` beside a run file). Only for a folder
     whose lock is held: nothing else is writing there."""
     directory = Path(directory)
-    names = (CONFIG_FILE, MODEL_FILE, RESUME_STATE, "metrics.jsonl", "resume-")
+    names = (CONFIG_FILE, MODEL_FILE, RESUME_STATE, DATA_FILE, "metrics.jsonl", "resume-")
     stale = [path for path in directory.glob(".*") if path.is_file()
              and any(path.name.startswith(f".{name}") and path.name != f".{name}" for name in names)]
     for path in stale:

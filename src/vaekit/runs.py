@@ -17,7 +17,7 @@ import torch
 
 from . import checkpoint, distributed
 from .config import RunConfig, validate, with_defaults
-from .data import Dataset, hold_out, load_dataset, train_data
+from .data import Dataset, hold_out, load_dataset, resolved_name, train_data, user_file
 from .data.tables import model_table
 from .errors import VaekitError
 from .models import MODEL_FAMILIES, Model, build_model
@@ -282,7 +282,10 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
 
     Under torchrun every process calls this; only process 0 writes the run folder (callbacks run in every process:
     trainer.world says which one)."""
+    # a data file's path as the run records it: absolute, so that commands on the run find it from any folder
+    cfg = replace(cfg, data=replace(cfg.data, name=resolved_name(cfg.data.name)))
     dataset = dataset if dataset is not None else load_dataset(cfg.data)
+    checked = dataset if user_file(cfg.data.name) else None  # a file of the user's: what was read, for data.json
     # what each epoch is judged on: the test split, or training items held out (--validation; early stopping)
     dataset, judged = hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)
     cfg = resolve_config(cfg, dataset)
@@ -310,10 +313,13 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
                     if not replacing:  # mark the folder as a run from the start
                         checkpoint.write_config(directory, cfg)
                         checkpoint.write_start(directory, run_id)
+                        checkpoint.write_data_check(directory, checked)
                         # an --overwrite of a run stopped before any checkpoint (no weights to keep): its epochs'
                         # lines go now, as the folder is the new run's from here on
                         (directory / METRICS_FILE).unlink(missing_ok=True)
                     saver = checkpointer(directory, cfg, run_id)
+                    if replacing:  # the old run's data.json stays with it until the new run's first checkpoint
+                        saver.first_save.append(lambda _: checkpoint.write_data_check(directory, checked))
                     until = saver if replacing else None
                     own = [saver, MetricsLog(directory / METRICS_FILE, until=until),
                            *extra_loggers(cfg, directory, dataset, until)]
@@ -359,11 +365,13 @@ def resume(directory: str | Path, epochs: int | None = None, device: str | None 
         return _resume(directory, cfg, runtime, callbacks, here, dataset)
 
 
-def run_data(cfg: RunConfig, dataset: Dataset | None, what: str) -> Dataset:
+def run_data(directory: Path, cfg: RunConfig, dataset: Dataset | None, what: str) -> Dataset:
     """The data a run trained on, to `what` it (resume it, train a stage): `dataset` if given, else what its config
-    names, a table read with the run's own statistics; checked against the model's data shape."""
+    names, a table read with the run's own statistics, checked against what the run read (data.json); both checked
+    against the model's data shape."""
     if dataset is None:
         dataset = load_dataset(cfg.data, model_table(cfg.model))
+        checkpoint.check_data(directory, dataset, cfg.data.name)
     if tuple(dataset.shape) != tuple(cfg.model.data_shape):
         raise VaekitError(f"the data to {what} the run on has items of shape {tuple(dataset.shape)}, but the run was "
                           f"trained on {tuple(cfg.model.data_shape)}: give its own data (from Python, a run trained on "
@@ -395,7 +403,7 @@ def _resume(directory: Path, cfg: RunConfig, runtime: dict[str, Any], callbacks:
     if epochs is not None and epochs < meta["epoch"]:
         raise VaekitError(f"{directory} has already trained {meta['epoch']} epochs: --epochs counts all epochs, so give "
                           f"at least {meta['epoch']} (its config keeps {planned})")
-    dataset = run_data(cfg, given, "resume")
+    dataset = run_data(directory, cfg, given, "resume")
     dataset, judged = hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)  # the run's own split
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model)
@@ -497,7 +505,7 @@ def train_stage(directory: str | Path, stage: str, epochs: int = 10, batch_size:
         if (directory / checkpoint.RESUME_STATE).is_file() and not checkpoint.never_checkpointed(directory):
             checkpoint.load_resume(directory)  # a damaged resume state is named now, not after the first epoch
         run_id = checkpoint.read_checked(directory / checkpoint.MODEL_FILE)[1].get(checkpoint.RUN_KEY)
-        dataset = run_data(cfg, dataset, "train a stage of")
+        dataset = run_data(directory, cfg, dataset, "train a stage of")
         # the run's own split (its config's early stopping, which holds out a validation split by default)
         dataset, judged = hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)
         torch.manual_seed(cfg.train.seed)

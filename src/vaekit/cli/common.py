@@ -118,6 +118,8 @@ def run_dataset(run: str, args: argparse.Namespace) -> Dataset:
     if table is not None and new_file and data.impute == "drop" and "impute" not in updates:
         data = replace(data, impute="none")  # the run's drop would leave codes that no longer line up with the rows
     dataset = load_dataset(data, table, all_rows=table is not None and new_file)
+    if not updates:  # the run's own data, as it read it: the same items, so the same split
+        checkpoint.check_data(run_folder(run), dataset, data.name, other=", give --data FILE to work on other data")
     if new_file and run_cfg.model.condition == "label" and run_cfg.model.label_names and dataset.label_names:
         dataset = relabel(dataset, run_cfg.model.label_names)
     elif (new_file and run_cfg.model.condition == "label" and dataset.label_names is not None

@@ -167,6 +167,10 @@ def load_dataset(cfg: DataConfig, table: Any = None, all_rows: bool = False) -> 
     for that model, read whole and in order (both splits hold every row)."""
     _import_loaders()
     if cfg.name in DATASETS:
+        if Path(cfg.name).exists():
+            log.warning("--data %s is vaekit's built-in data set; the %s %s here is not read: give it as a path "
+                        "(./%s) to use it", cfg.name, "folder" if Path(cfg.name).is_dir() else "file", cfg.name,
+                        cfg.name)
         if table is not None:
             raise VaekitError(f"{cfg.name} is not a table, but the model was trained on one: give a .csv, .tsv or "
                               ".parquet file with its columns")
@@ -175,6 +179,9 @@ def load_dataset(cfg: DataConfig, table: Any = None, all_rows: bool = False) -> 
         from .user import load_user_data
 
         dataset = load_user_data(cfg, table, all_rows)
+    elif is_path(cfg.name):
+        raise VaekitError(f"data path {cfg.name} does not exist: check the path (a run reads its data from where it "
+                          "was when the run trained)")
     else:
         import difflib
 
@@ -242,6 +249,39 @@ def hold_out(dataset: Dataset, cfg: DataConfig, early_stopping: bool = False) ->
                       y_train=None if dataset.y_train is None else dataset.y_train[kept],
                       attributes_train={k: v[kept] for k, v in dataset.attributes_train.items()})
     return trained, val
+
+
+def is_path(name: str) -> bool:
+    """Whether a --data value is meant as a path (a folder or a file name), not a registered data set's name."""
+    return any(sep in name for sep in ("/", "\\")) or name.startswith(("~", ".")) or Path(name).suffix.lower() in (
+        ".npy", ".npz", ".csv", ".tsv", ".tab", ".parquet", ".txt")
+
+
+def user_file(name: str) -> bool:
+    """Whether a --data value names the user's own file or folder (one that exists), not a registered data set."""
+    _import_loaders()
+    return name not in DATASETS and Path(name).expanduser().exists()
+
+
+def resolved_name(name: str) -> str:
+    """A --data path as a run records it: absolute, so that commands on the run read the same file from any folder;
+    a registered data set's name, or anything else, as given."""
+    if not user_file(name):
+        return name
+    return str(Path(name).expanduser().resolve())
+
+
+def fingerprint(dataset: Dataset) -> dict[str, Any]:
+    """What identifies a data set's items as read: its splits' sizes, and a sha256 of their values and labels."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for part in (dataset.x_train, dataset.x_test, dataset.y_train, dataset.y_test):
+        if part is not None:
+            array = np.ascontiguousarray(part.detach().cpu().numpy())
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(array.data)  # no copy of the values
+    return {"train_items": len(dataset.x_train), "test_items": len(dataset.x_test), "sha256": digest.hexdigest()}
 
 
 def train_data(dataset: Dataset, cfg: DataConfig) -> TensorData:
