@@ -346,6 +346,44 @@ def test_npz_with_its_own_split_and_labels(tmp_path):
     assert dataset.y_train[:2].tolist() == [1, 0] and dataset.y_test.tolist() == [2, 0, 1]
 
 
+def test_label_column_names_an_npz_array_and_is_refused_where_there_is_none(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    x, labels = rng.integers(0, 256, size=(40, 5, 5), dtype=np.uint8), rng.integers(0, 3, size=40)
+    np.savez(tmp_path / "set.npz", x=x, labels=labels)
+    with caplog.at_level(logging.WARNING):
+        assert load(tmp_path / "set.npz").y_train is None
+    assert "ignoring arrays labels (known keys: x, y, x_train, y_train, x_test, y_test; an array of labels under " \
+           "another name: --label-column NAME)" in caplog.text
+    dataset = load(tmp_path / "set.npz", label_column="labels")
+    assert sorted(torch.cat([dataset.y_train, dataset.y_test]).tolist()) == sorted(labels.tolist())
+    with pytest.raises(VaekitError, match="has no array 'label' for --label-column: its arrays are labels, x"):
+        load(tmp_path / "set.npz", label_column="label")
+    # a new run on a .npy file or an image folder: there is no column to name (it used to be ignored)
+    from vaekit.data.user import check_label_column
+
+    np.save(tmp_path / "x.npy", x)
+    for i in range(4):
+        _png(tmp_path / "pics" / f"{i}.png", "L", i)
+    for path, fix in ((tmp_path / "x.npy", "save the items and their labels as x and y in an .npz file"),
+                      (tmp_path / "pics", "class subfolders give a folder's labels")):
+        with pytest.raises(VaekitError, match=f"--label-column names a table's label column or an .npz file's array "
+                                              f"of labels, but {path} is .*: drop it \\({fix}\\)"):
+            check_label_column(DataConfig(name=str(path), label_column="y"))
+    check_label_column(DataConfig(name=str(tmp_path / "set.npz"), label_column="labels"))
+    # an .npz with a member that is not an array
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "set.npz", "a") as archive:
+        archive.writestr("README.txt", "notes")
+    with pytest.raises(VaekitError, match="set.npz holds README.txt, which is not an array \\(.npy\\)"):
+        load(tmp_path / "set.npz")
+    # (N, D) uint8 pixels are vectors as they are, and that is said
+    np.save(tmp_path / "flat.npy", x.reshape(40, 25))
+    with caplog.at_level(logging.WARNING):
+        assert load(tmp_path / "flat.npy").x_train.max() > 1
+    assert "(N, D) uint8 values are read as vectors, 0..255 as they are" in caplog.text
+
+
 def test_npz_x_and_y_are_split_together(tmp_path):
     x = np.arange(40, dtype=np.float64).reshape(20, 2)
     np.savez(tmp_path / "pairs.npz", x=x, y=np.arange(20) % 4)
@@ -574,6 +612,10 @@ def test_attribute_table_csv_format(tmp_path):
     names, attributes = load_attribute_table(path)
     assert names == [f"row {i}" for i in range(1, 7)] and attributes["thick"].tolist() == [0, 1, 0, 1, 0, 1]
     assert attributes["odd"].tolist() == [1, 0, 0, 1, 0, 0]
+    # separated by semicolons, as the table reader takes them
+    path.write_text("file;smile\na.png;1\nb.png;0\n")
+    names, attributes = load_attribute_table(path)
+    assert names == ["a.png", "b.png"] and attributes["smile"].tolist() == [1.0, 0.0]
 
 
 # ---- batching and the built-in sets -------------------------------------------------------------------------

@@ -88,6 +88,16 @@ def test_delimiters_are_sniffed(tmp_path, delimiter, suffix):
     assert dataset.table.names == ("age", "sex", "smoker", "chest_pain", "income", "city")
 
 
+def test_a_header_without_rows_and_unknown_column_types_are_named(tmp_path):
+    path = tmp_path / "header.csv"
+    path.write_text("age,score,colour,label\n")
+    with pytest.raises(VaekitError, match="header.csv has 0 data rows: need at least 2"):
+        load(path)
+    path.write_text("a,b\n" + "\n".join(f"{i},{i * 2}" for i in range(10)) + "\n")
+    with pytest.raises(VaekitError, match="has no column 'bb' for --column-types: did you mean b\\? its columns are a, b"):
+        load(path, column_types="bb=ignore")
+
+
 def test_headerless_and_all_text_tables(tmp_path):
     path = tmp_path / "plain.csv"
     path.write_text("\n".join(mixed_rows(60)) + "\n")

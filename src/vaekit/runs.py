@@ -18,6 +18,7 @@ import torch
 from . import checkpoint, distributed
 from .config import RunConfig, validate, with_defaults
 from .data import Dataset, hold_out, load_dataset, resolved_name, train_data, user_file
+from .data.user import check_label_column
 from .data.tables import model_table
 from .errors import VaekitError
 from .models import MODEL_FAMILIES, Model, build_model
@@ -284,6 +285,8 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     trainer.world says which one)."""
     # a data file's path as the run records it: absolute, so that commands on the run find it from any folder
     cfg = replace(cfg, data=replace(cfg.data, name=resolved_name(cfg.data.name)))
+    if user_file(cfg.data.name):
+        check_label_column(cfg.data)
     dataset = dataset if dataset is not None else load_dataset(cfg.data)
     checked = dataset if user_file(cfg.data.name) else None  # a file of the user's: what was read, for data.json
     # what each epoch is judged on: the test split, or training items held out (--validation; early stopping)

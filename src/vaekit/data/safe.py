@@ -72,6 +72,9 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
             for member in archive.infolist():
                 if member.flag_bits & 0x1:
                     raise VaekitError(f"{path} is encrypted ({member.filename}): save it again without a password")
+                if not member.filename.endswith(".npy") and not member.is_dir():
+                    raise VaekitError(f"{path} holds {member.filename}, which is not an array (.npy): an .npz holds "
+                                      "only arrays; save it again with numpy.savez")
                 with archive.open(member) as handle:
                     shape, dtype = _header(handle, f"{path}[{member.filename}]")
                 _checked(shape, dtype, f"{path}[{member.filename}]")

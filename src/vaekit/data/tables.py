@@ -136,8 +136,8 @@ def first_row_is_header(first: Sequence[str], body: Sequence[Sequence[str]]) -> 
       (headerless bits starting 0,1 are as likely as a header); a warning says which was taken where it could be
       either (`ambiguous_indices`)."""
     width = len(first)
-    if not body:
-        return False
+    if not body:  # a file of one row: names (text) over no data, or one row of data
+        return not any(isinstance(parse_cell(cell), float) for cell in first)
     parsed = [parse_cell(cell) for cell in first]
     texts = [c for c in range(width) if not isinstance(parsed[c], float)]
     fresh = not any(first[c] and any(row[c] == first[c] for row in body) for c in texts)  # no text name recurs
@@ -168,19 +168,24 @@ def _outlying(row: Sequence[float], columns: Sequence[Sequence[float]], far: boo
     return all(column and outside(value, column) for value, column in zip(row, columns, strict=True))
 
 
+def sniff_delimiter(path: Path, text: str) -> str:
+    """The delimiter of a delimited text file: a tab for .tsv/.tab, else the one of , ; tab | that csv.Sniffer finds
+    (a comma where it cannot tell: one column, or too few rows)."""
+    if path.suffix.lower() in (".tsv", ".tab"):
+        return "\t"
+    try:
+        return csv.Sniffer().sniff(text[:SNIFF_BYTES], delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
+
+
 def _read_delimited(path: Path, header: str = "auto") -> RawTable:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise VaekitError(f"cannot read {path} as text ({exc.__class__.__name__}): save it as UTF-8 "
                           "comma-separated values") from None
-    if path.suffix.lower() in (".tsv", ".tab"):
-        delimiter = "\t"
-    else:
-        try:
-            delimiter = csv.Sniffer().sniff(text[:SNIFF_BYTES], delimiters=",;\t|").delimiter
-        except csv.Error:
-            delimiter = ","  # one column, or too few rows to tell
+    delimiter = sniff_delimiter(path, text)
     try:
         lines = [(number, [cell.strip() for cell in row])
                  for number, row in enumerate(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), 1)]

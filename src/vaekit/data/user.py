@@ -81,6 +81,19 @@ def load_user_data(cfg: DataConfig, table: tables.TableSchema | None = None, all
 # ---- arrays ----------------------------------------------------------------------------------------------
 
 
+def check_label_column(cfg: DataConfig) -> None:
+    """A new run's --label-column, for a file that has one: a table's column or an .npz file's array of labels."""
+    path = Path(cfg.name).expanduser()
+    if cfg.label_column is None or not path.exists():
+        return
+    loader = None if path.is_dir() else _FILE_LOADERS.get(path.suffix.lower())
+    if loader not in (_load_table, _load_npz):
+        where = "class subfolders give a folder's labels" if path.is_dir() else (
+            "save the items and their labels as x and y in an .npz file")
+        raise VaekitError(f"--label-column names a table's label column or an .npz file's array of labels, but {path} "
+                          f"is {'a folder' if path.is_dir() else 'not a table'}: drop it ({where})")
+
+
 def _load_npy(path: Path, cfg: DataConfig) -> Dataset:
     array = safe.load_npy(path)
     x, is_image = _items_tensor(array, f"{path}")
@@ -92,11 +105,19 @@ _NPZ_KEYS = ("x", "y", "x_train", "y_train", "x_test", "y_test")
 
 def _load_npz(path: Path, cfg: DataConfig) -> Dataset:
     arrays = safe.load_npz(path)
+    if cfg.label_column is not None:  # the array of labels, by its own name
+        if cfg.label_column not in arrays:
+            raise VaekitError(f"{path} has no array {cfg.label_column!r} for --label-column: its arrays are "
+                              f"{', '.join(sorted(arrays))}")
+        if "y" in arrays and cfg.label_column != "y":
+            raise VaekitError(f"{path} has labels y beside {cfg.label_column!r}: keep one array of labels")
+        arrays["y"] = arrays.pop(cfg.label_column)
     if len(arrays) == 1 and not set(arrays) & set(_NPZ_KEYS):
         arrays = {"x": next(iter(arrays.values()))}
     unknown = sorted(set(arrays) - set(_NPZ_KEYS))
     if unknown:
-        log.warning("%s: ignoring arrays %s (known keys: %s)", path, ", ".join(unknown), ", ".join(_NPZ_KEYS))
+        log.warning("%s: ignoring arrays %s (known keys: %s; an array of labels under another name: --label-column "
+                    "NAME)", path, ", ".join(unknown), ", ".join(_NPZ_KEYS))
     has = {key for key in _NPZ_KEYS if key in arrays}
     for y_key, x_key in (("y", "x"), ("y_train", "x_train"), ("y_test", "x_test")):
         if y_key in has and x_key not in has:
@@ -162,6 +183,9 @@ def _items_tensor(array: np.ndarray, source: str) -> tuple[torch.Tensor, bool]:
         raise VaekitError(f"{source} holds values up to {float(np.abs(array).max()):.3g}, beyond float32's range "
                           "(3.4e38), which the model computes in: rescale them")
     if array.ndim == 2:
+        if array.dtype == np.uint8 and array.max() > 1:  # pixels, most likely: said, as images would be scaled
+            log.warning("%s: (N, D) uint8 values are read as vectors, 0..255 as they are (images are scaled to [0, 1]: "
+                        "give them as (N, H, W) for that)", source)
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)), False
     if array.ndim == 4:
         if array.shape[-1] in (1, 3):
@@ -267,6 +291,12 @@ def _load_table(path: Path, cfg: DataConfig, schema: tables.TableSchema | None =
         cfg = replace(cfg, label_column=None)  # new rows to encode need no labels (unless the model is conditioned)
     label = _label_name(cfg.label_column, table, path)
     types = tables.parse_column_types(cfg.column_types)
+    for name in types if schema is None else ():
+        if name not in table.names:
+            close = difflib.get_close_matches(name, list(table.names), n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise VaekitError(f"{path} has no column {name!r} for --column-types: {hint}its columns are "
+                              f"{', '.join(table.names)}")
     features = schema.names if schema is not None else [
         name for name, cells in zip(table.names, table.columns, strict=True)
         if name != label and types.get(name) != "ignore"
@@ -500,7 +530,7 @@ def load_attribute_table(path: str | Path) -> tuple[list[str], dict[str, torch.T
         # CelebA's header names only the attributes; the file-name column is unnamed.
         first_line = 3
     else:
-        table = list(csv.reader(lines))
+        table = list(csv.reader(lines, delimiter=tables.sniff_delimiter(Path(path), "\n".join(lines))))
         rows = [[cell.strip() for cell in row] for row in table[1:]]
         first_line = 2
         if rows and all(row and row[0] in ("0", "1", "-1") for row in rows):
