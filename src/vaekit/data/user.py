@@ -63,7 +63,7 @@ def load_user_data(cfg: DataConfig, table: tables.TableSchema | None = None, all
     if not path.exists():
         raise VaekitError(f"data path {path} does not exist: check the path, or use a registered data set name")
     if path.is_dir():
-        return _load_folder(path, cfg)
+        return _read(path, _load_folder(path, cfg))
     loader = _FILE_LOADERS.get(path.suffix.lower())
     if table is not None and loader is not _load_table:
         raise VaekitError(f"{path} is not a table, but the model was trained on one: give a .csv, .tsv or .parquet "
@@ -75,7 +75,16 @@ def load_user_data(cfg: DataConfig, table: tables.TableSchema | None = None, all
             f"cannot read {path.suffix or 'files without a suffix'}"
         )
         raise VaekitError(f"{path}: {kind}; use a .npy, .npz, .csv, .tsv or .parquet file, or a folder of images")
-    return loader(path, cfg)
+    return _read(path, loader(path, cfg))
+
+
+def _read(path: Path, dataset: Dataset) -> Dataset:
+    """An array file or image folder, as read, said in one line (a table's summary says it for a table)."""
+    classes = f", {len(dataset.label_names)} classes" if dataset.label_names else (
+        ", labelled" if dataset.y_train is not None else "")
+    log.info("%s: %s training and %s test items of shape %s%s", path, f"{len(dataset.x_train):,}",
+             f"{len(dataset.x_test):,}", "x".join(map(str, dataset.shape)), classes)
+    return dataset
 
 
 # ---- arrays ----------------------------------------------------------------------------------------------
