@@ -357,6 +357,9 @@ def test_a_run_reads_its_data_file_from_any_folder_and_refuses_it_changed(tmp_pa
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert main(["encode", str(tmp_path / "run"), "--out", "there.npy"]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "here.npy"), np.load(tmp_path / "elsewhere" / "there.npy"))
+    # the run's own file spelled another way is the run's own data: checked, and split as the run split it
+    assert main(["encode", str(tmp_path / "run"), "--data", "../u8.npy", "--out", "spelled.npy"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "here.npy"), np.load(tmp_path / "elsewhere" / "spelled.npy"))
     capsys.readouterr()
     # the file changed: one item more redraws the split, so the run's own data is refused, with the fix
     np.save(tmp_path / "u8.npy", np.concatenate([images, images[:1]]))
@@ -367,6 +370,8 @@ def test_a_run_reads_its_data_file_from_any_folder_and_refuses_it_changed(tmp_pa
     assert says in err and "or train a new run on this one" in err and err.count("\n") == 1, err
     assert main(["encode", str(tmp_path / "run"), "--out", "z.npy"]) == 2
     assert f"{says}, give --data FILE to work on other data, or train" in capsys.readouterr().err
+    assert main(["encode", str(tmp_path / "run"), "--data", "../u8.npy", "--out", "z.npy"]) == 0  # named: new data
+    assert np.load("z.npy").shape == (30, 2)
     assert main(["encode", str(tmp_path / "run"), "--data", str(tmp_path / "u8.npy"), "--out", "z.npy"]) == 0
     np.save(tmp_path / "u8.npy", images[::-1])  # as many items, other values
     assert main(["evaluate", str(tmp_path / "run"), "--iw-samples", "2"]) == 2

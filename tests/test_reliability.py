@@ -375,10 +375,15 @@ def test_a_run_trained_on_a_dataset_built_in_python_resumes_on_it_given_again(tm
                     train=TrainConfig(epochs=2, progress=False))
     whole = train(cfg, dataset=mine).history
     train(replace(cfg, train=replace(cfg.train, epochs=1)), tmp_path / "run", dataset=mine)
-    # the config names digits (8x8 images), which the run never saw: refused, with the fix
-    with pytest.raises(VaekitError, match=r"items of shape \(1, 8, 8\), but the run was trained on \(6,\): give its own "
-                                          r"data \(from Python, a run trained on a Dataset takes it again as dataset=\)"):
+    # the config names digits, which the run never saw: refused, with the fix (data of the same shape, too)
+    with pytest.raises(VaekitError, match=r"was trained on data given in Python \(vaekit.train\(..., dataset=\)\), not "
+                                          r"on digits, which its config.json names: give it again as dataset=$"):
         resume(tmp_path / "run", epochs=2)
+    assert main(["evaluate", str(tmp_path / "run"), "--iw-samples", "2"]) == 2  # the CLI cannot give it
+    other = Dataset("other", torch.rand(300, 6, generator=gen), torch.rand(100, 6, generator=gen))
+    with pytest.raises(VaekitError, match="the dataset= given is not the data the run in .* was trained on \\(its "
+                                          "values changed\\): give the run's own data"):
+        resume(tmp_path / "run", epochs=2, dataset=other)
     resumed = resume(tmp_path / "run", epochs=2, dataset=mine).history
     assert [e.epoch for e in resumed] == [1, 2]
     assert [e.train["loss"] for e in resumed] == pytest.approx([e.train["loss"] for e in whole], rel=1e-5)

@@ -315,38 +315,49 @@ def never_checkpointed(directory: str | Path) -> bool:
 TENSORBOARD_STAGING = ".tensorboard-new"  # an --overwrite run's TensorBoard log until its first checkpoint commits
 
 
-def write_data_check(directory: str | Path, dataset: Any | None) -> None:
-    """data.json: what the run read from the user's data file (None: a registered data set or data in memory, which
-    need no check; an older data.json goes)."""
+def write_data_check(directory: str | Path, dataset: Any | None, given: bool = False) -> None:
+    """data.json: what the run read from the user's data file, or was given in Python (`given`: vaekit.train's
+    dataset=, which config.json cannot name). None: a registered data set, which needs no check (an older data.json
+    goes)."""
     from .data import fingerprint
 
     path = Path(directory) / DATA_FILE
     if dataset is None:
         path.unlink(missing_ok=True)
     else:
-        write_json(path, fingerprint(dataset))
+        write_json(path, {**fingerprint(dataset), "given_in_python": bool(given)})
 
 
-def check_data(directory: str | Path, dataset: Any, name: str, other: str = "") -> None:
-    """That `dataset`, read as the run's config says, is what the run trained on (data.json), where it says. `other`:
-    how the caller takes other data instead, for the message."""
+def check_data(directory: str | Path, dataset: Any, name: str | None, cli: bool = False) -> None:
+    """That `dataset` is what the run trained on (its data.json, where it has one). `name`: the data its config
+    names, which it was read from (None: data given in Python as dataset=); `cli`: said to a command on the run, which
+    takes --data FILE for other data."""
     from .data import fingerprint
 
     path = Path(directory) / DATA_FILE
     if not path.is_file():
         return
     try:
-        then = json.loads(path.read_text())
-        then = {key: then[key] for key in ("train_items", "test_items", "sha256")}
-    except (OSError, ValueError, TypeError, KeyError, RecursionError):
+        raw = json.loads(path.read_text())
+        then = {key: raw[key] for key in ("train_items", "test_items", "sha256")}
+        given = raw.get("given_in_python") is True
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         log.warning("%s is damaged: the data cannot be checked against what the run trained on", path)
         return
     now = fingerprint(dataset)
     if now == then:
         return
+    other = ", give --data FILE to work on other data" if cli else ""
+    if given and name is not None:
+        again = "give it again from Python (dataset=)" if cli else "give it again as dataset="
+        raise VaekitError(f"the run in {directory} was trained on data given in Python (vaekit.train(..., dataset=)), "
+                          f"not on {name}, which its config.json names: {again}{other}")
     sizes = (then["train_items"], then["test_items"]), (now["train_items"], now["test_items"])
     change = (f"it had {sizes[0][0]:,} training and {sizes[0][1]:,} test items then, {sizes[1][0]:,} and "
               f"{sizes[1][1]:,} now" if sizes[0] != sizes[1] else "its values changed")
+    if name is None:
+        raise VaekitError(f"the dataset= given is not the data the run in {directory} was trained on ({change}): give "
+                          "the run's own data, or train a new run on this one")
     raise VaekitError(f"{name} is not the data the run in {directory} was trained on ({change}, so its split is not "
                       f"the run's): restore the file the run trained on{other}, or train a new run on this one")
 

@@ -287,8 +287,10 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     cfg = replace(cfg, data=replace(cfg.data, name=resolved_name(cfg.data.name)))
     if user_file(cfg.data.name):
         check_label_column(cfg.data)
-    dataset = dataset if dataset is not None else load_dataset(cfg.data)
-    checked = dataset if user_file(cfg.data.name) else None  # a file of the user's: what was read, for data.json
+    given = dataset is not None  # data from Python (vaekit.train(..., dataset=)), which config.json cannot name
+    dataset = dataset if given else load_dataset(cfg.data)
+    # what a file of the user's, or data given in Python, held when the run trained: for data.json
+    checked = dataset if given or user_file(cfg.data.name) else None
     # what each epoch is judged on: the test split, or training items held out (--validation; early stopping)
     dataset, judged = hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)
     cfg = resolve_config(cfg, dataset)
@@ -316,13 +318,13 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
                     if not replacing:  # mark the folder as a run from the start
                         checkpoint.write_config(directory, cfg)
                         checkpoint.write_start(directory, run_id)
-                        checkpoint.write_data_check(directory, checked)
+                        checkpoint.write_data_check(directory, checked, given)
                         # an --overwrite of a run stopped before any checkpoint (no weights to keep): its epochs'
                         # lines go now, as the folder is the new run's from here on
                         (directory / METRICS_FILE).unlink(missing_ok=True)
                     saver = checkpointer(directory, cfg, run_id)
                     if replacing:  # the old run's data.json stays with it until the new run's first checkpoint
-                        saver.first_save.append(lambda _: checkpoint.write_data_check(directory, checked))
+                        saver.first_save.append(lambda _: checkpoint.write_data_check(directory, checked, given))
                     until = saver if replacing else None
                     own = [saver, MetricsLog(directory / METRICS_FILE, until=until),
                            *extra_loggers(cfg, directory, dataset, until)]
@@ -375,6 +377,8 @@ def run_data(directory: Path, cfg: RunConfig, dataset: Dataset | None, what: str
     if dataset is None:
         dataset = load_dataset(cfg.data, model_table(cfg.model))
         checkpoint.check_data(directory, dataset, cfg.data.name)
+    else:
+        checkpoint.check_data(directory, dataset, None)
     if tuple(dataset.shape) != tuple(cfg.model.data_shape):
         raise VaekitError(f"the data to {what} the run on has items of shape {tuple(dataset.shape)}, but the run was "
                           f"trained on {tuple(cfg.model.data_shape)}: give its own data (from Python, a run trained on "

@@ -12,7 +12,7 @@ import torch
 
 from .. import checkpoint, config as config_module, viz
 from ..config import RunConfig
-from ..data import Dataset, load_dataset, safe
+from ..data import Dataset, load_dataset, resolved_name, safe
 from ..data.tables import model_table, write_rows
 from ..errors import VaekitError
 from ..models import Model
@@ -110,16 +110,20 @@ def run_dataset(run: str, args: argparse.Namespace) -> Dataset:
     run_cfg = checkpoint.load_config(run_folder(run))
     updates = {f.path[-1]: getattr(args, f.dest) for f in config_module.config_flags(("data",))
                if getattr(args, f.dest, None) is not None}
-    # A table is read with the run's columns and statistics, whatever file it comes from; a new table whole and in
-    # its own order (any --split), so the codes line up with its rows.
     table = model_table(run_cfg.model)
-    new_file = "name" in updates and updates["name"] != run_cfg.data.name
-    data = config_module.validate(replace(run_cfg, data=replace(run_cfg.data, **updates))).data  # as train checks
-    if table is not None and new_file and data.impute == "drop" and "impute" not in updates:
-        data = replace(data, impute="none")  # the run's drop would leave codes that no longer line up with the rows
-    dataset = load_dataset(data, table, all_rows=table is not None and new_file)
+    named = updates.get("name")  # the run's own file named with --data (however spelled) is its own data, unless it
+    if named is not None and resolved_name(named) == resolved_name(run_cfg.data.name):  # changed since: then new data
+        del updates["name"]
+    dataset = _read_for_run(run_cfg, updates, table)
     if not updates:  # the run's own data, as it read it: the same items, so the same split
-        checkpoint.check_data(run_folder(run), dataset, data.name, other=", give --data FILE to work on other data")
+        try:
+            checkpoint.check_data(run_folder(run), dataset, run_cfg.data.name, cli=True)
+        except VaekitError:
+            if named is None:
+                raise
+            updates["name"] = named  # the file as it is now, named by the user: read as new data
+            dataset = _read_for_run(run_cfg, updates, table)
+    new_file = "name" in updates
     if new_file and run_cfg.model.condition == "label" and run_cfg.model.label_names and dataset.label_names:
         dataset = relabel(dataset, run_cfg.model.label_names)
     elif (new_file and run_cfg.model.condition == "label" and dataset.label_names is not None
@@ -133,6 +137,16 @@ def run_dataset(run: str, args: argparse.Namespace) -> Dataset:
     if tuple(dataset.shape) != model_shape:
         raise VaekitError(f"the data has items of shape {dataset.shape}, but the model at {run} expects {model_shape}")
     return dataset
+
+
+def _read_for_run(run_cfg: RunConfig, updates: dict, table) -> Dataset:
+    """The data `updates` (data flags) make of the run's: a table with the run's columns and statistics, a new table
+    file whole and in its own order (any --split), so that the codes line up with its rows."""
+    new_file = "name" in updates
+    data = config_module.validate(replace(run_cfg, data=replace(run_cfg.data, **updates))).data  # as train checks
+    if table is not None and new_file and data.impute == "drop" and "impute" not in updates:
+        data = replace(data, impute="none")  # the run's drop would leave codes that no longer line up with the rows
+    return load_dataset(data, table, all_rows=table is not None and new_file)
 
 
 def relabel(dataset: Dataset, names: tuple[str, ...]) -> Dataset:
