@@ -203,6 +203,26 @@ def test_mistakes_are_said_once_before_any_process_starts(tmp_path, capsys, monk
         vaekit.train(cfg)
 
 
+def test_families_that_train_in_one_process_are_refused_before_a_run_folder_is_made(tmp_path, capsys, monkeypatch):
+    from vaekit.cli import main
+
+    for family, says in (("tcvae", "the tcvae family estimates the aggregate posterior from the whole batch"),
+                         ("vqvae", "the vqvae's EMA codebook and code restarts follow each process's own share")):
+        assert main(["train", *FLAGS, "--model", family, "--out", str(tmp_path / family), "--nproc", "2"]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "drop --nproc" in err and err.count("\n") == 1, err
+        assert not (tmp_path / family).exists()  # so the fix (drop --nproc) works as said
+    # a vqvae without restarts or EMA trains in several processes
+    vaekit.models.check_processes(vaekit.config.override(vaekit.RunConfig(), [
+        "model.family=vqvae", "model.vqvae.restart=false"]).model, 2)
+    # and every process checks again, before the run folder
+    monkeypatch.setattr(distributed, "setup", lambda device: distributed.World(rank=0, size=2))
+    cfg = vaekit.config.override(vaekit.RunConfig(), ["data.name=mnist-10k", "data.limit=100", "model.family=tcvae"])
+    with pytest.raises(VaekitError, match="train it in one process"):
+        vaekit.train(cfg, out=tmp_path / "python")
+    assert not (tmp_path / "python").exists()
+
+
 def test_process_0s_own_error_is_said_once_under_nproc(tmp_path):
     """Process 0 fails preparing the run folder (another run holds its lock): its own one-line error, said once;
     the others stop quietly (they used to replace it with "process 0 could not ...: see its message", twice)."""

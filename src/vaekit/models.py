@@ -68,6 +68,12 @@ class Model(nn.Module):
         """The family's settings with what the training data decides filled in (e.g. its size); unchanged here."""
         return settings
 
+    @classmethod
+    def processes_refused(cls, settings: Any) -> str | None:
+        """Why the family, with these settings (its Settings, or None), cannot train in several processes (--nproc),
+        as a one-line error with the fix; None where it can."""
+        return None
+
     def init_from_data(self, x: torch.Tensor) -> None:
         """Set weights that start from the training data (x, the training items as the encoder takes them) before
         a fresh training run, drawing from torch's global generator (seeded by the run); nothing here. Not called
@@ -496,6 +502,14 @@ def load_plugins() -> None:
 
     for entry in entry_points(group="vaekit.plugins"):
         entry.load()
+
+
+def check_processes(config: ModelConfig, processes: int) -> None:
+    """Refuse a family that cannot train in `processes` processes, before a run folder is made."""
+    family = MODEL_FAMILIES.get(config.family)
+    reason = family.processes_refused(config.settings(config.family)) if family and processes > 1 else None
+    if reason:
+        raise VaekitError(reason)
 
 
 def build_model(config: ModelConfig) -> Model:

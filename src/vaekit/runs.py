@@ -21,7 +21,7 @@ from .data import Dataset, hold_out, load_dataset, resolved_name, train_data, us
 from .data.user import check_label_column
 from .data.tables import model_table
 from .errors import VaekitError
-from .models import MODEL_FAMILIES, Model, build_model
+from .models import MODEL_FAMILIES, Model, build_model, check_processes
 from .train import Callback, EpochResult, MetricsLog, Trainer, planned_epochs, resolve_device
 
 log = logging.getLogger(__name__)
@@ -297,6 +297,7 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     if cfg.train.tensorboard and out is None:
         raise VaekitError("--tensorboard writes into the run folder: give --out")
     here = distributed.setup(resolve_device(cfg.train.device))
+    check_processes(cfg.model, here.size)  # before the run folder
     torch.manual_seed(cfg.train.seed)  # weights and posterior samples: same seed, same run
     model = build_model(cfg.model)
     model.likelihood.check_support(dataset.x_train, "the training data")
@@ -362,6 +363,7 @@ def resume(directory: str | Path, epochs: int | None = None, device: str | None 
         return train(replace(cfg, train=replace(cfg.train, **runtime)), out=directory, overwrite=True,
                      callbacks=callbacks, dataset=dataset)
     here = distributed.setup(resolve_device(device or cfg.train.device))
+    check_processes(cfg.model, here.size)
     with contextlib.ExitStack() as held:
         with main_first(here, "open the run folder"):
             if here.main:

@@ -37,6 +37,11 @@ class TCVAE(VAE):
     def settings_from_data(cls, settings: Any, dataset: Any) -> Any:
         return replace(settings, dataset_size=len(dataset.x_train))
 
+    @classmethod
+    def processes_refused(cls, settings: Any) -> str | None:
+        return ("the tcvae family estimates the aggregate posterior from the whole batch, and each of several "
+                "processes sees only its share: train it in one process (drop --nproc)")
+
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_scale: float = 1.0) -> Output:
         qz = self.encode(x, y)
         z = qz.rsample()
@@ -44,8 +49,7 @@ class TCVAE(VAE):
         kl = self.kl(qz, z)  # exact: the ELBO's
         if self.training and torch.distributed.is_available() and torch.distributed.is_initialized() and \
                 torch.distributed.get_world_size() > 1:
-            raise VaekitError("the tcvae family estimates the aggregate posterior from the whole batch, and each of "
-                              "several processes sees only its share: train it in one process (drop --nproc)")
+            raise VaekitError(self.processes_refused(self.settings))  # a process group set up by the user
         # Training: each batch weighed against the training set (its size, filled in from the data; unknown, as for a
         # model built by hand, the batch stands for the data). Evaluation: the evaluated batch's own aggregate.
         size = self.settings.dataset_size if self.training and self.settings.dataset_size >= x.shape[0] else x.shape[0]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -295,6 +295,15 @@ class VQVAE(Model):
     def regularizer_terms(self, qz: Distribution, z: torch.Tensor) -> dict[str, torch.Tensor]:
         return {}
 
+    @classmethod
+    def processes_refused(cls, settings: Any) -> str | None:
+        settings = settings if settings is not None else cls.Settings()
+        if settings.ema or settings.restart:
+            return ("the vqvae's EMA codebook and code restarts follow each process's own share of the batch, and the "
+                    "processes' codebooks would drift apart: train it in one process (drop --nproc), or use "
+                    "--vqvae-no-restart without model.vqvae.ema")
+        return None
+
     def set_stage(self, stage: str | None) -> None:
         """None: the model itself (encoder, decoder, codebook) trains; "prior": the prior over codes alone, on the
         codes of the frozen model."""
@@ -310,10 +319,8 @@ class VQVAE(Model):
         vectors = self._vectors(self.encoder_params(x, y))  # (B, P, D)
         codes = self.nearest(vectors)  # (B, P)
         quantised = self.codebook[codes]
-        if self.training and (self.settings.ema or self.settings.restart) and _several_processes():
-            raise VaekitError("the vqvae's EMA codebook and code restarts follow each process's own share of the "
-                              "batch, and the processes' codebooks would drift apart: train it in one process (drop "
-                              "--nproc), or use --vqvae-no-restart without model.vqvae.ema")
+        if self.training and _several_processes() and (reason := self.processes_refused(self.settings)):
+            raise VaekitError(reason)  # a process group set up by the user (vaekit refuses it before a run starts)
         if self.training:
             # Training the model itself moves its codes, so a prior trained on the old ones (train-prior, then a
             # resumed run) no longer describes them: it is marked untrained, its weights kept for train-prior to
