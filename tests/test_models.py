@@ -117,6 +117,20 @@ def test_training_lowers_the_loss_and_beats_the_mean_image(digits_config):
     assert recon_error < 0.6 * mean_image_error
 
 
+def test_labels_given_to_a_model_not_conditioned_on_them_are_refused_from_python(small_run):
+    """Digits have labels, and small_run trained on them unconditioned (its steps and evaluation leave the labels
+    out); a caller's labels would be dropped without a word, where the CLI and the explorer refuse them."""
+    model = vaekit.load(small_run)
+    x = load_dataset(model.run_config.data).x_test[:4]
+    says = "labels were given, but this model is not conditioned on labels: leave them out"
+    for call in (lambda: model.sample(4, y=3), lambda: model.encode(x, torch.full((4,), 3)),
+                 lambda: model.reconstruct(x, torch.full((4,), 3)),
+                 lambda: vaekit.latent.interpolate(model, x[0], x[1], steps=3, label=5)):
+        with pytest.raises(vaekit.VaekitError, match=says):
+            call()
+    assert model.sample(4).shape[0] == 4 and model.encode(x).mean.shape == (4, 2)
+
+
 def test_likelihood_auto_follows_the_data_range():
     data = load_dataset(DataConfig(name="digits"))
     assert resolve_config(RunConfig(), data).model.likelihood == "bernoulli"

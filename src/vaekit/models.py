@@ -136,6 +136,9 @@ class Model(nn.Module):
     def label_features(self, y: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         """The one-hot label the networks see (B, num_labels); None for a model that is not conditioned."""
         if not self.num_labels:
+            if y is not None:
+                raise VaekitError("labels were given, but this model is not conditioned on labels: leave them out "
+                                  "(y=None), or train a label-conditioned model (--condition label)")
             return None
         if y is None:
             raise VaekitError(f"this model is conditioned on labels (0..{self.num_labels - 1}): pass the labels "

@@ -85,7 +85,7 @@ def term_sums(model: Model, data: TensorData, batch_size: int = 1000) -> dict[st
     caller's), its posterior draws from torch's generator."""
     sums: dict[str, torch.Tensor] = {}
     for x, y in data.batches(batch_size):
-        out = model(x, y, kl_scale=1.0)
+        out = model(x, y if model.num_labels else None, kl_scale=1.0)  # a data set's labels, for a model that takes them
         parts = dict(out.terms)
         if out.elbo is not None:
             parts = {"loss": -out.elbo, **parts, "elbo": out.elbo}
@@ -307,6 +307,7 @@ class Trainer:
                      "natively" if self.precision == "bf16" else f"no native bfloat16 known on this {self.device.type}")
         check_precision(self.precision, self.device)
         self.model = model.to(self.device)
+        self.labelled = bool(getattr(model, "num_labels", 0))  # whether steps pass the data's labels to the model
         # What a training step calls: the model, wrapped for gradient averaging across processes and compiled if
         # asked; self.model stays the plain module (its state_dict keys are the checkpoint's).
         self.forward: torch.nn.Module = self.model
@@ -641,7 +642,7 @@ class Trainer:
                 group["lr"] = lr
             scale = kl_scale(self.cfg, self.step, steps_per_epoch)
             with self.autocast():
-                out = self.forward(x, y, kl_scale=scale)
+                out = self.forward(x, y if self.labelled else None, kl_scale=scale)
             self.optimizer.zero_grad(set_to_none=True)
             (out.loss if self.scaler is None else self.scaler.scale(out.loss)).backward()
             if names is None:
