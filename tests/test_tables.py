@@ -500,6 +500,20 @@ def test_a_label_conditioned_run_maps_a_new_files_class_names_to_its_own(mixed_c
     assert set(y.tolist()) == {0, 2}
     np.testing.assert_allclose(np.load(tmp_path / "codes.npy"), vaekit.latent.encode_dataset(model, x, y=y).numpy(),
                                rtol=1e-6)
+    # sample and decode take the class names, and the rows say the class each was drawn for
+    assert main(["sample", str(run), "--label", "Pune", "--n", "3", "--out", str(tmp_path / "pune.csv")]) == 0
+    lines = (tmp_path / "pune.csv").read_text().splitlines()
+    assert lines[0].startswith("city,") and [line.split(",")[0] for line in lines[1:]] == ["Pune"] * 3
+    assert main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "each.csv")]) == 0
+    assert [line.split(",")[0] for line in (tmp_path / "each.csv").read_text().splitlines()[1:]] == \
+        ["Lima", "Oslo", "Pune", "Lima"]
+    assert main(["decode", str(run), str(tmp_path / "codes.npy"), "--label", "Oslo", "--out",
+                 str(tmp_path / "oslo.csv")]) == 0
+    assert {line.split(",")[0] for line in (tmp_path / "oslo.csv").read_text().splitlines()[1:]} == {"Oslo"}
+    capsys.readouterr()
+    assert main(["sample", str(run), "--label", "Rome", "--out", str(tmp_path / "rome.csv")]) == 2
+    assert "--label must be a class index 0..2 or a class name (0=Lima, 1=Oslo, 2=Pune), got 'Rome'" in \
+        capsys.readouterr().err
     # a class the run never saw is an error naming it, whether or not the number of classes matches
     for cities in (("Lima", "Rome"), ("Lima", "Pune", "Rome")):  # two classes; three, as many as the run's
         other = tmp_path / "other.csv"

@@ -77,7 +77,7 @@ def sample(args: argparse.Namespace) -> int:
     if model.num_labels:  # one label for all, or each class in turn
         y = torch.full((n,), label) if label is not None else torch.arange(n) % model.num_labels
     images = model.sample(n, y=y, generator=torch.Generator().manual_seed(args.seed))
-    print(save_output(model, images.cpu(), args.out))
+    print(save_output(model, images.cpu(), args.out, y=y))
     return 0
 
 
@@ -158,5 +158,5 @@ def decode(args: argparse.Namespace) -> int:
         raise VaekitError(f"this model is conditioned on labels: pass --label 0..{model.num_labels - 1}")
     images = latent.decode_mean(model, torch.from_numpy(codes.astype(np.float32)),
                                 None if label is None else torch.tensor([label]))
-    print(save_output(model, images, args.out))
+    print(save_output(model, images, args.out, y=None if label is None else torch.full((len(codes),), label)))
     return 0

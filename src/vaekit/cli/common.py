@@ -196,11 +196,16 @@ def load_array(path: str) -> np.ndarray:
     return safe.load_npy(p)
 
 
-def save_output(model: Model, values: torch.Tensor, path: str, ncol: int | None = None) -> Path:
-    """Decoded items to --out: rows in the user's units for a table model (.csv or .npy), else pictures or arrays."""
+def save_output(model: Model, values: torch.Tensor, path: str, ncol: int | None = None,
+                y: torch.Tensor | None = None) -> Path:
+    """Decoded items to --out: rows in the user's units for a table model (.csv or .npy; `y`, the classes a
+    label-conditioned model decoded them for, as a first column), else pictures or arrays."""
     table = model_table(model.config)
     if table is not None:
-        return write_rows(table, values, path)
+        names = model.config.label_names
+        labels = None if y is None else [names[i] if i < len(names) else str(i) for i in y.tolist()]
+        column = model.run_config.data.label_column if model.run_config is not None else None
+        return write_rows(table, values, path, labels, column if column not in table.names else None)
     return viz.save_images(values, path, ncol)
 
 
@@ -247,6 +252,7 @@ def parse_label(model: Model, text: str | None, label_names: tuple[str, ...] | N
         return None
     if not model.num_labels:
         raise VaekitError("--label needs a label-conditioned model (train with --condition label)")
+    label_names = label_names or tuple(model.config.label_names) or None  # the names the run was trained with
     if label_names and text in label_names:
         return label_names.index(text)
     try:
@@ -254,6 +260,7 @@ def parse_label(model: Model, text: str | None, label_names: tuple[str, ...] | N
     except ValueError:
         index = -1
     if not 0 <= index < model.num_labels:
-        names = f" or a name ({', '.join(label_names)})" if label_names else ""
+        names = (f" or a class name ({', '.join(f'{i}={name}' for i, name in enumerate(label_names))})"
+                 if label_names else "")
         raise VaekitError(f"--label must be a class index 0..{model.num_labels - 1}{names}, got {text!r}")
     return index

@@ -563,15 +563,20 @@ def model_table(model_config: Any) -> TableSchema | None:
     return TableSchema.from_dicts(model_config.settings("table").columns)
 
 
-def write_rows(schema: TableSchema, values: torch.Tensor | np.ndarray, path: str | Path) -> Path:
-    """Decoded rows in the user's units: a CSV with a header, or .npy (only for tables whose values are numbers)."""
+def write_rows(schema: TableSchema, values: torch.Tensor | np.ndarray, path: str | Path,
+               labels: Sequence[str] | None = None, label_name: str | None = None) -> Path:
+    """Decoded rows in the user's units: a CSV with a header, or .npy (only for tables whose values are numbers).
+    `labels`: each row's class, for rows a label-conditioned model decoded: a first CSV column, named label_name (the
+    table's label column) or "label" (a .npy holds the values only)."""
     path = Path(path)
     decoded = schema.decode(values)
     if path.suffix.lower() == ".csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(schema.names)
-        columns = [[f"{v:.7g}" if isinstance(v, float) else v for v in decoded[name]] for name in schema.names]
+        named = labels is not None
+        writer.writerow([label_name or "label"] * named + list(schema.names))
+        columns = [list(labels)] * named + [[f"{v:.7g}" if isinstance(v, float) else v for v in decoded[name]]
+                                            for name in schema.names]
         writer.writerows(zip(*columns, strict=True))
         write_text(path, buffer.getvalue())
     elif path.suffix.lower() == ".npy":
