@@ -575,7 +575,7 @@ def write_rows(schema: TableSchema, values: torch.Tensor | np.ndarray, path: str
         writer = csv.writer(buffer, lineterminator="\n")
         named = labels is not None
         writer.writerow([label_name or "label"] * named + list(schema.names))
-        columns = [list(labels)] * named + [[f"{v:.7g}" if isinstance(v, float) else v for v in decoded[name]]
+        columns = ([list(labels)] if named else []) + [[f"{v:.7g}" if isinstance(v, float) else v for v in decoded[name]]
                                             for name in schema.names]
         writer.writerows(zip(*columns, strict=True))
         write_text(path, buffer.getvalue())
