@@ -177,6 +177,14 @@ def test_compare_refuses_to_overwrite_runs(digits_report):
         compare(DIGITS, digits_report.report.parent, options=QUICK)
 
 
+def test_compare_refuses_the_ae_as_the_family_to_compare(tmp_path, capsys):
+    """It trained a VAE instead, without a word."""
+    assert main(["compare", "--data", "digits", "--model", "ae", "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err
+    assert "compare trains a plain AE itself, beside the family --model names: name a probabilistic family" in err
+    assert err.count("\n") == 1 and not (tmp_path / "report").exists()
+
+
 def test_compare_cli_without_mixture(tmp_path, capsys):
     out = tmp_path / "report"
     code = main(["compare", "--data", "digits", "--latent-dim", "4", "--epochs", "1", "--limit", "300",

@@ -312,8 +312,11 @@ def compare(
     overwrite: bool = False,
     dataset: Dataset | None = None,
 ) -> CompareResult:
-    """Train a plain AE and the configured family (a VAE unless cfg.model.family names another; family ae means
-    vae) with the same networks, measure both, write out/index.html."""
+    """Train a plain AE and the configured family (a VAE unless cfg.model.family names another) with the same
+    networks, measure both, write out/index.html."""
+    if cfg.model.family == "ae":
+        raise VaekitError("compare trains a plain AE itself, beside the family --model names: name a probabilistic "
+                          "family (vae, iwae, vamp, hvae, tcvae, vqvae), or leave --model out for a VAE")
     out = Path(out)
     _check_out(out, overwrite)
     dataset = dataset if dataset is not None else load_dataset(cfg.data)
@@ -326,7 +329,7 @@ def compare(
         raise VaekitError(f"--gmm-components {options.gmm_components} exceeds the {len(dataset.x_train)} training "
                           "items: use fewer components")
     seed = cfg.train.seed
-    probabilistic = cfg.model.family if cfg.model.family != "ae" else "vae"
+    probabilistic = cfg.model.family
     # the AE: the same networks, none of the family's own settings, and no KL for free bits to floor
     configs = {"ae": replace(cfg, model=replace(without_options(cfg.model, probabilistic), family="ae", free_bits=0.0)),
                "vae": replace(cfg, model=replace(cfg.model, family=probabilistic))}
