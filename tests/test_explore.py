@@ -155,6 +155,13 @@ def test_a_body_that_is_not_a_json_object_is_a_4xx_naming_it(digits, text):
     assert 400 <= response.status_code < 500 and response.json()["error"]
 
 
+def test_a_body_that_is_not_json_says_so_and_where(digits):
+    _, client = digits
+    response = client.post("/api/decode", content='{"z": [0,0,', headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["error"].startswith("the request body is not valid JSON at character 11"), response.json()
+
+
 def test_a_body_over_the_limit_is_refused_before_it_is_read(digits):
     _, client = digits
     response = client.post("/api/decode", content=b'{"z": [' + b"0," * 3_000_000 + b"0]}",
@@ -464,7 +471,8 @@ def test_the_map_places_the_codes_and_a_click_decodes_its_point(digits):
         response = client.post("/api/map/decode", json=body)
         assert response.status_code == 422 and says in response.json()["error"]
     response = client.get("/api/map", params={"colour": "smile"})
-    assert response.status_code == 404 and "no attribute 'smile' to colour by" in response.json()["error"]
+    assert response.status_code == 404 and "no attribute 'smile' to colour by: choose one of label" in \
+        response.json()["error"]  # the colourings /api/info lists
 
 
 def test_the_map_of_a_wide_code_is_its_principal_plane(tmp_path):

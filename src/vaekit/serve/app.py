@@ -174,6 +174,13 @@ def create_app(explorer: Explorer, hosts: Sequence[str] | None = LOOPBACK_HOSTS)
     async def invalid(request: Request, exc: RequestValidationError):
         parts = []
         for error in exc.errors()[:3]:
+            if error.get("type") == "json_invalid":  # the body itself: its position, not a field's name
+                position = next((p for p in error.get("loc", ()) if isinstance(p, int)), None)
+                at = f" at character {position}" if position is not None else ""
+                reason = (error.get("ctx") or {}).get("error", "")
+                parts.append(f"the request body is not valid JSON{at}{f' ({reason})' if reason else ''}: send a JSON "
+                             "object, e.g. {\"z\": [0, 0]}")
+                continue
             where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
             parts.append(f"{where}: {error.get('msg', 'invalid')}")
         return JSONResponse({"error": "; ".join(parts)}, status_code=422)

@@ -329,7 +329,8 @@ class Explorer:
         else:
             attributes = self._split_attributes()
             if colour not in attributes:
-                raise NotFound(f"no attribute {colour!r} to colour by: choose one of {', '.join(sorted(attributes)) or 'none'}")
+                known = (["label"] if self.items.y is not None else []) + sorted(attributes)
+                raise NotFound(f"no attribute {colour!r} to colour by: choose one of {', '.join(known) or 'none'}")
             values = attributes[colour][: len(self.map.points)].double().tolist()
         return {"points": np.round(self.map.points, 4).tolist(), "projection": self.map.projection,
                 "explained_variance": list(self.map.explained_variance), "colour": colour or ("label" if names else None),
