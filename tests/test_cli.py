@@ -323,7 +323,8 @@ def test_sizes_threads_devices_and_data_flags_are_checked_for_commands_on_a_run(
     assert "nests too deeply to read" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [["traverse"], ["attribute", "--attr", "3"], ["latent-map"]])
+@pytest.mark.parametrize("command", [["traverse"], ["attribute", "--attr", "3"], ["latent-map"], ["sample"],
+                                     ["interpolate", "--from", "0", "--to", "1"], ["reconstruct"]])
 def test_the_latent_commands_take_threads(command, small_run, tmp_path):
     import torch
 
@@ -388,3 +389,23 @@ def test_a_run_reads_its_data_file_from_any_folder_and_refuses_it_changed(tmp_pa
     assert main(["encode", str(tmp_path / "run"), "--out", "z.npy"]) == 0  # the old run, whole
     vaekit.train(cfg, out=tmp_path / "run", overwrite=True)
     assert json.loads((tmp_path / "run" / "data.json").read_text())["train_items"] == 180
+
+
+def test_usage_mistakes_name_the_commands_help_and_paths_name_the_run_folder(small_run, tmp_path, capsys):
+    cases = [
+        (["interpolate", str(small_run), "--from", "0", "--to", "1", "--bogus", "3", "--out", "x.png"],
+         "vaekit interpolate: error: unrecognized arguments: --bogus 3 (see 'vaekit interpolate --help')"),
+        (["sample", str(small_run / "config.json"), "--out", "x.png"],
+         f"{small_run / 'config.json'} is a file, not a run folder: give the run's folder ({small_run})"),
+        (["vary", str(small_run), "--item", "-5000", "--out", "x.png"],
+         "item index -5000 is out of range: the split has 360 items (0..359, or -360..-1 counting from the end)"),
+        (["encode", str(small_run), "--data", "mnist-10k", "--limit", "10", "--out", str(tmp_path / "z.npy")],
+         "expects (1, 8, 8): give data of that shape, or leave out the data flags for the run's own"),
+    ]
+    for argv, says in cases:
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+        err = capsys.readouterr().err
+        assert code == 2 and says in err and err.count("\n") == 1, (argv, err)

@@ -87,10 +87,14 @@ def test_flags_yaml_and_set_reach_the_same_fields(tmp_path):
     (["--set", "train.grad_clip=-1"], "train.grad_clip=-1.0: must be > 0"),
     (["--set", "train.weight_decay=nan"], "train.weight_decay=nan: must be >= 0"),
     (["--set", "train.seed=18446744073709551616"], "train.seed"),
-    (["--set", "model.latent_dim=2.5"], "cannot read 2.5 as int"),
+    (["--set", "model.latent_dim=2.5"], "model.latent_dim: cannot read 2.5 as a whole number"),
+    (["--hidden-dims", "512x256"],
+     "model.hidden_dims: cannot read '512x256' as whole numbers separated by commas, e.g. 512,256"),
     (["--conv-channels", ""], "model.conv_channels=(): must be"),
     (["--likelihood", "poisson"], "invalid choice"),
     (["--iwae-k", "3"], "model.iwae sets iwae's settings, but the model uses family vae"),  # likelihood auto
+    (["--gaussian-std", "0.1"], "model.gaussian sets gaussian's settings, but the model uses family vae and likelihood "
+                                "bernoulli: drop them, or choose the gaussian likelihood (--likelihood gaussian)"),
     (["--recipe", "hvae", "--model", "vae", "--hvae-k", "3"], "model.hvae sets hvae's settings, but the model uses"),
     (["--set", "train.lr=["], "cannot read '[' as a value"),
     (["--set", "edits.method=nearest"], "edits.method='nearest' is not one of mean-diff, linear, local"),

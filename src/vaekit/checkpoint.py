@@ -163,6 +163,9 @@ def load_config(directory: str | Path) -> RunConfig:
     path = directory / CONFIG_FILE
     if not directory.exists():
         raise VaekitError(f"run folder not found: {directory} (train one with: vaekit train --out {directory})")
+    if directory.is_file():
+        raise VaekitError(f"{directory} is a file, not a run folder: give the run's folder"
+                          f"{f' ({directory.parent})' if (directory.parent / CONFIG_FILE).is_file() else ''}")
     if not path.is_file():
         raise VaekitError(f"{directory} holds no {CONFIG_FILE}: it is not a vaekit run folder (train one with vaekit train)")
     try:

@@ -284,6 +284,7 @@ def _coerce(path: str, hint: Any, value: Any) -> Any:
             return None
         raise VaekitError(f"config {path} cannot be empty")
     base = [a for a in args if a is not type(None)][0] if optional else hint
+    given = value
     try:
         if typing.get_origin(base) is tuple and typing.get_args(base)[0] is not int:
             if not isinstance(value, (list, tuple)):  # e.g. a table's columns: entries kept as they are
@@ -320,7 +321,11 @@ def _coerce(path: str, hint: Any, value: Any) -> Any:
         pass
     else:
         return value
-    raise VaekitError(f"config {path}: cannot read {value!r} as {getattr(base, '__name__', base)}")
+    shown = given[0] if isinstance(given, list) and len(given) == 1 else given  # a flag's value arrives in a list
+    if typing.get_origin(base) is tuple or origin is tuple:
+        raise VaekitError(f"{path}: cannot read {shown!r} as whole numbers separated by commas, e.g. 512,256")
+    wanted = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+    raise VaekitError(f"{path}: cannot read {shown!r} as {wanted.get(base, getattr(base, '__name__', base))}")
 
 
 def _integer(value: Any) -> int:
@@ -478,8 +483,9 @@ def validate_model(model: ModelConfig) -> ModelConfig:
             continue
         if name in LIKELIHOODS and model.likelihood == "auto":
             continue  # checked once the data has decided the likelihood
+        kind, flag = ("likelihood", "--likelihood") if name in LIKELIHOODS else ("family", "--model")
         raise VaekitError(f"model.{name} sets {name}'s settings, but the model uses family {model.family} and "
-                          f"likelihood {model.likelihood}: drop them, or choose {name}")
+                          f"likelihood {model.likelihood}: drop them, or choose the {name} {kind} ({flag} {name})")
     return model
 
 

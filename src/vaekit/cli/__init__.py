@@ -10,6 +10,7 @@ import sys
 
 from ..errors import FollowerStop, VaekitError
 from ..files import check_target
+from .common import set_threads
 
 
 class _Parser(argparse.ArgumentParser):
@@ -18,6 +19,15 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
         raise SystemExit(2)
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """Arguments no command takes are named with the command's own help (argparse names the top level's)."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            prog = getattr(parsed, "command_prog", None) or self.prog
+            sys.stderr.write(f"{prog}: error: unrecognized arguments: {' '.join(extras)} (see '{prog} --help')\n")
+            raise SystemExit(2)
+        return parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
         if info.name.startswith("cmd_"):
             importlib.import_module(f"{__name__}.{info.name}").register(sub)
+    for command in sub.choices.values():
+        command.set_defaults(command_prog=command.prog)  # for the unrecognized-arguments message
     return parser
 
 
@@ -55,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        set_threads(getattr(args, "threads", None))  # the commands on a run that take --threads (train: its config's)
         if getattr(args, "out_is_file", False) and getattr(args, "out", None):
             check_target(args.out)  # a folder, or a run's own file: said before minutes of work, not after
         code = args.func(args)

@@ -20,7 +20,7 @@ from .. import checkpoint, metrics
 from ..errors import VaekitError
 from ..files import check_target, write_text
 from ..train import resolve_device
-from .common import add_data_flags, add_split, add_threads, run_dataset, run_folder, set_threads, split_labels
+from .common import add_data_flags, add_split, add_threads, run_dataset, run_folder, split_labels
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,7 +50,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.n is not None and args.n < 2:
         raise VaekitError(f"--n must be at least 2, got {args.n}")
-    set_threads(args.threads)
     device = resolve_device(args.device)  # a GPU this machine lacks is named before anything is read
     for target in (args.out, args.per_item):  # before the evaluation's minutes, not after them
         if target:

@@ -17,7 +17,7 @@ from ..files import atomic_write, write_text
 from ..data.tables import model_table
 from .common import (
     add_data_flags, add_out, add_split, add_threads, decoded_count, load_run, pick, run_dataset, save_output,
-    set_threads, split_labels,
+    split_labels,
 )
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,6 @@ def parse_numbers(text: str, flag: str) -> list[float]:
 
 def _load(args: argparse.Namespace):
     """The model, its data set, the split's items and their labels (for a label-conditioned model, else None)."""
-    set_threads(args.threads)
     model = load_run(args.run)
     dataset = run_dataset(args.run, args)
     return model, dataset, dataset.split(args.split).x, split_labels(model, dataset, args.split)

@@ -11,8 +11,8 @@ from .. import latent, viz
 from ..errors import VaekitError
 from ..files import atomic_write
 from .common import (
-    add_data_flags, add_label, add_out, add_split, decoded_count, load_array, load_run, parse_label, pick, run_dataset,
-    save_output, split_labels,
+    add_data_flags, add_label, add_out, add_split, add_threads, decoded_count, load_array, load_run, parse_label, pick,
+    run_dataset, save_output, split_labels,
 )
 from ..data.tables import model_table
 
@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     add_label(p, help="class label of every draw, for a label-conditioned model (default: each class in turn)")
     add_out(p, help=".png picture or .npy arrays (a table model: .csv rows in your units)")
+    add_threads(p)
     p.set_defaults(func=sample)
 
     p = sub.add_parser("reconstruct", help="inputs (top) and their reconstructions (below)")
@@ -38,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_split(p)
     add_data_flags(p)
     add_out(p)
+    add_threads(p)
     p.set_defaults(func=reconstruct)
 
     p = sub.add_parser("interpolate", help="decode a path between the codes of two items")
@@ -50,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_split(p)
     add_data_flags(p)
     add_out(p)
+    add_threads(p)
     p.set_defaults(func=interpolate)
 
     p = sub.add_parser("encode", help="posterior means (or draws) of a data set, as .npy")
@@ -59,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_split(p)
     add_data_flags(p)
     add_out(p, help=".npy file of codes (N, latent_dim)")
+    add_threads(p)
     p.set_defaults(func=encode)
 
     p = sub.add_parser("decode", help="decode codes from a .npy file")
@@ -66,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("codes", help=".npy of shape (N, latent_dim)")
     add_label(p, help="class label to decode with, required by a label-conditioned model")
     add_out(p)
+    add_threads(p)
     p.set_defaults(func=decode)
 
 

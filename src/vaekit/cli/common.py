@@ -135,7 +135,8 @@ def run_dataset(run: str, args: argparse.Namespace) -> Dataset:
                           f"give every class, or the labels as class indices 0..{run_cfg.model.num_labels - 1}")
     model_shape = tuple(run_cfg.model.data_shape)
     if tuple(dataset.shape) != model_shape:
-        raise VaekitError(f"the data has items of shape {dataset.shape}, but the model at {run} expects {model_shape}")
+        raise VaekitError(f"the data has items of shape {dataset.shape}, but the model at {run} expects {model_shape}: "
+                          "give data of that shape, or leave out the data flags for the run's own")
     return dataset
 
 
@@ -180,7 +181,8 @@ def decoded_count(model: Model, n: int, what: str, per: int = 1) -> int:
 
 def pick(x: torch.Tensor, index: int, what: str = "item") -> torch.Tensor:
     if not -len(x) <= index < len(x):
-        raise VaekitError(f"{what} index {index} is out of range: the split has {len(x)} items (0..{len(x) - 1})")
+        raise VaekitError(f"{what} index {index} is out of range: the split has {len(x)} items (0..{len(x) - 1}, or "
+                          f"-{len(x)}..-1 counting from the end)")
     return x[index]
 
 
