@@ -284,6 +284,28 @@ def test_latent_map_of_many_classes_gets_a_colour_scale_not_a_legend(tmp_path, m
     assert len(ten.axes[0].get_legend().get_texts()) == 10
 
 
+def test_latent_map_is_to_scale_interleaves_classes_and_says_what_its_points_are(tmp_path, monkeypatch):
+    """A code that varies along one axis looks it (equal axes); later classes are not drawn over earlier ones; an
+    autoencoder's points are its codes, not posterior means; a conditioned model's plane names its class."""
+    generator = np.random.default_rng(2)
+    points = np.stack([generator.normal(0, 10, 300), generator.normal(0, 0.1, 300)], axis=1)
+    flat = latent.LatentMap(points=points, labels=np.repeat(np.arange(3), 100), projection="latent",
+                            explained_variance=(0.99, 0.01), center=np.zeros(2), axes=np.eye(2))
+    figures = []
+    monkeypatch.setattr(viz, "_save_figure", lambda fig, path: figures.append(fig) or path)
+    viz.plot_latent_map(flat, tmp_path / "m.png", codes="codes", split="test")
+    ax = figures[-1].axes[0]
+    assert ax.get_aspect() == 1.0 and ax.get_title() == "codes of 300 test items"
+    drawn = ax.collections[0].get_facecolors()[:, :3]
+    first_hundred = {tuple(np.round(c, 3)) for c in drawn[:100]}
+    assert len(first_hundred) == 3  # the draw order mixes the classes
+    torch.manual_seed(0)
+    cfg = ModelConfig(family="vae", latent_dim=2, network="mlp", hidden_dims=(8,), likelihood="bernoulli",
+                      data_shape=(1, 4, 4), condition="label", num_labels=3, label_names=("cat", "dog", "owl"))
+    viz.plot_latent_map(flat, tmp_path / "c.png", manifold=build_model(cfg).eval(), manifold_label=2)
+    assert figures[-1].axes[1].get_title().endswith(", class owl")
+
+
 def test_latent_map_manifold_keeps_items_their_shape(tmp_path, monkeypatch):
     """Frey-like items, 12 tall and 8 wide, over axes whose ranges differ 50-fold: the decoded grid is shown with
     square pixels, so each item keeps its 3:2 shape (filling the panel would stretch it by the ranges' ratio)."""

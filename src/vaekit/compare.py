@@ -188,7 +188,7 @@ def subset(x: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 class SampleQuality:
     """FCD against a fixed set of real test images; every method returns None when the data has no labels."""
 
-    def __init__(self, dataset: Dataset, options: CompareOptions, seed: int) -> None:
+    def __init__(self, dataset: Dataset, options: CompareOptions, seed: int, progress: bool = False) -> None:
         self.items = min(options.fcd_items, len(dataset.x_test))
         self.classifier: FeatureClassifier | None = None
         self.real_features = self.train_vs_test = None
@@ -197,7 +197,8 @@ class SampleQuality:
                         dataset.name)
             return
         log.info("training the feature classifier for the FCD (%d steps) ...", options.classifier_steps)
-        self.classifier = train_feature_classifier(dataset, steps=options.classifier_steps, seed=seed)
+        self.classifier = train_feature_classifier(dataset, steps=options.classifier_steps, seed=seed,
+                                                   progress=progress)
         self.real_features = self.classifier.features_of(subset(dataset.x_test, self.items, seed))
         self.train_vs_test = self.fcd(subset(dataset.x_train, self.items, seed + 1))
 
@@ -219,7 +220,8 @@ def latent_map_picture(model: Model, dataset: Dataset) -> Image.Image:
     latent_map = latent.latent_map(model, dataset.x_test, dataset.y_test, y=_labels(model, dataset.y_test))
     with tempfile.TemporaryDirectory(prefix="vaekit-compare-") as folder:
         path = viz.plot_latent_map(latent_map, Path(folder) / "map.png", label_names=dataset.label_names,
-                                   manifold=model)
+                                   manifold=model, split="test",
+                                   codes="posterior means" if model.has_bound else "codes")
         return Image.open(path).convert("RGB")  # convert() reads the file before the folder goes
 
 
@@ -336,14 +338,15 @@ def compare(
     trained = {}
     for slot in FAMILIES:
         family = configs[slot].model.family
-        log.info("training the %s (%d epochs on %s) ...", family.upper(), cfg.train.epochs, dataset.name)
+        log.info("training the %s (%d epoch%s on %s) ...", family.upper(), cfg.train.epochs,
+                 "" if cfg.train.epochs == 1 else "s", dataset.name)
         trained[slot] = runs.train(configs[slot], out / slot, overwrite=overwrite, dataset=dataset)
         for stage in trained[slot].model.stages:  # a family's later stages (a vqvae's prior over codes): its samples
             log.info("training the %s's %s stage (%d epochs) ...", family.upper(), stage, cfg.train.epochs)
             later = runs.train_stage(out / slot, stage, epochs=max(1, cfg.train.epochs), progress=cfg.train.progress,
                                      dataset=dataset)
             trained[slot] = dataclasses.replace(trained[slot], model=later.model)  # the model's own history stays
-    quality = SampleQuality(dataset, options, seed)
+    quality = SampleQuality(dataset, options, seed, progress=cfg.train.progress)
     pairs = random_pairs(len(dataset.x_test), options.interpolation_pairs, seed)
     scores, figures = {}, {}
     for family in FAMILIES:

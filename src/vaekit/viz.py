@@ -75,15 +75,19 @@ def captioned_panels(panels: list[tuple[str, torch.Tensor]], path: str | Path, n
 
 
 def plot_latent_map(latent_map, path: str | Path, label_names: list[str] | tuple[str, ...] | None = None,
-                    manifold=None, grid: int = 15, manifold_label: int | None = None) -> Path:
+                    manifold=None, grid: int = 15, manifold_label: int | None = None,
+                    codes: str = "posterior means", split: str | None = None) -> Path:
     """A latent.LatentMap as a scatter coloured by label; with `manifold` (the Model), also its decoded plane
     (a label-conditioned model decodes it with `manifold_label`, default class 0).
 
     The manifold panel decodes a grid x grid lattice over the central 90% of the points (5th to 95th
     percentile per axis, marked on the scatter): the latent itself for a 2-D latent, else the PCA plane
     through the mean code. Integer labels get one colour per class (named by label_names), other values a
-    colour scale (so do more than 20 classes). Data that are not images get no manifold panel (logged).
+    colour scale (so do more than 20 classes). Data that are not images get no manifold panel (logged). The scatter
+    is drawn to scale (equal axes), its points in a shuffled order (no class drawn over the others). `codes`: what
+    the points are, in the title ("codes" for a family without a posterior); `split`: which items, in the title.
     """
+    from matplotlib.lines import Line2D
     import logging
 
     import matplotlib
@@ -116,24 +120,28 @@ def plot_latent_map(latent_map, path: str | Path, label_names: list[str] | tuple
             len(np.unique(labels)) <= 20:  # more classes than distinct colours (40 people): a colour scale
         classes = np.unique(labels).astype(int)
         cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
-        for k, cls in enumerate(classes):
-            chosen = labels == cls
-            name = label_names[cls] if label_names is not None and 0 <= cls < len(label_names) else str(cls)
-            ax.scatter(points[chosen, 0], points[chosen, 1], s=size, alpha=0.7, color=cmap(k % cmap.N), label=name,
-                       linewidths=0)
-        ax.legend(markerscale=max(1.0, 24 / size) ** 0.5, fontsize=8, loc="best", framealpha=0.8)
+        colours = np.asarray([cmap(k % cmap.N) for k in range(len(classes))])[np.searchsorted(classes, labels)]
+        order = np.random.default_rng(0).permutation(len(points))  # classes interleaved, none hidden under the rest
+        ax.scatter(points[order, 0], points[order, 1], s=size, alpha=0.7, c=colours[order], linewidths=0)
+        names = [label_names[cls] if label_names is not None and 0 <= cls < len(label_names) else str(cls)
+                 for cls in classes]
+        handles = [Line2D([], [], marker="o", linestyle="", color=cmap(k % cmap.N), label=name)
+                   for k, name in enumerate(names)]
+        ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.8)
     else:
         scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, s=size, alpha=0.7, cmap="viridis", linewidths=0)
         fig.colorbar(scatter, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_aspect("equal", adjustable="datalim")  # to scale: a code that varies along one axis looks it
     first, second = latent_map.explained_variance
+    items = f"{len(points)} {split} items" if split else f"{len(points)} items"
     if latent_map.projection == "latent":
         ax.set_xlabel("z[0]")
         ax.set_ylabel("z[1]")
-        ax.set_title(f"posterior means of {len(points)} items")
+        ax.set_title(f"{codes} of {items}")
     else:
         ax.set_xlabel(f"PC 1 ({first:.0%} of variance)")
         ax.set_ylabel(f"PC 2 ({second:.0%} of variance)")
-        ax.set_title(f"posterior means of {len(points)} items, PCA of {latent_map.axes.shape[1]}-D codes")
+        ax.set_title(f"{codes} of {items}, PCA of {latent_map.axes.shape[1]}-D codes")
     if manifold is not None:
         (x0, x1), (y0, y1) = np.percentile(points, [5, 95], axis=0).T
         if x1 - x0 < 1e-6:  # a 1-D latent: the second axis is constant
@@ -160,7 +168,12 @@ def plot_latent_map(latent_map, path: str | Path, label_names: list[str] | tuple
         right.set_xlabel(ax.get_xlabel())
         right.set_ylabel(ax.get_ylabel())
         plane = "" if latent_map.projection == "latent" else ", PCA plane through the mean code"
-        right.set_title(f"decoded {grid}x{grid} grid, central 90%{plane}")
+        of_class = ""
+        if label is not None:
+            names = manifold.config.label_names
+            of_class = f", class {names[int(label)] if int(label) < len(names) else int(label)}"
+        right.set_title(f"decoded {grid}x{grid} grid over the box (5th-95th percentile per axis){plane}{of_class}",
+                        fontsize=10)
     return _save_figure(fig, path)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     trained = {}
     for family in ("vae", "ae"):
         cfg = replace(base, model=replace(base.model, family=family))
-        print(f"training the {family.upper()} ({args.epochs} epochs on {dataset.name}) ...", flush=True)
+        print(f"training the {family.upper()} ({args.epochs} epoch{'' if args.epochs == 1 else 's'} on "
+              f"{dataset.name}) ...", file=sys.stderr, flush=True)  # a log line: stdout holds the results
         trained[family] = runs.train(cfg, out=out / family, overwrite=True, dataset=dataset)
     x_test = dataset.x_test
     vae, ae = trained["vae"].model, trained["ae"].model

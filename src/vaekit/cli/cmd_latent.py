@@ -277,5 +277,6 @@ def latent_map(args: argparse.Namespace) -> int:
     if not args.out.lower().endswith(".png"):
         raise VaekitError(f"cannot write {args.out}: --out must end in .png (a picture) or .npy (the 2-D points)")
     manifold = None if args.no_manifold or not dataset.is_image else model
-    print(viz.plot_latent_map(result, args.out, label_names=names, manifold=manifold))
+    print(viz.plot_latent_map(result, args.out, label_names=names, manifold=manifold, split=args.split,
+                              codes="posterior means" if model.has_bound else "codes"))
     return 0

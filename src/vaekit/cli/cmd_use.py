@@ -82,7 +82,8 @@ def sample(args: argparse.Namespace) -> int:
     if model.num_labels:  # one label for all, or each class in turn
         y = torch.full((n,), label) if label is not None else torch.arange(n) % model.num_labels
     images = model.sample(n, y=y, generator=torch.Generator().manual_seed(args.seed))
-    print(save_output(model, images.cpu(), args.out, y=y))
+    cycled = model.num_labels and label is None  # each class in turn: one column per class
+    print(save_output(model, images.cpu(), args.out, ncol=model.num_labels if cycled else None, y=y))
     return 0
 
 

@@ -53,9 +53,12 @@ class FeatureClassifier(nn.Module):
 
 
 def train_feature_classifier(dataset: Dataset, steps: int = 1000, seed: int = 0, batch_size: int = 128,
-                             lr: float = 1e-3) -> FeatureClassifier:
+                             lr: float = 1e-3, progress: bool = False) -> FeatureClassifier:
     """Cross-entropy on the training labels with Adam, seeded, for whole epochs totalling at least `steps` batches
-    (a fixed budget: 84 epochs of digits, 3 of MNIST). Test accuracy and epochs are stored on the result."""
+    (a fixed budget: 84 epochs of digits, 3 of MNIST). Test accuracy and epochs are stored on the result; `progress`:
+    a bar of its steps."""
+    from tqdm.auto import tqdm
+
     if dataset.y_train is None or dataset.y_test is None:
         raise VaekitError(f"{dataset.name} has no labels: the feature classifier needs class labels to train on")
     classes = int(max(int(dataset.y_train.max()), int(dataset.y_test.max()))) + 1
@@ -74,14 +77,17 @@ def train_feature_classifier(dataset: Dataset, steps: int = 1000, seed: int = 0,
         model.checked_on = "held-out training"  # items: the test split's classes are not the training split's
     epochs = max(1, math.ceil(steps / math.ceil(len(x) / batch_size)))
     model.train()
-    for _ in range(epochs):
-        for index in torch.randperm(len(x), generator=generator).split(batch_size):
-            loss = nn.functional.cross_entropy(model(x[index]), y[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    with tqdm(total=epochs * math.ceil(len(x) / batch_size), desc="feature classifier", unit="step", leave=False,
+              disable=not progress, dynamic_ncols=True) as bar:
+        for _ in range(epochs):
+            for index in torch.randperm(len(x), generator=generator).split(batch_size):
+                loss = nn.functional.cross_entropy(model(x[index]), y[index])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                bar.update()
     model.test_accuracy = model.accuracy(x_check, y_check)
     model.epochs = epochs
-    log.info("feature classifier: %.1f%% accuracy on %s's %s after %d epochs",
-             100 * model.test_accuracy, dataset.name, model.checked_on, epochs)
+    log.info("feature classifier: %.1f%% accuracy on the %s items of %s after %d epoch%s",
+             100 * model.test_accuracy, model.checked_on, dataset.name, epochs, "" if epochs == 1 else "s")
     return model
