@@ -390,6 +390,16 @@ def test_a_run_trained_on_a_dataset_built_in_python_resumes_on_it_given_again(tm
     assert [e.val["loss"] for e in resumed] == pytest.approx([e.val["loss"] for e in whole], rel=1e-5)
 
 
+def test_a_resume_shows_progress_unless_it_is_asked_not_to(run, tmp_path):
+    """--no-progress is the call's, not the run's: it used to stick to every later --resume and train-prior."""
+    import shutil
+
+    shutil.copytree(run, tmp_path / "run")
+    assert checkpoint.load_config(tmp_path / "run").train.progress is False  # trained with --no-progress
+    assert resume(tmp_path / "run", epochs=3).config.train.progress is True
+    assert resume(tmp_path / "run", epochs=4, progress=False).config.train.progress is False
+
+
 def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(run, tmp_path, monkeypatch, capsys):
     import shutil
 

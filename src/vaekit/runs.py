@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from . import checkpoint, distributed
-from .config import RunConfig, validate, with_defaults
+from .config import RunConfig, TrainConfig, validate, with_defaults
 from .data import Dataset, hold_out, load_dataset, resolved_name, train_data, user_file
 from .data.user import check_label_column
 from .data.tables import model_table
@@ -354,6 +354,7 @@ def resume(directory: str | Path, epochs: int | None = None, device: str | None 
     was given, again; by default the run's config.json names its data."""
     directory = Path(directory)
     cfg = checkpoint.load_config(directory)
+    progress = TrainConfig().progress if progress is None else progress  # this call's bar, not the run's last call's
     runtime = {k: v for k, v in (("epochs", epochs), ("device", device), ("threads", threads), ("progress", progress),
                                  ("compile", compile), ("tensorboard", tensorboard), ("minutes", minutes))
                if v is not None}
@@ -502,7 +503,8 @@ def train_stage(directory: str | Path, stage: str, epochs: int = 10, batch_size:
         have = f"its stages are {', '.join(family.stages)}" if family.stages else "it trains in one stage"
         raise VaekitError(f"the {cfg.model.family} family has no training stage {stage!r}: {have}")
     updates = {k: v for k, v in (("batch_size", batch_size), ("lr", lr), ("device", device), ("threads", threads),
-                                 ("progress", progress)) if v is not None}
+                                 ("progress", TrainConfig().progress if progress is None else progress))
+               if v is not None}
     # its own epochs, not the run's time limit (which would count again from zero)
     train_cfg = replace(cfg.train, epochs=epochs, minutes=None, early_stopping=None, kl_warmup_epochs=0.0,
                         warmup_steps=0, checkpoint_steps=None, checkpoint_every=1, compile=False, tensorboard=False,
