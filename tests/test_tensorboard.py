@@ -41,7 +41,10 @@ def test_every_term_per_step_validation_per_epoch_and_pictures(digits_config, tm
     assert set(tags["images"]) == {"samples", "reconstructions"}
     samples = events.Images("samples")
     assert [e.step for e in samples] == [row["step"] for row in rows]
-    assert samples[0].width > 8 and samples[0].height > 8  # a grid of 8x8 digits
+    # a grid of 8x8 digits, enlarged and padded as the PNG files are: 8 to a row, 56 pixels or more each
+    assert samples[0].width >= 8 * 56 and samples[0].height >= 2 * 56
+    pairs = events.Images("reconstructions")[0]
+    assert pairs.height >= 2 * 56 and pairs.width > 3 * pairs.height  # the items in one row, reconstructions below
     assert samples[0].encoded_image_string.startswith(b"\x89PNG")
 
 

@@ -165,12 +165,20 @@ class TensorBoardLog(Callback):
         add("epoch/skipped_steps", result.skipped, result.step)
         if self.items is not None:
             samples, pairs = self.pictures(trainer)
+            # the PNG files' grids: enlarged to a readable size, padded; inputs in the top row, their
+            # reconstructions below
             if samples is not None:
-                self.writer.add_images("samples", samples, result.step)
-            self.writer.add_images("reconstructions", pairs, result.step)
+                self._add_grid("samples", samples, 8, result.step)
+            self._add_grid("reconstructions", pairs, len(pairs) // 2, result.step)
         self.writer.flush()
 
     @torch.no_grad()
+    def _add_grid(self, tag: str, images: np.ndarray, ncol: int, step: int) -> None:
+        from ..viz import image_grid
+
+        grid = np.asarray(image_grid(images, ncol=ncol))
+        self.writer.add_image(tag, grid, step, dataformats="HW" if grid.ndim == 2 else "HWC")
+
     def pictures(self, trainer: Trainer) -> tuple[np.ndarray | None, np.ndarray]:
         """(N, C, H, W) in [0, 1]: prior samples (fixed noise; None while the model cannot sample, e.g. a vqvae before
         its prior stage), and the test items above their reconstructions."""
