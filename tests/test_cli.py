@@ -409,3 +409,31 @@ def test_usage_mistakes_name_the_commands_help_and_paths_name_the_run_folder(sma
             code = exc.code
         err = capsys.readouterr().err
         assert code == 2 and says in err and err.count("\n") == 1, (argv, err)
+
+
+def test_latent_pictures_say_what_they_show(small_run, tmp_path, monkeypatch):
+    """Each tile's caption, each row's label and a title (the pictures were bare tiles); the .npy arrays as before."""
+    from vaekit import viz
+
+    seen = {}
+    real = viz.labelled_grid
+    monkeypatch.setattr(viz, "labelled_grid", lambda images, path, **kw: seen.update(n=len(images), **kw) or
+                        real(images, path, **kw))
+    out = str(tmp_path / "p.png")
+    assert main(["traverse", str(small_run), "--dims", "1,0", "--steps", "3", "--out", out]) == 0
+    assert seen["row_labels"] == ["z[1]", "z[0]"] and seen["captions"] == ["-3", "0", "+3"] * 2
+    assert "item 0: one latent dimension per row, swept from -3 to 3 (in the prior's SD)" == seen["title"]
+    assert main(["interpolate", str(small_run), "--from", "3", "--to", "5", "--steps", "4", "--out", out]) == 0
+    assert seen["n"] == 6 and seen["captions"][0] == "item 3" and seen["captions"][-1] == "item 5"
+    assert main(["interpolate", str(small_run), "--from", "3", "--to", "5", "--steps", "4",
+                 "--out", str(tmp_path / "p.npy")]) == 0
+    assert np.load(tmp_path / "p.npy").shape == (4, 1, 8, 8)  # the path alone, as before
+    assert main(["attribute", str(small_run), "--attr", "3", "--apply-to", "0,2", "--strengths=-1,0,1",
+                 "--out", out]) == 0
+    assert seen["row_labels"] == ["item 0", "item 2"] and seen["captions"][:3] == ["-1", "0\nunedited", "+1"]
+    assert main(["neighbours", str(small_run), "--item", "4", "--k", "20", "--out", out]) == 0
+    assert seen["captions"][0] == "item 4\nquery" and seen["ncol"] == viz.WRAP  # 21 tiles wrap at 16
+    assert main(["vary", str(small_run), "--item", "2", "--n", "5", "--out", out]) == 0
+    assert seen["captions"] == ["item 2", "draw 1", "draw 2", "draw 3", "draw 4", "draw 5"]
+    with Image.open(out) as picture:  # enlarged tiles with their captions above
+        assert picture.height > 56 + 11 and picture.width >= 6 * 56

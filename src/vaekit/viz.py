@@ -53,6 +53,63 @@ def save_images(images: torch.Tensor | np.ndarray, path: str | Path, ncol: int |
     raise VaekitError(f"cannot write {path.name}: --out must end in .png (a picture) or .npy (the arrays)")
 
 
+WRAP = 16  # a strip of more items than this wraps onto more rows
+
+
+def labelled_grid(images: torch.Tensor | np.ndarray, path: str | Path, ncol: int | None = None,
+                  captions: list[str] | None = None, row_labels: list[str] | None = None,
+                  title: str | None = None) -> Path:
+    """save_images, where a .png also says what it shows: a caption over each tile (e.g. the strength of an edit),
+    a label left of each row (e.g. the latent dimension) and a title; tiles enlarged as image_grid enlarges them.
+    A .npy is the raw array, as save_images writes it."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        return save_images(images, path, ncol)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tiles = to_uint8_images(images)
+    n, h, w, c = tiles.shape
+    ncol = ncol or math.ceil(math.sqrt(n))
+    nrow = math.ceil(n / ncol)
+    zoom = max(1, math.ceil(MIN_CELL / max(h, w))) if max(h, w) < MIN_CELL else 1
+    th, tw, pad = h * zoom, w * zoom, 6
+    lines = max((caption.count("\n") + 1 for caption in captions or []), default=0)
+    band = 11 * lines + 4 if captions else 0  # room for a caption (of one or more lines) over each tile
+    canvas = np.full((nrow * (th + band + pad) + pad, ncol * (tw + pad) + pad, c), 255, np.uint8)
+    for i in range(n):
+        r, col = divmod(i, ncol)
+        top, left = pad + band + r * (th + band + pad), pad + col * (tw + pad)
+        canvas[top:top + th, left:left + tw] = tiles[i].repeat(zoom, 0).repeat(zoom, 1)
+    left_margin = 8 + 7 * max((len(label) for label in row_labels or []), default=0)
+    if title:  # wrapped to the picture's width (about 6.5 pixels a character at this size)
+        import textwrap
+
+        title = textwrap.fill(title, max(30, int((canvas.shape[1] + left_margin - 16) / 6.5)))
+    top_margin = 8 + 15 * (title.count("\n") + 1) if title else 0
+    height, width = canvas.shape[0] + top_margin, canvas.shape[1] + left_margin
+    fig = plt.figure(figsize=(width / 100, height / 100), dpi=100)
+    ax = fig.add_axes((left_margin / width, 0, canvas.shape[1] / width, canvas.shape[0] / height))
+    ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray" if c == 1 else None, vmin=0, vmax=255,
+              interpolation="nearest", extent=(0, canvas.shape[1], canvas.shape[0], 0))
+    ax.set_axis_off()
+    for i, caption in enumerate(captions or []):
+        r, col = divmod(i, ncol)
+        ax.text(pad + col * (tw + pad) + tw / 2, pad + band + r * (th + band + pad) - 3, caption, ha="center",
+                va="bottom", fontsize=7, clip_on=False, linespacing=1.1)
+    for r, label in enumerate(row_labels or []):
+        ax.text(-4, pad + band + r * (th + band + pad) + th / 2, label, ha="right", va="center", fontsize=9,
+                clip_on=False)
+    if title:
+        fig.text(0.5, 1 - 4 / height, title, ha="center", va="top", fontsize=10)
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)
+
+
 def captioned_panels(panels: list[tuple[str, torch.Tensor]], path: str | Path, ncol: int | None = None) -> Path:
     """Several grids side by side, each under its caption (e.g. VAE vs AE prior samples)."""
     import matplotlib

@@ -122,11 +122,16 @@ def _label(y, index: int):
     return None if y is None else y[index]
 
 
-def _save(model, items: torch.Tensor, out: str, ncol: int | None = None) -> Path:
-    """Pictures or arrays; for a table model, rows in the user's units (items in order, one row each)."""
+def _save(model, items: torch.Tensor, out: str, ncol: int | None = None, **labels) -> Path:
+    """Pictures or arrays; for a table model, rows in the user's units (items in order, one row each). `labels`:
+    what a picture says it shows (viz.labelled_grid's captions, row_labels, title)."""
     if model_table(model.config) is not None:
         return save_output(model, items.reshape(-1, *model.data_shape), out)
-    return viz.save_images(items, out, ncol=ncol)
+    return viz.labelled_grid(items, out, ncol=ncol, **labels)
+
+
+def _number(value: float) -> str:
+    return f"{value:+.3g}" if value else "0"
 
 
 def _positive(n: int, flag: str) -> int:
@@ -159,7 +164,13 @@ def traverse(args: argparse.Namespace) -> int:
                              data_labels=None if y is None else y[:2000])
     log.info("rows: latent dimensions %s; columns: values %g..%g", ", ".join(map(str, result.dims)), *low_high)
     plain = args.out.endswith(".npy") or model_table(model.config) is not None
-    print(_save(model, result.images if plain else result.grid(), args.out, ncol=args.steps))
+    values = torch.linspace(*low_high, args.steps).tolist()
+    unit = "the prior's SD" if model.has_bound and args.top is None else "the codes' SD over the data"
+    print(_save(model, result.images if plain else result.grid(), args.out, ncol=args.steps,
+                captions=[_number(v) for v in values] * len(result.dims),
+                row_labels=[f"z[{d}]" for d in result.dims],
+                title=f"item {args.item}: one latent dimension per row, swept from {low_high[0]:g} to "
+                      f"{low_high[1]:g} (in {unit})"))
     return 0
 
 
@@ -214,16 +225,23 @@ def attribute(args: argparse.Namespace) -> int:
                           for item, index in zip(items, indices)])
     if not args.out.endswith(".npy") or len(indices) == 1:  # one item: (n_strengths, *data_shape), as before
         images = images.flatten(0, 1)
-    print(_save(model, images, args.out, ncol=len(strengths)))
+    print(_save(model, images, args.out, ncol=len(strengths),
+                captions=[("0\nunedited" if s == 0 else _number(s)) for s in strengths] * len(indices),
+                row_labels=[f"item {i}" for i in indices],
+                title=f"{args.method} attribute vector: {groups.description}; strength in each column"))
     return 0
 
 
 def vary(args: argparse.Namespace) -> int:
     model, _, x, y = _load(args)
-    images = latent.vary(model, pick(x, args.item), decoded_count(model, args.n, "--n"),
-                         torch.Generator().manual_seed(args.seed),
+    item = pick(x, args.item)
+    images = latent.vary(model, item, decoded_count(model, args.n, "--n"), torch.Generator().manual_seed(args.seed),
                          y=_label(y, args.item))
-    print(_save(model, images, args.out))
+    picture = not args.out.endswith(".npy") and model_table(model.config) is None
+    shown = torch.cat([item[None], images]) if picture else images  # the item itself first, to compare against
+    print(_save(model, shown, args.out, ncol=min(len(shown), viz.WRAP),
+                captions=[f"item {args.item}"] + [f"draw {i + 1}" for i in range(len(images))],
+                title=f"decoded draws from q(z|x) of item {args.item}"))
     return 0
 
 
@@ -232,7 +250,9 @@ def arithmetic(args: argparse.Namespace) -> int:
     a, b, c = pick(x, args.a, "--a"), pick(x, args.b, "--b"), pick(x, args.c, "--c")
     result = latent.arithmetic(model, a, b, c, labels=[_label(y, i) for i in (args.a, args.b, args.c)])[None]
     images = result if args.out.endswith(".npy") else torch.cat([torch.stack([a, b, c]), result])
-    print(_save(model, images, args.out, ncol=len(images)))
+    print(_save(model, images, args.out, ncol=len(images),
+                captions=[f"a: item {args.a}", f"b: item {args.b}", f"c: item {args.c}", "decoded a - b + c"],
+                title="latent arithmetic: the code of a, minus b's, plus c's, decoded"))
     return 0
 
 
@@ -249,7 +269,9 @@ def neighbours(args: argparse.Namespace) -> int:
     log.info("nearest to item %d: %s", own, ", ".join(f"{i} ({d:.3g})" for i, d in keep))
     found_items = x[[i for i, _ in keep]]
     images = found_items if args.out.endswith(".npy") else torch.cat([item[None], found_items])
-    print(_save(model, images, args.out, ncol=len(images)))
+    print(_save(model, images, args.out, ncol=min(len(images), viz.WRAP),
+                captions=[f"item {own}\nquery"] + [f"item {i}\nd={d:.2g}" for i, d in keep],
+                title=f"the {k} items whose codes are nearest to item {own}'s, with their distances"))
     return 0
 
 

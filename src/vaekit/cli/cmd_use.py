@@ -121,11 +121,22 @@ def interpolate(args: argparse.Namespace) -> int:
     x = dataset.split(args.split).x
     y = split_labels(model, dataset, args.split)
     label = parse_label(model, args.label, dataset.label_names)
-    path = latent.interpolate(model, pick(x, args.source), pick(x, args.target), args.steps,
-                              method="slerp" if args.slerp else "lerp",
+    source, target = pick(x, args.source), pick(x, args.target)
+    method = "slerp" if args.slerp else "lerp"
+    path = latent.interpolate(model, source, target, args.steps, method=method,
                               y1=None if y is None else y[args.source], y2=None if y is None else y[args.target],
                               label=label)
-    print(save_output(model, path.cpu(), args.out, ncol=args.steps))
+    if args.out.lower().endswith(".png") and model_table(model.config) is None:
+        # the two items themselves at the ends, to compare the decoded path against
+        shown = torch.cat([source[None].cpu(), path.cpu(), target[None].cpu()])
+        steps = [f"t={t:.2g}" for t in torch.linspace(0, 1, args.steps).tolist()]
+        on = "" if label is None else f", decoded as class {label}"
+        print(viz.labelled_grid(shown, args.out, ncol=min(len(shown), viz.WRAP),
+                                captions=[f"item {args.source}", *steps, f"item {args.target}"],
+                                title=f"{method} between the codes of items {args.source} and {args.target} (the "
+                                      f"items themselves at the ends){on}"))
+    else:
+        print(save_output(model, path.cpu(), args.out, ncol=args.steps))
     return 0
 
 
