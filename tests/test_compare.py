@@ -133,6 +133,16 @@ def test_compare_digits_numbers(digits_report):
         assert scores.interpolation.even <= scores.interpolation.mean_jump <= scores.interpolation.max_jump < 1
 
 
+def test_a_collapsed_posterior_is_said_before_the_numbers(digits_report):
+    """A VAE whose KL ended near 0 (too few epochs) makes a report of an untrained model: it says so."""
+    from vaekit.report.html import verdict
+
+    assert digits_report.vae.test_kl > 1.0 and "collapsed" not in digits_report.report.read_text()
+    said = verdict(replace(digits_report, vae=replace(digits_report.vae, test_kl=0.02)))
+    assert "Warning: the VAE's posterior collapsed</b> (KL 0.02 nats per test item)" in said
+    assert said.index("collapsed") < said.index("Prior samples")
+
+
 def test_compare_on_unlabelled_data_shows_no_fcd_anywhere(tmp_path, capsys):
     np.save(tmp_path / "unl.npy", np.random.default_rng(0).random((300, 1, 8, 8)).astype("float32"))
     assert main(["compare", "--data", str(tmp_path / "unl.npy"), "--epochs", "1", "--hidden-dims", "16", "--network",

@@ -21,7 +21,7 @@ from .metrics import reconstruction_error
 from .models import Model
 from .train import mean_terms
 from .report.classifier import FeatureClassifier, train_feature_classifier
-from .report.html import render_report
+from .report.html import collapsed, render_report
 from .report.metrics import (
     InterpolationSmoothness, feature_frechet_distance, frechet_distance, interpolation_smoothness,
     prior_hole_fraction,
@@ -363,6 +363,10 @@ def compare(
         fcd_real=quality.train_vs_test, fcd_items=quality.items, report=out / REPORT_FILE,
         runs={family: out / family for family in FAMILIES},
     )
+    if collapsed(result.vae):
+        log.warning("the %s's posterior collapsed (KL %.2g nats per test item): the report compares a model that has "
+                    "not learned a latent space yet; train longer (--epochs) or with a smaller --beta",
+                    result.vae.family.upper(), result.vae.test_kl)
     write_text(out / REPORT_FILE, render_report(result, trained["vae"].config, options, figures))
     # The same pictures as files too (out/figures/<ae|vae|data>_<kind>.png), for slides and READMEs.
     for owner, pictures in figures.items():

@@ -127,11 +127,24 @@ def numbers_table(result: "CompareResult", cfg: RunConfig, options: "CompareOpti
     return "\n".join(lines)
 
 
+COLLAPSED_KL = 1.0  # nats per item: below this a family's codes say almost nothing about its items
+
+
+def collapsed(scores: "ModelScores") -> bool:
+    """Whether a family with a KL term ended with (almost) none: its posterior collapsed onto the prior."""
+    return scores.test_kl is not None and scores.test_kl < COLLAPSED_KL
+
+
 def verdict(result: "CompareResult") -> str:
     """One sentence per headline number, read off this run (not a claim made in advance)."""
     ae, vae = result.ae, result.vae
     name = html.escape(vae.family.upper())
     said = []
+    if collapsed(vae):
+        said.append(f"<b>Warning: the {name}'s posterior collapsed</b> (KL {vae.test_kl:.2g} nats per test item): its "
+                    "codes carry almost nothing about the items, so its pictures and numbers below are those of a "
+                    "model that has not learned a latent space yet, and the comparison says little. Train longer "
+                    "(<code>--epochs</code>) or with a smaller <code>--beta</code>.")
     if ae.fcd_prior is not None and vae.fcd_prior is not None:
         winner = name if vae.fcd_prior < ae.fcd_prior else "AE"
         said.append(f"Prior samples: FCD {_fmt(ae.fcd_prior)} (AE) vs {_fmt(vae.fcd_prior)} ({name}): the {winner} "
