@@ -190,6 +190,8 @@ def render_report(result: "CompareResult", cfg: RunConfig, options: "CompareOpti
     second = html.escape(result.vae.family.upper())
     colour = "" if accuracy is None else " coloured by label"  # (the classifier's accuracy: None without labels)
     both = lambda text: {"ae": f"AE: {text}", "vae": f"{second}: {text}"}  # noqa: E731
+    # the AE's own words where the VAE's are about a posterior: it has a code, a point
+    each = lambda ae, vae: {"ae": f"AE: {ae}", "vae": f"{second}: {vae}"}  # noqa: E731
     sections = [
         f"<h1>AE vs {second} on {name}</h1>",
         f"<p class='muted'>vaekit compare · latent dimension {cfg.model.latent_dim} · {cfg.train.epochs} epochs · "
@@ -200,7 +202,8 @@ def render_report(result: "CompareResult", cfg: RunConfig, options: "CompareOpti
         "<h2>Reconstructions</h2>",
         f'<div class="single">{figure(figures["data"]["inputs"], f"The first {options.shown_items} test items.")}'
         "</div>",
-        pair(figures, "reconstructions", both("decoded posterior means of the inputs above.")),
+        pair(figures, "reconstructions", each("decoded codes of the inputs above.",
+                                              "decoded posterior means of the inputs above.")),
         "<h2>Prior samples</h2>",
         pair(figures, "prior", {"ae": f"AE: decoded draws z ~ {html.escape(result.ae.prior)}.",
                                 "vae": f"{second}: decoded draws z ~ p(z), the model's own prior: "
@@ -213,13 +216,19 @@ def render_report(result: "CompareResult", cfg: RunConfig, options: "CompareOpti
     sections += [
         "<h2>Posterior variations of one item</h2>",
         f'<div class="single" style="max-width:120px">{figure(figures["data"]["vary_item"], "Test item 0.")}</div>',
-        pair(figures, "vary", both(f"{options.shown_items} decoded draws z ~ q(z|x) for test item 0.")),
+        pair(figures, "vary", each(f"{options.shown_items} decodes of test item 0's code: a point, so every one "
+                                   "is the same image.",
+                                   f"{options.shown_items} decoded draws z ~ q(z|x) for test item 0.")),
         "<h2>Interpolations</h2>",
-        pair(figures, "interpolation", both(f"one random test pair per row, {steps} decoded steps along the straight "
+        pair(figures, "interpolation", each(f"one random test pair per row, {steps} decoded steps along the straight "
+                                            "line between their codes.",
+                                            f"one random test pair per row, {steps} decoded steps along the straight "
                                             "line between their posterior means.")),
         "<h2>Latent maps</h2>",
-        pair(figures, "latent_map", both(f"left, posterior means of the test items{colour} (PCA for more "
-                                         "than 2 dimensions); right, the decoded plane."),
+        pair(figures, "latent_map", each(f"left, the codes of the test items{colour} (PCA for more than 2 "
+                                         "dimensions); right, the decoded plane.",
+                                         f"left, posterior means of the test items{colour} (PCA for more than 2 "
+                                         "dimensions); right, the decoded plane."),
              css_class="plot", layout="stack"),
         "<h2>Setup</h2>",
         "<p class='small'>Both runs use one config except the model family; the full config is in "
