@@ -140,7 +140,7 @@ def test_a_collapsed_posterior_is_said_before_the_numbers(digits_report):
     page = digits_report.report.read_text()
     assert digits_report.vae.test_kl > 1.0 and "collapsed" not in page
     # the AE's pictures are of its codes, not of a posterior it does not have
-    assert "AE: decoded codes of the inputs above." in page and "AE: decoded posterior means" not in page
+    assert "AE: decoded codes of the inputs above." in page and ">AE: decoded posterior means" not in page
     assert "a point, so every one is the same image" in page
     said = verdict(replace(digits_report, vae=replace(digits_report.vae, test_kl=0.02)))
     assert "Warning: the VAE's posterior collapsed</b> (KL 0.02 nats per test item)" in said
