@@ -313,9 +313,14 @@ def test_a_run_of_a_family_whose_module_is_not_imported_says_to_import_it(small_
     raw["model"]["family"] = "test-not-imported"  # as a run of a family registered by the user's own module saves it
     raw["model"]["test-not-imported"] = {"temperature": 2.0}
     (tmp_path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(vaekit.VaekitError, match=r"is a run of the family 'test-not-imported', which no loaded module "
+                                                 r"registers: from Python, import the module that registers it "
+                                                 r"\(vaekit.register_family\) before loading; for the command line, "
+                                                 r"install it as a plugin \(entry-point group vaekit.plugins\)$"):
+        checkpoint.load_config(tmp_path)
     with pytest.raises(vaekit.VaekitError, match=r"^unknown model family 'test-not-imported': use one of ae, .*"
                                                  r"or import the module that registers it \(vaekit.register_family\)"):
-        checkpoint.load_config(tmp_path)
+        config.from_dict({"model": {"family": "test-not-imported", "test-not-imported": {"temperature": 2.0}}})
     with pytest.raises(vaekit.VaekitError, match="unknown model family 'vea': did you mean vae?"):
         config.from_dict({"model": {"family": "vea"}})
 

@@ -195,6 +195,15 @@ def load_config(directory: str | Path) -> RunConfig:
         std = model.pop("gaussian_std")
         if std is not None and model.get("likelihood") == "gaussian":  # elsewhere it had no effect
             model["gaussian"] = {"std": std}
+    family = model.get("family")
+    if isinstance(family, str):
+        from .models import MODEL_FAMILIES, load_plugins
+
+        load_plugins()
+        if family not in MODEL_FAMILIES:  # the run's own family: not a typo, a module not imported
+            raise VaekitError(f"{directory} is a run of the family {family!r}, which no loaded module registers: from "
+                              "Python, import the module that registers it (vaekit.register_family) before loading; "
+                              "for the command line, install it as a plugin (entry-point group vaekit.plugins)")
     return from_dict(raw)
 
 
