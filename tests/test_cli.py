@@ -437,3 +437,12 @@ def test_latent_pictures_say_what_they_show(small_run, tmp_path, monkeypatch):
     assert seen["captions"] == ["item 2", "draw 1", "draw 2", "draw 3", "draw 4", "draw 5"]
     with Image.open(out) as picture:  # enlarged tiles with their captions above
         assert picture.height > 56 + 11 and picture.width >= 6 * 56
+
+
+def test_train_help_says_what_each_recipe_is_for(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "recipes (--recipe NAME; flags override them):" in text
+    assert "fast         Recommended VAE recipe for binarised 28x28 images on a CPU" in text
+    assert "vae-wide     VAE recipe for half an hour on a 2-core CPU" in text

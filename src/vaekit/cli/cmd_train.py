@@ -16,14 +16,14 @@ from ..config import RunConfig
 from ..errors import Interrupted, VaekitError
 from ..models import check_processes
 from ..train import json_number, kept_index
-from .common import add_config_flags, config_from_args, recipes, set_flags
+from .common import add_config_flags, config_from_args, recipe_summaries, set_flags
 
 log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("train", help="train a model of any family (vae, iwae, ae, ...)",
-                            description=__doc__ + f" Recipes: {', '.join(recipes())}.")
+    parser = sub.add_parser("train", help="train a model of any family (vae, iwae, ae, ...)", description=__doc__,
+                            epilog=recipe_summaries(), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser)
     parser.add_argument("--out", help="run folder to write (config.json, model.safetensors, metrics.jsonl)")
     parser.add_argument("--resume", metavar="RUN", help="continue the run in this folder (--epochs sets a new total)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -20,6 +21,18 @@ from ..models import Model
 
 def recipes() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("vaekit").joinpath("recipes").iterdir() if p.name.endswith(".yaml"))
+
+
+def recipe_summaries() -> str:
+    """Each shipped recipe and what it is for (its file's opening words, up to the first colon or full stop)."""
+    lines = []
+    for name in recipes():
+        text = resources.files("vaekit").joinpath(f"recipes/{name}.yaml").read_text(encoding="utf-8")
+        comment = " ".join(line.lstrip("# ").strip() for line in text.splitlines()
+                           if line.startswith("#")).split("\n")[0]
+        summary = re.split(r": |(?<! al)\. ", comment.replace("vaekit's ", "", 1))[0].rstrip(".")
+        lines.append(f"  {name:<12} {summary[:1].upper()}{summary[1:]}")
+    return "recipes (--recipe NAME; flags override them):\n" + "\n".join(lines)
 
 
 def _add_flags(parser: argparse.ArgumentParser, flags: list[config_module.Flag]) -> None:
@@ -57,7 +70,8 @@ def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] =
     """--config/--recipe/--set and one flag per declared setting (data, model, training, family and likelihood
     settings), with the declarations' help and choices. exclude: dests left out (e.g. cfg__model__family)."""
     parser.add_argument("--config", help="YAML run config; flags override it")
-    parser.add_argument("--recipe", help="a shipped config by name (see 'vaekit train --help'); flags override it")
+    parser.add_argument("--recipe", help="a shipped config by name (listed, with what each is for, at the end of "
+                        "'vaekit train --help'); flags override it")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override any config field, e.g. train.lr=3e-4 or model.iwae.k=5")
     _add_flags(parser, [f for f in config_module.config_flags() if f.dest not in exclude])
