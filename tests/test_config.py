@@ -203,6 +203,13 @@ def conditioned_run(tmp_path_factory):
     return run
 
 
+def test_a_class_attribute_on_a_class_conditioned_model_is_warned_about(conditioned_run, tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        assert main(["attribute", str(conditioned_run), "--attr", "3", "--apply-to", "0", "--out",
+                     str(tmp_path / "a.png")]) == 0
+    assert "this model is conditioned on the classes: its decoder takes the class from the label" in caplog.text
+
+
 def test_impossible_sizes_are_refused_before_any_work(conditioned_run, tmp_path, capsys):
     cases = [
         (["sample", str(conditioned_run), "--n", "1000000000", "--out", str(tmp_path / "s.npy")], "at most 4,194,304"),

@@ -484,6 +484,18 @@ def test_a_new_file_for_a_run_trained_with_impute_drop_keeps_its_rows(tmp_path, 
     assert np.load(codes).shape == (9, 2)
 
 
+def test_a_table_models_rows_to_a_picture_are_refused_before_the_work(mixed_csv, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(mixed_csv), "--latent-dim", "2", "--epochs", "1", "--out", str(run),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    for command in (["traverse", str(run)], ["neighbours", str(run)], ["vary", str(run)]):
+        assert main([*command, "--out", str(tmp_path / "t.png")]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot write {tmp_path / 't.png'}: a table model writes rows to a .csv" in err
+        assert "rows:" not in err and "nearest" not in err  # refused before the work
+
+
 def test_a_label_conditioned_run_maps_a_new_files_class_names_to_its_own(mixed_csv, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--data", str(mixed_csv), "--label-column", "city", "--condition", "label", "--latent-dim",

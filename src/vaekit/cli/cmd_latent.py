@@ -112,8 +112,13 @@ def parse_numbers(text: str, flag: str) -> list[float]:
 
 
 def _load(args: argparse.Namespace):
-    """The model, its data set, the split's items and their labels (for a label-conditioned model, else None)."""
+    """The model, its data set, the split's items and their labels (for a label-conditioned model, else None). A
+    table model's rows go to a .csv or .npy: another --out is refused now, not after the work."""
     model = load_run(args.run)
+    rows = args.func in (traverse, vary, arithmetic, neighbours) or (args.func is attribute and not args.score)
+    if rows and model_table(model.config) is not None and args.out and \
+            not args.out.lower().endswith((".csv", ".npy")):
+        raise VaekitError(f"cannot write {args.out}: a table model writes rows to a .csv (or .npy) file")
     dataset = run_dataset(args.run, args)
     return model, dataset, dataset.split(args.split).x, split_labels(model, dataset, args.split)
 
@@ -220,6 +225,10 @@ def attribute(args: argparse.Namespace) -> int:
         groups = latent.find_attribute(dataset, "train", args.attr, versus=args.versus)
         codes = latent.encode_dataset(model, dataset.x_train, y=split_labels(model, dataset, "train"))
     log.info("attribute vector (%s): %s", args.method, groups.description)
+    if model.num_labels and groups.description.startswith("class ") and not args.attr_file:
+        log.warning("this model is conditioned on the classes: its decoder takes the class from the label, so the "
+                    "codes carry little of it and a class's attribute vector changes little; decode with another "
+                    "--label (sample, decode, interpolate) to change the class")
     edit = edits.attribute_edit(codes, groups, args.method)
     images = torch.stack([edits.apply_edit(model, item, edit, strengths, y=_label(y, index))
                           for item, index in zip(items, indices)])

@@ -586,5 +586,5 @@ def write_rows(schema: TableSchema, values: torch.Tensor | np.ndarray, path: str
         array = np.column_stack([np.asarray(decoded[name], dtype=np.float64) for name in schema.names])
         atomic_write(path, lambda tmp: np.save(tmp, array))
     else:
-        raise VaekitError(f"cannot write {path.name}: a table model writes rows to a .csv (or .npy) file")
+        raise VaekitError(f"cannot write {path}: a table model writes rows to a .csv (or .npy) file")
     return path
