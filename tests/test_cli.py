@@ -446,3 +446,17 @@ def test_train_help_says_what_each_recipe_is_for(capsys):
     assert "recipes (--recipe NAME; flags override them):" in text
     assert "fast         Recommended VAE recipe for binarised 28x28 images on a CPU" in text
     assert "vae-wide     VAE recipe for half an hour on a 2-core CPU" in text
+
+
+def test_a_log_file_gets_no_empty_progress_bars(tmp_path):
+    """stderr to a file: short epochs and evaluations leave only their lines (each left a 0% bar line before)."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "vaekit"]
+    done = subprocess.run([*cmd, "train", "--data", "digits", "--limit", "300", "--epochs", "2", "--latent-dim", "2",
+                           "--hidden-dims", "16", "--out", str(run)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "epoch 2/2  loss" in done.stderr
+    evaluated = subprocess.run([*cmd, "evaluate", str(run), "--iw-samples", "5", "--n", "50"], capture_output=True,
+                               text=True, timeout=300)
+    assert evaluated.returncode == 0
+    for stderr in (done.stderr, evaluated.stderr):
+        assert "%|" not in stderr and "\r" not in stderr, stderr

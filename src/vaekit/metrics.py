@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,8 +156,9 @@ def sampled_bounds(
     device = model.device
     # one item's noise shape, the same for every item: the posterior's own
     shape = noise_shape(model.encode(x[:1].to(device), _labels(y, 0, 1, device)))
+    tty = sys.stderr.isatty()  # a log file: a line every 30 s at most, none for a shorter evaluation
     with tqdm(total=n * k, desc="importance sampling", unit="sample", unit_scale=True, disable=not progress,
-              leave=False, dynamic_ncols=True) as bar:
+              leave=False, dynamic_ncols=True, mininterval=0.1 if tty else 30.0, delay=0.0 if tty else 30.0) as bar:
         for start in range(0, n, items):
             xb = x[start : start + items].to(device)
             yb = _labels(y, start, start + items, device)

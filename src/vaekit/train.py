@@ -629,7 +629,8 @@ class Trainer:
         bar = tqdm(
             total=items, initial=seen, desc=f"epoch {self.epoch + 1}/{self.planned}", unit="img",
             unit_scale=True, disable=not (self.cfg.progress and self.world.main), leave=False, dynamic_ncols=True,
-            mininterval=0.2 if sys.stderr.isatty() else 30.0,  # a log file gets a line every 30 s, not a flood
+            mininterval=0.2 if sys.stderr.isatty() else 30.0,  # a log file gets a line every 30 s, not a flood,
+            delay=0.0 if sys.stderr.isatty() else 30.0,  # and none for an epoch shorter than that (no 0% lines)
         )
         if skip:  # the last step's values, for an epoch whose every batch was done before the checkpoint
             lr = learning_rate(self.cfg, self.step - 1, total_steps) * self.lr_scale
