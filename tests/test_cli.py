@@ -339,7 +339,7 @@ def test_the_latent_commands_take_threads(command, small_run, tmp_path):
     assert (tmp_path / "o.png").is_file()
 
 
-def test_a_run_reads_its_data_file_from_any_folder_and_refuses_it_changed(tmp_path, monkeypatch, capsys):
+def test_a_run_refuses_a_data_file_that_is_not_the_one_it_trained_on(tmp_path, monkeypatch, capsys):
     from conftest import Killed, KillAt
 
     import vaekit
@@ -350,32 +350,32 @@ def test_a_run_reads_its_data_file_from_any_folder_and_refuses_it_changed(tmp_pa
     monkeypatch.chdir(tmp_path)
     tiny = ["--latent-dim", "2", "--hidden-dims", "16", "--epochs", "1", "--no-progress"]
     assert main(["train", "--data", "u8.npy", *tiny, "--out", "run"]) == 0
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["name"] == str(tmp_path / "u8.npy")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["name"] == "u8.npy"  # as given
     assert main(["encode", "run", "--out", "here.npy"]) == 0
-    # from another folder, which holds a file of the same name: the run's own file is read
+    # the run's own file spelled another way is the run's own data: checked, and split as the run split it
+    assert main(["encode", "run", "--data", "./u8.npy", "--out", "spelled.npy"]) == 0
+    np.testing.assert_array_equal(np.load("here.npy"), np.load("spelled.npy"))
+    capsys.readouterr()
+    # from another folder, which holds another file of the same name: refused, not read as the run's
     (tmp_path / "elsewhere").mkdir()
     np.save(tmp_path / "elsewhere" / "u8.npy", np.zeros_like(images))
     monkeypatch.chdir(tmp_path / "elsewhere")
-    assert main(["encode", str(tmp_path / "run"), "--out", "there.npy"]) == 0
-    np.testing.assert_array_equal(np.load(tmp_path / "here.npy"), np.load(tmp_path / "elsewhere" / "there.npy"))
-    # the run's own file spelled another way is the run's own data: checked, and split as the run split it
-    assert main(["encode", str(tmp_path / "run"), "--data", "../u8.npy", "--out", "spelled.npy"]) == 0
-    np.testing.assert_array_equal(np.load(tmp_path / "here.npy"), np.load(tmp_path / "elsewhere" / "spelled.npy"))
-    capsys.readouterr()
+    assert main(["encode", str(tmp_path / "run"), "--out", "there.npy"]) == 2
+    assert "u8.npy is not the data the run in" in capsys.readouterr().err and not Path("there.npy").exists()
+    monkeypatch.chdir(tmp_path)
     # the file changed: one item more redraws the split, so the run's own data is refused, with the fix
     np.save(tmp_path / "u8.npy", np.concatenate([images, images[:1]]))
-    says = f"{tmp_path / 'u8.npy'} is not the data the run in {tmp_path / 'run'} was trained on (it had 270 training " \
-           "and 30 test items then, 271 and 30 now, so its split is not the run's): restore the file the run trained on"
-    assert main(["train", "--resume", str(tmp_path / "run"), "--epochs", "2"]) == 2
+    says = "u8.npy is not the data the run in run was trained on (it had 270 training and 30 test items then, 271 " \
+           "and 30 now, so its split is not the run's): restore the file the run trained on"
+    assert main(["train", "--resume", "run", "--epochs", "2"]) == 2
     err = capsys.readouterr().err
     assert says in err and "or train a new run on this one" in err and err.count("\n") == 1, err
-    assert main(["encode", str(tmp_path / "run"), "--out", "z.npy"]) == 2
+    assert main(["encode", "run", "--out", "z.npy"]) == 2
     assert f"{says}, give --data FILE to work on other data, or train" in capsys.readouterr().err
-    assert main(["encode", str(tmp_path / "run"), "--data", "../u8.npy", "--out", "z.npy"]) == 0  # named: new data
+    assert main(["encode", "run", "--data", "./u8.npy", "--out", "z.npy"]) == 0  # named: new data
     assert np.load("z.npy").shape == (30, 2)
-    assert main(["encode", str(tmp_path / "run"), "--data", str(tmp_path / "u8.npy"), "--out", "z.npy"]) == 0
     np.save(tmp_path / "u8.npy", images[::-1])  # as many items, other values
-    assert main(["evaluate", str(tmp_path / "run"), "--iw-samples", "2"]) == 2
+    assert main(["evaluate", "run", "--iw-samples", "2"]) == 2
     assert "(its values changed, so its split is not the run's)" in capsys.readouterr().err
     # an --overwrite on other data keeps the old run's data.json until the new run's first checkpoint
     np.save(tmp_path / "u8.npy", images)
@@ -395,6 +395,8 @@ def test_usage_mistakes_name_the_commands_help_and_paths_name_the_run_folder(sma
     cases = [
         (["interpolate", str(small_run), "--from", "0", "--to", "1", "--bogus", "3", "--out", "x.png"],
          "vaekit interpolate: error: unrecognized arguments: --bogus 3 (see 'vaekit interpolate --help')"),
+        (["data", "get", "mnist", "extra"], "vaekit data get: error: unrecognized arguments: extra (see 'vaekit data "
+                                            "get --help')"),
         (["sample", str(small_run / "config.json"), "--out", "x.png"],
          f"{small_run / 'config.json'} is a file, not a run folder: give the run's folder ({small_run})"),
         (["vary", str(small_run), "--item", "-5000", "--out", "x.png"],

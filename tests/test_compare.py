@@ -156,6 +156,8 @@ def test_compare_on_unlabelled_data_shows_no_fcd_anywhere(tmp_path, capsys):
     page = (tmp_path / "cmp" / "index.html").read_text()
     assert "The data have no labels, so there is no FCD classifier and no FCD." in page
     assert "FCD of" not in page and "coloured by label" not in page
+    # its runs read the file their config names (not data given in Python): a changed file gets the file's message
+    assert json.loads((tmp_path / "cmp" / "vae" / "data.json").read_text())["given_in_python"] is False
 
 
 def test_compare_digits_report_is_self_contained(digits_report):

@@ -213,6 +213,12 @@ def test_bad_columns_are_named(tmp_path):
     with pytest.raises(VaekitError, match="'id' holds 80 distinct text values"):
         load(path)
     assert tables.parse_cell(str(2**53)) == float(2**53) and tables.parse_cell(str(2**53 + 1)) == str(2**53 + 1)
+    # but large integers that stay distinct as floats are numbers (nanosecond timestamps), and a column declared
+    # numeric is read as numbers whatever they merge to
+    path.write_text("ts,x\n" + "\n".join(f"{1_700_000_000_000_000_000 + i * 10**12},{i * 0.5}" for i in range(80)))
+    assert load(path).table.columns[0].kind == "numeric"
+    path.write_text("id,x\n" + "\n".join(f"{2**60 + i},{i * 0.5}" for i in range(80)) + "\n")
+    assert load(path, column_types="id=numeric").table.columns[0].kind == "numeric"
     # values the model's float32 cannot hold, kept unscaled
     path.write_text("a,b\n" + "\n".join(f"{(i + 1) * 1e37},{i}" for i in range(40)) + "\n")
     with pytest.raises(VaekitError, match="column 'a' holds values up to 4e\\+38 .*beyond float32's range"):

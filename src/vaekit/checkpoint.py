@@ -327,17 +327,15 @@ def never_checkpointed(directory: str | Path) -> bool:
 TENSORBOARD_STAGING = ".tensorboard-new"  # an --overwrite run's TensorBoard log until its first checkpoint commits
 
 
-def write_data_check(directory: str | Path, dataset: Any | None, given: bool = False) -> None:
+def write_data_check(directory: str | Path, held: dict[str, Any] | None, given: bool = False) -> None:
     """data.json: what the run read from the user's data file, or was given in Python (`given`: vaekit.train's
-    dataset=, which config.json cannot name). None: a registered data set, which needs no check (an older data.json
-    goes)."""
-    from .data import fingerprint
-
+    dataset=, which config.json cannot name), as vaekit.data.fingerprint gives it. None: a registered data set, which
+    needs no check (an older data.json goes)."""
     path = Path(directory) / DATA_FILE
-    if dataset is None:
+    if held is None:
         path.unlink(missing_ok=True)
     else:
-        write_json(path, {**fingerprint(dataset), "given_in_python": bool(given)})
+        write_json(path, {**held, "given_in_python": bool(given)})
 
 
 def check_data(directory: str | Path, dataset: Any, name: str | None, cli: bool = False) -> None:

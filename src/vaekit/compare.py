@@ -321,6 +321,7 @@ def compare(
                           "family (vae, iwae, vamp, hvae, tcvae, vqvae), or leave --model out for a VAE")
     out = Path(out)
     _check_out(out, overwrite)
+    loaded = dataset is None  # the data cfg.data names (else data given in Python, which its runs record so)
     dataset = dataset if dataset is not None else load_dataset(cfg.data)
     if not dataset.is_image:
         raise VaekitError(
@@ -340,7 +341,8 @@ def compare(
         family = configs[slot].model.family
         log.info("training the %s (%d epoch%s on %s) ...", family.upper(), cfg.train.epochs,
                  "" if cfg.train.epochs == 1 else "s", dataset.name)
-        trained[slot] = runs.train(configs[slot], out / slot, overwrite=overwrite, dataset=dataset)
+        trained[slot] = runs.train(configs[slot], out / slot, overwrite=overwrite, dataset=dataset,
+                                   data_from_config=loaded)
         for stage in trained[slot].model.stages:  # a family's later stages (a vqvae's prior over codes): its samples
             log.info("training the %s's %s stage (%d epochs) ...", family.upper(), stage, cfg.train.epochs)
             later = runs.train_stage(out / slot, stage, epochs=max(1, cfg.train.epochs), progress=cfg.train.progress,

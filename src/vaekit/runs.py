@@ -17,7 +17,7 @@ import torch
 
 from . import checkpoint, distributed
 from .config import RunConfig, TrainConfig, validate, with_defaults
-from .data import Dataset, hold_out, load_dataset, resolved_name, train_data, user_file
+from .data import Dataset, fingerprint, hold_out, load_dataset, train_data, user_file
 from .data.user import check_label_column
 from .data.tables import model_table
 from .errors import VaekitError
@@ -276,21 +276,22 @@ def extra_loggers(cfg: RunConfig, directory: Path, dataset: Dataset, until: Any 
 
 
 def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False, dataset: Dataset | None = None,
-          callbacks: list[Any] | None = None, log_warnings: bool = True) -> RunResult:
+          callbacks: list[Any] | None = None, log_warnings: bool = True, data_from_config: bool = False) -> RunResult:
     """Train a model as configured; with `out`, write the run folder as it goes. `callbacks`: objects with any of
     the Trainer's hooks (vaekit.train.Callback), called after vaekit's own (checkpoints, metrics.jsonl). The
-    warnings about the trained model are logged (unless log_warnings is off) and returned in the result.
+    warnings about the trained model are logged (unless log_warnings is off) and returned in the result. `dataset`:
+    data built in Python, which the run's config.json cannot name (data.json records what it held); or, with
+    data_from_config, the data cfg.data names, already loaded.
 
     Under torchrun every process calls this; only process 0 writes the run folder (callbacks run in every process:
     trainer.world says which one)."""
-    # a data file's path as the run records it: absolute, so that commands on the run find it from any folder
-    cfg = replace(cfg, data=replace(cfg.data, name=resolved_name(cfg.data.name)))
     if user_file(cfg.data.name):
         check_label_column(cfg.data)
-    given = dataset is not None  # data from Python (vaekit.train(..., dataset=)), which config.json cannot name
-    dataset = dataset if given else load_dataset(cfg.data)
-    # what a file of the user's, or data given in Python, held when the run trained: for data.json
-    checked = dataset if given or user_file(cfg.data.name) else None
+    given = dataset is not None and not data_from_config  # data config.json cannot name
+    dataset = dataset if dataset is not None else load_dataset(cfg.data)
+    # what a file of the user's, or data given in Python, held when the run trained: for data.json (its fingerprint,
+    # not the data set: with a validation split held out below, that would keep a second copy of the training data)
+    checked = fingerprint(dataset) if given or user_file(cfg.data.name) else None
     # what each epoch is judged on: the test split, or training items held out (--validation; early stopping)
     dataset, judged = hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)
     cfg = resolve_config(cfg, dataset)

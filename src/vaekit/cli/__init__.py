@@ -39,9 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
         if info.name.startswith("cmd_"):
             importlib.import_module(f"{__name__}.{info.name}").register(sub)
-    for command in sub.choices.values():
-        command.set_defaults(command_prog=command.prog)  # for the unrecognized-arguments message
+    _name_commands(parser)
     return parser
+
+
+def _name_commands(parser: argparse.ArgumentParser) -> None:
+    """Each command (and subcommand: `vaekit data get`) records its name, for the unrecognized-arguments message."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                command.set_defaults(command_prog=command.prog)
+                _name_commands(command)
 
 
 def _flush_denormals() -> None:

@@ -32,7 +32,17 @@ from ..files import atomic_write, write_text
 log = logging.getLogger(__name__)
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # larger values become infinite in the model's float32
-EXACT_INTEGERS = 2**53  # float64 holds every integer up to this; larger ones (IDs) are read as text
+EXACT_INTEGERS = 2**53  # float64 holds every integer up to this; larger ones are LargeInteger cells
+
+
+class LargeInteger(str):
+    """An integer cell beyond what a float holds exactly, kept as written: a number in a numeric column (timestamps in
+    nanoseconds, byte counts), text where distinct ones would merge as floats (IDs). infer_kind decides."""
+
+
+def _text(cell: Cell) -> bool:
+    """A cell of text, not a number (a LargeInteger counts as a number)."""
+    return isinstance(cell, str) and not isinstance(cell, LargeInteger)
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".parquet", ".pq")
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
@@ -83,7 +93,7 @@ def parse_cell(text: str) -> Cell:
     except ValueError:
         return text
     if abs(value) >= EXACT_INTEGERS and text.lstrip("+-").isdigit() and abs(int(text)) > EXACT_INTEGERS:
-        return text  # an integer a float cannot hold exactly (an ID): distinct IDs would merge into a few numbers
+        return LargeInteger(text)  # a float cannot hold it exactly: as written, until its column's kind is known
     return value if math.isfinite(value) else text  # "inf" stays text: reported as not a finite number
 
 
@@ -94,7 +104,7 @@ def _python_cell(value: Any) -> Cell:
     if isinstance(value, (bool, np.bool_)):
         return float(value)
     if isinstance(value, (int, np.integer)) and abs(int(value)) > EXACT_INTEGERS:
-        return str(value)  # as parse_cell: an ID, not a number
+        return LargeInteger(str(value))  # as parse_cell
     if isinstance(value, (int, float, np.integer, np.floating, numbers.Real)):
         value = float(value)
         return None if math.isnan(value) else (value if math.isfinite(value) else str(value))
@@ -332,8 +342,16 @@ def infer_kind(name: str, cells: Sequence[Cell], table: RawTable, declared: str 
     if not present:
         raise VaekitError(f"{table.source}: column {name!r} holds no values (every cell is missing): drop it, e.g. "
                           f"--column-types {name}=ignore")
+    large = {c for c in present if isinstance(c, LargeInteger)}
+    if large and declared is None and len({float(c) for c in large}) < len(large):
+        # distinct integers that merge as floats are IDs (a float would make 200 customers 2): text, so categorical
+        # or refused as too many values
+        cells = [str(c) if isinstance(c, LargeInteger) else c for c in cells]
+        present = [c for c in cells if c is not None]
+        large = set()
     distinct = set(present)
-    text = next((i for i, c in enumerate(cells) if isinstance(c, str)), None)
+    text = next((i for i, c in enumerate(cells) if _text(c) or (isinstance(c, LargeInteger) and declared not in
+                                                                  (None, "numeric"))), None)
     if declared == "numeric":
         if text is not None:
             raise VaekitError(f"{table.source}: column {name!r} is declared numeric but holds {cells[text]!r} "
@@ -345,7 +363,7 @@ def infer_kind(name: str, cells: Sequence[Cell], table: RawTable, declared: str 
                               "values: a binary column has exactly two; declare it categorical or numeric")
         return "binary"
     if declared == "categorical" or (declared is None and text is not None):
-        numbers = [c for c in distinct if not isinstance(c, str)]
+        numbers = [c for c in distinct if not _text(c)]
         if declared is None and numbers:  # before the count: one bad cell in a numeric column is not a category
             raise VaekitError(f"{table.source}: column {name!r} mixes numbers and text ({cells[text]!r} at "
                               f"{table.where(text)}): fix that cell, or declare the column categorical "
@@ -355,6 +373,7 @@ def infer_kind(name: str, cells: Sequence[Cell], table: RawTable, declared: str 
                               f"for a categorical column (at most {MAX_CATEGORIES}): drop it (--column-types "
                               f"{name}=ignore) or group its values")
         return "binary" if declared is None and len(distinct) == 2 else "categorical"
+    distinct = {float(c) if isinstance(c, LargeInteger) else c for c in distinct}  # numbers from here on
     if len(distinct) == 2:
         return "binary"
     integers = all(c.is_integer() for c in distinct)
@@ -453,7 +472,7 @@ def _column(table: RawTable, name: str) -> tuple[Cell, ...]:
 
 def _encode_column(column: Column, cells: list[Cell], table: RawTable) -> np.ndarray:
     if column.kind == "numeric":
-        text = next((i for i, c in enumerate(cells) if isinstance(c, str)), None)
+        text = next((i for i, c in enumerate(cells) if _text(c)), None)
         if text is not None:
             raise VaekitError(f"{table.source}: column {column.name!r} is numeric but holds {cells[text]!r} at "
                               f"{table.where(text)}: fix that cell")

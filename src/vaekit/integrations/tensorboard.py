@@ -172,13 +172,13 @@ class TensorBoardLog(Callback):
             self._add_grid("reconstructions", pairs, len(pairs) // 2, result.step)
         self.writer.flush()
 
-    @torch.no_grad()
     def _add_grid(self, tag: str, images: np.ndarray, ncol: int, step: int) -> None:
         from ..viz import image_grid
 
         grid = np.asarray(image_grid(images, ncol=ncol))
         self.writer.add_image(tag, grid, step, dataformats="HW" if grid.ndim == 2 else "HWC")
 
+    @torch.no_grad()
     def pictures(self, trainer: Trainer) -> tuple[np.ndarray | None, np.ndarray]:
         """(N, C, H, W) in [0, 1]: prior samples (fixed noise; None while the model cannot sample, e.g. a vqvae before
         its prior stage), and the test items above their reconstructions."""
