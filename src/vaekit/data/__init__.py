@@ -264,8 +264,8 @@ def user_file(name: str) -> bool:
 
 
 def resolved_name(name: str) -> str:
-    """A --data path as a run records it: absolute, so that commands on the run read the same file from any folder;
-    a registered data set's name, or anything else, as given."""
+    """A --data path made absolute, to tell whether two spellings name one file (u8.npy, ./u8.npy); a registered data
+    set's name, or anything else, as given."""
     if not user_file(name):
         return name
     return str(Path(name).expanduser().resolve())
