@@ -355,6 +355,11 @@ def test_a_run_refuses_a_data_file_that_is_not_the_one_it_trained_on(tmp_path, m
     # the run's own file spelled another way is the run's own data: checked, and split as the run split it
     assert main(["encode", "run", "--data", "./u8.npy", "--out", "spelled.npy"]) == 0
     np.testing.assert_array_equal(np.load("here.npy"), np.load("spelled.npy"))
+    (tmp_path / "sub").mkdir()  # and from another folder, named from there
+    monkeypatch.chdir(tmp_path / "sub")
+    assert main(["encode", "../run", "--data", "../u8.npy", "--out", "../from-sub.npy"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "here.npy"), np.load(tmp_path / "from-sub.npy"))
+    monkeypatch.chdir(tmp_path)
     capsys.readouterr()
     # from another folder, which holds another file of the same name: refused, not read as the run's
     (tmp_path / "elsewhere").mkdir()
@@ -446,7 +451,8 @@ def test_train_help_says_what_each_recipe_is_for(capsys):
         main(["train", "--help"])
     text = capsys.readouterr().out
     assert "recipes (--recipe NAME; flags override them):" in text
-    assert "fast         Recommended VAE recipe for binarised 28x28 images on a CPU" in text
+    assert "fast         Recommended VAE recipe for binarised 28x28 images on a CPU: reach a good test NLL" in text
+    assert "paper-mlp    The benchmark model: MLP 784-512-256" in text
     assert "vae-wide     VAE recipe for half an hour on a 2-core CPU" in text
 
 

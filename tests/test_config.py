@@ -208,6 +208,10 @@ def test_a_class_attribute_on_a_class_conditioned_model_is_warned_about(conditio
         assert main(["attribute", str(conditioned_run), "--attr", "3", "--apply-to", "0", "--out",
                      str(tmp_path / "a.png")]) == 0
     assert "this model is conditioned on the classes: its decoder takes the class from the label" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # and when the edit is scored
+        assert main(["attribute", str(conditioned_run), "--attr", "3", "--score", "--items", "20"]) == 0
+    assert "this model is conditioned on the classes" in caplog.text
 
 
 def test_impossible_sizes_are_refused_before_any_work(conditioned_run, tmp_path, capsys):

@@ -104,7 +104,7 @@ def test_a_conversion_that_does_not_match_writes_nothing(tmp_path, monkeypatch, 
     np.savez(tmp_path / "frey.npz", images=np.ones((4, 28, 20), dtype=np.uint8))  # a converted copy
     capsys.readouterr()
     assert main(["data", "get", "frey", "--from", str(tmp_path / "frey.npz"), "--dest", str(tmp_path / "got")]) == 2
-    assert "is an .npz, not the MATLAB file --from converts: a converted NAME.npz is used as it is from " \
+    assert "is an .npz, not the file --from converts: a converted NAME.npz is used as it is from " \
            "DIR/NAME/NAME.npz" in capsys.readouterr().err
     assert main(["data", "get", "frey", "--dest", str(tmp_path / "got")]) == 2  # the planted spec's URL is empty
 

@@ -217,6 +217,7 @@ def test_bad_columns_are_named(tmp_path):
     # numeric is read as numbers whatever they merge to
     path.write_text("ts,x\n" + "\n".join(f"{1_700_000_000_000_000_000 + i * 10**12},{i * 0.5}" for i in range(80)))
     assert load(path).table.columns[0].kind == "numeric"
+    assert tables._digits(load(path).table.columns[0]) == 11  # written with the digits that tell its values apart
     path.write_text("id,x\n" + "\n".join(f"{2**60 + i},{i * 0.5}" for i in range(80)) + "\n")
     assert load(path, column_types="id=numeric").table.columns[0].kind == "numeric"
     # values the model's float32 cannot hold, kept unscaled

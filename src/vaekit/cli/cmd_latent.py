@@ -199,6 +199,8 @@ def attribute(args: argparse.Namespace) -> int:
             raise VaekitError(f"--items must be at least 1, got {args.items}")
         if args.apply_to != "0" or args.split != "test":
             raise VaekitError("--score edits every test item: drop --apply-to and --split (or use --items N)")
+        if model.num_labels:
+            _warn_conditioned(model, latent.find_attribute(dataset, "train", args.attr, versus=args.versus))
         score = edits.score_attribute(model, dataset, args.attr, strengths, method=args.method, versus=args.versus,
                                       items=args.items)
         print(score.summary())
@@ -225,10 +227,7 @@ def attribute(args: argparse.Namespace) -> int:
         groups = latent.find_attribute(dataset, "train", args.attr, versus=args.versus)
         codes = latent.encode_dataset(model, dataset.x_train, y=split_labels(model, dataset, "train"))
     log.info("attribute vector (%s): %s", args.method, groups.description)
-    if model.num_labels and groups.description.startswith("class ") and not args.attr_file:
-        log.warning("this model is conditioned on the classes: its decoder takes the class from the label, so the "
-                    "codes carry little of it and a class's attribute vector changes little; decode with another "
-                    "--label (sample, decode, interpolate) to change the class")
+    _warn_conditioned(model, groups)
     edit = edits.attribute_edit(codes, groups, args.method)
     images = torch.stack([edits.apply_edit(model, item, edit, strengths, y=_label(y, index))
                           for item, index in zip(items, indices)])
@@ -239,6 +238,13 @@ def attribute(args: argparse.Namespace) -> int:
                 row_labels=[f"item {i}" for i in indices],
                 title=f"{args.method} attribute vector: {groups.description}; strength in each column"))
     return 0
+
+
+def _warn_conditioned(model, groups) -> None:
+    if model.num_labels and groups.description.startswith("class "):
+        log.warning("this model is conditioned on the classes: its decoder takes the class from the label, so the "
+                    "codes carry little of it and a class's attribute vector changes little; decode with another "
+                    "--label (sample, decode, interpolate) to change the class")
 
 
 def vary(args: argparse.Namespace) -> int:

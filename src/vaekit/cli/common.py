@@ -30,7 +30,9 @@ def recipe_summaries() -> str:
         text = resources.files("vaekit").joinpath(f"recipes/{name}.yaml").read_text(encoding="utf-8")
         comment = " ".join(line.lstrip("# ").strip() for line in text.splitlines()
                            if line.startswith("#")).split("\n")[0]
-        summary = re.split(r": |(?<! al)\. ", comment.replace("vaekit's ", "", 1))[0].rstrip(".")
+        summary = re.split(r"(?<! al)\. ", comment.replace("vaekit's ", "", 1))[0].rstrip(".")  # its first sentence
+        if len(summary) > 90:
+            summary = summary[:summary.rfind(" ", 0, 88)] + " ..."
         lines.append(f"  {name:<12} {summary[:1].upper()}{summary[1:]}")
     return "recipes (--recipe NAME; flags override them):\n" + "\n".join(lines)
 
@@ -125,18 +127,25 @@ def run_dataset(run: str, args: argparse.Namespace) -> Dataset:
     updates = {f.path[-1]: getattr(args, f.dest) for f in config_module.config_flags(("data",))
                if getattr(args, f.dest, None) is not None}
     table = model_table(run_cfg.model)
-    named = updates.get("name")  # the run's own file named with --data (however spelled) is its own data, unless it
-    if named is not None and resolved_name(named) == resolved_name(run_cfg.data.name):  # changed since: then new data
-        del updates["name"]
-    dataset = _read_for_run(run_cfg, updates, table)
-    if not updates:  # the run's own data, as it read it: the same items, so the same split
-        try:
-            checkpoint.check_data(run_folder(run), dataset, run_cfg.data.name, cli=True)
-        except VaekitError:
-            if named is None:
-                raise
-            updates["name"] = named  # the file as it is now, named by the user: read as new data
-            dataset = _read_for_run(run_cfg, updates, table)
+    folder = run_folder(run)
+    named = updates.get("name")
+    dataset = None
+    if named is not None and set(updates) == {"name"}:
+        # the run's own file named with --data (however spelled, from whatever folder) is its own data, read and split
+        # as the run read it, unless it changed since (then it is new data, read as such)
+        own_spelling = resolved_name(named) == resolved_name(run_cfg.data.name)
+        if own_spelling or (folder / checkpoint.DATA_FILE).is_file():
+            try:
+                candidate = _read_for_run(run_cfg, updates, table, new_file=False)
+                checkpoint.check_data(folder, candidate, named, cli=True)
+                dataset, updates = candidate, {}
+            except VaekitError:
+                if own_spelling and not (folder / checkpoint.DATA_FILE).is_file():
+                    raise  # the run's own file as it names it, which cannot be read: said as it is
+    if dataset is None:
+        dataset = _read_for_run(run_cfg, updates, table, new_file="name" in updates)
+        if not updates:  # the run's own data, as it read it: the same items, so the same split
+            checkpoint.check_data(folder, dataset, run_cfg.data.name, cli=True)
     new_file = "name" in updates
     if new_file and run_cfg.model.condition == "label" and run_cfg.model.label_names and dataset.label_names:
         dataset = relabel(dataset, run_cfg.model.label_names)
@@ -154,10 +163,9 @@ def run_dataset(run: str, args: argparse.Namespace) -> Dataset:
     return dataset
 
 
-def _read_for_run(run_cfg: RunConfig, updates: dict, table) -> Dataset:
-    """The data `updates` (data flags) make of the run's: a table with the run's columns and statistics, a new table
-    file whole and in its own order (any --split), so that the codes line up with its rows."""
-    new_file = "name" in updates
+def _read_for_run(run_cfg: RunConfig, updates: dict, table, new_file: bool) -> Dataset:
+    """The data `updates` (data flags) make of the run's: a table with the run's columns and statistics; a new table
+    file (new_file) whole and in its own order (any --split), so that the codes line up with its rows."""
     data = config_module.validate(replace(run_cfg, data=replace(run_cfg.data, **updates))).data  # as train checks
     if table is not None and new_file and data.impute == "drop" and "impute" not in updates:
         data = replace(data, impute="none")  # the run's drop would leave codes that no longer line up with the rows

@@ -184,9 +184,6 @@ def _matlab(path: Path, variable: str) -> np.ndarray:
     try:
         content = loadmat(str(path))
     except Exception as exc:  # scipy raises many types for a file that is not MATLAB's
-        if path.suffix.lower() == ".npz":  # vaekit's own converted file, most likely: nothing to convert
-            raise VaekitError(f"{path} is an .npz, not the MATLAB file --from converts: a converted NAME.npz is used "
-                              "as it is from DIR/NAME/NAME.npz (--data-dir DIR, or VAEKIT_DATA=DIR)") from None
         raise VaekitError(f"{path} is not a readable MATLAB file ({exc.__class__.__name__}): download it again") from None
     if variable not in content:
         raise VaekitError(f"{path} has no variable {variable!r}: it is not the expected file")
@@ -320,6 +317,9 @@ def fetch_faces(name: str, dest: str | Path | None = None, source: str | Path | 
             raw = Path(source).expanduser()
             if not raw.is_file():
                 raise VaekitError(f"--from {raw}: file not found")
+            if raw.suffix.lower() == ".npz":  # vaekit's own converted file, most likely: nothing to convert
+                raise VaekitError(f"{raw} is an .npz, not the file --from converts: a converted NAME.npz is used as "
+                                  "it is from DIR/NAME/NAME.npz (--data-dir DIR, or VAEKIT_DATA=DIR)")
         arrays = CONVERTERS[name](raw)
         for array, expected in spec.arrays.items():
             if array_sha256(arrays[array]) != expected:

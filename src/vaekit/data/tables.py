@@ -582,6 +582,15 @@ def model_table(model_config: Any) -> TableSchema | None:
     return TableSchema.from_dicts(model_config.settings("table").columns)
 
 
+def _digits(column: Column) -> int:
+    """Significant digits to write a column's values with: 7, and as many more as its values' spread needs beside
+    their size (nanosecond timestamps vary in their 10th digit), at most 17."""
+    mean, std = getattr(column, "mean", None), getattr(column, "std", None)
+    if column.kind != "numeric" or not mean or not std or not math.isfinite(mean / std):
+        return 7
+    return min(17, 7 + max(0, math.floor(math.log10(abs(mean) / std))))
+
+
 def write_rows(schema: TableSchema, values: torch.Tensor | np.ndarray, path: str | Path,
                labels: Sequence[str] | None = None, label_name: str | None = None) -> Path:
     """Decoded rows in the user's units: a CSV with a header, or .npy (only for tables whose values are numbers).
@@ -594,8 +603,9 @@ def write_rows(schema: TableSchema, values: torch.Tensor | np.ndarray, path: str
         writer = csv.writer(buffer, lineterminator="\n")
         named = labels is not None
         writer.writerow([label_name or "label"] * named + list(schema.names))
-        columns = ([list(labels)] if named else []) + [[f"{v:.7g}" if isinstance(v, float) else v for v in decoded[name]]
-                                            for name in schema.names]
+        columns = ([list(labels)] if named else []) + [
+            [f"{v:.{_digits(column)}g}" if isinstance(v, float) else v for v in decoded[column.name]]
+            for column in schema.columns]
         writer.writerows(zip(*columns, strict=True))
         write_text(path, buffer.getvalue())
     elif path.suffix.lower() == ".npy":
