@@ -220,6 +220,12 @@ def test_bad_columns_are_named(tmp_path):
     assert tables._digits(load(path).table.columns[0]) == 11  # written with the digits that tell its values apart
     path.write_text("id,x\n" + "\n".join(f"{2**60 + i},{i * 0.5}" for i in range(80)) + "\n")
     assert load(path, column_types="id=numeric").table.columns[0].kind == "numeric"
+    # two such integers that are one float make a binary column of the written values; its rows still go to a .npy
+    path.write_text("flag,x\n" + "\n".join(f"{2**60 + 5 * (i % 2)},{i * 0.5}" for i in range(40)) + "\n")
+    schema = load(path).table
+    assert schema.columns[0].kind == "binary" and schema.columns[0].values == (str(2**60), str(2**60 + 5))
+    rows = tables.write_rows(schema, torch.zeros(3, schema.width), tmp_path / "rows.npy")
+    assert np.load(rows).shape == (3, 2)
     # values the model's float32 cannot hold, kept unscaled
     path.write_text("a,b\n" + "\n".join(f"{(i + 1) * 1e37},{i}" for i in range(40)) + "\n")
     with pytest.raises(VaekitError, match="column 'a' holds values up to 4e\\+38 .*beyond float32's range"):

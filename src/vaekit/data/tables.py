@@ -609,7 +609,9 @@ def write_rows(schema: TableSchema, values: torch.Tensor | np.ndarray, path: str
         writer.writerows(zip(*columns, strict=True))
         write_text(path, buffer.getvalue())
     elif path.suffix.lower() == ".npy":
-        text = [c.name for c in schema.columns if any(isinstance(v, str) for v in c.values)]
+        # (integers too large for a float to hold exactly are kept as written, and are numbers all the same)
+        text = [c.name for c in schema.columns if any(isinstance(v, str) and not v.lstrip("+-").isdigit()
+                                                      for v in c.values)]
         if text:
             raise VaekitError(f"column {text[0]!r} holds text, which a .npy array cannot: write --out FILE.csv")
         array = np.column_stack([np.asarray(decoded[name], dtype=np.float64) for name in schema.names])
