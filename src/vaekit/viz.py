@@ -24,13 +24,18 @@ def to_uint8_images(images: torch.Tensor | np.ndarray) -> np.ndarray:
     return (np.clip(array, 0, 1) * 255 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1)
 
 
+def _zoom(h: int, w: int) -> int:
+    """How many times small images are enlarged (nearest-neighbour) so that a cell is at least MIN_CELL pixels."""
+    return max(1, math.ceil(MIN_CELL / max(h, w))) if max(h, w) < MIN_CELL else 1
+
+
 def image_grid(images: torch.Tensor | np.ndarray, ncol: int | None = None, pad: int = 2) -> Image.Image:
     """Tile images row-major into one picture, ncol per row (default: about square)."""
     tiles = to_uint8_images(images)
     n, h, w, c = tiles.shape
     ncol = ncol or math.ceil(math.sqrt(n))
     nrow = math.ceil(n / ncol)
-    zoom = max(1, math.ceil(MIN_CELL / max(h, w))) if max(h, w) < MIN_CELL else 1
+    zoom = _zoom(h, w)
     canvas = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), 255, np.uint8)
     for i in range(n):
         r, col = divmod(i, ncol)
@@ -74,7 +79,7 @@ def labelled_grid(images: torch.Tensor | np.ndarray, path: str | Path, ncol: int
     n, h, w, c = tiles.shape
     ncol = ncol or math.ceil(math.sqrt(n))
     nrow = math.ceil(n / ncol)
-    zoom = max(1, math.ceil(MIN_CELL / max(h, w))) if max(h, w) < MIN_CELL else 1
+    zoom = _zoom(h, w)
     th, tw, pad = h * zoom, w * zoom, 6
     lines = max((caption.count("\n") + 1 for caption in captions or []), default=0)
     band = 11 * lines + 4 if captions else 0  # room for a caption (of one or more lines) over each tile

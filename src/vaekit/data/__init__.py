@@ -252,9 +252,12 @@ def hold_out(dataset: Dataset, cfg: DataConfig, early_stopping: bool = False) ->
 
 
 def is_path(name: str) -> bool:
-    """Whether a --data value is meant as a path (a folder or a file name), not a registered data set's name."""
-    return any(sep in name for sep in ("/", "\\")) or name.startswith(("~", ".")) or Path(name).suffix.lower() in (
-        ".npy", ".npz", ".csv", ".tsv", ".tab", ".parquet", ".txt")
+    """Whether a --data value is meant as a path (a folder, or a file of a kind vaekit reads), not a registered data
+    set's name."""
+    from .user import FILE_SUFFIXES
+
+    return any(sep in name for sep in ("/", "\\")) or name.startswith(("~", ".")) or \
+        Path(name).suffix.lower() in FILE_SUFFIXES
 
 
 def user_file(name: str) -> bool:

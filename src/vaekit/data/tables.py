@@ -435,8 +435,9 @@ class TableSchema:
         for column in self.columns:
             cells = [column.fill if c is None else c for c in _column(table, column.name)]
             part = _encode_column(column, cells, table)
-            if part.size and float(np.abs(part).max()) > FLOAT32_MAX:
-                raise VaekitError(f"column {column.name!r} holds values up to {float(np.abs(part).max()):.3g} (as the "
+            peak = float(np.abs(part).max()) if part.size else 0.0
+            if peak > FLOAT32_MAX:
+                raise VaekitError(f"column {column.name!r} holds values up to {peak:.3g} (as the "
                                   "model takes them), beyond float32's range (3.4e38): rescale the column, or keep "
                                   "--standardize on")
             parts.append(part)
@@ -585,10 +586,9 @@ def model_table(model_config: Any) -> TableSchema | None:
 def _digits(column: Column) -> int:
     """Significant digits to write a column's values with: 7, and as many more as its values' spread needs beside
     their size (nanosecond timestamps vary in their 10th digit), at most 17."""
-    mean, std = getattr(column, "mean", None), getattr(column, "std", None)
-    if column.kind != "numeric" or not mean or not std or not math.isfinite(mean / std):
+    if column.kind != "numeric" or not column.mean or not column.std or not math.isfinite(column.mean / column.std):
         return 7
-    return min(17, 7 + max(0, math.floor(math.log10(abs(mean) / std))))
+    return min(17, 7 + max(0, math.floor(math.log10(abs(column.mean) / column.std))))
 
 
 def write_rows(schema: TableSchema, values: torch.Tensor | np.ndarray, path: str | Path,

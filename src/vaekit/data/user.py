@@ -188,9 +188,10 @@ def _items_tensor(array: np.ndarray, source: str) -> tuple[torch.Tensor, bool]:
                           "D >= 1")
     if kind == "f" and not np.isfinite(array).all():
         raise VaekitError(f"{source} contains NaN or infinite values: remove or impute them first")
-    if kind == "f" and array.dtype.itemsize > 4 and float(np.abs(array).max()) > tables.FLOAT32_MAX:
-        raise VaekitError(f"{source} holds values up to {float(np.abs(array).max()):.3g}, beyond float32's range "
-                          "(3.4e38), which the model computes in: rescale them")
+    peak = max(abs(float(array.min())), abs(float(array.max()))) if kind == "f" and array.dtype.itemsize > 4 else 0.0
+    if peak > tables.FLOAT32_MAX:  # (min and max: no copy of a large array, as np.abs would make)
+        raise VaekitError(f"{source} holds values up to {peak:.3g}, beyond float32's range (3.4e38), which the model "
+                          "computes in: rescale them")
     if array.ndim == 2:
         if array.dtype == np.uint8 and array.max() > 1:  # pixels, most likely: said, as images would be scaled
             log.warning("%s: (N, D) uint8 values are read as vectors, 0..255 as they are (images are scaled to [0, 1]: "
@@ -583,3 +584,4 @@ _FILE_LOADERS: dict[str, Callable[[Path, DataConfig], Dataset]] = {
     ".npz": _load_npz,
     **{suffix: _load_table for suffix in tables.TABLE_SUFFIXES},
 }
+FILE_SUFFIXES = tuple(_FILE_LOADERS)  # the data files vaekit reads (besides image folders)
