@@ -11,7 +11,7 @@ import vaekit
 from vaekit.cli import main
 from vaekit.compare import (
     CompareOptions, CompareResult, compare, feature_frechet_distance, frechet_distance, interpolation_smoothness,
-    prior_hole_fraction,
+    path_jumps, prior_hole_fraction, standard_error,
 )
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.errors import VaekitError
@@ -96,6 +96,15 @@ def test_interpolation_smoothness_skips_and_rejects_closed_paths():
         interpolation_smoothness(loop)
     mixed = torch.cat([loop, torch.linspace(0, 1, 5)[None, :, None].expand(1, 5, 3)])
     assert interpolation_smoothness(mixed).paths == 1
+    mean_jumps, max_jumps = path_jumps(mixed)  # per path, NaN for the skipped ones
+    assert np.isnan(mean_jumps[:2]).all() and np.isnan(max_jumps[:2]).all()
+    assert mean_jumps[2] == pytest.approx(0.25) and max_jumps[2] == pytest.approx(0.25)
+
+
+def test_standard_error_closed_form():
+    assert standard_error(np.array([1.0, 2.0, 3.0, 4.0])) == pytest.approx(np.sqrt(5 / 3) / 2)
+    assert standard_error(np.array([1.0, np.nan, 3.0])) == pytest.approx(1.0)  # NaN: a unit left out
+    assert standard_error(np.array([7.0])) is None and standard_error(np.ones(5)) == 0.0
 
 
 # ---- the comparison on digits ---------------------------------------------------------------------------
@@ -152,7 +161,7 @@ def test_compare_on_unlabelled_data_shows_no_fcd_anywhere(tmp_path, capsys):
     assert main(["compare", "--data", str(tmp_path / "unl.npy"), "--epochs", "1", "--hidden-dims", "16", "--network",
                  "mlp", "--latent-dim", "2", "--no-progress", "--out", str(tmp_path / "cmp")]) == 0
     printed = capsys.readouterr().out
-    assert "FCD" not in printed and "prior mass in holes" in printed
+    assert "FCD" not in printed and "Prior mass in holes" in printed
     page = (tmp_path / "cmp" / "index.html").read_text()
     assert "The data have no labels, so there is no FCD classifier and no FCD." in page
     assert "FCD of" not in page and "coloured by label" not in page
@@ -188,6 +197,49 @@ def test_compare_digits_report_is_self_contained(digits_report):
         assert vaekit.load(digits_report.runs[family]).family == family
 
 
+def test_compare_numbers_carry_their_standard_errors(digits_report):
+    """Each number that is a mean over test items, draws or pairs has its standard error, and the AE-VAE difference
+    its own (paired over the same test items); bold marks a lead only beyond two standard errors of it."""
+    from vaekit.metrics import reconstruction_error
+    from vaekit.report.html import numbers_table, verdict
+
+    x_test = vaekit.data.load_dataset(DIGITS.data).x_test
+    items = {family: reconstruction_error(vaekit.load(digits_report.runs[family]), x_test).squared_error.double()
+             for family in ("ae", "vae")}
+    for family, scores in zip(("ae", "vae"), digits_report.scores()):
+        assert scores.recon_squared_error == pytest.approx(float(items[family].mean()), rel=1e-6)
+        assert scores.standard_errors["recon_squared_error"] == pytest.approx(
+            float(items[family].std() / len(x_test) ** 0.5), rel=1e-6)
+        assert set(scores.standard_errors) == {"recon_squared_error", "recon_nll", "fcd_prior", "fcd_gmm",
+                                               "prior_hole_fraction", "gmm_hole_fraction",
+                                               "interpolation.mean_jump", "interpolation.max_jump"}
+        assert 0 < scores.standard_errors["fcd_prior"] < scores.fcd_prior
+        p = scores.prior_hole_fraction  # a share of independent draws: the binomial standard error
+        assert scores.standard_errors["prior_hole_fraction"] == pytest.approx(
+            (p * (1 - p) / (QUICK.hole_draws - 1)) ** 0.5, rel=1e-6)
+    gap = digits_report.differences["recon_squared_error"]
+    d = items["ae"] - items["vae"]
+    assert gap["how"] == "paired" and gap["ae_minus_vae"] == pytest.approx(float(d.mean()), rel=1e-6)
+    assert gap["se"] == pytest.approx(float(d.std() / len(d) ** 0.5), rel=1e-6)
+    # the same test items: the easy and hard ones are easy and hard for both, so pairing narrows the difference
+    unpaired = np.hypot(digits_report.ae.standard_errors["recon_squared_error"],
+                        digits_report.vae.standard_errors["recon_squared_error"])
+    assert gap["se"] < unpaired
+    page = digits_report.report.read_text()
+    assert "standard errors of the difference" in page and f"{digits_report.vae.fcd_prior:.3g} ± " in page
+    saved = json.loads((digits_report.report.parent / "compare.json").read_text())
+    assert saved["differences"]["fcd_prior"]["how"] == "bootstrap"
+    # a lead within two standard errors of the difference is a tie: no bold, no winner named
+    fcd = digits_report.differences["fcd_prior"]
+    tied = replace(digits_report, differences={**digits_report.differences,
+                                               "fcd_prior": {**fcd, "se": abs(fcd["ae_minus_vae"])}})
+    row = lambda page: re.search(r"<tr><td>FCD of prior samples</td>.*?</tr>", page).group(0)  # noqa: E731
+    assert "num better" in row(numbers_table(digits_report, DIGITS, QUICK))
+    assert "num better" not in row(numbers_table(tied, DIGITS, QUICK))
+    assert "the VAE generates closer" in verdict(digits_report)
+    assert "no clear difference at this sample size" in verdict(tied)
+
+
 def test_compare_refuses_to_overwrite_runs(digits_report):
     with pytest.raises(VaekitError, match="--overwrite"):
         compare(DIGITS, digits_report.report.parent, options=QUICK)
@@ -208,7 +260,7 @@ def test_compare_cli_without_mixture(tmp_path, capsys):
                  "--interpolation-pairs", "2", "--no-progress", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "FCD, prior samples" in printed and str(out / "index.html") in printed
+    assert "FCD of prior samples" in printed and " ± " in printed and str(out / "index.html") in printed
     page = (out / "index.html").read_text()
     assert "<h2>Prior samples" in page and "Gaussian-mixture samples" not in page
     assert json.loads((out / "compare.json").read_text())["ae"]["fcd_gmm"] is None

@@ -309,9 +309,10 @@ def test_conformance(family, likelihood, network, conditioned, quality, tmp_path
         return
     run = RunResult(model=model, config=RunConfig(model=cfg), history=[], directory=None)
     pairs = compare.random_pairs(len(DATA.x_test), OPTIONS.interpolation_pairs, 0)
-    scores, figures = compare.measure(run, DATA, quality, pairs, OPTIONS, seed=0)
+    scores, figures, units = compare.measure(run, DATA, quality, pairs, OPTIONS, seed=0)
     assert scores.family == family and math.isfinite(scores.recon_squared_error)
     assert 0 <= scores.prior_hole_fraction <= 1 and {"prior", "reconstructions", "latent_map"} <= set(figures)
+    assert scores.standard_errors.keys() == units.keys() and len(units["recon_nll"]) == len(DATA.x_test)
 
 
 def test_the_suite_covers_the_test_families_and_every_likelihood():

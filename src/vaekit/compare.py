@@ -23,8 +23,8 @@ from .train import mean_terms
 from .report.classifier import FeatureClassifier, train_feature_classifier
 from .report.html import collapsed, render_report
 from .report.metrics import (
-    InterpolationSmoothness, feature_frechet_distance, frechet_distance, interpolation_smoothness,
-    prior_hole_fraction,
+    InterpolationSmoothness, feature_frechet_distance, frechet_distance, hole_flags, interpolation_smoothness,
+    path_jumps, prior_hole_fraction, standard_error,
 )
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,42 @@ class ModelScores:
     test_terms: dict[str, float]  # every term the family reports, on the test split after training (loss, recon, ...)
     train_seconds: float
     prior: str = "N(0, I)"  # the prior p(z) its samples are drawn from, in words (Model.prior_text)
+    # the standard error of each number above that has one (UNCERTAIN's keys: means over test items, draws or test
+    # pairs; bootstrap for the FCDs)
+    standard_errors: dict[str, float | None] = field(default_factory=dict)
+
+
+# The numbers with a standard error, by key (a ModelScores field, or "interpolation.<field>"), and how the two models'
+# difference is judged: "paired" over the same units (test items, test pairs), "unpaired" (draws from each model's own
+# prior or mixture), "bootstrap" (an FCD: paired bootstrap replicates, SampleQuality.fcd_and_resamples).
+UNCERTAIN = {
+    "recon_squared_error": "paired", "recon_nll": "paired", "fcd_prior": "bootstrap", "fcd_gmm": "bootstrap",
+    "prior_hole_fraction": "unpaired", "gmm_hole_fraction": "unpaired",
+    "interpolation.mean_jump": "paired", "interpolation.max_jump": "paired",
+}
+
+
+def spread(values: np.ndarray, key: str) -> float | None:
+    """The standard error of a number from its values: per unit (NaN for a unit left out), or bootstrap replicates."""
+    if UNCERTAIN[key] == "bootstrap":
+        return float(np.std(values, ddof=1)) if len(values) > 1 else None
+    return standard_error(values)
+
+
+def difference(key: str, ae: ModelScores, vae: ModelScores, ae_values: np.ndarray,
+               vae_values: np.ndarray) -> dict[str, float | str | None]:
+    """AE minus the other model on one number, with the standard error of that difference: over the shared units
+    (units either model lacks, NaN, left out) or the paired replicates, else from the two standard errors."""
+    how = UNCERTAIN[key]
+    if how == "paired":
+        d = ae_values - vae_values
+        d = d[~np.isnan(d)]
+        return {"ae_minus_vae": float(d.mean()), "se": standard_error(d), "how": how}
+    gap = getattr(ae, key) - getattr(vae, key)
+    if how == "bootstrap":
+        return {"ae_minus_vae": gap, "se": spread(ae_values - vae_values, key), "how": how}
+    a, b = ae.standard_errors.get(key), vae.standard_errors.get(key)
+    return {"ae_minus_vae": gap, "se": None if a is None or b is None else float(np.hypot(a, b)), "how": how}
 
 
 @dataclass(frozen=True)
@@ -97,6 +133,8 @@ class CompareResult:
     report: Path
     runs: dict[str, Path] = field(default_factory=dict)  # family -> run folder (vaekit.load it)
     classifier_checked_on: str | None = "test"  # which items classifier_accuracy is measured on
+    # per UNCERTAIN key both models have: {"ae_minus_vae", "se" (of the difference), "how" (UNCERTAIN's value)}
+    differences: dict[str, dict] = field(default_factory=dict)
 
     def scores(self) -> tuple[ModelScores, ModelScores]:
         return self.ae, self.vae
@@ -188,8 +226,10 @@ def subset(x: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 class SampleQuality:
     """FCD against a fixed set of real test images; every method returns None when the data has no labels."""
 
+    RESAMPLES = 200  # bootstrap resamples behind an FCD's standard error
+
     def __init__(self, dataset: Dataset, options: CompareOptions, seed: int, progress: bool = False) -> None:
-        self.items = min(options.fcd_items, len(dataset.x_test))
+        self.items, self.seed = min(options.fcd_items, len(dataset.x_test)), seed
         self.classifier: FeatureClassifier | None = None
         self.real_features = self.train_vs_test = None
         if dataset.y_train is None or dataset.y_test is None:
@@ -211,9 +251,24 @@ class SampleQuality:
         return None if self.classifier is None else self.classifier.checked_on
 
     def fcd(self, images: torch.Tensor) -> float | None:
+        return self.fcd_and_resamples(images)[0]
+
+    def fcd_and_resamples(self, images: torch.Tensor) -> tuple[float | None, np.ndarray | None]:
+        """The FCD, and its value on RESAMPLES bootstrap resamples of both image sets. The resamples are drawn from one
+        seed, so two models' replicates are paired: replicate i resamples the same real images and the same draw
+        positions for both."""
         if self.classifier is None:
-            return None
-        return feature_frechet_distance(self.classifier.features_of(images[:self.items]), self.real_features)
+            return None, None
+        generated = self.classifier.features_of(images[:self.items])
+        value = feature_frechet_distance(generated, self.real_features)
+        rng = np.random.default_rng(self.seed)
+        replicates = np.array([
+            feature_frechet_distance(generated[rng.integers(0, len(generated), len(generated))],
+                                     self.real_features[rng.integers(0, len(self.real_features),
+                                                                     len(self.real_features))])
+            for _ in range(self.RESAMPLES)
+        ])
+        return value, replicates
 
 
 def latent_map_picture(model: Model, dataset: Dataset) -> Image.Image:
@@ -249,13 +304,16 @@ def _labels(model: Model, y: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs: np.ndarray,
-            options: CompareOptions, seed: int) -> tuple[ModelScores, dict[str, Image.Image]]:
-    """One trained model's numbers and pictures; the same draws, pairs and real images for every model."""
+            options: CompareOptions, seed: int) -> tuple[ModelScores, dict[str, Image.Image], dict[str, np.ndarray]]:
+    """One trained model's numbers, pictures, and the values behind their standard errors (UNCERTAIN's keys: per
+    test item, draw or pair, NaN for a pair it skips; an FCD's bootstrap replicates); the same draws, pairs and real
+    images for every model."""
     model, x_test, x_train = run.model, dataset.x_test, dataset.x_train
     y_test, y_train = _labels(model, dataset.y_test), _labels(model, dataset.y_train)
     n_draws = max(options.hole_draws, quality.items)
     errors = reconstruction_error(model, x_test, y_test)
-    squared, nll = float(errors.squared_error.mean()), float(errors.nll_at_mean.mean())
+    units = {"recon_squared_error": errors.squared_error.double().numpy(),
+             "recon_nll": errors.nll_at_mean.double().numpy()}
     # The decoder was trained on draws from q(z|x): one per item samples the aggregate posterior the prior should cover.
     chosen = subset_index(len(x_train), options.hole_codes, seed)
     codes = latent.encode_dataset(model, x_train[chosen], sample=True, generator=torch.Generator().manual_seed(seed),
@@ -264,25 +322,34 @@ def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs
     shown = max(quality.items, options.shown_samples)
     draw_labels = label_draws(dataset, model, shown, seed)
     prior_images = decode_batches(model, z_prior[:shown], y=draw_labels, codes=True)
-    gmm_images = fcd_gmm = gmm_holes = None
+    gmm_images = fcd_gmm = None
     if options.gmm_components:
         mixture = fit_mixture(latent.encode_dataset(model, x_train, y=y_train).flatten(1), options.gmm_components, seed)
         z_gmm = mixture_draws(mixture, n_draws, seed).reshape(-1, *model.code_shape)
         gmm_images = decode_batches(model, z_gmm[:shown], y=draw_labels, codes=True)
-        gmm_holes = prior_hole_fraction(codes, z_gmm[:options.hole_draws].flatten(1).numpy(), options.hole_quantile)
-        fcd_gmm = quality.fcd(gmm_images)
+        units["gmm_hole_fraction"] = hole_flags(codes, z_gmm[:options.hole_draws].flatten(1).numpy(),
+                                                options.hole_quantile).astype(np.float64)
+        fcd_gmm, units["fcd_gmm"] = quality.fcd_and_resamples(gmm_images)
+    units["prior_hole_fraction"] = hole_flags(codes, z_prior[:options.hole_draws].flatten(1).numpy(),
+                                              options.hole_quantile).astype(np.float64)
     paths = interpolation_paths(model, x_test, pairs, options.interpolation_steps, y_test)
+    smoothness = _smoothness(paths, model.family)
+    if smoothness is not None:
+        units["interpolation.mean_jump"], units["interpolation.max_jump"] = path_jumps(paths)
     # the compared model (early stopping's best epoch, where it kept one) on the test split, whatever each epoch
     # was judged on
     terms = mean_terms(model, TensorData(x_test, y_test))
+    fcd_prior, units["fcd_prior"] = quality.fcd_and_resamples(prior_images)
+    units = {key: values for key, values in units.items() if values is not None}  # no FCDs without labels
+    mean = lambda key: float(np.nanmean(units[key])) if key in units else None  # noqa: E731
     scores = ModelScores(
-        family=model.family, recon_squared_error=squared, recon_nll=nll,
-        fcd_prior=quality.fcd(prior_images), fcd_gmm=fcd_gmm,
-        prior_hole_fraction=prior_hole_fraction(codes, z_prior[:options.hole_draws].flatten(1).numpy(),
-                                                options.hole_quantile),
-        gmm_hole_fraction=gmm_holes, interpolation=_smoothness(paths, model.family), prior=model.prior_text,
+        family=model.family, recon_squared_error=mean("recon_squared_error"), recon_nll=mean("recon_nll"),
+        fcd_prior=fcd_prior, fcd_gmm=fcd_gmm,
+        prior_hole_fraction=mean("prior_hole_fraction"), gmm_hole_fraction=mean("gmm_hole_fraction"),
+        interpolation=smoothness, prior=model.prior_text,
         test_kl=test_kl(terms), test_terms=terms,
         train_seconds=sum(r.seconds for r in run.history),
+        standard_errors={key: spread(values, key) for key, values in units.items()},
     )
     shown_x = x_test[:options.shown_items]
     shown_y = None if y_test is None else y_test[:options.shown_items]
@@ -298,7 +365,7 @@ def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs
     }
     if gmm_images is not None:
         figures["gmm"] = viz.image_grid(gmm_images[:options.shown_samples])
-    return scores, figures
+    return scores, figures, units
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -350,10 +417,11 @@ def compare(
             trained[slot] = dataclasses.replace(trained[slot], model=later.model)  # the model's own history stays
     quality = SampleQuality(dataset, options, seed, progress=cfg.train.progress)
     pairs = random_pairs(len(dataset.x_test), options.interpolation_pairs, seed)
-    scores, figures = {}, {}
+    scores, figures, units = {}, {}, {}
     for family in FAMILIES:
         log.info("measuring the %s ...", configs[family].model.family.upper())
-        scores[family], figures[family] = measure(trained[family], dataset, quality, pairs, options, seed)
+        scores[family], figures[family], units[family] = measure(trained[family], dataset, quality, pairs, options,
+                                                                 seed)
     figures["data"] = {
         "inputs": viz.image_grid(dataset.x_test[:options.shown_items], ncol=8),
         "vary_item": viz.image_grid(dataset.x_test[:1]),
@@ -364,6 +432,8 @@ def compare(
         classifier_checked_on=quality.checked_on,
         fcd_real=quality.train_vs_test, fcd_items=quality.items, report=out / REPORT_FILE,
         runs={family: out / family for family in FAMILIES},
+        differences={key: difference(key, scores["ae"], scores["vae"], units["ae"][key], units["vae"][key])
+                     for key in UNCERTAIN if key in units["ae"] and key in units["vae"]},
     )
     if collapsed(result.vae):
         log.warning("the %s's posterior collapsed (KL %.2g nats per test item): the report compares a model that has "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from .. import compare as compare_module
+from ..report.html import SEPARATED, better_of, rows as report_rows, score_of
 from .common import add_config_flags, config_from_args
 
 
@@ -38,20 +39,20 @@ def run(args: argparse.Namespace) -> int:
         interpolation_pairs=args.interpolation_pairs,
     )
     result = compare_module.compare(cfg, args.out, options=options, overwrite=args.overwrite)
-    rows = [
-        ("reconstruction squared error", "recon_squared_error"), ("reconstruction -log p(x|z)", "recon_nll"),
-        ("FCD, prior samples", "fcd_prior"), ("FCD, mixture samples", "fcd_gmm"),
-        ("prior mass in holes", "prior_hole_fraction"), ("mixture mass in holes", "gmm_hole_fraction"),
-    ]
-    if result.fcd_real is None:  # no labels for the FCD's classifier: said in the log, no rows of n/a
-        rows = [row for row in rows if not row[0].startswith("FCD")]
-    print(f"{'':32s} {'AE':>10s} {result.vae.family.upper():>10s}")
-    for label, name in rows:
-        values = [getattr(scores, name) for scores in result.scores()]
-        print(f"{label:32s} " + " ".join("       n/a" if v is None else f"{v:10.4g}" for v in values))
-    for label, name in (("interpolation mean step", "mean_jump"), ("interpolation largest step", "max_jump")):
-        print(f"{label:32s} " + " ".join(f"{getattr(s.interpolation, name):10.4g}" if s.interpolation else
-                                         f"{'n/a':>10s}" for s in result.scores()))
+    # the report's rows (no FCD rows without labels for its classifier), each value ± its standard error, * marking
+    # the model that leads by more than the report's margin
+    print(f"{'':30s} {'AE':>18s} {result.vae.family.upper():>18s}")
+    for label, key, _, lower_better, _ in report_rows(result, cfg, options):
+        if key in ("test_kl", "train_seconds"):
+            continue
+        better = better_of(result, key, lower_better)
+        cells = []
+        for family, scores in zip(compare_module.FAMILIES, result.scores(), strict=True):
+            value, se = score_of(scores, key), scores.standard_errors.get(key)
+            text = "n/a" if value is None else f"{value:.4g}" + ("" if se is None else f" ± {se:.2g}")
+            cells.append(f"{text + ('*' if better == family else ' '):>18s}")
+        print(f"{label[:30]:30s} " + " ".join(cells))
+    print(f"± one standard error; * leads by more than {SEPARATED:g} standard errors of the difference")
     if result.fcd_real is not None:
         print(f"FCD of real training vs test images: {result.fcd_real:.4g} "
               f"(classifier accuracy {result.classifier_accuracy:.1%} on the {result.classifier_items})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
@@ -56,8 +56,8 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}g}" if abs(value) < 10 ** digits else f"{value:.0f}"
 
 
-# (label, value of one model, reference column, lower is better?, explanation); explanations may use {names}.
-Row = tuple[str, Callable[["ModelScores"], float | None], str, bool | None, str]
+# (label, key of the number (compare.score_of), reference column, lower is better?, explanation)
+Row = tuple[str, str, str, bool | None, str]
 
 
 def rows(result: "CompareResult", cfg: RunConfig, options: "CompareOptions") -> list[Row]:
@@ -67,12 +67,12 @@ def rows(result: "CompareResult", cfg: RunConfig, options: "CompareOptions") -> 
     accuracy = "n/a" if result.classifier_accuracy is None else f"{result.classifier_accuracy:.1%}"
     gmm = options.gmm_components
     table: list[Row] = [
-        ("Reconstruction squared error", lambda s: s.recon_squared_error, "",
+        ("Reconstruction squared error", "recon_squared_error", "",
          True, "Sum over pixels of (x − x̂)², mean over the test images; x̂ decodes the posterior mean."),
-        ("Reconstruction −log p(x|z)", lambda s: s.recon_nll, "", True,
+        ("Reconstruction −log p(x|z)", "recon_nll", "", True,
          f"Nats per test image under each model's own {html.escape(cfg.model.likelihood)} likelihood, "
          "at z = the posterior mean."),
-        ("FCD of prior samples", lambda s: s.fcd_prior, f"{_fmt(result.fcd_real)} (real)", True,
+        ("FCD of prior samples", "fcd_prior", f"{_fmt(result.fcd_real)} (real)", True,
          f"Fréchet classifier distance (FCD) between {n} decoded draws z ~ p(z) (each model's prior; N(0, I) for "
          f"the AE and the VAE) and {n} test images, in the "
          f"hidden features of a small classifier vaekit trains on {html.escape(result.dataset)} "
@@ -80,50 +80,81 @@ def rows(result: "CompareResult", cfg: RunConfig, options: "CompareOptions") -> 
          "<em>not FID</em>. Reference: real training vs test images."),
     ]
     if gmm:
-        table.append(("FCD of mixture samples", lambda s: s.fcd_gmm, f"{_fmt(result.fcd_real)} (real)", True,
+        table.append(("FCD of mixture samples", "fcd_gmm", f"{_fmt(result.fcd_real)} (real)", True,
                       f"The same for z drawn from a {gmm}-component Gaussian mixture fit afterwards on each model's "
                       "encoded training codes (posterior means)."))
-    table.append(("Prior mass in holes", lambda s: s.prior_hole_fraction, f"{1 - options.hole_quantile:.2g} (filled)",
+    table.append(("Prior mass in holes", "prior_hole_fraction", f"{1 - options.hole_quantile:.2g} (filled)",
                   True, f"Share of {options.hole_draws} draws z ~ p(z) farther from every encoded training code "
                   f"(one draw of q(z|x) per item) than {options.hole_quantile:.0%} of those codes are from their "
                   "nearest neighbour: prior mass where no data is encoded."))
     if gmm:
-        table.append(("Mixture mass in holes", lambda s: s.gmm_hole_fraction,
+        table.append(("Mixture mass in holes", "gmm_hole_fraction",
                       f"{1 - options.hole_quantile:.2g} (filled)", True, "The same share for draws from the mixture."))
     table += [
-        ("Interpolation: mean step", lambda s: s.interpolation and s.interpolation.mean_jump, f"{even} (even)",
+        ("Interpolation: mean step", "interpolation.mean_jump", f"{even} (even)",
          True,
          "Mean ‖x<sub>t+1</sub> − x<sub>t</sub>‖ / ‖x<sub>end</sub> − x<sub>start</sub>‖ along decoded "
          "linear "
          f"paths between {options.interpolation_pairs} random test pairs ({steps} images each); "
          "above the even value the path makes a detour."),
-        ("Interpolation: largest step", lambda s: s.interpolation and s.interpolation.max_jump, f"{even} (even)",
+        ("Interpolation: largest step", "interpolation.max_jump", f"{even} (even)",
          True,
          "The largest single step / end-to-end distance, mean over the same paths; 1 if the whole change "
          "happens in one step."),
-        ("Test KL(q(z|x) ‖ p(z))", lambda s: s.test_kl, "", None,
+        ("Test KL(q(z|x) ‖ p(z))", "test_kl", "", None,
          "Nats per test image; the AE has no KL term, so its codes are free to sit anywhere."),
-        ("Training time (s)", lambda s: s.train_seconds, "", None, f"{cfg.train.epochs} epochs each."),
+        ("Training time (s)", "train_seconds", "", None, f"{cfg.train.epochs} epochs each."),
     ]
     if result.fcd_real is None:  # no labels to train the FCD's classifier on: no FCD rows, rather than n/a ones
         table = [row for row in table if not row[0].startswith("FCD")]
     return table
 
 
+def score_of(scores: "ModelScores", key: str) -> float | None:
+    """A number of ModelScores by key: a field, or "interpolation.<field>" (None where the model has none)."""
+    value = scores
+    for part in key.split("."):
+        value = None if value is None else getattr(value, part)
+    return value
+
+
+SEPARATED = 2.0  # standard errors of the difference by which one model must lead to be marked the better
+
+
+def better_of(result: "CompareResult", key: str, lower_better: bool | None) -> str | None:
+    """'ae' or 'vae' where one is better on this number: by more than SEPARATED standard errors of the difference
+    where it has one; the lower (or higher) value where it has none (the FCDs); None for a tie or no direction."""
+    ae, vae = score_of(result.ae, key), score_of(result.vae, key)
+    if lower_better is None or ae is None or vae is None or ae == vae:
+        return None
+    gap = result.differences.get(key)
+    if gap is not None and (gap["se"] is None or abs(gap["ae_minus_vae"]) <= SEPARATED * gap["se"]):
+        return None
+    return "ae" if (ae < vae) == lower_better else "vae"
+
+
+def _cell(scores: "ModelScores", key: str, better: bool) -> str:
+    value, se = score_of(scores, key), scores.standard_errors.get(key)
+    shown = _fmt(value) if se is None or value is None else f"{_fmt(value)} ± {_fmt(se, 2)}"
+    return f'<td class="num{" better" if better else ""}">{shown}</td>'
+
+
 def numbers_table(result: "CompareResult", cfg: RunConfig, options: "CompareOptions") -> str:
     second = html.escape(result.vae.family.upper())
     lines = [f"<table><tr><th>Metric</th><th>AE</th><th>{second}</th><th>Reference</th><th>What it means</th></tr>"]
-    for label, value, reference, lower_better, explanation in rows(result, cfg, options):
-        ae, vae = value(result.ae), value(result.vae)
-        better = {"ae": False, "vae": False}
-        if lower_better is not None and ae is not None and vae is not None and ae != vae:
-            better["ae" if (ae < vae) == lower_better else "vae"] = True
-        cells = "".join(f'<td class="num{" better" if better[family] else ""}">{_fmt(v)}</td>'
-                        for family, v in (("ae", ae), ("vae", vae)))
+    for label, key, reference, lower_better, explanation in rows(result, cfg, options):
+        better = better_of(result, key, lower_better)
+        cells = _cell(result.ae, key, better == "ae") + _cell(result.vae, key, better == "vae")
         direction = "" if lower_better is None else " <span class='muted'>(lower is better)</span>"
         lines.append(f"<tr><td>{label}</td>{cells}<td class='num'>{reference}</td>"
                      f"<td>{explanation}{direction}</td></tr>")
     lines.append("</table>")
+    fcd = "" if result.fcd_real is None else (" For an FCD it is the spread of the distance over bootstrap "
+                                              "resamples of both image sets, paired between the two models.")
+    lines.append(f"<p class='small muted'>± is one standard error of the mean over the test items (reconstruction), "
+                 f"the draws (holes) or the test pairs (interpolation).{fcd} A number is in bold where its model leads "
+                 f"by more than {SEPARATED:g} standard errors of the difference (for reconstruction and interpolation, "
+                 f"paired over the same test items and pairs); no bold is a tie at this sample size.</p>")
     return "\n".join(lines)
 
 
@@ -146,15 +177,19 @@ def verdict(result: "CompareResult") -> str:
                     "model that has not learned a latent space yet, and the comparison says little. Train longer "
                     "(<code>--epochs</code>) or with a smaller <code>--beta</code>.")
     if ae.fcd_prior is not None and vae.fcd_prior is not None:
-        winner = name if vae.fcd_prior < ae.fcd_prior else "AE"
-        said.append(f"Prior samples: FCD {_fmt(ae.fcd_prior)} (AE) vs {_fmt(vae.fcd_prior)} ({name}): the {winner} "
-                    "generates closer to the test images from its prior.")
+        winner = {"ae": "AE", "vae": name}.get(better_of(result, "fcd_prior", True))
+        said.append(f"Prior samples: FCD {_fmt(ae.fcd_prior)} (AE) vs {_fmt(vae.fcd_prior)} ({name}): "
+                    + (f"the {winner} generates closer to the test images from its prior." if winner else
+                       "no clear difference at this sample size."))
     said.append(f"Prior mass in holes: {ae.prior_hole_fraction:.0%} (AE) vs {vae.prior_hole_fraction:.0%} ({name}).")
     if ae.fcd_gmm is not None and vae.fcd_gmm is not None:
         said.append(f"With the Gaussian-mixture sampler the AE's FCD goes from {_fmt(ae.fcd_prior)} to "
                     f"{_fmt(ae.fcd_gmm)}, the {name}'s from {_fmt(vae.fcd_prior)} to {_fmt(vae.fcd_gmm)}.")
+    gap = result.differences.get("recon_squared_error")
+    paired = "" if gap is None or gap["se"] is None else (
+        f", a difference of {_fmt(gap['ae_minus_vae'])} ± {_fmt(gap['se'], 2)} over the same test items")
     said.append(f"Reconstruction squared error: {_fmt(ae.recon_squared_error)} (AE) vs "
-                f"{_fmt(vae.recon_squared_error)} ({name}).")
+                f"{_fmt(vae.recon_squared_error)} ({name}){paired}.")
     return "<ul>" + "".join(f"<li>{s}</li>" for s in said) + "</ul>"
 
 

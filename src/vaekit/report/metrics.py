@@ -1,6 +1,7 @@
 """Pure metrics for comparing generative autoencoders: Fréchet distance, prior holes, interpolation smoothness."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,8 +60,20 @@ def nearest_distances(query: np.ndarray, reference: np.ndarray, exclude_self: bo
     return torch.cat(out).numpy()
 
 
+def standard_error(values: np.ndarray | torch.Tensor) -> float | None:
+    """Standard error of the mean of independent values (NaNs left out); None for fewer than two."""
+    v = np.asarray(values, np.float64).ravel()
+    v = v[~np.isnan(v)]
+    return float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else None
+
+
 def prior_hole_fraction(codes: np.ndarray, z: np.ndarray, quantile: float = 0.99) -> float:
-    """Share of latent draws z (M, D) that land where no data is encoded.
+    """Share of latent draws z (M, D) that land where no data is encoded (the mean of hole_flags)."""
+    return float(np.mean(hole_flags(codes, z, quantile)))
+
+
+def hole_flags(codes: np.ndarray, z: np.ndarray, quantile: float = 0.99) -> np.ndarray:
+    """Whether each latent draw z (M, D) lands where no data is encoded: (M,) bool.
 
     A draw is in a hole when its distance to the nearest code (N, D) exceeds r, the `quantile` of the codes'
     own nearest-neighbour distances: farther from the data than all but 1 - quantile of the codes are from
@@ -73,7 +86,7 @@ def prior_hole_fraction(codes: np.ndarray, z: np.ndarray, quantile: float = 0.99
     if not 0 < quantile < 1:
         raise VaekitError(f"quantile must be in (0, 1), got {quantile}")
     radius = np.quantile(nearest_distances(codes, codes, exclude_self=True), quantile)
-    return float(np.mean(nearest_distances(z, codes) > radius))
+    return nearest_distances(z, codes) > radius
 
 
 @dataclass(frozen=True)
@@ -97,7 +110,16 @@ class InterpolationSmoothness:
 
 def interpolation_smoothness(paths: torch.Tensor | np.ndarray, min_distance: float = 1e-6) -> InterpolationSmoothness:
     """paths: (P, steps, ...) decoded interpolations. Paths whose endpoints coincide (< min_distance) are skipped."""
-    x = torch.as_tensor(np.asarray(paths, np.float64) if not torch.is_tensor(paths) else paths).double()
+    mean_jumps, max_jumps = path_jumps(paths, min_distance)
+    keep = ~np.isnan(mean_jumps)
+    return InterpolationSmoothness(mean_jump=float(mean_jumps[keep].mean()), max_jump=float(max_jumps[keep].mean()),
+                                   steps=int(np.shape(paths)[1]), paths=int(keep.sum()))
+
+
+def path_jumps(paths: torch.Tensor | np.ndarray, min_distance: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """Each path's mean and largest step relative to its end-to-end distance: two (P,) arrays, NaN for a path whose
+    endpoints coincide (< min_distance). interpolation_smoothness averages them over the paths."""
+    x = torch.as_tensor(np.asarray(paths, np.float64) if not torch.is_tensor(paths) else paths).double().cpu()
     if x.ndim < 3 or x.shape[1] < 2:
         raise VaekitError(f"paths must be (paths, steps >= 2, ...), got shape {tuple(x.shape)}")
     x = x.flatten(2)  # (P, S, F)
@@ -106,6 +128,7 @@ def interpolation_smoothness(paths: torch.Tensor | np.ndarray, min_distance: flo
     keep = span > min_distance
     if not bool(keep.any()):
         raise VaekitError("every path starts and ends at the same image: pick pairs of different items")
-    ratios = jumps[keep] / span[keep, None]
-    return InterpolationSmoothness(mean_jump=float(ratios.mean(1).mean()), max_jump=float(ratios.max(1).values.mean()),
-                                   steps=int(x.shape[1]), paths=int(keep.sum()))
+    ratios = jumps / span.clamp_min(min_distance)[:, None]
+    mean_jumps, max_jumps = ratios.mean(1).numpy(), ratios.max(1).values.numpy()
+    mean_jumps[~keep.numpy()] = max_jumps[~keep.numpy()] = np.nan
+    return mean_jumps, max_jumps
