@@ -159,3 +159,57 @@ def test_fitting_quietly_logs_no_epoch_lines_even_where_the_application_logs_inf
     with caplog.at_level(logging.INFO):
         VAETransformer(epochs=3, random_state=0).fit(x)
     assert "epoch" not in caplog.text and logging.getLogger("vaekit").level == logging.NOTSET
+
+
+def test_decoded_frames_keep_the_index_and_the_column_types(recwarn):
+    """inverse_transform of set_output('pandas') codes came back indexed 0..n-1 (so df - decoded was all NaN, twice
+    the rows), bool columns as 0/1 ints, categoricals as text, integer columns as fractions; and torch warned about
+    pandas' read-only arrays."""
+    pandas = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    n = 200
+    frame = pandas.DataFrame({
+        "age": rng.integers(20, 80, n), "income": rng.normal(50, 10, n),
+        "city": pandas.Categorical(rng.choice(["a", "b", "c"], n)), "flag": rng.choice([True, False], n),
+        "maybe": pandas.array(rng.choice([True, False], n), dtype="boolean"),
+        "count": pandas.array(rng.integers(0, 1000, n), dtype="Int64"), "f32": rng.normal(size=n).astype(np.float32),
+    }, index=pandas.RangeIndex(1000, 1000 + n))
+    vae = VAETransformer(epochs=2, random_state=0).set_output(transform="pandas")
+    codes = vae.fit_transform(frame)
+    decoded = vae.inverse_transform(codes)
+    assert list(decoded.index) == list(frame.index)
+    assert len(frame["income"] - decoded["income"]) == n and (frame["income"] - decoded["income"]).notna().all()
+    assert dict(decoded.dtypes) == dict(frame.dtypes)
+    assert (decoded["count"] == decoded["count"].round()).all()
+    assert dict(vae.sample(5, random_state=0).dtypes) == dict(frame.dtypes)
+    assert list(vae.inverse_transform(codes.to_numpy()).index) == list(range(n))  # an array of codes has no index
+    assert not [w for w in recwarn if "not writable" in str(w.message)]
+
+
+@pytest.mark.parametrize("parameter, value", [("latent_dim", 2.5), ("latent_dim", 0), ("hidden_dims", 16),
+                                              ("hidden_dims", (16, 0)), ("epochs", 0), ("batch_size", 1.5),
+                                              ("lr", 0.0), ("lr", float("nan"))])
+def test_a_parameter_of_the_wrong_type_or_range_is_named(parameter, value):
+    """A float latent_dim from a grid failed inside torch ("argument 'size' must be tuple of ints"); epochs=0 returned
+    an untrained model."""
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    with pytest.raises(ValueError, match=f"The '{parameter}' parameter of VAETransformer must be"):
+        VAETransformer(**{parameter: value}).fit(x)
+
+
+def test_the_estimators_messages_name_their_parameters_not_command_line_flags():
+    pandas = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    x[4, 1] = np.nan
+    with pytest.raises(ValueError, match="missing values") as missing:
+        VAETransformer(epochs=2).fit(pandas.DataFrame(x, columns=["a", "b", "c"]))
+    assert "impute='mean'" in str(missing.value) and "--" not in str(missing.value)
+    assert "drop" not in str(missing.value)  # the estimator refuses impute='drop'
+    with pytest.warns(UserWarning, match="zero variance") as constant:
+        VAETransformer(epochs=2, random_state=0).fit(np.column_stack([x[:, :1], np.ones(60)]))
+    said = " ".join(str(w.message) for w in constant)
+    assert "column_types='NAME=ignore'" in said and "--" not in said
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device='cuda', but torch sees no CUDA GPU here: use device='cpu'$"):
+            VAETransformer(epochs=1, device="cuda").fit(x[:, :1])

@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import numbers
+import re
 import warnings
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -47,6 +49,45 @@ def _is_frame(X: Any) -> bool:
     return hasattr(X, "columns") and hasattr(X, "iloc")
 
 
+# The command line's words in vaekit's messages, as the estimator's parameters (an estimator drops no rows).
+_FLAGS_AS_PARAMETERS = [
+    (re.compile(r" or --impute drop \([^)]*\)"), ""),
+    (re.compile(r"pass --impute drop to drop those rows"), "drop those rows before fitting"),
+    (re.compile(r"--impute (\w+)"), r"impute='\1'"),
+    (re.compile(r"--column-types ([^\s)]+)"), r"column_types='\1'"),
+    (re.compile(r"--device (\w+)"), r"device='\1'"),
+    (re.compile(r"(use|or) device='cpu' or auto"), r"\1 device='cpu'"),
+    (re.compile(r"keep --standardize on"), "keep standardize=True"),
+    (re.compile(r"--no-standardize"), "standardize=False"),
+    (re.compile(r"train longer, lower --beta, or use --kl-warmup-epochs"), "train longer (epochs) or lower beta"),
+    (re.compile(r"--(epochs|beta|lr|batch-size|latent-dim) (\S+)"),
+     lambda m: f"{m.group(1).replace('-', '_')}={m.group(2)}"),
+]
+
+
+def _in_estimator_terms(message: str) -> str:
+    """A vaekit message that names command-line flags, naming the estimator's parameters instead."""
+    for pattern, replacement in _FLAGS_AS_PARAMETERS:
+        message = pattern.sub(replacement, message)
+    return message
+
+
+def _as_fitted(values: Any, dtype: Any) -> Any:
+    """Decoded values (a pandas Series) in the column's fitted dtype: an integer column's rounded to integers, a bool
+    column's as bool, a categorical's as that categorical. Where they cannot be (NaN in a column the model left out,
+    and an integer dtype that holds no missing value), the decoded values as they are."""
+    try:
+        if dtype.kind in "iu":  # numpy's and pandas' (Int64, UInt8, ...) integer dtypes
+            values = values.round()
+        return values.astype(dtype)
+    except (TypeError, ValueError):
+        return values
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """What both estimators share; `family` says which model they fit."""
 
@@ -66,6 +107,25 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self.random_state = random_state
         self.verbose = verbose
         self.device = device
+
+    def _check_parameters(self) -> None:
+        """The parameters' types and ranges, named as scikit-learn names them (a float latent_dim from a grid would
+        fail inside torch; epochs=0 would return an untrained model)."""
+        name = type(self).__name__
+        hidden = self.hidden_dims
+        checks = [
+            ("latent_dim", _is_int(self.latent_dim) and self.latent_dim >= 1, "an int >= 1"),
+            ("hidden_dims", isinstance(hidden, (tuple, list)) and all(_is_int(w) and w >= 1 for w in hidden),
+             "a tuple of ints >= 1, such as (128, 128) (one hidden layer: (128,))"),
+            ("epochs", self.epochs is None or (_is_int(self.epochs) and self.epochs >= 1), "None or an int >= 1"),
+            ("batch_size", _is_int(self.batch_size) and self.batch_size >= 1, "an int >= 1"),
+            ("lr", isinstance(self.lr, numbers.Real) and not isinstance(self.lr, bool) and math.isfinite(self.lr)
+             and self.lr > 0, "a number > 0"),
+        ]
+        for parameter, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"The {parameter!r} parameter of {name} must be {expected}. "
+                                 f"Got {getattr(self, parameter)!r} instead.")
 
     def _epochs(self, rows: int) -> int:
         """epochs=None: enough passes for about AUTO_STEPS steps; a small table needs many passes to be learnt."""
@@ -106,11 +166,12 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         try:
             return self.schema_.encode(self._table(X, reset=False), self.impute)
         except VaekitError as exc:
-            raise ValueError(str(exc)) from None
+            raise ValueError(_in_estimator_terms(str(exc))) from None
 
     # ---- the estimator API ---------------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> "_Autoencoder":
         """Fit the model to the rows of X (y is ignored: the model is unsupervised)."""
+        self._check_parameters()
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         try:
             table = self._table(X, reset=True)
@@ -129,14 +190,15 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             with torch.random.fork_rng(devices=devices), _quiet(not self.verbose):
                 result = train(cfg, dataset=dataset, log_warnings=False)
         except VaekitError as exc:
-            raise ValueError(str(exc)) from None
+            raise ValueError(_in_estimator_terms(str(exc))) from None
         for message in (*schema.notes, *result.warnings):
-            warnings.warn(message, UserWarning, stacklevel=2)
+            warnings.warn(_in_estimator_terms(message), UserWarning, stacklevel=2)
         self.model_ = result.model.cpu().eval()
         self.schema_ = schema
         self.loss_curve_ = [row.train["loss"] for row in result.history]
         self._n_features_out = self.latent_dim
         self._frame_columns = list(X.columns) if _is_frame(X) else None  # as given (names need not be text)
+        self._frame_dtypes = list(X.dtypes) if _is_frame(X) else None  # decoded rows come back in these
         return self
 
     def transform(self, X: Any) -> np.ndarray:
@@ -146,14 +208,15 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             return latent.encode_dataset(self.model_, x).double().numpy()
 
     def inverse_transform(self, X: Any) -> Any:
-        """Codes -> rows in the user's units (the decoder's most likely values); a DataFrame when fitted on one."""
+        """Codes -> rows in the user's units (the decoder's most likely values); a DataFrame when fitted on one, with
+        the codes' index where they are a DataFrame (set_output(transform="pandas")), so that it lines up with X."""
         check_is_fitted(self)
         codes = np.asarray(X, dtype=np.float64)
         if codes.ndim != 2 or codes.shape[1] != self.latent_dim:
             raise ValueError(f"X has shape {codes.shape}: expected codes of shape (n_samples, {self.latent_dim})")
-        with torch.inference_mode():
-            means = latent.decode_mean(self.model_, torch.from_numpy(codes).float())
-        return self._rows(means)
+        with torch.inference_mode():  # (a copy: a read-only array, as pandas gives, cannot back a tensor)
+            means = latent.decode_mean(self.model_, torch.tensor(codes, dtype=torch.float32))
+        return self._rows(means, index=X.index if _is_frame(X) else None)
 
     def sample(self, n_samples: int = 1, random_state: Any = None) -> Any:
         """n_samples new rows in the user's units: z from the prior, then x from p(x|z) (a numeric column's Gaussian,
@@ -167,7 +230,7 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             draws = self.model_.decode(z).sample()
         return self._rows(draws)
 
-    def _rows(self, means: torch.Tensor) -> Any:
+    def _rows(self, means: torch.Tensor, index: Any = None) -> Any:
         """Decoded rows with every column fitted on, in its place: a column the model leaves out (one declared
         'ignore', or one with no values) is NaN, so the rows line up with X and with a Pipeline's earlier steps."""
         decoded = self.schema_.decode(means)
@@ -177,8 +240,12 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
                                     else np.full(rows, np.nan) for name in self._input_names])
         import pandas
 
-        return pandas.DataFrame({column: decoded[str(column)] if str(column) in decoded else np.full(rows, np.nan)
-                                 for column in self._frame_columns})
+        columns = {}
+        for column, dtype in zip(self._frame_columns, self._frame_dtypes, strict=True):
+            values = pandas.Series(decoded[str(column)] if str(column) in decoded else np.full(rows, np.nan),
+                                   index=index)
+            columns[column] = _as_fitted(values, dtype)
+        return pandas.DataFrame(columns, index=index)
 
     def _log_jacobian(self) -> float:
         """log |d x_model / d x| per row: the standardisation's, so densities are of the data in the user's units."""
