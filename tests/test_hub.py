@@ -375,6 +375,11 @@ def test_loading_mistakes_are_one_line_errors_that_say_what_to_do(fake_hub, smal
     weights[-3] ^= 0xFF  # inside the last tensor's data: the checksum written with them no longer matches
     fake_hub.commit("alice/damaged", {"config.json": (tmp_path / "hub" / "config.json").read_bytes(),
                                       "model.safetensors": bytes(weights)})
+    # a config.json of vaekit's shape that this vaekit does not read, and a truncated one
+    fake_hub.commit("alice/foreign", {"config.json": b'{"model": {"a": 1}}',
+                                      "model.safetensors": (tmp_path / "hub" / "model.safetensors").read_bytes()})
+    fake_hub.commit("alice/cut", {"config.json": (tmp_path / "hub" / "config.json").read_bytes()[:40],
+                                  "model.safetensors": (tmp_path / "hub" / "model.safetensors").read_bytes()})
     fake_hub.commit("alice/bert", {"config.json": b'{"architectures": ["BertModel"], "hidden_size": 8}',
                                    "model.safetensors": (tmp_path / "hub" / "model.safetensors").read_bytes()})
     cases = [
@@ -389,6 +394,10 @@ def test_loading_mistakes_are_one_line_errors_that_say_what_to_do(fake_hub, smal
         ("alice/damaged", {}, "the model downloaded from alice/damaged does not load (the download/model.safetensors "
                               "is damaged (its contents do not match the checksum written with them)): download it "
                               "again (force_download=True"),
+        # the whole problem (it was cut at its first ": "), and no advice to download again where that cannot help
+        ("alice/foreign", {}, "does not load (unknown config key model.a (known: family, latent_dim, "),
+        ("alice/foreign", {}, "): the repository's config.json is at fault, not the download: tell its owner"),
+        ("alice/cut", {}, "alice/cut holds a damaged config.json (JSONDecodeError): download it again"),
         ("hf://user/name.", {}, "hf://user/name. is not a Hub model"),  # ids the Hub refuses: ours, not a traceback
         ("hf://user/a--b", {}, "hf://user/a--b is not a Hub model"),
         ("user/name-", {}, "run folder not found: user/name-"),

@@ -156,3 +156,85 @@ def test_without_the_extra_export_says_how_to_install_it(small_run, tmp_path, mo
 
 def _fails(path):
     raise VaekitError(f"{path.name} differs from PyTorch by 1 (planted): not exported")
+
+
+def test_a_table_models_files_are_usable_without_vaekit(tmp_path):
+    """onnx.json said only x: [batch, 3]: no column order, scaling or one-hot layout. Its table layout alone now turns
+    a CSV row into x, and the decoder's mean back into values, as vaekit does."""
+    rng = np.random.default_rng(0)
+    lines = ["size,colour,shade,kind"] + [f"{rng.normal(10, 3):.3f},{rng.choice(['red', 'blue'])},"
+                                          f"{rng.choice(['a', 'b', 'c'])},{rng.choice(['x', 'y'])}" for _ in range(200)]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    assert main(["train", "--data", str(tmp_path / "t.csv"), "--latent-dim", "2", "--epochs", "1", "--label-column",
+                 "kind", "--condition", "label", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert main(["export", str(tmp_path / "run"), "--onnx", str(tmp_path / "onnx"), "--threads", "1"]) == 0
+    described = json.loads((tmp_path / "onnx" / "onnx.json").read_text())
+    layout = described["table"]
+    assert [c["name"] for c in layout["columns"]] == ["size", "colour", "shade"]
+    assert described["labels"]["names"] == ["x", "y"]
+    rows = [line.split(",") for line in lines[1:]]
+    x = np.zeros((len(rows), described["data_shape"][0]), np.float32)
+    for column in layout["columns"]:
+        start, end = column["positions"]
+        i = [c["name"] for c in layout["columns"]].index(column["name"])
+        for r, row in enumerate(rows):
+            if column["kind"] == "numeric":
+                x[r, start] = (float(row[i]) - column["mean"]) / column["std"]
+            elif column["kind"] == "binary":
+                x[r, start] = column["values"].index(row[i])
+            else:
+                x[r, start + column["values"].index(row[i])] = 1
+    labels = np.array([described["labels"]["names"].index(row[3]) for row in rows], np.int64)
+    model = checkpoint.load(tmp_path / "run")
+    from vaekit.data.tables import frame_table, model_table
+
+    cells = np.array([[float(row[0]), row[1], row[2]] for row in rows], dtype=object)
+    table = frame_table(cells, names=["size", "colour", "shade"], source="t")
+    np.testing.assert_allclose(x, model_table(model.config).encode(table, "none").numpy(), atol=1e-6)
+    encoder = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    code = encoder.run(None, {"x": x, "label": labels})[1]
+    want = latent.encode_dataset(model, torch.from_numpy(x), y=torch.from_numpy(labels)).numpy()
+    np.testing.assert_allclose(code, want, atol=1e-5)
+    decoder = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    mean = decoder.run(None, {"z": code, "label": labels})[0]
+    size = layout["columns"][0]
+    decoded = model_table(model.config).decode(torch.from_numpy(mean))
+    np.testing.assert_allclose(size["mean"] + size["std"] * mean[:, 0], decoded["size"], rtol=1e-5)
+
+
+def test_the_check_is_relative_to_the_outputs_size_and_still_catches_a_difference(small_run, tmp_path):
+    """A model whose codes reach 4e4 was refused for a float32 rounding of 0.01; a real difference is refused."""
+    from vaekit.integrations import onnx as export
+    from vaekit.models import build_model
+
+    model = checkpoint.load(small_run)
+    big = build_model(model.config)
+    big.load_state_dict({k: v + 0.25 if v.is_floating_point() else v for k, v in model.state_dict().items()})
+    result = export.export_onnx(big.eval(), tmp_path / "big")
+    with torch.no_grad():
+        largest = big.encoder_params(torch.ones(1, *big.data_shape)).abs().max()
+    assert largest > 1000 and result.max_difference["encoder"] > 0
+    other = build_model(model.config)
+    other.load_state_dict({k: v + 1e-3 if v.is_floating_point() else v for k, v in big.state_dict().items()})
+    generator = torch.Generator().manual_seed(0)
+    with pytest.raises(VaekitError, match="encoder.onnx differs from PyTorch by .* where PyTorch gives"):
+        export._check(tmp_path / "big" / "encoder.onnx", export._Encoder(other.eval()),
+                      lambda b: torch.rand(b, *big.data_shape, generator=generator), ["x"], other)
+
+
+def test_onnx_packages_that_fail_to_import_are_named_as_such(small_run, tmp_path, monkeypatch):
+    """An onnxruntime built for another numpy said "ONNX export needs None"."""
+    import builtins
+
+    from vaekit.integrations.onnx import export_onnx
+
+    real = builtins.__import__
+
+    def failing(name, *args, **kwargs):
+        if name == "onnxruntime":
+            raise ImportError("numpy.core.multiarray failed to import")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", failing)
+    with pytest.raises(VaekitError, match=r"the ONNX packages are installed but do not import \(numpy.core"):
+        export_onnx(checkpoint.load(small_run), tmp_path / "o")

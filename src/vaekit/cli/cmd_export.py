@@ -5,7 +5,7 @@ import argparse
 
 from ..errors import VaekitError
 from ..models import Model
-from .common import load_run
+from .common import add_threads, load_run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "and samples.png; upload it with: hf upload USER/REPO FOLDER")
     p.add_argument("--repo-id", metavar="USER/REPO", help="the Hub repository the folder is for, named in the "
                    "card's how-to-load snippet")
+    add_threads(p)
     p.set_defaults(func=run)
 
 

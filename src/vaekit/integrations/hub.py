@@ -324,10 +324,25 @@ def from_pretrained(source: str | Path, *, revision: str | None = None, cache_di
     try:
         return checkpoint.load(folder, device)
     except VaekitError as exc:  # a run folder's advice (retrain, resume) does not fit a download
-        problem = str(exc).split(": ")[0].replace(str(folder), "the download")  # what is wrong, less the advice
-        raise VaekitError(f"the model downloaded from {source} does not load ({problem}): download it again "
-                          "(force_download=True, or hf download --force-download), or tell the repository's "
-                          "owner") from None
+        problem = without_advice(str(exc)).replace(str(folder), "the download")
+        if checkpoint.MODEL_FILE in problem:  # the weights: a broken download is the likely cause
+            advice = ("download it again (force_download=True, or hf download --force-download), or tell the "
+                      "repository's owner")
+        else:  # its config.json, as the repository holds it: a new download gives the same file
+            advice = (f"the repository's {checkpoint.CONFIG_FILE} is at fault, not the download: tell its owner (or, "
+                      "for a model of a newer vaekit, upgrade vaekit)")
+        raise VaekitError(f"the model downloaded from {source} does not load ({problem}): {advice}") from None
+
+
+def without_advice(message: str) -> str:
+    """A vaekit error's problem, less its advice: the text before its last ": " outside brackets (the advice of a run
+    folder, such as retrain or resume); the whole message where it has none."""
+    depth, cut = 0, len(message)
+    for i, char in enumerate(message):
+        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(char, 0)
+        if depth == 0 and message.startswith(": ", i):
+            cut = i
+    return message[:cut]
 
 
 def resolve(source: str | Path, *, revision: str | None = None, cache_dir: str | Path | None = None,
@@ -427,8 +442,10 @@ def _check_snapshot(folder: Path, where: str) -> None:
                           "model.push_to_hub, or hf upload of a folder from vaekit export --hub, puts them there)")
     try:
         settings = json.loads((folder / checkpoint.CONFIG_FILE).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        settings = None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise VaekitError(f"{where} holds a damaged {checkpoint.CONFIG_FILE} ({type(exc).__name__}): download it "
+                          "again (force_download=True, or hf download --force-download), or tell the repository's "
+                          "owner") from None
     if not isinstance(settings, dict) or not isinstance(settings.get("model"), dict):
         raise VaekitError(f"{where} is not a vaekit model: its {checkpoint.CONFIG_FILE} holds no vaekit settings "
                           "(a model of another library?)")
