@@ -468,3 +468,30 @@ def test_a_log_file_gets_no_empty_progress_bars(tmp_path):
     assert evaluated.returncode == 0
     for stderr in (done.stderr, evaluated.stderr):
         assert "%|" not in stderr and "\r" not in stderr, stderr
+
+
+def test_every_command_on_a_run_takes_threads_and_vaekit_has_a_version(capsys):
+    """export and explore refused --threads, which the README promises for every command on a run."""
+    import argparse
+
+    import vaekit
+    from vaekit.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    on_a_run = {name: parser for name, parser in commands.items()
+                if any(action.dest == "run" for action in parser._actions)}
+    assert {"export", "explore", "evaluate", "sample", "traverse", "train-prior"} <= set(on_a_run)
+    for name, parser in on_a_run.items():
+        assert any("--threads" in action.option_strings for action in parser._actions), name
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out == f"vaekit {vaekit.__version__}\n"
+
+
+def test_the_command_line_silences_numpys_note_on_flushed_subnormals(recwarn):
+    """Flushing denormals made numpy 1.x warn "The value of the smallest subnormal ... is zero" with file paths."""
+    import warnings
+
+    assert main(["data", "list"]) == 0
+    warnings.warn("The value of the smallest subnormal for <class 'numpy.float32'> type is zero.", UserWarning)
+    assert not [w for w in recwarn if "smallest subnormal" in str(w.message)]

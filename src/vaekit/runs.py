@@ -297,6 +297,10 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     cfg = resolve_config(cfg, dataset)
     if cfg.train.tensorboard and out is None:
         raise VaekitError("--tensorboard writes into the run folder: give --out")
+    if cfg.train.tensorboard:  # its package, before the run folder is made: a missing extra leaves no half-made run
+        from .integrations.tensorboard import summary_writer
+
+        summary_writer()
     here = distributed.setup(resolve_device(cfg.train.device))
     check_processes(cfg.model, here.size)  # before the run folder
     torch.manual_seed(cfg.train.seed)  # weights and posterior samples: same seed, same run

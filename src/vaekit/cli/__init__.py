@@ -7,7 +7,9 @@ import logging
 import os
 import pkgutil
 import sys
+import warnings
 
+from .. import __version__
 from ..errors import FollowerStop, VaekitError
 from ..files import check_target
 from .common import set_threads
@@ -33,6 +35,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vaekit", description="Autoencoders and VAEs: train, evaluate, explore the latent space.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     package = importlib.import_module(__name__)
@@ -61,6 +64,8 @@ def _flush_denormals() -> None:
     import torch
 
     torch.set_flush_denormal(True)
+    # numpy 1.x then warns, on its first look at float32's limits, that the smallest subnormal is zero: as it now is
+    warnings.filterwarnings("ignore", message="The value of the smallest subnormal", category=UserWarning)
 
 
 def main(argv: list[str] | None = None) -> int:

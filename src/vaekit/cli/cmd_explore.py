@@ -7,7 +7,7 @@ import os
 import sys
 
 from ..errors import VaekitError
-from .common import add_data_flags, add_split, load_run, run_dataset
+from .common import add_data_flags, add_split, add_threads, load_run, run_dataset
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "of --split, in order: its columns become attributes (their vectors from --split's codes)")
     add_split(p)
     add_data_flags(p)
+    add_threads(p)
     p.set_defaults(func=run)
 
 

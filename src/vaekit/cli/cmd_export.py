@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 
 from ..errors import VaekitError
 from ..models import Model
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         for path in (folder.config, folder.weights, folder.card, folder.samples):
             if path is not None:
                 print(path)
-        print(f"upload it with: hf upload {args.repo_id or 'USER/REPO'} {folder.directory}")
+        print(f"upload it with: hf upload {args.repo_id or 'USER/REPO'} {folder.directory}"
+              + ("" if shutil.which("hf") else "  (the hf command comes with pip install 'vaekit[hub]')"))
     return 0
 
 

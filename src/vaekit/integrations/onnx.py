@@ -157,6 +157,9 @@ def _export(model: Model, directory: Path, opset: int | None, conditioned: bool,
                     program.save(str(staged))
             except VaekitError:
                 raise
+            except ModuleNotFoundError as exc:  # the exporter's own packages, older than this torch's exporter needs
+                raise VaekitError(f"torch's ONNX exporter cannot run: {exc} (onnxscript or onnx older than this torch "
+                                  "needs): pip install -U 'vaekit[onnx]'") from None
             except Exception as exc:  # noqa: BLE001  (the exporter raises many kinds; each means "cannot export")
                 raise VaekitError(f"the {model.config.family} family's {name} does not export to ONNX "
                                   f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
