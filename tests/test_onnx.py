@@ -238,3 +238,17 @@ def test_onnx_packages_that_fail_to_import_are_named_as_such(small_run, tmp_path
     monkeypatch.setattr(builtins, "__import__", failing)
     with pytest.raises(VaekitError, match=r"the ONNX packages are installed but do not import \(numpy.core"):
         export_onnx(checkpoint.load(small_run), tmp_path / "o")
+
+
+def test_an_exporter_missing_its_own_modules_says_to_update_the_extra(small_run, tmp_path, monkeypatch):
+    """onnxscript 0.2 under torch 2.13 said "the vae family's encoder does not export to ONNX (ModuleNotFoundError:
+    No module named 'onnx_ir')", blaming the family."""
+    from vaekit.integrations.onnx import export_onnx
+
+    def old_onnxscript(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'onnx_ir'", name="onnx_ir")
+
+    monkeypatch.setattr(torch.onnx, "export", old_onnxscript)
+    with pytest.raises(VaekitError, match=r"torch's ONNX exporter cannot run: No module named 'onnx_ir' .*"
+                                          r"pip install -U 'vaekit\[onnx\]'"):
+        export_onnx(checkpoint.load(small_run), tmp_path / "o")
