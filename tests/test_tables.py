@@ -559,3 +559,30 @@ def test_a_label_conditioned_run_maps_a_new_files_class_names_to_its_own(mixed_c
     assert checkpoint.load_config(run).model.label_names == ()
     assert main(["encode", str(run), "--data", str(new), "--out", str(tmp_path / "codes.npy")]) == 2
     assert "names 2 classes, the run was trained on 3" in capsys.readouterr().err
+
+
+def test_a_column_of_row_ids_is_named_as_probably_ids(tmp_path):
+    """Random 64-bit IDs and row numbers were read as numbers without a word: as features they carry only a row's
+    place in the numbering."""
+    from vaekit.data.tables import fit_schema, frame_table, looks_like_ids
+
+    rng = np.random.default_rng(0)
+    n = 200
+    numbered = rng.permutation(np.arange(1, n + 1)).astype(float)
+    random64 = [str(v) for v in rng.integers(2**60, 2**62, n)]
+    lines = ["rowid,customer,x,count"] + [f"{int(a)},{b},{rng.normal():.4f},{rng.integers(0, 10_000)}"
+                                          for a, b in zip(numbered, random64, strict=True)]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    table = tables.read_table(tmp_path / "t.csv")
+    schema = fit_schema(table, range(n))
+    said = " ".join(schema.notes)
+    assert "2 column(s) hold a different integer in every row" in said and "(rowid, customer)" in said
+    assert "--column-types rowid=ignore" in said
+    # declared numeric: kept without a word; a real measure (distinct, but not a numbering) is not an ID
+    declared = fit_schema(table, range(n), {"rowid": "numeric", "customer": "numeric"})
+    assert not any("different integer" in note for note in declared.notes)
+    assert not looks_like_ids([float(v) for v in rng.permutation(np.arange(0, 2 * n, 2))])  # distinct, with gaps
+    assert not looks_like_ids(list(numbered[:19]))  # too few rows to tell
+    assert looks_like_ids(list(numbered))
+    frame = frame_table(np.column_stack([numbered, rng.normal(size=n)]), names=["i", "v"], source="X")
+    assert any("(i)" in note for note in fit_schema(frame, range(n)).notes)

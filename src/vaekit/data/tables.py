@@ -50,6 +50,7 @@ KINDS = ("numeric", "binary", "categorical")
 MAX_CATEGORIES = 50  # distinct values a categorical column may have
 MAX_INTEGER_CATEGORIES = 10  # an integer column with at most this many values (and at most sqrt(rows)) is categorical
 CONSTANT_STD = 1e-12  # a numeric column whose training std is below this (relative to its scale) carries nothing
+ID_ROWS = 20  # from this many rows, an integer column unique in every row and numbered or beyond 2^53 looks like an ID
 SNIFF_BYTES = 65536
 
 Cell = Any  # float (a number), str (text) or None (missing)
@@ -529,7 +530,7 @@ def fit_schema(table: RawTable, train_rows: Sequence[int], column_types: dict[st
             _column(table, name)  # names the column with a suggestion
         if name == label:
             raise VaekitError(f"{name!r} is the label column: it is not a feature, so it takes no column type")
-    columns, constant, empty = [], [], []
+    columns, constant, empty, ids = [], [], [], []
     for name, cells in zip(table.names, table.columns, strict=True):
         declared = column_types.get(name)
         if name == label or declared == "ignore":
@@ -556,6 +557,8 @@ def fit_schema(table: RawTable, train_rows: Sequence[int], column_types: dict[st
             if not standardize:
                 mean, std = 0.0, 1.0
             columns.append(Column(name, kind, (), mean, std, fill))
+            if declared is None and looks_like_ids(cells):
+                ids.append(name)
         else:
             categories = tuple(sorted({_value(c) for c in cells if c is not None}, key=_sort_key))
             if len(categories) == 1:
@@ -573,7 +576,27 @@ def fit_schema(table: RawTable, train_rows: Sequence[int], column_types: dict[st
         shown = ", ".join(constant[:8]) + (f" and {len(constant) - 8} more" if len(constant) > 8 else "")
         notes.append(f"{len(constant)} column(s) have zero variance or one value ({shown}): they carry no "
                      "information; drop them (--column-types NAME=ignore)")
+    if ids:
+        shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
+        notes.append(f"{len(ids)} column(s) hold a different integer in every row, numbered or too long for a number "
+                     f"({shown}): IDs? As numbers they tell the model only a row's place in the numbering; drop them "
+                     f"(--column-types {ids[0]}=ignore), or declare them numeric to keep them (--column-types "
+                     f"{ids[0]}=numeric)")
     return TableSchema(tuple(columns), label, tuple(notes))
+
+
+def looks_like_ids(cells: Sequence[Cell]) -> bool:
+    """Whether a column of numbers looks like row IDs: at least ID_ROWS values, integers, each in one row only, and
+    either numbered without a gap (1..N, in any order) or beyond 2^53 (random 64-bit IDs, which a float rounds)."""
+    present = [c for c in cells if c is not None]
+    if len(present) < ID_ROWS:
+        return False
+    if all(isinstance(c, LargeInteger) for c in present):
+        return len(set(present)) == len(present)
+    if any(isinstance(c, LargeInteger) or not float(c).is_integer() for c in present):
+        return False
+    values = {int(c) for c in present}
+    return len(values) == len(present) and max(values) - min(values) + 1 == len(present)
 
 
 def model_table(model_config: Any) -> TableSchema | None:
