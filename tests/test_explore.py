@@ -532,8 +532,10 @@ def test_classes_named_by_digits_are_found_by_name_from_text_and_by_index_from_n
         code = latent.encode_dataset(explorer.model, explorer.items.x[item:item + 1], y=explorer.items.y[item:item + 1])
         expected = _expected(latent.decode_mean(explorer.model, code, 1))[0]
         path = client.post("/api/interpolate", json={"a": {"item": item}, "b": {"item": item}, "t": 0}).json()
-        edit = client.post("/api/attribute", json={"item": item, "attribute": "1", "strength": 0}).json()
-        assert np.array_equal(_pixels(path), expected) and np.array_equal(_pixels(edit), expected)
+        assert np.array_equal(_pixels(path), expected) and path["decoded_with"] == "2"
+        # a class of the label the model is conditioned on is no attribute: a vector cannot change it
+        edit = client.post("/api/attribute", json={"item": item, "attribute": "1", "strength": 0})
+        assert edit.status_code == 404 and "conditioned on" in edit.json()["error"]
         z = code[0].tolist()
         by = {label: _pixels(client.post("/api/decode", json={"z": z, "label": label}).json())
               for label in ("2", 1, "1", 0)}
@@ -1009,3 +1011,121 @@ def test_a_transparent_colour_reads_as_white(digits):
     Image.fromarray(keyed, "L").save(buffer, format="PNG", transparency=7)
     seen = _pixels(_upload(client, buffer.getvalue()).json()["item_view"])
     assert (seen[pixels == 0] == 255).all()
+
+
+# ---- what the browser review (rev14) found --------------------------------------------------------------------
+
+def test_a_conditioned_model_decodes_paths_and_edits_with_the_label_given_and_says_which(conditioned):
+    explorer, client = conditioned
+    info = client.get("/api/info").json()
+    assert not set(info["attributes"]) & set(info["labels"])  # its classes cannot be edited by a vector
+    a, b = explorer.code_of(0, None)[0], explorer.code_of(1, None)[0]
+    for label in range(3):
+        path = client.post("/api/interpolate", json={"a": {"item": 0}, "b": {"item": 1}, "steps": 3,
+                                                     "label": label}).json()
+        assert path["decoded_with"] == str(label)
+        for frame, code in ((path["frames"][0], a), (path["frames"][-1], b)):
+            assert np.array_equal(_pixels(frame), _expected(latent.decode_mean(explorer.model, code[None], label))[0])
+    z = a.tolist()
+    assert client.post("/api/decode", json={"z": z, "label": "4"}).json()["decoded_with"] == "4"
+    assert client.post("/api/sample", json={"n": 2, "label": 5}).json()["decoded_with"] == "5"
+    assert client.post("/api/map/decode", json={"point": [0, 0], "label": 6}).json()["decoded_with"] == "6"
+    assert client.post("/api/encode", json={"item": 0}).json()["decoded_with"] == str(int(explorer.items.y[0]))
+    refused = client.post("/api/attribute", json={"item": 0, "attribute": "3", "strength": 1.0})
+    assert refused.status_code == 404 and "conditioned on" in refused.json()["error"]
+
+
+def test_an_attribute_edit_comes_with_the_reconstruction_it_starts_from(digits):
+    explorer, client = digits
+    for strength in (0.0, 2.0):
+        result = client.post("/api/attribute", json={"item": 3, "attribute": "4", "strength": strength}).json()
+        code = explorer.code_of(3, None)[0]
+        assert result["reconstruction"] == explorer.decode(code.tolist())
+        assert (result["image"] == result["reconstruction"]["image"]) == (strength == 0)
+
+
+def test_the_training_codes_are_encoded_in_turns_so_decodes_do_not_wait_for_them(small_run, monkeypatch):
+    from vaekit.serve import explorer as module
+
+    explorer = _explorer(small_run)
+    train = explorer.dataset.split("train")
+    expected = latent.encode_dataset(explorer.model, train.x)
+    real, started = latent.encode_dataset, threading.Event()
+
+    def slow(model, x, *args, **kwargs):  # 4 ms an item: the whole split takes about a second
+        started.set()
+        time.sleep(0.004 * len(x))
+        return real(model, x, *args, **kwargs)
+
+    monkeypatch.setattr(module, "CODE_BATCH", 8)
+    monkeypatch.setattr(latent, "encode_dataset", slow)
+    assert len(train.x) * 0.004 > 0.8
+    worker = threading.Thread(target=explorer.train_codes)
+    worker.start()
+    assert started.wait(10)
+    waits = []
+    for _ in range(3):
+        begun = time.monotonic()
+        explorer.decode([0.0, 0.0])
+        waits.append(time.monotonic() - begun)
+    still_encoding = worker.is_alive()
+    worker.join(30)
+    assert still_encoding and max(waits) < 0.3, waits  # a batch of 8 (32 ms) at most, not the split
+    assert torch.allclose(explorer.train_codes(), expected, atol=1e-6)
+    explorer.close()
+
+
+def test_every_answer_names_the_model_served(small_run, tmp_path):
+    explorer, again = _explorer(small_run), _explorer(small_run)
+    other = _explorer(small_run)
+    with torch.no_grad():
+        next(other.model.parameters()).add_(0.01)
+    other = Explorer(other.model, other.dataset, run=str(small_run))  # the same name, other weights
+    identities = []
+    for served in (explorer, again, other):
+        with TestClient(create_app(served), base_url=BASE) as client:
+            info = client.get("/api/info")
+            for response in (info, client.post("/api/decode", json={"z": [0, 0]}), client.get("/api/item/99999"),
+                             client.get("/nowhere")):
+                assert response.headers["x-vaekit-model"] == info.json()["identity"]
+            identities.append(info.json()["identity"])
+        served.close()
+    assert identities[0] == identities[1] != identities[2]
+
+
+def test_info_says_what_kind_of_prior_the_model_has():
+    from vaekit.models import build_model
+    from vaekit.serve.explorer import _prior_kind
+
+    shape = dict(data_shape=(1, 8, 8), latent_dim=2, hidden_dims=(8,), likelihood="bernoulli", network="mlp")
+    assert _prior_kind(build_model(ModelConfig(family="vae", **shape))) == "prior"
+    assert _prior_kind(build_model(ModelConfig(family="ae", **shape))) == "nominal"
+    vq = build_model(ModelConfig(family="vqvae", **shape))
+    assert _prior_kind(vq) == "untrained"
+    vq.prior_net.trained.fill_(1)
+    assert _prior_kind(vq) == "learned"
+
+
+def test_a_body_sent_without_the_json_content_type_is_told_so(digits):
+    _, client = digits
+    response = client.post("/api/decode", content=b'{"z": [0, 0]}',
+                           headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 422
+    assert "content-type: application/json" in response.json()["error"]
+    assert "application/x-www-form-urlencoded" in response.json()["error"]
+
+
+def test_classes_that_repeat_an_attribute_are_not_offered_twice(small_run):
+    from dataclasses import replace
+
+    data = load_dataset(checkpoint.load_config(small_run).data)
+    high_train, high_test = (data.y_train >= 5).long(), (data.y_test >= 5).long()
+    data = replace(data, y_train=high_train, y_test=high_test, label_names=("low", "high"),
+                   attributes_train={"high": high_train.float(), "odd": (data.y_train % 2).float()},
+                   attributes_test={"high": high_test.float(), "odd": (data.y_test % 2).float()})
+    explorer = Explorer(checkpoint.load(small_run), data)
+    info = explorer.info()
+    assert info["attributes"] == ["high", "odd"] and info["colourings"] == ["label", "odd"]
+    with pytest.raises(VaekitError, match="repeats the attribute high"):
+        explorer.edit("low")
+    explorer.close()

@@ -213,7 +213,8 @@ def test_an_api_error_is_shown_on_the_page_not_swallowed(browser, small_run):
         page.fill("#from-item", "100000")
         page.click("#load-item")
         page.wait_for_selector("#error:not([hidden])", timeout=WAIT_MS)
-        assert page.locator("#error").inner_text() == f"no item 100000: the test split has items 0..{len(explorer.items) - 1}"
+        assert page.locator("#error-text").inner_text() == \
+            f"no item 100000: the test split has items 0..{len(explorer.items) - 1}"
         page.close()
 
 
@@ -229,15 +230,225 @@ def test_the_page_of_a_label_conditioned_model_decodes_with_the_label_chosen(bro
         page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
         assert page.locator("#label-box").is_visible()
         page.wait_for_selector("#decoded img", timeout=WAIT_MS)
+        # at first the picker holds item A's label
+        assert page.locator("#label").input_value() == str(_label(explorer, 0))
         before = _src(page, "#decoded")
-        page.select_option("#label", "7")
+        chosen = next(k for k in range(10) if k != _label(explorer, 0))
+        page.select_option("#label", str(chosen))
         after = _changes(page, "#decoded", before)
         z = page.evaluate("() => state.z")
-        assert after == explorer.decode(z, 7)["image"]
-        # item A's edit at strength 0 is its reconstruction with its own label, whatever label the page shows
-        page.select_option("#attr", "2")
-        page.wait_for_selector("#attr-image[data-strength='0'] img", timeout=WAIT_MS)
-        own = explorer.code_of(0, None)[0]
-        assert _src(page, "#attr-image") == explorer.decode(own.tolist(), _label(explorer, 0))["image"]
+        assert after == explorer.decode(z, chosen)["image"]
+        page.wait_for_selector(f"#decoded-label[data-label='{chosen}']", timeout=WAIT_MS)
+        assert page.locator("#decoded-label").inner_text() == f"decoded with label {chosen}"
+        # the picker drives the path and the edit too: item B at the end of the path, decoded with that label
+        page.locator("#interp-t").focus()
+        page.keyboard.press("End")
+        page.wait_for_selector(f"#interp-image[data-t='1'] img", timeout=WAIT_MS)
+        page.wait_for_selector(f"#interp-image-label[data-label='{chosen}']", timeout=WAIT_MS)
+        b_code = explorer.code_of(1, None)[0]
+        assert _src(page, "#interp-image") == explorer.decode(b_code.tolist(), chosen)["image"]
+        # its classes are no attributes: a vector cannot change the class the decoder is given
+        assert not set(page.locator("#attr option").all_inner_texts()) & {str(k) for k in range(10)}
+        # loading an item sets the picker to its label, and the sliders' picture is that item's
+        other = next(i for i in range(len(explorer.items)) if _label(explorer, i) not in (chosen,))
+        page.fill("#from-item", str(other))
+        page.click("#load-item")
+        own = str(_label(explorer, other))
+        page.wait_for_selector(f"#decoded-label[data-label='{own}']", timeout=WAIT_MS)
+        assert page.locator("#label").input_value() == own
+        code = explorer.code_of(other, None)[0]
+        page.wait_for_function("(s) => document.querySelector('#decoded img').src === s",
+                               arg=explorer.decode(code.tolist(), int(own))["image"], timeout=WAIT_MS)
+        # a new end B sets the picker to its label: the path ends at B as B
+        page.fill("#item-b", "2")
+        page.locator("#item-b").dispatch_event("change")
+        label_b = str(_label(explorer, 2))
+        page.wait_for_selector(f"#interp-image-label[data-label='{label_b}']", timeout=WAIT_MS)
+        end = explorer.decode(explorer.code_of(2, None)[0].tolist(), int(label_b))["image"]
+        page.wait_for_function("(s) => document.querySelector('#interp-image img').src === s", arg=end,
+                               timeout=WAIT_MS)
+        assert not errors, errors
+        page.close()
+
+
+def _in_view(page, selector: str) -> bool:
+    return page.evaluate("""(s) => { const r = document.querySelector(s).getBoundingClientRect();
+        return r.height > 0 && r.top >= 0 && r.bottom <= window.innerHeight; }""", selector)
+
+
+def test_errors_show_where_the_user_is_and_refused_fields_go_back(browser, small_run):
+    with _serving(small_run) as (address, explorer):
+        page = browser.new_page(viewport={"width": 1000, "height": 600})
+        script_errors: list[str] = []
+        page.on("pageerror", lambda error: script_errors.append(str(error)))
+        page.goto(address)
+        page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
+        page.wait_for_selector("#interp-image img", timeout=WAIT_MS)
+        page.locator("#samples").scroll_into_view_if_needed()
+        last = len(explorer.items) - 1
+        for typed, says in (("", "give an item number"), ("1.5", "not 1.5"), ("-1", "not -1"),
+                            ("99999", f"no item 99999: the test split has items 0..{last}"),
+                            ("1e3", "not 1e3")):
+            page.evaluate("() => { document.getElementById('error').hidden = true; }")
+            page.fill("#item-a", typed)
+            page.locator("#item-a").dispatch_event("change")
+            page.wait_for_selector("#error:not([hidden])", timeout=WAIT_MS)
+            assert says in page.locator("#error-text").inner_text(), typed
+            assert _in_view(page, "#error"), typed  # a fixed banner, wherever the page is scrolled to
+            page.wait_for_function("() => document.getElementById('item-a').value === '0'", timeout=WAIT_MS)
+        page.fill("#from-item", "")
+        page.click("#load-item")
+        page.wait_for_function("() => document.getElementById('from-item').value === '0'", timeout=WAIT_MS)
+        page.wait_for_timeout(300)
+        assert not script_errors, script_errors  # no uncaught promise rejections
+        page.close()
+
+
+def test_the_page_recovers_from_failed_look_ups_and_notices_another_model(browser, small_run):
+    with _serving(small_run) as (address, explorer):
+        page = browser.new_page(viewport={"width": 1200, "height": 1700})
+        script_errors: list[str] = []
+        page.on("pageerror", lambda error: script_errors.append(str(error)))
+        page.goto(address)
+        page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
+        item, (x, y) = page.evaluate(ISOLATED)
+        # a failed look-up hides the tooltip and is not remembered
+        page.route(f"**/api/item/{item}", lambda route: route.abort())
+        page.locator("#map").hover(position={"x": 5, "y": 5})
+        page.evaluate("() => { const t = document.getElementById('tip'); t.hidden = false; t.textContent = 'old'; }")
+        page.locator("#map").hover(position={"x": x, "y": y})
+        page.wait_for_selector("#tip[hidden]", state="attached", timeout=WAIT_MS)
+        page.unroute(f"**/api/item/{item}")
+        page.locator("#map").hover(position={"x": 5, "y": 5})
+        page.locator("#map").hover(position={"x": x, "y": y})
+        page.wait_for_selector("#tip:not([hidden]) img", timeout=WAIT_MS)
+        assert page.locator("#tip").inner_text().startswith(f"item {item}")
+        assert page.locator("#stale").is_hidden()
+
+        # the server now answers for another model: the page says to reload
+        def other_model(route):
+            response = route.fetch()
+            route.fulfill(response=response, headers={**response.headers, "x-vaekit-model": "another"})
+
+        page.route("**/api/decode", other_model)
+        page.locator("#sliders input").first.focus()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_selector("#stale:not([hidden])", timeout=WAIT_MS)
+        assert "reload" in page.locator("#stale").inner_text()
+        assert _in_view(page, "#stale")
+        assert not script_errors, script_errors
+        page.close()
+
+
+def test_slider_readouts_show_the_codes_value_and_mark_those_outside_the_range(browser, small_run):
+    with _serving(small_run) as (address, explorer):
+        page = browser.new_page(viewport={"width": 1200, "height": 1700})
+        page.goto(address)
+        page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
+        low, high = {d.index: d.low for d in explorer.dimensions}, {d.index: d.high for d in explorer.dimensions}
+        # one value beyond the slider's end, one inside it but between the slider's steps
+        z = [high[0] + 1.234, low[1] + (high[1] - low[1]) * 0.3217]
+        page.evaluate("(z) => setCode(z)", z)
+        for d in (0, 1):
+            out = page.locator(f"#sliders input[data-dim='{d}'] + output")
+            shown = float(out.inner_text().strip("\u25c2\u25b8"))
+            assert shown == pytest.approx(z[d], abs=5e-4)
+            assert ("outside" in (out.get_attribute("class") or "")) == (d == 0)
+        page.close()
+
+
+def test_the_attribute_panel_says_the_vector_is_being_computed_and_explains_the_score(browser, small_run):
+    with _serving(small_run) as (address, explorer):
+        page = browser.new_page(viewport={"width": 1200, "height": 1700})
+        held = []
+        page.route("**/api/attribute", lambda route: held.append(route))
+        page.goto(address)
+        page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
+        page.wait_for_function("() => document.getElementById('attr-score').dataset.status === 'vector'",
+                               timeout=WAIT_MS)
+        assert "computing the" in page.locator("#attr-score").inner_text()
+        assert "attribute vector" in page.locator("#attr-score").inner_text()
+        page.wait_for_function("() => true")
+        while not held:
+            page.wait_for_timeout(50)
+        held[0].continue_()
+        page.wait_for_selector("#attr-image img", timeout=WAIT_MS)
+        page.wait_for_function("() => document.getElementById('attr-score').dataset.status !== 'vector'",
+                               timeout=WAIT_MS)
+        page.unroute("**/api/attribute")
+        legend = page.locator("#score-legend")
+        legend.locator("summary").click()
+        assert all(word in legend.inner_text() for word in ("moved", "flipped", "change", "outside", "monotone"))
+        # the edit is shown beside the reconstruction it starts from
+        code = explorer.code_of(0, None)[0]
+        assert _src(page, "#attr-original") == explorer.decode(code.tolist())["image"]
+        page.close()
+
+
+def test_an_uploaded_picture_is_shown_as_read_and_named(browser, small_run, tmp_path):
+    with _serving(small_run) as (address, explorer):
+        page = browser.new_page(viewport={"width": 1200, "height": 1700})
+        page.goto(address)
+        page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
+        upload = tmp_path / "my-digit.png"
+        viz.save_images(explorer.items.x[5:6], upload)
+        page.set_input_files("#upload-a", str(upload))
+        page.wait_for_selector("#view-a figure >> nth=1", timeout=WAIT_MS)
+        read = explorer.encode_upload(upload.read_bytes())
+        assert page.locator("#view-a img").nth(0).get_attribute("src") == read["item_view"]["image"]
+        assert page.locator("#view-a img").nth(1).get_attribute("src") == read["reconstruction"]["image"]
+        assert "my-digit.png" in page.locator("#source-a").inner_text()
+        assert page.locator("#item-a").input_value() == ""
+        page.close()
+
+
+def test_the_prior_controls_of_an_autoencoder_say_it_has_no_prior(browser, tmp_path):
+    from vaekit.runs import train
+
+    train(RunConfig(data=DataConfig(name="digits", limit=300), model=ModelConfig(family="ae", latent_dim=2,
+                                                                                 hidden_dims=(16,)),
+                    train=TrainConfig(epochs=1, progress=False)), out=tmp_path / "ae")
+    with _serving(tmp_path / "ae") as (address, explorer):
+        page = browser.new_page()
+        page.goto(address)
+        page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
+        hint = page.locator("#prior-hint").inner_text()
+        assert "no prior" in hint and "N(0, I)" in hint and "not where its codes lie" in hint
+        assert "N(0, I)" in page.locator("#sample").inner_text()
+        assert "autoencoder has no prior" in page.locator("#slider-hint").inner_text()
+        page.close()
+
+
+def test_a_table_model_shows_compact_tips_one_table_per_path_and_edits_against_the_reconstruction(browser, tmp_path):
+    from vaekit.cli import main
+
+    rng = np.random.default_rng(0)
+    names = [f"c{k}" for k in range(12)]
+    rows = [",".join(names + ["yes"])] + [",".join(f"{rng.normal(10, 3):.3f}" for _ in names) + f",{rng.integers(0, 2)}"
+                                          for _ in range(300)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    assert main(["train", "--data", str(tmp_path / "t.csv"), "--label-column", "yes", "--latent-dim", "2", "--epochs",
+                 "1", "--threads", "1", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    with _serving(tmp_path / "run") as (address, explorer):
+        page = browser.new_page(viewport={"width": 1200, "height": 1700})
+        errors = _watch(page)
+        page.goto(address)
+        page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
+        item, (x, y) = page.evaluate(ISOLATED)
+        page.locator("#map").hover(position={"x": x, "y": y})
+        page.wait_for_selector("#tip:not([hidden]) table", timeout=WAIT_MS)
+        assert page.locator("#tip tr").count() <= 7 and "more column" in page.locator("#tip").inner_text()
+        page.wait_for_selector("#interp-strip table.steps", timeout=WAIT_MS)
+        assert page.locator("#interp-strip table").count() == 1
+        assert page.locator("#interp-strip th").all_inner_texts()[1:] == ["A", *(f"step {k}" for k in range(1, 7)), "B"]
+        page.select_option("#attr", "1")
+        page.locator("#attr-strength").focus()
+        page.keyboard.press("End")
+        page.wait_for_selector("#attr-image[data-strength='3'] table.diff", timeout=WAIT_MS)
+        assert page.locator("#attr-image th").all_inner_texts()[1:] == ["reconstruction", "edited"]
+        code = explorer.code_of(0, None)[0]
+        recon = explorer.decode(code.tolist())["row"]
+        first = page.locator("#attr-image tbody tr").first.locator("td").all_inner_texts()
+        assert first[0] == names[0] and float(first[1]) == pytest.approx(recon[names[0]], rel=1e-3)
         assert not errors, errors
         page.close()

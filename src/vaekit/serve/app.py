@@ -85,6 +85,29 @@ class Guard:
         await self.app(scope, receive, send)
 
 
+class Identity:
+    """An ASGI middleware that marks every answer with what the server serves (x-vaekit-model: Explorer.identity),
+    so that a page left open across a restart notices another model behind the same address."""
+
+    HEADER = b"x-vaekit-model"
+
+    def __init__(self, app, identity: str) -> None:
+        self.app = app
+        self.identity = identity.encode("ascii")
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def marked(message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (self.HEADER, self.identity)]}
+            await send(message)
+
+        await self.app(scope, receive, marked)
+
+
 def _host_name(header: str) -> str:
     """'127.0.0.1:8765' -> '127.0.0.1'; '[::1]:8765' -> '::1'; 'localhost.' -> 'localhost'."""
     header = header.strip().lower()
@@ -163,6 +186,7 @@ def create_app(explorer: Explorer, hosts: Sequence[str] | None = LOOPBACK_HOSTS)
                               "encode items and pictures, interpolate, edit attributes, sample the prior.")
     app.state.explorer = explorer
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(Identity, identity=explorer.identity)
     if hosts is not None:
         app.add_middleware(Guard, hosts=hosts)
 
@@ -182,6 +206,13 @@ def create_app(explorer: Explorer, hosts: Sequence[str] | None = LOOPBACK_HOSTS)
                              "object, e.g. {\"z\": [0, 0]}")
                 continue
             where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+            sent = request.headers.get("content-type", "")
+            if where == "body" and error.get("type") in ("model_attributes_type", "dict_type") \
+                    and sent.split(";")[0].strip().lower() != "application/json":
+                parts.append(f"the request body must be a JSON object sent with the header content-type: "
+                             f"application/json (curl: -H 'content-type: application/json'); this one came "
+                             f"{f'as {sent}' if sent else 'without a content-type'}")
+                continue
             parts.append(f"{where}: {error.get('msg', 'invalid')}")
         return JSONResponse({"error": "; ".join(parts)}, status_code=422)
 

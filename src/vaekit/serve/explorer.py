@@ -9,7 +9,9 @@ edit's score runs beside them on a background thread (the most recently asked-fo
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import json
 import logging
 import math
 import re
@@ -41,6 +43,9 @@ MAX_STEPS = 64
 MAX_STRENGTH = 10.0
 SCORE_STRENGTHS = (-2.0, -1.0, 0.0, 1.0, 2.0)
 SCORE_ITEMS = 500  # test items a score edits (a random sample of this many where there are more)
+# Items encoded per turn of the model lock while a split's codes are computed (an attribute vector's first use), so
+# that decodes asked for meanwhile wait for one batch, not for the whole split
+CODE_BATCH = 128
 
 
 class NotFound(VaekitError):
@@ -128,6 +133,8 @@ class Explorer:
         order = torch.argsort(scores, descending=True, stable=True).tolist()
         self.dimensions = tuple(Dimension(int(d), float(scores[d]), float(mean[d] - 3 * std[d]),
                                           float(mean[d] + 3 * std[d]), float(mean[d])) for d in order)
+        self.prior_kind = _prior_kind(model)
+        self.identity = self._identity()
         # Started last, so a failed construction leaves no thread behind. A daemon: a score may take a minute and
         # cannot be interrupted, so a process that stops serving exits without it (`vaekit explore` exits with
         # os._exit, since an interpreter finalising under a running torch thread aborts).
@@ -145,17 +152,54 @@ class Explorer:
             "dimensions": [vars(d) for d in self.dimensions], "slider_range": self.slider_range,
             "labels": self._label_names() if self.items.y is not None or self.conditioned else None,
             "conditioned": self.conditioned, "attributes": self.attributes(),
-            "colourings": (["label"] if self.items.y is not None else []) + sorted(self._split_attributes()),
+            "colourings": self.colourings(),
             "edit_method": self.edit_method, "edit_methods": list(edits.METHODS),
+            "prior": self.prior_kind, "prior_text": self.model.prior_text, "identity": self.identity,
         }
 
+    def _identity(self) -> str:
+        """What this server serves, as a short hash: the model's weights, the data and the split. A page compares it
+        (every answer carries it) to notice that the server was restarted on another run."""
+        digest = hashlib.sha1(json.dumps([self.run, self.model.config.family, self.dataset.name, self.split,
+                                          len(self.items), list(self.model.code_shape)]).encode())
+        for name, tensor in self.model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
     def attributes(self) -> list[str]:
-        """What --attr accepts here: the data set's named attributes, then its classes."""
+        """What --attr accepts here: the data set's named attributes, then its classes. Left out: the classes of a
+        label-conditioned model (its decoder takes the class as given, so a vector cannot change it), and classes
+        that only repeat a 0/1 attribute (smiles: `smiling` and `not smiling` beside `smile`)."""
         names = sorted(set(self.dataset.attributes_train) & set(self._split_attributes()))
         names += sorted(set(self.table_attributes) - set(names))
-        if self.dataset.y_train is not None and self.items.y is not None:
+        if self.dataset.y_train is not None and self.items.y is not None and not self.conditioned \
+                and not self._label_twins():
             names += [name for name in self._label_names() if name not in names]
         return names
+
+    def _label_twins(self) -> set[str]:
+        """The data set's attributes that are the labels themselves (a 0/1 attribute equal to a two-class label on
+        both splits), computed once."""
+        if not hasattr(self, "_twins"):
+            twins = set()
+            ys = (self.dataset.y_train, self.items.y)
+            if all(y is not None for y in ys) and len(self._label_names()) == 2:
+                own = self._split_attributes()
+                for name, values in self.dataset.attributes_train.items():
+                    split_values = own.get(name)
+                    if split_values is None or name in self.table_attributes:
+                        continue
+                    if all(len(v) == len(y) and torch.equal(v.reshape(-1).double(), y.reshape(-1).double())
+                           for v, y in zip((values, split_values), ys)):
+                        twins.add(name)
+            self._twins = twins
+        return self._twins
+
+    def colourings(self) -> list[str]:
+        """What the map can be coloured by: the labels, then the split's attributes (less those that are the labels)."""
+        return (["label"] if self.items.y is not None else []) + sorted(set(self._split_attributes())
+                                                                        - self._label_twins())
 
     # ---- decode / encode -------------------------------------------------------------------------------------
     def decode(self, z: Sequence[float], label: int | str | None = None) -> dict[str, Any]:
@@ -163,7 +207,7 @@ class Explorer:
         y = self.parse_label(label)
         with self._lock:
             values = latent.decode_mean(self.model, code[None], y)
-        return self.render(values)[0]
+        return {**self.render(values)[0], **self._decoded_with(y)}
 
     def encode_item(self, index: int) -> dict[str, Any]:
         x = self.item_x(index)  # an unknown item is a 404 before anything reads its label
@@ -182,7 +226,7 @@ class Explorer:
             recon = latent.decode_mean(self.model, code.reshape(1, *self.model.code_shape), y)
             spread = _stddev(qz)
         return {"z": code.tolist(), "std": spread, "item_view": self.render(x[None])[0],
-                "reconstruction": self.render(recon)[0]}
+                "reconstruction": self.render(recon)[0], **self._decoded_with(y)}
 
     def item(self, index: int) -> dict[str, Any]:
         x = self.item_x(index)
@@ -211,7 +255,8 @@ class Explorer:
             values = latent.decode_mean(self.model, path.reshape(len(path), *self.model.code_shape), y)
         frames = self.render(values)
         path = self._finite_code(path)
-        return {"frames": frames, "z": path.tolist()} if t is None else {**frames[0], "z": path[0].tolist()}
+        out = {"frames": frames, "z": path.tolist()} if t is None else {**frames[0], "z": path[0].tolist()}
+        return {**out, **self._decoded_with(y)}
 
     def _method(self, method: str | None) -> str:
         if method is None:
@@ -243,10 +288,14 @@ class Explorer:
         edit = self.edit(name, method)
         edited = self._finite_code(edit(code.reshape(1, *self.model.code_shape), strength).flatten())
         y = self.parse_label(label)
+        both = torch.stack([edited, code.flatten()]).reshape(2, *self.model.code_shape)
         with self._lock:
-            values = latent.decode_mean(self.model, edited.reshape(1, *self.model.code_shape), y)
-        return {**self.render(values)[0], "z": self._finite_code(edited).tolist(), "attribute": name,
-                "method": method, "strength": strength, "score": self.score(name, method)}
+            values = latent.decode_mean(self.model, both, y)
+        rendered = self.render(values)
+        # the unedited code decoded alike (strength 0): what the edit changes, apart from the reconstruction's error
+        return {**rendered[0], "reconstruction": rendered[1], "z": self._finite_code(edited).tolist(),
+                "attribute": name, "method": method, "strength": strength, "score": self.score(name, method),
+                **self._decoded_with(y)}
 
     def score(self, name: str, method: str | None = None) -> dict[str, Any]:
         """The edit's measured score (vaekit.edits.score_attribute on the test split), computed once in the
@@ -312,7 +361,7 @@ class Explorer:
         with self._lock:
             z = self.model.draw_code(self.model.sample_prior(n, generator))
             values = self.model.decode_code(z.to(self.model.device), y).mean.cpu()
-        out: dict[str, Any] = {"samples": self.render(values)}
+        out: dict[str, Any] = {"samples": self.render(values), **self._decoded_with(y)}
         if tuple(z.shape[1:]) == tuple(self.model.code_shape):  # the prior draws codes: the page can slide them
             out["z"] = z.flatten(1).tolist()
         return out
@@ -469,19 +518,26 @@ class Explorer:
         with self._compute_lock:
             if self._train_codes is None:
                 train = self.dataset.split("train")
-                with self._lock:
-                    self._train_codes = latent.encode_dataset(
-                        self.model, train.x, y=self._labels(train.y) if self.conditioned else None)
+                self._train_codes = self._codes_in_turns(train.x, self._labels(train.y) if self.conditioned else None)
             return self._train_codes
 
     def split_codes(self) -> torch.Tensor:
         """The served split's codes (for an attribute table's vectors), computed once."""
         with self._compute_lock:
             if self._split_codes is None:
-                with self._lock:
-                    self._split_codes = latent.encode_dataset(
-                        self.model, self.items.x, y=self._labels(self.items.y) if self.conditioned else None)
+                self._split_codes = self._codes_in_turns(
+                    self.items.x, self._labels(self.items.y) if self.conditioned else None)
             return self._split_codes
+
+    def _codes_in_turns(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """Items' codes, CODE_BATCH at a time, each batch one turn of the model lock: the requests that decode (a
+        dragged slider) wait for one batch at most, not for a whole split."""
+        codes = []
+        for start in range(0, len(x), CODE_BATCH):
+            with self._lock:
+                codes.append(latent.encode_dataset(self.model, x[start:start + CODE_BATCH],
+                                                   y=None if y is None else y[start:start + CODE_BATCH]))
+        return torch.cat(codes)
 
     def close(self) -> None:
         with self._score_wake:
@@ -494,6 +550,11 @@ class Explorer:
     def _groups(self, name: str):
         if name not in self.attributes():
             known = ", ".join(self.attributes()) or "none"
+            if name in self._label_names() and name not in self._split_attributes():
+                why = (f"{name!r} is a class of the label this model is conditioned on: its decoder takes the class as "
+                       "given, so a vector cannot change it (decode with another label instead)" if self.conditioned
+                       else f"{name!r} is a class that repeats the attribute {', '.join(sorted(self._label_twins()))}")
+                raise NotFound(f"{why}: choose one of {known}")
             raise NotFound(f"no attribute {name!r} here: choose one of {known}")
         if self._from_table(name):
             return latent.groups_from_values(self.table_attributes[name], name)
@@ -518,12 +579,33 @@ class Explorer:
         count = self.model.num_labels or (int(self.dataset.y_train.max()) + 1 if self.dataset.y_train is not None else 0)
         return [str(i) for i in range(count)]
 
+    def _decoded_with(self, y: torch.Tensor | None) -> dict[str, Any]:
+        """{"decoded_with": the class name} for a label-conditioned model's decodes, so a page can say which."""
+        if y is None:
+            return {}
+        names = self._label_names()
+        k = int(y.reshape(-1)[0])
+        return {"decoded_with": names[k] if k < len(names) else str(k)}
+
     def _item_label_name(self, index: int) -> str | None:
         if self.items.y is None:
             return None
         label = int(self.items.y[index])
         names = self._label_names()
         return names[label] if label < len(names) else str(label)
+
+
+def _prior_kind(model: Model) -> str:
+    """What the model's prior is, for the page's prior controls: "prior" (trained towards it: a VAE's), "learned" (a
+    second stage, as a VQ-VAE's over its codebook's entries), "untrained" (that stage not trained: sampling is
+    refused) or "nominal" (an AE's N(0, I), which its codes were never trained towards)."""
+    if model.has_bound:
+        return "prior"
+    try:
+        model.prior()
+    except VaekitError:
+        return "untrained"
+    return "learned" if model.stages else "nominal"
 
 
 def _finite(values: Sequence[float], what: str) -> list[float]:

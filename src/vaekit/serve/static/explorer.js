@@ -5,7 +5,12 @@ const $ = (id) => document.getElementById(id);
 const SHOWN_DIMS = 12;
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                  "#bcbd22", "#17becf"];
-const state = { info: null, z: [], map: null, ends: { a: null, b: null }, itemCache: new Map() };
+const TABLE_TIP_ROWS = 6;  // a table row's columns a map tooltip shows (the rest: "... more")
+const state = { info: null, z: [], map: null, ends: { a: null, b: null }, itemCache: new Map(), dims: new Map(),
+                vectors: new Set(), fromItem: "0" };
+
+// An error the page has shown already (api() shows every refused request): handlers let it end quietly.
+class Shown extends Error {}
 
 async function api(path, body) {
   const options = body === undefined ? {} : body instanceof FormData ? { method: "POST", body } :
@@ -13,25 +18,63 @@ async function api(path, body) {
   let response, data;
   try {
     response = await fetch(path, options);
+  } catch (e) {  // the server is gone
+    throw fail(`${path}: no answer from the explorer (was it stopped?)`);
+  }
+  checkModel(response);
+  try {
     data = await response.json();
-  } catch (e) {  // the server is gone, or answered something that is not JSON
-    const message = response ? `${path}: HTTP ${response.status}` : `${path}: no answer from the explorer`;
-    showError(message);
-    throw new Error(message);
+  } catch (e) {  // an answer that is not JSON
+    throw fail(`${path}: HTTP ${response.status}`);
   }
-  if (!response.ok) {
-    showError(data.error || `${path}: HTTP ${response.status}`);
-    throw new Error(data.error);
-  }
+  if (!response.ok) throw fail(data.error || `${path}: HTTP ${response.status}`);
   return data;
 }
 
+function fail(message) {
+  showError(message);
+  return new Shown(message);
+}
+
+// Every answer names the model served (x-vaekit-model); another than the page was built for means that the server
+// was restarted on another run: the page's sliders, map and items no longer fit it.
+function checkModel(response) {
+  const served = response.headers.get("x-vaekit-model");
+  if (!state.info || !served || served === state.info.identity || !$("stale").hidden) return;
+  $("stale-text").textContent = "The explorer now serves another model than this page was loaded for: " +
+    "reload the page to explore it.";
+  $("stale").hidden = false;
+  fetch("/api/info").then((r) => r.json()).then((info) => {
+    $("stale-text").textContent = `The explorer now serves ${info.run || "another run"} (${info.family} on ` +
+      `${info.data}, a code of ${info.code_size}), not the model this page was loaded for: reload the page.`;
+  }).catch(() => {});
+}
+
 function showError(message) {
-  const box = $("error");
-  box.textContent = message;
-  box.hidden = false;
+  $("error-text").textContent = message;
+  $("error").hidden = false;
   clearTimeout(showError.timer);
-  showError.timer = setTimeout(() => { box.hidden = true; }, 6000);
+  showError.timer = setTimeout(() => { $("error").hidden = true; }, 10000);
+}
+
+// An event handler that ends quietly after an error the page has shown, and shows any other: no uncaught promise
+// rejections.
+function handler(fn) {
+  return (...args) => Promise.resolve().then(() => fn(...args)).catch((e) => {
+    if (!(e instanceof Shown)) showError(String(e && e.message || e));
+  });
+}
+
+// An item number typed into `field`: a whole number (the server checks that it exists), else an error shown and
+// the field back at `current`, the value in use.
+function itemNumber(field, what, current) {
+  const text = field.value.trim();
+  if (!/^[0-9]+$/.test(text)) {
+    field.value = current;
+    throw fail(`${what}: give an item number, a whole number from 0 to ${state.info.items - 1}` +
+               (text ? `, not ${text}` : ""));
+  }
+  return Number(text);
 }
 
 // A decoded item: a picture, a table row in the user's units, or numbers.
@@ -39,7 +82,23 @@ function show(container, result, title) {
   container.replaceChildren(render(result, title));
 }
 
-function render(result, title) {
+// The label a picture was decoded with (label-conditioned models), under it in the element `${id}-label`.
+function noteLabel(id, result) {
+  const note = $(`${id}-label`);
+  if (!note) return;
+  note.textContent = result.decoded_with != null ? `decoded with label ${result.decoded_with}` : "";
+  note.dataset.label = result.decoded_with != null ? result.decoded_with : "";
+}
+
+function entries(result) {
+  return result.row ? Object.entries(result.row) : result.values.map((v, i) => [`x${i}`, v]);
+}
+
+function cellText(value) {
+  return typeof value === "number" ? value.toPrecision(4) : String(value);
+}
+
+function render(result, title, rows = 40) {
   if (result.image) {
     const img = document.createElement("img");
     img.src = result.image;
@@ -47,12 +106,56 @@ function render(result, title) {
     return img;
   }
   const table = document.createElement("table");
-  const entries = result.row ? Object.entries(result.row) : result.values.map((v, i) => [`x${i}`, v]);
-  for (const [name, value] of entries.slice(0, 40)) {
+  const all = entries(result);
+  for (const [name, value] of all.slice(0, rows)) {
     const tr = table.insertRow();
     tr.insertCell().textContent = name;
-    tr.insertCell().textContent = typeof value === "number" ? value.toPrecision(4) : value;
+    tr.insertCell().textContent = cellText(value);
   }
+  if (all.length > rows) {
+    const cell = table.insertRow().insertCell();
+    cell.colSpan = 2;
+    cell.className = "more";
+    cell.textContent = `\u2026 ${all.length - rows} more column${all.length - rows === 1 ? "" : "s"}`;
+  }
+  return table;
+}
+
+// Table models: decoded rows side by side, one column per step (headers: `heads`), each column a click target.
+function stepsTable(results, heads, onClick) {
+  const table = document.createElement("table");
+  table.className = "steps";
+  const head = table.createTHead().insertRow();
+  head.append(document.createElement("th"));
+  heads.forEach((text, k) => {
+    const th = document.createElement("th");
+    th.textContent = text;
+    if (onClick) {
+      th.title = "click to load this code into the sliders";
+      th.addEventListener("click", () => onClick(k));
+    }
+    head.append(th);
+  });
+  const columns = results.map(entries);
+  const body = table.createTBody();
+  columns[0].forEach(([name], r) => {
+    const tr = body.insertRow();
+    tr.insertCell().textContent = name;
+    for (const column of columns) tr.insertCell().textContent = cellText(column[r][1]);
+  });
+  return table;
+}
+
+// A table model's edit beside the reconstruction it starts from, the changed values marked.
+function diffTable(reconstruction, edited) {
+  const table = stepsTable([reconstruction, edited], ["reconstruction", "edited"]);
+  table.classList.add("diff");
+  const before = entries(reconstruction), after = entries(edited);
+  table.tBodies[0].querySelectorAll("tr").forEach((tr, r) => {
+    const [a, b] = [before[r][1], after[r][1]];
+    const changed = typeof a === "number" ? Math.abs(a - b) > 1e-3 * Math.max(1, Math.abs(a)) : a !== b;
+    if (changed) tr.cells[2].classList.add("changed");
+  });
   return table;
 }
 
@@ -63,20 +166,22 @@ function latest(fn) {
   return async function run(...args) {
     if (running) { pending = args; return; }
     running = true;
-    try { await fn(...args); } catch (e) { /* shown by api() */ }
+    try { await fn(...args); } catch (e) { if (!(e instanceof Shown)) showError(String(e && e.message || e)); }
     running = false;
     if (pending) { const next = pending; pending = null; run(...next); }
   };
 }
 
-// The label a label-conditioned model decodes with: the one chosen on the page. An item given by index is encoded
-// and decoded with its own label by the server, so requests naming items leave it out (labelFor).
+// The label a label-conditioned model decodes with: the one chosen on the page, for every picture it decodes (an
+// item is encoded with its own label; loading one sets the picker to it: adoptLabel).
 function labelValue() {
   return state.info.conditioned ? $("label").value : null;
 }
 
-function labelFor(end) {
-  return end && end.item !== undefined ? null : labelValue();
+function adoptLabel(name) {
+  if (!state.info.conditioned || name == null || $("label").value === name) return;
+  $("label").value = name;
+  decodeNow();
 }
 
 // A counter per kind of request, so that an answer overtaken by a newer request of its kind is dropped.
@@ -91,6 +196,7 @@ function ticket(kind) {
 const decodeNow = latest(async () => {
   const result = await api("/api/decode", { z: state.z, label: labelValue() });
   show($("decoded"), result);
+  noteLabel("decoded", result);
   $("decoded").dataset.version = String(Number($("decoded").dataset.version || 0) + 1);
 });
 
@@ -108,10 +214,10 @@ function buildSliders(all) {
     input.dataset.dim = d.index;
     input.value = state.z[d.index];
     const out = document.createElement("output");
-    out.textContent = Number(input.value).toFixed(2);
+    readout(out, d, state.z[d.index]);
     input.addEventListener("input", () => {
       state.z[d.index] = Number(input.value);
-      out.textContent = Number(input.value).toFixed(2);
+      readout(out, d, state.z[d.index]);
       decodeNow();
     });
     label.append(name, input, out);
@@ -120,11 +226,26 @@ function buildSliders(all) {
   $("more-dims").hidden = all || state.info.dimensions.length <= SHOWN_DIMS;
 }
 
+function fmt(v) {
+  return Math.abs(v) >= 1000 ? v.toPrecision(6) : v.toFixed(3);
+}
+
+// A slider's readout: the code's own value (not the slider's, which stops at its ends and moves in steps), marked
+// where it lies outside the slider's range.
+function readout(out, d, v) {
+  const below = v < d.low, above = v > d.high;
+  out.textContent = (below ? "\u25c2" : "") + fmt(v) + (above ? "\u25b8" : "");
+  out.dataset.value = String(v);
+  out.classList.toggle("outside", below || above);
+  out.title = below || above ? `${fmt(v)} lies outside the slider's range ${fmt(d.low)} .. ${fmt(d.high)}` : "";
+}
+
 function setCode(z) {
   state.z = z.slice();
   for (const input of $("sliders").querySelectorAll("input")) {
-    input.value = state.z[input.dataset.dim];
-    input.nextSibling.textContent = Number(input.value).toFixed(2);
+    const index = Number(input.dataset.dim);
+    input.value = state.z[index];
+    readout(input.nextSibling, state.dims.get(index), state.z[index]);
   }
   decodeNow();
 }
@@ -208,7 +329,11 @@ function nearest(x, y) {
 }
 
 async function itemView(i) {
-  if (!state.itemCache.has(i)) state.itemCache.set(i, api(`/api/item/${i}`));
+  if (!state.itemCache.has(i)) {
+    const asked = api(`/api/item/${i}`);
+    state.itemCache.set(i, asked);
+    asked.catch(() => state.itemCache.delete(i));  // a failed look-up is asked again next time
+  }
   return state.itemCache.get(i);
 }
 
@@ -221,7 +346,7 @@ function pointer(event) {
 
 function mapEvents() {
   const c = $("map"), tip = $("tip");
-  c.addEventListener("click", async (event) => {
+  c.addEventListener("click", handler(async (event) => {
     const [x, y] = pointer(event);
     drawMap([x, y]);
     const point = fromCanvas(x, y), current = ticket("map");
@@ -229,33 +354,64 @@ function mapEvents() {
     if (!current()) return;
     c.dataset.point = JSON.stringify(point);
     show($("map-decoded"), result, "decoded map point");
+    noteLabel("map-decoded", result);
     setCode(result.z);
-  });
-  c.addEventListener("mousemove", async (event) => {
+  }));
+  c.addEventListener("mousemove", handler(async (event) => {
     const [x, y] = pointer(event);
     const i = nearest(x, y);
     if (i < 0) { tip.hidden = true; tip.dataset.item = ""; return; }
     tip.dataset.item = i;
-    const item = await itemView(i);
+    let item;
+    try {
+      item = await itemView(i);
+    } catch (e) {  // no picture of item i: no tooltip, rather than another item's
+      if (String(i) === tip.dataset.item) { tip.hidden = true; tip.dataset.item = ""; }
+      throw e;
+    }
     if (String(i) !== tip.dataset.item) return;  // the pointer moved on meanwhile
     const caption = document.createElement("div");
     caption.textContent = `item ${i}` + (item.label !== null ? ` (${item.label})` : "");
-    tip.replaceChildren(render(item, `item ${i}`), caption);
+    tip.replaceChildren(render(item, `item ${i}`, TABLE_TIP_ROWS), caption);
     tip.style.left = `${x + 12}px`;
     tip.style.top = `${y + 12}px`;
     tip.hidden = false;
-  });
+  }));
   c.addEventListener("mouseleave", () => { tip.hidden = true; tip.dataset.item = ""; });
 }
 
 // ---- interpolation ----------------------------------------------------------------------------------------
-async function setEnd(which) {
-  const item = Number($(`item-${which}`).value), current = ticket(`end-${which}`);
-  const result = await api("/api/encode", { item });
+// The value an end's item field shows: its item, or nothing where the end is an uploaded picture.
+function endField(which) {
+  const end = state.ends[which];
+  return end && end.item !== undefined ? String(end.item) : "";
+}
+
+function figure(result, caption) {
+  const box = document.createElement("figure");
+  const text = document.createElement("figcaption");
+  text.textContent = caption;
+  box.append(render(result, caption), text);
+  return box;
+}
+
+// An item of the split at end `which` (its number from the field). adopt: set the label picker to its label.
+async function setEnd(which, adopt = true) {
+  const field = $(`item-${which}`), name = `item ${which.toUpperCase()}`;
+  const item = itemNumber(field, name, endField(which)), current = ticket(`end-${which}`);
+  let result;
+  try {
+    result = await api("/api/encode", { item });
+  } catch (e) {
+    if (current()) field.value = endField(which);  // refused: back to the end in use
+    throw e;
+  }
   if (!current()) return;
   state.ends[which] = { item };
-  show($(`view-${which}`), result.item_view, `item ${which.toUpperCase()}`);
-  if (which === "a") show($("attr-original"), result.item_view, "item A");
+  field.value = String(item);
+  $(`source-${which}`).textContent = "";
+  show($(`view-${which}`), result.item_view, name);
+  if (adopt) adoptLabel(result.label);
 }
 
 async function uploadEnd(which, file) {
@@ -265,43 +421,68 @@ async function uploadEnd(which, file) {
   const result = await api("/api/encode-image" + (label !== null ? `?label=${encodeURIComponent(label)}` : ""), form);
   if (!current()) return;
   state.ends[which] = { z: result.z };
-  show($(`view-${which}`), result.reconstruction, `picture ${which.toUpperCase()}`);
-  if (which === "a") show($("attr-original"), result.reconstruction, "item A");
+  $(`item-${which}`).value = "";
+  $(`source-${which}`).textContent = `${which.toUpperCase()}: the picture ${file.name}`;
+  // the picture as the model read it (grey or RGB, cropped, resized) beside the model's reconstruction of it
+  $(`view-${which}`).replaceChildren(figure(result.item_view, "as read"),
+                                     figure(result.reconstruction, "reconstructed"));
 }
 
 const interpolateNow = latest(async () => {
   if (!state.ends.a || !state.ends.b) return;
   const t = $("interp-t").value;
   const result = await api("/api/interpolate", { a: state.ends.a, b: state.ends.b, t: Number(t),
-                                                  method: $("interp-method").value, label: labelFor(state.ends.a) });
+                                                  method: $("interp-method").value, label: labelValue() });
   show($("interp-image"), result, "interpolated");
+  noteLabel("interp-image", result);
   $("interp-image").dataset.t = t;  // the t this picture shows (a newer one may already be asked for)
 });
 
-async function interpolateStrip() {
+// Wrapped by handler: called without waiting from many places, it reports its own errors.
+const interpolateStrip = handler(async () => {
   if (!state.ends.a || !state.ends.b) return;
   const current = ticket("strip");
   const result = await api("/api/interpolate", { a: state.ends.a, b: state.ends.b, steps: 8,
-                                                  method: $("interp-method").value, label: labelFor(state.ends.a) });
+                                                  method: $("interp-method").value, label: labelValue() });
   if (!current()) return;
   const strip = $("interp-strip");
+  noteLabel("interp-strip", result);
+  if (state.info.kind !== "image") {  // one table, a column per step
+    const last = result.frames.length - 1;
+    const heads = result.frames.map((f, k) => (k === 0 ? "A" : k === last ? "B" : `step ${k}`));
+    strip.replaceChildren(stepsTable(result.frames, heads, (k) => setCode(result.z[k])));
+    return;
+  }
   strip.replaceChildren(...result.frames.map((f, k) => {
     const el = render(f, `step ${k}`);
     el.addEventListener("click", () => setCode(result.z[k]));
     return el;
   }));
-}
+});
 
 // ---- attributes -------------------------------------------------------------------------------------------
 const attributeNow = latest(async () => {
-  const attribute = $("attr").value;
+  const attribute = $("attr").value, method = $("attr-method").value;
   if (!attribute || !state.ends.a) return;
-  const strength = Number($("attr-strength").value);
-  const result = await api("/api/attribute", { ...state.ends.a, attribute, strength, method: $("attr-method").value,
-                                                label: labelFor(state.ends.a) });
-  show($("attr-image"), result, "edited");
+  const strength = Number($("attr-strength").value), key = `${attribute}\n${method}`;
+  if (!state.vectors.has(key)) {  // its first use encodes the training split: seconds on a large one
+    const box = $("attr-score");
+    box.textContent = `computing the ${attribute} attribute vector (${method}) from the training items' codes ` +
+      "(once per attribute)\u2026";
+    box.dataset.status = "vector";
+  }
+  const { item, z } = state.ends.a;
+  const result = await api("/api/attribute", { item, z, attribute, strength, method, label: labelValue() });
+  state.vectors.add(key);
+  if (state.info.kind === "image") {
+    show($("attr-image"), result, "edited");
+    show($("attr-original"), result.reconstruction, "item A, reconstructed");
+  } else {  // a table: the edit against the reconstruction, the changed columns marked
+    $("attr-image").replaceChildren(diffTable(result.reconstruction, result));
+  }
+  noteLabel("attr-image", result);
   $("attr-image").dataset.strength = String(strength);
-  showScore(result.score, attribute, $("attr-method").value);
+  showScore(result.score, attribute, method);
 });
 
 function showScore(score, attribute, method) {
@@ -314,11 +495,11 @@ function showScore(score, attribute, method) {
       "item; this runs once per attribute)...";
     box.dataset.status = "computing";
     clearTimeout(showScore.timer);
-    showScore.timer = setTimeout(async () => {
+    showScore.timer = setTimeout(handler(async () => {
       if ($("attr").value !== attribute || $("attr-method").value !== method) return;
       const next = await api(`/api/score?attribute=${encodeURIComponent(attribute)}&method=${method}`);
       showScore(next, attribute, method);
-    }, 1500);
+    }), 1500);
   } else {
     box.textContent = `no score: ${score.reason || score.status}`;
     box.dataset.status = score.status;
@@ -328,6 +509,7 @@ function showScore(score, attribute, method) {
 // ---- prior samples ----------------------------------------------------------------------------------------
 async function drawSamples() {
   const result = await api("/api/sample", { n: 16, label: labelValue() });
+  noteLabel("samples", result);
   $("samples").replaceChildren(...result.samples.map((s, k) => {
     const el = render(s, `sample ${k}`);
     if (result.z) el.addEventListener("click", () => setCode(result.z[k]));
@@ -343,17 +525,43 @@ function option(select, value, text) {
   select.append(o);
 }
 
+const SLIDER_HINTS = {
+  prior: "Each slider is one latent dimension, the most used first (mean KL to the prior); the range is the prior's " +
+    "mean \u00b1 3 standard deviations.",
+  nominal: "Each slider is one latent dimension, the most used first (the codes' variance); the range is the served " +
+    "codes' mean \u00b1 3 standard deviations: an autoencoder has no prior of its own to range them by.",
+  learned: "Each slider is one latent dimension, the most used first (the codes' variance); the range is the served " +
+    "codes' mean \u00b1 3 standard deviations (this model's learned prior is over its codebook's entries, not over " +
+    "these numbers).",
+  untrained: "Each slider is one latent dimension, the most used first (the codes' variance); the range is the " +
+    "served codes' mean \u00b1 3 standard deviations.",
+};
+const PRIOR_HINTS = {
+  nominal: "An autoencoder has no prior: these are draws from N(0, I), which is not where its codes lie (compare " +
+    "the sliders' ranges), so expect pictures unlike its items.",
+  learned: "Draws from the model's learned prior over its codes.",
+  untrained: "This model's prior over its codes is not trained, so it cannot be sampled: train it with " +
+    "vaekit train-prior RUN.",
+};
+
 async function start() {
   const info = state.info = await api("/api/info");
-  if (info.slider_range === "codes") {  // an AE or VQ-VAE: no prior of its own to range the sliders by
-    $("slider-hint").textContent = "Each slider is one latent dimension, the most used first; the range is the " +
-      "served codes' mean \u00b1 3 standard deviations (this model has no prior of its own to range them by).";
-    $("centre").textContent = "codes' mean";
+  $("slider-hint").textContent = SLIDER_HINTS[info.prior] || SLIDER_HINTS.prior;
+  $("prior-hint").textContent = PRIOR_HINTS[info.prior] || "";
+  if (info.slider_range === "codes") $("centre").textContent = "codes' mean";
+  if (info.prior === "nominal") {
+    $("draw-one").textContent = "random N(0, I) draw";
+    $("draw-one").title = PRIOR_HINTS.nominal;
+    $("sample").textContent = "draw 16 from N(0, I)";
   }
   $("about").textContent = `${info.run || "a run"}: ${info.family} on ${info.data}, a code of ${info.code_size} ` +
     `number${info.code_size === 1 ? "" : "s"}; items from the ${info.split} split (${info.items}).`;
   for (const id of ["from-item", "item-a", "item-b"]) $(id).max = info.items - 1;
   if (info.kind !== "image") for (const el of document.querySelectorAll(".upload")) el.hidden = true;
+  if (info.kind === "table") $("attr-original-box").hidden = true;  // the edit's table has the reconstruction
+  for (const d of info.dimensions) state.dims.set(d.index, d);
+  $("error-close").addEventListener("click", () => { $("error").hidden = true; });
+  $("reload").addEventListener("click", () => location.reload());
   if (info.conditioned) {
     $("label-box").hidden = false;
     info.labels.forEach((name) => option($("label"), name));
@@ -364,31 +572,44 @@ async function start() {
   decodeNow();
   $("more-dims").addEventListener("click", () => buildSliders(true));
   $("centre").addEventListener("click", () => setCode(info.dimensions.slice().sort((a, b) => a.index - b.index).map((d) => d.mean)));
-  $("draw-one").addEventListener("click", async () => {
+  $("draw-one").addEventListener("click", handler(async () => {
     const result = await api("/api/sample", { n: 1, label: labelValue() });
-    if (result.z) setCode(result.z[0]); else show($("decoded"), result.samples[0]);
-  });
-  $("load-item").addEventListener("click", async () => {
-    const result = await api("/api/encode", { item: Number($("from-item").value) });
+    if (result.z) setCode(result.z[0]); else { show($("decoded"), result.samples[0]); noteLabel("decoded", result); }
+  }));
+  $("load-item").addEventListener("click", handler(async () => {
+    const field = $("from-item");
+    const item = itemNumber(field, "from item", state.fromItem);
+    let result;
+    try {
+      result = await api("/api/encode", { item });
+    } catch (e) {
+      field.value = state.fromItem;  // refused: back to the item last loaded
+      throw e;
+    }
+    state.fromItem = String(item);
+    adoptLabel(result.label);  // the item's code means that item with its own label
     setCode(result.z);
-  });
+  }));
 
   info.colourings.forEach((name) => option($("colour"), name));
   if (!info.colourings.length) option($("colour"), "", "nothing");
-  $("colour").addEventListener("change", loadMap);
+  $("colour").addEventListener("change", handler(loadMap));
   mapEvents();
   await loadMap();
 
   for (const which of ["a", "b"]) {
-    $(`item-${which}`).addEventListener("change", async () => { await setEnd(which); interpolateNow(); interpolateStrip(); attributeNow(); });
-    $(`upload-${which}`).addEventListener("change", async (event) => {
+    $(`item-${which}`).addEventListener("change", handler(async () => {
+      await setEnd(which);
+      interpolateNow(); interpolateStrip(); attributeNow();
+    }));
+    $(`upload-${which}`).addEventListener("change", handler(async (event) => {
       if (!event.target.files.length) return;
       const file = event.target.files[0];
       event.target.value = "";  // so that choosing the same file again is a change too
       await uploadEnd(which, file);
       interpolateNow(); interpolateStrip(); attributeNow();
-    });
-    await setEnd(which);
+    }));
+    await setEnd(which, which === "a");  // at first the picker takes item A's label
   }
   $("interp-t").addEventListener("input", interpolateNow);
   $("interp-method").addEventListener("change", () => { interpolateNow(); interpolateStrip(); });
@@ -398,7 +619,9 @@ async function start() {
   if (info.attributes.length) {
     info.attributes.forEach((name) => option($("attr"), name));
   } else {
-    option($("attr"), "", "none (no attributes or labels)");
+    option($("attr"), "", info.conditioned ? "none (the classes are this model's condition: choose the label above)"
+                                           : "none (no attributes or labels)");
+    $("attr-score").textContent = "no attribute to edit";
   }
   info.edit_methods.forEach((name) => option($("attr-method"), name));
   $("attr-method").value = info.edit_method;  // the run's own (config edits.method)
@@ -408,8 +631,8 @@ async function start() {
     attributeNow();
   });
   attributeNow();
-  $("sample").addEventListener("click", drawSamples);
+  $("sample").addEventListener("click", handler(drawSamples));
   document.body.dataset.ready = "true";
 }
 
-start();
+handler(start)();
