@@ -466,7 +466,13 @@ def test_a_log_file_gets_no_empty_progress_bars(tmp_path):
     evaluated = subprocess.run([*cmd, "evaluate", str(run), "--iw-samples", "5", "--n", "50"], capture_output=True,
                                text=True, timeout=300)
     assert evaluated.returncode == 0
-    for stderr in (done.stderr, evaluated.stderr):
+    # compare's feature classifier wrote a bar line per step into a log file
+    compared = subprocess.run([*cmd, "compare", "--data", "digits", "--limit", "300", "--epochs", "1", "--latent-dim",
+                               "2", "--network", "mlp", "--hidden-dims", "16", "--classifier-steps", "50",
+                               "--interpolation-pairs", "2", "--out", str(tmp_path / "cmp")], capture_output=True,
+                              text=True, timeout=300)
+    assert compared.returncode == 0 and "feature classifier:" in compared.stderr
+    for stderr in (done.stderr, evaluated.stderr, compared.stderr):
         assert "%|" not in stderr and "\r" not in stderr, stderr
 
 

@@ -6,7 +6,6 @@ import dataclasses
 import hashlib
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from tqdm.auto import tqdm
 from .distributions import factors, noise_shape, perplexity
 from .errors import VaekitError
 from .models import Model
+from .progress import bar_timing
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +156,8 @@ def sampled_bounds(
     device = model.device
     # one item's noise shape, the same for every item: the posterior's own
     shape = noise_shape(model.encode(x[:1].to(device), _labels(y, 0, 1, device)))
-    tty = sys.stderr.isatty()  # a log file: a line every 30 s at most, none for a shorter evaluation
     with tqdm(total=n * k, desc="importance sampling", unit="sample", unit_scale=True, disable=not progress,
-              leave=False, dynamic_ncols=True, mininterval=0.1 if tty else 30.0, delay=0.0 if tty else 30.0) as bar:
+              leave=False, dynamic_ncols=True, **bar_timing()) as bar:
         for start in range(0, n, items):
             xb = x[start : start + items].to(device)
             yb = _labels(y, start, start + items, device)

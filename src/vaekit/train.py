@@ -10,7 +10,6 @@ import math
 import os
 import re
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from .config import TrainConfig
 from .data import TensorData
 from .errors import Interrupted, VaekitError
 from .models import Model
+from .progress import bar_timing
 
 log = logging.getLogger(__name__)
 
@@ -629,8 +629,7 @@ class Trainer:
         bar = tqdm(
             total=items, initial=seen, desc=f"epoch {self.epoch + 1}/{self.planned}", unit="img",
             unit_scale=True, disable=not (self.cfg.progress and self.world.main), leave=False, dynamic_ncols=True,
-            mininterval=0.2 if sys.stderr.isatty() else 30.0,  # a log file gets a line every 30 s, not a flood,
-            delay=0.0 if sys.stderr.isatty() else 30.0,  # and none for an epoch shorter than that (no 0% lines)
+            **bar_timing(0.2),
         )
         if skip:  # the last step's values, for an epoch whose every batch was done before the checkpoint
             lr = learning_rate(self.cfg, self.step - 1, total_steps) * self.lr_scale

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..config import DataConfig
 from ..errors import VaekitError
+from ..progress import bar_timing
 from . import Dataset, register_dataset, safe
 from .builtin import images_to_tensor
 from .idx_datasets import cache_dir, search_dirs
@@ -269,7 +270,7 @@ def _download(url: str, target: Path) -> None:
                               "give it with --from FILE") from None
         total = int(response.headers.get("Content-Length") or 0) or None
         with response, tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1][:30],
-                            leave=False) as bar:
+                            leave=False, **bar_timing()) as bar:
             while True:
                 try:
                     block = response.read(1 << 20)

@@ -59,6 +59,8 @@ def train_feature_classifier(dataset: Dataset, steps: int = 1000, seed: int = 0,
     a bar of its steps."""
     from tqdm.auto import tqdm
 
+    from ..progress import bar_timing
+
     if dataset.y_train is None or dataset.y_test is None:
         raise VaekitError(f"{dataset.name} has no labels: the feature classifier needs class labels to train on")
     classes = int(max(int(dataset.y_train.max()), int(dataset.y_test.max()))) + 1
@@ -78,7 +80,7 @@ def train_feature_classifier(dataset: Dataset, steps: int = 1000, seed: int = 0,
     epochs = max(1, math.ceil(steps / math.ceil(len(x) / batch_size)))
     model.train()
     with tqdm(total=epochs * math.ceil(len(x) / batch_size), desc="feature classifier", unit="step", leave=False,
-              disable=not progress, dynamic_ncols=True) as bar:
+              disable=not progress, dynamic_ncols=True, **bar_timing()) as bar:
         for _ in range(epochs):
             for index in torch.randperm(len(x), generator=generator).split(batch_size):
                 loss = nn.functional.cross_entropy(model(x[index]), y[index])
