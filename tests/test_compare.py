@@ -228,7 +228,11 @@ def test_compare_numbers_carry_their_standard_errors(digits_report):
     page = digits_report.report.read_text()
     assert "standard errors of the difference" in page and f"{digits_report.vae.fcd_prior:.3g} ± " in page
     saved = json.loads((digits_report.report.parent / "compare.json").read_text())
-    assert saved["differences"]["fcd_prior"]["how"] == "bootstrap"
+    assert saved["differences"]["fcd_prior"]["how"] == "bootstrap" and saved["differences"]["fcd_prior"]["se"] > 0
+    for key in ("prior_hole_fraction", "gmm_hole_fraction"):  # each model's own draws: the errors combine
+        gap = digits_report.differences[key]
+        assert gap["how"] == "unpaired" and gap["se"] == pytest.approx(np.hypot(
+            digits_report.ae.standard_errors[key], digits_report.vae.standard_errors[key]))
     # a lead within two standard errors of the difference is a tie: no bold, no winner named
     fcd = digits_report.differences["fcd_prior"]
     tied = replace(digits_report, differences={**digits_report.differences,
@@ -238,6 +242,29 @@ def test_compare_numbers_carry_their_standard_errors(digits_report):
     assert "num better" not in row(numbers_table(tied, DIGITS, QUICK))
     assert "the VAE generates closer" in verdict(digits_report)
     assert "no clear difference at this sample size" in verdict(tied)
+
+
+def test_the_fcds_bootstrap_replicates_are_seeded_and_paired():
+    """Replicate i resamples the same real features and the same positions for every model: the same images give the
+    same replicates, and two models' difference varies far less than either FCD where the images differ little."""
+    from vaekit.compare import SampleQuality
+
+    class Flat:
+        def features_of(self, images):
+            return images.flatten(1).double().numpy()
+
+    rng = np.random.default_rng(0)
+    quality = SampleQuality.__new__(SampleQuality)
+    quality.items, quality.seed, quality.classifier = 400, 3, Flat()
+    quality.real_features = rng.normal(size=(400, 4))
+    a = torch.tensor(rng.normal(size=(400, 4)) + 0.5)
+    b = a + 0.05  # nearly the same images
+    value, replicates = quality.fcd_and_resamples(a)
+    again = quality.fcd_and_resamples(a)[1]
+    assert value == pytest.approx(feature_frechet_distance(a.numpy(), quality.real_features))
+    assert len(replicates) == SampleQuality.RESAMPLES and np.array_equal(replicates, again)
+    other = quality.fcd_and_resamples(b)[1]
+    assert np.std(replicates - other, ddof=1) < 0.2 * np.hypot(np.std(replicates, ddof=1), np.std(other, ddof=1))
 
 
 def test_compare_refuses_to_overwrite_runs(digits_report):

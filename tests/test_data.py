@@ -668,3 +668,18 @@ def test_dynamic_binarisation_matches_each_probability():
     assert ((frequency - levels).abs() / stderr).max() < 5  # every level within 5 standard errors
     again = dynamic_draws(torch.device("cpu"), torch.Generator().manual_seed(0))(p)
     assert torch.equal(bits, again)  # the run's seed fixes the draws
+    # exact at the ends with two million draws each (a u <= 65536 p rule makes a 1 of p = 0 once in 65,536)
+    assert draw(torch.zeros(2_000_000)).sum() == 0 and draw(torch.ones(2_000_000)).sum() == 2_000_000
+
+
+def test_the_fingerprint_of_a_data_set_covers_its_labels():
+    from dataclasses import replace
+
+    from vaekit.data import fingerprint
+
+    digits = load_dataset(DataConfig(name="digits"))
+    same = fingerprint(digits)
+    assert fingerprint(replace(digits, y_train=digits.y_train.roll(1))) != same
+    assert fingerprint(replace(digits, y_test=digits.y_test.roll(1))) != same
+    assert fingerprint(replace(digits, x_test=digits.x_test.flip(0))) != same
+    assert fingerprint(load_dataset(DataConfig(name="digits"))) == same

@@ -280,3 +280,20 @@ def test_the_shapes_recipe_edits_scale_and_position_on_every_test_item(shapes_re
     report = {name: (round(s.monotone, 3), round(s.ends, 3)) for name, s in scores.items()}
     assert method == "local" and all(s.items == 2000 for s in scores.values())
     assert all(s.monotone >= 0.95 for s in scores.values()), report
+
+
+def test_the_local_walk_finds_its_neighbours_again_after_each_step():
+    """One nearest neighbour per group, two steps: from 4.4 the nearest codes are 5 (with) and 2 (without), a step of
+    +1.5 reaches 5.9, where the nearest without is 8, and the second step comes back by 1.5. A walk that kept its
+    first direction would end at 7.4."""
+    from vaekit.latent import AttributeGroups
+
+    codes = torch.tensor([[5.0], [100.0], [2.0], [8.0]])
+    mask = torch.tensor([True, True, False, False])
+    edit = edits.AttributeEdit("local", torch.zeros(1), codes, AttributeGroups("a", mask, ~mask, ""), neighbours=1,
+                               steps=2)
+    start = torch.tensor([[4.4]])
+    torch.testing.assert_close(edit.direction(start), torch.tensor([[3.0]]))
+    torch.testing.assert_close(edit.direction(torch.tensor([[5.9]])), torch.tensor([[-3.0]]))
+    torch.testing.assert_close(edit(start, 1.0), torch.tensor([[4.4]]))
+    torch.testing.assert_close(edit(start, 0.5), torch.tensor([[5.9]]))  # one step

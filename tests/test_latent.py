@@ -150,6 +150,15 @@ def test_cli_traverse_of_an_autoencoder_steps_in_the_spread_of_its_codes_over_th
     saved = torch.from_numpy(np.load(tmp_path / "t.npy"))
     torch.testing.assert_close(saved.reshape(expected.shape), expected)
     assert not torch.allclose(saved.reshape(nominal.shape), nominal, atol=1e-3)
+    # the steps, computed here from the codes themselves: mean + value x standard deviation, dimension by dimension
+    codes = latent.encode_dataset(model, x[:2000]).double()
+    traversal = latent.traverse(model, x[0], dims=[0, 2], values=[-1, 0, 1], data=x[:2000])
+    values = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64)
+    wanted = codes.mean(0)[[0, 2], None] + codes.std(0)[[0, 2], None] * values
+    torch.testing.assert_close(traversal.positions.double(), wanted, atol=1e-5, rtol=1e-5)
+    z = traversal.code.flatten().clone()
+    z[2] = wanted[1, 2].float()  # dimension 2 at +1 standard deviation: the second row's last image
+    torch.testing.assert_close(traversal.images[1, 2], latent.decode_mean(model, z[None])[0])
 
 
 # ---- attribute vectors, arithmetic, neighbours ------------------------------------------------------------

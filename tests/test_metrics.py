@@ -152,6 +152,8 @@ def test_bits_per_dim_only_where_the_likelihood_is_a_probability_mass():
     # a Bernoulli on grey levels is a cross-entropy, not the probability of x: no bits/dim either
     grey = torch.rand(10, 1, 4, 4)
     assert metrics.evaluate(image, grey, iw_samples=4).bits_per_dim is None
+    grey[:, :, :2] = x[:, :, :2]  # grey levels beside exact 0s and 1s (real images have both): still no bits/dim
+    assert metrics.evaluate(image, grey, iw_samples=4).bits_per_dim is None
     assert metrics.evaluate(image, x, iw_samples=4, image=False).bits_per_dim is None
 
 
@@ -178,6 +180,22 @@ def test_chunking_does_not_change_results_and_the_seed_decides_them():
         torch.testing.assert_close(chunked.elbo, whole.elbo, atol=1e-5, rtol=0)
     other = metrics.sampled_bounds(model, x, 50, seed=8)
     assert not torch.allclose(other.log_likelihood, whole.log_likelihood)
+
+
+def test_chunking_keeps_each_items_label_with_it():
+    """A label-conditioned model's labels follow their items through every pass (a pass that reread the first items'
+    labels changed nothing a test looked at)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(network="mlp", hidden_dims=(16,), likelihood="bernoulli", data_shape=(1, 5, 5),
+                                    latent_dim=3, condition="label", num_labels=3))
+    x = torch.bernoulli(torch.full((9, 1, 5, 5), 0.4))
+    y = torch.tensor([0, 1, 2, 2, 1, 0, 1, 2, 0])
+    whole = metrics.sampled_bounds(model, x, 50, seed=7, max_rows=10**6, y=y)
+    for max_rows in (7, 60, 120):
+        chunked = metrics.sampled_bounds(model, x, 50, seed=7, max_rows=max_rows, y=y)
+        torch.testing.assert_close(chunked.log_likelihood, whole.log_likelihood, atol=1e-5, rtol=0)
+        torch.testing.assert_close(chunked.elbo, whole.elbo, atol=1e-5, rtol=0)
+    assert not torch.allclose(metrics.sampled_bounds(model, x, 50, seed=7, y=y.roll(1)).elbo, whole.elbo)
 
 
 def test_bernoulli_sampled_log_likelihood_keeps_float32_precision_at_confident_logits():

@@ -43,7 +43,10 @@ def test_beta_and_warm_up_weight_only_the_regularizer():
     torch.testing.assert_close(b.loss, (a.terms["recon"] + a.terms["kl"]).mean())
     torch.testing.assert_close(a.elbo, b.elbo)  # the ELBO is always at weight 1
     torch.manual_seed(1)
-    torch.testing.assert_close(heavy(x).loss, (a.terms["recon"] + 4.0 * a.terms["kl"]).mean())
+    full = heavy(x)
+    torch.testing.assert_close(full.loss, (a.terms["recon"] + 4.0 * a.terms["kl"]).mean())
+    # at beta 4 and full weight too, the ELBO is recon + KL at weight 1 (not the weighted loss's terms)
+    torch.testing.assert_close(full.elbo, -(a.terms["recon"] + a.terms["kl"]))
 
 
 def test_conv_decoder_restores_odd_sizes():

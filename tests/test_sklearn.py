@@ -213,3 +213,21 @@ def test_the_estimators_messages_name_their_parameters_not_command_line_flags():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="device='cuda', but torch sees no CUDA GPU here: use device='cpu'$"):
             VAETransformer(epochs=1, device="cuda").fit(x[:, :1])
+
+
+@pytest.mark.parametrize("estimator", [VAETransformer, AETransformer])
+def test_score_is_the_density_of_the_data_in_its_own_units(estimator):
+    """score is a log density per row of X as given: data ten times larger (the same standardised values, so the same
+    model) is ten times more spread, so each numeric column costs ln 10 nats more. A sign slip in the standardisation's
+    Jacobian, or a negated score, kept every earlier check (finite; higher on training rows)."""
+    x = load_wine().data
+    small = estimator(epochs=3, random_state=0).fit(x)
+    large = estimator(epochs=3, random_state=0).fit(10 * x)
+    assert large.score(10 * x) == pytest.approx(small.score(x) - x.shape[1] * np.log(10), abs=1e-3)
+    if estimator is VAETransformer:
+        from vaekit import metrics
+
+        encoded = small._encode(x)
+        elbo = metrics.sampled_bounds(small.model_, encoded, 16, seed=0).elbo.mean()
+        log_std = sum(np.log(c.std) for c in small.schema_.columns)
+        assert small.score(x) == pytest.approx(float(elbo) - log_std, rel=1e-6)

@@ -586,3 +586,24 @@ def test_a_column_of_row_ids_is_named_as_probably_ids(tmp_path):
     assert looks_like_ids(list(numbered))
     frame = frame_table(np.column_stack([numbered, rng.normal(size=n)]), names=["i", "v"], source="X")
     assert any("(i)" in note for note in fit_schema(frame, range(n)).notes)
+
+
+def test_a_numeric_columns_reported_density_is_in_the_users_units(tmp_path, capsys):
+    """The same table with one column in units 1000 times smaller (the same standardised values, so the same model):
+    that column's -log p at the reconstruction grows by exactly ln 1000, the other columns' stay."""
+    rng = np.random.default_rng(0)
+    rows = [(rng.normal(10, 3), rng.choice(["red", "blue"]), rng.normal(0, 1)) for _ in range(200)]
+    reports = []
+    for scale in (1, 1000):
+        path = tmp_path / f"t{scale}.csv"
+        path.write_text("size,colour,other\n" + "".join(f"{a * scale!r},{b},{c!r}\n" for a, b, c in rows))
+        run = tmp_path / f"run{scale}"
+        assert main(["train", "--data", str(path), "--latent-dim", "2", "--epochs", "2", "--hidden-dims", "16",
+                     "--no-progress", "--out", str(run)]) == 0
+        capsys.readouterr()
+        assert main(["evaluate", str(run), "--iw-samples", "4", "--no-progress"]) == 0
+        reports.append(json.loads(capsys.readouterr().out)["columns"])
+    small, large = reports
+    assert large["size"]["nll_at_mean"] == pytest.approx(small["size"]["nll_at_mean"] + math.log(1000), abs=1e-3)
+    for name in ("colour", "other"):
+        assert large[name]["nll_at_mean"] == pytest.approx(small[name]["nll_at_mean"], abs=1e-3)
