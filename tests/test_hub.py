@@ -599,6 +599,14 @@ def test_export_hub_writes_the_folder_with_the_runs_metrics(fake_hub, small_run,
     last = json.loads((small_run / "metrics.jsonl").read_text().splitlines()[-1])
     assert f"| val_elbo | {last['val_elbo']:.6g} |" in (out / "README.md").read_text()
     _same_model(checkpoint.load(small_run), Model.from_pretrained(str(out)))
+    # without the hub extra there is no hf command: the line says where it comes from
+    import importlib.util
+
+    real = importlib.util.find_spec
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "huggingface_hub" else real(name, *a))
+        assert main(["export", str(small_run), "--hub", str(tmp_path / "bare")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("(the hf command comes with pip install 'vaekit[hub]')")
 
     # a model on the Hub, exported again (hf://): the Hub keeps no metrics, and the card says so
     fake_hub.upload("alice/digits-vae", out)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import shutil
+import importlib.util
 
 from ..errors import VaekitError
 from ..models import Model
@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
             if path is not None:
                 print(path)
         print(f"upload it with: hf upload {args.repo_id or 'USER/REPO'} {folder.directory}"
-              + ("" if shutil.which("hf") else "  (the hf command comes with pip install 'vaekit[hub]')"))
+              + ("" if importlib.util.find_spec("huggingface_hub") else
+                 "  (the hf command comes with pip install 'vaekit[hub]')"))
     return 0
 
 
