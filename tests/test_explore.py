@@ -213,6 +213,20 @@ def test_an_uploaded_picture_is_encoded_like_the_item_it_shows(digits):
     assert result.status_code == 200 and np.corrcoef(seen.ravel(), pixels.ravel())[0, 1] > 0.95
 
 
+def test_an_upload_on_the_other_background_is_noted(digits):
+    """A digit drawn in black on white, for a model of white on black, was read as it is without a word."""
+    explorer, client = digits
+    notes = []
+    for item in range(100):  # every test picture as it is, and inverted
+        pixels = _expected(explorer.items.x[item:item + 1])[0]
+        for picture in (pixels, 255 - pixels):
+            result = client.post("/api/encode-image", files={"file": ("d.png", _png(picture), "image/png")}).json()
+            notes.append(result.get("note"))
+    assert all(note is None for note in notes[0::2])
+    assert all(note.startswith("this picture's background is light (") and "the training pictures' dark" in note
+               for note in notes[1::2])
+
+
 def test_uploads_of_the_wrong_kind_or_size_are_refused(digits):
     _, client = digits
     cases = [

@@ -243,7 +243,7 @@ def test_the_page_of_a_label_conditioned_model_decodes_with_the_label_chosen(bro
         # the picker drives the path and the edit too: item B at the end of the path, decoded with that label
         page.locator("#interp-t").focus()
         page.keyboard.press("End")
-        page.wait_for_selector(f"#interp-image[data-t='1'] img", timeout=WAIT_MS)
+        page.wait_for_selector("#interp-image[data-t='1'] img", timeout=WAIT_MS)
         page.wait_for_selector(f"#interp-image-label[data-label='{chosen}']", timeout=WAIT_MS)
         b_code = explorer.code_of(1, None)[0]
         assert _src(page, "#interp-image") == explorer.decode(b_code.tolist(), chosen)["image"]
@@ -390,15 +390,26 @@ def test_an_uploaded_picture_is_shown_as_read_and_named(browser, small_run, tmp_
         page = browser.new_page(viewport={"width": 1200, "height": 1700})
         page.goto(address)
         page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
+        from PIL import Image
+
+        digit = (explorer.items.x[5, 0].numpy() * 255).round().astype("uint8")  # the item itself, without a frame
         upload = tmp_path / "my-digit.png"
-        viz.save_images(explorer.items.x[5:6], upload)
+        Image.fromarray(digit).save(upload)
         page.set_input_files("#upload-a", str(upload))
         page.wait_for_selector("#view-a figure >> nth=1", timeout=WAIT_MS)
         read = explorer.encode_upload(upload.read_bytes())
         assert page.locator("#view-a img").nth(0).get_attribute("src") == read["item_view"]["image"]
         assert page.locator("#view-a img").nth(1).get_attribute("src") == read["reconstruction"]["image"]
         assert "my-digit.png" in page.locator("#source-a").inner_text()
+        assert "note" not in page.locator("#source-a").inner_text()
         assert page.locator("#item-a").input_value() == ""
+        # the same digit in black on white: the page says the background is the other one
+        inverted = tmp_path / "on-paper.png"
+        Image.fromarray(255 - digit).save(inverted)
+        page.set_input_files("#upload-a", str(inverted))
+        page.wait_for_function("document.querySelector('#source-a').innerText.includes('on-paper.png')",
+                               timeout=WAIT_MS)
+        assert "background is light" in page.locator("#source-a").inner_text()
         page.close()
 
 

@@ -46,6 +46,8 @@ SCORE_ITEMS = 500  # test items a score edits (a random sample of this many wher
 # Items encoded per turn of the model lock while a split's codes are computed (an attribute vector's first use), so
 # that decodes asked for meanwhile wait for one batch, not for the whole split
 CODE_BATCH = 128
+BORDER_ITEMS = 2000  # training pictures whose border sets the background an upload is compared with
+BORDER_GAP = 0.5  # an upload's border mean this far from the training pictures' is the other background
 
 
 class NotFound(VaekitError):
@@ -103,6 +105,7 @@ class Explorer:
         self._closed = False
         self._train_codes: torch.Tensor | None = None
         self._split_codes: torch.Tensor | None = None
+        self._training_border: float | None = None  # the training pictures' mean border value (background_note)
         # An attribute table's columns (0/1, one row per item of the served split, in order), as `vaekit attribute
         # --attr-file` reads them: their vectors come from the split's own codes.
         self.table_attributes: dict[str, torch.Tensor] = {}
@@ -215,7 +218,23 @@ class Explorer:
 
     def encode_upload(self, data: bytes, label: int | str | None = None) -> dict[str, Any]:
         y = self.parse_label(label)  # before the picture's decoding, the costly part
-        return self._encoded(self.read_upload(data), y)
+        x = self.read_upload(data)
+        note = self.background_note(x)
+        return {**self._encoded(x, y), **({"note": note} if note else {})}
+
+    def background_note(self, x: torch.Tensor) -> str | None:
+        """A note where an uploaded picture's background (its border's mean) is light and the training pictures'
+        dark, or the reverse: the model reads it as it is (a digit drawn in black on white, for MNIST's white on
+        black, comes back as a blot)."""
+        if self._training_border is None:
+            train = self.dataset.split("train").x[:BORDER_ITEMS]
+            self._training_border = float(_border(train).mean())
+        own, trained = float(_border(x[None]).mean()), self._training_border
+        if abs(own - trained) < BORDER_GAP:
+            return None
+        shade = lambda value: "light" if value > 0.5 else "dark"  # noqa: E731
+        return (f"this picture's background is {shade(own)} ({own:.2f}), the training pictures' {shade(trained)} "
+                f"({trained:.2f}): the model reads it as it is; invert it to match")
 
     @torch.no_grad()
     def _encoded(self, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, Any]:
@@ -593,6 +612,11 @@ class Explorer:
         label = int(self.items.y[index])
         names = self._label_names()
         return names[label] if label < len(names) else str(label)
+
+
+def _border(x: torch.Tensor) -> torch.Tensor:
+    """The outermost pixels of pictures (N, C, H, W), all channels: (N, C * perimeter) values."""
+    return torch.cat([x[..., 0, :], x[..., -1, :], x[..., 1:-1, 0], x[..., 1:-1, -1]], dim=-1).flatten(1)
 
 
 def _prior_kind(model: Model) -> str:

@@ -422,7 +422,8 @@ async function uploadEnd(which, file) {
   if (!current()) return;
   state.ends[which] = { z: result.z };
   $(`item-${which}`).value = "";
-  $(`source-${which}`).textContent = `${which.toUpperCase()}: the picture ${file.name}`;
+  $(`source-${which}`).textContent = `${which.toUpperCase()}: the picture ${file.name}` +
+    (result.note ? ` (note: ${result.note})` : "");
   // the picture as the model read it (grey or RGB, cropped, resized) beside the model's reconstruction of it
   $(`view-${which}`).replaceChildren(figure(result.item_view, "as read"),
                                      figure(result.reconstruction, "reconstructed"));
