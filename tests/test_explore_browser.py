@@ -259,6 +259,9 @@ def test_the_page_of_a_label_conditioned_model_decodes_with_the_label_chosen(bro
         code = explorer.code_of(other, None)[0]
         page.wait_for_function("(s) => document.querySelector('#decoded img').src === s",
                                arg=explorer.decode(code.tolist(), int(own))["image"], timeout=WAIT_MS)
+        # ... and every other picture follows the new label: the path, its strip (the edit's panel likewise)
+        for note in ("#interp-image-label", "#interp-strip-label"):
+            page.wait_for_selector(f"{note}[data-label='{own}']", timeout=WAIT_MS)
         # a new end B sets the picker to its label: the path ends at B as B
         page.fill("#item-b", "2")
         page.locator("#item-b").dispatch_event("change")

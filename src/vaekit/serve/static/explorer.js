@@ -181,7 +181,12 @@ function labelValue() {
 function adoptLabel(name) {
   if (!state.info.conditioned || name == null || $("label").value === name) return;
   $("label").value = name;
-  decodeNow();
+  labelChanged();
+}
+
+// Every picture of a label-conditioned model is decoded with the page's label: a new one redraws them all.
+function labelChanged() {
+  decodeNow(); interpolateNow(); interpolateStrip(); attributeNow();
 }
 
 // A counter per kind of request, so that an answer overtaken by a newer request of its kind is dropped.
@@ -566,7 +571,7 @@ async function start() {
   if (info.conditioned) {
     $("label-box").hidden = false;
     info.labels.forEach((name) => option($("label"), name));
-    $("label").addEventListener("change", () => { decodeNow(); interpolateNow(); interpolateStrip(); attributeNow(); });
+    $("label").addEventListener("change", labelChanged);
   }
   state.z = info.dimensions.slice().sort((a, b) => a.index - b.index).map((d) => d.mean);
   buildSliders(false);
