@@ -337,3 +337,16 @@ def test_the_fcd_classifier_is_checked_on_held_out_training_items_when_the_test_
     classifier = train_feature_classifier(split, steps=300)
     assert classifier.checked_on == "held-out training" and classifier.test_accuracy > 0.8
     assert train_feature_classifier(digits, steps=20).checked_on == "test"
+
+
+def test_interpolation_pairs_are_different_pairs_of_different_items():
+    """Pairs were drawn with replacement: on 2 test items all 32 were one path (or its reverse), so the standard error
+    of the smoothness read 0 and named a winner."""
+    from vaekit.compare import random_pairs
+
+    for n_items, n_pairs in ((2, 32), (5, 32), (9, 32), (100, 32), (10_000, 32)):
+        pairs = random_pairs(n_items, n_pairs, seed=0)
+        unordered = {tuple(sorted(p)) for p in pairs.tolist()}
+        assert len(unordered) == len(pairs) == min(n_pairs, n_items * (n_items - 1) // 2)
+        assert (pairs[:, 0] != pairs[:, 1]).all() and pairs.min() >= 0 and pairs.max() < n_items
+    assert np.array_equal(random_pairs(100, 32, seed=4), random_pairs(100, 32, seed=4))

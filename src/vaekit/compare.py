@@ -203,12 +203,30 @@ def interpolation_paths(model: Model, x: torch.Tensor, pairs: np.ndarray, steps:
 
 
 def random_pairs(n_items: int, n_pairs: int, seed: int) -> np.ndarray:
+    """n_pairs different pairs of different test items (a pair and its reverse draw one path): (P, 2). Every pair,
+    in random order, where the items make fewer than n_pairs; so the paths behind a standard error are distinct."""
     if n_items < 2:
         raise VaekitError(f"interpolation needs at least 2 test items, got {n_items}")
     rng = np.random.default_rng(seed)
+    possible = n_items * (n_items - 1) // 2
+    if possible <= n_pairs:
+        first, second = np.triu_indices(n_items, 1)
+        order = rng.permutation(possible)
+        return np.stack([first[order], second[order]], 1)
     first = rng.integers(0, n_items, n_pairs)
     second = (first + rng.integers(1, n_items, n_pairs)) % n_items  # never the same item twice
-    return np.stack([first, second], 1)
+    pairs, seen = [], set()
+    for a, b in zip(first.tolist(), second.tolist(), strict=True):
+        if (min(a, b), max(a, b)) not in seen:
+            seen.add((min(a, b), max(a, b)))
+            pairs.append((a, b))
+    while len(pairs) < n_pairs:  # a pair drawn twice: another in its place
+        a = int(rng.integers(0, n_items))
+        b = (a + int(rng.integers(1, n_items))) % n_items
+        if (min(a, b), max(a, b)) not in seen:
+            seen.add((min(a, b), max(a, b)))
+            pairs.append((a, b))
+    return np.array(pairs, dtype=np.int64)
 
 
 def subset_index(items: int, n: int, seed: int) -> torch.Tensor:
@@ -251,7 +269,10 @@ class SampleQuality:
         return None if self.classifier is None else self.classifier.checked_on
 
     def fcd(self, images: torch.Tensor) -> float | None:
-        return self.fcd_and_resamples(images)[0]
+        """The FCD alone (the real images' floor needs no standard error)."""
+        if self.classifier is None:
+            return None
+        return feature_frechet_distance(self.classifier.features_of(images[:self.items]), self.real_features)
 
     def fcd_and_resamples(self, images: torch.Tensor) -> tuple[float | None, np.ndarray | None]:
         """The FCD, and its value on RESAMPLES bootstrap resamples of both image sets. The resamples are drawn from one

@@ -123,7 +123,7 @@ SEPARATED = 2.0  # standard errors of the difference by which one model must lea
 
 def better_of(result: "CompareResult", key: str, lower_better: bool | None) -> str | None:
     """'ae' or 'vae' where one is better on this number: by more than SEPARATED standard errors of the difference
-    where it has one; the lower (or higher) value where it has none (the FCDs); None for a tie or no direction."""
+    where it has one; the lower (or higher) value where it has none; None for a tie or no direction."""
     ae, vae = score_of(result.ae, key), score_of(result.vae, key)
     if lower_better is None or ae is None or vae is None or ae == vae:
         return None
