@@ -380,6 +380,14 @@ def test_loading_mistakes_are_one_line_errors_that_say_what_to_do(fake_hub, smal
                                       "model.safetensors": (tmp_path / "hub" / "model.safetensors").read_bytes()})
     fake_hub.commit("alice/cut", {"config.json": (tmp_path / "hub" / "config.json").read_bytes()[:40],
                                   "model.safetensors": (tmp_path / "hub" / "model.safetensors").read_bytes()})
+    # a plugin's family this vaekit has not loaded, and a config.json of another model than the weights'
+    config = json.loads((tmp_path / "hub" / "config.json").read_text())
+    fake_hub.commit("alice/plugin", {"config.json": json.dumps({**config, "model": {**config["model"],
+                                                                                    "family": "myplugin"}}).encode(),
+                                     "model.safetensors": (tmp_path / "hub" / "model.safetensors").read_bytes()})
+    fake_hub.commit("alice/mixed", {"config.json": json.dumps({**config, "model": {**config["model"],
+                                                                                   "latent_dim": 3}}).encode(),
+                                    "model.safetensors": (tmp_path / "hub" / "model.safetensors").read_bytes()})
     fake_hub.commit("alice/bert", {"config.json": b'{"architectures": ["BertModel"], "hidden_size": 8}',
                                    "model.safetensors": (tmp_path / "hub" / "model.safetensors").read_bytes()})
     cases = [
@@ -398,6 +406,8 @@ def test_loading_mistakes_are_one_line_errors_that_say_what_to_do(fake_hub, smal
         ("alice/foreign", {}, "does not load (unknown config key model.a (known: family, latent_dim, "),
         ("alice/foreign", {}, "): the repository's config.json is at fault, not the download: tell its owner"),
         ("alice/cut", {}, "alice/cut holds a damaged config.json (JSONDecodeError): download it again"),
+        ("alice/plugin", {}, "which no loaded module registers: from Python, import the module that registers it"),
+        ("alice/mixed", {}, "its config.json and weights do not belong together: download it again"),
         ("hf://user/name.", {}, "hf://user/name. is not a Hub model"),  # ids the Hub refuses: ours, not a traceback
         ("hf://user/a--b", {}, "hf://user/a--b is not a Hub model"),
         ("user/name-", {}, "run folder not found: user/name-"),

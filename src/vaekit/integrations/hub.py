@@ -324,10 +324,15 @@ def from_pretrained(source: str | Path, *, revision: str | None = None, cache_di
     try:
         return checkpoint.load(folder, device)
     except VaekitError as exc:  # a run folder's advice (retrain, resume) does not fit a download
-        problem = without_advice(str(exc)).replace(str(folder), "the download")
-        if checkpoint.MODEL_FILE in problem:  # the weights: a broken download is the likely cause
-            advice = ("download it again (force_download=True, or hf download --force-download), or tell the "
-                      "repository's owner")
+        message = str(exc).replace(str(folder), "the download")
+        if "which no loaded module registers" in message:  # a plugin's family: its advice (import, install) stands
+            raise VaekitError(f"the model downloaded from {source} does not load: {message}") from None
+        problem = without_advice(message)
+        again = "download it again (force_download=True, or hf download --force-download)"
+        if "does not match" in problem or "was written for another" in problem:  # the two files, not one of them
+            advice = f"its {checkpoint.CONFIG_FILE} and weights do not belong together: {again}, or tell its owner"
+        elif checkpoint.MODEL_FILE in problem:  # the weights: a broken download is the likely cause
+            advice = f"{again}, or tell the repository's owner"
         else:  # its config.json, as the repository holds it: a new download gives the same file
             advice = (f"the repository's {checkpoint.CONFIG_FILE} is at fault, not the download: tell its owner (or, "
                       "for a model of a newer vaekit, upgrade vaekit)")
