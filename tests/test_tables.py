@@ -584,6 +584,14 @@ def test_a_column_of_row_ids_is_named_as_probably_ids(tmp_path):
     assert not looks_like_ids([float(v) for v in rng.permutation(np.arange(0, 2 * n, 2))])  # distinct, with gaps
     assert not looks_like_ids(list(numbered[:19]))  # too few rows to tell
     assert looks_like_ids(list(numbered))
+    # random 63-bit IDs in a long table: a few fall below 2^53 and are read as plain numbers; still IDs
+    ids = rng.integers(0, 2**63 - 1, 3000, dtype=np.int64)
+    ids[:3] = [17, 2**40, 2**52]
+    cells = [tables.LargeInteger(str(v)) if v >= 2**53 else float(v) for v in ids.tolist()]
+    assert looks_like_ids(cells)
+    # nanosecond timestamps are as large, but close together: numbers, not IDs
+    stamps = [tables.LargeInteger(str(1_700_000_000_000_000_000 + int(v))) for v in rng.integers(0, 10**16, 3000)]
+    assert len(set(stamps)) == 3000 and not looks_like_ids(stamps)
     frame = frame_table(np.column_stack([numbered, rng.normal(size=n)]), names=["i", "v"], source="X")
     assert any("(i)" in note for note in fit_schema(frame, range(n)).notes)
 

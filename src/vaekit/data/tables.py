@@ -587,16 +587,23 @@ def fit_schema(table: RawTable, train_rows: Sequence[int], column_types: dict[st
 
 def looks_like_ids(cells: Sequence[Cell]) -> bool:
     """Whether a column of numbers looks like row IDs: at least ID_ROWS values, integers, each in one row only, and
-    either numbered without a gap (1..N, in any order) or beyond 2^53 (random 64-bit IDs, which a float rounds)."""
+    either numbered without a gap (1..N, in any order) or random 64-bit numbers: nearly all beyond 2^53 (where a
+    float rounds them), spread over a range of their own size (nanosecond timestamps are as large but close)."""
     present = [c for c in cells if c is not None]
     if len(present) < ID_ROWS:
         return False
-    if all(isinstance(c, LargeInteger) for c in present):
-        return len(set(present)) == len(present)
-    if any(isinstance(c, LargeInteger) or not float(c).is_integer() for c in present):
+    values = []
+    for cell in present:
+        if not isinstance(cell, LargeInteger) and not float(cell).is_integer():
+            return False
+        values.append(int(cell) if isinstance(cell, LargeInteger) else int(float(cell)))
+    if len(set(values)) != len(values):
         return False
-    values = {int(c) for c in present}
-    return len(values) == len(present) and max(values) - min(values) + 1 == len(present)
+    low, high = min(values), max(values)
+    if high - low + 1 == len(values):
+        return True
+    large = sum(abs(v) >= 2**53 for v in values)
+    return large >= 0.9 * len(values) and high - low >= max(abs(low), abs(high)) / 4
 
 
 def model_table(model_config: Any) -> TableSchema | None:
