@@ -188,7 +188,8 @@ def test_decoded_frames_keep_the_index_and_the_column_types(recwarn):
 
 @pytest.mark.parametrize("parameter, value", [("latent_dim", 2.5), ("latent_dim", 0), ("hidden_dims", 16),
                                               ("hidden_dims", (16, 0)), ("epochs", 0), ("batch_size", 1.5),
-                                              ("lr", 0.0), ("lr", float("nan"))])
+                                              ("lr", 0.0), ("lr", float("nan")), ("beta", "1"), ("beta", -1.0),
+                                              ("standardize", "no"), ("impute", "drop"), ("device", "gpu")])
 def test_a_parameter_of_the_wrong_type_or_range_is_named(parameter, value):
     """A float latent_dim from a grid failed inside torch ("argument 'size' must be tuple of ints"); epochs=0 returned
     an untrained model."""
@@ -231,3 +232,19 @@ def test_score_is_the_density_of_the_data_in_its_own_units(estimator):
         elbo = metrics.sampled_bounds(small.model_, encoded, 16, seed=0).elbo.mean()
         log_std = sum(np.log(c.std) for c in small.schema_.columns)
         assert small.score(x) == pytest.approx(float(elbo) - log_std, rel=1e-6)
+
+
+def test_decoded_integers_stay_within_their_type_and_old_pickles_still_decode():
+    """A uint8 column decoded to -15 came back as float64 (pandas 3 refuses the cast) or wrapped to 241 (older pandas);
+    an estimator pickled before the column types were kept failed in inverse_transform."""
+    pandas = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    frame = pandas.DataFrame({"small": rng.integers(0, 30, 300).astype(np.uint8), "v": rng.normal(size=300)})
+    vae = VAETransformer(epochs=3, random_state=0).fit(frame)
+    codes = np.full((5, 2), 40.0)  # far out: decodes beyond the column's values
+    decoded = vae.inverse_transform(codes)
+    assert decoded["small"].dtype == np.uint8 and set(decoded["small"]) <= set(range(256))
+    wide = vae.sample(300, random_state=0)
+    assert wide["small"].dtype == np.uint8
+    del vae._frame_dtypes  # as unpickled from an older vaekit
+    assert list(vae.inverse_transform(codes).columns) == ["small", "v"]

@@ -77,11 +77,17 @@ def _as_fitted(values: Any, dtype: Any) -> Any:
     column's as bool, a categorical's as that categorical. Where they cannot be (NaN in a column the model left out,
     and an integer dtype that holds no missing value), the decoded values as they are."""
     try:
-        if dtype.kind in "iu":  # numpy's and pandas' (Int64, UInt8, ...) integer dtypes
-            values = values.round()
+        if dtype.kind in "iu":  # numpy's and pandas' (Int64, UInt8, ...) integer dtypes: rounded, and within the
+            # type's range (a decoded -15 of a uint8 column is 0, where a cast would wrap it to 241 or refuse it)
+            limits = np.iinfo(getattr(dtype, "numpy_dtype", dtype))
+            values = values.round().clip(limits.min, limits.max)
         return values.astype(dtype)
     except (TypeError, ValueError):
         return values
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_int(value: Any) -> bool:
@@ -119,8 +125,13 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
              "a tuple of ints >= 1, such as (128, 128) (one hidden layer: (128,))"),
             ("epochs", self.epochs is None or (_is_int(self.epochs) and self.epochs >= 1), "None or an int >= 1"),
             ("batch_size", _is_int(self.batch_size) and self.batch_size >= 1, "an int >= 1"),
-            ("lr", isinstance(self.lr, numbers.Real) and not isinstance(self.lr, bool) and math.isfinite(self.lr)
-             and self.lr > 0, "a number > 0"),
+            ("lr", _is_real(self.lr) and self.lr > 0, "a number > 0"),
+            ("beta", _is_real(getattr(self, "beta", 1.0)) and getattr(self, "beta", 1.0) >= 0, "a number >= 0"),
+            ("standardize", isinstance(self.standardize, (bool, np.bool_)), "True or False"),
+            ("impute", self.impute in ("none", "mean"), "'none' (missing values are an error) or 'mean' (an "
+             "estimator drops no rows: transform gives a code for each; drop them before fitting)"),
+            ("device", isinstance(self.device, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device),
+             "'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"),
         ]
         for parameter, ok, expected in checks:
             if not ok:
@@ -179,9 +190,6 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             if not _is_frame(X):  # an array's columns are numbers; its names are x0, x1, ...
                 types = {**{name: "numeric" for name in table.names}, **types}
             schema = fit_schema(table, range(table.n_rows), types, self.standardize)
-            if self.impute == "drop":
-                raise VaekitError("impute='drop' cannot drop rows inside an estimator (transform must return a code "
-                                  "per row): use impute='mean', or drop the rows before fitting")
             x = schema.encode(table, self.impute)
             cfg = self._config(schema, seed, table.n_rows)
             dataset = Dataset("X", x, x[:0], table=schema)
@@ -241,10 +249,12 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         import pandas
 
         columns = {}
-        for column, dtype in zip(self._frame_columns, self._frame_dtypes, strict=True):
+        # (an estimator pickled before the types were kept: the decoded values as they come)
+        dtypes = getattr(self, "_frame_dtypes", None) or [None] * len(self._frame_columns)
+        for column, dtype in zip(self._frame_columns, dtypes, strict=True):
             values = pandas.Series(decoded[str(column)] if str(column) in decoded else np.full(rows, np.nan),
                                    index=index)
-            columns[column] = _as_fitted(values, dtype)
+            columns[column] = values if dtype is None else _as_fitted(values, dtype)
         return pandas.DataFrame(columns, index=index)
 
     def _log_jacobian(self) -> float:
