@@ -350,3 +350,14 @@ def test_interpolation_pairs_are_different_pairs_of_different_items():
         assert len(unordered) == len(pairs) == min(n_pairs, n_items * (n_items - 1) // 2)
         assert (pairs[:, 0] != pairs[:, 1]).all() and pairs.min() >= 0 and pairs.max() < n_items
     assert np.array_equal(random_pairs(100, 32, seed=4), random_pairs(100, 32, seed=4))
+
+
+def test_a_tiny_test_split_says_how_many_pairs_its_paths_are(tmp_path):
+    """Three test items make three pairs: the report said "between 32 random test pairs"."""
+    digits = vaekit.data.load_dataset(DataConfig(name="digits"))
+    tiny = replace(digits, name="tiny", x_train=digits.x_train[:300], y_train=digits.y_train[:300],
+                   x_test=digits.x_test[:3], y_test=digits.y_test[:3])
+    cfg = replace(DIGITS, train=replace(DIGITS.train, epochs=1))
+    result = compare(cfg, tmp_path / "r", options=replace(QUICK, classifier_steps=20), dataset=tiny)
+    assert result.interpolation_pairs == 3 and all(s.interpolation.paths <= 3 for s in result.scores())
+    assert "paths between 3 random test pairs" in result.report.read_text()

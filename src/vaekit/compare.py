@@ -135,6 +135,7 @@ class CompareResult:
     classifier_checked_on: str | None = "test"  # which items classifier_accuracy is measured on
     # per UNCERTAIN key both models have: {"ae_minus_vae", "se" (of the difference), "how" (UNCERTAIN's value)}
     differences: dict[str, dict] = field(default_factory=dict)
+    interpolation_pairs: int | None = None  # the test pairs drawn (fewer than asked where the test split is tiny)
 
     def scores(self) -> tuple[ModelScores, ModelScores]:
         return self.ae, self.vae
@@ -455,6 +456,7 @@ def compare(
         runs={family: out / family for family in FAMILIES},
         differences={key: difference(key, scores["ae"], scores["vae"], units["ae"][key], units["vae"][key])
                      for key in UNCERTAIN if key in units["ae"] and key in units["vae"]},
+        interpolation_pairs=len(pairs),
     )
     if collapsed(result.vae):
         log.warning("the %s's posterior collapsed (KL %.2g nats per test item): the report compares a model that has "

@@ -95,7 +95,8 @@ def rows(result: "CompareResult", cfg: RunConfig, options: "CompareOptions") -> 
          True,
          "Mean ‖x<sub>t+1</sub> − x<sub>t</sub>‖ / ‖x<sub>end</sub> − x<sub>start</sub>‖ along decoded "
          "linear "
-         f"paths between {options.interpolation_pairs} random test pairs ({steps} images each); "
+         f"paths between {result.interpolation_pairs or options.interpolation_pairs} random test pairs ({steps} "
+         "images each); "
          "above the even value the path makes a detour."),
         ("Interpolation: largest step", "interpolation.max_jump", f"{even} (even)",
          True,
