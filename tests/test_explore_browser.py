@@ -374,8 +374,10 @@ def test_the_attribute_panel_says_the_vector_is_being_computed_and_explains_the_
         page.wait_for_function("() => true")
         while not held:
             page.wait_for_timeout(50)
+        page.wait_for_selector("#busy", state="visible", timeout=WAIT_MS)  # a request waiting: the page says so
         held[0].continue_()
         page.wait_for_selector("#attr-image img", timeout=WAIT_MS)
+        page.wait_for_selector("#busy", state="hidden", timeout=WAIT_MS)
         page.wait_for_function("() => document.getElementById('attr-score').dataset.status !== 'vector'",
                                timeout=WAIT_MS)
         page.unroute("**/api/attribute")
@@ -385,6 +387,10 @@ def test_the_attribute_panel_says_the_vector_is_being_computed_and_explains_the_
         # the edit is shown beside the reconstruction it starts from
         code = explorer.code_of(0, None)[0]
         assert _src(page, "#attr-original") == explorer.decode(code.tolist())["image"]
+        # a code laid out as a grid (a VQ-VAE's channels x rows x columns) names each slider's place in it
+        assert page.evaluate("() => gridPlace(2)") == ""  # this model's code is a vector
+        place = page.evaluate("() => { state.info.code_shape = [16, 7, 7]; return gridPlace(472); }")
+        assert place == "channel 9, row 4, column 3 of the 16×7×7 code; "  # 472 = 9 * 49 + 4 * 7 + 3
         page.close()
 
 

@@ -12,14 +12,31 @@ const state = { info: null, z: [], map: null, ends: { a: null, b: null }, itemCa
 // An error the page has shown already (api() shows every refused request): handlers let it end quietly.
 class Shown extends Error {}
 
+// Requests in flight; a note shows while any has waited longer than BUSY_MS (a slow decode, a vector computed).
+const BUSY_MS = 300;
+let inFlight = 0, busyTimer = null;
+function busy(delta) {
+  inFlight += delta;
+  if (inFlight > 0 && busyTimer === null) {
+    busyTimer = setTimeout(() => { $("busy").hidden = false; }, BUSY_MS);
+  } else if (inFlight === 0) {
+    clearTimeout(busyTimer);
+    busyTimer = null;
+    $("busy").hidden = true;
+  }
+}
+
 async function api(path, body) {
   const options = body === undefined ? {} : body instanceof FormData ? { method: "POST", body } :
     { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
   let response, data;
+  busy(+1);
   try {
     response = await fetch(path, options);
   } catch (e) {  // the server is gone
     throw fail(`${path}: no answer from the explorer (was it stopped?)`);
+  } finally {
+    busy(-1);
   }
   checkModel(response);
   try {
@@ -205,6 +222,19 @@ const decodeNow = latest(async () => {
   $("decoded").dataset.version = String(Number($("decoded").dataset.version || 0) + 1);
 });
 
+// Where a number of a code laid out as a grid (channels x rows x columns, a VQ-VAE's) sits in it, for its name.
+function gridPlace(index) {
+  const shape = state.info.code_shape;
+  if (!shape || shape.length < 2) return "";
+  const place = [];
+  for (let axis = shape.length - 1, rest = index; axis >= 0; axis--) {
+    place.unshift(rest % shape[axis]);
+    rest = Math.floor(rest / shape[axis]);
+  }
+  const names = shape.length === 3 ? ["channel", "row", "column"] : shape.map((_, i) => `axis ${i}`);
+  return `${names.map((n, i) => `${n} ${place[i]}`).join(", ")} of the ${shape.join("×")} code; `;
+}
+
 function buildSliders(all) {
   const box = $("sliders");
   box.replaceChildren();
@@ -213,7 +243,7 @@ function buildSliders(all) {
     const label = document.createElement("label");
     const name = document.createElement("span");
     name.textContent = `z${d.index}`;
-    name.title = `mean KL (or code variance) ${d.score.toPrecision(3)}`;
+    name.title = `${gridPlace(d.index)}mean KL (or code variance) ${d.score.toPrecision(3)}`;
     const input = document.createElement("input");
     Object.assign(input, { type: "range", min: d.low, max: d.high, step: (d.high - d.low) / 200 });
     input.dataset.dim = d.index;
