@@ -225,6 +225,17 @@ def test_an_upload_on_the_other_background_is_noted(digits):
     assert all(note is None for note in notes[0::2])
     assert all(note.startswith("this picture's background is light (") and "the training pictures' dark" in note
                for note in notes[1::2])
+    # only where the training pictures have one background: grey or mixed ones (a border mean near 0.5) get no note
+    black, white = torch.zeros(explorer.model.data_shape), torch.ones(explorer.model.data_shape)
+    saved = explorer._training_border
+    try:
+        for mixed in (0.5, 0.45, 0.6):
+            explorer._training_border = mixed
+            assert explorer.background_note(black) is None and explorer.background_note(white) is None
+        explorer._training_border = 0.9  # light pictures: a dark upload is the other one
+        assert "background is dark" in explorer.background_note(black) and explorer.background_note(white) is None
+    finally:
+        explorer._training_border = saved
 
 
 def test_uploads_of_the_wrong_kind_or_size_are_refused(digits):

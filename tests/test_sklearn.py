@@ -189,7 +189,8 @@ def test_decoded_frames_keep_the_index_and_the_column_types(recwarn):
 @pytest.mark.parametrize("parameter, value", [("latent_dim", 2.5), ("latent_dim", 0), ("hidden_dims", 16),
                                               ("hidden_dims", (16, 0)), ("epochs", 0), ("batch_size", 1.5),
                                               ("lr", 0.0), ("lr", float("nan")), ("beta", "1"), ("beta", -1.0),
-                                              ("standardize", "no"), ("impute", "drop"), ("device", "gpu")])
+                                              ("standardize", "no"), ("impute", "drop"), ("device", "gpu"),
+                                              ("device", "cuda:0")])
 def test_a_parameter_of_the_wrong_type_or_range_is_named(parameter, value):
     """A float latent_dim from a grid failed inside torch ("argument 'size' must be tuple of ints"); epochs=0 returned
     an untrained model."""
@@ -241,10 +242,22 @@ def test_decoded_integers_stay_within_their_type_and_old_pickles_still_decode():
     rng = np.random.default_rng(0)
     frame = pandas.DataFrame({"small": rng.integers(0, 30, 300).astype(np.uint8), "v": rng.normal(size=300)})
     vae = VAETransformer(epochs=3, random_state=0).fit(frame)
-    codes = np.full((5, 2), 40.0)  # far out: decodes beyond the column's values
+    codes = np.array([[40.0, 40.0], [-40.0, -40.0], [40.0, -40.0], [-40.0, 40.0], [0.0, 0.0]])  # far out
     decoded = vae.inverse_transform(codes)
-    assert decoded["small"].dtype == np.uint8 and set(decoded["small"]) <= set(range(256))
+    from vaekit import latent
+
+    raw = np.asarray(vae.schema_.decode(latent.decode_mean(vae.model_, torch.tensor(codes).float()))["small"])
+    assert raw.min() < 0 or raw.max() > 255  # the test has power: some decode beyond uint8
+    assert decoded["small"].dtype == np.uint8
+    np.testing.assert_array_equal(decoded["small"].to_numpy(), np.clip(np.round(raw), 0, 255).astype(np.uint8))
     wide = vae.sample(300, random_state=0)
     assert wide["small"].dtype == np.uint8
+    # 64-bit columns: the extremes as floats round beyond the type (2^63 - 1 is 2^63 as a float)
+    from vaekit.sklearn import _as_fitted
+
+    big = _as_fitted(pandas.Series([1e19, -1e19, 5.4]), np.dtype(np.int64))
+    assert big.dtype == np.int64 and big[0] > 2**62 and big[1] == -(2**63) and big[2] == 5
+    unsigned = _as_fitted(pandas.Series([1e20, -3.0]), np.dtype(np.uint64))
+    assert unsigned.dtype == np.uint64 and unsigned[0] > 2**63 and unsigned[1] == 0
     del vae._frame_dtypes  # as unpickled from an older vaekit
     assert list(vae.inverse_transform(codes).columns) == ["small", "v"]

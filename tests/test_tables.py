@@ -569,7 +569,7 @@ def test_a_column_of_row_ids_is_named_as_probably_ids(tmp_path):
     rng = np.random.default_rng(0)
     n = 200
     numbered = rng.permutation(np.arange(1, n + 1)).astype(float)
-    random64 = [str(v) for v in rng.integers(2**60, 2**62, n)]
+    random64 = [str(v) for v in rng.integers(0, 2**63 - 1, n)]  # random 63-bit IDs
     lines = ["rowid,customer,x,count"] + [f"{int(a)},{b},{rng.normal():.4f},{rng.integers(0, 10_000)}"
                                           for a, b in zip(numbered, random64, strict=True)]
     (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
@@ -592,6 +592,11 @@ def test_a_column_of_row_ids_is_named_as_probably_ids(tmp_path):
     # nanosecond timestamps are as large, but close together: numbers, not IDs
     stamps = [tables.LargeInteger(str(1_700_000_000_000_000_000 + int(v))) for v in rng.integers(0, 10**16, 3000)]
     assert len(set(stamps)) == 3000 and not looks_like_ids(stamps)
+    decades = [tables.LargeInteger(str(946_684_800 * 10**9 + int(v))) for v in rng.integers(0, 26 * 365 * 86400 * 10**9,
+                                                                                             3000)]
+    assert not looks_like_ids(decades)  # 2000 to 2026 in nanoseconds
+    # large measurements written as floats (masses of stars in kg) are numbers, whatever their size
+    assert not looks_like_ids([float(f"{m:.6e}") for m in rng.uniform(1e29, 1e32, 3000)])
     frame = frame_table(np.column_stack([numbered, rng.normal(size=n)]), names=["i", "v"], source="X")
     assert any("(i)" in note for note in fit_schema(frame, range(n)).notes)
 

@@ -80,7 +80,10 @@ def _as_fitted(values: Any, dtype: Any) -> Any:
         if dtype.kind in "iu":  # numpy's and pandas' (Int64, UInt8, ...) integer dtypes: rounded, and within the
             # type's range (a decoded -15 of a uint8 column is 0, where a cast would wrap it to 241 or refuse it)
             limits = np.iinfo(getattr(dtype, "numpy_dtype", dtype))
-            values = values.round().clip(limits.min, limits.max)
+            # the extremes as floats that the cast keeps (2^63 - 1 as a float is 2^63, which overflows int64)
+            low, high = (np.nextafter(float(v), 0.0) if abs(int(float(v))) > abs(v) else float(v)
+                         for v in (limits.min, limits.max))
+            values = values.round().clip(low, high)
         return values.astype(dtype)
     except (TypeError, ValueError):
         return values
@@ -130,8 +133,7 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             ("standardize", isinstance(self.standardize, (bool, np.bool_)), "True or False"),
             ("impute", self.impute in ("none", "mean"), "'none' (missing values are an error) or 'mean' (an "
              "estimator drops no rows: transform gives a code for each; drop them before fitting)"),
-            ("device", isinstance(self.device, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device),
-             "'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"),
+            ("device", self.device in ("auto", "cpu", "cuda", "mps"), "'cpu', 'cuda', 'mps' or 'auto'"),
         ]
         for parameter, ok, expected in checks:
             if not ok:

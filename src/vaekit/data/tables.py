@@ -587,14 +587,16 @@ def fit_schema(table: RawTable, train_rows: Sequence[int], column_types: dict[st
 
 def looks_like_ids(cells: Sequence[Cell]) -> bool:
     """Whether a column of numbers looks like row IDs: at least ID_ROWS values, integers, each in one row only, and
-    either numbered without a gap (1..N, in any order) or random 64-bit numbers: nearly all beyond 2^53 (where a
-    float rounds them), spread over a range of their own size (nanosecond timestamps are as large but close)."""
+    either numbered without a gap (1..N, in any order) or random 64-bit numbers: nearly all beyond 2^53 (written as
+    whole numbers, which a float would round: LargeInteger cells), spread over nearly the whole range of their size
+    (nanosecond timestamps of these decades are as large but closer together). A float cell of 2^53 or more was
+    written as a number such as 2.5e31, not an ID."""
     present = [c for c in cells if c is not None]
     if len(present) < ID_ROWS:
         return False
     values = []
     for cell in present:
-        if not isinstance(cell, LargeInteger) and not float(cell).is_integer():
+        if not isinstance(cell, LargeInteger) and not (abs(float(cell)) < 2**53 and float(cell).is_integer()):
             return False
         values.append(int(cell) if isinstance(cell, LargeInteger) else int(float(cell)))
     if len(set(values)) != len(values):
@@ -603,7 +605,7 @@ def looks_like_ids(cells: Sequence[Cell]) -> bool:
     if high - low + 1 == len(values):
         return True
     large = sum(abs(v) >= 2**53 for v in values)
-    return large >= 0.9 * len(values) and high - low >= max(abs(low), abs(high)) / 4
+    return large >= 0.9 * len(values) and high - low >= 0.7 * max(abs(low), abs(high))
 
 
 def model_table(model_config: Any) -> TableSchema | None:

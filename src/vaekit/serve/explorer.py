@@ -228,9 +228,13 @@ class Explorer:
         black, comes back as a blot)."""
         if self._training_border is None:
             train = self.dataset.split("train").x[:BORDER_ITEMS]
-            self._training_border = float(_border(train).mean())
+            self._training_border = float(_border(train).mean()) if len(train) else math.nan
         own, trained = float(_border(x[None]).mean()), self._training_border
-        if abs(own - trained) < BORDER_GAP:
+        # only where the training pictures have one background (dark or light, not mixed or grey) and the upload the
+        # other
+        if not (trained <= 0.5 - BORDER_GAP / 2 or trained >= 0.5 + BORDER_GAP / 2):  # (NaN: no training pictures)
+            return None
+        if (own > 0.5) == (trained > 0.5) or abs(own - trained) < BORDER_GAP:
             return None
         shade = lambda value: "light" if value > 0.5 else "dark"  # noqa: E731
         return (f"this picture's background is {shade(own)} ({own:.2f}), the training pictures' {shade(trained)} "
