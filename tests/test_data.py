@@ -683,3 +683,32 @@ def test_the_fingerprint_of_a_data_set_covers_its_labels():
     assert fingerprint(replace(digits, y_test=digits.y_test.roll(1))) != same
     assert fingerprint(replace(digits, x_test=digits.x_test.flip(0))) != same
     assert fingerprint(load_dataset(DataConfig(name="digits"))) == same
+
+
+def test_reading_a_folder_that_takes_more_than_a_second_shows_progress(tmp_path, monkeypatch):
+    """Thousands of photos to decode and shrink were read without a word; a quick read still shows no bar."""
+    import io
+    import sys
+    import time
+
+    from PIL import Image
+
+    from vaekit.data import user
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for i in range(40):
+        Image.fromarray(np.full((8, 8), i * 6, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    files = sorted(tmp_path.glob("*.png"))
+    quick = Terminal()
+    monkeypatch.setattr(sys, "stderr", quick)
+    user._read_images(files, 8)
+    assert "reading images" not in quick.getvalue()
+    square = user._square
+    monkeypatch.setattr(user, "_square", lambda *args: (time.sleep(0.05), square(*args))[1])  # 2 s in all
+    slow = Terminal()
+    monkeypatch.setattr(sys, "stderr", slow)
+    user._read_images(files, 8)
+    assert "reading images" in slow.getvalue()

@@ -7,7 +7,8 @@ import sys
 LOG_INTERVAL = 30.0  # seconds between a bar's lines in a log file, and before its first
 
 
-def bar_timing(interval: float = 0.1) -> dict[str, float]:
-    """tqdm's mininterval and delay: `interval` on a terminal, LOG_INTERVAL in a log file."""
+def bar_timing(interval: float = 0.1, delay: float = 0.0) -> dict[str, float]:
+    """tqdm's mininterval and delay: `interval` (and `delay` before the bar shows) on a terminal, LOG_INTERVAL in a
+    log file."""
     tty = sys.stderr.isatty()
-    return {"mininterval": interval if tty else LOG_INTERVAL, "delay": 0.0 if tty else LOG_INTERVAL}
+    return {"mininterval": interval if tty else LOG_INTERVAL, "delay": delay if tty else LOG_INTERVAL}

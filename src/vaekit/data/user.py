@@ -34,9 +34,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm.auto import tqdm
 
 from ..config import DataConfig
 from ..errors import VaekitError
+from ..progress import bar_timing
 from . import Dataset, safe, tables
 from .builtin import images_to_tensor
 
@@ -436,7 +438,9 @@ def _read_images(files: list[Path], size: int) -> torch.Tensor:
                       f"{len(files)} images of {size}x{size}", "choose a smaller --image-size")
     mode = "L" if gray else "RGB"
     pixels = np.empty((len(files), size, size) if gray else (len(files), size, size, 3), dtype=np.uint8)
-    for i, path in enumerate(files):
+    # a bar for a folder that takes more than a second to read (thousands of photos to decode and shrink)
+    for i, path in enumerate(tqdm(files, desc="reading images", unit="img", leave=False,
+                                  **bar_timing(0.2, delay=1.0))):
         with _open_image(path) as image:
             try:
                 converted = _converted(upright(image), mode)
