@@ -245,7 +245,7 @@ def _check(path: Path, module: torch.nn.Module, draw, names: list[str], model: M
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    worst, excess = 0.0, None  # the largest difference; the value furthest beyond its tolerance (difference, value)
+    worst, excess = 0.0, None  # the largest difference; a value beyond its tolerance, the furthest in its batch
     for b in CHECK_BATCHES:
         x = draw(b)
         labels = torch.arange(b, dtype=torch.int64) % max(model.num_labels, 1) if len(names) == 2 else None
