@@ -41,6 +41,21 @@ class KillAt:
             raise Killed
 
 
+def fail_import(monkeypatch, prefix: str, error: ImportError) -> None:
+    """Make every import of a module whose name starts with `prefix` raise `error`: an optional package missing, or
+    installed but failing to import."""
+    import builtins
+
+    real = builtins.__import__
+
+    def importing(name, *args, **kwargs):
+        if name.startswith(prefix):
+            raise error
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", importing)
+
+
 def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
     """The folder `name`/run made by build(folder) once per test session. Under pytest-xdist, the first process to
     ask builds it in the session's shared temporary folder and the others wait for it, so a session fixture costs

@@ -224,18 +224,10 @@ def test_the_check_is_relative_to_the_outputs_size_and_still_catches_a_differenc
 
 def test_onnx_packages_that_fail_to_import_are_named_as_such(small_run, tmp_path, monkeypatch):
     """An onnxruntime built for another numpy said "ONNX export needs None"."""
-    import builtins
-
+    from conftest import fail_import
     from vaekit.integrations.onnx import export_onnx
 
-    real = builtins.__import__
-
-    def failing(name, *args, **kwargs):
-        if name == "onnxruntime":
-            raise ImportError("numpy.core.multiarray failed to import")
-        return real(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", failing)
+    fail_import(monkeypatch, "onnxruntime", ImportError("numpy.core.multiarray failed to import"))
     with pytest.raises(VaekitError, match=r"the ONNX packages are installed but do not import \(numpy.core"):
         export_onnx(checkpoint.load(small_run), tmp_path / "o")
 

@@ -178,16 +178,9 @@ def test_parquet_reads_like_csv(mixed_csv, tmp_path):
 
 
 def test_parquet_without_pyarrow_is_a_clear_error(tmp_path, monkeypatch):
-    import builtins
+    from conftest import fail_import
 
-    real_import = builtins.__import__
-
-    def no_pyarrow(name, *args, **kwargs):
-        if name.startswith("pyarrow"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
+    fail_import(monkeypatch, "pyarrow", ImportError("No module named 'pyarrow'", name="pyarrow"))
     (tmp_path / "t.parquet").write_bytes(b"PAR1")
     with pytest.raises(VaekitError, match=r"needs pyarrow: pip install 'vaekit\[tables\]'"):
         load(tmp_path / "t.parquet")

@@ -99,19 +99,12 @@ def test_tables_log_numbers_without_pictures(tmp_path):
 
 
 def test_tensorboard_needs_a_run_folder_and_the_extra(digits_config, monkeypatch, tmp_path):
-    import builtins
+    from conftest import fail_import
 
     cfg = replace(digits_config, train=replace(digits_config.train, tensorboard=True))
     with pytest.raises(VaekitError, match="--tensorboard writes into the run folder: give --out"):
         vaekit.train(cfg)
-    real_import = builtins.__import__
-
-    def no_tensorboard(name, *args, **kwargs):
-        if name == "torch.utils.tensorboard":
-            raise ImportError("No module named 'tensorboard'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    fail_import(monkeypatch, "torch.utils.tensorboard", ImportError("No module named 'tensorboard'"))
     with pytest.raises(VaekitError, match=r"pip install 'vaekit\[tensorboard\]'"):
         vaekit.train(cfg, out=tmp_path / "run")
     assert not (tmp_path / "run").exists()  # no half-made run that refuses the same command without --tensorboard
