@@ -418,7 +418,7 @@ def test_usage_mistakes_name_the_commands_help_and_paths_name_the_run_folder(sma
         assert code == 2 and says in err and err.count("\n") == 1, (argv, err)
 
 
-def test_latent_pictures_say_what_they_show(small_run, tmp_path, monkeypatch):
+def test_latent_pictures_say_what_they_show(small_run, tmp_path, monkeypatch, capsys):
     """Each tile's caption, each row's label and a title (the pictures were bare tiles); the .npy arrays as before."""
     from vaekit import viz
 
@@ -438,8 +438,13 @@ def test_latent_pictures_say_what_they_show(small_run, tmp_path, monkeypatch):
     assert main(["attribute", str(small_run), "--attr", "3", "--apply-to", "0,2", "--strengths=-1,0,1",
                  "--out", out]) == 0
     assert seen["row_labels"] == ["item 0", "item 2"] and seen["captions"][:3] == ["-1", "0\nunedited", "+1"]
+    capsys.readouterr()
     assert main(["neighbours", str(small_run), "--item", "4", "--k", "20", "--out", out]) == 0
     assert seen["captions"][0] == "item 4\nquery" and seen["ncol"] == viz.WRAP  # 21 tiles wrap at 16
+    found, path = capsys.readouterr().out.splitlines()  # the list is the result: on stdout (it was on stderr)
+    assert path == out and found.startswith("nearest to item 4 (item, distance): ")
+    assert [f"item {part.split()[0]}\nd=" for part in found.split(": ")[1].split(", ")] == \
+        [caption.split("=")[0] + "=" for caption in seen["captions"][1:]]
     assert main(["vary", str(small_run), "--item", "2", "--n", "5", "--out", out]) == 0
     assert seen["captions"] == ["item 2", "draw 1", "draw 2", "draw 3", "draw 4", "draw 5"]
     with Image.open(out) as picture:  # enlarged tiles with their captions above

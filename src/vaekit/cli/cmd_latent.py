@@ -281,7 +281,7 @@ def neighbours(args: argparse.Namespace) -> int:
     found = latent.nearest_neighbours(codes, codes[args.item], k + 1)
     own = args.item % len(x)
     keep = [(int(i), float(d)) for i, d in zip(found.indices, found.distances) if int(i) != own][:k]
-    log.info("nearest to item %d: %s", own, ", ".join(f"{i} ({d:.3g})" for i, d in keep))
+    print(f"nearest to item {own} (item, distance): " + ", ".join(f"{i} ({d:.3g})" for i, d in keep))
     found_items = x[[i for i, _ in keep]]
     images = found_items if args.out.endswith(".npy") else torch.cat([item[None], found_items])
     print(_save(model, images, args.out, ncol=min(len(images), viz.WRAP),
