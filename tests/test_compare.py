@@ -11,7 +11,7 @@ import vaekit
 from vaekit.cli import main
 from vaekit.compare import (
     CompareOptions, CompareResult, compare, feature_frechet_distance, frechet_distance, interpolation_smoothness,
-    path_jumps, prior_hole_fraction, standard_error,
+    path_jumps, prior_hole_fraction, share_standard_error, standard_error,
 )
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.errors import VaekitError
@@ -105,6 +105,17 @@ def test_standard_error_closed_form():
     assert standard_error(np.array([1.0, 2.0, 3.0, 4.0])) == pytest.approx(np.sqrt(5 / 3) / 2)
     assert standard_error(np.array([1.0, np.nan, 3.0])) == pytest.approx(1.0)  # NaN: a unit left out
     assert standard_error(np.array([7.0])) is None and standard_error(np.ones(5)) == 0.0
+
+
+def test_a_share_of_none_or_all_draws_is_not_known_exactly():
+    """A share's standard error with two yeses and two noes added (Agresti-Coull): above 0 at a share of 0 or 1,
+    where the plain binomial one, sqrt(p (1 - p) / n), says 0; near the plain one inside."""
+    assert share_standard_error(np.zeros(2000)) == pytest.approx((2 / 2004 * 2002 / 2004 / 2004) ** 0.5)
+    assert share_standard_error(np.ones(2000)) == pytest.approx(share_standard_error(np.zeros(2000)))
+    flags = np.r_[np.ones(720), np.zeros(1280), np.nan]  # NaN: a draw left out
+    assert share_standard_error(flags) == pytest.approx((722 / 2004 * 1282 / 2004 / 2004) ** 0.5)
+    assert share_standard_error(flags) == pytest.approx(standard_error(flags), rel=0.01)
+    assert share_standard_error(np.ones(1)) is None
 
 
 # ---- the comparison on digits ---------------------------------------------------------------------------
@@ -214,9 +225,9 @@ def test_compare_numbers_carry_their_standard_errors(digits_report):
                                                "prior_hole_fraction", "gmm_hole_fraction",
                                                "interpolation.mean_jump", "interpolation.max_jump"}
         assert 0 < scores.standard_errors["fcd_prior"] < scores.fcd_prior
-        p = scores.prior_hole_fraction  # a share of independent draws: the binomial standard error
-        assert scores.standard_errors["prior_hole_fraction"] == pytest.approx(
-            (p * (1 - p) / (QUICK.hole_draws - 1)) ** 0.5, rel=1e-6)
+        p = (scores.prior_hole_fraction * QUICK.hole_draws + 2) / (QUICK.hole_draws + 4)  # a share of draws:
+        assert scores.standard_errors["prior_hole_fraction"] == pytest.approx(  # the Agresti-Coull standard error
+            (p * (1 - p) / (QUICK.hole_draws + 4)) ** 0.5, rel=1e-6)
     gap = digits_report.differences["recon_squared_error"]
     d = items["ae"] - items["vae"]
     assert gap["how"] == "paired" and gap["ae_minus_vae"] == pytest.approx(float(d.mean()), rel=1e-6)

@@ -24,7 +24,7 @@ from .report.classifier import FeatureClassifier, train_feature_classifier
 from .report.html import collapsed, render_report
 from .report.metrics import (
     InterpolationSmoothness, feature_frechet_distance, frechet_distance, hole_flags, interpolation_smoothness,
-    path_jumps, prior_hole_fraction, standard_error,
+    path_jumps, prior_hole_fraction, share_standard_error, standard_error,
 )
 
 log = logging.getLogger(__name__)
@@ -97,12 +97,14 @@ UNCERTAIN = {
     "interpolation.mean_jump": "paired", "interpolation.max_jump": "paired",
 }
 
+SHARES = {"prior_hole_fraction", "gmm_hole_fraction"}  # shares of yes/no draws: share_standard_error
+
 
 def spread(values: np.ndarray, key: str) -> float | None:
     """The standard error of a number from its values: per unit (NaN for a unit left out), or bootstrap replicates."""
     if UNCERTAIN[key] == "bootstrap":
         return float(np.std(values, ddof=1)) if len(values) > 1 else None
-    return standard_error(values)
+    return share_standard_error(values) if key in SHARES else standard_error(values)
 
 
 def difference(key: str, ae: ModelScores, vae: ModelScores, ae_values: np.ndarray,

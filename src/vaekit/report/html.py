@@ -153,8 +153,9 @@ def numbers_table(result: "CompareResult", cfg: RunConfig, options: "CompareOpti
     fcd = "" if result.fcd_real is None else (" For an FCD it is the spread of the distance over bootstrap "
                                               "resamples of both image sets, paired between the two models.")
     lines.append(f"<p class='small muted'>± is one standard error of the mean over the test items (reconstruction), "
-                 f"the draws (holes) or the test pairs (interpolation).{fcd} A number is in bold where its model leads "
-                 f"by more than {SEPARATED:g} standard errors of the difference (for reconstruction and interpolation, "
+                 f"the draws (holes; Agresti-Coull, so that a share of none or all draws is not shown as exact) or "
+                 f"the test pairs (interpolation).{fcd} A number is in bold where its model leads by more than "
+                 f"{SEPARATED:g} standard errors of the difference (for reconstruction and interpolation, "
                  f"paired over the same test items and pairs); no bold is a tie at this sample size.</p>")
     return "\n".join(lines)
 

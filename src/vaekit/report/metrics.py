@@ -67,6 +67,20 @@ def standard_error(values: np.ndarray | torch.Tensor) -> float | None:
     return float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else None
 
 
+def share_standard_error(flags: np.ndarray | torch.Tensor) -> float | None:
+    """Standard error of a share of independent yes/no draws (NaNs left out), the Agresti-Coull way: the share and
+    the count with two yeses and two noes added, sqrt(p~ (1 - p~) / (n + 4)), p~ = (yes + 2) / (n + 4). Unlike
+    the plain sqrt(p (1 - p) / n) it stays above 0 for a share of exactly 0 or 1 (none of 2000 draws is not a share
+    known exactly). None for fewer than two draws."""
+    v = np.asarray(flags, np.float64).ravel()
+    v = v[~np.isnan(v)]
+    if len(v) < 2:
+        return None
+    n = len(v) + 4
+    p = (v.sum() + 2) / n
+    return float(math.sqrt(p * (1 - p) / n))
+
+
 def prior_hole_fraction(codes: np.ndarray, z: np.ndarray, quantile: float = 0.99) -> float:
     """Share of latent draws z (M, D) that land where no data is encoded (the mean of hole_flags)."""
     return float(np.mean(hole_flags(codes, z, quantile)))
