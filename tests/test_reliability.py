@@ -10,6 +10,7 @@ import struct
 import sys
 import zipfile
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -388,6 +389,33 @@ def test_a_run_trained_on_a_dataset_built_in_python_resumes_on_it_given_again(tm
     assert [e.epoch for e in resumed] == [1, 2]
     assert [e.train["loss"] for e in resumed] == pytest.approx([e.train["loss"] for e in whole], rel=1e-5)
     assert [e.val["loss"] for e in resumed] == pytest.approx([e.val["loss"] for e in whole], rel=1e-5)
+
+
+def test_a_run_whose_data_file_moved_resumes_on_it_from_its_new_path(tmp_path, capsys):
+    """--resume RUN --data NEW: the run's own file, read as the run read it (its split, its statistics) and checked
+    against data.json, to the same weights as a run never moved; another file, or a run without the record, is
+    refused in one line. config.json keeps the path it trained from (it was: no way to resume a moved run)."""
+    rng = np.random.default_rng(0)
+    rows = ["a,b,c,kind"] + [f"{x:.4f},{y:.4f},{x * y:.4f},{'pq'[i % 2]}" for i, (x, y) in
+                             enumerate(rng.normal(size=(300, 2)))]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    flags = ["--latent-dim", "2", "--hidden-dims", "16", "--seed", "3", "--no-progress"]
+    whole, moved = str(tmp_path / "whole"), str(tmp_path / "moved")
+    assert main(["train", "--data", str(tmp_path / "t.csv"), "--epochs", "2", *flags, "--out", whole]) == 0
+    assert main(["train", "--data", str(tmp_path / "t.csv"), "--epochs", "1", *flags, "--out", moved]) == 0
+    (tmp_path / "t.csv").rename(tmp_path / "t2.csv")
+    fails(["train", "--resume", moved, "--epochs", "2"], capsys, "if it moved, give its new path with --data, also "
+          "to train --resume")
+    (tmp_path / "t3.csv").write_text("\n".join(rows[:-1]) + "\n")  # one row fewer: not the run's data
+    fails(["train", "--resume", moved, "--epochs", "2", "--data", str(tmp_path / "t3.csv")], capsys,
+          "t3.csv is not the data the run in")
+    assert main(["train", "--resume", moved, "--epochs", "2", "--data", str(tmp_path / "t2.csv")]) == 0
+    a, b = (checkpoint.read_checked(Path(run) / checkpoint.MODEL_FILE)[0] for run in (whole, moved))
+    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+    assert checkpoint.load_config(moved).data.name == str(tmp_path / "t.csv")
+    (Path(moved) / checkpoint.DATA_FILE).unlink()
+    fails(["train", "--resume", moved, "--epochs", "3", "--data", str(tmp_path / "t2.csv")], capsys,
+          "keeps no record of the data it trained on (data.json)")
 
 
 def test_a_resume_shows_progress_unless_it_is_asked_not_to(run, tmp_path):

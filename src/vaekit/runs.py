@@ -352,13 +352,17 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
 def resume(directory: str | Path, epochs: int | None = None, device: str | None = None,
            threads: int | None = None, progress: bool | None = None, callbacks: list[Any] | None = None,
            compile: bool | None = None, tensorboard: bool | None = None, minutes: float | None = None,
-           dataset: Dataset | None = None) -> RunResult:
+           dataset: Dataset | None = None, data: str | Path | None = None) -> RunResult:
     """Continue a run from its last resume state, optionally to a new total number of epochs or a new time limit
     (minutes, counting the run's training so far); where it runs (device, threads, compile), its progress bar and its
     TensorBoard log may change, what it computes may not. `dataset`: the data a run trained with train(dataset=...)
-    was given, again; by default the run's config.json names its data."""
+    was given, again; by default the run's config.json names its data. `data`: the path the run's own data file or
+    folder has moved to, read as the run read it and checked against the run's record of it (data.json); config.json
+    keeps the path it trained from (other commands take the new one as --data)."""
     directory = Path(directory)
     cfg = checkpoint.load_config(directory)
+    if data is not None and dataset is not None:
+        raise VaekitError("give the run's data as a moved file (data=) or as data in Python (dataset=), not both")
     progress = TrainConfig().progress if progress is None else progress  # this call's bar, not the run's last call's
     runtime = {k: v for k, v in (("epochs", epochs), ("device", device), ("threads", threads), ("progress", progress),
                                  ("compile", compile), ("tensorboard", tensorboard), ("minutes", minutes))
@@ -366,8 +370,11 @@ def resume(directory: str | Path, epochs: int | None = None, device: str | None 
     if checkpoint.never_checkpointed(directory):
         # stopped before or during its first checkpoint: nothing was kept, so the run starts again from its config
         log.warning("%s has no checkpoint yet: training it from the start", directory)
-        return train(replace(cfg, train=replace(cfg.train, **runtime)), out=directory, overwrite=True,
+        moved = {} if data is None else {"data": replace(cfg.data, name=str(data))}  # a fresh start reads it there
+        return train(replace(cfg, train=replace(cfg.train, **runtime), **moved), out=directory, overwrite=True,
                      callbacks=callbacks, dataset=dataset)
+    if data is not None:
+        dataset = moved_data(directory, cfg, str(data))
     here = distributed.setup(resolve_device(device or cfg.train.device))
     check_processes(cfg.model, here.size)
     with contextlib.ExitStack() as held:
@@ -376,6 +383,19 @@ def resume(directory: str | Path, epochs: int | None = None, device: str | None 
                 held.enter_context(run_lock(directory))
                 checkpoint.remove_temporaries(directory)
         return _resume(directory, cfg, runtime, callbacks, here, dataset)
+
+
+def moved_data(directory: Path, cfg: RunConfig, path: str) -> Dataset:
+    """The run's own data read from where it moved to, as the run read it, and checked to be the same items."""
+    if not (directory / checkpoint.DATA_FILE).is_file():
+        raise VaekitError(f"{directory} keeps no record of the data it trained on ({checkpoint.DATA_FILE}), so {path} "
+                          f"cannot be checked to be that data: put the data back where config.json names it "
+                          f"({cfg.data.name}), or train a new run on {path}")
+    dataset = load_dataset(replace(cfg.data, name=path), model_table(cfg.model))
+    checkpoint.check_data(directory, dataset, path)
+    log.info("resuming on %s, checked to be the data the run trained on (its config.json still names %s)", path,
+             cfg.data.name)
+    return dataset
 
 
 def run_data(directory: Path, cfg: RunConfig, dataset: Dataset | None, what: str) -> Dataset:

@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                             epilog=recipe_summaries(), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser)
     parser.add_argument("--out", help="run folder to write (config.json, model.safetensors, metrics.jsonl)")
-    parser.add_argument("--resume", metavar="RUN", help="continue the run in this folder (--epochs sets a new total)")
+    parser.add_argument("--resume", metavar="RUN", help="continue the run in this folder (--epochs sets a new total; "
+                        "--data FILE where the run's own data has moved)")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and stop")
     parser.add_argument("--nproc", type=_processes, metavar="N",
@@ -59,7 +60,8 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 # And --nproc. The last two switch on (a run keeps them); --minutes is a new limit for all of the run's training.
-RESUMABLE = ("--epochs", "--minutes", "--device", "--threads", "--no-progress", "--compile", "--tensorboard")
+# --data: where the run's own data has moved (checked to be the same items).
+RESUMABLE = ("--epochs", "--minutes", "--device", "--threads", "--no-progress", "--compile", "--tensorboard", "--data")
 
 
 def _check_resume(args: argparse.Namespace) -> None:
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             result = runs.resume(args.resume, epochs=args.cfg__train__epochs, device=args.cfg__train__device,
                                  threads=args.cfg__train__threads, progress=args.cfg__train__progress,
                                  compile=args.cfg__train__compile, tensorboard=args.cfg__train__tensorboard,
-                                 minutes=args.cfg__train__minutes)
+                                 minutes=args.cfg__train__minutes, data=args.cfg__data__name)
     else:
         cfg: RunConfig = config_from_args(args)
         if args.print_config:
