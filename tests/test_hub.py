@@ -32,7 +32,7 @@ from vaekit.config import DataConfig, ModelConfig, RunConfig, with_defaults  # n
 from vaekit.errors import VaekitError  # noqa: E402
 from vaekit.hvae import HVAE  # noqa: E402
 from vaekit.integrations import hub  # noqa: E402
-from vaekit.models import AE, IWAE, VAE, Model, build_model  # noqa: E402
+from vaekit.models import AE, IWAE, VAE, Model, build_model, register_family  # noqa: E402
 
 WRITE_TOKEN = "hf_write_token"  # the fake Hub's one account: it may create repositories and commit, and read private ones
 
@@ -534,6 +534,37 @@ def test_cards_for_other_data_labels_tables_and_unrecorded_settings(tmp_path, ca
 
     with pytest.raises(VaekitError, match="metrics must map names to finite numbers"):
         vectors.save_pretrained(tmp_path / "bad", metrics={"val_elbo": float("nan")})
+
+
+def test_cards_of_a_model_that_cannot_sample_yet_and_of_a_family_vaekit_does_not_ship(tmp_path, caplog):
+    """A vqvae before its prior's stage: the card says why it has no samples (it said the data were not images, and
+    its load line sampled, which raises); a plugin family's card names the code that registers it."""
+    vq = build_model(ModelConfig(family="vqvae", data_shape=(1, 8, 8), latent_dim=2, hidden_dims=(8,),
+                                 likelihood="bernoulli", network="mlp"))
+    vq.run_config = RunConfig(data=DataConfig(name="digits"), model=vq.config)
+    (tmp_path / "vq").mkdir()
+    (tmp_path / "vq" / "samples.png").write_bytes(b"an earlier export's picture")
+    folder = vq.save_pretrained(tmp_path / "vq")
+    text = folder.card.read_text()
+    assert not (tmp_path / "vq" / "samples.png").exists()  # not this model's
+    assert folder.samples is None and "not images" not in text and "model.sample" not in text
+    assert "No picture: this model cannot draw samples yet (this vqvae's prior over its codes is not trained" in text
+    assert "codes = model.encode(x)" in text
+    command = re.search(r"e\.g\. `vaekit ([^`]+)`", text).group(1).split()
+    assert command[:2] == ["reconstruct", "REPO"]  # the card's USER/REPO's folder
+    assert main([*command[:1], str(folder.directory), *command[2:3], str(tmp_path / command[3])]) == 0
+    assert "is not part of vaekit" not in text
+
+    shape = dict(data_shape=(1, 8, 8), latent_dim=2, hidden_dims=(8,), likelihood="bernoulli", network="mlp")
+    for name, module, says in (
+            ("test-card-plugin", __name__, f"the Python module `{__name__}` registers it. Install it beside vaekit; "
+                                           "unless it is a `vaekit.plugins` entry point, also import it"),
+            ("test-card-script", "__main__", "the script that trained this model registered it")):
+        register_family(name)(type("Mine", (VAE,), {"__module__": module}))
+        model = build_model(ModelConfig(family=name, **shape))
+        model.run_config = RunConfig(data=DataConfig(name="digits"), model=model.config)
+        text = model.save_pretrained(tmp_path / name).card.read_text()
+        assert f"The `{name}` family is not part of vaekit: {says}" in text, text
 
 
 def _card_snippets_run(folder: Path, tmp_path: Path) -> None:

@@ -75,16 +75,16 @@ def save_pretrained(model: Model, directory: str | Path, *, config: RunConfig | 
             samples = _write_samples(model, staged / SAMPLES_FILE)
             card = model_card(model, config, numbers, repo_id=repo_id, samples=samples, data_recorded=recorded)
             (staged / CARD_FILE).write_text(card)
-            for name in (checkpoint.MODEL_FILE, checkpoint.CONFIG_FILE, *([SAMPLES_FILE] if samples else []),
+            for name in (checkpoint.MODEL_FILE, checkpoint.CONFIG_FILE, *([SAMPLES_FILE] if samples is True else []),
                          CARD_FILE):
                 os.replace(staged / name, directory / name)
-            if not samples:  # an earlier model's picture would not be this one's
+            if samples is not True:  # an earlier model's picture would not be this one's
                 (directory / SAMPLES_FILE).unlink(missing_ok=True)
     except OSError as exc:
         raise VaekitError(f"cannot write the Hub folder {directory} ({exc.strerror or type(exc).__name__}): free "
                           f"some disk space or choose another folder") from None
     return HubFolder(directory, directory / checkpoint.CONFIG_FILE, directory / checkpoint.MODEL_FILE,
-                     directory / CARD_FILE, directory / SAMPLES_FILE if samples else None)
+                     directory / CARD_FILE, directory / SAMPLES_FILE if samples is True else None)
 
 
 def _run_config(model: Model, config: RunConfig | None) -> tuple[RunConfig, bool]:
@@ -148,9 +148,9 @@ def _written_by_vaekit(path: Path) -> bool:
     return isinstance(raw, dict) and "vaekit_version" in raw and isinstance(raw.get("model"), dict)
 
 
-def _write_samples(model: Model, path: Path) -> bool:
-    """A grid of decoded prior draws (each class in turn for a label-conditioned model); False for data that is not
-    pictures (tables, vectors)."""
+def _write_samples(model: Model, path: Path) -> bool | str:
+    """A grid of decoded prior draws (each class in turn for a label-conditioned model): True; False for data that
+    is not pictures (tables, vectors); why not, for a model that cannot sample yet (a vqvae before its prior)."""
     shape = model.data_shape
     if len(shape) != 3 or shape[0] not in (1, 3):
         return False
@@ -161,7 +161,7 @@ def _write_samples(model: Model, path: Path) -> bool:
         images = model.sample(SAMPLES, y=y, generator=torch.Generator().manual_seed(SAMPLE_SEED)).cpu()
     except VaekitError as exc:  # a model that cannot sample yet (a vqvae before its prior stage): no picture
         log.warning("the Hub folder gets no samples.png: %s", exc)
-        return False
+        return str(exc)
     finally:
         model.train(was_training)
     viz.image_grid(images, ncol=SAMPLE_COLUMNS).save(path)
@@ -199,9 +199,11 @@ def read_metrics(run: str | Path) -> dict[str, float]:
 
 # ---- the model card --------------------------------------------------------------------------------------------
 def model_card(model: Model, config: RunConfig, metrics: Mapping[str, float], *, repo_id: str | None = None,
-               samples: bool = True, data_recorded: bool = True) -> str:
+               samples: bool | str = True, data_recorded: bool = True) -> str:
     """README.md for the Hub: YAML front matter (library_name, tags, datasets where the Hub has the data set; the
-    license is left to the author), then what the model is, its numbers, its samples and how to load it."""
+    license is left to the author), then what the model is, its numbers, its samples and how to load it.
+    `samples`: whether samples.png shows draws (False: the data are not pictures; a text: why the model cannot
+    sample yet)."""
     family, settings = model.family, model.config
     front: dict[str, Any] = {"library_name": "vaekit", "tags": ["vaekit", family, "autoencoder", "pytorch"]}
     if data_recorded and config.data.name in HUB_DATASETS:
@@ -243,7 +245,10 @@ def model_card(model: Model, config: RunConfig, metrics: Mapping[str, float], *,
     else:
         lines += ["Not recorded (`vaekit export RUN --hub DIR` reads them from the run; `metrics=` in Python).", ""]
     lines += ["## Samples", ""]
-    if samples:
+    unready = samples if isinstance(samples, str) else None
+    if unready is not None:
+        lines += [f"No picture: this model cannot draw samples yet ({_cell(unready.rstrip('.'))}).", ""]
+    elif samples:
         how = " (each class in turn)" if model.num_labels else ""
         lines += [f"![{SAMPLES} decoded draws from the prior]({SAMPLES_FILE})", "",
                   f"{SAMPLES} draws z ~ p(z){how}, decoded to the likelihood's mean (seed {SAMPLE_SEED}).", ""]
@@ -253,11 +258,15 @@ def model_card(model: Model, config: RunConfig, metrics: Mapping[str, float], *,
     draw = ("rows = model.sample(16)  # decoded draws from the prior, in the model's standardised columns" if table
             else "images = model.sample(16, y=0)  # decoded draws from the prior, of class 0" if model.num_labels
             else "images = model.sample(16)  # decoded draws from the prior")
+    if unready is not None:
+        draw = "codes = model.encode(x)  # sampling waits for the prior's training (see Samples above)"
     folder = repo.split("/")[-1]
-    command = (f"vaekit sample {folder} --out samples.csv" if table
+    command = (f"vaekit reconstruct {folder} --out reconstructions.png" if unready is not None
+               else f"vaekit sample {folder} --out samples.csv" if table
                else f"vaekit sample {folder} --label 0 --out samples.png" if model.num_labels
                else f"vaekit sample {folder} --out samples.png")
-    lines += ["## How to load", "", "```python", f"# {INSTALL}", "from vaekit import Model", "",
+    lines += ["## How to load", "", *_family_source(model), "```python", f"# {INSTALL}", "from vaekit import Model",
+              "",
               f'model = Model.from_pretrained("{repo}")  # the family config.json names, on the CPU, in eval mode',
               draw, "```", "",
               f"On the command line: `hf download {repo} --local-dir {folder}`, then any vaekit command "
@@ -266,6 +275,27 @@ def model_card(model: Model, config: RunConfig, metrics: Mapping[str, float], *,
               "in a vaekit run folder.", "",
               "## License", "", "Not set: add a `license:` line to the front matter above before publishing.", ""]
     return "\n".join(lines)
+
+
+def _family_source(model: Model) -> list[str]:
+    """For a family vaekit does not ship, the card's paragraph on the code that registers it: loading needs it."""
+    module = type(model).__module__
+    if module == "vaekit" or module.startswith("vaekit."):
+        return []
+    family = model.family
+    if module == "__main__":
+        return [f"The `{family}` family is not part of vaekit: the script that trained this model registered it "
+                "(`vaekit.register_family`), so loading needs that code too, run or imported first.", ""]
+    from importlib.metadata import packages_distributions
+
+    try:
+        dists = packages_distributions().get(module.split(".")[0], [])
+    except Exception:  # noqa: BLE001  (broken package metadata must not cost the card)
+        dists = []
+    where = f"the package `{dists[0]}` (`pip install {dists[0]}`), in its module `{module}`" if dists else \
+        f"the Python module `{module}`"
+    return [f"The `{family}` family is not part of vaekit: {where} registers it. Install it beside vaekit; unless it "
+            "is a `vaekit.plugins` entry point, also import it before loading.", ""]
 
 
 def _judged_on(config: RunConfig) -> str:
