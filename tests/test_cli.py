@@ -506,3 +506,29 @@ def test_the_command_line_silences_numpys_note_on_flushed_subnormals(recwarn):
     assert main(["data", "list"]) == 0
     warnings.warn("The value of the smallest subnormal for <class 'numpy.float32'> type is zero.", UserWarning)
     assert not [w for w in recwarn if "smallest subnormal" in str(w.message)]
+
+
+def test_train_prior_trains_the_later_stage_a_family_names(tmp_path, monkeypatch, capsys):
+    """A family of one's own may name its later stage otherwise than "prior" (Model.stages): train-prior trains its
+    only one, or the one --stage names (it asked for "prior" always, so such a stage had no command)."""
+    import vaekit
+    from vaekit import checkpoint, runs
+    from vaekit.config import DataConfig, ModelConfig, RunConfig
+    from vaekit.data import load_dataset
+
+    for name, stages in (("test-one-later-stage", ("fit",)), ("test-two-later-stages", ("fit", "polish"))):
+        vaekit.register_family(name)(type(name.title().replace("-", ""), (vaekit.VAE,), {"stages": stages}))
+    asked = []
+    epoch = runs.EpochResult(1, 1, {"loss": 1.0}, None, 1e-3, 1.0, 1.0, 1.0)
+    monkeypatch.setattr(runs, "train_stage", lambda run, stage, **kw: asked.append(stage) or
+                        runs.RunResult(None, None, [epoch], Path(run)))
+    for family in ("test-one-later-stage", "test-two-later-stages"):
+        cfg = RunConfig(data=DataConfig(name="digits"), model=ModelConfig(family=family, latent_dim=2))
+        (tmp_path / family).mkdir()
+        checkpoint.write_config(tmp_path / family, runs.resolve_config(cfg, load_dataset(cfg.data)))
+    assert main(["train-prior", str(tmp_path / "test-one-later-stage")]) == 0
+    assert json.loads(capsys.readouterr().out)["stage"] == "fit"
+    assert main(["train-prior", str(tmp_path / "test-two-later-stages"), "--stage", "polish"]) == 0
+    assert asked == ["fit", "polish"]
+    assert main(["train-prior", str(tmp_path / "test-two-later-stages")]) == 2
+    assert "trains in stages fit, polish after its own: name the one to train with --stage" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """vaekit train-prior: the second training stage of a family with a learned prior over its codes (vqvae), from a
 finished run folder: the model frozen, its prior trained on the codes of the run's training data, the run's model
-file rewritten with it after every epoch. Then `vaekit sample RUN` draws from it."""
+file rewritten with it after every epoch. Then `vaekit sample RUN` draws from it. A family of one's own may name its
+later stages otherwise (Model.stages): --stage NAME trains one of them, by default its only one."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +9,9 @@ import json
 import signal
 import sys
 
-from .. import runs
+from .. import checkpoint, runs
 from ..errors import Interrupted, VaekitError
+from ..models import MODEL_FAMILIES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,14 +24,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="where to train (default: the run's)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--stage", help="which later stage of the family to train (default: its only one, e.g. the "
+                                   "vqvae's prior)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.epochs < 1:
         raise VaekitError(f"--epochs must be at least 1, got {args.epochs}")
+    stage = args.stage or _only_stage(args.run)
     try:
-        result = runs.train_stage(args.run, "prior", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        result = runs.train_stage(args.run, stage, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                   device=args.device, threads=args.threads,
                                   progress=False if args.no_progress else None)
     except Interrupted as stop:
@@ -39,8 +44,18 @@ def run(args: argparse.Namespace) -> int:
                          f"vaekit train-prior {args.run}\n")
         raise SystemExit(128 + stop.signum) from None
     last = result.history[-1]
-    print(json.dumps({"run": str(args.run), "stage": "prior", "epochs": last.epoch,
+    print(json.dumps({"run": str(args.run), "stage": stage, "epochs": last.epoch,
                       "train_prior_nll": round(last.train_loss, 4),
                       "val_prior_nll": None if last.val_loss is None else round(last.val_loss, 4),
                       "images_per_s": round(last.images_per_s, 1)}))
     return 0
+
+
+def _only_stage(run: str) -> str:
+    """The family's one later stage; several are named with --stage; none is said by runs.train_stage."""
+    family = MODEL_FAMILIES.get(checkpoint.load_config(run).model.family)
+    stages = family.stages if family is not None else ()
+    if len(stages) > 1:
+        raise VaekitError(f"the {family.family} family trains in stages {', '.join(stages)} after its own: name the "
+                          "one to train with --stage")
+    return stages[0] if stages else "prior"
