@@ -9,7 +9,9 @@ tools work on the posterior means as for any family. Everything below goes throu
     python examples/custom_family.py --data mnist-10k --epochs 20  # the embedded MNIST subset
 
 After the family is registered, the command line works too, from a script that imports this module:
-`vaekit.cli.main(["train", "--model", "mog-vae", "--mog-vae-components", "10", ...])`.
+`vaekit.cli.main(["train", "--model", "mog-vae", "--mog-vae-components", "10", ...])`, in one process (the processes
+`--nproc` starts know only vaekit's families and installed plugins': install the module as a `vaekit.plugins` entry
+point for that).
 """
 from __future__ import annotations
 

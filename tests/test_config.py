@@ -139,7 +139,14 @@ def test_a_family_or_likelihood_cannot_take_a_name_whose_settings_it_would_share
         register_likelihood("vamp")(type("Clash", (LIKELIHOODS["gaussian"],), {}))
     with pytest.raises(ValueError, match=r"'beta' is a model setting \(model.beta\)"):
         vaekit.register_family("beta")(type("Clash", (vaekit.VAE,), {}))
+    # another class under a name already held (a built-in's, another plugin's) would take over its runs: refused
+    with pytest.raises(ValueError, match=r"'vae' already names the family vaekit.models.VAE, so .*Clash would "
+                                         r"replace it for every run of that name: register it under another name"):
+        vaekit.register_family("vae")(type("Clash", (vaekit.VAE,), {}))
+    with pytest.raises(ValueError, match="'gaussian' already names the likelihood"):
+        register_likelihood("gaussian")(type("Clash", (LIKELIHOODS["gaussian"],), {}))
     assert MODEL_FAMILIES == families and LIKELIHOODS == likelihoods  # nothing was registered
+    assert vaekit.register_family("vae")(vaekit.VAE) is vaekit.VAE  # the same class again (a module re-imported)
     assert LIKELIHOODS["gaussian"].name == "gaussian"
 
 

@@ -203,6 +203,25 @@ def test_mistakes_are_said_once_before_any_process_starts(tmp_path, capsys, monk
         vaekit.train(cfg)
 
 
+def test_a_family_the_started_processes_would_not_know_is_refused_before_they_start(tmp_path, capsys, monkeypatch):
+    """A family registered by the calling script (or a module of its own) is unknown to the processes --nproc starts
+    (python -m vaekit): refused in one line, before a run folder (each process said --model was an invalid choice);
+    vaekit's own families and an installed plugin's are launched."""
+    from vaekit.cli import main
+
+    vaekit.register_family("test-script-family")(type("Mine", (vaekit.VAE,), {"__module__": "__main__"}))
+    assert main(["train", *FLAGS, "--model", "test-script-family", "--out", str(tmp_path / "r"), "--nproc", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "the family 'test-script-family' is registered by __main__, which the 2 processes --nproc starts (python " \
+           "-m vaekit) do not import: install it as a plugin (entry-point group vaekit.plugins), or train in one " \
+           "process" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
+    config = vaekit.config.override(vaekit.RunConfig(), ["model.family=test-script-family"]).model
+    monkeypatch.setattr(vaekit.models, "_PLUGIN_PACKAGES", {"__main__"})  # as if a plugin had registered it
+    vaekit.models.check_launchable(config, 2)
+    vaekit.models.check_launchable(vaekit.RunConfig().model, 2)
+
+
 def test_families_that_train_in_one_process_are_refused_before_a_run_folder_is_made(tmp_path, capsys, monkeypatch):
     from vaekit.cli import main
 

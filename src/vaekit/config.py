@@ -112,6 +112,17 @@ COMPONENT_SETTINGS: dict[str, type] = {}
 COMPONENT_KINDS: dict[str, str] = {}  # name -> "family" or "likelihood": the two share model.<name> and --<name>-*
 
 
+def check_unclaimed(registry: dict[str, type], name: str, cls: type, kind: str) -> None:
+    """That `name` is free for `cls` as a family or likelihood: held by another class (a built-in one, or another
+    plugin's), it is refused, as every run of that name would silently build the newcomer. The same class registered
+    again (its module imported twice) is no clash."""
+    held = registry.get(name)
+    if held is not None and (held.__module__, held.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"{name!r} already names the {kind} {held.__module__}.{held.__qualname__}, so "
+                         f"{cls.__module__}.{cls.__qualname__} would replace it for every run of that name: register "
+                         f"it under another name")
+
+
 def register_settings(name: str, settings: type | None, kind: str = "family") -> None:
     """Declare the settings of the family or likelihood `name` (kind), kept as model.<name>.<setting>: a name the
     other kind holds, or a model setting's, is refused, as their settings would be mixed up."""

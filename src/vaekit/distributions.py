@@ -13,7 +13,7 @@ from torch.distributions import (
     Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal, constraints,
 )
 
-from .config import positive, register_settings, setting
+from .config import check_unclaimed, positive, register_settings, setting
 from .errors import VaekitError
 
 # Log-variance bounds: wide enough never to bind in healthy training, tight enough that exp() cannot overflow.
@@ -85,6 +85,7 @@ LIKELIHOODS: dict[str, type[Likelihood]] = {}
 def register_likelihood(name: str) -> Callable[[type[Likelihood]], type[Likelihood]]:
     """Register a likelihood class under `name` (--likelihood NAME), with its settings if it declares any."""
     def add(cls: type[Likelihood]) -> type[Likelihood]:
+        check_unclaimed(LIKELIHOODS, name, cls, "likelihood")
         register_settings(name, cls.Settings, "likelihood")  # first: a name that cannot be used registers nothing
         cls.name = name
         LIKELIHOODS[name] = cls

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution, Normal, kl_divergence
 
-from .config import ModelConfig, RunConfig, register_settings, setting, validate_model
+from .config import ModelConfig, RunConfig, check_unclaimed, register_settings, setting, validate_model
 from .distributions import (
     DiagonalGaussian, PointMass, build_likelihood, diagonal_gaussian, draw_noise, noise_shape, rsample_with,
     standard_normal,
@@ -428,6 +428,7 @@ def register_family(name: str) -> Callable[[type[Model]], type[Model]]:
     def add(cls: type[Model]) -> type[Model]:
         if not (isinstance(cls, type) and issubclass(cls, Model)):
             raise TypeError(f"register_family({name!r}) takes a subclass of vaekit.Model, got {cls!r}")
+        check_unclaimed(MODEL_FAMILIES, name, cls, "family")
         register_settings(name, cls.Settings, "family")  # first: a name that cannot be used registers nothing
         cls.family = name
         MODEL_FAMILIES[name] = cls
@@ -505,6 +506,27 @@ def load_plugins() -> None:
 
     for entry in entry_points(group="vaekit.plugins"):
         entry.load()
+        _PLUGIN_PACKAGES.add(entry.module.split(".")[0])
+
+
+_PLUGIN_PACKAGES: set[str] = set()  # the top-level packages of the loaded plugins' modules
+
+
+def check_launchable(config: ModelConfig, processes: int) -> None:
+    """Refuse --nproc for a family or likelihood that the processes it starts (python -m vaekit) would not know:
+    one registered by the calling script or a module of its own, not by vaekit or an installed plugin."""
+    from .distributions import LIKELIHOODS
+
+    load_plugins()
+    for kind, cls in (("family", MODEL_FAMILIES.get(config.family)),
+                      ("likelihood", LIKELIHOODS.get(config.likelihood))):
+        module = getattr(cls, "__module__", "vaekit")
+        if module.split(".")[0] in ("vaekit", *_PLUGIN_PACKAGES):
+            continue
+        name = config.family if kind == "family" else config.likelihood
+        raise VaekitError(f"the {kind} {name!r} is registered by {module}, which the {processes} processes --nproc "
+                          f"starts (python -m vaekit) do not import: install it as a plugin (entry-point group "
+                          f"vaekit.plugins), or train in one process")
 
 
 def check_processes(config: ModelConfig, processes: int) -> None:

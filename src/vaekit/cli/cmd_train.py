@@ -14,7 +14,7 @@ from .. import checkpoint, distributed, runs
 from ..data import load_dataset
 from ..config import RunConfig
 from ..errors import Interrupted, VaekitError
-from ..models import check_processes
+from ..models import check_launchable, check_processes
 from ..train import json_number, kept_index
 from .common import add_config_flags, config_from_args, recipe_summaries, set_flags
 
@@ -120,6 +120,7 @@ def _launch(args: argparse.Namespace) -> int:
         raise VaekitError("--nproc starts torchrun, but this process already runs under it: drop --nproc")
     cfg = checkpoint.load_config(args.resume) if args.resume else config_from_args(args)
     check_processes(cfg.model, args.nproc)
+    check_launchable(cfg.model, args.nproc)
     if cfg.train.batch_size % args.nproc:
         raise VaekitError(f"--batch-size {cfg.train.batch_size} is the batch of all {args.nproc} processes together "
                           f"and must split evenly between them: use a multiple of {args.nproc}")
