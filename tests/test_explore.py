@@ -1129,6 +1129,15 @@ def test_info_says_what_kind_of_prior_the_model_has():
     assert _prior_kind(vq) == "untrained"
     vq.prior_net.trained.fill_(1)
     assert _prior_kind(vq) == "learned"
+    # no bound, but codes trained towards N(0, I) (a Wasserstein AE's regulariser): its prior is no AE's nominal one
+    from vaekit.models import VAE, register_family
+
+    register_family("test-unbounded-prior")(type("Unbounded", (VAE,), {"has_bound": False}))
+    unbounded = build_model(ModelConfig(family="test-unbounded-prior", **shape))
+    assert _prior_kind(unbounded) == "prior"
+    x = torch.rand(50, 1, 8, 8)
+    steps = latent.traverse(unbounded, x[0], dims=[0], values=torch.tensor([-1.0, 1.0]), data=x)
+    assert steps.positions.tolist() == [[-1.0, 1.0]]  # the prior's SD, not the codes' spread
 
 
 def test_a_body_sent_without_the_json_content_type_is_told_so(digits):

@@ -215,8 +215,8 @@ def traverse(
     if absolute:
         positions = values.repeat(len(chosen), 1)
     else:
-        if not model.has_bound and data is not None:  # an autoencoder's prior is nominal (a vqvae's is learned
-            # later, over discrete codes): the codes' own spread over the data, as the explorer's sliders use
+        if not model.codes_follow_prior and data is not None:  # an autoencoder's prior is nominal (a vqvae's is
+            # learned later, over discrete codes): the codes' own spread over the data, as the explorer's sliders use
             codes = encode_dataset(model, data, y=data_labels).flatten(1).double()
             mean, std = codes.mean(0).float(), codes.std(0).float()
         else:

@@ -53,6 +53,11 @@ class Model(nn.Module):
     Settings: ClassVar[type | None] = None  # a family's own settings (model.<family>.<name>), a frozen dataclass
     posterior_params: ClassVar[int] = 2  # encoder outputs per latent dimension
     has_bound: ClassVar[bool] = True  # whether log p(x) is bounded (ELBO, NLL); a plain autoencoder has none
+    # whether training pulls the codes towards prior(), so that the prior's spread is the code's scale (a VAE's; a
+    # Wasserstein AE's, which has no bound): False for a plain AE (its N(0, I) is nominal) and a VQ-VAE (its prior is
+    # learned later, over its codebook's entries). Where False, traversals and the explorer's sliders step in the
+    # codes' own spread over the data, and the explorer says the prior is nominal (or learned).
+    codes_follow_prior: ClassVar[bool] = True
     takes_labels: ClassVar[bool] = True  # whether the family can be conditioned on labels (--condition label)
     takes_free_bits: ClassVar[bool] = True  # whether its objective applies model.free_bits (Model.forward does)
     stages: ClassVar[tuple[str, ...]] = ()  # training stages after the model's own, e.g. ("prior",) (vqvae)
@@ -477,6 +482,7 @@ class AE(Model):
 
     posterior_params = 1
     has_bound = False
+    codes_follow_prior = False
     takes_free_bits = False  # no KL to floor
 
     @property

@@ -118,6 +118,7 @@ class VQVAE(Model):
     is a second stage (stages = ("prior",)): until it is trained, sampling is refused."""
 
     has_bound = False
+    codes_follow_prior = False  # its prior is learned afterwards, over the codebook's entries
     takes_labels = False  # the prior over codes carries no label
     takes_free_bits = False  # no KL to floor
     posterior_params = 1

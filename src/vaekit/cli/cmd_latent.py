@@ -161,16 +161,17 @@ def traverse(args: argparse.Namespace) -> int:
     rows = len(dims) if dims is not None else min(args.top or model.latent_dim, model.latent_dim)
     decoded_count(model, args.steps, "--steps", per=rows)
     item = pick(x, args.item)
-    # the data: for --top, and for a family with no likelihood bound (ae, vqvae), whose steps are measured in the
-    # codes' spread over it (its prior is nominal, or learned over discrete codes), as the explorer's sliders
-    wants_data = args.top is not None or not model.has_bound
+    # the data: for --top, and for a family whose codes are not trained towards its prior (ae, vqvae), whose steps
+    # are measured in the codes' spread over it (its prior is nominal, or learned over discrete codes), as the
+    # explorer's sliders
+    wants_data = args.top is not None or not model.codes_follow_prior
     result = latent.traverse(model, item, dims=dims, top_n=args.top, values=torch.linspace(*low_high, args.steps),
                              data=x[:2000] if wants_data else None, y=_label(y, args.item),
                              data_labels=None if y is None else y[:2000])
     log.info("rows: latent dimensions %s; columns: values %g..%g", ", ".join(map(str, result.dims)), *low_high)
     plain = args.out.endswith(".npy") or model_table(model.config) is not None
     values = torch.linspace(*low_high, args.steps).tolist()
-    unit = "the prior's SD" if model.has_bound and args.top is None else "the codes' SD over the data"
+    unit = "the prior's SD" if model.codes_follow_prior and args.top is None else "the codes' SD over the data"
     print(_save(model, result.images if plain else result.grid(), args.out, ncol=args.steps,
                 captions=[_number(v) for v in values] * len(result.dims),
                 row_labels=[f"z[{d}]" for d in result.dims],

@@ -126,7 +126,7 @@ class Explorer:
         scores = latent.dimension_scores(model, x_map, y=y_map).flatten()
         self.slider_range = "prior"  # what the sliders span: the prior's spread, or the served codes' own
         try:
-            if not model.has_bound:  # an AE: its prior is nominal, and its codes lie where they lie
+            if not model.codes_follow_prior:  # an AE: its prior is nominal, and its codes lie where they lie
                 raise VaekitError("no prior to range the sliders")
             mean, std = latent.prior_moments(model)
         except VaekitError:  # a prior over another shape than the code, or none: the codes' own spread
@@ -627,7 +627,7 @@ def _prior_kind(model: Model) -> str:
     """What the model's prior is, for the page's prior controls: "prior" (trained towards it: a VAE's), "learned" (a
     second stage, as a VQ-VAE's over its codebook's entries), "untrained" (that stage not trained: sampling is
     refused) or "nominal" (an AE's N(0, I), which its codes were never trained towards)."""
-    if model.has_bound:
+    if model.codes_follow_prior:
         return "prior"
     try:
         model.prior()
