@@ -138,6 +138,7 @@ def digits_report(tmp_path_factory) -> CompareResult:
 def test_compare_digits_numbers(digits_report):
     ae, vae = digits_report.ae, digits_report.vae
     assert (ae.family, vae.family) == ("ae", "vae")
+    assert ae.point_codes and not vae.point_codes  # the AE's code is a point, the VAE's a posterior's mean
     # What the report exists to show: N(0, I) decodes to data for the VAE, to mostly nothing for the AE.
     assert vae.fcd_prior < 0.8 * ae.fcd_prior
     assert vae.prior_hole_fraction < 0.1 < 0.5 < ae.prior_hole_fraction
@@ -335,6 +336,30 @@ def test_compare_measures_the_compared_model_on_the_test_split_and_survives_a_co
     page = (tmp_path / "report" / "index.html").read_text()
     assert "the VampPrior, a mixture of the posteriors at 10 learned pseudo-inputs" in page
     assert "AE: decoded draws z ~ N(0, I), which an autoencoder was never trained towards" in page
+
+
+def test_a_second_family_whose_codes_are_points_is_captioned_as_such(digits_report):
+    """A vqvae's or a Wasserstein AE's encoder gives points: its pictures are captioned as the AE's are (they spoke
+    of posterior means and draws z ~ q(z|x), which it does not have)."""
+    from PIL import Image
+
+    from vaekit.models import build_model
+    from vaekit.report.html import render_report
+
+    shape = dict(data_shape=(1, 8, 8), latent_dim=2, hidden_dims=(8,), likelihood="bernoulli", network="mlp")
+    assert vaekit.latent.point_codes(build_model(ModelConfig(family="vqvae", **shape)), torch.rand(4, 1, 8, 8))
+    assert not vaekit.latent.point_codes(build_model(ModelConfig(family="vae", **shape)), torch.rand(4, 1, 8, 8))
+    blank = Image.new("RGB", (4, 4))
+    kinds = ("reconstructions", "prior", "vary", "interpolation", "latent_map", "gmm")
+    figures = {"ae": dict.fromkeys(kinds, blank), "vae": dict.fromkeys(kinds, blank),
+               "data": {"inputs": blank, "vary_item": blank}}
+    for point, says in ((False, ("VAE: 16 decoded draws z ~ q(z|x) for test item 0.",
+                                 "VAE: decoded posterior means of the inputs above.")),
+                        (True, ("VAE: 16 decodes of test item 0's code: a point, so every one is the same image.",
+                                "VAE: decoded codes of the inputs above."))):
+        result = replace(digits_report, vae=replace(digits_report.vae, point_codes=point))
+        page = render_report(result, DIGITS, QUICK, figures)
+        assert all(caption in page for caption in says), point
 
 
 def test_the_fcd_classifier_is_checked_on_held_out_training_items_when_the_test_classes_are_new():

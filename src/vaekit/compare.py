@@ -83,6 +83,7 @@ class ModelScores:
     test_terms: dict[str, float]  # every term the family reports, on the test split after training (loss, recon, ...)
     train_seconds: float
     prior: str = "N(0, I)"  # the prior p(z) its samples are drawn from, in words (Model.prior_text)
+    point_codes: bool = False  # one code per item, no posterior to draw from (latent.point_codes): the AE's, a vqvae's
     # the standard error of each number above that has one (UNCERTAIN's keys: means over test items, draws or test
     # pairs; bootstrap for the FCDs)
     standard_errors: dict[str, float | None] = field(default_factory=dict)
@@ -295,12 +296,11 @@ class SampleQuality:
         return value, replicates
 
 
-def latent_map_picture(model: Model, dataset: Dataset) -> Image.Image:
+def latent_map_picture(model: Model, dataset: Dataset, point: bool) -> Image.Image:
     latent_map = latent.latent_map(model, dataset.x_test, dataset.y_test, y=_labels(model, dataset.y_test))
     with tempfile.TemporaryDirectory(prefix="vaekit-compare-") as folder:
         path = viz.plot_latent_map(latent_map, Path(folder) / "map.png", label_names=dataset.label_names,
-                                   manifold=model, split="test",
-                                   codes="posterior means" if model.has_bound else "codes")
+                                   manifold=model, split="test", codes="codes" if point else "posterior means")
         return Image.open(path).convert("RGB")  # convert() reads the file before the folder goes
 
 
@@ -370,7 +370,7 @@ def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs
         family=model.family, recon_squared_error=mean("recon_squared_error"), recon_nll=mean("recon_nll"),
         fcd_prior=fcd_prior, fcd_gmm=fcd_gmm,
         prior_hole_fraction=mean("prior_hole_fraction"), gmm_hole_fraction=mean("gmm_hole_fraction"),
-        interpolation=smoothness, prior=model.prior_text,
+        interpolation=smoothness, prior=model.prior_text, point_codes=latent.point_codes(model, x_test, y_test),
         test_kl=test_kl(terms), test_terms=terms,
         train_seconds=sum(r.seconds for r in run.history),
         standard_errors={key: spread(values, key) for key, values in units.items()},
@@ -385,7 +385,7 @@ def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs
                         y=None if y_test is None else y_test[0]).cpu(), ncol=8
         ),
         "interpolation": viz.image_grid(paths[:options.shown_pairs].flatten(0, 1), ncol=options.interpolation_steps),
-        "latent_map": latent_map_picture(model, dataset),
+        "latent_map": latent_map_picture(model, dataset, scores.point_codes),
     }
     if gmm_images is not None:
         figures["gmm"] = viz.image_grid(gmm_images[:options.shown_samples])

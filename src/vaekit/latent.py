@@ -48,6 +48,17 @@ def encode_dataset(model: Model, x: torch.Tensor, batch_size: int = 1000, sample
     return torch.cat(codes) if codes else torch.empty(0, *model.code_shape)
 
 
+@torch.no_grad()
+def point_codes(model: Model, x: torch.Tensor, y: torch.Tensor | None = None) -> bool:
+    """Whether the encoder gives items one code each, with no spread to draw from (a plain AE's, a VQ-VAE's, a
+    Wasserstein AE's), rather than a posterior whose mean is the code: two seeded draws of a few items equal their
+    codes."""
+    x, y = x[:8], None if y is None else y[:8]
+    code = encode_dataset(model, x, y=y)
+    return all(torch.equal(code, encode_dataset(model, x, sample=True, generator=torch.Generator().manual_seed(seed),
+                                                y=y)) for seed in (0, 1))
+
+
 def item_code(model: Model, x_item: torch.Tensor, what: str = "item", y: int | torch.Tensor | None = None) -> torch.Tensor:
     """The code of one item (shape = the model's data shape): (*code_shape)."""
     if tuple(x_item.shape) != tuple(model.data_shape):

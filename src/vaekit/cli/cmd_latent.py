@@ -316,5 +316,5 @@ def latent_map(args: argparse.Namespace) -> int:
         raise VaekitError(f"cannot write {args.out}: --out must end in .png (a picture) or .npy (the 2-D points)")
     manifold = None if args.no_manifold or not dataset.is_image else model
     print(viz.plot_latent_map(result, args.out, label_names=names, manifold=manifold, split=args.split,
-                              codes="posterior means" if model.has_bound else "codes"))
+                              codes="codes" if latent.point_codes(model, x, y) else "posterior means"))
     return 0

@@ -227,8 +227,9 @@ def render_report(result: "CompareResult", cfg: RunConfig, options: "CompareOpti
     second = html.escape(result.vae.family.upper())
     colour = "" if accuracy is None else " coloured by label"  # (the classifier's accuracy: None without labels)
     both = lambda text: {"ae": f"AE: {text}", "vae": f"{second}: {text}"}  # noqa: E731
-    # the AE's own words where the VAE's are about a posterior: it has a code, a point
-    each = lambda ae, vae: {"ae": f"AE: {ae}", "vae": f"{second}: {vae}"}  # noqa: E731
+    # the AE's own words where the VAE's are about a posterior: it has a code, a point (so has a second family
+    # whose encoder gives points: a vqvae's, a Wasserstein AE's)
+    each = lambda ae, vae: {"ae": f"AE: {ae}", "vae": f"{second}: {ae if result.vae.point_codes else vae}"}  # noqa
     sections = [
         f"<h1>AE vs {second} on {name}</h1>",
         f"<p class='muted'>vaekit compare · latent dimension {cfg.model.latent_dim} · {cfg.train.epochs} epochs · "
