@@ -532,3 +532,23 @@ def test_train_prior_trains_the_later_stage_a_family_names(tmp_path, monkeypatch
     assert asked == ["fit", "polish"]
     assert main(["train-prior", str(tmp_path / "test-two-later-stages")]) == 2
     assert "trains in stages fit, polish after its own: name the one to train with --stage" in capsys.readouterr().err
+
+
+def test_a_ctrl_c_while_the_command_loads_is_one_line_and_exit_130(tmp_path):
+    """Torch and the commands take about a second to load; a Ctrl-C then broke an import midway (a traceback of
+    dozens of lines, a RecursionError or SIGABRT, or an interrupt swallowed and the command run to its end). It is
+    noted until they are loaded, then said as at any later time. `import vaekit` itself loads nothing."""
+    import signal
+    import time
+
+    check = "import sys, vaekit; assert 'torch' not in sys.modules and vaekit.__version__; vaekit.VAE; " \
+            "assert 'torch' in sys.modules and callable(vaekit.train)"
+    assert subprocess.run([sys.executable, "-c", check]).returncode == 0
+    for delay in (0.15, 0.3):  # within the loading on any machine (torch alone takes longer)
+        command = subprocess.Popen([sys.executable, "-m", "vaekit", "train", "--data", "digits", "--epochs", "50",
+                                    "--no-progress", "--out", str(tmp_path / f"run{delay}")],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        command.send_signal(signal.SIGINT)
+        out, err = command.communicate(timeout=120)
+        assert command.returncode == 130 and err == "vaekit: interrupted\n", (delay, command.returncode, err)

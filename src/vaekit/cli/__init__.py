@@ -38,12 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    package = importlib.import_module(__name__)
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        if info.name.startswith("cmd_"):
-            importlib.import_module(f"{__name__}.{info.name}").register(sub)
+    for module in load_commands():
+        module.register(sub)
     _name_commands(parser)
     return parser
+
+
+def load_commands() -> list:
+    """The command modules (cmd_*.py), imported: each adds one subcommand (its `register`)."""
+    package = importlib.import_module(__name__)
+    return [importlib.import_module(f"{__name__}.{info.name}")
+            for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name)
+            if info.name.startswith("cmd_")]
 
 
 def _name_commands(parser: argparse.ArgumentParser) -> None:
