@@ -162,7 +162,12 @@ def test_too_little_space_for_a_checkpoint_is_said_before_training(small_disk, c
                  str(small_disk / "run"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "MiB free, but checkpoints of this model need about" in err, err
-    assert not (small_disk / "run" / checkpoint.MODEL_FILE).exists()
+    assert not (small_disk / "run").exists()  # the folder made for the run goes again (it kept an empty run's lock)
+    (small_disk / "mine").mkdir()
+    (small_disk / "mine" / "notes.txt").write_text("the user's")
+    assert main(["train", "--data", "digits", "--hidden-dims", "256,256", "--epochs", "2", "--out",
+                 str(small_disk / "mine"), "--no-progress"]) == 2
+    assert (small_disk / "mine" / "notes.txt").read_text() == "the user's"  # a folder the run did not make stays
 
 
 def test_tensorboard_on_a_full_disk_is_one_line(small_disk, capfd):

@@ -735,9 +735,11 @@ def test_rollbacks_are_bounded_and_the_error_names_the_step_and_the_term(kind, w
     with pytest.raises(VaekitError) as error:
         train(NAN_RUN, out=folder, callbacks=[_Plant(kind, set(range(13, 1000)))])
     message = str(error.value)
+    # a tenth of the last rate tried, below every rate that diverged (it said a tenth of the first: 0.0001, barely
+    # below the last), and clipping by a flag the command takes (it said --set, which train-prior lacks)
     assert message == (f"training diverged: {what} after 3 rollbacks to a lower learning rate (now 0.000125): start "
-                       "again with a lower --lr (e.g. 0.0001) or --set train.grad_clip=1.0, or check the data; the last "
-                       "good checkpoint is kept"), message
+                       "again with a lower --lr (e.g. 1.25e-05, a tenth of the last one tried) or with --grad-clip "
+                       "1.0, or check the data; the last good checkpoint is kept"), message
     state = json.loads((folder / checkpoint.RESUME_STATE).read_text())
     assert state["step"] == 12 and state["lr_scale"] == 0.125  # the last good checkpoint, kept
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]

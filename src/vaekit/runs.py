@@ -18,7 +18,7 @@ import torch
 from . import checkpoint, distributed
 from .config import RunConfig, TrainConfig, validate, with_defaults
 from .data import Dataset, fingerprint, hold_out, load_dataset, train_data, user_file
-from .data.user import check_label_column
+from .data.user import check_data_flags
 from .data.tables import model_table
 from .errors import VaekitError
 from .models import MODEL_FAMILIES, Model, build_model, check_processes
@@ -238,6 +238,15 @@ def check_space(directory: Path, model: torch.nn.Module, early_stopping: bool = 
                           f"{needed / 2**20:.1f} MiB: free some space, or choose another --out")
 
 
+def _remove_empty_run(directory: Path) -> None:
+    """A run folder this call made, with nothing in it but its lock: removed (anything else in it stays)."""
+    try:
+        (directory / LOCK_FILE).unlink(missing_ok=True)
+        directory.rmdir()
+    except OSError:
+        pass
+
+
 def prepare_out(out: Path, overwrite: bool) -> None:
     check_out(out)
     if out.exists() and (out / checkpoint.CONFIG_FILE).exists() and not overwrite:
@@ -285,9 +294,11 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
 
     Under torchrun every process calls this; only process 0 writes the run folder (callbacks run in every process:
     trainer.world says which one)."""
-    if user_file(cfg.data.name):
-        check_label_column(cfg.data)
     given = dataset is not None and not data_from_config  # data config.json cannot name
+    if not given:
+        check_data_flags(cfg.data)
+    if cfg.train.epochs == 0:  # allowed (an untrained baseline), but said: it printed only the run's folder
+        log.warning("--epochs 0: the run holds the untrained model, its weights as initialised")
     dataset = dataset if dataset is not None else load_dataset(cfg.data)
     # what a file of the user's, or data given in Python, held when the run trained: for data.json (its fingerprint,
     # not the data set: with a validation split held out below, that would keep a second copy of the training data)
@@ -314,11 +325,17 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
             directory = Path(out)
             with main_first(here, "prepare the run folder"):
                 if here.main:
+                    made = not directory.exists()
                     check_out(directory)
                     held.enter_context(run_lock(directory))
                     checkpoint.remove_temporaries(directory)
                     prepare_out(directory, overwrite)
-                    check_space(directory, model, cfg.train.early_stopping is not None)
+                    try:
+                        check_space(directory, model, cfg.train.early_stopping is not None)
+                    except VaekitError:
+                        if made:  # no run begun: the folder made for it goes (it held only its lock)
+                            _remove_empty_run(directory)
+                        raise
                     run_id = secrets.token_hex(8)
                     replacing = (directory / checkpoint.MODEL_FILE).exists()  # --overwrite of a run with weights
                     if not replacing:  # mark the folder as a run from the start
@@ -515,7 +532,7 @@ def stage_metrics_file(stage: str) -> str:
 def train_stage(directory: str | Path, stage: str, epochs: int = 10, batch_size: int | None = None,
                 lr: float | None = None, device: str | None = None, threads: int | None = None,
                 progress: bool | None = None, callbacks: list[Any] | None = None,
-                dataset: Dataset | None = None) -> RunResult:
+                dataset: Dataset | None = None, grad_clip: float | None = None) -> RunResult:
     """Train a later stage of a finished run (Model.stages: the vqvae's "prior" over its codes) on the run's own
     training data, the rest of the model frozen: its schedule is the run's (optimiser, seed, clipping) with these
     epochs, batch size and learning rate, and no warm-up or early stopping. The run folder's model file is
@@ -528,7 +545,8 @@ def train_stage(directory: str | Path, stage: str, epochs: int = 10, batch_size:
         have = f"its stages are {', '.join(family.stages)}" if family.stages else "it trains in one stage"
         raise VaekitError(f"the {cfg.model.family} family has no training stage {stage!r}: {have}")
     updates = {k: v for k, v in (("batch_size", batch_size), ("lr", lr), ("device", device), ("threads", threads),
-                                 ("progress", TrainConfig().progress if progress is None else progress))
+                                 ("progress", TrainConfig().progress if progress is None else progress),
+                                 ("grad_clip", grad_clip))
                if v is not None}
     # its own epochs, not the run's time limit (which would count again from zero)
     train_cfg = replace(cfg.train, epochs=epochs, minutes=None, early_stopping=None, kl_warmup_epochs=0.0,

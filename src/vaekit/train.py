@@ -414,6 +414,12 @@ class Trainer:
                 if self.cfg.minutes is not None and self.epoch < self.planned:  # this epoch's time, then the plan
                     self._plan()
                 last = self._watch_validation() or self.epoch == self.planned
+                if last and all(math.isnan(row.train["loss"]) for row in self.history):
+                    # every step skipped, in a run too short for a streak to reach nan_skips: nothing was learned
+                    raise VaekitError(
+                        f"training took no step: the loss or the gradient was not finite at every one of the run's "
+                        f"{self.step} steps, so the model is untrained: check the data for values of extreme size, "
+                        f"or start again with a lower --lr or --beta")
                 self.save_now = (self.epoch % self.cfg.checkpoint_every == 0 or last) and (
                     self._healthy() or (last and self._finite_weights()))  # the end: finite weights are kept
                 if self.save_now:
@@ -583,8 +589,9 @@ class Trainer:
             raise VaekitError(
                 f"training diverged: {what} at step {self.step}"
                 f"{f' after {self.rollbacks} rollbacks to a lower learning rate (now {lr:.3g})' if self.rollbacks else ''}:"
-                f" start again with a lower --lr (e.g. {self.cfg.lr / 10:.3g}) or --set train.grad_clip=1.0, or check "
-                "the data; the last good checkpoint is kept")
+                f" start again with a lower --lr (e.g. {lr / 10:.3g}, a tenth of the last one tried)"
+                f"{'' if self.cfg.grad_clip else ' or with --grad-clip 1.0'}, or check the data; the last good "
+                "checkpoint is kept")
         step = self.step
         self.lr_scale *= self.cfg.nan_lr_factor
         self.rollbacks += 1

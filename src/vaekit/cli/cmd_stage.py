@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=10, help="passes over the training data (default 10)")
     p.add_argument("--batch-size", type=int, help="items per step (default: the run's)")
     p.add_argument("--lr", type=float, help="learning rate (default: the run's)")
+    p.add_argument("--grad-clip", type=float, help="clip the gradient's norm to this (default: the run's)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="where to train (default: the run's)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     stage = args.stage or _only_stage(args.run)
     try:
         result = runs.train_stage(args.run, stage, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                  device=args.device, threads=args.threads,
+                                  device=args.device, threads=args.threads, grad_clip=args.grad_clip,
                                   progress=False if args.no_progress else None)
     except Interrupted as stop:
         name = signal.Signals(stop.signum).name

@@ -152,10 +152,16 @@ DATASETS: dict[str, Loader] = {}
 DESCRIPTIONS: dict[str, str] = {}
 
 
-def register_dataset(name: str, description: str) -> Callable[[Loader], Loader]:
+SIZED: set[str] = set()  # registered data sets drawn at data.image_size (generated ones): the others ignore it
+
+
+def register_dataset(name: str, description: str, sized: bool = False) -> Callable[[Loader], Loader]:
+    """Add a named data set; `sized`: it is made at data.image_size (which is refused for the others)."""
     def add(loader: Loader) -> Loader:
         DATASETS[name] = loader
         DESCRIPTIONS[name] = description
+        if sized:
+            SIZED.add(name)
         return loader
 
     return add

@@ -183,6 +183,7 @@ def _attributes(factors: np.ndarray) -> dict[str, torch.Tensor]:
     "shapes",
     f"procedural dSprites-like square/ellipse/heart with known factors ({N_TRAIN:,} train / {N_TEST:,} test), "
     f"{DEFAULT_IMAGE_SIZE}x{DEFAULT_IMAGE_SIZE}; data.image_size=32 for a fast variant",
+    sized=True,
 )
 def load_shapes(cfg: DataConfig) -> Dataset:
     # Rendering only the kept prefix gives what the registry's limit would keep, without the cost.

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import difflib
 import logging
+import re
 import struct
 import warnings
 import zlib
@@ -103,6 +104,40 @@ def check_label_column(cfg: DataConfig) -> None:
             "save the items and their labels as x and y in an .npz file")
         raise VaekitError(f"--label-column names a table's label column or an .npz file's array of labels, but {path} "
                           f"is {'a folder' if path.is_dir() else 'not a table'}: drop it ({where})")
+
+
+# Settings that only tables use, with their flags: on other data they were ignored without a word.
+_TABLE_SETTINGS = (("header", "auto", "--header"), ("standardize", True, "--no-standardize"),
+                   ("column_types", None, "--column-types"), ("impute", "none", "--impute"))
+
+
+def check_data_flags(cfg: DataConfig) -> None:
+    """A new run's data settings that its data would not use, refused (they were ignored: --image-size 14 on digits
+    trained on 8x8): the table settings on other data, --image-size beside folders of images and the generated
+    data sets, --label-column beside tables and .npz files."""
+    from . import DATASETS, SIZED, _import_loaders
+
+    _import_loaders()
+    path = Path(cfg.name).expanduser()
+    builtin = cfg.name in DATASETS
+    if not builtin and not path.exists():
+        return  # said by load_dataset
+    loader = None if builtin or path.is_dir() else _FILE_LOADERS.get(path.suffix.lower())
+    what = (f"vaekit's {cfg.name} data set" if builtin else "a folder of images" if path.is_dir()
+            else f"a {path.suffix or 'file without a suffix'} file")
+    if loader is not _load_table:
+        given = [flag for name, default, flag in _TABLE_SETTINGS if getattr(cfg, name) != default]
+        if given:
+            raise VaekitError(f"{given[0]} is a setting of tables (.csv, .tsv, .parquet), but {cfg.name} is {what}: "
+                              "drop it")
+    if cfg.image_size is not None and not (path.is_dir() and not builtin) and cfg.name not in SIZED:
+        raise VaekitError(f"--image-size sets the size of a folder's images (or of generated shapes), but {cfg.name} "
+                          f"is {what}, read as it is: drop it")
+    if builtin and cfg.label_column is not None:
+        raise VaekitError(f"--label-column names a table's label column or an .npz file's array of labels, but "
+                          f"{cfg.name} is {what}, with labels of its own: drop it")
+    if not builtin:
+        check_label_column(cfg)
 
 
 def _load_npy(path: Path, cfg: DataConfig) -> Dataset:
@@ -547,8 +582,9 @@ def load_attribute_table(path: str | Path) -> tuple[list[str], dict[str, torch.T
         table = list(csv.reader(lines, delimiter=tables.sniff_delimiter(Path(path), "\n".join(lines))))
         rows = [[cell.strip() for cell in row] for row in table[1:]]
         first_line = 2
-        if rows and all(row and row[0] in ("0", "1", "-1") for row in rows):
-            # no file-name column, only 0/1 columns: rows are items in order, keyed by their row number
+        if rows and all(row and re.fullmatch(r"-?\d*", row[0]) for row in rows):
+            # no file-name column (file names have a suffix), only 0/1 columns: rows are items in order, keyed by
+            # their row number; a cell other than 0/1/-1 there, or an empty one, is named below as a bad value
             header = [cell.strip() for cell in table[0]]
             rows = [[f"row {number}", *row] for number, row in enumerate(rows, start=1)]
         else:
