@@ -552,3 +552,57 @@ def test_a_ctrl_c_while_the_command_loads_is_one_line_and_exit_130(tmp_path):
         command.send_signal(signal.SIGINT)
         out, err = command.communicate(timeout=120)
         assert command.returncode == 130 and err == "vaekit: interrupted\n", (delay, command.returncode, err)
+
+
+def test_mistakes_a_sweep_of_every_command_found_are_one_line_errors(small_run, tmp_path, capsys, caplog):
+    """Each case was a traceback, a message naming another problem, a silent loss or a silent wrong result."""
+    import logging
+
+    run = str(small_run)
+    (tmp_path / "afile").write_text("a file, not a folder")
+    np.save(tmp_path / "complex.npy", np.ones((2, 2), np.complex64))
+    np.save(tmp_path / "huge.npy", np.full((100, 10), 1e30, np.float32))  # finite, but no step can be taken on it
+    (tmp_path / "codes").mkdir()
+    (tmp_path / "attrs.csv").write_text("smile,hat\n" + "".join(f"{i % 3},{i % 2}\n" for i in range(300)))
+    cases = [
+        (["sample", run, "--seed", "99999999999999999999", "--out", "s.png"],  # ValueError: Overflow...
+         "argument --seed: must be a whole number from 0 to 2^63 - 1, got '99999999999999999999'"),
+        (["vary", run, "--seed", "-1", "--out", "s.png"], "argument --seed: must be a whole number from 0"),
+        (["traverse", run, "--top", "-1", "--out", "t.png"],  # blamed --steps, with a negative count
+         "--top must be between 1 and the latent size 2, got -1"),
+        (["traverse", run, "--range", "a,b", "--out", "t.png"], "--range must be comma-separated numbers, e.g. -3,3"),
+        (["attribute", run, "--attr", "smile", "--attr-file", str(tmp_path / "attrs.csv"), "--split", "train",
+          "--out", "a.png"], "line 4: smile is '2'; attribute values must be 0/1"),  # "lists 0 more than once"
+        (["evaluate", run, "--iw-samples", "2", "--per-item", "p.csv", "--compare-to", "p.csv"],  # one was lost
+         "--per-item and --compare-to name the same file, p.csv, and writing one would lose the other"),
+        (["sample", run, "--n", "2", "--out", str(tmp_path / "afile" / "s.png")],  # "free some disk space"
+         f"{tmp_path / 'afile'} is a file, not a folder: write elsewhere"),
+        (["decode", run, str(tmp_path / "complex.npy"), "--out", "d.png"],  # the imaginary parts dropped silently
+         "holds complex numbers: codes are real numbers"),
+        (["decode", run, str(tmp_path / "codes"), "--out", "d.png"], "is a folder: give the .npy (or .npz) file"),
+        (["train", "--data", "digits", "--image-size", "14", "--out", str(tmp_path / "r1")],  # trained on 8x8
+         "--image-size sets the size of a folder's images (or of generated shapes), but digits is vaekit's digits "
+         "data set, read as it is: drop it"),
+        (["train", "--data", "mnist-10k", "--label-column", "foo", "--out", str(tmp_path / "r2")],
+         "mnist-10k is vaekit's mnist-10k data set, with labels of its own: drop it"),
+        (["train", "--data", str(tmp_path / "huge.npy"), "--impute", "mean", "--out", str(tmp_path / "r3")],
+         "--impute is a setting of tables (.csv, .tsv, .parquet), but"),
+        (["train", "--data", str(tmp_path / "huge.npy"), "--epochs", "2", "--no-progress", "--out",
+          str(tmp_path / "r4")],  # exit 0 and an untrained model
+         "training took no step: the loss or the gradient was not finite at every one of the run's 2 steps"),
+        (["compare", "--data", "digits", "--interpolation-pairs", "100000", "--out", str(tmp_path / "c")],
+         "interpolation_pairs x interpolation_steps must be at most 100,000 decoded images per model"),
+    ]
+    for argv, says in cases:
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+        err = capsys.readouterr().err
+        assert code == 2 and says in err and err.strip().count("\n") == 0, (argv, err)
+        assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+    assert not (tmp_path / "codes" / "d.png").exists()
+    with caplog.at_level(logging.WARNING):  # allowed, but said (it printed the run's folder alone)
+        assert main(["train", "--data", "digits", "--limit", "100", "--epochs", "0", "--out",
+                     str(tmp_path / "r0")]) == 0
+    assert "--epochs 0: the run holds the untrained model" in caplog.text

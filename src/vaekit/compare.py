@@ -38,6 +38,9 @@ __all__ = [
 ]
 
 
+MAX_PATH_IMAGES = 100_000  # decoded interpolation images per model (the default decodes 32 x 10)
+
+
 @dataclass(frozen=True)
 class CompareOptions:
     gmm_components: int = 10  # post-hoc Gaussian mixture on the training codes; 0 disables it
@@ -61,6 +64,9 @@ class CompareOptions:
             (self.hole_codes >= 2 and self.hole_draws >= 1, "hole_codes must be >= 2 and hole_draws >= 1"),
             (self.interpolation_pairs >= 1, f"interpolation_pairs must be >= 1, got {self.interpolation_pairs}"),
             (self.interpolation_steps >= 3, f"interpolation_steps must be >= 3, got {self.interpolation_steps}"),
+            (self.interpolation_pairs * self.interpolation_steps <= MAX_PATH_IMAGES,
+             f"interpolation_pairs x interpolation_steps must be at most {MAX_PATH_IMAGES:,} decoded images per "
+             f"model, got {self.interpolation_pairs:,} x {self.interpolation_steps:,}: ask for fewer pairs"),
         ]
         for ok, message in checks:
             if not ok:

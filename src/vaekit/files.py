@@ -4,6 +4,7 @@ then replaces it in one rename. A crash leaves the old file or the new one, neve
 removed. Every file vaekit writes (run folders, pictures, arrays, tables, reports) goes through `atomic_write`."""
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -52,14 +53,31 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], fix: str = F
         if not isinstance(exc, OSError) and not _io_error(exc):
             raise
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:100]
+        number = exc.errno if isinstance(exc, OSError) else None
         code = re.search(r"\(os error (\d+)\)", str(exc))  # safetensors' Rust I/O errors carry the errno
         if code:
-            reason = os.strerror(int(code.group(1)))
-        raise VaekitError(f"cannot write {path} ({reason}): {fix}; what was there before is kept") from None
+            number = int(code.group(1))
+            reason = os.strerror(number)
+        raise VaekitError(f"cannot write {path} ({reason}): {_advice(number, path, fix)}; what was there before is "
+                          "kept") from None
     except BaseException:
         _remove(tmp)
         raise
     return path
+
+
+def _advice(number: int | None, path: Path, fix: str) -> str:
+    """What to do about a failed write: the caller's own advice, else the one its error calls for (a full disk is
+    not the only reason a write fails)."""
+    if fix is not FIX:
+        return fix
+    if number in (errno.EEXIST, errno.ENOTDIR):  # a file where a folder of the path should be
+        blocking = next((parent for parent in path.parents if parent.is_file()), None)
+        if blocking is not None:
+            return f"{blocking} is a file, not a folder: write elsewhere"
+    if number in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "choose a folder you can write to"
+    return fix
 
 
 def check_target(path: str | Path, run_file: bool = False) -> Path:

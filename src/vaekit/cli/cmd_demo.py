@@ -14,6 +14,7 @@ from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig, validate
 from ..data import load_dataset
 from ..errors import VaekitError
 from ..files import write_text
+from .common import add_seed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="mnist-10k")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--latent-dim", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p, "seed of the training and the draws (default 0)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="replace runs in --out/vae and --out/ae that an earlier "
                    "demo did not write (the demo's own are replaced anyway)")

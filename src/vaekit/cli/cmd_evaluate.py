@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 
 from .. import checkpoint, metrics
 from ..errors import VaekitError
 from ..files import check_target, write_text
 from ..train import resolve_device
-from .common import add_data_flags, add_split, add_threads, run_dataset, run_folder, split_labels
+from .common import add_data_flags, add_seed, add_split, add_threads, run_dataset, run_folder, split_labels
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"importance samples per item for the NLL (default {metrics.DEFAULT_IW_SAMPLES}, or 0 for a "
                         "family with no likelihood bound: ae, vqvae; 0 skips ELBO and NLL)")
     p.add_argument("--n", type=int, help="evaluate only the first N items of the split")
-    p.add_argument("--seed", type=int, default=0, help="seed of the posterior samples (same seed, same numbers)")
+    add_seed(p, "seed of the posterior samples (same seed, same numbers)")
     p.add_argument("--max-rows", type=int, default=metrics.DEFAULT_MAX_ROWS,
                    help="decoded samples held at once (memory); results do not depend on it")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"], help="where to run (default cpu)")
@@ -54,6 +55,13 @@ def run(args: argparse.Namespace) -> int:
     for target in (args.out, args.per_item):  # before the evaluation's minutes, not after them
         if target:
             check_target(target)
+    named = [(flag, path) for flag, path in (("--out", args.out), ("--per-item", args.per_item),
+                                             ("--compare-to", args.compare_to)) if path]
+    for index, (flag, path) in enumerate(named):  # one file for two of them: one would be lost to the other
+        for other, other_path in named[index + 1:]:
+            if os.path.abspath(path) == os.path.abspath(other_path):
+                raise VaekitError(f"{flag} and {other} name the same file, {path}, and writing one would lose the "
+                                  "other: give them different files")
     model = checkpoint.load(run_folder(args.run), device=device)
     dataset = run_dataset(args.run, args)
     x = dataset.split(args.split).x

@@ -16,7 +16,7 @@ from ..errors import VaekitError
 from ..files import atomic_write, write_text
 from ..data.tables import model_table
 from .common import (
-    add_data_flags, add_out, add_split, add_threads, decoded_count, load_run, pick, run_dataset, save_output,
+    add_data_flags, add_out, add_seed, add_split, add_threads, decoded_count, load_run, pick, run_dataset, save_output,
     split_labels,
 )
 
@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = _parser(sub, "vary", "decode draws from one item's posterior q(z|x) (an AE gives copies of one image)")
     p.add_argument("--item", type=int, default=0)
     p.add_argument("--n", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p)
     add_out(p)
     p.set_defaults(func=vary)
 
@@ -98,6 +98,9 @@ def _parser(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.A
     return p
 
 
+_EXAMPLES = {"--range": "-3,3", "--dims": "0,3"}  # each flag's own example (else the strengths')
+
+
 def parse_numbers(text: str, flag: str) -> list[float]:
     """'-2,-1,0.5' -> [-2.0, -1.0, 0.5], or a VaekitError naming the flag."""
     try:
@@ -105,7 +108,8 @@ def parse_numbers(text: str, flag: str) -> list[float]:
     except ValueError:
         values = []
     if not values or not all(math.isfinite(v) for v in values):
-        raise VaekitError(f"{flag} must be comma-separated numbers, e.g. -2,-1,0,1,2; got {text!r}")
+        raise VaekitError(f"{flag} must be comma-separated numbers, e.g. {_EXAMPLES.get(flag, '-2,-1,0,1,2')}; got "
+                          f"{text!r}")
     if max(abs(v) for v in values) > latent.MAX_CODE_VALUE:  # code values, or steps in them, past any model's
         raise VaekitError(f"{flag} must be numbers within +-{latent.MAX_CODE_VALUE:g}; got {text!r}")
     return values
@@ -158,6 +162,8 @@ def traverse(args: argparse.Namespace) -> int:
         if not all(v.is_integer() for v in numbers):
             raise VaekitError(f"--dims must be whole numbers, e.g. 0,3; got {args.dims!r}")
         dims = [int(v) for v in numbers]
+    if args.top is not None and not 1 <= args.top <= latent.code_size(model):  # before the rows it would give
+        raise VaekitError(f"--top must be between 1 and the latent size {latent.code_size(model)}, got {args.top}")
     rows = len(dims) if dims is not None else min(args.top or model.latent_dim, model.latent_dim)
     decoded_count(model, args.steps, "--steps", per=rows)
     item = pick(x, args.item)

@@ -11,8 +11,8 @@ from .. import latent, viz
 from ..errors import VaekitError
 from ..files import atomic_write
 from .common import (
-    add_data_flags, add_label, add_out, add_split, add_threads, decoded_count, load_array, load_run, parse_label, pick,
-    run_dataset, save_output, split_labels,
+    add_data_flags, add_label, add_out, add_seed, add_split, add_threads, decoded_count, load_array, load_run,
+    parse_label, pick, run_dataset, save_output, split_labels,
 )
 from ..data.tables import model_table
 
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="decode draws from the prior")
     p.add_argument("run")
     p.add_argument("--n", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p)
     add_label(p, help="class label of every draw, for a label-conditioned model (default: each class in turn)")
     add_out(p, help=".png picture or .npy arrays (a table model: .csv rows in your units)")
     add_threads(p)
@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("encode", help="posterior means (or draws) of a data set, as .npy")
     p.add_argument("run")
     p.add_argument("--sample", action="store_true", help="one draw from q(z|x) per item instead of its mean")
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p)
     add_split(p)
     add_data_flags(p)
     add_out(p, help=".npy file of codes (N, latent_dim)")
@@ -168,6 +168,9 @@ def decode(args: argparse.Namespace) -> int:
                           f"({', '.join(map(str, shape))}): give an array of shape (N, {', '.join(map(str, shape))})")
     if not np.issubdtype(codes.dtype, np.number):
         raise VaekitError(f"{args.codes} holds non-numeric values: codes must be finite numbers")
+    if np.iscomplexobj(codes):  # a cast would drop the imaginary parts in silence
+        raise VaekitError(f"{args.codes} holds complex numbers: codes are real numbers (save the real part, or the "
+                          "codes vaekit encode wrote)")
     latent.check_code_values(codes, str(args.codes))
     decoded_count(model, len(codes), f"{args.codes} (its codes)")
     label = parse_label(model, args.label)

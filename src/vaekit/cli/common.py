@@ -210,6 +210,8 @@ def pick(x: torch.Tensor, index: int, what: str = "item") -> torch.Tensor:
 
 def load_array(path: str) -> np.ndarray:
     p = Path(path)
+    if p.is_dir():
+        raise VaekitError(f"{p} is a folder: give the .npy (or .npz) file of codes in it")
     if not p.is_file():
         raise VaekitError(f"file not found: {p}")
     if p.suffix == ".npz":
@@ -237,6 +239,21 @@ def add_out(parser: argparse.ArgumentParser, default: str | None = None,
             help: str = ".png picture or .npy arrays (a table model: .csv rows in your units)") -> None:
     parser.add_argument("--out", default=default, required=default is None, help=help)
     parser.set_defaults(out_is_file=True)  # checked before any work (vaekit.cli.main): a folder or a run's own file
+
+
+def seed(text: str) -> int:
+    """--seed: a whole number torch's generators take, 0 to 2^63 - 1 (as a run's train.seed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 2^63 - 1, got {text!r}")
+    return value
+
+
+def add_seed(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    parser.add_argument("--seed", type=seed, default=0, help=help or "seed of the random draws (default 0)")
 
 
 def add_threads(parser: argparse.ArgumentParser) -> None:
