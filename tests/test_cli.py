@@ -497,6 +497,9 @@ def test_every_command_on_a_run_takes_threads_and_vaekit_has_a_version(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["--version"])
     assert stop.value.code == 0 and capsys.readouterr().out == f"vaekit {vaekit.__version__}\n"
+    from vaekit.entry import main as command
+
+    assert command(["--version"]) == 0 and capsys.readouterr().out == f"vaekit {vaekit.__version__}\n"  # at once
 
 
 def test_the_command_line_silences_numpys_note_on_flushed_subnormals(recwarn):

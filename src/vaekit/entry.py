@@ -12,6 +12,11 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv) == ["--version"]:  # at once: it needs none of the commands
+        from . import __version__
+
+        print(f"vaekit {__version__}")
+        return 0
     noted: list[int] = []
     try:
         previous = signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
