@@ -355,3 +355,32 @@ def test_build_model_checks_a_config_made_in_python_as_train_does(change, messag
         vaekit.build_model(model)
     with pytest.raises(vaekit.VaekitError, match=message):
         config.validate(RunConfig(model=model))
+
+
+def test_installed_plugins_are_launchable_and_a_broken_one_is_skipped_with_a_warning(tmp_path, monkeypatch, caplog):
+    """Plugins found through a real entry point: one whose family lives in another top-level package than its entry
+    module is launched under --nproc (it was refused); one that fails to load (here: it takes the name 'vae') is
+    skipped with a one-line warning (it crashed every command, --help included)."""
+    from vaekit import models
+    from vaekit.config import override
+    from vaekit.models import MODEL_FAMILIES, VAE
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "plugentry_t.py").write_text("import plugcore_t  # noqa: F401\n")
+    (site / "plugcore_t.py").write_text("import vaekit\n\n\n@vaekit.register_family('test-plug-core')\n"
+                                        "class Core(vaekit.VAE):\n    pass\n")
+    (site / "plugbroken_t.py").write_text("import vaekit\n\n\n@vaekit.register_family('vae')\n"
+                                          "class Taken(vaekit.VAE):\n    pass\n")
+    dist = site / "testplug_t-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: testplug_t\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[vaekit.plugins]\ncore = plugentry_t\nbroken = plugbroken_t\n")
+    monkeypatch.syspath_prepend(str(site))
+    for name, value in (("_PLUGINS_LOADED", False), ("_PLUGIN_PACKAGES", set()), ("_PLUGIN_CLASSES", set())):
+        monkeypatch.setattr(models, name, value)
+    with caplog.at_level("WARNING", logger="vaekit.models"):
+        models.load_plugins()
+    assert "the vaekit plugin 'broken' (plugbroken_t) was not loaded: 'vae' already names the family" in caplog.text
+    assert MODEL_FAMILIES["vae"] is VAE and MODEL_FAMILIES["test-plug-core"].__module__ == "plugcore_t"
+    models.check_launchable(override(vaekit.RunConfig(), ["model.family=test-plug-core"]).model, 2)

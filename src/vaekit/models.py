@@ -7,6 +7,7 @@ the posterior, the prior, the regularizer, the bound (forward), or its networks 
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from .networks import build_networks
 
 if TYPE_CHECKING:
     from .integrations.hub import HubFolder
+
+log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound="Model")
 
@@ -53,15 +56,25 @@ class Model(nn.Module):
     Settings: ClassVar[type | None] = None  # a family's own settings (model.<family>.<name>), a frozen dataclass
     posterior_params: ClassVar[int] = 2  # encoder outputs per latent dimension
     has_bound: ClassVar[bool] = True  # whether log p(x) is bounded (ELBO, NLL); a plain autoencoder has none
-    # whether training pulls the codes towards prior(), so that the prior's spread is the code's scale (a VAE's; a
-    # Wasserstein AE's, which has no bound): False for a plain AE (its N(0, I) is nominal) and a VQ-VAE (its prior is
-    # learned later, over its codebook's entries). Where False, traversals and the explorer's sliders step in the
-    # codes' own spread over the data, and the explorer says the prior is nominal (or learned).
+    # whether training pulls the codes towards prior(), so that the prior's spread is the code's scale: by default
+    # has_bound (a VAE's do; a plain AE's N(0, I) is nominal, a VQ-VAE's prior is learned later over its codebook's
+    # entries); a family without a bound whose codes do follow its prior (a Wasserstein AE) sets True. Where False,
+    # traversals and the explorer's sliders step in the codes' own spread over the data, and the explorer says the
+    # prior is nominal (or learned).
     codes_follow_prior: ClassVar[bool] = True
     takes_labels: ClassVar[bool] = True  # whether the family can be conditioned on labels (--condition label)
     takes_free_bits: ClassVar[bool] = True  # whether its objective applies model.free_bits (Model.forward does)
     stages: ClassVar[tuple[str, ...]] = ()  # training stages after the model's own, e.g. ("prior",) (vqvae)
     run_config: RunConfig | None = None  # the settings it was trained with, where known (vaekit.load sets them)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """codes_follow_prior as the family (or a base below Model) declares it, else its has_bound (the default,
+        also of families written before the setting was)."""
+        super().__init_subclass__(**kwargs)
+        if "codes_follow_prior" in vars(cls):
+            cls._declares_follow = True
+        elif not any(vars(base).get("_declares_follow") for base in cls.__mro__[1:]):
+            cls.codes_follow_prior = cls.has_bound
 
     @property
     def prior_text(self) -> str:
@@ -510,12 +523,22 @@ def load_plugins() -> None:
     _PLUGINS_LOADED = True
     from importlib.metadata import entry_points
 
+    from .distributions import LIKELIHOODS
+
     for entry in entry_points(group="vaekit.plugins"):
-        entry.load()
+        before = {*MODEL_FAMILIES.values(), *LIKELIHOODS.values()}
+        try:
+            entry.load()
+        except Exception as exc:  # noqa: BLE001  (one broken plugin must not take every command down with it)
+            log.warning("the vaekit plugin %r (%s) was not loaded: %s", entry.name, entry.value,
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            continue
         _PLUGIN_PACKAGES.add(entry.module.split(".")[0])
+        _PLUGIN_CLASSES.update({*MODEL_FAMILIES.values(), *LIKELIHOODS.values()} - before)
 
 
 _PLUGIN_PACKAGES: set[str] = set()  # the top-level packages of the loaded plugins' modules
+_PLUGIN_CLASSES: set[type] = set()  # the families and likelihoods registered while the plugins loaded
 
 
 def check_launchable(config: ModelConfig, processes: int) -> None:
@@ -527,7 +550,7 @@ def check_launchable(config: ModelConfig, processes: int) -> None:
     for kind, cls in (("family", MODEL_FAMILIES.get(config.family)),
                       ("likelihood", LIKELIHOODS.get(config.likelihood))):
         module = getattr(cls, "__module__", "vaekit")
-        if module.split(".")[0] in ("vaekit", *_PLUGIN_PACKAGES):
+        if cls in _PLUGIN_CLASSES or module.split(".")[0] in ("vaekit", *_PLUGIN_PACKAGES):
             continue
         name = config.family if kind == "family" else config.likelihood
         raise VaekitError(f"the {kind} {name!r} is registered by {module}, which the {processes} processes --nproc "
