@@ -5,6 +5,7 @@ The names below load on first use (PEP 562), so that `import vaekit` alone costs
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,8 @@ __all__ = sorted([*_EXPORTS, "__version__"])
 
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
+        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            return importlib.import_module(f".{name}", __name__)  # any submodule: vaekit.data, vaekit.runs, ...
         raise AttributeError(f"module 'vaekit' has no attribute {name!r}")
     home = _EXPORTS[name]
     if home is None:

@@ -18,10 +18,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vaekit {__version__}")
         return 0
     noted: list[int] = []
-    try:
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
-    except ValueError:  # not the main thread (a caller's own thread): load as is
-        previous = None
+    previous = None
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # ignored (a script's background job): left so
+        try:
+            previous = signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+        except ValueError:  # not the main thread (a caller's own thread): load as is
+            previous = None
     try:
         from .cli import load_commands, main as run
 
