@@ -416,6 +416,18 @@ def test_a_run_whose_data_file_moved_resumes_on_it_from_its_new_path(tmp_path, c
     (Path(moved) / checkpoint.DATA_FILE).unlink()
     fails(["train", "--resume", moved, "--epochs", "3", "--data", str(tmp_path / "t2.csv")], capsys,
           "keeps no record of the data it trained on (data.json)")
+    # a built-in data set has no file to move; a vqvae's prior stage takes the moved file too
+    assert main(["train", "--data", "digits", "--limit", "100", *flags, "--epochs", "1", "--out",
+                 str(tmp_path / "dig")]) == 0
+    fails(["train", "--resume", str(tmp_path / "dig"), "--epochs", "2", "--data", "digits"], capsys,
+          "trained on vaekit's digits data set, which has no file to move: drop --data")
+    np.save(tmp_path / "i.npy", load_dataset(DataConfig(name="digits", limit=100)).x_train.numpy())
+    vq = str(tmp_path / "vq")
+    assert main(["train", "--data", str(tmp_path / "i.npy"), "--model", "vqvae", "--network", "mlp", "--epochs", "1",
+                 *flags, "--out", vq]) == 0
+    (tmp_path / "i.npy").rename(tmp_path / "j.npy")
+    fails(["train-prior", vq, "--epochs", "1"], capsys, "also to train --resume and train-prior")
+    assert main(["train-prior", vq, "--epochs", "1", "--data", str(tmp_path / "j.npy"), "--no-progress"]) == 0
 
 
 def test_a_resume_shows_progress_unless_it_is_asked_not_to(run, tmp_path):

@@ -404,6 +404,12 @@ def resume(directory: str | Path, epochs: int | None = None, device: str | None 
 
 def moved_data(directory: Path, cfg: RunConfig, path: str) -> Dataset:
     """The run's own data read from where it moved to, as the run read it, and checked to be the same items."""
+    from .data import DATASETS, _import_loaders
+
+    _import_loaders()
+    if cfg.data.name in DATASETS:
+        raise VaekitError(f"{directory} trained on vaekit's {cfg.data.name} data set, which has no file to move: drop "
+                          "--data")
     if not (directory / checkpoint.DATA_FILE).is_file():
         raise VaekitError(f"{directory} keeps no record of the data it trained on ({checkpoint.DATA_FILE}), so {path} "
                           f"cannot be checked to be that data: put the data back where config.json names it "
@@ -532,12 +538,13 @@ def stage_metrics_file(stage: str) -> str:
 def train_stage(directory: str | Path, stage: str, epochs: int = 10, batch_size: int | None = None,
                 lr: float | None = None, device: str | None = None, threads: int | None = None,
                 progress: bool | None = None, callbacks: list[Any] | None = None,
-                dataset: Dataset | None = None, grad_clip: float | None = None) -> RunResult:
+                dataset: Dataset | None = None, grad_clip: float | None = None,
+                data: str | Path | None = None) -> RunResult:
     """Train a later stage of a finished run (Model.stages: the vqvae's "prior" over its codes) on the run's own
     training data, the rest of the model frozen: its schedule is the run's (optimiser, seed, clipping) with these
     epochs, batch size and learning rate, and no warm-up or early stopping. The run folder's model file is
     rewritten with the stage's weights after each epoch; RUN/<stage>-metrics.jsonl holds this training's epochs
-    (the stage's loss, e.g. prior_nll, on the training and test data). `dataset`: as for resume()."""
+    (the stage's loss, e.g. prior_nll, on the training and test data). `dataset`, `data`: as for resume()."""
     directory = Path(directory)
     cfg = checkpoint.load_config(directory)
     family = MODEL_FAMILIES.get(cfg.model.family)
@@ -559,6 +566,11 @@ def train_stage(directory: str | Path, stage: str, epochs: int = 10, batch_size:
         if (directory / checkpoint.RESUME_STATE).is_file() and not checkpoint.never_checkpointed(directory):
             checkpoint.load_resume(directory)  # a damaged resume state is named now, not after the first epoch
         run_id = checkpoint.read_checked(directory / checkpoint.MODEL_FILE)[1].get(checkpoint.RUN_KEY)
+        if data is not None:
+            if dataset is not None:
+                raise VaekitError("give the run's data as a moved file (data=) or as data in Python (dataset=), "
+                                  "not both")
+            dataset = moved_data(directory, cfg, str(data))
         dataset = run_data(directory, cfg, dataset, "train a stage of")
         # the run's own split (its config's early stopping, which holds out a validation split by default)
         dataset, judged = hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)

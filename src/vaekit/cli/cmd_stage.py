@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="where to train (default: the run's)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--data", metavar="FILE", help="where the run's own data file has moved (checked to be it)")
     p.add_argument("--stage", help="which later stage of the family to train (default: its only one, e.g. the "
                                    "vqvae's prior)")
     p.set_defaults(func=run)
@@ -37,12 +38,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = runs.train_stage(args.run, stage, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                   device=args.device, threads=args.threads, grad_clip=args.grad_clip,
-                                  progress=False if args.no_progress else None)
+                                  progress=False if args.no_progress else None, data=args.data)
     except Interrupted as stop:
         name = signal.Signals(stop.signum).name
-        saved = "the prior as it was then is saved in the run" if stop.saved else "the last epoch's prior is kept"
+        what = "prior" if stage == "prior" else f"{stage} stage"
+        saved = f"the {what} as it was then is saved in the run" if stop.saved else f"the last epoch's {what} is kept"
+        again = " ".join([f"vaekit train-prior {args.run}", *(["--stage", stage] if args.stage else []),
+                          *(["--data", args.data] if args.data else [])])
         sys.stderr.write(f"vaekit: stopped by {name} after step {stop.step}; {saved}: train it further with "
-                         f"vaekit train-prior {args.run}\n")
+                         f"{again}\n")
         raise SystemExit(128 + stop.signum) from None
     last = result.history[-1]
     print(json.dumps({"run": str(args.run), "stage": stage, "epochs": last.epoch,

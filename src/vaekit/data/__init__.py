@@ -188,7 +188,7 @@ def load_dataset(cfg: DataConfig, table: Any = None, all_rows: bool = False) -> 
     elif is_path(cfg.name):
         raise VaekitError(f"data path {cfg.name} does not exist: check the path (a run reads its data from where it "
                           "was when the run trained; if it moved, give its new path with --data, also to train "
-                          "--resume)")
+                          "--resume and train-prior)")
     else:
         import difflib
 
