@@ -1132,9 +1132,13 @@ def test_info_says_what_kind_of_prior_the_model_has():
     # no bound, but codes trained towards N(0, I) (a Wasserstein AE's regulariser): its prior is no AE's nominal one
     from vaekit.models import VAE, register_family
 
-    register_family("test-unbounded-prior")(type("Unbounded", (VAE,), {"has_bound": False}))
+    register_family("test-unbounded-prior")(type("Unbounded", (VAE,), {"has_bound": False,
+                                                                       "codes_follow_prior": True}))
     unbounded = build_model(ModelConfig(family="test-unbounded-prior", **shape))
     assert _prior_kind(unbounded) == "prior"
+    # one that says nothing keeps has_bound's answer, as before the setting (an AE of one's own: nominal)
+    register_family("test-unbounded-silent")(type("Silent", (VAE,), {"has_bound": False}))
+    assert _prior_kind(build_model(ModelConfig(family="test-unbounded-silent", **shape))) == "nominal"
     x = torch.rand(50, 1, 8, 8)
     steps = latent.traverse(unbounded, x[0], dims=[0], values=torch.tensor([-1.0, 1.0]), data=x)
     assert steps.positions.tolist() == [[-1.0, 1.0]]  # the prior's SD, not the codes' spread

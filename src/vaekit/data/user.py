@@ -112,9 +112,10 @@ _TABLE_SETTINGS = (("header", "auto", "--header"), ("standardize", True, "--no-s
 
 
 def check_data_flags(cfg: DataConfig) -> None:
-    """A new run's data settings that its data would not use, refused (they were ignored: --image-size 14 on digits
-    trained on 8x8): the table settings on other data, --image-size beside folders of images and the generated
-    data sets, --label-column beside tables and .npz files."""
+    """A new run's data settings that its data does not use, said (they were ignored without a word: --image-size 14
+    on digits trained on 8x8): the table settings on other data, --image-size beside folders of images and the
+    generated data sets, --label-column on a built-in set. A warning, not an error, as a recipe or a config file may
+    set them for other data. A file's --label-column that it cannot have stays an error (check_label_column)."""
     from . import DATASETS, SIZED, _import_loaders
 
     _import_loaders()
@@ -122,22 +123,20 @@ def check_data_flags(cfg: DataConfig) -> None:
     builtin = cfg.name in DATASETS
     if not builtin and not path.exists():
         return  # said by load_dataset
+    if not builtin:
+        check_label_column(cfg)
     loader = None if builtin or path.is_dir() else _FILE_LOADERS.get(path.suffix.lower())
     what = (f"vaekit's {cfg.name} data set" if builtin else "a folder of images" if path.is_dir()
             else f"a {path.suffix or 'file without a suffix'} file")
-    if loader is not _load_table:
-        given = [flag for name, default, flag in _TABLE_SETTINGS if getattr(cfg, name) != default]
-        if given:
-            raise VaekitError(f"{given[0]} is a setting of tables (.csv, .tsv, .parquet), but {cfg.name} is {what}: "
-                              "drop it")
+    unused = [] if loader is _load_table else [
+        f"{flag} (data.{name})" for name, default, flag in _TABLE_SETTINGS if getattr(cfg, name) != default]
+    if unused:
+        log.warning("%s: a setting of tables, unused: %s is %s", ", ".join(unused), cfg.name, what)
     if cfg.image_size is not None and not (path.is_dir() and not builtin) and cfg.name not in SIZED:
-        raise VaekitError(f"--image-size sets the size of a folder's images (or of generated shapes), but {cfg.name} "
-                          f"is {what}, read as it is: drop it")
+        log.warning("--image-size (data.image_size) is unused: it sets the size of a folder's images (or of generated "
+                    "shapes), and %s is %s, read as it is", cfg.name, what)
     if builtin and cfg.label_column is not None:
-        raise VaekitError(f"--label-column names a table's label column or an .npz file's array of labels, but "
-                          f"{cfg.name} is {what}, with labels of its own: drop it")
-    if not builtin:
-        check_label_column(cfg)
+        log.warning("--label-column (data.label_column) is unused: %s is %s, with labels of its own", cfg.name, what)
 
 
 def _load_npy(path: Path, cfg: DataConfig) -> Dataset:
