@@ -549,7 +549,10 @@ def test_cards_of_a_model_that_cannot_sample_yet_and_of_a_family_vaekit_does_not
     assert not (tmp_path / "vq" / "samples.png").exists()  # not this model's
     assert folder.samples is None and "not images" not in text and "model.sample" not in text
     assert "No picture: this model cannot draw samples yet (this vqvae's prior over its codes is not trained" in text
-    assert "codes = model.encode(x)" in text
+    line = next(line for line in text.splitlines() if line.startswith("codes = "))
+    scope = {"model": Model.from_pretrained(str(folder.directory)), "x": torch.rand(3, 1, 8, 8)}
+    exec(line, scope)  # noqa: S102  (the card's own line: codes, not a distribution)
+    assert isinstance(scope["codes"], torch.Tensor) and scope["codes"].shape[0] == 3
     command = re.search(r"e\.g\. `vaekit ([^`]+)`", text).group(1).split()
     assert command[:2] == ["reconstruct", "REPO"]  # the card's USER/REPO's folder
     assert main([*command[:1], str(folder.directory), *command[2:3], str(tmp_path / command[3])]) == 0

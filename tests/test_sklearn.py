@@ -261,3 +261,12 @@ def test_decoded_integers_stay_within_their_type_and_old_pickles_still_decode():
     assert unsigned.dtype == np.uint64 and unsigned[0] > 2**63 and unsigned[1] == 0
     del vae._frame_dtypes  # as unpickled from an older vaekit
     assert list(vae.inverse_transform(codes).columns) == ["small", "v"]
+
+
+def test_the_no_step_message_names_the_parameters():
+    """'a lower --lr or --beta' became 'a lower lr=or --beta' (the flag-and-value rule took 'or' for a value)."""
+    from vaekit.sklearn import _in_estimator_terms
+
+    assert _in_estimator_terms("check the data, or start again with a lower --lr or --beta").endswith(
+        "start again with a lower lr or beta")
+    assert _in_estimator_terms("start again with --lr 0.001") == "start again with lr=0.001"

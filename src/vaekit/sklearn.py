@@ -60,6 +60,7 @@ _FLAGS_AS_PARAMETERS = [
     (re.compile(r"keep --standardize on"), "keep standardize=True"),
     (re.compile(r"--no-standardize"), "standardize=False"),
     (re.compile(r"train longer, lower --beta, or use --kl-warmup-epochs"), "train longer (epochs) or lower beta"),
+    (re.compile(r"a lower --lr or --beta"), "a lower lr or beta"),
     (re.compile(r"--(epochs|beta|lr|batch-size|latent-dim) (\S+)"),
      lambda m: f"{m.group(1).replace('-', '_')}={m.group(2)}"),
 ]

@@ -242,13 +242,13 @@ def add_out(parser: argparse.ArgumentParser, default: str | None = None,
 
 
 def seed(text: str) -> int:
-    """--seed: a whole number torch's generators take, 0 to 2^63 - 1 (as a run's train.seed)."""
+    """--seed: a whole number torch's generators take, -2^63 to 2^64 - 1 (beyond them, torch raised a traceback)."""
     try:
         value = int(text)
     except ValueError:
-        value = -1
-    if not 0 <= value < 2 ** 63:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 2^63 - 1, got {text!r}")
+        value = None
+    if value is None or not -2 ** 63 <= value < 2 ** 64:
+        raise argparse.ArgumentTypeError(f"must be a whole number from -2^63 to 2^64 - 1, got {text!r}")
     return value
 
 

@@ -259,7 +259,7 @@ def model_card(model: Model, config: RunConfig, metrics: Mapping[str, float], *,
             else "images = model.sample(16, y=0)  # decoded draws from the prior, of class 0" if model.num_labels
             else "images = model.sample(16)  # decoded draws from the prior")
     if unready is not None:
-        draw = "codes = model.encode(x)  # sampling waits for the prior's training (see Samples above)"
+        draw = "codes = model.code(model.encode(x))  # sampling waits for the prior's training (see Samples above)"
     folder = repo.split("/")[-1]
     command = (f"vaekit reconstruct {folder} --out reconstructions.png" if unready is not None
                else f"vaekit sample {folder} --out samples.csv" if table
