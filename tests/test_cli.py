@@ -561,7 +561,9 @@ def test_a_ctrl_c_while_the_command_loads_is_one_line_and_exit_130(tmp_path):
     for delay in (0.15, 0.3):  # within the loading on any machine (torch alone takes longer)
         command = subprocess.Popen([sys.executable, "-m", "vaekit", "train", "--data", "digits", "--epochs", "50",
                                     "--no-progress", "--out", str(tmp_path / f"run{delay}")],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal
+        # starts it (a test worker may run with SIGINT ignored, which its children inherit)
         time.sleep(delay)
         command.send_signal(signal.SIGINT)
         out, err = command.communicate(timeout=120)
