@@ -148,6 +148,34 @@ def _worker(launcher: int, rank: int) -> int | None:
     return None
 
 
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the workers through /proc (Linux)")
+def test_the_processes_of_a_launcher_killed_by_sigkill_stop_and_the_run_resumes(tmp_path):
+    """SIGKILL to `vaekit train --nproc 2` itself, which cannot pass it on: its processes (each in a session of its
+    own) trained on unseen and held the run's lock, so --resume was refused. They now stop, as at a SIGTERM."""
+    import fcntl
+
+    run = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "vaekit", "train", *FLAGS, "--model", "ae", "--epochs", "500",
+                                "--checkpoint-steps", "7", "--out", str(run), "--nproc", "2"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    workers = [_worker(process.pid, rank) for rank in (0, 1)]
+    assert process.poll() is None and None not in workers
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 60
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)  # gone, not training on for 500 epochs
+    with open(run / ".lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free
+    stopped = json.loads((run / "resume.json").read_text())["step"]
+    resumed = vaekit_cli("train", "--resume", str(run), "--epochs", str(stopped // 20 + 2))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the worker through /proc (Linux)")
 def test_a_process_killed_from_outside_is_named_in_one_line(tmp_path):
     """SIGKILL to process 1 (as the out-of-memory killer would): exit 137 and one line naming it; process 0, whose

@@ -8,6 +8,8 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -67,7 +69,29 @@ def setup(device: torch.device) -> World:
         kwargs = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=30), **kwargs)
         log.debug("rank %d of %d joined (%s)", dist.get_rank(), dist.get_world_size(), dist.get_backend())
+        watch_launcher()
     return world()
+
+
+LAUNCHER_PID = "VAEKIT_LAUNCHER_PID"  # set by --nproc's launcher for the processes it starts
+
+
+def watch_launcher(every: float = 1.0) -> None:
+    """A process `vaekit train --nproc` started, whose launcher is gone (killed by SIGKILL, which it cannot pass on:
+    torchrun starts each process in a session of its own), stops as at a SIGTERM: after a step, every process at
+    the same one, with a checkpoint. They trained on unseen and held the run folder's lock, so --resume was refused."""
+    launcher = os.environ.get(LAUNCHER_PID, "")
+    if not launcher.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(launcher):
+            time.sleep(every)
+        log.warning("process %s: the launcher (pid %s) is gone: stopping after this step", os.environ.get("RANK"),
+                    launcher)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="vaekit-launcher-watch", daemon=True).start()
 
 
 def _collective_device() -> torch.device:
@@ -170,6 +194,7 @@ def _launch(argv: list[str], nproc: int) -> int:
     for name in [*logging.root.manager.loggerDict, "torch.distributed.elastic"]:  # the processes say what went wrong
         if name.startswith("torch.distributed.elastic"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+    os.environ[LAUNCHER_PID] = str(os.getpid())  # the processes watch it: gone, they stop (watch_launcher)
     try:
         torchrun.run(torchrun.parse_args(["--standalone", "--nproc-per-node", str(nproc), "-m", "vaekit", *argv]))
     except SignalException as stop:
