@@ -979,3 +979,38 @@ def test_the_checksum_of_a_resume_states_entries_survives_its_json_round_trip():
     assert checkpoint._state_sha256(state) == checkpoint._state_sha256(read_back)
     assert checkpoint._state_sha256(state) != checkpoint._state_sha256({**read_back, "step": 8})
     assert checkpoint._state_sha256(state) == checkpoint._state_sha256({**read_back, "token": "other"})  # commit keys
+
+
+def test_a_stop_signal_during_a_runs_last_step_is_honoured_once_it_is_saved(tmp_path, monkeypatch, capsys):
+    """SIGINT at the run's last step: it was dropped (the stop waits for a step that never came), so vaekit compare
+    went on to train its next model and exited 0. The run is saved whole, then the stop is said; a stop inside a
+    command that trains on its way (compare) is one line naming the run, not a traceback."""
+    import os
+    import signal as signals
+
+    from vaekit.errors import Interrupted
+
+    class SignalAtTheLastStep:
+        def on_step_end(self, trainer, step):
+            if trainer.epoch == 1 and step.step == 10:  # 300 digits in batches of 64: 5 steps an epoch, 2 epochs
+                os.kill(os.getpid(), signals.SIGINT)
+
+    cfg = RunConfig(data=DataConfig(name="digits", limit=300), model=ModelConfig(latent_dim=2, hidden_dims=(16,)),
+                    train=TrainConfig(epochs=2, batch_size=64, progress=False))
+    with pytest.raises(Interrupted) as stop:
+        train(cfg, out=tmp_path / "run", callbacks=[SignalAtTheLastStep()])
+    assert stop.value.finished and stop.value.run == str(tmp_path / "run") and stop.value.signum == signals.SIGINT
+    assert [json.loads(line)["epoch"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == \
+        [1, 2] and json.loads((tmp_path / "run" / checkpoint.RESUME_STATE).read_text())["step"] == 10
+    assert checkpoint.load(tmp_path / "run") is not None  # saved whole
+    import vaekit.compare
+
+    def stopped(*args, **kwargs):
+        error = Interrupted(signals.SIGINT, 7)
+        error.run = "OUT/ae"
+        raise error
+
+    monkeypatch.setattr(vaekit.compare.runs, "train", stopped)
+    assert main(["compare", "--data", "digits", "--out", str(tmp_path / "c")]) == 130
+    assert capsys.readouterr().err == ("vaekit: stopped by SIGINT after step 7: the run in OUT/ae is saved, and vaekit "
+                                       "train --resume OUT/ae continues it\n")

@@ -13,6 +13,8 @@ class FollowerStop(VaekitError):
 class Interrupted(Exception):
     """Training stopped on a signal (SIGINT, SIGTERM) after finishing a step and saving: resume to continue."""
 
-    def __init__(self, signum: int, step: int, saved: bool = True) -> None:
+    def __init__(self, signum: int, step: int, saved: bool = True, finished: bool = False) -> None:
         super().__init__(f"stopped by signal {signum} after step {step}")
         self.signum, self.step, self.saved = signum, step, saved  # saved=False: a second signal, no checkpoint
+        self.finished = finished  # the signal came as the run ended: it is saved whole, and what follows is not done
+        self.run: str | None = None  # the run folder it stopped, where known (vaekit.runs sets it)

@@ -20,7 +20,7 @@ from .config import RunConfig, TrainConfig, validate, with_defaults
 from .data import Dataset, fingerprint, hold_out, load_dataset, train_data, user_file
 from .data.user import check_data_flags
 from .data.tables import model_table
-from .errors import VaekitError
+from .errors import Interrupted, VaekitError
 from .models import MODEL_FAMILIES, Model, build_model, check_processes
 from .train import Callback, EpochResult, MetricsLog, Trainer, planned_epochs, resolve_device
 
@@ -238,6 +238,25 @@ def check_space(directory: Path, model: torch.nn.Module, early_stopping: bool = 
                           f"{needed / 2**20:.1f} MiB: free some space, or choose another --out")
 
 
+@contextlib.contextmanager
+def _naming_run(directory: Path | None):
+    """A stop signal's Interrupted, with the run folder it stopped (for the one line that says how to go on)."""
+    try:
+        yield
+    except Interrupted as stop:
+        stop.run = None if directory is None else str(directory)
+        raise
+
+
+def _stop_asked(trainer: Trainer, directory: Path | None) -> None:
+    """A stop signal that came during a run's last step, validation or final checkpoint, honoured once the run is
+    saved whole (it was dropped: vaekit compare went on to its next model and exited 0)."""
+    if trainer.stop_signal is not None:
+        stop = Interrupted(trainer.stop_signal, trainer.step, finished=True)
+        stop.run = None if directory is None else str(directory)
+        raise stop
+
+
 def _remove_empty_run(directory: Path) -> None:
     """A run folder this call made, with nothing in it but its lock: removed (anything else in it stays)."""
     try:
@@ -352,11 +371,13 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
                     own = [saver, MetricsLog(directory / METRICS_FILE, until=until),
                            *extra_loggers(cfg, directory, dataset, until)]
         trainer = Trainer(model, cfg.train, [*own, *(callbacks or [])])
-        history = trainer.fit(train_data(dataset, cfg.data), judged)
+        with _naming_run(directory):
+            history = trainer.fit(train_data(dataset, cfg.data), judged)
         if directory is not None and not history and here.main:
             checkpoint.save_pretrained(trainer.model, cfg, directory, run_id)
         distributed.barrier(here)
         trainer.keep_best()
+        _stop_asked(trainer, directory)
     warnings = tuple(table_warnings(checkpoint.unwrap(trainer.model), dataset)) if (
         dataset.table is not None and history) else ()
     for warning in warnings if log_warnings else ():
@@ -488,13 +509,15 @@ def _resume(directory: Path, cfg: RunConfig, runtime: dict[str, Any], callbacks:
     elif trainer.epoch >= planned_epochs(cfg.train, trainer.epoch, trainer.seconds):
         log.info("%s has spent its %g minutes of training (%d epochs): pass --minutes M (all of its training) to train "
                  "further", directory, cfg.train.minutes, trainer.epoch)
-    history = trainer.fit(train_data(dataset, cfg.data), judged)
+    with _naming_run(directory):
+        history = trainer.fit(train_data(dataset, cfg.data), judged)
     if trainer.epoch == meta["epoch"] and here.main:  # nothing trained; the config may carry a new epoch count: commit both again
         with trainer.keeping() as kept:
             checkpoint.save_pretrained(kept, cfg, directory, run_id)
         checkpoint.save_resume(directory, *trainer.state_dict(), run_id)
     distributed.barrier(here)
     trainer.keep_best()
+    _stop_asked(trainer, directory)
     model = checkpoint.unwrap(trainer.model).eval()
     model.run_config = cfg
     return RunResult(model, cfg, history, directory)
@@ -579,9 +602,11 @@ def train_stage(directory: str | Path, stage: str, epochs: int = 10, batch_size:
         own = [StageSaver(directory, cfg, run_id), MetricsLog(directory / stage_metrics_file(stage))]
         trainer = Trainer(model.train(), train_cfg, [*own, *(callbacks or [])])
         try:
-            history = trainer.fit(train_data(dataset, cfg.data), judged)
+            with _naming_run(directory):
+                history = trainer.fit(train_data(dataset, cfg.data), judged)
         finally:
             model.set_stage(None)
+        _stop_asked(trainer, directory)
     model = checkpoint.unwrap(trainer.model).eval()
     model.run_config = cfg
     return RunResult(model, cfg, history, directory)

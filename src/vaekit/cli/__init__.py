@@ -10,7 +10,7 @@ import sys
 import warnings
 
 from .. import __version__
-from ..errors import FollowerStop, VaekitError
+from ..errors import FollowerStop, Interrupted, VaekitError
 from ..files import check_target
 from .common import set_threads
 
@@ -101,6 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("vaekit: interrupted\n")
         return 130
+    except Interrupted as stop:  # a stop signal in a command that trains on the way (compare, demo): one line
+        import signal
+
+        name = signal.Signals(stop.signum).name
+        saved = "" if stop.run is None else (
+            f": the run in {stop.run} is saved whole" if stop.finished else
+            f": the run in {stop.run} is saved, and vaekit train --resume {stop.run} continues it" if stop.saved
+            else f": the run in {stop.run} keeps its last checkpoint")
+        sys.stderr.write(f"vaekit: stopped by {name} after step {stop.step}{saved}\n")
+        return 128 + stop.signum
     except RuntimeError as exc:  # under torchrun, another process's failure reaches this one as a broken collective
         from .. import distributed
 

@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         name = signal.Signals(stop.signum).name
         what = "prior" if stage == "prior" else f"{stage} stage"
         saved = f"the {what} as it was then is saved in the run" if stop.saved else f"the last epoch's {what} is kept"
+        if stop.finished:
+            saved = f"the {what}'s training had ended, and it is saved in the run"
         again = " ".join([f"vaekit train-prior {args.run}", *(["--stage", stage] if args.stage else []),
                           *(["--data", args.data] if args.data else [])])
         sys.stderr.write(f"vaekit: stopped by {name} after step {stop.step}; {saved}: train it further with "

@@ -145,7 +145,10 @@ def _stopped(run: str):
         name = signal.Signals(stop.signum).name
         if not distributed.world().main:
             raise SystemExit(128 + stop.signum) from None
-        if stop.saved:
+        if stop.finished:
+            sys.stderr.write(f"vaekit: stopped by {name} as the run ended, after step {stop.step}: it is saved whole "
+                             f"(vaekit train --resume {run} --epochs N trains further)\n")
+        elif stop.saved:
             sys.stderr.write(f"vaekit: stopped by {name} after step {stop.step}, saved: continue with "
                              f"vaekit train --resume {run}\n")
         else:
