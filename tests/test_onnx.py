@@ -244,3 +244,19 @@ def test_an_exporter_missing_its_own_modules_says_to_update_the_extra(small_run,
     with pytest.raises(VaekitError, match=r"torch's ONNX exporter cannot run: No module named 'onnx_ir' .*"
                                           r"pip install -U 'vaekit\[onnx\]'"):
         export_onnx(checkpoint.load(small_run), tmp_path / "o")
+
+
+def test_a_full_disk_during_the_export_is_said_as_such(small_run, tmp_path, monkeypatch):
+    """The exporter's OSError (no space left) said "the vae family's encoder does not export to ONNX", blaming the
+    model and giving no fix."""
+    import errno
+
+    from vaekit.integrations.onnx import export_onnx
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch.onnx, "export", full)
+    with pytest.raises(VaekitError, match=r"cannot write the ONNX files to .* \(No space left on device\): free some "
+                                          r"disk space or choose another --onnx folder"):
+        export_onnx(checkpoint.load(small_run), tmp_path / "o")

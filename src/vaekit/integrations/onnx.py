@@ -155,7 +155,7 @@ def _export(model: Model, directory: Path, opset: int | None, conditioned: bool,
                                                 output_names=output_names, dynamo=True, opset_version=opset,
                                                 external_data=False, verbose=False)
                     program.save(str(staged))
-            except VaekitError:
+            except (VaekitError, OSError):  # an OSError is the disk's (a full one), said as such by export_onnx
                 raise
             except ModuleNotFoundError as exc:  # the exporter's own packages, older than this torch's exporter needs
                 raise VaekitError(f"torch's ONNX exporter cannot run: {exc} (onnxscript or onnx older than this torch "
