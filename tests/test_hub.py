@@ -756,3 +756,17 @@ def test_the_card_and_its_numbers_are_of_the_epoch_early_stopping_kept(small_run
 
     assert kept_index([5.0, 4.0, None, 4.0, 4.5], 2) == 1  # the first at the lowest finite loss
     assert kept_index([5.0, 4.0, 4.5], None) == 2 and kept_index([None, float("nan")], 3) == 1
+
+
+def test_an_export_cut_off_between_its_files_says_to_export_again(small_run, tmp_path, capsys):
+    """Weights of one export beside another's config.json (a kill between the two renames): the message said to
+    resume training, which a Hub folder cannot (it has no resume state)."""
+    folder = tmp_path / "hub"
+    assert main(["export", str(small_run), "--hub", str(folder)]) == 0
+    config = json.loads((folder / "config.json").read_text())
+    config["train"]["seed"] += 1  # another run's settings
+    (folder / "config.json").write_text(json.dumps(config))
+    assert main(["sample", str(folder), "--out", str(tmp_path / "s.png")]) == 2
+    err = capsys.readouterr().err
+    assert f"an export into {folder} was cut off between the two, or one was edited: export the run again (vaekit " \
+           f"export RUN --hub {folder})" in err and err.count("\n") == 1, err

@@ -238,6 +238,10 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> Model:
     state, metadata = read_checked(directory / MODEL_FILE)
     belongs = metadata.get(CONFIG_KEY)
     if belongs is not None and belongs != _sha256((directory / CONFIG_FILE).read_text()):
+        if not (directory / RESUME_STATE).is_file():  # no run's folder: an export (vaekit export --hub) cut off
+            raise VaekitError(f"{directory / MODEL_FILE} was written for another {CONFIG_FILE}: an export into "
+                              f"{directory} was cut off between the two, or one was edited: export the run again "
+                              f"(vaekit export RUN --hub {directory})")
         raise VaekitError(f"{directory / MODEL_FILE} was written for another {CONFIG_FILE}: if you edited "
                           f"{CONFIG_FILE}, restore it (settings are changed with flags, e.g. vaekit train --resume "
                           f"{directory} --epochs N); if the run stopped between writing them, vaekit train --resume "
