@@ -239,7 +239,7 @@ def test_both_stages_from_the_command_line_then_sample_evaluate_load_and_resume(
     assert vaekit.load(run).sample(2).shape == (2, 1, 8, 8)
 
 
-def test_train_prior_takes_its_own_epochs_not_the_time_limit_of_the_run(tmp_path, capsys):
+def test_train_prior_takes_its_own_epochs_not_the_time_limit_of_the_run(tmp_path, capsys, monkeypatch):
     run = tmp_path / "vq"
     # a run under a time limit (it trains at least one epoch): the prior stage is not held to it, counted anew
     assert main(["train", "--data", "digits", "--model", "vqvae", "--latent-dim", "4", "--epochs", "3", "--minutes",
@@ -249,6 +249,17 @@ def test_train_prior_takes_its_own_epochs_not_the_time_limit_of_the_run(tmp_path
     assert main(["train-prior", str(run), "--epochs", "3", "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["epochs"] == 3 and len((run / "prior-metrics.jsonl").read_text().splitlines()) == 3
+    # too little room for its checkpoints is said before an epoch of training (it was said after one)
+    from collections import namedtuple
+
+    from vaekit import runs
+
+    before = (run / "model.safetensors").read_bytes()
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(runs.shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 1024, 1024))
+    assert main(["train-prior", str(run), "--epochs", "1", "--no-progress"]) == 2
+    assert "free, but checkpoints of this model need about" in capsys.readouterr().err
+    assert (run / "model.safetensors").read_bytes() == before
 
 
 def test_train_prior_mistakes_are_one_line_errors(tmp_path, small_run, capsys):

@@ -219,7 +219,8 @@ def _write_probe(directory: Path, problem: str, fix: str) -> None:
         raise VaekitError(f"{problem} ({exc.strerror or exc.__class__.__name__}): {fix}") from None
 
 
-def check_space(directory: Path, model: torch.nn.Module, early_stopping: bool = False) -> None:
+def check_space(directory: Path, model: torch.nn.Module, early_stopping: bool = False,
+                fix: str = "free some space, or choose another --out") -> None:
     """Before training: room for checkpoints, said now rather than after the first epoch. A run folder holds the
     model (model.safetensors) and a resume state (the model again and Adam's two moments: 3x); a new resume state is
     written beside the old one before the old goes, so at its peak the folder holds 7x the model's bytes. What the
@@ -235,7 +236,7 @@ def check_space(directory: Path, model: torch.nn.Module, early_stopping: bool = 
         return
     if free < needed:
         raise VaekitError(f"{directory} has {free / 2**20:.1f} MiB free, but checkpoints of this model need about "
-                          f"{needed / 2**20:.1f} MiB: free some space, or choose another --out")
+                          f"{needed / 2**20:.1f} MiB: {fix}")
 
 
 @contextlib.contextmanager
@@ -586,6 +587,7 @@ def train_stage(directory: str | Path, stage: str, epochs: int = 10, batch_size:
     with run_lock(directory):
         checkpoint.remove_temporaries(directory)
         model = checkpoint.load(directory)
+        check_space(directory, model, fix="free some space on its disk")  # before an epoch of training, not after
         if (directory / checkpoint.RESUME_STATE).is_file() and not checkpoint.never_checkpointed(directory):
             checkpoint.load_resume(directory)  # a damaged resume state is named now, not after the first epoch
         run_id = checkpoint.read_checked(directory / checkpoint.MODEL_FILE)[1].get(checkpoint.RUN_KEY)
