@@ -16,6 +16,7 @@ import logging
 import math
 import re
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -560,6 +561,9 @@ class Explorer:
             with self._lock:
                 codes.append(latent.encode_dataset(self.model, x[start:start + CODE_BATCH],
                                                    y=None if y is None else y[start:start + CODE_BATCH]))
+            # a turn for a waiting request: a lock taken back at once is not one (Python's locks are not fair: a
+            # decode waited out the whole split), a millisecond between batches is
+            time.sleep(0.001)
         return torch.cat(codes)
 
     def close(self) -> None:
