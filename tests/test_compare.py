@@ -397,3 +397,14 @@ def test_a_tiny_test_split_says_how_many_pairs_its_paths_are(tmp_path):
     result = compare(cfg, tmp_path / "r", options=replace(QUICK, classifier_steps=20), dataset=tiny)
     assert result.interpolation_pairs == 3 and all(s.interpolation.paths <= 3 for s in result.scores())
     assert "paths between 3 random test pairs" in result.report.read_text()
+
+
+def test_an_out_folder_holding_runs_is_refused_in_one_line_that_says_what_overwrite_does(small_run, tmp_path,
+                                                                                        capsys):
+    import shutil
+
+    shutil.copytree(small_run, tmp_path / "out" / "ae")
+    assert main(["compare", "--data", "digits", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "ae already holds a run: choose another --out, or pass --overwrite to train both models again (a " \
+           "comparison cut off is not continued; its runs load and resume as any run)" in err and err.count("\n") == 1

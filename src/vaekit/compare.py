@@ -401,7 +401,8 @@ def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs
 def _check_out(out: Path, overwrite: bool) -> None:
     held = [out / family for family in FAMILIES if (out / family / checkpoint.CONFIG_FILE).exists()]
     if held and not overwrite:
-        raise VaekitError(f"{held[0]} already holds a run: choose another --out, or pass --overwrite to replace both")
+        raise VaekitError(f"{held[0]} already holds a run: choose another --out, or pass --overwrite to train both "
+                          "models again (a comparison cut off is not continued; its runs load and resume as any run)")
 
 
 def compare(
