@@ -82,6 +82,10 @@ def test_both_networks_run_in_onnxruntime_as_in_pytorch(tmp_path, capsys, model)
     assert info["family"] == model["family"] and info["code_shape"] == [3]
     assert info["conditioned"] == (model.get("condition") == "label")
     assert all(f["max_difference_from_pytorch"] < 1e-4 for f in info["files"].values())
+    import hashlib  # each file's digest, so that files of two exports (one cut off between renames) show
+
+    assert {name: f["sha256"] for name, f in info["files"].items()} == {
+        name: hashlib.sha256((tmp_path / "onnx" / name).read_bytes()).hexdigest() for name in info["files"]}
 
 
 @pytest.mark.parametrize("flags", [

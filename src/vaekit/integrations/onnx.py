@@ -10,6 +10,7 @@ The batch size is free in both. Needs the extra: pip install 'vaekit[onnx]' (onn
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -182,7 +183,10 @@ def _export(model: Model, directory: Path, opset: int | None, conditioned: bool,
                 "output": ({"params": "the posterior's parameters, as the family reads them",
                             "code": ["batch", *model.code_shape]} if name == "encoder"
                            else {"mean": ["batch", *model.data_shape]}),
-                "max_difference_from_pytorch": differences[name]}
+                "max_difference_from_pytorch": differences[name],
+                # the set is replaced file by file, onnx.json last: files of two exports (one cut off between its
+                # renames) show as a digest that is not the file's
+                "sha256": hashlib.sha256(staged.read_bytes()).hexdigest()}
         (Path(scratch) / "onnx.json").write_text(json.dumps(description, indent=2) + "\n")
         for file in ("encoder.onnx", "decoder.onnx", "onnx.json"):
             os.replace(Path(scratch) / file, directory / file)
