@@ -455,3 +455,15 @@ def test_free_bits_decide_on_the_whole_batch_in_several_processes(tmp_path, valu
     torch.multiprocessing.spawn(_free_bits_share, args=(2, port, values, str(tmp_path / "grad")), nprocs=2)
     for rank in range(2):
         assert torch.equal(torch.load(tmp_path / f"grad.{rank}"), weight.grad), (values, weight.grad)
+
+
+def test_the_launchers_pid_is_named_to_its_processes_only(monkeypatch):
+    """VAEKIT_LAUNCHER_PID was left in the launcher's environment: a later torchrun from the same process (a
+    notebook) gave it to processes that were no children of it, which stopped at once."""
+    from torch.distributed import run as torchrun
+
+    seen = []
+    monkeypatch.setattr(torchrun, "run", lambda args: seen.append(os.environ.get(distributed.LAUNCHER_PID)))
+    monkeypatch.delenv(distributed.LAUNCHER_PID, raising=False)
+    assert distributed._launch(["train"], 2) == 0
+    assert seen == [str(os.getpid())] and distributed.LAUNCHER_PID not in os.environ

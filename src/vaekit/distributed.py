@@ -201,6 +201,8 @@ def _launch(argv: list[str], nproc: int) -> int:
         return 128 + int(stop.sigval)
     except ChildFailedError as failed:
         return _failure_code(failed.failures)
+    finally:
+        os.environ.pop(LAUNCHER_PID, None)  # this process's own: a later torchrun from it is no child of this launch
     return 0
 
 
