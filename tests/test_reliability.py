@@ -1003,6 +1003,14 @@ def test_a_stop_signal_during_a_runs_last_step_is_honoured_once_it_is_saved(tmp_
     assert [json.loads(line)["epoch"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == \
         [1, 2] and json.loads((tmp_path / "run" / checkpoint.RESUME_STATE).read_text())["step"] == 10
     assert checkpoint.load(tmp_path / "run") is not None  # saved whole
+    # a run kept in memory only (no folder; scikit-learn's fit) is returned whole, not lost to the stop
+    assert len(train(cfg, callbacks=[SignalAtTheLastStep()]).history) == 2
+    # a process started with SIGINT ignored (a script's background job) trains on: its trainer leaves it ignored
+    previous = signals.signal(signals.SIGINT, signals.SIG_IGN)
+    try:
+        assert len(train(cfg, out=tmp_path / "ignored", callbacks=[SignalAtTheLastStep()]).history) == 2
+    finally:
+        signals.signal(signals.SIGINT, previous)
     import vaekit.compare
 
     def stopped(*args, **kwargs):

@@ -251,8 +251,9 @@ def _naming_run(directory: Path | None):
 
 def _stop_asked(trainer: Trainer, directory: Path | None) -> None:
     """A stop signal that came during a run's last step, validation or final checkpoint, honoured once the run is
-    saved whole (it was dropped: vaekit compare went on to its next model and exited 0)."""
-    if trainer.stop_signal is not None:
+    saved whole (it was dropped: vaekit compare went on to its next model and exited 0). A run kept in memory only
+    (no folder: vaekit.train without out, scikit-learn's fit) is returned whole instead, not lost to the stop."""
+    if trainer.stop_signal is not None and directory is not None:
         stop = Interrupted(trainer.stop_signal, trainer.step, finished=True)
         stop.run = None if directory is None else str(directory)
         raise stop
@@ -316,7 +317,7 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     trainer.world says which one)."""
     given = dataset is not None and not data_from_config  # data config.json cannot name
     if not given:
-        check_data_flags(cfg.data)
+        check_data_flags(cfg.data, say=distributed.world().main)  # said once, not by every process of --nproc
     if cfg.train.epochs == 0:  # allowed (an untrained baseline), but said: it printed only the run's folder
         log.warning("--epochs 0: the run holds the untrained model, its weights as initialised")
     dataset = dataset if dataset is not None else load_dataset(cfg.data)

@@ -467,7 +467,8 @@ class Trainer:
                 raise Interrupted(signum, self.step, saved=False)
             self.stop_signal = signum
 
-        previous = {signum: signal.signal(signum, ask) for signum in (signal.SIGINT, signal.SIGTERM)}
+        previous = {signum: signal.signal(signum, ask) for signum in (signal.SIGINT, signal.SIGTERM)
+                    if signal.getsignal(signum) is not signal.SIG_IGN}  # ignored (a script's background job): left so
         try:
             yield
         finally:

@@ -111,7 +111,7 @@ _TABLE_SETTINGS = (("header", "auto", "--header"), ("standardize", True, "--no-s
                    ("column_types", None, "--column-types"), ("impute", "none", "--impute"))
 
 
-def check_data_flags(cfg: DataConfig) -> None:
+def check_data_flags(cfg: DataConfig, say: bool = True) -> None:
     """A new run's data settings that its data does not use, said (they were ignored without a word: --image-size 14
     on digits trained on 8x8): the table settings on other data, --image-size beside folders of images and the
     generated data sets, --label-column on a built-in set. A warning, not an error, as a recipe or a config file may
@@ -125,6 +125,8 @@ def check_data_flags(cfg: DataConfig) -> None:
         return  # said by load_dataset
     if not builtin:
         check_label_column(cfg)
+    if not say:  # the warnings below: one process says them
+        return
     loader = None if builtin or path.is_dir() else _FILE_LOADERS.get(path.suffix.lower())
     what = (f"vaekit's {cfg.name} data set" if builtin else "a folder of images" if path.is_dir()
             else f"a {path.suffix or 'file without a suffix'} file")
