@@ -556,7 +556,8 @@ def test_a_ctrl_c_while_the_command_loads_is_one_line_and_exit_130(tmp_path):
     import time
 
     check = "import sys, vaekit; assert 'torch' not in sys.modules and vaekit.__version__; vaekit.VAE; " \
-            "assert 'torch' in sys.modules and callable(vaekit.train) and callable(vaekit.data.binarize_static)"
+            "assert 'torch' in sys.modules and callable(vaekit.train) and callable(vaekit.data.binarize_static); " \
+            "assert getattr(vaekit, 'x.y', 7) == 7 and not hasattr(vaekit, 'recipes')  # a data folder, no module"
     assert subprocess.run([sys.executable, "-c", check]).returncode == 0
     for delay in (0.15, 0.3):  # within the loading on any machine (torch alone takes longer)
         command = subprocess.Popen([sys.executable, "-m", "vaekit", "train", "--data", "digits", "--epochs", "50",

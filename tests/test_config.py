@@ -370,8 +370,9 @@ def test_installed_plugins_are_launchable_and_a_broken_one_is_skipped_with_a_war
     (site / "plugentry_t.py").write_text("import plugcore_t  # noqa: F401\n")
     (site / "plugcore_t.py").write_text("import vaekit\n\n\n@vaekit.register_family('test-plug-core')\n"
                                         "class Core(vaekit.VAE):\n    pass\n")
-    (site / "plugbroken_t.py").write_text("import vaekit\n\n\n@vaekit.register_family('vae')\n"
-                                          "class Taken(vaekit.VAE):\n    pass\n")
+    (site / "plugbroken_t.py").write_text("import vaekit\n\n\n@vaekit.register_family('test-plug-half')\n"
+                                          "class Half(vaekit.VAE):\n    pass\n\n\n"
+                                          "@vaekit.register_family('vae')\nclass Taken(vaekit.VAE):\n    pass\n")
     dist = site / "testplug_t-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: testplug_t\nVersion: 0.1\n")
@@ -383,4 +384,5 @@ def test_installed_plugins_are_launchable_and_a_broken_one_is_skipped_with_a_war
         models.load_plugins()
     assert "the vaekit plugin 'broken' (plugbroken_t) was not loaded: 'vae' already names the family" in caplog.text
     assert MODEL_FAMILIES["vae"] is VAE and MODEL_FAMILIES["test-plug-core"].__module__ == "plugcore_t"
+    assert "test-plug-half" not in MODEL_FAMILIES  # what the failed plugin registered before failing went too
     models.check_launchable(override(vaekit.RunConfig(), ["model.family=test-plug-core"]).model, 2)

@@ -1143,6 +1143,8 @@ def test_info_says_what_kind_of_prior_the_model_has():
     # one that says nothing keeps has_bound's answer, as before the setting (an AE of one's own: nominal)
     register_family("test-unbounded-silent")(type("Silent", (VAE,), {"has_bound": False}))
     assert _prior_kind(build_model(ModelConfig(family="test-unbounded-silent", **shape))) == "nominal"
+    follows = type("Follows", (), {"codes_follow_prior": True})  # declared by a mixin: kept
+    assert type("Mixed", (follows, VAE), {"has_bound": False}).codes_follow_prior is True
     x = torch.rand(50, 1, 8, 8)
     steps = latent.traverse(unbounded, x[0], dims=[0], values=torch.tensor([-1.0, 1.0]), data=x)
     assert steps.positions.tolist() == [[-1.0, 1.0]]  # the prior's SD, not the codes' spread

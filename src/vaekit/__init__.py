@@ -33,8 +33,10 @@ __all__ = sorted([*_EXPORTS, "__version__"])
 
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
-        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-            return importlib.import_module(f".{name}", __name__)  # any submodule: vaekit.data, vaekit.runs, ...
+        if name.isidentifier() and not name.startswith("_"):
+            spec = importlib.util.find_spec(f"{__name__}.{name}")
+            if spec is not None and spec.origin not in (None, "namespace"):  # a module, not a folder of data
+                return importlib.import_module(f".{name}", __name__)  # any submodule: vaekit.data, vaekit.runs, ...
         raise AttributeError(f"module 'vaekit' has no attribute {name!r}")
     home = _EXPORTS[name]
     if home is None:

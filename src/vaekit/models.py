@@ -71,10 +71,13 @@ class Model(nn.Module):
         """codes_follow_prior as the family (or a base below Model) declares it, else its has_bound (the default,
         also of families written before the setting was)."""
         super().__init_subclass__(**kwargs)
-        if "codes_follow_prior" in vars(cls):
-            cls._declares_follow = True
-        elif not any(vars(base).get("_declares_follow") for base in cls.__mro__[1:]):
-            cls.codes_follow_prior = cls.has_bound
+        for base in cls.__mro__:  # the class, its bases below Model and their mixins
+            if base is Model:
+                break
+            if "codes_follow_prior" in vars(base) and not vars(base).get("_follow_derived"):
+                return  # declared
+        cls.codes_follow_prior = cls.has_bound
+        cls._follow_derived = True
 
     @property
     def prior_text(self) -> str:
@@ -523,13 +526,19 @@ def load_plugins() -> None:
     _PLUGINS_LOADED = True
     from importlib.metadata import entry_points
 
+    from .config import COMPONENT_KINDS, COMPONENT_SETTINGS
     from .distributions import LIKELIHOODS
 
+    registries = (MODEL_FAMILIES, LIKELIHOODS, COMPONENT_KINDS, COMPONENT_SETTINGS)
     for entry in entry_points(group="vaekit.plugins"):
         before = {*MODEL_FAMILIES.values(), *LIKELIHOODS.values()}
+        held = [set(registry) for registry in registries]
         try:
             entry.load()
         except Exception as exc:  # noqa: BLE001  (one broken plugin must not take every command down with it)
+            for registry, names in zip(registries, held):  # what it registered before failing goes too
+                for name in set(registry) - names:
+                    del registry[name]
             log.warning("the vaekit plugin %r (%s) was not loaded: %s", entry.name, entry.value,
                         str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             continue

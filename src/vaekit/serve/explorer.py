@@ -95,7 +95,7 @@ class Explorer:
         self.conditioned = bool(model.num_labels)
         self.code_size = latent.code_size(model)
         self.is_image = len(model.data_shape) == 3 and model.data_shape[0] in (1, 3)
-        self._lock = threading.Lock()  # one model call at a time
+        self._lock = _TurnLock()  # one model call at a time
         self._cache_lock = threading.Lock()  # the caches' dictionaries
         self._compute_lock = threading.Lock()  # one computation of a cached thing at a time, so none is done twice
         self._upload_lock = threading.BoundedSemaphore(1)  # one picture decoded at a time bounds their memory
@@ -561,9 +561,8 @@ class Explorer:
             with self._lock:
                 codes.append(latent.encode_dataset(self.model, x[start:start + CODE_BATCH],
                                                    y=None if y is None else y[start:start + CODE_BATCH]))
-            # a turn for a waiting request: a lock taken back at once is not one (Python's locks are not fair: a
-            # decode waited out the whole split), a millisecond between batches is
-            time.sleep(0.001)
+            if self._lock.waiting:  # a turn for a waiting request: a lock taken back at once is not one (Python's
+                time.sleep(0.001)  # locks are not fair: a decode waited out the whole split), a millisecond is
         return torch.cat(codes)
 
     def close(self) -> None:
@@ -625,6 +624,28 @@ class Explorer:
 def _border(x: torch.Tensor) -> torch.Tensor:
     """The outermost pixels of pictures (N, C, H, W), all channels: (N, C * perimeter) values."""
     return torch.cat([x[..., 0, :], x[..., -1, :], x[..., 1:-1, 0], x[..., 1:-1, -1]], dim=-1).flatten(1)
+
+
+class _TurnLock:
+    """A lock that knows how many threads wait for it (the encoding in turns gives them their turn)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = threading.Lock()
+        self.waiting = 0
+
+    def __enter__(self) -> "_TurnLock":
+        with self._count:
+            self.waiting += 1
+        try:
+            self._lock.acquire()
+        finally:
+            with self._count:
+                self.waiting -= 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
 
 
 def _prior_kind(model: Model) -> str:
