@@ -241,7 +241,7 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> Model:
         if not (directory / RESUME_STATE).is_file():  # no run's folder: an export (vaekit export --hub) cut off
             raise VaekitError(f"{directory / MODEL_FILE} was written for another {CONFIG_FILE}: an export into "
                               f"{directory} was cut off between the two, or one was edited: export the run again "
-                              f"(vaekit export RUN --hub {directory})")
+                              f"(vaekit export RUN --hub {directory}, or model.save_pretrained in Python)")
         raise VaekitError(f"{directory / MODEL_FILE} was written for another {CONFIG_FILE}: if you edited "
                           f"{CONFIG_FILE}, restore it (settings are changed with flags, e.g. vaekit train --resume "
                           f"{directory} --epochs N); if the run stopped between writing them, vaekit train --resume "
