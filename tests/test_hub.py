@@ -769,4 +769,4 @@ def test_an_export_cut_off_between_its_files_says_to_export_again(small_run, tmp
     assert main(["sample", str(folder), "--out", str(tmp_path / "s.png")]) == 2
     err = capsys.readouterr().err
     assert f"an export into {folder} was cut off between the two, or one was edited: export the run again (vaekit " \
-           f"export RUN --hub {folder})" in err and err.count("\n") == 1, err
+           f"export RUN --hub {folder}, or model.save_pretrained in Python)" in err and err.count("\n") == 1, err
