@@ -997,6 +997,8 @@ def test_a_stop_signal_during_a_runs_last_step_is_honoured_once_it_is_saved(tmp_
 
     cfg = RunConfig(data=DataConfig(name="digits", limit=300), model=ModelConfig(latent_dim=2, hidden_dims=(16,)),
                     train=TrainConfig(epochs=2, batch_size=64, progress=False))
+    # SIGINT as a terminal's process has it (a test worker may run with it ignored, which the trainer now leaves be)
+    monkeypatch.setattr(signals, "getsignal", lambda signum: signals.default_int_handler)
     with pytest.raises(Interrupted) as stop:
         train(cfg, out=tmp_path / "run", callbacks=[SignalAtTheLastStep()])
     assert stop.value.finished and stop.value.run == str(tmp_path / "run") and stop.value.signum == signals.SIGINT
@@ -1006,6 +1008,7 @@ def test_a_stop_signal_during_a_runs_last_step_is_honoured_once_it_is_saved(tmp_
     # a run kept in memory only (no folder; scikit-learn's fit) is returned whole, not lost to the stop
     assert len(train(cfg, callbacks=[SignalAtTheLastStep()]).history) == 2
     # a process started with SIGINT ignored (a script's background job) trains on: its trainer leaves it ignored
+    monkeypatch.undo()
     previous = signals.signal(signals.SIGINT, signals.SIG_IGN)
     try:
         assert len(train(cfg, out=tmp_path / "ignored", callbacks=[SignalAtTheLastStep()]).history) == 2
