@@ -396,6 +396,17 @@ def test_a_run_refuses_a_data_file_that_is_not_the_one_it_trained_on(tmp_path, m
     assert json.loads((tmp_path / "run" / "data.json").read_text())["train_items"] == 180
 
 
+def _one_line_errors(cases: list, capsys) -> None:
+    """Each (argv, says): exit code 2 and one line on stderr that holds `says` (argparse's usage errors too)."""
+    for argv, says in cases:
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+        err = capsys.readouterr().err
+        assert code == 2 and says in err and err.count("\n") == 1, (argv, err)
+
+
 def test_usage_mistakes_name_the_commands_help_and_paths_name_the_run_folder(small_run, tmp_path, capsys):
     cases = [
         (["interpolate", str(small_run), "--from", "0", "--to", "1", "--bogus", "3", "--out", "x.png"],
@@ -409,13 +420,7 @@ def test_usage_mistakes_name_the_commands_help_and_paths_name_the_run_folder(sma
         (["encode", str(small_run), "--data", "mnist-10k", "--limit", "10", "--out", str(tmp_path / "z.npy")],
          "expects (1, 8, 8): give data of that shape, or leave out the data flags for the run's own"),
     ]
-    for argv, says in cases:
-        try:
-            code = main(argv)
-        except SystemExit as exc:
-            code = exc.code
-        err = capsys.readouterr().err
-        assert code == 2 and says in err and err.count("\n") == 1, (argv, err)
+    _one_line_errors(cases, capsys)
 
 
 def test_latent_pictures_say_what_they_show(small_run, tmp_path, monkeypatch, capsys):
@@ -611,13 +616,7 @@ def test_mistakes_a_sweep_of_every_command_found_are_one_line_errors(small_run, 
         (["compare", "--data", "digits", "--interpolation-pairs", "100000", "--out", str(tmp_path / "c")],
          "interpolation_pairs x interpolation_steps must be at most 100,000 decoded images per model"),
     ]
-    for argv, says in cases:
-        try:
-            code = main(argv)
-        except SystemExit as exc:
-            code = exc.code
-        err = capsys.readouterr().err
-        assert code == 2 and says in err and err.strip().count("\n") == 0, (argv, err)
+    _one_line_errors(cases, capsys)
     assert not (tmp_path / "codes" / "d.png").exists()
     # allowed, but said: an untrained run (it printed the run's folder alone), and data settings the data does not
     # use (ignored without a word: --image-size 14 on digits trained on 8x8). Warnings, not errors: a recipe or a

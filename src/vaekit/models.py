@@ -531,7 +531,6 @@ def load_plugins() -> None:
 
     registries = (MODEL_FAMILIES, LIKELIHOODS, COMPONENT_KINDS, COMPONENT_SETTINGS)
     for entry in entry_points(group="vaekit.plugins"):
-        before = {*MODEL_FAMILIES.values(), *LIKELIHOODS.values()}
         held = [set(registry) for registry in registries]
         try:
             entry.load()
@@ -543,7 +542,8 @@ def load_plugins() -> None:
                         str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             continue
         _PLUGIN_PACKAGES.add(entry.module.split(".")[0])
-        _PLUGIN_CLASSES.update({*MODEL_FAMILIES.values(), *LIKELIHOODS.values()} - before)
+        _PLUGIN_CLASSES.update(registry[name] for registry, names in zip(registries[:2], held) for name in
+                               set(registry) - names)  # the families and likelihoods it registered
 
 
 _PLUGIN_PACKAGES: set[str] = set()  # the top-level packages of the loaded plugins' modules

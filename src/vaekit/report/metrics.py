@@ -60,10 +60,15 @@ def nearest_distances(query: np.ndarray, reference: np.ndarray, exclude_self: bo
     return torch.cat(out).numpy()
 
 
+def _present(values: np.ndarray | torch.Tensor) -> np.ndarray:
+    """The values as float64, flat, NaNs (units left out) dropped."""
+    v = np.asarray(values, np.float64).ravel()
+    return v[~np.isnan(v)]
+
+
 def standard_error(values: np.ndarray | torch.Tensor) -> float | None:
     """Standard error of the mean of independent values (NaNs left out); None for fewer than two."""
-    v = np.asarray(values, np.float64).ravel()
-    v = v[~np.isnan(v)]
+    v = _present(values)
     return float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else None
 
 
@@ -72,8 +77,7 @@ def share_standard_error(flags: np.ndarray | torch.Tensor) -> float | None:
     the count with two yeses and two noes added, sqrt(p~ (1 - p~) / (n + 4)), p~ = (yes + 2) / (n + 4). Unlike
     the plain sqrt(p (1 - p) / n) it stays above 0 for a share of exactly 0 or 1 (none of 2000 draws is not a share
     known exactly). None for fewer than two draws."""
-    v = np.asarray(flags, np.float64).ravel()
-    v = v[~np.isnan(v)]
+    v = _present(flags)
     if len(v) < 2:
         return None
     n = len(v) + 4
