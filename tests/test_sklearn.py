@@ -270,3 +270,49 @@ def test_the_no_step_message_names_the_parameters():
     assert _in_estimator_terms("check the data, or start again with a lower --lr or --beta").endswith(
         "start again with a lower lr or beta")
     assert _in_estimator_terms("start again with --lr 0.001") == "start again with lr=0.001"
+
+
+@pytest.mark.parametrize("family, options", [("iwae", {"k": 3}), ("vamp", {"components": 7}), ("hvae", {"top_dim": 3}),
+                                             ("tcvae", {"gamma": 2.0})])
+def test_every_family_with_a_bound_is_a_transformer(family, options):
+    """family picks any family with an ELBO; family_options reach its model; transform, score, inverse_transform and
+    sample behave as the vae's do (a table's rows, the user's units)."""
+    from vaekit import metrics
+    from vaekit.models import MODEL_FAMILIES
+
+    x = load_wine().data
+    estimator = VAETransformer(epochs=20, random_state=0, family=family, family_options=options).fit(x)
+    assert type(estimator.model_) is MODEL_FAMILIES[family]
+    assert {name: getattr(estimator.model_.settings, name) for name in options} == options
+    codes = estimator.transform(x)
+    assert codes.shape == (len(x), 2) and np.all(np.isfinite(codes))
+    encoded = estimator._encode(x)
+    elbo = float(metrics.sampled_bounds(estimator.model_, encoded, 16, seed=0).elbo.mean())
+    assert estimator.score(x) == pytest.approx(elbo - sum(np.log(c.std) for c in estimator.schema_.columns), rel=1e-6)
+    assert estimator.inverse_transform(codes).shape == x.shape
+    samples = estimator.sample(5, random_state=1)
+    assert samples.shape == (5, x.shape[1]) and np.all(np.isfinite(samples))
+    # the parameters as scikit-learn clones them
+    assert VAETransformer(**estimator.get_params()).get_params() == estimator.get_params()
+
+
+def test_grid_search_over_families():
+    x = load_wine().data
+    search = GridSearchCV(VAETransformer(epochs=20, random_state=0), {"family": ["vae", "iwae"]}, cv=3).fit(x)
+    assert search.best_params_["family"] in ("vae", "iwae")
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+
+
+@pytest.mark.parametrize("parameters, message", [
+    ({"family": "vqvae"}, "The 'family' parameter of VAETransformer must be a family with a likelihood bound, one of "
+                          "'hvae', 'iwae', 'tcvae', 'vae', 'vamp'"),
+    ({"family": "ae"}, "an autoencoder: AETransformer"),
+    ({"family": "iwae", "family_options": [("k", 3)]}, "The 'family_options' parameter of VAETransformer must be None"),
+    ({"family": "iwae", "family_options": {"kk": 3}},
+     r"^family_options of iwae: no setting 'kk' \(did you mean k\?\)$"),
+    ({"family": "iwae", "family_options": {"k": 0}}, r"^family_options {'k': 0}: must be between 1 and 1000"),
+    ({"family": "vae", "family_options": {"k": 3}}, r"^family 'vae' has no settings: leave family_options None"),
+])
+def test_a_family_or_its_options_that_do_not_fit_are_named(parameters, message):
+    with pytest.raises(ValueError, match=message):
+        VAETransformer(epochs=1, **parameters).fit(np.random.default_rng(0).normal(size=(40, 3)))

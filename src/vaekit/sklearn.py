@@ -61,6 +61,8 @@ _FLAGS_AS_PARAMETERS = [
     (re.compile(r"--no-standardize"), "standardize=False"),
     (re.compile(r"train longer, lower --beta, or use --kl-warmup-epochs"), "train longer (epochs) or lower beta"),
     (re.compile(r"a lower --lr or --beta"), "a lower lr or beta"),
+    (re.compile(r"unknown config key model\.(\w+)\.(\w+)"), r"family_options of \1: no setting '\2'"),
+    (re.compile(r"model\.\w+\.(\w+)=(\S+):"), r"family_options {'\1': \2}:"),
     (re.compile(r"--(epochs|beta|lr|batch-size|latent-dim) (\S+)"),
      lambda m: f"{m.group(1).replace('-', '_')}={m.group(2)}"),
 ]
@@ -135,11 +137,18 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             ("impute", self.impute in ("none", "mean"), "'none' (missing values are an error) or 'mean' (an "
              "estimator drops no rows: transform gives a code for each; drop them before fitting)"),
             ("device", self.device in ("auto", "cpu", "cuda", "mps"), "'cpu', 'cuda', 'mps' or 'auto'"),
+            *self._family_checks(),
         ]
         for parameter, ok, expected in checks:
             if not ok:
                 raise ValueError(f"The {parameter!r} parameter of {name} must be {expected}. "
                                  f"Got {getattr(self, parameter)!r} instead.")
+
+    def _family_checks(self) -> list[tuple[str, bool, str]]:
+        return []
+
+    def _options(self) -> dict[str, Any]:
+        return {}
 
     def _epochs(self, rows: int) -> int:
         """epochs=None: enough passes for about AUTO_STEPS steps; a small table needs many passes to be learnt."""
@@ -153,7 +162,7 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             data=DataConfig(name="X", standardize=self.standardize, impute=self.impute),
             model=ModelConfig(family=self.family, latent_dim=self.latent_dim, network="mlp",
                               hidden_dims=tuple(self.hidden_dims), beta=getattr(self, "beta", 1.0),
-                              data_shape=(schema.width,)),
+                              data_shape=(schema.width,), options=self._options()),
             train=TrainConfig(epochs=self._epochs(rows), batch_size=self.batch_size, lr=self.lr, seed=seed,
                               device=self.device, progress=bool(self.verbose)),
         ))
@@ -271,25 +280,58 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         return tags
 
 
+def _bound_families() -> list[str]:
+    """The registered families with a likelihood bound (an ELBO for score), installed plugins' included."""
+    from .models import MODEL_FAMILIES, load_plugins
+
+    load_plugins()
+    return sorted(name for name, cls in MODEL_FAMILIES.items() if cls.has_bound)
+
+
 class VAETransformer(_Autoencoder):
-    """A variational autoencoder as a transformer: transform gives posterior means, score the mean ELBO per row.
+    """A variational autoencoder as a transformer: transform gives each row's code (the posterior mean), score the
+    mean ELBO per row.
 
     Parameters: latent_dim (the size of the code), hidden_dims (the MLP widths), epochs (None: enough passes for about
     3000 steps, at most 2000 epochs), batch_size, lr, beta (the KL weight), column_types
     ("age=numeric,sex=categorical"; DataFrames are typed by vaekit's rules, arrays are numeric),
     standardize (numeric columns, with the training statistics), impute ("none": missing values are an error;
-    "mean"), random_state, verbose (a progress bar), device.
+    "mean"), random_state, verbose (a progress bar), device, family (any family with a likelihood bound: "vae",
+    "iwae", "vamp", "hvae", "tcvae" or a plugin's), family_options (that family's settings as `vaekit train --set
+    model.FAMILY.NAME=VALUE` takes them, e.g. {"k": 10} for iwae, {"components": 50} for vamp; None: its defaults).
     """
 
-    family = "vae"
+    family, family_options = "vae", None  # (what an estimator pickled before these parameters fitted)
 
     def __init__(self, latent_dim: int = 2, hidden_dims: tuple[int, ...] = (128, 128), epochs: int | None = None,
                  batch_size: int = 128, lr: float = 1e-3, beta: float = 1.0, column_types: str | None = None,
                  standardize: bool = True, impute: str = "none", random_state: Any = None, verbose: bool = False,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", family: str = "vae", family_options: dict[str, Any] | None = None) -> None:
         super().__init__(latent_dim, hidden_dims, epochs, batch_size, lr, column_types, standardize, impute,
                          random_state, verbose, device)
         self.beta = beta
+        self.family = family
+        self.family_options = family_options
+
+    def _family_checks(self) -> list[tuple[str, bool, str]]:
+        families = _bound_families()
+        return [("family", isinstance(self.family, str) and self.family in families,
+                 "a family with a likelihood bound, one of " + ", ".join(map(repr, families))
+                 + " (an autoencoder: AETransformer; a vqvae has no bound)"),
+                ("family_options", self.family_options is None or isinstance(self.family_options, dict),
+                 "None or a dict of the family's settings, such as {'k': 10} for iwae")]
+
+    def _options(self) -> dict[str, Any]:
+        """family_options as the family's settings: an unknown name or a bad value is named by the config's checks;
+        a family with no settings takes none."""
+        from .config import COMPONENT_SETTINGS
+
+        options = dict(self.family_options or {})
+        if not options:
+            return {}
+        if self.family not in COMPONENT_SETTINGS:
+            raise VaekitError(f"family {self.family!r} has no settings: leave family_options None, got {options!r}")
+        return {self.family: options}
 
     def score(self, X: Any, y: Any = None) -> float:
         """The mean ELBO per row (nats, higher is better) of X in its own units, from seeded posterior draws."""
