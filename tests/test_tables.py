@@ -6,6 +6,8 @@ import hashlib
 import json
 import logging
 import math
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -613,3 +615,23 @@ def test_a_numeric_columns_reported_density_is_in_the_users_units(tmp_path, caps
     assert large["size"]["nll_at_mean"] == pytest.approx(small["size"]["nll_at_mean"] + math.log(1000), abs=1e-3)
     for name in ("colour", "other"):
         assert large[name]["nll_at_mean"] == pytest.approx(small[name]["nll_at_mean"], abs=1e-3)
+
+
+def test_a_refused_table_gets_its_one_line_error_without_the_column_summary(tmp_path):
+    """The table's column summary (types, statistics) printed before the refusal of its missing values, which then
+    came fifth."""
+    rows = mixed_rows(100)
+    rows[4] = rows[4].replace(rows[4].split(",")[0], "", 1)  # age missing on line 6
+    path = tmp_path / "gaps.csv"
+    path.write_text("\n".join([MIXED_HEADER, *rows]) + "\n")
+
+    def train(*flags):
+        return subprocess.run([sys.executable, "-m", "vaekit", "train", "--data", str(path), "--epochs", "1", "--out",
+                               str(tmp_path / "run"), "--no-progress", *flags], capture_output=True, text=True,
+                              timeout=300)
+
+    refused = train()
+    err = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and len(err) == 1, err
+    assert "missing values in 1 column(s): age (line 6)" in err[0]
+    assert "numeric" in train("--impute", "mean").stderr  # the summary, once the table is read whole
