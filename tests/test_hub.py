@@ -770,3 +770,41 @@ def test_an_export_cut_off_between_its_files_says_to_export_again(small_run, tmp
     err = capsys.readouterr().err
     assert f"an export into {folder} was cut off between the two, or one was edited: export the run again (vaekit " \
            f"export RUN --hub {folder}, or model.save_pretrained in Python)" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("kind", ["hub", "onnx"])
+def test_the_scratch_folder_of_a_killed_export_goes_with_the_next_export(small_run, tmp_path, kind):
+    """An export killed by SIGKILL left its scratch folder (a copy of the weights) in the output folder for good. The
+    next export removes the scratch of a process of this machine that is gone, and leaves a running one's, another
+    machine's and any folder vaekit did not name."""
+    if kind == "onnx":
+        pytest.importorskip("onnxscript", reason="the onnx extra is not installed")
+    from vaekit import files
+
+    folder = tmp_path / "out"
+    assert main(["export", str(small_run), f"--{kind}", str(folder)]) == 0
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone_pid, host = int(finished.stdout), files._host()
+    names = {"killed": f".{kind}-{host}-{gone_pid}-abcd1234", "running": f".{kind}-{host}-{os.getpid()}-abcd1234",
+             "elsewhere": f".{kind}-0badc0de-{gone_pid}-abcd1234", "other": f".{kind}-mine"}
+    for name in names.values():
+        (folder / name).mkdir()
+        (folder / name / "model.safetensors").write_bytes(b"weights")
+    assert main(["export", str(small_run), f"--{kind}", str(folder)]) == 0
+    left = sorted(path.name for path in folder.glob(".*"))
+    assert left == sorted([names["running"], names["elsewhere"], names["other"]]), left
+
+
+def test_a_full_disk_during_export_hub_names_the_folder_not_its_scratch(small_run, tmp_path, capsys, monkeypatch):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    folder = tmp_path / "hub"
+    assert main(["export", str(small_run), "--hub", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write the Hub folder {folder} (No space left on device): free some disk space or choose another " \
+           "folder; its old files are kept" in err, err
+    assert ".hub-" not in err and err.count("\n") == 1 and not list(folder.iterdir())

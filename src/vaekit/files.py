@@ -4,12 +4,16 @@ then replaces it in one rename. A crash leaves the old file or the new one, neve
 removed. Every file vaekit writes (run folders, pictures, arrays, tables, reports) goes through `atomic_write`."""
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import os
 import re
+import shutil
+import socket
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from .errors import VaekitError
 
@@ -64,6 +68,44 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], fix: str = F
         _remove(tmp)
         raise
     return path
+
+
+def _host() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+@contextlib.contextmanager
+def scratch_folder(directory: Path, kind: str) -> Iterator[Path]:
+    """A folder `.KIND-HOST-PID-XXXXXXXX` in `directory` to stage files in, removed on exit. The ones a killed process
+    of this machine left there (its pid gone) are removed first: an export killed by SIGKILL or a power cut leaves no
+    scratch behind for good."""
+    remove_abandoned(directory, kind)
+    with tempfile.TemporaryDirectory(dir=directory, prefix=f".{kind}-{_host()}-{os.getpid()}-") as scratch:
+        yield Path(scratch)
+
+
+def remove_abandoned(directory: Path, kind: str) -> list[Path]:
+    """The scratch folders of `kind` in `directory` whose process, on this machine, is gone: removed. Those of a
+    running process, of another machine (a shared folder) or of another name are left."""
+    gone = []
+    for path in Path(directory).glob(f".{kind}-*"):
+        named = re.fullmatch(rf"\.{re.escape(kind)}-([0-9a-f]{{8}})-(\d+)-\w+", path.name)
+        if named and named.group(1) == _host() and path.is_dir() and not _running(int(named.group(2))):
+            shutil.rmtree(path, ignore_errors=True)
+            gone.append(path)
+    return gone
+
+
+def _running(pid: int) -> bool:
+    if os.name == "nt":  # (os.kill with signal 0 is no probe on Windows: every scratch folder is left)
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def _advice(number: int | None, path: Path, fix: str) -> str:

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 
 from ..data.tables import TableSchema, model_table
 from ..errors import VaekitError
+from ..files import scratch_folder
 from ..models import Model
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def _export(model: Model, directory: Path, opset: int | None, conditioned: bool,
     if schema is not None:
         description["table"] = table_layout(schema)
     # Every file is written and checked in a scratch folder first; only when all pass do they replace the old ones.
-    with tempfile.TemporaryDirectory(dir=directory, prefix=".onnx-") as scratch:
+    with scratch_folder(directory, "onnx") as scratch:
         for name, (module, input_name, draw, output_names) in parts.items():
             staged = Path(scratch) / f"{name}.onnx"
             example = draw(3)
