@@ -20,6 +20,7 @@ import yaml
 from .. import checkpoint, viz
 from ..config import DataConfig, RunConfig
 from ..errors import VaekitError
+from ..files import scratch_folder
 from ..models import Model
 from ..runs import METRICS_FILE
 from ..train import kept_index
@@ -69,10 +70,15 @@ def save_pretrained(model: Model, directory: str | Path, *, config: RunConfig | 
     _prepare(directory)
     try:
         # Staged beside the target, then moved in: a failure leaves the folder's old files as they were.
-        with tempfile.TemporaryDirectory(dir=directory, prefix=".hub-") as scratch:
-            staged = Path(scratch)
-            checkpoint.save_pretrained(model, config, staged)
-            samples = _write_samples(model, staged / SAMPLES_FILE)
+        with scratch_folder(directory, "hub") as staged:
+            try:
+                checkpoint.save_pretrained(model, config, staged)
+                samples = _write_samples(model, staged / SAMPLES_FILE)
+            except VaekitError as exc:  # a failed write: the folder named, not its scratch copy, nor a run's advice
+                written = re.match(r"cannot write .* \(([^()]*)\): ", str(exc))
+                if written is None:
+                    raise
+                raise VaekitError(_unwritable(directory, written.group(1))) from None
             card = model_card(model, config, numbers, repo_id=repo_id, samples=samples, data_recorded=recorded)
             (staged / CARD_FILE).write_text(card)
             for name in (checkpoint.MODEL_FILE, checkpoint.CONFIG_FILE, *([SAMPLES_FILE] if samples is True else []),
@@ -81,10 +87,14 @@ def save_pretrained(model: Model, directory: str | Path, *, config: RunConfig | 
             if samples is not True:  # an earlier model's picture would not be this one's
                 (directory / SAMPLES_FILE).unlink(missing_ok=True)
     except OSError as exc:
-        raise VaekitError(f"cannot write the Hub folder {directory} ({exc.strerror or type(exc).__name__}): free "
-                          f"some disk space or choose another folder") from None
+        raise VaekitError(_unwritable(directory, exc.strerror or type(exc).__name__)) from None
     return HubFolder(directory, directory / checkpoint.CONFIG_FILE, directory / checkpoint.MODEL_FILE,
                      directory / CARD_FILE, directory / SAMPLES_FILE if samples is True else None)
+
+
+def _unwritable(directory: Path, reason: str) -> str:
+    return (f"cannot write the Hub folder {directory} ({reason}): free some disk space or choose another folder; its "
+            "old files are kept")
 
 
 def _run_config(model: Model, config: RunConfig | None) -> tuple[RunConfig, bool]:
