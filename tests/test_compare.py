@@ -408,3 +408,46 @@ def test_an_out_folder_holding_runs_is_refused_in_one_line_that_says_what_overwr
     err = capsys.readouterr().err
     assert "ae already holds a run: choose another --out, or pass --overwrite to train both models again (a " \
            "comparison cut off is not continued; its runs load and resume as any run)" in err and err.count("\n") == 1
+
+
+def test_a_comparison_cut_off_continues_where_it_stopped(digits_report, tmp_path, monkeypatch):
+    """A stop during the VAE's training lost the comparison: the same command refused the folder (or, with
+    --overwrite, trained both models again). --resume keeps the finished AE, continues the VAE from its last
+    checkpoint, and reports what an uninterrupted comparison reports."""
+    import os
+    import signal
+
+    from vaekit import checkpoint, runs
+    from vaekit.errors import Interrupted
+
+    class StopMidway:
+        def on_step_end(self, trainer, step):
+            if step.step == 200:  # digits at batch 32: about 50 steps an epoch, 15 epochs
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    out = tmp_path / "report"
+    train = runs.train
+
+    def cut_off(cfg, directory, **kwargs):
+        return train(cfg, directory, callbacks=[StopMidway()] if directory.name == "vae" else None, **kwargs)
+
+    monkeypatch.setattr(runs, "train", cut_off)
+    with pytest.raises(Interrupted):
+        compare(DIGITS, out, options=QUICK)
+    with pytest.raises(VaekitError, match="pass --resume to continue that comparison"):
+        compare(DIGITS, out, options=QUICK)
+    ae_weights = checkpoint.load(out / "ae").state_dict()
+    monkeypatch.setattr(runs, "train", lambda *args, **kwargs: pytest.fail("a run was trained afresh"))
+    with pytest.raises(VaekitError, match=r"holds a run of other settings \(model\.latent_dim\)"):
+        compare(replace(DIGITS, model=replace(DIGITS.model, latent_dim=4)), out, options=QUICK, resume=True)
+    with pytest.raises(VaekitError, match="drop one of them"):
+        compare(DIGITS, out, options=QUICK, resume=True, overwrite=True)
+    resumed = compare(DIGITS, out, options=QUICK, resume=True)
+    for run, expected in ((out / "ae", ae_weights),  # kept, not trained again
+                          (out / "vae", checkpoint.load(digits_report.runs["vae"]).state_dict())):  # as if never cut
+        for name, tensor in checkpoint.load(run).state_dict().items():
+            assert torch.equal(tensor, expected[name]), (run, name)
+    for family in ("ae", "vae"):
+        ours, theirs = (getattr(r, family).__dict__ for r in (resumed, digits_report))
+        assert {k: v for k, v in ours.items() if k != "train_seconds"} == \
+            {k: v for k, v in theirs.items() if k != "train_seconds"}, family

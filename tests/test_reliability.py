@@ -1023,5 +1023,5 @@ def test_a_stop_signal_during_a_runs_last_step_is_honoured_once_it_is_saved(tmp_
 
     monkeypatch.setattr(vaekit.compare.runs, "train", stopped)
     assert main(["compare", "--data", "digits", "--out", str(tmp_path / "c")]) == 130
-    assert capsys.readouterr().err == ("vaekit: stopped by SIGINT after step 7: the run in OUT/ae is saved, and vaekit "
-                                       "train --resume OUT/ae continues it\n")
+    assert capsys.readouterr().err == ("vaekit: stopped by SIGINT after step 7: the run in OUT/ae is saved, and the "
+                                       "same vaekit compare command with --resume continues the comparison\n")

@@ -14,7 +14,7 @@ from PIL import Image
 
 from . import checkpoint, latent, runs, viz
 from .config import RunConfig, without_options
-from .data import Dataset, TensorData, load_dataset
+from .data import Dataset, TensorData, hold_out, load_dataset
 from .errors import VaekitError
 from .files import atomic_write, write_text
 from .metrics import reconstruction_error
@@ -398,11 +398,43 @@ def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs
     return scores, figures, units
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def _check_out(out: Path, overwrite: bool, resume: bool) -> None:
+    if overwrite and resume:
+        raise VaekitError("--overwrite trains both models afresh and --resume continues them: drop one of them")
     held = [out / family for family in FAMILIES if (out / family / checkpoint.CONFIG_FILE).exists()]
-    if held and not overwrite:
-        raise VaekitError(f"{held[0]} already holds a run: choose another --out, or pass --overwrite to train both "
-                          "models again (a comparison cut off is not continued; its runs load and resume as any run)")
+    if held and not overwrite and not resume:
+        raise VaekitError(f"{held[0]} already holds a run: pass --resume to continue that comparison (its finished runs "
+                          "kept), --overwrite to train both models again, or choose another --out")
+
+
+# Settings a comparison may continue with changed, as `vaekit train --resume` takes them: where and how fast it runs,
+# and its length (--epochs sets a new total; more than a run has trained)
+RUNTIME = ("epochs", "minutes", "device", "threads", "progress", "compile", "tensorboard")
+
+
+def _continued(directory: Path, cfg: RunConfig, dataset: Dataset, loaded: bool) -> runs.RunResult:
+    """The run in `directory`, continued (or, finished, loaded as it is): it must be the run `cfg` would train; a
+    setting that differs is named (the comparison would not be of the models asked for)."""
+    held = checkpoint.load_config(directory)
+    planned = runs.resolve_config(cfg, hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)[0])
+    ours, theirs = planned.to_dict(), held.to_dict()
+    differ = [f"{section}.{key}" for section in ("data", "model", "train") for key in sorted(
+        set(ours[section]) | set(theirs[section]))
+        if not (section == "train" and key in RUNTIME) and ours[section].get(key) != theirs[section].get(key)]
+    if differ:
+        raise VaekitError(f"{directory} holds a run of other settings ({', '.join(differ[:4])}"
+                          f"{' ...' if len(differ) > 4 else ''}): give the comparison's own settings to continue it, "
+                          "or --overwrite to train both models again")
+    train = cfg.train
+    return runs.resume(directory, epochs=train.epochs, device=train.device, threads=train.threads,
+                       progress=train.progress, compile=train.compile, tensorboard=train.tensorboard,
+                       minutes=train.minutes, dataset=None if loaded else dataset)
+
+
+def _stage_done(directory: Path, stage: str, epochs: int) -> bool:
+    """Whether a later stage finished its epochs (its metrics file holds one line per epoch trained)."""
+    path = directory / runs.stage_metrics_file(stage)
+    return path.is_file() and len(path.read_text().splitlines()) >= epochs
 
 
 def compare(
@@ -411,14 +443,16 @@ def compare(
     options: CompareOptions = CompareOptions(),
     overwrite: bool = False,
     dataset: Dataset | None = None,
+    resume: bool = False,
 ) -> CompareResult:
     """Train a plain AE and the configured family (a VAE unless cfg.model.family names another) with the same
-    networks, measure both, write out/index.html."""
+    networks, measure both, write out/index.html. `resume`: continue a comparison cut off in `out` with the same
+    settings: a finished run is kept, one cut off continues from its last checkpoint, a missing one is trained."""
     if cfg.model.family == "ae":
         raise VaekitError("compare trains a plain AE itself, beside the family --model names: name a probabilistic "
                           "family (vae, iwae, vamp, hvae, tcvae, vqvae), or leave --model out for a VAE")
     out = Path(out)
-    _check_out(out, overwrite)
+    _check_out(out, overwrite, resume)
     loaded = dataset is None  # the data cfg.data names (else data given in Python, which its runs record so)
     dataset = dataset if dataset is not None else load_dataset(cfg.data)
     if not dataset.is_image:
@@ -439,9 +473,14 @@ def compare(
         family = configs[slot].model.family
         log.info("training the %s (%d epoch%s on %s) ...", family.upper(), cfg.train.epochs,
                  "" if cfg.train.epochs == 1 else "s", dataset.name)
-        trained[slot] = runs.train(configs[slot], out / slot, overwrite=overwrite, dataset=dataset,
-                                   data_from_config=loaded)
+        if resume and (out / slot / checkpoint.CONFIG_FILE).exists():
+            trained[slot] = _continued(out / slot, configs[slot], dataset, loaded)
+        else:
+            trained[slot] = runs.train(configs[slot], out / slot, overwrite=overwrite, dataset=dataset,
+                                       data_from_config=loaded)
         for stage in trained[slot].model.stages:  # a family's later stages (a vqvae's prior over codes): its samples
+            if resume and _stage_done(out / slot, stage, max(1, cfg.train.epochs)):
+                continue
             log.info("training the %s's %s stage (%d epochs) ...", family.upper(), stage, cfg.train.epochs)
             later = runs.train_stage(out / slot, stage, epochs=max(1, cfg.train.epochs), progress=cfg.train.progress,
                                      dataset=dataset)

@@ -18,3 +18,4 @@ class Interrupted(Exception):
         self.signum, self.step, self.saved = signum, step, saved  # saved=False: a second signal, no checkpoint
         self.finished = finished  # the signal came as the run ended: it is saved whole, and what follows is not done
         self.run: str | None = None  # the run folder it stopped, where known (vaekit.runs sets it)
+        self.again: str | None = None  # the command that continues it, where not `vaekit train --resume RUN`

@@ -105,10 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         import signal
 
         name = signal.Signals(stop.signum).name
+        again = stop.again or f"vaekit train --resume {stop.run} continues it"  # (compare's: its own --resume)
         saved = "" if stop.run is None else (
             f": the run in {stop.run} is saved whole" if stop.finished else
-            f": the run in {stop.run} is saved, and vaekit train --resume {stop.run} continues it" if stop.saved
+            f": the run in {stop.run} is saved, and {again}" if stop.saved
             else f": the run in {stop.run} keeps its last checkpoint")
+        if stop.run is not None and stop.again and not (stop.saved and not stop.finished):
+            saved += f"; {stop.again}"
         sys.stderr.write(f"vaekit: stopped by {name} after step {stop.step}{saved}\n")
         return 128 + stop.signum
     except RuntimeError as exc:  # under torchrun, another process's failure reaches this one as a broken collective

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from .. import compare as compare_module
+from ..errors import Interrupted
 from ..report.html import SEPARATED, better_of, rows as report_rows, score_of
 from .common import add_config_flags, config_from_args
 
@@ -18,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="report", help="folder for the two runs and the report (default: report)")
     p.add_argument("--overwrite", action="store_true", help="replace runs already in OUT/ae and OUT/vae")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a comparison cut off in OUT, given its settings again: a finished run is kept, one "
+                        "cut off continues from its last checkpoint (--epochs may set a new total)")
     add_config_flags(p)
     report = p.add_argument_group("report")
     defaults = compare_module.CompareOptions()
@@ -38,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
         gmm_components=args.gmm_components, classifier_steps=args.classifier_steps,
         interpolation_pairs=args.interpolation_pairs,
     )
-    result = compare_module.compare(cfg, args.out, options=options, overwrite=args.overwrite)
+    try:
+        result = compare_module.compare(cfg, args.out, options=options, overwrite=args.overwrite, resume=args.resume)
+    except Interrupted as stop:
+        stop.again = "the same vaekit compare command with --resume continues the comparison"
+        raise
     # the report's rows (no FCD rows without labels for its classifier), each value ± its standard error, * marking
     # the model that leads by more than the report's margin
     print(f"{'':30s} {'AE':>18s} {result.vae.family.upper():>18s}")
