@@ -3,6 +3,7 @@ resume continues it exactly, and that it judges on held-out training items (data
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -175,3 +176,21 @@ def test_a_run_from_before_validation_splits_resumes_on_the_items_it_trained_on(
     assert val_losses(tmp_path / "part") == val_losses(tmp_path / "whole")
     whole, resumed = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("whole", "part"))
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_a_plain_autoencoder_drops_beta_and_the_kl_warm_up_it_has_nothing_to_weigh(tmp_path, caplog):
+    """--beta and --kl-warmup-epochs on the ae family were accepted without a word; the warm-up held back early
+    stopping (a 6-epoch run trained 10). They are dropped with a warning: the run is the one trained without them."""
+    cfg = RunConfig(data=DataConfig(name="digits"), model=ModelConfig(family="ae", latent_dim=2, hidden_dims=(32,)),
+                    train=TrainConfig(epochs=12, lr=0.03, early_stopping=1, progress=False))
+    plain = train(cfg, out=tmp_path / "plain")
+    with caplog.at_level("WARNING", logger="vaekit"):
+        weighed = train(replace(cfg, model=replace(cfg.model, beta=4.0),
+                                train=replace(cfg.train, kl_warmup_epochs=10.0)), out=tmp_path / "weighed")
+    assert "the ae family's objective has no regularizer to weigh: --beta 4 (model.beta) and --kl-warmup-epochs 10 " \
+           "(train.kl_warmup_epochs) unused, dropped" in caplog.text
+    assert len(weighed.history) == len(plain.history) < 10  # early stopping not held back by a warm-up
+    for name, tensor in weighed.model.state_dict().items():
+        assert torch.equal(tensor, plain.model.state_dict()[name]), name
+    written = json.loads((tmp_path / "weighed" / "config.json").read_text())
+    assert written["model"]["beta"] == 1.0 and written["train"]["kl_warmup_epochs"] == 0.0

@@ -466,7 +466,9 @@ def compare(
     seed = cfg.train.seed
     probabilistic = cfg.model.family
     # the AE: the same networks, none of the family's own settings, and no KL for free bits to floor
-    configs = {"ae": replace(cfg, model=replace(without_options(cfg.model, probabilistic), family="ae", free_bits=0.0)),
+    # (nor a beta or a KL warm-up for a regularizer it lacks: runs.drop_unweighed, without its warning)
+    ae = replace(cfg, model=replace(without_options(cfg.model, probabilistic), family="ae", free_bits=0.0))
+    configs = {"ae": runs.drop_unweighed(ae, say=False),
                "vae": replace(cfg, model=replace(cfg.model, family=probabilistic))}
     trained = {}
     for slot in FAMILIES:

@@ -64,6 +64,9 @@ class Model(nn.Module):
     codes_follow_prior: ClassVar[bool] = True
     takes_labels: ClassVar[bool] = True  # whether the family can be conditioned on labels (--condition label)
     takes_free_bits: ClassVar[bool] = True  # whether its objective applies model.free_bits (Model.forward does)
+    # whether its objective has a regularizer for model.beta and train.kl_warmup_epochs to weigh (a plain AE's has
+    # none: a new run drops both, with a warning)
+    has_regularizer: ClassVar[bool] = True
     stages: ClassVar[tuple[str, ...]] = ()  # training stages after the model's own, e.g. ("prior",) (vqvae)
     run_config: RunConfig | None = None  # the settings it was trained with, where known (vaekit.load sets them)
 
@@ -500,6 +503,7 @@ class AE(Model):
     has_bound = False
     codes_follow_prior = False
     takes_free_bits = False  # no KL to floor
+    has_regularizer = False  # nothing for beta or a KL warm-up to weigh
 
     @property
     def prior_text(self) -> str:

@@ -318,6 +318,7 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     given = dataset is not None and not data_from_config  # data config.json cannot name
     if not given:
         check_data_flags(cfg.data, say=distributed.world().main)  # said once, not by every process of --nproc
+    cfg = drop_unweighed(cfg, say=distributed.world().main)
     if cfg.train.epochs == 0:  # allowed (an untrained baseline), but said: it printed only the run's folder
         log.warning("--epochs 0: the run holds the untrained model, its weights as initialised")
     dataset = dataset if dataset is not None else load_dataset(cfg.data)
@@ -387,6 +388,22 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     model = checkpoint.unwrap(trainer.model).eval()
     model.run_config = cfg  # what save_pretrained writes beside it (the data and training too)
     return RunResult(model, cfg, history, directory, warnings)
+
+
+def drop_unweighed(cfg: RunConfig, say: bool = True) -> RunConfig:
+    """A new run of a family without a regularizer (a plain AE): model.beta and train.kl_warmup_epochs weigh nothing
+    there, yet the warm-up held back early stopping. They are dropped, with a warning (a recipe may set them for
+    other families), so that config.json records what the run did."""
+    family = MODEL_FAMILIES.get(cfg.model.family)
+    if family is None or family.has_regularizer:
+        return cfg
+    unused = [f"{flag} {value:g} ({name})" for flag, name, value in (
+        ("--beta", "model.beta", cfg.model.beta if cfg.model.beta != 1.0 else None),
+        ("--kl-warmup-epochs", "train.kl_warmup_epochs", cfg.train.kl_warmup_epochs or None)) if value is not None]
+    if unused and say:
+        log.warning("the %s family's objective has no regularizer to weigh: %s unused, dropped", cfg.model.family,
+                    " and ".join(unused))
+    return replace(cfg, model=replace(cfg.model, beta=1.0), train=replace(cfg.train, kl_warmup_epochs=0.0))
 
 
 def resume(directory: str | Path, epochs: int | None = None, device: str | None = None,
