@@ -47,6 +47,7 @@ def test_the_bound_is_the_sum_of_its_layer_terms(inference, top_prior):
         terms = model.regularizer_terms(qz, z)
         _, log_ratio = model.importance_terms(x, 4, noise=noise)
     torch.testing.assert_close(terms["kl_z1"] + terms["kl_z2"], log_ratio, rtol=0, atol=1e-4)
+    torch.testing.assert_close(model.kl(qz, z), log_ratio, rtol=0, atol=1e-4)  # Model.kl: both layers
 
 
 def test_a_draw_edited_in_place_is_not_scored_with_its_old_conditional():

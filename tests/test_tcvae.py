@@ -38,6 +38,26 @@ def test_the_objective_weighs_mi_tc_and_dimension_kl_and_the_elbo_is_the_vaes():
     assert float(estimate) == pytest.approx(float(terms["kl"].mean()), abs=0.15 * float(terms["kl"].mean()) + 0.1)
 
 
+def test_the_terms_add_up_to_the_kl_at_the_models_own_draw():
+    """mi + tc + dwkl is log q(z|x) - log p(z) at the draw the objective used, whatever the posterior's widths: the
+    posterior's scales reach the estimator as scales (its variances there passed the test above, whose untrained
+    model has scales near 1)."""
+    model, dataset, _ = model_for()
+    with torch.no_grad():
+        qz = model.encode(dataset.x_train[:256])
+    # posteriors ten times narrower (scales near 0.1): a scale and its square are far apart
+    narrow = torch.distributions.Independent(torch.distributions.Normal(qz.base_dist.loc, 0.1 * qz.base_dist.scale), 1)
+    model.encode = lambda x, y=None: narrow
+    torch.manual_seed(1)
+    with torch.no_grad():
+        out = model(dataset.x_train[:256])
+    torch.manual_seed(1)
+    z = narrow.rsample()
+    prior = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+    total = out.terms["mi"] + out.terms["tc"] + out.terms["dwkl"]
+    torch.testing.assert_close(total, narrow.log_prob(z) - prior, rtol=1e-5, atol=1e-3)
+
+
 def test_a_batch_of_one_reports_the_same_terms():
     model, dataset, _ = model_for()
     out = model(dataset.x_train[:1])
