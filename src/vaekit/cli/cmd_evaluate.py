@@ -35,8 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "family with no likelihood bound: ae, vqvae; 0 skips ELBO and NLL)")
     p.add_argument("--n", type=int, help="evaluate only the first N items of the split")
     add_seed(p, "seed of the posterior samples (same seed, same numbers)")
-    p.add_argument("--max-rows", type=int, default=metrics.DEFAULT_MAX_ROWS,
-                   help="decoded samples held at once (memory); results do not depend on it")
+    p.add_argument("--max-rows", type=int, default=None,
+                   help="decoded samples held at once (memory; default: as many as keep the decoder's widest "
+                        "activation near 16 MB, at most 4096); results do not depend on it")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"], help="where to run (default cpu)")
     add_threads(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
