@@ -250,3 +250,22 @@ def test_an_hvae_run_trains_samples_evaluates_and_loads(tmp_path):
     with pytest.raises(SystemExit) as exit:  # argparse's own choice check
         main(["train", "--data", "digits", "--model", "hvae", "--hvae-inference", "sideways"])
     assert exit.value.code == 2
+
+
+@pytest.mark.parametrize("inference", INFERENCE)
+def test_evaluate_reports_each_layers_kl_and_they_add_up_to_the_kl(inference):
+    """evaluate gave hvae no per-layer KL (its terms were empty): kl_z1 and kl_z2 are each layer's log q - log p,
+    averaged over seeded draws; per item, their sum and the evaluator's Monte Carlo KL estimate one KL, so their mean
+    difference is within four standard errors of zero."""
+    from vaekit import metrics
+
+    model, dataset = model_for(f"model.hvae.inference={inference}")
+    model.eval()
+    x = dataset.x_test[:300]
+    with torch.no_grad():
+        layers = model.evaluation_terms(x)
+    assert set(layers) == {"kl_z1", "kl_z2"}
+    difference = (layers["kl_z1"] + layers["kl_z2"]).double() - metrics.sampled_bounds(model, x, 64).kl
+    assert abs(float(difference.mean())) < 4 * float(difference.std()) / math.sqrt(len(x))
+    evaluation = metrics.evaluate(model, x, iw_samples=8)
+    assert evaluation.terms == pytest.approx({name: float(value.double().mean()) for name, value in layers.items()})

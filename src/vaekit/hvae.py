@@ -18,7 +18,8 @@ from torch import nn
 from torch.distributions import Distribution, constraints
 
 from .config import ModelConfig, setting
-from .distributions import DiagonalGaussian, GaussianMixture, diagonal_gaussian, standard_normal
+from .distributions import (DiagonalGaussian, GaussianMixture, diagonal_gaussian, draw_noise, rsample_with,
+                            standard_normal)
 from .errors import VaekitError
 from .models import VAE, Output, _full_precision, iw_gradient_setting, register_family
 from .networks import MLPEncoder
@@ -282,6 +283,15 @@ class HVAE(VAE):
     def kl(self, qz: Distribution, z: torch.Tensor) -> torch.Tensor:
         terms = self.regularizer_terms(qz, z)
         return terms["kl_z1"] + terms["kl_z2"]
+
+    EVALUATION_DRAWS: ClassVar[int] = 16  # posterior draws per item behind evaluate's per-layer KL (seeded)
+
+    def evaluation_terms(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per item: each layer's KL term, log q - log p of that layer at the draw, averaged over EVALUATION_DRAWS
+        seeded posterior draws (evaluate's `kl_z1` and `kl_z2`; their sum estimates the KL the ELBO holds)."""
+        qz = self.encode(x, y)
+        noise = draw_noise(qz, (self.EVALUATION_DRAWS,), generator=torch.Generator().manual_seed(0))
+        return {name: value.mean(0) for name, value in self.regularizer_terms(qz, rsample_with(qz, noise)).items()}
 
     # ---- the objective ---------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_scale: float = 1.0) -> Output:
