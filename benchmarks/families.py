@@ -3,8 +3,8 @@ the test set's importance-sampled NLL (Burda et al. 2016's protocol: K = 5000 on
 
     python benchmarks/families.py [--epochs 10 | --minutes 5] [--k 5000] [--test-items 10000] [--families vae,iwae,...]
 
-Each family is its shipped recipe (`fast` for vae, `iwae`, `vamp`, `hvae`, `vqvae`) with the same number of epochs (the
-schedules stretch to fit), trained in its own process with the machine's threads. Writes
+Each family is its shipped recipe (`fast` for vae and tcvae, `iwae`, `vamp`, `hvae`, `vqvae`) with the same number
+of epochs (the schedules stretch to fit), trained in its own process with the machine's threads. Writes
 benchmarks/results/families-<date>.json and prints the README's table: family, recipe, minutes, epochs,
 IS-NLL +- s.e., ELBO, active units, images/s. The vqvae has no likelihood bound: it trains its prior over codes
 for as many epochs (its second stage) and gets a table of its own (reconstruction, codebook use, the prior's NLL
@@ -51,6 +51,8 @@ FAMILIES = {  # name -> (recipe, extra train flags)
     "hvae-iwae-dreg": ("hvae-iwae", []),  # hvae with --hvae-k 5 --hvae-gradient dreg (doubly reparameterised)
     "iwae-dreg": ("iwae", ["--iwae-gradient", "dreg"]),
     "hvae-vamp": ("hvae", ["--hvae-top-prior", "vamp"]),  # p(z2) a VampPrior (500 pseudo-inputs)
+    "tcvae": ("fast", ["--model", "tcvae"]),  # the fast recipe's networks and schedule, beta-TCVAE's objective at
+    # its defaults (mutual information, total correlation and dimension-wise KL each weighed 1: the ELBO, estimated)
     "vqvae": ("vqvae", []),  # no likelihood bound: its own table (reconstruction, codebook, the prior's NLL of codes)
 }
 DISCRETE = {"vqvae"}  # families whose second stage (vaekit train-prior) trains a prior over their codes
