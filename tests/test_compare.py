@@ -406,8 +406,8 @@ def test_an_out_folder_holding_runs_is_refused_in_one_line_that_says_what_overwr
     shutil.copytree(small_run, tmp_path / "out" / "ae")
     assert main(["compare", "--data", "digits", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "ae already holds a run: choose another --out, or pass --overwrite to train both models again (a " \
-           "comparison cut off is not continued; its runs load and resume as any run)" in err and err.count("\n") == 1
+    assert "ae already holds a run: pass --resume to continue that comparison (its finished runs kept), " \
+           "--overwrite to train both models again, or choose another --out" in err and err.count("\n") == 1
 
 
 def test_a_comparison_cut_off_continues_where_it_stopped(digits_report, tmp_path, monkeypatch):
