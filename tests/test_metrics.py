@@ -193,6 +193,9 @@ def test_rows_per_pass_are_chosen_from_the_decoders_widest_activation():
     rows = metrics.auto_max_rows(conv, x[:1])
     widest = 32 * 14 * 14 * 4  # bytes per row of the conv decoder's widest map: 32 channels at 14x14, float32
     assert rows * widest <= metrics.ROW_BUDGET_BYTES < 2 * rows * widest and rows < metrics.DEFAULT_MAX_ROWS
+    elsewhere = build_model(conv.config).to("meta")  # probed where the model is (a GPU's noise, not the CPU's)
+    assert metrics.auto_max_rows(elsewhere, x[:1].to("meta")) == rows
+    assert metrics.sampled_bounds(conv, x[:0], 40).log_likelihood.shape == (0,)  # no items: nothing to probe
     for model in (mlp, conv):
         auto = metrics.sampled_bounds(model, x, 40, seed=3)
         fixed = metrics.sampled_bounds(model, x, 40, seed=3, max_rows=7)

@@ -45,7 +45,8 @@ def auto_max_rows(model: Model, x1: torch.Tensor, y1: torch.Tensor | None = None
     handles = [m.register_forward_hook(hook) for m in model.modules()]
     try:
         with torch.inference_mode():
-            model.importance_terms(x1, 1, y1, noise=torch.zeros(1, 1, *noise_shape(model.encode(x1, y1))))
+            model.importance_terms(x1, 1, y1, noise=torch.zeros(1, 1, *noise_shape(model.encode(x1, y1)),
+                                                                device=x1.device))
     finally:
         for h in handles:
             h.remove()
@@ -172,8 +173,8 @@ def sampled_bounds(
         raise VaekitError(f"the number of importance samples must be between 1 and {MAX_IW_SAMPLES:,}, got {k}: "
                           "K = 5000 is the literature's (Burda et al. 2016)")
     n = x.shape[0]
-    if max_rows is None:
-        max_rows = auto_max_rows(model, x[:1].to(model.device), _labels(y, 0, 1, model.device))
+    if max_rows is None:  # (no items: nothing to probe, nor to pass)
+        max_rows = auto_max_rows(model, x[:1].to(model.device), _labels(y, 0, 1, model.device)) if n else 1
     items, samples = _layout(n, k, max_rows)
     log_likelihood = torch.empty(n, dtype=torch.float64)
     elbo = torch.empty(n, dtype=torch.float64)
@@ -305,25 +306,36 @@ def reconstruction_error(model: Model, x: torch.Tensor, y: torch.Tensor | None =
 
 
 @torch.inference_mode()
-def family_measurements(model: Model, x: torch.Tensor,
-                        y: torch.Tensor | None = None) -> tuple[torch.Tensor | None, dict[str, float]]:
+def family_measurements(model: Model, x: torch.Tensor, y: torch.Tensor | None = None,
+                        seed: int = 0) -> tuple[torch.Tensor | None, dict[str, float]]:
     """The usage count of each code (a family with discrete codes; else None) and the means of the family's own
-    per-item measurements (Model.evaluation_terms), over x."""
+    per-item measurements (Model.evaluation_terms), over x in batches of about ENCODE_BATCH (none of one item, which
+    has no batch to be measured against, unless x is one item). A family's draws come from torch's generator seeded
+    with `seed` (its state restored after)."""
     usage: torch.Tensor | None = None
     sums: dict[str, float] = {}
+    counts_of: dict[str, int] = {}
     family = type(model)
     if family.discrete_codes is Model.discrete_codes and family.evaluation_terms is Model.evaluation_terms:
         return usage, sums  # a family with neither: no pass over the data
-    for start in range(0, x.shape[0], ENCODE_BATCH):
-        xb = x[start : start + ENCODE_BATCH].to(model.device)
-        yb = _labels(y, start, start + ENCODE_BATCH, model.device)
-        codes = model.discrete_codes(xb, yb)
-        if codes is not None:
-            counts = torch.bincount(codes.reshape(-1).cpu())
-            usage = counts if usage is None else _add_counts(usage, counts)
-        for name, values in model.evaluation_terms(xb, yb).items():
-            sums[name] = sums.get(name, 0.0) + float(values.double().sum())
-    return usage, {name: total / x.shape[0] for name, total in sums.items()}
+    starts = list(range(0, x.shape[0], ENCODE_BATCH))
+    if len(starts) > 1 and x.shape[0] - starts[-1] == 1:
+        starts.pop()  # the last item joins the batch before it
+    ends = [*starts[1:], x.shape[0]]
+    devices = [model.device.index or 0] if model.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for start, end in zip(starts, ends, strict=True):
+            xb = x[start:end].to(model.device)
+            yb = _labels(y, start, end, model.device)
+            codes = model.discrete_codes(xb, yb)
+            if codes is not None:
+                counts = torch.bincount(codes.reshape(-1).cpu())
+                usage = counts if usage is None else _add_counts(usage, counts)
+            for name, values in model.evaluation_terms(xb, yb).items():
+                sums[name] = sums.get(name, 0.0) + float(values.double().sum())
+                counts_of[name] = counts_of.get(name, 0) + values.numel()
+    return usage, {name: total / counts_of[name] for name, total in sums.items()}
 
 
 def _add_counts(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -406,7 +418,7 @@ def evaluate(
         variance = posterior_mean_variance(model, x, y)
         reconstruction = reconstruction_error(model, x, y)
         columns = column_report(model, reconstruction)
-        usage, extra = family_measurements(model, x, y)
+        usage, extra = family_measurements(model, x, y, seed)
         kl_items = kl_dims = estimator = None
         omitted = kl_per_dim_omitted(model, x, y)
         if model.has_bound:

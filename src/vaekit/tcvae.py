@@ -67,11 +67,11 @@ class TCVAE(VAE):
 
     def evaluation_terms(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Per item: the KL's split into index-code mutual information, total correlation and dimension-wise KL, at a
-        seeded posterior draw, the evaluated batch (evaluate's batches of 1,000 items) standing for the aggregate
-        posterior, as in the objective's evaluation (evaluate's `mi`, `tc` and `dwkl`)."""
+        posterior draw (from evaluate's seed), the evaluated batch (evaluate's batches of about 1,000 items) standing
+        for the aggregate posterior, as in the objective's evaluation (evaluate's `mi`, `tc` and `dwkl`)."""
         if x.shape[0] < 2:
             return {}  # one item has no aggregate to speak of
         qz = self.encode(x, y)
-        z = rsample_with(qz, draw_noise(qz, generator=torch.Generator().manual_seed(0)))
+        z = rsample_with(qz, draw_noise(qz))
         parts = decomposition(z, qz.base_dist.loc, qz.base_dist.scale, x.shape[0])
         return {"mi": parts.mutual_info, "tc": parts.total_correlation, "dwkl": parts.dimension_kl}
