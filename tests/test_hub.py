@@ -795,16 +795,19 @@ def test_the_scratch_folder_of_a_killed_export_goes_with_the_next_export(small_r
     assert left == sorted([names["running"], names["elsewhere"], names["other"]]), left
 
 
-def test_a_full_disk_during_export_hub_names_the_folder_not_its_scratch(small_run, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("number, advice", [("ENOSPC", "free some disk space or choose another folder"),
+                                            ("EACCES", "choose a folder you can write to")])
+def test_a_failed_write_during_export_hub_names_the_folder_not_its_scratch(small_run, tmp_path, capsys, monkeypatch,
+                                                                          number, advice):
     import errno
 
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def fails(*args, **kwargs):
+        raise OSError(getattr(errno, number), os.strerror(getattr(errno, number)))
 
-    monkeypatch.setattr(checkpoint, "save_file", full)
+    monkeypatch.setattr(checkpoint, "save_file", fails)
     folder = tmp_path / "hub"
     assert main(["export", str(small_run), "--hub", str(folder)]) == 2
     err = capsys.readouterr().err
-    assert f"cannot write the Hub folder {folder} (No space left on device): free some disk space or choose another " \
-           "folder; its old files are kept" in err, err
+    reason = os.strerror(getattr(errno, number))
+    assert f"cannot write the Hub folder {folder} ({reason}): {advice}; its old files are kept" in err, err
     assert ".hub-" not in err and err.count("\n") == 1 and not list(folder.iterdir())

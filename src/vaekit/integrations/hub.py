@@ -3,6 +3,7 @@ and a sample picture), loading from a folder or a repository through huggingface
 Saving a folder needs nothing more; the Hub itself needs the extra: pip install 'vaekit[hub]'."""
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import logging
@@ -93,8 +94,11 @@ def save_pretrained(model: Model, directory: str | Path, *, config: RunConfig | 
 
 
 def _unwritable(directory: Path, reason: str) -> str:
-    return (f"cannot write the Hub folder {directory} ({reason}): free some disk space or choose another folder; its "
-            "old files are kept")
+    """The message of a failed write into the Hub folder, its advice by the error (`reason`, its strerror)."""
+    unwritable = {os.strerror(number) for number in (errno.EACCES, errno.EPERM, errno.EROFS)}
+    advice = "choose a folder you can write to" if reason in unwritable else \
+        "free some disk space or choose another folder"
+    return f"cannot write the Hub folder {directory} ({reason}): {advice}; its old files are kept"
 
 
 def _run_config(model: Model, config: RunConfig | None) -> tuple[RunConfig, bool]:
