@@ -194,3 +194,17 @@ def test_a_plain_autoencoder_drops_beta_and_the_kl_warm_up_it_has_nothing_to_wei
         assert torch.equal(tensor, plain.model.state_dict()[name]), name
     written = json.loads((tmp_path / "weighed" / "config.json").read_text())
     assert written["model"]["beta"] == 1.0 and written["train"]["kl_warmup_epochs"] == 0.0
+
+
+def test_a_family_built_on_the_ae_with_a_penalty_of_its_own_keeps_its_beta():
+    """has_regularizer was inherited from the AE, so such a family's --beta was dropped as weighing nothing."""
+    from vaekit.models import AE
+    from vaekit.runs import drop_unweighed
+
+    class Penalised(AE):
+        def regularizer_terms(self, qz, z):
+            return {"l1": z.abs().sum(-1)}
+
+    assert Penalised.has_regularizer and not AE.has_regularizer
+    cfg = RunConfig(model=ModelConfig(family="ae", beta=5.0))
+    assert drop_unweighed(cfg, say=False).model.beta == 1.0

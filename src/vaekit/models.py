@@ -72,8 +72,11 @@ class Model(nn.Module):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """codes_follow_prior as the family (or a base below Model) declares it, else its has_bound (the default,
-        also of families written before the setting was)."""
+        also of families written before the setting was). A family that writes its own regularizer_terms without
+        saying has_regularizer has one (an AE's subclass with a penalty of its own: its --beta weighs it)."""
         super().__init_subclass__(**kwargs)
+        if "regularizer_terms" in vars(cls) and "has_regularizer" not in vars(cls):
+            cls.has_regularizer = True
         for base in cls.__mro__:  # the class, its bases below Model and their mixins
             if base is Model:
                 break
