@@ -71,7 +71,13 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], fix: str = F
 
 
 def _host() -> str:
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+    """This machine, and the pid namespace its pids are of (containers sharing a host name and a folder have pids of
+    their own), as 8 hex digits."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:  # (no /proc: macOS, Windows)
+        namespace = 0
+    return hashlib.sha256(f"{socket.gethostname()}:{namespace}".encode()).hexdigest()[:8]
 
 
 @contextlib.contextmanager
