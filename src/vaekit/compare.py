@@ -415,7 +415,7 @@ RUNTIME = ("epochs", "minutes", "device", "threads", "progress", "compile", "ten
 def _continued(directory: Path, cfg: RunConfig, dataset: Dataset, loaded: bool) -> runs.RunResult:
     """The run in `directory`, continued (or, finished, loaded as it is): it must be the run `cfg` would train; a
     setting that differs is named (the comparison would not be of the models asked for)."""
-    held = checkpoint.load_config(directory)
+    held = runs.drop_unweighed(checkpoint.load_config(directory), say=False)  # (an AE recorded before they dropped)
     planned = runs.resolve_config(cfg, hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)[0])
     ours, theirs = planned.to_dict(), held.to_dict()
     differ = [f"{section}.{key}" for section in ("data", "model", "train") for key in sorted(
