@@ -620,10 +620,10 @@ def test_a_numeric_columns_reported_density_is_in_the_users_units(tmp_path, caps
 def test_a_refused_table_gets_its_one_line_error_without_the_column_summary(tmp_path):
     """The table's column summary (types, statistics) printed before the refusal of its missing values, which then
     came fifth."""
-    rows = mixed_rows(100)
+    rows = [row + ",1" for row in mixed_rows(100)]  # and a constant column, which gets a note once the table is read
     rows[4] = rows[4].replace(rows[4].split(",")[0], "", 1)  # age missing on line 6
     path = tmp_path / "gaps.csv"
-    path.write_text("\n".join([MIXED_HEADER, *rows]) + "\n")
+    path.write_text("\n".join([MIXED_HEADER + ",const", *rows]) + "\n")
 
     def train(*flags):
         return subprocess.run([sys.executable, "-m", "vaekit", "train", "--data", str(path), "--epochs", "1", "--out",

@@ -63,6 +63,7 @@ _FLAGS_AS_PARAMETERS = [
     (re.compile(r"a lower --lr or --beta"), "a lower lr or beta"),
     (re.compile(r"unknown config key model\.(\w+)\.(\w+)"), r"family_options of \1: no setting '\2'"),
     (re.compile(r"model\.\w+\.(\w+)=(\S+):"), r"family_options {'\1': \2}:"),
+    (re.compile(r"(?:config )?model\.(?!table\b)\w+\.(\w+)"), r"family_options['\1']"),
     (re.compile(r"--(epochs|beta|lr|batch-size|latent-dim) (\S+)"),
      lambda m: f"{m.group(1).replace('-', '_')}={m.group(2)}"),
 ]

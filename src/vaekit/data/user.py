@@ -374,8 +374,6 @@ def _load_table(path: Path, cfg: DataConfig, schema: tables.TableSchema | None =
     summarise = schema is None
     if schema is None:
         schema = tables.fit_schema(table, train.tolist(), types, cfg.standardize, label)
-        for note in schema.notes:
-            log.warning("%s: %s", path, note)
     x = schema.encode(table, cfg.impute)
     y, label_names = None, None
     if label is not None:
@@ -386,6 +384,8 @@ def _load_table(path: Path, cfg: DataConfig, schema: tables.TableSchema | None =
             [str(int(c)) if isinstance(c, float) and c.is_integer() else str(c) for c in cells])
         y, label_names = _labels(values, table.n_rows, f"{path} label column {label!r}")
     if summarise:  # once the table is read whole: a refused table gets its one-line error alone
+        for note in schema.notes:
+            log.warning("%s: %s", path, note)
         log.info("%s", schema.summary(len(train), len(test), str(path)))
     dataset = _dataset(path.stem, x, y, label_names, None, (train, test), False, cfg.test_fraction)
     return replace(dataset, table=schema)
