@@ -136,3 +136,25 @@ def test_a_vamp_run_trains_samples_evaluates_and_loads(tmp_path):
                  str(tmp_path / "bad")]) == 2
     assert main(["train", "--data", "digits", "--model", "vamp", "--vamp-components", "0", "--out",
                  str(tmp_path / "bad")]) == 2
+
+
+def test_an_evaluation_builds_the_prior_once_with_the_same_numbers(monkeypatch):
+    """The VampPrior encoded its pseudo-inputs for every pass of the importance sampler (a conv model's evaluation
+    took a fifth longer); it is built once per evaluation, and the numbers are those of a prior built in every pass."""
+    import contextlib
+
+    from vaekit import metrics
+    from vaekit.vamp import VampPrior
+
+    model, dataset = model_for()
+    model.eval()
+    x = dataset.x_test[:20]
+    built = []
+    prior = VampPrior.prior
+    monkeypatch.setattr(VampPrior, "prior", lambda self: built.append(1) or prior(self))
+    once = metrics.sampled_bounds(model, x, 30, seed=1, max_rows=60)  # 10 passes
+    assert len(built) == 1 and "prior" not in vars(model)  # the method again after
+    monkeypatch.setattr(metrics, "_prior_once", lambda model: contextlib.nullcontext())
+    every = metrics.sampled_bounds(model, x, 30, seed=1, max_rows=60)
+    assert len(built) == 11
+    torch.testing.assert_close(once.log_likelihood, every.log_likelihood, rtol=0, atol=1e-6)

@@ -1,6 +1,7 @@
 """How good is a trained model on data: ELBO and its terms, importance-sampled NLL, active units, KL per dimension."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -183,7 +184,7 @@ def sampled_bounds(
     # one item's noise shape, the same for every item: the posterior's own
     shape = noise_shape(model.encode(x[:1].to(device), _labels(y, 0, 1, device)))
     with tqdm(total=n * k, desc="importance sampling", unit="sample", unit_scale=True, disable=not progress,
-              leave=False, dynamic_ncols=True, **bar_timing()) as bar:
+              leave=False, dynamic_ncols=True, **bar_timing()) as bar, _prior_once(model):
         for start in range(0, n, items):
             xb = x[start : start + items].to(device)
             yb = _labels(y, start, start + items, device)
@@ -210,6 +211,26 @@ def sampled_bounds(
             "the model outputs NaN/inf or the data lies outside the likelihood's support"
         )
     return SampledBounds(log_likelihood=log_likelihood, elbo=elbo, kl=kl_mc, iw_samples=k)
+
+
+@contextlib.contextmanager
+def _prior_once(model: Model):
+    """The model's prior built once for every pass of an evaluation, its weights fixed (a VampPrior encodes its
+    pseudo-inputs each time it is built: once per pass of 512 decoded rows, `vaekit evaluate --n 24 --iw-samples 1000`
+    of a conv VampPrior took 2.9 s wall against 2.4 s on the AMX Xeon). The family's own method again on exit."""
+    if "prior" in vars(model):  # held already (an evaluation in another thread of a server)
+        yield
+        return
+    try:
+        prior = model.prior()
+    except VaekitError:  # a prior that cannot be built alone: each pass builds its own, as before
+        yield
+        return
+    model.prior = lambda: prior  # (an attribute of the instance, over the method, until exit)
+    try:
+        yield
+    finally:
+        vars(model).pop("prior", None)
 
 
 def _posteriors(model: Model, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = ENCODE_BATCH):
