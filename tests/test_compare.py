@@ -451,3 +451,18 @@ def test_a_comparison_cut_off_continues_where_it_stopped(digits_report, tmp_path
         ours, theirs = (getattr(r, family).__dict__ for r in (resumed, digits_report))
         assert {k: v for k, v in ours.items() if k != "train_seconds"} == \
             {k: v for k, v in theirs.items() if k != "train_seconds"}, family
+
+
+def test_a_comparison_from_before_the_ae_dropped_its_warm_up_resumes(tmp_path, monkeypatch):
+    """Its AE run recorded --beta and --kl-warmup-epochs (a comparison started before they were dropped): --resume
+    refused it as a run of other settings, though the command was the same."""
+    from vaekit import runs
+
+    cfg = replace(DIGITS, model=replace(DIGITS.model, beta=2.0),
+                  train=replace(DIGITS.train, epochs=2, kl_warmup_epochs=1.0))
+    dropping = runs.drop_unweighed
+    monkeypatch.setattr(runs, "drop_unweighed", lambda cfg, say=True: cfg)  # the code before
+    compare(cfg, tmp_path / "report", options=QUICK)
+    monkeypatch.setattr(runs, "drop_unweighed", dropping)
+    resumed = compare(cfg, tmp_path / "report", options=QUICK, resume=True)
+    assert resumed.ae.family == "ae"
