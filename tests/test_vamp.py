@@ -140,10 +140,14 @@ def test_a_vamp_run_trains_samples_evaluates_and_loads(tmp_path):
 
 def test_an_evaluation_builds_the_prior_once_with_the_same_numbers(monkeypatch):
     """The VampPrior encoded its pseudo-inputs for every pass of the importance sampler (a conv model's evaluation
-    took a fifth longer); it is built once per evaluation, and the numbers are those of a prior built in every pass."""
-    import contextlib
+    took a fifth longer); it is built once per evaluation, and the numbers are those of a prior built in every pass.
+    Held for the evaluating thread only: another thread, a copy or a pickle of the model builds its own (a first
+    version set it on the model, where a deep copy kept it for good and pickling failed)."""
+    import copy
+    import io
+    import threading
 
-    from vaekit import metrics
+    from vaekit import metrics, models
     from vaekit.vamp import VampPrior
 
     model, dataset = model_for()
@@ -153,8 +157,17 @@ def test_an_evaluation_builds_the_prior_once_with_the_same_numbers(monkeypatch):
     prior = VampPrior.prior
     monkeypatch.setattr(VampPrior, "prior", lambda self: built.append(1) or prior(self))
     once = metrics.sampled_bounds(model, x, 30, seed=1, max_rows=60)  # 10 passes
-    assert len(built) == 1 and "prior" not in vars(model)  # the method again after
-    monkeypatch.setattr(metrics, "_prior_once", lambda model: contextlib.nullcontext())
+    assert len(built) == 1
+    with models.held_prior(model):
+        twin = copy.deepcopy(model)
+        torch.save(model, io.BytesIO())  # picklable as ever
+        models._prior_of(twin)
+        elsewhere = threading.Thread(target=models._prior_of, args=(model,))
+        elsewhere.start()
+        elsewhere.join()
+        models._prior_of(model)  # this thread's: held
+    assert len(built) == 4  # held once, then the copy's and the other thread's own
+    monkeypatch.setattr(VampPrior, "fixed_prior", False)  # a prior that may read its batch: built in every pass
     every = metrics.sampled_bounds(model, x, 30, seed=1, max_rows=60)
-    assert len(built) == 11
+    assert len(built) == 14
     torch.testing.assert_close(once.log_likelihood, every.log_likelihood, rtol=0, atol=1e-6)

@@ -128,6 +128,7 @@ class HVAE(VAE):
     encodes the top_components pseudo-inputs)."""
 
     takes_labels = False  # the prior's layers carry no label
+    fixed_prior = True  # (with a vamp top prior, its pseudo-inputs encoded once per evaluation)
 
     @property
     def prior_text(self) -> str:

@@ -1,7 +1,6 @@
 """How good is a trained model on data: ELBO and its terms, importance-sampled NLL, active units, KL per dimension."""
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -19,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .distributions import factors, noise_shape, perplexity
 from .errors import VaekitError
-from .models import Model
+from .models import Model, held_prior
 from .progress import bar_timing
 
 log = logging.getLogger(__name__)
@@ -184,7 +183,7 @@ def sampled_bounds(
     # one item's noise shape, the same for every item: the posterior's own
     shape = noise_shape(model.encode(x[:1].to(device), _labels(y, 0, 1, device)))
     with tqdm(total=n * k, desc="importance sampling", unit="sample", unit_scale=True, disable=not progress,
-              leave=False, dynamic_ncols=True, **bar_timing()) as bar, _prior_once(model):
+              leave=False, dynamic_ncols=True, **bar_timing()) as bar, held_prior(model):
         for start in range(0, n, items):
             xb = x[start : start + items].to(device)
             yb = _labels(y, start, start + items, device)
@@ -211,26 +210,6 @@ def sampled_bounds(
             "the model outputs NaN/inf or the data lies outside the likelihood's support"
         )
     return SampledBounds(log_likelihood=log_likelihood, elbo=elbo, kl=kl_mc, iw_samples=k)
-
-
-@contextlib.contextmanager
-def _prior_once(model: Model):
-    """The model's prior built once for every pass of an evaluation, its weights fixed (a VampPrior encodes its
-    pseudo-inputs each time it is built: once per pass of 512 decoded rows, `vaekit evaluate --n 24 --iw-samples 1000`
-    of a conv VampPrior took 2.9 s wall against 2.4 s on the AMX Xeon). The family's own method again on exit."""
-    if "prior" in vars(model):  # held already (an evaluation in another thread of a server)
-        yield
-        return
-    try:
-        prior = model.prior()
-    except VaekitError:  # a prior that cannot be built alone: each pass builds its own, as before
-        yield
-        return
-    model.prior = lambda: prior  # (an attribute of the instance, over the method, until exit)
-    try:
-        yield
-    finally:
-        vars(model).pop("prior", None)
 
 
 def _posteriors(model: Model, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = ENCODE_BATCH):
@@ -343,7 +322,7 @@ def family_measurements(model: Model, x: torch.Tensor, y: torch.Tensor | None = 
     if len(starts) > 1 and x.shape[0] - starts[-1] == 1:
         starts.pop()  # the last item joins the batch before it
     ends = [*starts[1:], x.shape[0]]
-    devices = [model.device.index or 0] if model.device.type == "cuda" else []
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []  # (manual_seed seeds all)
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for start, end in zip(starts, ends, strict=True):

@@ -7,8 +7,10 @@ the posterior, the prior, the regularizer, the bound (forward), or its networks 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, TypeVar
@@ -67,6 +69,9 @@ class Model(nn.Module):
     # whether its objective has a regularizer for model.beta and train.kl_warmup_epochs to weigh (a plain AE's has
     # none: a new run drops both, with a warning)
     has_regularizer: ClassVar[bool] = True
+    # whether prior() depends on the weights alone, and costs enough (a VampPrior encodes its pseudo-inputs) that an
+    # evaluation builds it once for all its passes (held_prior); a prior that reads the last batch encoded must not
+    fixed_prior: ClassVar[bool] = False
     stages: ClassVar[tuple[str, ...]] = ()  # training stages after the model's own, e.g. ("prior",) (vqvae)
     run_config: RunConfig | None = None  # the settings it was trained with, where known (vaekit.load sets them)
 
@@ -75,8 +80,12 @@ class Model(nn.Module):
         also of families written before the setting was). A family that writes its own regularizer_terms without
         saying has_regularizer has one (an AE's subclass with a penalty of its own: its --beta weighs it)."""
         super().__init_subclass__(**kwargs)
-        if "regularizer_terms" in vars(cls) and "has_regularizer" not in vars(cls):
-            cls.has_regularizer = True
+        for base in cls.__mro__:  # the nearest class below Model (a mixin too) that says it or writes the terms
+            if base is Model:
+                break
+            if "has_regularizer" in vars(base) or "regularizer_terms" in vars(base):
+                cls.has_regularizer = vars(base).get("has_regularizer", True)
+                break
         for base in cls.__mro__:  # the class, its bases below Model and their mixins
             if base is Model:
                 break
@@ -308,7 +317,7 @@ class Model(nn.Module):
         decoded = self.decoder_params(z.flatten(0, 1), ky)  # batch (K*B,)
         log_px = self.likelihood.log_prob_samples(decoded, x)  # (K, B), x broadcast rather than copied K times
         log_q = (self.posterior_held(params) if held else qz).log_prob(z)
-        return z, log_px, log_q - self.prior().log_prob(z)
+        return z, log_px, log_q - _prior_of(self).log_prob(z)
 
     def posterior_held(self, params: torch.Tensor) -> Distribution:
         """q(z|x) from the encoder's output with every parameter of the model held fixed: its log_prob passes
@@ -517,6 +526,29 @@ class AE(Model):
 
     def regularizer_terms(self, qz: Distribution, z: torch.Tensor) -> dict[str, torch.Tensor]:
         return {}
+
+
+_HELD = threading.local()  # the priors held_prior built, by model, for this thread only
+
+
+@contextlib.contextmanager
+def held_prior(model: Model):
+    """Within: importance_terms of a family with a fixed_prior uses one prior built on entry, in this thread (other
+    threads, copies and pickles of the model see the family's own method). For an evaluation, its weights fixed."""
+    held = vars(_HELD).setdefault("priors", {})
+    if not type(model).fixed_prior or id(model) in held:
+        yield
+        return
+    held[id(model)] = model.prior()
+    try:
+        yield
+    finally:
+        held.pop(id(model), None)
+
+
+def _prior_of(model: Model) -> Distribution:
+    held = getattr(_HELD, "priors", None)
+    return held[id(model)] if held and id(model) in held else model.prior()
 
 
 from . import hvae, tcvae, vamp, vqvae  # noqa: E402,F401  (families in their own files, registered on import)

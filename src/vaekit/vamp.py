@@ -54,6 +54,7 @@ class VampPrior(VAE):
                                   check=(lambda v: 1 <= v <= 100_000, "between 1 and 100000"))
 
     takes_labels = False  # the pseudo-inputs carry no label
+    fixed_prior = True  # the mixture at the pseudo-inputs: one encoder pass of them per evaluation, not per pass
 
     @property
     def prior_text(self) -> str:
