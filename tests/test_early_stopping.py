@@ -205,6 +205,17 @@ def test_a_family_built_on_the_ae_with_a_penalty_of_its_own_keeps_its_beta():
         def regularizer_terms(self, qz, z):
             return {"l1": z.abs().sum(-1)}
 
-    assert Penalised.has_regularizer and not AE.has_regularizer
+    class L1:
+        def regularizer_terms(self, qz, z):
+            return {"l1": z.abs().sum(-1)}
+
+    class Mixed(L1, AE):  # the penalty from a mixin
+        pass
+
+    class Plain(AE):
+        pass
+
+    assert Penalised.has_regularizer and Mixed.has_regularizer and not AE.has_regularizer
+    assert not Plain.has_regularizer
     cfg = RunConfig(model=ModelConfig(family="ae", beta=5.0))
     assert drop_unweighed(cfg, say=False).model.beta == 1.0
