@@ -316,5 +316,10 @@ def test_grid_search_over_families():
     ({"family": "iwae", "family_options": {"k": None}}, r"^family_options\['k'\] cannot be empty"),
 ])
 def test_a_family_or_its_options_that_do_not_fit_are_named(parameters, message):
+    from vaekit.sklearn import _in_estimator_terms
+
+    for other in ("missing values in 1 column(s): model.engine.size (row 4)", "/runs/x/model.safetensors.tmp",
+                  "model.gaussian.min_scale=0: must be > 0"):  # a column, a file, a likelihood's setting: as they are
+        assert _in_estimator_terms(other) == other
     with pytest.raises(ValueError, match=message):
         VAETransformer(epochs=1, **parameters).fit(np.random.default_rng(0).normal(size=(40, 3)))

@@ -61,19 +61,24 @@ _FLAGS_AS_PARAMETERS = [
     (re.compile(r"--no-standardize"), "standardize=False"),
     (re.compile(r"train longer, lower --beta, or use --kl-warmup-epochs"), "train longer (epochs) or lower beta"),
     (re.compile(r"a lower --lr or --beta"), "a lower lr or beta"),
-    (re.compile(r"unknown config key model\.(\w+)\.(\w+)"), r"family_options of \1: no setting '\2'"),
-    (re.compile(r"model\.\w+\.(\w+)=(\S+):"), r"family_options {'\1': \2}:"),
-    (re.compile(r"(?:config )?model\.(?!table\b)\w+\.(\w+)"), r"family_options['\1']"),
     (re.compile(r"--(epochs|beta|lr|batch-size|latent-dim) (\S+)"),
      lambda m: f"{m.group(1).replace('-', '_')}={m.group(2)}"),
 ]
 
 
 def _in_estimator_terms(message: str) -> str:
-    """A vaekit message that names command-line flags, naming the estimator's parameters instead."""
+    """A vaekit message that names command-line flags, naming the estimator's parameters instead; and a family's
+    settings (model.FAMILY.NAME, FAMILY a registered family, not a column or a file named so) as family_options."""
     for pattern, replacement in _FLAGS_AS_PARAMETERS:
         message = pattern.sub(replacement, message)
-    return message
+    from .models import MODEL_FAMILIES
+
+    families = "|".join(map(re.escape, sorted(MODEL_FAMILIES)))
+    message = re.sub(rf"unknown config key model\.({families})\.(\w+)", r"family_options of \1: no setting '\2'",
+                     message)
+    setting = rf"(?<![\w.])(?:config )?model\.(?:{families})\.(\w+)"
+    message = re.sub(setting + r"=(\S+):", r"family_options {'\1': \2}:", message)
+    return re.sub(setting, r"family_options['\1']", message)
 
 
 def _as_fitted(values: Any, dtype: Any) -> Any:
