@@ -8,8 +8,8 @@ from typing import Any
 import torch
 
 from .aggregate import decomposition
-from .distributions import draw_noise, rsample_with
 from .config import non_negative, setting
+from .distributions import draw_noise, rsample_with
 from .errors import VaekitError
 from .models import VAE, Output, register_family
 
