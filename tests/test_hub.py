@@ -795,7 +795,7 @@ def test_the_scratch_folder_of_a_killed_export_goes_with_the_next_export(small_r
     assert left == sorted([names["running"], names["elsewhere"], names["other"]]), left
 
 
-@pytest.mark.parametrize("number, advice", [("ENOSPC", "free some disk space or choose another folder"),
+@pytest.mark.parametrize("number, advice", [("ENOSPC", "free some disk space, or write elsewhere"),
                                             ("EACCES", "choose a folder you can write to")])
 def test_a_failed_write_during_export_hub_names_the_folder_not_its_scratch(small_run, tmp_path, capsys, monkeypatch,
                                                                           number, advice):

@@ -407,11 +407,6 @@ def _check_out(out: Path, overwrite: bool, resume: bool) -> None:
                           "kept), --overwrite to train both models again, or choose another --out")
 
 
-# Settings a comparison may continue with changed, as `vaekit train --resume` takes them: where and how fast it runs,
-# and its length (--epochs sets a new total; more than a run has trained)
-RUNTIME = ("epochs", "minutes", "device", "threads", "progress", "compile", "tensorboard")
-
-
 def _continued(directory: Path, cfg: RunConfig, dataset: Dataset, loaded: bool) -> runs.RunResult:
     """The run in `directory`, continued (or, finished, loaded as it is): it must be the run `cfg` would train; a
     setting that differs is named (the comparison would not be of the models asked for)."""
@@ -420,15 +415,13 @@ def _continued(directory: Path, cfg: RunConfig, dataset: Dataset, loaded: bool) 
     ours, theirs = planned.to_dict(), held.to_dict()
     differ = [f"{section}.{key}" for section in ("data", "model", "train") for key in sorted(
         set(ours[section]) | set(theirs[section]))
-        if not (section == "train" and key in RUNTIME) and ours[section].get(key) != theirs[section].get(key)]
+        if not (section == "train" and key in runs.RESUMABLE) and ours[section].get(key) != theirs[section].get(key)]
     if differ:
         raise VaekitError(f"{directory} holds a run of other settings ({', '.join(differ[:4])}"
                           f"{' ...' if len(differ) > 4 else ''}): give the comparison's own settings to continue it, "
                           "or --overwrite to train both models again")
-    train = cfg.train
-    return runs.resume(directory, epochs=train.epochs, device=train.device, threads=train.threads,
-                       progress=train.progress, compile=train.compile, tensorboard=train.tensorboard,
-                       minutes=train.minutes, dataset=None if loaded else dataset)
+    return runs.resume(directory, **{name: getattr(cfg.train, name) for name in runs.RESUMABLE},
+                       dataset=None if loaded else dataset)  # (--epochs a new total; --minutes all its training)
 
 
 def _stage_done(directory: Path, stage: str, epochs: int) -> bool:

@@ -62,7 +62,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], fix: str = F
         if code:
             number = int(code.group(1))
             reason = os.strerror(number)
-        raise VaekitError(f"cannot write {path} ({reason}): {_advice(number, path, fix)}; what was there before is "
+        advice = write_advice(number, path, fix)
+        raise VaekitError(f"cannot write {path} ({reason}): {advice}; what was there before is "
                           "kept") from None
     except BaseException:
         _remove(tmp)
@@ -114,7 +115,7 @@ def _running(pid: int) -> bool:
     return True
 
 
-def _advice(number: int | None, path: Path, fix: str) -> str:
+def write_advice(number: int | None, path: Path, fix: str) -> str:
     """What to do about a failed write: the caller's own advice, else the one its error calls for (a full disk is
     not the only reason a write fails)."""
     if fix is not FIX:

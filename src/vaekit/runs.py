@@ -406,6 +406,10 @@ def drop_unweighed(cfg: RunConfig, say: bool = True) -> RunConfig:
     return replace(cfg, model=replace(cfg.model, beta=1.0), train=replace(cfg.train, kl_warmup_epochs=0.0))
 
 
+# The training settings a resumed run may change (resume's keywords): its length, and where and how fast it runs
+RESUMABLE = ("epochs", "minutes", "device", "threads", "progress", "compile", "tensorboard")
+
+
 def resume(directory: str | Path, epochs: int | None = None, device: str | None = None,
            threads: int | None = None, progress: bool | None = None, callbacks: list[Any] | None = None,
            compile: bool | None = None, tensorboard: bool | None = None, minutes: float | None = None,
@@ -421,9 +425,9 @@ def resume(directory: str | Path, epochs: int | None = None, device: str | None 
     if data is not None and dataset is not None:
         raise VaekitError("give the run's data as a moved file (data=) or as data in Python (dataset=), not both")
     progress = TrainConfig().progress if progress is None else progress  # this call's bar, not the run's last call's
-    runtime = {k: v for k, v in (("epochs", epochs), ("device", device), ("threads", threads), ("progress", progress),
-                                 ("compile", compile), ("tensorboard", tensorboard), ("minutes", minutes))
-               if v is not None}
+    given = dict(epochs=epochs, minutes=minutes, device=device, threads=threads, progress=progress, compile=compile,
+                 tensorboard=tensorboard)
+    runtime = {k: given[k] for k in RESUMABLE if given[k] is not None}
     if checkpoint.never_checkpointed(directory):
         # stopped before or during its first checkpoint: nothing was kept, so the run starts again from its config
         log.warning("%s has no checkpoint yet: training it from the start", directory)

@@ -21,7 +21,7 @@ import yaml
 from .. import checkpoint, viz
 from ..config import DataConfig, RunConfig
 from ..errors import VaekitError
-from ..files import scratch_folder
+from ..files import FIX, scratch_folder, write_advice
 from ..models import Model
 from ..runs import METRICS_FILE
 from ..train import kept_index
@@ -94,10 +94,10 @@ def save_pretrained(model: Model, directory: str | Path, *, config: RunConfig | 
 
 
 def _unwritable(directory: Path, reason: str) -> str:
-    """The message of a failed write into the Hub folder, its advice by the error (`reason`, its strerror)."""
-    unwritable = {os.strerror(number) for number in (errno.EACCES, errno.EPERM, errno.EROFS)}
-    advice = "choose a folder you can write to" if reason in unwritable else \
-        "free some disk space or choose another folder"
+    """The message of a failed write into the Hub folder, its advice by the error (`reason`, its strerror) as every
+    write's (files.write_advice)."""
+    number = next((n for n in errno.errorcode if os.strerror(n) == reason), None)
+    advice = write_advice(number, directory, FIX)
     return f"cannot write the Hub folder {directory} ({reason}): {advice}; its old files are kept"
 
 
