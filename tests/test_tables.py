@@ -448,6 +448,20 @@ def test_awkward_but_valid_tables(tmp_path, caplog):
         dataset = load(path)
     assert "2 column(s) have zero variance or one value (country, id)" in caplog.text
     assert torch.equal(dataset.x_train[:, 1:], torch.cat([torch.ones(36, 1), torch.zeros(36, 1)], 1))
+    # a column of tiny values that vary is not constant: kept on its own scale (it was stored with std 1)
+    path = tmp_path / "tiny.csv"
+    path.write_text("x,tiny\n" + "\n".join(f"{i * 0.1},{(1 + (i % 7) / 7) * 1e-13!r}" for i in range(40)) + "\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        tiny = load(path).table.columns[1]
+    assert "zero variance" not in caplog.text and 1e-14 < tiny.std < 1e-13 and tiny.mean == pytest.approx(1.4e-13, 0.1)
+    # a row of empty cells between rows is a row of missing values (the rows keep their count); at the end, none
+    path = tmp_path / "gap.csv"
+    path.write_text("x,y\n" + "\n".join(f"{i},{i % 5}" for i in range(20)) + "\n,\n"
+                    + "\n".join(f"{i},{i % 5}" for i in range(20)) + "\n,\n,\n")
+    with pytest.raises(VaekitError, match=r"missing values in 2 column\(s\): x \(line 22\); y \(line 22\)"):
+        load(path)
+    assert len(tables.read_table(path).columns[0]) == 41
     # values too large to standardise
     path.write_text("x,big\n" + "\n".join(f"{i},{(-1) ** i * i * 1e200}" for i in range(40)) + "\n")
     with pytest.raises(VaekitError, match="'big' holds values too large to standardise"):
@@ -598,7 +612,8 @@ def test_a_column_of_row_ids_is_named_as_probably_ids(tmp_path):
 
 def test_a_numeric_columns_reported_density_is_in_the_users_units(tmp_path, capsys):
     """The same table with one column in units 1000 times smaller (the same standardised values, so the same model):
-    that column's -log p at the reconstruction grows by exactly ln 1000, the other columns' stay."""
+    that column's -log p at the reconstruction grows by exactly ln 1000, the other columns' stay; the whole row's
+    densities (nll, elbo, recon, recon_at_mean) move by ln 1000 too, and recon_at_mean is the columns' sum."""
     rng = np.random.default_rng(0)
     rows = [(rng.normal(10, 3), rng.choice(["red", "blue"]), rng.normal(0, 1)) for _ in range(200)]
     reports = []
@@ -610,8 +625,13 @@ def test_a_numeric_columns_reported_density_is_in_the_users_units(tmp_path, caps
                      "--no-progress", "--out", str(run)]) == 0
         capsys.readouterr()
         assert main(["evaluate", str(run), "--iw-samples", "4", "--no-progress"]) == 0
-        reports.append(json.loads(capsys.readouterr().out)["columns"])
-    small, large = reports
+        reports.append(json.loads(capsys.readouterr().out))
+    whole = reports
+    for report in whole:
+        assert report["recon_at_mean"] == pytest.approx(sum(c["nll_at_mean"] for c in report["columns"].values()))
+    for name, sign in (("nll", 1), ("elbo", -1), ("recon", 1), ("recon_at_mean", 1)):
+        assert whole[1][name] == pytest.approx(whole[0][name] + sign * math.log(1000), abs=1e-3), name
+    small, large = (report["columns"] for report in whole)
     assert large["size"]["nll_at_mean"] == pytest.approx(small["size"]["nll_at_mean"] + math.log(1000), abs=1e-3)
     for name in ("colour", "other"):
         assert large[name]["nll_at_mean"] == pytest.approx(small[name]["nll_at_mean"], abs=1e-3)

@@ -428,14 +428,18 @@ def evaluate(
                 kl_dims = kl_per_dim(model, x, y)
         elbo_mean = elbo_stderr = recon = nll = nll_stderr = bpd = None
         per_item: dict[str, torch.Tensor] = {}
+        # A table's densities are of its rows in the user's units, as its columns' are (column_report), not of the
+        # standardised rows the model reads: the standardisation's log-Jacobian. 0 for any other data.
+        units = model.likelihood.schema.log_scale if columns is not None else 0.0
         if iw_samples > 0:
             bounds = sampled_bounds(model, x, iw_samples, seed, max_rows, progress, y=y)
             if kl_items is None:  # no closed form: the Monte Carlo KL of the same samples as the ELBO
                 kl_items, estimator = bounds.kl, f"monte carlo ({iw_samples} samples)"
-            elbo_mean, elbo_stderr = mean_and_stderr(bounds.elbo)
-            recon = float((-bounds.elbo - kl_items.double()).mean())
-            nll, nll_stderr = mean_and_stderr(-bounds.log_likelihood)
-            per_item = {"nll": -bounds.log_likelihood, "elbo": bounds.elbo, "kl": kl_items.double().cpu()}
+            item_elbo, item_nll = bounds.elbo - units, -bounds.log_likelihood + units
+            elbo_mean, elbo_stderr = mean_and_stderr(item_elbo)
+            recon = float((-item_elbo - kl_items.double()).mean())
+            nll, nll_stderr = mean_and_stderr(item_nll)
+            per_item = {"nll": item_nll, "elbo": item_elbo, "kl": kl_items.double().cpu()}
             if image is not False and model.likelihood.is_mass_on(x):
                 bpd = bits_per_dim(nll, model.data_shape)
     finally:
@@ -458,14 +462,14 @@ def evaluate(
         kl_per_dim_omitted=None if kl_dims is not None else omitted or "not computed",
         posterior_mean_variance=tuple(variance.tolist()),
         squared_error=float(reconstruction.squared_error.double().mean()),
-        recon_at_mean=float(reconstruction.nll_at_mean.double().mean()),
+        recon_at_mean=float(reconstruction.nll_at_mean.double().mean()) + units,
         columns=columns,
         codes_used=None if usage is None else int((usage > 0).sum()),
         codebook_perplexity=None if usage is None else float(perplexity(usage.double())),
         terms=extra,
         seed=seed,
         seconds=time.perf_counter() - began,
-        per_item={**per_item, "recon_at_mean": reconstruction.nll_at_mean.double().cpu(),
+        per_item={**per_item, "recon_at_mean": reconstruction.nll_at_mean.double().cpu() + units,
                   "squared_error": reconstruction.squared_error.double().cpu()},
     )
     log.debug("evaluated %d items in %.1f s", result.n_examples, result.seconds)

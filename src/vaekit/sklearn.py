@@ -277,7 +277,7 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 
     def _log_jacobian(self) -> float:
         """log |d x_model / d x| per row: the standardisation's, so densities are of the data in the user's units."""
-        return -sum(math.log(column.std) for column in self.schema_.columns if column.kind == "numeric")
+        return -self.schema_.log_scale
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

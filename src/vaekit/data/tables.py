@@ -202,7 +202,13 @@ def _read_delimited(path: Path, header: str = "auto") -> RawTable:
                  for number, row in enumerate(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), 1)]
     except csv.Error as exc:
         raise VaekitError(f"cannot read {path} as CSV ({exc}): check its quoting") from None
-    lines = [(number, row) for number, row in lines if any(row)]  # blank lines
+    lines = [(number, row) for number, row in lines if len(row) > 1 or any(row)]  # blank lines
+    # A row of empty cells (",,,") between rows is a row of missing values, as pandas reads it, so that the rows keep
+    # their count and order; at the file's start or end (a spreadsheet's export of empty rows) it is no row.
+    while lines and not any(lines[-1][1]):
+        lines.pop()
+    while lines and not any(lines[0][1]):
+        lines.pop(0)
     if not lines:
         raise VaekitError(f"{path} is empty: expected rows of values, one item per row")
     width = len(lines[0][1])
@@ -401,6 +407,12 @@ class TableSchema:
     def names(self) -> tuple[str, ...]:
         return tuple(column.name for column in self.columns)
 
+    @property
+    def log_scale(self) -> float:
+        """sum of log std over the numeric columns: what -log p(x) of a standardised row gains as a density of the
+        row in the user's units (the standardisation's log-Jacobian; 0 for a run trained with --no-standardize)."""
+        return sum(math.log(column.std) for column in self.columns if column.kind == "numeric")
+
     def to_dicts(self) -> tuple[dict[str, Any], ...]:
         return tuple(column.to_dict() for column in self.columns)
 
@@ -550,7 +562,7 @@ def fit_schema(table: RawTable, train_rows: Sequence[int], column_types: dict[st
             if not (math.isfinite(mean) and math.isfinite(std)):
                 raise VaekitError(f"{table.source}: column {name!r} holds values too large to standardise (up to "
                                   f"{np.abs(values).max():g}): rescale it, or drop it (--column-types {name}=ignore)")
-            if std <= CONSTANT_STD * max(1.0, abs(mean)):
+            if std <= CONSTANT_STD * float(np.abs(values).max()):  # relative to its values' size: 1e-13 can vary
                 constant.append(name)
                 mean, std = float(values[0]), 1.0  # the value itself: every row encodes to exactly 0
             fill = mean
