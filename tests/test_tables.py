@@ -406,6 +406,16 @@ def test_cli_trains_on_a_csv_and_writes_rows_in_the_users_units(mixed_csv, tmp_p
     income = [float(line.split(",")[4]) for line in lines[1:]]
     assert all(1000 < v < 200000 for v in income)  # dollars, not standardised units
     assert all(line.split(",")[5] in ("Lima", "Oslo", "Pune") for line in lines[1:])
+    # sampled rows are drawn from p(x|z) by default (as scikit-learn's sample draws), so they vary as the data does:
+    # the same prior draws decoded to their most likely values (--no-draw) vary less, and the draws are seeded
+    rows = {}
+    for name, flags in (("drawn", []), ("drawn2", ["--draw"]), ("means", ["--no-draw"])):
+        assert main(["sample", str(run), "--n", "1000", "--seed", "3", *flags, "--out", str(tmp_path / "r.csv")]) == 0
+        rows[name] = [line.split(",") for line in (tmp_path / "r.csv").read_text().splitlines()[1:]]
+    assert rows["drawn"] == rows["drawn2"] != rows["means"]
+    for column in (0, 4):  # age, income
+        assert np.std([float(r[column]) for r in rows["drawn"]]) > np.std([float(r[column]) for r in rows["means"]])
+    assert {r[5] for r in rows["drawn"]} == {"Lima", "Oslo", "Pune"}  # each city about a third of the data
     # a new file is read with the run's columns and statistics: an unseen category is named
     new = tmp_path / "new.csv"
     new.write_text(MIXED_HEADER + "\n" + "\n".join(mixed_rows(5, seed=3)).replace("Oslo", "Rome") + "\n")

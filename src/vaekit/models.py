@@ -371,10 +371,16 @@ class Model(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, y: torch.Tensor | int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """n prior draws decoded to the likelihood mean: (n, *data_shape). A label-conditioned model takes y: one
-        label for all, or one per draw."""
-        return self.decode(self.sample_prior(n, generator), y).mean
+               generator: torch.Generator | None = None, draw: bool = False) -> torch.Tensor:
+        """n prior draws decoded to the likelihood mean: (n, *data_shape); with draw=True, x ~ p(x|z) instead (its
+        noise seeded from `generator` too). A label-conditioned model takes y: one label for all, or one per draw."""
+        px = self.decode(self.sample_prior(n, generator), y)
+        if not draw:
+            return px.mean
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))  # torch's distributions take no generator
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            return px.sample()
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=64)
     add_seed(p)
     add_label(p, help="class label of every draw, for a label-conditioned model (default: each class in turn)")
+    p.add_argument("--draw", action=argparse.BooleanOptionalAction, default=None,
+                   help="draw each value from p(x|z) as well (a category by its probability, a number with its "
+                        "spread), so that the rows vary as the data does; --no-draw writes the decoder's mean or most "
+                        "likely value. Default: drawn for a table model, the mean for pictures and arrays")
     add_out(p, help=".png picture or .npy arrays (a table model: .csv rows in your units)")
     add_threads(p)
     p.set_defaults(func=sample)
@@ -81,7 +85,8 @@ def sample(args: argparse.Namespace) -> int:
     y = None
     if model.num_labels:  # one label for all, or each class in turn
         y = torch.full((n,), label) if label is not None else torch.arange(n) % model.num_labels
-    images = model.sample(n, y=y, generator=torch.Generator().manual_seed(args.seed))
+    draw = args.draw if args.draw is not None else model_table(model.config) is not None
+    images = model.sample(n, y=y, generator=torch.Generator().manual_seed(args.seed), draw=draw)
     cycled = model.num_labels and label is None  # each class in turn: one column per class
     print(save_output(model, images.cpu(), args.out, ncol=model.num_labels if cycled else None, y=y))
     return 0
