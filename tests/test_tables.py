@@ -60,7 +60,7 @@ def test_column_types_are_inferred_on_a_mixed_csv(mixed_csv):
     assert kinds == {"age": ("numeric", ()), "sex": ("binary", ("F", "M")), "smoker": ("binary", (0, 1)),
                      "chest_pain": ("categorical", (0, 1, 2, 3)), "income": ("numeric", ()),
                      "city": ("categorical", ("Lima", "Oslo", "Pune"))}
-    assert dataset.shape == (1 + 1 + 1 + 4 + 1 + 3,) and dataset.label_names is None
+    assert dataset.shape == (1 + 1 + 1 + 4 + 1 + 3,) and dataset.label_names == ("0", "1")
     assert set(torch.cat([dataset.y_train, dataset.y_test]).tolist()) == {0, 1}
     # categorical blocks are one-hot, binary columns 0/1
     x = torch.cat([dataset.x_train, dataset.x_test])
@@ -578,6 +578,55 @@ def test_a_label_conditioned_run_maps_a_new_files_class_names_to_its_own(mixed_c
     assert checkpoint.load_config(run).model.label_names == ()
     assert main(["encode", str(run), "--data", str(new), "--out", str(tmp_path / "codes.npy")]) == 2
     assert "names 2 classes, the run was trained on 3" in capsys.readouterr().err
+
+
+def test_a_tables_numeric_labels_are_classes_as_written(tmp_path, capsys):
+    """Labels 1, 2, 3 are three classes named so (taken as indices they made an untrained class 0 that sample drew
+    for), -1 and 1 are two, in numeric order (10 after 9); a fraction is refused; a new file maps by name."""
+    rng = np.random.default_rng(0)
+    labels = rng.choice([1, 2, 3, 10], 200)
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,y\n" + "".join(f"{rng.normal(v, 1)!r},{rng.normal(0, 1)!r},{v}\n" for v in labels))
+    dataset = load(path, label_column="y")
+    assert dataset.label_names == ("1", "2", "3", "10")
+    everything = torch.cat([dataset.y_train, dataset.y_test])
+    assert sorted(everything.tolist()) == sorted(("1", "2", "3", "10").index(str(v)) for v in labels)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(path), "--label-column", "y", "--condition", "label", "--latent-dim", "2",
+                 "--epochs", "1", "--out", str(run), "--no-progress"]) == 0
+    model_config = checkpoint.load_config(run).model
+    assert model_config.num_labels == 4 and model_config.label_names == ("1", "2", "3", "10")
+    assert main(["sample", str(run), "--n", "5", "--out", str(tmp_path / "s.csv")]) == 0
+    assert [line.split(",")[0] for line in (tmp_path / "s.csv").read_text().splitlines()[1:]] == \
+        ["1", "2", "3", "10", "1"]
+    # a new file of one class: its label 10 is the run's class 3
+    new = tmp_path / "new.csv"
+    new.write_text("a,b,y\n1.0,0.5,10\n2.0,0.1,10\n")
+    assert main(["encode", str(run), "--data", str(new), "--out", str(tmp_path / "c.npy")]) == 0
+    model = checkpoint.load(run)
+    x = tables.model_table(model.config).encode(tables.read_table(new))
+    np.testing.assert_allclose(np.load(tmp_path / "c.npy"),
+                               vaekit.latent.encode_dataset(model, x, y=torch.tensor([3, 3])).numpy(), rtol=1e-6)
+    # a run trained before numeric labels were named took them as class indices (here 0..3): a new file's labels
+    # are indices for it still (label 2 is its class 2, not the third name of the file's)
+    config = json.loads((run / "config.json").read_text())
+    del config["model"]["label_names"]
+    text = json.dumps(config)
+    (run / "config.json").write_text(text)
+    tensors, metadata = checkpoint.read_checked(run / checkpoint.MODEL_FILE)  # the model file names its config
+    save_file(tensors, str(run / checkpoint.MODEL_FILE),
+              metadata={**metadata, checkpoint.CONFIG_KEY: hashlib.sha256(text.encode()).hexdigest()})
+    new.write_text("a,b,y\n1.0,0.5,2\n2.0,0.1,0\n")
+    assert main(["encode", str(run), "--data", str(new), "--out", str(tmp_path / "old.npy")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "old.npy"),
+                               vaekit.latent.encode_dataset(model, tables.model_table(model.config).encode(
+                                   tables.read_table(new)), y=torch.tensor([2, 0])).numpy(), rtol=1e-6)
+    # -1 and 1 (the usual binary labels of a table) colour a map as two classes
+    path.write_text("a,b,y\n" + "".join(f"{rng.normal(0, 1)!r},{rng.normal(0, 1)!r},{(-1) ** i}\n" for i in range(60)))
+    assert load(path, label_column="y").label_names == ("-1", "1")
+    path.write_text("a,b,y\n" + "".join(f"{i!r},{i % 3},{i * 0.5}\n" for i in range(60)))
+    with pytest.raises(VaekitError, match="holds the non-integer label 0.5: labels are classes"):
+        load(path, label_column="y")
 
 
 def test_a_column_of_row_ids_is_named_as_probably_ids(tmp_path):

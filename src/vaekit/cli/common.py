@@ -147,6 +147,11 @@ def run_dataset(run: str, args: argparse.Namespace) -> Dataset:
         if not updates:  # the run's own data, as it read it: the same items, so the same split
             checkpoint.check_data(folder, dataset, run_cfg.data.name, cli=True)
     new_file = "name" in updates
+    if (new_file and table is not None and run_cfg.model.condition == "label" and not run_cfg.model.label_names
+            and dataset.label_names and all(re.fullmatch(r"[0-9]+", name) for name in dataset.label_names)):
+        # a run that took a table's numeric labels as class indices (before they were named as written): so again
+        dataset = relabel(dataset, tuple(str(i) for i in range(run_cfg.model.num_labels)))
+        dataset = replace(dataset, label_names=None)
     if new_file and run_cfg.model.condition == "label" and run_cfg.model.label_names and dataset.label_names:
         dataset = relabel(dataset, run_cfg.model.label_names)
     elif (new_file and run_cfg.model.condition == "label" and dataset.label_names is not None

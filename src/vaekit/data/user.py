@@ -23,14 +23,16 @@ from __future__ import annotations
 import csv
 import difflib
 import logging
+import math
 import re
 import struct
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -377,18 +379,29 @@ def _load_table(path: Path, cfg: DataConfig, schema: tables.TableSchema | None =
     x = schema.encode(table, cfg.impute)
     y, label_names = None, None
     if label is not None:
-        cells = table.column(label)
-        numeric = all(isinstance(cell, float) for cell in cells)
-        # a column of numbers and text: numbers keep their written form as class names ("1", not "1.0")
-        values = np.asarray(cells, dtype=np.float64) if numeric else np.asarray(
-            [str(int(c)) if isinstance(c, float) and c.is_integer() else str(c) for c in cells])
-        y, label_names = _labels(values, table.n_rows, f"{path} label column {label!r}")
+        y, label_names = _table_labels(table.column(label), f"{path} label column {label!r}")
     if summarise:  # once the table is read whole: a refused table gets its one-line error alone
         for note in schema.notes:
             log.warning("%s: %s", path, note)
         log.info("%s", schema.summary(len(train), len(test), str(path)))
     dataset = _dataset(path.stem, x, y, label_names, None, (train, test), False, cfg.test_fraction)
     return replace(dataset, table=schema)
+
+
+def _table_labels(cells: Sequence[Any], source: str) -> tuple[torch.Tensor, tuple[str, ...]]:
+    """A label column's classes: its values as written, numbers too ("1", not "1.0"; -1 and 1, or 1, 2, 3, are two
+    and three classes, in numeric order), so that no class is made up (labels 1..3 taken as indices made a class 0)
+    and a new file's classes map to a run's by name."""
+    numeric = all(isinstance(cell, (int, float)) and not isinstance(cell, bool) for cell in cells)
+    if numeric and not all(math.isfinite(cell) and float(cell).is_integer() for cell in cells):
+        shown = next(cell for cell in cells if not (math.isfinite(cell) and float(cell).is_integer()))
+        raise VaekitError(f"{source} holds the non-integer label {shown:g}: labels are classes, named by text or "
+                          "whole numbers; choose a column of classes")
+    written = [str(int(c)) if isinstance(c, (int, float)) and not isinstance(c, bool) and float(c).is_integer()
+               else str(c) for c in cells]
+    names = sorted(set(written), key=int) if numeric else sorted(set(written))
+    index = {name: i for i, name in enumerate(names)}
+    return torch.tensor([index[name] for name in written], dtype=torch.int64), tuple(names)
 
 
 def _label_name(label_column: str | None, table: tables.RawTable, path: Path) -> str | None:
