@@ -491,6 +491,23 @@ def test_a_new_table_is_read_whole_and_in_order_with_the_runs_statistics(mixed_c
     model = checkpoint.load(run)
     encoded = tables.model_table(model.config).encode(tables.read_table(new))
     np.testing.assert_allclose(codes, vaekit.latent.encode_dataset(model, encoded).numpy(), rtol=1e-6)
+    # --split all: the run's own file whole and in its order (its split's codes came shuffled, with no way back)
+    assert main(["encode", str(run), "--split", "all", "--out", str(tmp_path / "all.npy")]) == 0
+    whole = tables.model_table(model.config).encode(tables.read_table(mixed_csv))
+    np.testing.assert_allclose(np.load(tmp_path / "all.npy"), vaekit.latent.encode_dataset(model, whole).numpy(),
+                               rtol=1e-6)
+    assert np.load(tmp_path / "all.npy").shape == (400, 2)
+    # other data: the training items, then the test items
+    array = tmp_path / "vectors.npy"
+    np.save(array, np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32))
+    vectors = tmp_path / "vectors-run"
+    assert main(["train", "--data", str(array), "--latent-dim", "2", "--epochs", "1", "--out", str(vectors),
+                 "--no-progress"]) == 0
+    for split in ("train", "test", "all"):
+        assert main(["encode", str(vectors), "--split", split, "--out", str(tmp_path / f"{split}.npy")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "all.npy"), np.concatenate([np.load(tmp_path / "train.npy"),
+                                                                              np.load(tmp_path / "test.npy")]),
+                               rtol=1e-5, atol=1e-6)  # (other batches: float rounding)
     one = tmp_path / "one.csv"
     one.write_text(MIXED_HEADER + "\n" + rows[0] + "\n")
     assert main(["encode", str(run), "--data", str(one), "--out", str(tmp_path / "one.npy")]) == 0

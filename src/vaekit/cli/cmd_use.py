@@ -63,7 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run")
     p.add_argument("--sample", action="store_true", help="one draw from q(z|x) per item instead of its mean")
     add_seed(p)
-    add_split(p)
+    p.add_argument("--split", choices=["train", "test", "all"], default="test",
+                   help="which split to encode; all: every item (a table's every row in the file's order, the run's "
+                        "own file too; other data: the training items, then the test items)")
     add_data_flags(p)
     add_out(p, help=".npy file of codes (N, latent_dim)")
     add_threads(p)
@@ -149,10 +151,17 @@ def encode(args: argparse.Namespace) -> int:
     if not args.out.endswith(".npy"):
         raise VaekitError(f"encode writes codes as .npy: got --out {args.out}")
     model = load_run(args.run)
-    dataset = run_dataset(args.run, args)
-    x = dataset.split(args.split).x
+    whole = args.split == "all"
+    dataset = run_dataset(args.run, args, whole=whole)
+    if whole and model_table(model.config) is None:  # the training items, then the test items
+        x = torch.cat([dataset.x_train, dataset.x_test])
+        y = None if not model.num_labels else torch.cat([split_labels(model, dataset, name)
+                                                         for name in ("train", "test")])
+    else:
+        split = "test" if whole else args.split  # (a table read whole: either split is every row, in order)
+        x, y = dataset.split(split).x, split_labels(model, dataset, split)
     codes = latent.encode_dataset(model, x, sample=args.sample, generator=torch.Generator().manual_seed(args.seed),
-                                  y=split_labels(model, dataset, args.split))
+                                  y=y)
     array = codes.numpy()
     atomic_write(args.out, lambda tmp: np.save(tmp, array))
     print(args.out)

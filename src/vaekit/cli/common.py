@@ -121,16 +121,19 @@ def load_run(path: str) -> Model:
     return checkpoint.load(run_folder(path))
 
 
-def run_dataset(run: str, args: argparse.Namespace) -> Dataset:
-    """The data a command works on: flags if given, else the run's own data set (with its binarisation)."""
+def run_dataset(run: str, args: argparse.Namespace, whole: bool = False) -> Dataset:
+    """The data a command works on: flags if given, else the run's own data set (with its binarisation). whole: a
+    table file (the run's own too) read whole and in its order, as a new file is."""
     run_cfg = checkpoint.load_config(run_folder(run))
     updates = {f.path[-1]: getattr(args, f.dest) for f in config_module.config_flags(("data",))
                if getattr(args, f.dest, None) is not None}
     table = model_table(run_cfg.model)
     folder = run_folder(run)
+    if whole and table is not None:
+        updates.setdefault("name", run_cfg.data.name)
     named = updates.get("name")
     dataset = None
-    if named is not None and set(updates) == {"name"}:
+    if named is not None and set(updates) == {"name"} and not (whole and table is not None):
         # the run's own file named with --data (however spelled, from whatever folder) is its own data, read and split
         # as the run read it, unless it changed since (then it is new data, read as such)
         own_spelling = resolved_name(named) == resolved_name(run_cfg.data.name)
