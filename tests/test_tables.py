@@ -90,6 +90,27 @@ def test_delimiters_are_sniffed(tmp_path, delimiter, suffix):
     assert dataset.table.names == ("age", "sex", "smoker", "chest_pain", "income", "city")
 
 
+def test_decimal_commas_of_a_semicolon_file_are_numbers(tmp_path, caplog):
+    """2,5 in a semicolon or tab file is 2.5 (it was text: a category, or refused as too many values), said once;
+    a column of other text, and a comma file, are left as they are."""
+    rng = np.random.default_rng(0)
+    values = rng.normal(10, 3, 80)
+    cells = [f"{v:.3f}".replace(".", ",") for v in values]
+    cells[3], cells[7], cells[9] = "-2,5", "7", ",5"  # a sign, a whole number, no leading digit
+    path = tmp_path / "euro.csv"
+    path.write_text("price;city;n\n" + "".join(f"{c};{'AB'[i % 2]},{i % 3};{i}\n" for i, c in enumerate(cells)))
+    with caplog.at_level(logging.WARNING):
+        table = tables.read_table(path)
+    price = [float(c.replace(",", ".")) for c in cells]
+    assert table.column("price") == tuple(price)
+    assert table.column("city")[:2] == ("A,0", "B,1")  # text with a comma, not a number: as it is
+    assert "read 'price' with decimal commas (2,5 as 2.5)" in caplog.text and "'city'" not in caplog.text
+    assert load(path).table.columns[0].kind == "numeric"
+    comma = tmp_path / "comma.csv"
+    comma.write_text('a,b\n"1,5",2\n"2,5",3\n"3,5",4\n')
+    assert tables.read_table(comma).column("a") == ("1,5", "2,5", "3,5")
+
+
 def test_a_header_without_rows_and_unknown_column_types_are_named(tmp_path):
     path = tmp_path / "header.csv"
     path.write_text("age,score,colour,label\n")

@@ -18,6 +18,7 @@ import io
 import logging
 import math
 import numbers
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,7 +240,26 @@ def _read_delimited(path: Path, header: str = "auto") -> RawTable:
     else:
         names, rows = tuple(str(i) for i in range(width)), lines
     columns = tuple(tuple(parse_cell(row[c]) for _, row in rows) for c in range(width))
+    if delimiter != ",":  # a semicolon or tab file from a locale that writes 2,5 for 2.5
+        given, columns = columns, tuple(_decimal_commas(column) for column in columns)
+        read = [name for name, new, old in zip(names, columns, given, strict=True) if new is not old]
+        if read:
+            log.warning("%s: read %s with decimal commas (2,5 as 2.5)", path,
+                        ", ".join(repr(name) for name in read[:5]) + (f" and {len(read) - 5} more" if len(read) > 5
+                                                                      else ""))
     return RawTable(str(path), names, columns, "line", tuple(number for number, _ in rows))
+
+
+DECIMAL_COMMA = re.compile(r"[+-]?(\d+,\d*|,\d+)([eE][+-]?\d+)?")
+
+
+def _decimal_commas(cells: tuple[Cell, ...]) -> tuple[Cell, ...]:
+    """A column whose text cells are all numbers with a decimal comma, as numbers; any other column as it is."""
+    texts = [cell for cell in cells if isinstance(cell, str) and not isinstance(cell, LargeInteger)]
+    if not texts or not all(DECIMAL_COMMA.fullmatch(text) for text in texts):
+        return cells
+    return tuple(parse_cell(cell.replace(",", ".")) if isinstance(cell, str) and not isinstance(cell, LargeInteger)
+                 else cell for cell in cells)
 
 
 def _read_parquet(path: Path) -> RawTable:
