@@ -143,6 +143,21 @@ def test_a_header_of_numbers_is_told_from_a_first_row_of_data(tmp_path, caplog):
     assert dataset.table.names == ("400", "450", "500", "550") and len(dataset.x_train) + len(dataset.x_test) == 20
     assert "read its first row (400,450,500,550) as column names; --header no reads it as data" in caplog.text
     assert tables.read_table(spectra, "no").n_rows == 21
+    # years over values in their range beside a name over categories (region,2019,2020): data, with the warning;
+    # a headerless first row whose text recurs below, or a text ID column's (every value new), without it
+    years = "".join(f"{'NSEW'[i % 4]},{rng.integers(1800, 2300)},{rng.integers(1800, 2300)}\n" for i in range(30))
+    path = tmp_path / "years.csv"
+    for first, warned in (("region,2019,2020", True), ("N,2019,2020", False)):
+        path.write_text(f"{first}\n{years}")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert tables.read_table(path).names == ("0", "1", "2")
+        assert (f"read its first row ({first}) as data, though it could name the columns" in caplog.text) is warned
+    path.write_text("".join(f"id{i:03},{rng.integers(0, 50)},{rng.integers(0, 50)}\n" for i in range(30)))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert tables.read_table(path).names == ("0", "1", "2")
+    assert "could name the columns" not in caplog.text
     # headerless bits that start 0,1: data, although it reads like pandas' unnamed columns
     bits = rng.integers(0, 2, (20, 2))
     bits[0] = (0, 1)

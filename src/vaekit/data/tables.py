@@ -226,9 +226,14 @@ def _read_delimited(path: Path, header: str = "auto") -> RawTable:
         columns = [[v for v in (parse_cell(row[c]) for row in body) if isinstance(v, float)] for c in range(width)]
         indices = numbers == [float(i) for i in range(width)]
         every = all(isinstance(value, float) for value in numbers)
+        # "region,2019,2020" over years: a name over a column of repeated categories, beside whole distinct numbers
+        whole = [value for value in numbers if isinstance(value, float)]
+        named = (all(value.is_integer() for value in whole) and len(set(whole)) == len(whole)
+                 and any(not isinstance(numbers[c], float) and first[c] and all(row[c] != first[c] for row in body)
+                         and len({row[c] for row in body}) < len(body) for c in range(width)))
         if has_header and (not indices or ambiguous_indices(numbers, columns)):
             log.warning("%s: read its first row (%s) as column names; --header no reads it as data", path, shown)
-        elif not has_header and every and (indices or (width >= 2 and _outlying(numbers, columns))):
+        elif not has_header and (named or every and (indices or (width >= 2 and _outlying(numbers, columns)))):
             log.warning("%s: read its first row (%s) as data, though it could name the columns; --header yes reads "
                         "it as column names", path, shown)
     if has_header:
