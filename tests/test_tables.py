@@ -340,6 +340,28 @@ def test_a_missing_label_is_an_error_unless_dropped(tmp_path):
     assert len(load(path, label_column="target", impute="drop").table.columns) == 6
 
 
+def test_a_new_files_missing_label_is_left_out_unless_the_model_needs_it(mixed_csv, tmp_path, capsys, caplog):
+    """A file for a trained run: a blank label cell leaves the labels out with a warning (it was an error that
+    advised --impute drop, which would lose the row), so an unconditioned model encodes every row; a conditioned
+    one is refused."""
+    rows = mixed_rows(20, seed=4)
+    rows[2] = rows[2].rsplit(",", 1)[0] + ","
+    new = tmp_path / "new.csv"
+    new.write_text("\n".join([MIXED_HEADER, *rows]) + "\n")
+    for condition, code in (([], 0), (["--condition", "label"], 2)):
+        run = tmp_path / f"run{code}"
+        assert main(["train", "--data", str(mixed_csv), "--label-column", "target", *condition, "--latent-dim", "2",
+                     "--epochs", "1", "--out", str(run), "--no-progress"]) == 0
+        capsys.readouterr()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert main(["encode", str(run), "--data", str(new), "--out", str(tmp_path / "c.npy")]) == code
+        err = capsys.readouterr().err
+        assert "the label column 'target' is missing at line 4: the file's labels are left out" in caplog.text
+    assert np.load(tmp_path / "c.npy").shape == (20, 2)
+    assert "the model is conditioned on labels" in err
+
+
 # ---- the table likelihood against torch's distributions -------------------------------------------------------
 
 def test_the_table_likelihood_is_the_sum_of_torch_distributions(mixed_csv):

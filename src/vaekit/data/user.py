@@ -362,7 +362,11 @@ def _load_table(path: Path, cfg: DataConfig, schema: tables.TableSchema | None =
             table = table.take([row for row in range(table.n_rows) if row not in keep])
     elif label is not None:
         missing = tables.missing_cells(table, [label]).get(label)
-        if missing:
+        if missing and all_rows:  # a file for a trained run, whose labels only a label-conditioned model needs
+            log.warning("%s: the label column %r is missing at %s%s: the file's labels are left out", path, label,
+                        table.where(missing[0]), f" and {len(missing) - 1} more rows" if len(missing) > 1 else "")
+            label = None
+        elif missing:
             raise VaekitError(f"{path}: the label column {label!r} is missing at {table.where(missing[0])}"
                               f"{f' and {len(missing) - 1} more rows' if len(missing) > 1 else ''}: fill it in, or "
                               "pass --impute drop to drop those rows")
