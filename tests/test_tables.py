@@ -79,6 +79,14 @@ def test_column_types_can_be_overridden_and_columns_ignored(mixed_csv):
         load(mixed_csv, column_types="sex=numeric")
     with pytest.raises(VaekitError, match="must look like age=numeric"):
         load(mixed_csv, column_types="age=number")
+    # names holding a comma or '=' (a CSV may name a column so): split at the commas that end a type
+    assert tables.parse_column_types("income, USD=numeric,id=ref=ignore, a = binary") == {
+        "income, USD": "numeric", "id=ref": "ignore", "a": "binary"}
+    path = mixed_csv.with_name("quoted.csv")
+    path.write_text(mixed_csv.read_text().replace("income,city", '"income, USD","city=town"', 1))
+    kinds = {column.name: column.kind
+             for column in load(path, column_types="income, USD=ignore,city=town=categorical,target=ignore").table.columns}
+    assert kinds["city=town"] == "categorical" and "income, USD" not in kinds and len(kinds) == 5
 
 
 @pytest.mark.parametrize("delimiter,suffix", [(";", ".csv"), ("\t", ".tsv"), ("|", ".csv")])

@@ -358,7 +358,7 @@ def parse_column_types(text: str | dict | None) -> dict[str, str]:
     """"age=numeric,sex=categorical" (or a mapping) -> {"age": "numeric", "sex": "categorical"}."""
     if not text:
         return {}
-    pairs = text.items() if isinstance(text, dict) else (item.partition("=")[::2] for item in str(text).split(","))
+    pairs = text.items() if isinstance(text, dict) else _type_pairs(str(text))
     types = {}
     for name, kind in pairs:
         name, kind = str(name).strip(), str(kind).strip()
@@ -367,6 +367,22 @@ def parse_column_types(text: str | dict | None) -> dict[str, str]:
                               f"{', '.join((*KINDS, 'ignore'))}; got {name}={kind!r}")
         types[name] = kind
     return types
+
+
+TYPE_PAIR = re.compile(r"\s*(.+?)\s*=\s*(numeric|binary|categorical|ignore)\s*(?:,|$)")
+
+
+def _type_pairs(text: str) -> list[tuple[str, str]]:
+    """NAME=TYPE pairs split at the commas that end a type, so that a name may hold ',' or '=' ("income, USD",
+    "id=ref"); a part that is no such pair is returned as it reads, for the error."""
+    pairs, at = [], 0
+    while at < len(text):
+        match = TYPE_PAIR.match(text, at)
+        if match is None:
+            return [*pairs, *(item.partition("=")[::2] for item in text[at:].split(","))]
+        pairs.append((match.group(1), match.group(2)))
+        at = match.end()
+    return pairs
 
 
 def infer_kind(name: str, cells: Sequence[Cell], table: RawTable, declared: str | None = None) -> str:
