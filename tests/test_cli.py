@@ -633,3 +633,17 @@ def test_mistakes_a_sweep_of_every_command_found_are_one_line_errors(small_run, 
             assert main(["train", "--data", "digits", "--limit", "100", "--hidden-dims", "8", *flags, "--out",
                          str(tmp_path / "r0"), "--overwrite", "--no-progress"]) == 0
         assert all(text in caplog.text for text in says), caplog.text
+
+
+def test_flags_are_taken_only_as_spelled(capsys):
+    """argparse's abbreviations took `--label 3` on a command without --label as --label-column 3 and ran on in
+    silence: every flag must now be spelled out, and anything else is named as unrecognized."""
+    from vaekit.cli import build_parser
+
+    for argv, flag in ((["traverse", "RUN", "--out", "t.png", "--label", "3"], "--label 3"),
+                       (["sample", "RUN", "--out", "s.png", "--lab", "3"], "--lab 3"),
+                       (["train", "--data", "digits", "--npr", "2"], "--npr 2")):
+        with pytest.raises(SystemExit) as stop:
+            build_parser().parse_args(argv)
+        assert stop.value.code == 2
+        assert f"unrecognized arguments: {flag}" in capsys.readouterr().err

@@ -325,7 +325,7 @@ def test_the_exit_code_of_several_processes_names_the_first_real_failure(capsys)
 def test_launch_helpers(monkeypatch):
     from vaekit.cli.cmd_train import _without_nproc
 
-    argv = ["train", "--data", "x", "--nproc", "2", "--npr=3", "--np", "4", "--no-progress", "--n", "5"]
+    argv = ["train", "--data", "x", "--nproc", "2", "--nproc=3", "--no-progress", "--n", "5"]
     assert _without_nproc(argv) == ["train", "--data", "x", "--no-progress", "--n", "5"]
     # another process's failure seen here, and this process's own
     assert distributed.broken_collective(RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer"))

@@ -52,7 +52,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
     for item in argv:
         if skip:
             skip = False
-        elif len(item.split("=")[0]) >= 4 and "--nproc".startswith(item.split("=")[0]):  # argparse takes --npr too
+        elif item.split("=")[0] == "--nproc":  # (flags are taken only as spelled: no abbreviations)
             skip = "=" not in item
         else:
             kept.append(item)
