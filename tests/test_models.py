@@ -134,6 +134,31 @@ def test_labels_given_to_a_model_not_conditioned_on_them_are_refused_from_python
     assert model.sample(4).shape[0] == 4 and model.encode(x).mean.shape == (4, 2)
 
 
+def test_a_conditioned_models_labels_are_class_indices_or_refused():
+    """A fraction, a bool, text or a table of labels was cast to some class in silence (2.7 to 2, -0.5 to 0, True to
+    1; one item given two labels kept the first); in-memory data with fractional labels merged classes."""
+    model = make("vae", (1, 8, 8))
+    model = build_model(replace(model.config, condition="label", num_labels=10))
+    generator = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    three = model.sample(2, y=3, generator=generator())
+    for same in (3, 3.0, torch.tensor(3), torch.tensor([3.0]), [3, 3]):
+        assert torch.equal(model.sample(2, y=same, generator=generator()), three)
+    for bad, says in ((2.7, "fractions such as 2.7"), (-0.5, "fractions such as -0.5"), (True, "got True"),
+                      ("3", "got '3'"), ([[1], [2]], r"shape \(2, 1\)"), (torch.tensor([True, False]), "torch.bool"),
+                      (float("nan"), "fractions such as nan"), (-1, r"0..9, got values in \[-1, -1\]")):
+        with pytest.raises(vaekit.VaekitError, match=says):
+            model.sample(2, y=bad)
+    x = torch.rand(2, 1, 8, 8)
+    with pytest.raises(vaekit.VaekitError, match="one item takes one label, got 2"):
+        vaekit.latent.interpolate(model, x[0], x[1], steps=3, y1=torch.tensor([3, 5]), y2=1)
+    data = load_dataset(DataConfig(name="digits"))
+    halves = vaekit.Dataset("halves", data.x_train, data.x_test, data.y_train.float() - 0.4, data.y_test.float() - 0.4)
+    with pytest.raises(vaekit.VaekitError, match="needs class indices 0..N-1, but halves's labels are fractions"):
+        resolve_config(RunConfig(model=ModelConfig(condition="label")), halves)
+    whole = vaekit.Dataset("whole", data.x_train, data.x_test, data.y_train.float(), data.y_test.float())
+    assert resolve_config(RunConfig(model=ModelConfig(condition="label")), whole).model.num_labels == 10
+
+
 def test_likelihood_auto_follows_the_data_range():
     data = load_dataset(DataConfig(name="digits"))
     assert resolve_config(RunConfig(), data).model.likelihood == "bernoulli"

@@ -73,7 +73,13 @@ def decode_mean(model: Model, z: torch.Tensor, y: int | torch.Tensor | None = No
 
 
 def _one_label(y: int | torch.Tensor | None) -> torch.Tensor | None:
-    return None if y is None else torch.as_tensor(y).reshape(-1)[:1]
+    """One item's label as a (1,) tensor (more than one is refused: the rest were dropped in silence)."""
+    if y is None:
+        return None
+    y = torch.as_tensor(y) if not isinstance(y, (str, bytes, bool)) else y
+    if torch.is_tensor(y) and y.numel() != 1:
+        raise VaekitError(f"one item takes one label, got {y.numel()}: give the item's class index")
+    return y.reshape(1) if torch.is_tensor(y) else y  # (anything else: refused by the model, naming it)
 
 
 def code_size(model: Model) -> int:

@@ -187,8 +187,23 @@ class Model(nn.Module):
         return F.one_hot(y.to(self.device), self.num_labels).float()
 
     def expand_labels(self, y: torch.Tensor | int, batch: int) -> torch.Tensor:
-        """Labels as a (batch,) long tensor: one per item, or one for all."""
-        y = torch.as_tensor(y).long().reshape(-1)
+        """Labels as a (batch,) long tensor: one per item, or one for all. Class indices only: a bool, text, a
+        fraction or a table of labels is refused (they were cast to a class in silence: 2.7 to 2, True to 1)."""
+        if not torch.is_tensor(y):
+            if isinstance(y, (bool, str, bytes)):
+                raise VaekitError(f"labels must be class indices (int), got {y!r}")
+            try:
+                y = torch.as_tensor(y)
+            except (TypeError, ValueError, RuntimeError):
+                raise VaekitError(f"labels must be class indices (ints), got {type(y).__name__}") from None
+        if y.dtype == torch.bool or y.dtype.is_complex or y.dim() > 1:
+            raise VaekitError(f"labels must be class indices: one int per item (batch,), got a {y.dtype} tensor of "
+                              f"shape {tuple(y.shape)}")
+        if y.dtype.is_floating_point:  # whole numbers are fine as they are; a fraction is no class
+            if y.device.type == "cpu" and not bool(torch.isfinite(y).all() and (y == y.round()).all()):
+                raise VaekitError("labels must be class indices (whole numbers), got fractions such as "
+                                  f"{float(y[y != y.round()].reshape(-1)[0]):g}")
+        y = y.long().reshape(-1)
         if y.numel() == 1 and batch != 1:
             y = y.expand(batch)
         if y.numel() != batch:

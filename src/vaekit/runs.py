@@ -75,6 +75,12 @@ def dataset_classes(dataset: Dataset) -> int:
     if dataset.y_train is None or dataset.y_test is None:
         raise VaekitError(f"--condition label needs class labels, but {dataset.name} has none: drop --condition "
                           "label, or give labelled data (e.g. --label-column for a CSV)")
+    for y in (dataset.y_train, dataset.y_test):  # (a fraction was cut to a class in silence, merging two)
+        if y.dtype == torch.bool or y.dtype.is_complex or (y.dtype.is_floating_point and y.numel() and not bool(
+                torch.isfinite(y).all() and (y == y.round()).all())):
+            raise VaekitError(f"--condition label needs class indices 0..N-1, but {dataset.name}'s labels are "
+                              f"{'fractions' if y.dtype.is_floating_point else y.dtype}: relabel the classes 0..N-1 "
+                              "(ints)")
     if dataset.label_names:
         classes = len(dataset.label_names)
     else:
