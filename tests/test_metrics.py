@@ -271,11 +271,11 @@ REQUIRED = {"elbo", "recon", "kl", "nll", "nll_stderr", "iw_samples", "active_un
             "bits_per_dim", "squared_error", "n_examples", "split", "seconds"}
 
 
-def tiny_run(tmp_path, family: str):
+def tiny_run(tmp_path, family: str, condition: str = "none"):
     cfg = RunConfig(data=DataConfig(name="digits"),
-                    model=ModelConfig(family=family, latent_dim=4, network="mlp", hidden_dims=(32,)),
+                    model=ModelConfig(family=family, latent_dim=4, network="mlp", hidden_dims=(32,), condition=condition),
                     train=TrainConfig(epochs=1, batch_size=128, progress=False))
-    return vaekit.train(cfg, out=tmp_path / family).directory
+    return vaekit.train(cfg, out=tmp_path / f"{family}-{condition}").directory
 
 
 def test_cli_evaluate_writes_json(tmp_path, capsys):
@@ -353,7 +353,8 @@ def test_per_item_values_are_the_closed_form_and_paired_differences_are_exact(tm
     table = tmp_path / "exact.csv"
     vaekit.checkpoint.write_lines(table, metrics.item_lines(exact, x))
     lines = table.read_text().splitlines()
-    assert lines[0] == "item,data_sha256,iw_samples,nll,elbo,kl,recon_at_mean,squared_error" and len(lines) == n + 1
+    assert lines[0] == "item,data_sha256,iw_samples,nll,elbo,kl,recon_at_mean,squared_error,given_labels"
+    assert len(lines) == n + 1 and lines[1].endswith(",0")
     read = metrics.read_items(table, x)
     torch.testing.assert_close(read["nll"], exact.per_item["nll"], atol=0, rtol=0)  # repr round-trips floats
 
@@ -386,6 +387,14 @@ def test_cli_per_item_and_compare_to(tmp_path, capsys):
     assert paired["nll"]["difference"] == pytest.approx(theirs["nll"] - mine["nll"], abs=1e-9)
     assert 0 < paired["nll"]["stderr"] < min(theirs["nll_stderr"], mine["nll_stderr"])
     assert paired["elbo"]["difference"] == pytest.approx(theirs["elbo"] - mine["elbo"], abs=1e-9)
+    assert theirs["given_labels"] is mine["given_labels"] is False and "note" not in paired
+    # a label-conditioned model's densities are of x given its label: said in its results, and in a pairing with a
+    # model without labels
+    conditioned = tiny_run(tmp_path, "vae", condition="label")
+    assert main(["evaluate", str(conditioned), *common, "--compare-to", str(table)]) == 0
+    given = json.loads(capsys.readouterr().out)
+    assert given["given_labels"] is True
+    assert given["paired"]["note"].startswith("this model's measures are of x given its label (-log p(x|y))")
 
 
 @pytest.mark.parametrize("case", ["missing", "fewer", "other split", "not a table", "not numbers"])

@@ -108,6 +108,9 @@ class Evaluation:
     terms: dict[str, float]
     seed: int
     seconds: float
+    # A label-conditioned model's: every density above is of x given its label (nll: -log p(x|y)), which a model
+    # without the label cannot be compared with as such (the label's information is in the difference)
+    given_labels: bool = False
     # Per item (N,) float64, in item order: nll, elbo, kl (where computed), recon_at_mean, squared_error; for paired
     # comparisons of two models on the same items (item_lines, paired). Not part of to_dict.
     per_item: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict, repr=False, compare=False)
@@ -469,6 +472,7 @@ def evaluate(
         terms=extra,
         seed=seed,
         seconds=time.perf_counter() - began,
+        given_labels=bool(model.num_labels),
         per_item={**per_item, "recon_at_mean": reconstruction.nll_at_mean.double().cpu() + units,
                   "squared_error": reconstruction.squared_error.double().cpu()},
     )
@@ -479,6 +483,7 @@ def evaluate(
 # ---- per-item tables: two models compared on the same items ---------------------------------------------------
 
 ITEM_KEY, DIGEST_KEY, K_KEY = "item", "data_sha256", "iw_samples"
+GIVEN_KEY = "given_labels"  # 1 where the measures are of x given its label (a label-conditioned model), else 0
 ITEM_MEASURES = ("nll", "elbo", "kl", "recon_at_mean", "squared_error")
 
 
@@ -493,9 +498,10 @@ def item_lines(result: Evaluation, x: torch.Tensor) -> list[str]:
     ITEM_MEASURES that was computed, in nats (squared_error in the data's units)."""
     names = [m for m in ITEM_MEASURES if m in result.per_item]
     columns = [result.per_item[m].tolist() for m in names]
-    lines = [",".join([ITEM_KEY, DIGEST_KEY, K_KEY, *names])]
+    lines = [",".join([ITEM_KEY, DIGEST_KEY, K_KEY, *names, GIVEN_KEY])]
     for i, digest in enumerate(item_digests(x)):
-        lines.append(",".join([str(i), digest, str(result.iw_samples), *(repr(c[i]) for c in columns)]))
+        lines.append(",".join([str(i), digest, str(result.iw_samples), *(repr(c[i]) for c in columns),
+                               str(int(result.given_labels))]))
     return lines
 
 
@@ -523,7 +529,8 @@ def read_items(path: str | Path, x: torch.Tensor | None = None) -> dict[str, Any
             raise ValueError("its items are not numbered 0, 1, 2, ...")
     except (TypeError, ValueError) as e:
         raise VaekitError(f"{path} holds a value that is not a number or a missing one ({e}): {fix}") from None
-    items = {"path": str(path), "digests": [r[DIGEST_KEY] for r in rows], K_KEY: min(ks), **table}
+    items = {"path": str(path), "digests": [r[DIGEST_KEY] for r in rows], K_KEY: min(ks), **table,
+             GIVEN_KEY: rows[0].get(GIVEN_KEY) == "1"}  # (a table written before the column: no labels given)
     if x is not None:
         _check_items(items, x)
     return items
@@ -554,6 +561,11 @@ def paired(result: Evaluation, table: dict[str, Any]) -> dict[str, Any]:
                           "elbo or kl): evaluate both with --iw-samples K")
     out: dict[str, Any] = {"against": str(other), "items": n, "iw_samples": result.iw_samples,
                            "other_iw_samples": table[K_KEY]}
+    if result.given_labels != table[GIVEN_KEY]:
+        which = "this model's" if result.given_labels else "the other model's"
+        out["note"] = (f"{which} measures are of x given its label (-log p(x|y)), the other's of x alone: the "
+                       "difference includes the information the label gives")
+        log.warning("%s", out["note"])
     for m in measures:
         mine, theirs = result.per_item[m], table[m]
         difference, stderr = mean_and_stderr(mine - theirs)
