@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import zlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -568,6 +569,16 @@ def test_classes_named_by_digits_are_found_by_name_from_text_and_by_index_from_n
         assert np.array_equal(by["1"], by[0]) and not np.array_equal(by["1"], by["2"])
         response = client.post("/api/decode", json={"z": z, "label": 2})
         assert response.status_code == 404 and "class indices are 0..1" in response.json()["error"]
+    explorer.close()
+    # served data labelled by class index: the model's own names still name its classes (they showed as indices)
+    indexed = replace(load_dataset(DataConfig(name=str(tmp_path / "named.npz"))), label_names=None)
+    explorer = Explorer(checkpoint.load(tmp_path / "run"), indexed, run=str(tmp_path / "run"))
+    with TestClient(create_app(explorer), base_url=BASE) as client:
+        assert client.get("/api/info").json()["labels"] == ["1", "2"]
+        first = int(indexed.y_test[0])
+        assert client.get("/api/item/0").json()["label"] == ("1", "2")[first]
+        assert client.post("/api/sample", json={"n": 1, "seed": 0, "label": "2"}).json()["decoded_with"] == "2"
+    explorer.close()
     explorer.close()
 
 

@@ -600,6 +600,8 @@ class Explorer:
         return y
 
     def _label_names(self) -> list[str]:
+        if self.model.num_labels and self.model.config.label_names:  # the classes the model decodes with, by name
+            return list(self.model.config.label_names)
         if self.dataset.label_names:
             return list(self.dataset.label_names)
         count = self.model.num_labels or (int(self.dataset.y_train.max()) + 1 if self.dataset.y_train is not None else 0)
