@@ -279,6 +279,20 @@ def test_latent_map_coloured_by_an_attribute_names_it_in_the_legend(tmp_path, mo
     assert seen["names"] is None  # a continuous attribute: a colour scale
 
 
+def test_latent_map_decodes_a_conditioned_models_grid_with_the_label_asked_for(tmp_path, monkeypatch):
+    """--label picks the class the grid is decoded with (it was always class 0, with no way to choose)."""
+    run = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--limit", "300", "--epochs", "1", "--network", "mlp", "--hidden-dims",
+                 "16", "--latent-dim", "2", "--condition", "label", "--no-progress", "--out", str(run)]) == 0
+    seen = {}
+    monkeypatch.setattr(viz, "plot_latent_map", lambda result, out, manifold_label=None, **_: seen.update(
+        label=manifold_label) or out)
+    for flags, label in (([], None), (["--label", "3"], 3)):
+        assert main(["latent-map", str(run), *flags, "--out", str(tmp_path / "m.png")]) == 0
+        assert seen.pop("label") == label
+    assert main(["latent-map", str(run), "--label", "10", "--out", str(tmp_path / "m.png")]) == 2 and not seen
+
+
 def test_latent_map_of_many_classes_gets_a_colour_scale_not_a_legend(tmp_path, monkeypatch):
     """32 people (Olivetti's training split): tab20's colours would repeat and the legend cover the plot."""
     generator = np.random.default_rng(1)
@@ -312,7 +326,7 @@ def test_latent_map_is_to_scale_interleaves_classes_and_says_what_its_points_are
     cfg = ModelConfig(family="vae", latent_dim=2, network="mlp", hidden_dims=(8,), likelihood="bernoulli",
                       data_shape=(1, 4, 4), condition="label", num_labels=3, label_names=("cat", "dog", "owl"))
     viz.plot_latent_map(flat, tmp_path / "c.png", manifold=build_model(cfg).eval(), manifold_label=2)
-    assert figures[-1].axes[1].get_title().endswith(", class owl")
+    assert figures[-1].axes[1].get_title().split("\n")[0].endswith(", class owl")
 
 
 def test_latent_map_manifold_keeps_items_their_shape(tmp_path, monkeypatch):

@@ -234,8 +234,8 @@ def plot_latent_map(latent_map, path: str | Path, label_names: list[str] | tuple
         if label is not None:
             names = manifold.config.label_names
             of_class = f", class {names[int(label)] if int(label) < len(names) else int(label)}"
-        right.set_title(f"decoded {grid}x{grid} grid over the box (5th-95th percentile per axis){plane}{of_class}",
-                        fontsize=10)
+        right.set_title(f"decoded {grid}x{grid} grid over the box{of_class}\n(5th-95th percentile per axis){plane}",
+                        fontsize=10)  # two lines: in one, the end (the class) was cut off the figure
     return _save_figure(fig, path)
 
 

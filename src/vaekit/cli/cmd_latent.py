@@ -16,8 +16,8 @@ from ..errors import VaekitError
 from ..files import atomic_write, write_text
 from ..data.tables import model_table
 from .common import (
-    add_data_flags, add_out, add_seed, add_split, add_threads, decoded_count, load_run, pick, run_dataset, save_output,
-    split_labels,
+    add_data_flags, add_label, add_out, add_seed, add_split, add_threads, decoded_count, load_run, parse_label, pick,
+    run_dataset, save_output, split_labels,
 )
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=["auto", "latent", "pca"], default="auto")
     p.add_argument("--color-by", help="an attribute to colour by (default: the class label, if any)")
     p.add_argument("--no-manifold", action="store_true", help="only the scatter, no decoded grid")
+    add_label(p, help="class the decoded grid is decoded with, for a label-conditioned model (default: the first)")
     add_out(p, help=".png picture or .npy of the 2-D points (N, 2)")
     p.set_defaults(func=latent_map)
 
@@ -300,6 +301,7 @@ def neighbours(args: argparse.Namespace) -> int:
 def latent_map(args: argparse.Namespace) -> int:
     model, dataset, x, y = _load(args)
     n = _positive(args.n, "--n")
+    grid_label = parse_label(model, args.label)  # said before the work
     split = dataset.split(args.split)
     labels, names = split.y, dataset.label_names
     if args.color_by is not None:
@@ -322,5 +324,6 @@ def latent_map(args: argparse.Namespace) -> int:
         raise VaekitError(f"cannot write {args.out}: --out must end in .png (a picture) or .npy (the 2-D points)")
     manifold = None if args.no_manifold or not dataset.is_image else model
     print(viz.plot_latent_map(result, args.out, label_names=names, manifold=manifold, split=args.split,
-                              codes="codes" if latent.point_codes(model, x, y) else "posterior means"))
+                              codes="codes" if latent.point_codes(model, x, y) else "posterior means",
+                              manifold_label=grid_label))
     return 0
