@@ -750,6 +750,15 @@ def test_a_column_of_row_ids_is_named_as_probably_ids(tmp_path):
     assert not looks_like_ids([float(f"{m:.6e}") for m in rng.uniform(1e29, 1e32, 3000)])
     frame = frame_table(np.column_stack([numbered, rng.normal(size=n)]), names=["i", "v"], source="X")
     assert any("(i)" in note for note in fit_schema(frame, range(n)).notes)
+    # a small table's text IDs (R000, R001, ...: under 50 rows they are not refused as too many categories) are
+    # named too, unless declared; a category that repeats is not
+    small = tmp_path / "small.csv"
+    small.write_text("ref,colour,x\n" + "".join(f"R{i:03},{'ab'[i % 2]},{rng.normal()!r}\n" for i in range(30)))
+    notes = " ".join(fit_schema(tables.read_table(small), range(30)).notes)
+    assert "1 column(s) hold a different text in every row (ref): IDs or names?" in notes
+    assert "--column-types ref=ignore" in notes and "colour" not in notes
+    assert not any("different text" in note for note in fit_schema(tables.read_table(small), range(30),
+                                                                       {"ref": "categorical"}).notes)
 
 
 def test_a_numeric_columns_reported_density_is_in_the_users_units(tmp_path, capsys):

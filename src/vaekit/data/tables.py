@@ -583,7 +583,7 @@ def fit_schema(table: RawTable, train_rows: Sequence[int], column_types: dict[st
             _column(table, name)  # names the column with a suggestion
         if name == label:
             raise VaekitError(f"{name!r} is the label column: it is not a feature, so it takes no column type")
-    columns, constant, empty, ids = [], [], [], []
+    columns, constant, empty, ids, text_ids = [], [], [], [], []
     for name, cells in zip(table.names, table.columns, strict=True):
         declared = column_types.get(name)
         if name == label or declared == "ignore":
@@ -616,6 +616,9 @@ def fit_schema(table: RawTable, train_rows: Sequence[int], column_types: dict[st
             categories = tuple(sorted({_value(c) for c in cells if c is not None}, key=_sort_key))
             if len(categories) == 1:
                 constant.append(name)
+            present = sum(c is not None for c in cells)
+            if declared is None and kind == "categorical" and present >= ID_ROWS and len(categories) == present:
+                text_ids.append(name)  # a small table's names or codes, one per row: each its own category
             counts = Counter(_value(c) for c in train)
             fill = max(categories, key=lambda v: (counts[v], -categories.index(v)))
             columns.append(Column(name, kind, categories, fill=fill))
@@ -635,6 +638,11 @@ def fit_schema(table: RawTable, train_rows: Sequence[int], column_types: dict[st
                      f"({shown}): IDs? As numbers they tell the model only a row's place in the numbering; drop them "
                      f"(--column-types {ids[0]}=ignore), or declare them numeric to keep them (--column-types "
                      f"{ids[0]}=numeric)")
+    if text_ids:
+        shown = ", ".join(text_ids[:8]) + (f" and {len(text_ids) - 8} more" if len(text_ids) > 8 else "")
+        notes.append(f"{len(text_ids)} column(s) hold a different text in every row ({shown}): IDs or names? As "
+                     "categories each row's value is a class of its own, which tells the model nothing about other "
+                     f"rows; drop them (--column-types {text_ids[0]}=ignore)")
     return TableSchema(tuple(columns), label, tuple(notes))
 
 
