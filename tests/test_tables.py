@@ -708,7 +708,7 @@ def test_a_tables_numeric_labels_are_classes_as_written(tmp_path, capsys):
     path.write_text("a,b,y\n" + "".join(f"{rng.normal(0, 1)!r},{rng.normal(0, 1)!r},{(-1) ** i}\n" for i in range(60)))
     assert load(path, label_column="y").label_names == ("-1", "1")
     path.write_text("a,b,y\n" + "".join(f"{i!r},{i % 3},{i * 0.5}\n" for i in range(60)))
-    with pytest.raises(VaekitError, match="holds the non-integer label 0.5: labels are classes"):
+    with pytest.raises(VaekitError, match="holds the label 0.5, which is no class: labels are classes"):
         load(path, label_column="y")
 
 

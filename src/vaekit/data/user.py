@@ -397,10 +397,14 @@ def _table_labels(cells: Sequence[Any], source: str) -> tuple[torch.Tensor, tupl
     and three classes, in numeric order), so that no class is made up (labels 1..3 taken as indices made a class 0)
     and a new file's classes map to a run's by name."""
     numeric = all(isinstance(cell, (int, float)) and not isinstance(cell, bool) for cell in cells)
-    if numeric and not all(math.isfinite(cell) and float(cell).is_integer() for cell in cells):
-        shown = next(cell for cell in cells if not (math.isfinite(cell) and float(cell).is_integer()))
-        raise VaekitError(f"{source} holds the non-integer label {shown:g}: labels are classes, named by text or "
-                          "whole numbers; choose a column of classes")
+
+    def whole(cell: float) -> bool:  # (beyond 2^53 a float no longer holds the number as written)
+        return math.isfinite(cell) and float(cell).is_integer() and abs(cell) < 2**53
+
+    if numeric and not all(whole(cell) for cell in cells):
+        shown = next(cell for cell in cells if not whole(cell))
+        raise VaekitError(f"{source} holds the label {shown:g}, which is no class: labels are classes, named by text "
+                          "or by whole numbers below 2^53; choose a column of classes")
     written = [str(int(c)) if isinstance(c, (int, float)) and not isinstance(c, bool) and float(c).is_integer()
                else str(c) for c in cells]
     names = sorted(set(written), key=int) if numeric else sorted(set(written))
