@@ -11,7 +11,9 @@ import signal
 import sys
 from pathlib import Path
 
-import torch
+import sklearn.datasets  # noqa: F401  (the digits' loader, and torch's compiler that Adam imports: loaded once by
+import torch  # the fork server, not again by each of the ~70 children, which took 5 of each child's 7 s)
+import torch._dynamo  # noqa: F401
 
 from vaekit.cli import main
 
