@@ -175,7 +175,8 @@ def test_a_table_models_files_are_usable_without_vaekit(tmp_path):
     described = json.loads((tmp_path / "onnx" / "onnx.json").read_text())
     layout = described["table"]
     assert [c["name"] for c in layout["columns"]] == ["size", "colour", "shade"]
-    assert described["labels"]["names"] == ["x", "y"]
+    assert described["labels"]["names"] == ["x", "y"] and described["labels"]["count"] == 2
+    assert "i in 0..1; any other value decodes with no class" in described["labels"]["how"]
     rows = [line.split(",") for line in lines[1:]]
     x = np.zeros((len(rows), described["data_shape"][0]), np.float32)
     for column in layout["columns"]:

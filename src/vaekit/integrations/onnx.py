@@ -134,9 +134,15 @@ def _export(model: Model, directory: Path, opset: int | None, conditioned: bool,
     differences: dict[str, float] = {}
     description: dict = {"family": model.config.family, "data_shape": list(model.data_shape),
                          "code_shape": list(model.code_shape), "conditioned": conditioned, "files": {}}
-    if conditioned and model.config.label_names:
-        description["labels"] = {"names": list(model.config.label_names),
-                                 "how": "label i is the class names[i]"}
+    if conditioned:  # the graphs cannot refuse a label: one outside the classes gets an all-zero one-hot
+        description["labels"] = {"count": model.num_labels,
+                                 "how": f"a class index 0..{model.num_labels - 1}; any other value decodes with no "
+                                        "class (an all-zero one-hot), so check labels before"}
+        if model.config.label_names:
+            description["labels"]["names"] = list(model.config.label_names)
+            description["labels"]["how"] = f"label i is the class names[i], i in 0..{model.num_labels - 1}; any " \
+                                           "other value decodes with no class (an all-zero one-hot)"
+
     schema = model_table(model.config)
     if schema is not None:
         description["table"] = table_layout(schema)
