@@ -114,6 +114,9 @@ def test_decimal_commas_of_a_semicolon_file_are_numbers(tmp_path, caplog):
     assert table.column("city")[:2] == ("A,0", "B,1")  # text with a comma, not a number: as it is
     assert "read 'price' with decimal commas (2,5 as 2.5)" in caplog.text and "'city'" not in caplog.text
     assert load(path).table.columns[0].kind == "numeric"
+    # every cell of the form 1,234: a thousands separator as well, so left as text
+    path.write_text("n;m\n" + "".join(f"{i},{i * 37 % 1000:03};{i}\n" for i in range(1, 40)))
+    assert tables.read_table(path).column("n")[:2] == ("1,037", "2,074")
     comma = tmp_path / "comma.csv"
     comma.write_text('a,b\n"1,5",2\n"2,5",3\n"3,5",4\n')
     assert tables.read_table(comma).column("a") == ("1,5", "2,5", "3,5")

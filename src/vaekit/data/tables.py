@@ -256,12 +256,15 @@ def _read_delimited(path: Path, header: str = "auto") -> RawTable:
 
 
 DECIMAL_COMMA = re.compile(r"[+-]?(\d+,\d*|,\d+)([eE][+-]?\d+)?")
+THOUSANDS = re.compile(r"[+-]?\d{1,3},\d{3}")
 
 
 def _decimal_commas(cells: tuple[Cell, ...]) -> tuple[Cell, ...]:
     """A column whose text cells are all numbers with a decimal comma, as numbers; any other column as it is."""
     texts = [cell for cell in cells if isinstance(cell, str) and not isinstance(cell, LargeInteger)]
     if not texts or not all(DECIMAL_COMMA.fullmatch(text) for text in texts):
+        return cells
+    if all(THOUSANDS.fullmatch(text) for text in texts):  # 1,234 could as well be a thousand and more: left as text
         return cells
     return tuple(parse_cell(cell.replace(",", ".")) if isinstance(cell, str) and not isinstance(cell, LargeInteger)
                  else cell for cell in cells)
