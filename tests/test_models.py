@@ -145,7 +145,8 @@ def test_a_conditioned_models_labels_are_class_indices_or_refused():
         assert torch.equal(model.sample(2, y=same, generator=generator()), three)
     for bad, says in ((2.7, "fractions such as 2.7"), (-0.5, "fractions such as -0.5"), (True, "got True"),
                       ("3", "got '3'"), ([[1], [2]], r"shape \(2, 1\)"), (torch.tensor([True, False]), "torch.bool"),
-                      (float("nan"), "fractions such as nan"), (-1, r"0..9, got values in \[-1, -1\]")):
+                      (float("nan"), "fractions such as nan"), (float("inf"), "fractions such as inf"),
+                      (-1, r"0..9, got values in \[-1, -1\]")):
         with pytest.raises(vaekit.VaekitError, match=says):
             model.sample(2, y=bad)
     x = torch.rand(2, 1, 8, 8)

@@ -200,9 +200,10 @@ class Model(nn.Module):
             raise VaekitError(f"labels must be class indices: one int per item (batch,), got a {y.dtype} tensor of "
                               f"shape {tuple(y.shape)}")
         if y.dtype.is_floating_point:  # whole numbers are fine as they are; a fraction is no class
-            if y.device.type == "cpu" and not bool(torch.isfinite(y).all() and (y == y.round()).all()):
+            bad = ~(torch.isfinite(y) & (y == y.round())) if y.device.type == "cpu" else None
+            if bad is not None and bool(bad.any()):
                 raise VaekitError("labels must be class indices (whole numbers), got fractions such as "
-                                  f"{float(y[y != y.round()].reshape(-1)[0]):g}")
+                                  f"{float(y[bad].reshape(-1)[0]):g}")
         y = y.long().reshape(-1)
         if y.numel() == 1 and batch != 1:
             y = y.expand(batch)
