@@ -152,6 +152,8 @@ def test_a_conditioned_models_labels_are_class_indices_or_refused():
     x = torch.rand(2, 1, 8, 8)
     with pytest.raises(vaekit.VaekitError, match="one item takes one label, got 2"):
         vaekit.latent.interpolate(model, x[0], x[1], steps=3, y1=torch.tensor([3, 5]), y2=1)
+    with pytest.raises(vaekit.VaekitError, match="labels must be class indices"):
+        vaekit.latent.interpolate(model, x[0], x[1], steps=3, y1=["three"], y2=1)
     data = load_dataset(DataConfig(name="digits"))
     halves = vaekit.Dataset("halves", data.x_train, data.x_test, data.y_train.float() - 0.4, data.y_test.float() - 0.4)
     with pytest.raises(vaekit.VaekitError, match="needs class indices 0..N-1, but halves's labels are fractions"):

@@ -76,7 +76,10 @@ def _one_label(y: int | torch.Tensor | None) -> torch.Tensor | None:
     """One item's label as a (1,) tensor (more than one is refused: the rest were dropped in silence)."""
     if y is None:
         return None
-    y = torch.as_tensor(y) if not isinstance(y, (str, bytes, bool)) else y
+    try:
+        y = torch.as_tensor(y) if not isinstance(y, (str, bytes, bool)) else y
+    except (TypeError, ValueError, RuntimeError):
+        pass  # (not numbers: the model refuses it, naming it)
     if torch.is_tensor(y) and y.numel() != 1:
         raise VaekitError(f"one item takes one label, got {y.numel()}: give the item's class index")
     return y.reshape(1) if torch.is_tensor(y) else y  # (anything else: refused by the model, naming it)
