@@ -614,6 +614,17 @@ def test_a_table_models_rows_to_a_picture_are_refused_before_the_work(mixed_csv,
         assert "rows:" not in err and "nearest" not in err  # refused before the work
 
 
+def _without_label_names(run) -> None:
+    """The run as one written before its class names were kept: config.json without them, the model file naming it."""
+    config = json.loads((run / "config.json").read_text())
+    del config["model"]["label_names"]
+    text = json.dumps(config)
+    (run / "config.json").write_text(text)
+    tensors, metadata = checkpoint.read_checked(run / checkpoint.MODEL_FILE)  # the model file names its config
+    save_file(tensors, str(run / checkpoint.MODEL_FILE),
+              metadata={**metadata, checkpoint.CONFIG_KEY: hashlib.sha256(text.encode()).hexdigest()})
+
+
 def test_a_label_conditioned_run_maps_a_new_files_class_names_to_its_own(mixed_csv, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--data", str(mixed_csv), "--label-column", "city", "--condition", "label", "--latent-dim",
@@ -654,13 +665,7 @@ def test_a_label_conditioned_run_maps_a_new_files_class_names_to_its_own(mixed_c
         assert "has classes the model was not trained on ('Rome')" in capsys.readouterr().err
         assert not (tmp_path / "bad.npy").exists()
     # a run written before the names were kept knows only their count: a file with fewer classes is refused
-    config = json.loads((run / "config.json").read_text())
-    del config["model"]["label_names"]
-    text = json.dumps(config)
-    (run / "config.json").write_text(text)
-    tensors, metadata = checkpoint.read_checked(run / checkpoint.MODEL_FILE)  # the model file names its config
-    save_file(tensors, str(run / checkpoint.MODEL_FILE),
-              metadata={**metadata, checkpoint.CONFIG_KEY: hashlib.sha256(text.encode()).hexdigest()})
+    _without_label_names(run)
     assert checkpoint.load_config(run).model.label_names == ()
     assert main(["encode", str(run), "--data", str(new), "--out", str(tmp_path / "codes.npy")]) == 2
     assert "names 2 classes, the run was trained on 3" in capsys.readouterr().err
@@ -695,13 +700,7 @@ def test_a_tables_numeric_labels_are_classes_as_written(tmp_path, capsys):
                                vaekit.latent.encode_dataset(model, x, y=torch.tensor([3, 3])).numpy(), rtol=1e-6)
     # a run trained before numeric labels were named took them as class indices (here 0..3): a new file's labels
     # are indices for it still (label 2 is its class 2, not the third name of the file's)
-    config = json.loads((run / "config.json").read_text())
-    del config["model"]["label_names"]
-    text = json.dumps(config)
-    (run / "config.json").write_text(text)
-    tensors, metadata = checkpoint.read_checked(run / checkpoint.MODEL_FILE)  # the model file names its config
-    save_file(tensors, str(run / checkpoint.MODEL_FILE),
-              metadata={**metadata, checkpoint.CONFIG_KEY: hashlib.sha256(text.encode()).hexdigest()})
+    _without_label_names(run)
     new.write_text("a,b,y\n1.0,0.5,2\n2.0,0.1,0\n")
     assert main(["encode", str(run), "--data", str(new), "--out", str(tmp_path / "old.npy")]) == 0
     np.testing.assert_allclose(np.load(tmp_path / "old.npy"),
