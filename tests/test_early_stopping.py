@@ -219,3 +219,22 @@ def test_a_family_built_on_the_ae_with_a_penalty_of_its_own_keeps_its_beta():
     assert not Plain.has_regularizer
     cfg = RunConfig(model=ModelConfig(family="ae", beta=5.0))
     assert drop_unweighed(cfg, say=False).model.beta == 1.0
+
+
+def test_a_k_sample_family_stops_on_the_bound_it_trains_on(tmp_path, caplog):
+    """An IWAE stopped on its -ELBO, which worsens while the K-sample bound it trains on improves: it kept an early
+    epoch (1.5 nats worse on its own bound). It stops, and keeps its weights, by the validation bound."""
+    import logging
+
+    cfg = replace(OVERFIT, model=replace(OVERFIT.model, family="iwae"))
+    with caplog.at_level(logging.INFO, logger="vaekit.train"):
+        train(cfg, out=tmp_path / "run")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    bounds = [row["val_bound"] for row in rows]
+    best = bounds.index(min(bounds))
+    assert len(rows) < cfg.train.epochs and len(rows) - 1 - best == cfg.train.early_stopping
+    assert "no lower validation bound for 5 epochs" in caplog.text
+    model = vaekit.load(tmp_path / "run")
+    validation = hold_out(load_dataset(cfg.data), cfg.data, early_stopping=True)[1]
+    assert Trainer(model, TrainConfig(progress=False)).evaluate_loss(validation)["bound"] == \
+        pytest.approx(bounds[best], rel=1e-6)

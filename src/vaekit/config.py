@@ -224,8 +224,9 @@ class TrainConfig:
     kl_warmup_epochs: float = setting(0.0, "epochs over which the regularizer's weight ramps from 0 to beta",
                                       check=(non_negative, ">= 0"))
     grad_clip: float | None = setting(None, "clip the gradient norm to this value", check=(positive, "> 0"))
-    early_stopping: int | None = setting(None, "stop when the validation loss has not improved for this many "
-                                         "epochs; the run's model keeps the best epoch's weights",
+    early_stopping: int | None = setting(None, "stop when the validation loss (a K-sample family's: its training "
+                                         "bound) has not improved for this many epochs (no stop while the KL warm-up "
+                                         "lasts); the run's model keeps the best epoch's weights",
                                          check=(lambda v: v >= 1, "at least 1 (epochs)"))
     seed: int = setting(0, "seeds weights, shuffling and draws: same seed, same run",
                         check=(lambda v: 0 <= v < 2**63, "between 0 and 2^63 - 1"))

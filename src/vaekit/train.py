@@ -12,6 +12,7 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,11 @@ class EpochResult:
     def val_loss(self) -> float | None:
         """-ELBO on the data each epoch is judged on where the family has one, else its objective."""
         return None if self.val is None else self.val["loss"]
+
+    @property
+    def judged(self) -> float | None:
+        """What early stopping judges the epoch by (judged_loss): the validation loss, or a K-sample family's bound."""
+        return judged_loss(self.val)
 
     def to_dict(self) -> dict[str, Any]:
         """Flat, for metrics.jsonl: train_loss, train_<term>..., val_loss, val_<term>..., val_elbo."""
@@ -112,9 +118,20 @@ def mean_terms(model: Model, data: TensorData, batch_size: int = 1000, seed: int
     return {name: float(total) / len(data) for name, total in sums.items()}
 
 
+def judged_loss(val: Mapping[str, Any] | None, prefix: str = "") -> float | None:
+    """What early stopping judges an epoch by, from its val_ measures (`prefix` "val_" for a metrics.jsonl row): the
+    objective the family trains on at full weight where that is a K-sample bound (its `bound` term: iwae, hvae with
+    k above 1; their -ELBO worsens as the bound improves, so it kept too early an epoch), else the validation loss
+    (-ELBO, or the objective of a family without a bound)."""
+    if val is None:
+        return None
+    value = val.get(f"{prefix}bound", val.get(f"{prefix}loss"))
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def kept_index(val_losses: list[float | None], early_stopping: int | None) -> int:
     """Which epoch's weights a run keeps, as an index into its history: with early stopping the first epoch at the
-    lowest finite validation loss (the trainer's choice), else (or with none finite) the last."""
+    lowest finite judged loss (judged_loss: the trainer's choice), else (or with none finite) the last."""
     finite = [(v, i) for i, v in enumerate(val_losses) if v is not None and math.isfinite(v)]
     if early_stopping is None or not finite:
         return len(val_losses) - 1
@@ -518,23 +535,24 @@ class Trainer:
                      tuple(self.history))
 
     def _watch_validation(self) -> bool:
-        """With early stopping: keep the weights of a new best validation loss, and say whether the last
-        `early_stopping` epochs have all failed to improve on it (a non-finite loss never improves)."""
+        """With early stopping: keep the weights of a new best judged loss (judged_loss: the validation loss, or a
+        K-sample family's bound), and say whether the last `early_stopping` epochs have all failed to improve on it (a
+        non-finite loss never improves)."""
         patience = self.cfg.early_stopping
         if patience is None:
             return False
-        losses = [r.val_loss if r.val_loss is not None and math.isfinite(r.val_loss) else math.inf
-                  for r in self.history]
+        what = "bound" if self.history and self.history[-1].val and "bound" in self.history[-1].val else "loss"
+        losses = [r.judged if r.judged is not None and math.isfinite(r.judged) else math.inf for r in self.history]
         best = losses.index(min(losses))  # the first epoch at the lowest loss
         if best == len(losses) - 1:
             self.best = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         if len(losses) - 1 - best >= patience and self.epoch >= self.cfg.kl_warmup_epochs:  # not while the KL's
             # weight still ramps up (the validation loss is at full weight, and may rise while it does)
             self.stopped_early = True
-            log.info("epoch %d: no lower validation loss for %d epochs: stopping early, keeping epoch %d's weights "
-                     "(validation loss %.3f)", self.epoch, patience, best + 1, losses[best])
+            log.info("epoch %d: no lower validation %s for %d epochs: stopping early, keeping epoch %d's weights "
+                     "(validation %s %.3f)", self.epoch, what, patience, best + 1, what, losses[best])
         elif self.epoch == self.planned and best != len(losses) - 1:
-            log.info("keeping epoch %d's weights, its validation loss %.3f the lowest", best + 1, losses[best])
+            log.info("keeping epoch %d's weights, its validation %s %.3f the lowest", best + 1, what, losses[best])
         return self.stopped_early
 
     @contextlib.contextmanager
@@ -729,7 +747,8 @@ class Trainer:
             "epoch %d/%d  loss %.3f (%s)%s  %.1fs  %.0f items/s",
             self.epoch, self.planned, train_means["loss"],
             ", ".join(f"{k} {v:.3f}" for k, v in train_means.items() if k != "loss"),
-            "" if val_means is None else f"  val {val_means['loss']:.3f}", seconds, result.images_per_s,
+            "" if val_means is None else f"  val {val_means['loss']:.3f}" + (
+                f" (bound {val_means['bound']:.3f})" if "bound" in val_means else ""), seconds, result.images_per_s,
         )
         return result
 

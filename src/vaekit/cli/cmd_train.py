@@ -102,12 +102,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     summary = {"run": str(result.directory)}
     if result.history:  # the epoch whose weights the run holds (early stopping's kept one), and how many ran
-        last = result.history[kept_index([row.val_loss for row in result.history],
+        last = result.history[kept_index([row.judged for row in result.history],
                                          result.config.train.early_stopping)]
         if last is not result.history[-1]:
             summary["epochs_trained"] = result.history[-1].epoch
         summary.update(epoch=last.epoch, train_loss=json_number(round(last.train_loss, 4)),
                        val_loss=None if last.val_loss is None else json_number(round(last.val_loss, 4)),
+                       **({"val_bound": json_number(round(last.val["bound"], 4))}
+                          if last.val and "bound" in last.val else {}),
                        images_per_s=round(last.images_per_s, 1))
     print(json.dumps(summary))
     return 0

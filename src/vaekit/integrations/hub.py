@@ -24,7 +24,7 @@ from ..errors import VaekitError
 from ..files import FIX, scratch_folder, write_advice
 from ..models import Model
 from ..runs import METRICS_FILE
-from ..train import kept_index
+from ..train import judged_loss, kept_index
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def read_metrics(run: str | Path) -> dict[str, float]:
         return {}
     early_stopping = checkpoint.load_config(run).train.early_stopping if (Path(run) / checkpoint.CONFIG_FILE
                                                                            ).is_file() else None
-    row = rows[kept_index([r.get("val_loss") for r in rows], early_stopping)]
+    row = rows[kept_index([judged_loss(r, "val_") for r in rows], early_stopping)]
     numbers = {name: value for name, value in row.items()
                if (name in ("epoch", "train_loss") or name.startswith("val_")) and isinstance(value, (int, float))
                and not isinstance(value, bool) and math.isfinite(value)}
