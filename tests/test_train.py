@@ -484,3 +484,24 @@ def test_a_hook_set_on_a_callback_instance_runs(tmp_path):
                            train=vaekit.TrainConfig(epochs=2, progress=False))
     vaekit.train(cfg, callbacks=[callback])
     assert seen == [1, 2]
+
+
+def test_a_warm_up_longer_than_the_run_is_warned_of(digits_config, tmp_path, caplog):
+    """The hvae recipe cut to 3 epochs never left its 500-step learning-rate warm-up nor its KL warm-up, in silence:
+    the model ended trained at a fraction of --lr on a down-weighted KL."""
+    from vaekit.cli import main
+
+    steps = math.ceil(1437 / digits_config.train.batch_size) * 2  # digits' 1,437 training items, 2 epochs
+    for warmup, kl_epochs, said in ((steps, 0.0, ["never reaches --lr"]), (0, 2.5, ["ends at 0.78"]),
+                                    (steps - 1, 2.0, [])):
+        cfg = replace(digits_config, train=replace(digits_config.train, warmup_steps=warmup, schedule="cosine",
+                                                   kl_warmup_epochs=kl_epochs))
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            vaekit.train(cfg)
+        warned = [r.getMessage() for r in caplog.records if "warm" in r.getMessage()]
+        assert len(warned) == len(said) and all(s in w for s, w in zip(said, warned)), warned
+    caplog.clear()
+    assert main(["train", "--recipe", "hvae", "--data", "digits", "--epochs", "3", "--out", str(tmp_path / "run"),
+                 "--no-progress"]) == 0
+    assert "--warmup-steps 500 is at least the run's 18 steps (3 epochs of 6)" in caplog.text and "--kl-warmup-epochs" in caplog.text

@@ -408,6 +408,8 @@ class Trainer:
         val = val.to(self.device) if val is not None else None
         # The same for any number of processes: each takes batch_size / processes items of every batch.
         steps_per_epoch = math.ceil(len(train) / self.cfg.batch_size)
+        if self.epoch == 0:
+            self._check_warmups(steps_per_epoch)
         for hook in self._hooks("on_fit_begin"):
             hook(self)
         self.mark = self.clock()
@@ -533,6 +535,21 @@ class Trainer:
         tensors, meta = self.state_dict(history=False)  # the history as it is: its rows are frozen, no copy needed
         self.good = ({k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}, copy.deepcopy(meta),
                      tuple(self.history))
+
+    def _check_warmups(self, steps_per_epoch: int) -> None:
+        """A warning where a warm-up outlasts the run (its most epochs, under a time limit): the learning rate never
+        reaches --lr (nor starts its decay), or the model ends trained on a down-weighted regularizer, not its bound."""
+        total = steps_per_epoch * self.cfg.epochs
+        if self.cfg.warmup_steps >= total and self.cfg.warmup_steps > 1:
+            log.warning("--warmup-steps %d is at least the run's %d steps (%d epochs of %d): the learning rate never "
+                        "reaches --lr %g%s: lower --warmup-steps or train more epochs", self.cfg.warmup_steps, total,
+                        self.cfg.epochs, steps_per_epoch, self.cfg.lr,
+                        "" if self.cfg.schedule == "constant" else f" and its {self.cfg.schedule} schedule never starts")
+        if self.cfg.kl_warmup_epochs > self.cfg.epochs and unwrap(self.model).has_bound:
+            log.warning("--kl-warmup-epochs %g is more than the run's %d epochs: the regularizer's weight ends at %.2f "
+                        "of its full value, so the model is trained on a down-weighted KL, not its bound: lower "
+                        "--kl-warmup-epochs or train more epochs", self.cfg.kl_warmup_epochs, self.cfg.epochs,
+                        kl_scale(self.cfg, total - 1, steps_per_epoch))
 
     def _watch_validation(self) -> bool:
         """With early stopping: keep the weights of a new best judged loss (judged_loss: the validation loss, or a
