@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from vaekit.cli import main
@@ -435,6 +436,13 @@ def test_latent_pictures_say_what_they_show(small_run, tmp_path, monkeypatch, ca
     assert main(["traverse", str(small_run), "--dims", "1,0", "--steps", "3", "--out", out]) == 0
     assert seen["row_labels"] == ["z[1]", "z[0]"] and seen["captions"] == ["-3", "0", "+3"] * 2
     assert "item 0: one latent dimension per row, swept from -3 to 3 (in the prior's SD)" == seen["title"]
+    assert main(["traverse", str(small_run), "--top", "2", "--steps", "3", "--out", out]) == 0  # the same unit (it
+    assert seen["title"].endswith("(in the prior's SD)")  # said the codes' SD, and swept the prior's)
+    title = "item 0: one latent dimension per row, swept from -3 to 3 (in the codes' SD over the data)"
+    real(torch.rand(6, 1, 8, 8), out, ncol=3, row_labels=["z[12]", "z[3]"], title=title)
+    with Image.open(out) as picture:  # narrower than its title: wrapped, and no line cut off at either edge
+        band = np.asarray(picture.convert("L"))[:40]
+        assert band.min() < 100 and band[:, :3].min() == 255 and band[:, -3:].min() == 255
     assert main(["interpolate", str(small_run), "--from", "3", "--to", "5", "--steps", "4", "--out", out]) == 0
     assert seen["n"] == 6 and seen["captions"][0] == "item 3" and seen["captions"][-1] == "item 5"
     assert main(["interpolate", str(small_run), "--from", "3", "--to", "5", "--steps", "4",

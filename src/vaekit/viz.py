@@ -61,6 +61,26 @@ def save_images(images: torch.Tensor | np.ndarray, path: str | Path, ncol: int |
 WRAP = 16  # a strip of more items than this wraps onto more rows
 
 
+def _wrapped(title: str, width: float, fontsize: float = 10) -> str:
+    """The title wrapped onto as few lines as fit `width` pixels at 100 dots per inch, each line measured in the
+    font it is drawn in (an estimate of pixels per character cut long titles off at both edges)."""
+    import textwrap
+
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    prop, measure = FontProperties(size=fontsize), TextToPath()
+
+    def pixels(line: str) -> float:  # points at the font's size, to pixels at 100 dpi
+        return measure.get_text_width_height_descent(line, prop, ismath=False)[0] * 100 / 72
+
+    for chars in range(len(title), 11, -1):
+        text = textwrap.fill(title, chars)
+        if max(pixels(line) for line in text.splitlines()) <= width:
+            return text
+    return textwrap.fill(title, 12)
+
+
 def labelled_grid(images: torch.Tensor | np.ndarray, path: str | Path, ncol: int | None = None,
                   captions: list[str] | None = None, row_labels: list[str] | None = None,
                   title: str | None = None) -> Path:
@@ -89,10 +109,8 @@ def labelled_grid(images: torch.Tensor | np.ndarray, path: str | Path, ncol: int
         top, left = pad + band + r * (th + band + pad), pad + col * (tw + pad)
         canvas[top:top + th, left:left + tw] = tiles[i].repeat(zoom, 0).repeat(zoom, 1)
     left_margin = 8 + 7 * max((len(label) for label in row_labels or []), default=0)
-    if title:  # wrapped to the picture's width (about 6.5 pixels a character at this size)
-        import textwrap
-
-        title = textwrap.fill(title, max(30, int((canvas.shape[1] + left_margin - 16) / 6.5)))
+    if title:
+        title = _wrapped(title, canvas.shape[1] + left_margin - 16)
     top_margin = 8 + 15 * (title.count("\n") + 1) if title else 0
     height, width = canvas.shape[0] + top_margin, canvas.shape[1] + left_margin
     fig = plt.figure(figsize=(width / 100, height / 100), dpi=100)

@@ -32,9 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--item", type=int, default=0, help="index of the item in --split")
     dims = p.add_mutually_exclusive_group()
     dims.add_argument("--dims", help="dimensions to sweep, e.g. 0,3 (default: all)")
-    dims.add_argument("--top", type=int, metavar="N", help="the N most used dimensions (largest mean KL; AE: code variance)")
+    dims.add_argument("--top", type=int, metavar="N", help="the N most used dimensions (largest mean KL per "
+                      "dimension where the KL factorises; otherwise, as for an AE or a mixture or two-layer prior, "
+                      "the largest variance of the codes)")
     p.add_argument("--range", default="-3,3", help="values swept, LOW,HIGH, in the prior's standard deviations from "
-                   "its mean (default -3,3)")
+                   "its mean (a family whose codes do not follow its prior, such as ae or vqvae: the codes' own, over "
+                   "the data) (default -3,3)")
     p.add_argument("--steps", type=int, default=9, help="values per dimension")
     add_out(p, help=".png grid (one row per dimension) or .npy (n_dims, steps, *data_shape)")
     p.set_defaults(func=traverse)
@@ -178,7 +181,7 @@ def traverse(args: argparse.Namespace) -> int:
     log.info("rows: latent dimensions %s; columns: values %g..%g", ", ".join(map(str, result.dims)), *low_high)
     plain = args.out.endswith(".npy") or model_table(model.config) is not None
     values = torch.linspace(*low_high, args.steps).tolist()
-    unit = "the prior's SD" if model.codes_follow_prior and args.top is None else "the codes' SD over the data"
+    unit = "the prior's SD" if model.codes_follow_prior else "the codes' SD over the data"  # as latent.traverse
     print(_save(model, result.images if plain else result.grid(), args.out, ncol=args.steps,
                 captions=[_number(v) for v in values] * len(result.dims),
                 row_labels=[f"z[{d}]" for d in result.dims],
