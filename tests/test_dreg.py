@@ -171,6 +171,14 @@ def test_dreg_trains_from_the_cli_and_the_elbo_refuses_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--hvae-k" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "elbo" / "model.safetensors").exists()
+    # the hvae-iwae recipe sets dreg itself: its errors sent a user from one flag to the other and back
+    recipe = ["train", "--recipe", "hvae-iwae", "--data", "digits", "--epochs", "1", "--no-progress"]
+    assert main([*recipe, "--free-bits", "0.5", "--out", str(tmp_path / "fb")]) == 2
+    assert "--hvae-gradient standard" in capsys.readouterr().err
+    assert main([*recipe, "--free-bits", "0.5", "--hvae-k", "1", "--out", str(tmp_path / "fb")]) == 2
+    assert "pass --hvae-gradient standard" in capsys.readouterr().err
+    assert main([*recipe, "--free-bits", "0.5", "--hvae-k", "1", "--hvae-gradient", "standard",
+                 "--out", str(tmp_path / "fb")]) == 0
 
 
 def test_iwae_runs_from_before_the_gradient_setting_keep_their_identity_and_resume(tmp_path):

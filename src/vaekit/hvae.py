@@ -163,13 +163,15 @@ class HVAE(VAE):
         settings = self.settings
         if settings.k > 1 and config.free_bits > 0:
             raise VaekitError("free bits floor the ELBO's KL terms, and the hvae family's IWAE bound (--hvae-k > 1) "
-                              "has none: use --hvae-k 1 with --free-bits, or drop --free-bits")
+                              "has none: use --hvae-k 1 with --free-bits (and --hvae-gradient standard, "
+                              "where a recipe such as hvae-iwae sets dreg), or drop --free-bits")
         if settings.top_prior == "normal" and settings.top_components != type(settings)().top_components:
             raise VaekitError("--hvae-top-components sets the pseudo-inputs of a vamp top prior, and this model's p(z2) "
                               "is N(0, I): add --hvae-top-prior vamp, or drop --hvae-top-components")
         if settings.gradient != "standard" and settings.k == 1:
             raise VaekitError(f"--hvae-gradient {settings.gradient} is a gradient of the K-sample bound, and this model "
-                              "trains on the ELBO: add --hvae-k 5 (or more), or drop --hvae-gradient")
+                              "trains on the ELBO: add --hvae-k 5 (or more), or pass --hvae-gradient "
+                              "standard")
         d1, d2 = config.latent_dim, settings.top_dim
         # bottom-up: q(z2|z1) from a draw of z1; top-down: q(z2|x) from the bottom-up estimate of z1's parameters
         self.up = MLPEncoder((2 * d1 if settings.inference == "top-down" else d1,), settings.top_hidden, 2 * d2,
