@@ -324,6 +324,39 @@ def test_compare_trains_the_prior_stage_before_drawing(tmp_path):
     assert (tmp_path / "cmp" / "vae" / "prior-metrics.jsonl").exists()
 
 
+def test_a_comparison_cut_off_in_the_prior_stage_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch):
+    """compare --resume trained a prior cut off midway for its epochs again from the weights it had reached (about
+    twice the training the report named, and other numbers): it restarts the stage from its initial weights."""
+    import os
+    import signal
+
+    from vaekit import checkpoint, compare, runs
+    from vaekit.config import DataConfig, ModelConfig as Model, RunConfig, TrainConfig
+    from vaekit.errors import Interrupted
+
+    cfg = RunConfig(data=DataConfig(name="digits"), model=Model(family="vqvae", latent_dim=4),
+                    train=TrainConfig(epochs=3, progress=False))
+    options = compare.CompareOptions(gmm_components=2, classifier_steps=10, fcd_items=16, hole_codes=32,
+                                     hole_draws=16, interpolation_pairs=2, interpolation_steps=3)
+    whole = compare.compare(cfg, tmp_path / "whole", options)
+
+    class StopMidway:
+        def on_step_end(self, trainer, step):
+            if step.step == 30:  # in the prior stage's third epoch (12 steps an epoch)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    stage = runs.train_stage
+    monkeypatch.setattr(runs, "train_stage", lambda *args, **kwargs: stage(*args, callbacks=[StopMidway()], **kwargs))
+    with pytest.raises(Interrupted):
+        compare.compare(cfg, tmp_path / "cut", options)
+    monkeypatch.setattr(runs, "train_stage", stage)
+    resumed = compare.compare(cfg, tmp_path / "cut", options, resume=True)
+    expected = checkpoint.load(tmp_path / "whole" / "vae").state_dict()
+    for name, tensor in checkpoint.load(tmp_path / "cut" / "vae").state_dict().items():
+        assert torch.equal(tensor, expected[name]), name
+    assert resumed.vae.prior_hole_fraction == whole.vae.prior_hole_fraction
+
+
 def test_the_prior_stage_of_a_run_with_early_stopping_saves_and_resumes(tmp_path):
     """Early stopping keeps best weights in the resume state; the prior stage writes its weights there as both the
     last and the best, each its own tensor (safetensors refuses tensors that share memory)."""

@@ -477,8 +477,9 @@ def compare(
             if resume and _stage_done(out / slot, stage, max(1, cfg.train.epochs)):
                 continue
             log.info("training the %s's %s stage (%d epochs) ...", family.upper(), stage, cfg.train.epochs)
+            # from its initial weights: a stage cut off (its weights in the model file part-trained) trains again
             later = runs.train_stage(out / slot, stage, epochs=max(1, cfg.train.epochs), progress=cfg.train.progress,
-                                     dataset=dataset)
+                                     dataset=dataset, restart=resume)
             trained[slot] = dataclasses.replace(trained[slot], model=later.model)  # the model's own history stays
     quality = SampleQuality(dataset, options, seed, progress=cfg.train.progress)
     pairs = random_pairs(len(dataset.x_test), options.interpolation_pairs, seed)

@@ -122,6 +122,11 @@ class Model(nn.Module):
         if stage is not None:
             raise VaekitError(f"the {self.family} family has no training stage {stage!r}: it trains in one stage")
 
+    def stage_module(self, stage: str) -> nn.Module:
+        """The part of the model that `stage` trains (its weights and buffers), so that a stage cut off can start
+        again from its initial weights (vaekit.runs.train_stage's restart). A family with stages overrides it."""
+        raise VaekitError(f"the {self.family} family names no module for its stage {stage!r}: it cannot restart it")
+
     def discrete_codes(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor | None:
         """Each item's discrete code indices (B, ...) for a family with a codebook (the evaluator reports the
         codebook's usage and perplexity from them); None for a continuous latent."""

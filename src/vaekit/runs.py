@@ -591,12 +591,15 @@ def train_stage(directory: str | Path, stage: str, epochs: int = 10, batch_size:
                 lr: float | None = None, device: str | None = None, threads: int | None = None,
                 progress: bool | None = None, callbacks: list[Any] | None = None,
                 dataset: Dataset | None = None, grad_clip: float | None = None,
-                data: str | Path | None = None) -> RunResult:
+                data: str | Path | None = None, restart: bool = False) -> RunResult:
     """Train a later stage of a finished run (Model.stages: the vqvae's "prior" over its codes) on the run's own
     training data, the rest of the model frozen: its schedule is the run's (optimiser, seed, clipping) with these
     epochs, batch size and learning rate, and no warm-up or early stopping. The run folder's model file is
     rewritten with the stage's weights after each epoch; RUN/<stage>-metrics.jsonl holds this training's epochs
-    (the stage's loss, e.g. prior_nll, on the training and test data). `dataset`, `data`: as for resume()."""
+    (the stage's loss, e.g. prior_nll, on the training and test data). The stage trains on from the weights it has
+    (a second train-prior trains it further); `restart`: from the weights the run's model was built with (its
+    seeded initialisation), as a stage cut off and trained again for its epochs must. `dataset`, `data`: as for
+    resume()."""
     directory = Path(directory)
     cfg = checkpoint.load_config(directory)
     family = MODEL_FAMILIES.get(cfg.model.family)
@@ -627,6 +630,10 @@ def train_stage(directory: str | Path, stage: str, epochs: int = 10, batch_size:
         dataset = run_data(directory, cfg, dataset, "train a stage of")
         # the run's own split (its config's early stopping, which holds out a validation split by default)
         dataset, judged = hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)
+        if restart:
+            torch.manual_seed(cfg.train.seed)  # as train() built the model: the stage's initial weights
+            model.stage_module(stage).load_state_dict(build_model(cfg.model).to(model.device)
+                                                      .stage_module(stage).state_dict())
         torch.manual_seed(cfg.train.seed)
         model.set_stage(stage)
         own = [StageSaver(directory, cfg, run_id), MetricsLog(directory / stage_metrics_file(stage))]

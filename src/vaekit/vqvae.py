@@ -314,6 +314,11 @@ class VQVAE(Model):
         for name, parameter in self.named_parameters():
             parameter.requires_grad_((name.split(".")[0] == "prior_net") == (stage == STAGE_PRIOR))
 
+    def stage_module(self, stage: str) -> nn.Module:
+        if stage != STAGE_PRIOR:
+            return super().stage_module(stage)
+        return self.prior_net  # its weights and its count of training steps
+
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_scale: float = 1.0) -> Output:
         if self.stage == STAGE_PRIOR:
             return self._prior_forward(x, y)
