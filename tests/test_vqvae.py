@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -365,3 +366,19 @@ def test_the_prior_stage_of_a_run_with_early_stopping_saves_and_resumes(tmp_path
                  "--early-stopping", "3", "--out", str(run), "--no-progress", "--set", "model.vqvae.codebook=32"]) == 0
     assert main(["train-prior", str(run), "--epochs", "1", "--no-progress"]) == 0
     assert main(["train", "--resume", str(run), "--epochs", "3", "--no-progress"]) == 0
+
+
+def test_traverse_of_a_spatial_code_sweeps_its_most_used_numbers(tmp_path, caplog):
+    """A vqvae's 7x7 grid of 4-number vectors is 196 numbers: traverse made a row of each by default (784 rows, a
+    picture 60,000 pixels high, for the recipe's); it sweeps the 16 most used and says so; --top and --dims as asked."""
+    run = tmp_path / "vq"
+    assert main(["train", "--data", "mnist-10k", "--limit", "200", "--model", "vqvae", "--latent-dim", "4",
+                 "--epochs", "1", "--out", str(run), "--no-progress"]) == 0
+    with caplog.at_level("INFO"):
+        assert main(["traverse", str(run), "--steps", "3", "--out", str(tmp_path / "t.npy")]) == 0
+    assert np.load(tmp_path / "t.npy").shape[:2] == (16, 3)
+    assert "the 16 most used of the code's 196 numbers" in caplog.text
+    assert main(["traverse", str(run), "--steps", "3", "--top", "20", "--out", str(tmp_path / "t.npy")]) == 0
+    assert np.load(tmp_path / "t.npy").shape[:2] == (20, 3)
+    assert main(["traverse", str(run), "--steps", "3", "--dims", "0,195", "--out", str(tmp_path / "t.npy")]) == 0
+    assert np.load(tmp_path / "t.npy").shape[:2] == (2, 3)

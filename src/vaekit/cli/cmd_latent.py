@@ -21,6 +21,8 @@ from .common import (
 )
 
 log = logging.getLogger(__name__)
+TRAVERSE_ALL = 64  # traverse sweeps every number of a code this size or smaller by default
+TRAVERSE_TOP = 16  # ... and the most used of a larger one
 
 # argparse takes "-2,-1,0" for an option unless it looks like a negative number: anything starting "-digit" does
 # here (as in Python 3.13), so --strengths -2,-1,0 and --range -3,3 read as values; no option starts that way.
@@ -31,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = _parser(sub, "traverse", "decode one item's code with one latent dimension at a time swept over a range")
     p.add_argument("--item", type=int, default=0, help="index of the item in --split")
     dims = p.add_mutually_exclusive_group()
-    dims.add_argument("--dims", help="dimensions to sweep, e.g. 0,3 (default: all)")
+    dims.add_argument("--dims", help=f"dimensions to sweep, e.g. 0,3 (default: all; a code of more than {TRAVERSE_ALL} "
+                      f"numbers: the {TRAVERSE_TOP} most used, as --top {TRAVERSE_TOP})")
     dims.add_argument("--top", type=int, metavar="N", help="the N most used dimensions (largest mean KL per "
                       "dimension where the KL factorises; otherwise, as for an AE or a mixture or two-layer prior, "
                       "the largest variance of the codes)")
@@ -168,7 +171,12 @@ def traverse(args: argparse.Namespace) -> int:
         dims = [int(v) for v in numbers]
     if args.top is not None and not 1 <= args.top <= latent.code_size(model):  # before the rows it would give
         raise VaekitError(f"--top must be between 1 and the latent size {latent.code_size(model)}, got {args.top}")
-    rows = len(dims) if dims is not None else min(args.top or model.latent_dim, model.latent_dim)
+    size = latent.code_size(model)
+    if dims is None and args.top is None and size > TRAVERSE_ALL:  # a spatial code (a vqvae's 7x7 grid of vectors):
+        # a row per number was a picture of hundreds of rows
+        args.top = TRAVERSE_TOP
+        log.info("the %d most used of the code's %d numbers (--top N for more, --dims for others)", TRAVERSE_TOP, size)
+    rows = len(dims) if dims is not None else min(args.top or size, size)
     decoded_count(model, args.steps, "--steps", per=rows)
     item = pick(x, args.item)
     # the data: for --top, and for a family whose codes are not trained towards its prior (ae, vqvae), whose steps
