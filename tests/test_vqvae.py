@@ -382,3 +382,19 @@ def test_traverse_of_a_spatial_code_sweeps_its_most_used_numbers(tmp_path, caplo
     assert np.load(tmp_path / "t.npy").shape[:2] == (20, 3)
     assert main(["traverse", str(run), "--steps", "3", "--dims", "0,195", "--out", str(tmp_path / "t.npy")]) == 0
     assert np.load(tmp_path / "t.npy").shape[:2] == (2, 3)
+
+
+def test_the_prior_draws_its_grids_a_chunk_at_a_time(monkeypatch):
+    """Sampling ran the prior over all n grids at once (1.7 GB and no word for 6,000 draws): chunks of SAMPLE_CHUNK,
+    every grid of the last, partial chunk drawn too, the same draws as one chunk where n fits in one."""
+    from vaekit import vqvae
+
+    prior = vqvae.CodePrior(8, 4, 1)
+    torch.manual_seed(0)
+    whole = prior.sample(3, (3, 3), torch.device("cpu"))
+    monkeypatch.setattr(vqvae, "SAMPLE_CHUNK", 3)
+    torch.manual_seed(0)
+    chunked = prior.sample(7, (3, 3), torch.device("cpu"))
+    assert torch.equal(chunked[:3], whole)
+    assert all(bool(grid.any()) for grid in chunked)  # none left at its zeros (chance: 8^-9 each)
+    assert len({tuple(grid.flatten().tolist()) for grid in chunked}) == 7

@@ -32,6 +32,7 @@ from .networks import (ACTIVATIONS, MLPDecoder, MLPEncoder, _conv_sizes, downsam
                        upsampling_convs)
 
 STAGE_PRIOR = "prior"
+SAMPLE_CHUNK = 256  # code grids drawn together by the prior (its logits per position: chunk x codebook)
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +77,23 @@ class CodePrior(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
-        """n code grids (n, H, W), one position at a time (H * W passes), drawing from torch's global generator."""
+        """n code grids (n, H, W), one position at a time (H * W passes over each chunk of SAMPLE_CHUNK grids: the
+        whole batch at once held n x codebook logits per position, 1.7 GB for 6,000 draws), drawing from torch's
+        global generator; a progress bar where it takes long."""
+        from tqdm.auto import tqdm
+
+        from .progress import bar_timing
+
         codes = torch.zeros(n, *grid, dtype=torch.long, device=device)
-        for i in range(grid[0]):
-            for j in range(grid[1]):
-                logits = self(codes)[:, :, i, j]
-                codes[:, i, j] = torch.multinomial(torch.softmax(logits.double(), -1), 1).squeeze(1)
+        with tqdm(total=n * grid[0] * grid[1], desc="drawing codes from the prior", unit="code", unit_scale=True,
+                  leave=False, dynamic_ncols=True, **bar_timing(delay=2.0)) as bar:
+            for start in range(0, n, SAMPLE_CHUNK):
+                chunk = codes[start:start + SAMPLE_CHUNK]
+                for i in range(grid[0]):
+                    for j in range(grid[1]):
+                        logits = self(chunk)[:, :, i, j]
+                        chunk[:, i, j] = torch.multinomial(torch.softmax(logits.double(), -1), 1).squeeze(1)
+                        bar.update(len(chunk))
         return codes
 
 
