@@ -140,6 +140,15 @@ def test_a_run_with_early_stopping_is_judged_on_its_validation_items(tmp_path, c
     trainer = Trainer(vaekit.load(run), TrainConfig(progress=False))
     assert val_losses(run)[-1] == pytest.approx(trainer.evaluate_loss(validation)["loss"], rel=1e-5)
     assert val_losses(run)[-1] != pytest.approx(trainer.evaluate_loss(dataset.split("test"))["loss"], rel=1e-3)
+    # evaluate: train is the items trained on (it counted the held-out ones too), validation the held-out ones
+    for split, n, data in (("train", 1437 - 144, []), ("validation", 144, []), ("test", 360, []),
+                           ("validation", 144, ["--data", "digits"])):  # the run's own data named
+        capsys.readouterr()
+        assert main(["evaluate", str(run), "--split", split, "--iw-samples", "2", "--no-progress", *data]) == 0
+        assert json.loads(capsys.readouterr().out)["n_examples"] == n, split
+    assert main(["evaluate", str(run), "--split", "validation", "--iw-samples", "2", "--no-progress", "--data",
+                 "digits", "--limit", "500"]) == 2
+    assert "items of another data set have no validation split" in capsys.readouterr().err
     # with dynamic binarisation the held-out items' bits are drawn once, like the test split's
     binarised = hold_out(load_dataset(DataConfig(name="digits", binarize="dynamic")),
                          DataConfig(name="digits", binarize="dynamic"), True)[1]
@@ -238,3 +247,9 @@ def test_a_k_sample_family_stops_on_the_bound_it_trains_on(tmp_path, caplog):
     validation = hold_out(load_dataset(cfg.data), cfg.data, early_stopping=True)[1]
     assert Trainer(model, TrainConfig(progress=False)).evaluate_loss(validation)["bound"] == \
         pytest.approx(bounds[best], rel=1e-6)
+
+
+def test_evaluate_of_a_run_that_held_out_nothing_has_no_validation_split(small_run, capsys):
+    assert main(["evaluate", str(small_run), "--split", "validation", "--iw-samples", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "this run held out no training items" in err and "--split test" in err

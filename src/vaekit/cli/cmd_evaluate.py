@@ -17,7 +17,8 @@ import json
 import os
 
 
-from .. import checkpoint, metrics
+from .. import checkpoint, config as config_module, metrics
+from ..data import hold_out, resolved_name, validation_items
 from ..errors import VaekitError
 from ..files import check_target, write_text
 from ..train import resolve_device
@@ -28,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="ELBO, importance-sampled NLL, active units, KL per dim, reconstruction error",
                        description=__doc__)
     p.add_argument("run", help="a run folder written by vaekit train")
-    add_split(p)
+    add_split(p, validation=True)
     add_data_flags(p)
     p.add_argument("--iw-samples", type=int, metavar="K",
                    help=f"importance samples per item for the NLL (default {metrics.DEFAULT_IW_SAMPLES}, or 0 for a "
@@ -49,6 +50,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _split(args: argparse.Namespace, model, dataset) -> tuple:
+    """The items of --split and their labels (a label-conditioned model's): of the run's own data, where the run held
+    out training items to judge its epochs, train is the items it trained on (it counted the held-out ones too) and
+    validation the held-out ones, as the run judged them."""
+    cfg = checkpoint.load_config(run_folder(args.run))
+    given = {f.path[-1]: getattr(args, f.dest) for f in config_module.config_flags(("data",))
+             if getattr(args, f.dest, None) is not None}
+    own = not given or (set(given) == {"name"} and resolved_name(given["name"]) == resolved_name(cfg.data.name))
+    held = own and args.split != "test" and validation_items(cfg.data, len(dataset.x_train),
+                                                              cfg.train.early_stopping is not None) > 0
+    if args.split == "validation" and not held:
+        why = ("items of another data set have no validation split" if not own else
+               "this run held out no training items (--validation, or --early-stopping, does)")
+        raise VaekitError(f"--split validation: {why}: use --split test or --split train")
+    if not held:
+        return dataset.split(args.split).x, split_labels(model, dataset, args.split)
+    trained, validation = hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)
+    items = validation if args.split == "validation" else trained.split("train")
+    if model.num_labels and items.y is None:
+        raise VaekitError(f"the model is conditioned on labels, but {dataset.name} has none: give labelled data")
+    return items.x, items.y if model.num_labels else None
+
+
 def run(args: argparse.Namespace) -> int:
     if args.n is not None and args.n < 2:
         raise VaekitError(f"--n must be at least 2, got {args.n}")
@@ -65,8 +89,7 @@ def run(args: argparse.Namespace) -> int:
                                   "other: give them different files")
     model = checkpoint.load(run_folder(args.run), device=device)
     dataset = run_dataset(args.run, args)
-    x = dataset.split(args.split).x
-    y = split_labels(model, dataset, args.split)
+    x, y = _split(args, model, dataset)
     if args.n is not None:
         x, y = x[: args.n], None if y is None else y[: args.n]
     # a missing table, or one of other items, fails before the evaluation's minutes, not after them

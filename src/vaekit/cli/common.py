@@ -276,8 +276,15 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def add_split(parser: argparse.ArgumentParser, default: str = "test") -> None:
-    parser.add_argument("--split", choices=["train", "test"], default=default, help="which split to take items from")
+def add_split(parser: argparse.ArgumentParser, default: str = "test", validation: bool = False) -> None:
+    if validation:
+        parser.add_argument("--split", choices=["train", "validation", "test"], default=default,
+                            help="which split to take items from: of a run that held out training items "
+                            "(--validation, --early-stopping), train is the items it trained on and validation the "
+                            "held-out ones")
+    else:
+        parser.add_argument("--split", choices=["train", "test"], default=default,
+                            help="which split to take items from")
 
 
 def add_label(parser: argparse.ArgumentParser, help: str = "class label to decode with (a label-conditioned "
