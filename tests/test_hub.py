@@ -811,3 +811,18 @@ def test_a_failed_write_during_export_hub_names_the_folder_not_its_scratch(small
     reason = os.strerror(getattr(errno, number))
     assert f"cannot write the Hub folder {folder} ({reason}): {advice}; its old files are kept" in err, err
     assert ".hub-" not in err and err.count("\n") == 1 and not list(folder.iterdir())
+
+
+def test_the_model_card_names_each_family_by_a_whole_sentence():
+    """The card took the docstring's first line: the vqvae's row stopped at 'straight-through'."""
+    from vaekit.integrations.hub import family_summary
+    from vaekit.models import MODEL_FAMILIES
+
+    for name in ("ae", "vae", "iwae", "vamp", "hvae", "tcvae", "vqvae"):  # (other tests register families too)
+        summary = family_summary(MODEL_FAMILIES[name])
+        assert summary.endswith((".", ")")) and "\n" not in summary and summary.count("(") == summary.count(")"), name
+    assert family_summary(MODEL_FAMILIES["vqvae"]).endswith("the codebook learned by its loss or by EMA "
+                                                            "(model.vqvae.ema).")
+    assert family_summary(MODEL_FAMILIES["iwae"]).endswith("(Burda et al. 2016, eq. 8) through the same importance "
+                                                           "weights the evaluator uses; K = 1 is the VAE's ELBO.")
+    assert family_summary(MODEL_FAMILIES["tcvae"]).endswith("over the training set's size.")

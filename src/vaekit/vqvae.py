@@ -148,7 +148,9 @@ class VQVAE(Model):
                                     check=(non_negative, ">= 0"))
         ema: bool = setting(False, "learn the vqvae codebook by exponential moving averages of the encoder outputs "
                                    "each code receives, instead of by the codebook loss")
-        decay: float = setting(0.99, "decay of the vqvae EMA codebook updates (the paper's 0.99)",
+        decay: float = setting(0.99, "decay of the vqvae EMA codebook updates (the paper's 0.99), and of the "
+                                     "decayed use per step by which unused codes are restarted (unless "
+                                     "--vqvae-no-restart)",
                                check=(lambda v: 0 < v < 1, "between 0 and 1, e.g. 0.99"))
         positions: int = setting(8, "code positions of a vqvae on data without a spatial grid (MLP networks)",
                                  check=(lambda v: 1 <= v <= 4096, "between 1 and 4096"))

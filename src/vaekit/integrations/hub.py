@@ -222,8 +222,8 @@ def model_card(model: Model, config: RunConfig, metrics: Mapping[str, float], *,
     front: dict[str, Any] = {"library_name": "vaekit", "tags": ["vaekit", family, "autoencoder", "pytorch"]}
     if data_recorded and config.data.name in HUB_DATASETS:
         front["datasets"] = [HUB_DATASETS[config.data.name]]
-    summary = (type(model).__doc__ or "").strip().splitlines()
-    rows = [("family", f"`{family}`" + (f": {summary[0]}" if summary else "")),
+    summary = family_summary(type(model))
+    rows = [("family", f"`{family}`" + (f": {summary}" if summary else "")),
             ("data", _data_text(config.data) if data_recorded else "not recorded"),
             ("data shape", " x ".join(str(d) for d in settings.data_shape)),
             ("latent size", str(model.latent_dim)),
@@ -333,6 +333,12 @@ def _data_text(data: DataConfig) -> str:
     extras = [f"first {data.limit:,} training items" if data.limit else "",
               f"binarised ({data.binarize})" if data.binarize != "none" else ""]
     return ", ".join([text, *filter(None, extras)])
+
+
+def family_summary(cls: type) -> str:
+    """The first sentence of a family's docstring, its lines joined (the first line alone stopped mid-phrase)."""
+    paragraph = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+    return re.split(r"(?<=[.!?])\s+(?=[A-Z`])", paragraph, maxsplit=1)[0]  # not at "et al. 2016", "e.g. a"
 
 
 def _networks_text(model: Model) -> str:
