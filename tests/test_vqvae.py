@@ -398,3 +398,32 @@ def test_the_prior_draws_its_grids_a_chunk_at_a_time(monkeypatch):
     assert torch.equal(chunked[:3], whole)
     assert all(bool(grid.any()) for grid in chunked)  # none left at its zeros (chance: 8^-9 each)
     assert len({tuple(grid.flatten().tolist()) for grid in chunked}) == 7
+
+
+def test_sample_draws_from_a_mixture_of_the_codes_before_the_prior_is_trained(tmp_path, capsys):
+    """The error before train-prior pointed to compare's mixture sampler, which cannot sample a user's run: `vaekit
+    sample --sampler mixture` fits it to the run's training codes (an ae's too), seeded, and decodes its draws."""
+    run = tmp_path / "vq"
+    assert main(["train", "--data", "digits", "--model", "vqvae", "--latent-dim", "4", "--epochs", "2", "--out",
+                 str(run), "--no-progress", "--set", "model.vqvae.codebook=32"]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(run), "--n", "8", "--out", str(tmp_path / "s.npy")]) == 2
+    assert "vaekit sample RUN --sampler mixture" in capsys.readouterr().err
+    out = [tmp_path / f"m{i}.npy" for i in range(3)]
+    for path, seed in zip(out, ("0", "0", "1")):
+        assert main(["sample", str(run), "--n", "200", "--sampler", "mixture", "--components", "3", "--seed", seed,
+                     "--out", str(path)]) == 0
+    first, again, other = (np.load(path) for path in out)
+    assert first.shape == (200, 1, 8, 8) and np.array_equal(first, again) and not np.array_equal(first, other)
+    # the draws are spread as the codes are: their mean picture is that of the training items' reconstructions
+    # (the decoded codes), within a tenth of the pixel range
+    from vaekit.config import DataConfig
+    from vaekit.data import load_dataset
+
+    model = vaekit.load(run)
+    with torch.no_grad():
+        decoded = model.reconstruct(load_dataset(DataConfig(name="digits")).x_train).numpy()
+    assert np.abs(first.mean(0) - decoded.mean(0)).max() < 0.1
+    assert main(["sample", str(run), "--n", "8", "--sampler", "mixture", "--components", "5000",
+                 "--out", str(tmp_path / "s.npy")]) == 2
+    assert "exceeds the 1437 training items" in capsys.readouterr().err

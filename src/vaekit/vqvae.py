@@ -301,7 +301,7 @@ class VQVAE(Model):
         if not int(self.prior_net.trained):
             raise VaekitError("this vqvae's prior over its codes is not trained (or not since the model last "
                               "trained), so it cannot sample: train it with vaekit train-prior RUN (the second "
-                              "stage), or use vaekit compare's mixture sampler")
+                              "stage), or draw from a mixture fitted to its codes: vaekit sample RUN --sampler mixture")
         return GridPrior(self)
 
     def closed_form_kl(self, qz: Distribution) -> torch.Tensor | None:

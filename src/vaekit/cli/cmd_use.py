@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .. import latent, viz
+from ..compare import CompareOptions
 from ..errors import VaekitError
 from ..files import atomic_write
 from .common import (
@@ -17,6 +18,7 @@ from .common import (
 from ..data.tables import model_table
 
 log = logging.getLogger(__name__)
+MIXTURE_ITEMS = 10_000  # training items whose codes `sample --sampler mixture` fits by default
 
 
 RECONSTRUCT_ROW = 16  # items per row of reconstruct's picture
@@ -32,6 +34,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="draw each value from p(x|z) as well (a category by its probability, a number with its "
                         "spread), so that the rows vary as the data does; --no-draw writes the decoder's mean or most "
                         "likely value. Default: drawn for a table model, the mean for pictures and arrays")
+    p.add_argument("--sampler", choices=["prior", "mixture"], default="prior",
+                   help="prior: the model's own prior; mixture: a full-covariance Gaussian mixture fitted to the codes "
+                        "of the run's training items (Ghosh et al. 2020; as vaekit compare draws for the AE), which "
+                        "lets a family whose prior is nominal (ae) or not yet trained (a vqvae before train-prior) "
+                        "generate. Default: prior")
+    p.add_argument("--components", type=int, default=CompareOptions().gmm_components,
+                   help="the mixture's components (--sampler mixture; default %(default)s)")
+    p.add_argument("--fit-items", type=int, default=MIXTURE_ITEMS, metavar="N",
+                   help="training items whose codes the mixture is fitted to, chosen at random by --seed where the "
+                        "split has more (default %(default)s)")
     add_out(p, help=".png picture or .npy arrays (a table model: .csv rows in your units)")
     add_threads(p)
     p.set_defaults(func=sample)
@@ -88,10 +100,45 @@ def sample(args: argparse.Namespace) -> int:
     if model.num_labels:  # one label for all, or each class in turn
         y = torch.full((n,), label) if label is not None else torch.arange(n) % model.num_labels
     draw = args.draw if args.draw is not None else model_table(model.config) is not None
-    images = model.sample(n, y=y, generator=torch.Generator().manual_seed(args.seed), draw=draw)
+    if args.sampler == "mixture":
+        images = _mixture_sample(args, model, n, y, draw)
+    else:
+        images = model.sample(n, y=y, generator=torch.Generator().manual_seed(args.seed), draw=draw)
     cycled = model.num_labels and label is None  # each class in turn: one column per class
     print(save_output(model, images.cpu(), args.out, ncol=model.num_labels if cycled else None, y=y))
     return 0
+
+
+@torch.no_grad()
+def _mixture_sample(args: argparse.Namespace, model, n: int, y: torch.Tensor | None, draw: bool) -> torch.Tensor:
+    """n codes drawn from a Gaussian mixture fitted to the codes of (up to --fit-items of) the run's training items,
+    decoded: the likelihood's mean, or (draw) x ~ p(x|code), seeded by --seed."""
+    from ..compare import fit_mixture, mixture_draws
+
+    if args.components < 1 or args.fit_items < 2:
+        raise VaekitError(f"--components must be at least 1 and --fit-items at least 2, got {args.components} and "
+                          f"{args.fit_items}")
+    train = run_dataset(args.run, args).split("train")
+    chosen = torch.randperm(len(train.x), generator=torch.Generator().manual_seed(args.seed))[:args.fit_items]
+    chosen = chosen.sort().values
+    if args.components > len(chosen):
+        raise VaekitError(f"--components {args.components} exceeds the {len(chosen)} training items fitted: use fewer "
+                          "components")
+    labels = None
+    if model.num_labels:
+        if train.y is None:
+            raise VaekitError("the model is conditioned on labels, but its training data has none: give labelled data")
+        labels = train.y[chosen]
+    codes = latent.encode_dataset(model, train.x[chosen], y=labels).flatten(1)
+    log.info("fitting a %d-component Gaussian mixture to the %d-number codes of %d training items ...",
+             args.components, codes.shape[1], len(codes))
+    z = mixture_draws(fit_mixture(codes, args.components, args.seed), n, args.seed)
+    px = model.decode_code(z.reshape(n, *model.code_shape).to(model.device), y)
+    if not draw:
+        return px.mean
+    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+        torch.manual_seed(args.seed)
+        return px.sample()
 
 
 def reconstruct(args: argparse.Namespace) -> int:
