@@ -427,3 +427,30 @@ def test_sample_draws_from_a_mixture_of_the_codes_before_the_prior_is_trained(tm
     assert main(["sample", str(run), "--n", "8", "--sampler", "mixture", "--components", "5000",
                  "--out", str(tmp_path / "s.npy")]) == 2
     assert "exceeds the 1437 training items" in capsys.readouterr().err
+
+
+def test_training_the_prior_of_an_unfinished_run_is_warned_of(tmp_path, caplog):
+    """train-prior took a run cut off midway in silence; its next `train --resume` then marked that prior outdated."""
+    import os
+    import signal
+
+    from vaekit import runs
+    from vaekit.config import DataConfig, ModelConfig as Model, RunConfig, TrainConfig
+    from vaekit.errors import Interrupted
+
+    class StopMidway:
+        def on_step_end(self, trainer, step):
+            if step.step == 15:  # in the second of 3 epochs (12 steps an epoch)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    cfg = RunConfig(data=DataConfig(name="digits"), model=Model(family="vqvae", latent_dim=4),
+                    train=TrainConfig(epochs=3, progress=False))
+    with pytest.raises(Interrupted):
+        runs.train(cfg, tmp_path / "cut", callbacks=[StopMidway()])
+    runs.train(cfg, tmp_path / "whole")
+    for run, warned in (("cut", True), ("whole", False)):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            runs.train_stage(tmp_path / run, "prior", epochs=1, progress=False)
+        assert ("stopped after 1 of its 3 epochs: its prior stage is trained on a model that is not finished"
+                in caplog.text) == warned, run

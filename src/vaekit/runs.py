@@ -587,6 +587,19 @@ def stage_metrics_file(stage: str) -> str:
     return f"{stage}-metrics.jsonl"
 
 
+def _warn_if_unfinished(directory: Path, state: dict[str, Any], stage: str) -> None:
+    """A warning where the run stopped before the end of its training (a Ctrl-C, a crash): a later stage trained on
+    its model now is trained on what further training will change (and a resume marks it outdated)."""
+    plan, epoch = state.get("plan"), state.get("epoch")
+    planned = plan.get("planned") if isinstance(plan, dict) else None
+    if not isinstance(epoch, int) or not isinstance(planned, int) or state.get("stopped_early"):
+        return
+    if epoch < planned or state.get("in_epoch"):
+        log.warning("%s stopped after %d of its %d epochs: its %s stage is trained on a model that is not finished "
+                    "(vaekit train --resume %s finishes it first; resuming it later marks this %s as outdated)",
+                    directory, epoch, planned, stage, directory, stage)
+
+
 def train_stage(directory: str | Path, stage: str, epochs: int = 10, batch_size: int | None = None,
                 lr: float | None = None, device: str | None = None, threads: int | None = None,
                 progress: bool | None = None, callbacks: list[Any] | None = None,
@@ -620,7 +633,8 @@ def train_stage(directory: str | Path, stage: str, epochs: int = 10, batch_size:
         model = checkpoint.load(directory)
         check_space(directory, model, fix="free some space on its disk")  # before an epoch of training, not after
         if (directory / checkpoint.RESUME_STATE).is_file() and not checkpoint.never_checkpointed(directory):
-            checkpoint.load_resume(directory)  # a damaged resume state is named now, not after the first epoch
+            state = checkpoint.load_resume(directory)[1]  # a damaged one is named now, not after the first epoch
+            _warn_if_unfinished(directory, state, stage)
         run_id = checkpoint.read_checked(directory / checkpoint.MODEL_FILE)[1].get(checkpoint.RUN_KEY)
         if data is not None:
             if dataset is not None:
