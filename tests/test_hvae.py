@@ -279,3 +279,24 @@ def test_evaluate_reports_each_layers_kl_and_they_add_up_to_the_kl(inference):
     assert float(silent["kl_z2"].abs().max()) < 1e-5
     difference = silent["kl_z1"].double() - direct
     assert abs(float(difference.mean())) < 4 * float(difference.std()) / math.sqrt(len(x))
+
+
+@pytest.mark.parametrize("inference", INFERENCE)
+def test_evaluate_counts_the_active_units_of_each_layer(inference):
+    """evaluate counted z1's active units only, so a collapsed z2 went unseen (the IWAE paper counts each layer). With
+    a silent top layer z2 has none; with one z2 mean made to follow the data (the others held at 0), exactly one."""
+    from vaekit import metrics
+
+    model, dataset = model_for(f"model.hvae.inference={inference}")
+    model.eval()
+    x = dataset.x_test[:300]
+    evaluation = metrics.evaluate(model, x, iw_samples=2)
+    assert evaluation.active_units_per_layer["code"] == evaluation.active_units
+    silence_top_layer(model)
+    assert metrics.evaluate(model, x, iw_samples=2).active_units_per_layer["z2"] == 0
+    with torch.no_grad():
+        model.up[-1].weight[0].normal_(0, 100.0)  # z2's first mean (the loc: the first top_dim outputs); the
+        # untrained encoder's estimates vary little over items, so a large weight: a variance of 1 or more
+    assert metrics.evaluate(model, x, iw_samples=2).active_units_per_layer["z2"] == 1
+    one_layer = build_model(resolve_config(override(RunConfig(), ["data.name=digits"]), dataset).model)
+    assert metrics.evaluate(one_layer, x, iw_samples=2).active_units_per_layer is None

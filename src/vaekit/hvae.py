@@ -296,6 +296,15 @@ class HVAE(VAE):
         noise = draw_noise(qz, (self.EVALUATION_DRAWS,))
         return {name: value.mean(0) for name, value in self.regularizer_terms(qz, rsample_with(qz, noise)).items()}
 
+    def layer_means(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """E_q[z2|x]: top-down, q(z2|x)'s mean; bottom-up, the mean of q(z2|z1) averaged over EVALUATION_DRAWS draws
+        of z1 ~ q(z1|x) (q(z2|x) is their mixture)."""
+        qz = self.encode(x, y)
+        if qz.first == "z2":
+            return {"z2": qz.start.mean}
+        z1 = qz.start.rsample_with(draw_noise(qz.start, (self.EVALUATION_DRAWS,)))
+        return {"z2": qz.given(z1).mean.mean(0)}
+
     # ---- the objective ---------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_scale: float = 1.0) -> Output:
         if self.settings.k > 1:  # the contract's K-sample IWAE bound (Burda et al. 2016, eq. 8)

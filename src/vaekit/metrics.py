@@ -111,6 +111,9 @@ class Evaluation:
     # A label-conditioned model's: every density above is of x given its label (nll: -log p(x|y)), which a model
     # without the label cannot be compared with as such (the label's information is in the difference)
     given_labels: bool = False
+    # A family with stochastic layers beyond the code (hvae): each layer's active units, "code" (the hvae's z1) and
+    # the others by name (z2); None for any other family
+    active_units_per_layer: dict[str, int] | None = None
     # Per item (N,) float64, in item order: nll, elbo, kl (where computed), recon_at_mean, squared_error; for paired
     # comparisons of two models on the same items (item_lines, paired). Not part of to_dict.
     per_item: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict, repr=False, compare=False)
@@ -309,6 +312,24 @@ def reconstruction_error(model: Model, x: torch.Tensor, y: torch.Tensor | None =
 
 
 @torch.inference_mode()
+def layer_active_units(model: Model, x: torch.Tensor, y: torch.Tensor | None = None, seed: int = 0) -> dict[str, int]:
+    """Active units (Cov_x of the posterior mean > ACTIVE_THRESHOLD) of each of the family's stochastic layers beyond
+    the code (Model.layer_means), its draws from torch's generator seeded with `seed` (restored after); {} for a
+    family without such layers."""
+    if type(model).layer_means is Model.layer_means or x.shape[0] < 2:
+        return {}
+    means: dict[str, list[torch.Tensor]] = {}
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for start in range(0, x.shape[0], ENCODE_BATCH):
+            yb = None if y is None else y[start:start + ENCODE_BATCH].to(model.device)
+            for name, value in model.layer_means(x[start:start + ENCODE_BATCH].to(model.device), yb).items():
+                means.setdefault(name, []).append(value.flatten(1).double().cpu())
+    return {name: int((torch.cat(parts).var(0) > ACTIVE_THRESHOLD).sum()) for name, parts in means.items()}
+
+
+@torch.inference_mode()
 def family_measurements(model: Model, x: torch.Tensor, y: torch.Tensor | None = None,
                         seed: int = 0) -> tuple[torch.Tensor | None, dict[str, float]]:
     """The usage count of each code (a family with discrete codes; else None) and the means of the family's own
@@ -422,6 +443,7 @@ def evaluate(
         reconstruction = reconstruction_error(model, x, y)
         columns = column_report(model, reconstruction)
         usage, extra = family_measurements(model, x, y, seed)
+        layers = layer_active_units(model, x, y, seed)
         kl_items = kl_dims = estimator = None
         omitted = kl_per_dim_omitted(model, x, y)
         if model.has_bound:
@@ -473,6 +495,7 @@ def evaluate(
         seed=seed,
         seconds=time.perf_counter() - began,
         given_labels=bool(model.num_labels),
+        active_units_per_layer=None if not layers else {"code": int((variance > ACTIVE_THRESHOLD).sum()), **layers},
         per_item={**per_item, "recon_at_mean": reconstruction.nll_at_mean.double().cpu() + units,
                   "squared_error": reconstruction.squared_error.double().cpu()},
     )

@@ -122,6 +122,12 @@ class Model(nn.Module):
         if stage is not None:
             raise VaekitError(f"the {self.family} family has no training stage {stage!r}: it trains in one stage")
 
+    def layer_means(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The posterior means of the family's stochastic layers beyond the code, name -> (B, size) (the hvae's z2):
+        `evaluate` counts each one's active units, as Burda et al. 2016 do per layer. Draws, where a mean needs them,
+        from torch's generator (seeded by the evaluator). None by default."""
+        return {}
+
     def stage_module(self, stage: str) -> nn.Module:
         """The part of the model that `stage` trains (its weights and buffers), so that a stage cut off can start
         again from its initial weights (vaekit.runs.train_stage's restart). A family with stages overrides it."""
