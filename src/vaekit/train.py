@@ -544,7 +544,8 @@ class Trainer:
             log.warning("--warmup-steps %d is at least the run's %d steps (%d epochs of %d): the learning rate never "
                         "reaches --lr %g%s: lower --warmup-steps or train more epochs", self.cfg.warmup_steps, total,
                         self.cfg.epochs, steps_per_epoch, self.cfg.lr,
-                        "" if self.cfg.schedule == "constant" else f" and its {self.cfg.schedule} schedule never starts")
+                        "" if self.cfg.schedule == "constant" else
+                        f" and its {self.cfg.schedule} schedule never starts")
         if self.cfg.kl_warmup_epochs > self.cfg.epochs and unwrap(self.model).has_bound:
             log.warning("--kl-warmup-epochs %g is more than the run's %d epochs: the regularizer's weight ends at %.2f "
                         "of its full value, so the model is trained on a down-weighted KL, not its bound: lower "
