@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 from dataclasses import replace
@@ -95,7 +96,31 @@ def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) ->
     if getattr(args, "config", None):
         cfg = config_module.load_yaml(args.config, cfg)
     flags = config_module.from_flags(vars(args), config_module.config_flags())
-    return config_module.override(cfg, getattr(args, "set", []) or [], flags)
+    assignments = getattr(args, "set", []) or []
+    result = config_module.override(cfg, assignments, flags)
+    _check_one_value_each(args, cfg, flags, assignments, result)
+    return result
+
+
+def _check_one_value_each(args: argparse.Namespace, base: RunConfig, flags: dict, assignments: list[str],
+                          result: RunConfig) -> None:
+    """A setting given by its flag and by --set with another value is refused (--set took precedence in silence, in
+    either order on the command line)."""
+    given = {(f.section, *f.path): f for f in config_module.config_flags() if getattr(args, f.dest, None) is not None}
+    conflicting = [(item, given[path]) for item in assignments
+                   if (path := tuple(p.strip() for p in item.partition("=")[0].split("."))) in given]
+    if not conflicting:
+        return
+    others = [item for item in assignments if item not in dict(conflicting)]  # (one may choose the family)
+    by_flags = json.loads(config_module.override(base, others, flags).to_json())
+    by_both = json.loads(result.to_json())
+    for item, flag in conflicting:
+        path, ours, theirs = (flag.section, *flag.path), by_flags, by_both
+        for part in path:
+            ours, theirs = ours[part], theirs[part]
+        if ours != theirs:
+            raise VaekitError(f"{flag.flag} {getattr(args, flag.dest)} and --set {item} both set {'.'.join(path)}: "
+                              "give one of them")
 
 
 def set_flags(args: argparse.Namespace) -> list[str]:
