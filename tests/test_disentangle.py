@@ -221,3 +221,13 @@ def test_beta_vae_checks_the_callables():
         beta_vae_score(lambda f: f, lambda n, rng: np.zeros((n, 2)), 5, n_train=10, n_eval=5)
     with pytest.raises(VaekitError, match="represent"):
         beta_vae_score(lambda f: f[:1], sample_synthetic, 5, n_train=10, n_eval=5)
+
+
+def test_factors_with_nan_are_refused():
+    """NaN factor values were one more class to np.unique, and MIG came out as a number."""
+    rng = np.random.default_rng(0)
+    codes, factors = rng.normal(size=(100, 3)), rng.integers(0, 3, size=(100, 2)).astype(float)
+    factors[:50, 0] = np.nan
+    for measure in (mig, lambda c, f: mig_posterior(c, np.ones_like(c), f)):
+        with pytest.raises(VaekitError, match="factors contain NaN or infinity"):
+            measure(codes, factors)

@@ -128,3 +128,13 @@ def test_evaluate_reports_each_part_of_the_kl_as_a_direct_computation_gives_it(m
     for name, values in expected.items():
         assert evaluation.terms[name] == pytest.approx(float(torch.cat(values).mean()), rel=1e-4, abs=1e-5), name
     assert metrics.evaluate(model, x, iw_samples=4, seed=6).terms != evaluation.terms  # the seed reaches the draws
+
+
+def test_a_batch_of_one_item_is_refused_for_training(tmp_path, capsys):
+    """--batch-size 1 trained a plain VAE in silence: each batch's KL counted as information, tc 0, --beta unused."""
+    from vaekit.cli import main
+
+    assert main(["train", "--data", "digits", "--model", "tcvae", "--beta", "6", "--batch-size", "1", "--epochs", "1",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "use --batch-size 2 or more" in err and not (tmp_path / "run").exists()

@@ -46,8 +46,8 @@ def mig(codes: np.ndarray, factors: np.ndarray, n_bins: int = 20) -> MIGResult:
     binning stretches that drift over all the bins and credits it; `mig_posterior` does not.
 
     A factor with more values than n_bins cannot be fully resolved by binned codes, so even a perfect
-    code scores about log(n_bins) / log(n_values) on it (on the shapes grid with n_bins=20: about 0.89 in
-    all); raise n_bins to the largest factor size (40 for shapes) to compare against a ceiling of 1.
+    code scores about log(n_bins) / log(n_values) on it (on the shapes grid with n_bins=20: about 0.90 in
+    all, 0.902 for the factors themselves over 200,000 draws); raise n_bins to the largest factor size (40 for shapes) to compare against a ceiling of 1.
     """
     from sklearn.metrics import mutual_info_score  # here, not at import: scikit-learn loads its own thread pools
 
@@ -245,4 +245,6 @@ def _check_pair(codes: np.ndarray, factors: np.ndarray) -> tuple[np.ndarray, np.
         raise VaekitError(f"need at least 2 items, got {codes.shape[0]}")
     if not np.isfinite(codes).all():
         raise VaekitError("codes contain NaN or infinity")
+    if factors.dtype.kind in "fc" and not np.isfinite(factors).all():  # np.unique made the NaNs one more value
+        raise VaekitError("factors contain NaN or infinity: drop those items, or give their factors")
     return codes, factors

@@ -105,6 +105,12 @@ class Model(nn.Module):
         return settings
 
     @classmethod
+    def batch_refused(cls, settings: Any, batch_size: int) -> str | None:
+        """Why the family, with these settings, cannot train on batches of `batch_size` items, as a one-line error
+        with the fix; None where it can."""
+        return None
+
+    @classmethod
     def processes_refused(cls, settings: Any) -> str | None:
         """Why the family, with these settings (its Settings, or None), cannot train in several processes (--nproc),
         as a one-line error with the fix; None where it can."""
@@ -639,10 +645,13 @@ def check_launchable(config: ModelConfig, processes: int) -> None:
                           f"vaekit.plugins), or train in one process")
 
 
-def check_processes(config: ModelConfig, processes: int) -> None:
-    """Refuse a family that cannot train in `processes` processes, before a run folder is made."""
+def check_processes(config: ModelConfig, processes: int, batch_size: int | None = None) -> None:
+    """Refuse a family that cannot train in `processes` processes (or on batches of `batch_size`), before a run
+    folder is made."""
     family = MODEL_FAMILIES.get(config.family)
     reason = family.processes_refused(config.settings(config.family)) if family and processes > 1 else None
+    if not reason and family and batch_size is not None:
+        reason = family.batch_refused(config.settings(config.family), batch_size)
     if reason:
         raise VaekitError(reason)
 

@@ -341,7 +341,7 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
 
         summary_writer()
     here = distributed.setup(resolve_device(cfg.train.device))
-    check_processes(cfg.model, here.size)  # before the run folder
+    check_processes(cfg.model, here.size, cfg.train.batch_size)  # before the run folder
     torch.manual_seed(cfg.train.seed)  # weights and posterior samples: same seed, same run
     model = build_model(cfg.model)
     model.likelihood.check_support(dataset.x_train, "the training data")

@@ -39,6 +39,13 @@ class TCVAE(VAE):
         return replace(settings, dataset_size=len(dataset.x_train))
 
     @classmethod
+    def batch_refused(cls, settings: Any, batch_size: int) -> str | None:
+        if batch_size >= 2:
+            return None
+        return ("the tcvae family estimates the aggregate posterior from each batch, and a batch of one item has none "
+                "(its total correlation would be 0 and --beta ignored): use --batch-size 2 or more")
+
+    @classmethod
     def processes_refused(cls, settings: Any) -> str | None:
         return ("the tcvae family estimates the aggregate posterior from the whole batch, and each of several "
                 "processes sees only its share: train it in one process (drop --nproc)")
