@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import re
 from dataclasses import replace
@@ -18,6 +19,8 @@ from ..data import Dataset, load_dataset, resolved_name, safe
 from ..data.tables import model_table, write_rows
 from ..errors import VaekitError
 from ..models import Model
+
+log = logging.getLogger(__name__)
 
 
 def recipes() -> list[str]:
@@ -104,8 +107,8 @@ def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) ->
 
 def _check_one_value_each(args: argparse.Namespace, base: RunConfig, flags: dict, assignments: list[str],
                           result: RunConfig) -> None:
-    """A setting given by its flag and by --set with another value is refused (--set took precedence in silence, in
-    either order on the command line)."""
+    """A warning where a setting is given by its flag and by --set with another value: --set's is used, in either
+    order on the command line (as a script's flags can be overridden), which was done in silence."""
     given = {(f.section, *f.path): f for f in config_module.config_flags() if getattr(args, f.dest, None) is not None}
     conflicting = [(item, given[path]) for item in assignments
                    if (path := tuple(p.strip() for p in item.partition("=")[0].split("."))) in given]
@@ -119,8 +122,8 @@ def _check_one_value_each(args: argparse.Namespace, base: RunConfig, flags: dict
         for part in path:
             ours, theirs = ours[part], theirs[part]
         if ours != theirs:
-            raise VaekitError(f"{flag.flag} {getattr(args, flag.dest)} and --set {item} both set {'.'.join(path)}: "
-                              "give one of them")
+            log.warning("%s %s and --set %s both set %s: --set's value is used", flag.flag, getattr(args, flag.dest),
+                        item, ".".join(path))
 
 
 def set_flags(args: argparse.Namespace) -> list[str]:
