@@ -669,7 +669,9 @@ def test_a_setting_given_by_its_flag_and_by_set_with_two_values_is_warned_of(cap
                               (["--hidden-dims", "64,32", "--set", "model.hidden_dims=[64,16]"], "model.hidden_dims",
                                [64, 16]),
                               (["--iwae-k", "3", "--set", "model.family=iwae", "--set", "model.iwae.k=5"],
-                               "model.iwae.k", 5)):
+                               "model.iwae.k", 5),
+                              (["--model", "vae", "--iwae-k", "3", "--set", "model.family=iwae"], "model.family",
+                               "iwae")):  # the flags alone are no whole config: still said, not an error
         caplog.clear()
         with caplog.at_level("WARNING"):
             assert main([*base, *given]) == 0, given

@@ -47,7 +47,8 @@ def mig(codes: np.ndarray, factors: np.ndarray, n_bins: int = 20) -> MIGResult:
 
     A factor with more values than n_bins cannot be fully resolved by binned codes, so even a perfect
     code scores about log(n_bins) / log(n_values) on it (on the shapes grid with n_bins=20: about 0.90 in
-    all, 0.902 for the factors themselves over 200,000 draws); raise n_bins to the largest factor size (40 for shapes) to compare against a ceiling of 1.
+    all, 0.902 for the factors themselves over 200,000 draws); raise n_bins to the largest factor size (40 for
+    shapes) to compare against a ceiling of 1.
     """
     from sklearn.metrics import mutual_info_score  # here, not at import: scikit-learn loads its own thread pools
 

@@ -115,13 +115,16 @@ def _check_one_value_each(args: argparse.Namespace, base: RunConfig, flags: dict
     if not conflicting:
         return
     others = [item for item in assignments if item not in dict(conflicting)]  # (one may choose the family)
-    by_flags = json.loads(config_module.override(base, others, flags).to_json())
+    try:
+        by_flags = json.loads(config_module.override(base, others, flags).to_json())
+    except VaekitError:  # the flags alone are no whole config (--model vae --iwae-k 3 --set model.family=iwae)
+        by_flags = None
     by_both = json.loads(result.to_json())
     for item, flag in conflicting:
         path, ours, theirs = (flag.section, *flag.path), by_flags, by_both
         for part in path:
-            ours, theirs = ours[part], theirs[part]
-        if ours != theirs:
+            ours, theirs = None if ours is None else ours.get(part), theirs.get(part)
+        if by_flags is None or ours != theirs:
             log.warning("%s %s and --set %s both set %s: --set's value is used", flag.flag, getattr(args, flag.dest),
                         item, ".".join(path))
 
