@@ -17,12 +17,13 @@ import json
 import os
 
 
-from .. import checkpoint, config as config_module, metrics
-from ..data import hold_out, resolved_name, validation_items
+from .. import checkpoint, metrics
+from ..data import hold_out, validation_items
 from ..errors import VaekitError
 from ..files import check_target, write_text
 from ..train import resolve_device
-from .common import add_data_flags, add_seed, add_split, add_threads, run_dataset, run_folder, split_labels
+from .common import (add_data_flags, add_seed, add_split, add_threads, own_data, run_dataset, run_folder,
+                     split_labels)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,9 +56,7 @@ def _split(args: argparse.Namespace, model, dataset) -> tuple:
     out training items to judge its epochs, train is the items it trained on (it counted the held-out ones too) and
     validation the held-out ones, as the run judged them."""
     cfg = checkpoint.load_config(run_folder(args.run))
-    given = {f.path[-1]: getattr(args, f.dest) for f in config_module.config_flags(("data",))
-             if getattr(args, f.dest, None) is not None}
-    own = not given or (set(given) == {"name"} and resolved_name(given["name"]) == resolved_name(cfg.data.name))
+    own = own_data(cfg, args)
     held = own and args.split != "test" and validation_items(cfg.data, len(dataset.x_train),
                                                               cfg.train.early_stopping is not None) > 0
     if args.split == "validation" and not held:

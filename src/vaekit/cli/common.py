@@ -9,6 +9,7 @@ import re
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -152,12 +153,23 @@ def load_run(path: str) -> Model:
     return checkpoint.load(run_folder(path))
 
 
+def data_flags_given(args: argparse.Namespace) -> dict[str, Any]:
+    """The data flags given on the command line: data setting -> value (--data is "name")."""
+    return {f.path[-1]: getattr(args, f.dest) for f in config_module.config_flags(("data",))
+            if getattr(args, f.dest, None) is not None}
+
+
+def own_data(run_cfg: RunConfig, args: argparse.Namespace) -> bool:
+    """Whether a command on a run reads the run's own data: no data flags, or only --data naming the run's own."""
+    given = data_flags_given(args)
+    return not given or (set(given) == {"name"} and resolved_name(given["name"]) == resolved_name(run_cfg.data.name))
+
+
 def run_dataset(run: str, args: argparse.Namespace, whole: bool = False) -> Dataset:
     """The data a command works on: flags if given, else the run's own data set (with its binarisation). whole: a
     table file (the run's own too) read whole and in its order, as a new file is."""
     run_cfg = checkpoint.load_config(run_folder(run))
-    updates = {f.path[-1]: getattr(args, f.dest) for f in config_module.config_flags(("data",))
-               if getattr(args, f.dest, None) is not None}
+    updates = data_flags_given(args)
     table = model_table(run_cfg.model)
     folder = run_folder(run)
     if whole and table is not None:
