@@ -99,6 +99,9 @@ def test_flags_yaml_and_set_reach_the_same_fields(tmp_path):
     (["--set", "train.lr=["], "cannot read '[' as a value"),
     (["--set", "edits.method=nearest"], "edits.method='nearest' is not one of mean-diff, linear, local"),
     (["--set", "edit.method=local"], "did you mean edits"),
+    (["--model", "tcvae", "--set", "model.tcvae.dataset_size=5"],
+     "--set model.tcvae.dataset_size: vaekit fills this in from the training data"),
+    (["--set", "model.data_shape=[1,8,8]"], "drop --set model.data_shape"),
 ])
 def test_bad_settings_are_refused_with_the_declared_requirement(argv, message, capsys, tmp_path):
     try:
@@ -108,6 +111,22 @@ def test_bad_settings_are_refused_with_the_declared_requirement(argv, message, c
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
+
+
+def test_set_refuses_every_setting_filled_in_from_the_data_and_takes_every_other():
+    """A value --set gives a setting vaekit fills in from the training data would be overwritten in silence."""
+    filled, taken = [], []
+    owners = [(name, section) for name, section in SECTIONS.items()]
+    owners += [(f"model.{name}", settings) for name, settings in COMPONENT_SETTINGS.items()]
+    for prefix, owner in owners:
+        for f in dataclasses.fields(owner):
+            (filled if f.metadata.get("from_data") else taken).append(f"{prefix}.{f.name}=1")
+    assert {"model.data_shape=1", "model.num_labels=1", "model.label_names=1", "model.tcvae.dataset_size=1",
+            "model.table.columns=1"} <= set(filled)
+    assert all(config.filled_from_data(item) for item in filled)
+    assert not any(config.filled_from_data(item) for item in taken), [i for i in taken if config.filled_from_data(i)]
+    assert not config.filled_from_data("model.nothing.dataset_size=1") and not config.filled_from_data("x=1")
+    assert parse("--set", "edits.method=local").edits.method == "local"  # no flag, and not from the data
 
 
 def test_a_family_registered_outside_the_package_gets_its_settings_everywhere():

@@ -29,14 +29,16 @@ Check = tuple[Callable[[Any], bool], str]  # (predicate on a set value, what a v
 
 
 def setting(default: Any = MISSING, help: str = "", *, choices: tuple | Callable[[], tuple] | None = None,
-            check: Check | None = None, flag: str | None = None, cli: bool = True,
+            check: Check | None = None, flag: str | None = None, cli: bool = True, from_data: bool = False,
             default_factory: Any = MISSING) -> Any:
     """A config field with everything the CLI and the validator need to know about it, declared in one place.
 
     choices: the allowed values (or a function returning them, for registries); check: (predicate, requirement)
-    for a set value; flag: the CLI flag when not --field-name; cli=False: filled by vaekit, no flag.
+    for a set value; flag: the CLI flag when not --field-name; cli=False: no flag (set by recipes, --config, --set or
+    vaekit); from_data: filled in from the training data by vaekit (implies cli=False), so --set refuses it.
     """
-    metadata = {"help": help, "choices": choices, "check": check, "flag": flag, "cli": cli}
+    metadata = {"help": help, "choices": choices, "check": check, "flag": flag, "cli": cli and not from_data,
+                "from_data": from_data}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -165,13 +167,13 @@ class ModelConfig:
                                "no gradient below that", check=(non_negative, ">= 0"))
     condition: str = setting("none", "condition the encoder and decoder on the class label (ae, vae, iwae, tcvae)",
                              choices=("none", "label"))
-    num_labels: int = setting(0, check=(lambda v: v >= 0, ">= 0"), cli=False)  # classes of a label-conditioned
+    num_labels: int = setting(0, check=(lambda v: v >= 0, ">= 0"), from_data=True)  # classes of a label-conditioned
     # model; filled in from the data
     label_names: tuple[str, ...] = setting((), check=(lambda v: all(isinstance(n, str) for n in v), "class names"),
-                                           cli=False)  # a conditioned model's classes by name, in class order, where
+                                           from_data=True)  # a conditioned model's classes by name, in class order, where
     # the data names them (a table's label column of text, an image folder's subfolders): new files map onto them
     data_shape: tuple[int, ...] = setting((), check=(lambda v: all(0 < d < 2**31 for d in v), "positive sizes"),
-                                          cli=False)  # filled in from the data set
+                                          from_data=True)  # filled in from the data set
     # Settings of the family and the likelihood in use, by component name (see COMPONENT_SETTINGS).
     options: dict[str, Any] = setting(default_factory=dict, cli=False)
 
@@ -448,6 +450,19 @@ def assignment(item: str) -> dict[str, Any]:
     for part in reversed(parts):
         nested = {part: nested}
     return nested
+
+
+def filled_from_data(item: str) -> bool:
+    """Whether a "section.key=value" assignment names a setting vaekit fills in from the training data (the data's
+    shape, a tcvae's training-set size, a table's columns, ...), which a value given for it would not change."""
+    parts = [p.strip() for p in item.partition("=")[0].split(".")]
+    owner = SECTIONS.get(parts[0])
+    if owner is ModelConfig and len(parts) == 3:  # model.<family or likelihood>.<setting>
+        owner, parts = COMPONENT_SETTINGS.get(parts[1]), parts[1:]
+    if owner is None or len(parts) != 2:
+        return False
+    found = owner.__dataclass_fields__.get(parts[1])
+    return found is not None and bool(found.metadata.get("from_data"))
 
 
 def override(cfg: RunConfig, assignments: list[str], flags: dict[str, Any] | None = None) -> RunConfig:

@@ -31,7 +31,7 @@ class TCVAE(VAE):
                                check=(non_negative, ">= 0"))
         gamma: float = setting(1.0, "weight of the dimension-wise KL in the tcvae family's objective",
                                check=(non_negative, ">= 0"))
-        dataset_size: int = setting(0, check=(lambda v: v >= 0, ">= 0"), cli=False)  # training items: filled in
+        dataset_size: int = setting(0, check=(lambda v: v >= 0, ">= 0"), from_data=True)  # training items: filled in
         # from the data (the estimator weighs each batch against the whole set)
 
     @classmethod

@@ -101,6 +101,11 @@ def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) ->
         cfg = config_module.load_yaml(args.config, cfg)
     flags = config_module.from_flags(vars(args), config_module.config_flags())
     assignments = getattr(args, "set", []) or []
+    for item in assignments:
+        if config_module.filled_from_data(item):
+            key = item.partition("=")[0].strip()
+            raise VaekitError(f"--set {key}: vaekit fills this in from the training data, and a value given for it "
+                              f"would not be used: drop --set {key}")
     result = config_module.override(cfg, assignments, flags)
     _check_one_value_each(args, cfg, flags, assignments, result)
     return result
