@@ -454,3 +454,26 @@ def test_training_the_prior_of_an_unfinished_run_is_warned_of(tmp_path, caplog):
             runs.train_stage(tmp_path / run, "prior", epochs=1, progress=False)
         assert ("stopped after 1 of its 3 epochs: its prior stage is trained on a model that is not finished"
                 in caplog.text) == warned, run
+
+
+def test_a_damaged_resume_state_of_a_finished_run_does_not_block_its_prior_stage(tmp_path, caplog):
+    """train-prior refused a finished run whose resume state was damaged, though it needs only the model file: it now
+    trains the stage, says the run cannot be resumed, and leaves the damaged file as it was."""
+    from vaekit import runs
+    from vaekit.config import DataConfig, ModelConfig as Model, RunConfig, TrainConfig
+
+    cfg = RunConfig(data=DataConfig(name="digits"), model=Model(family="vqvae", latent_dim=4),
+                    train=TrainConfig(epochs=1, progress=False))
+    runs.train(cfg, tmp_path / "run")
+    state, = (tmp_path / "run").glob("resume-*.safetensors")
+    damaged = bytearray(state.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    state.write_bytes(bytes(damaged))
+    before = vaekit.load(tmp_path / "run").state_dict()
+    with caplog.at_level("WARNING"):
+        runs.train_stage(tmp_path / "run", "prior", epochs=1, progress=False)
+    assert "is damaged" in caplog.text and "the prior stage trains all the same" in caplog.text, caplog.text
+    assert state.read_bytes() == bytes(damaged)
+    after = vaekit.load(tmp_path / "run").state_dict()
+    changed = {key.split(".")[0] for key in before if not torch.equal(before[key], after[key])}
+    assert changed == {"prior_net"}, changed  # the prior stage alone

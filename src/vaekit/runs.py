@@ -556,8 +556,9 @@ class StageSaver(Callback):
     """Writes the run folder's model file (the whole model, its later stage's weights included) after every epoch
     of a later stage and when a stop is asked for, atomically, under the run's own id."""
 
-    def __init__(self, directory: Path, config: RunConfig, run_id: str | None) -> None:
+    def __init__(self, directory: Path, config: RunConfig, run_id: str | None, resume_readable: bool = True) -> None:
         self.directory, self.config, self.run_id = directory, config, run_id
+        self.resume_readable = resume_readable  # False: a damaged resume state, left as it is
 
     def save(self, trainer: Trainer) -> None:
         model = checkpoint.unwrap(trainer.model)
@@ -565,7 +566,8 @@ class StageSaver(Callback):
         # The run's resume state gets the stage's weights too, so continuing the run keeps them: the state of every
         # top-level module whose parameters the stage trains.
         owned = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
-        if (self.directory / checkpoint.RESUME_STATE).is_file() and not checkpoint.never_checkpointed(self.directory):
+        if self.resume_readable and (self.directory / checkpoint.RESUME_STATE).is_file() and \
+                not checkpoint.never_checkpointed(self.directory):
             tensors, meta = checkpoint.load_resume(self.directory)
             for key, value in model.state_dict().items():
                 if key.split(".")[0] in owned:
@@ -632,9 +634,17 @@ def train_stage(directory: str | Path, stage: str, epochs: int = 10, batch_size:
         checkpoint.remove_temporaries(directory)
         model = checkpoint.load(directory)
         check_space(directory, model, fix="free some space on its disk")  # before an epoch of training, not after
+        resume_readable = True
         if (directory / checkpoint.RESUME_STATE).is_file() and not checkpoint.never_checkpointed(directory):
-            state = checkpoint.load_resume(directory)[1]  # a damaged one is named now, not after the first epoch
-            _warn_if_unfinished(directory, state, stage)
+            try:
+                state = checkpoint.load_resume(directory)[1]
+            except VaekitError as exc:  # the model file is whole: the stage needs only it
+                resume_readable = False
+                log.warning("%s; the %s stage trains all the same, from the model file, and leaves that state as it "
+                            "is (the run cannot be resumed with vaekit train --resume until it is restored)",
+                            str(exc).partition(": ")[0], stage)
+            else:
+                _warn_if_unfinished(directory, state, stage)
         run_id = checkpoint.read_checked(directory / checkpoint.MODEL_FILE)[1].get(checkpoint.RUN_KEY)
         if data is not None:
             if dataset is not None:
@@ -650,7 +660,7 @@ def train_stage(directory: str | Path, stage: str, epochs: int = 10, batch_size:
                                                       .stage_module(stage).state_dict())
         torch.manual_seed(cfg.train.seed)
         model.set_stage(stage)
-        own = [StageSaver(directory, cfg, run_id), MetricsLog(directory / stage_metrics_file(stage))]
+        own = [StageSaver(directory, cfg, run_id, resume_readable), MetricsLog(directory / stage_metrics_file(stage))]
         trainer = Trainer(model.train(), train_cfg, [*own, *(callbacks or [])])
         try:
             with _naming_run(directory):
