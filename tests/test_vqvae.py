@@ -380,8 +380,12 @@ def test_traverse_of_a_spatial_code_sweeps_its_most_used_numbers(tmp_path, caplo
     assert "the 16 most used of the code's 196 numbers" in caplog.text
     assert main(["traverse", str(run), "--steps", "3", "--top", "20", "--out", str(tmp_path / "t.npy")]) == 0
     assert np.load(tmp_path / "t.npy").shape[:2] == (20, 3)
-    assert main(["traverse", str(run), "--steps", "3", "--dims", "0,195", "--out", str(tmp_path / "t.npy")]) == 0
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert main(["traverse", str(run), "--steps", "3", "--dims", "0,195", "--out", str(tmp_path / "t.npy")]) == 0
     assert np.load(tmp_path / "t.npy").shape[:2] == (2, 3)
+    # each number with its place in the 7x7 grid of 4-number vectors
+    assert "dimensions z[0] (row 0, column 0, number 0), z[195] (row 6, column 6, number 3)" in caplog.text
 
 
 def test_the_prior_draws_its_grids_a_chunk_at_a_time(monkeypatch):

@@ -170,6 +170,11 @@ class Model(nn.Module):
         """Shape of one item's code, what the latent tools work on (encode, interpolate, traverse, attributes)."""
         return (self.latent_dim,)
 
+    def code_number_name(self, d: int) -> str:
+        """Number d of an item's flattened code as a traversal's rows name it: z[d]; a family whose code has places
+        (the vqvae's grid of vectors) adds where d sits."""
+        return f"z[{d}]"
+
     @property
     def num_labels(self) -> int:
         """Classes a label-conditioned model takes (0: not conditioned)."""

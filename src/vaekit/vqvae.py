@@ -211,6 +211,12 @@ class VQVAE(Model):
         """Numbers in a flattened quantised grid: positions x model.latent_dim."""
         return self.positions * self.config.latent_dim
 
+    def code_number_name(self, d: int) -> str:
+        """z[d] with its place: d is number d % D of the vector at grid position d // D (raster order)."""
+        position, number = divmod(d, self.config.latent_dim)
+        row, column = divmod(position, self.grid[1])
+        return f"z[{d}] (row {row}, column {column}, number {number})"
+
     def _vectors(self, params: torch.Tensor) -> torch.Tensor:
         """The encoder's output as (B, positions, D), positions in raster order."""
         if params.dim() == 4:  # (B, D, H, W)

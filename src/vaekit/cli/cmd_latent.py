@@ -186,13 +186,14 @@ def traverse(args: argparse.Namespace) -> int:
     result = latent.traverse(model, item, dims=dims, top_n=args.top, values=torch.linspace(*low_high, args.steps),
                              data=x[:2000] if wants_data else None, y=_label(y, args.item),
                              data_labels=None if y is None else y[:2000])
-    log.info("rows: latent dimensions %s; columns: values %g..%g", ", ".join(map(str, result.dims)), *low_high)
+    names = [model.code_number_name(d) for d in result.dims]
+    log.info("rows: latent dimensions %s; columns: values %g..%g", ", ".join(names), *low_high)
     plain = args.out.endswith(".npy") or model_table(model.config) is not None
     values = torch.linspace(*low_high, args.steps).tolist()
     unit = "the prior's SD" if model.codes_follow_prior else "the codes' SD over the data"  # as latent.traverse
     print(_save(model, result.images if plain else result.grid(), args.out, ncol=args.steps,
                 captions=[_number(v) for v in values] * len(result.dims),
-                row_labels=[f"z[{d}]" for d in result.dims],
+                row_labels=names,
                 title=f"item {args.item}: one latent dimension per row, swept from {low_high[0]:g} to "
                       f"{low_high[1]:g} (in {unit})"))
     return 0
