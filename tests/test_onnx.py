@@ -176,7 +176,7 @@ def test_a_table_models_files_are_usable_without_vaekit(tmp_path):
     layout = described["table"]
     assert [c["name"] for c in layout["columns"]] == ["size", "colour", "shade"]
     assert described["labels"]["names"] == ["x", "y"] and described["labels"]["count"] == 2
-    assert "i in 0..1; any other value decodes with no class" in described["labels"]["how"]
+    assert "i in 0..1; any other value, negative ones too, is refused" in described["labels"]["how"]
     rows = [line.split(",") for line in lines[1:]]
     x = np.zeros((len(rows), described["data_shape"][0]), np.float32)
     for column in layout["columns"]:
@@ -202,6 +202,13 @@ def test_a_table_models_files_are_usable_without_vaekit(tmp_path):
     np.testing.assert_allclose(code, want, atol=1e-5)
     decoder = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "decoder.onnx"), providers=["CPUExecutionProvider"])
     mean = decoder.run(None, {"z": code, "label": labels})[0]
+    for wrong in (2, -1):  # not a class: refused, as vaekit refuses it, rather than decoded with no class
+        bad = labels.copy()
+        bad[5] = wrong
+        with pytest.raises(Exception, match="out of data bounds"):
+            encoder.run(None, {"x": x, "label": bad})
+        with pytest.raises(Exception, match="out of data bounds"):
+            decoder.run(None, {"z": code, "label": bad})
     size = layout["columns"][0]
     decoded = model_table(model.config).decode(torch.from_numpy(mean))
     np.testing.assert_allclose(size["mean"] + size["std"] * mean[:, 0], decoded["size"], rtol=1e-5)

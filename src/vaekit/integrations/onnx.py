@@ -134,14 +134,13 @@ def _export(model: Model, directory: Path, opset: int | None, conditioned: bool,
     differences: dict[str, float] = {}
     description: dict = {"family": model.config.family, "data_shape": list(model.data_shape),
                          "code_shape": list(model.code_shape), "conditioned": conditioned, "files": {}}
-    if conditioned:  # the graphs cannot refuse a label: one outside the classes gets an all-zero one-hot
+    if conditioned:  # a label outside the classes is refused by the runtime (_traceable_labels' Gather)
+        refused = "any other value, negative ones too, is refused by the runtime (indices out of data bounds)"
         description["labels"] = {"count": model.num_labels,
-                                 "how": f"a class index 0..{model.num_labels - 1}; any other value decodes with no "
-                                        "class (an all-zero one-hot), so check labels before"}
+                                 "how": f"a class index 0..{model.num_labels - 1}; {refused}"}
         if model.config.label_names:
             description["labels"]["names"] = list(model.config.label_names)
-            description["labels"]["how"] = f"label i is the class names[i], i in 0..{model.num_labels - 1}; any " \
-                                           "other value decodes with no class (an all-zero one-hot)"
+            description["labels"]["how"] = f"label i is the class names[i], i in 0..{model.num_labels - 1}; {refused}"
 
     schema = model_table(model.config)
     if schema is not None:
@@ -223,11 +222,20 @@ def table_layout(schema: TableSchema) -> dict:
 @contextlib.contextmanager
 def _traceable_labels(model: Model):
     """The labels' one-hot code without the checks that read label values on the host (which an exported graph
-    cannot hold): an ONNX file takes labels 0..num_labels-1 as given."""
+    cannot hold): as a Gather of the identity's rows, so that a runtime refuses a label outside 0..num_labels-1 (the
+    one-hot function gave such a label no class, in silence)."""
     if not model.num_labels:
         yield
         return
-    model.label_features = lambda y, batch: torch.nn.functional.one_hot(y.long(), model.num_labels).float()
+    classes = model.num_labels
+
+    def label_features(y: torch.Tensor, batch: int) -> torch.Tensor:
+        # a row of the identity per label (a Gather, which onnxruntime refuses for an index outside the rows); a
+        # negative label, which Gather would count from the end, is sent outside them too
+        index = torch.where(y.long() < 0, torch.full_like(y.long(), classes), y.long())
+        return torch.index_select(torch.eye(classes, device=y.device), 0, index)
+
+    model.label_features = label_features
     try:
         yield
     finally:
