@@ -245,7 +245,8 @@ def test_an_hvae_run_trains_samples_evaluates_and_loads(tmp_path):
     assert math.isfinite(result["nll"]) and result["nll"] <= -result["elbo"] + 1e-6
     assert model.pseudo_inputs.shape == (16, 1, 8, 8)
     for bad in (["--hvae-k", "5", "--free-bits", "0.5"], ["--condition", "label"], ["--hvae-top-dim", "0"],
-                ["--hvae-top-components", "0"], ["--hvae-top-components", "10"]):
+                ["--hvae-top-components", "0"], ["--hvae-top-components", "10"],
+                ["--hvae-top-components", "500"]):  # the default, but given for a prior that has no pseudo-inputs
         assert main(["train", "--data", "digits", "--model", "hvae", *bad, "--out", str(tmp_path / "bad")]) == 2
     with pytest.raises(SystemExit) as exit:  # argparse's own choice check
         main(["train", "--data", "digits", "--model", "hvae", "--hvae-inference", "sideways"])

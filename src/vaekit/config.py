@@ -30,15 +30,17 @@ Check = tuple[Callable[[Any], bool], str]  # (predicate on a set value, what a v
 
 def setting(default: Any = MISSING, help: str = "", *, choices: tuple | Callable[[], tuple] | None = None,
             check: Check | None = None, flag: str | None = None, cli: bool = True, from_data: bool = False,
-            default_factory: Any = MISSING) -> Any:
+            needs: tuple[str, Any] | None = None, default_factory: Any = MISSING) -> Any:
     """A config field with everything the CLI and the validator need to know about it, declared in one place.
 
     choices: the allowed values (or a function returning them, for registries); check: (predicate, requirement)
     for a set value; flag: the CLI flag when not --field-name; cli=False: no flag (set by recipes, --config, --set or
-    vaekit); from_data: filled in from the training data by vaekit (implies cli=False), so --set refuses it.
+    vaekit); from_data: filled in from the training data by vaekit (implies cli=False), so --set refuses it; needs:
+    (other setting of the same section, value) without which this one does nothing, so that a value given for it
+    then is refused (the validator: a value other than the default; the CLI: its flag given at all).
     """
     metadata = {"help": help, "choices": choices, "check": check, "flag": flag, "cli": cli and not from_data,
-                "from_data": from_data}
+                "from_data": from_data, "needs": needs}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -472,9 +474,43 @@ def override(cfg: RunConfig, assignments: list[str], flags: dict[str, Any] | Non
     return _layer(cfg, [flags or {}, *(assignment(item) for item in assignments)])
 
 
+def unmet_need(instance: Any, name: str, path: str) -> str | None:
+    """Where setting `name` of `instance` (the section or component settings at config path `path`) needs another
+    setting's value it does not have (setting(needs=...)): what to tell the user, naming both as they are given."""
+    declared = {f.name: f for f in fields(instance)}
+    needs = declared[name].metadata.get("needs")
+    if needs is None or getattr(instance, needs[0]) == needs[1]:
+        return None
+    other, wanted = declared[needs[0]], needs[1]
+    value = _as_typed(wanted)
+    given = _given_as(declared[name], path)
+    if other.metadata.get("cli", True) and not isinstance(wanted, bool):
+        fix = f"{_given_as(other, path)} {value}"
+    else:
+        fix = f"--set {path}.{other.name}={value}"
+    return (f"{given} applies only where {path}.{other.name} is {value}, and it is "
+            f"{_as_typed(getattr(instance, other.name))}: add {fix}, or drop {given}")
+
+
+def _as_typed(value: Any) -> str:
+    return "true" if value is True else "false" if value is False else _show(value)
+
+
+def _given_as(f: Any, path: str) -> str:
+    """How a user gives setting f of the section or component settings at `path`: its flag, or --set PATH.NAME."""
+    if not f.metadata.get("cli", True):
+        return f"--set {path}.{f.name}"
+    component = path.split(".", 1)[1] + "-" if "." in path else ""
+    return f.metadata.get("flag") or f"--{component}{f.name}".replace("_", "-")
+
+
 def _check_fields(instance: Any, path: str) -> None:
     for f in fields(instance):
         value = getattr(instance, f.name)
+        if f.metadata.get("needs") is not None and f.default is not MISSING and value != f.default:
+            unmet = unmet_need(instance, f.name, path)
+            if unmet is not None:
+                raise VaekitError(unmet)
         choices, check = f.metadata.get("choices"), f.metadata.get("check")
         choices = choices() if callable(choices) else choices
         if choices is not None and value not in choices:

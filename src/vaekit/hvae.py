@@ -155,7 +155,8 @@ class HVAE(VAE):
                                  choices=("normal", "vamp"))
         top_components: int = setting(500, "pseudo-inputs of the hvae family's vamp top prior (--hvae-top-prior "
                                       "vamp; the VampPrior paper's 500)",
-                                      check=(lambda v: 1 <= v <= 100_000, "between 1 and 100000"))
+                                      check=(lambda v: 1 <= v <= 100_000, "between 1 and 100000"),
+                                      needs=("top_prior", "vamp"))
         gradient: str = iw_gradient_setting("hvae", " (with k > 1)")
 
     def __init__(self, config: ModelConfig) -> None:
@@ -165,9 +166,6 @@ class HVAE(VAE):
             raise VaekitError("free bits floor the ELBO's KL terms, and the hvae family's IWAE bound (--hvae-k > 1) "
                               "has none: use --hvae-k 1 with --free-bits (and --hvae-gradient standard, "
                               "where a recipe such as hvae-iwae sets dreg), or drop --free-bits")
-        if settings.top_prior == "normal" and settings.top_components != type(settings)().top_components:
-            raise VaekitError("--hvae-top-components sets the pseudo-inputs of a vamp top prior, and this model's p(z2) "
-                              "is N(0, I): add --hvae-top-prior vamp, or drop --hvae-top-components")
         if settings.gradient != "standard" and settings.k == 1:
             raise VaekitError(f"--hvae-gradient {settings.gradient} is a gradient of the K-sample bound, and this model "
                               "trains on the ELBO: add --hvae-k 5 (or more), or pass --hvae-gradient "

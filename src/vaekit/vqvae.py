@@ -164,7 +164,7 @@ class VQVAE(Model):
                                       "(Dhariwal et al. 2020)",
                                 flag="--vqvae-no-restart")
         restart_below: float = setting(1.0, "decayed per-step usage under which a vqvae code counts as dead",
-                                       check=(non_negative, ">= 0"), cli=False)
+                                       check=(non_negative, ">= 0"), cli=False, needs=("restart", True))
         init_scale: float = setting(1.0, "codes start at encoder outputs of training items times this (1: as "
                                          "they are)", check=(positive, "> 0"), cli=False)
 

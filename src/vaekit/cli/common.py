@@ -108,6 +108,12 @@ def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) ->
                               f"would not be used: drop --set {key}")
     result = config_module.override(cfg, assignments, flags)
     _check_one_value_each(args, cfg, flags, assignments, result)
+    for flag in config_module.config_flags():  # a flag given for a setting that does nothing here, at its default too
+        if getattr(args, flag.dest, None) is not None and len(flag.path) == 2 and flag.path[0] in result.model.options:
+            unmet = config_module.unmet_need(result.model.options[flag.path[0]], flag.path[1],
+                                             f"model.{flag.path[0]}")
+            if unmet is not None:
+                raise VaekitError(unmet)
     return result
 
 
