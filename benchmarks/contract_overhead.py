@@ -16,9 +16,11 @@ machine whose speed drifts by 10-20% between minutes, that pairs far more closel
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -74,6 +76,7 @@ def in_process(base_src: Path, args: argparse.Namespace) -> dict[str, list[float
 
     torch.set_num_threads(args.threads)
     aliases = Path(tempfile.mkdtemp(prefix="vaekit-alias-"))
+    atexit.register(shutil.rmtree, aliases, ignore_errors=True)  # the base tree's alias, once the process ends
     (aliases / "vaekit_base").symlink_to(base_src / "vaekit")
     sys.path[:0] = [str(aliases), str(ROOT / "src")]
     trainers = {}
@@ -107,6 +110,8 @@ def main() -> int:
     parser.add_argument("--in-process", action="store_true",
                         help="alternate single epochs of the two trees in one process (the VAE only)")
     args = parser.parse_args()
+    if args.epochs < 2 and not args.in_process:
+        parser.error("--epochs must be at least 2: each child's first epoch (start-up) is left out of its median")
     with tempfile.TemporaryDirectory(prefix="vaekit-base-") as folder:
         base = Path(folder) / "tree"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base), args.base], check=True,

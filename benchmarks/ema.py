@@ -109,6 +109,9 @@ def main() -> None:
         same = len(earlier["val_loss"]) == len(result.history) and all(
             math.isclose(a, r.val_loss, rel_tol=1e-9) for a, r in zip(earlier["val_loss"], result.history))
         print(f"{args.reference}: the same validation losses at every epoch: {same}", flush=True)
+        if not same:  # its scores cannot stand in for this run's: they are computed here, at --final-k (long)
+            print(f"  this run trained otherwise (other settings, such as the recipe's precision and compile, or "
+                  f"another CPU): its last weights are scored here at K = {args.final_k}", flush=True)
         if same and earlier["k"] == args.final_k and earlier["test_items"] == x.shape[0]:
             final["last weights"] = {"k": earlier["k"], "nll": earlier["nll"], "nll_stderr": earlier["nll_stderr"],
                                      "elbo": earlier["elbo"], "active_units": earlier["active_units"],

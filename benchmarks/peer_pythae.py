@@ -49,6 +49,12 @@ import torch
 import torch.nn as nn
 
 import bench_common as common
+
+try:
+    import pythae  # noqa: F401
+except ImportError:
+    raise SystemExit("peer_pythae.py runs pythae, which is not installed here: make bench installs it (the bench "
+                     "extra), or pip install -r benchmarks/requirements-bench.txt in a venv of its own") from None
 from pythae.data.datasets import DatasetOutput
 from pythae.models import VAE, VAEConfig
 from pythae.models.base.base_utils import ModelOutput

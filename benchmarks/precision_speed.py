@@ -31,6 +31,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    if args.epochs < 4:
+        parser.error("--epochs must be at least 4: the speed is the median of epochs 4 onward (the compile and "
+                     "warm-up fall in the first ones)")
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for name, flags in VARIANTS.items():
@@ -44,7 +47,7 @@ def main() -> None:
             speeds = [row["images_per_s"] for row in history]
             rows.append({"variant": name, "flags": flags, "wall_seconds": round(time.perf_counter() - start, 1),
                          "images_per_s_by_epoch": [round(v) for v in speeds],
-                         "median_images_per_s": round(statistics.median(speeds[3:] or speeds)),
+                         "median_images_per_s": round(statistics.median(speeds[3:])),
                          "last_val_loss": history[-1].get("val_loss")})
     base = rows[0]["median_images_per_s"]
     for row in rows:

@@ -132,7 +132,9 @@ def train_peer(script: str, data: str, out: Path, epochs: int, logs: Path, extra
 def throughput(data: str, args: argparse.Namespace, work: Path, x_test: torch.Tensor) -> dict:
     """Each repeat trains every peer in turn (round robin), so a slow spell of a shared machine hits all of them;
     the table reports the median over repeats and scores the last repeat's models."""
-    pythae_extra = ["--nll-samples", str(args.iw_samples), "--nll-batch-size", "100"]
+    # pythae's estimator takes its samples in batches that divide them: 100, or the largest divisor under it
+    nll_batch = max(d for d in range(1, 101) if args.iw_samples % d == 0)
+    pythae_extra = ["--nll-samples", str(args.iw_samples), "--nll-batch-size", str(nll_batch)]
     repeats: dict[str, list[dict]] = {}
     bounds: dict[str, list[float]] = {}  # the matrix products alone, timed in the same rotation, per precision
     for repeat in range(args.repeats):

@@ -83,6 +83,8 @@ def main() -> None:
                              "with --compile")
     parser.add_argument("--out")
     args = parser.parse_args()
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2: the first epoch (start-up, a compile) is left out of the median")
     if args.setups == "gpu" and not torch.cuda.is_available():
         parser.error("--setups gpu, but torch sees no CUDA GPU here")
     results = {"machine": {**machine(), "cores": os.cpu_count()}, "data": args.data, "epochs": args.epochs,
