@@ -17,7 +17,7 @@ from vaekit.cli import main
 from vaekit.config import ModelConfig
 from vaekit.distributions import perplexity
 from vaekit.models import build_model
-from vaekit.vqvae import CodePrior, GridDecoder, GridEncoder
+from vaekit.vqvae import CodePrior, GatedCodePrior, GridDecoder, GridEncoder
 
 SHAPE = (1, 8, 8)
 
@@ -135,9 +135,10 @@ def test_perplexity_is_the_exponential_of_the_usage_entropy():
     assert float(perplexity(p * 40)) == pytest.approx(math.exp(-(p * p.log()).sum().item()))
 
 
-def test_the_prior_over_codes_sees_only_the_codes_before_each_position():
+@pytest.mark.parametrize("network", [CodePrior, GatedCodePrior])
+def test_the_prior_over_codes_sees_only_the_codes_before_each_position(network):
     torch.manual_seed(0)
-    prior = CodePrior(codebook=5, channels=8, layers=3)
+    prior = network(codebook=5, channels=8, layers=3)
     codes = torch.randint(5, (1, 4, 4))
     logits = prior(codes)
     changed_any_earlier = False
@@ -153,23 +154,50 @@ def test_the_prior_over_codes_sees_only_the_codes_before_each_position():
     assert changed_any_earlier
 
 
-def test_the_prior_learns_a_known_distribution_of_code_grids_and_samples_it():
+def earlier_positions_out_of_sight(prior: torch.nn.Module, height: int, width: int) -> int:
+    """Pairs (an earlier position, a later one) where changing the earlier code leaves the later logits unchanged."""
+    torch.manual_seed(1)
+    codes = torch.randint(5, (1, height, width))
+    with torch.no_grad():
+        logits = prior(codes)
+        unseen = 0
+        for position in range(height * width):
+            changed = codes.clone().view(-1)
+            changed[position] = (changed[position] + 1) % 5
+            moved = (prior(changed.view(1, height, width)) - logits).abs().amax(1).view(-1)
+            assert not moved[: position + 1].any()  # causal
+            unseen += int((moved[position + 1:] == 0).sum())
+    return unseen
+
+
+def test_the_gated_prior_sees_every_earlier_position_of_the_recipes_grid_where_masks_leave_a_blind_spot():
+    """The vqvae recipe's 7x7 grid at the default depth: the gated PixelCNN's logits at each position depend on every
+    earlier code; the masked convolutions' miss some above and to the right (their blind spot)."""
+    torch.manual_seed(0)
+    layers = vaekit.vqvae.VQVAE.Settings().prior_layers
+    assert earlier_positions_out_of_sight(GatedCodePrior(5, 8, layers).double(), 7, 7) == 0
+    assert earlier_positions_out_of_sight(GatedCodePrior(5, 8, layers).double(), 1, 8) == 0  # an MLP's row
+    assert earlier_positions_out_of_sight(CodePrior(5, 8, layers).double(), 7, 7) >= 105  # its blind spot
+
+
+@pytest.mark.parametrize("network", [CodePrior, GatedCodePrior])
+def test_the_prior_learns_a_known_distribution_of_code_grids_and_samples_it(network):
     torch.manual_seed(0)
     a = torch.tensor([[0, 1, 2], [3, 0, 1], [2, 3, 0]])
     b = torch.tensor([[3, 2, 1], [0, 3, 2], [1, 0, 3]])
     grids = torch.stack([a if torch.rand(()) < 0.7 else b for _ in range(1000)])
-    prior = CodePrior(codebook=4, channels=16, layers=2)
+    prior = network(codebook=4, channels=16, layers=2)
     optimizer = torch.optim.Adam(prior.parameters(), lr=1e-2)
-    for _ in range(300):
-        batch = grids[torch.randint(1000, (128,))]
+    for _ in range(300):  # on all the grids at every step: to the maximum-likelihood fit, without minibatch noise
         optimizer.zero_grad()
-        prior.nll(batch).mean().backward()
+        prior.nll(grids).mean().backward()
         optimizer.step()
     share_a = float((grids == a).all(-1).all(-1).float().mean())
     # all the randomness is in the first code: the entropy of the data's own shares is the best -log p there is
     exact = -(share_a * math.log(share_a) + (1 - share_a) * math.log(1 - share_a))
     with torch.no_grad():
-        assert float(prior.nll(grids).mean()) == pytest.approx(exact, abs=0.03)
+        assert float(prior.nll(grids).mean()) == pytest.approx(exact, abs=0.01)
+        assert float(torch.softmax(prior(a[None])[0, :, 0, 0], 0)[0]) == pytest.approx(share_a, abs=0.02)
     samples = prior.sample(2000, (3, 3), torch.device("cpu"))
     is_a, is_b = (samples == a).all(-1).all(-1), (samples == b).all(-1).all(-1)
     assert float((is_a | is_b).float().mean()) > 0.99
@@ -481,3 +509,33 @@ def test_a_damaged_resume_state_of_a_finished_run_does_not_block_its_prior_stage
     after = vaekit.load(tmp_path / "run").state_dict()
     changed = {key.split(".")[0] for key in before if not torch.equal(before[key], after[key])}
     assert changed == {"prior_net"}, changed  # the prior stage alone
+
+
+def test_a_run_from_before_the_gated_prior_keeps_its_masked_convolutions(tmp_path, capsys):
+    """model.vqvae.prior came with the gated PixelCNN as its default: a run written before it (its config.json without
+    the setting) loads, trains its prior stage and resumes with the masked convolutions it was made with."""
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    from vaekit import checkpoint
+
+    run = tmp_path / "old"
+    common = ["--no-progress", "--set", "model.vqvae.codebook=16"]
+    assert main(["train", "--data", "digits", "--model", "vqvae", "--latent-dim", "3", "--epochs", "1", "--out",
+                 str(run), "--set", "model.vqvae.prior=pixelcnn", *common]) == 0
+    # as vaekit wrote the run then: no model.vqvae.prior in config.json, and the model file naming that text
+    raw = json.loads((run / "config.json").read_text())
+    del raw["model"]["vqvae"]["prior"]
+    text = json.dumps(raw, indent=2)
+    (run / "config.json").write_text(text)
+    tensors, metadata = checkpoint.read_checked(run / "model.safetensors")
+    save_file(tensors, str(run / "model.safetensors"),
+              metadata={**metadata, checkpoint.CONFIG_KEY: hashlib.sha256(text.encode()).hexdigest()})
+    assert type(vaekit.load(run).prior_net) is CodePrior
+    assert main(["train-prior", str(run), "--epochs", "1", "--no-progress"]) == 0
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0  # its resume state fits
+    assert type(vaekit.load(run).prior_net) is CodePrior
+    assert main(["train", "--data", "digits", "--model", "vqvae", "--latent-dim", "3", "--epochs", "1", "--out",
+                 str(tmp_path / "new"), *common]) == 0
+    assert type(vaekit.load(tmp_path / "new").prior_net) is GatedCodePrior  # the default now

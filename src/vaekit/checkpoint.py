@@ -123,6 +123,9 @@ ADDED_LATER = {("train", "early_stopping"): None, ("model", "free_bits"): 0.0, (
 # writes it for those with early stopping, which judged on the test split)
 ADDED_LATER_ALSO = {("data", "validation"): (0,)}
 FAMILY_SETTINGS_ADDED_LATER = {"hvae": ("top_prior", "top_components", "gradient"), "iwae": ("gradient",)}
+# ...and family settings added later whose default is not what the runs written before them did: (family, name) ->
+# their value for those runs, filled in where a config.json leaves them out (and, as above, not in the identity)
+FAMILY_SETTINGS_BEFORE = {("vqvae", "prior"): "pixelcnn"}
 
 
 def identities(directory: str | Path) -> set[str]:
@@ -155,6 +158,10 @@ def _identity(settings: dict[str, Any], runtime: tuple[str, ...] = RUNTIME) -> s
             for name in names:
                 if values.get(name, getattr(declared, name)) == getattr(declared, name):
                     values.pop(name, None)
+    for (family, name), before in FAMILY_SETTINGS_BEFORE.items():
+        values = settings["model"].get(family)
+        if isinstance(values, dict) and values.get(name, before) == before:
+            values.pop(name, None)
     return _sha256(json.dumps(settings, sort_keys=True))
 
 
@@ -195,6 +202,9 @@ def load_config(directory: str | Path) -> RunConfig:
         std = model.pop("gaussian_std")
         if std is not None and model.get("likelihood") == "gaussian":  # elsewhere it had no effect
             model["gaussian"] = {"std": std}
+    for (component, name), before in FAMILY_SETTINGS_BEFORE.items():
+        if model.get("family") == component and isinstance(model.get(component, {}), dict):
+            model.setdefault(component, {}).setdefault(name, before)
     family = model.get("family")
     if isinstance(family, str):
         from .models import MODEL_FAMILIES, load_plugins

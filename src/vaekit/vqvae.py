@@ -6,7 +6,8 @@ loss ||z_e - sg[e]||^2 keeps the encoder near its codes.
 
 Images get a spatial code: the convolutions' output grid (H/2^n x W/2^n positions of model.latent_dim numbers each);
 other data a row of model.vqvae.positions positions. Sampling needs a prior over the code grid: an autoregressive
-model (a PixelCNN of masked convolutions, van den Oord et al. 2016) trained as a second stage on the codes of the
+model (by default a gated PixelCNN, van den Oord et al. 2016, whose two stacks see every earlier position; or the
+first PixelCNN's masked convolutions, model.vqvae.prior=pixelcnn) trained as a second stage on the codes of the
 training data, from the same run folder (`vaekit train-prior RUN`). An item's code for the latent tools is its
 quantised grid, flattened; the decoder takes any vector of that size, so interpolation and attribute vectors work
 on it as on any continuous code.
@@ -32,6 +33,7 @@ from .networks import (ACTIVATIONS, MLPDecoder, MLPEncoder, _conv_sizes, downsam
                        upsampling_convs)
 
 STAGE_PRIOR = "prior"
+PRIOR_NETWORKS = ("gated", "pixelcnn")  # model.vqvae.prior: GatedCodePrior, CodePrior
 SAMPLE_CHUNK = 256  # code grids drawn together by the prior (its logits per position: chunk x codebook)
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,9 @@ class MaskedConv2d(nn.Conv2d):
 
 class CodePrior(nn.Module):
     """p(codes) = prod_i p(c_i | c_<i) over a grid of code indices in raster order: an embedding, a mask-A
-    convolution, residual mask-B convolutions, and a 1x1 convolution to the codebook's logits."""
+    convolution, residual mask-B convolutions, and a 1x1 convolution to the codebook's logits (model.vqvae.prior
+    pixelcnn). Stacked masks leave a blind spot: a position does not see some earlier ones above and to its right
+    (on a 7x7 grid, (1, 0) never sees (0, 3) to (0, 6)); GatedCodePrior has none."""
 
     def __init__(self, codebook: int, channels: int, layers: int) -> None:
         super().__init__()
@@ -95,6 +99,58 @@ class CodePrior(nn.Module):
                         chunk[:, i, j] = torch.multinomial(torch.softmax(logits.double(), -1), 1).squeeze(1)
                         bar.update(len(chunk))
         return codes
+
+
+class GatedCodePrior(nn.Module):
+    """p(codes) = prod_i p(c_i | c_<i) over a grid of code indices in raster order, by the gated PixelCNN (van den
+    Oord et al. 2016, "Conditional Image Generation with PixelCNN Decoders"): a vertical stack that sees every row
+    above a position and a horizontal stack that sees the row to its left and the vertical stack, so that no earlier
+    position is out of sight (the masked convolutions of CodePrior leave a blind spot to the upper right). Each
+    layer gates its convolution's two halves, tanh(a) * sigmoid(b); the horizontal stack is residual."""
+
+    def __init__(self, codebook: int, channels: int, layers: int, kernel: int = 3) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(codebook, channels)
+        self.reach = kernel // 2  # columns to each side of a vertical convolution; columns to the left of a horizontal
+        first, reach = 4 * self.reach + 1, self.reach  # the first layer reaches as far as CodePrior's 5x5 mask A
+        self.first_vertical = nn.Conv2d(channels, 2 * channels, (first // 2, first))
+        self.first_horizontal = nn.Conv2d(channels, 2 * channels, (1, first // 2))
+        self.first_link = nn.Conv2d(2 * channels, 2 * channels, 1)
+        self.vertical = nn.ModuleList(nn.Conv2d(channels, 2 * channels, (reach + 1, kernel)) for _ in range(layers))
+        self.horizontal = nn.ModuleList(nn.Conv2d(channels, 2 * channels, (1, reach + 1)) for _ in range(layers))
+        self.links = nn.ModuleList(nn.Conv2d(2 * channels, 2 * channels, 1) for _ in range(layers))
+        self.residuals = nn.ModuleList(nn.Conv2d(channels, channels, 1) for _ in range(layers))
+        self.out = nn.Conv2d(channels, codebook, 1)
+        self.register_buffer("trained", torch.zeros((), dtype=torch.long))  # steps of training it has had
+
+    @staticmethod
+    def _gate(h: torch.Tensor) -> torch.Tensor:
+        a, b = h.chunk(2, dim=1)
+        return torch.tanh(a) * torch.sigmoid(b)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, H, W) -> logits (B, K, H, W) of each position given those before it."""
+        x = self.embed(codes).permute(0, 3, 1, 2)
+        height, width = x.shape[-2:]
+        size = self.first_vertical.kernel_size
+        # the vertical stack at row i sees rows i - size[0] .. i - 1 (padded above by size[0], cut below)
+        v = self.first_vertical(F.pad(x, (size[1] // 2, size[1] // 2, size[0], 0)))[:, :, :height]
+        # the horizontal stack at column j sees columns j - reach_h .. j - 1 of its row (padded left, cut right)
+        reach_h = self.first_horizontal.kernel_size[1]
+        h = self.first_horizontal(F.pad(x, (reach_h, 0, 0, 0)))[:, :, :, :width]
+        h = self._gate(h + self.first_link(v))
+        v = self._gate(v)
+        for vertical, horizontal, link, residual in zip(self.vertical, self.horizontal, self.links, self.residuals):
+            # v at row i already depends on rows above i alone: a convolution over rows i - reach .. i keeps that
+            v_pre = vertical(F.pad(v, (self.reach, self.reach, self.reach, 0)))
+            # h at (i, j) depends on earlier positions alone: a convolution over columns j - reach .. j keeps that
+            h_pre = horizontal(F.pad(h, (self.reach, 0, 0, 0))) + link(v_pre)
+            h = h + residual(self._gate(h_pre))
+            v = self._gate(v_pre)
+        return self.out(F.relu(h))
+
+    nll = CodePrior.nll
+    sample = CodePrior.sample
 
 
 class GridPrior(Distribution):
@@ -156,8 +212,12 @@ class VQVAE(Model):
                                  check=(lambda v: 1 <= v <= 4096, "between 1 and 4096"))
         prior_channels: int = setting(64, "channels of the vqvae's autoregressive prior over codes",
                                       check=(lambda v: 1 <= v <= 4096, "between 1 and 4096"))
-        prior_layers: int = setting(6, "residual masked convolutions of the vqvae's prior over codes",
+        prior_layers: int = setting(6, "residual layers of the vqvae's prior over codes (after its first)",
                                     check=(lambda v: 0 <= v <= 64, "between 0 and 64"))
+        prior: str = setting("gated", "the vqvae's prior over codes: gated, the gated PixelCNN, whose two stacks see "
+                             "every earlier position, or pixelcnn, the first PixelCNN's masked convolutions, which "
+                             "leave some out of sight (the only one before vaekit had gated; its runs keep it)",
+                             choices=PRIOR_NETWORKS)
         restart: bool = setting(True, "do not restart vqvae codes unused for long (the paper's codebook); by "
                                       "default a code whose decayed use per step falls below restart_below and that "
                                       "went unused in the step moves to a random encoder output of the batch "
@@ -181,7 +241,8 @@ class VQVAE(Model):
         # decayed uses per step of each code (restarts read it); 0 at the start, so the first training step moves
         # every code it did not use to its encoder outputs: a start from the data even without init_from_data
         self.register_buffer("usage", torch.zeros(k))
-        self.prior_net = CodePrior(k, self.settings.prior_channels, self.settings.prior_layers)
+        prior_network = GatedCodePrior if self.settings.prior == "gated" else CodePrior
+        self.prior_net = prior_network(k, self.settings.prior_channels, self.settings.prior_layers)
         self.prior_net.requires_grad_(False)  # trained in its own stage
         self.stage: str | None = None
         self.prior_outdated_checked = False  # whether this object's first training step has looked at the prior
