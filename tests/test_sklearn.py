@@ -110,8 +110,20 @@ def test_dataframes_of_mixed_types_round_trip():
     # the code carries the group: smoker and age come back right for most rows
     assert (decoded["smoker"] == frame["smoker"]).mean() > 0.75
     assert np.nanmean(np.abs(decoded["age"] - frame["age"])) < 10
-    with pytest.raises(ValueError, match="'city' holds 'Rome'"):
-        vae.transform(frame.assign(city=frame["city"].astype(str).replace("Oslo", "Rome")))
+    romed = frame.assign(city=frame["city"].astype(str).replace("Oslo", "Rome"))
+    with pytest.raises(ValueError, match="'city' holds 'Rome'.*not seen in fit.*handle_unknown='most_frequent'"):
+        vae.transform(romed)
+    # handle_unknown='most_frequent': an unseen category is read as its column's most frequent one, with a warning
+    vae.set_params(handle_unknown="most_frequent")
+    most = frame["city"].astype(str).value_counts().idxmax()
+    rome_rows = int((frame["city"] == "Oslo").sum())
+    with pytest.warns(UserWarning, match=rf"'city' \({rome_rows} rows\).*most frequent") as said:
+        codes = vae.transform(romed)
+    assert len(said) == 1
+    np.testing.assert_array_equal(codes, vae.transform(romed.assign(city=romed["city"].replace("Rome", most))))
+    with pytest.warns(UserWarning, match="not seen in fit"):
+        assert np.isfinite(vae.score(romed))
+    vae.set_params(handle_unknown="error")
     with pytest.raises(ValueError, match="feature names"):
         vae.transform(frame[["smoker", "age", "city", "hours", "children"]])
 
@@ -190,7 +202,7 @@ def test_decoded_frames_keep_the_index_and_the_column_types(recwarn):
                                               ("hidden_dims", (16, 0)), ("epochs", 0), ("batch_size", 1.5),
                                               ("lr", 0.0), ("lr", float("nan")), ("beta", "1"), ("beta", -1.0),
                                               ("standardize", "no"), ("impute", "drop"), ("device", "gpu"),
-                                              ("device", "cuda:0")])
+                                              ("device", "cuda:0"), ("handle_unknown", "ignore")])
 def test_a_parameter_of_the_wrong_type_or_range_is_named(parameter, value):
     """A float latent_dim from a grid failed inside torch ("argument 'size' must be tuple of ints"); epochs=0 returned
     an untrained model."""

@@ -53,6 +53,8 @@ def _is_frame(X: Any) -> bool:
 _FLAGS_AS_PARAMETERS = [
     (re.compile(r" or --impute drop \([^)]*\)"), ""),
     (re.compile(r"pass --impute drop to drop those rows"), "drop those rows before fitting"),
+    (re.compile(r"a value the model has not seen \(([^)]*)\): fix it, or train on data that has it"),
+     r"a value not seen in fit (\1): fix it, fit on data that has it, or set handle_unknown='most_frequent'"),
     (re.compile(r"--impute (\w+)"), r"impute='\1'"),
     (re.compile(r"--column-types ([^\s)]+)"), r"column_types='\1'"),
     (re.compile(r"--device (\w+)"), r"device='\1'"),
@@ -110,10 +112,12 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     """What both estimators share; `family` says which model they fit."""
 
     family: ClassVar[str]
+    handle_unknown = "error"  # (what an estimator pickled before this parameter did)
 
     def __init__(self, latent_dim: int = 2, hidden_dims: tuple[int, ...] = (128, 128), epochs: int | None = None,
                  batch_size: int = 128, lr: float = 1e-3, column_types: str | None = None, standardize: bool = True,
-                 impute: str = "none", random_state: Any = None, verbose: bool = False, device: str = "cpu") -> None:
+                 impute: str = "none", random_state: Any = None, verbose: bool = False, device: str = "cpu",
+                 handle_unknown: str = "error") -> None:
         self.latent_dim = latent_dim
         self.hidden_dims = hidden_dims
         self.epochs = epochs
@@ -125,6 +129,7 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self.random_state = random_state
         self.verbose = verbose
         self.device = device
+        self.handle_unknown = handle_unknown
 
     def _check_parameters(self) -> None:
         """The parameters' types and ranges, named as scikit-learn names them (a float latent_dim from a grid would
@@ -143,6 +148,8 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             ("impute", self.impute in ("none", "mean"), "'none' (missing values are an error) or 'mean' (an "
              "estimator drops no rows: transform gives a code for each; drop them before fitting)"),
             ("device", self.device in ("auto", "cpu", "cuda", "mps"), "'cpu', 'cuda', 'mps' or 'auto'"),
+            ("handle_unknown", self.handle_unknown in ("error", "most_frequent"), "'error' (a category not seen in "
+             "fit is an error) or 'most_frequent' (it takes its column's most frequent one, with a warning)"),
             *self._family_checks(),
         ]
         for parameter, ok, expected in checks:
@@ -192,10 +199,17 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 
     def _encode(self, X: Any) -> torch.Tensor:
         check_is_fitted(self)
+        self._check_parameters()  # (handle_unknown may have been set since fit)
+        unknown: dict[str, int] | None = {} if self.handle_unknown == "most_frequent" else None
         try:
-            return self.schema_.encode(self._table(X, reset=False), self.impute)
+            x = self.schema_.encode(self._table(X, reset=False), self.impute, unknown)
         except VaekitError as exc:
             raise ValueError(_in_estimator_terms(str(exc))) from None
+        if unknown:
+            listed = ", ".join(f"{name!r} ({count} row{'s' * (count != 1)})" for name, count in unknown.items())
+            warnings.warn(f"Found categories not seen in fit in column(s) {listed}: each was encoded as its column's "
+                          "most frequent category (handle_unknown='most_frequent')", UserWarning, stacklevel=3)
+        return x
 
     # ---- the estimator API ---------------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> "_Autoencoder":
@@ -304,7 +318,10 @@ class VAETransformer(_Autoencoder):
     standardize (numeric columns, with the training statistics), impute ("none": missing values are an error;
     "mean"), random_state, verbose (a progress bar), device, family (any family with a likelihood bound: "vae",
     "iwae", "vamp", "hvae", "tcvae" or a plugin's), family_options (that family's settings as `vaekit train --set
-    model.FAMILY.NAME=VALUE` takes them, e.g. {"k": 10} for iwae, {"components": 50} for vamp; None: its defaults).
+    model.FAMILY.NAME=VALUE` takes them, e.g. {"k": 10} for iwae, {"components": 50} for vamp; None: its defaults),
+    handle_unknown (a value of a categorical or binary column that fit did not see: "error", the default, or
+    "most_frequent", which encodes it as its column's most frequent training value and warns, so that transform and
+    score read its row as a row holding that value).
     """
 
     family, family_options = "vae", None  # (what an estimator pickled before these parameters fitted)
@@ -312,9 +329,10 @@ class VAETransformer(_Autoencoder):
     def __init__(self, latent_dim: int = 2, hidden_dims: tuple[int, ...] = (128, 128), epochs: int | None = None,
                  batch_size: int = 128, lr: float = 1e-3, beta: float = 1.0, column_types: str | None = None,
                  standardize: bool = True, impute: str = "none", random_state: Any = None, verbose: bool = False,
-                 device: str = "cpu", family: str = "vae", family_options: dict[str, Any] | None = None) -> None:
+                 device: str = "cpu", family: str = "vae", family_options: dict[str, Any] | None = None,
+                 handle_unknown: str = "error") -> None:
         super().__init__(latent_dim, hidden_dims, epochs, batch_size, lr, column_types, standardize, impute,
-                         random_state, verbose, device)
+                         random_state, verbose, device, handle_unknown)
         self.beta = beta
         self.family = family
         self.family_options = family_options

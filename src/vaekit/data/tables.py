@@ -484,14 +484,16 @@ class TableSchema:
         return "\n".join(lines)
 
     # ---- rows <-> model vectors ------------------------------------------------------------------------------
-    def encode(self, table: RawTable, impute: str = "none") -> torch.Tensor:
+    def encode(self, table: RawTable, impute: str = "none", unknown: dict[str, int] | None = None) -> torch.Tensor:
         """Rows of `table` (holding at least this schema's columns) -> float32 (N, width). Missing cells are an error
-        naming them, or take the column's fill value (impute="mean"; "drop" rows were dropped before)."""
+        naming them, or take the column's fill value (impute="mean"; "drop" rows were dropped before). A value of a
+        binary or categorical column the schema does not know is an error naming it; given `unknown` (a dict), it
+        takes the column's fill value (its most frequent training value) instead, and unknown[name] counts them."""
         _check_missing(table, self.names, impute)
         parts = []
         for column in self.columns:
             cells = [column.fill if c is None else c for c in _column(table, column.name)]
-            part = _encode_column(column, cells, table)
+            part = _encode_column(column, cells, table, unknown)
             peak = float(np.abs(part).max()) if part.size else 0.0
             if peak > FLOAT32_MAX:
                 raise VaekitError(f"column {column.name!r} holds values up to {peak:.3g} (as the "
@@ -528,7 +530,8 @@ def _column(table: RawTable, name: str) -> tuple[Cell, ...]:
     return table.column(name)
 
 
-def _encode_column(column: Column, cells: list[Cell], table: RawTable) -> np.ndarray:
+def _encode_column(column: Column, cells: list[Cell], table: RawTable, unknown: dict[str, int] | None = None
+                   ) -> np.ndarray:
     if column.kind == "numeric":
         text = next((i for i, c in enumerate(cells) if _text(c)), None)
         if text is not None:
@@ -539,6 +542,9 @@ def _encode_column(column: Column, cells: list[Cell], table: RawTable) -> np.nda
     codes = []
     for row, cell in enumerate(cells):
         code = index.get(_value(cell))
+        if code is None and unknown is not None and column.fill is not None:
+            code = index[_value(column.fill)]
+            unknown[column.name] = unknown.get(column.name, 0) + 1
         if code is None:
             known = ", ".join(map(str, column.values[:10])) + (", ..." if len(column.values) > 10 else "")
             raise VaekitError(f"{table.source}: column {column.name!r} holds {cell!r} at {table.where(row)}, a value "
