@@ -197,8 +197,8 @@ def main() -> None:
     parser.add_argument("--out")
     parser.add_argument("--tables-from", metavar="FILE", nargs="+",
                         help="train nothing: recompute the tables from the runs in earlier results files (several: "
-                             "their runs together, e.g. more seeds; the same --set in each), written to --out or, "
-                             "for one file, back into it")
+                             "their runs together, e.g. more seeds; the same --set in each), printed, and written "
+                             "to --out if given (a results file read is never rewritten)")
     args = parser.parse_args()
     if args.tables_from:
         parts = [json.loads(Path(name).read_text()) for name in args.tables_from]
@@ -214,7 +214,11 @@ def main() -> None:
         if len(parts) > 1:
             results["merged_from"] = [{"file": name, "machine": part["machine"]}
                                       for name, part in zip(args.tables_from, parts)]
-        write_results("tcvae-mig", tables(results), args.out or args.tables_from[0], markdown(results))
+        if args.out:
+            write_results("tcvae-mig", tables(results), args.out, markdown(results))
+        else:
+            tables(results)
+            print(markdown(results))
         return
     plan = [("vae", float(b)) for b in args.vae_betas.split(",")] + [("tcvae", float(b))
                                                                        for b in args.tcvae_betas.split(",")]
