@@ -102,13 +102,12 @@ def test_flags_yaml_and_set_reach_the_same_fields(tmp_path):
     (["--model", "tcvae", "--set", "model.tcvae.dataset_size=5"],
      "--set model.tcvae.dataset_size: vaekit fills this in from the training data"),
     (["--set", "model.data_shape=[1,8,8]"], "drop --set model.data_shape"),
+    (["--model", "tcvae", "--set", "model.tcvae={dataset_size: 5}"], "--set model.tcvae.dataset_size: vaekit fills "
+     "this in from the training data, and a value given for it would not be used: drop it from --set model.tcvae"),
     (["--model", "hvae", "--hvae-top-components", "500"], "--hvae-top-components applies only where "
      "model.hvae.top_prior is vamp, and it is normal: add --hvae-top-prior vamp, or drop --hvae-top-components"),
     # (the default value, given where it does nothing)
     (["--model", "hvae", "--set", "model.hvae.top_components=9"], "applies only where model.hvae.top_prior is vamp"),
-    (["--model", "vqvae", "--vqvae-no-restart", "--set", "model.vqvae.restart_below=2"], "--set "
-     "model.vqvae.restart_below applies only where model.vqvae.restart is true, and it is false: add --set "
-     "model.vqvae.restart=true, or drop --set model.vqvae.restart_below"),
 ])
 def test_bad_settings_are_refused_with_the_declared_requirement(argv, message, capsys, tmp_path):
     try:
@@ -133,6 +132,7 @@ def test_set_refuses_every_setting_filled_in_from_the_data_and_takes_every_other
     assert all(config.filled_from_data(item) for item in filled)
     assert not any(config.filled_from_data(item) for item in taken), [i for i in taken if config.filled_from_data(i)]
     assert not config.filled_from_data("model.nothing.dataset_size=1") and not config.filled_from_data("x=1")
+    assert config.filled_from_data("model.tcvae={alpha: 2, dataset_size: 5}") == "model.tcvae.dataset_size"
     assert parse("--set", "edits.method=local").edits.method == "local"  # no flag, and not from the data
 
 

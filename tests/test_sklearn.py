@@ -224,6 +224,10 @@ def test_the_estimators_messages_name_their_parameters_not_command_line_flags():
         VAETransformer(epochs=2, random_state=0).fit(np.column_stack([x[:, :1], np.ones(60)]))
     said = " ".join(str(w.message) for w in constant)
     assert "column_types='NAME=ignore'" in said and "--" not in said
+    with pytest.raises(ValueError, match=r"set family_options \{'top_prior': 'vamp'\}, or leave 'top_components' out"
+                       ) as needs:  # a family setting's flags, said as family_options
+        VAETransformer(family="hvae", family_options={"top_components": 9}, epochs=1).fit(np.nan_to_num(x))
+    assert "--" not in str(needs.value)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="device='cuda', but torch sees no CUDA GPU here: use device='cpu'$"):
             VAETransformer(epochs=1, device="cuda").fit(x[:, :1])

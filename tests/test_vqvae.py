@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -353,6 +354,32 @@ def test_compare_trains_the_prior_stage_before_drawing(tmp_path):
     assert (tmp_path / "cmp" / "vae" / "prior-metrics.jsonl").exists()
 
 
+def test_a_comparison_from_before_the_gated_prior_resumes_with_its_masked_one(tmp_path):
+    """compare --resume of a vqvae comparison made before model.vqvae.prior refused its run as one of other settings
+    (the default is now gated); it continues the run as it was. A setting asked for otherwise is named, to the key."""
+    from vaekit import compare
+    from vaekit.config import DataConfig, ModelConfig as Model, RunConfig, TrainConfig
+
+    def config(prior: str | None, epochs: int) -> RunConfig:
+        options = {"vqvae": vaekit.vqvae.VQVAE.Settings(prior=prior)} if prior else {}
+        return RunConfig(data=DataConfig(name="digits"), model=Model(family="vqvae", latent_dim=3, options=options),
+                         train=TrainConfig(epochs=epochs, progress=False))
+
+    options = compare.CompareOptions(gmm_components=2, classifier_steps=10, fcd_items=16, hole_codes=32,
+                                     hole_draws=16, interpolation_pairs=2, interpolation_steps=3)
+    compare.compare(config("pixelcnn", 1), tmp_path / "cmp", options)
+    as_written_before_the_gated_prior(tmp_path / "cmp" / "vae")
+    resumed = compare.compare(config(None, 2), tmp_path / "cmp", options, resume=True)  # the command as it was
+    assert resumed.vae.family == "vqvae"
+    assert type(vaekit.load(tmp_path / "cmp" / "vae").prior_net) is CodePrior
+    assert len((tmp_path / "cmp" / "vae" / "metrics.jsonl").read_text().splitlines()) == 2
+    compare.compare(config(None, 3), tmp_path / "cmp", options, resume=True)  # and again, its config.json rewritten
+    assert type(vaekit.load(tmp_path / "cmp" / "vae").prior_net) is CodePrior
+    other = replace(config(None, 3).model, options={"vqvae": vaekit.vqvae.VQVAE.Settings(prior_layers=2)})
+    with pytest.raises(vaekit.VaekitError, match=r"holds a run of other settings \(model\.vqvae\.prior_layers\)"):
+        compare.compare(replace(config(None, 3), model=other), tmp_path / "cmp", options, resume=True)
+
+
 def test_a_comparison_cut_off_in_the_prior_stage_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch):
     """compare --resume trained a prior cut off midway for its epochs again from the weights it had reached (about
     twice the training the report named, and other numbers): it restarts the stage from its initial weights."""
@@ -511,27 +538,32 @@ def test_a_damaged_resume_state_of_a_finished_run_does_not_block_its_prior_stage
     assert changed == {"prior_net"}, changed  # the prior stage alone
 
 
-def test_a_run_from_before_the_gated_prior_keeps_its_masked_convolutions(tmp_path, capsys):
-    """model.vqvae.prior came with the gated PixelCNN as its default: a run written before it (its config.json without
-    the setting) loads, trains its prior stage and resumes with the masked convolutions it was made with."""
+def as_written_before_the_gated_prior(run) -> None:
+    """A vqvae run trained with model.vqvae.prior=pixelcnn, rewritten as vaekit wrote it before that setting existed:
+    no model.vqvae.prior in config.json, and the model file naming that text."""
     import hashlib
 
     from safetensors.torch import save_file
 
     from vaekit import checkpoint
 
-    run = tmp_path / "old"
-    common = ["--no-progress", "--set", "model.vqvae.codebook=16"]
-    assert main(["train", "--data", "digits", "--model", "vqvae", "--latent-dim", "3", "--epochs", "1", "--out",
-                 str(run), "--set", "model.vqvae.prior=pixelcnn", *common]) == 0
-    # as vaekit wrote the run then: no model.vqvae.prior in config.json, and the model file naming that text
     raw = json.loads((run / "config.json").read_text())
-    del raw["model"]["vqvae"]["prior"]
+    assert raw["model"]["vqvae"].pop("prior") == "pixelcnn"
     text = json.dumps(raw, indent=2)
     (run / "config.json").write_text(text)
     tensors, metadata = checkpoint.read_checked(run / "model.safetensors")
     save_file(tensors, str(run / "model.safetensors"),
               metadata={**metadata, checkpoint.CONFIG_KEY: hashlib.sha256(text.encode()).hexdigest()})
+
+
+def test_a_run_from_before_the_gated_prior_keeps_its_masked_convolutions(tmp_path, capsys):
+    """model.vqvae.prior came with the gated PixelCNN as its default: a run written before it (its config.json without
+    the setting) loads, trains its prior stage and resumes with the masked convolutions it was made with."""
+    run = tmp_path / "old"
+    common = ["--no-progress", "--set", "model.vqvae.codebook=16"]
+    assert main(["train", "--data", "digits", "--model", "vqvae", "--latent-dim", "3", "--epochs", "1", "--out",
+                 str(run), "--set", "model.vqvae.prior=pixelcnn", *common]) == 0
+    as_written_before_the_gated_prior(run)
     assert type(vaekit.load(run).prior_net) is CodePrior
     assert main(["train-prior", str(run), "--epochs", "1", "--no-progress"]) == 0
     assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0  # its resume state fits

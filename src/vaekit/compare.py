@@ -7,13 +7,14 @@ import logging
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from . import checkpoint, latent, runs, viz
-from .config import RunConfig, without_options
+from .config import COMPONENT_SETTINGS, RunConfig, without_options
 from .data import Dataset, TensorData, hold_out, load_dataset
 from .errors import VaekitError
 from .files import atomic_write, write_text
@@ -413,15 +414,30 @@ def _continued(directory: Path, cfg: RunConfig, dataset: Dataset, loaded: bool) 
     held = runs.drop_unweighed(checkpoint.load_config(directory), say=False)  # (an AE recorded before they dropped)
     planned = runs.resolve_config(cfg, hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)[0])
     ours, theirs = planned.to_dict(), held.to_dict()
-    differ = [f"{section}.{key}" for section in ("data", "model", "train") for key in sorted(
-        set(ours[section]) | set(theirs[section]))
-        if not (section == "train" and key in runs.RESUMABLE) and ours[section].get(key) != theirs[section].get(key)]
+    # a run that has the value a family setting gave runs written before it existed (a vqvae's masked prior) goes on
+    # with it where the comparison asks for that setting's default: the command that made it asked for no other
+    for (family, name), before in checkpoint.FAMILY_SETTINGS_BEFORE.items():
+        asked, held_values = ours["model"].get(family), theirs["model"].get(family)
+        if isinstance(asked, dict) and isinstance(held_values, dict) and held_values.get(name) == before and \
+                asked.get(name) == getattr(COMPONENT_SETTINGS[family](), name):
+            asked[name] = before
+    differ = [f"{section}.{key}" + (f".{inner}" if inner else "") for section in ("data", "model", "train")
+              for key in sorted(set(ours[section]) | set(theirs[section]))
+              if not (section == "train" and key in runs.RESUMABLE) and ours[section].get(key) != theirs[section].get(key)
+              for inner in _differing_keys(ours[section].get(key), theirs[section].get(key))]
     if differ:
         raise VaekitError(f"{directory} holds a run of other settings ({', '.join(differ[:4])}"
                           f"{' ...' if len(differ) > 4 else ''}): give the comparison's own settings to continue it, "
                           "or --overwrite to train both models again")
     return runs.resume(directory, **{name: getattr(cfg.train, name) for name in runs.RESUMABLE},
                        dataset=None if loaded else dataset)  # (--epochs a new total; --minutes all its training)
+
+
+def _differing_keys(ours: Any, theirs: Any) -> list[str]:
+    """The keys of two settings mappings (a family's) whose values differ; [""] for values that are not both ones."""
+    if not (isinstance(ours, dict) and isinstance(theirs, dict)):
+        return [""]
+    return [key for key in sorted(set(ours) | set(theirs)) if ours.get(key) != theirs.get(key)] or [""]
 
 
 def _stage_done(directory: Path, stage: str, epochs: int) -> bool:

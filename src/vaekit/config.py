@@ -37,7 +37,8 @@ def setting(default: Any = MISSING, help: str = "", *, choices: tuple | Callable
     for a set value; flag: the CLI flag when not --field-name; cli=False: no flag (set by recipes, --config, --set or
     vaekit); from_data: filled in from the training data by vaekit (implies cli=False), so --set refuses it; needs:
     (other setting of the same section, value) without which this one does nothing, so that a value given for it
-    then is refused (the validator: a value other than the default; the CLI: its flag given at all).
+    then is refused (the validator: a value other than the default; the CLI: its flag given at all). The validator
+    also reads stored runs: declare it only where such a value was refused from the start, or old runs stop loading.
     """
     metadata = {"help": help, "choices": choices, "check": check, "flag": flag, "cli": cli and not from_data,
                 "from_data": from_data, "needs": needs}
@@ -454,17 +455,29 @@ def assignment(item: str) -> dict[str, Any]:
     return nested
 
 
-def filled_from_data(item: str) -> bool:
-    """Whether a "section.key=value" assignment names a setting vaekit fills in from the training data (the data's
-    shape, a tcvae's training-set size, a table's columns, ...), which a value given for it would not change."""
-    parts = [p.strip() for p in item.partition("=")[0].split(".")]
-    owner = SECTIONS.get(parts[0])
-    if owner is ModelConfig and len(parts) == 3:  # model.<family or likelihood>.<setting>
-        owner, parts = COMPONENT_SETTINGS.get(parts[1]), parts[1:]
-    if owner is None or len(parts) != 2:
-        return False
-    found = owner.__dataclass_fields__.get(parts[1])
-    return found is not None and bool(found.metadata.get("from_data"))
+def filled_from_data(item: str) -> str | None:
+    """The setting a "section.key=value" assignment gives that vaekit fills in from the training data (the data's
+    shape, a tcvae's training-set size, a table's columns, ...), which a value given for it would not change, as
+    section.key; also where the value is a mapping that holds it (model.tcvae={dataset_size: 5}). None if none."""
+    def leaves(prefix: tuple[str, ...], value: Any) -> list[tuple[str, ...]]:
+        if isinstance(value, dict) and value:
+            return [path for key, inner in value.items() for path in leaves((*prefix, str(key)), inner)]
+        return [prefix]
+
+    try:
+        paths = leaves((), assignment(item))
+    except VaekitError:
+        return None  # (a malformed assignment: override names it)
+    for path in paths:
+        owner, parts = SECTIONS.get(path[0]), path
+        if owner is ModelConfig and len(parts) == 3:  # model.<family or likelihood>.<setting>
+            owner, parts = COMPONENT_SETTINGS.get(parts[1]), parts[1:]
+        if owner is None or len(parts) != 2:
+            continue
+        found = owner.__dataclass_fields__.get(parts[1])
+        if found is not None and found.metadata.get("from_data"):
+            return ".".join(path)
+    return None
 
 
 def override(cfg: RunConfig, assignments: list[str], flags: dict[str, Any] | None = None) -> RunConfig:

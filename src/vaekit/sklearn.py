@@ -80,7 +80,13 @@ def _in_estimator_terms(message: str) -> str:
                      message)
     setting = rf"(?<![\w.])(?:config )?model\.(?:{families})\.(\w+)"
     message = re.sub(setting + r"=(\S+):", r"family_options {'\1': \2}:", message)
-    return re.sub(setting, r"family_options['\1']", message)
+    message = re.sub(setting, r"family_options['\1']", message)
+    # a family setting's flag (--hvae-top-prior): "add FLAG VALUE", "drop FLAG", and elsewhere its family_options key
+    flag = rf"--(?:{families})-([a-z][\w-]*)"
+    message = re.sub(rf"add {flag} (\w+)", lambda m: f"set family_options {{'{m[1].replace('-', '_')}': '{m[2]}'}}",
+                     message)
+    message = re.sub(rf"drop {flag}", lambda m: f"leave '{m[1].replace('-', '_')}' out of family_options", message)
+    return re.sub(flag, lambda m: f"family_options['{m[1].replace('-', '_')}']", message)
 
 
 def _as_fitted(values: Any, dtype: Any) -> Any:

@@ -6,8 +6,8 @@ loss ||z_e - sg[e]||^2 keeps the encoder near its codes.
 
 Images get a spatial code: the convolutions' output grid (H/2^n x W/2^n positions of model.latent_dim numbers each);
 other data a row of model.vqvae.positions positions. Sampling needs a prior over the code grid: an autoregressive
-model (by default a gated PixelCNN, van den Oord et al. 2016, whose two stacks see every earlier position; or the
-first PixelCNN's masked convolutions, model.vqvae.prior=pixelcnn) trained as a second stage on the codes of the
+model (by default a gated PixelCNN, van den Oord et al. 2016, whose two stacks leave no blind spot; or the first
+PixelCNN's masked convolutions, model.vqvae.prior=pixelcnn) trained as a second stage on the codes of the
 training data, from the same run folder (`vaekit train-prior RUN`). An item's code for the latent tools is its
 quantised grid, flattened; the decoder takes any vector of that size, so interpolation and attribute vectors work
 on it as on any continuous code.
@@ -104,12 +104,16 @@ class CodePrior(nn.Module):
 class GatedCodePrior(nn.Module):
     """p(codes) = prod_i p(c_i | c_<i) over a grid of code indices in raster order, by the gated PixelCNN (van den
     Oord et al. 2016, "Conditional Image Generation with PixelCNN Decoders"): a vertical stack that sees every row
-    above a position and a horizontal stack that sees the row to its left and the vertical stack, so that no earlier
-    position is out of sight (the masked convolutions of CodePrior leave a blind spot to the upper right). Each
-    layer gates its convolution's two halves, tanh(a) * sigmoid(b); the horizontal stack is residual."""
+    above a position and a horizontal stack that sees the row to its left and the vertical stack, so that within its
+    reach no earlier position is out of sight (the masked convolutions of CodePrior leave a blind spot to the upper
+    right). The reach grows with the layers: each adds a row above and a column to each side (the first reaches 2),
+    so the default 6 see the whole of a 7x7 or 8x8 grid, not of a 14x14 one. Each layer gates its convolution's two
+    halves, tanh(a) * sigmoid(b); the horizontal stack is residual."""
 
     def __init__(self, codebook: int, channels: int, layers: int, kernel: int = 3) -> None:
         super().__init__()
+        if kernel < 3 or kernel % 2 == 0:
+            raise ValueError(f"the gated prior's kernel must be odd and at least 3, got {kernel}")
         self.embed = nn.Embedding(codebook, channels)
         self.reach = kernel // 2  # columns to each side of a vertical convolution; columns to the left of a horizontal
         first, reach = 4 * self.reach + 1, self.reach  # the first layer reaches as far as CodePrior's 5x5 mask A
@@ -215,8 +219,9 @@ class VQVAE(Model):
         prior_layers: int = setting(6, "residual layers of the vqvae's prior over codes (after its first)",
                                     check=(lambda v: 0 <= v <= 64, "between 0 and 64"))
         prior: str = setting("gated", "the vqvae's prior over codes: gated, the gated PixelCNN, whose two stacks see "
-                             "every earlier position, or pixelcnn, the first PixelCNN's masked convolutions, which "
-                             "leave some out of sight (the only one before vaekit had gated; its runs keep it)",
+                             "every earlier position within their reach (with 6 layers, all of a 7x7 or 8x8 grid), "
+                             "or pixelcnn, the first PixelCNN's masked convolutions, which leave a blind spot (the "
+                             "only one before vaekit had gated; its runs keep it)",
                              choices=PRIOR_NETWORKS)
         restart: bool = setting(True, "do not restart vqvae codes unused for long (the paper's codebook); by "
                                       "default a code whose decayed use per step falls below restart_below and that "
@@ -224,7 +229,7 @@ class VQVAE(Model):
                                       "(Dhariwal et al. 2020)",
                                 flag="--vqvae-no-restart")
         restart_below: float = setting(1.0, "decayed per-step usage under which a vqvae code counts as dead",
-                                       check=(non_negative, ">= 0"), cli=False, needs=("restart", True))
+                                       check=(non_negative, ">= 0"), cli=False)
         init_scale: float = setting(1.0, "codes start at encoder outputs of training items times this (1: as "
                                          "they are)", check=(positive, "> 0"), cli=False)
 

@@ -102,10 +102,12 @@ def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) ->
     flags = config_module.from_flags(vars(args), config_module.config_flags())
     assignments = getattr(args, "set", []) or []
     for item in assignments:
-        if config_module.filled_from_data(item):
-            key = item.partition("=")[0].strip()
+        key = config_module.filled_from_data(item)
+        if key is not None:
+            given = item.partition("=")[0].strip()
+            fix = f"drop --set {key}" if key == given else f"drop it from --set {given}"
             raise VaekitError(f"--set {key}: vaekit fills this in from the training data, and a value given for it "
-                              f"would not be used: drop --set {key}")
+                              f"would not be used: {fix}")
     result = config_module.override(cfg, assignments, flags)
     _check_one_value_each(args, cfg, flags, assignments, result)
     for flag in config_module.config_flags():  # a flag given for a setting that does nothing here, at its default too
