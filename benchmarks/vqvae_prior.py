@@ -7,8 +7,9 @@ the model and its encoder are shared).
 
 RUN is a trained vqvae run (`vaekit train --recipe vqvae --data mnist --out RUN`); it is not changed: each prior
 trains in a copy of its model (saved as vaekit's Hub folders are, in a temporary folder, or under --keep DIR), its
-weights built with the run's seed; each epoch's validation -log p and seconds are recorded, for equal-time readings. The test codes are those of one binarisation of the test images (seeded),
-for dynamically binarised data. Writes benchmarks/results/vqvae-prior-<date>.json and prints the table.
+weights built with the run's seed; each epoch's validation -log p and seconds are recorded, for equal-time readings.
+The test codes are those of one binarisation of the test images (seeded), for dynamically binarised data. Writes
+benchmarks/results/vqvae-prior-<date>.json and prints the table.
 """
 from __future__ import annotations
 
@@ -107,7 +108,8 @@ def main() -> None:
         paired = {"difference": f"{second} - {first}", "mean": float(difference.mean()),
                   "se": float(difference.std() / math.sqrt(len(difference))),
                   "lower_share": float((difference < 0).double().mean())}
-    lines = ["| prior | epochs | minutes | parameters | test -log p(codes), nats (bits per code) |", "|---|---|---|---|---|"]
+    lines = ["| prior | epochs | minutes | parameters | test -log p(codes), nats (bits per code) |",
+             "|---|---|---|---|---|"]
     for row in rows.values():
         lines.append(f"| `{row['prior']}` | {row['epochs']} | {row['minutes']:.1f} | {row['parameters']:,} | "
                      f"{row['test_prior_nll']:.2f} ± {row['test_prior_nll_se']:.2f} ({row['bits_per_code']:.2f}) |")

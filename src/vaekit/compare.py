@@ -423,7 +423,8 @@ def _continued(directory: Path, cfg: RunConfig, dataset: Dataset, loaded: bool) 
             asked[name] = before
     differ = [f"{section}.{key}" + (f".{inner}" if inner else "") for section in ("data", "model", "train")
               for key in sorted(set(ours[section]) | set(theirs[section]))
-              if not (section == "train" and key in runs.RESUMABLE) and ours[section].get(key) != theirs[section].get(key)
+              if not (section == "train" and key in runs.RESUMABLE)
+              and ours[section].get(key) != theirs[section].get(key)
               for inner in _differing_keys(ours[section].get(key), theirs[section].get(key))]
     if differ:
         raise VaekitError(f"{directory} holds a run of other settings ({', '.join(differ[:4])}"

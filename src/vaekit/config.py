@@ -173,8 +173,8 @@ class ModelConfig:
     num_labels: int = setting(0, check=(lambda v: v >= 0, ">= 0"), from_data=True)  # classes of a label-conditioned
     # model; filled in from the data
     label_names: tuple[str, ...] = setting((), check=(lambda v: all(isinstance(n, str) for n in v), "class names"),
-                                           from_data=True)  # a conditioned model's classes by name, in class order, where
-    # the data names them (a table's label column of text, an image folder's subfolders): new files map onto them
+                                           from_data=True)  # a conditioned model's classes by name, in class order,
+    # where the data names them (a table's label column of text, an image folder's subfolders): new files map onto them
     data_shape: tuple[int, ...] = setting((), check=(lambda v: all(0 < d < 2**31 for d in v), "positive sizes"),
                                           from_data=True)  # filled in from the data set
     # Settings of the family and the likelihood in use, by component name (see COMPONENT_SETTINGS).

@@ -343,7 +343,8 @@ class TableLikelihood(Likelihood, nn.Module):
     class Settings:
         std: float | None = setting(None, "fixed std of the table likelihood's numeric columns, in standardised units "
                                     "(default: learned per column)", check=(positive, "> 0"))
-        columns: tuple[dict, ...] = setting((), from_data=True)  # the table's columns (TableSchema.to_dicts), from the data
+        columns: tuple[dict, ...] = setting((), from_data=True)  # the table's columns (TableSchema.to_dicts), from
+        # the data
 
     def __init__(self, data_shape: tuple[int, ...], settings=None) -> None:
         nn.Module.__init__(self)
