@@ -301,3 +301,18 @@ def test_evaluate_counts_the_active_units_of_each_layer(inference):
     assert metrics.evaluate(model, x, iw_samples=2).active_units_per_layer["z2"] == 1
     one_layer = build_model(resolve_config(override(RunConfig(), ["data.name=digits"]), dataset).model)
     assert metrics.evaluate(one_layer, x, iw_samples=2).active_units_per_layer is None
+
+
+def test_a_model_built_directly_refuses_a_setting_given_where_it_does_nothing():
+    """The validator refuses top_components without a vamp top prior; a model built without it (HVAE(config)) checks
+    its settings' needs too, in Model.__init__, for every family."""
+    from vaekit.config import ModelConfig
+    from vaekit.hvae import HVAE
+
+    config = ModelConfig(family="hvae", likelihood="bernoulli", data_shape=(1, 8, 8),
+                         options={"hvae": HVAE.Settings(top_components=9)})
+    with pytest.raises(vaekit.VaekitError, match="--hvae-top-components applies only where model.hvae.top_prior"):
+        HVAE(config)
+    settings = HVAE.Settings(top_prior="vamp", top_components=9)
+    assert HVAE(ModelConfig(family="hvae", likelihood="bernoulli", data_shape=(1, 8, 8),
+                            options={"hvae": settings})).pseudo_inputs.shape[0] == 9

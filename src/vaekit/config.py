@@ -517,13 +517,21 @@ def _given_as(f: Any, path: str) -> str:
     return f.metadata.get("flag") or f"--{component}{f.name}".replace("_", "-")
 
 
-def _check_fields(instance: Any, path: str) -> None:
+def check_needs(instance: Any, path: str) -> None:
+    """Refuse a setting of `instance` (the section or component settings at config path `path`) given a value other
+    than its default where the setting it needs (setting(needs=...)) does not have the value it needs: the
+    validator's check, also made by Model.__init__ for a family's settings (a model built without validate_model)."""
     for f in fields(instance):
-        value = getattr(instance, f.name)
-        if f.metadata.get("needs") is not None and f.default is not MISSING and value != f.default:
+        if f.metadata.get("needs") is not None and f.default is not MISSING and getattr(instance, f.name) != f.default:
             unmet = unmet_need(instance, f.name, path)
             if unmet is not None:
                 raise VaekitError(unmet)
+
+
+def _check_fields(instance: Any, path: str) -> None:
+    check_needs(instance, path)
+    for f in fields(instance):
+        value = getattr(instance, f.name)
         choices, check = f.metadata.get("choices"), f.metadata.get("check")
         choices = choices() if callable(choices) else choices
         if choices is not None and value not in choices:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, constraints
 
-from .config import ModelConfig, setting, unmet_need
+from .config import ModelConfig, setting
 from .distributions import (DiagonalGaussian, GaussianMixture, diagonal_gaussian, draw_noise, rsample_with,
                             standard_normal)
 from .errors import VaekitError
@@ -166,9 +166,6 @@ class HVAE(VAE):
             raise VaekitError("free bits floor the ELBO's KL terms, and the hvae family's IWAE bound (--hvae-k > 1) "
                               "has none: use --hvae-k 1 with --free-bits (and --hvae-gradient standard, "
                               "where a recipe such as hvae-iwae sets dreg), or drop --free-bits")
-        unmet = unmet_need(settings, "top_components", "model.hvae")  # (as validate_model: a model built directly)
-        if unmet is not None and settings.top_components != type(settings)().top_components:
-            raise VaekitError(unmet)
         if settings.gradient != "standard" and settings.k == 1:
             raise VaekitError(f"--hvae-gradient {settings.gradient} is a gradient of the K-sample bound, and this model "
                               "trains on the ELBO: add --hvae-k 5 (or more), or pass --hvae-gradient "

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, TypeVar
 
@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution, Normal, kl_divergence
 
-from .config import ModelConfig, RunConfig, check_unclaimed, register_settings, setting, validate_model
+from .config import (ModelConfig, RunConfig, check_needs, check_unclaimed, register_settings, setting,
+                     validate_model)
 from .distributions import (
     DiagonalGaussian, PointMass, build_likelihood, diagonal_gaussian, draw_noise, noise_shape, rsample_with,
     standard_normal,
@@ -131,7 +132,7 @@ class Model(nn.Module):
     def layer_means(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The posterior means of the family's stochastic layers beyond the code, name -> (B, size) (the hvae's z2):
         `evaluate` counts each one's active units, as Burda et al. 2016 do per layer. Draws, where a mean needs them,
-        from torch's generator (seeded by the evaluator). None by default."""
+        from torch's generator (seeded by the evaluator). {} (no such layers) by default."""
         return {}
 
     def stage_module(self, stage: str) -> nn.Module:
@@ -153,6 +154,8 @@ class Model(nn.Module):
         super().__init__()
         self.config = config
         self.settings = config.settings(self.family)
+        if self.settings is not None and is_dataclass(self.settings):  # as validate_model checks them
+            check_needs(self.settings, f"model.{self.family}")
         self.likelihood = build_likelihood(config.likelihood, config.data_shape, config.settings(config.likelihood))
         self.encoder, self.decoder = self.build_networks()
 
