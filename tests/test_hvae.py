@@ -50,6 +50,31 @@ def test_the_bound_is_the_sum_of_its_layer_terms(inference, top_prior):
     torch.testing.assert_close(model.kl(qz, z), log_ratio, rtol=0, atol=1e-4)  # Model.kl: both layers
 
 
+@pytest.mark.parametrize("inference", INFERENCE)
+def test_a_label_conditioned_hvae_takes_the_label_in_its_data_networks_and_its_bound_is_its_layer_terms(inference):
+    """--condition label: the networks between x and z1 take the label, the layers above do not; the bound is
+    still the sum of the layer terms, the K-sample bound uses the items' labels, the decoded mean moves with the
+    label; a vamp top prior (pseudo-inputs without labels) is refused in one line."""
+    model, dataset = model_for(f"model.hvae.inference={inference}", "model.condition=label")
+    assert model.num_labels == 10 and model.prior_takes_labels is False
+    model.eval()
+    x, y = dataset.x_test[:300], dataset.y_test[:300]
+    with torch.no_grad():
+        out = model(x, y)
+        torch.testing.assert_close(out.elbo, -(out.terms["recon"] + out.terms["kl_z1"] + out.terms["kl_z2"]))
+        qz = model.encode(x, y)
+        noise = draw_noise(qz, (4,), generator=torch.Generator().manual_seed(0))
+        terms = model.regularizer_terms(qz, qz.rsample_with(noise))
+        log_px_z, log_ratio = model.importance_terms(x, 4, y, noise=noise)
+        torch.testing.assert_close(terms["kl_z1"] + terms["kl_z2"], log_ratio, rtol=0, atol=1e-4)
+        # the labels enter: another class gives another posterior and another decoded mean
+        assert not torch.equal(model.encode(x, (y + 1) % 10).mean, qz.mean)
+        z = model.sample_prior(5, torch.Generator().manual_seed(0))
+        assert not torch.equal(model.decode(z, 1).mean, model.decode(z, 2).mean)
+    with pytest.raises(vaekit.VaekitError, match="pseudo-inputs, which carry no label: drop --condition label"):
+        model_for(f"model.hvae.inference={inference}", "model.condition=label", "model.hvae.top_prior=vamp")
+
+
 def test_a_draw_edited_in_place_is_not_scored_with_its_old_conditional():
     model, dataset = model_for()
     qz = model.encode(dataset.x_test[:10])
@@ -244,7 +269,8 @@ def test_an_hvae_run_trains_samples_evaluates_and_loads(tmp_path):
     result = json.loads((tmp_path / "e.json").read_text())
     assert math.isfinite(result["nll"]) and result["nll"] <= -result["elbo"] + 1e-6
     assert model.pseudo_inputs.shape == (16, 1, 8, 8)
-    for bad in (["--hvae-k", "5", "--free-bits", "0.5"], ["--condition", "label"], ["--hvae-top-dim", "0"],
+    for bad in (["--hvae-k", "5", "--free-bits", "0.5"], ["--condition", "label", "--hvae-top-prior", "vamp"],
+                ["--hvae-top-dim", "0"],
                 ["--hvae-top-components", "0"], ["--hvae-top-components", "10"],
                 ["--hvae-top-components", "500"]):  # the default, but given for a prior that has no pseudo-inputs
         assert main(["train", "--data", "digits", "--model", "hvae", *bad, "--out", str(tmp_path / "bad")]) == 2

@@ -136,10 +136,20 @@ def test_perplexity_is_the_exponential_of_the_usage_entropy():
     assert float(perplexity(p * 40)) == pytest.approx(math.exp(-(p * p.log()).sum().item()))
 
 
+def labelled(prior: torch.nn.Module, label: int):
+    """The prior given one class, its class biases drawn at random (they start at zero), as a function of codes."""
+    for bias in prior.conditions:
+        torch.nn.init.normal_(bias.weight)
+    return lambda codes: prior(codes, torch.full((codes.shape[0],), label))
+
+
+@pytest.mark.parametrize("labels", [0, 3])
 @pytest.mark.parametrize("network", [CodePrior, GatedCodePrior])
-def test_the_prior_over_codes_sees_only_the_codes_before_each_position(network):
+def test_the_prior_over_codes_sees_only_the_codes_before_each_position(network, labels):
+    """Also for a prior given a class (its biases the same at every position)."""
     torch.manual_seed(0)
-    prior = network(codebook=5, channels=8, layers=3)
+    prior = network(codebook=5, channels=8, layers=3, labels=labels)
+    prior = labelled(prior, 2) if labels else prior
     codes = torch.randint(5, (1, 4, 4))
     logits = prior(codes)
     changed_any_earlier = False
@@ -155,7 +165,7 @@ def test_the_prior_over_codes_sees_only_the_codes_before_each_position(network):
     assert changed_any_earlier
 
 
-def earlier_positions_out_of_sight(prior: torch.nn.Module, height: int, width: int) -> int:
+def earlier_positions_out_of_sight(prior, height: int, width: int) -> int:
     """Pairs (an earlier position, a later one) where changing the earlier code leaves the later logits unchanged."""
     torch.manual_seed(1)
     codes = torch.randint(5, (1, height, width))
@@ -178,6 +188,7 @@ def test_the_gated_prior_sees_every_earlier_position_of_the_recipes_grid_where_m
     layers = vaekit.vqvae.VQVAE.Settings().prior_layers
     assert earlier_positions_out_of_sight(GatedCodePrior(5, 8, layers).double(), 7, 7) == 0
     assert earlier_positions_out_of_sight(GatedCodePrior(5, 8, layers).double(), 1, 8) == 0  # an MLP's row
+    assert earlier_positions_out_of_sight(labelled(GatedCodePrior(5, 8, layers, labels=3).double(), 1), 7, 7) == 0
     assert earlier_positions_out_of_sight(CodePrior(5, 8, layers).double(), 7, 7) >= 105  # its blind spot
 
 
@@ -203,6 +214,53 @@ def test_the_prior_learns_a_known_distribution_of_code_grids_and_samples_it(netw
     is_a, is_b = (samples == a).all(-1).all(-1), (samples == b).all(-1).all(-1)
     assert float((is_a | is_b).float().mean()) > 0.99
     assert float(is_a.float().mean()) == pytest.approx(share_a, abs=0.04)  # 4 standard errors at 2000 draws
+
+
+@pytest.mark.parametrize("network", [CodePrior, GatedCodePrior])
+def test_a_prior_given_the_class_learns_each_class_own_distribution_and_samples_it(network):
+    """Two classes with the same two grids in other shares (0.7 / 0.3 and 0.2 / 0.8): trained to the
+    maximum-likelihood fit, -log p(codes | y) is the classes' own entropy, the first code's probability each class's
+    share, and draws given a class come in its shares; a prior without the label could do no better than the pooled
+    shares' entropy, and the label moves it there."""
+    torch.manual_seed(0)
+    a = torch.tensor([[0, 1, 2], [3, 0, 1], [2, 3, 0]])
+    b = torch.tensor([[3, 2, 1], [0, 3, 2], [1, 0, 3]])
+    shares = {0: 0.7, 1: 0.2}
+    y = torch.arange(2000) % 2
+    grids = torch.stack([a if torch.rand(()) < shares[int(label)] else b for label in y])
+    prior = network(codebook=4, channels=16, layers=2, labels=2)
+    with torch.no_grad():  # the class biases start at zero: the same distribution for either class
+        torch.testing.assert_close(prior(a[None], torch.tensor([0])), prior(a[None], torch.tensor([1])))
+    optimizer = torch.optim.Adam(prior.parameters(), lr=1e-2)
+    for _ in range(300):
+        optimizer.zero_grad()
+        prior.nll(grids, y).mean().backward()
+        optimizer.step()
+    entropy = lambda p: -(p * math.log(p) + (1 - p) * math.log(1 - p))  # noqa: E731
+    found = {c: float((grids[y == c] == a).all(-1).all(-1).float().mean()) for c in (0, 1)}
+    exact = sum(entropy(found[c]) * float((y == c).float().mean()) for c in (0, 1))
+    pooled = float((grids == a).all(-1).all(-1).float().mean())
+    assert exact < entropy(pooled) - 0.1  # the label tells something here
+    with torch.no_grad():
+        assert float(prior.nll(grids, y).mean()) == pytest.approx(exact, abs=0.01)
+        for c in (0, 1):
+            assert float(torch.softmax(prior(a[None], torch.tensor([c]))[0, :, 0, 0], 0)[0]) == pytest.approx(
+                found[c], abs=0.02)
+    for c in (0, 1):
+        samples = prior.sample(2000, (3, 3), torch.device("cpu"), torch.full((2000,), c))
+        is_a, is_b = (samples == a).all(-1).all(-1), (samples == b).all(-1).all(-1)
+        assert float((is_a | is_b).float().mean()) > 0.99
+        assert float(is_a.float().mean()) == pytest.approx(found[c], abs=0.04)  # 4 standard errors at 2000 draws
+
+
+def test_a_prior_refuses_labels_it_does_not_take_and_wants_those_it_does():
+    codes = torch.zeros(2, 3, 3, dtype=torch.long)
+    with pytest.raises(vaekit.VaekitError, match="not conditioned on labels: leave them out"):
+        GatedCodePrior(4, 8, 1)(codes, torch.tensor([0, 1]))
+    with pytest.raises(vaekit.VaekitError, match="conditioned on labels \\(0..2\\): pass the labels"):
+        GatedCodePrior(4, 8, 1, labels=3)(codes)
+    with pytest.raises(vaekit.VaekitError, match="one label per code grid: got \\(1,\\) for 2 grids"):
+        CodePrior(4, 8, 1, labels=3)(codes, torch.tensor([1]))
 
 
 def test_sampling_waits_for_the_prior_stage():
@@ -571,3 +629,37 @@ def test_a_run_from_before_the_gated_prior_keeps_its_masked_convolutions(tmp_pat
     assert main(["train", "--data", "digits", "--model", "vqvae", "--latent-dim", "3", "--epochs", "1", "--out",
                  str(tmp_path / "new"), *common]) == 0
     assert type(vaekit.load(tmp_path / "new").prior_net) is GatedCodePrior  # the default now
+
+
+def test_a_label_conditioned_vqvae_from_the_command_line_draws_codes_given_the_class(tmp_path, capsys):
+    """--condition label: encoder, decoder and the prior over codes take the label; sample --label K draws codes
+    from p(codes | K) and decodes them with K; evaluate's prior_nll is -log p(codes | y); sampling without a label
+    is refused in one line (the CLI cycles through the classes instead)."""
+    run = tmp_path / "vq"
+    assert main(["train", "--data", "digits", "--model", "vqvae", "--condition", "label", "--latent-dim", "4",
+                 "--epochs", "2", "--out", str(run), "--no-progress", "--set", "model.vqvae.codebook=32"]) == 0
+    assert main(["train-prior", str(run), "--epochs", "2", "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["sample", str(run), "--label", "3", "--n", "4", "--out", str(tmp_path / "threes.png")]) == 0
+    assert main(["sample", str(run), "--n", "20", "--out", str(tmp_path / "each.png")]) == 0  # each class in turn
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["given_labels"] and result["terms"]["prior_nll"] == pytest.approx(summary["val_prior_nll"], rel=0.05)
+    model = vaekit.load(run)
+    assert model.num_labels == 10 and model.prior_net.labels == 10 and model.prior_takes_labels
+    with pytest.raises(vaekit.VaekitError, match="conditioned on labels .*pass the labels"):
+        model.sample(2)
+    draw = lambda label: model.sample_prior(64, torch.Generator().manual_seed(0), label)  # noqa: E731
+    torch.testing.assert_close(draw(3), draw(3), rtol=0, atol=0)  # seeded
+    # the codes drawn are the codebook's, and the prior's density of them is the one it is given the class with
+    codes = model.nearest(draw(3).view(64, -1, 4))
+    with torch.no_grad():  # trained, the prior's distribution moves with the class
+        grids = codes.view(64, *model.grid)
+        assert not torch.equal(model.prior_net(grids, torch.full((64,), 3)), model.prior_net(grids, torch.full((64,), 4)))
+    torch.testing.assert_close(model.codebook[codes].flatten(1), draw(3))
+    given = model.prior_given(torch.full((64,), 3))
+    torch.testing.assert_close(given.log_prob(draw(3)), -model.prior_net.nll(codes.view(64, *model.grid),
+                                                                             torch.full((64,), 3)))
+    refused = run_cli("sample", str(run), "--label", "12", "--out", str(tmp_path / "bad.png"))
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr

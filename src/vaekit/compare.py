@@ -179,9 +179,10 @@ def decode_batches(model: Model, z: torch.Tensor, batch_size: int = 500, y: torc
     return torch.cat(out)
 
 
-def prior_draws(model: Model, n: int, seed: int) -> torch.Tensor:
-    """The codes of n draws from the model's own prior, seeded: (n, *code_shape), on the CPU."""
-    return model.draw_code(model.sample_prior(n, torch.Generator().manual_seed(seed))).cpu()
+def prior_draws(model: Model, n: int, seed: int, y: torch.Tensor | None = None) -> torch.Tensor:
+    """The codes of n draws from the model's own prior, seeded: (n, *code_shape), on the CPU; given the labels y
+    (n,) where its prior takes them."""
+    return model.draw_code(model.sample_prior(n, torch.Generator().manual_seed(seed), y)).cpu()
 
 
 def label_draws(dataset: Dataset, model: Model, n: int, seed: int) -> torch.Tensor | None:
@@ -349,9 +350,12 @@ def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs
     chosen = subset_index(len(x_train), options.hole_codes, seed)
     codes = latent.encode_dataset(model, x_train[chosen], sample=True, generator=torch.Generator().manual_seed(seed),
                                   y=None if y_train is None else y_train[chosen]).flatten(1).numpy()
-    z_prior = prior_draws(model, n_draws, seed)
     shown = max(quality.items, options.shown_samples)
-    draw_labels = label_draws(dataset, model, shown, seed)
+    if model.prior_takes_labels:  # each draw's label, which the shown draws are decoded with too
+        prior_labels = label_draws(dataset, model, n_draws, seed)
+        z_prior, draw_labels = prior_draws(model, n_draws, seed, prior_labels), prior_labels[:shown]
+    else:
+        z_prior, draw_labels = prior_draws(model, n_draws, seed), label_draws(dataset, model, shown, seed)
     prior_images = decode_batches(model, z_prior[:shown], y=draw_labels, codes=True)
     gmm_images = fcd_gmm = None
     if options.gmm_components:

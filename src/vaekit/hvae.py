@@ -11,7 +11,7 @@ z2 ~ p(z2), then z1 ~ p(z1|z2). p(z2) is N(0, I), or as in the VampPrior paper's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -125,9 +125,10 @@ class HVAE(VAE):
     of model.hvae.top_hidden. Reports the KL of each layer (kl_z1 = log q(z1|.) - log p(z1|z2), kl_z2 = log q(z2|.)
     - log p(z2), Monte Carlo at the draw); their sum with recon is the negative ELBO. Options: top-down inference,
     free bits per layer, the K-sample IWAE bound (k > 1), and a VampPrior on z2 (top_prior: vamp; each step then also
-    encodes the top_components pseudo-inputs)."""
+    encodes the top_components pseudo-inputs). Label-conditioned (--condition label), the networks between x and z1
+    take the label as the vae's do; the layers between z1 and z2 and the prior do not (a vamp top prior, whose
+    pseudo-inputs carry no label, refuses it)."""
 
-    takes_labels = False  # the prior's layers carry no label
     fixed_prior = True  # (with a vamp top prior, its pseudo-inputs encoded once per evaluation)
 
     @property
@@ -135,6 +136,13 @@ class HVAE(VAE):
         top = ("a VampPrior of the top layer's posteriors at pseudo-inputs" if self.settings.top_prior == "vamp"
                else "N(0, I)")
         return f"p(z2) p(z1|z2): z2 from {top}, then z1 from the learned conditional"
+
+    @classmethod
+    def labels_refused(cls, settings: Any) -> str | None:
+        if settings is not None and settings.top_prior == "vamp":
+            return ("the hvae's vamp top prior encodes pseudo-inputs, which carry no label: drop --condition label, "
+                    "or --hvae-top-prior vamp")
+        return None
 
     @dataclass(frozen=True)
     class Settings:
@@ -178,7 +186,7 @@ class HVAE(VAE):
         if settings.top_prior == "vamp":  # p(z2) = (1/M) sum_m q(z2|u_m)
             self.pseudo_inputs = new_pseudo_inputs(settings.top_components, config.data_shape)
 
-    def init_from_data(self, x: torch.Tensor) -> None:
+    def init_from_data(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         """A vamp top prior's pseudo-inputs start at random training items (as the vamp family's)."""
         if self.settings.top_prior == "vamp":
             start_pseudo_inputs(self.pseudo_inputs, x, self.config.likelihood)

@@ -174,14 +174,17 @@ def dimension_scores(model: Model, x: torch.Tensor, batch_size: int = 1000, y: t
     return metrics.posterior_mean_variance(model, x, y).float()
 
 
-def prior_moments(model: Model, draws: int = 10_000) -> tuple[torch.Tensor, torch.Tensor]:
+def prior_moments(model: Model, draws: int = 10_000,
+                  y: int | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The prior's mean and standard deviation per code dimension, flattened: exact where the distribution
-    knows them, else from `draws` seeded prior samples."""
+    knows them, else from `draws` seeded prior samples (given the label y, one for all, where the prior takes
+    labels)."""
     pz = model.prior()
     try:
         mean, std = pz.mean, pz.stddev
     except NotImplementedError:
-        z = model.draw_code(model.sample_prior(draws, torch.Generator().manual_seed(0))).flatten(1).double()
+        y = _one_label(y) if model.prior_takes_labels else None
+        z = model.draw_code(model.sample_prior(draws, torch.Generator().manual_seed(0), y)).flatten(1).double()
         mean, std = z.mean(0), z.std(0)
     mean, std = mean.detach().flatten().float().cpu(), std.detach().flatten().float().cpu()
     if mean.numel() != code_size(model):
@@ -240,7 +243,7 @@ def traverse(
             codes = encode_dataset(model, data, y=data_labels).flatten(1).double()
             mean, std = codes.mean(0).float(), codes.std(0).float()
         else:
-            mean, std = prior_moments(model)
+            mean, std = prior_moments(model, y=y)
         positions = mean[index, None] + std[index, None] * values  # (n_dims, n_values)
     z = code.flatten().repeat(len(chosen), len(values), 1)  # (n_dims, n_values, code size)
     for row, dim in enumerate(chosen):

@@ -112,15 +112,22 @@ class Model(nn.Module):
         return None
 
     @classmethod
+    def labels_refused(cls, settings: Any) -> str | None:
+        """Why the family, with these settings (its Settings, or None), cannot be label-conditioned, as a one-line
+        error with the fix; None where it can (a family that never can says takes_labels = False)."""
+        return None
+
+    @classmethod
     def processes_refused(cls, settings: Any) -> str | None:
         """Why the family, with these settings (its Settings, or None), cannot train in several processes (--nproc),
         as a one-line error with the fix; None where it can."""
         return None
 
-    def init_from_data(self, x: torch.Tensor) -> None:
-        """Set weights that start from the training data (x, the training items as the encoder takes them) before
-        a fresh training run, drawing from torch's global generator (seeded by the run); nothing here. Not called
-        on a resume or a load: the weights come from the checkpoint."""
+    def init_from_data(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """Set weights that start from the training data (x, the training items as the encoder takes them; y,
+        their labels, passed to a label-conditioned model alone) before a fresh training run, drawing from torch's
+        global generator (seeded by the run); nothing here. Not called on a resume or a load: the weights come from
+        the checkpoint."""
 
     def set_stage(self, stage: str | None) -> None:
         """Train `stage` (one of `stages`) next: the family makes only that stage's parameters trainable and forward
@@ -196,6 +203,12 @@ class Model(nn.Module):
     # ---- labels ----------------------------------------------------------------------------------------------
     def label_features(self, y: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         """The one-hot label the networks see (B, num_labels); None for a model that is not conditioned."""
+        y = self.label_indices(y, batch)
+        return None if y is None else F.one_hot(y, self.num_labels).float()
+
+    def label_indices(self, y: torch.Tensor | int | None, batch: int) -> torch.Tensor | None:
+        """The labels as checked class indices (B,) on the model's device; None for a model that is not
+        conditioned. One-line errors for labels missing, given to a model without them, or out of range."""
         if not self.num_labels:
             if y is not None:
                 raise VaekitError("labels were given, but this model is not conditioned on labels: leave them out "
@@ -209,7 +222,7 @@ class Model(nn.Module):
             if bool(((y < 0) | (y >= self.num_labels)).any()):
                 raise VaekitError(f"labels must be class indices 0..{self.num_labels - 1}, got values in "
                                   f"[{int(y.min())}, {int(y.max())}]")
-        return F.one_hot(y.to(self.device), self.num_labels).float()
+        return y.to(self.device)
 
     def expand_labels(self, y: torch.Tensor | int, batch: int) -> torch.Tensor:
         """Labels as a (batch,) long tensor: one per item, or one for all. Class indices only: a bool, text, a
@@ -254,6 +267,19 @@ class Model(nn.Module):
     def prior(self) -> Distribution:
         """p(z), what every sampler draws from: the standard normal unless a family says otherwise."""
         return standard_normal(self.latent_dim, next(self.parameters()))
+
+    @property
+    def prior_takes_labels(self) -> bool:
+        """Whether this model's prior is conditioned on the label (a label-conditioned model of a family that
+        overrides prior_given), so that its draws need labels."""
+        return bool(self.num_labels) and type(self).prior_given is not Model.prior_given
+
+    def prior_given(self, y: torch.Tensor | None) -> Distribution:
+        """What sample_prior draws one code from for each of the labels y (n,) (checked class indices; None for
+        a model that is not conditioned): prior(), the same for every class, unless the family's prior takes the
+        label (the vqvae's over its codes, a distribution of batch (n,)); a label-conditioned model's label
+        otherwise enters through its networks."""
+        return self.prior()
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """q(z|x): batch (B,), event = the family's latent shape."""
@@ -398,24 +424,28 @@ class Model(nn.Module):
 
     # ---- using a trained model -------------------------------------------------------------------------------
     @torch.no_grad()
-    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n draws z ~ p(z), reproducible from `generator`: (n, *latent shape). A diagonal Gaussian prior draws its
-        noise on the CPU, the same on every device; other priors draw on the model's device, seeded from it."""
-        pz = self.prior()
+    def sample_prior(self, n: int, generator: torch.Generator | None = None,
+                     y: torch.Tensor | int | None = None) -> torch.Tensor:
+        """n draws z ~ p(z), reproducible from `generator`: (n, *latent shape). A label-conditioned model takes y
+        (one label for all, or one per draw), which a family whose prior takes the label draws given (prior_given);
+        the others' draws do not depend on it. A diagonal Gaussian prior draws its noise on the CPU, the same on
+        every device; other priors draw on the model's device, seeded from it."""
+        labels = self.label_indices(y, n) if y is not None or self.prior_takes_labels else None
+        pz = self.prior_given(labels) if labels is not None else self.prior()
         if isinstance(pz, DiagonalGaussian):  # the common case: noise from the generator, on the CPU
             return pz.rsample_with(draw_noise(pz, (n,), generator=generator))
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            return pz.sample((n,))
+            return pz.sample(() if labels is not None and pz.batch_shape == (n,) else (n,))
 
     @torch.no_grad()
     def sample(self, n: int, y: torch.Tensor | int | None = None,
                generator: torch.Generator | None = None, draw: bool = False) -> torch.Tensor:
         """n prior draws decoded to the likelihood mean: (n, *data_shape); with draw=True, x ~ p(x|z) instead (its
         noise seeded from `generator` too). A label-conditioned model takes y: one label for all, or one per draw."""
-        px = self.decode(self.sample_prior(n, generator), y)
+        px = self.decode(self.sample_prior(n, generator, y), y)
         if not draw:
             return px.mean
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))  # torch's distributions take no generator
@@ -681,6 +711,9 @@ def build_model(config: ModelConfig) -> Model:
     if config.condition == "label" and not MODEL_FAMILIES[config.family].takes_labels:
         raise VaekitError(f"the {config.family} family cannot be conditioned on labels: drop --condition label, or "
                           "use --model vae for a label-conditioned model")
+    if config.condition == "label" and (reason := MODEL_FAMILIES[config.family].labels_refused(
+            config.settings(config.family))):
+        raise VaekitError(reason)
     if config.condition == "label" and config.num_labels < 2:
         raise VaekitError("a label-conditioned model needs model.num_labels >= 2 (vaekit fills it in from labelled "
                           "data): train on data with labels, or drop --condition label")

@@ -345,7 +345,10 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     torch.manual_seed(cfg.train.seed)  # weights and posterior samples: same seed, same run
     model = build_model(cfg.model)
     model.likelihood.check_support(dataset.x_train, "the training data")
-    model.init_from_data(dataset.x_train)
+    if model.num_labels:  # the items' labels, which a label-conditioned model's encoder takes
+        model.init_from_data(dataset.x_train, dataset.y_train)
+    else:
+        model.init_from_data(dataset.x_train)
     own: list[Any] = []
     directory = None
     with contextlib.ExitStack() as held:

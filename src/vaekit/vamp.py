@@ -65,7 +65,7 @@ class VampPrior(VAE):
         # the encoder sees pseudo() of these: for data in [0, 1] their sigmoid (0 here: grey 0.5, plus noise)
         self.pseudo_inputs = new_pseudo_inputs(self.settings.components, config.data_shape)
 
-    def init_from_data(self, x: torch.Tensor) -> None:
+    def init_from_data(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         start_pseudo_inputs(self.pseudo_inputs, x, self.config.likelihood)
 
     def pseudo(self) -> torch.Tensor:

@@ -14,8 +14,10 @@ on it as on any continuous code.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -58,32 +60,39 @@ class CodePrior(nn.Module):
     """p(codes) = prod_i p(c_i | c_<i) over a grid of code indices in raster order: an embedding, a mask-A
     convolution, residual mask-B convolutions, and a 1x1 convolution to the codebook's logits (model.vqvae.prior
     pixelcnn). Stacked masks leave a blind spot: a position does not see some earlier ones above and to its right
-    (on a 7x7 grid, (1, 0) never sees (0, 3) to (0, 6)); GatedCodePrior has none."""
+    (on a 7x7 grid, (1, 0) never sees (0, 3) to (0, 6)); GatedCodePrior has none. With `labels` classes, p(codes |
+    y): each layer adds a learned bias per class to every position (the same at each, so causality is kept)."""
 
-    def __init__(self, codebook: int, channels: int, layers: int) -> None:
+    def __init__(self, codebook: int, channels: int, layers: int, labels: int = 0) -> None:
         super().__init__()
         self.embed = nn.Embedding(codebook, channels)
         self.first = MaskedConv2d(channels, channels, 5, include_centre=False)
         self.blocks = nn.ModuleList(MaskedConv2d(channels, channels, 3, include_centre=True) for _ in range(layers))
         self.out = nn.Conv2d(channels, codebook, 1)
+        self.labels = labels
+        self.conditions = _label_biases(labels, channels, layers + 1)
         self.register_buffer("trained", torch.zeros((), dtype=torch.long))  # steps of training it has had
 
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes (B, H, W) -> logits (B, K, H, W) of each position given those before it."""
-        h = self.first(self.embed(codes).permute(0, 3, 1, 2))
+    def forward(self, codes: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """codes (B, H, W) (and, where the prior takes labels, their classes y (B,)) -> logits (B, K, H, W) of each
+        position given those before it."""
+        biases = _label_terms(self, y, codes.shape[0])
+        h = self.first(self.embed(codes).permute(0, 3, 1, 2)) + next(biases)
         for block in self.blocks:
-            h = h + block(F.relu(h))
+            h = h + block(F.relu(h)) + next(biases)
         return self.out(F.relu(h))
 
-    def nll(self, codes: torch.Tensor) -> torch.Tensor:
-        """-log p(codes) per item (B,), nats."""
-        return F.cross_entropy(self(codes), codes, reduction="none").flatten(1).sum(1)
+    def nll(self, codes: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """-log p(codes) (or -log p(codes | y)) per item (B,), nats."""
+        return F.cross_entropy(self(codes, y), codes, reduction="none").flatten(1).sum(1)
 
     @torch.no_grad()
-    def sample(self, n: int, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
-        """n code grids (n, H, W), one position at a time (H * W passes over each chunk of SAMPLE_CHUNK grids: the
-        whole batch at once held n x codebook logits per position, 1.7 GB for 6,000 draws), drawing from torch's
-        global generator; a progress bar where it takes long."""
+    def sample(self, n: int, grid: tuple[int, int], device: torch.device,
+               y: torch.Tensor | None = None) -> torch.Tensor:
+        """n code grids (n, H, W) (given the classes y (n,), where the prior takes labels), one position at a time
+        (H * W passes over each chunk of SAMPLE_CHUNK grids: the whole batch at once held n x codebook logits per
+        position, 1.7 GB for 6,000 draws), drawing from torch's global generator; a progress bar where it takes
+        long."""
         from tqdm.auto import tqdm
 
         from .progress import bar_timing
@@ -93,9 +102,10 @@ class CodePrior(nn.Module):
                   leave=False, dynamic_ncols=True, **bar_timing(delay=2.0)) as bar:
             for start in range(0, n, SAMPLE_CHUNK):
                 chunk = codes[start:start + SAMPLE_CHUNK]
+                labels = None if y is None else y[start:start + SAMPLE_CHUNK]
                 for i in range(grid[0]):
                     for j in range(grid[1]):
-                        logits = self(chunk)[:, :, i, j]
+                        logits = self(chunk, labels)[:, :, i, j]
                         chunk[:, i, j] = torch.multinomial(torch.softmax(logits.double(), -1), 1).squeeze(1)
                         bar.update(len(chunk))
         return codes
@@ -108,9 +118,11 @@ class GatedCodePrior(nn.Module):
     reach no earlier position is out of sight (the masked convolutions of CodePrior leave a blind spot to the upper
     right). The reach grows with the layers: each adds a row above and a column to each side (the first reaches 2),
     so the default 6 see the whole of a 7x7 or 8x8 grid, not of a 14x14 one. Each layer gates its convolution's two
-    halves, tanh(a) * sigmoid(b); the horizontal stack is residual."""
+    halves, tanh(a) * sigmoid(b); the horizontal stack is residual. With `labels` classes, p(codes | y) as that
+    paper conditions it: each layer adds a learned bias per class to both stacks' gates, the same at every
+    position."""
 
-    def __init__(self, codebook: int, channels: int, layers: int, kernel: int = 3) -> None:
+    def __init__(self, codebook: int, channels: int, layers: int, kernel: int = 3, labels: int = 0) -> None:
         super().__init__()
         if kernel < 3 or kernel % 2 == 0:
             raise ValueError(f"the gated prior's kernel must be odd and at least 3, got {kernel}")
@@ -125,6 +137,8 @@ class GatedCodePrior(nn.Module):
         self.links = nn.ModuleList(nn.Conv2d(2 * channels, 2 * channels, 1) for _ in range(layers))
         self.residuals = nn.ModuleList(nn.Conv2d(channels, channels, 1) for _ in range(layers))
         self.out = nn.Conv2d(channels, codebook, 1)
+        self.labels = labels
+        self.conditions = _label_biases(labels, 2 * channels, layers + 1)
         self.register_buffer("trained", torch.zeros((), dtype=torch.long))  # steps of training it has had
 
     @staticmethod
@@ -132,8 +146,10 @@ class GatedCodePrior(nn.Module):
         a, b = h.chunk(2, dim=1)
         return torch.tanh(a) * torch.sigmoid(b)
 
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes (B, H, W) -> logits (B, K, H, W) of each position given those before it."""
+    def forward(self, codes: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """codes (B, H, W) (and, where the prior takes labels, their classes y (B,)) -> logits (B, K, H, W) of each
+        position given those before it."""
+        biases = _label_terms(self, y, codes.shape[0])
         x = self.embed(codes).permute(0, 3, 1, 2)
         height, width = x.shape[-2:]
         size = self.first_vertical.kernel_size
@@ -142,13 +158,15 @@ class GatedCodePrior(nn.Module):
         # the horizontal stack at column j sees columns j - reach_h .. j - 1 of its row (padded left, cut right)
         reach_h = self.first_horizontal.kernel_size[1]
         h = self.first_horizontal(F.pad(x, (reach_h, 0, 0, 0)))[:, :, :, :width]
-        h = self._gate(h + self.first_link(v))
-        v = self._gate(v)
+        bias = next(biases)
+        h = self._gate(h + self.first_link(v) + bias)
+        v = self._gate(v + bias)
         for vertical, horizontal, link, residual in zip(self.vertical, self.horizontal, self.links, self.residuals):
             # v at row i already depends on rows above i alone: a convolution over rows i - reach .. i keeps that
-            v_pre = vertical(F.pad(v, (self.reach, self.reach, self.reach, 0)))
+            bias = next(biases)
+            v_pre = vertical(F.pad(v, (self.reach, self.reach, self.reach, 0))) + bias
             # h at (i, j) depends on earlier positions alone: a convolution over columns j - reach .. j keeps that
-            h_pre = horizontal(F.pad(h, (self.reach, 0, 0, 0))) + link(v_pre)
+            h_pre = horizontal(F.pad(h, (self.reach, 0, 0, 0))) + link(v_pre) + bias
             h = h + residual(self._gate(h_pre))
             v = self._gate(v_pre)
         return self.out(F.relu(h))
@@ -157,27 +175,58 @@ class GatedCodePrior(nn.Module):
     sample = CodePrior.sample
 
 
+def _label_biases(labels: int, width: int, layers: int) -> nn.ModuleList | None:
+    """One learned bias of `width` channels per class for each of `layers` layers (zeros at the start, so a
+    conditioned prior starts as the unconditioned one); None without labels."""
+    if not labels:
+        return None
+    biases = nn.ModuleList(nn.Embedding(labels, width) for _ in range(layers))
+    for bias in biases:
+        nn.init.zeros_(bias.weight)
+    return biases
+
+
+def _label_terms(prior: nn.Module, y: torch.Tensor | None, batch: int) -> Iterator[torch.Tensor | int]:
+    """Each layer's class bias in turn, (B, width, 1, 1), for a prior that takes labels; zeros for one that does
+    not. A prior that takes labels refuses to go without them, and one that takes none refuses them."""
+    if prior.conditions is None:
+        if y is not None:
+            raise VaekitError("labels were given, but this vqvae's prior is not conditioned on labels: leave them out")
+        return itertools.repeat(0)
+    if y is None:
+        raise VaekitError(f"this vqvae's prior is conditioned on labels (0..{prior.labels - 1}): pass the labels")
+    if tuple(y.shape) != (batch,):
+        raise VaekitError(f"the prior takes one label per code grid: got {tuple(y.shape)} for {batch} grids")
+    return (bias(y)[:, :, None, None] for bias in prior.conditions)
+
+
 class GridPrior(Distribution):
     """The learned prior as a distribution over flattened quantised grids (what `Model.sample_prior` draws and the
     decoder reads): sample() draws code grids and looks up their vectors; log_prob(z) is log p of the codes nearest
-    to z's vectors."""
+    to z's vectors. Given labels y (n,) (a prior conditioned on them), p(z | y) for each: a batch of n."""
 
     arg_constraints: ClassVar[dict] = {}
     support = constraints.real_vector
 
-    def __init__(self, model: "VQVAE") -> None:
-        self.model = model
-        super().__init__(event_shape=torch.Size([model.latent_dim]), validate_args=False)
+    def __init__(self, model: "VQVAE", y: torch.Tensor | None = None) -> None:
+        self.model, self.labels = model, y
+        batch = torch.Size() if y is None else torch.Size([y.shape[0]])
+        super().__init__(batch_shape=batch, event_shape=torch.Size([model.latent_dim]), validate_args=False)
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         n = math.prod(sample_shape)
+        if self.labels is not None:  # every draw of the sample shape for each label
+            y = self.labels.repeat(n)
+            codes = self.model.prior_net.sample(len(y), self.model.grid, self.model.device, y)
+            return self.model.lookup(codes).reshape(*sample_shape, *self.batch_shape, self.model.latent_dim)
         codes = self.model.prior_net.sample(n, self.model.grid, self.model.device)
         return self.model.lookup(codes).reshape(*sample_shape, self.model.latent_dim)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         flat = value.reshape(-1, self.model.latent_dim)
         codes = self.model.nearest(flat.reshape(flat.shape[0], -1, self.model.config.latent_dim)).view(-1, *self.model.grid)
-        return -self.model.prior_net.nll(codes).reshape(value.shape[:-1])
+        y = None if self.labels is None else self.labels.expand(*value.shape[:-1]).reshape(-1)
+        return -self.model.prior_net.nll(codes, y).reshape(value.shape[:-1])
 
 
 @register_family("vqvae")
@@ -191,7 +240,6 @@ class VQVAE(Model):
 
     has_bound = False
     codes_follow_prior = False  # its prior is learned afterwards, over the codebook's entries
-    takes_labels = False  # the prior over codes carries no label
     takes_free_bits = False  # no KL to floor
     posterior_params = 1
     stages = (STAGE_PRIOR,)
@@ -247,7 +295,8 @@ class VQVAE(Model):
         # every code it did not use to its encoder outputs: a start from the data even without init_from_data
         self.register_buffer("usage", torch.zeros(k))
         prior_network = GatedCodePrior if self.settings.prior == "gated" else CodePrior
-        self.prior_net = prior_network(k, self.settings.prior_channels, self.settings.prior_layers)
+        self.prior_net = prior_network(k, self.settings.prior_channels, self.settings.prior_layers,
+                                       labels=self.num_labels)
         self.prior_net.requires_grad_(False)  # trained in its own stage
         self.stage: str | None = None
         self.prior_outdated_checked = False  # whether this object's first training step has looked at the prior
@@ -256,16 +305,17 @@ class VQVAE(Model):
     def build_networks(self) -> tuple[nn.Module, nn.Module]:
         cfg = self.config
         d = cfg.latent_dim
+        labels = self.num_labels
         if resolve_network(cfg) == "conv":
             channels = cfg.conv_channels
             in_channels, height, width = cfg.data_shape
             self.grid = (_conv_sizes(height, len(channels))[-1], _conv_sizes(width, len(channels))[-1])
-            return (GridEncoder(in_channels, channels, d, cfg.activation),
-                    GridDecoder(cfg.data_shape, channels, d, self.likelihood.param_channels, cfg.activation))
+            return (GridEncoder(in_channels, channels, d, cfg.activation, labels),
+                    GridDecoder(cfg.data_shape, channels, d, self.likelihood.param_channels, cfg.activation, labels))
         self.grid = (1, self.settings.positions)
         size = self.settings.positions * d
-        return (MLPEncoder(cfg.data_shape, cfg.hidden_dims, size, activation=cfg.activation),
-                MLPDecoder(cfg.data_shape, cfg.hidden_dims, size, self.likelihood.param_channels,
+        return (MLPEncoder(cfg.data_shape, cfg.hidden_dims, size, labels, activation=cfg.activation),
+                MLPDecoder(cfg.data_shape, cfg.hidden_dims, size, self.likelihood.param_channels, labels,
                            activation=cfg.activation))
 
     @property
@@ -315,13 +365,16 @@ class VQVAE(Model):
         """Each item's code indices (B, H, W)."""
         return self.nearest(self._vectors(self.encoder_params(x, y))).view(-1, *self.grid)
 
-    def init_from_data(self, x: torch.Tensor) -> None:
+    def init_from_data(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         """Codes start at the encoder's outputs for random positions of random training items (distinct where
-        there are enough), so every code starts where the data is and none starts unused far away."""
+        there are enough; y their labels, for a label-conditioned model), so every code starts where the data is
+        and none starts unused far away."""
         k = self.settings.codebook
-        items = x[torch.randperm(x.shape[0])[: max(1, min(x.shape[0], 4 * k // self.positions + 1, 2048))]]
+        chosen = torch.randperm(x.shape[0])[: max(1, min(x.shape[0], 4 * k // self.positions + 1, 2048))]
+        labels = None if y is None else y[chosen]
         with torch.no_grad():
-            vectors = self._vectors(self.encoder_params(items.to(self.device))).reshape(-1, self.config.latent_dim)
+            params = self.encoder_params(x[chosen].to(self.device), labels)
+            vectors = self._vectors(params).reshape(-1, self.config.latent_dim)
             pick = torch.randperm(vectors.shape[0])[:k] if vectors.shape[0] >= k else torch.randint(vectors.shape[0], (k,))
             start = vectors[pick] * self.settings.init_scale
             self.codebook.copy_(start)
@@ -370,11 +423,19 @@ class VQVAE(Model):
         return PointMass(self.codebook[self.nearest(vectors)].flatten(1))
 
     def prior(self) -> Distribution:
+        """p(z) over flattened quantised grids; for a label-conditioned model, draws and densities need the labels
+        (prior_given)."""
         if not int(self.prior_net.trained):
             raise VaekitError("this vqvae's prior over its codes is not trained (or not since the model last "
                               "trained), so it cannot sample: train it with vaekit train-prior RUN (the second "
                               "stage), or draw from a mixture fitted to its codes: vaekit sample RUN --sampler mixture")
         return GridPrior(self)
+
+    def prior_given(self, y: torch.Tensor | None) -> Distribution:
+        """p(z | y) for each label y (n,), the prior of a label-conditioned model (the gated PixelCNN's class
+        conditioning); prior() for one that is not conditioned."""
+        prior = self.prior()
+        return prior if y is None else GridPrior(self, y)
 
     def closed_form_kl(self, qz: Distribution) -> torch.Tensor | None:
         return None
@@ -449,7 +510,7 @@ class VQVAE(Model):
     def _prior_forward(self, x: torch.Tensor, y: torch.Tensor | None) -> Output:
         with torch.no_grad():
             codes = self.discrete_codes(x, y)
-        nll = self.prior_net.nll(codes)
+        nll = self.prior_net.nll(codes, self.label_indices(y, x.shape[0]))
         if self.training:
             self.prior_net.trained.add_(1)
         return Output(loss=nll.mean(), terms={"prior_nll": nll}, elbo=None)
@@ -458,7 +519,7 @@ class VQVAE(Model):
         """Per item: -log p(codes) under the learned prior (nats), where it is trained."""
         if not int(self.prior_net.trained):
             return {}
-        return {"prior_nll": self.prior_net.nll(self.discrete_codes(x, y))}
+        return {"prior_nll": self.prior_net.nll(self.discrete_codes(x, y), self.label_indices(y, x.shape[0]))}
 
 
 def _counts(index: torch.Tensor, k: int, like: torch.Tensor) -> torch.Tensor:
@@ -473,27 +534,38 @@ def _several_processes() -> bool:
 
 
 class GridEncoder(nn.Module):
-    """Stride-2 convolutions (--conv-channels), a 3x3 convolution and a 1x1 projection to D channels: (B, D, h, w)."""
+    """Stride-2 convolutions (--conv-channels), a 3x3 convolution and a 1x1 projection to D channels: (B, D, h, w).
+    A condition (the one-hot label, `condition_features` of them) enters as constant channels beside the image's."""
 
-    def __init__(self, in_channels: int, channels: tuple[int, ...], dim: int, activation: str = "relu") -> None:
+    def __init__(self, in_channels: int, channels: tuple[int, ...], dim: int, activation: str = "relu",
+                 condition_features: int = 0) -> None:
         super().__init__()
-        self.body = nn.Sequential(*downsampling_convs(in_channels, channels, activation),
+        self.body = nn.Sequential(*downsampling_convs(in_channels + condition_features, channels, activation),
                                   nn.Conv2d(channels[-1], channels[-1], 3, padding=1), ACTIVATIONS[activation](),
                                   nn.Conv2d(channels[-1], dim, 1))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        return self.body(x)
+        return self.body(_with_channels(x, c))
 
 
 class GridDecoder(nn.Module):
     """The mirror: a 3x3 convolution from D channels, then transposed stride-2 convolutions back to the image's size
-    (output padding restores odd sizes) with the likelihood's parameter channels."""
+    (output padding restores odd sizes) with the likelihood's parameter channels. A condition enters as constant
+    channels beside the code grid's."""
 
     def __init__(self, data_shape: tuple[int, ...], channels: tuple[int, ...], dim: int, param_channels: int,
-                 activation: str = "relu") -> None:
+                 activation: str = "relu", condition_features: int = 0) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(dim, channels[-1], 3, padding=1), ACTIVATIONS[activation](),
+        self.body = nn.Sequential(nn.Conv2d(dim + condition_features, channels[-1], 3, padding=1),
+                                  ACTIVATIONS[activation](),
                                   *upsampling_convs(data_shape, channels, param_channels, activation))
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        return self.body(z)
+        return self.body(_with_channels(z, c))
+
+
+def _with_channels(x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+    """x (B, C, H, W) with the condition c (B, L) as L more channels, constant over the grid."""
+    if c is None:
+        return x
+    return torch.cat([x, c.to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[-2:])], dim=1)
