@@ -687,3 +687,29 @@ def test_a_setting_given_by_its_flag_and_by_set_with_two_values_is_warned_of(cap
             assert main([*base, *given]) == 0, given
         capsys.readouterr()
         assert "both set" not in caplog.text, given
+
+
+def test_a_title_is_wrapped_at_the_widest_line_length_that_fits_the_picture():
+    """Random titles of 2 to 30 words in pictures 150 to 800 pixels wide: the wrap is the one with the most
+    characters per line whose every line fits (found by trying every length, as the wrap did before it started
+    near the length the title's mean width allows)."""
+    import random
+    import textwrap
+
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    from vaekit import viz
+
+    prop, measure = FontProperties(size=10), TextToPath()
+    pixels = lambda line: measure.get_text_width_height_descent(line, prop, ismath=False)[0] * 100 / 72  # noqa: E731
+    words = ("a the quick brown fox jumps over lazy dog interpolation traversal attribute-vector smile glasses "
+             "z[12] (row 2, column 4, number 3) WWWWWW iiii").split()
+    chooser = random.Random(0)
+    for _ in range(40):
+        title = " ".join(chooser.choice(words) for _ in range(chooser.randint(2, 30)))
+        width = chooser.choice([150, 250, 400, 800])
+        widest = next((textwrap.fill(title, chars) for chars in range(len(title), 11, -1)
+                       if max(pixels(line) for line in textwrap.fill(title, chars).splitlines()) <= width),
+                      textwrap.fill(title, 12))
+        assert viz._wrapped(title, width) == widest, (title, width)
