@@ -663,3 +663,24 @@ def test_a_label_conditioned_vqvae_from_the_command_line_draws_codes_given_the_c
                                                                              torch.full((64,), 3)))
     refused = run_cli("sample", str(run), "--label", "12", "--out", str(tmp_path / "bad.png"))
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+
+
+def test_the_mixture_sampler_of_a_label_conditioned_vqvae_fits_each_class_own_codes(tmp_path):
+    """Its codes carry the class (the decoder's label adds little), so `sample --label K --sampler mixture` fits the
+    mixture to class K's codes alone: each decoded draw's nearest training image (in pixels) is of class K, for
+    every class, where one mixture of all the codes drew every class alike."""
+    from vaekit.data import load_dataset
+    from vaekit.config import DataConfig
+
+    run = tmp_path / "vq"
+    assert main(["train", "--data", "digits", "--model", "vqvae", "--condition", "label", "--epochs", "10", "--out",
+                 str(run), "--no-progress"]) == 0
+    data = load_dataset(DataConfig(name="digits"))
+    out = tmp_path / "mixture.npy"  # without --label: each class in turn, 20 draws of each
+    assert main(["sample", str(run), "--sampler", "mixture", "--components", "3", "--n", "200", "--out",
+                 str(out)]) == 0
+    images = torch.from_numpy(np.load(out)).flatten(1).float()
+    nearest = data.y_train[torch.cdist(images, data.x_train.flatten(1)).argmin(1)]
+    asked = torch.arange(200) % 10
+    for label in range(10):
+        assert float((nearest[asked == label] == label).float().mean()) >= 0.9, (label, nearest[asked == label])

@@ -112,7 +112,9 @@ def sample(args: argparse.Namespace) -> int:
 @torch.no_grad()
 def _mixture_sample(args: argparse.Namespace, model, n: int, y: torch.Tensor | None, draw: bool) -> torch.Tensor:
     """n codes drawn from a Gaussian mixture fitted to the codes of (up to --fit-items of) the run's training items,
-    decoded: the likelihood's mean, or (draw) x ~ p(x|code), seeded by --seed."""
+    decoded: the likelihood's mean, or (draw) x ~ p(x|code), seeded by --seed. A model whose prior takes the label
+    (a label-conditioned vqvae, whose codes carry the class) gets one mixture per class drawn, fitted to the codes of
+    that class's items."""
     from ..compare import fit_mixture, mixture_draws
 
     if args.components < 1 or args.fit_items < 2:
@@ -130,9 +132,21 @@ def _mixture_sample(args: argparse.Namespace, model, n: int, y: torch.Tensor | N
             raise VaekitError("the model is conditioned on labels, but its training data has none: give labelled data")
         labels = train.y[chosen]
     codes = latent.encode_dataset(model, train.x[chosen], y=labels).flatten(1)
-    log.info("fitting a %d-component Gaussian mixture to the %d-number codes of %d training items ...",
-             args.components, codes.shape[1], len(codes))
-    z = mixture_draws(fit_mixture(codes, args.components, args.seed), n, args.seed)
+    if model.prior_takes_labels and y is not None and labels is not None:
+        z = torch.empty(n, codes.shape[1])
+        for label in y.unique().tolist():
+            own = codes[labels == label]
+            if args.components > len(own):
+                raise VaekitError(f"--components {args.components} exceeds the {len(own)} training items of class "
+                                  f"{label} fitted: use fewer components, or more --fit-items")
+            log.info("fitting a %d-component Gaussian mixture to the codes of the %d training items of class %s ...",
+                     args.components, len(own), label)
+            z[y == label] = mixture_draws(fit_mixture(own, args.components, args.seed), int((y == label).sum()),
+                                          args.seed)
+    else:
+        log.info("fitting a %d-component Gaussian mixture to the %d-number codes of %d training items ...",
+                 args.components, codes.shape[1], len(codes))
+        z = mixture_draws(fit_mixture(codes, args.components, args.seed), n, args.seed)
     px = model.decode_code(z.reshape(n, *model.code_shape).to(model.device), y)
     if not draw:
         return px.mean
