@@ -411,3 +411,29 @@ def test_every_family_trains_and_evaluates_in_float64(variant):
     out.loss.backward()
     assert all(p.grad is None or (p.grad.dtype == torch.float64 and torch.isfinite(p.grad).all())
                for p in double.parameters())
+
+
+def test_a_family_whose_init_from_data_takes_the_items_alone_still_trains_label_conditioned():
+    """init_from_data(x) was the hook's whole signature before it took the labels: a family written then, trained
+    with --condition label, gets the items alone; one that takes y gets the training labels."""
+    from vaekit.config import DataConfig, TrainConfig
+
+    seen: dict = {}
+
+    class ItemsAlone(VAE):
+        def init_from_data(self, x):
+            seen["alone"] = x.shape
+
+    class WithLabels(VAE):
+        def init_from_data(self, x, y=None):
+            seen["labels"] = None if y is None else y.shape
+
+    register_family("test-init-items-alone")(ItemsAlone)
+    register_family("test-init-with-labels")(WithLabels)
+    for family in ("test-init-items-alone", "test-init-with-labels"):
+        cfg = RunConfig(data=DataConfig(name="digits"),
+                        model=ModelConfig(family=family, latent_dim=2, network="mlp", hidden_dims=(16,),
+                                          condition="label"),
+                        train=TrainConfig(epochs=1, progress=False))
+        assert vaekit.train(cfg).model.num_labels == 10
+    assert seen["alone"][1:] == (1, 8, 8) and seen["labels"] == (seen["alone"][0],)

@@ -345,9 +345,9 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     torch.manual_seed(cfg.train.seed)  # weights and posterior samples: same seed, same run
     model = build_model(cfg.model)
     model.likelihood.check_support(dataset.x_train, "the training data")
-    if model.num_labels:  # the items' labels, which a label-conditioned model's encoder takes
+    if model.num_labels and _takes_labels(model.init_from_data):  # the labels its encoder takes
         model.init_from_data(dataset.x_train, dataset.y_train)
-    else:
+    else:  # (a family written before the hook took labels overrides init_from_data(self, x))
         model.init_from_data(dataset.x_train)
     own: list[Any] = []
     directory = None
@@ -603,6 +603,14 @@ def _warn_if_unfinished(directory: Path, state: dict[str, Any], stage: str) -> N
         log.warning("%s stopped after %d of its %d epochs: its %s stage is trained on a model that is not finished "
                     "(vaekit train --resume %s finishes it first; resuming it later marks this %s as outdated)",
                     directory, epoch, planned, stage, directory, stage)
+
+
+def _takes_labels(hook: Any) -> bool:
+    """Whether a bound hook takes a second argument (the labels) beside the items."""
+    import inspect
+
+    parameters = list(inspect.signature(hook).parameters.values())
+    return len(parameters) >= 2 or any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
 
 
 def train_stage(directory: str | Path, stage: str, epochs: int = 10, batch_size: int | None = None,
