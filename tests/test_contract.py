@@ -437,3 +437,39 @@ def test_a_family_whose_init_from_data_takes_the_items_alone_still_trains_label_
                         train=TrainConfig(epochs=1, progress=False))
         assert vaekit.train(cfg).model.num_labels == 10
     assert seen["alone"][1:] == (1, 8, 8) and seen["labels"] == (seen["alone"][0],)
+
+
+def test_a_family_with_a_class_conditional_gaussian_prior_draws_one_code_for_each_label():
+    """prior_given(y), a Gaussian of batch (n,) (the hook's contract): sample_prior draws one code per label, from
+    that label's Gaussian, and sample decodes them; a family that overrides sample_prior(self, n, generator) as it
+    was before labels still samples when it is not conditioned."""
+    from vaekit.distributions import DiagonalGaussian
+
+    class ClassPrior(VAE):
+        def __init__(self, config):
+            super().__init__(config)
+            self.class_means = nn.Parameter(torch.arange(config.num_labels * self.latent_dim, dtype=torch.float32)
+                                            .view(config.num_labels, self.latent_dim))
+
+        def prior_given(self, y):
+            return DiagonalGaussian(self.class_means[y], torch.ones_like(self.class_means[y]))
+
+    class OwnSampler(VAE):
+        def sample_prior(self, n, generator=None):
+            return super().sample_prior(n, generator)
+
+    register_family("test-class-gaussian-prior")(ClassPrior)
+    register_family("test-own-sampler")(OwnSampler)
+    shape = dict(data_shape=(1, 8, 8), latent_dim=2, hidden_dims=(8,), likelihood="bernoulli", network="mlp")
+    model = build_model(ModelConfig(family="test-class-gaussian-prior", condition="label", num_labels=3, **shape))
+    assert model.prior_takes_labels
+    z = model.sample_prior(4000, torch.Generator().manual_seed(0), 2)
+    assert z.shape == (4000, 2)
+    torch.testing.assert_close(z.mean(0), model.class_means[2].detach(), rtol=0, atol=4 / math.sqrt(4000))
+    labels = torch.tensor([0, 1, 2, 0])
+    assert model.sample_prior(4, torch.Generator().manual_seed(0), labels).shape == (4, 2)
+    assert model.sample(4, labels).shape == (4, 1, 8, 8)
+    with pytest.raises(VaekitError, match="pass the labels"):
+        model.sample_prior(4)
+    own = build_model(ModelConfig(family="test-own-sampler", **shape))
+    assert own.sample(4, generator=torch.Generator().manual_seed(0)).shape == (4, 1, 8, 8)

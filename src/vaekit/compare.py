@@ -182,7 +182,8 @@ def decode_batches(model: Model, z: torch.Tensor, batch_size: int = 500, y: torc
 def prior_draws(model: Model, n: int, seed: int, y: torch.Tensor | None = None) -> torch.Tensor:
     """The codes of n draws from the model's own prior, seeded: (n, *code_shape), on the CPU; given the labels y
     (n,) where its prior takes them."""
-    return model.draw_code(model.sample_prior(n, torch.Generator().manual_seed(seed), y)).cpu()
+    generator = torch.Generator().manual_seed(seed)
+    return model.draw_code(model.sample_prior(n, generator) if y is None else model.sample_prior(n, generator, y)).cpu()
 
 
 def label_draws(dataset: Dataset, model: Model, n: int, seed: int) -> torch.Tensor | None:
@@ -204,6 +205,23 @@ def mixture_draws(mixture, n: int, seed: int) -> torch.Tensor:
     z, _ = mixture.sample(n)  # grouped by component: shuffle so that any prefix is a fair sample
     z = z[np.random.default_rng(seed).permutation(n)]
     return torch.from_numpy(z).float()
+
+
+def class_mixture_draws(codes: torch.Tensor, code_labels: torch.Tensor, wanted: torch.Tensor, components: int,
+                        seed: int) -> torch.Tensor:
+    """One draw for each label in `wanted` (n,), from a Gaussian mixture fitted to the codes (N, d) of that class
+    alone (code_labels (N,)): for a model whose codes carry the class (a label-conditioned vqvae), where one mixture
+    of all the codes would draw every class alike. (n, d)."""
+    z = torch.empty(len(wanted), codes.shape[1])
+    for label in wanted.unique().tolist():
+        own = codes[code_labels == label]
+        if components > len(own):
+            raise VaekitError(f"{components} mixture components exceed the {len(own)} training items of class "
+                              f"{label} fitted: use fewer components, or fit more items")
+        log.info("fitting a %d-component Gaussian mixture to the codes of the %d training items of class %s ...",
+                 components, len(own), label)
+        z[wanted == label] = mixture_draws(fit_mixture(own, components, seed), int((wanted == label).sum()), seed)
+    return z
 
 
 def interpolation_paths(model: Model, x: torch.Tensor, pairs: np.ndarray, steps: int,
@@ -359,8 +377,12 @@ def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs
     prior_images = decode_batches(model, z_prior[:shown], y=draw_labels, codes=True)
     gmm_images = fcd_gmm = None
     if options.gmm_components:
-        mixture = fit_mixture(latent.encode_dataset(model, x_train, y=y_train).flatten(1), options.gmm_components, seed)
-        z_gmm = mixture_draws(mixture, n_draws, seed).reshape(-1, *model.code_shape)
+        train_codes = latent.encode_dataset(model, x_train, y=y_train).flatten(1)
+        if model.prior_takes_labels:  # its codes carry the class: each draw from its own class's mixture
+            z_gmm = class_mixture_draws(train_codes, y_train, prior_labels, options.gmm_components, seed)
+        else:
+            z_gmm = mixture_draws(fit_mixture(train_codes, options.gmm_components, seed), n_draws, seed)
+        z_gmm = z_gmm.reshape(-1, *model.code_shape)
         gmm_images = decode_batches(model, z_gmm[:shown], y=draw_labels, codes=True)
         units["gmm_hole_fraction"] = hole_flags(codes, z_gmm[:options.hole_draws].flatten(1).numpy(),
                                                 options.hole_quantile).astype(np.float64)

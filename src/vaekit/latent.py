@@ -184,7 +184,9 @@ def prior_moments(model: Model, draws: int = 10_000,
         mean, std = pz.mean, pz.stddev
     except NotImplementedError:
         y = _one_label(y) if model.prior_takes_labels else None
-        z = model.draw_code(model.sample_prior(draws, torch.Generator().manual_seed(0), y)).flatten(1).double()
+        generator = torch.Generator().manual_seed(0)
+        z = model.sample_prior(draws, generator) if y is None else model.sample_prior(draws, generator, y)
+        z = model.draw_code(z).flatten(1).double()
         mean, std = z.mean(0), z.std(0)
     mean, std = mean.detach().flatten().float().cpu(), std.detach().flatten().float().cpu()
     if mean.numel() != code_size(model):

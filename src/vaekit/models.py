@@ -431,21 +431,24 @@ class Model(nn.Module):
         the others' draws do not depend on it. A diagonal Gaussian prior draws its noise on the CPU, the same on
         every device; other priors draw on the model's device, seeded from it."""
         labels = self.label_indices(y, n) if y is not None or self.prior_takes_labels else None
-        pz = self.prior_given(labels) if labels is not None else self.prior()
+        given = labels is not None and self.prior_takes_labels  # prior_given(labels): one draw for each of its n
+        pz = self.prior_given(labels) if given else self.prior()
+        shape = () if given else (n,)
         if isinstance(pz, DiagonalGaussian):  # the common case: noise from the generator, on the CPU
-            return pz.rsample_with(draw_noise(pz, (n,), generator=generator))
+            return pz.rsample_with(draw_noise(pz, shape, generator=generator))
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            return pz.sample(() if labels is not None and pz.batch_shape == (n,) else (n,))
+            return pz.sample(shape)
 
     @torch.no_grad()
     def sample(self, n: int, y: torch.Tensor | int | None = None,
                generator: torch.Generator | None = None, draw: bool = False) -> torch.Tensor:
         """n prior draws decoded to the likelihood mean: (n, *data_shape); with draw=True, x ~ p(x|z) instead (its
         noise seeded from `generator` too). A label-conditioned model takes y: one label for all, or one per draw."""
-        px = self.decode(self.sample_prior(n, generator, y), y)
+        # (y only where given: a family may override sample_prior(self, n, generator) as it was before y)
+        px = self.decode(self.sample_prior(n, generator) if y is None else self.sample_prior(n, generator, y), y)
         if not draw:
             return px.mean
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))  # torch's distributions take no generator

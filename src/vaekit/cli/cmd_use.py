@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="prior: the model's own prior; mixture: a full-covariance Gaussian mixture fitted to the codes "
                         "of the run's training items (Ghosh et al. 2020; as vaekit compare draws for the AE), which "
                         "lets a family whose prior is nominal (ae) or not yet trained (a vqvae before train-prior) "
-                        "generate. Default: prior")
+                        "generate (a label-conditioned vqvae, whose codes carry the class: one mixture per class "
+                        "drawn, fitted to that class's codes). Default: prior")
     p.add_argument("--components", type=int, default=CompareOptions().gmm_components,
                    help="the mixture's components (--sampler mixture; default %(default)s)")
     p.add_argument("--fit-items", type=int, default=MIXTURE_ITEMS, metavar="N",
@@ -115,7 +116,7 @@ def _mixture_sample(args: argparse.Namespace, model, n: int, y: torch.Tensor | N
     decoded: the likelihood's mean, or (draw) x ~ p(x|code), seeded by --seed. A model whose prior takes the label
     (a label-conditioned vqvae, whose codes carry the class) gets one mixture per class drawn, fitted to the codes of
     that class's items."""
-    from ..compare import fit_mixture, mixture_draws
+    from ..compare import class_mixture_draws, fit_mixture, mixture_draws
 
     if args.components < 1 or args.fit_items < 2:
         raise VaekitError(f"--components must be at least 1 and --fit-items at least 2, got {args.components} and "
@@ -132,17 +133,8 @@ def _mixture_sample(args: argparse.Namespace, model, n: int, y: torch.Tensor | N
             raise VaekitError("the model is conditioned on labels, but its training data has none: give labelled data")
         labels = train.y[chosen]
     codes = latent.encode_dataset(model, train.x[chosen], y=labels).flatten(1)
-    if model.prior_takes_labels and y is not None and labels is not None:
-        z = torch.empty(n, codes.shape[1])
-        for label in y.unique().tolist():
-            own = codes[labels == label]
-            if args.components > len(own):
-                raise VaekitError(f"--components {args.components} exceeds the {len(own)} training items of class "
-                                  f"{label} fitted: use fewer components, or more --fit-items")
-            log.info("fitting a %d-component Gaussian mixture to the codes of the %d training items of class %s ...",
-                     args.components, len(own), label)
-            z[y == label] = mixture_draws(fit_mixture(own, args.components, args.seed), int((y == label).sum()),
-                                          args.seed)
+    if model.prior_takes_labels and y is not None and labels is not None:  # its codes carry the class
+        z = class_mixture_draws(codes, labels, y, args.components, args.seed)
     else:
         log.info("fitting a %d-component Gaussian mixture to the %d-number codes of %d training items ...",
                  args.components, codes.shape[1], len(codes))
