@@ -3,7 +3,7 @@ vectors on the face sets, `vaekit compare` on Fashion-MNIST and digits, the edit
 label-conditioned samples (of the VAE, and of the VQ-VAE given the class) read by an independent classifier.
 
     python benchmarks/readme_runs.py [--stages faces,compare,shapes,conditional,conditional_vqvae] [--work DIR]
-                                     [--out FILE]
+                                     [--vqvae-data mnist-10k|mnist] [--out FILE]
 
 Each stage calls the commands the README prints (`vaekit train`, `vaekit attribute --score`, `vaekit compare`), in
 a child process as a user would, times them, and keeps what they write. The results file is rewritten after every
@@ -29,6 +29,7 @@ STAGES = ("faces", "compare", "shapes", "conditional", "conditional_vqvae")
 SMILE_STRENGTHS = "-4,-3,-2,-1,0,1,2,3,4"
 GLASSES_STRENGTHS = "-3,-2,-1,0,1,2,3"
 METHODS = ("mean-diff", "linear", "local")
+OPTIONS = {"vqvae_data": "mnist-10k"}  # what main's flags set for the stages
 
 
 def vaekit(*args: str) -> float:
@@ -136,8 +137,9 @@ def conditional(work: Path) -> dict:
 
 
 def conditional_vqvae(work: Path) -> dict:
-    """The `vqvae` recipe label-conditioned on mnist-10k (its 10 epochs, then the prior's 10), 1,000 samples (100
-    per digit) read by the classifier the `conditional` stage uses: drawn with the label given to both the prior
+    """The `vqvae` recipe label-conditioned on --vqvae-data (mnist-10k by default, or the recipe's mnist; its 10
+    epochs, then the prior's 10), 1,000 samples (100 per digit) read by a classifier trained as the `conditional`
+    stage's (on mnist-10k's pixels): drawn with the label given to both the prior
     and the decoder (as `vaekit sample --label K`), and with the prior's draw for digit k decoded as digit k + 5 (mod
     10), to show which of the two carries the class."""
     from dataclasses import replace
@@ -150,11 +152,13 @@ def conditional_vqvae(work: Path) -> dict:
     from vaekit.data import load_dataset
     from vaekit.report.classifier import train_feature_classifier
 
-    data = load_dataset(DataConfig(name="mnist-10k"))
-    pixels = vk.Dataset("pixels", data.x_train.flatten(1), data.x_test.flatten(1), data.y_train, data.y_test)
+    judged = load_dataset(DataConfig(name="mnist-10k"))
+    pixels = vk.Dataset("pixels", judged.x_train.flatten(1), judged.x_test.flatten(1), judged.y_train, judged.y_test)
     classifier = train_feature_classifier(pixels, steps=1500, seed=1)
+    data = load_dataset(DataConfig(name=OPTIONS["vqvae_data"]))
     base = recipe_config("vqvae")
-    cfg = replace(base, data=replace(base.data, name="mnist-10k"), model=replace(base.model, condition="label"),
+    cfg = replace(base, data=replace(base.data, name=OPTIONS["vqvae_data"]),
+                  model=replace(base.model, condition="label"),
                   train=replace(base.train, progress=False))
     run = work / "vqvae-conditional"
     start = time.perf_counter()
@@ -179,6 +183,7 @@ def conditional_vqvae(work: Path) -> dict:
               "decoded_as_k_plus_5_read_as_prior_digit": share(swapped, labels),
               "decoded_as_k_plus_5_read_as_decoder_digit": share(swapped, other)}
     return {"judge_test_accuracy": round(classifier.test_accuracy, 4), "recipe": "vqvae --condition label",
+            "data": OPTIONS["vqvae_data"], "threads": torch.get_num_threads(),
             "epochs": cfg.train.epochs, "prior_epochs": cfg.train.epochs, "model_seconds": round(model_seconds, 1),
             "prior_seconds": round(prior_seconds, 1), "sample_seconds_1000": round(sample_seconds, 1),
             "picture": str(work / "vqvae_conditional_samples.png"), "picture_seconds": picture_seconds,
@@ -202,8 +207,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stages", default=",".join(STAGES))
     parser.add_argument("--work", default=None, help="folder for the runs (default: a temporary one)")
+    parser.add_argument("--vqvae-data", default=OPTIONS["vqvae_data"], choices=("mnist-10k", "mnist"),
+                        help="the data of the conditional_vqvae stage's model (default %(default)s)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    OPTIONS["vqvae_data"] = args.vqvae_data
     chosen = [stage for stage in args.stages.split(",") if stage]
     unknown = sorted(set(chosen) - set(STAGES))
     if unknown:
