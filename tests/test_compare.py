@@ -466,3 +466,11 @@ def test_a_comparison_from_before_the_ae_dropped_its_warm_up_resumes(tmp_path, m
     monkeypatch.setattr(runs, "drop_unweighed", dropping)
     resumed = compare(cfg, tmp_path / "report", options=QUICK, resume=True)
     assert resumed.ae.family == "ae"
+
+
+@pytest.mark.parametrize("flags", [["--model", "vamp"], ["--model", "hvae", "--hvae-top-prior", "vamp"]])
+def test_a_family_that_cannot_be_label_conditioned_is_refused_before_the_ae_trains(tmp_path, capsys, flags):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--data", "digits", *flags, "--condition", "label", "--epochs", "1", "--out", str(out),
+                 "--no-progress"]) == 2
+    assert "label" in capsys.readouterr().err and not (out / "ae").exists()

@@ -19,7 +19,7 @@ from .data import Dataset, TensorData, hold_out, load_dataset
 from .errors import VaekitError
 from .files import atomic_write, write_text
 from .metrics import reconstruction_error
-from .models import Model
+from .models import Model, build_model
 from .train import mean_terms
 from .report.classifier import FeatureClassifier, train_feature_classifier
 from .report.html import collapsed, render_report
@@ -506,6 +506,8 @@ def compare(
     ae = replace(cfg, model=replace(without_options(cfg.model, probabilistic), family="ae", free_bits=0.0))
     configs = {"ae": runs.drop_unweighed(ae, say=False),
                "vae": replace(cfg, model=replace(cfg.model, family=probabilistic))}
+    for slot in FAMILIES:  # each model's own refusals (a family or setting that cannot be label-conditioned, ...)
+        build_model(runs.resolve_config(configs[slot], dataset).model)  # before the first trains, not after
     trained = {}
     for slot in FAMILIES:
         family = configs[slot].model.family
