@@ -706,9 +706,11 @@ def test_a_title_is_wrapped_at_the_widest_line_length_that_fits_the_picture():
     words = ("a the quick brown fox jumps over lazy dog interpolation traversal attribute-vector smile glasses "
              "z[12] (row 2, column 4, number 3) WWWWWW iiii").split()
     chooser = random.Random(0)
-    for _ in range(40):
-        title = " ".join(chooser.choice(words) for _ in range(chooser.randint(2, 30)))
-        width = chooser.choice([150, 250, 400, 800])
+    uneven = " ".join(["W" * 8, "i" * 40] * 4)  # wide short words and narrow long ones: no mean width says much
+    cases = [(uneven, pixels("i" * 40)), (uneven.replace("W" * 8, "W" * 10), pixels("i" * 40)), ("WW " * 30, 200)]
+    cases += [(" ".join(chooser.choice(words) for _ in range(chooser.randint(2, 30))),
+               chooser.choice([150, 250, 400, 800])) for _ in range(40)]
+    for title, width in cases:
         widest = next((textwrap.fill(title, chars) for chars in range(len(title), 11, -1)
                        if max(pixels(line) for line in textwrap.fill(title, chars).splitlines()) <= width),
                       textwrap.fill(title, 12))

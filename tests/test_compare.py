@@ -474,3 +474,25 @@ def test_a_family_that_cannot_be_label_conditioned_is_refused_before_the_ae_trai
     assert main(["compare", "--data", "digits", *flags, "--condition", "label", "--epochs", "1", "--out", str(out),
                  "--no-progress"]) == 2
     assert "label" in capsys.readouterr().err and not (out / "ae").exists()
+
+
+def test_per_class_mixture_draws_are_each_class_own_and_refuse_a_class_too_small_to_fit():
+    """class_mixture_draws: draw i comes from the mixture of wanted[i]'s class; the classes' draws do not share their
+    noise (two classes whose codes differ by a shift do not give draws that differ by it); a class of one item
+    (a mixture needs two) or of fewer items than components is refused in one line."""
+    from vaekit.compare import class_mixture_draws
+
+    generator = torch.Generator().manual_seed(0)
+    base = torch.randn(200, 3, generator=generator)
+    codes = torch.cat([base, base + 10.0])  # class 1: class 0's codes shifted
+    labels = torch.cat([torch.zeros(200, dtype=torch.long), torch.ones(200, dtype=torch.long)])
+    wanted = torch.arange(400) % 2
+    z = class_mixture_draws(codes, labels, wanted, 2, seed=0)
+    assert bool((z[wanted == 0].mean(1) < 5).all()) and bool((z[wanted == 1].mean(1) > 5).all())
+    assert not torch.allclose(z[wanted == 1] - z[wanted == 0], torch.full((200, 3), 10.0), atol=1e-3)
+    torch.testing.assert_close(class_mixture_draws(codes, labels, wanted, 2, seed=0), z)  # seeded
+    few = torch.tensor([0] * 200 + [1])
+    with pytest.raises(vaekit.VaekitError, match="needs at least 2 items of class 1, and 1 were fitted"):
+        class_mixture_draws(codes[:201], few, torch.tensor([0, 1]), 1, seed=0)
+    with pytest.raises(vaekit.VaekitError, match="needs at least 3 items of class 1"):
+        class_mixture_draws(codes[:202], torch.tensor([0] * 200 + [1, 1]), torch.tensor([1]), 3, seed=0)

@@ -428,15 +428,27 @@ def test_a_family_whose_init_from_data_takes_the_items_alone_still_trains_label_
         def init_from_data(self, x, y=None):
             seen["labels"] = None if y is None else y.shape
 
+    class KeywordOnly(VAE):
+        def init_from_data(self, x, *, y=None):
+            seen["keyword"] = None if y is None else y.shape
+
+    class AnyKeywords(VAE):
+        def init_from_data(self, x, **more):
+            seen["more"] = sorted(more)
+
     register_family("test-init-items-alone")(ItemsAlone)
     register_family("test-init-with-labels")(WithLabels)
-    for family in ("test-init-items-alone", "test-init-with-labels"):
+    register_family("test-init-keyword-only")(KeywordOnly)
+    register_family("test-init-any-keywords")(AnyKeywords)
+    for family in ("test-init-items-alone", "test-init-with-labels", "test-init-keyword-only",
+                   "test-init-any-keywords"):
         cfg = RunConfig(data=DataConfig(name="digits"),
                         model=ModelConfig(family=family, latent_dim=2, network="mlp", hidden_dims=(16,),
                                           condition="label"),
                         train=TrainConfig(epochs=1, progress=False))
         assert vaekit.train(cfg).model.num_labels == 10
-    assert seen["alone"][1:] == (1, 8, 8) and seen["labels"] == (seen["alone"][0],)
+    assert seen["alone"][1:] == (1, 8, 8) and seen["labels"] == seen["keyword"] == (seen["alone"][0],)
+    assert seen["more"] == ["y"]
 
 
 def test_a_family_with_a_class_conditional_gaussian_prior_draws_one_code_for_each_label():
@@ -458,8 +470,13 @@ def test_a_family_with_a_class_conditional_gaussian_prior_draws_one_code_for_eac
         def sample_prior(self, n, generator=None):
             return super().sample_prior(n, generator)
 
+    class Deferring(VAE):  # overrides the hook, but its prior is the same for every label (batch ())
+        def prior_given(self, y):
+            return super().prior_given(y)
+
     register_family("test-class-gaussian-prior")(ClassPrior)
     register_family("test-own-sampler")(OwnSampler)
+    register_family("test-prior-given-deferring")(Deferring)
     shape = dict(data_shape=(1, 8, 8), latent_dim=2, hidden_dims=(8,), likelihood="bernoulli", network="mlp")
     model = build_model(ModelConfig(family="test-class-gaussian-prior", condition="label", num_labels=3, **shape))
     assert model.prior_takes_labels
@@ -473,3 +490,6 @@ def test_a_family_with_a_class_conditional_gaussian_prior_draws_one_code_for_eac
         model.sample_prior(4)
     own = build_model(ModelConfig(family="test-own-sampler", **shape))
     assert own.sample(4, generator=torch.Generator().manual_seed(0)).shape == (4, 1, 8, 8)
+    deferring = build_model(ModelConfig(family="test-prior-given-deferring", condition="label", num_labels=3, **shape))
+    assert deferring.sample_prior(5, torch.Generator().manual_seed(0), 1).shape == (5, 2)
+    assert deferring.sample(5, 1).shape == (5, 1, 8, 8)

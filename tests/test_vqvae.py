@@ -177,6 +177,17 @@ def test_the_rows_above_give_the_same_logits_as_the_whole_grid_so_sampling_leave
         whole = call(codes)
         for i in range(7):
             torch.testing.assert_close(call(codes[:, : i + 1]), whole[:, :, : i + 1], rtol=0, atol=0)
+        # and the sampler draws what one reading the whole grid at every position draws, from the same seed
+        y = torch.full((20,), 1) if labels else None
+        torch.manual_seed(5)
+        drawn = prior.sample(20, (7, 5), torch.device("cpu"), y)
+        torch.manual_seed(5)
+        expected = torch.zeros(20, 7, 5, dtype=torch.long)
+        for i in range(7):
+            for j in range(5):
+                logits = prior(expected, y)[:, :, i, j]
+                expected[:, i, j] = torch.multinomial(torch.softmax(logits.double(), -1), 1).squeeze(1)
+    assert torch.equal(drawn, expected)
 
 
 def earlier_positions_out_of_sight(prior, height: int, width: int) -> int:

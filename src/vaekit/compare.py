@@ -215,12 +215,15 @@ def class_mixture_draws(codes: torch.Tensor, code_labels: torch.Tensor, wanted: 
     z = torch.empty(len(wanted), codes.shape[1])
     for label in wanted.unique().tolist():
         own = codes[code_labels == label]
-        if components > len(own):
-            raise VaekitError(f"{components} mixture components exceed the {len(own)} training items of class "
-                              f"{label} fitted: use fewer components, or fit more items")
+        if len(own) < max(components, 2):
+            raise VaekitError(f"a mixture of {components} component{'s' if components > 1 else ''} needs at least "
+                              f"{max(components, 2)} items of class {label}, and {len(own)} were fitted: use fewer "
+                              "components, or fit more items")
         log.info("fitting a %d-component Gaussian mixture to the codes of the %d training items of class %s ...",
                  components, len(own), label)
-        z[wanted == label] = mixture_draws(fit_mixture(own, components, seed), int((wanted == label).sum()), seed)
+        own_seed = seed + 1 + int(label)  # each class its own draws (one seed for all drew the same noise for each)
+        z[wanted == label] = mixture_draws(fit_mixture(own, components, own_seed), int((wanted == label).sum()),
+                                           own_seed)
     return z
 
 

@@ -431,9 +431,11 @@ class Model(nn.Module):
         the others' draws do not depend on it. A diagonal Gaussian prior draws its noise on the CPU, the same on
         every device; other priors draw on the model's device, seeded from it."""
         labels = self.label_indices(y, n) if y is not None or self.prior_takes_labels else None
-        given = labels is not None and self.prior_takes_labels  # prior_given(labels): one draw for each of its n
+        given = labels is not None and self.prior_takes_labels
         pz = self.prior_given(labels) if given else self.prior()
-        shape = () if given else (n,)
+        # a prior given the labels is one distribution for each of the n draws (batch (n,)): one draw of it;
+        # one that is the same for every label (batch ()) is drawn n times
+        shape = () if given and tuple(pz.batch_shape) == (n,) else (n,)
         if isinstance(pz, DiagonalGaussian):  # the common case: noise from the generator, on the CPU
             return pz.rsample_with(draw_noise(pz, shape, generator=generator))
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))

@@ -345,8 +345,11 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     torch.manual_seed(cfg.train.seed)  # weights and posterior samples: same seed, same run
     model = build_model(cfg.model)
     model.likelihood.check_support(dataset.x_train, "the training data")
-    if model.num_labels and _takes_labels(model.init_from_data):  # the labels its encoder takes
+    labels = _label_argument(model.init_from_data) if model.num_labels else None
+    if labels == "positional":  # the labels its encoder takes
         model.init_from_data(dataset.x_train, dataset.y_train)
+    elif labels == "keyword":
+        model.init_from_data(dataset.x_train, y=dataset.y_train)
     else:  # (a family written before the hook took labels overrides init_from_data(self, x))
         model.init_from_data(dataset.x_train)
     own: list[Any] = []
@@ -605,12 +608,25 @@ def _warn_if_unfinished(directory: Path, state: dict[str, Any], stage: str) -> N
                     directory, epoch, planned, stage, directory, stage)
 
 
-def _takes_labels(hook: Any) -> bool:
-    """Whether a bound hook takes a second argument (the labels) beside the items."""
+def _label_argument(hook: Any) -> str | None:
+    """How a bound hook takes the labels beside the items: "positional" (a second positional parameter, or *args),
+    "keyword" (a keyword-only y, or **kwargs), or None (the items alone, or a signature that cannot be read)."""
     import inspect
 
-    parameters = list(inspect.signature(hook).parameters.values())
-    return len(parameters) >= 2 or any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
+    try:
+        parameters = list(inspect.signature(hook).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    kind = inspect.Parameter
+    positional = [p for p in parameters if p.kind in (kind.POSITIONAL_ONLY, kind.POSITIONAL_OR_KEYWORD)]
+    bound = getattr(hook, "keywords", {}) or {}  # a functools.partial's keywords are taken already
+    if "y" in bound:
+        return None
+    if len(positional) >= 2 or any(p.kind is kind.VAR_POSITIONAL for p in parameters):
+        return "positional"
+    if any((p.kind is kind.KEYWORD_ONLY and p.name == "y") or p.kind is kind.VAR_KEYWORD for p in parameters):
+        return "keyword"
+    return None
 
 
 def train_stage(directory: str | Path, stage: str, epochs: int = 10, batch_size: int | None = None,
