@@ -681,7 +681,8 @@ def test_a_label_conditioned_vqvae_from_the_command_line_draws_codes_given_the_c
     codes = model.nearest(draw(3).view(64, -1, 4))
     with torch.no_grad():  # trained, the prior's distribution moves with the class
         grids = codes.view(64, *model.grid)
-        assert not torch.equal(model.prior_net(grids, torch.full((64,), 3)), model.prior_net(grids, torch.full((64,), 4)))
+        threes, fours = torch.full((64,), 3), torch.full((64,), 4)
+        assert not torch.equal(model.prior_net(grids, threes), model.prior_net(grids, fours))
     torch.testing.assert_close(model.codebook[codes].flatten(1), draw(3))
     given = model.prior_given(torch.full((64,), 3))
     torch.testing.assert_close(given.log_prob(draw(3)), -model.prior_net.nll(codes.view(64, *model.grid),
