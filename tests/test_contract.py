@@ -490,6 +490,12 @@ def test_a_family_with_a_class_conditional_gaussian_prior_draws_one_code_for_eac
         model.sample_prior(4)
     own = build_model(ModelConfig(family="test-own-sampler", **shape))
     assert own.sample(4, generator=torch.Generator().manual_seed(0)).shape == (4, 1, 8, 8)
+    own = build_model(ModelConfig(family="test-own-sampler", condition="label", num_labels=3, **shape))
+    assert own.sample(4, 1, torch.Generator().manual_seed(0)).shape == (4, 1, 8, 8)  # its prior takes no label
+    # the traversal's prior moments of an item of class 2 are class 2's prior's
+    mean, std = latent.prior_moments(model, y=2)
+    torch.testing.assert_close(mean, model.class_means[2].detach())
+    torch.testing.assert_close(std, torch.ones(2))
     deferring = build_model(ModelConfig(family="test-prior-given-deferring", condition="label", num_labels=3, **shape))
     assert deferring.sample_prior(5, torch.Generator().manual_seed(0), 1).shape == (5, 2)
     assert deferring.sample(5, 1).shape == (5, 1, 8, 8)

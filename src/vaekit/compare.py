@@ -183,7 +183,8 @@ def prior_draws(model: Model, n: int, seed: int, y: torch.Tensor | None = None) 
     """The codes of n draws from the model's own prior, seeded: (n, *code_shape), on the CPU; given the labels y
     (n,) where its prior takes them."""
     generator = torch.Generator().manual_seed(seed)
-    return model.draw_code(model.sample_prior(n, generator) if y is None else model.sample_prior(n, generator, y)).cpu()
+    z = model.sample_prior(n, generator, y) if model.prior_takes_labels else model.sample_prior(n, generator)
+    return model.draw_code(z).cpu()
 
 
 def label_draws(dataset: Dataset, model: Model, n: int, seed: int) -> torch.Tensor | None:

@@ -179,11 +179,11 @@ def prior_moments(model: Model, draws: int = 10_000,
     """The prior's mean and standard deviation per code dimension, flattened: exact where the distribution
     knows them, else from `draws` seeded prior samples (given the label y, one for all, where the prior takes
     labels)."""
-    pz = model.prior()
+    y = _one_label(y) if model.prior_takes_labels and y is not None else None
+    pz = model.prior() if y is None else model.prior_given(model.label_indices(y, 1))  # the class's own prior
     try:
         mean, std = pz.mean, pz.stddev
     except NotImplementedError:
-        y = _one_label(y) if model.prior_takes_labels else None
         generator = torch.Generator().manual_seed(0)
         z = model.sample_prior(draws, generator) if y is None else model.sample_prior(draws, generator, y)
         z = model.draw_code(z).flatten(1).double()

@@ -449,8 +449,10 @@ class Model(nn.Module):
                generator: torch.Generator | None = None, draw: bool = False) -> torch.Tensor:
         """n prior draws decoded to the likelihood mean: (n, *data_shape); with draw=True, x ~ p(x|z) instead (its
         noise seeded from `generator` too). A label-conditioned model takes y: one label for all, or one per draw."""
-        # (y only where given: a family may override sample_prior(self, n, generator) as it was before y)
-        px = self.decode(self.sample_prior(n, generator) if y is None else self.sample_prior(n, generator, y), y)
+        # y to sample_prior only where its prior takes it: a family may override sample_prior(self, n, generator), as
+        # it was before y (the decoder checks the labels)
+        z = self.sample_prior(n, generator, y) if self.prior_takes_labels else self.sample_prior(n, generator)
+        px = self.decode(z, y)
         if not draw:
             return px.mean
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))  # torch's distributions take no generator

@@ -383,8 +383,8 @@ class Explorer:
         else:
             generator.seed()
         with self._lock:
-            z = self.model.draw_code(self.model.sample_prior(n, generator) if y is None else
-                                     self.model.sample_prior(n, generator, y))
+            z = self.model.draw_code(self.model.sample_prior(n, generator, y) if self.model.prior_takes_labels else
+                                     self.model.sample_prior(n, generator))
             values = self.model.decode_code(z.to(self.model.device), y).mean.cpu()
         out: dict[str, Any] = {"samples": self.render(values), **self._decoded_with(y)}
         if tuple(z.shape[1:]) == tuple(self.model.code_shape):  # the prior draws codes: the page can slide them
