@@ -19,7 +19,7 @@ from .data import Dataset, TensorData, hold_out, load_dataset
 from .errors import VaekitError
 from .files import atomic_write, write_text
 from .metrics import reconstruction_error
-from .models import Model, build_model
+from .models import Model, build_model, draw_prior
 from .train import mean_terms
 from .report.classifier import FeatureClassifier, train_feature_classifier
 from .report.html import collapsed, render_report
@@ -182,9 +182,7 @@ def decode_batches(model: Model, z: torch.Tensor, batch_size: int = 500, y: torc
 def prior_draws(model: Model, n: int, seed: int, y: torch.Tensor | None = None) -> torch.Tensor:
     """The codes of n draws from the model's own prior, seeded: (n, *code_shape), on the CPU; given the labels y
     (n,) where its prior takes them."""
-    generator = torch.Generator().manual_seed(seed)
-    z = model.sample_prior(n, generator, y) if model.prior_takes_labels else model.sample_prior(n, generator)
-    return model.draw_code(z).cpu()
+    return model.draw_code(draw_prior(model, n, torch.Generator().manual_seed(seed), y)).cpu()
 
 
 def label_draws(dataset: Dataset, model: Model, n: int, seed: int) -> torch.Tensor | None:

@@ -16,7 +16,7 @@ import torch
 
 from .distributions import draw_noise, rsample_with
 from .errors import VaekitError
-from .models import Model
+from .models import Model, draw_prior
 
 log = logging.getLogger(__name__)
 
@@ -184,9 +184,7 @@ def prior_moments(model: Model, draws: int = 10_000,
     try:
         mean, std = pz.mean, pz.stddev
     except NotImplementedError:
-        generator = torch.Generator().manual_seed(0)
-        z = model.sample_prior(draws, generator) if y is None else model.sample_prior(draws, generator, y)
-        z = model.draw_code(z).flatten(1).double()
+        z = model.draw_code(draw_prior(model, draws, torch.Generator().manual_seed(0), y)).flatten(1).double()
         mean, std = z.mean(0), z.std(0)
     mean, std = mean.detach().flatten().float().cpu(), std.detach().flatten().float().cpu()
     if mean.numel() != code_size(model):

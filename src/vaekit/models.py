@@ -449,10 +449,7 @@ class Model(nn.Module):
                generator: torch.Generator | None = None, draw: bool = False) -> torch.Tensor:
         """n prior draws decoded to the likelihood mean: (n, *data_shape); with draw=True, x ~ p(x|z) instead (its
         noise seeded from `generator` too). A label-conditioned model takes y: one label for all, or one per draw."""
-        # y to sample_prior only where its prior takes it: a family may override sample_prior(self, n, generator), as
-        # it was before y (the decoder checks the labels)
-        z = self.sample_prior(n, generator, y) if self.prior_takes_labels else self.sample_prior(n, generator)
-        px = self.decode(z, y)
+        px = self.decode(draw_prior(self, n, generator, y), y)  # (the decoder checks the labels)
         if not draw:
             return px.mean
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))  # torch's distributions take no generator
@@ -610,6 +607,14 @@ class AE(Model):
 
     def regularizer_terms(self, qz: Distribution, z: torch.Tensor) -> dict[str, torch.Tensor]:
         return {}
+
+
+def draw_prior(model: Model, n: int, generator: torch.Generator | None = None,
+               y: torch.Tensor | int | None = None) -> torch.Tensor:
+    """model.sample_prior(n, generator), given the labels y where the model's prior takes them (prior_takes_labels)
+    and without them otherwise: a family may override sample_prior(self, n, generator), as it was before y, and
+    the draws of a prior that takes no label do not depend on it."""
+    return model.sample_prior(n, generator, y) if model.prior_takes_labels else model.sample_prior(n, generator)
 
 
 _HELD = threading.local()  # the priors held_prior built, by model, for this thread only

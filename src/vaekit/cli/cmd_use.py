@@ -133,7 +133,7 @@ def _mixture_sample(args: argparse.Namespace, model, n: int, y: torch.Tensor | N
             raise VaekitError("the model is conditioned on labels, but its training data has none: give labelled data")
         labels = train.y[chosen]
     codes = latent.encode_dataset(model, train.x[chosen], y=labels).flatten(1)
-    if model.prior_takes_labels and y is not None and labels is not None:  # its codes carry the class
+    if model.prior_takes_labels:  # its codes carry the class (labels and y are given: it is conditioned)
         z = class_mixture_draws(codes, labels, y, args.components, args.seed)
     else:
         log.info("fitting a %d-component Gaussian mixture to the %d-number codes of %d training items ...",

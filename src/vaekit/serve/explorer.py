@@ -29,7 +29,7 @@ from ..data import Dataset
 from ..data.tables import model_table
 from ..data.user import upright
 from ..errors import VaekitError
-from ..models import Model
+from ..models import Model, draw_prior
 
 log = logging.getLogger(__name__)
 
@@ -383,8 +383,7 @@ class Explorer:
         else:
             generator.seed()
         with self._lock:
-            z = self.model.draw_code(self.model.sample_prior(n, generator, y) if self.model.prior_takes_labels else
-                                     self.model.sample_prior(n, generator))
+            z = self.model.draw_code(draw_prior(self.model, n, generator, y))
             values = self.model.decode_code(z.to(self.model.device), y).mean.cpu()
         out: dict[str, Any] = {"samples": self.render(values), **self._decoded_with(y)}
         if tuple(z.shape[1:]) == tuple(self.model.code_shape):  # the prior draws codes: the page can slide them
