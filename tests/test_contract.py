@@ -499,3 +499,68 @@ def test_a_family_with_a_class_conditional_gaussian_prior_draws_one_code_for_eac
     deferring = build_model(ModelConfig(family="test-prior-given-deferring", condition="label", num_labels=3, **shape))
     assert deferring.sample_prior(5, torch.Generator().manual_seed(0), 1).shape == (5, 2)
     assert deferring.sample(5, 1).shape == (5, 1, 8, 8)
+
+
+def test_the_objective_holds_each_item_to_its_class_prior_where_the_prior_takes_the_label():
+    """A family whose prior takes the label (prior_given) trains against it: the ELBO's KL is the closed form against
+    the item's class Gaussian, the importance weights' log p(z) is the class's, the KL per dimension too, and
+    training moves the class means (they were never trained: the KL was against prior(), the standard normal). A
+    family hook written without y is refused where the prior takes the label (its KL would miss it), and one of a
+    family whose prior takes no label is still called as written."""
+    from torch.distributions import Independent, Normal, kl_divergence
+
+    from vaekit.distributions import DiagonalGaussian
+
+    class ClassMeans(VAE):
+        def __init__(self, config):
+            super().__init__(config)
+            self.class_means = nn.Parameter(3.0 * torch.randn(config.num_labels, self.latent_dim))
+
+        def prior_given(self, y):
+            return DiagonalGaussian(self.class_means[y], torch.ones_like(self.class_means[y]))
+
+    class OldKL(ClassMeans):
+        def kl(self, qz, z):  # as written before the hooks took labels
+            return qz.log_prob(z) - self.prior().log_prob(z)
+
+    class OldTerms(VAE):  # a prior without the label: its hook, written without y, is called as it was
+        calls = 0
+
+        def regularizer_terms(self, qz, z):
+            OldTerms.calls += 1
+            return super().regularizer_terms(qz, z)
+
+    register_family("test-class-means-prior")(ClassMeans)
+    register_family("test-old-kl-class-prior")(OldKL)
+    register_family("test-old-terms")(OldTerms)
+    shape = dict(data_shape=(1, 8, 8), latent_dim=2, hidden_dims=(16,), likelihood="bernoulli", network="mlp",
+                 condition="label", num_labels=3)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(family="test-class-means-prior", **shape))
+    x, y = DATA.x_train[:64], DATA.y_train[:64] % 3
+    qz = model.encode(x, y)
+    out = model(x, y)
+    class_prior = Independent(Normal(model.class_means[y], torch.ones(64, 2)), 1)
+    torch.testing.assert_close(out.terms["kl"], kl_divergence(qz, class_prior))
+    standard = Independent(Normal(torch.zeros(2), torch.ones(2)), 1)
+    assert float((out.terms["kl"] - kl_divergence(qz, standard)).detach().abs().min()) > 0.01  # not N(0, I)'s
+    noise = torch.randn(4, 64, 2, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        z = qz.base_dist.loc + qz.base_dist.scale * noise
+        log_px = model.decode(z.flatten(0, 1), y.repeat(4)).log_prob(x.repeat(4, 1, 1, 1)).view(4, 64)
+        torch.testing.assert_close(model.log_importance_weights(x, 4, y, noise),
+                                   log_px + class_prior.log_prob(z) - qz.log_prob(z))
+    torch.testing.assert_close(metrics.kl_per_item_and_dim(model, x, y).sum(1), kl_divergence(qz, class_prior).detach())
+    before = model.class_means.detach().clone()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(5):
+        optimizer.zero_grad()
+        model(x, y).loss.backward()
+        optimizer.step()
+    assert not torch.equal(model.class_means.detach(), before)
+    with pytest.raises(VaekitError, match="its kl does not take the labels"):
+        build_model(ModelConfig(family="test-old-kl-class-prior", **shape))
+    assert build_model(ModelConfig(family="test-old-kl-class-prior", **{**shape, "condition": "none",
+                                                                        "num_labels": 0}))  # no labels: as before
+    old = build_model(ModelConfig(family="test-old-terms", **shape))
+    assert torch.isfinite(old(x, y).loss) and OldTerms.calls == 1

@@ -277,10 +277,13 @@ class HVAE(VAE):
         d1, d2 = self.dims
         return _TwoLayers((d1, d2), "z2", self.top_prior(), self.conditional_prior)
 
-    def closed_form_kl(self, qz: Distribution) -> torch.Tensor | None:
+    def closed_form_kl(self, qz: Distribution, y: torch.Tensor | None = None) -> torch.Tensor | None:
         return None
 
-    def regularizer_terms(self, qz: Distribution, z: torch.Tensor) -> dict[str, torch.Tensor]:
+    def regularizer_terms(self, qz: Distribution, z: torch.Tensor,
+                          y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Each layer's log q - log p at the draw; the prior does not take the label (the networks between x and z1
+        do)."""
         q1, q2 = qz.layer_log_probs(z)
         p1, p2 = self.prior().layer_log_probs(z)
         return {"kl_z1": q1 - p1, "kl_z2": q2 - p2}
@@ -289,7 +292,7 @@ class HVAE(VAE):
         d1, d2 = self.dims
         return {"kl_z1": d1, "kl_z2": d2}
 
-    def kl(self, qz: Distribution, z: torch.Tensor) -> torch.Tensor:
+    def kl(self, qz: Distribution, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         terms = self.regularizer_terms(qz, z)
         return terms["kl_z1"] + terms["kl_z2"]
 

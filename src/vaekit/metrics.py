@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .distributions import factors, noise_shape, perplexity
 from .errors import VaekitError
-from .models import Model, held_prior
+from .models import Model, held_prior, with_labels
 from .progress import bar_timing
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,8 @@ def kl_per_dim_omitted(model: Model, x: torch.Tensor, y: torch.Tensor | None = N
     of the same dimensions, with a closed-form KL per factor."""
     if not model.has_bound:
         return f"a model of family {model.family!r} has no KL"
-    qz, pz = model.encode(x[:1].to(model.device), _labels(y, 0, 1, model.device)), model.prior()
+    y1 = _labels(y, 0, 1, model.device)
+    qz, pz = model.encode(x[:1].to(model.device), y1), model.prior_for(y1, 1)
     for name, dist in (("posterior", qz), ("prior", pz)):
         if factors(dist) is None:
             return (f"the {name} ({type(dist).__name__}) does not factorise over the latent dimensions, "
@@ -249,8 +250,8 @@ def kl_per_item_and_dim(model: Model, x: torch.Tensor, y: torch.Tensor | None = 
     reason = kl_per_dim_omitted(model, x, y)
     if reason is not None:
         raise VaekitError(f"no KL per dimension: {reason}")
-    pz = factors(model.prior())
-    rows = [kl_divergence(factors(qz), pz).cpu() for _, _, qz in _posteriors(model, x, y)]
+    rows = [kl_divergence(factors(qz), factors(model.prior_for(yb, xb.shape[0]))).cpu()
+            for xb, yb, qz in _posteriors(model, x, y)]  # the prior given each item's label where it takes them
     return torch.cat(rows)
 
 
@@ -393,8 +394,8 @@ def column_report(model: Model, reconstruction: Reconstruction) -> dict[str, dic
 def closed_form_kl(model: Model, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor | None:
     """KL(q(z|x) || p(z)) per item in closed form (N,), or None where torch has none for the model's pair."""
     rows = []
-    for _, _, qz in _posteriors(model, x, y):
-        exact = model.closed_form_kl(qz)
+    for _, yb, qz in _posteriors(model, x, y):
+        exact = with_labels(model.closed_form_kl, yb, qz)
         if exact is None:
             return None
         rows.append(exact.cpu())

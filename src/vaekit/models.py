@@ -275,10 +275,19 @@ class Model(nn.Module):
         return bool(self.num_labels) and type(self).prior_given is not Model.prior_given
 
     def prior_given(self, y: torch.Tensor | None) -> Distribution:
-        """What sample_prior draws one code from for each of the labels y (n,) (checked class indices; None for
-        a model that is not conditioned): prior(), the same for every class, unless the family's prior takes the
-        label (the vqvae's over its codes, a distribution of batch (n,)); a label-conditioned model's label
-        otherwise enters through its networks."""
+        """p(z | y) for each of the labels y (n,) (checked class indices; None for a model that is not conditioned):
+        prior(), the same for every class, unless the family's prior takes the label (the vqvae's over its codes,
+        the conditioned vamp's mixture of its class's pseudo-inputs: a distribution of batch (n,)); a
+        label-conditioned model's label otherwise enters through its networks. A prior that takes the label is
+        the one the objective holds each item to (prior_for: the KL, the importance weights) and the one
+        sample_prior draws from."""
+        return self.prior()
+
+    def prior_for(self, y: torch.Tensor | int | None, batch: int) -> Distribution:
+        """The prior the objective holds `batch` items with labels y to: prior_given of their checked labels where
+        the family's prior takes the label (a distribution of batch (batch,)), prior() otherwise."""
+        if self.prior_takes_labels:
+            return self.prior_given(self.label_indices(y, batch))
         return self.prior()
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
@@ -303,23 +312,32 @@ class Model(nn.Module):
         return self.decode(code, y)
 
     # ---- the objective ---------------------------------------------------------------------------------------
-    def closed_form_kl(self, qz: Distribution) -> torch.Tensor | None:
-        """KL(q(z|x) || p(z)) per example (B,) where torch knows it in closed form for this pair, else None."""
+    # The three hooks below take the items' labels y where the model is label-conditioned (None otherwise): a
+    # prior that takes the label (prior_given) is the one the KL is against. A family's own hook written without
+    # y (as before labels reached them) is called without; a family whose prior takes the label must take y in
+    # every one of them it writes (build_model refuses it otherwise).
+    def closed_form_kl(self, qz: Distribution, y: torch.Tensor | None = None) -> torch.Tensor | None:
+        """KL(q(z|x) || p(z)) per example (B,) (p(z | y) where the prior takes the label) where torch knows it in
+        closed form for this pair, else None."""
         try:
-            return kl_divergence(qz, self.prior())
+            return kl_divergence(qz, self.prior_for(y, qz.batch_shape[0]) if qz.batch_shape else self.prior())
         except NotImplementedError:
             return None
 
-    def kl(self, qz: Distribution, z: torch.Tensor) -> torch.Tensor:
-        """KL(q(z|x) || p(z)) per example (B,): closed form where one exists, else the Monte Carlo estimate
-        log q(z|x) - log p(z) at the draw z (unbiased)."""
-        exact = self.closed_form_kl(qz)
-        return exact if exact is not None else qz.log_prob(z) - self.prior().log_prob(z)
+    def kl(self, qz: Distribution, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """KL(q(z|x) || p(z)) per example (B,) (p(z | y) where the prior takes the label): closed form where one
+        exists, else the Monte Carlo estimate log q(z|x) - log p(z) at the draw z (unbiased)."""
+        exact = with_labels(self.closed_form_kl, y, qz)
+        if exact is not None:
+            return exact
+        prior = self.prior_for(y, qz.batch_shape[0]) if qz.batch_shape else self.prior()
+        return qz.log_prob(z) - prior.log_prob(z)
 
-    def regularizer_terms(self, qz: Distribution, z: torch.Tensor) -> dict[str, torch.Tensor]:
+    def regularizer_terms(self, qz: Distribution, z: torch.Tensor,
+                          y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The regularizer's named parts per example (B,), summed into the objective with weight beta * kl_scale.
         A hierarchical family reports one per layer (kl_z1, kl_z2)."""
-        return {"kl": self.kl(qz, z)}
+        return {"kl": with_labels(self.kl, y, qz, z)}
 
     def regularizer_sizes(self) -> dict[str, int]:
         """The latent dimensions each regularizer term covers (free bits give a term size * free_bits nats)."""
@@ -344,7 +362,7 @@ class Model(nn.Module):
         qz = self.encode(x, y)
         z = qz.rsample()
         recon = self.likelihood.nll(self.decoder_params(z, y), x)  # (B,) = -decode(z, y).log_prob(x)
-        regularizers = self.regularizer_terms(qz, z)
+        regularizers = with_labels(self.regularizer_terms, y, qz, z)
         regularizer = _total(regularizers.values(), recon)
         if self.config.free_bits > 0 and self.training:
             loss = recon.mean() + (self.config.beta * kl_scale) * self.regularizer_mean(regularizers)
@@ -384,7 +402,8 @@ class Model(nn.Module):
         decoded = self.decoder_params(z.flatten(0, 1), ky)  # batch (K*B,)
         log_px = self.likelihood.log_prob_samples(decoded, x)  # (K, B), x broadcast rather than copied K times
         log_q = (self.posterior_held(params) if held else qz).log_prob(z)
-        return z, log_px, log_q - _prior_of(self).log_prob(z)
+        prior = self.prior_for(y, x.shape[0]) if self.prior_takes_labels else _prior_of(self)  # batch (B,) or ()
+        return z, log_px, log_q - prior.log_prob(z)
 
     def posterior_held(self, params: torch.Tensor) -> Distribution:
         """q(z|x) from the encoder's output with every parameter of the model held fixed: its log_prob passes
@@ -562,11 +581,12 @@ class VAE(Model):
         loc, logvar = params.chunk(2, dim=-1)
         return diagonal_gaussian(loc, logvar)
 
-    def closed_form_kl(self, qz: Distribution) -> torch.Tensor | None:
+    def closed_form_kl(self, qz: Distribution, y: torch.Tensor | None = None) -> torch.Tensor | None:
         """KL(N(m, s^2) || N(0, 1)) = sum_d (m^2 + s^2 - 1) / 2 - log s: what kl_divergence gives against the
         standard normal prior, in fewer passes. A subclass with another prior or posterior gets the generic KL."""
-        if type(self).prior is not Model.prior or not isinstance(getattr(qz, "base_dist", None), Normal):
-            return super().closed_form_kl(qz)
+        if type(self).prior is not Model.prior or self.prior_takes_labels or \
+                not isinstance(getattr(qz, "base_dist", None), Normal):
+            return super().closed_form_kl(qz, y)
         loc, scale = qz.base_dist.loc, qz.base_dist.scale
         return (0.5 * (loc.square() + scale.square() - 1.0) - scale.log()).sum(-1)
 
@@ -605,8 +625,47 @@ class AE(Model):
     def posterior(self, params: torch.Tensor) -> Distribution:
         return PointMass(params)
 
-    def regularizer_terms(self, qz: Distribution, z: torch.Tensor) -> dict[str, torch.Tensor]:
+    def regularizer_terms(self, qz: Distribution, z: torch.Tensor,
+                          y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         return {}
+
+
+LABELLED_HOOKS = ("closed_form_kl", "kl", "regularizer_terms")  # the objective's hooks that take the items' labels
+_TAKES_LABELS: dict[Any, bool] = {}  # function -> whether it takes y, read once
+
+
+def hook_takes_labels(hook: Any) -> bool:
+    """Whether a bound hook takes the labels: a parameter named y, or **kwargs."""
+    import inspect
+
+    function = getattr(hook, "__func__", hook)
+    if function not in _TAKES_LABELS:
+        try:
+            parameters = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):
+            parameters = ()
+        _TAKES_LABELS[function] = any(p.name == "y" or p.kind is p.VAR_KEYWORD for p in parameters)
+    return _TAKES_LABELS[function]
+
+
+def with_labels(hook: Callable[..., Any], y: torch.Tensor | None, *args: Any) -> Any:
+    """hook(*args, y=y) where there are labels and the hook takes them; hook(*args) otherwise (a family's hook
+    written without y, as before the labels reached it)."""
+    return hook(*args, y=y) if y is not None and hook_takes_labels(hook) else hook(*args)
+
+
+def labelled_hooks_refused(cls: type[Model]) -> str | None:
+    """Why a label-conditioned model of the family cannot be built: its prior takes the label (prior_given), but an
+    objective hook it writes does not take y, so its KL would be against the prior without the label."""
+    if cls.prior_given is Model.prior_given:
+        return None
+    for name in LABELLED_HOOKS:
+        hook = getattr(cls, name)
+        if hook is not getattr(Model, name) and not hook_takes_labels(hook):
+            return (f"the {cls.family} family's prior takes the label (prior_given), but its {name} does not take "
+                    f"the labels, so its KL would be against the prior without them: give {name} a y=None "
+                    "parameter and use prior_for(y, batch), or drop --condition label")
+    return None
 
 
 def draw_prior(model: Model, n: int, generator: torch.Generator | None = None,
@@ -724,7 +783,7 @@ def build_model(config: ModelConfig) -> Model:
         raise VaekitError(f"the {config.family} family cannot be conditioned on labels: drop --condition label, or "
                           "use --model vae for a label-conditioned model")
     if config.condition == "label" and (reason := MODEL_FAMILIES[config.family].labels_refused(
-            config.settings(config.family))):
+            config.settings(config.family)) or labelled_hooks_refused(MODEL_FAMILIES[config.family])):
         raise VaekitError(reason)
     if config.condition == "label" and config.num_labels < 2:
         raise VaekitError("a label-conditioned model needs model.num_labels >= 2 (vaekit fills it in from labelled "

@@ -439,10 +439,11 @@ class VQVAE(Model):
         prior = self.prior()
         return prior if y is None else GridPrior(self, y)
 
-    def closed_form_kl(self, qz: Distribution) -> torch.Tensor | None:
+    def closed_form_kl(self, qz: Distribution, y: torch.Tensor | None = None) -> torch.Tensor | None:
         return None
 
-    def regularizer_terms(self, qz: Distribution, z: torch.Tensor) -> dict[str, torch.Tensor]:
+    def regularizer_terms(self, qz: Distribution, z: torch.Tensor,
+                          y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         return {}
 
     @classmethod
