@@ -541,6 +541,58 @@ class GaussianMixture(Distribution):
                                                                       device=self.loc.device, dtype=self.loc.dtype)
 
 
+class ClassMixture(Distribution):
+    """For each of n labels y (n,), the equal-weight mixture of those components of a GaussianMixture whose labels
+    (M,) equal it: batch (n,), event (D,). The label-conditioned VampPrior's p(z | y), each class's pseudo-inputs.
+    log_prob of value (*S, n, D) holds at most GaussianMixture.BLOCK densities at a time, as the mixture's does."""
+
+    arg_constraints: ClassVar[dict] = {}
+    has_rsample = False
+
+    def __init__(self, mixture: GaussianMixture, component_labels: torch.Tensor, y: torch.Tensor) -> None:
+        if component_labels.shape != (mixture.components,) or y.ndim != 1:
+            raise VaekitError(f"a class mixture takes one label per component ({mixture.components}) and labels "
+                              f"(n,), got {tuple(component_labels.shape)} and {tuple(y.shape)}")
+        self.mixture = mixture
+        member = component_labels[None, :] == y[:, None]  # (n, M)
+        counts = member.sum(1)
+        if y.device.type == "cpu" and bool((counts == 0).any()):
+            raise VaekitError(f"no mixture component has the label {int(y[counts == 0][0])}")
+        self.log_weights = torch.where(member, -counts.to(mixture.loc.dtype).log()[:, None], -math.inf)  # (n, M)
+        super().__init__(batch_shape=y.shape, event_shape=mixture.event_shape, validate_args=False)
+
+    @property
+    def _weights(self) -> torch.Tensor:
+        return self.log_weights.exp()
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self._weights @ self.mixture.loc
+
+    @property
+    def variance(self) -> torch.Tensor:  # E[Var] + Var[E] over the class's equal-weight components
+        second = self._weights @ (self.mixture.scale.square() + self.mixture.loc.square())
+        return (second - self.mean.square()).clamp_min(0)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """log p(value | y), (*S, n) for value (*S, n, D) (or one that broadcasts to it)."""
+        n, d = self.batch_shape[0], self.event_shape[0]
+        shape = torch.broadcast_shapes(value.shape[:-1], self.batch_shape)
+        flat = value.expand(*shape, d).reshape(-1, n, d)
+        rows = max(1, self.mixture.BLOCK // max(1, n * self.mixture.components))
+        weights = self.log_weights.to(value.dtype)
+        out = [torch.logsumexp(self.mixture.component_log_probs(flat[start : start + rows]) + weights, -1)
+               for start in range(0, flat.shape[0], rows)]
+        return (torch.cat(out) if out else flat.new_zeros(0, n)).reshape(shape)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        """Draws (*S, n, D) from torch's global generator: a component of each label's class, then its Gaussian."""
+        with torch.no_grad():
+            which = torch.distributions.Categorical(logits=self.log_weights).sample(torch.Size(sample_shape))
+            loc, scale = self.mixture.loc[which], self.mixture.scale[which]
+            return loc + scale * torch.randn_like(loc)
+
+
 class PointMass(Distribution):
     """A deterministic code (the plain autoencoder's 'posterior'): every sample is the code itself."""
 
