@@ -1,8 +1,10 @@
 """The README's worked examples, run as the README shows them, with their figures stored: the smile and glasses
 vectors on the face sets, `vaekit compare` on Fashion-MNIST and digits, the edits of a default `shapes` model, and
-label-conditioned samples (of the VAE, and of the VQ-VAE given the class) read by an independent classifier.
+label-conditioned samples (of the VAE, of the VampPrior given the class, and of the VQ-VAE given the class) read by
+an independent classifier.
 
-    python benchmarks/readme_runs.py [--stages faces,compare,shapes,conditional,conditional_vqvae] [--work DIR]
+    python benchmarks/readme_runs.py [--stages faces,compare,shapes,conditional,conditional_vamp,conditional_vqvae]
+                                     [--work DIR]
                                      [--vqvae-data mnist-10k|mnist] [--out FILE]
 
 Each stage calls the commands the README prints (`vaekit train`, `vaekit attribute --score`, `vaekit compare`), in
@@ -25,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_common import machine, write_results  # noqa: E402
 
-STAGES = ("faces", "compare", "shapes", "conditional", "conditional_vqvae")
+STAGES = ("faces", "compare", "shapes", "conditional", "conditional_vamp", "conditional_vqvae")
 SMILE_STRENGTHS = "-4,-3,-2,-1,0,1,2,3,4"
 GLASSES_STRENGTHS = "-3,-2,-1,0,1,2,3"
 METHODS = ("mean-diff", "linear", "local")
@@ -98,6 +100,18 @@ def shapes(work: Path) -> dict:
     return record
 
 
+def judge():
+    """The classifier that reads the conditional stages' samples: an MLP trained on mnist-10k's pixels (seeded)."""
+    import vaekit
+    from vaekit.config import DataConfig
+    from vaekit.data import load_dataset
+    from vaekit.report.classifier import train_feature_classifier
+
+    data = load_dataset(DataConfig(name="mnist-10k"))
+    pixels = vaekit.Dataset("pixels", data.x_train.flatten(1), data.x_test.flatten(1), data.y_train, data.y_test)
+    return train_feature_classifier(pixels, steps=1500, seed=1)
+
+
 def conditional(work: Path) -> dict:
     """The `conditional` recipe's code sizes on mnist-10k, 10 epochs each, and the default conv network at 2-D: 1,000
     prior samples (100 per digit) read by an MLP trained on the pixels, as tests/test_models.py judges the recipe."""
@@ -110,11 +124,9 @@ def conditional(work: Path) -> dict:
     from vaekit.config import DataConfig
     from vaekit.data import load_dataset
     from vaekit.networks import resolve_network
-    from vaekit.report.classifier import train_feature_classifier
 
     data = load_dataset(DataConfig(name="mnist-10k"))
-    pixels = vaekit.Dataset("pixels", data.x_train.flatten(1), data.x_test.flatten(1), data.y_train, data.y_test)
-    classifier = train_feature_classifier(pixels, steps=1500, seed=1)
+    classifier = judge()
     record: dict = {"judge_test_accuracy": round(classifier.test_accuracy, 4), "models": []}
     base = recipe_config("conditional")  # MLP networks 512-256, a 2-D code, 10 epochs
     variants = [replace(base.model, latent_dim=dim) for dim in (2, 4, 8, 16)]
@@ -136,6 +148,47 @@ def conditional(work: Path) -> dict:
     return record
 
 
+def conditional_vamp(work: Path) -> dict:
+    """The `conditional` recipe (mnist-10k, MLP networks 512-256, its 10 epochs) at a 2-D and a 16-D code, as the vae
+    (its N(0, I) prior takes no label: the label reaches the networks alone) and as the vamp (the prior of a class is
+    the mixture of its 50 of the 500 pseudo-inputs): 1,000 prior samples (100 per digit) read by the `conditional`
+    stage's classifier, and the test split's -log p(x|y) (1,000 importance samples) and ELBO; one run each, seed 0."""
+    from dataclasses import replace
+
+    import torch
+
+    import vaekit
+    from vaekit.cli.common import recipe_config
+    from vaekit.config import DataConfig
+    from vaekit.data import load_dataset
+
+    data = load_dataset(DataConfig(name="mnist-10k"))
+    classifier = judge()
+    record: dict = {"judge_test_accuracy": round(classifier.test_accuracy, 4), "iw_samples": 1000,
+                    "threads": torch.get_num_threads(), "models": []}
+    base = recipe_config("conditional")
+    for dim in (2, 16):
+        for family in ("vae", "vamp"):
+            cfg = replace(base, data=DataConfig(name="mnist-10k"), model=replace(base.model, family=family,
+                                                                              latent_dim=dim),
+                          train=replace(base.train, progress=False))
+            start = time.perf_counter()
+            model = vaekit.train(cfg, dataset=data).model
+            seconds = time.perf_counter() - start
+            labels = torch.arange(1000) % 10
+            samples = model.sample(1000, labels, torch.Generator().manual_seed(0))
+            with torch.no_grad():
+                predicted = classifier(samples.flatten(1)).argmax(1)
+            start = time.perf_counter()
+            result = vaekit.metrics.evaluate(model, data.x_test, iw_samples=1000, y=data.y_test, seed=0)
+            record["models"].append({
+                "family": family, "latent_dim": dim, "epochs": cfg.train.epochs, "train_seconds": round(seconds, 1),
+                "requested_digit_share": round(float((predicted == labels).float().mean()), 4),
+                "test_nll_given_label": round(result.nll, 2), "test_nll_standard_error": round(result.nll_stderr, 2),
+                "test_elbo": round(result.elbo, 2), "evaluate_seconds": round(time.perf_counter() - start, 1)})
+    return record
+
+
 def conditional_vqvae(work: Path) -> dict:
     """The `vqvae` recipe label-conditioned on --vqvae-data (mnist-10k by default, or the recipe's mnist; its 10
     epochs, then the prior's 10), 1,000 samples (100 per digit) read by a classifier trained as the `conditional`
@@ -150,11 +203,8 @@ def conditional_vqvae(work: Path) -> dict:
     from vaekit.cli.common import recipe_config
     from vaekit.config import DataConfig
     from vaekit.data import load_dataset
-    from vaekit.report.classifier import train_feature_classifier
 
-    judged = load_dataset(DataConfig(name="mnist-10k"))
-    pixels = vk.Dataset("pixels", judged.x_train.flatten(1), judged.x_test.flatten(1), judged.y_train, judged.y_test)
-    classifier = train_feature_classifier(pixels, steps=1500, seed=1)
+    classifier = judge()
     data = load_dataset(DataConfig(name=OPTIONS["vqvae_data"]))
     base = recipe_config("vqvae")
     cfg = replace(base, data=replace(base.data, name=OPTIONS["vqvae_data"]),
