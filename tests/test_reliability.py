@@ -385,6 +385,9 @@ def test_a_run_trained_on_a_dataset_built_in_python_resumes_on_it_given_again(tm
     with pytest.raises(VaekitError, match="the dataset= given is not the data the run in .* was trained on \\(its "
                                           "values changed\\): give the run's own data"):
         resume(tmp_path / "run", epochs=2, dataset=other)
+    wider = Dataset("wider", torch.rand(300, 7, generator=gen), torch.rand(100, 7, generator=gen))
+    with pytest.raises(VaekitError, match=r"was trained on \(its items are of shape \(7,\), the run's of \(6,\)\): "):
+        resume(tmp_path / "run", epochs=2, dataset=wider)  # said as a shape, not as values that changed
     resumed = resume(tmp_path / "run", epochs=2, dataset=mine).history
     assert [e.epoch for e in resumed] == [1, 2]
     assert [e.train["loss"] for e in resumed] == pytest.approx([e.train["loss"] for e in whole], rel=1e-5)

@@ -377,8 +377,18 @@ def check_data(directory: str | Path, dataset: Any, name: str | None, cli: bool 
         raise VaekitError(f"the run in {directory} was trained on data given in Python (vaekit.train(..., dataset=)), "
                           f"not on {name}, which its config.json names: {again}{other}")
     sizes = (then["train_items"], then["test_items"]), (now["train_items"], now["test_items"])
-    change = (f"it had {sizes[0][0]:,} training and {sizes[0][1]:,} test items then, {sizes[1][0]:,} and "
-              f"{sizes[1][1]:,} now" if sizes[0] != sizes[1] else "its values changed")
+    changes = []
+    try:
+        trained = tuple(load_config(directory).model.data_shape)
+    except VaekitError:  # a config that cannot be read: the items' shape goes unchecked
+        trained = ()
+    shape = tuple(getattr(dataset, "shape", ()) or ())
+    if trained and shape and shape != trained:
+        changes.append(f"its items are of shape {shape}, the run's of {trained}")
+    if sizes[0] != sizes[1]:
+        changes.append(f"it had {sizes[0][0]:,} training and {sizes[0][1]:,} test items then, {sizes[1][0]:,} and "
+                       f"{sizes[1][1]:,} now")
+    change = "; ".join(changes) or "its values changed"
     if name is None:
         raise VaekitError(f"the dataset= given is not the data the run in {directory} was trained on ({change}): give "
                           "the run's own data, or train a new run on this one")
