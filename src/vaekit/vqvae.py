@@ -205,7 +205,9 @@ def _label_terms(prior: nn.Module, y: torch.Tensor | None, batch: int) -> Iterat
 class GridPrior(Distribution):
     """The learned prior as a distribution over flattened quantised grids (what `Model.sample_prior` draws and the
     decoder reads): sample() draws code grids and looks up their vectors; log_prob(z) is log p of the codes nearest
-    to z's vectors. Given labels y (n,) (a prior conditioned on them), p(z | y) for each: a batch of n."""
+    to z's vectors (where codebook entries are equal, the first of them: a lower bound on log p(z), which sums over
+    every grid whose vectors are z's; a restart can leave two equal entries until the copy no position takes moves
+    again). Given labels y (n,) (a prior conditioned on them), p(z | y) for each: a batch of n."""
 
     arg_constraints: ClassVar[dict] = {}
     support = constraints.real_vector
