@@ -469,7 +469,7 @@ def test_a_comparison_from_before_the_ae_dropped_its_warm_up_resumes(tmp_path, m
 
 
 @pytest.mark.parametrize("flags", [["--model", "vamp", "--vamp-components", "9"],  # fewer than digits' 10 classes
-                                   ["--model", "hvae", "--hvae-top-prior", "vamp"]])
+                                   ["--model", "hvae", "--hvae-top-prior", "vamp", "--hvae-top-components", "9"]])
 def test_a_family_that_cannot_be_label_conditioned_is_refused_before_the_ae_trains(tmp_path, capsys, flags):
     out = tmp_path / "cmp"
     assert main(["compare", "--data", "digits", *flags, "--condition", "label", "--epochs", "1", "--out", str(out),

@@ -564,3 +564,32 @@ def test_the_objective_holds_each_item_to_its_class_prior_where_the_prior_takes_
                                                                         "num_labels": 0}))  # no labels: as before
     old = build_model(ModelConfig(family="test-old-terms", **shape))
     assert torch.isfinite(old(x, y).loss) and OldTerms.calls == 1
+
+
+def test_a_family_that_cannot_be_label_conditioned_with_some_settings_says_why_in_one_line(tmp_path, capsys):
+    """labels_refused(settings): build_model, and so train and the command line, refuse the combination with the
+    family's own reason, before anything is written; other settings build."""
+    from dataclasses import dataclass
+
+    from vaekit.cli import main
+    from vaekit.config import setting
+
+    class Picky(VAE):
+        @dataclass(frozen=True)
+        class Settings:
+            plain: bool = setting(False, "a setting under which the family takes no label", cli=False)
+
+        @classmethod
+        def labels_refused(cls, settings):
+            return "picky cannot take labels when plain: drop --condition label" if settings.plain else None
+
+    register_family("test-picky-labels")(Picky)
+    shape = dict(data_shape=(1, 8, 8), latent_dim=2, hidden_dims=(8,), likelihood="bernoulli", network="mlp",
+                 condition="label", num_labels=3)
+    assert build_model(ModelConfig(family="test-picky-labels", **shape)).num_labels == 3
+    with pytest.raises(VaekitError, match="^picky cannot take labels when plain: drop --condition label$"):
+        build_model(ModelConfig(family="test-picky-labels", options={"test-picky-labels": {"plain": True}}, **shape))
+    out = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--model", "test-picky-labels", "--condition", "label",
+                 "--set", "model.test-picky-labels.plain=true", "--out", str(out)]) == 2
+    assert "picky cannot take labels when plain" in capsys.readouterr().err and not out.exists()

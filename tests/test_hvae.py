@@ -54,7 +54,7 @@ def test_the_bound_is_the_sum_of_its_layer_terms(inference, top_prior):
 def test_a_label_conditioned_hvae_takes_the_label_in_its_data_networks_and_its_bound_is_its_layer_terms(inference):
     """--condition label: the networks between x and z1 take the label, the layers above do not; the bound is
     still the sum of the layer terms, the K-sample bound uses the items' labels, the decoded mean moves with the
-    label; a vamp top prior (pseudo-inputs without labels) is refused in one line."""
+    label."""
     model, dataset = model_for(f"model.hvae.inference={inference}", "model.condition=label")
     assert model.num_labels == 10 and model.prior_takes_labels is False
     model.eval()
@@ -71,8 +71,61 @@ def test_a_label_conditioned_hvae_takes_the_label_in_its_data_networks_and_its_b
         assert not torch.equal(model.encode(x, (y + 1) % 10).mean, qz.mean)
         z = model.sample_prior(5, torch.Generator().manual_seed(0))
         assert not torch.equal(model.decode(z, 1).mean, model.decode(z, 2).mean)
-    with pytest.raises(vaekit.VaekitError, match="pseudo-inputs, which carry no label: drop --condition label"):
-        model_for(f"model.hvae.inference={inference}", "model.condition=label", "model.hvae.top_prior=vamp")
+
+
+@pytest.mark.parametrize("inference", INFERENCE)
+def test_a_label_conditioned_vamp_top_prior_holds_each_item_to_its_class_components(inference):
+    """Label-conditioned, a vamp top prior's pseudo-input m has class m mod 10 and is encoded with it: p(z2 | y) is
+    the mixture of the top posteriors at its class's pseudo-inputs (torch's own mixture, computed directly), the
+    layer terms, the importance weights and evaluate use it, each class's draws come from it; with one pseudo-input
+    per class equal to an item, top-down inference gives that item kl_z2 = 0 at every draw."""
+    model, dataset = model_for(f"model.hvae.inference={inference}", "model.condition=label",
+                               "model.hvae.top_prior=vamp", "model.hvae.top_components=20")
+    assert model.prior_takes_labels and model.pseudo_labels.tolist() == [m % 10 for m in range(20)]
+    torch.manual_seed(1)
+    model.init_from_data(dataset.x_train, dataset.y_train)
+    model.eval()
+    u = model.pseudo_inputs.detach().sigmoid()
+    x, y = dataset.x_test[:200], dataset.y_test[:200]
+    with torch.no_grad():
+        q = top_posteriors(model, u, model.pseudo_labels)  # (20, 3)
+        z2 = torch.randn(200, 3) * 2
+        direct = torch.stack([MixtureSameFamily(
+            Categorical(logits=torch.zeros(2)), Independent(Normal(q.base_dist.loc[model.pseudo_labels == label],
+                                                                   q.base_dist.scale[model.pseudo_labels == label]), 1)
+        ).log_prob(z2[i]) for i, label in enumerate(y.tolist())])
+        prior = model.prior_given(y)
+        torch.testing.assert_close(prior.start.log_prob(z2), direct, rtol=0, atol=1e-5)
+        qz = model.encode(x, y)
+        noise = draw_noise(qz, (4,), generator=torch.Generator().manual_seed(0))
+        z = qz.rsample_with(noise)
+        terms = model.regularizer_terms(qz, z, y)
+        q1, q2 = qz.layer_log_probs(z)
+        p1, p2 = prior.layer_log_probs(z)
+        torch.testing.assert_close(terms["kl_z2"], q2 - p2)
+        torch.testing.assert_close(terms["kl_z1"], q1 - p1)
+        _, log_ratio = model.importance_terms(x, 4, y, noise=noise)
+        torch.testing.assert_close(terms["kl_z1"] + terms["kl_z2"], log_ratio, rtol=0, atol=1e-4)
+        result = vaekit.metrics.evaluate(model, x, iw_samples=8, y=y)
+        assert math.isfinite(result.nll) and result.nll <= -result.elbo + 1e-4
+        draws = model.sample_prior(20_000, torch.Generator().manual_seed(0), 4)[:, 6:]  # z2 of class 4's draws
+        own = model.prior_given(torch.tensor([4])).start
+        torch.testing.assert_close(draws.mean(0), own.mean[0], rtol=0,
+                                   atol=4.5 * float(own.variance.max().sqrt()) / 20_000 ** 0.5)
+        assert model.sample(3, 4).shape == (3, 1, 8, 8)
+    if inference == "top-down":  # one pseudo-input per class, equal to an item of it
+        model, _ = model_for("model.hvae.inference=top-down", "model.condition=label", "model.hvae.top_prior=vamp",
+                             "model.hvae.top_components=10")
+        firsts = [int((y == k).nonzero()[0]) for k in range(10)]
+        with torch.no_grad():
+            model.pseudo_inputs.copy_(torch.logit(x[firsts].clamp(1e-6, 1 - 1e-6)))
+            items = torch.tensor(firsts)
+            qz = model.encode(x[items].clamp(1e-6, 1 - 1e-6), y[items])
+            terms = model.regularizer_terms(qz, qz.rsample((50,)), y[items])
+        assert float(terms["kl_z2"].abs().max()) < 1e-4
+    with pytest.raises(vaekit.VaekitError, match="--hvae-top-components 10 or more"):
+        model_for(f"model.hvae.inference={inference}", "model.condition=label", "model.hvae.top_prior=vamp",
+                  "model.hvae.top_components=9")
 
 
 def test_a_draw_edited_in_place_is_not_scored_with_its_old_conditional():
@@ -160,9 +213,11 @@ def vamp_top(inference: str, components: int):
     return model, dataset
 
 
-def top_posteriors(model, u: torch.Tensor) -> DiagonalGaussian:
-    """q(z2|u) computed directly: top-down, from u's bottom-up estimate; bottom-up, at the mean of q(z1|u)."""
-    loc, logvar = model.encoder(u).chunk(2, -1)
+def top_posteriors(model, u: torch.Tensor, labels: torch.Tensor | None = None) -> DiagonalGaussian:
+    """q(z2|u) computed directly: top-down, from u's bottom-up estimate; bottom-up, at the mean of q(z1|u) (given
+    the pseudo-inputs' labels, one-hot, for a label-conditioned model)."""
+    onehot = None if labels is None else torch.nn.functional.one_hot(labels, model.num_labels).float()
+    loc, logvar = model.encoder(u, onehot).chunk(2, -1)
     log_scale = 0.5 * logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
     features = loc if model.settings.inference == "bottom-up" else torch.cat([loc, log_scale], -1)
     top_loc, top_logvar = model.up(features).chunk(2, -1)
@@ -269,7 +324,8 @@ def test_an_hvae_run_trains_samples_evaluates_and_loads(tmp_path):
     result = json.loads((tmp_path / "e.json").read_text())
     assert math.isfinite(result["nll"]) and result["nll"] <= -result["elbo"] + 1e-6
     assert model.pseudo_inputs.shape == (16, 1, 8, 8)
-    for bad in (["--hvae-k", "5", "--free-bits", "0.5"], ["--condition", "label", "--hvae-top-prior", "vamp"],
+    for bad in (["--hvae-k", "5", "--free-bits", "0.5"],
+                ["--condition", "label", "--hvae-top-prior", "vamp", "--hvae-top-components", "9"],  # < 10 classes
                 ["--hvae-top-dim", "0"],
                 ["--hvae-top-components", "0"], ["--hvae-top-components", "10"],
                 ["--hvae-top-components", "500"]):  # the default, but given for a prior that has no pseudo-inputs

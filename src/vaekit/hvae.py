@@ -11,17 +11,17 @@ z2 ~ p(z2), then z1 ~ p(z1|z2). p(z2) is N(0, I), or as in the VampPrior paper's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
 from torch.distributions import Distribution, constraints
 
 from .config import ModelConfig, setting
-from .distributions import (DiagonalGaussian, GaussianMixture, diagonal_gaussian, draw_noise, rsample_with,
-                            standard_normal)
+from .distributions import (ClassMixture, DiagonalGaussian, GaussianMixture, diagonal_gaussian, draw_noise,
+                            rsample_with, standard_normal)
 from .errors import VaekitError
-from .models import VAE, Output, _full_precision, iw_gradient_setting, register_family
+from .models import VAE, Output, _full_precision, _prior_of, iw_gradient_setting, register_family
 from .networks import MLPEncoder
 from .vamp import new_pseudo_inputs, pseudo_view, start_pseudo_inputs
 
@@ -42,7 +42,8 @@ def _version(t: torch.Tensor) -> int:
 class _TwoLayers(Distribution):
     """A distribution over z = (z1, z2) built from one layer's distribution and the other's Gaussian, conditional on
     it. `first` is the layer drawn first ("z1" or "z2"); `given(value)` the other layer's Gaussian given it. The first
-    layer's is a Gaussian (draws from given noise) or, for a prior only, a Gaussian mixture (draws by `sample`)."""
+    layer's is a Gaussian (draws from given noise) or, for a prior only, a Gaussian mixture (draws by `sample`; one
+    of batch (n,) for n labels: a label-conditioned vamp top prior)."""
 
     arg_constraints: ClassVar[dict] = {}
     support = constraints.real_vector
@@ -94,8 +95,8 @@ class _TwoLayers(Distribution):
         with torch.no_grad():
             if hasattr(self.start, "rsample_with"):
                 return self.rsample(sample_shape)
-            first = self.start.sample(torch.Size(sample_shape) + self.batch_shape)  # a mixture: a component, then
-            then = self.given(first).sample()  # its Gaussian
+            first = self.start.sample(torch.Size(sample_shape))  # a mixture: a component, then its Gaussian
+            then = self.given(first).sample()
             return torch.cat(self._order(first, then), -1)
 
     def layer_log_probs(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,8 +127,9 @@ class HVAE(VAE):
     - log p(z2), Monte Carlo at the draw); their sum with recon is the negative ELBO. Options: top-down inference,
     free bits per layer, the K-sample IWAE bound (k > 1), and a VampPrior on z2 (top_prior: vamp; each step then also
     encodes the top_components pseudo-inputs). Label-conditioned (--condition label), the networks between x and z1
-    take the label as the vae's do; the layers between z1 and z2 and the prior do not (a vamp top prior, whose
-    pseudo-inputs carry no label, refuses it)."""
+    take the label as the vae's do; the layers between z1 and z2 do not, nor does an N(0, I) top prior; a vamp top
+    prior takes it as the vamp family's does: pseudo-input m has class m mod L, is encoded with it, and p(z2 | y) is
+    the mixture of its class's components."""
 
     fixed_prior = True  # (with a vamp top prior, its pseudo-inputs encoded once per evaluation)
 
@@ -136,13 +138,6 @@ class HVAE(VAE):
         top = ("a VampPrior of the top layer's posteriors at pseudo-inputs" if self.settings.top_prior == "vamp"
                else "N(0, I)")
         return f"p(z2) p(z1|z2): z2 from {top}, then z1 from the learned conditional"
-
-    @classmethod
-    def labels_refused(cls, settings: Any) -> str | None:
-        if settings is not None and settings.top_prior == "vamp":
-            return ("the hvae's vamp top prior encodes pseudo-inputs, which carry no label: drop --condition label, "
-                    "or --hvae-top-prior vamp")
-        return None
 
     @dataclass(frozen=True)
     class Settings:
@@ -185,11 +180,24 @@ class HVAE(VAE):
         self.down = MLPEncoder((d2,), settings.top_hidden, 2 * d1, activation=config.activation)  # p(z1|z2)
         if settings.top_prior == "vamp":  # p(z2) = (1/M) sum_m q(z2|u_m)
             self.pseudo_inputs = new_pseudo_inputs(settings.top_components, config.data_shape)
+            if self.num_labels:  # each pseudo-input a class, as the vamp family's
+                if settings.top_components < self.num_labels:
+                    raise VaekitError(f"a label-conditioned hvae's vamp top prior gives each of its {self.num_labels} "
+                                      f"classes its own pseudo-inputs, and has {settings.top_components}: use "
+                                      f"--hvae-top-components {self.num_labels} or more")
+                self.register_buffer("pseudo_labels", torch.arange(settings.top_components) % self.num_labels)
+
+    @property
+    def prior_takes_labels(self) -> bool:
+        """A label-conditioned model's vamp top prior takes the label; N(0, I) on top does not."""
+        return bool(self.num_labels) and self.settings.top_prior == "vamp"
 
     def init_from_data(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
-        """A vamp top prior's pseudo-inputs start at random training items (as the vamp family's)."""
+        """A vamp top prior's pseudo-inputs start at random training items (as the vamp family's: label-conditioned,
+        each at an item of its class)."""
         if self.settings.top_prior == "vamp":
-            start_pseudo_inputs(self.pseudo_inputs, x, self.config.likelihood)
+            labels = (self.pseudo_labels, y) if self.num_labels and y is not None else None
+            start_pseudo_inputs(self.pseudo_inputs, x, self.config.likelihood, labels)
 
     # ---- shapes ----------------------------------------------------------------------------------------------
     @property
@@ -267,7 +275,8 @@ class HVAE(VAE):
         q(z1|u) (its top layer's mean path)."""
         if self.settings.top_prior == "normal":
             return standard_normal(self.settings.top_dim, next(self.parameters()))
-        bottom_up = self._gaussian(self.encoder_params(pseudo_view(self.pseudo_inputs, self.config.likelihood)))
+        labels = self.pseudo_labels if self.num_labels else None  # each pseudo-input encoded with its class
+        bottom_up = self._gaussian(self.encoder_params(pseudo_view(self.pseudo_inputs, self.config.likelihood), labels))
         top = self._top_from(bottom_up) if self.settings.inference == "top-down" else \
             self._net(self.up, bottom_up.base_dist.loc)
         return GaussianMixture(top.base_dist.loc, top.base_dist.scale)
@@ -280,12 +289,19 @@ class HVAE(VAE):
     def closed_form_kl(self, qz: Distribution, y: torch.Tensor | None = None) -> torch.Tensor | None:
         return None
 
+    def prior_given(self, y: torch.Tensor | None) -> Distribution:
+        """p(z | y) for each label y (n,): a vamp top prior's mixture of the class's components, then p(z1|z2) (the
+        prior one evaluation holds, where it holds one); prior() where the prior takes no label."""
+        prior = _prior_of(self)
+        if y is None or not self.prior_takes_labels:
+            return prior
+        return _TwoLayers(self.dims, "z2", ClassMixture(prior.start, self.pseudo_labels, y), self.conditional_prior)
+
     def regularizer_terms(self, qz: Distribution, z: torch.Tensor,
                           y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Each layer's log q - log p at the draw; the prior does not take the label (the networks between x and z1
-        do)."""
+        """Each layer's log q - log p at the draw (p given the labels y where the prior takes them)."""
         q1, q2 = qz.layer_log_probs(z)
-        p1, p2 = self.prior().layer_log_probs(z)
+        p1, p2 = self.prior_for(y, qz.batch_shape[0]).layer_log_probs(z)
         return {"kl_z1": q1 - p1, "kl_z2": q2 - p2}
 
     def regularizer_sizes(self) -> dict[str, int]:
@@ -293,7 +309,7 @@ class HVAE(VAE):
         return {"kl_z1": d1, "kl_z2": d2}
 
     def kl(self, qz: Distribution, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        terms = self.regularizer_terms(qz, z)
+        terms = self.regularizer_terms(qz, z, y)
         return terms["kl_z1"] + terms["kl_z2"]
 
     EVALUATION_DRAWS: ClassVar[int] = 16  # posterior draws per item behind evaluate's per-layer KL
@@ -303,7 +319,8 @@ class HVAE(VAE):
         posterior draws (evaluate's `kl_z1` and `kl_z2`, from its seed; their sum estimates the KL the ELBO holds)."""
         qz = self.encode(x, y)
         noise = draw_noise(qz, (self.EVALUATION_DRAWS,))
-        return {name: value.mean(0) for name, value in self.regularizer_terms(qz, rsample_with(qz, noise)).items()}
+        terms = self.regularizer_terms(qz, rsample_with(qz, noise), y)
+        return {name: value.mean(0) for name, value in terms.items()}
 
     def layer_means(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """E_q[z2|x]: top-down, q(z2|x)'s mean; bottom-up, the mean of q(z2|z1) averaged over EVALUATION_DRAWS draws

@@ -271,7 +271,8 @@ class Model(nn.Module):
     @property
     def prior_takes_labels(self) -> bool:
         """Whether this model's prior is conditioned on the label (a label-conditioned model of a family that
-        overrides prior_given), so that its draws need labels."""
+        overrides prior_given), so that its draws need labels. A family whose prior takes it with some settings only
+        says so here (the hvae: with a vamp top prior)."""
         return bool(self.num_labels) and type(self).prior_given is not Model.prior_given
 
     def prior_given(self, y: torch.Tensor | None) -> Distribution:
