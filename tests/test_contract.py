@@ -595,3 +595,65 @@ def test_a_family_that_cannot_be_label_conditioned_with_some_settings_says_why_i
     assert main(["train", "--data", "digits", "--model", "test-picky-labels", "--condition", "label",
                  "--set", "model.test-picky-labels.plain=true", "--out", str(out)]) == 2
     assert "picky cannot take labels when plain" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_compiled_step_of_a_conditioned_model_does_not_compile_again_when_other_families_are_made():
+    """Which objective hooks take the labels is read once per class: a compiled step reads its class's constant,
+    and later families (their hooks read too) do not make it compile again (a cache that grew did)."""
+    shape = dict(data_shape=(1, 8, 8), latent_dim=2, hidden_dims=(8,), likelihood="bernoulli", network="mlp",
+                 condition="label", num_labels=3)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(family="vae", **shape))
+    step = torch.compile(model, backend="eager")
+    x, y = DATA.x_train[:16], DATA.y_train[:16] % 3
+    step(x, y)
+
+    class Later(VAE):
+        def kl(self, qz, z, y=None):
+            return super().kl(qz, z, y)
+
+    register_family("test-later-family")(Later)
+    later = build_model(ModelConfig(family="test-later-family", **shape))
+    assert torch.isfinite(later(x, y).loss)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        torch.manual_seed(1)
+        compiled = step(x, y).loss
+    torch.manual_seed(1)
+    torch.testing.assert_close(compiled, model(x, y).loss, rtol=0, atol=1e-5)
+
+
+def test_a_saved_run_of_a_family_whose_hook_misses_the_label_its_prior_takes_still_opens(tmp_path, monkeypatch,
+                                                                                        caplog):
+    """A run trained before build_model refused such a family (its kl written without y, its prior taking the
+    label) loads, evaluates and resumes with a warning that names the hook; a new run of it is refused."""
+    from torch.distributions import Normal
+
+    from vaekit import models
+    from vaekit.cli import main
+    from vaekit.distributions import DiagonalGaussian
+
+    class OldStyle(VAE):
+        def __init__(self, config):
+            super().__init__(config)
+            self.class_means = nn.Parameter(torch.zeros(config.num_labels, self.latent_dim))
+
+        def prior_given(self, y):
+            return DiagonalGaussian(self.class_means[y], torch.ones_like(self.class_means[y]))
+
+        def kl(self, qz, z):
+            return qz.log_prob(z) - Normal(torch.zeros_like(z), 1.0).log_prob(z).sum(-1)
+
+    register_family("test-old-style-class-prior")(OldStyle)
+    run = tmp_path / "run"
+    args = ["train", "--data", "digits", "--model", "test-old-style-class-prior", "--condition", "label",
+            "--latent-dim", "2", "--hidden-dims", "16", "--epochs", "1", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "new")]) == 2 and not (tmp_path / "new").exists()
+    with monkeypatch.context() as before:  # as the code was before the check
+        before.setattr(models, "hook_missing_labels", lambda cls: None)
+        assert main([*args, "--out", str(run)]) == 0
+    caplog.set_level("WARNING")
+    model = vaekit.load(run)
+    assert "its kl does not take the labels: this run is opened as it trained" in caplog.text
+    assert model.sample(3, 1).shape == (3, 1, 8, 8)
+    assert main(["evaluate", str(run), "--iw-samples", "2", "--no-progress", "--out", str(tmp_path / "e.json")]) == 0
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0

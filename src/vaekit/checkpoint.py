@@ -256,7 +256,7 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> Model:
                           f"{CONFIG_FILE}, restore it (settings are changed with flags, e.g. vaekit train --resume "
                           f"{directory} --epochs N); if the run stopped between writing them, vaekit train --resume "
                           f"{directory} writes both again")
-    model = build_model(config.model)
+    model = build_model(config.model, saved=True)
     missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
     if missing or unexpected:
         raise VaekitError(

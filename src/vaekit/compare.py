@@ -91,6 +91,9 @@ class ModelScores:
     train_seconds: float
     prior: str = "N(0, I)"  # the prior p(z) its samples are drawn from, in words (Model.prior_text)
     point_codes: bool = False  # one code per item, no posterior to draw from (latent.point_codes): the AE's, a vqvae's
+    # by class: its mixture draws came from one mixture per class (each draw its label's), as for a compared model whose
+    # prior takes the label (whose prior draws were then given each draw's label too)
+    by_class: bool = False
     # the standard error of each number above that has one (UNCERTAIN's keys: means over test items, draws or test
     # pairs; bootstrap for the FCDs)
     standard_errors: dict[str, float | None] = field(default_factory=dict)
@@ -356,7 +359,8 @@ def _labels(model: Model, y: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs: np.ndarray,
-            options: CompareOptions, seed: int) -> tuple[ModelScores, dict[str, Image.Image], dict[str, np.ndarray]]:
+            options: CompareOptions, seed: int, by_class: bool | None = None
+            ) -> tuple[ModelScores, dict[str, Image.Image], dict[str, np.ndarray]]:
     """One trained model's numbers, pictures, and the values behind their standard errors (UNCERTAIN's keys: per
     test item, draw or pair, NaN for a pair it skips; an FCD's bootstrap replicates); the same draws, pairs and real
     images for every model."""
@@ -371,16 +375,21 @@ def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs
     codes = latent.encode_dataset(model, x_train[chosen], sample=True, generator=torch.Generator().manual_seed(seed),
                                   y=None if y_train is None else y_train[chosen]).flatten(1).numpy()
     shown = max(quality.items, options.shown_samples)
-    if model.prior_takes_labels:  # each draw's label, which the shown draws are decoded with too
+    # by class (the default where the model's prior takes the label; compare asks it of both models where either's
+    # does, so that their mixture rows are one method): one mixture per class, each draw from its label's
+    by_class = (model.prior_takes_labels if by_class is None else by_class) and bool(model.num_labels) \
+        and y_train is not None
+    if model.prior_takes_labels or by_class:  # each draw's label, which the shown draws are decoded with too
         prior_labels = label_draws(dataset, model, n_draws, seed)
-        z_prior, draw_labels = prior_draws(model, n_draws, seed, prior_labels), prior_labels[:shown]
+        draw_labels = prior_labels[:shown]
+        z_prior = prior_draws(model, n_draws, seed, prior_labels if model.prior_takes_labels else None)
     else:
         z_prior, draw_labels = prior_draws(model, n_draws, seed), label_draws(dataset, model, shown, seed)
     prior_images = decode_batches(model, z_prior[:shown], y=draw_labels, codes=True)
     gmm_images = fcd_gmm = None
     if options.gmm_components:
         train_codes = latent.encode_dataset(model, x_train, y=y_train).flatten(1)
-        if model.prior_takes_labels:  # its codes carry the class: each draw from its own class's mixture
+        if by_class:  # codes that carry the class: each draw from its own class's mixture
             z_gmm = class_mixture_draws(train_codes, y_train, prior_labels, options.gmm_components, seed)
         else:
             z_gmm = mixture_draws(fit_mixture(train_codes, options.gmm_components, seed), n_draws, seed)
@@ -406,6 +415,7 @@ def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs
         fcd_prior=fcd_prior, fcd_gmm=fcd_gmm,
         prior_hole_fraction=mean("prior_hole_fraction"), gmm_hole_fraction=mean("gmm_hole_fraction"),
         interpolation=smoothness, prior=model.prior_text, point_codes=latent.point_codes(model, x_test, y_test),
+        by_class=by_class,
         test_kl=test_kl(terms), test_terms=terms,
         train_seconds=sum(r.seconds for r in run.history),
         standard_errors={key: spread(values, key) for key, values in units.items()},
@@ -531,10 +541,11 @@ def compare(
     quality = SampleQuality(dataset, options, seed, progress=cfg.train.progress)
     pairs = random_pairs(len(dataset.x_test), options.interpolation_pairs, seed)
     scores, figures, units = {}, {}, {}
+    by_class = any(trained[family].model.prior_takes_labels for family in FAMILIES)  # both models' mixtures alike
     for family in FAMILIES:
         log.info("measuring the %s ...", configs[family].model.family.upper())
         scores[family], figures[family], units[family] = measure(trained[family], dataset, quality, pairs, options,
-                                                                 seed)
+                                                                 seed, by_class)
     figures["data"] = {
         "inputs": viz.image_grid(dataset.x_test[:options.shown_items], ncol=8),
         "vary_item": viz.image_grid(dataset.x_test[:1]),

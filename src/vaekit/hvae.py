@@ -136,7 +136,7 @@ class HVAE(VAE):
     @property
     def prior_text(self) -> str:
         top = ("a VampPrior of the top layer's posteriors at pseudo-inputs" if self.settings.top_prior == "vamp"
-               else "N(0, I)")
+               else "N(0, I)") + (" (given the label, its class's)" if self.prior_takes_labels else "")
         return f"p(z2) p(z1|z2): z2 from {top}, then z1 from the learned conditional"
 
     @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .distributions import factors, noise_shape, perplexity
 from .errors import VaekitError
-from .models import Model, held_prior, with_labels
+from .models import Model, held_prior
 from .progress import bar_timing
 
 log = logging.getLogger(__name__)
@@ -395,7 +395,7 @@ def closed_form_kl(model: Model, x: torch.Tensor, y: torch.Tensor | None = None)
     """KL(q(z|x) || p(z)) per item in closed form (N,), or None where torch has none for the model's pair."""
     rows = []
     for _, yb, qz in _posteriors(model, x, y):
-        exact = with_labels(model.closed_form_kl, yb, qz)
+        exact = model._with_labels("closed_form_kl", yb, qz)
         if exact is None:
             return None
         rows.append(exact.cpu())

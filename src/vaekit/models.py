@@ -36,6 +36,29 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound="Model")
 
+LABELLED_HOOKS = ("closed_form_kl", "kl", "regularizer_terms")  # the objective's hooks that take the items' labels
+_TAKES_LABELS: dict[Any, bool] = {}  # function -> whether it takes y, read once
+
+
+def hook_takes_labels(hook: Any) -> bool:
+    """Whether a hook (a function, or a bound method) takes the labels: a parameter named y, or **kwargs."""
+    import inspect
+
+    function = getattr(hook, "__func__", hook)
+    if function not in _TAKES_LABELS:
+        try:
+            parameters = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):
+            parameters = ()
+        _TAKES_LABELS[function] = any(p.name == "y" or p.kind is p.VAR_KEYWORD for p in parameters)
+    return _TAKES_LABELS[function]
+
+
+def _label_hooks(cls: type) -> dict[str, tuple[Any, bool]]:
+    """A family's objective hooks, name -> (its function, whether it takes y): read when the class is made, so that
+    a compiled step reads a constant of its class rather than a cache that grows (which made it compile again)."""
+    return {name: (getattr(cls, name), hook_takes_labels(getattr(cls, name))) for name in LABELLED_HOOKS}
+
 
 @dataclass(frozen=True)
 class Output:
@@ -75,12 +98,14 @@ class Model(nn.Module):
     fixed_prior: ClassVar[bool] = False
     stages: ClassVar[tuple[str, ...]] = ()  # training stages after the model's own, e.g. ("prior",) (vqvae)
     run_config: RunConfig | None = None  # the settings it was trained with, where known (vaekit.load sets them)
+    _label_hooks: ClassVar[dict[str, tuple[Any, bool]]]  # LABELLED_HOOKS: (function, takes y), read per class
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """codes_follow_prior as the family (or a base below Model) declares it, else its has_bound (the default,
         also of families written before the setting was). A family that writes its own regularizer_terms without
         saying has_regularizer has one (an AE's subclass with a penalty of its own: its --beta weighs it)."""
         super().__init_subclass__(**kwargs)
+        cls._label_hooks = _label_hooks(cls)
         for base in cls.__mro__:  # the nearest class below Model (a mixin too) that says it or writes the terms
             if base is Model:
                 break
@@ -313,6 +338,17 @@ class Model(nn.Module):
         return self.decode(code, y)
 
     # ---- the objective ---------------------------------------------------------------------------------------
+    def _with_labels(self, name: str, y: torch.Tensor | None, *args: Any) -> Any:
+        """self.<name>(*args, y=y) where there are labels and the family's hook takes them; self.<name>(*args)
+        otherwise (a family's hook written without y, as before the labels reached it)."""
+        hook = getattr(self, name)
+        if y is None:
+            return hook(*args)
+        function, takes = type(self)._label_hooks[name]
+        if getattr(type(self), name) is not function or name in self.__dict__:  # replaced since the class was made
+            takes = hook_takes_labels(hook)
+        return hook(*args, y=y) if takes else hook(*args)
+
     # The three hooks below take the items' labels y where the model is label-conditioned (None otherwise): a
     # prior that takes the label (prior_given) is the one the KL is against. A family's own hook written without
     # y (as before labels reached them) is called without; a family whose prior takes the label must take y in
@@ -328,7 +364,7 @@ class Model(nn.Module):
     def kl(self, qz: Distribution, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """KL(q(z|x) || p(z)) per example (B,) (p(z | y) where the prior takes the label): closed form where one
         exists, else the Monte Carlo estimate log q(z|x) - log p(z) at the draw z (unbiased)."""
-        exact = with_labels(self.closed_form_kl, y, qz)
+        exact = self._with_labels("closed_form_kl", y, qz)
         if exact is not None:
             return exact
         prior = self.prior_for(y, qz.batch_shape[0]) if qz.batch_shape else self.prior()
@@ -338,7 +374,7 @@ class Model(nn.Module):
                           y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The regularizer's named parts per example (B,), summed into the objective with weight beta * kl_scale.
         A hierarchical family reports one per layer (kl_z1, kl_z2)."""
-        return {"kl": with_labels(self.kl, y, qz, z)}
+        return {"kl": self._with_labels("kl", y, qz, z)}
 
     def regularizer_sizes(self) -> dict[str, int]:
         """The latent dimensions each regularizer term covers (free bits give a term size * free_bits nats)."""
@@ -363,7 +399,7 @@ class Model(nn.Module):
         qz = self.encode(x, y)
         z = qz.rsample()
         recon = self.likelihood.nll(self.decoder_params(z, y), x)  # (B,) = -decode(z, y).log_prob(x)
-        regularizers = with_labels(self.regularizer_terms, y, qz, z)
+        regularizers = self._with_labels("regularizer_terms", y, qz, z)
         regularizer = _total(regularizers.values(), recon)
         if self.config.free_bits > 0 and self.training:
             loss = recon.mean() + (self.config.beta * kl_scale) * self.regularizer_mean(regularizers)
@@ -557,6 +593,7 @@ def _full_precision(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
 
+Model._label_hooks = _label_hooks(Model)  # (its subclasses get theirs from __init_subclass__)
 MODEL_FAMILIES: dict[str, type[Model]] = {}
 
 
@@ -631,42 +668,13 @@ class AE(Model):
         return {}
 
 
-LABELLED_HOOKS = ("closed_form_kl", "kl", "regularizer_terms")  # the objective's hooks that take the items' labels
-_TAKES_LABELS: dict[Any, bool] = {}  # function -> whether it takes y, read once
-
-
-def hook_takes_labels(hook: Any) -> bool:
-    """Whether a bound hook takes the labels: a parameter named y, or **kwargs."""
-    import inspect
-
-    function = getattr(hook, "__func__", hook)
-    if function not in _TAKES_LABELS:
-        try:
-            parameters = inspect.signature(function).parameters.values()
-        except (TypeError, ValueError):
-            parameters = ()
-        _TAKES_LABELS[function] = any(p.name == "y" or p.kind is p.VAR_KEYWORD for p in parameters)
-    return _TAKES_LABELS[function]
-
-
-def with_labels(hook: Callable[..., Any], y: torch.Tensor | None, *args: Any) -> Any:
-    """hook(*args, y=y) where there are labels and the hook takes them; hook(*args) otherwise (a family's hook
-    written without y, as before the labels reached it)."""
-    return hook(*args, y=y) if y is not None and hook_takes_labels(hook) else hook(*args)
-
-
-def labelled_hooks_refused(cls: type[Model]) -> str | None:
-    """Why a label-conditioned model of the family cannot be built: its prior takes the label (prior_given), but an
-    objective hook it writes does not take y, so its KL would be against the prior without the label."""
+def hook_missing_labels(cls: type[Model]) -> str | None:
+    """The objective hook a family writes without y although its prior takes the label (prior_given), so that its
+    KL would be against the prior without the label; None where there is none."""
     if cls.prior_given is Model.prior_given:
         return None
-    for name in LABELLED_HOOKS:
-        hook = getattr(cls, name)
-        if hook is not getattr(Model, name) and not hook_takes_labels(hook):
-            return (f"the {cls.family} family's prior takes the label (prior_given), but its {name} does not take "
-                    f"the labels, so its KL would be against the prior without them: give {name} a y=None "
-                    "parameter and use prior_for(y, batch), or drop --condition label")
-    return None
+    return next((name for name in LABELLED_HOOKS if getattr(cls, name) is not getattr(Model, name)
+                 and not hook_takes_labels(getattr(cls, name))), None)
 
 
 def draw_prior(model: Model, n: int, generator: torch.Generator | None = None,
@@ -766,7 +774,10 @@ def check_processes(config: ModelConfig, processes: int, batch_size: int | None 
         raise VaekitError(reason)
 
 
-def build_model(config: ModelConfig) -> Model:
+def build_model(config: ModelConfig, saved: bool = False) -> Model:
+    """The model of `config`, its settings checked. saved: the settings of a run already trained (a load, a resume),
+    which a check added since (a family's objective hooks that miss the label its prior takes) warns of, not
+    refuses: the run trained so, and its folder must still open."""
     if config.family not in MODEL_FAMILIES:
         load_plugins()
     if config.family not in MODEL_FAMILIES:
@@ -784,8 +795,17 @@ def build_model(config: ModelConfig) -> Model:
         raise VaekitError(f"the {config.family} family cannot be conditioned on labels: drop --condition label, or "
                           "use --model vae for a label-conditioned model")
     if config.condition == "label" and (reason := MODEL_FAMILIES[config.family].labels_refused(
-            config.settings(config.family)) or labelled_hooks_refused(MODEL_FAMILIES[config.family])):
+            config.settings(config.family))):
         raise VaekitError(reason)
+    if config.condition == "label" and (hook := hook_missing_labels(MODEL_FAMILIES[config.family])):
+        family = config.family
+        if not saved:
+            raise VaekitError(f"the {family} family's prior takes the label (prior_given), but its {hook} does not "
+                              f"take the labels, so its KL would be against the prior without them: give {hook} a "
+                              "y=None parameter and use prior_for(y, batch), or drop --condition label")
+        log.warning("the %s family's prior takes the label (prior_given), but its %s does not take the labels: this "
+                    "run is opened as it trained, its KL against the prior without them (give %s a y=None "
+                    "parameter for new runs)", family, hook, hook)
     if config.condition == "label" and config.num_labels < 2:
         raise VaekitError("a label-conditioned model needs model.num_labels >= 2 (vaekit fills it in from labelled "
                           "data): train on data with labels, or drop --condition label")

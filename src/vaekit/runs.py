@@ -520,7 +520,7 @@ def _resume(directory: Path, cfg: RunConfig, runtime: dict[str, Any], callbacks:
     dataset = run_data(directory, cfg, given, "resume")
     dataset, judged = hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)  # the run's own split
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, saved=True)
     run_id = meta.get(checkpoint.RUN_KEY)  # the run continues under its own id (None: written before run ids)
     run_id = run_id if isinstance(run_id, str) else None
     own: list[Any] = []
@@ -683,7 +683,7 @@ def train_stage(directory: str | Path, stage: str, epochs: int = 10, batch_size:
         dataset, judged = hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)
         if restart:
             torch.manual_seed(cfg.train.seed)  # as train() built the model: the stage's initial weights
-            model.stage_module(stage).load_state_dict(build_model(cfg.model).to(model.device)
+            model.stage_module(stage).load_state_dict(build_model(cfg.model, saved=True).to(model.device)
                                                       .stage_module(stage).state_dict())
         torch.manual_seed(cfg.train.seed)
         model.set_stage(stage)

@@ -81,7 +81,11 @@ class VampPrior(VAE):
 
     @property
     def prior_text(self) -> str:
-        return f"the VampPrior, a mixture of the posteriors at {self.settings.components} learned pseudo-inputs"
+        given = ""
+        if self.num_labels:
+            share, more = divmod(self.settings.components, self.num_labels)
+            given = f" (given the label, its class's {share}{f' or {share + 1}' if more else ''})"
+        return f"the VampPrior, a mixture of the posteriors at {self.settings.components} learned pseudo-inputs{given}"
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)

@@ -250,7 +250,7 @@ class VQVAE(Model):
 
     @property
     def prior_text(self) -> str:
-        return "its learned autoregressive prior over the code grid"
+        return "its learned autoregressive prior over the code grid" + (", given the class" if self.num_labels else "")
 
     @dataclass(frozen=True)
     class Settings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from typing import TYPE_CHECKING
 
 from PIL import Image
@@ -39,8 +40,10 @@ def data_uri(picture: Image.Image) -> str:
 
 
 def figure(picture: Image.Image, caption: str, css_class: str = "") -> str:
+    """A picture with its caption, HTML already escaped; its alt text is the caption's text (escaped once)."""
     klass = f' class="{css_class}"' if css_class else ""
-    return (f'<figure><img{klass} src="{data_uri(picture)}" alt="{html.escape(caption)}">'
+    text = html.unescape(re.sub(r"<[^>]+>", "", caption))
+    return (f'<figure><img{klass} src="{data_uri(picture)}" alt="{html.escape(text)}">'
             f"<figcaption>{caption}</figcaption></figure>")
 
 
@@ -66,6 +69,9 @@ def rows(result: "CompareResult", cfg: RunConfig, options: "CompareOptions") -> 
     n = result.fcd_items
     accuracy = "n/a" if result.classifier_accuracy is None else f"{result.classifier_accuracy:.1%}"
     gmm = options.gmm_components
+    by_class = result.ae.by_class or result.vae.by_class
+    given = (" (given each draw's label where the model's prior takes it: the " f"{html.escape(result.vae.family)}'s)"
+             if result.vae.by_class else "")
     table: list[Row] = [
         ("Reconstruction squared error", "recon_squared_error", "",
          True, "Sum over pixels of (x − x̂)², mean over the test images; x̂ decodes the posterior mean."),
@@ -74,15 +80,18 @@ def rows(result: "CompareResult", cfg: RunConfig, options: "CompareOptions") -> 
          "at z = the posterior mean."),
         ("FCD of prior samples", "fcd_prior", f"{_fmt(result.fcd_real)} (real)", True,
          f"Fréchet classifier distance (FCD) between {n} decoded draws z ~ p(z) (each model's prior; N(0, I) for "
-         f"the AE and the VAE) and {n} test images, in the "
+         f"the AE and the VAE){given} and {n} test images, in the "
          f"hidden features of a small classifier vaekit trains on {html.escape(result.dataset)} "
          f"({accuracy} accuracy on the {html.escape(result.classifier_items)}); "
          "<em>not FID</em>. Reference: real training vs test images."),
     ]
     if gmm:
+        fitted = (f"one {gmm}-component Gaussian mixture per class, fit afterwards on each model's encoded training "
+                  "codes (posterior means) of that class, each draw from its label's" if by_class else
+                  f"a {gmm}-component Gaussian mixture fit afterwards on each model's encoded training codes "
+                  "(posterior means)")
         table.append(("FCD of mixture samples", "fcd_gmm", f"{_fmt(result.fcd_real)} (real)", True,
-                      f"The same for z drawn from a {gmm}-component Gaussian mixture fit afterwards on each model's "
-                      "encoded training codes (posterior means)."))
+                      f"The same for z drawn from {fitted}."))
     table.append(("Prior mass in holes", "prior_hole_fraction", f"{1 - options.hole_quantile:.2g} (filled)",
                   True, f"Share of {options.hole_draws} draws z ~ p(z) farther from every encoded training code "
                   f"(one draw of q(z|x) per item) than {options.hole_quantile:.0%} of those codes are from their "
@@ -244,13 +253,19 @@ def render_report(result: "CompareResult", cfg: RunConfig, options: "CompareOpti
                                               "decoded posterior means of the inputs above.")),
         "<h2>Prior samples</h2>",
         pair(figures, "prior", {"ae": f"AE: decoded draws z ~ {html.escape(result.ae.prior)}.",
-                                "vae": f"{second}: decoded draws z ~ p(z), the model's own prior: "
+                                "vae": f"{second}: decoded draws z ~ p(z | y), the model's own prior given each "
+                                       f"draw's label: {html.escape(result.vae.prior)}." if result.vae.by_class else
+                                       f"{second}: decoded draws z ~ p(z), the model's own prior: "
                                        f"{html.escape(result.vae.prior)}."}),
     ]
     if "gmm" in figures["ae"]:
         sections += ["<h2>Gaussian-mixture samples</h2>",
-                     pair(figures, "gmm", both(f"decoded draws from a {options.gmm_components}-component Gaussian "
-                                               "mixture fit on the encoded training codes."))]
+                     pair(figures, "gmm", both(
+                         f"decoded draws from {options.gmm_components}-component Gaussian mixtures, one per class fit "
+                         "on that class's encoded training codes, each draw from its label's."
+                         if result.ae.by_class or result.vae.by_class else
+                         f"decoded draws from a {options.gmm_components}-component Gaussian mixture fit on the "
+                         "encoded training codes."))]
     sections += [
         "<h2>Posterior variations of one item</h2>",
         f'<div class="single" style="max-width:120px">{figure(figures["data"]["vary_item"], "Test item 0.")}</div>',
