@@ -305,7 +305,8 @@ def test_compare_cli_without_mixture(tmp_path, capsys):
     assert json.loads((out / "compare.json").read_text())["ae"]["fcd_gmm"] is None
 
 
-def test_where_the_compared_prior_takes_the_label_both_mixture_rows_are_per_class_and_the_report_says_so(tmp_path):
+def test_where_the_compared_prior_takes_the_label_both_mixture_rows_are_per_class_and_the_report_says_so(tmp_path,
+                                                                                                         capsys):
     """compare --model vamp --condition label: the VAMP's prior draws are given each draw's label, and both models'
     mixture rows fit one mixture per class (the AE's too: one method for the row); the report says p(z | y) and
     one mixture per class, and its alt texts are the captions' text, escaped once. A comparison whose prior takes
@@ -317,19 +318,22 @@ def test_where_the_compared_prior_takes_the_label_both_mixture_rows_are_per_clas
             "--hidden-dims", "32", "--gmm-components", "2", "--classifier-steps", "20", "--interpolation-pairs", "2",
             "--condition", "label", "--no-progress"]
     assert main([*args, "--model", "vamp", "--vamp-components", "20", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "FCD of mixture samples (per class)" in printed and "Mixture mass in holes (per class)" in printed
     saved = json.loads((out / "compare.json").read_text())
     assert saved["ae"]["by_class"] and saved["vae"]["by_class"]
     page = (out / "index.html").read_text()
     assert "decoded draws z ~ p(z | y), the model&#x27;s own prior given each draw&#x27;s label" in page
     assert "mixtures, one per class fit on that class&#x27;s encoded training codes" in page
     assert "given the label, its class&#x27;s 2)" in page
+    assert "draws z ~ p(z), or p(z | y) given each draw's label where the prior takes it farther" in page
     alts = re.findall(r'alt="([^"]*)"', page)
     assert alts and not any("&amp;" in alt for alt in alts)  # (the caption's entities were escaped again)
     assert main([*args, "--out", str(tmp_path / "plain")]) == 0  # a conditioned vae: N(0, I) takes no label
     saved = json.loads((tmp_path / "plain" / "compare.json").read_text())
     assert not saved["ae"]["by_class"] and not saved["vae"]["by_class"]
     page = (tmp_path / "plain" / "index.html").read_text()
-    assert "one per class" not in page and "decoded draws z ~ p(z), the model" in page
+    assert "one per class" not in page and "(per class)" not in page and "decoded draws z ~ p(z), the model" in page
 
 
 def test_compare_measures_the_compared_model_on_the_test_split_and_survives_a_code_ignored(tmp_path, monkeypatch):

@@ -657,3 +657,34 @@ def test_a_saved_run_of_a_family_whose_hook_misses_the_label_its_prior_takes_sti
     assert model.sample(3, 1).shape == (3, 1, 8, 8)
     assert main(["evaluate", str(run), "--iw-samples", "2", "--no-progress", "--out", str(tmp_path / "e.json")]) == 0
     assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
+    # a comparison of it, cut off after its runs were made, continues (its models are checked as saved runs)
+    report = tmp_path / "cmp"
+    compare_args = ["compare", "--data", "digits", "--model", "test-old-style-class-prior", "--condition", "label",
+                    "--latent-dim", "2", "--hidden-dims", "16", "--epochs", "1", "--gmm-components", "2",
+                    "--classifier-steps", "20", "--interpolation-pairs", "2", "--no-progress", "--out", str(report)]
+    with monkeypatch.context() as before:
+        before.setattr(models, "hook_missing_labels", lambda model: None)
+        assert main(compare_args) == 0
+    assert main([*compare_args, "--resume"]) == 0
+    assert main([*compare_args[:-1], str(tmp_path / "cmp-new")]) == 2  # a new comparison of it is refused
+
+
+def test_a_subclass_hook_without_y_is_refused_only_where_the_models_prior_takes_the_label():
+    """The check reads the built model's prior_takes_labels: an hvae subclass whose regularizer_terms predates y
+    builds label-conditioned with the N(0, I) top prior (which takes no label), and is refused with a vamp top prior
+    (which does)."""
+    from vaekit.hvae import HVAE
+
+    class OldHVAE(HVAE):
+        def regularizer_terms(self, qz, z):
+            return super().regularizer_terms(qz, z)
+
+    register_family("test-old-hvae-terms")(OldHVAE)
+    shape = dict(data_shape=(1, 8, 8), latent_dim=2, hidden_dims=(8,), likelihood="bernoulli", network="mlp",
+                 condition="label", num_labels=3)
+    model = build_model(ModelConfig(family="test-old-hvae-terms", **shape))
+    assert not model.prior_takes_labels and torch.isfinite(model(DATA.x_train[:8], DATA.y_train[:8] % 3).loss)
+    with pytest.raises(VaekitError, match="its regularizer_terms does not take the labels"):
+        build_model(ModelConfig(family="test-old-hvae-terms",
+                                options={"test-old-hvae-terms": {"top_prior": "vamp", "top_components": 6}},
+                                **shape))

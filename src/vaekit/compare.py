@@ -519,7 +519,8 @@ def compare(
     configs = {"ae": runs.drop_unweighed(ae, say=False),
                "vae": replace(cfg, model=replace(cfg.model, family=probabilistic))}
     for slot in FAMILIES:  # each model's own refusals (a family or setting that cannot be label-conditioned, ...)
-        build_model(runs.resolve_config(configs[slot], dataset).model)  # before the first trains, not after
+        saved = resume and (out / slot / checkpoint.CONFIG_FILE).exists()  # a run that continues: as a resume checks
+        build_model(runs.resolve_config(configs[slot], dataset).model, saved=saved)  # before the first trains
     trained = {}
     for slot in FAMILIES:
         family = configs[slot].model.family

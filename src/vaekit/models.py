@@ -668,11 +668,13 @@ class AE(Model):
         return {}
 
 
-def hook_missing_labels(cls: type[Model]) -> str | None:
-    """The objective hook a family writes without y although its prior takes the label (prior_given), so that its
-    KL would be against the prior without the label; None where there is none."""
-    if cls.prior_given is Model.prior_given:
+def hook_missing_labels(model: Model) -> str | None:
+    """The objective hook a family writes without y although the model's prior takes the label
+    (prior_takes_labels: an hvae's with a vamp top prior, not with N(0, I)), so that its KL would be against the
+    prior without the label; None where there is none."""
+    if not model.prior_takes_labels:
         return None
+    cls = type(model)
     return next((name for name in LABELLED_HOOKS if getattr(cls, name) is not getattr(Model, name)
                  and not hook_takes_labels(getattr(cls, name))), None)
 
@@ -797,7 +799,17 @@ def build_model(config: ModelConfig, saved: bool = False) -> Model:
     if config.condition == "label" and (reason := MODEL_FAMILIES[config.family].labels_refused(
             config.settings(config.family))):
         raise VaekitError(reason)
-    if config.condition == "label" and (hook := hook_missing_labels(MODEL_FAMILIES[config.family])):
+    if config.condition == "label" and config.num_labels < 2:
+        raise VaekitError("a label-conditioned model needs model.num_labels >= 2 (vaekit fills it in from labelled "
+                          "data): train on data with labels, or drop --condition label")
+    try:
+        model = MODEL_FAMILIES[config.family](config)
+    except (RuntimeError, MemoryError) as exc:  # the allocator's "can't allocate memory" (sizes pass their checks)
+        if "alloc" not in str(exc).lower() and not isinstance(exc, MemoryError):
+            raise
+        raise VaekitError(f"the model does not fit in memory ({str(exc).splitlines()[0][:80]}): choose a smaller "
+                          "--latent-dim, --hidden-dims or --conv-channels") from None
+    if hook := hook_missing_labels(model):
         family = config.family
         if not saved:
             raise VaekitError(f"the {family} family's prior takes the label (prior_given), but its {hook} does not "
@@ -806,13 +818,4 @@ def build_model(config: ModelConfig, saved: bool = False) -> Model:
         log.warning("the %s family's prior takes the label (prior_given), but its %s does not take the labels: this "
                     "run is opened as it trained, its KL against the prior without them (give %s a y=None "
                     "parameter for new runs)", family, hook, hook)
-    if config.condition == "label" and config.num_labels < 2:
-        raise VaekitError("a label-conditioned model needs model.num_labels >= 2 (vaekit fills it in from labelled "
-                          "data): train on data with labels, or drop --condition label")
-    try:
-        return MODEL_FAMILIES[config.family](config)
-    except (RuntimeError, MemoryError) as exc:  # the allocator's "can't allocate memory" (sizes pass their checks)
-        if "alloc" not in str(exc).lower() and not isinstance(exc, MemoryError):
-            raise
-        raise VaekitError(f"the model does not fit in memory ({str(exc).splitlines()[0][:80]}): choose a smaller "
-                          "--latent-dim, --hidden-dims or --conv-channels") from None
+    return model

@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     report = p.add_argument_group("report")
     defaults = compare_module.CompareOptions()
     report.add_argument("--gmm-components", type=int, default=defaults.gmm_components,
-                        help="Gaussian-mixture sampler fit on the training codes; 0 disables it "
+                        help="Gaussian-mixture sampler fit on the training codes (one mixture per class where "
+                             "the compared model's prior takes the label); 0 disables it "
                              f"(default {defaults.gmm_components})")
     report.add_argument("--classifier-steps", type=int, default=defaults.classifier_steps,
                         help=f"training batches of the FCD feature classifier (default {defaults.classifier_steps})")
@@ -49,17 +50,17 @@ def run(args: argparse.Namespace) -> int:
         raise
     # the report's rows (no FCD rows without labels for its classifier), each value ± its standard error, * marking
     # the model that leads by more than the report's margin
-    print(f"{'':30s} {'AE':>18s} {result.vae.family.upper():>18s}")
-    for label, key, _, lower_better, _ in report_rows(result, cfg, options):
-        if key in ("test_kl", "train_seconds"):
-            continue
+    shown = [row for row in report_rows(result, cfg, options) if row[1] not in ("test_kl", "train_seconds")]
+    width = max(30, *(len(row[0]) for row in shown))  # a row's whole name ("... (per class)")
+    print(f"{'':{width}s} {'AE':>18s} {result.vae.family.upper():>18s}")
+    for label, key, _, lower_better, _ in shown:
         better = better_of(result, key, lower_better)
         cells = []
         for family, scores in zip(compare_module.FAMILIES, result.scores(), strict=True):
             value, se = score_of(scores, key), scores.standard_errors.get(key)
             text = "n/a" if value is None else f"{value:.4g}" + ("" if se is None else f" ± {se:.2g}")
             cells.append(f"{text + ('*' if better == family else ' '):>18s}")
-        print(f"{label[:30]:30s} " + " ".join(cells))
+        print(f"{label:{width}s} " + " ".join(cells))
     print(f"± one standard error; * leads by more than {SEPARATED:g} standard errors of the difference")
     if result.fcd_real is not None:
         print(f"FCD of real training vs test images: {result.fcd_real:.4g} "

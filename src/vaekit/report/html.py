@@ -70,8 +70,11 @@ def rows(result: "CompareResult", cfg: RunConfig, options: "CompareOptions") -> 
     accuracy = "n/a" if result.classifier_accuracy is None else f"{result.classifier_accuracy:.1%}"
     gmm = options.gmm_components
     by_class = result.ae.by_class or result.vae.by_class
-    given = (" (given each draw's label where the model's prior takes it: the " f"{html.escape(result.vae.family)}'s)"
-             if result.vae.by_class else "")
+    # where the compared model's prior takes the label, its draws are z ~ p(z | y), each draw's label given
+    drawn = "z ~ p(z), or p(z | y) given each draw's label where the prior takes it" if result.vae.by_class \
+        else "z ~ p(z)"
+    priors = (f"N(0, I) for the AE, the {html.escape(result.vae.family)}'s own prior given the label" if
+              result.vae.by_class else "N(0, I) for the AE and the VAE")
     table: list[Row] = [
         ("Reconstruction squared error", "recon_squared_error", "",
          True, "Sum over pixels of (x − x̂)², mean over the test images; x̂ decodes the posterior mean."),
@@ -79,8 +82,8 @@ def rows(result: "CompareResult", cfg: RunConfig, options: "CompareOptions") -> 
          f"Nats per test image under each model's own {html.escape(cfg.model.likelihood)} likelihood, "
          "at z = the posterior mean."),
         ("FCD of prior samples", "fcd_prior", f"{_fmt(result.fcd_real)} (real)", True,
-         f"Fréchet classifier distance (FCD) between {n} decoded draws z ~ p(z) (each model's prior; N(0, I) for "
-         f"the AE and the VAE){given} and {n} test images, in the "
+         f"Fréchet classifier distance (FCD) between {n} decoded draws {drawn} (each model's prior; {priors}) "
+         f"and {n} test images, in the "
          f"hidden features of a small classifier vaekit trains on {html.escape(result.dataset)} "
          f"({accuracy} accuracy on the {html.escape(result.classifier_items)}); "
          "<em>not FID</em>. Reference: real training vs test images."),
@@ -90,14 +93,15 @@ def rows(result: "CompareResult", cfg: RunConfig, options: "CompareOptions") -> 
                   "codes (posterior means) of that class, each draw from its label's" if by_class else
                   f"a {gmm}-component Gaussian mixture fit afterwards on each model's encoded training codes "
                   "(posterior means)")
-        table.append(("FCD of mixture samples", "fcd_gmm", f"{_fmt(result.fcd_real)} (real)", True,
+        table.append(("FCD of mixture samples" + (" (per class)" if by_class else ""), "fcd_gmm",
+                      f"{_fmt(result.fcd_real)} (real)", True,
                       f"The same for z drawn from {fitted}."))
     table.append(("Prior mass in holes", "prior_hole_fraction", f"{1 - options.hole_quantile:.2g} (filled)",
-                  True, f"Share of {options.hole_draws} draws z ~ p(z) farther from every encoded training code "
+                  True, f"Share of {options.hole_draws} draws {drawn} farther from every encoded training code "
                   f"(one draw of q(z|x) per item) than {options.hole_quantile:.0%} of those codes are from their "
                   "nearest neighbour: prior mass where no data is encoded."))
     if gmm:
-        table.append(("Mixture mass in holes", "gmm_hole_fraction",
+        table.append(("Mixture mass in holes" + (" (per class)" if by_class else ""), "gmm_hole_fraction",
                       f"{1 - options.hole_quantile:.2g} (filled)", True, "The same share for draws from the mixture."))
     table += [
         ("Interpolation: mean step", "interpolation.mean_jump", f"{even} (even)",
