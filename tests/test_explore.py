@@ -1184,3 +1184,35 @@ def test_classes_that_repeat_an_attribute_are_not_offered_twice(small_run):
     with pytest.raises(VaekitError, match="repeats the attribute high"):
         explorer.edit("low")
     explorer.close()
+
+
+@pytest.mark.parametrize("family", ["vamp", "hvae"])
+def test_the_sliders_of_a_prior_that_takes_the_label_span_every_class_and_centre_on_the_label_chosen(tmp_path, family):
+    """A conditioned vamp (and an hvae with a vamp top prior): the sliders span the prior over every class (the
+    hvae's fell back to the codes' spread: its draws need a label), and the page's "prior mean" for each label is
+    that class's own prior mean (info's label_centres), not the mean over every class."""
+    from vaekit.runs import train
+
+    options = ({"vamp": {"components": 20}} if family == "vamp" else
+               {"hvae": {"top_prior": "vamp", "top_components": 20}})
+    train(RunConfig(data=DataConfig(name="digits"), model=ModelConfig(family=family, latent_dim=3, hidden_dims=(32,),
+                                                                      network="mlp", condition="label",
+                                                                      options=options),
+                    train=TrainConfig(epochs=1, progress=False)), out=tmp_path / "run")
+    model = checkpoint.load(tmp_path / "run")
+    torch.manual_seed(0)
+    for net in (model.encoder, *([model.up, model.down] if family == "hvae" else [])):  # (the code: the hvae's z1)
+        last = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
+        with torch.no_grad():  # the classes' posteriors apart, as longer training would (after one epoch: collapsed)
+            last.weight.normal_(0.0, 1.0)
+    explorer = Explorer(model, load_dataset(checkpoint.load_config(tmp_path / "run").data), run=str(tmp_path / "run"))
+    info = explorer.info()
+    assert info["slider_range"] == "prior" and set(info["label_centres"]) == set(info["labels"])
+    overall = latent.prior_moments(model)[0]
+    for k, name in enumerate(info["labels"]):
+        own = latent.prior_moments(model, y=k)[0]
+        torch.testing.assert_close(torch.tensor(info["label_centres"][name]), own)
+    spread = torch.stack([latent.prior_moments(model, y=k)[0] for k in range(10)])
+    assert float((spread - overall).abs().max()) > 0.05  # the classes' means are not the overall mean
+    by_index = sorted(info["dimensions"], key=lambda d: d["index"])
+    torch.testing.assert_close(torch.tensor([d["mean"] for d in by_index]), overall)

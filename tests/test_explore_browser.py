@@ -472,3 +472,30 @@ def test_a_table_model_shows_compact_tips_one_table_per_path_and_edits_against_t
         assert first[0] == names[0] and float(first[1]) == pytest.approx(recon[names[0]], rel=1e-3)
         assert not errors, errors
         page.close()
+
+
+def test_prior_mean_is_the_chosen_labels_own_where_the_prior_takes_the_label(browser, tmp_path):
+    """A conditioned vamp: "prior mean" sets the code to the prior mean of the label chosen on the page (info's
+    label_centres), not to the mean over every class."""
+    from vaekit.runs import train
+
+    train(RunConfig(data=DataConfig(name="digits"), model=ModelConfig(family="vamp", latent_dim=3, hidden_dims=(32,),
+                                                                      network="mlp", condition="label",
+                                                                      options={"vamp": {"components": 20}}),
+                    train=TrainConfig(epochs=1, progress=False)), out=tmp_path / "run")
+    with _serving(tmp_path / "run") as (address, explorer):
+        centres = explorer.info()["label_centres"]
+        page = browser.new_page(viewport={"width": 1200, "height": 1700})
+        errors = _watch(page)
+        page.goto(address)
+        page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
+        overall = page.evaluate("() => state.info.dimensions.slice().sort((a, b) => a.index - b.index)"
+                                ".map((d) => d.mean)")
+        for name in ("3", "7"):
+            page.select_option("#label", name)
+            page.click("#centre")
+            page.wait_for_function(f"() => JSON.stringify(state.z) === JSON.stringify({centres[name]})",
+                                   timeout=WAIT_MS)
+            assert centres[name] != overall
+        assert not errors
+        page.close()

@@ -113,6 +113,16 @@ def test_a_label_conditioned_vamp_top_prior_holds_each_item_to_its_class_compone
         torch.testing.assert_close(draws.mean(0), own.mean[0], rtol=0,
                                    atol=4.5 * float(own.variance.max().sqrt()) / 20_000 ** 0.5)
         assert model.sample(3, 4).shape == (3, 1, 8, 8)
+    # each pseudo-input starts at a training item of its own class, and without a label the prior's moments are
+    # those of every class in turn (its draws need a label)
+    rows = model.pseudo_inputs.detach().sigmoid().flatten(1)  # what the encoder sees
+    items = dataset.x_train.flatten(1).clamp(0.01, 0.99)
+    nearest = ((rows[:, None, :] - items[None, :, :]).abs() < 1e-5).all(-1).float().argmax(1)
+    assert torch.equal(dataset.y_train[nearest], model.pseudo_labels)
+    mean, std = vaekit.latent.prior_moments(model)
+    per_class = torch.stack([vaekit.latent.prior_moments(model, y=k)[0] for k in range(10)])
+    assert mean.shape == std.shape == (6,)
+    torch.testing.assert_close(mean, per_class.mean(0), rtol=0, atol=float(4.5 * std.max() / 10_000 ** 0.5))
     if inference == "top-down":  # one pseudo-input per class, equal to an item of it
         model, _ = model_for("model.hvae.inference=top-down", "model.condition=label", "model.hvae.top_prior=vamp",
                              "model.hvae.top_components=10")

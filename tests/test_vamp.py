@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal, kl_divergence
@@ -284,10 +285,19 @@ def test_a_label_conditioned_vamp_run_trains_samples_each_class_and_evaluates(tm
     assert main(["evaluate", str(run), "--iw-samples", "20", "--no-progress", "--out", str(tmp_path / "e.json")]) == 0
     result = json.loads((tmp_path / "e.json").read_text())
     assert result["given_labels"] and math.isfinite(result["nll"]) and result["nll"] <= -result["elbo"] + 1e-6
-    # the draws for a class are its components' mixture's (a component drawn, then its Gaussian)
+    # the draws for a class are the mixture of its own components, built here from the prior's components of class 3
     with torch.no_grad():
-        given = model.prior_given(torch.tensor([3]))
-    z = model.sample_prior(20_000, torch.Generator().manual_seed(0), 3)
-    error = (z.mean(0) - given.mean[0]) / (given.variance[0] / 20_000).sqrt()
+        every = model.prior()
+        three = model.pseudo_labels == 3
+        own = reference_mixture(every.loc[three].double(), every.scale[three].double())
+    z = model.sample_prior(20_000, torch.Generator().manual_seed(0), 3).double()
+    error = (z.mean(0) - own.mean) / (own.variance / 20_000).sqrt()
     assert float(error.abs().max()) < 4.5
-    torch.testing.assert_close(z.var(0), given.variance[0], rtol=0.05, atol=0)
+    torch.testing.assert_close(z.var(0), own.variance, rtol=0.05, atol=0)
+    samples = tmp_path / "s.npy"
+    assert main(["sample", str(run), "--n", "2000", "--label", "3", "--out", str(samples)]) == 0
+    drawn = torch.from_numpy(np.load(samples)).flatten(1).mean(0)
+    with torch.no_grad():  # the mean decoded draw of class 3's components, and of every class's
+        of_three = model.decode(own.sample((2000,)).float(), 3).mean.flatten(1).mean(0)
+        of_all = model.decode(every.sample((2000,)), 3).mean.flatten(1).mean(0)
+    assert float((drawn - of_three).norm()) < 0.5 * float((drawn - of_all).norm())

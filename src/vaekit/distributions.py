@@ -588,7 +588,8 @@ class ClassMixture(Distribution):
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         """Draws (*S, n, D) from torch's global generator: a component of each label's class, then its Gaussian."""
         with torch.no_grad():
-            which = torch.distributions.Categorical(logits=self.log_weights).sample(torch.Size(sample_shape))
+            which = torch.distributions.Categorical(logits=self.log_weights, validate_args=False).sample(
+                torch.Size(sample_shape))  # (no argument check: on a GPU it would wait for the device)
             loc, scale = self.mixture.loc[which], self.mixture.scale[which]
             return loc + scale * torch.randn_like(loc)
 

@@ -178,13 +178,16 @@ def prior_moments(model: Model, draws: int = 10_000,
                   y: int | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The prior's mean and standard deviation per code dimension, flattened: exact where the distribution
     knows them, else from `draws` seeded prior samples (given the label y, one for all, where the prior takes
-    labels)."""
+    labels; without one, the prior over every class: its draws for each class in turn)."""
     y = _one_label(y) if model.prior_takes_labels and y is not None else None
     pz = model.prior() if y is None else model.prior_given(model.label_indices(y, 1))  # the class's own prior
     try:
         mean, std = pz.mean, pz.stddev
     except NotImplementedError:
-        z = model.draw_code(draw_prior(model, draws, torch.Generator().manual_seed(0), y)).flatten(1).double()
+        given = y
+        if y is None and model.prior_takes_labels:  # no class chosen: every class in turn, an equal share each
+            given = torch.arange(draws) % model.num_labels
+        z = model.draw_code(draw_prior(model, draws, torch.Generator().manual_seed(0), given)).flatten(1).double()
         mean, std = z.mean(0), z.std(0)
     mean, std = mean.detach().flatten().float().cpu(), std.detach().flatten().float().cpu()
     if mean.numel() != code_size(model):

@@ -137,6 +137,12 @@ class Explorer:
         order = torch.argsort(scores, descending=True, stable=True).tolist()
         self.dimensions = tuple(Dimension(int(d), float(scores[d]), float(mean[d] - 3 * std[d]),
                                           float(mean[d] + 3 * std[d]), float(mean[d])) for d in order)
+        # a prior that takes the label: its mean for each class, what "prior mean" sets for the page's label (the
+        # sliders span the prior over every class)
+        self.label_centres = None
+        if self.slider_range == "prior" and model.prior_takes_labels:
+            self.label_centres = {name: [float(v) for v in latent.prior_moments(model, y=k)[0]]
+                                  for k, name in enumerate(self._label_names()[:model.num_labels])}
         self.prior_kind = _prior_kind(model)
         self.identity = self._identity()
         # Started last, so a failed construction leaves no thread behind. A daemon: a score may take a minute and
@@ -154,6 +160,7 @@ class Explorer:
             "kind": "image" if self.is_image else "table" if self.table is not None else "vector",
             "code_size": self.code_size, "code_shape": list(self.model.code_shape),
             "dimensions": [vars(d) for d in self.dimensions], "slider_range": self.slider_range,
+            "label_centres": self.label_centres,
             "labels": self._label_names() if self.items.y is not None or self.conditioned else None,
             "conditioned": self.conditioned, "attributes": self.attributes(),
             "colourings": self.colourings(),

@@ -607,7 +607,10 @@ async function start() {
   buildSliders(false);
   decodeNow();
   $("more-dims").addEventListener("click", () => buildSliders(true));
-  $("centre").addEventListener("click", () => setCode(info.dimensions.slice().sort((a, b) => a.index - b.index).map((d) => d.mean)));
+  // "prior mean": the mean of the prior of the page's label where the prior takes it, else of the prior
+  $("centre").addEventListener("click", () => setCode(info.label_centres && labelValue() in info.label_centres
+    ? info.label_centres[labelValue()].slice()
+    : info.dimensions.slice().sort((a, b) => a.index - b.index).map((d) => d.mean)));
   $("draw-one").addEventListener("click", handler(async () => {
     const result = await api("/api/sample", { n: 1, label: labelValue() });
     if (result.z) setCode(result.z[0]); else { show($("decoded"), result.samples[0]); noteLabel("decoded", result); }
