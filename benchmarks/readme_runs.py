@@ -112,12 +112,27 @@ def judge():
     return train_feature_classifier(pixels, steps=1500, seed=1)
 
 
+def trained_and_read(cfg, data, classifier) -> tuple:
+    """A label-conditioned model trained on data (and its training seconds), and the share of its 1,000 prior samples
+    (100 per digit, seeded) that the classifier reads as the digit asked for."""
+    import torch
+
+    import vaekit
+
+    start = time.perf_counter()
+    model = vaekit.train(cfg, dataset=data).model
+    seconds = time.perf_counter() - start
+    labels = torch.arange(1000) % 10
+    samples = model.sample(1000, labels, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        predicted = classifier(samples.flatten(1)).argmax(1)
+    return model, seconds, round(float((predicted == labels).float().mean()), 4)
+
+
 def conditional(work: Path) -> dict:
     """The `conditional` recipe's code sizes on mnist-10k, 10 epochs each, and the default conv network at 2-D: 1,000
     prior samples (100 per digit) read by an MLP trained on the pixels, as tests/test_models.py judges the recipe."""
     from dataclasses import replace
-
-    import torch
 
     import vaekit
     from vaekit.cli.common import recipe_config
@@ -135,16 +150,9 @@ def conditional(work: Path) -> dict:
         dim = model_cfg.latent_dim
         cfg = replace(base, data=DataConfig(name="mnist-10k"), model=model_cfg,
                       train=replace(base.train, progress=False))
-        start = time.perf_counter()
-        model = vaekit.train(cfg, dataset=data).model
-        seconds = time.perf_counter() - start
-        labels = torch.arange(1000) % 10
-        samples = model.sample(1000, labels, torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            predicted = classifier(samples.flatten(1)).argmax(1)
+        model, seconds, share = trained_and_read(cfg, data, classifier)
         record["models"].append({"network": resolve_network(model.config), "latent_dim": dim,
-                                 "train_seconds": round(seconds, 1),
-                                 "requested_digit_share": round(float((predicted == labels).float().mean()), 4)})
+                                 "train_seconds": round(seconds, 1), "requested_digit_share": share})
     return record
 
 
@@ -172,18 +180,12 @@ def conditional_vamp(work: Path) -> dict:
             cfg = replace(base, data=DataConfig(name="mnist-10k"), model=replace(base.model, family=family,
                                                                               latent_dim=dim),
                           train=replace(base.train, progress=False))
-            start = time.perf_counter()
-            model = vaekit.train(cfg, dataset=data).model
-            seconds = time.perf_counter() - start
-            labels = torch.arange(1000) % 10
-            samples = model.sample(1000, labels, torch.Generator().manual_seed(0))
-            with torch.no_grad():
-                predicted = classifier(samples.flatten(1)).argmax(1)
+            model, seconds, share = trained_and_read(cfg, data, classifier)
             start = time.perf_counter()
             result = vaekit.metrics.evaluate(model, data.x_test, iw_samples=1000, y=data.y_test, seed=0)
             record["models"].append({
                 "family": family, "latent_dim": dim, "epochs": cfg.train.epochs, "train_seconds": round(seconds, 1),
-                "requested_digit_share": round(float((predicted == labels).float().mean()), 4),
+                "requested_digit_share": share,
                 "test_nll_given_label": round(result.nll, 2), "test_nll_standard_error": round(result.nll_stderr, 2),
                 "test_elbo": round(result.elbo, 2), "evaluate_seconds": round(time.perf_counter() - start, 1)})
     return record
