@@ -14,8 +14,8 @@ from torch.distributions import Distribution, MultivariateNormal, constraints
 import vaekit
 from vaekit import VaekitError
 from vaekit import checkpoint, compare, latent, metrics
-from vaekit.config import ModelConfig, RunConfig
-from vaekit.data import tables
+from vaekit.config import DataConfig, ModelConfig, RunConfig
+from vaekit.data import load_dataset, tables
 from vaekit.distributions import LIKELIHOODS, draw_noise, rsample_with
 from vaekit.models import MODEL_FAMILIES, VAE, Model, build_model, register_family
 from vaekit.runs import RunResult
@@ -655,6 +655,16 @@ def test_a_saved_run_of_a_family_whose_hook_misses_the_label_its_prior_takes_sti
     model = vaekit.load(run)
     assert "its kl does not take the labels: this run is opened as it trained" in caplog.text
     assert model.sample(3, 1).shape == (3, 1, 8, 8)
+    # its importance weights hold the codes to the prior its KL trained against (N(0, I)), not to its class means
+    with torch.no_grad():
+        model.class_means.add_(3.0)  # far from N(0, I): the two priors' weights differ
+        x, y = load_dataset(DataConfig(name="digits")).x_test[:6], torch.arange(6) % 3
+        qz = model.encode(x, y)
+        noise = draw_noise(qz, (2,), generator=torch.Generator().manual_seed(0))
+        z = rsample_with(qz, noise)
+        direct = model.decode(z.flatten(0, 1), y.repeat(2)).log_prob(x.repeat(2, 1, 1, 1)).view(2, 6) \
+            + Normal(0.0, 1.0).log_prob(z).sum(-1) - qz.log_prob(z)
+        torch.testing.assert_close(model.log_importance_weights(x, 2, y, noise), direct)
     assert main(["evaluate", str(run), "--iw-samples", "2", "--no-progress", "--out", str(tmp_path / "e.json")]) == 0
     assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
     # a comparison of it, cut off after its runs were made, continues (its models are checked as saved runs)

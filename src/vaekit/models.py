@@ -311,10 +311,18 @@ class Model(nn.Module):
 
     def prior_for(self, y: torch.Tensor | int | None, batch: int) -> Distribution:
         """The prior the objective holds `batch` items with labels y to: prior_given of their checked labels where
-        the family's prior takes the label (a distribution of batch (batch,)), prior() otherwise."""
-        if self.prior_takes_labels:
+        the family's prior takes the label (a distribution of batch (batch,)), prior() otherwise (and for a saved run
+        whose objective hook trained without the labels: see build_model)."""
+        if self._objective_takes_labels:
             return self.prior_given(self.label_indices(y, batch))
         return self.prior()
+
+    @property
+    def _objective_takes_labels(self) -> bool:
+        """Whether the objective holds items to the prior given their labels: where the prior takes them, unless
+        this is a saved run whose hook trained its KL without them (then its importance weights, as its KL, use
+        prior(), as they did when it trained)."""
+        return self.prior_takes_labels and not self.__dict__.get("_trained_without_labels", False)
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """q(z|x): batch (B,), event = the family's latent shape."""
@@ -439,7 +447,7 @@ class Model(nn.Module):
         decoded = self.decoder_params(z.flatten(0, 1), ky)  # batch (K*B,)
         log_px = self.likelihood.log_prob_samples(decoded, x)  # (K, B), x broadcast rather than copied K times
         log_q = (self.posterior_held(params) if held else qz).log_prob(z)
-        prior = self.prior_for(y, x.shape[0]) if self.prior_takes_labels else _prior_of(self)  # batch (B,) or ()
+        prior = self.prior_for(y, x.shape[0]) if self._objective_takes_labels else _prior_of(self)  # (B,) or ()
         return z, log_px, log_q - prior.log_prob(z)
 
     def posterior_held(self, params: torch.Tensor) -> Distribution:
@@ -816,6 +824,7 @@ def build_model(config: ModelConfig, saved: bool = False) -> Model:
                               f"take the labels, so its KL would be against the prior without them: give {hook} a "
                               "y=None parameter and use prior_for(y, batch), or drop --condition label")
         log.warning("the %s family's prior takes the label (prior_given), but its %s does not take the labels: this "
-                    "run is opened as it trained, its KL against the prior without them (give %s a y=None "
-                    "parameter for new runs)", family, hook, hook)
+                    "run is opened as it trained, its KL and importance weights against the prior without them (give "
+                    "%s a y=None parameter for new runs)", family, hook, hook)
+        model._trained_without_labels = True  # prior_for gives prior(): its bound and NLL as when it trained
     return model
