@@ -284,6 +284,37 @@ def test_outputs_are_written_whole_or_not_at_all_and_never_over_a_runs_files(sma
     assert "it is a folder" in capsys.readouterr().err
 
 
+def test_no_output_replaces_a_file_the_command_reads_or_the_data_a_run_trained_on(tmp_path, capsys, monkeypatch):
+    """--out (or --per-item) onto the codes being decoded, the --data file read, the --compare-to file, or the data
+    file the run trained on (which `sample` does not read): one line, exit 2, the file as it was; data.json too."""
+    monkeypatch.chdir(tmp_path)
+    rows = np.random.default_rng(0).normal(size=(120, 3))
+    Path("table.csv").write_text("a,b,c\n" + "".join(f"{a:.4f},{b:.4f},{c:.4f}\n" for a, b, c in rows))
+    assert main(["train", "--data", "table.csv", "--latent-dim", "2", "--hidden-dims", "8", "--epochs", "1",
+                 "--no-progress", "--out", "run"]) == 0
+    Path("other.csv").write_bytes(Path("table.csv").read_bytes()[:600])
+    assert main(["encode", "run", "--out", "codes.npy"]) == 0
+    assert main(["evaluate", "run", "--iw-samples", "2", "--per-item", "items.csv"]) == 0
+    kept = {name: Path(name).read_bytes() for name in ("table.csv", "other.csv", "codes.npy", "items.csv",
+                                                        "run/data.json")}
+    cases = [
+        (["sample", "run", "--n", "3", "--out", "table.csv"], "table.csv is the data the run in run trained on"),
+        (["sample", "run", "--n", "3", "--out", str(tmp_path / "table.csv")], "the data the run in run trained on"),
+        (["decode", "run", "codes.npy", "--out", "codes.npy"], "codes.npy is an input of this command"),
+        (["reconstruct", "run", "--data", "other.csv", "--out", "./other.csv"], "other.csv is an input of this command"),
+        (["evaluate", "run", "--iw-samples", "2", "--compare-to", "items.csv", "--per-item", "items.csv"],
+         "items.csv is an input"),
+        (["evaluate", "run", "--iw-samples", "2", "--out", "run/data.json"], "data.json is a file of the run in run"),
+    ]
+    for args, says in cases:
+        capsys.readouterr()
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert says in err and "write to another name" in err and err.count("\n") == 1, (args, err)
+    assert {name: Path(name).read_bytes() for name in kept} == kept
+    assert main(["sample", "run", "--n", "3", "--out", "samples.csv"]) == 0  # any other name is written
+
+
 def test_sizes_threads_devices_and_data_flags_are_checked_for_commands_on_a_run(small_run, tmp_path, capsys):
     import torch
 

@@ -12,12 +12,33 @@ import re
 import shutil
 import socket
 import tempfile
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 from .errors import VaekitError
 
 FIX = "free some disk space, or write elsewhere"
+_INPUTS: ContextVar[dict[str, str]] = ContextVar("vaekit_inputs", default={})  # resolved path -> what it is
+
+
+@contextlib.contextmanager
+def inputs_kept(inputs: Mapping[str | Path, str]) -> Iterator[None]:
+    """While a command runs, the files it reads (path -> what it is, e.g. "the codes this command decodes") are
+    refused as its outputs' targets (check_target): an output never replaces the input it was made from."""
+    kept = dict(_INPUTS.get())
+    for path, what in inputs.items():
+        try:
+            resolved = Path(path).expanduser().resolve()
+            if resolved.is_file():
+                kept[str(resolved)] = what
+        except (OSError, RuntimeError, ValueError):  # a path that cannot be resolved is no file read
+            continue
+    token = _INPUTS.set(kept)
+    try:
+        yield
+    finally:
+        _INPUTS.reset(token)
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object], fix: str = FIX, run_file: bool = False) -> Path:
@@ -136,6 +157,14 @@ def check_target(path: str | Path, run_file: bool = False) -> Path:
     if not run_file and _run_file(path):
         raise VaekitError(f"{path} is a file of the run in {path.parent}, which writing there would replace: write "
                           f"to another name, e.g. {path.parent / ('out' + path.suffix)}")
+    if not run_file and (kept := _INPUTS.get()):
+        try:
+            what = kept.get(str(path.expanduser().resolve()))
+        except (OSError, RuntimeError, ValueError):
+            what = None
+        if what is not None:
+            raise VaekitError(f"{path} is {what}, which writing there would replace: write to another name, e.g. "
+                              f"{path.parent / ('out' + path.suffix)}")
     if path.is_dir():
         raise VaekitError(f"cannot write {path}: it is a folder; give a file name, e.g. "
                           f"{path / ('out' + (path.suffix or '.png'))}")
@@ -147,13 +176,14 @@ def write_text(path: str | Path, text: str, fix: str = FIX) -> Path:
 
 
 def _run_file(path: Path) -> bool:
-    """Whether `path` names a file of the run folder it is in: config.json, resume.json, a .safetensors file or a
-    metrics.jsonl, in a folder holding config.json beside model.safetensors or resume.json (vaekit.checkpoint's)."""
+    """Whether `path` names a file of the run folder it is in: config.json, resume.json, data.json (what a run on a
+    user's file read), a .safetensors file or a metrics.jsonl, in a folder holding config.json beside
+    model.safetensors or resume.json (vaekit.checkpoint's)."""
     folder = path.parent
     is_run = (folder / "config.json").is_file() and ((folder / "model.safetensors").is_file()
                                                       or (folder / "resume.json").is_file())
-    return is_run and (path.name in ("config.json", "resume.json") or path.name.endswith((".safetensors",
-                                                                                          "metrics.jsonl")))
+    return is_run and (path.name in ("config.json", "resume.json", "data.json")
+                       or path.name.endswith((".safetensors", "metrics.jsonl")))
 
 
 def _io_error(exc: BaseException) -> bool:

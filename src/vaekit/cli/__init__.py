@@ -11,8 +11,8 @@ import warnings
 
 from .. import __version__
 from ..errors import FollowerStop, Interrupted, VaekitError
-from ..files import check_target
-from .common import set_threads
+from ..files import check_target, inputs_kept
+from .common import command_inputs, set_threads
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         set_threads(getattr(args, "threads", None))  # the commands on a run that take --threads (train: its config's)
-        if getattr(args, "out_is_file", False) and getattr(args, "out", None):
-            check_target(args.out)  # a folder, or a run's own file: said before minutes of work, not after
-        code = args.func(args)
+        with inputs_kept(command_inputs(args)):  # no output replaces a file the command reads
+            if getattr(args, "out_is_file", False) and getattr(args, "out", None):
+                check_target(args.out)  # a folder, a run's own file or an input: said before minutes of work
+            code = args.func(args)
     except FollowerStop:
         return 2  # process 0 says why
     except VaekitError as exc:

@@ -16,7 +16,7 @@ import torch
 
 from .. import checkpoint, config as config_module, viz
 from ..config import RunConfig
-from ..data import Dataset, load_dataset, resolved_name, safe
+from ..data import Dataset, load_dataset, resolved_name, safe, user_file
 from ..data.tables import model_table, write_rows
 from ..errors import VaekitError
 from ..models import Model
@@ -146,6 +146,39 @@ def _check_one_value_each(args: argparse.Namespace, base: RunConfig, flags: dict
 def set_flags(args: argparse.Namespace) -> list[str]:
     """The config flags given on this command line, as typed (--lr, --iwae-k, ...)."""
     return [f.flag for f in config_module.config_flags() if getattr(args, f.dest, None) is not None]
+
+
+OUTPUT_ARGUMENTS = ("out", "per_item", "onnx", "hub")  # the arguments naming what a command writes
+
+
+def command_inputs(args: argparse.Namespace) -> dict[str, str]:
+    """The files a command reads, path -> what it is, which none of its outputs may replace (files.inputs_kept): every
+    argument naming a file (--data, the codes to decode, --compare-to, --config), and the data file the run it works
+    on trained on (which a command on the run need not read, but is the user's)."""
+    inputs: dict[str, str] = {}
+    for name, value in vars(args).items():
+        if name in OUTPUT_ARGUMENTS or name == "argv":
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item and not item.startswith("hf://") and _is_file(item):
+                inputs[item] = "an input of this command"
+    run = getattr(args, "run", None)
+    if isinstance(run, str) and not run.startswith("hf://") and (Path(run) / checkpoint.CONFIG_FILE).is_file():
+        try:
+            name = checkpoint.load_config(Path(run)).data.name
+        except VaekitError:  # a damaged config: the command says so itself
+            name = None
+        if name and user_file(name):
+            inputs.setdefault(name, f"the data the run in {run} trained on")
+    return inputs
+
+
+def _is_file(text: str) -> bool:
+    """Whether an argument names a file (not a value such as --strengths', which may be too long for a name)."""
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def run_folder(path: str) -> Path:
