@@ -2,6 +2,7 @@
 against torch's distributions, the warnings, and the CLI on a CSV."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -581,6 +582,35 @@ def test_a_new_table_is_read_whole_and_in_order_with_the_runs_statistics(mixed_c
     one.write_text(MIXED_HEADER + "\n" + rows[0] + "\n")
     assert main(["encode", str(run), "--data", str(one), "--out", str(tmp_path / "one.npy")]) == 0
     np.testing.assert_allclose(np.load(tmp_path / "one.npy"), codes[:1], rtol=1e-6)
+
+
+def test_a_commands_table_flags_are_used_or_refused_never_ignored(mixed_csv, tmp_path, capsys, caplog):
+    """On a trained run, the column types and standardising are the run's (the flags are not taken); a --label-column
+    the file lacks, or that names a model input, is an error; a copy of the training file read as the run's own data
+    (split as the run split it) says so."""
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(mixed_csv), "--label-column", "target", "--latent-dim", "2", "--epochs", "1",
+                 "--out", str(run), "--no-progress"]) == 0
+    copy = tmp_path / "copy.csv"
+    copy.write_bytes(mixed_csv.read_bytes())
+    out = str(tmp_path / "codes.npy")
+    capsys.readouterr()
+    for flags, says in ((["--no-standardize"], "unrecognized arguments: --no-standardize"),
+                        (["--column-types", "age=ignore"], "unrecognized arguments: --column-types"),
+                        (["--label-column", "nope"], "has no column 'nope'"),
+                        (["--label-column", "city"], "the label column 'city' is one of the model's input columns")):
+        for data in ([], ["--data", str(copy)]):
+            with pytest.raises(SystemExit) if flags[0] != "--label-column" else contextlib.nullcontext():
+                assert main(["encode", str(run), *data, *flags, "--out", out]) == 2
+            err = capsys.readouterr().err
+            assert says in err and err.count("\n") == 1, (flags, data, err)
+    caplog.set_level("INFO")
+    assert main(["encode", str(run), "--data", str(copy), "--out", out]) == 0
+    assert np.load(out).shape == (40, 2)  # the test split's rows, as the run split them: said
+    assert f"--data {copy} holds the data the run trained on" in caplog.text and "--split all" in caplog.text
+    assert main(["encode", str(run), "--data", str(copy), "--label-column", "target", "--split", "all", "--out",
+                 out]) == 0
+    assert np.load(out).shape == (400, 2)
 
 
 def test_a_new_file_for_a_run_trained_with_impute_drop_keeps_its_rows(tmp_path, capsys):

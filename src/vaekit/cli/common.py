@@ -52,7 +52,9 @@ def _add_flags(parser: argparse.ArgumentParser, flags: list[config_module.Flag])
         groups[title].add_argument(flag.flag, dest=flag.dest, default=None, **flag.kwargs)
 
 
-TRAINING_ONLY = ("validation",)  # data settings only training reads (what it holds out): not for a trained run
+# data settings only training reads (what it holds out, a table's column types and standardising, fixed in the
+# run's config.json): not for a trained run, whose commands would take and ignore them
+TRAINING_ONLY = ("validation", "standardize", "column_types")
 
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
@@ -231,6 +233,10 @@ def run_dataset(run: str, args: argparse.Namespace, whole: bool = False) -> Data
                 candidate = _read_for_run(run_cfg, updates, table, new_file=False)
                 checkpoint.check_data(folder, candidate, named, cli=True)
                 dataset, updates = candidate, {}
+                if not own_spelling or table is not None:  # a copy, or a table whose rows the user may expect whole
+                    log.info("--data %s holds the data the run trained on: read as the run read it, in its training "
+                             "and test splits%s", named, " (encode --split all: every row, in order)"
+                             if table is not None else "")
             except VaekitError:
                 if own_spelling and not (folder / checkpoint.DATA_FILE).is_file():
                     raise  # the run's own file as it names it, which cannot be read: said as it is
@@ -266,7 +272,7 @@ def _read_for_run(run_cfg: RunConfig, updates: dict, table, new_file: bool) -> D
     data = config_module.validate(replace(run_cfg, data=replace(run_cfg.data, **updates))).data  # as train checks
     if table is not None and new_file and data.impute == "drop" and "impute" not in updates:
         data = replace(data, impute="none")  # the run's drop would leave codes that no longer line up with the rows
-    return load_dataset(data, table, all_rows=table is not None and new_file)
+    return load_dataset(data, table, all_rows=table is not None and new_file, label_given="label_column" in updates)
 
 
 def relabel(dataset: Dataset, names: tuple[str, ...]) -> Dataset:

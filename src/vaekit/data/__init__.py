@@ -167,10 +167,11 @@ def register_dataset(name: str, description: str, sized: bool = False) -> Callab
     return add
 
 
-def load_dataset(cfg: DataConfig, table: Any = None, all_rows: bool = False) -> Dataset:
+def load_dataset(cfg: DataConfig, table: Any = None, all_rows: bool = False, label_given: bool = False) -> Dataset:
     """A registered name, or a path to user data; then the optional limit and static binarisation. `table`: a
     trained model's columns (TableSchema), so a table is read with the model's statistics; all_rows: a new table
-    for that model, read whole and in order (both splits hold every row)."""
+    for that model, read whole and in order (both splits hold every row), whose label column is optional unless
+    `label_given` (the user named it)."""
     _import_loaders()
     if cfg.name in DATASETS:
         if Path(cfg.name).exists():
@@ -184,7 +185,7 @@ def load_dataset(cfg: DataConfig, table: Any = None, all_rows: bool = False) -> 
     elif Path(cfg.name).expanduser().exists():
         from .user import load_user_data
 
-        dataset = load_user_data(cfg, table, all_rows)
+        dataset = load_user_data(cfg, table, all_rows, label_given)
     elif is_path(cfg.name):
         raise VaekitError(f"data path {cfg.name} does not exist: check the path (a run reads its data from where it "
                           "was when the run trained; if it moved, give its new path with --data, also to train "

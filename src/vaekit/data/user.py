@@ -61,7 +61,8 @@ IMAGE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFErr
 _LANCZOS = getattr(Image, "Resampling", Image).LANCZOS  # Pillow < 9.1 has no Resampling enum
 
 
-def load_user_data(cfg: DataConfig, table: tables.TableSchema | None = None, all_rows: bool = False) -> Dataset:
+def load_user_data(cfg: DataConfig, table: tables.TableSchema | None = None, all_rows: bool = False,
+                   label_given: bool = False) -> Dataset:
     """`table`: a trained model's columns, to read a table with its statistics instead of fitting new ones;
     all_rows: a new table for that model, every row in order as both splits."""
     path = Path(cfg.name).expanduser()
@@ -74,7 +75,7 @@ def load_user_data(cfg: DataConfig, table: tables.TableSchema | None = None, all
         raise VaekitError(f"{path} is not a table, but the model was trained on one: give a .csv, .tsv or .parquet "
                           "file with its columns")
     if loader is _load_table:
-        return _load_table(path, cfg, table, all_rows=all_rows and table is not None)
+        return _load_table(path, cfg, table, all_rows=all_rows and table is not None, label_given=label_given)
     if loader is None:
         kind = "a single image is not a data set: give its folder" if path.suffix.lower() in IMAGE_SUFFIXES else (
             f"cannot read {path.suffix or 'files without a suffix'}"
@@ -330,16 +331,19 @@ def _dataset(
 
 
 def _load_table(path: Path, cfg: DataConfig, schema: tables.TableSchema | None = None,
-                all_rows: bool = False) -> Dataset:
+                all_rows: bool = False, label_given: bool = False) -> Dataset:
     """A table file -> Dataset with its schema: the columns' types, statistics of the training split (or the given
     schema's, for a trained model), missing cells handled by cfg.impute, the label column as classes.
 
     all_rows: new data for a trained model (`schema` given): every row, in the file's order, is both splits, and a
-    label column is optional."""
+    label column is optional unless `label_given` (named by the user, not the run's own)."""
     table = tables.read_table(path, cfg.header)
-    if all_rows and cfg.label_column is not None and cfg.label_column not in table.names:
+    if all_rows and not label_given and cfg.label_column is not None and cfg.label_column not in table.names:
         cfg = replace(cfg, label_column=None)  # new rows to encode need no labels (unless the model is conditioned)
     label = _label_name(cfg.label_column, table, path)
+    if schema is not None and label is not None and label in schema.names:
+        raise VaekitError(f"{path}: the label column {label!r} is one of the model's input columns: give "
+                          "--label-column the file's column of classes, or leave it out for the run's own")
     types = tables.parse_column_types(cfg.column_types)
     for name in types if schema is None else ():
         if name not in table.names:
