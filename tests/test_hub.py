@@ -27,6 +27,7 @@ from huggingface_hub import constants as hub_constants  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from vaekit import checkpoint, viz  # noqa: E402
+from vaekit.data import tables  # noqa: E402
 from vaekit.cli import main  # noqa: E402
 from vaekit.config import DataConfig, ModelConfig, RunConfig, with_defaults  # noqa: E402
 from vaekit.errors import VaekitError  # noqa: E402
@@ -517,10 +518,17 @@ def test_cards_for_other_data_labels_tables_and_unrecorded_settings(tmp_path, ca
 
     labelled = untrained("digits", condition="label", num_labels=3).save_pretrained(tmp_path / "labels")
     text = labelled.card.read_text()
-    assert "| conditioned on | the class label (3 classes) |" in text and "(each class in turn)" in text
+    assert "| conditioned on | the class label (3 classes) |" in text
+    assert "64 draws z ~ p(z), decoded with each class in turn" in text
     assert labelled.samples.is_file()
     _same_model(labelled_model := checkpoint.load(labelled.directory), Model.from_pretrained(str(labelled.directory)))
     assert labelled_model.num_labels == 3
+    # a prior that takes the label: the card says so, and its draws are given the class
+    vamp = untrained("digits", family="vamp", condition="label", num_labels=3,
+                     options={"vamp": {"components": 6}}).save_pretrained(tmp_path / "vamp")
+    text = vamp.card.read_text()
+    assert "| conditioned on | the class label (3 classes; the prior too: p(z \\| y)) |" in text, text
+    assert "64 draws z ~ p(z | y), each class y in turn" in text
 
     vectors = build_model(ModelConfig(likelihood="gaussian", data_shape=(5,), latent_dim=2, hidden_dims=(8,)))
     with caplog.at_level("WARNING", logger="vaekit.integrations.hub"):
@@ -553,6 +561,16 @@ def test_cards_of_a_model_that_cannot_sample_yet_and_of_a_family_vaekit_does_not
     scope = {"model": Model.from_pretrained(str(folder.directory)), "x": torch.rand(3, 1, 8, 8)}
     exec(line, scope)  # noqa: S102  (the card's own line: codes, not a distribution)
     assert isinstance(scope["codes"], torch.Tensor) and scope["codes"].shape[0] == 3
+    # a label-conditioned one's line encodes with the items' classes
+    labelled = build_model(ModelConfig(family="vqvae", data_shape=(1, 8, 8), latent_dim=2, hidden_dims=(8,),
+                                       likelihood="bernoulli", network="mlp", condition="label", num_labels=3))
+    labelled.run_config = RunConfig(data=DataConfig(name="digits"), model=labelled.config)
+    labelled_text = labelled.save_pretrained(tmp_path / "vq-labelled").card.read_text()
+    line = next(line for line in labelled_text.splitlines() if line.startswith("codes = "))
+    scope = {"model": Model.from_pretrained(str(tmp_path / "vq-labelled")), "x": torch.rand(3, 1, 8, 8),
+             "y": torch.tensor([0, 2, 1])}
+    exec(line, scope)  # noqa: S102
+    assert scope["codes"].shape[0] == 3
     command = re.search(r"e\.g\. `vaekit ([^`]+)`", text).group(1).split()
     assert command[:2] == ["reconstruct", "REPO"]  # the card's USER/REPO's folder
     assert main([*command[:1], str(folder.directory), *command[2:3], str(tmp_path / command[3])]) == 0
@@ -573,8 +591,13 @@ def test_cards_of_a_model_that_cannot_sample_yet_and_of_a_family_vaekit_does_not
 def _card_snippets_run(folder: Path, tmp_path: Path) -> None:
     """The card's Python draw line and its command line, as written, work on the folder."""
     text = (folder / "README.md").read_text()
-    line = next(line for line in text.splitlines() if line.startswith(("images = ", "rows = ")))
-    exec(line, {"model": Model.from_pretrained(str(folder))})  # noqa: S102  (the card's own line)
+    block = text.split("```python\n", 1)[1].split("```", 1)[0].splitlines()
+    code = [line for line in block if line.startswith(("from ", "images = ", "rows = "))]  # all but the download
+    scope = {"model": Model.from_pretrained(str(folder))}
+    exec("\n".join(code), scope)  # noqa: S102  (the card's own lines)
+    if "rows" in scope:  # in the user's units: its columns by name
+        assert list(scope["rows"]) == list(tables.model_table(scope["model"].config).names)
+        assert all(len(values) == 16 for values in scope["rows"].values())
     command = re.search(r"e\.g\. `vaekit ([^`]+)`", text).group(1).split()
     command = [str(folder) if word == folder.name else word for word in command]  # the card's USER/REPO: REPO
     command = [str(tmp_path / word) if word.startswith("samples.") else word for word in command]
@@ -605,6 +628,14 @@ def test_each_cards_snippets_run_and_say_where_val_was_measured(small_run, tmp_p
     assert main(["export", str(small_run), "--hub", str(tmp_path / "plain" / "REPO")]) == 0
     assert "`val_*` on the test split" in (tmp_path / "plain" / "REPO" / "README.md").read_text()
     _card_snippets_run(tmp_path / "plain" / "REPO", tmp_path)
+    # a label-conditioned table model: its rows drawn for a class
+    (tmp_path / "c.csv").write_text("size,colour,kind\n" + "\n".join(
+        f"{rng.normal(10, 3):.3f},{rng.choice(['red', 'blue'])},{rng.choice(['a', 'b'])}" for _ in range(100)) + "\n")
+    assert main(["train", "--data", str(tmp_path / "c.csv"), "--label-column", "kind", "--condition", "label",
+                 "--latent-dim", "2", "--epochs", "1", "--out", str(tmp_path / "ctable"), "--no-progress"]) == 0
+    assert main(["export", str(tmp_path / "ctable"), "--hub", str(tmp_path / "c" / "REPO")]) == 0
+    assert "model.sample(16, y=0)" in (tmp_path / "c" / "REPO" / "README.md").read_text()
+    _card_snippets_run(tmp_path / "c" / "REPO", tmp_path)
 
 
 def test_run_folders_load_as_they_are_and_keep_their_format(fake_hub, small_run, tmp_path):

@@ -230,7 +230,8 @@ def model_card(model: Model, config: RunConfig, metrics: Mapping[str, float], *,
             ("likelihood", f"`{settings.likelihood}`"),
             ("beta", f"{settings.beta:g}"),
             ("networks", _networks_text(model)),
-            ("conditioned on", f"the class label ({model.num_labels} classes)" if model.num_labels else "nothing")]
+            ("conditioned on", "nothing" if not model.num_labels else f"the class label ({model.num_labels} classes"
+             + ("; the prior too: p(z | y))" if model.prior_takes_labels else ")"))]
     if data_recorded:
         train = config.train
         trained = int(metrics.get("epochs_trained", metrics["epoch"])) if metrics and "epoch" in metrics else None
@@ -263,24 +264,29 @@ def model_card(model: Model, config: RunConfig, metrics: Mapping[str, float], *,
     if unready is not None:
         lines += [f"No picture: this model cannot draw samples yet ({_cell(unready.rstrip('.'))}).", ""]
     elif samples:
-        how = " (each class in turn)" if model.num_labels else ""
+        drawn = ("z ~ p(z | y), each class y in turn" if model.prior_takes_labels
+                 else "z ~ p(z), decoded with each class in turn" if model.num_labels else "z ~ p(z)")
         lines += [f"![{SAMPLES} decoded draws from the prior]({SAMPLES_FILE})", "",
-                  f"{SAMPLES} draws z ~ p(z){how}, decoded to the likelihood's mean (seed {SAMPLE_SEED}).", ""]
+                  f"{SAMPLES} draws {drawn}, decoded to the likelihood's mean (seed {SAMPLE_SEED}).", ""]
     else:
         lines += ["No picture: the data are not images. `vaekit sample FOLDER --out rows.csv` draws rows.", ""]
     table = settings.likelihood == "table"
-    draw = ("rows = model.sample(16)  # decoded draws from the prior, in the model's standardised columns" if table
-            else "images = model.sample(16, y=0)  # decoded draws from the prior, of class 0" if model.num_labels
-            else "images = model.sample(16)  # decoded draws from the prior")
+    given, of_class = (", y=0", ", of class 0") if model.num_labels else ("", "")
+    draw = (f"rows = model_table(model.config).decode(model.sample(16{given}))  # decoded draws from the prior"
+            f"{of_class}: column -> values, in your units" if table
+            else f"images = model.sample(16{given})  # decoded draws from the prior{of_class}")
     if unready is not None:
-        draw = "codes = model.code(model.encode(x))  # sampling waits for the prior's training (see Samples above)"
+        labels = ", y" if model.num_labels else ""
+        draw = (f"codes = model.code(model.encode(x{labels}))  # x: a batch of items{' (y: their classes)' * bool(labels)}"
+                "; sampling waits for the prior's training (see Samples above)")
+    imports = ["from vaekit import Model", *(["from vaekit.data.tables import model_table"] if table and unready is None
+                                            else [])]
     folder = repo.split("/")[-1]
     command = (f"vaekit reconstruct {folder} --out reconstructions.png" if unready is not None
                else f"vaekit sample {folder} --out samples.csv" if table
                else f"vaekit sample {folder} --label 0 --out samples.png" if model.num_labels
                else f"vaekit sample {folder} --out samples.png")
-    lines += ["## How to load", "", *_family_source(model), "```python", f"# {INSTALL}", "from vaekit import Model",
-              "",
+    lines += ["## How to load", "", *_family_source(model), "```python", f"# {INSTALL}", *imports, "",
               f'model = Model.from_pretrained("{repo}")  # the family config.json names, on the CPU, in eval mode',
               draw, "```", "",
               f"On the command line: `hf download {repo} --local-dir {folder}`, then any vaekit command "
