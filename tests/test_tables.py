@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from torch.distributions import Bernoulli, Categorical, Normal
 
 import vaekit
-from vaekit import checkpoint
+from vaekit import checkpoint, latent
 from vaekit.cli import main
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.data import load_dataset, tables
@@ -499,7 +499,7 @@ def test_cli_trains_on_a_csv_and_writes_rows_in_the_users_units(mixed_csv, tmp_p
     # the latent tools write rows too: a traversal of both dimensions over 5 values, an attribute edit
     assert main(["traverse", str(run), "--item", "0", "--steps", "5", "--out", str(tmp_path / "walk.csv")]) == 0
     walk = (tmp_path / "walk.csv").read_text().splitlines()
-    assert walk[0] == "age,sex,smoker,chest_pain,income,city" and len(walk) == 1 + 2 * 5
+    assert walk[0] == "dimension,value,age,sex,smoker,chest_pain,income,city" and len(walk) == 1 + 2 * 5
     assert main(["attribute", str(run), "--attr", "1", "--apply-to", "0", "--strengths", "-1,0,1", "--out",
                  str(tmp_path / "edit.csv")]) == 0
     assert len((tmp_path / "edit.csv").read_text().splitlines()) == 4
@@ -611,6 +611,57 @@ def test_a_commands_table_flags_are_used_or_refused_never_ignored(mixed_csv, tmp
     assert main(["encode", str(run), "--data", str(copy), "--label-column", "target", "--split", "all", "--out",
                  out]) == 0
     assert np.load(out).shape == (400, 2)
+
+
+def test_every_commands_rows_say_what_each_row_is_and_the_class_it_was_decoded_with(mixed_csv, tmp_path):
+    """A conditioned table model's CSVs from the latent tools: first columns naming each row (dimension and value,
+    t, item, draw, strength, distance, a/b/c), then the class decoded with (the label column's name), then the
+    user's columns; the rows are the Python API's, decoded by model_table."""
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(mixed_csv), "--label-column", "target", "--condition", "label",
+                 "--latent-dim", "2", "--epochs", "1", "--out", str(run), "--no-progress"]) == 0
+    model = checkpoint.load(run)
+    schema = tables.model_table(model.config)
+    data = load_dataset(checkpoint.load_config(run).data, schema)
+    x, y = data.x_test, data.y_test
+    names = model.config.label_names  # ("0", "1"), the classes as written
+
+    def rows(*args: str) -> list[list[str]]:
+        out = tmp_path / "rows.csv"
+        assert main([*args[:1], str(run), *args[1:], "--out", str(out)]) == 0
+        return [line.split(",") for line in out.read_text().splitlines()]
+
+    def user_units(values: torch.Tensor) -> list[list[str]]:
+        out = tmp_path / "python.csv"
+        tables.write_rows(schema, values, out)
+        return [line.split(",") for line in out.read_text().splitlines()[1:]]
+
+    columns = list(schema.names)
+    got = rows("traverse", "--dims", "1", "--steps", "3", "--item", "4")
+    assert got[0] == ["dimension", "value", "target", *columns]
+    assert [r[:3] for r in got[1:]] == [["z[1]", v, names[int(y[4])]] for v in ("-3.0", "0.0", "3.0")]
+    expected = latent.traverse(model, x[4], dims=[1], values=torch.linspace(-3, 3, 3), y=y[4]).images[0]
+    assert [r[3:] for r in got[1:]] == user_units(expected)
+    got = rows("interpolate", "--from", "2", "--to", "5", "--steps", "3", "--label", "1")
+    assert got[0] == ["t", "target", *columns] and [r[:2] for r in got[1:]] == [["0", "1"], ["0.5", "1"], ["1", "1"]]
+    assert [r[2:] for r in got[1:]] == user_units(latent.interpolate(model, x[2], x[5], 3, y1=y[2], y2=y[5], label=1))
+    got = rows("reconstruct", "--n", "3")
+    assert got[0] == ["item", "target", *columns]
+    assert [r[:2] for r in got[1:]] == [[str(i), names[int(y[i])]] for i in range(3)]
+    assert [r[2:] for r in got[1:]] == user_units(model.reconstruct(x[:3], y[:3]))
+    got = rows("vary", "--item", "3", "--n", "2")
+    assert got[0] == ["draw", "target", *columns] and [r[:2] for r in got[1:]] == [["1", names[int(y[3])]],
+                                                                                      ["2", names[int(y[3])]]]
+    got = rows("arithmetic", "--a", "0", "--b", "1", "--c", "2")
+    assert got[0] == ["row", "target", *columns]
+    assert [r[:2] for r in got[1:]] == [["a: item 0", names[int(y[0])]], ["b: item 1", names[int(y[1])]],
+                                        ["c: item 2", names[int(y[2])]], ["a - b + c", names[int(y[2])]]]
+    got = rows("neighbours", "--item", "1", "--k", "2")
+    assert got[0] == ["item", "distance", "target", *columns] and got[1][:3] == ["1", "0", names[int(y[1])]]
+    assert all(r[2] == names[int(y[int(r[0])])] for r in got[1:])
+    got = rows("attribute", "--attr", "1", "--apply-to", "0,3", "--strengths", "0,1")
+    assert got[0] == ["item", "strength", "target", *columns]
+    assert [r[:3] for r in got[1:]] == [[str(i), s, names[int(y[i])]] for i in (0, 3) for s in ("0.0", "1.0")]
 
 
 def test_a_new_file_for_a_run_trained_with_impute_drop_keeps_its_rows(tmp_path, capsys):

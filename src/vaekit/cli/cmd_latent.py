@@ -138,11 +138,14 @@ def _label(y, index: int):
     return None if y is None else y[index]
 
 
-def _save(model, items: torch.Tensor, out: str, ncol: int | None = None, **labels) -> Path:
-    """Pictures or arrays; for a table model, rows in the user's units (items in order, one row each). `labels`:
-    what a picture says it shows (viz.labelled_grid's captions, row_labels, title)."""
+def _save(model, items: torch.Tensor, out: str, ncol: int | None = None, described: dict[str, list] | None = None,
+          y: torch.Tensor | int | None = None, **labels) -> Path:
+    """Pictures or arrays; for a table model, rows in the user's units (items in order, one row each), a CSV's first
+    columns saying what each row is (`described`) and, for a label-conditioned model, the class it was decoded with
+    (`y`: one, or one per row). `labels`: what a picture says it shows (viz.labelled_grid's captions, row_labels,
+    title)."""
     if model_table(model.config) is not None:
-        return save_output(model, items.reshape(-1, *model.data_shape), out)
+        return save_output(model, items.reshape(-1, *model.data_shape), out, y=y, described=described)
     return viz.labelled_grid(items, out, ncol=ncol, **labels)
 
 
@@ -192,6 +195,8 @@ def traverse(args: argparse.Namespace) -> int:
     values = torch.linspace(*low_high, args.steps).tolist()
     unit = "the prior's SD" if model.codes_follow_prior else "the codes' SD over the data"  # as latent.traverse
     print(_save(model, result.images if plain else result.grid(), args.out, ncol=args.steps,
+                described={"dimension": [name for name in names for _ in values], "value": values * len(names)},
+                y=_label(y, args.item),
                 captions=[_number(v) for v in values] * len(result.dims),
                 row_labels=names,
                 title=f"item {args.item}: one latent dimension per row, swept from {low_high[0]:g} to "
@@ -254,6 +259,8 @@ def attribute(args: argparse.Namespace) -> int:
     if not args.out.endswith(".npy") or len(indices) == 1:  # one item: (n_strengths, *data_shape), as before
         images = images.flatten(0, 1)
     print(_save(model, images, args.out, ncol=len(strengths),
+                described={"item": [i for i in indices for _ in strengths], "strength": strengths * len(indices)},
+                y=None if y is None else torch.stack([y[i] for i in indices for _ in strengths]),
                 captions=[("0\nunedited" if s == 0 else _number(s)) for s in strengths] * len(indices),
                 row_labels=[f"item {i}" for i in indices],
                 title=f"{args.method} attribute vector: {groups.description}; strength in each column"))
@@ -275,6 +282,7 @@ def vary(args: argparse.Namespace) -> int:
     picture = not args.out.endswith(".npy") and model_table(model.config) is None
     shown = torch.cat([item[None], images]) if picture else images  # the item itself first, to compare against
     print(_save(model, shown, args.out, ncol=min(len(shown), viz.WRAP),
+                described={"draw": list(range(1, len(images) + 1))}, y=_label(y, args.item),
                 captions=[f"item {args.item}"] + [f"draw {i + 1}" for i in range(len(images))],
                 title=f"decoded draws from q(z|x) of item {args.item}"))
     return 0
@@ -285,7 +293,9 @@ def arithmetic(args: argparse.Namespace) -> int:
     a, b, c = pick(x, args.a, "--a"), pick(x, args.b, "--b"), pick(x, args.c, "--c")
     result = latent.arithmetic(model, a, b, c, labels=[_label(y, i) for i in (args.a, args.b, args.c)])[None]
     images = result if args.out.endswith(".npy") else torch.cat([torch.stack([a, b, c]), result])
-    print(_save(model, images, args.out, ncol=len(images),
+    roles = [f"a: item {args.a}", f"b: item {args.b}", f"c: item {args.c}", "a - b + c"][-len(images):]
+    classes = None if y is None else torch.stack([y[args.a], y[args.b], y[args.c], y[args.c]])[-len(images):]
+    print(_save(model, images, args.out, ncol=len(images), described={"row": roles}, y=classes,
                 captions=[f"a: item {args.a}", f"b: item {args.b}", f"c: item {args.c}", "decoded a - b + c"],
                 title="latent arithmetic: the code of a, minus b's, plus c's, decoded"))
     return 0
@@ -304,7 +314,10 @@ def neighbours(args: argparse.Namespace) -> int:
     print(f"nearest to item {own} (item, distance): " + ", ".join(f"{i} ({d:.3g})" for i, d in keep))
     found_items = x[[i for i, _ in keep]]
     images = found_items if args.out.endswith(".npy") else torch.cat([item[None], found_items])
+    shown = ([(own, 0.0)] if len(images) > len(keep) else []) + keep  # the query first, where it is shown
     print(_save(model, images, args.out, ncol=min(len(images), viz.WRAP),
+                described={"item": [i for i, _ in shown], "distance": [f"{d:.6g}" for _, d in shown]},
+                y=None if y is None else y[[i for i, _ in shown]],
                 captions=[f"item {own}\nquery"] + [f"item {i}\nd={d:.2g}" for i, d in keep],
                 title=f"the {k} items whose codes are nearest to item {own}'s, with their distances"))
     return 0

@@ -159,7 +159,8 @@ def reconstruct(args: argparse.Namespace) -> int:
     y = split_labels(model, dataset, args.split)
     recon = model.reconstruct(x.to(model.device), None if y is None else y[:n]).cpu()
     if args.out.endswith(".npy") or model_table(model.config) is not None:
-        print(save_output(model, recon, args.out))  # a table's reconstructions: rows in the user's units
+        # a table's reconstructions: rows in the user's units, each with its item's index (and class)
+        print(save_output(model, recon, args.out, y=None if y is None else y[:n], described={"item": list(range(n))}))
     else:
         print(viz.save_images(paired_rows(x, recon, RECONSTRUCT_ROW), args.out, ncol=min(n, RECONSTRUCT_ROW)))
     return 0
@@ -196,7 +197,9 @@ def interpolate(args: argparse.Namespace) -> int:
                                 title=f"{method} between the codes of items {args.source} and {args.target} (the "
                                       f"items themselves at the ends){on}"))
     else:
-        print(save_output(model, path.cpu(), args.out, ncol=args.steps))
+        decoded_with = label if label is not None else None if y is None else y[args.source]  # latent.interpolate's
+        print(save_output(model, path.cpu(), args.out, ncol=args.steps, y=decoded_with,
+                          described={"t": [f"{t:.6g}" for t in torch.linspace(0, 1, args.steps).tolist()]}))
     return 0
 
 

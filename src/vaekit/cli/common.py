@@ -326,15 +326,18 @@ def load_array(path: str) -> np.ndarray:
 
 
 def save_output(model: Model, values: torch.Tensor, path: str, ncol: int | None = None,
-                y: torch.Tensor | None = None) -> Path:
-    """Decoded items to --out: rows in the user's units for a table model (.csv or .npy; `y`, the classes a
-    label-conditioned model decoded them for, as a first column), else pictures or arrays."""
+                y: torch.Tensor | int | None = None, described: dict[str, list] | None = None) -> Path:
+    """Decoded items to --out: rows in the user's units for a table model (.csv or .npy; `described`, what each row
+    is, as first CSV columns; `y`, the class (one, or one per row) a label-conditioned model decoded them for, as the
+    next), else pictures or arrays."""
     table = model_table(model.config)
     if table is not None:
         names = model.config.label_names
-        labels = None if y is None else [names[i] if i < len(names) else str(i) for i in y.tolist()]
+        if y is not None:
+            y = torch.as_tensor(y).reshape(-1).expand(len(values)) if torch.as_tensor(y).numel() == 1 else y
+        labels = None if y is None else [names[i] if i < len(names) else str(i) for i in torch.as_tensor(y).tolist()]
         column = model.run_config.data.label_column if model.run_config is not None else None
-        return write_rows(table, values, path, labels, column if column not in table.names else None)
+        return write_rows(table, values, path, labels, column if column not in table.names else None, described)
     return viz.save_images(values, path, ncol)
 
 

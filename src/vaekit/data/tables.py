@@ -22,7 +22,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -694,18 +694,24 @@ def _digits(column: Column) -> int:
 
 
 def write_rows(schema: TableSchema, values: torch.Tensor | np.ndarray, path: str | Path,
-               labels: Sequence[str] | None = None, label_name: str | None = None) -> Path:
+               labels: Sequence[str] | None = None, label_name: str | None = None,
+               described: Mapping[str, Sequence[Any]] | None = None) -> Path:
     """Decoded rows in the user's units: a CSV with a header, or .npy (only for tables whose values are numbers).
-    `labels`: each row's class, for rows a label-conditioned model decoded: a first CSV column, named label_name (the
-    table's label column) or "label" (a .npy holds the values only)."""
+    `described`: what each row is (e.g. {"dimension": ..., "value": ...} for a traversal), first CSV columns;
+    `labels`: each row's class, for rows a label-conditioned model decoded: the next CSV column, named label_name
+    (the table's label column) or "label". A .npy holds the values only."""
     path = Path(path)
     decoded = schema.decode(values)
     if path.suffix.lower() == ".csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        named = labels is not None
-        writer.writerow([label_name or "label"] * named + list(schema.names))
-        columns = ([list(labels)] if named else []) + [
+        leading = dict(described or {})
+        if labels is not None:
+            leading[label_name or "label"] = list(labels)
+        clash = [name for name in leading if name in schema.names]
+        leading = {(f"{name} (row)" if name in clash else name): values for name, values in leading.items()}
+        writer.writerow([*leading, *schema.names])
+        columns = [list(values) for values in leading.values()] + [
             [f"{v:.{_digits(column)}g}" if isinstance(v, float) else v for v in decoded[column.name]]
             for column in schema.columns]
         writer.writerows(zip(*columns, strict=True))
