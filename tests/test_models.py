@@ -162,6 +162,30 @@ def test_a_conditioned_models_labels_are_class_indices_or_refused():
     assert resolve_config(RunConfig(model=ModelConfig(condition="label")), whole).model.num_labels == 10
 
 
+def test_classes_without_training_items_are_named_in_a_warning(caplog):
+    """Labels {3, 7} are classes 0..7, six of them without an item to train on; a class missing from the training
+    split alone too: said, by name where the classes have names."""
+    data = load_dataset(DataConfig(name="digits"))
+    cfg = RunConfig(model=ModelConfig(condition="label"))
+    caplog.set_level("WARNING")
+    assert resolve_config(cfg, data).model.num_labels == 10 and "no training items" not in caplog.text
+    keep = (data.y_train == 3) | (data.y_train == 7)
+    sparse = vaekit.Dataset("sparse", data.x_train[keep], data.x_test, data.y_train[keep], data.y_test)
+    assert resolve_config(cfg, sparse).model.num_labels == 10
+    assert "classes 0, 1, 2, 4, 5, 6, 8, 9 have no training items (of 10 classes, numbered 0 to the largest label)" \
+        in caplog.text
+    caplog.clear()
+    named = vaekit.Dataset("named", data.x_train[keep], data.x_test, data.y_train[keep], data.y_test,
+                           label_names=tuple("zero one two three four five six seven eight nine".split()))
+    resolve_config(cfg, named)
+    assert "classes zero, one, two, four, five, six, eight, nine have no training items (of 10 classes)" in caplog.text
+    caplog.clear()
+    one_gone = data.y_train != 4
+    resolve_config(cfg, vaekit.Dataset("most", data.x_train[one_gone], data.x_test, data.y_train[one_gone],
+                                       data.y_test))
+    assert "class 4 has no training items" in caplog.text
+
+
 def test_likelihood_auto_follows_the_data_range():
     data = load_dataset(DataConfig(name="digits"))
     assert resolve_config(RunConfig(), data).model.likelihood == "bernoulli"

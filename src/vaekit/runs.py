@@ -93,6 +93,16 @@ def dataset_classes(dataset: Dataset) -> int:
     if classes < 2:
         raise VaekitError(f"--condition label needs at least 2 classes, but {dataset.name} has one: there is "
                           "nothing to condition on; drop --condition label")
+    seen = set(dataset.y_train.long().unique().tolist())
+    unseen = [c for c in range(classes) if c not in seen]
+    if unseen:  # their label's embedding (and a prior's components of theirs) train on nothing
+        names = [dataset.label_names[c] if dataset.label_names else str(c) for c in unseen]
+        shown = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
+        log.warning("%s %s no training items (of %d classes%s): a model conditioned on %s decodes %s with what it "
+                    "never learned; give each class training items, or number the classes 0..N-1 without gaps",
+                    f"classes {shown}" if len(names) > 1 else f"class {shown}", "have" if len(names) > 1 else "has",
+                    classes, "" if dataset.label_names else ", numbered 0 to the largest label",
+                    "them" if len(names) > 1 else "it", "them" if len(names) > 1 else "it")
     return classes
 
 
