@@ -66,6 +66,8 @@ class _TwoLayers(Distribution):
         return (z1, z2) if self.first == "z1" else (z2, z1)
 
     def _conditional(self, value: torch.Tensor, base: torch.Tensor) -> DiagonalGaussian:
+        if torch.compiler.is_compiling():  # computed again (a compiled graph shares the work): no version to read,
+            return self.given(base)  # whose is_inference() split the compiled step
         if self._last is not None and self._last[0] is value and self._last[1] == _version(value):
             return self._last[2]
         return self.given(base)
@@ -84,7 +86,7 @@ class _TwoLayers(Distribution):
         then_dist = self.given(first)
         then = then_dist.rsample_with(e_then)
         z = torch.cat(self._order(first, then), -1)
-        self._last = (z, _version(z), then_dist)
+        self._last = None if torch.compiler.is_compiling() else (z, _version(z), then_dist)
         return z
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:

@@ -243,7 +243,9 @@ class Model(nn.Module):
             raise VaekitError(f"this model is conditioned on labels (0..{self.num_labels - 1}): pass the labels "
                               "(y=..., or --label on the command line)")
         y = self.expand_labels(y, batch)
-        if y.device.type == "cpu":  # labels given by a caller; on a GPU (training data, checked when loaded), no sync
+        # labels given by a caller; on a GPU or in a compiled step (training data, checked when loaded), no sync and
+        # no graph break (the check's .item() split every compiled step in two)
+        if y.device.type == "cpu" and not torch.compiler.is_compiling():
             if bool(((y < 0) | (y >= self.num_labels)).any()):
                 raise VaekitError(f"labels must be class indices 0..{self.num_labels - 1}, got values in "
                                   f"[{int(y.min())}, {int(y.max())}]")
@@ -263,7 +265,8 @@ class Model(nn.Module):
             raise VaekitError(f"labels must be class indices: one int per item (batch,), got a {y.dtype} tensor of "
                               f"shape {tuple(y.shape)}")
         if y.dtype.is_floating_point:  # whole numbers are fine as they are; a fraction is no class
-            bad = ~(torch.isfinite(y) & (y == y.round())) if y.device.type == "cpu" else None
+            bad = ~(torch.isfinite(y) & (y == y.round())) if y.device.type == "cpu" and \
+                not torch.compiler.is_compiling() else None
             if bad is not None and bool(bad.any()):
                 raise VaekitError("labels must be class indices (whole numbers), got fractions such as "
                                   f"{float(y[bad].reshape(-1)[0]):g}")
