@@ -315,6 +315,42 @@ def test_no_output_replaces_a_file_the_command_reads_or_the_data_a_run_trained_o
     assert main(["sample", "run", "--n", "3", "--out", "samples.csv"]) == 0  # any other name is written
 
 
+def test_sampling_an_ae_from_its_nominal_prior_says_where_its_codes_are(small_run, tmp_path, caplog):
+    """An AE's codes were never trained towards N(0, I): `sample` says so and names --sampler mixture (the explorer
+    and compare say it too); a VAE's draws get no note."""
+    ae = tmp_path / "ae"
+    assert main(["train", "--data", "digits", "--model", "ae", "--latent-dim", "2", "--hidden-dims", "8",
+                 "--epochs", "1", "--no-progress", "--out", str(ae)]) == 0
+    caplog.set_level("INFO")
+    for run, noted in ((ae, True), (small_run, False)):
+        caplog.clear()
+        assert main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
+        assert ("never trained towards its prior" in caplog.text and "--sampler mixture" in caplog.text) is noted
+    caplog.clear()
+    assert main(["sample", str(ae), "--n", "4", "--sampler", "mixture", "--fit-items", "50", "--components", "2",
+                 "--out", str(tmp_path / "s.png")]) == 0
+    assert "never trained towards" not in caplog.text
+
+
+def test_an_upper_case_suffix_chooses_the_format_as_a_lower_case_one(small_run, tmp_path):
+    """D.NPY is an array as d.npy is (it was refused, while D.PNG was a picture), for every command writing one."""
+    for args, shape in ((["sample", "--n", "3"], (3, 1, 8, 8)), (["traverse", "--dims", "0", "--steps", "4"],
+                                                                  (1, 4, 1, 8, 8)),
+                        (["arithmetic", "--a", "0", "--b", "1", "--c", "2"], (1, 1, 8, 8)),
+                        (["neighbours", "--item", "0", "--k", "2"], (2, 1, 8, 8)),
+                        (["reconstruct", "--n", "2"], (2, 1, 8, 8))):
+        out = tmp_path / f"{args[0]}.NPY"
+        assert main([args[0], str(small_run), *args[1:], "--out", str(out)]) == 0, args
+        assert np.load(out).shape == shape, args
+
+
+def test_evaluate_n_beyond_the_split_says_it_evaluates_all(small_run, caplog, capsys):
+    caplog.set_level("INFO")
+    assert main(["evaluate", str(small_run), "--n", "100000", "--iw-samples", "0", "--no-progress"]) == 0
+    items = json.loads(capsys.readouterr().out)["n_examples"]
+    assert f"note: the test split has {items} items: evaluating all of them" in caplog.text
+
+
 def test_sizes_threads_devices_and_data_flags_are_checked_for_commands_on_a_run(small_run, tmp_path, capsys):
     import torch
 

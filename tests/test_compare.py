@@ -524,7 +524,27 @@ def test_per_class_mixture_draws_are_each_class_own_and_refuse_a_class_too_small
     assert not torch.allclose(z[wanted == 1] - z[wanted == 0], torch.full((200, 3), 10.0), atol=1e-3)
     torch.testing.assert_close(class_mixture_draws(codes, labels, wanted, 2, seed=0), z)  # seeded
     few = torch.tensor([0] * 200 + [1])
-    with pytest.raises(vaekit.VaekitError, match="needs at least 2 items of class 1, and 1 were fitted"):
+    with pytest.raises(vaekit.VaekitError, match=r"^1 training item of class 1 was fitted, and a mixture of 1 "
+                                                 r"component needs at least 2: fit more items$"):
         class_mixture_draws(codes[:201], few, torch.tensor([0, 1]), 1, seed=0)
-    with pytest.raises(vaekit.VaekitError, match="needs at least 3 items of class 1"):
-        class_mixture_draws(codes[:202], torch.tensor([0] * 200 + [1, 1]), torch.tensor([1]), 3, seed=0)
+    with pytest.raises(vaekit.VaekitError, match="^2 training items of class seven were fitted, and a mixture of 3 "
+                                                 "components needs at least 3: fit more items, or use fewer components"):
+        class_mixture_draws(codes[:202], torch.tensor([0] * 200 + [1, 1]), torch.tensor([1]), 3, seed=0,
+                            label_names=("six", "seven"))
+
+
+def test_a_mixture_that_does_not_converge_is_said_in_one_line(caplog):
+    """Codes on fewer distinct points than components: scikit-learn's multi-line ConvergenceWarning becomes one line
+    naming the class (it reached stderr as it was)."""
+    import warnings
+
+    from vaekit.compare import class_mixture_draws
+
+    codes = torch.tensor([[0.0, 0.0], [1.0, 1.0]]).repeat(20, 1)  # two points, four components
+    caplog.set_level("WARNING")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none reaches the user as a Python warning
+        z = class_mixture_draws(codes, torch.zeros(40, dtype=torch.long), torch.zeros(5, dtype=torch.long), 4, seed=0,
+                                label_names=("smile",))
+    assert z.shape == (5, 2) and torch.isfinite(z).all()
+    assert "the 4-component Gaussian mixture on the codes of class smile did not converge" in caplog.text

@@ -1069,6 +1069,11 @@ def test_a_conditioned_model_decodes_paths_and_edits_with_the_label_given_and_sa
     assert client.post("/api/encode", json={"item": 0}).json()["decoded_with"] == str(int(explorer.items.y[0]))
     refused = client.post("/api/attribute", json={"item": 0, "attribute": "3", "strength": 1.0})
     assert refused.status_code == 404 and "conditioned on" in refused.json()["error"]
+    # digits' only attributes are its classes, which a conditioned model's edits cannot use: said so, not "one of none"
+    assert refused.json()["error"].endswith(": this run's data has no attributes to edit by")
+    for path, body in (("/api/decode", {"z": z}), ("/api/sample", {"n": 2}), ("/api/map/decode", {"point": [0, 0]})):
+        response = client.post(path, json=body)  # no item to take the class from: the README's 422
+        assert response.status_code == 422 and "conditioned on labels: give label" in response.json()["error"], path
 
 
 def test_an_attribute_edit_comes_with_the_reconstruction_it_starts_from(digits):

@@ -394,7 +394,14 @@ def test_cli_per_item_and_compare_to(tmp_path, capsys):
     assert main(["evaluate", str(conditioned), *common, "--compare-to", str(table)]) == 0
     given = json.loads(capsys.readouterr().out)
     assert given["given_labels"] is True
-    assert given["paired"]["note"].startswith("this model's measures are of x given its label (-log p(x|y))")
+    assert given["paired"]["note"].startswith("this model's measures are of x given its label (-log p(x|y)), the "
+                                              "other's of x alone")
+    # and the other way round: the model without labels is this one
+    assert main(["evaluate", str(conditioned), *common, "--per-item", str(tmp_path / "given.csv")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(first), *common, "--compare-to", str(tmp_path / "given.csv")]) == 0
+    assert json.loads(capsys.readouterr().out)["paired"]["note"].startswith(
+        "the other model's measures are of x given its label (-log p(x|y)), this one's of x alone")
 
 
 @pytest.mark.parametrize("case", ["missing", "fewer", "other split", "not a table", "not numbers"])

@@ -7,7 +7,7 @@ import logging
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -196,11 +196,25 @@ def label_draws(dataset: Dataset, model: Model, n: int, seed: int) -> torch.Tens
     return dataset.y_train[index]
 
 
-def fit_mixture(codes: torch.Tensor, components: int, seed: int):
-    """A full-covariance Gaussian mixture on codes: an explicit density to sample z from (Ghosh et al. 2020)."""
+def fit_mixture(codes: torch.Tensor, components: int, seed: int, of: str = "the codes"):
+    """A full-covariance Gaussian mixture on codes: an explicit density to sample z from (Ghosh et al. 2020).
+    scikit-learn's warning that the fit did not converge (codes on a few points) is said in one line, naming `of`."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
 
-    return GaussianMixture(components, covariance_type="full", random_state=seed).fit(codes.double().numpy())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        mixture = GaussianMixture(components, covariance_type="full", random_state=seed).fit(codes.double().numpy())
+    for warning in caught:
+        if issubclass(warning.category, ConvergenceWarning):
+            log.warning("the %d-component Gaussian mixture on %s did not converge (the codes lie on fewer distinct "
+                        "points than components, or nearly): its draws are the fitted mixture's; fewer components "
+                        "fit it better", components, of)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return mixture
 
 
 def mixture_draws(mixture, n: int, seed: int) -> torch.Tensor:
@@ -210,22 +224,25 @@ def mixture_draws(mixture, n: int, seed: int) -> torch.Tensor:
 
 
 def class_mixture_draws(codes: torch.Tensor, code_labels: torch.Tensor, wanted: torch.Tensor, components: int,
-                        seed: int) -> torch.Tensor:
+                        seed: int, label_names: Sequence[str] = ()) -> torch.Tensor:
     """One draw for each label in `wanted` (n,), from a Gaussian mixture fitted to the codes (N, d) of that class
     alone (code_labels (N,)): for a model whose codes carry the class (a label-conditioned vqvae), where one mixture
-    of all the codes would draw every class alike. (n, d)."""
+    of all the codes would draw every class alike. (n, d). `label_names`: the classes' names, for messages."""
     z = torch.empty(len(wanted), codes.shape[1])
     for label in wanted.unique().tolist():
         own = codes[code_labels == label]
+        name = label_names[label] if label < len(label_names) else str(label)
         if len(own) < max(components, 2):
-            raise VaekitError(f"a mixture of {components} component{'s' if components > 1 else ''} needs at least "
-                              f"{max(components, 2)} items of class {label}, and {len(own)} were fitted: use fewer "
-                              "components, or fit more items")
+            one = len(own) == 1
+            raise VaekitError(f"{len(own)} training item{'' if one else 's'} of class {name} {'was' if one else 'were'} "
+                              f"fitted, and a mixture of {components} component{'s' if components > 1 else ''} needs "
+                              f"at least {max(components, 2)}: fit more items"
+                              + (", or use fewer components" if components > 1 else ""))
         log.info("fitting a %d-component Gaussian mixture to the codes of the %d training items of class %s ...",
-                 components, len(own), label)
+                 components, len(own), name)
         own_seed = seed + 1 + int(label)  # each class its own draws (one seed for all drew the same noise for each)
-        z[wanted == label] = mixture_draws(fit_mixture(own, components, own_seed), int((wanted == label).sum()),
-                                           own_seed)
+        mixture = fit_mixture(own, components, own_seed, f"the codes of class {name}")
+        z[wanted == label] = mixture_draws(mixture, int((wanted == label).sum()), own_seed)
     return z
 
 
@@ -390,7 +407,8 @@ def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs
     if options.gmm_components:
         train_codes = latent.encode_dataset(model, x_train, y=y_train).flatten(1)
         if by_class:  # codes that carry the class: each draw from its own class's mixture
-            z_gmm = class_mixture_draws(train_codes, y_train, prior_labels, options.gmm_components, seed)
+            z_gmm = class_mixture_draws(train_codes, y_train, prior_labels, options.gmm_components, seed,
+                                        model.config.label_names)
         else:
             z_gmm = mixture_draws(fit_mixture(train_codes, options.gmm_components, seed), n_draws, seed)
         z_gmm = z_gmm.reshape(-1, *model.code_shape)

@@ -168,8 +168,9 @@ class ModelConfig:
     free_bits: float = setting(0.0, "free bits (Kingma et al. 2016): in training, each regularizer term (each "
                                "layer's KL) counts as at least this many nats per latent dimension of its layer, with "
                                "no gradient below that", check=(non_negative, ">= 0"))
-    condition: str = setting("none", "condition the encoder and decoder on the class label (ae, vae, iwae, tcvae, "
-                             "hvae; vqvae, whose prior over codes takes it too)",
+    condition: str = setting("none", "condition the encoder and decoder on the class label (every family: ae, vae, "
+                             "iwae, tcvae, hvae; vamp, vqvae and an hvae with a vamp top prior, whose prior takes it "
+                             "too)",
                              choices=("none", "label"))
     num_labels: int = setting(0, check=(lambda v: v >= 0, ">= 0"), from_data=True)  # classes of a label-conditioned
     # model; filled in from the data

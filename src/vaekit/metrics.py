@@ -586,8 +586,8 @@ def paired(result: Evaluation, table: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"against": str(other), "items": n, "iw_samples": result.iw_samples,
                            "other_iw_samples": table[K_KEY]}
     if result.given_labels != table[GIVEN_KEY]:
-        which = "this model's" if result.given_labels else "the other model's"
-        out["note"] = (f"{which} measures are of x given its label (-log p(x|y)), the other's of x alone: the "
+        given, alone = ("this model's", "the other's") if result.given_labels else ("the other model's", "this one's")
+        out["note"] = (f"{given} measures are of x given its label (-log p(x|y)), {alone} of x alone: the "
                        "difference includes the information the label gives")
         log.warning("%s", out["note"])
     for m in measures:

@@ -49,13 +49,13 @@ def image_grid(images: torch.Tensor | np.ndarray, ncol: int | None = None, pad: 
 def save_images(images: torch.Tensor | np.ndarray, path: str | Path, ncol: int | None = None) -> Path:
     """.png: a grid; .npy: the raw array (N, *data_shape), as every image-writing command accepts."""
     path = Path(path)
-    if path.suffix == ".npy":
+    if path.suffix.lower() == ".npy":
         array = images.detach().cpu().numpy() if torch.is_tensor(images) else np.asarray(images)
         return atomic_write(path, lambda tmp: np.save(tmp, array))
     if path.suffix.lower() == ".png":
         picture = image_grid(images, ncol)
         return atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
-    raise VaekitError(f"cannot write {path.name}: --out must end in .png (a picture) or .npy (the arrays)")
+    raise VaekitError(f"cannot write {path}: --out must end in .png (a picture) or .npy (the arrays)")
 
 
 WRAP = 16  # a strip of more items than this wraps onto more rows

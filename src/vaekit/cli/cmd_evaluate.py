@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
-
 
 from .. import checkpoint, metrics
 from ..data import hold_out, validation_items
@@ -24,6 +24,8 @@ from ..files import check_target, write_text
 from ..train import resolve_device
 from .common import (add_data_flags, add_seed, add_split, add_threads, own_data, run_dataset, run_folder,
                      split_labels)
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -90,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     dataset = run_dataset(args.run, args)
     x, y = _split(args, model, dataset)
     if args.n is not None:
+        if args.n > len(x):
+            log.warning("note: the %s split has %d items: evaluating all of them", args.split, len(x))
         x, y = x[: args.n], None if y is None else y[: args.n]
     # a missing table, or one of other items, fails before the evaluation's minutes, not after them
     other = metrics.read_items(args.compare_to, x) if args.compare_to else None

@@ -191,7 +191,7 @@ def traverse(args: argparse.Namespace) -> int:
                              data_labels=None if y is None else y[:2000])
     names = [model.code_number_name(d) for d in result.dims]
     log.info("rows: latent dimensions %s; columns: values %g..%g", ", ".join(names), *low_high)
-    plain = args.out.endswith(".npy") or model_table(model.config) is not None
+    plain = args.out.lower().endswith(".npy") or model_table(model.config) is not None
     values = torch.linspace(*low_high, args.steps).tolist()
     unit = "the prior's SD" if model.codes_follow_prior else "the codes' SD over the data"  # as latent.traverse
     print(_save(model, result.images if plain else result.grid(), args.out, ncol=args.steps,
@@ -256,7 +256,7 @@ def attribute(args: argparse.Namespace) -> int:
     edit = edits.attribute_edit(codes, groups, args.method)
     images = torch.stack([edits.apply_edit(model, item, edit, strengths, y=_label(y, index))
                           for item, index in zip(items, indices)])
-    if not args.out.endswith(".npy") or len(indices) == 1:  # one item: (n_strengths, *data_shape), as before
+    if not args.out.lower().endswith(".npy") or len(indices) == 1:  # one item: (n_strengths, *data_shape), as before
         images = images.flatten(0, 1)
     print(_save(model, images, args.out, ncol=len(strengths),
                 described={"item": [i for i in indices for _ in strengths], "strength": strengths * len(indices)},
@@ -279,7 +279,7 @@ def vary(args: argparse.Namespace) -> int:
     item = pick(x, args.item)
     images = latent.vary(model, item, decoded_count(model, args.n, "--n"), torch.Generator().manual_seed(args.seed),
                          y=_label(y, args.item))
-    picture = not args.out.endswith(".npy") and model_table(model.config) is None
+    picture = not args.out.lower().endswith(".npy") and model_table(model.config) is None
     shown = torch.cat([item[None], images]) if picture else images  # the item itself first, to compare against
     print(_save(model, shown, args.out, ncol=min(len(shown), viz.WRAP),
                 described={"draw": list(range(1, len(images) + 1))}, y=_label(y, args.item),
@@ -292,7 +292,7 @@ def arithmetic(args: argparse.Namespace) -> int:
     model, _, x, y = _load(args)
     a, b, c = pick(x, args.a, "--a"), pick(x, args.b, "--b"), pick(x, args.c, "--c")
     result = latent.arithmetic(model, a, b, c, labels=[_label(y, i) for i in (args.a, args.b, args.c)])[None]
-    images = result if args.out.endswith(".npy") else torch.cat([torch.stack([a, b, c]), result])
+    images = result if args.out.lower().endswith(".npy") else torch.cat([torch.stack([a, b, c]), result])
     roles = [f"a: item {args.a}", f"b: item {args.b}", f"c: item {args.c}", "a - b + c"][-len(images):]
     classes = None if y is None else torch.stack([y[args.a], y[args.b], y[args.c], y[args.c]])[-len(images):]
     print(_save(model, images, args.out, ncol=len(images), described={"row": roles}, y=classes,
@@ -313,7 +313,7 @@ def neighbours(args: argparse.Namespace) -> int:
     keep = [(int(i), float(d)) for i, d in zip(found.indices, found.distances) if int(i) != own][:k]
     print(f"nearest to item {own} (item, distance): " + ", ".join(f"{i} ({d:.3g})" for i, d in keep))
     found_items = x[[i for i, _ in keep]]
-    images = found_items if args.out.endswith(".npy") else torch.cat([item[None], found_items])
+    images = found_items if args.out.lower().endswith(".npy") else torch.cat([item[None], found_items])
     shown = ([(own, 0.0)] if len(images) > len(keep) else []) + keep  # the query first, where it is shown
     print(_save(model, images, args.out, ncol=min(len(images), viz.WRAP),
                 described={"item": [i for i, _ in shown], "distance": [f"{d:.6g}" for _, d in shown]},
@@ -342,7 +342,7 @@ def latent_map(args: argparse.Namespace) -> int:
             float(values.max()) < 20 else None
     labels = None if labels is None else labels[:n]
     result = latent.latent_map(model, x[:n], labels=labels, method=args.method, y=None if y is None else y[:n])
-    if args.out.endswith(".npy"):
+    if args.out.lower().endswith(".npy"):
         print(atomic_write(args.out, lambda tmp: np.save(tmp, result.points)))
         return 0
     if not args.out.lower().endswith(".png"):

@@ -27,7 +27,7 @@ RECONSTRUCT_ROW = 16  # items per row of reconstruct's picture
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="decode draws from the prior")
     p.add_argument("run")
-    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--n", type=int, default=64, help="how many draws (default %(default)s)")
     add_seed(p)
     add_label(p, help="class label of every draw, for a label-conditioned model (default: each class in turn)")
     p.add_argument("--draw", action=argparse.BooleanOptionalAction, default=None,
@@ -104,6 +104,10 @@ def sample(args: argparse.Namespace) -> int:
     if args.sampler == "mixture":
         images = _mixture_sample(args, model, n, y, draw)
     else:
+        if not model.codes_follow_prior and not model.stages:  # an AE's N(0, I) is nominal, as the explorer says
+            log.warning("note: the %s family's codes were never trained towards its prior, which it draws from, "
+                        "so its draws fall where few codes lie; --sampler mixture draws from a mixture fitted to the "
+                        "codes", model.family)
         images = model.sample(n, y=y, generator=torch.Generator().manual_seed(args.seed), draw=draw)
     cycled = model.num_labels and label is None  # each class in turn: one column per class
     print(save_output(model, images.cpu(), args.out, ncol=model.num_labels if cycled else None, y=y))
@@ -134,7 +138,7 @@ def _mixture_sample(args: argparse.Namespace, model, n: int, y: torch.Tensor | N
         labels = train.y[chosen]
     codes = latent.encode_dataset(model, train.x[chosen], y=labels).flatten(1)
     if model.prior_takes_labels:  # its codes carry the class (labels and y are given: it is conditioned)
-        z = class_mixture_draws(codes, labels, y, args.components, args.seed)
+        z = class_mixture_draws(codes, labels, y, args.components, args.seed, model.config.label_names)
     else:
         log.info("fitting a %d-component Gaussian mixture to the %d-number codes of %d training items ...",
                  args.components, codes.shape[1], len(codes))
@@ -158,7 +162,7 @@ def reconstruct(args: argparse.Namespace) -> int:
         log.warning("note: the %s split has %d items: reconstructing all of them", args.split, n)
     y = split_labels(model, dataset, args.split)
     recon = model.reconstruct(x.to(model.device), None if y is None else y[:n]).cpu()
-    if args.out.endswith(".npy") or model_table(model.config) is not None:
+    if args.out.lower().endswith(".npy") or model_table(model.config) is not None:
         # a table's reconstructions: rows in the user's units, each with its item's index (and class)
         print(save_output(model, recon, args.out, y=None if y is None else y[:n], described={"item": list(range(n))}))
     else:
@@ -204,7 +208,7 @@ def interpolate(args: argparse.Namespace) -> int:
 
 
 def encode(args: argparse.Namespace) -> int:
-    if not args.out.endswith(".npy"):
+    if not args.out.lower().endswith(".npy"):
         raise VaekitError(f"encode writes codes as .npy: got --out {args.out}")
     model = load_run(args.run)
     whole = args.split == "all"

@@ -582,13 +582,14 @@ class Explorer:
 
     def _groups(self, name: str):
         if name not in self.attributes():
-            known = ", ".join(self.attributes()) or "none"
+            known = (f"choose one of {', '.join(self.attributes())}" if self.attributes()
+                     else "this run's data has no attributes to edit by")
             if name in self._label_names() and name not in self._split_attributes():
                 why = (f"{name!r} is a class of the label this model is conditioned on: its decoder takes the class as "
                        "given, so a vector cannot change it (decode with another label instead)" if self.conditioned
                        else f"{name!r} is a class that repeats the attribute {', '.join(sorted(self._label_twins()))}")
-                raise NotFound(f"{why}: choose one of {known}")
-            raise NotFound(f"no attribute {name!r} here: choose one of {known}")
+                raise NotFound(f"{why}: {known}")
+            raise NotFound(f"no attribute {name!r} here: {known}")
         if self._from_table(name):
             return latent.groups_from_values(self.table_attributes[name], name)
         return latent.find_attribute(self.dataset, "train", name)
