@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"importance samples per item for the NLL (default {metrics.DEFAULT_IW_SAMPLES}, or 0 for a "
                         "family with no likelihood bound: ae, vqvae; 0 skips ELBO and NLL)")
     p.add_argument("--n", type=int, help="evaluate only the first N items of the split")
-    add_seed(p, "seed of the posterior samples (same seed, same numbers)")
+    add_seed(p, "seed of the posterior samples (same seed, same numbers; default 0)")
     p.add_argument("--max-rows", type=int, default=None,
                    help="decoded samples held at once (memory; default: as many as keep the decoder's widest "
                         "activation near 16 MB, at most 4096); results do not depend on it")

@@ -67,8 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=attribute, out_is_file=True)
 
     p = _parser(sub, "vary", "decode draws from one item's posterior q(z|x) (an AE gives copies of one image)")
-    p.add_argument("--item", type=int, default=0)
-    p.add_argument("--n", type=int, default=8)
+    p.add_argument("--item", type=int, default=0, help="index of the item in --split (default 0)")
+    p.add_argument("--n", type=int, default=8, help="how many draws from q(z|x) of the item (default 8)")
     add_seed(p)
     add_out(p)
     p.set_defaults(func=vary)
@@ -80,8 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=arithmetic)
 
     p = _parser(sub, "neighbours", "the items whose codes are nearest to an item's code")
-    p.add_argument("--item", type=int, default=0)
-    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--item", type=int, default=0, help="index of the query item in --split (default 0)")
+    p.add_argument("--k", type=int, default=8, help="how many nearest items (default 8)")
     add_out(p, help=".png (the item, then its k neighbours) or .npy of the neighbours (k, *data_shape)")
     p.set_defaults(func=neighbours)
 
