@@ -150,6 +150,23 @@ def test_export_mistakes_are_one_line_and_a_failed_check_replaces_nothing(small_
     assert {p.name: p.read_bytes() for p in (tmp_path / "good").iterdir()} == before  # nothing replaced or left
 
 
+def test_an_export_replaces_no_onnx_file_of_the_users(small_run, tmp_path, capsys):
+    """encoder.onnx (or onnx.json) in the folder without vaekit's onnx.json beside it is the user's: refused in one
+    line before the export, the file kept; a folder of vaekit's own export is written again."""
+    for own in ("encoder.onnx", "onnx.json"):
+        folder = tmp_path / own.replace(".", "-")
+        folder.mkdir()
+        (folder / own).write_bytes(b"my own model")
+        assert main(["export", str(small_run), "--onnx", str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert f"holds {own} that vaekit did not write" in err and err.count("\n") == 1
+        assert (folder / own).read_bytes() == b"my own model" and [p.name for p in folder.iterdir()] == [own]
+    assert main(["export", str(small_run), "--onnx", str(tmp_path / "ours")]) == 0
+    first = (tmp_path / "ours" / "encoder.onnx").stat().st_mtime_ns
+    assert main(["export", str(small_run), "--onnx", str(tmp_path / "ours")]) == 0
+    assert (tmp_path / "ours" / "encoder.onnx").stat().st_mtime_ns >= first
+
+
 def test_without_the_extra_export_says_how_to_install_it(small_run, tmp_path, monkeypatch):
     from vaekit.integrations.onnx import export_onnx
 

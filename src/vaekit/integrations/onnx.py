@@ -61,6 +61,25 @@ class _Decoder(torch.nn.Module):
         return self.model.decode_code(z, label).mean
 
 
+ONNX_FILES = ("encoder.onnx", "decoder.onnx", "onnx.json")
+
+
+def _check_folder(directory: Path) -> None:
+    """That the export replaces no file of the user's: encoder.onnx, decoder.onnx and onnx.json there are absent, or
+    beside an onnx.json vaekit wrote (a JSON object naming the family and its files)."""
+    present = [name for name in ONNX_FILES if (directory / name).exists()]
+    if not present:
+        return
+    try:
+        description = json.loads((directory / "onnx.json").read_text(encoding="utf-8"))
+        ours = isinstance(description, dict) and {"family", "files", "code_shape"} <= set(description)
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise VaekitError(f"{directory} holds {' and '.join(present)} that vaekit did not write, which the export "
+                          "would replace: export to a folder of its own, e.g. vaekit export RUN --onnx onnx/NAME")
+
+
 def export_onnx(model: Model, directory: str | Path, opset: int | None = None) -> OnnxExport:
     """Write encoder.onnx, decoder.onnx and onnx.json to `directory`, each checked in onnxruntime against PyTorch
     at batch sizes 1 and 7 before it replaces any file already there."""
@@ -79,6 +98,7 @@ def export_onnx(model: Model, directory: str | Path, opset: int | None = None) -
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise VaekitError(f"cannot create {directory} ({exc.strerror}): choose another --onnx folder") from None
+    _check_folder(directory)
     if model.device.type != "cpu":  # exported from the CPU, leaving the caller's model where it is
         import copy
 
@@ -189,11 +209,13 @@ def _export(model: Model, directory: Path, opset: int | None, conditioned: bool,
                             "code": ["batch", *model.code_shape]} if name == "encoder"
                            else {"mean": ["batch", *model.data_shape]}),
                 "max_difference_from_pytorch": differences[name],
-                # the set is replaced file by file, onnx.json last: files of two exports (one cut off between its
-                # renames) show as a digest that is not the file's
+                # the set is replaced file by file, onnx.json first (so that every .onnx file vaekit left has one
+                # beside it: _check_folder): files of two exports (one cut off between its renames) show as a digest
+                # that is not the file's
                 "sha256": hashlib.sha256(staged.read_bytes()).hexdigest()}
         (Path(scratch) / "onnx.json").write_text(json.dumps(description, indent=2) + "\n")
-        for file in ("encoder.onnx", "decoder.onnx", "onnx.json"):
+        _check_folder(directory)  # again, just before: the export took a while
+        for file in ("onnx.json", "encoder.onnx", "decoder.onnx"):
             os.replace(Path(scratch) / file, directory / file)
     return OnnxExport(directory / "encoder.onnx", directory / "decoder.onnx", directory / "onnx.json", differences)
 
