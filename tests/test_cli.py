@@ -313,6 +313,34 @@ def test_no_output_replaces_a_file_the_command_reads_or_the_data_a_run_trained_o
         assert says in err and "write to another name" in err and err.count("\n") == 1, (args, err)
     assert {name: Path(name).read_bytes() for name in kept} == kept
     assert main(["sample", "run", "--n", "3", "--out", "samples.csv"]) == 0  # any other name is written
+    # from another folder: the run's data is where it was when the run trained (data.json), not a file of that name
+    # here; ~ is expanded as the loaders expand it
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for args, says in ((["sample", "../run", "--n", "3", "--out", "../table.csv"], "the data the run in ../run"),
+                       (["reconstruct", "../run", "--data", "~/other.csv", "--out", str(tmp_path / "other.csv")],
+                        "is an input of this command")):
+        capsys.readouterr()
+        assert main(args) == 2, args
+        assert says in capsys.readouterr().err
+    Path("table.csv").write_text("not the run's data\n")
+    assert main(["sample", "../run", "--n", "3", "--out", "table.csv"]) == 0  # another file of that name: written
+    assert Path("table.csv").read_text().startswith("a,b,c\n")
+    assert {name: (tmp_path / name).read_bytes() for name in kept} == kept
+    # an image folder the run trained on takes no output into it (it would be one more training picture)
+    from PIL import Image
+
+    (tmp_path / "pictures").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        Image.fromarray((rng.random((8, 8)) * 255).astype(np.uint8)).save(tmp_path / "pictures" / f"{i:02d}.png")
+    assert main(["train", "--data", str(tmp_path / "pictures"), "--latent-dim", "2", "--hidden-dims", "8", "--epochs",
+                 "1", "--no-progress", "--out", str(tmp_path / "picture-run")]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(tmp_path / "picture-run"), "--n", "2", "--out", str(tmp_path / "pictures" / "new.png")]) \
+        == 2
+    assert "is inside" in capsys.readouterr().err and len(list((tmp_path / "pictures").iterdir())) == 24
 
 
 def test_sampling_an_ae_from_its_nominal_prior_says_where_its_codes_are(small_run, tmp_path, caplog):

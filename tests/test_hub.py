@@ -575,6 +575,23 @@ def test_cards_of_a_model_that_cannot_sample_yet_and_of_a_family_vaekit_does_not
     assert command[:2] == ["reconstruct", "REPO"]  # the card's USER/REPO's folder
     assert main([*command[:1], str(folder.directory), *command[2:3], str(tmp_path / command[3])]) == 0
     assert "is not part of vaekit" not in text
+    # a table vqvae's: its command writes rows, and its Python line reads a file of rows as the model does
+    rng = np.random.default_rng(0)
+    (tmp_path / "t.csv").write_text("size,colour\n" + "\n".join(
+        f"{rng.normal(10, 3):.3f},{rng.choice(['red', 'blue'])}" for _ in range(100)) + "\n")
+    assert main(["train", "--data", str(tmp_path / "t.csv"), "--model", "vqvae", "--latent-dim", "2", "--epochs", "1",
+                 "--out", str(tmp_path / "tvq"), "--no-progress"]) == 0
+    assert main(["export", str(tmp_path / "tvq"), "--hub", str(tmp_path / "tvq-hub" / "REPO")]) == 0
+    table_text = (tmp_path / "tvq-hub" / "REPO" / "README.md").read_text()
+    command = re.search(r"e\.g\. `vaekit ([^`]+)`", table_text).group(1).split()
+    assert command[-1] == "reconstructions.csv"
+    assert main([command[0], str(tmp_path / "tvq-hub" / "REPO"), *command[2:-1], str(tmp_path / command[-1])]) == 0
+    line = next(line for line in table_text.splitlines() if line.startswith("codes = "))
+    table_model = Model.from_pretrained(str(tmp_path / "tvq-hub" / "REPO"))
+    scope = {"model": table_model,
+             "x": tables.model_table(table_model.config).encode(tables.read_table(tmp_path / "t.csv"))}
+    exec(line, scope)  # noqa: S102
+    assert scope["codes"].shape[0] == 100 and "read_table(path)" in line
 
     shape = dict(data_shape=(1, 8, 8), latent_dim=2, hidden_dims=(8,), likelihood="bernoulli", network="mlp")
     for name, module, says in (

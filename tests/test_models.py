@@ -179,11 +179,16 @@ def test_classes_without_training_items_are_named_in_a_warning(caplog):
                            label_names=tuple("zero one two three four five six seven eight nine".split()))
     resolve_config(cfg, named)
     assert "classes zero, one, two, four, five, six, eight, nine have no training items (of 10 classes)" in caplog.text
+    assert "number the classes" not in caplog.text  # named classes are not numbered by the user
     caplog.clear()
     one_gone = data.y_train != 4
     resolve_config(cfg, vaekit.Dataset("most", data.x_train[one_gone], data.x_test, data.y_train[one_gone],
                                        data.y_test))
-    assert "class 4 has no training items" in caplog.text
+    assert "class 4 has no training items" in caplog.text and "number the classes" in caplog.text
+    # names: the labels index them (a label beyond the names is refused here, which a compiled step relies on)
+    with pytest.raises(vaekit.VaekitError, match=r"names 2 classes, but its labels are in \[0, 9\]: give labels 0..1"):
+        resolve_config(cfg, vaekit.Dataset("two", data.x_train, data.x_test, data.y_train, data.y_test,
+                                           label_names=("a", "b")))
 
 
 def test_likelihood_auto_follows_the_data_range():

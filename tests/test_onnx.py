@@ -162,9 +162,13 @@ def test_an_export_replaces_no_onnx_file_of_the_users(small_run, tmp_path, capsy
         assert f"holds {own} that vaekit did not write" in err and err.count("\n") == 1
         assert (folder / own).read_bytes() == b"my own model" and [p.name for p in folder.iterdir()] == [own]
     assert main(["export", str(small_run), "--onnx", str(tmp_path / "ours")]) == 0
-    first = (tmp_path / "ours" / "encoder.onnx").stat().st_mtime_ns
-    assert main(["export", str(small_run), "--onnx", str(tmp_path / "ours")]) == 0
-    assert (tmp_path / "ours" / "encoder.onnx").stat().st_mtime_ns >= first
+    ours = tmp_path / "ours"
+    description = json.loads((ours / "onnx.json").read_text())
+    (ours / "onnx.json").write_text(json.dumps({**description, "stale": True}))  # an earlier export of vaekit's
+    (ours / "encoder.onnx").write_bytes(b"an earlier export's encoder")
+    assert main(["export", str(small_run), "--onnx", str(ours)]) == 0
+    assert "stale" not in json.loads((ours / "onnx.json").read_text())
+    assert onnx.load(str(ours / "encoder.onnx")).graph.input  # written again
 
 
 def test_without_the_extra_export_says_how_to_install_it(small_run, tmp_path, monkeypatch):

@@ -597,17 +597,29 @@ def test_a_commands_table_flags_are_used_or_refused_never_ignored(mixed_csv, tmp
     capsys.readouterr()
     for flags, says in ((["--no-standardize"], "unrecognized arguments: --no-standardize"),
                         (["--column-types", "age=ignore"], "unrecognized arguments: --column-types"),
-                        (["--label-column", "nope"], "has no column 'nope'"),
-                        (["--label-column", "city"], "the label column 'city' is one of the model's input columns")):
+                        (["--label-column", "nope"], "has no column 'nope'")):
         for data in ([], ["--data", str(copy)]):
             with pytest.raises(SystemExit) if flags[0] != "--label-column" else contextlib.nullcontext():
                 assert main(["encode", str(run), *data, *flags, "--out", out]) == 2
             err = capsys.readouterr().err
             assert says in err and err.count("\n") == 1, (flags, data, err)
+    # a model without labels takes an input column's values as labels (a latent map coloured by city); a model
+    # conditioned on the label does not
+    assert main(["latent-map", str(run), "--label-column", "city", "--out", str(tmp_path / "map.png")]) == 0
+    conditioned = tmp_path / "conditioned"
+    assert main(["train", "--data", str(mixed_csv), "--label-column", "target", "--condition", "label",
+                 "--latent-dim", "2", "--epochs", "1", "--out", str(conditioned), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["encode", str(conditioned), "--label-column", "city", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "--label-column city is one of the model's input columns, but this model is conditioned" in err
     caplog.set_level("INFO")
     assert main(["encode", str(run), "--data", str(copy), "--out", out]) == 0
     assert np.load(out).shape == (40, 2)  # the test split's rows, as the run split them: said
     assert f"--data {copy} holds the data the run trained on" in caplog.text and "--split all" in caplog.text
+    caplog.clear()
+    assert main(["evaluate", str(run), "--data", str(copy), "--iw-samples", "0", "--no-progress"]) == 0
+    assert "holds the data the run trained on" in caplog.text and "--split all" not in caplog.text  # encode's only
     assert main(["encode", str(run), "--data", str(copy), "--label-column", "target", "--split", "all", "--out",
                  out]) == 0
     assert np.load(out).shape == (400, 2)
@@ -639,7 +651,9 @@ def test_every_commands_rows_say_what_each_row_is_and_the_class_it_was_decoded_w
     columns = list(schema.names)
     got = rows("traverse", "--dims", "1", "--steps", "3", "--item", "4")
     assert got[0] == ["dimension", "value", "target", *columns]
-    assert [r[:3] for r in got[1:]] == [["z[1]", v, names[int(y[4])]] for v in ("-3.0", "0.0", "3.0")]
+    assert [r[:3] for r in got[1:]] == [["z[1]", v, names[int(y[4])]] for v in ("-3", "0", "3")]
+    assert [r[1] for r in rows("traverse", "--dims", "1", "--steps", "6", "--range=-1.8,1.2")[1:]] == [
+        "-1.8", "-1.2", "-0.6", "0", "0.6", "1.2"]  # as written, not float32's -1.7999999523162842
     expected = latent.traverse(model, x[4], dims=[1], values=torch.linspace(-3, 3, 3), y=y[4]).images[0]
     assert [r[3:] for r in got[1:]] == user_units(expected)
     got = rows("interpolate", "--from", "2", "--to", "5", "--steps", "3", "--label", "1")
@@ -661,7 +675,24 @@ def test_every_commands_rows_say_what_each_row_is_and_the_class_it_was_decoded_w
     assert all(r[2] == names[int(y[int(r[0])])] for r in got[1:])
     got = rows("attribute", "--attr", "1", "--apply-to", "0,3", "--strengths", "0,1")
     assert got[0] == ["item", "strength", "target", *columns]
-    assert [r[:3] for r in got[1:]] == [[str(i), s, names[int(y[i])]] for i in (0, 3) for s in ("0.0", "1.0")]
+    assert [r[:3] for r in got[1:]] == [[str(i), s, names[int(y[i])]] for i in (0, 3) for s in ("0", "1")]
+
+
+def test_a_rows_description_named_as_a_users_column_is_renamed_not_lost(tmp_path):
+    """A label column named `item` (and a column `item (row)`): reconstruct's item numbers are kept, renamed until
+    the header names every column once."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "t.csv"
+    path.write_text("a,item (row),item\n" + "".join(f"{rng.normal():.3f},{rng.normal():.3f},{'xy'[i % 2]}\n"
+                                                    for i in range(100)))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(path), "--label-column", "item", "--condition", "label", "--latent-dim", "2",
+                 "--epochs", "1", "--out", str(run), "--no-progress"]) == 0
+    assert main(["reconstruct", str(run), "--n", "3", "--out", str(tmp_path / "r.csv")]) == 0
+    lines = (tmp_path / "r.csv").read_text().splitlines()
+    assert lines[0] == "item (row) (row),item,a,item (row)"
+    assert [line.split(",")[0] for line in lines[1:]] == ["0", "1", "2"]  # the item numbers
+    assert all(line.split(",")[1] in ("x", "y") for line in lines[1:])  # the classes decoded with
 
 
 def test_a_new_file_for_a_run_trained_with_impute_drop_keeps_its_rows(tmp_path, capsys):

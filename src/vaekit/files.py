@@ -24,15 +24,16 @@ _INPUTS: ContextVar[dict[str, str]] = ContextVar("vaekit_inputs", default={})  #
 
 @contextlib.contextmanager
 def inputs_kept(inputs: Mapping[str | Path, str]) -> Iterator[None]:
-    """While a command runs, the files it reads (path -> what it is, e.g. "the codes this command decodes") are
-    refused as its outputs' targets (check_target): an output never replaces the input it was made from."""
+    """While a command runs, the files and folders it reads (path -> what it is, e.g. "an input of this command")
+    are refused as its outputs' targets (check_target): an output never replaces the input it was made from, nor
+    adds a file to a folder of data (an image folder) it reads."""
     kept = dict(_INPUTS.get())
     for path, what in inputs.items():
         try:
             resolved = Path(path).expanduser().resolve()
-            if resolved.is_file():
+            if resolved.exists():
                 kept[str(resolved)] = what
-        except (OSError, RuntimeError, ValueError):  # a path that cannot be resolved is no file read
+        except (OSError, RuntimeError, ValueError):  # a path that cannot be resolved is nothing read
             continue
     token = _INPUTS.set(kept)
     try:
@@ -159,12 +160,18 @@ def check_target(path: str | Path, run_file: bool = False) -> Path:
                           f"to another name, e.g. {path.parent / ('out' + path.suffix)}")
     if not run_file and (kept := _INPUTS.get()):
         try:
-            what = kept.get(str(path.expanduser().resolve()))
+            resolved = path.expanduser().resolve()
         except (OSError, RuntimeError, ValueError):
-            what = None
+            resolved = None
+        what = None if resolved is None else kept.get(str(resolved))
         if what is not None:
             raise VaekitError(f"{path} is {what}, which writing there would replace: write to another name, e.g. "
                               f"{path.parent / ('out' + path.suffix)}")
+        inside = None if resolved is None else next((folder for folder in map(str, resolved.parents)
+                                                     if folder in kept), None)
+        if inside is not None:
+            raise VaekitError(f"{path} is inside {inside}, {kept[inside]}, which writing there would add to: write "
+                              f"elsewhere, e.g. {Path('out' + path.suffix)}")
     if path.is_dir():
         raise VaekitError(f"cannot write {path}: it is a folder; give a file name, e.g. "
                           f"{path / ('out' + (path.suffix or '.png'))}")

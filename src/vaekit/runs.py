@@ -17,7 +17,7 @@ import torch
 
 from . import checkpoint, distributed
 from .config import RunConfig, TrainConfig, validate, with_defaults
-from .data import Dataset, fingerprint, hold_out, load_dataset, train_data, user_file
+from .data import Dataset, fingerprint, hold_out, load_dataset, resolved_name, train_data, user_file
 from .data.user import check_data_flags
 from .data.tables import model_table
 from .errors import Interrupted, VaekitError
@@ -83,6 +83,11 @@ def dataset_classes(dataset: Dataset) -> int:
                               "(ints)")
     if dataset.label_names:
         classes = len(dataset.label_names)
+        high = max((int(y.max()) for y in (dataset.y_train, dataset.y_test) if y.numel()), default=0)
+        low = min((int(y.min()) for y in (dataset.y_train, dataset.y_test) if y.numel()), default=0)
+        if low < 0 or high >= classes:  # (a compiled step takes the labels as checked here)
+            raise VaekitError(f"{dataset.name} names {classes} classes, but its labels are in [{low}, {high}]: give "
+                              f"labels 0..{classes - 1}, label i naming class label_names[i]")
     else:
         low = min(int(dataset.y_train.min()), int(dataset.y_test.min()))
         high = max(int(dataset.y_train.max()), int(dataset.y_test.max()))
@@ -99,10 +104,11 @@ def dataset_classes(dataset: Dataset) -> int:
         names = [dataset.label_names[c] if dataset.label_names else str(c) for c in unseen]
         shown = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
         log.warning("%s %s no training items (of %d classes%s): a model conditioned on %s decodes %s with what it "
-                    "never learned; give each class training items, or number the classes 0..N-1 without gaps",
+                    "never learned; give each class training items%s",
                     f"classes {shown}" if len(names) > 1 else f"class {shown}", "have" if len(names) > 1 else "has",
                     classes, "" if dataset.label_names else ", numbered 0 to the largest label",
-                    "them" if len(names) > 1 else "it", "them" if len(names) > 1 else "it")
+                    "them" if len(names) > 1 else "it", "them" if len(names) > 1 else "it",
+                    "" if dataset.label_names else ", or number the classes 0..N-1 without gaps")
     return classes
 
 
@@ -341,6 +347,8 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     # what a file of the user's, or data given in Python, held when the run trained: for data.json (its fingerprint,
     # not the data set: with a validation split held out below, that would keep a second copy of the training data)
     checked = fingerprint(dataset) if given or user_file(cfg.data.name) else None
+    if checked is not None and not given:  # where the file is, for commands on the run from any folder (inputs_kept)
+        checked = {**checked, "path": resolved_name(cfg.data.name)}
     # what each epoch is judged on: the test split, or training items held out (--validation; early stopping)
     dataset, judged = hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)
     cfg = resolve_config(cfg, dataset)

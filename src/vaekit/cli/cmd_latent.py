@@ -195,7 +195,8 @@ def traverse(args: argparse.Namespace) -> int:
     values = torch.linspace(*low_high, args.steps).tolist()
     unit = "the prior's SD" if model.codes_follow_prior else "the codes' SD over the data"  # as latent.traverse
     print(_save(model, result.images if plain else result.grid(), args.out, ncol=args.steps,
-                described={"dimension": [name for name in names for _ in values], "value": values * len(names)},
+                described={"dimension": [name for name in names for _ in values],
+                           "value": [f"{v:.6g}" for v in values] * len(names)},
                 y=_label(y, args.item),
                 captions=[_number(v) for v in values] * len(result.dims),
                 row_labels=names,
@@ -259,7 +260,8 @@ def attribute(args: argparse.Namespace) -> int:
     if not args.out.lower().endswith(".npy") or len(indices) == 1:  # one item: (n_strengths, *data_shape), as before
         images = images.flatten(0, 1)
     print(_save(model, images, args.out, ncol=len(strengths),
-                described={"item": [i for i in indices for _ in strengths], "strength": strengths * len(indices)},
+                described={"item": [i for i in indices for _ in strengths],
+                           "strength": [f"{v:.6g}" for v in strengths] * len(indices)},
                 y=None if y is None else torch.stack([y[i] for i in indices for _ in strengths]),
                 captions=[("0\nunedited" if s == 0 else _number(s)) for s in strengths] * len(indices),
                 row_labels=[f"item {i}" for i in indices],

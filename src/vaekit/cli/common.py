@@ -151,6 +151,7 @@ def set_flags(args: argparse.Namespace) -> list[str]:
 
 
 OUTPUT_ARGUMENTS = ("out", "per_item", "onnx", "hub")  # the arguments naming what a command writes
+DATA_ARGUMENT = "cfg__data__name"  # --data's
 
 
 def command_inputs(args: argparse.Namespace) -> dict[str, str]:
@@ -162,24 +163,35 @@ def command_inputs(args: argparse.Namespace) -> dict[str, str]:
         if name in OUTPUT_ARGUMENTS or name == "argv":
             continue
         for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, str) and item and not item.startswith("hf://") and _is_file(item):
+            if not (isinstance(item, str) and item and not item.startswith("hf://")):
+                continue
+            if _exists(item, file=True):
                 inputs[item] = "an input of this command"
+            elif name == DATA_ARGUMENT and _exists(item):  # an image folder (not the run's, nor --data-dir)
+                inputs[item] = "the data folder this command reads"
     run = getattr(args, "run", None)
-    if isinstance(run, str) and not run.startswith("hf://") and (Path(run) / checkpoint.CONFIG_FILE).is_file():
+    folder = Path(run).expanduser() if isinstance(run, str) and not run.startswith("hf://") else None
+    if folder is not None and (folder / checkpoint.CONFIG_FILE).is_file():
+        try:  # where the data file was when the run trained (data.json), else its name as the config gives it
+            recorded = json.loads((folder / checkpoint.DATA_FILE).read_text()).get("path")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
         try:
-            name = checkpoint.load_config(Path(run)).data.name
+            name = recorded if isinstance(recorded, str) else checkpoint.load_config(folder).data.name
         except VaekitError:  # a damaged config: the command says so itself
             name = None
-        if name and user_file(name):
+        if name and user_file(name):  # a file, or an image folder
             inputs.setdefault(name, f"the data the run in {run} trained on")
     return inputs
 
 
-def _is_file(text: str) -> bool:
-    """Whether an argument names a file (not a value such as --strengths', which may be too long for a name)."""
+def _exists(text: str, file: bool = False) -> bool:
+    """Whether an argument names a file or folder (a file: `file`), ~ expanded as the loaders expand it (not a value
+    such as --strengths', which may be too long for a name)."""
     try:
-        return Path(text).is_file()
-    except (OSError, ValueError):
+        path = Path(text).expanduser()
+        return path.is_file() if file else path.exists()
+    except (OSError, ValueError, RuntimeError):
         return False
 
 
@@ -223,6 +235,11 @@ def run_dataset(run: str, args: argparse.Namespace, whole: bool = False) -> Data
     if whole and table is not None:
         updates.setdefault("name", run_cfg.data.name)
     named = updates.get("name")
+    if run_cfg.model.condition == "label" and table is not None and updates.get("label_column") in table.names:
+        # (a model without labels takes any column's values as labels: a latent map coloured by an input column)
+        raise VaekitError(f"--label-column {updates['label_column']} is one of the model's input columns, but this "
+                          "model is conditioned on the label: give the file's column of classes, or leave "
+                          "--label-column out for the run's own")
     dataset = None
     if named is not None and set(updates) == {"name"} and not (whole and table is not None):
         # the run's own file named with --data (however spelled, from whatever folder) is its own data, read and split
@@ -234,9 +251,9 @@ def run_dataset(run: str, args: argparse.Namespace, whole: bool = False) -> Data
                 checkpoint.check_data(folder, candidate, named, cli=True)
                 dataset, updates = candidate, {}
                 if not own_spelling or table is not None:  # a copy, or a table whose rows the user may expect whole
+                    whole_rows = table is not None and getattr(args, "command", None) == "encode"
                     log.info("--data %s holds the data the run trained on: read as the run read it, in its training "
-                             "and test splits%s", named, " (encode --split all: every row, in order)"
-                             if table is not None else "")
+                             "and test splits%s", named, " (--split all: every row, in order)" if whole_rows else "")
             except VaekitError:
                 if own_spelling and not (folder / checkpoint.DATA_FILE).is_file():
                     raise  # the run's own file as it names it, which cannot be read: said as it is

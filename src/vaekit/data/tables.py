@@ -705,11 +705,19 @@ def write_rows(schema: TableSchema, values: torch.Tensor | np.ndarray, path: str
     if path.suffix.lower() == ".csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        leading = dict(described or {})
-        if labels is not None:
-            leading[label_name or "label"] = list(labels)
-        clash = [name for name in leading if name in schema.names]
-        leading = {(f"{name} (row)" if name in clash else name): values for name, values in leading.items()}
+        taken = set(schema.names)
+        label = None
+        if labels is not None:  # the label column keeps the name the user's file gave it
+            label = label_name or "label"
+            taken.add(label)
+        leading = {}
+        for name, column_values in (described or {}).items():
+            while name in taken:  # a description named as one of the user's columns is renamed, never lost
+                name = f"{name} (row)"
+            taken.add(name)
+            leading[name] = list(column_values)
+        if label is not None:
+            leading[label] = list(labels)
         writer.writerow([*leading, *schema.names])
         columns = [list(values) for values in leading.values()] + [
             [f"{v:.{_digits(column)}g}" if isinstance(v, float) else v for v in decoded[column.name]]

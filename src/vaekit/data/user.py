@@ -341,9 +341,6 @@ def _load_table(path: Path, cfg: DataConfig, schema: tables.TableSchema | None =
     if all_rows and not label_given and cfg.label_column is not None and cfg.label_column not in table.names:
         cfg = replace(cfg, label_column=None)  # new rows to encode need no labels (unless the model is conditioned)
     label = _label_name(cfg.label_column, table, path)
-    if schema is not None and label is not None and label in schema.names:
-        raise VaekitError(f"{path}: the label column {label!r} is one of the model's input columns: give "
-                          "--label-column the file's column of classes, or leave it out for the run's own")
     types = tables.parse_column_types(cfg.column_types)
     for name in types if schema is None else ():
         if name not in table.names:

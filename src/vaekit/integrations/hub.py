@@ -167,6 +167,10 @@ def _write_samples(model: Model, path: Path) -> bool | str:
     is not pictures (tables, vectors); why not, for a model that cannot sample yet (a vqvae before its prior)."""
     shape = model.data_shape
     if len(shape) != 3 or shape[0] not in (1, 3):
+        try:  # no picture; but whether it can sample yet, which the card's lines follow
+            model.prior()
+        except VaekitError as exc:
+            return str(exc)
         return False
     was_training = model.training
     model.eval()
@@ -277,12 +281,14 @@ def model_card(model: Model, config: RunConfig, metrics: Mapping[str, float], *,
             else f"images = model.sample(16{given})  # decoded draws from the prior{of_class}")
     if unready is not None:
         labels = ", y" if model.num_labels else ""
-        draw = (f"codes = model.code(model.encode(x{labels}))  # x: a batch of items{' (y: their classes)' * bool(labels)}"
-                "; sampling waits for the prior's training (see Samples above)")
+        items = ("rows as the model reads them (vaekit.data.tables: model_table(model.config).encode(read_table(path)))"
+                 if table else "items")
+        draw = (f"codes = model.code(model.encode(x{labels}))  # x: a batch of {items}"
+                f"{' (y: their classes)' * bool(labels)}; sampling waits for the prior's training (see Samples above)")
     imports = ["from vaekit import Model", *(["from vaekit.data.tables import model_table"] if table and unready is None
                                             else [])]
     folder = repo.split("/")[-1]
-    command = (f"vaekit reconstruct {folder} --out reconstructions.png" if unready is not None
+    command = (f"vaekit reconstruct {folder} --out reconstructions.{'csv' if table else 'png'}" if unready is not None
                else f"vaekit sample {folder} --out samples.csv" if table
                else f"vaekit sample {folder} --label 0 --out samples.png" if model.num_labels
                else f"vaekit sample {folder} --out samples.png")
