@@ -341,6 +341,38 @@ def test_no_output_replaces_a_file_the_command_reads_or_the_data_a_run_trained_o
     assert main(["sample", str(tmp_path / "picture-run"), "--n", "2", "--out", str(tmp_path / "pictures" / "new.png")]) \
         == 2
     assert "is inside" in capsys.readouterr().err and len(list((tmp_path / "pictures").iterdir())) == 24
+    # nor any folder written into it (export's, compare's, said before the training), by --data or the run's
+    for args in (["export", str(tmp_path / "picture-run"), "--hub", str(tmp_path / "pictures" / "hub")],
+                 ["compare", "--data", str(tmp_path / "pictures"), "--latent-dim", "2", "--hidden-dims", "8",
+                  "--epochs", "1", "--no-progress", "--out", str(tmp_path / "pictures" / "report")]):
+        assert main(args) == 2, args
+        assert "is inside" in capsys.readouterr().err and len(list((tmp_path / "pictures").iterdir())) == 24
+    # a project folder moved, the run with it: its data file is protected by the name its config gives it
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "t.csv").write_bytes((tmp_path / "table.csv").read_bytes())
+    monkeypatch.chdir(project)
+    assert main(["train", "--data", "t.csv", "--latent-dim", "2", "--hidden-dims", "8", "--epochs", "1",
+                 "--no-progress", "--out", "run"]) == 0
+    project.rename(tmp_path / "moved")
+    monkeypatch.chdir(tmp_path / "moved")
+    capsys.readouterr()
+    assert main(["reconstruct", "run", "--out", "t.csv"]) == 2
+    assert "t.csv is the data the run in run trained on" in capsys.readouterr().err
+    # resumed on data moved elsewhere: that file is then the one kept
+    Path("t.csv").rename(tmp_path / "elsewhere" / "t2.csv")
+    assert main(["train", "--resume", "run", "--data", str(tmp_path / "elsewhere" / "t2.csv"), "--epochs", "2",
+                 "--no-progress"]) == 0
+    assert main(["sample", "run", "--n", "2", "--out", str(tmp_path / "elsewhere" / "t2.csv")]) == 2
+
+
+def test_a_registered_data_sets_name_is_not_a_folder_of_that_name_here(small_run, tmp_path, monkeypatch):
+    """--data digits reads vaekit's digits, not a folder `digits` here, which an output may go into."""
+    monkeypatch.chdir(tmp_path)
+    Path("digits").mkdir()
+    assert main(["evaluate", str(small_run), "--data", "digits", "--iw-samples", "0", "--no-progress", "--out",
+                 "digits/m.json"]) == 0
+    assert (tmp_path / "digits" / "m.json").is_file()
 
 
 def test_sampling_an_ae_from_its_nominal_prior_says_where_its_codes_are(small_run, tmp_path, caplog):

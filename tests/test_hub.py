@@ -584,12 +584,15 @@ def test_cards_of_a_model_that_cannot_sample_yet_and_of_a_family_vaekit_does_not
     assert main(["export", str(tmp_path / "tvq"), "--hub", str(tmp_path / "tvq-hub" / "REPO")]) == 0
     table_text = (tmp_path / "tvq-hub" / "REPO" / "README.md").read_text()
     command = re.search(r"e\.g\. `vaekit ([^`]+)`", table_text).group(1).split()
-    assert command[-1] == "reconstructions.csv"
-    assert main([command[0], str(tmp_path / "tvq-hub" / "REPO"), *command[2:-1], str(tmp_path / command[-1])]) == 0
+    assert command[2:4] == ["--data", "YOUR.csv"] and command[-1] == "reconstructions.csv"  # (not on the Hub)
+    (tmp_path / "t.csv").rename(tmp_path / "moved.csv")  # as after a download elsewhere: the run's path is gone
+    assert main([command[0], str(tmp_path / "tvq-hub" / "REPO"), "--data", str(tmp_path / "moved.csv"),
+                 *command[4:-1], str(tmp_path / command[-1])]) == 0
+    assert "No rows: this model cannot draw samples yet" in table_text
     line = next(line for line in table_text.splitlines() if line.startswith("codes = "))
     table_model = Model.from_pretrained(str(tmp_path / "tvq-hub" / "REPO"))
     scope = {"model": table_model,
-             "x": tables.model_table(table_model.config).encode(tables.read_table(tmp_path / "t.csv"))}
+             "x": tables.model_table(table_model.config).encode(tables.read_table(tmp_path / "moved.csv"))}
     exec(line, scope)  # noqa: S102
     assert scope["codes"].shape[0] == 100 and "read_table(path)" in line
 

@@ -167,15 +167,27 @@ def check_target(path: str | Path, run_file: bool = False) -> Path:
         if what is not None:
             raise VaekitError(f"{path} is {what}, which writing there would replace: write to another name, e.g. "
                               f"{path.parent / ('out' + path.suffix)}")
-        inside = None if resolved is None else next((folder for folder in map(str, resolved.parents)
-                                                     if folder in kept), None)
-        if inside is not None:
-            raise VaekitError(f"{path} is inside {inside}, {kept[inside]}, which writing there would add to: write "
-                              f"elsewhere, e.g. {Path('out' + path.suffix)}")
+        check_outside_inputs(path)
     if path.is_dir():
         raise VaekitError(f"cannot write {path}: it is a folder; give a file name, e.g. "
                           f"{path / ('out' + (path.suffix or '.png'))}")
     return path
+
+
+def check_outside_inputs(path: Path) -> None:
+    """That `path` (a file or folder to write) is not inside a folder of data the command reads (inputs_kept): one
+    more file there would be read as data (an image folder's pictures)."""
+    kept = _INPUTS.get()
+    if not kept:
+        return
+    try:
+        resolved = path.expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):
+        return
+    inside = next((folder for folder in map(str, resolved.parents) if folder in kept), None)
+    if inside is not None:
+        raise VaekitError(f"{path} is inside {inside}, {kept[inside]}, which vaekit reads as data: write outside "
+                          f"it, e.g. {Path(inside).parent / (path.name)}")
 
 
 def write_text(path: str | Path, text: str, fix: str = FIX) -> Path:

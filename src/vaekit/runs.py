@@ -492,6 +492,12 @@ def moved_data(directory: Path, cfg: RunConfig, path: str) -> Dataset:
     checkpoint.check_data(directory, dataset, path)
     log.info("resuming on %s, checked to be the data the run trained on (its config.json still names %s)", path,
              cfg.data.name)
+    try:  # where the data is now, which commands on the run keep their outputs off (cli.common.command_inputs)
+        record = json.loads((directory / checkpoint.DATA_FILE).read_text())
+        if isinstance(record, dict) and distributed.world().main:
+            checkpoint.write_json(directory / checkpoint.DATA_FILE, {**record, "path": resolved_name(path)})
+    except (OSError, ValueError):
+        pass
     return dataset
 
 

@@ -12,7 +12,7 @@ import warnings
 from .. import __version__
 from ..errors import FollowerStop, Interrupted, VaekitError
 from ..files import check_target, inputs_kept
-from .common import command_inputs, set_threads
+from .common import check_output_folders, command_inputs, set_threads
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         with inputs_kept(command_inputs(args)):  # no output replaces a file the command reads
             if getattr(args, "out_is_file", False) and getattr(args, "out", None):
                 check_target(args.out)  # a folder, a run's own file or an input: said before minutes of work
+            check_output_folders(args)  # compare's, demo's and export's folders: not inside a data folder
             code = args.func(args)
     except FollowerStop:
         return 2  # process 0 says why

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import checkpoint, config as config_module, viz
+from .. import checkpoint, config as config_module, files, viz
 from ..config import RunConfig
 from ..data import Dataset, load_dataset, resolved_name, safe, user_file
 from ..data.tables import model_table, write_rows
@@ -151,7 +151,7 @@ def set_flags(args: argparse.Namespace) -> list[str]:
 
 
 OUTPUT_ARGUMENTS = ("out", "per_item", "onnx", "hub")  # the arguments naming what a command writes
-DATA_ARGUMENT = "cfg__data__name"  # --data's
+DATA_ARGUMENTS = ("cfg__data__name", "data")  # --data's (demo's own is `data`)
 
 
 def command_inputs(args: argparse.Namespace) -> dict[str, str]:
@@ -165,24 +165,39 @@ def command_inputs(args: argparse.Namespace) -> dict[str, str]:
         for item in value if isinstance(value, list) else [value]:
             if not (isinstance(item, str) and item and not item.startswith("hf://")):
                 continue
+            if name in DATA_ARGUMENTS and not user_file(item):  # a registered data set's name, not this file
+                continue
             if _exists(item, file=True):
                 inputs[item] = "an input of this command"
-            elif name == DATA_ARGUMENT and _exists(item):  # an image folder (not the run's, nor --data-dir)
+            elif name in DATA_ARGUMENTS and _exists(item):  # an image folder (not the run's, nor --data-dir)
                 inputs[item] = "the data folder this command reads"
     run = getattr(args, "run", None)
     folder = Path(run).expanduser() if isinstance(run, str) and not run.startswith("hf://") else None
     if folder is not None and (folder / checkpoint.CONFIG_FILE).is_file():
-        try:  # where the data file was when the run trained (data.json), else its name as the config gives it
+        # where the data was when the run trained (data.json); where that is gone (a project folder moved with the
+        # run), the name its config gives it, read from here as the command reads it
+        try:
             recorded = json.loads((folder / checkpoint.DATA_FILE).read_text()).get("path")
         except (OSError, ValueError, AttributeError):
             recorded = None
-        try:
-            name = recorded if isinstance(recorded, str) else checkpoint.load_config(folder).data.name
-        except VaekitError:  # a damaged config: the command says so itself
-            name = None
+        name = recorded if isinstance(recorded, str) and _exists(recorded) else None
+        if name is None:
+            try:
+                name = checkpoint.load_config(folder).data.name
+            except VaekitError:  # a damaged config: the command says so itself
+                name = None
         if name and user_file(name):  # a file, or an image folder
             inputs.setdefault(name, f"the data the run in {run} trained on")
     return inputs
+
+
+def check_output_folders(args: argparse.Namespace) -> None:
+    """That no folder a command writes into (compare's and demo's --out, export's --onnx and --hub) is inside a data
+    folder it reads: said before the work (files.check_target says it of each file it writes)."""
+    for name in ("out", "onnx", "hub"):
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value:
+            files.check_outside_inputs(Path(value))
 
 
 def _exists(text: str, file: bool = False) -> bool:

@@ -169,8 +169,8 @@ def _write_samples(model: Model, path: Path) -> bool | str:
     if len(shape) != 3 or shape[0] not in (1, 3):
         try:  # no picture; but whether it can sample yet, which the card's lines follow
             model.prior()
-        except VaekitError as exc:
-            return str(exc)
+        except (VaekitError, NotImplementedError) as exc:
+            return str(exc) or f"its prior is not available ({type(exc).__name__})"
         return False
     was_training = model.training
     model.eval()
@@ -266,7 +266,8 @@ def model_card(model: Model, config: RunConfig, metrics: Mapping[str, float], *,
     lines += ["## Samples", ""]
     unready = samples if isinstance(samples, str) else None
     if unready is not None:
-        lines += [f"No picture: this model cannot draw samples yet ({_cell(unready.rstrip('.'))}).", ""]
+        lines += [f"No {'rows' if settings.likelihood == 'table' else 'picture'}: this model cannot draw samples yet "
+                  f"({_cell(unready.rstrip('.'))}).", ""]
     elif samples:
         drawn = ("z ~ p(z | y), each class y in turn" if model.prior_takes_labels
                  else "z ~ p(z), decoded with each class in turn" if model.num_labels else "z ~ p(z)")
@@ -288,7 +289,8 @@ def model_card(model: Model, config: RunConfig, metrics: Mapping[str, float], *,
     imports = ["from vaekit import Model", *(["from vaekit.data.tables import model_table"] if table and unready is None
                                             else [])]
     folder = repo.split("/")[-1]
-    command = (f"vaekit reconstruct {folder} --out reconstructions.{'csv' if table else 'png'}" if unready is not None
+    command = (f"vaekit reconstruct {folder} --data YOUR.csv --out reconstructions.csv" if unready is not None and table
+               else f"vaekit reconstruct {folder} --out reconstructions.png" if unready is not None
                else f"vaekit sample {folder} --out samples.csv" if table
                else f"vaekit sample {folder} --label 0 --out samples.png" if model.num_labels
                else f"vaekit sample {folder} --out samples.png")
