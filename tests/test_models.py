@@ -361,3 +361,23 @@ def test_free_bits_floor_the_kl_in_training_only_and_families_without_a_kl_refus
         bad = override(cfg, [f"model.family={family}"])
         with pytest.raises(vaekit.VaekitError, match="no KL term for free bits"):
             build_model(resolve_config(bad, dataset).model)
+
+
+def test_every_vaekit_module_imports_first():
+    """Each module imported first (a fresh vaekit, as `from vaekit.vamp import VampPrior` in a new interpreter):
+    vamp's import of models, which imports hvae, which imported names from the half-made vamp, failed."""
+    import pkgutil
+    import subprocess
+    import sys
+
+    import vaekit as package
+
+    names = sorted(f"vaekit.{m.name}" for m in pkgutil.iter_modules(package.__path__) if m.name != "__main__")
+    script = ("import importlib, sys\n"
+              f"for name in {names!r}:\n"
+              "    for loaded in [m for m in sys.modules if m == 'vaekit' or m.startswith('vaekit.')]:\n"
+              "        del sys.modules[loaded]\n"
+              "    importlib.import_module(name)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "vaekit.vamp" in names and "vaekit.hvae" in names

@@ -381,6 +381,9 @@ def test_a_run_trained_on_a_dataset_built_in_python_resumes_on_it_given_again(tm
                                           r"on digits, which its config.json names: give it again as dataset=$"):
         resume(tmp_path / "run", epochs=2)
     assert main(["evaluate", str(tmp_path / "run"), "--iw-samples", "2"]) == 2  # the CLI cannot give it
+    with pytest.raises(VaekitError, match=r"names: give it again from Python \(dataset=\), or give --data FILE to work "
+                                          r"on other data$"):
+        checkpoint.check_data(tmp_path / "run", load_dataset(DataConfig(name="digits")), "digits", cli=True)
     other = Dataset("other", torch.rand(300, 6, generator=gen), torch.rand(100, 6, generator=gen))
     with pytest.raises(VaekitError, match="the dataset= given is not the data the run in .* was trained on \\(its "
                                           "values changed\\): give the run's own data"):

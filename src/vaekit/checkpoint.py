@@ -375,7 +375,7 @@ def check_data(directory: str | Path, dataset: Any, name: str | None, cli: bool 
     if given and name is not None:
         again = "give it again from Python (dataset=)" if cli else "give it again as dataset="
         raise VaekitError(f"the run in {directory} was trained on data given in Python (vaekit.train(..., dataset=)), "
-                          f"not on {name}, which its config.json names: {again}{other}")
+                          f"not on {name}, which its config.json names: {again}{other.replace(', ', ', or ', 1)}")
     sizes = (then["train_items"], then["test_items"]), (now["train_items"], now["test_items"])
     changes = []
     try:

@@ -23,7 +23,7 @@ from .distributions import (ClassMixture, DiagonalGaussian, GaussianMixture, dia
 from .errors import VaekitError
 from .models import VAE, Output, _full_precision, _prior_of, iw_gradient_setting, register_family
 from .networks import MLPEncoder
-from .vamp import new_pseudo_inputs, pseudo_view, start_pseudo_inputs
+from . import vamp  # the module (its functions read when called): `import vaekit.vamp` first imports this one
 
 
 def merge(a: DiagonalGaussian, b: DiagonalGaussian) -> DiagonalGaussian:
@@ -181,7 +181,7 @@ class HVAE(VAE):
                              activation=config.activation)
         self.down = MLPEncoder((d2,), settings.top_hidden, 2 * d1, activation=config.activation)  # p(z1|z2)
         if settings.top_prior == "vamp":  # p(z2) = (1/M) sum_m q(z2|u_m)
-            self.pseudo_inputs = new_pseudo_inputs(settings.top_components, config.data_shape)
+            self.pseudo_inputs = vamp.new_pseudo_inputs(settings.top_components, config.data_shape)
             if self.num_labels:  # each pseudo-input a class, as the vamp family's
                 if settings.top_components < self.num_labels:
                     raise VaekitError(f"a label-conditioned hvae's vamp top prior gives each of its {self.num_labels} "
@@ -199,7 +199,7 @@ class HVAE(VAE):
         each at an item of its class)."""
         if self.settings.top_prior == "vamp":
             labels = (self.pseudo_labels, y) if self.num_labels and y is not None else None
-            start_pseudo_inputs(self.pseudo_inputs, x, self.config.likelihood, labels)
+            vamp.start_pseudo_inputs(self.pseudo_inputs, x, self.config.likelihood, labels)
 
     # ---- shapes ----------------------------------------------------------------------------------------------
     @property
@@ -278,7 +278,8 @@ class HVAE(VAE):
         if self.settings.top_prior == "normal":
             return standard_normal(self.settings.top_dim, next(self.parameters()))
         labels = self.pseudo_labels if self.num_labels else None  # each pseudo-input encoded with its class
-        bottom_up = self._gaussian(self.encoder_params(pseudo_view(self.pseudo_inputs, self.config.likelihood), labels))
+        pseudo = vamp.pseudo_view(self.pseudo_inputs, self.config.likelihood)
+        bottom_up = self._gaussian(self.encoder_params(pseudo, labels))
         top = self._top_from(bottom_up) if self.settings.inference == "top-down" else \
             self._net(self.up, bottom_up.base_dist.loc)
         return GaussianMixture(top.base_dist.loc, top.base_dist.scale)
