@@ -371,7 +371,8 @@ def test_a_new_files_missing_label_is_left_out_unless_the_model_needs_it(mixed_c
         err = capsys.readouterr().err
         assert "the label column 'target' is missing at line 4: the file's labels are left out" in caplog.text
     assert np.load(tmp_path / "c.npy").shape == (20, 2)
-    assert "the model is conditioned on labels" in err
+    assert "the model is conditioned on labels, but new gives no labels in a column 'target' (the column is " \
+           "missing, or a cell of it blank)" in err and err.count("\n") == 1
 
 
 # ---- the table likelihood against torch's distributions -------------------------------------------------------

@@ -22,8 +22,8 @@ from ..data import hold_out, validation_items
 from ..errors import VaekitError
 from ..files import check_target, write_text
 from ..train import resolve_device
-from .common import (add_data_flags, add_seed, add_split, add_threads, own_data, run_dataset, run_folder,
-                     split_labels)
+from .common import (add_data_flags, add_seed, add_split, add_threads, no_labels, own_data, run_dataset,
+                     run_folder, split_labels)
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def _split(args: argparse.Namespace, model, dataset) -> tuple:
     trained, validation = hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)
     items = validation if args.split == "validation" else trained.split("train")
     if model.num_labels and items.y is None:
-        raise VaekitError(f"the model is conditioned on labels, but {dataset.name} has none: give labelled data")
+        raise no_labels(model, dataset)
     return items.x, items.y if model.num_labels else None
 
 

@@ -428,8 +428,18 @@ def split_labels(model: Model, dataset: Dataset, split: str) -> torch.Tensor | N
         return None
     y = dataset.split(split).y
     if y is None:
-        raise VaekitError(f"the model is conditioned on labels, but {dataset.name} has none: give labelled data")
+        raise no_labels(model, dataset)
     return y
+
+
+def no_labels(model: Model, dataset: Dataset) -> VaekitError:
+    """The error for data without labels given to a label-conditioned model: a table's names the column it needs."""
+    column = model.run_config.data.label_column if model.run_config is not None else None
+    if dataset.table is not None and column is not None:
+        return VaekitError(f"the model is conditioned on labels, but {dataset.name} gives no labels in a column "
+                           f"{column!r} (the column is missing, or a cell of it blank): give every row's class in "
+                           f"{column!r}, or name the file's column of classes with --label-column")
+    return VaekitError(f"the model is conditioned on labels, but {dataset.name} has none: give labelled data")
 
 
 def parse_label(model: Model, text: str | None, label_names: tuple[str, ...] | None = None) -> int | None:
