@@ -167,7 +167,8 @@ def check_target(path: str | Path, run_file: bool = False) -> Path:
         if what is not None:
             raise VaekitError(f"{path} is {what}, which writing there would replace: write to another name, e.g. "
                               f"{path.parent / ('out' + path.suffix)}")
-        check_outside_inputs(path)
+        if resolved is not None:
+            _check_not_inside(path, resolved, kept)
     if path.is_dir():
         raise VaekitError(f"cannot write {path}: it is a folder; give a file name, e.g. "
                           f"{path / ('out' + (path.suffix or '.png'))}")
@@ -184,6 +185,10 @@ def check_outside_inputs(path: Path) -> None:
         resolved = path.expanduser().resolve()
     except (OSError, RuntimeError, ValueError):
         return
+    _check_not_inside(path, resolved, kept)
+
+
+def _check_not_inside(path: Path, resolved: Path, kept: dict[str, str]) -> None:
     inside = next((folder for folder in map(str, resolved.parents) if folder in kept), None)
     if inside is not None:
         raise VaekitError(f"{path} is inside {inside}, {kept[inside]}, which vaekit reads as data: write outside "

@@ -194,7 +194,8 @@ def command_inputs(args: argparse.Namespace) -> dict[str, str]:
 def check_output_folders(args: argparse.Namespace) -> None:
     """That no folder a command writes into (compare's and demo's --out, export's --onnx and --hub) is inside a data
     folder it reads: said before the work (files.check_target says it of each file it writes)."""
-    for name in ("out", "onnx", "hub"):
+    folders = ("onnx", "hub") if getattr(args, "out_is_file", False) else ("out", "onnx", "hub")  # a file --out:
+    for name in folders:  # check_target checked it
         value = getattr(args, name, None)
         if isinstance(value, str) and value:
             files.check_outside_inputs(Path(value))
@@ -364,10 +365,11 @@ def save_output(model: Model, values: torch.Tensor, path: str, ncol: int | None 
     next), else pictures or arrays."""
     table = model_table(model.config)
     if table is not None:
-        names = model.config.label_names
+        names, labels = model.config.label_names, None
         if y is not None:
-            y = torch.as_tensor(y).reshape(-1).expand(len(values)) if torch.as_tensor(y).numel() == 1 else y
-        labels = None if y is None else [names[i] if i < len(names) else str(i) for i in torch.as_tensor(y).tolist()]
+            classes = torch.as_tensor(y).reshape(-1).tolist()
+            classes = classes * len(values) if len(classes) == 1 else classes  # one class for every row
+            labels = [names[i] if i < len(names) else str(i) for i in classes]
         column = model.run_config.data.label_column if model.run_config is not None else None
         return write_rows(table, values, path, labels, column if column not in table.names else None, described)
     return viz.save_images(values, path, ncol)
