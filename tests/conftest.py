@@ -14,12 +14,15 @@ from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 def pytest_configure(config):
     """Under pytest-xdist (make test runs two processes), each process and what it starts gets its share of the
-    cores, so that the two do not fight over them."""
+    cores, so that the two do not fight over them: torch's threads and those of numpy's BLAS, loaded (with torch)
+    before this runs, whose waiting threads made some tests 5-10 times slower beside the other process."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
+        from vaekit.train import use_threads
+
         threads = max(1, (os.cpu_count() or 1) // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
-        torch.set_num_threads(threads)
+        use_threads(threads)
 
 
 class Killed(RuntimeError):

@@ -454,7 +454,10 @@ def test_sizes_threads_devices_and_data_flags_are_checked_for_commands_on_a_run(
 @pytest.mark.parametrize("command", [["traverse"], ["attribute", "--attr", "3"], ["latent-map"], ["sample"],
                                      ["interpolate", "--from", "0", "--to", "1"], ["reconstruct"]])
 def test_the_latent_commands_take_threads(command, small_run, tmp_path):
+    """For torch and for the thread pools of numpy's BLAS and the OpenMP libraries loaded (scikit-learn's fits, which
+    took one thread per core under --threads 1)."""
     import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     before = torch.get_num_threads()
     wanted = 1 if before > 1 else 2  # a value different from the current one, so the flag must take effect
@@ -462,8 +465,12 @@ def test_the_latent_commands_take_threads(command, small_run, tmp_path):
         assert main([command[0], str(small_run), *command[1:], "--threads", str(wanted),
                      "--out", str(tmp_path / "o.png")]) == 0
         assert torch.get_num_threads() == wanted
+        pools = threadpool_info()
+        assert any(pool["internal_api"] == "openblas" for pool in pools)
+        assert {pool["num_threads"] for pool in pools} == {wanted}, pools
     finally:
         torch.set_num_threads(before)
+        threadpool_limits(limits=before)
     assert (tmp_path / "o.png").is_file()
 
 

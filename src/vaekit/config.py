@@ -238,7 +238,7 @@ class TrainConfig:
     seed: int = setting(0, "seeds weights, shuffling and draws: same seed, same run",
                         check=(lambda v: 0 <= v < 2**63, "between 0 and 2^63 - 1"))
     device: str = setting("auto", "where to train", choices=("auto", "cpu", "cuda", "mps"))
-    threads: int | None = setting(None, "CPU threads for torch (default: one per core)",
+    threads: int | None = setting(None, "CPU threads for torch, numpy, SciPy and scikit-learn (default: one per core)",
                                   check=(lambda v: 1 <= v <= MAX_THREADS, f"between 1 and {MAX_THREADS}"))
     precision: str = setting("fp32", "bf16: matrix products in bfloat16, 1.25-2.1x faster on CPUs with AVX512-BF16 "
                              "or AMX; fp16: in float16 with a gradient scaler, for GPUs (weights, loss and evaluation "

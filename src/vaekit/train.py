@@ -303,6 +303,19 @@ def kl_scale(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return min(1.0, step / (cfg.kl_warmup_epochs * steps_per_epoch))
 
 
+def use_threads(threads: int) -> None:
+    """Use `threads` CPU threads for all of this process's numerical work: torch's, and that of the BLAS and OpenMP
+    libraries numpy, SciPy and scikit-learn load (the mixture samplers' fits, the edits' PCA), which otherwise take one
+    thread per core whatever torch was told. A limit set once, for the rest of the process, as torch's own is: on the
+    libraries loaded now, and through the environment on those loaded later (scikit-learn's are, when first used)."""
+    from threadpoolctl import threadpool_limits
+
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    torch.set_num_threads(threads)
+    threadpool_limits(limits=threads)
+
+
 class Trainer:
     """All training state lives here: model, optimiser, step, epoch, random generators, history. It calls
     model(x, y, kl_scale=...) and records whatever terms the model reports: it knows no family."""
@@ -310,7 +323,7 @@ class Trainer:
     def __init__(self, model: torch.nn.Module, cfg: TrainConfig, callbacks: list[Any] | None = None) -> None:
         self.cfg = cfg
         if cfg.threads is not None:
-            torch.set_num_threads(cfg.threads)
+            use_threads(cfg.threads)
         device = resolve_device(cfg.device)
         # Under torchrun: one process of several, each with its share of every batch (world.size 1 otherwise).
         self.world = distributed.setup(device)

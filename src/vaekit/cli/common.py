@@ -397,7 +397,8 @@ def add_seed(parser: argparse.ArgumentParser, help: str | None = None) -> None:
 
 
 def add_threads(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice, one per core)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch and for the numerical libraries of numpy, SciPy and "
+                        "scikit-learn (default: their choice, one per core)")
 
 
 def set_threads(threads: int | None) -> None:
@@ -405,7 +406,9 @@ def set_threads(threads: int | None) -> None:
     if threads is not None:
         if not 1 <= threads <= config_module.MAX_THREADS:
             raise VaekitError(f"--threads must be between 1 and {config_module.MAX_THREADS}, got {threads}")
-        torch.set_num_threads(threads)
+        from ..train import use_threads
+
+        use_threads(threads)
 
 
 def add_split(parser: argparse.ArgumentParser, default: str = "test", validation: bool = False) -> None:
