@@ -827,6 +827,75 @@ def test_a_tables_numeric_labels_are_classes_as_written(tmp_path, capsys):
         load(path, label_column="y")
 
 
+def test_a_run_that_took_numeric_labels_as_indices_reads_its_own_file_so_again(tmp_path, capsys):
+    """Runs trained before a table's numeric labels were named took them as class indices (1..3: classes 1, 2, 3 of
+    four): on the run's own file, every command and a resume read them so again (renumbered, each item was decoded
+    with another class); where the run's data.json holds their fingerprint, that is no "changed data" refusal."""
+    from vaekit import runs
+    from vaekit.data import fingerprint
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "t.csv"
+    labels = np.arange(200) % 4  # classes 0..3, so that the run has four; the old run's file then holds 1..3
+    path.write_text("a,b,y\n" + "".join(f"{rng.normal(v, 1)!r},{rng.normal(0, 1)!r},{v}\n" for v in labels))
+    run, plain = tmp_path / "run", tmp_path / "plain"
+    for out, flags in ((run, ["--condition", "label"]), (plain, [])):
+        assert main(["train", "--data", str(path), "--label-column", "y", *flags, "--latent-dim", "2", "--epochs",
+                     "1", "--out", str(out), "--no-progress"]) == 0
+    _without_label_names(run)
+    path.write_text(path.read_text().replace(",0\n", ",1\n"))  # labels 1..3, as the old run's file held
+    read = load(path, label_column="y")
+    assert read.label_names == ("1", "2", "3")
+    as_indices = {name: torch.tensor([int(n) for n in read.label_names])[getattr(read, name)]
+                  for name in ("y_train", "y_test")}
+    model = checkpoint.load(run)
+    for record in (False, True):  # a run from before data.json; one whose data.json holds the indices' fingerprint
+        for out in (run, plain):
+            checkpoint.write_data_check(out, fingerprint(replace(read, label_names=None, **as_indices)) if record
+                                        else None)
+        assert main(["encode", str(run), "--out", str(tmp_path / "z.npy")]) == 0, capsys.readouterr().err
+        np.testing.assert_allclose(np.load(tmp_path / "z.npy"), vaekit.latent.encode_dataset(
+            model, read.x_test, y=as_indices["y_test"]).numpy(), rtol=1e-6)
+        resumed = runs.run_data(run, checkpoint.load_config(run), None, "resume")
+        assert torch.equal(resumed.y_train, as_indices["y_train"])
+    # a run without conditioning is told by its data.json: its latent map colours by the labels it read
+    assert main(["latent-map", str(plain), "--out", str(tmp_path / "map.png")]) == 0, capsys.readouterr().err
+    assert torch.equal(runs.run_data(plain, checkpoint.load_config(plain), None, "resume").y_test,
+                       as_indices["y_test"])
+
+
+def test_a_csv_run_from_before_tables_reads_its_numbers_as_written(tmp_path, capsys):
+    """A run on a .csv trained before vaekit read tables as tables fed the file's numbers to the model as written
+    (its config.json has no table likelihood, and no standardize): they are not standardised for it now (they were,
+    giving other codes and another bound in silence), and a resume keeps them so."""
+    from vaekit import runs
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(50.0, 10.0, size=(120, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", values)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "x.npy"), "--latent-dim", "2", "--hidden-dims", "8", "--epochs",
+                 "1", "--out", str(run), "--no-progress"]) == 0
+    path = tmp_path / "x.csv"
+    path.write_text("a,b,c\n" + "".join(",".join(repr(float(v)) for v in row) + "\n" for row in values))
+    config = json.loads((run / "config.json").read_text())
+    config["data"] = {key: value for key, value in config["data"].items()
+                      if key not in ("header", "standardize", "column_types", "impute")} | {"name": str(path)}
+    text = json.dumps(config)
+    (run / "config.json").write_text(text)
+    (run / checkpoint.DATA_FILE).unlink()  # runs of then kept no data.json
+    tensors, metadata = checkpoint.read_checked(run / checkpoint.MODEL_FILE)
+    save_file(tensors, str(run / checkpoint.MODEL_FILE),
+              metadata={**metadata, checkpoint.CONFIG_KEY: hashlib.sha256(text.encode()).hexdigest()})
+    cfg = checkpoint.load_config(run)
+    assert cfg.data.standardize is False
+    dataset = runs.run_data(run, cfg, None, "resume")
+    rows = {tuple(row) for row in values.tolist()}
+    assert all(tuple(row) in rows for row in dataset.x_test.tolist())
+    assert main(["evaluate", str(run), "--iw-samples", "5", "--out", str(tmp_path / "e.json")]) == 0, \
+        capsys.readouterr().err
+
+
 def test_a_column_of_row_ids_is_named_as_probably_ids(tmp_path):
     """Random 64-bit IDs and row numbers were read as numbers without a word: as features they carry only a row's
     place in the numbering."""

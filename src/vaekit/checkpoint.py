@@ -5,6 +5,7 @@ import copy
 import hashlib
 import json
 import logging
+import re
 import secrets
 import shutil
 from dataclasses import replace
@@ -205,6 +206,14 @@ def load_config(directory: str | Path) -> RunConfig:
     for (component, name), before in FAMILY_SETTINGS_BEFORE.items():
         if model.get("family") == component and isinstance(model.get(component, {}), dict):
             model.setdefault(component, {}).setdefault(name, before)
+    data = raw.get("data", {})
+    from .data.tables import TABLE_SUFFIXES
+
+    if (isinstance(data.get("name"), str) and Path(data["name"]).suffix.lower() in TABLE_SUFFIXES
+            and model.get("likelihood") != "table" and "standardize" not in data):
+        # a table file read before vaekit read tables as tables (a table's model has the table likelihood): its
+        # numbers went to the model as written, and so they go on (standardised, they would be other inputs)
+        data["standardize"] = False
     family = model.get("family")
     if isinstance(family, str):
         from .models import MODEL_FAMILIES, load_plugins
@@ -394,6 +403,35 @@ def check_data(directory: str | Path, dataset: Any, name: str | None, cli: bool 
                           "the run's own data, or train a new run on this one")
     raise VaekitError(f"{name} is not the data the run in {directory} was trained on ({change}, so its split is not "
                       f"the run's): restore the file the run trained on{other}, or train a new run on this one")
+
+
+def labels_as_read(directory: str | Path, cfg: RunConfig, dataset: Any) -> Any:
+    """A table run's data with its labels as the run read them. Before vaekit named a table's whole-number labels as
+    written (1, 2, 3: three classes in sorted order), it took them as class indices (classes 1, 2 and 3 of 0..3): a
+    label-conditioned run of then records no class names, and one without conditioning is told by its data.json (its
+    labels' fingerprint)."""
+    from .data import fingerprint
+    from .data.tables import model_table
+
+    names = getattr(dataset, "label_names", None)
+    if not names or model_table(cfg.model) is None or not all(re.fullmatch(r"[0-9]+", name) for name in names):
+        return dataset
+    index = torch.tensor([int(name) for name in names], dtype=torch.int64)
+    indexed = replace(dataset, label_names=None, y_train=None if dataset.y_train is None else index[dataset.y_train],
+                      y_test=None if dataset.y_test is None else index[dataset.y_test])
+    if cfg.model.condition == "label":
+        if cfg.model.label_names:
+            return dataset
+        if int(index.max()) >= cfg.model.num_labels:
+            raise VaekitError(f"{dataset.name} has labels the model was not trained on (its classes are 0.."
+                              f"{cfg.model.num_labels - 1}, as class indices): drop those items")
+        return indexed
+    try:
+        raw = json.loads((Path(directory) / DATA_FILE).read_text())
+        then = {key: raw[key] for key in ("train_items", "test_items", "sha256")}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return dataset
+    return indexed if fingerprint(dataset) != then and fingerprint(indexed) == then else dataset
 
 
 def remove_temporaries(directory: str | Path) -> list[Path]:

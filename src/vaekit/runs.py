@@ -489,6 +489,7 @@ def moved_data(directory: Path, cfg: RunConfig, path: str) -> Dataset:
                           f"cannot be checked to be that data: put the data back where config.json names it "
                           f"({cfg.data.name}), or train a new run on {path}")
     dataset = load_dataset(replace(cfg.data, name=path), model_table(cfg.model))
+    dataset = checkpoint.labels_as_read(directory, cfg, dataset)
     checkpoint.check_data(directory, dataset, path)
     log.info("resuming on %s, checked to be the data the run trained on (its config.json still names %s)", path,
              cfg.data.name)
@@ -506,7 +507,7 @@ def run_data(directory: Path, cfg: RunConfig, dataset: Dataset | None, what: str
     names, a table read with the run's own statistics, checked against what the run read (data.json); both checked
     against the model's data shape."""
     if dataset is None:
-        dataset = load_dataset(cfg.data, model_table(cfg.model))
+        dataset = checkpoint.labels_as_read(directory, cfg, load_dataset(cfg.data, model_table(cfg.model)))
         checkpoint.check_data(directory, dataset, cfg.data.name)
     else:
         checkpoint.check_data(directory, dataset, None)

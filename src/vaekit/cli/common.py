@@ -263,7 +263,7 @@ def run_dataset(run: str, args: argparse.Namespace, whole: bool = False) -> Data
         own_spelling = resolved_name(named) == resolved_name(run_cfg.data.name)
         if own_spelling or (folder / checkpoint.DATA_FILE).is_file():
             try:
-                candidate = _read_for_run(run_cfg, updates, table, new_file=False)
+                candidate = checkpoint.labels_as_read(folder, run_cfg, _read_for_run(run_cfg, updates, table, False))
                 checkpoint.check_data(folder, candidate, named, cli=True)
                 dataset, updates = candidate, {}
                 if not own_spelling or table is not None:  # a copy, or a table whose rows the user may expect whole
@@ -276,6 +276,7 @@ def run_dataset(run: str, args: argparse.Namespace, whole: bool = False) -> Data
     if dataset is None:
         dataset = _read_for_run(run_cfg, updates, table, new_file="name" in updates)
         if not updates:  # the run's own data, as it read it: the same items, so the same split
+            dataset = checkpoint.labels_as_read(folder, run_cfg, dataset)
             checkpoint.check_data(folder, dataset, run_cfg.data.name, cli=True)
     new_file = "name" in updates
     if (new_file and table is not None and run_cfg.model.condition == "label" and not run_cfg.model.label_names

@@ -243,8 +243,9 @@ def hold_out(dataset: Dataset, cfg: DataConfig, early_stopping: bool = False) ->
     n = validation_items(cfg, len(dataset.x_train), early_stopping)
     if n == 0:
         if early_stopping:
-            log.warning("--validation 0: early stopping chooses its epoch on the test split, so the test figures of "
-                        "the kept model are optimistic")
+            log.warning("no validation split (--validation 0, or a run written before vaekit held one out): early "
+                        "stopping chooses its epoch on the test split, so the test figures of the kept model are "
+                        "optimistic")
         return dataset, dataset.split("test")
     order = torch.randperm(len(dataset.x_train), generator=torch.Generator().manual_seed(VALIDATION_SEED))
     held, kept = order[:n].sort().values, order[n:].sort().values
