@@ -80,10 +80,26 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
     return out
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
+    """Each test starts seeded, and a test that set --threads (vaekit.train.use_threads: torch, the BLAS and OpenMP
+    pools, the environment the processes it starts inherit) leaves the next test the threads it found."""
     torch.manual_seed(0)
+    threads, environment = torch.get_num_threads(), {name: os.environ.get(name) for name in THREAD_VARIABLES}
     yield
+    if torch.get_num_threads() != threads or environment != {name: os.environ.get(name) for name in THREAD_VARIABLES}:
+        from threadpoolctl import threadpool_limits
+
+        for name, value in environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        torch.set_num_threads(threads)
+        threadpool_limits(limits=threads)
 
 
 @pytest.fixture

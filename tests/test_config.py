@@ -43,7 +43,8 @@ def test_each_flag_states_one_default_and_run_commands_the_runs_own():
             assert (action.help or "").count("(default:") <= 1, (name, action.option_strings, action.help)
     train = {a.dest: a.help for a in commands["train"]._actions}
     assert train["cfg__data__name"].endswith("(default: mnist-10k)")
-    assert train["cfg__train__threads"] == "CPU threads for torch (default: one per core)"
+    assert train["cfg__train__threads"] == \
+        "CPU threads for torch, numpy, SciPy and scikit-learn (default: one per core)"
     for name in ("encode", "reconstruct", "evaluate", "explore", "traverse"):
         helps = {a.dest: a.help for a in commands[name]._actions if a.dest.startswith("cfg__data__")}
         assert helps and all("(default: the run's own" in text for text in helps.values()), (name, helps)

@@ -293,3 +293,20 @@ def test_a_full_disk_during_the_export_is_said_as_such(small_run, tmp_path, monk
     with pytest.raises(VaekitError, match=r"cannot write the ONNX files to .* \(No space left on device\): free some "
                                           r"disk space or choose another --onnx folder"):
         export_onnx(checkpoint.load(small_run), tmp_path / "o")
+
+
+def test_the_exports_check_runs_onnxruntime_on_the_threads_asked_for(small_run, tmp_path, monkeypatch):
+    """export --threads N: onnxruntime's session checking the files takes N threads too (it took one per core)."""
+    import onnxruntime
+
+    made = []
+    real = onnxruntime.InferenceSession
+
+    def session(path, options=None, *args, **kwargs):
+        made.append(None if options is None else options.intra_op_num_threads)
+        return real(path, options, *args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", session)
+    wanted = 1 if torch.get_num_threads() > 1 else 2  # not the current value (conftest gives the next test its own)
+    assert main(["export", str(small_run), "--onnx", str(tmp_path / "o"), "--threads", str(wanted)]) == 0
+    assert made and set(made) == {wanted}

@@ -398,8 +398,9 @@ def add_seed(parser: argparse.ArgumentParser, help: str | None = None) -> None:
 
 
 def add_threads(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, help="CPU threads for torch and for the numerical libraries of numpy, SciPy and "
-                        "scikit-learn (default: their choice, one per core)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for torch, numpy, SciPy, scikit-learn and onnxruntime "
+                        "(default: one per core)")
 
 
 def set_threads(threads: int | None) -> None:

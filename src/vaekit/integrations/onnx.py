@@ -284,7 +284,9 @@ def _check(path: Path, module: torch.nn.Module, draw, names: list[str], model: M
     """Run the file in onnxruntime at each of CHECK_BATCHES and compare with PyTorch; a mismatch is an error."""
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # --threads, as torch's own work here
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     worst, excess = 0.0, None  # the largest difference; a value beyond its tolerance, the furthest in its batch
     for b in CHECK_BATCHES:
         x = draw(b)
