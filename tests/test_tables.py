@@ -896,6 +896,46 @@ def test_a_csv_run_from_before_tables_reads_its_numbers_as_written(tmp_path, cap
         capsys.readouterr().err
 
 
+def test_a_first_row_is_read_as_the_runs_columns_need(tmp_path, caplog):
+    """For a trained run, --header auto reads a file's first row as names only if it names the run's columns: a
+    headerless run's new file starting with whole numbers far outside their columns (400,450,... over values in
+    [0, 1]) is data for it (it was taken for names, and the file refused for lacking column '0'), as is its own file
+    for a run written before --header, which read such a row as data then."""
+    rng = np.random.default_rng(0)
+    first = "400,450,500,550"
+    body = "".join(",".join(f"{v:.3f}" for v in row) + "\n" for row in rng.random((60, 4)))
+    plain, spectra = tmp_path / "plain.csv", tmp_path / "spectra.csv"
+    plain.write_text(body)
+    spectra.write_text(first + "\n" + body)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(plain), "--latent-dim", "2", "--epochs", "1", "--out", str(run),
+                 "--no-progress"]) == 0
+    assert checkpoint.load_config(run).model.settings("table").columns[0]["name"] == "0"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main(["encode", str(run), "--data", str(spectra), "--out", str(tmp_path / "z.npy")]) == 0
+    assert np.load(tmp_path / "z.npy").shape == (61, 2) and "column names" not in caplog.text  # no guess to say
+    # a run whose config.json has no header (written before --header): its own file reads as it did
+    old = tmp_path / "old"
+    assert main(["train", "--data", str(spectra), "--header", "no", "--latent-dim", "2", "--epochs", "1", "--out",
+                 str(old), "--no-progress"]) == 0
+    config = json.loads((old / "config.json").read_text())
+    del config["data"]["header"]
+    text = json.dumps(config)
+    (old / "config.json").write_text(text)
+    tensors, metadata = checkpoint.read_checked(old / checkpoint.MODEL_FILE)
+    save_file(tensors, str(old / checkpoint.MODEL_FILE),
+              metadata={**metadata, checkpoint.CONFIG_KEY: hashlib.sha256(text.encode()).hexdigest()})
+    assert checkpoint.load_config(old).data.header == "auto"
+    assert main(["encode", str(old), "--split", "all", "--out", str(tmp_path / "o.npy")]) == 0
+    assert np.load(tmp_path / "o.npy").shape == (61, 2)
+    # a file whose first row names the run's columns is read with it as names still
+    named = tmp_path / "named.csv"
+    named.write_text("0,1,2,3\n" + "".join(",".join(f"{v:.3f}" for v in row) + "\n" for row in rng.random((30, 4))))
+    assert main(["encode", str(run), "--data", str(named), "--out", str(tmp_path / "n.npy")]) == 0
+    assert np.load(tmp_path / "n.npy").shape == (30, 2)
+
+
 def test_a_column_of_row_ids_is_named_as_probably_ids(tmp_path):
     """Random 64-bit IDs and row numbers were read as numbers without a word: as features they carry only a row's
     place in the numbering."""

@@ -125,15 +125,18 @@ def _python_cell(value: Any) -> Cell:
 HEADER_CHOICES = ("auto", "yes", "no")
 
 
-def read_table(path: str | Path, header: str = "auto") -> RawTable:
+def read_table(path: str | Path, header: str = "auto", expected: Sequence[str] = ()) -> RawTable:
     """A CSV/TSV (any delimiter csv.Sniffer finds; its first row a header as `header` says: yes, no, or auto, as
-    `first_row_is_header` decides) or a Parquet file (with pyarrow; its column names are its header)."""
+    `first_row_is_header` decides) or a Parquet file (with pyarrow; its column names are its header). `expected`:
+    the columns a trained model reads, by which auto decides where only one reading of the first row has them all
+    (a run trained before auto took whole numbers far outside their columns for names, as 400,410,..., read them as
+    data, and its columns are 0, 1, ...)."""
     path = Path(path)
     if header not in HEADER_CHOICES:
         raise VaekitError(f"header must be one of {', '.join(HEADER_CHOICES)}, not {header!r}")
     if path.suffix.lower() in (".parquet", ".pq"):
         return _read_parquet(path)
-    return _read_delimited(path, header)
+    return _read_delimited(path, header, tuple(expected))
 
 
 def first_row_is_header(first: Sequence[str], body: Sequence[Sequence[str]]) -> bool:
@@ -191,7 +194,7 @@ def sniff_delimiter(path: Path, text: str) -> str:
         return ","
 
 
-def _read_delimited(path: Path, header: str = "auto") -> RawTable:
+def _read_delimited(path: Path, header: str = "auto", expected: tuple[str, ...] = ()) -> RawTable:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -220,6 +223,9 @@ def _read_delimited(path: Path, header: str = "auto") -> RawTable:
     first = lines[0][1]
     body = [row for _, row in lines[1:]]
     has_header = header == "yes" or (header == "auto" and first_row_is_header(first, body))
+    named_by_it = set(expected) <= {cell or f"column {i + 1}" for i, cell in enumerate(first)}
+    if header == "auto" and expected and named_by_it != (set(expected) <= {str(i) for i in range(width)}):
+        has_header, header = named_by_it, "yes" if named_by_it else "no"  # the model's columns decide: no guess
     numbers = [parse_cell(cell) for cell in first]
     if header == "auto" and body and any(isinstance(value, float) for value in numbers):  # a guess: say which
         shown = ",".join(first)[:60]

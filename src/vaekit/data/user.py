@@ -337,7 +337,7 @@ def _load_table(path: Path, cfg: DataConfig, schema: tables.TableSchema | None =
 
     all_rows: new data for a trained model (`schema` given): every row, in the file's order, is both splits, and a
     label column is optional unless `label_given` (named by the user, not the run's own)."""
-    table = tables.read_table(path, cfg.header)
+    table = tables.read_table(path, cfg.header, () if schema is None else schema.names)
     if all_rows and not label_given and cfg.label_column is not None and cfg.label_column not in table.names:
         cfg = replace(cfg, label_column=None)  # new rows to encode need no labels (unless the model is conditioned)
     label = _label_name(cfg.label_column, table, path)
