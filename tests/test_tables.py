@@ -864,23 +864,32 @@ def test_a_run_that_took_numeric_labels_as_indices_reads_its_own_file_so_again(t
                        as_indices["y_test"])
 
 
-def test_a_csv_run_from_before_tables_reads_its_numbers_as_written(tmp_path, capsys):
-    """A run on a .csv trained before vaekit read tables as tables fed the file's numbers to the model as written
-    (its config.json has no table likelihood, and no standardize): they are not standardised for it now (they were,
-    giving other codes and another bound in silence), and a resume keeps them so."""
+def test_a_csv_run_from_before_tables_reads_its_file_as_it_did(tmp_path, capsys):
+    """A run on a .csv trained before vaekit read tables as tables (its config.json has no table likelihood) fed the
+    file's numbers to the model as written: it reads them so still (tables.run_table: AS_WRITTEN), not standardised,
+    a column of two values not recoded to 0/1 nor one of a few whole numbers one-hot (they gave other codes and bounds
+    in silence, or a refusal of its own data), its whole-number labels as class indices, a first row holding a number
+    as data (whole numbers far outside their columns too)."""
     from vaekit import runs
 
     rng = np.random.default_rng(0)
-    values = rng.normal(50.0, 10.0, size=(120, 3)).astype(np.float32)
-    np.save(tmp_path / "x.npy", values)
+    n = 120
+    values = np.stack([rng.normal(50, 10, n), rng.integers(1, 3, n), rng.integers(0, 5, n), rng.normal(0, 1, n)],
+                      1).astype(np.float32)
+    labels = rng.integers(1, 4, n)  # as class indices: four classes, 0 unused
+    np.savez(tmp_path / "d.npz", x=values, y=labels)
     run = tmp_path / "run"
-    assert main(["train", "--data", str(tmp_path / "x.npy"), "--latent-dim", "2", "--hidden-dims", "8", "--epochs",
-                 "1", "--out", str(run), "--no-progress"]) == 0
-    path = tmp_path / "x.csv"
-    path.write_text("a,b,c\n" + "".join(",".join(repr(float(v)) for v in row) + "\n" for row in values))
-    config = json.loads((run / "config.json").read_text())
+    assert main(["train", "--data", str(tmp_path / "d.npz"), "--condition", "label", "--latent-dim", "2",
+                 "--hidden-dims", "8", "--epochs", "1", "--out", str(run), "--no-progress"]) == 0
+    assert checkpoint.load_config(run).model.num_labels == 4
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,c,d,cls\n" + "".join(f"{float(a)!r},{int(b)},{int(c)},{float(d)!r},{label}\n"
+                                              for (a, b, c, d), label in zip(values.tolist(), labels)))
+    config = json.loads((run / "config.json").read_text())  # as vaekit wrote it then, naming the .csv
     config["data"] = {key: value for key, value in config["data"].items()
-                      if key not in ("header", "standardize", "column_types", "impute")} | {"name": str(path)}
+                      if key not in ("header", "standardize", "column_types", "impute")} | {
+                          "name": str(path), "label_column": "cls"}
+    config["model"].pop("label_names", None)
     text = json.dumps(config)
     (run / "config.json").write_text(text)
     (run / checkpoint.DATA_FILE).unlink()  # runs of then kept no data.json
@@ -888,12 +897,19 @@ def test_a_csv_run_from_before_tables_reads_its_numbers_as_written(tmp_path, cap
     save_file(tensors, str(run / checkpoint.MODEL_FILE),
               metadata={**metadata, checkpoint.CONFIG_KEY: hashlib.sha256(text.encode()).hexdigest()})
     cfg = checkpoint.load_config(run)
-    assert cfg.data.standardize is False
+    assert tables.run_table(cfg) == tables.AS_WRITTEN
     dataset = runs.run_data(run, cfg, None, "resume")
-    rows = {tuple(row) for row in values.tolist()}
-    assert all(tuple(row) in rows for row in dataset.x_test.tolist())
+    assert dataset.table is None and dataset.shape == (4,) and dataset.label_names is None
+    written = {(*row, int(label)) for row, label in zip(values.tolist(), labels)}
+    assert all((*row, int(label)) in written for part in ("train", "test")
+               for row, label in zip(getattr(dataset, f"x_{part}").tolist(), getattr(dataset, f"y_{part}").tolist()))
     assert main(["evaluate", str(run), "--iw-samples", "5", "--out", str(tmp_path / "e.json")]) == 0, \
         capsys.readouterr().err
+    wave = tmp_path / "w.csv"
+    wave.write_text("400,410,420\n" + "".join(",".join(f"{v:.3f}" for v in row) + "\n" for row in rng.random((30, 3))))
+    read = load_dataset(DataConfig(name=str(wave)), tables.AS_WRITTEN)
+    every = [value for row in torch.cat([read.x_train, read.x_test]).tolist() for value in row]
+    assert len(every) == 31 * 3 and 420.0 in every
 
 
 def test_a_first_row_is_read_as_the_runs_columns_need(tmp_path, caplog):

@@ -19,7 +19,7 @@ from . import checkpoint, distributed
 from .config import RunConfig, TrainConfig, validate, with_defaults
 from .data import Dataset, fingerprint, hold_out, load_dataset, resolved_name, train_data, user_file
 from .data.user import check_data_flags
-from .data.tables import model_table
+from .data.tables import run_table
 from .errors import Interrupted, VaekitError
 from .models import MODEL_FAMILIES, Model, build_model, check_processes
 from .train import Callback, EpochResult, MetricsLog, Trainer, planned_epochs, resolve_device
@@ -488,7 +488,7 @@ def moved_data(directory: Path, cfg: RunConfig, path: str) -> Dataset:
         raise VaekitError(f"{directory} keeps no record of the data it trained on ({checkpoint.DATA_FILE}), so {path} "
                           f"cannot be checked to be that data: put the data back where config.json names it "
                           f"({cfg.data.name}), or train a new run on {path}")
-    dataset = load_dataset(replace(cfg.data, name=path), model_table(cfg.model))
+    dataset = load_dataset(replace(cfg.data, name=path), run_table(cfg, replace(cfg.data, name=path)))
     dataset = checkpoint.labels_as_read(directory, cfg, dataset)
     checkpoint.check_data(directory, dataset, path)
     log.info("resuming on %s, checked to be the data the run trained on (its config.json still names %s)", path,
@@ -507,7 +507,7 @@ def run_data(directory: Path, cfg: RunConfig, dataset: Dataset | None, what: str
     names, a table read with the run's own statistics, checked against what the run read (data.json); both checked
     against the model's data shape."""
     if dataset is None:
-        dataset = checkpoint.labels_as_read(directory, cfg, load_dataset(cfg.data, model_table(cfg.model)))
+        dataset = checkpoint.labels_as_read(directory, cfg, load_dataset(cfg.data, run_table(cfg)))
         checkpoint.check_data(directory, dataset, cfg.data.name)
     else:
         checkpoint.check_data(directory, dataset, None)

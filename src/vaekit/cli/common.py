@@ -17,7 +17,7 @@ import torch
 from .. import checkpoint, config as config_module, files, viz
 from ..config import RunConfig
 from ..data import Dataset, load_dataset, resolved_name, safe, user_file
-from ..data.tables import model_table, write_rows
+from ..data.tables import model_table, run_table, write_rows
 from ..errors import VaekitError
 from ..models import Model
 
@@ -306,7 +306,8 @@ def _read_for_run(run_cfg: RunConfig, updates: dict, table, new_file: bool) -> D
     data = config_module.validate(replace(run_cfg, data=replace(run_cfg.data, **updates))).data  # as train checks
     if table is not None and new_file and data.impute == "drop" and "impute" not in updates:
         data = replace(data, impute="none")  # the run's drop would leave codes that no longer line up with the rows
-    return load_dataset(data, table, all_rows=table is not None and new_file, label_given="label_column" in updates)
+    return load_dataset(data, run_table(run_cfg, data), all_rows=table is not None and new_file,
+                        label_given="label_column" in updates)
 
 
 def relabel(dataset: Dataset, names: tuple[str, ...]) -> Dataset:

@@ -684,6 +684,21 @@ def looks_like_ids(cells: Sequence[Cell]) -> bool:
     return large >= 0.9 * len(values) and high - low >= 0.7 * max(abs(low), abs(high))
 
 
+AS_WRITTEN = "as written"  # in place of a model's columns: a table read as vaekit read one before it read tables
+
+
+def run_table(run_config: Any, data: Any = None) -> TableSchema | str | None:
+    """How a run reads the table file `data` (a DataConfig; the run's own by default): with its model's columns
+    (model_table), or AS_WRITTEN for a run that trained on a table file before vaekit read tables as tables (its model
+    has no table likelihood, which every table run since has): its numbers went to the model as written, the first
+    row a header only where it held no number, whole-number labels as class indices. None: not a table."""
+    table = model_table(run_config.model)
+    name = (data if data is not None else run_config.data).name
+    if table is None and all(Path(str(path)).suffix.lower() in TABLE_SUFFIXES for path in (name, run_config.data.name)):
+        return AS_WRITTEN
+    return table
+
+
 def model_table(model_config: Any) -> TableSchema | None:
     """The columns a model (its ModelConfig) was trained on, or None for a model of images or vectors."""
     if getattr(model_config, "likelihood", None) != "table":

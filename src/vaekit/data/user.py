@@ -75,7 +75,8 @@ def load_user_data(cfg: DataConfig, table: tables.TableSchema | None = None, all
         raise VaekitError(f"{path} is not a table, but the model was trained on one: give a .csv, .tsv or .parquet "
                           "file with its columns")
     if loader is _load_table:
-        return _load_table(path, cfg, table, all_rows=all_rows and table is not None, label_given=label_given)
+        return _load_table(path, cfg, table, all_rows=all_rows and isinstance(table, tables.TableSchema),
+                           label_given=label_given)
     if loader is None:
         kind = "a single image is not a data set: give its folder" if path.suffix.lower() in IMAGE_SUFFIXES else (
             f"cannot read {path.suffix or 'files without a suffix'}"
@@ -337,11 +338,19 @@ def _load_table(path: Path, cfg: DataConfig, schema: tables.TableSchema | None =
 
     all_rows: new data for a trained model (`schema` given): every row, in the file's order, is both splits, and a
     label column is optional unless `label_given` (named by the user, not the run's own)."""
+    as_written = schema == tables.AS_WRITTEN  # a run from before tables (tables.run_table): read as it read it
+    if as_written:
+        schema = None
+        first = tables.read_table(path, "no").take([0]) if cfg.header == "auto" else None
+        if first is not None and any(isinstance(column[0], float) for column in first.columns):
+            cfg = replace(cfg, header="no")  # a first row with a number was data then
     table = tables.read_table(path, cfg.header, () if schema is None else schema.names)
     if all_rows and not label_given and cfg.label_column is not None and cfg.label_column not in table.names:
         cfg = replace(cfg, label_column=None)  # new rows to encode need no labels (unless the model is conditioned)
     label = _label_name(cfg.label_column, table, path)
     types = tables.parse_column_types(cfg.column_types)
+    if as_written:  # every column a number, as written
+        types, cfg = {name: "numeric" for name in table.names if name != label}, replace(cfg, standardize=False)
     for name in types if schema is None else ():
         if name not in table.names:
             close = difflib.get_close_matches(name, list(table.names), n=3)
@@ -385,12 +394,14 @@ def _load_table(path: Path, cfg: DataConfig, schema: tables.TableSchema | None =
     y, label_names = None, None
     if label is not None:
         y, label_names = _table_labels(table.column(label), f"{path} label column {label!r}")
-    if summarise:  # once the table is read whole: a refused table gets its one-line error alone
+        if as_written and all(re.fullmatch(r"[0-9]+", name) for name in label_names):  # class indices then
+            y, label_names = torch.tensor([int(name) for name in label_names], dtype=torch.int64)[y], None
+    if summarise and not as_written:  # once the table is read whole: a refused table gets its one-line error alone
         for note in schema.notes:
             log.warning("%s: %s", path, note)
         log.info("%s", schema.summary(len(train), len(test), str(path)))
     dataset = _dataset(path.stem, x, y, label_names, None, (train, test), False, cfg.test_fraction)
-    return replace(dataset, table=schema)
+    return dataset if as_written else replace(dataset, table=schema)
 
 
 def _table_labels(cells: Sequence[Any], source: str) -> tuple[torch.Tensor, tuple[str, ...]]:
