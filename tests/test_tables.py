@@ -729,11 +729,17 @@ def test_a_table_models_rows_to_a_picture_are_refused_before_the_work(mixed_csv,
 
 def _without_label_names(run) -> None:
     """The run as one written before its class names were kept: config.json without them, the model file naming it."""
+    _as_written_then(run, lambda config: config["model"].pop("label_names"))
+
+
+def _as_written_then(run, change) -> None:
+    """The run's config.json as an earlier vaekit wrote it: change(config) edits the settings in place; the model
+    file names the new config.json (its sha256), as it names the one written with it."""
     config = json.loads((run / "config.json").read_text())
-    del config["model"]["label_names"]
+    change(config)
     text = json.dumps(config)
     (run / "config.json").write_text(text)
-    tensors, metadata = checkpoint.read_checked(run / checkpoint.MODEL_FILE)  # the model file names its config
+    tensors, metadata = checkpoint.read_checked(run / checkpoint.MODEL_FILE)
     save_file(tensors, str(run / checkpoint.MODEL_FILE),
               metadata={**metadata, checkpoint.CONFIG_KEY: hashlib.sha256(text.encode()).hexdigest()})
 
@@ -885,17 +891,14 @@ def test_a_csv_run_from_before_tables_reads_its_file_as_it_did(tmp_path, capsys)
     path = tmp_path / "d.csv"
     path.write_text("a,b,c,d,cls\n" + "".join(f"{float(a)!r},{int(b)},{int(c)},{float(d)!r},{label}\n"
                                               for (a, b, c, d), label in zip(values.tolist(), labels)))
-    config = json.loads((run / "config.json").read_text())  # as vaekit wrote it then, naming the .csv
-    config["data"] = {key: value for key, value in config["data"].items()
-                      if key not in ("header", "standardize", "column_types", "impute")} | {
-                          "name": str(path), "label_column": "cls"}
-    config["model"].pop("label_names", None)
-    text = json.dumps(config)
-    (run / "config.json").write_text(text)
+    def then(config):  # as vaekit wrote it then, naming the .csv
+        for name in ("header", "standardize", "column_types", "impute"):
+            config["data"].pop(name)
+        config["data"].update(name=str(path), label_column="cls")
+        config["model"].pop("label_names", None)
+
+    _as_written_then(run, then)
     (run / checkpoint.DATA_FILE).unlink()  # runs of then kept no data.json
-    tensors, metadata = checkpoint.read_checked(run / checkpoint.MODEL_FILE)
-    save_file(tensors, str(run / checkpoint.MODEL_FILE),
-              metadata={**metadata, checkpoint.CONFIG_KEY: hashlib.sha256(text.encode()).hexdigest()})
     cfg = checkpoint.load_config(run)
     assert tables.run_table(cfg) == tables.AS_WRITTEN
     dataset = runs.run_data(run, cfg, None, "resume")
@@ -935,13 +938,7 @@ def test_a_first_row_is_read_as_the_runs_columns_need(tmp_path, caplog):
     old = tmp_path / "old"
     assert main(["train", "--data", str(spectra), "--header", "no", "--latent-dim", "2", "--epochs", "1", "--out",
                  str(old), "--no-progress"]) == 0
-    config = json.loads((old / "config.json").read_text())
-    del config["data"]["header"]
-    text = json.dumps(config)
-    (old / "config.json").write_text(text)
-    tensors, metadata = checkpoint.read_checked(old / checkpoint.MODEL_FILE)
-    save_file(tensors, str(old / checkpoint.MODEL_FILE),
-              metadata={**metadata, checkpoint.CONFIG_KEY: hashlib.sha256(text.encode()).hexdigest()})
+    _as_written_then(old, lambda config: config["data"].pop("header"))
     assert checkpoint.load_config(old).data.header == "auto"
     assert main(["encode", str(old), "--split", "all", "--out", str(tmp_path / "o.npy")]) == 0
     assert np.load(tmp_path / "o.npy").shape == (61, 2)
