@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaekit.train import THREAD_VARIABLES
 
 
 def pytest_configure(config):
     """Under pytest-xdist (make test runs two processes), each process and what it starts gets its share of the
     cores, so that the two do not fight over them: torch's threads and those of numpy's BLAS, loaded (with torch)
-    before this runs, whose waiting threads made some tests 5-10 times slower beside the other process."""
+    before this runs, whose waiting threads made some tests up to 5 times slower beside the other process."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
         from vaekit.train import use_threads
@@ -80,13 +81,10 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
     return out
 
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
-    """Each test starts seeded, and a test that set --threads (vaekit.train.use_threads: torch, the BLAS and OpenMP
-    pools, the environment the processes it starts inherit) leaves the next test the threads it found."""
+    """Each test starts seeded, and a test that set --threads (vaekit.train.use_threads: torch's threads, the BLAS
+    and OpenMP pools) or the thread variables leaves the next test the threads it found."""
     torch.manual_seed(0)
     threads, environment = torch.get_num_threads(), {name: os.environ.get(name) for name in THREAD_VARIABLES}
     yield

@@ -793,6 +793,8 @@ def test_a_label_conditioned_run_maps_a_new_files_class_names_to_its_own(mixed_c
 def test_a_tables_numeric_labels_are_classes_as_written(tmp_path, capsys):
     """Labels 1, 2, 3 are three classes named so (taken as indices they made an untrained class 0 that sample drew
     for), -1 and 1 are two, in numeric order (10 after 9); a fraction is refused; a new file maps by name."""
+    from vaekit import runs
+
     rng = np.random.default_rng(0)
     labels = rng.choice([1, 2, 3, 10], 200)
     path = tmp_path / "t.csv"
@@ -809,6 +811,15 @@ def test_a_tables_numeric_labels_are_classes_as_written(tmp_path, capsys):
     assert main(["sample", str(run), "--n", "5", "--out", str(tmp_path / "s.csv")]) == 0
     assert [line.split(",")[0] for line in (tmp_path / "s.csv").read_text().splitlines()[1:]] == \
         ["1", "2", "3", "10", "1"]
+    # its own file, and that of a run without conditioning, keep the classes by name (not as indices, as runs that
+    # took them so read theirs: checkpoint.labels_as_read)
+    plain = tmp_path / "plain"
+    assert main(["train", "--data", str(path), "--label-column", "y", "--latent-dim", "2", "--epochs", "1", "--out",
+                 str(plain), "--no-progress"]) == 0
+    for folder in (run, plain):
+        assert main(["encode", str(folder), "--out", str(tmp_path / "own.npy")]) == 0, capsys.readouterr().err
+        own = runs.run_data(folder, checkpoint.load_config(folder), None, "resume")
+        assert own.label_names == ("1", "2", "3", "10") and torch.equal(own.y_test, dataset.y_test)
     # a new file of one class: its label 10 is the run's class 3
     new = tmp_path / "new.csv"
     new.write_text("a,b,y\n1.0,0.5,10\n2.0,0.1,10\n")
@@ -915,7 +926,7 @@ def test_a_csv_run_from_before_tables_reads_its_file_as_it_did(tmp_path, capsys)
     assert len(every) == 31 * 3 and 420.0 in every
 
 
-def test_a_first_row_is_read_as_the_runs_columns_need(tmp_path, caplog):
+def test_a_first_row_is_read_as_the_runs_columns_need(tmp_path, caplog, capsys):
     """For a trained run, --header auto reads a file's first row as names only if it names the run's columns: a
     headerless run's new file starting with whole numbers far outside their columns (400,450,... over values in
     [0, 1]) is data for it (it was taken for names, and the file refused for lacking column '0'), as is its own file
@@ -947,6 +958,10 @@ def test_a_first_row_is_read_as_the_runs_columns_need(tmp_path, caplog):
     named.write_text("0,1,2,3\n" + "".join(",".join(f"{v:.3f}" for v in row) + "\n" for row in rng.random((30, 4))))
     assert main(["encode", str(run), "--data", str(named), "--out", str(tmp_path / "n.npy")]) == 0
     assert np.load(tmp_path / "n.npy").shape == (30, 2)
+    # a file whose first row names other columns than the run's is refused for it, its header not read as data
+    named.write_text("a,b,c,d\n" + body)
+    assert main(["encode", str(run), "--data", str(named), "--out", str(tmp_path / "n.npy")]) == 2
+    assert "has no column '0'" in capsys.readouterr().err
 
 
 def test_a_column_of_row_ids_is_named_as_probably_ids(tmp_path):

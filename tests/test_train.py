@@ -1,6 +1,7 @@
 """Trainer behaviour: determinism, resume, schedules, checkpoints, metrics log."""
 import json
 import math
+import os
 import signal
 from dataclasses import replace
 
@@ -11,7 +12,7 @@ import vaekit
 from vaekit import checkpoint
 from vaekit.config import TrainConfig
 from vaekit.errors import Interrupted
-from vaekit.train import kl_scale, learning_rate, planned_epochs
+from vaekit.train import THREAD_VARIABLES, kl_scale, learning_rate, planned_epochs
 
 
 def weights(model):
@@ -517,3 +518,31 @@ def test_a_run_given_threads_limits_torch_and_numpys_thread_pools(digits_config)
     vaekit.train(replace(digits_config, train=replace(digits_config.train, epochs=1, threads=wanted)))
     assert torch.get_num_threads() == wanted  # (conftest gives the next test its threads back)
     assert {pool["num_threads"] for pool in threadpool_info()} == {wanted}
+
+
+def test_threads_reach_the_threads_started_later_and_leave_the_environment_as_it_was():
+    """use_threads loads scikit-learn's OpenMP and SciPy's BLAS with the thread variables set to N, so that a thread
+    started later (the explorer's) takes N there too (threadpoolctl's limit reaches the calling thread's OpenMP
+    only), then sets the variables back: the processes the caller starts get their own defaults."""
+    import subprocess
+    import sys
+
+    code = """
+import json, os, threading
+import numpy, torch
+from threadpoolctl import threadpool_info
+from vaekit.train import use_threads
+before = {pool["filepath"] for pool in threadpool_info()}
+use_threads(1)
+seen = {}
+thread = threading.Thread(target=lambda: seen.update(pools=threadpool_info()))
+thread.start()
+thread.join()
+print(json.dumps({"later": [pool["num_threads"] for pool in seen["pools"] if pool["filepath"] not in before],
+                  "variable": os.environ.get("OMP_NUM_THREADS")}))
+"""
+    environment = {key: value for key, value in os.environ.items() if key not in THREAD_VARIABLES}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=120)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["later"] and set(seen["later"]) == {1} and seen["variable"] is None, seen

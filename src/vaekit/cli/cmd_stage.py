@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, help="learning rate (default: the run's)")
     p.add_argument("--grad-clip", type=float, help="clip the gradient's norm to this (default: the run's)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="where to train (default: the run's)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch, numpy, SciPy and scikit-learn (default: one "
+                   "per core)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--data", metavar="FILE", help="where the run's own data file has moved (checked to be it)")
     p.add_argument("--stage", help="which later stage of the family to train (default: its only one, e.g. the "

@@ -128,9 +128,10 @@ HEADER_CHOICES = ("auto", "yes", "no")
 def read_table(path: str | Path, header: str = "auto", expected: Sequence[str] = ()) -> RawTable:
     """A CSV/TSV (any delimiter csv.Sniffer finds; its first row a header as `header` says: yes, no, or auto, as
     `first_row_is_header` decides) or a Parquet file (with pyarrow; its column names are its header). `expected`:
-    the columns a trained model reads, by which auto decides where only one reading of the first row has them all
-    (a run trained before auto took whole numbers far outside their columns for names, as 400,410,..., read them as
-    data, and its columns are 0, 1, ...)."""
+    the columns a trained model reads, by which auto decides where only one reading of the first row has them all:
+    as names, or as data where it is all numbers (a headerless run's columns are 0, 1, ...: a new file starting with
+    whole numbers far outside their columns, as 400,410,..., is data for it, as it was for runs trained before auto
+    took such a row for names)."""
     path = Path(path)
     if header not in HEADER_CHOICES:
         raise VaekitError(f"header must be one of {', '.join(HEADER_CHOICES)}, not {header!r}")
@@ -224,7 +225,8 @@ def _read_delimited(path: Path, header: str = "auto", expected: tuple[str, ...] 
     body = [row for _, row in lines[1:]]
     has_header = header == "yes" or (header == "auto" and first_row_is_header(first, body))
     named_by_it = set(expected) <= {cell or f"column {i + 1}" for i, cell in enumerate(first)}
-    if header == "auto" and expected and named_by_it != (set(expected) <= {str(i) for i in range(width)}):
+    as_data = set(expected) <= {str(i) for i in range(width)} and all(isinstance(parse_cell(c), float) for c in first)
+    if header == "auto" and expected and named_by_it != as_data:
         has_header, header = named_by_it, "yes" if named_by_it else "no"  # the model's columns decide: no guess
     numbers = [parse_cell(cell) for cell in first]
     if header == "auto" and body and any(isinstance(value, float) for value in numbers):  # a guess: say which
