@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaekit.train import THREAD_VARIABLES
 
 
 def pytest_configure(config):
@@ -19,7 +18,7 @@ def pytest_configure(config):
     before this runs, whose waiting threads made some tests up to 5 times slower beside the other process."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
-        from vaekit.train import use_threads
+        from vaekit.threads import use_threads
 
         threads = max(1, (os.cpu_count() or 1) // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -83,19 +82,14 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
-    """Each test starts seeded, and a test that set --threads (vaekit.train.use_threads: torch's threads, the BLAS
-    and OpenMP pools) or the thread variables leaves the next test the threads it found."""
+    """Each test starts seeded, and a test that set --threads (vaekit.threads.use_threads: torch's threads and the
+    BLAS and OpenMP pools) leaves the next test the threads it found."""
     torch.manual_seed(0)
-    threads, environment = torch.get_num_threads(), {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    threads = torch.get_num_threads()
     yield
-    if torch.get_num_threads() != threads or environment != {name: os.environ.get(name) for name in THREAD_VARIABLES}:
+    if torch.get_num_threads() != threads:
         from threadpoolctl import threadpool_limits
 
-        for name, value in environment.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         torch.set_num_threads(threads)
         threadpool_limits(limits=threads)
 

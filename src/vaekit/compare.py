@@ -20,6 +20,7 @@ from .errors import VaekitError
 from .files import atomic_write, write_text
 from .metrics import reconstruction_error
 from .models import Model, build_model, draw_prior
+from .threads import as_torch
 from .train import mean_terms
 from .report.classifier import FeatureClassifier, train_feature_classifier
 from .report.html import collapsed, render_report
@@ -204,7 +205,7 @@ def fit_mixture(codes: torch.Tensor, components: int, seed: int, of: str = "the 
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
 
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, as_torch():
         warnings.simplefilter("always", ConvergenceWarning)
         mixture = GaussianMixture(components, covariance_type="full", random_state=seed).fit(codes.double().numpy())
     for warning in caught:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .errors import VaekitError
+from .threads import as_torch
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,8 @@ def beta_vae_score(
         raise VaekitError(f"all {n_train} training points fixed the same factor: raise n_train")
     # Raw features as in disentanglement_lib; more iterations than sklearn's default so it converges.
     classifier = LogisticRegression(max_iter=2000, random_state=seed)
-    classifier.fit(train_points, train_labels)
+    with as_torch():
+        classifier.fit(train_points, train_labels)
     train_accuracy = float(classifier.score(train_points, train_labels))
     eval_points, eval_labels = _pair_differences(represent, sample_factors, n_factors, batch_size, n_eval, rng)
     eval_accuracy = float(classifier.score(eval_points, eval_labels))

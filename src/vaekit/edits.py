@@ -14,6 +14,7 @@ from .config import EDIT_METHODS
 from .errors import VaekitError
 from .latent import AttributeGroups, _one_label, decode_mean, encode_dataset, find_attribute, item_code
 from .models import Model
+from .threads import as_torch
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ def attribute_direction(codes: torch.Tensor, groups: AttributeGroups, method: st
     both = groups.mask | groups.versus
     # Fitted on the codes as they are (not standardised): its weights are the boundary's normal in code space, and
     # the L2 penalty keeps a dimension the encoder barely uses (a tiny spread would need a huge weight) out of it.
-    fit = LogisticRegression(max_iter=5000).fit(flat[both].numpy(), groups.mask[both].numpy())
+    with as_torch():
+        fit = LogisticRegression(max_iter=5000).fit(flat[both].numpy(), groups.mask[both].numpy())
     normal = torch.from_numpy(fit.coef_[0])
     if not (torch.isfinite(normal).all() and float(normal.norm()) > 0 and float(difference @ normal) != 0):
         raise VaekitError("--method linear found no direction: the codes of the two groups cannot be told apart (the "
@@ -177,7 +179,8 @@ def classifier_judge(train_x: torch.Tensor, train_groups: AttributeGroups, test_
     pixels = train_x[both].reshape(int(both.sum()), -1).numpy()
     n = min(components, pixels.shape[0] - 1, pixels.shape[1])
     model = make_pipeline(PCA(n, random_state=seed), StandardScaler(), LogisticRegression(C=0.1, max_iter=3000))
-    model.fit(pixels, train_groups.mask[both].numpy())
+    with as_torch():
+        model.fit(pixels, train_groups.mask[both].numpy())
 
     def read(x: torch.Tensor) -> np.ndarray:
         return model.decision_function(x.reshape(len(x), -1).numpy())

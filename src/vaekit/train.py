@@ -21,11 +21,12 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import unwrap, write_lines
-from .config import MAX_THREADS, TrainConfig
+from .config import TrainConfig
 from .data import TensorData
 from .errors import Interrupted, VaekitError
 from .models import Model
 from .progress import bar_timing
+from .threads import use_threads
 
 log = logging.getLogger(__name__)
 
@@ -301,34 +302,6 @@ def kl_scale(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     if cfg.kl_warmup_epochs <= 0:
         return 1.0
     return min(1.0, step / (cfg.kl_warmup_epochs * steps_per_epoch))
-
-
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def use_threads(threads: int) -> None:
-    """Use `threads` CPU threads for all of this process's numerical work: torch's, and that of the BLAS and OpenMP
-    libraries numpy, SciPy and scikit-learn load (the mixture samplers' fits, the edits' PCA), which otherwise take one
-    thread per core whatever torch was told. A limit for the rest of the process, as torch's own is. scikit-learn's
-    and SciPy's libraries are loaded here, reading the thread variables set to `threads` for the moment, so that the
-    threads started later (a server's) take it too; the variables are then as they were, for the processes this one
-    starts. (Where scikit-learn was imported before, its OpenMP threads take the limit in this thread only.)"""
-    from threadpoolctl import threadpool_limits
-
-    if not 1 <= threads <= MAX_THREADS:
-        raise VaekitError(f"threads must be between 1 and {MAX_THREADS}, got {threads}")
-    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
-    os.environ.update({name: str(threads) for name in THREAD_VARIABLES})
-    try:
-        import sklearn.mixture  # noqa: F401  (its OpenMP library and SciPy's BLAS, loaded now)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-    torch.set_num_threads(threads)
-    threadpool_limits(limits=threads)
 
 
 class Trainer:

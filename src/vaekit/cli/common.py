@@ -409,7 +409,7 @@ def set_threads(threads: int | None) -> None:
     if threads is not None:
         if not 1 <= threads <= config_module.MAX_THREADS:
             raise VaekitError(f"--threads must be between 1 and {config_module.MAX_THREADS}, got {threads}")
-        from ..train import use_threads
+        from ..threads import use_threads
 
         use_threads(threads)
 
