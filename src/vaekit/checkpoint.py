@@ -206,14 +206,6 @@ def load_config(directory: str | Path) -> RunConfig:
     for (component, name), before in FAMILY_SETTINGS_BEFORE.items():
         if model.get("family") == component and isinstance(model.get(component, {}), dict):
             model.setdefault(component, {}).setdefault(name, before)
-    data = raw.get("data", {})
-    from .data.tables import TABLE_SUFFIXES
-
-    if (isinstance(data.get("name"), str) and Path(data["name"]).suffix.lower() in TABLE_SUFFIXES
-            and model.get("likelihood") != "table" and "standardize" not in data):
-        # a table file read before vaekit read tables as tables (a table's model has the table likelihood): its
-        # numbers went to the model as written, and so they go on (standardised, they would be other inputs)
-        data["standardize"] = False
     family = model.get("family")
     if isinstance(family, str):
         from .models import MODEL_FAMILIES, load_plugins

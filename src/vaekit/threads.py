@@ -7,19 +7,14 @@ from collections.abc import Iterator
 
 import torch
 
-from .config import MAX_THREADS
-from .errors import VaekitError
-
 
 def use_threads(threads: int) -> None:
-    """`threads` CPU threads for torch and for the BLAS and OpenMP libraries loaded now (numpy's BLAS, loaded with
-    torch), for the rest of the process, as torch's own limit is. scikit-learn's and SciPy's libraries, loaded when
-    first used, take torch's count where vaekit uses them (as_torch); the thread variables (OMP_NUM_THREADS, ...)
-    that other processes read are left as they are."""
+    """`threads` CPU threads (checked by the callers: --threads, TrainConfig.threads) for torch and for the BLAS and
+    OpenMP libraries loaded now (numpy's BLAS, loaded with torch), for the rest of the process, as torch's own limit
+    is. scikit-learn's and SciPy's libraries, loaded when first used, take torch's count where vaekit uses them
+    (as_torch); the thread variables (OMP_NUM_THREADS, ...) that other processes read are left as they are."""
     from threadpoolctl import threadpool_limits
 
-    if not 1 <= threads <= MAX_THREADS:
-        raise VaekitError(f"threads must be between 1 and {MAX_THREADS}, got {threads}")
     torch.set_num_threads(threads)
     threadpool_limits(limits=threads)
 

@@ -224,10 +224,11 @@ def _read_delimited(path: Path, header: str = "auto", expected: tuple[str, ...] 
     first = lines[0][1]
     body = [row for _, row in lines[1:]]
     has_header = header == "yes" or (header == "auto" and first_row_is_header(first, body))
-    named_by_it = set(expected) <= {cell or f"column {i + 1}" for i, cell in enumerate(first)}
-    as_data = set(expected) <= {str(i) for i in range(width)} and all(isinstance(parse_cell(c), float) for c in first)
-    if header == "auto" and expected and named_by_it != as_data:
-        has_header, header = named_by_it, "yes" if named_by_it else "no"  # the model's columns decide: no guess
+    if header == "auto" and expected:  # a trained model's columns decide where only one reading has them: no guess
+        named_by_it = set(expected) <= {cell or f"column {i + 1}" for i, cell in enumerate(first)}
+        if named_by_it != (set(expected) <= {str(i) for i in range(width)}
+                           and all(isinstance(parse_cell(cell), float) for cell in first)):
+            has_header, header = named_by_it, "yes" if named_by_it else "no"
     numbers = [parse_cell(cell) for cell in first]
     if header == "auto" and body and any(isinstance(value, float) for value in numbers):  # a guess: say which
         shown = ",".join(first)[:60]
