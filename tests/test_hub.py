@@ -544,6 +544,23 @@ def test_cards_for_other_data_labels_tables_and_unrecorded_settings(tmp_path, ca
         vectors.save_pretrained(tmp_path / "bad", metrics={"val_elbo": float("nan")})
 
 
+def _read_as_the_card_says(line: str, path: Path, scope: dict):
+    """Run the reading of a file of rows that a table card's comment gives (its parenthesis after "from
+    vaekit.data.tables: "), in scope (which holds the model), on path: what the model reads."""
+    prefix = "(from vaekit.data.tables: "
+    start, depth = line.index(prefix), 0
+    for end in range(start, len(line)):
+        depth += {"(": 1, ")": -1}.get(line[end], 0)
+        if depth == 0:
+            break
+    *statements, expression = line[start + len(prefix):end].split("; ")
+    scope["path"] = path
+    exec("from vaekit.data.tables import model_table, read_table", scope)  # noqa: S102
+    for statement in statements:
+        exec(statement, scope)  # noqa: S102
+    return eval(expression, scope)  # noqa: S307
+
+
 def test_cards_of_a_model_that_cannot_sample_yet_and_of_a_family_vaekit_does_not_ship(tmp_path, caplog):
     """A vqvae before its prior's stage: the card says why it has no samples (it said the data were not images, and
     its load line sampled, which raises); a plugin family's card names the code that registers it."""
@@ -590,11 +607,25 @@ def test_cards_of_a_model_that_cannot_sample_yet_and_of_a_family_vaekit_does_not
                  *command[4:-1], str(tmp_path / command[-1])]) == 0
     assert "No rows: this model cannot draw samples yet" in table_text
     line = next(line for line in table_text.splitlines() if line.startswith("codes = "))
-    table_model = Model.from_pretrained(str(tmp_path / "tvq-hub" / "REPO"))
-    scope = {"model": table_model,
-             "x": tables.model_table(table_model.config).encode(tables.read_table(tmp_path / "moved.csv"))}
+    scope = {"model": Model.from_pretrained(str(tmp_path / "tvq-hub" / "REPO"))}
+    scope["x"] = _read_as_the_card_says(line, tmp_path / "moved.csv", scope)
     exec(line, scope)  # noqa: S102
-    assert scope["codes"].shape[0] == 100 and "read_table(path)" in line
+    assert scope["codes"].shape[0] == 100
+    # a headerless run's: a new file whose first row reads like names (whole numbers far outside their columns) is
+    # read as the run's data by the card's reading, as vaekit's commands read it
+    (tmp_path / "bare.csv").write_text("\n".join(f"{rng.normal(0, 1):.3f},{rng.normal(5, 1):.3f}" for _ in range(100)))
+    assert main(["train", "--data", str(tmp_path / "bare.csv"), "--model", "vqvae", "--latent-dim", "2", "--epochs",
+                 "1", "--out", str(tmp_path / "bvq"), "--no-progress"]) == 0
+    assert main(["export", str(tmp_path / "bvq"), "--hub", str(tmp_path / "bvq-hub" / "REPO")]) == 0
+    bare_text = (tmp_path / "bvq-hub" / "REPO" / "README.md").read_text()
+    line = next(line for line in bare_text.splitlines() if line.startswith("codes = "))
+    (tmp_path / "new.csv").write_text("400,450\n" + "\n".join(f"{rng.normal(0, 1):.3f},{rng.normal(5, 1):.3f}"
+                                                              for _ in range(20)) + "\n")
+    assert tables.read_table(tmp_path / "new.csv").names == ("400", "450")  # (without the run's columns: names)
+    scope = {"model": Model.from_pretrained(str(tmp_path / "bvq-hub" / "REPO"))}
+    scope["x"] = _read_as_the_card_says(line, tmp_path / "new.csv", scope)
+    exec(line, scope)  # noqa: S102
+    assert scope["codes"].shape[0] == 21
 
     shape = dict(data_shape=(1, 8, 8), latent_dim=2, hidden_dims=(8,), likelihood="bernoulli", network="mlp")
     for name, module, says in (

@@ -282,8 +282,8 @@ def model_card(model: Model, config: RunConfig, metrics: Mapping[str, float], *,
             else f"images = model.sample(16{given})  # decoded draws from the prior{of_class}")
     if unready is not None:
         labels = ", y" if model.num_labels else ""
-        items = ("rows as the model reads them (vaekit.data.tables: model_table(model.config).encode(read_table(path)))"
-                 if table else "items")
+        items = ("rows as the model reads them (from vaekit.data.tables: schema = model_table(model.config); "
+                 "schema.encode(read_table(path, expected=schema.names)))" if table else "items")
         draw = (f"codes = model.code(model.encode(x{labels}))  # x: a batch of {items}"
                 f"{' (y: their classes)' * bool(labels)}; sampling waits for the prior's training (see Samples above)")
     imports = ["from vaekit import Model", *(["from vaekit.data.tables import model_table"] if table and unready is None
