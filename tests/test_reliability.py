@@ -355,6 +355,38 @@ def test_a_run_folder_has_one_writer(tmp_path, capsys):
     assert main(["train", "--data", "digits", "--epochs", "1", "--out", str(folder), "--no-progress"]) == 0
 
 
+def test_links_in_a_run_folder_from_elsewhere_write_over_nothing_they_point_to(run, tmp_path, capsys):
+    """A run folder from an archive or another user may hold symbolic links named as its files: vaekit's writes
+    replace a link with the run's file (or refuse a linked lock), and the files pointed to stay as they were."""
+    import shutil
+
+    for name in (checkpoint.MODEL_FILE, "metrics.jsonl"):
+        copy = tmp_path / f"run-{name}"
+        shutil.copytree(run, copy)
+        target = copy / name
+        users = tmp_path / f"users-{name}"  # a file of the user's, which the link points to (the run's bytes, so
+        shutil.copy(target, users)          # that the run opens through it)
+        before = users.read_bytes()
+        target.unlink()
+        target.symlink_to(users)
+        assert main(["train", "--resume", str(copy), "--epochs", "3", "--no-progress"]) == 0
+        assert users.read_bytes() == before
+        assert not target.is_symlink() and target.read_bytes() != before  # the run's file now, in the run
+    # the lock: a link in its place is refused (nothing written through it), as a folder in its place is
+    victim = tmp_path / "victim-lock"
+    victim.write_text("the user's own file\n")
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    (folder / ".lock").symlink_to(victim)
+    fails(["train", "--data", "digits", "--epochs", "1", "--out", str(folder), "--no-progress"], capsys,
+          ".lock is a symbolic link, where a run keeps its lock file: remove it")
+    assert victim.read_text() == "the user's own file\n"
+    (folder / ".lock").unlink()
+    (folder / ".lock").mkdir()
+    fails(["train", "--data", "digits", "--epochs", "1", "--out", str(folder), "--no-progress"], capsys,
+          ".lock is a folder, where a run keeps its lock file: remove it")
+
+
 def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_start(tmp_path):
     folder = tmp_path / "run"
     cfg = RunConfig(data=DataConfig(name="digits"), model=ModelConfig(latent_dim=2, hidden_dims=(16,)),

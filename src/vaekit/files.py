@@ -44,12 +44,14 @@ def inputs_kept(inputs: Mapping[str | Path, str]) -> Iterator[None]:
 
 def atomic_write(path: str | Path, write: Callable[[Path], object], fix: str = FIX, run_file: bool = False) -> Path:
     """write(tmp) then rename tmp over `path`. The temporary is `.NAME.XXXXXXXX` + NAME's suffix in the same folder
-    (the suffix so that writers choosing a format by it, Pillow and numpy, write the right one). A symbolic link is
-    followed (its target written); a named pipe or device is written directly. `fix` ends the
+    (the suffix so that writers choosing a format by it, Pillow and numpy, write the right one). A symbolic link the
+    user names is followed (its target written); a named pipe or device is written directly. `fix` ends the
     message of a failed write. Unless `run_file` (a run folder writing its own files), a path that is one of a run
-    folder's own files (its config, weights, resume state or metrics) is refused: an output never replaces them."""
+    folder's own files (its config, weights, resume state or metrics) is refused: an output never replaces them.
+    A run folder's own file that is a symbolic link is replaced by the file, not followed: a link in a folder from
+    elsewhere (an archive, another user's) must not make a run write over the file it points to."""
     path = Path(path)
-    if path.is_symlink():  # the file it points to is written (atomically there), the link kept
+    if path.is_symlink() and not run_file:  # the file it points to is written (atomically there), the link kept
         path = path.resolve()
     path = check_target(path, run_file)
     if path.exists() and not path.is_file():  # a named pipe or a device (/dev/stdout): written through, as it is

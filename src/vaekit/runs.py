@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -190,10 +192,18 @@ def run_lock(directory: Path):
         yield
         return
     path = directory / LOCK_FILE
-    try:
-        handle = open(path, "a+")
+    try:  # not through a symbolic link (a folder from elsewhere): the lock would empty the file it points to
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
     except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EISDIR):
+            raise VaekitError(f"{path} is {'a symbolic link' if exc.errno == errno.ELOOP else 'a folder'}, where a "
+                              "run keeps its lock file: remove it (vaekit writes nothing through it)") from None
         raise VaekitError(f"cannot write in {directory} ({exc.strerror}): choose a folder you can write to") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise VaekitError(f"{path} is a special file, where a run keeps its lock file: remove it (vaekit writes "
+                          "nothing through it)")
+    handle = os.fdopen(descriptor, "a+")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
