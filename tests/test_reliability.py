@@ -6,6 +6,7 @@ import errno
 import gzip
 import json
 import math
+import re
 import struct
 import sys
 import zipfile
@@ -166,6 +167,37 @@ def test_damaged_configs(run, tmp_path, capsys):
     config["model"]["data_shape"] = [-5]
     (folder / checkpoint.CONFIG_FILE).write_text(json.dumps(config))
     fails(["sample", str(folder), "--out", str(tmp_path / "s.png")], capsys, "must be positive sizes")
+
+
+def test_a_config_from_elsewhere_asking_for_a_huge_model_allocates_none_of_it(run, tmp_path, capsys, monkeypatch):
+    """A folder from elsewhere (a Hub download: config.json beside weights without vaekit's metadata) whose
+    config.json asks for an enormous model: one line, before any of that model is allocated (before, the loader
+    built it first: 16 GB taken for a 1 kB file)."""
+    from vaekit import Model, models
+
+    built = []
+    family = models.MODEL_FAMILIES["vae"]
+    monkeypatch.setitem(models.MODEL_FAMILIES, "vae", lambda config: built.append(torch.get_default_device().type)
+                        or family(config))
+    original = json.loads((run / checkpoint.CONFIG_FILE).read_text())
+    for name, change, says in (
+            ("wide", {"hidden_dims": [100_000, 100_000]}, "does not match config.json (missing ["),
+            ("labels", {"condition": "label", "num_labels": 3_000_000}, "of memory, more than half of this machine's"),
+            ("overflow", {"data_shape": [3, 2**30, 2**30]}, "the model's sizes are beyond any machine's")):
+        folder = tmp_path / name
+        folder.mkdir()
+        config = json.loads(json.dumps(original))
+        config["model"].update(change)
+        (folder / checkpoint.CONFIG_FILE).write_text(json.dumps(config))
+        save_file({"x": torch.zeros(1)}, str(folder / checkpoint.MODEL_FILE))
+        with monkeypatch.context() as patch:
+            if name == "labels":  # (3M labels' embedding: 15 GiB, refused on a machine of any size)
+                patch.setattr(safe, "memory_budget", lambda: 2**30)
+            fails(["sample", str(folder), "--n", "2", "--out", str(tmp_path / "s.png")], capsys, says)
+            with pytest.raises(VaekitError, match=re.escape(says)):
+                Model.from_pretrained(str(folder))
+        assert set(built) <= {"meta"}, (name, built)  # only ever built without memory
+    assert built
 
 
 @pytest.mark.parametrize("change,malformed", [

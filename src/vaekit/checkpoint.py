@@ -20,7 +20,7 @@ from . import __version__
 from .config import COMPONENT_SETTINGS, MAX_THREADS, RunConfig, from_dict, with_defaults
 from .errors import VaekitError
 from .files import atomic_write
-from .models import Model, build_model
+from .models import Model, build_model, model_shapes
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
@@ -257,19 +257,31 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> Model:
                           f"{CONFIG_FILE}, restore it (settings are changed with flags, e.g. vaekit train --resume "
                           f"{directory} --epochs N); if the run stopped between writing them, vaekit train --resume "
                           f"{directory} writes both again")
+    # config.json's model against the weights' names and shapes before it takes memory (a config.json from elsewhere
+    # cannot make the loader allocate what no weights back)
+    shapes = model_shapes(config.model, f"{directory / CONFIG_FILE} asks for it: restore that file if it was edited")
+    if shapes is not None and shapes != {name: tuple(tensor.shape) for name, tensor in state.items()}:
+        _mismatch(directory, set(shapes), set(state),
+                  sorted(name for name in set(shapes) & set(state) if shapes[name] != tuple(state[name].shape)))
     model = build_model(config.model, saved=True)
-    missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
-    if missing or unexpected:
-        raise VaekitError(
-            f"{directory / MODEL_FILE} does not match {CONFIG_FILE} (missing {sorted(missing)[:3]}, "
-            f"unexpected {sorted(unexpected)[:3]}): the two files come from different runs"
-        )
+    if set(model.state_dict()) != set(state):
+        _mismatch(directory, set(model.state_dict()), set(state), [])
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise VaekitError(f"{directory / MODEL_FILE} does not match {CONFIG_FILE}: {str(exc).splitlines()[-1].strip()}") from None
     model.run_config = config  # the data and training sections too, for what is written from it (a Hub folder's card)
     return model.to(device).eval()
+
+
+def _mismatch(directory: Path, names: set[str], held: set[str], resized: list[str]) -> None:
+    """The error for weights that are not config.json's model's: `names` its tensors, `held` the file's, `resized`
+    those of both whose shapes differ."""
+    missing, unexpected = sorted(names - held), sorted(held - names)
+    what = (f"missing {missing[:3]}, unexpected {unexpected[:3]}" if missing or unexpected
+            else f"other shapes for {', '.join(resized[:3])}")
+    raise VaekitError(f"{directory / MODEL_FILE} does not match {CONFIG_FILE} ({what}): the two files come from "
+                      "different runs")
 
 
 def save_resume(directory: str | Path, tensors: dict[str, torch.Tensor], state: dict[str, Any],

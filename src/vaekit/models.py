@@ -787,6 +787,25 @@ def check_processes(config: ModelConfig, processes: int, batch_size: int | None 
         raise VaekitError(reason)
 
 
+def model_shapes(config: ModelConfig, fix: str = "choose a smaller --latent-dim, --hidden-dims or --conv-channels",
+                 ) -> dict[str, tuple[int, ...]] | None:
+    """The names and shapes of the state of `config`'s model, built on the meta device (no memory taken, the random
+    numbers untouched), or None for a family that cannot be built so (a plugin computing with its tensors). A model
+    whose sizes overflow, or that needs more than half of this machine's memory, is a VaekitError before anything is
+    allocated (before, the weights' initialisation filled the memory first); `fix` ends its message."""
+    from .data.safe import check_memory
+
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            state = MODEL_FAMILIES[config.family](config).state_dict()
+    except Exception as exc:  # noqa: BLE001  (a family that cannot be built on the meta device is built as it is)
+        if "overflow" in str(exc).lower() and isinstance(exc, (RuntimeError, OverflowError, TypeError, ValueError)):
+            raise VaekitError(f"the model's sizes are beyond any machine's (their products overflow): {fix}") from None
+        return None
+    check_memory(sum(tensor.numel() * tensor.element_size() for tensor in state.values()), "the model", fix)
+    return {name: tuple(tensor.shape) for name, tensor in state.items()}
+
+
 def build_model(config: ModelConfig, saved: bool = False) -> Model:
     """The model of `config`, its settings checked. saved: the settings of a run already trained (a load, a resume),
     which a check added since (a family's objective hooks that miss the label its prior takes) warns of, not
@@ -813,6 +832,7 @@ def build_model(config: ModelConfig, saved: bool = False) -> Model:
     if config.condition == "label" and config.num_labels < 2:
         raise VaekitError("a label-conditioned model needs model.num_labels >= 2 (vaekit fills it in from labelled "
                           "data): train on data with labels, or drop --condition label")
+    model_shapes(config)  # sizes that overflow, or more than memory holds, said before anything is allocated
     try:
         model = MODEL_FAMILIES[config.family](config)
     except (RuntimeError, MemoryError) as exc:  # the allocator's "can't allocate memory" (sizes pass their checks)
