@@ -891,10 +891,28 @@ def test_the_api_refuses_what_a_browser_marks_as_sent_by_another_site(digits):
     for response in (client.post("/api/decode", json={"z": [0, 0]}, headers=cross),
                      client.get("/api/score", params={"attribute": "1"}, headers=cross),
                      client.post("/api/encode-image", files={"file": ("a.png", b"x", "image/png")}, headers=cross)):
-        assert response.status_code == 403 and "other web sites" in response.json()["error"]
+        assert response.status_code == 403 and "other web pages" in response.json()["error"]
     assert client.get("/", headers=cross).status_code == 200  # following a link to the page is fine
     for site in ("same-origin", "none"):
         assert client.post("/api/decode", json={"z": [0, 0]}, headers={"sec-fetch-site": site}).status_code == 200
+    # a page on another port of this machine is the same site, not the same origin: refused too
+    assert client.post("/api/decode", json={"z": [0, 0]}, headers={"sec-fetch-site": "same-site"}).status_code == 403
+    # a browser without Sec-Fetch-Site still names the page a POST comes from: another origin is refused
+    own = f"http://{client.base_url.netloc.decode()}"
+    assert client.post("/api/decode", json={"z": [0, 0]}, headers={"origin": own}).status_code == 200
+    for origin in ("http://evil.example", "null", "http://localhost:3000"):
+        response = client.post("/api/decode", json={"z": [0, 0]}, headers={"origin": origin})
+        assert response.status_code == 403 and "other web pages" in response.json()["error"], origin
+    # and no page shows the explorer inside its own (a frame), nor reads an answer as another type
+    for response in (client.get("/"), client.get("/api/info")):
+        assert response.headers["x-frame-options"] == "DENY" and response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["content-security-policy"] == "frame-ancestors 'none'"
+    # a server for other machines (--host 0.0.0.0, no Host check) refuses other pages' requests as well
+    explorer, _ = digits
+    with TestClient(create_app(explorer, hosts=None), base_url="http://192.0.2.7") as other:
+        assert other.post("/api/decode", json={"z": [0, 0]}).status_code == 200
+        for headers in (cross, {"origin": "http://evil.example"}):
+            assert other.post("/api/decode", json={"z": [0, 0]}, headers=headers).status_code == 403
 
 
 def _upload(client, data: bytes, name: str = "x.png"):

@@ -5,9 +5,11 @@ makes a 500.
 """
 # No `from __future__ import annotations` here: FastAPI reads the request models of the functions below from their
 # annotations at run time, and those models are local to create_app (pydantic is imported only when serving).
+import html
 import json
 from importlib import resources
 from typing import Any, Literal, Sequence, Union
+from urllib.parse import urlsplit
 
 from ..config import EDIT_METHODS
 from ..errors import VaekitError
@@ -62,34 +64,44 @@ class BodyLimit:
 
 
 class Guard:
-    """An ASGI middleware for a server on this machine only: it answers requests whose Host header names another
-    machine (a web page reaching the explorer by DNS rebinding) and, on the API, requests a browser marks as sent
-    by another site (Sec-Fetch-Site: cross-site), with a 4xx JSON error."""
+    """An ASGI middleware that answers, with a 4xx JSON error: requests whose Host header names another machine (a
+    web page reaching the explorer by DNS rebinding), where `hosts` are given (a server on this machine only); and,
+    on every server, requests to the API that a browser sent from another page than the explorer's own: marked
+    cross-site or same-site (another port of this machine is the same site), or, for a POST, from another origin
+    (browsers without Sec-Fetch-Site still send Origin)."""
 
-    def __init__(self, app, hosts: Sequence[str]) -> None:
+    def __init__(self, app, hosts: Sequence[str] | None) -> None:
         self.app = app
-        self.hosts = {h.strip("[]").lower() for h in hosts}
+        self.hosts = None if hosts is None else {h.strip("[]").lower() for h in hosts}
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
             headers = dict(scope["headers"])
-            host = _host_name(headers.get(b"host", b"").decode("latin-1"))
-            if host not in self.hosts:
+            address = headers.get(b"host", b"").decode("latin-1")
+            host = _host_name(address)
+            if self.hosts is not None and host not in self.hosts:
                 await _json_answer(send, 400, f"this explorer answers requests addressed to "
                                               f"{', '.join(sorted(self.hosts))}, not {host or 'no host'}")
                 return
             site = headers.get(b"sec-fetch-site", b"").decode("latin-1")
-            if site == "cross-site" and (scope["path"].startswith("/api/") or scope["method"] != "GET"):
-                await _json_answer(send, 403, "requests from other web sites are refused: open the explorer's page")
-                return
+            origin = headers.get(b"origin", b"").decode("latin-1")
+            if scope["path"].startswith("/api/") or scope["method"] != "GET":
+                foreign = origin and urlsplit(origin).netloc.lower() != address.strip().lower()
+                if site in ("cross-site", "same-site") or (scope["method"] != "GET" and foreign):
+                    await _json_answer(send, 403, "requests from other web pages are refused: open the explorer's "
+                                                  "page")
+                    return
         await self.app(scope, receive, send)
 
 
 class Identity:
     """An ASGI middleware that marks every answer with what the server serves (x-vaekit-model: Explorer.identity),
-    so that a page left open across a restart notices another model behind the same address."""
+    so that a page left open across a restart notices another model behind the same address; and as not to be shown
+    inside another site's page (a frame) nor read as another type than it says."""
 
     HEADER = b"x-vaekit-model"
+    SAFETY = ((b"x-frame-options", b"DENY"), (b"content-security-policy", b"frame-ancestors 'none'"),
+              (b"x-content-type-options", b"nosniff"))
 
     def __init__(self, app, identity: str) -> None:
         self.app = app
@@ -102,7 +114,8 @@ class Identity:
 
         async def marked(message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), (self.HEADER, self.identity)]}
+                message = {**message, "headers": [*message.get("headers", []), (self.HEADER, self.identity),
+                                                  *self.SAFETY]}
             await send(message)
 
         await self.app(scope, receive, marked)
@@ -182,13 +195,12 @@ def create_app(explorer: Explorer, hosts: Sequence[str] | None = LOOPBACK_HOSTS)
         label: Label = None
 
     app = FastAPI(title="vaekit explorer", version=_version(),
-                  description=f"The latent space of {explorer.run or 'a trained model'}, over HTTP: decode codes, "
+                  description=f"The latent space of {html.escape(explorer.run or 'a trained model')}, over HTTP: decode codes, "
                               "encode items and pictures, interpolate, edit attributes, sample the prior.")
     app.state.explorer = explorer
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(Identity, identity=explorer.identity)
-    if hosts is not None:
-        app.add_middleware(Guard, hosts=hosts)
+    app.add_middleware(Guard, hosts=hosts)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):  # unknown route, wrong method, unparsable body
