@@ -272,6 +272,11 @@ def test_a_source_sending_without_end_or_links_for_files_is_refused_in_one_line(
     assert f"has no file package/data/{FILES[0]}" in message, message
     assert sum(sent) <= 2 * 2**20 * len(SPECS["mnist"].urls)  # each mirror cut off past the limit
     assert not list((isolated / "out").iterdir())  # no part file left
+    # a small .gz holding more than any file of the set: its md5 stops there (not after reading gigabytes)
+    with gzip.open(isolated / f"{FILES[0]}.gz", "wb") as out:
+        out.write(bytes(2 * 2**20))
+    assert idx_datasets._checked_md5(isolated / f"{FILES[0]}.gz", "0" * 32) == \
+        f"{FILES[0]}.gz is over 1 MiB uncompressed, more than the file holds: not the file"
 
 
 def test_cli_data_list_and_get(isolated, tiny_mnist, monkeypatch, capsys):

@@ -900,9 +900,16 @@ def test_the_api_refuses_what_a_browser_marks_as_sent_by_another_site(digits):
     # a browser without Sec-Fetch-Site still names the page a POST comes from: another origin is refused
     own = f"http://{client.base_url.netloc.decode()}"
     assert client.post("/api/decode", json={"z": [0, 0]}, headers={"origin": own}).status_code == 200
+    assert client.post("/api/decode", json={"z": [0, 0]}, headers={"origin": own.upper() + ":80"}).status_code == 200
     for origin in ("http://evil.example", "null", "http://localhost:3000"):
         response = client.post("/api/decode", json={"z": [0, 0]}, headers={"origin": origin})
         assert response.status_code == 403 and "other web pages" in response.json()["error"], origin
+    # behind a proxy that rewrites Host, the page's own requests name the public address: the browser's
+    # Sec-Fetch-Site decides where it is sent
+    public = {"origin": "https://explorer.example", "sec-fetch-site": "same-origin"}
+    assert client.post("/api/decode", json={"z": [0, 0]}, headers=public).status_code == 200
+    for site in ("Cross-Site", "same-site"):
+        assert client.post("/api/decode", json={"z": [0, 0]}, headers={"sec-fetch-site": site}).status_code == 403
     # and no page shows the explorer inside its own (a frame), nor reads an answer as another type
     for response in (client.get("/"), client.get("/api/info")):
         assert response.headers["x-frame-options"] == "DENY" and response.headers["x-content-type-options"] == "nosniff"

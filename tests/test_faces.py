@@ -208,6 +208,9 @@ def test_sources_that_would_fill_the_memory_or_the_disk_are_refused_before(tmp_p
     with pytest.raises(VaekitError, match=r"frey_rawface\.mat's 'ff' \(shape \(560, 30\)\) needs .* GiB of "
                                           r"memory, more than half"):
         faces.convert_frey(tmp_path / "frey_rawface.mat")
+    savemat(tmp_path / "cell.mat", {"ff": np.array([[np.zeros((560, 30))]], dtype=object)})  # headers: (1, 1)
+    with pytest.raises(VaekitError, match=r"cell\.mat's 'ff' is a MATLAB cell, not an array of numbers"):
+        faces.convert_frey(tmp_path / "cell.mat")
     monkeypatch.undo()
     (tmp_path / "endless").write_bytes(bytes(3 * 2**10))
     monkeypatch.setattr(faces, "MAX_DOWNLOAD", 2**10)  # (512 MiB as shipped)

@@ -6,6 +6,7 @@ import errno
 import gzip
 import json
 import math
+import os
 import re
 import struct
 import sys
@@ -19,7 +20,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from vaekit import checkpoint
+from vaekit import Callback, checkpoint
 from vaekit.cli import main
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.data import load_dataset, safe
@@ -101,6 +102,18 @@ def test_memory_is_checked_before_allocating(monkeypatch):
     monkeypatch.setattr(safe, "memory_budget", lambda: 1000)
     with pytest.raises(VaekitError, match="needs 0.0 GiB of memory, more than half"):
         safe.check_memory(2000, "this", "use less")
+
+
+def test_the_memory_checked_against_is_the_containers_where_it_has_less(tmp_path, monkeypatch):
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    monkeypatch.setattr(safe, "CGROUP_LIMITS", (str(v2), str(v1)))
+    v2.write_text("max\n")  # (no limit in v2's own words)
+    v1.write_text(f"{2**30}\n")
+    assert safe.memory_budget() == 2**29
+    with pytest.raises(VaekitError, match=r"needs 0\.6 GiB of memory, more than half of this container's 1\.0 GiB"):
+        safe.check_memory(600 * 2**20, "this", "use less")
+    v1.write_text("9223372036854771712\n")  # (v1's "no limit")
+    assert safe.memory_budget() == safe.physical_memory() // 2
 
 
 def test_an_npz_is_checked_against_memory_for_all_its_arrays_together(tmp_path, monkeypatch):
@@ -208,6 +221,30 @@ def test_a_config_from_elsewhere_asking_for_a_huge_model_allocates_none_of_it(ru
                 Model.from_pretrained(str(folder))
         assert set(built) <= {"meta"}, (name, built)  # only ever built without memory
     assert built
+
+
+def test_a_resume_state_beside_a_config_asking_for_a_huge_model_allocates_none_of_it(run, tmp_path, monkeypatch):
+    """train --resume of a folder from elsewhere (its resume.json's identity made to fit an edited config.json):
+    the config's model is checked against the resume state's tensors before it is built."""
+    import shutil
+
+    from vaekit import models
+
+    folder = tmp_path / "crafted"
+    shutil.copytree(run, folder)
+    config = json.loads((folder / checkpoint.CONFIG_FILE).read_text())
+    config["model"]["hidden_dims"] = [100_000, 100_000]
+    (folder / checkpoint.CONFIG_FILE).write_text(json.dumps(config))
+    state = json.loads((folder / checkpoint.RESUME_STATE).read_text())
+    state[checkpoint.IDENTITY_KEY] = checkpoint.identity_sha256(folder)
+    (folder / checkpoint.RESUME_STATE).write_text(json.dumps(state))
+    built = []
+    family = models.MODEL_FAMILIES["vae"]
+    monkeypatch.setitem(models.MODEL_FAMILIES, "vae", lambda config: built.append(torch.get_default_device().type)
+                        or family(config))
+    with pytest.raises(VaekitError, match="the resume state in .* does not fit its model"):
+        resume(folder, epochs=3, progress=False)
+    assert built and set(built) == {"meta"}
 
 
 @pytest.mark.parametrize("change,malformed", [
@@ -414,6 +451,30 @@ def test_links_in_a_run_folder_from_elsewhere_write_over_nothing_they_point_to(r
         assert main(["train", "--resume", str(copy), "--epochs", "3", "--no-progress"]) == 0
         assert users.read_bytes() == before
         assert not target.is_symlink() and target.read_bytes() != before  # the run's file now, in the run
+    # a link to a folder or a device is replaced too (not refused as a folder, nor written through)
+    for name, pointed in ((checkpoint.MODEL_FILE, tmp_path / "a-folder"), ("metrics.jsonl", Path(os.devnull))):
+        copy = tmp_path / f"to-{name}"
+        shutil.copytree(run, copy)
+        if pointed.name == "a-folder":
+            pointed.mkdir()
+        (copy / name).unlink()
+        (copy / name).symlink_to(pointed)
+        assert main(["train", "--resume", str(copy), "--epochs", "3", "--no-progress"]) == 0  # (weights: resume's)
+        assert (copy / name).is_file() and not (copy / name).is_symlink() and (copy / name).stat().st_size > 0
+    assert list((tmp_path / "a-folder").iterdir()) == []
+    # a link put in place of metrics.jsonl while the run trains: the next epoch's line replaces it
+    users = tmp_path / "users-file"
+    users.write_text("the user's own lines\n")
+
+    class Swap(Callback):
+        def on_epoch_end(self, trainer, result):
+            if result.epoch == 4:
+                (copy / "metrics.jsonl").unlink()
+                (copy / "metrics.jsonl").symlink_to(users)
+
+    resume(copy, epochs=6, progress=False, callbacks=[Swap()])
+    assert users.read_text() == "the user's own lines\n"
+    assert [json.loads(line)["epoch"] for line in (copy / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
     # the lock: a link in its place is refused (nothing written through it), as a folder in its place is
     victim = tmp_path / "victim-lock"
     victim.write_text("the user's own file\n")
@@ -586,31 +647,21 @@ def test_an_overwrite_of_a_run_without_weights_drops_its_metrics_at_once(tmp_pat
 
 
 def test_a_full_disk_at_an_epochs_metrics_line_is_one_line_and_no_half_line(run, tmp_path, monkeypatch, capsys):
-    import builtins
     import shutil
 
     folder = tmp_path / "run"
     shutil.copytree(run, folder)
-    real_open = builtins.open
+    class HalfWrites:  # the training module's os, whose writes stop half-way on a full disk
+        def __getattr__(self, name):
+            return getattr(os, name)
 
-    class HalfWritten:
-        def __init__(self, path):
-            self.handle = real_open(path, "a")
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.handle.close()
-
-        def write(self, text):
-            self.handle.write(text[: len(text) // 2])
-            self.handle.flush()
+        @staticmethod
+        def write(descriptor, data):
+            os.write(descriptor, data[: len(data) // 2])
             raise OSError(errno.ENOSPC, "No space left on device")
 
     module = sys.modules["vaekit.train"]  # the module (vaekit.train is the training function)
-    monkeypatch.setattr(module, "open", lambda path, mode="r", *a, **k: HalfWritten(path) if mode == "a" else
-                        real_open(path, mode, *a, **k), raising=False)
+    monkeypatch.setattr(module, "os", HalfWrites())
     fails(["train", "--resume", str(folder), "--epochs", "5", "--no-progress"], capsys,
           "cannot add epoch 4 to")
     monkeypatch.undo()

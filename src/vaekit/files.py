@@ -51,10 +51,12 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], fix: str = F
     A run folder's own file that is a symbolic link is replaced by the file, not followed: a link in a folder from
     elsewhere (an archive, another user's) must not make a run write over the file it points to."""
     path = Path(path)
-    if path.is_symlink() and not run_file:  # the file it points to is written (atomically there), the link kept
-        path = path.resolve()
-    path = check_target(path, run_file)
-    if path.exists() and not path.is_file():  # a named pipe or a device (/dev/stdout): written through, as it is
+    link = path.is_symlink()
+    if link and not run_file:  # the file it points to is written (atomically there), the link kept
+        path, link = path.resolve(), False
+    if not link:  # (a run's own file replaces a link, whatever it points to: a folder, a pipe, a device)
+        path = check_target(path, run_file)
+    if not link and path.exists() and not path.is_file():  # a named pipe or a device (/dev/stdout): written through
         try:
             write(path)
         except OSError as exc:

@@ -23,7 +23,7 @@ from .data import Dataset, fingerprint, hold_out, load_dataset, resolved_name, t
 from .data.user import check_data_flags
 from .data.tables import run_table
 from .errors import Interrupted, VaekitError
-from .models import MODEL_FAMILIES, Model, build_model, check_processes
+from .models import MODEL_FAMILIES, Model, build_model, check_processes, model_shapes
 from .train import Callback, EpochResult, MetricsLog, Trainer, planned_epochs, resolve_device
 
 log = logging.getLogger(__name__)
@@ -554,6 +554,13 @@ def _resume(directory: Path, cfg: RunConfig, runtime: dict[str, Any], callbacks:
                           f"at least {meta['epoch']} (its config keeps {planned})")
     dataset = run_data(directory, cfg, given, "resume")
     dataset, judged = hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)  # the run's own split
+    # config.json's model against the resume state's tensors before it takes memory (as checkpoint.load does)
+    shapes = model_shapes(cfg.model, f"{directory / checkpoint.CONFIG_FILE} asks for it: restore that file if it was "
+                                     "edited")
+    held = {name[len("model."):]: tuple(tensor.shape) for name, tensor in tensors.items() if name.startswith("model.")}
+    if shapes is not None and shapes != held:
+        raise VaekitError(f"the resume state in {directory} does not fit its model (its tensors are of another "
+                          "model): it is corrupt or from another run; start the run again")
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, saved=True)
     run_id = meta.get(checkpoint.RUN_KEY)  # the run continues under its own id (None: written before run ids)

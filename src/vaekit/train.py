@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import hashlib
 import json
 import logging
@@ -965,14 +966,26 @@ class MetricsLog(Callback):
             return
         if len(trainer.history) <= self.written:
             return  # in the file already: written when this epoch's checkpoint committed the run
-        size = os.path.getsize(self.path) if os.path.exists(self.path) else 0
+        if os.path.islink(self.path):  # put there since the file was written: replaced, not written through
+            self._rewrite(trainer)
+            return
+        try:  # (O_NOFOLLOW: a link put there from now on is refused, not written through)
+            descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        except OSError as exc:
+            raise VaekitError(f"cannot add epoch {result.epoch} to {self.path} ({exc.strerror}): make it a file of "
+                              f"the run again, then continue from the last checkpoint (vaekit train --resume "
+                              f"{os.path.dirname(self.path) or '.'})") from None
         try:
-            with open(self.path, "a") as handle:
-                handle.write(json.dumps(result.to_dict()) + "\n")
+            size = os.fstat(descriptor).st_size
+            line = (json.dumps(result.to_dict()) + "\n").encode()
+            if os.write(descriptor, line) != len(line):  # (a short write: the disk filled)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         except OSError as exc:  # a full disk: the file as it was, not half a line
             with contextlib.suppress(OSError):
-                os.truncate(self.path, size)
+                os.ftruncate(descriptor, size)
             raise VaekitError(f"cannot add epoch {result.epoch} to {self.path} ({exc.strerror}): free some space, "
                               f"then continue from the last checkpoint (vaekit train --resume "
                               f"{os.path.dirname(self.path) or '.'})") from None
+        finally:
+            os.close(descriptor)
         self.written = len(trainer.history)

@@ -174,6 +174,8 @@ def load_frey(cfg: DataConfig) -> Dataset:
 
 DOWNLOAD_TIMEOUT = 60.0  # seconds without data before a download gives up
 MAX_DOWNLOAD = 512 * 2**20  # bytes: more than any face set's public file (a server sending without end fills no disk)
+NUMERIC_MATLAB = ("double", "single", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
+                  "logical")  # the classes whose size a MATLAB file's headers tell (whosmat)
 MAX_PICTURE = 2**20  # bytes of one SMILEsmileD picture in its archive (64x64 JPEGs of a few kB)
 # Index ranges of the images of people wearing glasses, as published by Garreta & Moncecchi (2013)
 OLIVETTI_GLASSES = ((10, 19), (30, 32), (37, 38), (50, 59), (63, 64), (69, 69), (120, 121), (124, 129), (130, 139),
@@ -187,7 +189,11 @@ def _matlab(path: Path, variable: str) -> np.ndarray:
     from scipy.io import loadmat, whosmat  # scipy comes with scikit-learn
 
     try:
-        shapes = {name: shape for name, shape, _ in whosmat(str(path))}
+        found = {name: (shape, kind) for name, shape, kind in whosmat(str(path))}
+        if variable in found and found[variable][1] not in NUMERIC_MATLAB:  # (a cell's or a struct's size is not
+            raise VaekitError(f"{path}'s {variable!r} is a MATLAB {found[variable][1]}, not an array of numbers: it "
+                              "is not the expected file; download it again")  # told by the headers)
+        shapes = {name: shape for name, (shape, _) in found.items()}
         if variable in shapes:
             safe.check_memory(math.prod(shapes[variable]) * 8, f"{path}'s {variable!r} (shape {shapes[variable]})",
                               "it is not the expected file; download it again")

@@ -43,11 +43,17 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise VaekitError(f"{path} is corrupt: its header gives the shape {shape}; fetch it again") from None
 
 
-def md5_of(path: str | Path, uncompressed: bool = True) -> str:
+def md5_of(path: str | Path, uncompressed: bool = True, limit: int | None = None) -> str:
+    """The md5 of the file's (uncompressed) content; with `limit`, a ValueError once it holds more bytes than that
+    (a small .gz can hold gigabytes: said before they are all read)."""
     path = Path(path)
     digest = hashlib.md5()
+    read = 0
     with (_open(path) if uncompressed else open(path, "rb")) as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
+            read += len(block)
+            if limit is not None and read > limit:
+                raise ValueError(f"over {limit / 2**20:g} MiB uncompressed, more than the file holds")
             digest.update(block)
     return digest.hexdigest()
 

@@ -128,12 +128,17 @@ def _not_found(spec: IdxSpec, data_dir: str | None) -> VaekitError:
     )
 
 
+MAX_FILE_BYTES = 64 * 2**20  # more than any file of these sets holds (the training images: 47,040,016 bytes)
+
+
 def _checked_md5(path: Path, expected: str) -> str | None:
     """None if the uncompressed content of path has md5 `expected`, else why not (one line)."""
     try:
-        got = md5_of(path)
+        got = md5_of(path, limit=MAX_FILE_BYTES)
     except (OSError, EOFError, zlib.error) as exc:  # a truncated or corrupt .gz (damaged deflate data: zlib.error)
         return f"{path.name} is unreadable ({exc})"
+    except ValueError as exc:  # a small .gz of gigabytes
+        return f"{path.name} is {exc}: not the file"
     return None if got == expected else f"{path.name} has md5 {got}, expected {expected}"
 
 
@@ -177,9 +182,6 @@ def load_fashion_mnist(cfg: DataConfig) -> Dataset:
 
 class _SourceFailed(Exception):
     """One source could not deliver; the message is one line, and the next source is tried."""
-
-
-MAX_FILE_BYTES = 64 * 2**20  # more than any file of these sets holds (the training images: 47,040,016 bytes)
 
 
 def _write_verified(dest: Path, file: str, suffix: str, expected: str, source: IO[bytes]) -> None:

@@ -19,19 +19,41 @@ DAMAGED = (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError, zipf
            RuntimeError, KeyError, NotImplementedError, OverflowError)
 
 
-def memory_budget() -> int:
-    """Bytes one data set may take: half of this machine's physical memory."""
+CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")  # v2, v1
+
+
+def container_limit() -> int | None:
+    """The memory limit of the container (cgroup) this process runs in, where one is set below the machine's."""
+    for path in CGROUP_LIMITS:
+        try:
+            with open(path) as handle:
+                text = handle.read().strip()
+        except (OSError, ValueError):
+            continue
+        if text.isdigit() and int(text) < physical_memory():
+            return int(text)
+    return None
+
+
+def physical_memory() -> int:
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
-        return 8 * 2**30
+        return 16 * 2**30
+
+
+def memory_budget() -> int:
+    """Bytes one data set (or model) may take: half of this machine's physical memory, or of its container's
+    limit where that is lower."""
+    return (container_limit() or physical_memory()) // 2
 
 
 def check_memory(nbytes: int, what: str, fix: str) -> None:
     """A clear error, before allocating, when `what` needs more than memory_budget() bytes."""
     budget = memory_budget()
     if nbytes > budget:
-        raise VaekitError(f"{what} needs {nbytes / 2**30:,.1f} GiB of memory, more than half of this machine's "
+        whose = "this container's" if container_limit() is not None else "this machine's"
+        raise VaekitError(f"{what} needs {nbytes / 2**30:,.1f} GiB of memory, more than half of {whose} "
                           f"{2 * budget / 2**30:,.1f} GiB: {fix}")
 
 

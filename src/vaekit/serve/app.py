@@ -83,10 +83,12 @@ class Guard:
                 await _json_answer(send, 400, f"this explorer answers requests addressed to "
                                               f"{', '.join(sorted(self.hosts))}, not {host or 'no host'}")
                 return
-            site = headers.get(b"sec-fetch-site", b"").decode("latin-1")
+            site = headers.get(b"sec-fetch-site", b"").decode("latin-1").strip().lower()
             origin = headers.get(b"origin", b"").decode("latin-1")
             if scope["path"].startswith("/api/") or scope["method"] != "GET":
-                foreign = origin and urlsplit(origin).netloc.lower() != address.strip().lower()
+                # Origin only where the browser does not say the site: behind a proxy that rewrites Host, the page's
+                # own requests name the public address, and are same-origin to the browser
+                foreign = not site and origin and _origin_address(origin) != _address(address, urlsplit(origin).scheme)
                 if site in ("cross-site", "same-site") or (scope["method"] != "GET" and foreign):
                     await _json_answer(send, 403, "requests from other web pages are refused: open the explorer's "
                                                   "page")
@@ -119,6 +121,19 @@ class Identity:
             await send(message)
 
         await self.app(scope, receive, marked)
+
+
+def _address(host: str, scheme: str) -> str:
+    """A Host header's name and port, the scheme's default port dropped: 'LocalHost:80' -> 'localhost'."""
+    host = host.strip().lower()
+    default = {"http": ":80", "https": ":443"}.get(scheme.lower())
+    return host[: -len(default)] if default and host.endswith(default) else host
+
+
+def _origin_address(origin: str) -> str:
+    """An Origin header's host and port as _address gives them ('null' or a malformed one: itself)."""
+    parts = urlsplit(origin.strip())
+    return _address(parts.netloc, parts.scheme) if parts.netloc else origin.strip().lower()
 
 
 def _host_name(header: str) -> str:
