@@ -223,6 +223,27 @@ def test_a_config_from_elsewhere_asking_for_a_huge_model_allocates_none_of_it(ru
     assert built
 
 
+def test_a_model_whose_training_needs_more_than_the_memory_is_refused_before_it_is_built(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """Training holds the weights, their gradients and Adam's two moments: a model whose weights alone fit, but not
+    four times over, is one line before training (it was killed by the system at 23.8 GB before)."""
+    import math
+
+    from vaekit import models
+    from vaekit.runs import resolve_config
+
+    cfg = RunConfig(data=DataConfig(name="digits"), model=ModelConfig(latent_dim=2, hidden_dims=(512, 512),
+                                                                      network="mlp"))
+    shapes = models.model_shapes(resolve_config(cfg, load_dataset(cfg.data)).model)
+    weights = 4 * sum(math.prod(shape) for shape in shapes.values())
+    monkeypatch.setattr(safe, "memory_budget", lambda: 3 * weights)
+    fails(["train", "--data", "digits", "--latent-dim", "2", "--hidden-dims", "512,512", "--network", "mlp",
+           "--epochs", "1", "--out", str(tmp_path / "run"), "--no-progress"], capsys,
+          "training the model (its weights, their gradients and Adam's two moments) needs")
+    assert not (tmp_path / "run").exists()
+    assert models.build_model(resolve_config(cfg, load_dataset(cfg.data)).model) is not None  # (loading: fits)
+
+
 def test_a_resume_state_beside_a_config_asking_for_a_huge_model_allocates_none_of_it(run, tmp_path, monkeypatch):
     """train --resume of a folder from elsewhere (its resume.json's identity made to fit an edited config.json):
     the config's model is checked against the resume state's tensors before it is built."""

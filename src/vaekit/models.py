@@ -788,11 +788,12 @@ def check_processes(config: ModelConfig, processes: int, batch_size: int | None 
 
 
 def model_shapes(config: ModelConfig, fix: str = "choose a smaller --latent-dim, --hidden-dims or --conv-channels",
-                 ) -> dict[str, tuple[int, ...]] | None:
+                 copies: int = 1, what: str = "the model") -> dict[str, tuple[int, ...]] | None:
     """The names and shapes of the state of `config`'s model, built on the meta device (no memory taken, the random
     numbers untouched), or None for a family that cannot be built so (a plugin computing with its tensors). A model
     whose sizes overflow, or that needs more than half of this machine's memory, is a VaekitError before anything is
-    allocated (before, the weights' initialisation filled the memory first); `fix` ends its message."""
+    allocated (before, the weights' initialisation filled the memory first); `fix` ends its message. `copies`: how
+    many times its state is held (training: the weights, their gradients and Adam's two moments), `what` that."""
     from .data.safe import check_memory
 
     try:
@@ -802,7 +803,7 @@ def model_shapes(config: ModelConfig, fix: str = "choose a smaller --latent-dim,
         if "overflow" in str(exc).lower() and isinstance(exc, (RuntimeError, OverflowError, TypeError, ValueError)):
             raise VaekitError(f"the model's sizes are beyond any machine's (their products overflow): {fix}") from None
         return None
-    check_memory(sum(tensor.numel() * tensor.element_size() for tensor in state.values()), "the model", fix)
+    check_memory(copies * sum(tensor.numel() * tensor.element_size() for tensor in state.values()), what, fix)
     return {name: tuple(tensor.shape) for name, tensor in state.items()}
 
 

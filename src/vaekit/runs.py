@@ -251,6 +251,14 @@ def _write_probe(directory: Path, problem: str, fix: str) -> None:
         raise VaekitError(f"{problem} ({exc.strerror or exc.__class__.__name__}): {fix}") from None
 
 
+def check_training_memory(model: Any, early_stopping: bool, fix: str) -> None:
+    """Before a model is built to train: its weights, their gradients and Adam's two moments (and the best epoch's
+    weights, with early stopping) must fit in half of the memory; a model that passes the check of its weights alone
+    was killed by the system at 23.8 GB (1.8G parameters: 6.9 GiB of weights, 27.5 GiB to train)."""
+    model_shapes(model, fix, copies=4 + early_stopping,
+                 what="training the model (its weights, their gradients and Adam's two moments)")
+
+
 def check_space(directory: Path, model: torch.nn.Module, early_stopping: bool = False,
                 fix: str = "free some space, or choose another --out") -> None:
     """Before training: room for checkpoints, said now rather than after the first epoch. A run folder holds the
@@ -370,6 +378,8 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
         summary_writer()
     here = distributed.setup(resolve_device(cfg.train.device))
     check_processes(cfg.model, here.size, cfg.train.batch_size)  # before the run folder
+    check_training_memory(cfg.model, cfg.train.early_stopping is not None,
+                          "choose a smaller --latent-dim, --hidden-dims or --conv-channels")
     torch.manual_seed(cfg.train.seed)  # weights and posterior samples: same seed, same run
     model = build_model(cfg.model)
     model.likelihood.check_support(dataset.x_train, "the training data")
@@ -561,6 +571,7 @@ def _resume(directory: Path, cfg: RunConfig, runtime: dict[str, Any], callbacks:
     if shapes is not None and shapes != held:
         raise VaekitError(f"the resume state in {directory} does not fit its model (its tensors are of another "
                           "model): it is corrupt or from another run; start the run again")
+    check_training_memory(cfg.model, cfg.train.early_stopping is not None, "resume it on a machine with more memory")
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, saved=True)
     run_id = meta.get(checkpoint.RUN_KEY)  # the run continues under its own id (None: written before run ids)
