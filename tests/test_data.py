@@ -753,3 +753,20 @@ def test_reading_a_folder_that_takes_more_than_a_second_shows_progress(tmp_path,
     monkeypatch.setattr(sys, "stderr", slow)
     user._read_images(files, 8)
     assert "reading images" in slow.getvalue()
+
+
+def test_a_folder_of_small_images_read_at_the_default_size_says_so(tmp_path, caplog):
+    from PIL import Image
+
+    for i in range(12):
+        Image.fromarray(np.full((28, 28), i * 20, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    with caplog.at_level("INFO"):
+        assert load(tmp_path).shape == (1, 64, 64)
+    assert "its images are 28x28, read at 64x64 (the default --image-size): --image-size 28 trains on them as they " \
+           "are, with 5.2 times fewer pixels" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert load(tmp_path, image_size=28).shape == (1, 28, 28)
+        Image.fromarray(np.zeros((30, 20), dtype=np.uint8)).save(tmp_path / "other.png")  # sizes of their own
+        load(tmp_path)
+    assert "read at" not in caplog.text

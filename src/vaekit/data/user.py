@@ -495,14 +495,20 @@ def _load_folder(folder: Path, cfg: DataConfig) -> Dataset:
         raise VaekitError(f"{folder} holds 1 image: need at least 2 (some to train, some to test)")
     if (None in classes) and any(c is not None for c in classes):
         raise VaekitError(f"{folder}: train/ and test/ must both use class subfolders, or neither")
-    x = _read_images(files, size)
+    x, sizes = _read_images(files, size)
+    if cfg.image_size is None and len(sizes) == 1 and (own := next(iter(sizes)))[0] == own[1] < size:
+        log.info("%s: its images are %dx%d, read at %dx%d (the default --image-size): --image-size %d trains on them "
+                 "as they are, with %.1f times fewer pixels", folder, own[0], own[1], size, size, own[0],
+                 size * size / (own[0] * own[1]))
     y, label_names = (None, None) if classes[0] is None else _labels(np.array(classes), len(files), f"{folder}")
     attributes = _folder_attributes(folder, files)
     return _dataset(folder.name, x, y, label_names, attributes, split, True, cfg.test_fraction)
 
 
-def _read_images(files: list[Path], size: int) -> torch.Tensor:
-    modes = [_image_mode(path) for path in files]
+def _read_images(files: list[Path], size: int) -> tuple[torch.Tensor, set[tuple[int, int]]]:
+    """The images at size x size, and the sizes (width, height) they have in their files."""
+    headers = [_image_header(path) for path in files]
+    modes = [mode for mode, _ in headers]
     gray = all(mode in _GRAYSCALE_MODES for mode in modes)
     # the uint8 pixels, their float32 copy, and one image being resized
     safe.check_memory(len(files) * size * size * (1 if gray else 3) * 5 + size * size * 16,
@@ -518,7 +524,7 @@ def _read_images(files: list[Path], size: int) -> torch.Tensor:
             except IMAGE_ERRORS as exc:
                 raise VaekitError(f"cannot decode image {path} ({exc}): remove it or re-save it as PNG") from None
             pixels[i] = np.asarray(_square(converted, size))
-    return images_to_tensor(pixels)
+    return images_to_tensor(pixels), {own for _, own in headers}
 
 
 def upright(image: Image.Image) -> Image.Image:
@@ -541,10 +547,10 @@ def _converted(image: Image.Image, mode: str) -> Image.Image:
     return image.convert(mode)
 
 
-def _image_mode(path: Path) -> str:
-    """Read from the header alone: cheap."""
+def _image_header(path: Path) -> tuple[str, tuple[int, int]]:
+    """The image's mode and size, read from its header alone: cheap."""
     with _open_image(path) as image:
-        return image.mode
+        return image.mode, image.size
 
 
 def _open_image(path: Path) -> Image.Image:
