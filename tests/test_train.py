@@ -509,6 +509,19 @@ def test_a_warm_up_longer_than_the_run_is_warned_of(digits_config, tmp_path, cap
     assert "--kl-warmup-epochs" in caplog.text
 
 
+def test_a_batch_larger_than_the_training_items_is_warned_of(digits_config, caplog):
+    """--batch-size 100000 on 1,437 items trained one step per epoch with every item's activations at once, unsaid;
+    a small table under the default batch is not warned of."""
+    for batch, limit, said in ((100_000, None, True), (1437, None, False), (128, 60, False)):
+        cfg = replace(digits_config, data=replace(digits_config.data, limit=limit),
+                      train=replace(digits_config.train, epochs=1, batch_size=batch))
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            vaekit.train(cfg)
+        assert ("--batch-size 100000 is more than the 1,437 training items: each epoch is one step" in caplog.text) \
+            == said, (batch, caplog.text)
+
+
 def test_a_run_given_threads_limits_torch_and_numpys_thread_pools(digits_config):
     """TrainConfig(threads=N) (train --threads N) holds numpy's BLAS and the OpenMP libraries to N threads as well as
     torch: scikit-learn's fits after training (a mixture sampler's, a PCA) took one thread per core."""

@@ -369,6 +369,11 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
         checked = {**checked, "path": resolved_name(cfg.data.name)}
     # what each epoch is judged on: the test split, or training items held out (--validation; early stopping)
     dataset, judged = hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)
+    default = TrainConfig().batch_size  # (a small table under the default batch is trained in one step unsaid)
+    if cfg.train.batch_size > max(len(dataset.x_train), default) and distributed.world().main:
+        log.warning("--batch-size %d is more than the %s training items: each epoch is one step over all of them, "
+                    "with their activations in memory at once; a smaller batch (the default, %d) takes more steps",
+                    cfg.train.batch_size, f"{len(dataset.x_train):,}", default)
     cfg = resolve_config(cfg, dataset)
     if cfg.train.tensorboard and out is None:
         raise VaekitError("--tensorboard writes into the run folder: give --out")
