@@ -307,7 +307,8 @@ class SampleQuality:
             log.warning("%s has no labels: no classifier to compute the FCD with; those numbers are left out",
                         dataset.name)
             return
-        log.info("training the feature classifier for the FCD (%d steps) ...", options.classifier_steps)
+        log.info("training the feature classifier for the FCD (%d steps, rounded up to whole epochs) ...",
+                 options.classifier_steps)
         self.classifier = train_feature_classifier(dataset, steps=options.classifier_steps, seed=seed,
                                                    progress=progress)
         self.real_features = self.classifier.features_of(subset(dataset.x_test, self.items, seed))
