@@ -68,8 +68,9 @@ def _header(handle, source: str) -> tuple[tuple[int, ...], np.dtype]:
 
 
 def _checked(shape: tuple[int, ...], dtype: np.dtype, source: str) -> int:
-    """The array and vaekit's float32 copy of it must fit: the bytes they take."""
-    nbytes = math.prod(shape) * (dtype.itemsize + 4)
+    """The array, vaekit's float32 copy of it and that copy's split into training and test items must fit: the bytes
+    they take at the peak of a load."""
+    nbytes = math.prod(shape) * (dtype.itemsize + 8)
     check_memory(nbytes, f"{source} (shape {shape}, {dtype})", "use a smaller file")
     return nbytes
 

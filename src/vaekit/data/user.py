@@ -148,6 +148,7 @@ def check_data_flags(cfg: DataConfig, say: bool = True) -> None:
 def _load_npy(path: Path, cfg: DataConfig) -> Dataset:
     array = safe.load_npy(path)
     x, is_image = _items_tensor(array, f"{path}")
+    del array  # the file's values, copied to float32: not held while the splits are made (safe's memory check)
     return _dataset(path.stem, x, None, None, None, None, is_image, cfg.test_fraction)
 
 
@@ -184,7 +185,7 @@ def _load_npz(path: Path, cfg: DataConfig) -> Dataset:
         raise VaekitError(f"{path} has labels for only one split: give both y_train and y_test, or neither")
     name = path.stem
     if "x" in has:
-        x, is_image = _items_tensor(arrays["x"], f"{path}[x]")
+        x, is_image = _items_tensor(arrays.pop("x"), f"{path}[x]")  # (the file's values, not held beside x)
         y, label_names = _labels(arrays.get("y"), len(x), f"{path}[y]")
         return _dataset(name, x, y, label_names, None, None, is_image, cfg.test_fraction)
     x_train, is_image = _items_tensor(arrays["x_train"], f"{path}[x_train]")
@@ -288,8 +289,10 @@ def _labels(
     return torch.from_numpy(values.astype(np.int64)), None
 
 
-def _is_binary(x: torch.Tensor) -> bool:
-    return bool(((x == 0) | (x == 1)).all())
+def _is_binary(x: torch.Tensor, chunk: int = 4096) -> bool:
+    """Whether every value is 0 or 1, a chunk of items at a time (the comparisons' masks of a whole data set took
+    three bytes per value)."""
+    return all(bool(((part == 0) | (part == 1)).all()) for part in torch.split(x, chunk))
 
 
 def _split_indices(n: int, test_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,6 +317,7 @@ def _dataset(
         raise VaekitError(f"data set {name!r} has {len(x)} item: need at least 2 (some to train, some to test)")
     train, test = split if split is not None else _split_indices(len(x), test_fraction)
     attributes = attributes or {}
+    binary = _is_binary(x)
     return Dataset(
         name,
         x[train],
@@ -324,7 +328,7 @@ def _dataset(
         attributes_train={key: value[train] for key, value in attributes.items()},
         attributes_test={key: value[test] for key, value in attributes.items()},
         is_image=is_image,
-        binary=_is_binary(x),
+        binary=binary,
     )
 
 
@@ -510,8 +514,8 @@ def _read_images(files: list[Path], size: int) -> tuple[torch.Tensor, set[tuple[
     headers = [_image_header(path) for path in files]
     modes = [mode for mode, _ in headers]
     gray = all(mode in _GRAYSCALE_MODES for mode in modes)
-    # the uint8 pixels, their float32 copy, and one image being resized
-    safe.check_memory(len(files) * size * size * (1 if gray else 3) * 5 + size * size * 16,
+    # the uint8 pixels, their float32 copy and its split into training and test items, and one image being resized
+    safe.check_memory(len(files) * size * size * (1 if gray else 3) * 9 + size * size * 16,
                       f"{len(files)} images of {size}x{size}", "choose a smaller --image-size")
     mode = "L" if gray else "RGB"
     pixels = np.empty((len(files), size, size) if gray else (len(files), size, size, 3), dtype=np.uint8)
