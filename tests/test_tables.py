@@ -55,6 +55,36 @@ def load(path, **fields):
 
 # ---- reading and typing ------------------------------------------------------------------------------------
 
+def test_a_csv_too_large_for_the_memory_is_refused_and_a_long_read_shows_a_bar(tmp_path, monkeypatch):
+    """Reading a CSV holds its cells as Python values (about 14 bytes per byte of text and 45 per cell): a file
+    that needs more than half of the memory is one line before its rows are made, and a read taking more than a
+    second shows a bar (300,000 rows: 12 s of nothing on screen before)."""
+    import io
+
+    from vaekit import progress
+    from vaekit.data import safe
+
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n" + "".join(f"{i},{i % 7}\n" for i in range(1000)))
+    need = len(path.read_text()) * tables.TEXT_MEMORY + (1001 * 2) * tables.CELL_MEMORY
+    monkeypatch.setattr(safe, "memory_budget", lambda: need - 1)
+    with pytest.raises(VaekitError, match=r"reading .*t\.csv \(0\.0 MiB of text\) needs .* GiB of memory, more than "
+                                          r"half .*: give fewer rows \(a sample of them\)"):
+        tables.read_table(path)
+    monkeypatch.setattr(safe, "memory_budget", lambda: need)
+    assert tables.read_table(path).n_rows == 1000
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    shown = Terminal()
+    monkeypatch.setattr(sys, "stderr", shown)
+    monkeypatch.setattr(progress, "bar_timing", lambda interval=0.1, delay=0.0: {"mininterval": 0, "delay": 0})
+    tables.read_table(path)  # (the bar's delay made 0: as a read of over a second shows it)
+    assert "reading t.csv" in shown.getvalue() and "parsing t.csv" in shown.getvalue()
+
+
 def test_column_types_are_inferred_on_a_mixed_csv(mixed_csv):
     dataset = load(mixed_csv, label_column="target")
     kinds = {column.name: (column.kind, column.values) for column in dataset.table.columns}
