@@ -756,17 +756,34 @@ def test_reading_a_folder_that_takes_more_than_a_second_shows_progress(tmp_path,
 
 
 def test_a_folder_of_small_images_read_at_the_default_size_says_so(tmp_path, caplog):
+    """Said when a new run reads them (not by every later command on the run, where --image-size cannot change)."""
     from PIL import Image
 
+    from vaekit.cli import main
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
     for i in range(12):
-        Image.fromarray(np.full((28, 28), i * 20, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((28, 28), i * 20, dtype=np.uint8)).save(folder / f"{i}.png")
+    note = "its images are 28x28, read at 64x64 (the default --image-size): --image-size 28 trains on them as they " \
+           "are, with 5.2 times fewer pixels"
     with caplog.at_level("INFO"):
-        assert load(tmp_path).shape == (1, 64, 64)
-    assert "its images are 28x28, read at 64x64 (the default --image-size): --image-size 28 trains on them as they " \
-           "are, with 5.2 times fewer pixels" in caplog.text
+        assert main(["train", "--data", str(folder), "--latent-dim", "2", "--epochs", "1", "--out",
+                     str(tmp_path / "run"), "--no-progress"]) == 0
+    assert note in caplog.text
     caplog.clear()
     with caplog.at_level("INFO"):
-        assert load(tmp_path, image_size=28).shape == (1, 28, 28)
-        Image.fromarray(np.zeros((30, 20), dtype=np.uint8)).save(tmp_path / "other.png")  # sizes of their own
-        load(tmp_path)
+        assert main(["reconstruct", str(tmp_path / "run"), "--out", str(tmp_path / "r.png")]) == 0
+        assert load(folder).shape == (1, 64, 64)
+        assert main(["train", "--data", str(folder), "--image-size", "28", "--latent-dim", "2", "--epochs", "1",
+                     "--out", str(tmp_path / "own"), "--no-progress"]) == 0
     assert "read at" not in caplog.text
+    for shape in ((60, 60), (30, 20)):  # nearly the default's size, or sizes of their own: nothing to say
+        other = tmp_path / f"other{shape[0]}"
+        other.mkdir()
+        for i in range(4):
+            Image.fromarray(np.zeros(shape, dtype=np.uint8)).save(other / f"{i}.png")
+        with caplog.at_level("INFO"):
+            assert main(["train", "--data", str(other), "--latent-dim", "2", "--epochs", "1", "--out",
+                         str(tmp_path / f"run{shape[0]}"), "--no-progress"]) == 0
+        assert "read at" not in caplog.text

@@ -107,6 +107,7 @@ def test_memory_is_checked_before_allocating(monkeypatch):
 def test_the_memory_checked_against_is_the_containers_where_it_has_less(tmp_path, monkeypatch):
     v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
     monkeypatch.setattr(safe, "CGROUP_LIMITS", (str(v2), str(v1)))
+    monkeypatch.setattr(safe, "CGROUP_SELF", str(tmp_path / "none"))
     v2.write_text("max\n")  # (no limit in v2's own words)
     v1.write_text(f"{2**30}\n")
     assert safe.memory_budget() == 2**29
@@ -114,6 +115,12 @@ def test_the_memory_checked_against_is_the_containers_where_it_has_less(tmp_path
         safe.check_memory(600 * 2**20, "this", "use less")
     v1.write_text("9223372036854771712\n")  # (v1's "no limit")
     assert safe.memory_budget() == safe.physical_memory() // 2
+    # a limit on this process's own cgroup, below the root's (a container's nested group)
+    (tmp_path / "self").write_text("4:memory:/process_api/abc\n0::/\n")
+    monkeypatch.setattr(safe, "CGROUP_SELF", str(tmp_path / "self"))
+    assert "/sys/fs/cgroup/memory/process_api/abc/memory.limit_in_bytes" in safe._cgroup_files()
+    (tmp_path / "self").write_text("0::/user.slice/app\n")
+    assert safe._cgroup_files()[-1] == "/sys/fs/cgroup/user.slice/app/memory.max"
 
 
 def test_an_npz_is_checked_against_memory_for_all_its_arrays_together(tmp_path, monkeypatch):
@@ -226,23 +233,31 @@ def test_a_config_from_elsewhere_asking_for_a_huge_model_allocates_none_of_it(ru
 
 def test_a_model_whose_training_needs_more_than_the_memory_is_refused_before_it_is_built(tmp_path, monkeypatch,
                                                                                           capsys):
-    """Training holds the weights, their gradients and Adam's two moments: a model whose weights alone fit, but not
-    four times over, is one line before training (it was killed by the system at 23.8 GB before)."""
-    import math
+    """The check before training counts what a trainer holds (measured here on a run: weights, gradients, Adam's
+    moments and the copy kept to roll back to): a budget below that is one line before the model is built, one just
+    above it trains. Counting the weights alone, a model was killed by the system at 23.8 GB."""
+    held = []
 
-    from vaekit import models
-    from vaekit.runs import resolve_config
+    class Held(Callback):
+        def on_epoch_end(self, trainer, result):
+            parameters = list(trainer.model.parameters())
+            tensors = [*parameters, *(p.grad for p in parameters if p.grad is not None),
+                       *(v for state in trainer.optimizer.state.values() for v in state.values() if torch.is_tensor(v)),
+                       *trainer.good[0].values()]
+            held.append(sum(t.numel() * t.element_size() for t in tensors))
 
     cfg = RunConfig(data=DataConfig(name="digits"), model=ModelConfig(latent_dim=2, hidden_dims=(512, 512),
-                                                                      network="mlp"))
-    shapes = models.model_shapes(resolve_config(cfg, load_dataset(cfg.data)).model)
-    weights = 4 * sum(math.prod(shape) for shape in shapes.values())
-    monkeypatch.setattr(safe, "memory_budget", lambda: 3 * weights)
-    fails(["train", "--data", "digits", "--latent-dim", "2", "--hidden-dims", "512,512", "--network", "mlp",
-           "--epochs", "1", "--out", str(tmp_path / "run"), "--no-progress"], capsys,
-          "training the model (its weights, their gradients and Adam's two moments) needs")
+                                                                      network="mlp"),
+                    train=TrainConfig(epochs=1, progress=False))
+    train(cfg, callbacks=[Held()])
+    args = ["train", "--data", "digits", "--latent-dim", "2", "--hidden-dims", "512,512", "--network", "mlp",
+            "--epochs", "1", "--no-progress"]
+    monkeypatch.setattr(safe, "memory_budget", lambda: held[0] - 2**16)  # (less the generators' states, 5 kB)
+    fails([*args, "--out", str(tmp_path / "run")], capsys, "training the model (7 times its weights: them, their "
+          "gradients, Adam's two moments and the copy kept to roll back to) needs")
     assert not (tmp_path / "run").exists()
-    assert models.build_model(resolve_config(cfg, load_dataset(cfg.data)).model) is not None  # (loading: fits)
+    monkeypatch.setattr(safe, "memory_budget", lambda: int(held[0] * 1.05))
+    assert main([*args, "--out", str(tmp_path / "run")]) == 0
 
 
 def test_a_resume_state_beside_a_config_asking_for_a_huge_model_allocates_none_of_it(run, tmp_path, monkeypatch):
@@ -496,7 +511,8 @@ def test_links_in_a_run_folder_from_elsewhere_write_over_nothing_they_point_to(r
 
     resume(copy, epochs=6, progress=False, callbacks=[Swap()])
     assert users.read_text() == "the user's own lines\n"
-    assert [json.loads(line)["epoch"] for line in (copy / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+    lines = (copy / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4, 5, 6]
     # the lock: a link in its place is refused (nothing written through it), as a folder in its place is
     victim = tmp_path / "victim-lock"
     victim.write_text("the user's own file\n")

@@ -61,7 +61,6 @@ def test_a_csv_too_large_for_the_memory_is_refused_and_a_long_read_shows_a_bar(t
     second shows a bar (300,000 rows: 12 s of nothing on screen before)."""
     import io
 
-    from vaekit import progress
     from vaekit.data import safe
 
     path = tmp_path / "t.csv"
@@ -80,7 +79,7 @@ def test_a_csv_too_large_for_the_memory_is_refused_and_a_long_read_shows_a_bar(t
 
     shown = Terminal()
     monkeypatch.setattr(sys, "stderr", shown)
-    monkeypatch.setattr(progress, "bar_timing", lambda interval=0.1, delay=0.0: {"mininterval": 0, "delay": 0})
+    monkeypatch.setattr(tables, "bar_timing", lambda interval=0.1, delay=0.0: {"mininterval": 0, "delay": 0})
     tables.read_table(path)  # (the bar's delay made 0: as a read of over a second shows it)
     assert "reading t.csv" in shown.getvalue() and "parsing t.csv" in shown.getvalue()
 

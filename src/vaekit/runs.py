@@ -20,7 +20,7 @@ import torch
 from . import checkpoint, distributed
 from .config import RunConfig, TrainConfig, validate, with_defaults
 from .data import Dataset, fingerprint, hold_out, load_dataset, resolved_name, train_data, user_file
-from .data.user import check_data_flags
+from .data.user import NEW_RUN, check_data_flags
 from .data.tables import run_table
 from .errors import Interrupted, VaekitError
 from .models import MODEL_FAMILIES, Model, build_model, check_processes, model_shapes
@@ -251,12 +251,17 @@ def _write_probe(directory: Path, problem: str, fix: str) -> None:
         raise VaekitError(f"{problem} ({exc.strerror or exc.__class__.__name__}): {fix}") from None
 
 
-def check_training_memory(model: Any, early_stopping: bool, fix: str) -> None:
-    """Before a model is built to train: its weights, their gradients and Adam's two moments (and the best epoch's
-    weights, with early stopping) must fit in half of the memory; a model that passes the check of its weights alone
-    was killed by the system at 23.8 GB (1.8G parameters: 6.9 GiB of weights, 27.5 GiB to train)."""
-    model_shapes(model, fix, copies=4 + early_stopping,
-                 what="training the model (its weights, their gradients and Adam's two moments)")
+def check_training_memory(model: Any, early_stopping: bool, device: torch.device, here: distributed.World,
+                          fix: str) -> None:
+    """Before a model is built to train: what training holds in this machine's memory must fit in half of it. On
+    the CPU: the weights, their gradients and Adam's two moments, and the copy of weights and moments kept to roll
+    back to (7 times the weights; 2 more with early stopping, its best weights and their copy), in each of --nproc's
+    processes; on a GPU, the live state is there and this machine holds the copy (4 times). A model that passed the
+    check of its weights alone was killed by the system at 23.8 GB (1.8G parameters: 6.9 GiB of weights)."""
+    copies = (7 * here.size if device.type == "cpu" else 4) + 2 * early_stopping
+    model_shapes(model, fix, copies=copies, what=f"training the model ({copies} times its weights: them, their "
+                 "gradients, Adam's two moments and the copy kept to roll back to"
+                 f"{', and the best epoch' if early_stopping else ''})")
 
 
 def check_space(directory: Path, model: torch.nn.Module, early_stopping: bool = False,
@@ -361,7 +366,12 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     cfg = drop_unweighed(cfg, say=distributed.world().main)
     if cfg.train.epochs == 0:  # allowed (an untrained baseline), but said: it printed only the run's folder
         log.warning("--epochs 0: the run holds the untrained model, its weights as initialised")
-    dataset = dataset if dataset is not None else load_dataset(cfg.data)
+    if dataset is None:
+        token = NEW_RUN.set(True)  # (what only a new run's reading says: the size a folder's images are read at)
+        try:
+            dataset = load_dataset(cfg.data)
+        finally:
+            NEW_RUN.reset(token)
     # what a file of the user's, or data given in Python, held when the run trained: for data.json (its fingerprint,
     # not the data set: with a validation split held out below, that would keep a second copy of the training data)
     checked = fingerprint(dataset) if given or user_file(cfg.data.name) else None
@@ -383,7 +393,7 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
         summary_writer()
     here = distributed.setup(resolve_device(cfg.train.device))
     check_processes(cfg.model, here.size, cfg.train.batch_size)  # before the run folder
-    check_training_memory(cfg.model, cfg.train.early_stopping is not None,
+    check_training_memory(cfg.model, cfg.train.early_stopping is not None, resolve_device(cfg.train.device), here,
                           "choose a smaller --latent-dim, --hidden-dims or --conv-channels")
     torch.manual_seed(cfg.train.seed)  # weights and posterior samples: same seed, same run
     model = build_model(cfg.model)
@@ -576,7 +586,8 @@ def _resume(directory: Path, cfg: RunConfig, runtime: dict[str, Any], callbacks:
     if shapes is not None and shapes != held:
         raise VaekitError(f"the resume state in {directory} does not fit its model (its tensors are of another "
                           "model): it is corrupt or from another run; start the run again")
-    check_training_memory(cfg.model, cfg.train.early_stopping is not None, "resume it on a machine with more memory")
+    check_training_memory(cfg.model, cfg.train.early_stopping is not None, resolve_device(cfg.train.device), here,
+                          "resume it on a machine with more memory")
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, saved=True)
     run_id = meta.get(checkpoint.RUN_KEY)  # the run continues under its own id (None: written before run ids)
@@ -591,6 +602,7 @@ def _resume(directory: Path, cfg: RunConfig, runtime: dict[str, Any], callbacks:
     trainer = Trainer(model, cfg.train, [*own, *(callbacks or [])])
     try:
         trainer.load_state_dict(tensors, meta)
+        del tensors  # (loaded into the model and its optimiser: not held beside them for the whole run)
     except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
         raise VaekitError(f"the resume state in {directory} does not fit its model ({exc.__class__.__name__}): "
                           "it is corrupt or from another run; start the run again") from None

@@ -535,6 +535,7 @@ class Trainer:
         checkpoint is written (save_now), so that the last good state is the last checkpoint."""
         self._gather_rng()
         tensors, meta = self.state_dict(history=False)  # the history as it is: its rows are frozen, no copy needed
+        self.good = None  # the old copy let go before the new one is made: one copy of the state at a time
         self.good = ({k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}, copy.deepcopy(meta),
                      tuple(self.history))
 

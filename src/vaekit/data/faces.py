@@ -250,8 +250,8 @@ def convert_smiles(path: Path) -> dict[str, np.ndarray]:
                     raise VaekitError(f"{path} has no SMILEs/{key[0]}/{file_id}.jpg: it is not the SMILEsmileD "
                                       "archive vaekit's selection was made from")
                 if archive.getinfo(members[key]).file_size > MAX_PICTURE:  # (zipfile reads no more than it says)
-                    raise VaekitError(f"{members[key]} in {path} is over {MAX_PICTURE / 2**20:g} MiB, not a 64x64 JPEG: "
-                                      "it is not the SMILEsmileD archive; download it again")
+                    raise VaekitError(f"{members[key]} in {path} is over {MAX_PICTURE / 2**20:g} MiB, not a 64x64 "
+                                      "JPEG: it is not the SMILEsmileD archive; download it again")
                 try:
                     with Image.open(io.BytesIO(archive.read(members[key]))) as image:
                         if image.size != (64, 64):  # said before a picture of any size is decoded
@@ -290,6 +290,7 @@ def _download(url: str, target: Path) -> None:
         total = int(response.headers.get("Content-Length") or 0) or None
         with response, tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1][:30],
                             leave=False, **bar_timing()) as bar:
+            received = 0
             while True:
                 try:
                     block = response.read(1 << 20)
@@ -299,9 +300,10 @@ def _download(url: str, target: Path) -> None:
                 if not block:
                     break
                 bar.update(len(block))
-                if bar.n > MAX_DOWNLOAD:
-                    raise VaekitError(f"{url} sent over {MAX_DOWNLOAD / 2**20:g} MiB, more than the file holds: try again "
-                                      "later, or download it by hand and give it with --from FILE")
+                received += len(block)  # (not the bar's count: TQDM_DISABLE leaves that at 0)
+                if received > MAX_DOWNLOAD:
+                    raise VaekitError(f"{url} sent over {MAX_DOWNLOAD / 2**20:g} MiB, more than the file holds: try "
+                                      "again later, or download it by hand and give it with --from FILE")
                 try:
                     out.write(block)
                 except OSError as exc:

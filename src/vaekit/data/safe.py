@@ -20,19 +20,39 @@ DAMAGED = (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError, zipf
 
 
 CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")  # v2, v1
+CGROUP_SELF = "/proc/self/cgroup"  # this process's own cgroups, whose limits may be set below the root's
+
+
+def _cgroup_files() -> list[str]:
+    """The memory-limit files of the root cgroup and of this process's own (v2: '0::/path'; v1: 'N:memory:/path')."""
+    files = list(CGROUP_LIMITS)
+    try:
+        with open(CGROUP_SELF) as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return files
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if path.strip("/") and controllers == "":
+            files.append(f"/sys/fs/cgroup{path}/memory.max")
+        elif path.strip("/") and "memory" in controllers.split(","):
+            files.append(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+    return files
 
 
 def container_limit() -> int | None:
-    """The memory limit of the container (cgroup) this process runs in, where one is set below the machine's."""
-    for path in CGROUP_LIMITS:
+    """The memory limit of the container (cgroup) this process runs in, where one is set below the machine's: the
+    lowest of its own and the root's."""
+    limits = []
+    for path in _cgroup_files():
         try:
             with open(path) as handle:
                 text = handle.read().strip()
         except (OSError, ValueError):
             continue
         if text.isdigit() and int(text) < physical_memory():
-            return int(text)
-    return None
+            limits.append(int(text))
+    return min(limits, default=None)
 
 
 def physical_memory() -> int:

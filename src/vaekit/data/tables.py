@@ -12,6 +12,7 @@ The rules, chosen once here:
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import io
@@ -27,8 +28,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from tqdm.auto import tqdm
+
 from ..errors import VaekitError
 from ..files import atomic_write, write_text
+from ..progress import bar_timing
+from .safe import check_memory
 
 log = logging.getLogger(__name__)
 
@@ -201,11 +206,9 @@ TEXT_MEMORY, CELL_MEMORY = 16, 48
 
 
 def _read_delimited(path: Path, header: str = "auto", expected: tuple[str, ...] = ()) -> RawTable:
-    from tqdm.auto import tqdm
-
-    from ..progress import bar_timing
-    from .safe import check_memory
-
+    fix = "give fewer rows (a sample of them), or read it on a machine with more memory"
+    with contextlib.suppress(OSError):  # (its text alone, before it is read: a file of half the memory)
+        check_memory(path.stat().st_size * TEXT_MEMORY, f"reading {path} ({path.stat().st_size / 2**20:,.1f} MiB)", fix)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -213,8 +216,7 @@ def _read_delimited(path: Path, header: str = "auto", expected: tuple[str, ...] 
                           "comma-separated values") from None
     delimiter = sniff_delimiter(path, text)
     check_memory(len(text) * TEXT_MEMORY + (text.count(delimiter) + text.count("\n")) * CELL_MEMORY,
-                 f"reading {path} ({len(text) / 2**20:,.1f} MiB of text)",
-                 "give fewer rows (a sample of them), or read it on a machine with more memory")
+                 f"reading {path} ({len(text) / 2**20:,.1f} MiB of text)", fix)
     try:  # a bar where the reading takes more than a second (hundreds of thousands of rows)
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
         with tqdm(total=text.count("\n") + 1, desc=f"reading {path.name}"[:40], unit="row", leave=False,
@@ -307,6 +309,10 @@ def _read_parquet(path: Path) -> RawTable:
         raise VaekitError(f"reading {path.name} needs pyarrow: pip install 'vaekit[tables]' (or save the table as CSV)"
                           ) from None
     try:
+        meta = parquet.ParquetFile(path).metadata  # (its cells as Python values: 45 bytes each, checked first)
+        check_memory(meta.num_rows * meta.num_columns * CELL_MEMORY, f"reading {path} ({meta.num_rows:,} rows of "
+                     f"{meta.num_columns} columns)", "give fewer rows (a sample of them), or read it on a machine with "
+                     "more memory")
         table = parquet.read_table(path)
     except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
         raise VaekitError(f"cannot read {path} as Parquet ({str(exc).splitlines()[0][:100]}): check the file") from None

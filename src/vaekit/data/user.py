@@ -30,6 +30,7 @@ import warnings
 import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,9 @@ def check_label_column(cfg: DataConfig) -> None:
 # Settings that only tables use, with their flags: on other data they were ignored without a word.
 _TABLE_SETTINGS = (("header", "auto", "--header"), ("standardize", True, "--no-standardize"),
                    ("column_types", None, "--column-types"), ("impute", "none", "--impute"))
+
+
+NEW_RUN: ContextVar[bool] = ContextVar("vaekit_new_run", default=False)  # data read for a new run (runs.train)
 
 
 def check_data_flags(cfg: DataConfig, say: bool = True) -> None:
@@ -500,7 +504,8 @@ def _load_folder(folder: Path, cfg: DataConfig) -> Dataset:
     if (None in classes) and any(c is not None for c in classes):
         raise VaekitError(f"{folder}: train/ and test/ must both use class subfolders, or neither")
     x, sizes = _read_images(files, size)
-    if cfg.image_size is None and len(sizes) == 1 and (own := next(iter(sizes)))[0] == own[1] < size:
+    own = next(iter(sizes)) if len(sizes) == 1 else (0, 1)
+    if NEW_RUN.get() and cfg.image_size is None and own[0] == own[1] >= 4 and size * size >= 1.5 * own[0] * own[1]:
         log.info("%s: its images are %dx%d, read at %dx%d (the default --image-size): --image-size %d trains on them "
                  "as they are, with %.1f times fewer pixels", folder, own[0], own[1], size, size, own[0],
                  size * size / (own[0] * own[1]))

@@ -210,7 +210,8 @@ def create_app(explorer: Explorer, hosts: Sequence[str] | None = LOOPBACK_HOSTS)
         label: Label = None
 
     app = FastAPI(title="vaekit explorer", version=_version(),
-                  description=f"The latent space of {html.escape(explorer.run or 'a trained model')}, over HTTP: decode codes, "
+                  description=f"The latent space of {html.escape(explorer.run or 'a trained model')}, over HTTP: "
+                              "decode codes, "
                               "encode items and pictures, interpolate, edit attributes, sample the prior.")
     app.state.explorer = explorer
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
