@@ -72,6 +72,17 @@ def test_a_csv_too_large_for_the_memory_is_refused_and_a_long_read_shows_a_bar(t
         tables.read_table(path)
     monkeypatch.setattr(safe, "memory_budget", lambda: need)
     assert tables.read_table(path).n_rows == 1000
+    pyarrow = pytest.importorskip("pyarrow")  # a Parquet file: by its rows and columns, before any is read
+    import pyarrow.parquet
+
+    pyarrow.parquet.write_table(pyarrow.table({"a": list(range(1000)), "b": [i % 7 for i in range(1000)]}),
+                                tmp_path / "t.parquet")
+    monkeypatch.setattr(safe, "memory_budget", lambda: 2000 * tables.CELL_MEMORY - 1)
+    with pytest.raises(VaekitError, match=r"reading .*t\.parquet \(1,000 rows of 2 columns\) needs"):
+        tables.read_table(tmp_path / "t.parquet")
+    monkeypatch.setattr(safe, "memory_budget", lambda: 2000 * tables.CELL_MEMORY)
+    assert tables.read_table(tmp_path / "t.parquet").n_rows == 1000
+    monkeypatch.undo()
 
     class Terminal(io.StringIO):
         def isatty(self):

@@ -27,7 +27,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-
 from tqdm.auto import tqdm
 
 from ..errors import VaekitError
@@ -208,7 +207,8 @@ TEXT_MEMORY, CELL_MEMORY = 16, 48
 def _read_delimited(path: Path, header: str = "auto", expected: tuple[str, ...] = ()) -> RawTable:
     fix = "give fewer rows (a sample of them), or read it on a machine with more memory"
     with contextlib.suppress(OSError):  # (its text alone, before it is read: a file of half the memory)
-        check_memory(path.stat().st_size * TEXT_MEMORY, f"reading {path} ({path.stat().st_size / 2**20:,.1f} MiB)", fix)
+        size = path.stat().st_size
+        check_memory(size * TEXT_MEMORY, f"reading {path} ({size / 2**20:,.1f} MiB)", fix)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -309,7 +309,7 @@ def _read_parquet(path: Path) -> RawTable:
         raise VaekitError(f"reading {path.name} needs pyarrow: pip install 'vaekit[tables]' (or save the table as CSV)"
                           ) from None
     try:
-        meta = parquet.ParquetFile(path).metadata  # (its cells as Python values: 45 bytes each, checked first)
+        meta = parquet.read_metadata(path)  # (its cells as Python values: 45 bytes each, checked first)
         check_memory(meta.num_rows * meta.num_columns * CELL_MEMORY, f"reading {path} ({meta.num_rows:,} rows of "
                      f"{meta.num_columns} columns)", "give fewer rows (a sample of them), or read it on a machine with "
                      "more memory")
