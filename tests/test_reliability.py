@@ -121,6 +121,8 @@ def test_the_memory_checked_against_is_the_containers_where_it_has_less(tmp_path
     assert "/sys/fs/cgroup/memory/process_api/abc/memory.limit_in_bytes" in safe._cgroup_files()
     (tmp_path / "self").write_text("0::/user.slice/app\n")
     assert safe._cgroup_files()[-1] == "/sys/fs/cgroup/user.slice/app/memory.max"
+    (tmp_path / "self").write_bytes(b"0::/\xff\xfe\n0::/../../etc\n")  # not text, or leading out: the root's alone
+    assert safe._cgroup_files() == [str(v2), str(v1)]
 
 
 def test_an_npz_is_checked_against_memory_for_all_its_arrays_together(tmp_path, monkeypatch):
@@ -257,6 +259,9 @@ def test_a_model_whose_training_needs_more_than_the_memory_is_refused_before_it_
           "gradients, Adam's two moments and the copy kept to roll back to) needs")
     assert not (tmp_path / "run").exists()
     monkeypatch.setattr(safe, "memory_budget", lambda: int(held[0] * 1.05))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two processes on this machine (--nproc 2): each holds as much
+    fails([*args, "--out", str(tmp_path / "run")], capsys, "training the model (14 times its weights")
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
     assert main([*args, "--out", str(tmp_path / "run")]) == 0
 
 

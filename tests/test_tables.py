@@ -82,6 +82,9 @@ def test_a_csv_too_large_for_the_memory_is_refused_and_a_long_read_shows_a_bar(t
         tables.read_table(tmp_path / "t.parquet")
     monkeypatch.setattr(safe, "memory_budget", lambda: 2000 * tables.CELL_MEMORY)
     assert tables.read_table(tmp_path / "t.parquet").n_rows == 1000
+    (tmp_path / "parts.parquet").mkdir()  # a folder of parts, as Spark and Dask write: read as it is
+    (tmp_path / "t.parquet").rename(tmp_path / "parts.parquet" / "part-0.parquet")
+    assert tables.read_table(tmp_path / "parts.parquet").n_rows == 1000
     monkeypatch.undo()
 
     class Terminal(io.StringIO):

@@ -16,6 +16,7 @@ from PIL import Image
 from . import checkpoint, latent, runs, viz
 from .config import COMPONENT_SETTINGS, RunConfig, without_options
 from .data import Dataset, TensorData, hold_out, load_dataset
+from .data.user import NEW_RUN
 from .errors import VaekitError
 from .files import atomic_write, write_text
 from .metrics import reconstruction_error
@@ -522,7 +523,12 @@ def compare(
     out = Path(out)
     _check_out(out, overwrite, resume)
     loaded = dataset is None  # the data cfg.data names (else data given in Python, which its runs record so)
-    dataset = dataset if dataset is not None else load_dataset(cfg.data)
+    if dataset is None:
+        token = NEW_RUN.set(not resume)  # (what a new run's reading says: the size a folder's images are read at)
+        try:
+            dataset = load_dataset(cfg.data)
+        finally:
+            NEW_RUN.reset(token)
     if not dataset.is_image:
         raise VaekitError(
             f"vaekit compare draws images, but {dataset.name} holds vectors of shape {dataset.shape}: "

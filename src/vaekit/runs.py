@@ -255,10 +255,11 @@ def check_training_memory(model: Any, early_stopping: bool, device: torch.device
                           fix: str) -> None:
     """Before a model is built to train: what training holds in this machine's memory must fit in half of it. On
     the CPU: the weights, their gradients and Adam's two moments, and the copy of weights and moments kept to roll
-    back to (7 times the weights; 2 more with early stopping, its best weights and their copy), in each of --nproc's
-    processes; on a GPU, the live state is there and this machine holds the copy (4 times). A model that passed the
+    back to (7 times the weights; 2 more with early stopping, its best weights and their copy); on a GPU, the live
+    state is there and this machine holds the copy (4 times); in each of the processes on this machine. A model that passed the
     check of its weights alone was killed by the system at 23.8 GB (1.8G parameters: 6.9 GiB of weights)."""
-    copies = (7 * here.size if device.type == "cpu" else 4) + 2 * early_stopping
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", here.size))  # --nproc's processes on this machine
+    copies = ((7 if device.type == "cpu" else 4) + 2 * early_stopping) * local
     model_shapes(model, fix, copies=copies, what=f"training the model ({copies} times its weights: them, their "
                  "gradients, Adam's two moments and the copy kept to roll back to"
                  f"{', and the best epoch' if early_stopping else ''})")

@@ -566,6 +566,7 @@ class Trainer:
         losses = [r.judged if r.judged is not None and math.isfinite(r.judged) else math.inf for r in self.history]
         best = losses.index(min(losses))  # the first epoch at the lowest loss
         if best == len(losses) - 1:
+            self.best = None  # the old best let go before the new one is made
             self.best = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         if len(losses) - 1 - best >= patience and self.epoch >= self.cfg.kl_warmup_epochs:  # not while the KL's
             # weight still ramps up (the validation loss is at full weight, and may rise while it does)

@@ -29,10 +29,12 @@ def _cgroup_files() -> list[str]:
     try:
         with open(CGROUP_SELF) as handle:
             lines = handle.read().splitlines()
-    except OSError:
+    except (OSError, ValueError):  # (unreadable, or not text)
         return files
     for line in lines:
         _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if ".." in path.split("/"):
+            continue
         if path.strip("/") and controllers == "":
             files.append(f"/sys/fs/cgroup{path}/memory.max")
         elif path.strip("/") and "memory" in controllers.split(","):

@@ -309,10 +309,11 @@ def _read_parquet(path: Path) -> RawTable:
         raise VaekitError(f"reading {path.name} needs pyarrow: pip install 'vaekit[tables]' (or save the table as CSV)"
                           ) from None
     try:
-        meta = parquet.read_metadata(path)  # (its cells as Python values: 45 bytes each, checked first)
-        check_memory(meta.num_rows * meta.num_columns * CELL_MEMORY, f"reading {path} ({meta.num_rows:,} rows of "
-                     f"{meta.num_columns} columns)", "give fewer rows (a sample of them), or read it on a machine with "
-                     "more memory")
+        if not path.is_dir():  # (its cells as Python values: 45 bytes each, checked first; a folder of parts as is)
+            meta = parquet.read_metadata(path)
+            check_memory(meta.num_rows * meta.num_columns * CELL_MEMORY, f"reading {path} ({meta.num_rows:,} rows "
+                         f"of {meta.num_columns} columns)", "give fewer rows (a sample of them), or read it on a "
+                         "machine with more memory")
         table = parquet.read_table(path)
     except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
         raise VaekitError(f"cannot read {path} as Parquet ({str(exc).splitlines()[0][:100]}): check the file") from None
