@@ -16,7 +16,7 @@ from PIL import Image
 from . import checkpoint, latent, runs, viz
 from .config import COMPONENT_SETTINGS, RunConfig, without_options
 from .data import Dataset, TensorData, hold_out, load_dataset
-from .data.user import NEW_RUN
+from .data.user import for_new_runs
 from .errors import VaekitError
 from .files import atomic_write, write_text
 from .metrics import reconstruction_error
@@ -524,11 +524,8 @@ def compare(
     _check_out(out, overwrite, resume)
     loaded = dataset is None  # the data cfg.data names (else data given in Python, which its runs record so)
     if dataset is None:
-        token = NEW_RUN.set(not resume)  # (what a new run's reading says: the size a folder's images are read at)
-        try:
+        with for_new_runs(not resume):
             dataset = load_dataset(cfg.data)
-        finally:
-            NEW_RUN.reset(token)
     if not dataset.is_image:
         raise VaekitError(
             f"vaekit compare draws images, but {dataset.name} holds vectors of shape {dataset.shape}: "

@@ -20,7 +20,7 @@ import torch
 from . import checkpoint, distributed
 from .config import RunConfig, TrainConfig, validate, with_defaults
 from .data import Dataset, fingerprint, hold_out, load_dataset, resolved_name, train_data, user_file
-from .data.user import NEW_RUN, check_data_flags
+from .data.user import check_data_flags, for_new_runs
 from .data.tables import run_table
 from .errors import Interrupted, VaekitError
 from .models import MODEL_FAMILIES, Model, build_model, check_processes, model_shapes
@@ -368,11 +368,8 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     if cfg.train.epochs == 0:  # allowed (an untrained baseline), but said: it printed only the run's folder
         log.warning("--epochs 0: the run holds the untrained model, its weights as initialised")
     if dataset is None:
-        token = NEW_RUN.set(True)  # (what only a new run's reading says: the size a folder's images are read at)
-        try:
+        with for_new_runs():
             dataset = load_dataset(cfg.data)
-        finally:
-            NEW_RUN.reset(token)
     # what a file of the user's, or data given in Python, held when the run trained: for data.json (its fingerprint,
     # not the data set: with a validation split held out below, that would keep a second copy of the training data)
     checked = fingerprint(dataset) if given or user_file(cfg.data.name) else None

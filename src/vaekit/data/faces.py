@@ -193,16 +193,16 @@ def _matlab(path: Path, variable: str) -> np.ndarray:
         if variable in found and found[variable][1] not in NUMERIC_MATLAB:  # (a cell's or a struct's size is not
             raise VaekitError(f"{path}'s {variable!r} is a MATLAB {found[variable][1]}, not an array of numbers: it "
                               "is not the expected file; download it again")  # told by the headers)
-        shapes = {name: shape for name, (shape, _) in found.items()}
-        if variable in shapes:
-            safe.check_memory(math.prod(shapes[variable]) * 8, f"{path}'s {variable!r} (shape {shapes[variable]})",
+        if variable in found:
+            shape = found[variable][0]
+            safe.check_memory(math.prod(shape) * 8, f"{path}'s {variable!r} (shape {shape})",
                               "it is not the expected file; download it again")
             content = loadmat(str(path), variable_names=[variable])
     except VaekitError:
         raise
     except Exception as exc:  # scipy raises many types for a file that is not MATLAB's
         raise VaekitError(f"{path} is not a readable MATLAB file ({exc.__class__.__name__}): download it again") from None
-    if variable not in shapes or variable not in content:
+    if variable not in found or variable not in content:
         raise VaekitError(f"{path} has no variable {variable!r}: it is not the expected file")
     return np.asarray(content[variable])
 

@@ -215,11 +215,12 @@ def _read_delimited(path: Path, header: str = "auto", expected: tuple[str, ...] 
         raise VaekitError(f"cannot read {path} as text ({exc.__class__.__name__}): save it as UTF-8 "
                           "comma-separated values") from None
     delimiter = sniff_delimiter(path, text)
-    check_memory(len(text) * TEXT_MEMORY + (text.count(delimiter) + text.count("\n")) * CELL_MEMORY,
+    line_count = text.count("\n")
+    check_memory(len(text) * TEXT_MEMORY + (text.count(delimiter) + line_count) * CELL_MEMORY,
                  f"reading {path} ({len(text) / 2**20:,.1f} MiB of text)", fix)
     try:  # a bar where the reading takes more than a second (hundreds of thousands of rows)
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-        with tqdm(total=text.count("\n") + 1, desc=f"reading {path.name}"[:40], unit="row", leave=False,
+        with tqdm(total=line_count + 1, desc=f"reading {path.name}"[:40], unit="row", leave=False,
                   **bar_timing(0.2, delay=1.0)) as bar:
             lines = []
             for number, row in enumerate(reader, 1):

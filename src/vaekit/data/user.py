@@ -20,6 +20,7 @@ Conventions, chosen once here:
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import logging
@@ -29,7 +30,7 @@ import struct
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import replace
 from pathlib import Path
@@ -117,6 +118,16 @@ _TABLE_SETTINGS = (("header", "auto", "--header"), ("standardize", True, "--no-s
 
 
 NEW_RUN: ContextVar[bool] = ContextVar("vaekit_new_run", default=False)  # data read for a new run (runs.train)
+
+
+@contextlib.contextmanager
+def for_new_runs(new: bool = True) -> Iterator[None]:
+    """Data read inside is read for new runs (what only they say: the size a folder's images are read at)."""
+    token = NEW_RUN.set(new)
+    try:
+        yield
+    finally:
+        NEW_RUN.reset(token)
 
 
 def check_data_flags(cfg: DataConfig, say: bool = True) -> None:
