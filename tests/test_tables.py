@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -519,6 +520,9 @@ def test_cli_trains_on_a_csv_and_writes_rows_in_the_users_units(mixed_csv, tmp_p
     assert lines[0] == "age,sex,smoker,chest_pain,income,city" and len(lines) == 8
     income = [float(line.split(",")[4]) for line in lines[1:]]
     assert all(1000 < v < 200000 for v in income)  # dollars, not standardised units
+    # income was written in whole dollars in every row: so are its rows here; age, written with a decimal, is not
+    assert all(re.fullmatch(r"-?[0-9]+", line.split(",")[4]) for line in lines[1:])
+    assert sum("." in line.split(",")[0] for line in lines[1:]) >= 5
     assert all(line.split(",")[5] in ("Lima", "Oslo", "Pune") for line in lines[1:])
     # sampled rows are drawn from p(x|z) by default (as scikit-learn's sample draws), so they vary as the data does:
     # the same prior draws decoded to their most likely values (--no-draw) vary less, and the draws are seeded
@@ -540,6 +544,8 @@ def test_cli_trains_on_a_csv_and_writes_rows_in_the_users_units(mixed_csv, tmp_p
     assert "holds text" in capsys.readouterr().err
     assert main(["decode", str(run), str(tmp_path / "codes.npy"), "--out", str(tmp_path / "rows.csv")]) == 0
     assert len((tmp_path / "rows.csv").read_text().splitlines()) == 361
+    decoded = [line.split(",") for line in (tmp_path / "rows.csv").read_text().splitlines()[1:]]
+    assert all(re.fullmatch(r"-?[0-9]+", row[4]) for row in decoded) and len({row[4] for row in decoded}) > 100
     # the latent tools write rows too: a traversal of both dimensions over 5 values, an attribute edit
     assert main(["traverse", str(run), "--item", "0", "--steps", "5", "--out", str(tmp_path / "walk.csv")]) == 0
     walk = (tmp_path / "walk.csv").read_text().splitlines()

@@ -279,7 +279,7 @@ class _Autoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     def _rows(self, means: torch.Tensor, index: Any = None) -> Any:
         """Decoded rows with every column fitted on, in its place: a column the model leaves out (one declared
         'ignore', or one with no values) is NaN, so the rows line up with X and with a Pipeline's earlier steps."""
-        decoded = self.schema_.decode(means)
+        decoded = self.schema_.decode(means, whole=False)  # (a column's fitted dtype decides rounding here)
         rows = len(means)
         if self._frame_columns is None:
             return np.column_stack([np.asarray(decoded[name], dtype=np.float64) if name in decoded

@@ -346,7 +346,9 @@ def frame_table(data: Any, names: Sequence[str] | None = None, source: str = "X"
 @dataclass(frozen=True)
 class Column:
     """One column of a table as a model sees it. numeric: x_model = (x - mean) / std; binary: values[0] -> 0 and
-    values[1] -> 1; categorical: one-hot over `values`. `fill` replaces a missing cell (training mean or mode)."""
+    values[1] -> 1; categorical: one-hot over `values`. `fill` replaces a missing cell (training mean or mode).
+    `integer`: a numeric column whose every value is a whole number (counts, years, ages), written back as whole
+    numbers."""
 
     name: str
     kind: str
@@ -354,6 +356,7 @@ class Column:
     mean: float = 0.0
     std: float = 1.0
     fill: Any = None
+    integer: bool = False
 
     @property
     def width(self) -> int:
@@ -363,6 +366,8 @@ class Column:
         data: dict[str, Any] = {"name": self.name, "kind": self.kind}
         if self.kind == "numeric":
             data.update(mean=self.mean, std=self.std)
+            if self.integer:  # (absent in runs trained before it was kept: their values are written as decimals)
+                data["integer"] = True
         else:
             data["values"] = list(self.values)
         data["fill"] = self.fill
@@ -375,7 +380,7 @@ class Column:
             if kind not in KINDS:
                 raise ValueError(kind)
             column = cls(str(data["name"]), kind, tuple(data.get("values", ())), float(data.get("mean", 0.0)),
-                         float(data.get("std", 1.0)), data.get("fill"))
+                         float(data.get("std", 1.0)), data.get("fill"), data.get("integer", False) is True)
         except (KeyError, TypeError, ValueError, AttributeError):
             raise VaekitError(f"a table column's description {data!r} is damaged: expected name, kind "
                               f"({'/'.join(KINDS)}) and its values or statistics; train the run again") from None
@@ -540,9 +545,10 @@ class TableSchema:
             parts.append(part)
         return torch.from_numpy(np.concatenate(parts, axis=1).astype(np.float32)) if parts else torch.empty(0, 0)
 
-    def decode(self, values: torch.Tensor | np.ndarray) -> dict[str, list[Any]]:
-        """Model-space means (N, width) -> each column in the user's units: numeric mean * std + mean, and the most
-        probable value of a binary or categorical column."""
+    def decode(self, values: torch.Tensor | np.ndarray, whole: bool = True) -> dict[str, list[Any]]:
+        """Model-space means (N, width) -> each column in the user's units: numeric mean * std + mean (rounded to a
+        whole number in an integer column, unless `whole` is False), and the most probable value of a binary or
+        categorical column."""
         values = np.asarray(values.detach().cpu() if torch.is_tensor(values) else values, dtype=np.float64)
         if values.ndim != 2 or values.shape[1] != self.width:
             raise VaekitError(f"expected decoded rows of shape (N, {self.width}), got {values.shape}")
@@ -551,7 +557,9 @@ class TableSchema:
             block = values[:, start : start + column.width]
             start += column.width
             if column.kind == "numeric":
-                out[column.name] = (block[:, 0] * column.std + column.mean).tolist()
+                numbers = block[:, 0] * column.std + column.mean
+                out[column.name] = ([int(v) if math.isfinite(v) else v for v in np.rint(numbers).tolist()]
+                                    if whole and column.integer else numbers.tolist())
             elif column.kind == "binary":
                 out[column.name] = [column.values[int(p >= 0.5)] for p in block[:, 0]]
             else:
@@ -656,7 +664,8 @@ def fit_schema(table: RawTable, train_rows: Sequence[int], column_types: dict[st
             fill = mean
             if not standardize:
                 mean, std = 0.0, 1.0
-            columns.append(Column(name, kind, (), mean, std, fill))
+            integer = all(float(c).is_integer() for c in cells if c is not None)  # every row's, as categories are
+            columns.append(Column(name, kind, (), mean, std, fill, integer))
             if declared is None and looks_like_ids(cells):
                 ids.append(name)
         else:
