@@ -522,6 +522,18 @@ def test_a_batch_larger_than_the_training_items_is_warned_of(digits_config, capl
             == said, (batch, caplog.text)
 
 
+def test_a_code_larger_than_the_data_is_warned_of(digits_config, caplog):
+    """An 8x8 digit holds 64 values: a 65-number code compresses nothing (the AE can copy the data through), said once
+    the model is built; 64 is not warned of."""
+    for latent, family, said in ((65, "vae", True), (64, "vae", False), (80, "ae", True)):
+        cfg = replace(digits_config, model=replace(digits_config.model, latent_dim=latent, family=family),
+                      data=replace(digits_config.data, limit=200), train=replace(digits_config.train, epochs=1))
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            vaekit.train(cfg)
+        assert (f"each item's code holds {latent} numbers, more than the 64 values of an item" in caplog.text) == said
+
+
 def test_a_run_given_threads_limits_torch_and_numpys_thread_pools(digits_config):
     """TrainConfig(threads=N) (train --threads N) holds numpy's BLAS and the OpenMP libraries to N threads as well as
     torch: scikit-learn's fits after training (a mixture sampler's, a PCA) took one thread per core."""
