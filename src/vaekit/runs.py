@@ -396,11 +396,11 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     torch.manual_seed(cfg.train.seed)  # weights and posterior samples: same seed, same run
     model = build_model(cfg.model)
     model.likelihood.check_support(dataset.x_train, "the training data")
-    code, values = math.prod(model.code_shape), math.prod(cfg.model.data_shape)
-    if code > values and distributed.world().main:  # a code as large as the data compresses nothing
-        log.warning("each item's code holds %d numbers, more than the %d values of an item: the code cannot compress "
-                    "the data (an autoencoder can copy it through; a VAE leaves the extra dimensions unused); choose "
-                    "a smaller --latent-dim", code, values)
+    values = math.prod(cfg.model.data_shape)  # (a VQ-VAE's --latent-dim is one position's vector of a discrete code)
+    if cfg.model.latent_dim > values and distributed.world().main:  # a code as large as the data compresses nothing
+        log.warning("--latent-dim %d is more than the %d values of an item: the code cannot compress the data (an "
+                    "autoencoder can copy it through; a VAE leaves the extra dimensions unused); choose a smaller "
+                    "--latent-dim", cfg.model.latent_dim, values)
     labels = _label_argument(model.init_from_data) if model.num_labels else None
     if labels == "positional":  # the labels its encoder takes
         model.init_from_data(dataset.x_train, dataset.y_train)
