@@ -119,8 +119,9 @@ def test_the_memory_checked_against_is_the_containers_where_it_has_less(tmp_path
     (tmp_path / "self").write_text("4:memory:/process_api/abc\n0::/\n")
     monkeypatch.setattr(safe, "CGROUP_SELF", str(tmp_path / "self"))
     assert "/sys/fs/cgroup/memory/process_api/abc/memory.limit_in_bytes" in safe._cgroup_files()
-    (tmp_path / "self").write_text("0::/user.slice/app\n")
-    assert safe._cgroup_files()[-1] == "/sys/fs/cgroup/user.slice/app/memory.max"
+    (tmp_path / "self").write_text("0::/user.slice/app\n")  # and those of its parents, whose limits hold it too
+    assert safe._cgroup_files()[2:] == ["/sys/fs/cgroup/user.slice/memory.max",
+                                        "/sys/fs/cgroup/user.slice/app/memory.max"]
     (tmp_path / "self").write_bytes(b"0::/\xff\xfe\n0::/../../etc\n")  # not text, or leading out: the root's alone
     assert safe._cgroup_files() == [str(v2), str(v1)]
 

@@ -24,7 +24,8 @@ CGROUP_SELF = "/proc/self/cgroup"  # this process's own cgroups, whose limits ma
 
 
 def _cgroup_files() -> list[str]:
-    """The memory-limit files of the root cgroup and of this process's own (v2: '0::/path'; v1: 'N:memory:/path')."""
+    """The memory-limit files of the root cgroup, of this process's own (v2: '0::/path'; v1: 'N:memory:/path') and of
+    every cgroup between them: a limit set on a parent holds its children too."""
     files = list(CGROUP_LIMITS)
     try:
         with open(CGROUP_SELF) as handle:
@@ -35,10 +36,12 @@ def _cgroup_files() -> list[str]:
         _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
         if ".." in path.split("/"):
             continue
-        if path.strip("/") and controllers == "":
-            files.append(f"/sys/fs/cgroup{path}/memory.max")
-        elif path.strip("/") and "memory" in controllers.split(","):
-            files.append(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+        parts = [part for part in path.split("/") if part]
+        chain = ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]  # the parents first, this one last
+        if controllers == "":
+            files += [f"/sys/fs/cgroup{group}/memory.max" for group in chain]
+        elif "memory" in controllers.split(","):
+            files += [f"/sys/fs/cgroup/memory{group}/memory.limit_in_bytes" for group in chain]
     return files
 
 
