@@ -1,6 +1,8 @@
 """AE vs VAE comparison: the metrics on known answers, then one real comparison on digits end to end."""
+import importlib
 import json
 import re
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -303,6 +305,28 @@ def test_compare_cli_without_mixture(tmp_path, capsys):
     page = (out / "index.html").read_text()
     assert "<h2>Prior samples" in page and "Gaussian-mixture samples" not in page
     assert json.loads((out / "compare.json").read_text())["ae"]["fcd_gmm"] is None
+
+
+def test_measuring_shows_a_bar_over_its_stages(tmp_path, monkeypatch):
+    """Measuring each model (a minute or more on MNIST) showed nothing after its line; it shows a bar naming the stage
+    it is at, on a terminal, for work over a second (its delay made 0 here)."""
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    shown = Terminal()
+    monkeypatch.setattr(sys, "stderr", shown)
+    monkeypatch.setattr(importlib.import_module("vaekit.compare"), "bar_timing", lambda interval=0.1, delay=0.0: {"mininterval": 0, "delay": 0})
+    assert main(["compare", "--data", "digits", "--latent-dim", "4", "--epochs", "1", "--limit", "300", "--network",
+                 "mlp", "--hidden-dims", "32", "--classifier-steps", "20", "--interpolation-pairs", "2", "--out",
+                 str(tmp_path / "report")]) == 0
+    for family in ("AE", "VAE"):
+        bar = " ".join(line for line in re.split(r"[\r\n]", shown.getvalue()) if f"measuring the {family}:" in line)
+        for name in ("reconstructions", "codes", "mixture", "holes", "interpolations", "test ELBO", "FCD", "pictures"):
+            assert f"stage/s, {name}]" in bar or f"stage, {name}]" in bar or f"s/stage, {name}]" in bar, (family, name)
+        assert "8/8" in bar, family
 
 
 def test_where_the_compared_prior_takes_the_label_both_mixture_rows_are_per_class_and_the_report_says_so(tmp_path,

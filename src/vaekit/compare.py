@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from . import checkpoint, latent, runs, viz
 from .config import COMPONENT_SETTINGS, RunConfig, without_options
@@ -21,6 +22,7 @@ from .errors import VaekitError
 from .files import atomic_write, write_text
 from .metrics import reconstruction_error
 from .models import Model, build_model, draw_prior
+from .progress import bar_timing
 from .threads import as_torch
 from .train import mean_terms
 from .report.classifier import FeatureClassifier, train_feature_classifier
@@ -379,17 +381,38 @@ def _labels(model: Model, y: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs: np.ndarray,
-            options: CompareOptions, seed: int, by_class: bool | None = None
+            options: CompareOptions, seed: int, by_class: bool | None = None, progress: bool = False
             ) -> tuple[ModelScores, dict[str, Image.Image], dict[str, np.ndarray]]:
     """One trained model's numbers, pictures, and the values behind their standard errors (UNCERTAIN's keys: per
     test item, draw or pair, NaN for a pair it skips; an FCD's bootstrap replicates); the same draws, pairs and real
-    images for every model."""
+    images for every model. `progress`: a bar over its stages (where they take more than a second)."""
+    stages = ["reconstructions", "codes", *(["mixture"] if options.gmm_components else []), "holes",
+              "interpolations", "test ELBO", "FCD", "pictures"]
+    with tqdm(total=len(stages), desc=f"measuring the {run.model.family.upper()}", unit="stage", leave=False,
+              disable=not progress, dynamic_ncols=True, **bar_timing(delay=1.0)) as bar:
+        def stage(name: str) -> None:  # the stage about to run, after the one before it is done
+            bar.set_postfix_str(name, refresh=False)
+            if name == stages[0]:
+                bar.refresh()
+            else:
+                bar.update(1)
+
+        measured = _measure(run, dataset, quality, pairs, options, seed, by_class, stage)
+        bar.update(1)
+        return measured
+
+
+def _measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs: np.ndarray,
+             options: CompareOptions, seed: int, by_class: bool | None, stage: Any
+             ) -> tuple[ModelScores, dict[str, Image.Image], dict[str, np.ndarray]]:
+    stage("reconstructions")
     model, x_test, x_train = run.model, dataset.x_test, dataset.x_train
     y_test, y_train = _labels(model, dataset.y_test), _labels(model, dataset.y_train)
     n_draws = max(options.hole_draws, quality.items)
     errors = reconstruction_error(model, x_test, y_test)
     units = {"recon_squared_error": errors.squared_error.double().numpy(),
              "recon_nll": errors.nll_at_mean.double().numpy()}
+    stage("codes")
     # The decoder was trained on draws from q(z|x): one per item samples the aggregate posterior the prior should cover.
     chosen = subset_index(len(x_train), options.hole_codes, seed)
     codes = latent.encode_dataset(model, x_train[chosen], sample=True, generator=torch.Generator().manual_seed(seed),
@@ -408,6 +431,7 @@ def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs
     prior_images = decode_batches(model, z_prior[:shown], y=draw_labels, codes=True)
     gmm_images = fcd_gmm = None
     if options.gmm_components:
+        stage("mixture")
         train_codes = latent.encode_dataset(model, x_train, y=y_train).flatten(1)
         if by_class:  # codes that carry the class: each draw from its own class's mixture
             z_gmm = class_mixture_draws(train_codes, y_train, prior_labels, options.gmm_components, seed,
@@ -419,15 +443,19 @@ def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs
         units["gmm_hole_fraction"] = hole_flags(codes, z_gmm[:options.hole_draws].flatten(1).numpy(),
                                                 options.hole_quantile).astype(np.float64)
         fcd_gmm, units["fcd_gmm"] = quality.fcd_and_resamples(gmm_images)
+    stage("holes")
     units["prior_hole_fraction"] = hole_flags(codes, z_prior[:options.hole_draws].flatten(1).numpy(),
                                               options.hole_quantile).astype(np.float64)
+    stage("interpolations")
     paths = interpolation_paths(model, x_test, pairs, options.interpolation_steps, y_test)
     smoothness = _smoothness(paths, model.family)
     if smoothness is not None:
         units["interpolation.mean_jump"], units["interpolation.max_jump"] = path_jumps(paths)
     # the compared model (early stopping's best epoch, where it kept one) on the test split, whatever each epoch
     # was judged on
+    stage("test ELBO")
     terms = mean_terms(model, TensorData(x_test, y_test))
+    stage("FCD")
     fcd_prior, units["fcd_prior"] = quality.fcd_and_resamples(prior_images)
     units = {key: values for key, values in units.items() if values is not None}  # no FCDs without labels
     mean = lambda key: float(np.nanmean(units[key])) if key in units else None  # noqa: E731
@@ -441,6 +469,7 @@ def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs
         train_seconds=sum(r.seconds for r in run.history),
         standard_errors={key: spread(values, key) for key, values in units.items()},
     )
+    stage("pictures")
     shown_x = x_test[:options.shown_items]
     shown_y = None if y_test is None else y_test[:options.shown_items]
     figures = {
@@ -569,7 +598,7 @@ def compare(
     for family in FAMILIES:
         log.info("measuring the %s ...", configs[family].model.family.upper())
         scores[family], figures[family], units[family] = measure(trained[family], dataset, quality, pairs, options,
-                                                                 seed, by_class)
+                                                                 seed, by_class, cfg.train.progress)
     figures["data"] = {
         "inputs": viz.image_grid(dataset.x_test[:options.shown_items], ncol=8),
         "vary_item": viz.image_grid(dataset.x_test[:1]),
