@@ -279,6 +279,32 @@ def _in_view(page, selector: str) -> bool:
         return r.height > 0 && r.top >= 0 && r.bottom <= window.innerHeight; }""", selector)
 
 
+def test_the_api_docs_render_with_nothing_from_outside_this_machine(browser, small_run):
+    """/docs (Swagger UI) and /redoc show every API route with every request to another host refused, as on a
+    machine offline (FastAPI's own pages loaded their scripts from a CDN and stayed blank)."""
+    with _serving(small_run) as (address, explorer):
+        page = browser.new_page()
+        outside = []
+
+        def only_here(route):
+            if route.request.url.startswith(address):
+                route.continue_()
+            else:
+                outside.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", only_here)
+        page.goto(address + "docs")
+        page.wait_for_selector(".swagger-ui .opblock", timeout=WAIT_MS)
+        shown = page.locator(".opblock-summary-path").all_inner_texts()
+        assert {"/api/decode", "/api/encode", "/api/sample", "/api/info"} <= {text.strip() for text in shown}
+        assert "Unable to render" not in page.content()
+        page.goto(address + "redoc")
+        page.wait_for_function("document.body.innerText.includes('/api/decode')", timeout=WAIT_MS)
+        page.close()
+        assert not outside, outside
+
+
 def test_errors_show_where_the_user_is_and_refused_fields_go_back(browser, small_run):
     with _serving(small_run) as (address, explorer):
         page = browser.new_page(viewport={"width": 1000, "height": 600})

@@ -209,10 +209,14 @@ def create_app(explorer: Explorer, hosts: Sequence[str] | None = LOOPBACK_HOSTS)
         point: list[StrictFloat] = Field(description="a point of the latent map, in its coordinates [x, y]")
         label: Label = None
 
-    app = FastAPI(title="vaekit explorer", version=_version(),
-                  description=f"The latent space of {html.escape(explorer.run or 'a trained model')}, over HTTP: "
-                              "decode codes, "
-                              "encode items and pictures, interpolate, edit attributes, sample the prior.")
+    try:  # /docs and /redoc with their scripts served from here, not a CDN (a machine offline still shows them)
+        from fastapi_offline import FastAPIOffline as make_app
+    except ImportError:  # (an older install of the explore extra): FastAPI's own pages, whose scripts a CDN serves
+        make_app = FastAPI
+    app = make_app(title="vaekit explorer", version=_version(),
+                   description=f"The latent space of {html.escape(explorer.run or 'a trained model')}, over HTTP: "
+                               "decode codes, "
+                               "encode items and pictures, interpolate, edit attributes, sample the prior.")
     app.state.explorer = explorer
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(Identity, identity=explorer.identity)
