@@ -267,6 +267,46 @@ def test_the_cli_scores_and_edits_several_items(small_run, tmp_path, capsys):
     assert main(["attribute", str(small_run), "--attr", "3", "--items", "9", "--out", str(tmp_path / "e.png")]) == 2
 
 
+def test_the_cli_edits_pictures_of_the_users_own(small_run, tmp_path, capsys):
+    """attribute --pictures: the vector from the run's training codes, added to the codes of picture files (read as
+    the explorer reads an upload). A test item saved as an 8-bit PNG at the model's size edits as the item itself
+    does (within the PNG's rounding); saved 8 times larger in colour, it is made grey and resized, and edits closer to
+    that item's edit than to another item's."""
+    from PIL import Image
+
+    from vaekit import checkpoint
+    from vaekit.data import load_dataset
+
+    x = load_dataset(checkpoint.load_config(small_run).data).x_test
+    assert main(["attribute", str(small_run), "--attr", "3", "--apply-to", "0,4", "--out", str(tmp_path / "items.npy")
+                 ]) == 0
+    items = np.load(tmp_path / "items.npy")  # (2 items, 5 strengths, 1, 8, 8)
+    grey = (x[0, 0].numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(grey, "L").save(tmp_path / "same size.png")
+    big = (x[4, 0].numpy() * 255).round().astype(np.uint8).repeat(8, 0).repeat(8, 1)
+    Image.fromarray(np.stack([big] * 3, -1), "RGB").save(tmp_path / "mine.png")
+    assert main(["attribute", str(small_run), "--attr", "3", "--pictures", str(tmp_path / "same size.png"),
+                 str(tmp_path / "mine.png"), "--out", str(tmp_path / "mine.npy")]) == 0
+    mine = np.load(tmp_path / "mine.npy")
+    assert mine.shape == items.shape
+    assert np.abs(mine[0] - items[0]).max() < 0.01
+    assert np.abs(mine[1] - items[1]).mean() < np.abs(mine[1] - items[0]).mean()
+    assert main(["attribute", str(small_run), "--attr", "3", "--pictures", str(tmp_path / "mine.png"), "--out",
+                 str(tmp_path / "mine.png.png")]) == 0
+    assert Image.open(tmp_path / "mine.png.png").size[0] > 8 * 5  # the labelled grid
+    (tmp_path / "notes.png").write_text("not a picture")
+    capsys.readouterr()
+    for args, says in ((["--pictures", str(tmp_path / "none.png")], f"no picture at {tmp_path / 'none.png'}: check"),
+                       (["--pictures", str(tmp_path / "notes.png")], "notes.png is not a picture: give one of PNG"),
+                       (["--pictures", str(tmp_path)], "is not a file: give picture files"),
+                       (["--pictures", str(tmp_path / "mine.png"), "--apply-to", "3"], "drop --apply-to"),
+                       (["--pictures", str(tmp_path / "mine.png"), "--score"], "drop --apply-to, --pictures")):
+        out = ["--out", str(tmp_path / "s.json" if "--score" in args else tmp_path / "e.png")]
+        assert main(["attribute", str(small_run), "--attr", "3", *args, *out]) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1, err
+
+
 def test_the_shapes_recipe_edits_scale_and_position_on_every_test_item(shapes_recipe_run):
     """The shipped recipe as a user runs it (`vaekit train --recipe shapes`, then `vaekit attribute RUN --attr NAME
     --score`: the recipe's own edit method, local), every one of the 2,000 test shapes edited at strengths -1, 0, 1

@@ -14,6 +14,7 @@ import torch
 from .. import edits, latent, viz
 from ..errors import VaekitError
 from ..files import atomic_write, write_text
+from ..data.pictures import read_picture
 from ..data.tables import model_table
 from .common import (
     add_data_flags, add_label, add_out, add_seed, add_split, add_threads, decoded_count, load_run, parse_label, pick,
@@ -57,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "mean-diff unless its recipe chose another)")
     p.add_argument("--apply-to", default="0", metavar="I,J,...", help="indices of the items of --split to edit, "
                    "one row each (default 0)")
+    p.add_argument("--pictures", nargs="+", metavar="FILE", help="pictures of your own to edit instead (PNG, JPEG, "
+                   "GIF, BMP, WebP, TIFF), one row each: made grey or RGB as the model's items are, cropped about the "
+                   "centre to their shape and resized, as the explorer reads an upload")
     p.add_argument("--strengths", default="-2,-1,0,1,2", help="multiples of the vector to add, e.g. -2,-1,0,1,2")
     p.add_argument("--score", action="store_true", help="score the edit on every test item (or --items N of them): "
                    "moved / flipped shares by an independent judge, pixel change; --out: a .json")
@@ -223,8 +227,9 @@ def attribute(args: argparse.Namespace) -> int:
             raise VaekitError("--score reads the attribute of the data set's own splits: drop --attr-file")
         if args.items is not None and args.items < 1:
             raise VaekitError(f"--items must be at least 1, got {args.items}")
-        if args.apply_to != "0" or args.split != "test":
-            raise VaekitError("--score edits every test item: drop --apply-to and --split (or use --items N)")
+        if args.apply_to != "0" or args.split != "test" or args.pictures:
+            raise VaekitError("--score edits every test item: drop --apply-to, --pictures and --split (or use "
+                              "--items N)")
         if model.num_labels:
             _warn_conditioned(model, latent.find_attribute(dataset, "train", args.attr, versus=args.versus))
         score = edits.score_attribute(model, dataset, args.attr, strengths, method=args.method, versus=args.versus,
@@ -237,15 +242,21 @@ def attribute(args: argparse.Namespace) -> int:
         raise VaekitError("--items chooses the items --score edits: add --score, or drop --items")
     if args.out is None:
         raise VaekitError("--out is needed for the edited images (.png or .npy), unless --score")
-    try:
-        numbers = [float(v) for v in args.apply_to.split(",") if v.strip()]
-    except ValueError:
-        numbers = []
-    if not numbers or not all(v.is_integer() for v in numbers):
-        raise VaekitError(f"--apply-to takes item indices, e.g. 0,5,9; got {args.apply_to!r}")
-    indices = [int(v) for v in numbers]
-    decoded_count(model, len(indices), "--apply-to", per=len(strengths))  # items x strengths decoded at once
-    items = [pick(x, index) for index in indices]
+    if args.pictures:
+        decoded_count(model, len(args.pictures), "--pictures", per=len(strengths))
+        items = _pictures(model, args.pictures, args.apply_to)
+        indices, names = [None] * len(items), [Path(path).name for path in args.pictures]
+    else:
+        try:
+            numbers = [float(v) for v in args.apply_to.split(",") if v.strip()]
+        except ValueError:
+            numbers = []
+        if not numbers or not all(v.is_integer() for v in numbers):
+            raise VaekitError(f"--apply-to takes item indices, e.g. 0,5,9; got {args.apply_to!r}")
+        indices = [int(v) for v in numbers]
+        decoded_count(model, len(indices), "--apply-to", per=len(strengths))  # items x strengths decoded at once
+        items = [pick(x, index) for index in indices]
+        names = [f"item {i}" for i in indices]
     if args.attr_file:  # a table's rows belong to --split's items
         groups = latent.find_attribute(dataset, args.split, args.attr, versus=args.versus, table=args.attr_file)
         codes = latent.encode_dataset(model, x, y=y)
@@ -255,18 +266,47 @@ def attribute(args: argparse.Namespace) -> int:
     log.info("attribute vector (%s): %s", args.method, groups.description)
     _warn_conditioned(model, groups)
     edit = edits.attribute_edit(codes, groups, args.method)
-    images = torch.stack([edits.apply_edit(model, item, edit, strengths, y=_label(y, index))
+    images = torch.stack([edits.apply_edit(model, item, edit, strengths, y=None if index is None else _label(y, index))
                           for item, index in zip(items, indices)])
     if not args.out.lower().endswith(".npy") or len(indices) == 1:  # one item: (n_strengths, *data_shape), as before
         images = images.flatten(0, 1)
     print(_save(model, images, args.out, ncol=len(strengths),
                 described={"item": [i for i in indices for _ in strengths],
                            "strength": [f"{v:.6g}" for v in strengths] * len(indices)},
-                y=None if y is None else torch.stack([y[i] for i in indices for _ in strengths]),
+                y=None if y is None or args.pictures else torch.stack([y[i] for i in indices for _ in strengths]),
                 captions=[("0\nunedited" if s == 0 else _number(s)) for s in strengths] * len(indices),
-                row_labels=[f"item {i}" for i in indices],
+                row_labels=names,
                 title=f"{args.method} attribute vector: {groups.description}; strength in each column"))
     return 0
+
+
+MAX_PICTURE_BYTES = 64 * 2**20  # a phone's photo is a few MB; its pixels are checked from its header too
+
+
+def _pictures(model, paths: list[str], apply_to: str) -> list[torch.Tensor]:
+    """The user's own pictures (attribute --pictures) as items of the model."""
+    if apply_to != "0":
+        raise VaekitError("--pictures are the items to edit: drop --apply-to (it picks items of the data set)")
+    if model_table(model.config) is not None or len(model.data_shape) != 3:
+        raise VaekitError("--pictures is for models of images, and this model's items are not pictures: edit its "
+                          "items with --apply-to")
+    if model.num_labels:
+        raise VaekitError("this model is conditioned on the label, which a picture does not carry: edit items of "
+                          "the data set with --apply-to (their labels go with them)")
+    items = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise VaekitError(f"no picture at {path}: check the path" if not path.exists() else
+                              f"{path} is not a file: give picture files (PNG, JPEG, ...)")
+        if path.stat().st_size > MAX_PICTURE_BYTES:
+            raise VaekitError(f"{path} is {path.stat().st_size / 2**20:,.0f} MB, more than the "
+                              f"{MAX_PICTURE_BYTES // 2**20} MB a picture may be: give a smaller one")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise VaekitError(f"cannot read {path} ({exc.strerror or exc}): check its permissions") from None
+        items.append(read_picture(data, model.data_shape, name=str(path), source=str(path), verb="give"))
+    return items
 
 
 def _warn_conditioned(model, groups) -> None:

@@ -27,17 +27,14 @@ import torch
 from .. import edits, latent, viz
 from ..data import Dataset
 from ..data.tables import model_table
-from ..data.user import upright
+from ..data import pictures
+from ..data.pictures import read_picture
 from ..errors import VaekitError
 from ..models import Model, draw_prior
 
 log = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 5 * 2**20  # a picture of a face or a digit is a few kB; 5 MB leaves room for a phone photo
-MAX_UPLOAD_PIXELS = 40_000_000  # width x height: refuses a decompression bomb before its pixels are read
-# MPO: a JPEG carrying a second image (phones' depth maps and gain maps); its first image is read
-UPLOAD_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "WEBP", "TIFF")
-HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 MAX_CODE_VALUE = latent.MAX_CODE_VALUE
 MAX_SAMPLES = 64
 MAX_STEPS = 64
@@ -55,12 +52,7 @@ class NotFound(VaekitError):
     """An item, attribute or label that does not exist (HTTP 404)."""
 
 
-class BadUpload(VaekitError):
-    """An uploaded file of the wrong kind or size (HTTP 415 or 413)."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
+BadUpload = pictures.BadPicture  # an uploaded file of the wrong kind or size (HTTP 415 or 413)
 
 
 @dataclass(frozen=True)
@@ -491,47 +483,7 @@ class Explorer:
             raise BadUpload(f"the upload is {len(data):,} bytes; the limit is {MAX_UPLOAD_BYTES:,} "
                             f"({MAX_UPLOAD_BYTES // 2**20} MB): send a smaller picture", 413)
         with self._upload_lock:
-            return self._read_picture(data)
-
-    def _read_picture(self, data: bytes) -> torch.Tensor:
-        from PIL import Image, ImageOps
-
-        formats = ", ".join(f for f in UPLOAD_FORMATS if f != "MPO")
-        try:
-            image = Image.open(io.BytesIO(data))
-        except Image.DecompressionBombError:  # Pillow's own limit, far above ours: refused from the header alone
-            raise BadUpload(f"the picture has too many pixels; the limit is {MAX_UPLOAD_PIXELS:,}: send a smaller "
-                            "one", 413) from None
-        except Exception:  # noqa: BLE001  (Pillow raises many kinds for damaged files; each is a bad upload)
-            raise BadUpload(f"the upload is not a picture: send one of {formats}", 415) from None
-        if image.format not in UPLOAD_FORMATS:
-            raise BadUpload(f"{image.format} pictures are not accepted: send one of {formats}", 415)
-        width, height = image.size
-        if width * height > MAX_UPLOAD_PIXELS:
-            raise BadUpload(f"the picture is {width}x{height} pixels; the limit is {MAX_UPLOAD_PIXELS:,}: send a "
-                            "smaller one", 413)
-        channels, h, w = self.model.data_shape
-        try:
-            if image.format in ("JPEG", "MPO"):
-                image.draft("RGB" if channels == 3 else "L", (w, h))  # decode at a reduced scale where it can
-            image = upright(image)
-            if image.mode in HIGH_DEPTH_MODES:
-                # 16-bit, 32-bit and float pictures: each channel cropped and resized in floating point (mode F)
-                array = _unit_array(image, channels)  # (H, W, C) in [0, 1]
-                planes = [np.asarray(ImageOps.fit(Image.fromarray(np.ascontiguousarray(array[..., c],
-                                                                                      dtype=np.float32), "F"),
-                                                  (w, h), Image.Resampling.LANCZOS)) for c in range(channels)]
-                out = np.stack(planes)
-            else:  # 8-bit: over white where transparent, then cropped and resized in its own mode (fast, small)
-                image = ImageOps.fit(_over_white(image).convert("RGB" if channels == 3 else "L"), (w, h),
-                                     Image.Resampling.LANCZOS)
-                out = np.asarray(image, dtype=np.float32) / 255.0
-                out = out[None] if channels == 1 else out.transpose(2, 0, 1)
-        except MemoryError:
-            raise BadUpload("the picture is too large to decode here: send a smaller one", 413) from None
-        except Exception as exc:  # noqa: BLE001
-            raise BadUpload(f"the picture could not be read ({type(exc).__name__}): send another", 415) from None
-        return torch.from_numpy(np.ascontiguousarray(np.clip(out, 0, 1), dtype=np.float32))
+            return read_picture(data, self.model.data_shape)
 
     def render(self, values: torch.Tensor) -> list[dict[str, Any]]:
         """Decoded items (N, *data_shape) -> what the page shows: a PNG (as a data URL), a table row in the user's
@@ -691,27 +643,6 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
-
-
-def _over_white(image):
-    """A picture with transparency (an alpha channel, or a transparent colour) over white, as a viewer shows it."""
-    from PIL import Image
-
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
-        image = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image)
-    return image
-
-
-def _unit_array(image, channels: int) -> np.ndarray:
-    """A 16-bit, 32-bit or float grey picture -> (H, W, channels) float in [0, 1]."""
-    values = np.asarray(image)
-    if image.mode == "F":  # float, as a TIFF may hold: taken as 0..1
-        array = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
-    else:  # 16-bit (PNG stores it, and Pillow may read it, as mode I): over 65535, unless it holds larger values
-        array = values.astype(np.float32) / (65535.0 if values.max(initial=0) <= 65535 else 2.0**32 - 1)
-    array = np.clip(array, 0.0, 1.0)[..., None]
-    return np.repeat(array, 3, axis=-1) if channels == 3 else array
 
 
 def _stddev(qz) -> list[float] | None:
