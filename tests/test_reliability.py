@@ -122,8 +122,17 @@ def test_the_memory_checked_against_is_the_containers_where_it_has_less(tmp_path
     (tmp_path / "self").write_text("0::/user.slice/app\n")  # and those of its parents, whose limits hold it too
     assert safe._cgroup_files()[2:] == ["/sys/fs/cgroup/user.slice/memory.max",
                                         "/sys/fs/cgroup/user.slice/app/memory.max"]
-    (tmp_path / "self").write_bytes(b"0::/\xff\xfe\n0::/../../etc\n")  # not text, or leading out: the root's alone
+    (tmp_path / "self").write_bytes(b"0::/\xff\xfe\n0::/user.slice\n")  # not text: the root's alone
     assert safe._cgroup_files() == [str(v2), str(v1)]
+    (tmp_path / "self").write_text("0::/../../etc\n4:memory:/a/../../../etc\n")  # a path leading out: passed over
+    assert safe._cgroup_files() == [str(v2), str(v1)]
+    # two limits below the machine's: the lower holds
+    v2.write_text(f"{2**30}\n")
+    v1.write_text(f"{2**31}\n")
+    assert safe.memory_budget() == 2**29
+    v2.write_text(f"{2**31}\n")
+    v1.write_text(f"{2**30}\n")
+    assert safe.memory_budget() == 2**29
 
 
 def test_an_npz_is_checked_against_memory_for_all_its_arrays_together(tmp_path, monkeypatch):
@@ -135,6 +144,23 @@ def test_an_npz_is_checked_against_memory_for_all_its_arrays_together(tmp_path, 
         safe.load_npz(tmp_path / "five.npz")
     monkeypatch.setattr(safe, "memory_budget", lambda: 5 * each)
     assert len(safe.load_npz(tmp_path / "five.npz")) == 5
+    np.save(tmp_path / "one.npy", np.zeros(1000, np.uint8))  # one array: exactly its 9 bytes a value
+    monkeypatch.setattr(safe, "memory_budget", lambda: each - 1)
+    with pytest.raises(VaekitError, match=r"one\.npy \(shape \(1000,\), uint8\) needs"):
+        safe.load_npy(tmp_path / "one.npy")
+    monkeypatch.setattr(safe, "memory_budget", lambda: each)
+    assert len(safe.load_npy(tmp_path / "one.npy")) == 1000
+
+
+def test_binary_data_is_found_over_every_item_not_its_first_chunk():
+    """A value other than 0 or 1 after the first 4096 items (binariness is checked a chunk at a time) makes the data
+    not binary."""
+    from vaekit.data import user
+
+    bits = torch.zeros(5000, 3)
+    assert user._is_binary(bits)
+    bits[-1, 2] = 0.5
+    assert not user._is_binary(bits)
 
 
 def test_decode_of_an_empty_npz(run, tmp_path, capsys):
