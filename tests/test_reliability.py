@@ -13,6 +13,7 @@ import sys
 import zipfile
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -545,6 +546,23 @@ def test_links_in_a_run_folder_from_elsewhere_write_over_nothing_they_point_to(r
     assert users.read_text() == "the user's own lines\n"
     lines = (copy / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4, 5, 6]
+    # a link put there between the check for one and the append (the check blind to it here): the append refuses to
+    # follow it, and the user's file stays as it was
+    module = sys.modules["vaekit.train"]  # the module (vaekit.train is the training function)
+
+    class Blind:  # the training module's os, whose look for a link misses it
+        path = SimpleNamespace(**{**vars(os.path), "islink": lambda _: False})
+
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+    copy = tmp_path / "raced"
+    shutil.copytree(run, copy)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, "os", Blind())
+        with pytest.raises(VaekitError, match="cannot add epoch 5 to .*metrics.jsonl"):
+            resume(copy, epochs=6, progress=False, callbacks=[Swap()])
+    assert users.read_text() == "the user's own lines\n"
     # the lock: a link in its place is refused (nothing written through it), as a folder in its place is
     victim = tmp_path / "victim-lock"
     victim.write_text("the user's own file\n")
@@ -558,6 +576,10 @@ def test_links_in_a_run_folder_from_elsewhere_write_over_nothing_they_point_to(r
     (folder / ".lock").mkdir()
     fails(["train", "--data", "digits", "--epochs", "1", "--out", str(folder), "--no-progress"], capsys,
           ".lock is a folder, where a run keeps its lock file: remove it")
+    (folder / ".lock").rmdir()
+    os.mkfifo(folder / ".lock")  # a named pipe: opened without blocking, and refused
+    fails(["train", "--data", "digits", "--epochs", "1", "--out", str(folder), "--no-progress"], capsys,
+          ".lock is a special file, where a run keeps its lock file: remove it")
 
 
 def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_start(tmp_path):
@@ -740,6 +762,17 @@ def test_a_full_disk_at_an_epochs_metrics_line_is_one_line_and_no_half_line(run,
     resume(folder, epochs=5, progress=False)  # and the run goes on from its checkpoint
     epochs = [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3, 4, 5]
+
+    class ShortWrites(HalfWrites):  # a write that stops half-way and says so by its count, raising nothing
+        @staticmethod
+        def write(descriptor, data):
+            return os.write(descriptor, data[: len(data) // 2])
+
+    monkeypatch.setattr(module, "os", ShortWrites())  # (epoch 6, the resumed fit's first, rewrites the file whole)
+    fails(["train", "--resume", str(folder), "--epochs", "7", "--no-progress"], capsys, "cannot add epoch 7 to")
+    monkeypatch.undo()
+    text = (folder / "metrics.jsonl").read_text()
+    assert text.endswith("}\n") and [json.loads(line)["epoch"] for line in text.splitlines()] == [1, 2, 3, 4, 5, 6]
 
 
 def test_weights_and_a_config_from_different_writes_are_found(run, tmp_path, capsys):
