@@ -891,6 +891,21 @@ def test_a_request_naming_another_host_is_refused(digits):
         assert client.get("/api/info").status_code == 200
 
 
+def test_a_run_named_as_markup_is_escaped_in_the_api_description(small_run, tmp_path):
+    """The run's path is the OpenAPI description's, which /docs shows as HTML: a folder named as a script is text."""
+    import shutil
+
+    folder = tmp_path / "<script>alert(1)</script>"
+    shutil.copytree(small_run, folder)
+    explorer = _explorer(folder)
+    try:
+        with TestClient(create_app(explorer), base_url=BASE) as client:
+            described = client.get("/openapi.json").json()["info"]["description"]
+            assert "&lt;script&gt;alert(1)&lt;/script&gt;" in described and "<script>" not in described
+    finally:
+        explorer.close()
+
+
 def test_the_api_refuses_what_a_browser_marks_as_sent_by_another_site(digits):
     _, client = digits
     cross = {"sec-fetch-site": "cross-site"}

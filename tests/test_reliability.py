@@ -97,6 +97,16 @@ def test_damaged_idx_and_images(tmp_path, capsys, monkeypatch):
     monkeypatch.undo()
     fails(["train", "--data", str(folder), "--image-size", "30000", "--epochs", "1", "--out", str(tmp_path / "r"),
            "--no-progress"], capsys, "choose a smaller --image-size")
+    # what a folder's reading holds: 9 bytes a value (the pixels, their float32 copy and its split) and one image
+    from vaekit.data import user
+
+    files = sorted(folder.glob("*.png"))
+    need = 3 * 16 * 16 * 9 + 16 * 16 * 16
+    monkeypatch.setattr(safe, "memory_budget", lambda: need - 1)
+    with pytest.raises(VaekitError, match=r"3 images of 16x16 needs .*: choose a smaller --image-size"):
+        user._read_images(files, 16)
+    monkeypatch.setattr(safe, "memory_budget", lambda: need)
+    assert user._read_images(files, 16)[0].shape == (3, 1, 16, 16)
 
 
 def test_memory_is_checked_before_allocating(monkeypatch):
@@ -259,6 +269,11 @@ def test_a_config_from_elsewhere_asking_for_a_huge_model_allocates_none_of_it(ru
                 Model.from_pretrained(str(folder))
         assert set(built) <= {"meta"}, (name, built)  # only ever built without memory
     assert built
+    built.clear()  # and building a model itself checks its size first (a model built in Python, from no folder)
+    monkeypatch.setattr(safe, "memory_budget", lambda: 2**30)
+    with pytest.raises(VaekitError, match="of memory, more than half"):
+        models.build_model(ModelConfig(data_shape=(64,), likelihood="bernoulli", hidden_dims=(100_000, 100_000)))
+    assert set(built) == {"meta"}
 
 
 def test_a_model_whose_training_needs_more_than_the_memory_is_refused_before_it_is_built(tmp_path, monkeypatch,
@@ -290,6 +305,8 @@ def test_a_model_whose_training_needs_more_than_the_memory_is_refused_before_it_
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two processes on this machine (--nproc 2): each holds as much
     fails([*args, "--out", str(tmp_path / "run")], capsys, "training the model (14 times its weights")
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    fails([*args, "--early-stopping", "3", "--out", str(tmp_path / "run")], capsys, "training the model (9 times its "
+          "weights: them, their gradients, Adam's two moments and the copy kept to roll back to, and the best epoch)")
     assert main([*args, "--out", str(tmp_path / "run")]) == 0
 
 

@@ -73,6 +73,11 @@ def test_a_csv_too_large_for_the_memory_is_refused_and_a_long_read_shows_a_bar(t
         tables.read_table(path)
     monkeypatch.setattr(safe, "memory_budget", lambda: need)
     assert tables.read_table(path).n_rows == 1000
+    with monkeypatch.context() as patch:  # a file whose text alone is too much: refused before it is read
+        patch.setattr(safe, "memory_budget", lambda: path.stat().st_size * tables.TEXT_MEMORY - 1)
+        patch.setattr(type(path), "read_text", lambda *_, **__: pytest.fail("read before its size was checked"))
+        with pytest.raises(VaekitError, match=r"reading .*t\.csv \(0\.0 MiB\) needs .* of memory, more than half"):
+            tables.read_table(path)
     pyarrow = pytest.importorskip("pyarrow")  # a Parquet file: by its rows and columns, before any is read
     import pyarrow.parquet
 
