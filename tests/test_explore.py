@@ -105,6 +105,26 @@ def test_info_ranks_the_dimensions_by_use_and_gives_their_ranges(digits):
     assert info["conditioned"] is False and info["colourings"] == ["label"]
 
 
+def test_classes_without_training_items_are_not_offered_as_attributes(small_run):
+    """A class whose items are all in the test split (Olivetti's eight test people) has no training codes to make a
+    vector from: neither the explorer's attributes nor the CLI's list of known names offer it."""
+    from dataclasses import replace
+
+    dataset = load_dataset(checkpoint.load_config(small_run).data)
+    names = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    y_train = torch.where(dataset.y_train == 9, 8, dataset.y_train)  # nine's items in the test split only
+    dataset = replace(dataset, y_train=y_train, label_names=names)
+    explorer = Explorer(checkpoint.load(small_run), dataset, run=str(small_run))
+    try:
+        offered = explorer.attributes()
+        assert offered == list(names[:9])
+    finally:
+        explorer.close()
+    with pytest.raises(VaekitError, match=r"known: zero, one, .*, eight\)?$") as refused:
+        latent.find_attribute(dataset, "train", "ten")
+    assert "nine" not in str(refused.value)
+
+
 def test_the_page_its_script_and_the_api_docs_are_served(digits):
     _, client = digits
     page = client.get("/")

@@ -415,8 +415,11 @@ def find_attribute(dataset, split: str, name: str, versus: str | None = None,
         except VaekitError:
             if versus is not None or _is_class(name, dataset.label_names, y):
                 raise
-    # the classes present, not every index up to the largest (a label of 2^31 - 1 would list two billion)
-    classes = list(dataset.label_names or ([] if y is None else [str(i) for i in torch.unique(y).tolist()]))
+    # the classes present in the split, not every index up to the largest (a label of 2^31 - 1 would list two billion)
+    # nor every name (Olivetti's test people have no training items)
+    present = [] if y is None else torch.unique(y).tolist()
+    classes = [dataset.label_names[i] if dataset.label_names and i < len(dataset.label_names) else str(i)
+               for i in present]
     known = list(attributes) + classes
     if not known:
         raise VaekitError(f"{dataset.name} has no attributes or class labels: give an attribute table with --attr-file")

@@ -172,13 +172,18 @@ class Explorer:
 
     def attributes(self) -> list[str]:
         """What --attr accepts here: the data set's named attributes, then its classes. Left out: the classes of a
-        label-conditioned model (its decoder takes the class as given, so a vector cannot change it), and classes
-        that only repeat a 0/1 attribute (smiles: `smiling` and `not smiling` beside `smile`)."""
+        label-conditioned model (its decoder takes the class as given, so a vector cannot change it), classes that
+        only repeat a 0/1 attribute (smiles: `smiling` and `not smiling` beside `smile`), and classes without
+        training items (no vector to make)."""
         names = sorted(set(self.dataset.attributes_train) & set(self._split_attributes()))
         names += sorted(set(self.table_attributes) - set(names))
         if self.dataset.y_train is not None and self.items.y is not None and not self.conditioned \
                 and not self._label_twins():
-            names += [name for name in self._label_names() if name not in names]
+            # the classes of the training split, whose codes make a class's vector (Olivetti's test people have none)
+            trained = set(torch.unique(self.dataset.y_train).tolist())
+            if len(trained) > 1:
+                names += [name for index, name in enumerate(self._label_names()) if index in trained
+                          and name not in names]
         return names
 
     def _label_twins(self) -> set[str]:
