@@ -822,6 +822,30 @@ def test_a_setting_given_by_its_flag_and_by_set_with_two_values_is_warned_of(cap
         assert "both set" not in caplog.text, given
 
 
+def test_captions_over_narrow_tiles_are_wrapped_to_their_tiles(tmp_path):
+    """Frey's 28x20 faces under captions ("a: item 0", "b: item 1", ...) ran their captions together: captioned
+    tiles are at least MIN_CELL wide, and each caption line fits its tile (a single word too long stays whole)."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+    from PIL import Image
+
+    from vaekit import viz
+
+    prop, measure = FontProperties(size=7), TextToPath()
+    pixels = lambda line: measure.get_text_width_height_descent(line, prop, ismath=False)[0] * 100 / 72  # noqa: E731
+    captions = ["a: item 0", "b: item 1", "c: item 1234", "decoded a - b + c", "0\nunedited", "item 3\nquery",
+                "supercalifragilistic x", "d=0.056"]
+    for width in (40, 62, 90):
+        for caption in captions:
+            wrapped = viz._wrapped(caption, width, fontsize=7, least=4, whole_words=True)
+            assert wrapped.replace("\n", " ").split() == caption.split(), (caption, wrapped)  # every word, in order
+            assert all(pixels(line) <= width or " " not in line for line in wrapped.splitlines()), (caption, wrapped)
+            if "\n" in caption:
+                assert wrapped.startswith(caption.split("\n")[0] + "\n")  # its own line breaks kept
+    viz.labelled_grid(torch.rand(8, 1, 28, 20), tmp_path / "g.png", ncol=8, captions=captions)
+    assert Image.open(tmp_path / "g.png").size[0] >= 8 * (viz.MIN_CELL + 6)
+
+
 def test_a_title_is_wrapped_at_the_widest_line_length_that_fits_the_picture():
     """Random titles of 2 to 30 words in pictures 150 to 800 pixels wide: the wrap is the one with the most
     characters per line whose every line fits (found by trying every length, as the wrap did before it started

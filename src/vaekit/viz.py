@@ -61,9 +61,10 @@ def save_images(images: torch.Tensor | np.ndarray, path: str | Path, ncol: int |
 WRAP = 16  # a strip of more items than this wraps onto more rows
 
 
-def _wrapped(title: str, width: float, fontsize: float = 10) -> str:
+def _wrapped(title: str, width: float, fontsize: float = 10, least: int = 12, whole_words: bool = False) -> str:
     """The title wrapped onto as few lines as fit `width` pixels at 100 dots per inch, each line measured in the
-    font it is drawn in (an estimate of pixels per character cut long titles off at both edges)."""
+    font it is drawn in (an estimate of pixels per character cut long titles off at both edges); lines of `least`
+    characters at the fewest, a word longer than a line broken unless `whole_words` (its own lines kept)."""
     import textwrap
 
     from matplotlib.font_manager import FontProperties
@@ -82,11 +83,18 @@ def _wrapped(title: str, width: float, fontsize: float = 10) -> str:
     space = pixels("x x") - pixels("xx") if " " in title else None
     narrowest = min([g for g in glyphs if g > 0] + ([space] if space and space > 0 else []), default=0.0)
     start = len(title) if narrowest <= 0 else min(len(title), int(width / narrowest) + 2)
-    for chars in range(start, 11, -1):
-        text = textwrap.fill(title, chars)
-        if max(pixels(line) for line in text.splitlines()) <= width:
+
+    def fill(chars: int) -> str:
+        return "\n".join(textwrap.fill(part, chars, break_long_words=not whole_words) for part in title.split("\n"))
+
+    def fits(line: str) -> bool:  # (a word kept whole fits on its own line, however long)
+        return pixels(line) <= width or (whole_words and " " not in line.strip())
+
+    for chars in range(start, least - 1, -1):
+        text = fill(chars)
+        if all(fits(line) for line in text.splitlines()):
             return text
-    return textwrap.fill(title, 12)
+    return fill(least)
 
 
 def labelled_grid(images: torch.Tensor | np.ndarray, path: str | Path, ncol: int | None = None,
@@ -107,8 +115,12 @@ def labelled_grid(images: torch.Tensor | np.ndarray, path: str | Path, ncol: int
     n, h, w, c = tiles.shape
     ncol = ncol or math.ceil(math.sqrt(n))
     nrow = math.ceil(n / ncol)
-    zoom = _zoom(h, w)
+    # tiles under captions at least MIN_CELL wide too (Frey's 28x20 faces: 84x60, not 56x40), and each caption
+    # wrapped to its tile's width ("a: item 0" and "b: item 1" ran together over 40-pixel tiles)
+    zoom = max(_zoom(h, w), math.ceil(MIN_CELL / w) if captions else 1)
     th, tw, pad = h * zoom, w * zoom, 6
+    captions = [_wrapped(caption, tw + 2, fontsize=7, least=4, whole_words=True)
+                for caption in captions or []] or None
     lines = max((caption.count("\n") + 1 for caption in captions or []), default=0)
     band = 11 * lines + 4 if captions else 0  # room for a caption (of one or more lines) over each tile
     canvas = np.full((nrow * (th + band + pad) + pad, ncol * (tw + pad) + pad, c), 255, np.uint8)
