@@ -389,12 +389,10 @@ def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs
     stages = ["reconstructions", "codes", *(["mixture"] if options.gmm_components else []), "holes",
               "interpolations", "test ELBO", "FCD", "pictures"]
     with tqdm(total=len(stages), desc=f"measuring the {run.model.family.upper()}", unit="stage", leave=False,
-              disable=not progress, dynamic_ncols=True, **bar_timing(delay=1.0)) as bar:
-        def stage(name: str) -> None:  # the stage about to run, after the one before it is done
-            bar.set_postfix_str(name, refresh=False)
-            if name == stages[0]:
-                bar.refresh()
-            else:
+              postfix=stages[0], disable=not progress, dynamic_ncols=True, **bar_timing(delay=1.0)) as bar:
+        def stage(name: str) -> None:  # the stage about to run, after the one before it is done (a refresh of
+            if name != stages[0]:      # its own would show the bar in a log file, past tqdm's delay)
+                bar.set_postfix_str(name, refresh=False)
                 bar.update(1)
 
         measured = _measure(run, dataset, quality, pairs, options, seed, by_class, stage)
