@@ -50,6 +50,31 @@ def test_a_damaged_copy_is_refused(tmp_path, capsys):
     assert "does not match its checksum" in err and "vaekit data get frey" in err and err.count("\n") == 1
 
 
+def test_a_face_sets_own_file_given_as_a_path_names_the_set(tmp_path, capsys):
+    """olivetti/olivetti.npz as --data (its arrays are not named x) failed naming the arrays; frey/frey.npz trained,
+    split otherwise than --data frey. A new run is told to give the set's name; a run trained on such a path before
+    reads it as it did. Fake files of the sets' layout (the checks look at names, not checksums)."""
+    from vaekit.data.user import for_new_runs
+
+    for name, arrays in (("olivetti", {"images": np.zeros((10, 64, 64), np.uint8), "person": np.arange(10),
+                                       "glasses": np.zeros(10, np.uint8)}),
+                         ("frey", {"images": np.zeros((10, 28, 20), np.uint8)})):
+        folder = tmp_path / name
+        folder.mkdir()
+        np.savez(folder / f"{name}.npz", **arrays)
+        assert main(["train", "--data", str(folder / f"{name}.npz"), "--epochs", "1", "--out",
+                     str(tmp_path / f"run-{name}")]) == 2
+        err = capsys.readouterr().err
+        assert (f"{name}.npz is the {name} face set's own file: give --data {name} (with --data-dir {tmp_path}), "
+                "which reads it with its fixed split and its labels") in err and err.count("\n") == 1, err
+    with for_new_runs(False):  # a run that trained on frey.npz as a path before: read as then
+        assert len(load_dataset(DataConfig(name=str(tmp_path / "frey" / "frey.npz"))).x_train) == 9
+    other = tmp_path / "mine" / "frey.npz"  # a file of the user's named so, holding other arrays: their data
+    other.parent.mkdir()
+    np.savez(other, x=np.zeros((10, 4), np.float32))
+    assert len(load_dataset(DataConfig(name=str(other))).x_train) == 9
+
+
 def test_a_missing_set_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.delenv("VAEKIT_DATA", raising=False)
     with pytest.raises(VaekitError, match="vaekit data get olivetti"):

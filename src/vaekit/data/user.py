@@ -170,6 +170,20 @@ def _load_npy(path: Path, cfg: DataConfig) -> Dataset:
 _NPZ_KEYS = ("x", "y", "x_train", "y_train", "x_test", "y_test")
 
 
+def _check_face_set_file(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """A face set's own file (FOLDER/FOLDER.npz, its arrays) given as a path: read by its name, with its attributes,
+    classes and fixed split. Refused for a new run (Frey's one array read as x took another split than `--data
+    frey`'s, so the two runs' numbers could not be compared) and where it could not be read anyway (Olivetti's and
+    SMILEsmileD's arrays are not named x); a run trained on such a path before goes on reading it."""
+    from .faces import SPECS
+
+    for spec in SPECS.values():
+        if path.name == f"{spec.folder}.npz" and set(arrays) == set(spec.arrays) and (
+                NEW_RUN.get() or not set(arrays) & set(_NPZ_KEYS) and len(arrays) > 1):
+            raise VaekitError(f"{path} is the {spec.name} face set's own file: give --data {spec.name} (with "
+                              f"--data-dir {path.parent.parent}), which reads it with its fixed split and its labels")
+
+
 def _load_npz(path: Path, cfg: DataConfig) -> Dataset:
     arrays = safe.load_npz(path)
     if cfg.label_column is not None:  # the array of labels, by its own name
@@ -179,6 +193,7 @@ def _load_npz(path: Path, cfg: DataConfig) -> Dataset:
         if "y" in arrays and cfg.label_column != "y":
             raise VaekitError(f"{path} has labels y beside {cfg.label_column!r}: keep one array of labels")
         arrays["y"] = arrays.pop(cfg.label_column)
+    _check_face_set_file(path, arrays)
     if len(arrays) == 1 and not set(arrays) & set(_NPZ_KEYS):
         arrays = {"x": next(iter(arrays.values()))}
     unknown = sorted(set(arrays) - set(_NPZ_KEYS))
