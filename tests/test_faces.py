@@ -109,6 +109,14 @@ def test_frey_is_converted_from_its_mat_file_downloaded_or_given(tmp_path, monke
     data = load_dataset(DataConfig(name="frey", data_dir=str(tmp_path / "given")))
     assert len(data.x_train) + len(data.x_test) == 30
     assert sorted(p.name for p in (tmp_path / "got").iterdir()) == ["frey.npz"]  # no temporaries
+    # another file given with --from: the file wanted named, not "download it again" alone
+    np.save(tmp_path / "frey.npy", expected)
+    savemat(tmp_path / "other.mat", {"faces": ff})
+    capsys.readouterr()
+    for given in ("frey.npy", "other.mat"):
+        assert main(["data", "get", "frey", "--from", str(tmp_path / given), "--dest", str(tmp_path / "wrong")]) == 2
+        err = capsys.readouterr().err
+        assert "the file wanted is the source's frey_rawface.mat (variable 'ff')" in err and err.count("\n") == 1, err
 
 
 def test_a_conversion_that_does_not_match_writes_nothing(tmp_path, monkeypatch, capsys):

@@ -184,32 +184,35 @@ OLIVETTI_GLASSES = ((10, 19), (30, 32), (37, 38), (50, 59), (63, 64), (69, 69), 
 SMILES_CONFLICTS = (5, 29, 2422, 3308, 10249)  # in both folders of the source: dropped
 
 
-def _matlab(path: Path, variable: str) -> np.ndarray:
-    """One variable of a MATLAB file, its size read from the file's headers and checked against memory first."""
+def _matlab(path: Path, variable: str, expected: str) -> np.ndarray:
+    """One variable of a MATLAB file (the source's `expected` file), its size read from the file's headers and
+    checked against memory first."""
     from scipy.io import loadmat, whosmat  # scipy comes with scikit-learn
+
+    fix = (f"the file wanted is the source's {expected} (variable {variable!r}): download it again (vaekit data get, "
+           "without --from), or give that file with --from")
 
     try:
         found = {name: (shape, kind) for name, shape, kind in whosmat(str(path))}
         if variable in found and found[variable][1] not in NUMERIC_MATLAB:  # (a cell's or a struct's size is not
-            raise VaekitError(f"{path}'s {variable!r} is a MATLAB {found[variable][1]}, not an array of numbers: it "
-                              "is not the expected file; download it again")  # told by the headers)
+            raise VaekitError(f"{path}'s {variable!r} is a MATLAB {found[variable][1]}, not an array of numbers: "
+                              f"{fix}")  # (told by the headers)
         if variable in found:
             shape = found[variable][0]
-            safe.check_memory(math.prod(shape) * 8, f"{path}'s {variable!r} (shape {shape})",
-                              "it is not the expected file; download it again")
+            safe.check_memory(math.prod(shape) * 8, f"{path}'s {variable!r} (shape {shape})", fix)
             content = loadmat(str(path), variable_names=[variable])
     except VaekitError:
         raise
     except Exception as exc:  # scipy raises many types for a file that is not MATLAB's
-        raise VaekitError(f"{path} is not a readable MATLAB file ({exc.__class__.__name__}): download it again") from None
+        raise VaekitError(f"{path} is not a readable MATLAB file ({exc.__class__.__name__}): {fix}") from None
     if variable not in found or variable not in content:
-        raise VaekitError(f"{path} has no variable {variable!r}: it is not the expected file")
+        raise VaekitError(f"{path} has no variable {variable!r}: {fix}")
     return np.asarray(content[variable])
 
 
 def convert_frey(path: Path) -> dict[str, np.ndarray]:
     """frey_rawface.mat: 'ff' (560, 1965) uint8, one frame per column."""
-    ff = _matlab(path, "ff")
+    ff = _matlab(path, "ff", "frey_rawface.mat")
     if ff.shape[0] != 28 * 20:
         raise VaekitError(f"{path}: 'ff' has shape {ff.shape}, expected (560, frames)")
     return {"images": np.ascontiguousarray(ff.T.reshape(-1, 28, 20).astype(np.uint8))}
@@ -217,7 +220,7 @@ def convert_frey(path: Path) -> dict[str, np.ndarray]:
 
 def convert_olivetti(path: Path) -> dict[str, np.ndarray]:
     """olivettifaces.mat: 'faces' (4096, 400), one 64x64 image per column, stored column-major."""
-    faces = _matlab(path, "faces")
+    faces = _matlab(path, "faces", "olivettifaces.mat")
     if faces.shape != (4096, 400):
         raise VaekitError(f"{path}: 'faces' has shape {faces.shape}, expected (4096, 400)")
     images = np.ascontiguousarray(faces.T.reshape(400, 64, 64).transpose(0, 2, 1).astype(np.uint8))
