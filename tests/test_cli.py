@@ -553,7 +553,19 @@ def test_usage_mistakes_name_the_commands_help_and_paths_name_the_run_folder(sma
          "item index -5000 is out of range: the split has 360 items (0..359, or -360..-1 counting from the end)"),
         (["encode", str(small_run), "--data", "mnist-10k", "--limit", "10", "--out", str(tmp_path / "z.npy")],
          "expects (1, 8, 8): give data of that shape, or leave out the data flags for the run's own"),
+        (["encode", str(small_run), "--data", str(tmp_path / "photos"), "--image-size", "8", "--out",
+          str(tmp_path / "z.npy")],
+         "has items of shape (3, 8, 8), but the model at " + str(small_run) + " expects (1, 8, 8) (its pictures are "
+         "grey: convert yours, e.g. with Pillow's Image.convert; attribute --pictures and the explorer's upload "
+         "convert a picture themselves): give data of that shape"),
+        (["encode", str(small_run), "--data", str(tmp_path / "photos"), "--out", str(tmp_path / "z.npy")],
+         "convert a picture themselves; read the folder at the model's size with --image-size 8): give data"),
     ]
+    from PIL import Image
+
+    (tmp_path / "photos").mkdir()
+    for i in range(4):
+        Image.new("RGB", (8, 8), (60 * i, 20, 200)).save(tmp_path / "photos" / f"{i}.png")
     _one_line_errors(cases, capsys)
 
 

@@ -329,7 +329,7 @@ def groups_from_values(values: torch.Tensor, name: str) -> AttributeGroups:
     values = torch.as_tensor(values).double().flatten()
     if torch.isin(values, torch.tensor([0.0, 1.0], dtype=values.dtype)).all():
         mask, versus = values == 1, values == 0
-        description = f"{name} ({int(mask.sum())} items) vs not {name} ({int(versus.sum())} items)"
+        description = f"{name} = 1 ({int(mask.sum())} items) vs {name} = 0 ({int(versus.sum())} items)"
     else:
         median = float(np.median(values.numpy()))
         mask, versus = values > median, values < median

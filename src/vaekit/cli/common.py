@@ -295,8 +295,17 @@ def run_dataset(run: str, args: argparse.Namespace, whole: bool = False) -> Data
                           f"give every class, or the labels as class indices 0..{run_cfg.model.num_labels - 1}")
     model_shape = tuple(run_cfg.model.data_shape)
     if tuple(dataset.shape) != model_shape:
-        raise VaekitError(f"the data has items of shape {dataset.shape}, but the model at {run} expects {model_shape}: "
-                          "give data of that shape, or leave out the data flags for the run's own")
+        hints = []
+        if len(model_shape) == 3 and len(dataset.shape) == 3 and dataset.shape[0] != model_shape[0]:
+            kind = {1: "grey", 3: "RGB"}.get(model_shape[0], f"{model_shape[0]}-channel")
+            hints.append(f"its pictures are {kind}: convert yours, e.g. with Pillow's Image.convert; attribute "
+                         "--pictures and the explorer's upload convert a picture themselves")
+        if len(model_shape) == 3 and len(dataset.shape) == 3 and model_shape[1] == model_shape[2] and \
+                tuple(dataset.shape[1:]) != model_shape[1:] and Path(str(updates.get("name", ""))).is_dir():
+            hints.append(f"read the folder at the model's size with --image-size {model_shape[1]}")
+        hint = f" ({'; '.join(hints)})" if hints else ""
+        raise VaekitError(f"the data has items of shape {dataset.shape}, but the model at {run} expects {model_shape}"
+                          f"{hint}: give data of that shape, or leave out the data flags for the run's own")
     return dataset
 
 
