@@ -787,3 +787,11 @@ def test_a_folder_of_small_images_read_at_the_default_size_says_so(tmp_path, cap
             assert main(["train", "--data", str(other), "--latent-dim", "2", "--epochs", "1", "--out",
                          str(tmp_path / f"run{shape[0]}"), "--no-progress"]) == 0
         assert "read at" not in caplog.text
+    # pictures that are not square (numpy's (30, 20): 20 wide, 30 high, the loop's last run): the crop that leaves
+    # their ends out is said, by the new run only
+    assert "other30: its images of 20x30 are not square: each is cropped about its centre to a square" in caplog.text
+    assert "other60: its images" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert main(["reconstruct", str(tmp_path / "run30"), "--out", str(tmp_path / "r.png")]) == 0
+    assert "not square" not in caplog.text

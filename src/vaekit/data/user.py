@@ -531,6 +531,11 @@ def _load_folder(folder: Path, cfg: DataConfig) -> Dataset:
         raise VaekitError(f"{folder}: train/ and test/ must both use class subfolders, or neither")
     x, sizes = _read_images(files, size)
     own = next(iter(sizes)) if len(sizes) == 1 else (0, 1)
+    oblong = sorted(f"{width}x{height}" for width, height in sizes if width != height)
+    if NEW_RUN.get() and oblong:  # (said by the new run that reads them so; a model of a folder is square)
+        log.info("%s: its images of %s%s are not square: each is cropped about its centre to a square before it is "
+                 "resized, the ends of its longer side left out; crop them yourself to keep another part", folder,
+                 ", ".join(oblong[:3]), " and other sizes" if len(oblong) > 3 else "")
     if NEW_RUN.get() and cfg.image_size is None and own[0] == own[1] >= 4 and size * size >= 1.5 * own[0] * own[1]:
         log.info("%s: its images are %dx%d, read at %dx%d (the default --image-size): --image-size %d trains on them "
                  "as they are, with %.1f times fewer pixels", folder, own[0], own[1], size, size, own[0],
