@@ -8,6 +8,7 @@ README's was made so, against make demo's VAE."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 import time
@@ -470,8 +471,9 @@ def test_a_table_model_shows_compact_tips_one_table_per_path_and_edits_against_t
 
     rng = np.random.default_rng(0)
     names = [f"c{k}" for k in range(12)]
-    rows = [",".join(names + ["yes"])] + [",".join(f"{rng.normal(10, 3):.3f}" for _ in names) + f",{rng.integers(0, 2)}"
-                                          for _ in range(300)]
+    rows = [",".join(names + ["yes"])] + [  # c0 a column of whole numbers, in the tens of thousands
+        f"{rng.integers(10_000, 90_000)}," + ",".join(f"{rng.normal(10, 3):.3f}" for _ in names[1:])
+        + f",{rng.integers(0, 2)}" for _ in range(300)]
     (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
     assert main(["train", "--data", str(tmp_path / "t.csv"), "--label-column", "yes", "--latent-dim", "2", "--epochs",
                  "1", "--threads", "1", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
@@ -496,6 +498,9 @@ def test_a_table_model_shows_compact_tips_one_table_per_path_and_edits_against_t
         recon = explorer.decode(code.tolist())["row"]
         first = page.locator("#attr-image tbody tr").first.locator("td").all_inner_texts()
         assert first[0] == names[0] and float(first[1]) == pytest.approx(recon[names[0]], rel=1e-3)
+        assert re.fullmatch(r"[0-9]+", first[1]), first  # whole numbers as they are (not 5.123e+4)
+        second = page.locator("#attr-image tbody tr").nth(1).locator("td").all_inner_texts()
+        assert re.fullmatch(r"-?[0-9]+\.[0-9]+", second[1]), second  # the others to 4 significant digits
         assert not errors, errors
         page.close()
 

@@ -118,6 +118,27 @@ def test_column_types_are_inferred_on_a_mixed_csv(mixed_csv):
     assert set(x[:, 1].tolist()) == {0.0, 1.0}
 
 
+def test_integer_columns_are_those_whose_every_value_is_a_whole_number(tmp_path):
+    """A numeric column is written back in whole numbers where every value of the file is one: counts (negative
+    too, with gaps), years written 1999.0, integers written beyond 2^53; not masses of 2.075e24 (whole as floats,
+    decimals as written) nor a column with one fraction."""
+    rng = np.random.default_rng(0)
+    rows = ["count,year,stamp,mass,price"]
+    for i in range(60):
+        rows.append(f"{rng.integers(-50, 50) if i % 7 else ''},{rng.integers(1950, 2020)}.0,"
+                    f"{1_700_000_000_000_000_000 + int(rng.integers(0, 10**12))},{rng.uniform(1, 3):.3f}e24,"
+                    f"{rng.integers(1, 99) + (0.5 if i == 30 else 0)}")
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    table = tables.read_table(tmp_path / "t.csv")
+    schema = tables.fit_schema(table, range(50), {name: "numeric" for name in table.names})
+    assert {column.name: column.integer for column in schema.columns} == {
+        "count": True, "year": True, "stamp": True, "mass": False, "price": False}
+    decoded = schema.decode(np.array([[0.3, -0.2, 0.1, 0.4, 0.7]]))
+    assert [type(decoded[name][0]) for name in schema.names] == [int, int, int, float, float]
+    assert schema == tables.TableSchema.from_dicts(schema.to_dicts())  # kept with the run
+    assert "integer" not in schema.to_dicts()[3]  # (only where it is so: runs before it read as they did)
+
+
 def test_column_types_can_be_overridden_and_columns_ignored(mixed_csv):
     dataset = load(mixed_csv, label_column="target", column_types="chest_pain=numeric,city=ignore,smoker=categorical")
     kinds = {column.name: column.kind for column in dataset.table.columns}

@@ -664,7 +664,10 @@ def fit_schema(table: RawTable, train_rows: Sequence[int], column_types: dict[st
             fill = mean
             if not standardize:
                 mean, std = 0.0, 1.0
-            integer = all(float(c).is_integer() for c in cells if c is not None)  # every row's, as categories are
+            # every row's value a whole number (as categories are, from every row): written as digits beyond 2^53
+            # (LargeInteger: counts, nanosecond timestamps), or a float that holds it exactly (2.075e24 is a decimal)
+            integer = all(isinstance(c, LargeInteger) or (abs(c) < EXACT_INTEGERS and float(c).is_integer())
+                          for c in cells if c is not None)
             columns.append(Column(name, kind, (), mean, std, fill, integer))
             if declared is None and looks_like_ids(cells):
                 ids.append(name)

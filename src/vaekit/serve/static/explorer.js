@@ -111,8 +111,12 @@ function entries(result) {
   return result.row ? Object.entries(result.row) : result.values.map((v, i) => [`x${i}`, v]);
 }
 
+// A table cell: whole numbers as they are (a column of whole numbers comes back in them), others to 4 significant
+// digits, large ones without an exponent.
 function cellText(value) {
-  return typeof value === "number" ? value.toPrecision(4) : String(value);
+  if (typeof value !== "number") return String(value);
+  if (Number.isInteger(value)) return String(value);
+  return Math.abs(value) >= 1e4 && Math.abs(value) < 1e15 ? value.toFixed(0) : value.toPrecision(4);
 }
 
 function render(result, title, rows = 40) {
