@@ -270,7 +270,7 @@ def test_uploads_of_the_wrong_kind_or_size_are_refused(digits):
     cases = [
         (b"%PDF-1.4 not a picture", 415, "not a picture"),
         (b"", 415, "not a picture"),
-        (_png(np.zeros((8, 8), np.uint8), fmt="ICO"), 415, "ICO pictures are not accepted"),
+        (_png(np.zeros((8, 8), np.uint8), fmt="ICO"), 415, "ICO pictures are not accepted: send one of PNG"),
         (b"\x89PNG" + b"\0" * (6 * 2**20), 413, "MB"),
     ]
     # PNGs whose header claims 7000 x 7000 or 20000 x 20000 pixels (over vaekit's limit, and over Pillow's own):

@@ -524,8 +524,8 @@ def test_a_batch_larger_than_the_training_items_is_warned_of(digits_config, capl
 
 def test_a_code_larger_than_the_data_is_warned_of(digits_config, caplog):
     """An 8x8 digit holds 64 values: a 65-number code compresses nothing (the AE can copy the data through), said once
-    the model is built; 64 is not warned of, nor a VQ-VAE's 16-number vectors at each of its places."""
-    for latent, family, said in ((65, "vae", True), (64, "vae", False), (80, "ae", True), (16, "vqvae", False)):
+    the model is built; 64 is not warned of, nor a VQ-VAE (its code is its codebook indices)."""
+    for latent, family, said in ((65, "vae", True), (64, "vae", False), (80, "ae", True), (80, "vqvae", False)):
         cfg = replace(digits_config, model=replace(digits_config.model, latent_dim=latent, family=family),
                       data=replace(digits_config.data, limit=200), train=replace(digits_config.train, epochs=1))
         caplog.clear()

@@ -385,11 +385,11 @@ def measure(run: runs.RunResult, dataset: Dataset, quality: SampleQuality, pairs
             ) -> tuple[ModelScores, dict[str, Image.Image], dict[str, np.ndarray]]:
     """One trained model's numbers, pictures, and the values behind their standard errors (UNCERTAIN's keys: per
     test item, draw or pair, NaN for a pair it skips; an FCD's bootstrap replicates); the same draws, pairs and real
-    images for every model. `progress`: a bar over its stages (where they take more than a second)."""
+    images for every model. `progress`: a bar over its stages (on a terminal; in a log file, a line every 30 s)."""
     stages = ["reconstructions", "codes", *(["mixture"] if options.gmm_components else []), "holes",
               "interpolations", "test ELBO", "FCD", "pictures"]
     with tqdm(total=len(stages), desc=f"measuring the {run.model.family.upper()}", unit="stage", leave=False,
-              postfix=stages[0], disable=not progress, dynamic_ncols=True, **bar_timing(delay=1.0)) as bar:
+              postfix=stages[0], disable=not progress, dynamic_ncols=True, **bar_timing()) as bar:
         def stage(name: str) -> None:  # the stage about to run, after the one before it is done (a refresh of
             if name != stages[0]:      # its own would show the bar in a log file, past tqdm's delay)
                 bar.set_postfix_str(name, refresh=False)

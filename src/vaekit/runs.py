@@ -396,8 +396,9 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     torch.manual_seed(cfg.train.seed)  # weights and posterior samples: same seed, same run
     model = build_model(cfg.model)
     model.likelihood.check_support(dataset.x_train, "the training data")
-    values = math.prod(cfg.model.data_shape)  # (a VQ-VAE's --latent-dim is one position's vector of a discrete code)
-    if cfg.model.latent_dim > values and distributed.world().main:  # a code as large as the data compresses nothing
+    values = math.prod(cfg.model.data_shape)
+    discrete = type(model).discrete_codes is not Model.discrete_codes  # (a codebook's code is its indices: the VQ-VAE)
+    if cfg.model.latent_dim > values and not discrete and distributed.world().main:  # a code as large as the data
         log.warning("--latent-dim %d is more than the %d values of an item: the code cannot compress the data (an "
                     "autoencoder can copy it through; a VAE leaves the extra dimensions unused); choose a smaller "
                     "--latent-dim", cfg.model.latent_dim, values)

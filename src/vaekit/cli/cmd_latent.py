@@ -305,7 +305,7 @@ def _pictures(model, paths: list[str], apply_to: str) -> list[torch.Tensor]:
             data = path.read_bytes()
         except OSError as exc:
             raise VaekitError(f"cannot read {path} ({exc.strerror or exc}): check its permissions") from None
-        items.append(read_picture(data, model.data_shape, name=str(path), source=str(path), verb="give"))
+        items.append(read_picture(data, model.data_shape, path=str(path), verb="give"))
     return items
 
 

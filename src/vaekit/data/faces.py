@@ -214,7 +214,9 @@ def convert_frey(path: Path) -> dict[str, np.ndarray]:
     """frey_rawface.mat: 'ff' (560, 1965) uint8, one frame per column."""
     ff = _matlab(path, "ff", "frey_rawface.mat")
     if ff.shape[0] != 28 * 20:
-        raise VaekitError(f"{path}: 'ff' has shape {ff.shape}, expected (560, frames)")
+        raise VaekitError(f"{path}: 'ff' has shape {ff.shape}, expected (560, frames): the file wanted is the "
+                          "source's frey_rawface.mat: download it again (vaekit data get, without --from), or give "
+                          "that file with --from")
     return {"images": np.ascontiguousarray(ff.T.reshape(-1, 28, 20).astype(np.uint8))}
 
 
@@ -222,7 +224,9 @@ def convert_olivetti(path: Path) -> dict[str, np.ndarray]:
     """olivettifaces.mat: 'faces' (4096, 400), one 64x64 image per column, stored column-major."""
     faces = _matlab(path, "faces", "olivettifaces.mat")
     if faces.shape != (4096, 400):
-        raise VaekitError(f"{path}: 'faces' has shape {faces.shape}, expected (4096, 400)")
+        raise VaekitError(f"{path}: 'faces' has shape {faces.shape}, expected (4096, 400): the file wanted is the "
+                          "source's olivettifaces.mat: download it again (vaekit data get, without --from), or give "
+                          "that file with --from")
     images = np.ascontiguousarray(faces.T.reshape(400, 64, 64).transpose(0, 2, 1).astype(np.uint8))
     glasses = np.zeros(400, dtype=np.uint8)
     for first, last in OLIVETTI_GLASSES:

@@ -27,12 +27,13 @@ class BadPicture(VaekitError):
         self.status = status
 
 
-def read_picture(data: bytes, data_shape: Sequence[int], name: str = "the picture", source: str = "the upload",
-                 verb: str = "send") -> torch.Tensor:
-    """The picture in `data` as one item of shape data_shape (C, H, W). Messages call it `name` (where it was read)
-    and `source` (where it may not be a picture at all), and tell the user to `verb` another."""
+def read_picture(data: bytes, data_shape: Sequence[int], path: str | None = None, verb: str = "send"
+                 ) -> torch.Tensor:
+    """The picture in `data` as one item of shape data_shape (C, H, W). Messages name its file (`path`), or call it
+    the picture (the upload, where it may not be one), and tell the user to `verb` another."""
     from PIL import Image, ImageOps
 
+    name, source = (path, path) if path else ("the picture", "the upload")
     formats = ", ".join(f for f in FORMATS if f != "MPO")
     try:
         image = Image.open(io.BytesIO(data))
@@ -42,7 +43,8 @@ def read_picture(data: bytes, data_shape: Sequence[int], name: str = "the pictur
     except Exception:  # noqa: BLE001  (Pillow raises many kinds for damaged files; each is a bad picture)
         raise BadPicture(f"{source} is not a picture: {verb} one of {formats}", 415) from None
     if image.format not in FORMATS:
-        raise BadPicture(f"{image.format} pictures are not accepted ({source}): {verb} one of {formats}", 415)
+        raise BadPicture(f"{image.format} pictures are not accepted{f' ({path})' if path else ''}: {verb} one of "
+                         f"{formats}", 415)
     width, height = image.size
     if width * height > MAX_PIXELS:
         raise BadPicture(f"{name} is {width}x{height} pixels; the limit is {MAX_PIXELS:,}: {verb} a smaller one",

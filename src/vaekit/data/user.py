@@ -181,11 +181,13 @@ def _check_face_set_file(path: Path, arrays: dict[str, np.ndarray]) -> None:
         if path.name == f"{spec.folder}.npz" and set(arrays) == set(spec.arrays) and (
                 NEW_RUN.get() or not set(arrays) & set(_NPZ_KEYS) and len(arrays) > 1):
             raise VaekitError(f"{path} is the {spec.name} face set's own file: give --data {spec.name} (with "
-                              f"--data-dir {path.parent.parent}), which reads it with its fixed split and its labels")
+                              f"--data-dir {path.parent.parent}), which reads it with its fixed split"
+                              + (" and its labels" if len(spec.arrays) > 1 else ""))
 
 
 def _load_npz(path: Path, cfg: DataConfig) -> Dataset:
     arrays = safe.load_npz(path)
+    _check_face_set_file(path, arrays)
     if cfg.label_column is not None:  # the array of labels, by its own name
         if cfg.label_column not in arrays:
             raise VaekitError(f"{path} has no array {cfg.label_column!r} for --label-column: its arrays are "
@@ -193,7 +195,6 @@ def _load_npz(path: Path, cfg: DataConfig) -> Dataset:
         if "y" in arrays and cfg.label_column != "y":
             raise VaekitError(f"{path} has labels y beside {cfg.label_column!r}: keep one array of labels")
         arrays["y"] = arrays.pop(cfg.label_column)
-    _check_face_set_file(path, arrays)
     if len(arrays) == 1 and not set(arrays) & set(_NPZ_KEYS):
         arrays = {"x": next(iter(arrays.values()))}
     unknown = sorted(set(arrays) - set(_NPZ_KEYS))
