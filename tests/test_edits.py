@@ -300,6 +300,7 @@ def test_the_cli_edits_pictures_of_the_users_own(small_run, tmp_path, capsys):
                        (["--pictures", str(tmp_path / "notes.png")], "notes.png is not a picture: give one of PNG"),
                        (["--pictures", str(tmp_path)], "is not a file: give picture files"),
                        (["--pictures", str(tmp_path / "mine.png"), "--apply-to", "3"], "drop --apply-to"),
+                       (["--pictures", str(tmp_path / "mine.png"), "--apply-to", "0"], "drop --apply-to"),
                        (["--pictures", str(tmp_path / "mine.png"), "--score"], "drop --apply-to, --pictures")):
         out = ["--out", str(tmp_path / "s.json" if "--score" in args else tmp_path / "e.png")]
         assert main(["attribute", str(small_run), "--attr", "3", *args, *out]) == 2

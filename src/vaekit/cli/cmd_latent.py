@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "of a linear classifier in latent space, or local: at each code, its nearest training codes with "
                    "minus its nearest without, followed step by step (default: the run's config edits.method, "
                    "mean-diff unless its recipe chose another)")
-    p.add_argument("--apply-to", default="0", metavar="I,J,...", help="indices of the items of --split to edit, "
+    p.add_argument("--apply-to", metavar="I,J,...", help="indices of the items of --split to edit, "
                    "one row each (default 0)")
     p.add_argument("--pictures", nargs="+", metavar="FILE", help="pictures of your own to edit instead (PNG, JPEG, "
                    "GIF, BMP, WebP, TIFF), one row each: made grey or RGB as the model's items are, cropped about the "
@@ -227,7 +227,7 @@ def attribute(args: argparse.Namespace) -> int:
             raise VaekitError("--score reads the attribute of the data set's own splits: drop --attr-file")
         if args.items is not None and args.items < 1:
             raise VaekitError(f"--items must be at least 1, got {args.items}")
-        if args.apply_to != "0" or args.split != "test" or args.pictures:
+        if args.apply_to is not None or args.split != "test" or args.pictures:
             raise VaekitError("--score edits every test item: drop --apply-to, --pictures and --split (or use "
                               "--items N)")
         if model.num_labels:
@@ -245,10 +245,13 @@ def attribute(args: argparse.Namespace) -> int:
     if args.pictures:
         decoded_count(model, len(args.pictures), "--pictures", per=len(strengths))
         items = _pictures(model, args.pictures, args.apply_to)
-        indices, names = [None] * len(items), [Path(path).name for path in args.pictures]
+        names = [Path(path).name for path in args.pictures]
+        if len(set(names)) < len(names):  # (a/x.png and b/x.png: each named by its path as given)
+            names = list(args.pictures)
+        indices = [None] * len(items)
     else:
         try:
-            numbers = [float(v) for v in args.apply_to.split(",") if v.strip()]
+            numbers = [float(v) for v in (args.apply_to or "0").split(",") if v.strip()]
         except ValueError:
             numbers = []
         if not numbers or not all(v.is_integer() for v in numbers):
@@ -283,9 +286,9 @@ def attribute(args: argparse.Namespace) -> int:
 MAX_PICTURE_BYTES = 64 * 2**20  # a phone's photo is a few MB; its pixels are checked from its header too
 
 
-def _pictures(model, paths: list[str], apply_to: str) -> list[torch.Tensor]:
+def _pictures(model, paths: list[str], apply_to: str | None) -> list[torch.Tensor]:
     """The user's own pictures (attribute --pictures) as items of the model."""
-    if apply_to != "0":
+    if apply_to is not None:
         raise VaekitError("--pictures are the items to edit: drop --apply-to (it picks items of the data set)")
     if model_table(model.config) is not None or len(model.data_shape) != 3:
         raise VaekitError("--pictures is for models of images, and this model's items are not pictures: edit its "
