@@ -168,7 +168,9 @@ def test_the_prior_over_codes_sees_only_the_codes_before_each_position(network, 
 @pytest.mark.parametrize("labels", [0, 3])
 @pytest.mark.parametrize("network", [CodePrior, GatedCodePrior])
 def test_the_rows_above_give_the_same_logits_as_the_whole_grid_so_sampling_leaves_out_the_rows_below(network, labels):
-    """The sampler computes row i's logits from rows 0..i alone: they must equal the whole grid's."""
+    """The sampler computes row i's logits from rows 0..i alone: they must equal the whole grid's, to float32's
+    rounding (a convolution over fewer rows may take another kernel: 3e-8 apart on an Intel Xeon of family 6,
+    model 167, bit-equal on others; a row below leaking in would move them by the logits' own size)."""
     torch.manual_seed(0)
     prior = network(codebook=6, channels=8, layers=4, labels=labels)
     call = labelled(prior, 1) if labels else prior
@@ -176,7 +178,7 @@ def test_the_rows_above_give_the_same_logits_as_the_whole_grid_so_sampling_leave
     with torch.no_grad():
         whole = call(codes)
         for i in range(7):
-            torch.testing.assert_close(call(codes[:, : i + 1]), whole[:, :, : i + 1], rtol=0, atol=0)
+            torch.testing.assert_close(call(codes[:, : i + 1]), whole[:, :, : i + 1], rtol=1e-5, atol=1e-6)
         # and the sampler draws what one reading the whole grid at every position draws, from the same seed
         y = torch.full((20,), 1) if labels else None
         torch.manual_seed(5)
