@@ -184,13 +184,18 @@ OLIVETTI_GLASSES = ((10, 19), (30, 32), (37, 38), (50, 59), (63, 64), (69, 69), 
 SMILES_CONFLICTS = (5, 29, 2422, 3308, 10249)  # in both folders of the source: dropped
 
 
+def _wanted(expected: str, variable: str) -> str:
+    """What to do when --from was given another file than the source's."""
+    return (f"the file wanted is the source's {expected} (variable {variable!r}): download it again (vaekit data get, "
+            "without --from), or give that file with --from")
+
+
 def _matlab(path: Path, variable: str, expected: str) -> np.ndarray:
     """One variable of a MATLAB file (the source's `expected` file), its size read from the file's headers and
     checked against memory first."""
     from scipy.io import loadmat, whosmat  # scipy comes with scikit-learn
 
-    fix = (f"the file wanted is the source's {expected} (variable {variable!r}): download it again (vaekit data get, "
-           "without --from), or give that file with --from")
+    fix = _wanted(expected, variable)
 
     try:
         found = {name: (shape, kind) for name, shape, kind in whosmat(str(path))}
@@ -214,9 +219,8 @@ def convert_frey(path: Path) -> dict[str, np.ndarray]:
     """frey_rawface.mat: 'ff' (560, 1965) uint8, one frame per column."""
     ff = _matlab(path, "ff", "frey_rawface.mat")
     if ff.shape[0] != 28 * 20:
-        raise VaekitError(f"{path}: 'ff' has shape {ff.shape}, expected (560, frames): the file wanted is the "
-                          "source's frey_rawface.mat: download it again (vaekit data get, without --from), or give "
-                          "that file with --from")
+        raise VaekitError(f"{path}: 'ff' has shape {ff.shape}, expected (560, frames): "
+                          f"{_wanted('frey_rawface.mat', 'ff')}")
     return {"images": np.ascontiguousarray(ff.T.reshape(-1, 28, 20).astype(np.uint8))}
 
 
@@ -224,9 +228,8 @@ def convert_olivetti(path: Path) -> dict[str, np.ndarray]:
     """olivettifaces.mat: 'faces' (4096, 400), one 64x64 image per column, stored column-major."""
     faces = _matlab(path, "faces", "olivettifaces.mat")
     if faces.shape != (4096, 400):
-        raise VaekitError(f"{path}: 'faces' has shape {faces.shape}, expected (4096, 400): the file wanted is the "
-                          "source's olivettifaces.mat: download it again (vaekit data get, without --from), or give "
-                          "that file with --from")
+        raise VaekitError(f"{path}: 'faces' has shape {faces.shape}, expected (4096, 400): "
+                          f"{_wanted('olivettifaces.mat', 'faces')}")
     images = np.ascontiguousarray(faces.T.reshape(400, 64, 64).transpose(0, 2, 1).astype(np.uint8))
     glasses = np.zeros(400, dtype=np.uint8)
     for first, last in OLIVETTI_GLASSES:

@@ -28,7 +28,6 @@ from .. import edits, latent, viz
 from ..data import Dataset
 from ..data.tables import model_table
 from ..data import pictures
-from ..data.pictures import read_picture
 from ..errors import VaekitError
 from ..models import Model, draw_prior
 
@@ -488,7 +487,7 @@ class Explorer:
             raise BadUpload(f"the upload is {len(data):,} bytes; the limit is {MAX_UPLOAD_BYTES:,} "
                             f"({MAX_UPLOAD_BYTES // 2**20} MB): send a smaller picture", 413)
         with self._upload_lock:
-            return read_picture(data, self.model.data_shape)
+            return pictures.read_picture(data, self.model.data_shape)
 
     def render(self, values: torch.Tensor) -> list[dict[str, Any]]:
         """Decoded items (N, *data_shape) -> what the page shows: a PNG (as a data URL), a table row in the user's
