@@ -131,12 +131,12 @@ def test_the_page_its_script_and_the_api_docs_are_served(digits):
     assert page.status_code == 200 and "/static/explorer.js" in page.text
     assert client.get("/static/explorer.js").status_code == 200
     assert client.get("/static/explorer.css").status_code == 200
-    # the API's documentation pages load their scripts from here, not a CDN: a machine offline still shows them
-    for docs in ("/docs", "/redoc"):
-        html = client.get(docs)
-        assert html.status_code == 200 and "http" not in re.sub(r"https?://(localhost|testserver)", "", html.text)
-        scripts = re.findall(r"""<script src=["']([^"']+)["']""", html.text)
-        assert scripts and all(client.get(src).status_code == 200 for src in scripts), scripts
+    # the API's documentation page loads its scripts from here, not a CDN: a machine offline still shows it
+    html = client.get("/docs")
+    assert html.status_code == 200 and "http" not in re.sub(r"https?://(localhost|testserver)", "", html.text)
+    scripts = re.findall(r"""<script src=["']([^"']+)["']""", html.text)
+    assert scripts and all(client.get(src).status_code == 200 for src in scripts), scripts
+    assert client.get("/redoc").status_code == 404  # (ReDoc's page loads its maker's logo from the web)
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/api/decode", "/api/encode", "/api/encode-image", "/api/interpolate", "/api/attribute", "/api/score",
             "/api/sample", "/api/map", "/api/map/decode", "/api/item/{index}", "/api/info"} <= set(paths)

@@ -209,11 +209,11 @@ def create_app(explorer: Explorer, hosts: Sequence[str] | None = LOOPBACK_HOSTS)
         point: list[StrictFloat] = Field(description="a point of the latent map, in its coordinates [x, y]")
         label: Label = None
 
-    try:  # /docs and /redoc with their scripts served from here, not a CDN (a machine offline still shows them)
-        from fastapi_offline import FastAPIOffline as make_app
-    except ImportError:  # (an older install of the explore extra): FastAPI's own pages, whose scripts a CDN serves
+    try:  # /docs with its scripts served from here, not a CDN (a machine offline still shows it); no /redoc, whose
+        from fastapi_offline import FastAPIOffline as make_app  # page loads its maker's logo from the web
+    except ImportError:  # (an older install of the explore extra): FastAPI's own page, whose scripts a CDN serves
         make_app = FastAPI
-    app = make_app(title="vaekit explorer", version=_version(),
+    app = make_app(title="vaekit explorer", version=_version(), redoc_url=None,
                    description=f"The latent space of {html.escape(explorer.run or 'a trained model')}, over HTTP: "
                                "decode codes, "
                                "encode items and pictures, interpolate, edit attributes, sample the prior.")
