@@ -12,6 +12,9 @@ import torch
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 
+os.environ.pop("XDG_CACHE_HOME", None)  # vaekit's cache under HOME, which the tests that write it point elsewhere
+
+
 def pytest_configure(config):
     """Under pytest-xdist (make test runs two processes), each process and what it starts gets its share of the
     cores, so that the two do not fight over them: torch's threads and those of numpy's BLAS, loaded (with torch)

@@ -22,7 +22,7 @@ from vaekit.cli import cmd_data
 from vaekit.config import DataConfig
 from vaekit.data import TensorData, idx_datasets, load_dataset
 from vaekit.data.idx import md5_of, read_idx, verify_md5
-from vaekit.data.idx_datasets import FILES, SPECS, fetch, locate
+from vaekit.data.idx_datasets import FILES, SPECS, cache_dir, fetch, locate, search_dirs
 from vaekit.data.user import load_attribute_table
 from vaekit.errors import VaekitError
 
@@ -170,6 +170,17 @@ def test_fetch_copies_a_local_copy_and_verifies_it(isolated, tiny_mnist, monkeyp
     assert sorted(p.name for p in dest.iterdir()) == sorted(f"{file}.gz" for file in FILES)
     assert load_dataset(DataConfig(name="mnist")).x_train.shape == (6, 1, 28, 28)
     assert fetch("mnist") == dest  # already complete: nothing to do
+
+
+def test_the_cache_follows_xdg_cache_home_where_it_is_absolute(isolated, tiny_mnist, monkeypatch):
+    _no_network(monkeypatch)
+    tiny_mnist(isolated / "system" / "mnist")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(isolated / "xdg"))
+    assert fetch("mnist") == isolated / "xdg" / "vaekit" / "mnist"
+    assert isolated / "xdg" / "vaekit" / "mnist" in search_dirs("mnist")
+    assert not (isolated / "home").exists()
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # ignored, as the XDG rule says
+    assert cache_dir("mnist") == isolated / "home" / ".cache" / "vaekit" / "mnist"
 
 
 def test_fetch_replaces_a_corrupt_file_and_leaves_no_partial_files(isolated, tiny_mnist, monkeypatch):

@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions.required = True
     actions.add_parser("list", help="every named data set, and whether its files are on this machine")
     get = actions.add_parser(
-        "get", help="download and checksum a data set's files (default into ~/.cache/vaekit/NAME/)"
+        "get", help="download and checksum a data set's files (default into ~/.cache/vaekit/NAME/, or "
+        "$XDG_CACHE_HOME/vaekit/NAME/ where that is set)"
     )
     get.add_argument("name", choices=sorted([*SPECS, *faces.SPECS]), help="the data set to fetch")
     get.add_argument("--dest", metavar="DIR", help="put the files here instead of ~/.cache/vaekit/NAME/")

@@ -85,7 +85,10 @@ SPECS: dict[str, IdxSpec] = {
 
 
 def cache_dir(name: str) -> Path:
-    return Path.home() / ".cache" / "vaekit" / name
+    """vaekit's folder for `name` in the user's cache: $XDG_CACHE_HOME/vaekit/NAME where that is set to an absolute
+    path (the XDG rule: a relative one is ignored), else ~/.cache/vaekit/NAME."""
+    root = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(root) if os.path.isabs(root) else Path.home() / ".cache") / "vaekit" / name
 
 
 def search_dirs(name: str, data_dir: str | None = None) -> list[Path]:
