@@ -3,6 +3,7 @@ global side effects."""
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import pytest
@@ -144,6 +145,18 @@ def test_frames_with_dates_numbered_columns_and_arrays_after_frames():
     constant = np.column_stack([x, np.ones(80)])
     with pytest.warns(UserWarning, match="zero variance or one value \\(x3\\)"):
         VAETransformer(epochs=2, random_state=0).fit(constant)
+
+
+def test_a_code_larger_than_the_rows_warns_in_the_estimators_terms(caplog):
+    x = np.random.default_rng(0).normal(size=(60, 3))
+    with pytest.warns(UserWarning, match=r"^latent_dim=4 is more than the 3 values a row is encoded as: .* choose a "
+                                         r"smaller latent_dim$"):
+        VAETransformer(latent_dim=4, epochs=1, random_state=0).fit(x)
+    assert "--latent-dim" not in caplog.text  # not a log line naming the command line's flag as well
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        VAETransformer(latent_dim=3, epochs=1, random_state=0).fit(x)
+    assert not [w for w in said if "latent_dim" in str(w.message)]  # as many as the values: nothing to warn of
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # StandardScaler, all-NaN column

@@ -38,7 +38,8 @@ class RunResult:
     config: RunConfig
     history: list[EpochResult]
     directory: Path | None
-    warnings: tuple[str, ...] = ()  # what the trained model's numbers say went wrong (a table's: table_warnings)
+    warnings: tuple[str, ...] = ()  # what the settings (a code larger than the data) and the trained model's
+    # numbers (a table's: table_warnings) say went wrong
 
 
 def resolve_config(cfg: RunConfig, dataset: Dataset) -> RunConfig:
@@ -355,7 +356,8 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
           callbacks: list[Any] | None = None, log_warnings: bool = True, data_from_config: bool = False) -> RunResult:
     """Train a model as configured; with `out`, write the run folder as it goes. `callbacks`: objects with any of
     the Trainer's hooks (vaekit.train.Callback), called after vaekit's own (checkpoints, metrics.jsonl). The
-    warnings about the trained model are logged (unless log_warnings is off) and returned in the result. `dataset`:
+    warnings about the settings (as training starts) and the trained model are logged (unless log_warnings is off)
+    and returned in the result. `dataset`:
     data built in Python, which the run's config.json cannot name (data.json records what it held); or, with
     data_from_config, the data cfg.data names, already loaded.
 
@@ -398,10 +400,14 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     model.likelihood.check_support(dataset.x_train, "the training data")
     values = math.prod(cfg.model.data_shape)
     discrete = type(model).discrete_codes is not Model.discrete_codes  # (a codebook's code is its indices: the VQ-VAE)
-    if cfg.model.latent_dim > values and not discrete and distributed.world().main:  # a code as large as the data
-        log.warning("--latent-dim %d is more than the %d values of an item: the code cannot compress the data (an "
-                    "autoencoder can copy it through; a VAE leaves the extra dimensions unused); choose a smaller "
-                    "--latent-dim", cfg.model.latent_dim, values)
+    early = []
+    if cfg.model.latent_dim > values and not discrete:  # a code as large as the data
+        early.append(f"--latent-dim {cfg.model.latent_dim} is more than the {values} values "
+                     f"{'a row is encoded as' if dataset.table is not None else 'of an item'}: the code cannot "
+                     "compress the data (an autoencoder can copy it through; a VAE leaves the extra dimensions "
+                     "unused); choose a smaller --latent-dim")
+    for warning in early if log_warnings and distributed.world().main else ():
+        log.warning("%s", warning)
     labels = _label_argument(model.init_from_data) if model.num_labels else None
     if labels == "positional":  # the labels its encoder takes
         model.init_from_data(dataset.x_train, dataset.y_train)
@@ -450,10 +456,10 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
         distributed.barrier(here)
         trainer.keep_best()
         _stop_asked(trainer, directory)
-    warnings = tuple(table_warnings(checkpoint.unwrap(trainer.model), dataset)) if (
-        dataset.table is not None and history) else ()
-    for warning in warnings if log_warnings else ():
+    after = table_warnings(checkpoint.unwrap(trainer.model), dataset) if dataset.table is not None and history else []
+    for warning in after if log_warnings else ():
         log.warning("%s", warning)
+    warnings = (*early, *after)
     model = checkpoint.unwrap(trainer.model).eval()
     model.run_config = cfg  # what save_pretrained writes beside it (the data and training too)
     return RunResult(model, cfg, history, directory, warnings)

@@ -65,6 +65,7 @@ _FLAGS_AS_PARAMETERS = [
     (re.compile(r"a lower --lr or --beta"), "a lower lr or beta"),
     (re.compile(r"--(epochs|beta|lr|batch-size|latent-dim) (\S+)"),
      lambda m: f"{m.group(1).replace('-', '_')}={m.group(2)}"),
+    (re.compile(r"--(epochs|beta|lr|batch-size|latent-dim)\b"), lambda m: m.group(1).replace("-", "_")),
 ]
 
 
