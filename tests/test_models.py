@@ -14,7 +14,7 @@ from vaekit.data import load_dataset
 from vaekit.models import build_model
 from vaekit.distributions import rsample_with
 from vaekit.networks import ACTIVATIONS, resolve_network
-from vaekit.runs import resolve_config
+from vaekit.runs import resolve_config, warn_untrained
 
 
 
@@ -164,31 +164,69 @@ def test_a_conditioned_models_labels_are_class_indices_or_refused():
 
 def test_classes_without_training_items_are_named_in_a_warning(caplog):
     """Labels {3, 7} are classes 0..7, six of them without an item to train on; a class missing from the training
-    split alone too: said, by name where the classes have names."""
+    split alone too: kept with the model's settings, and said, by name where the classes have names."""
     data = load_dataset(DataConfig(name="digits"))
     cfg = RunConfig(model=ModelConfig(condition="label"))
     caplog.set_level("WARNING")
-    assert resolve_config(cfg, data).model.num_labels == 10 and "no training items" not in caplog.text
+
+    def said(dataset):
+        model = resolve_config(cfg, dataset).model
+        warn_untrained(model)
+        return model
+
+    assert said(data).untrained_labels == () and "no training items" not in caplog.text
     keep = (data.y_train == 3) | (data.y_train == 7)
     sparse = vaekit.Dataset("sparse", data.x_train[keep], data.x_test, data.y_train[keep], data.y_test)
-    assert resolve_config(cfg, sparse).model.num_labels == 10
+    assert said(sparse).untrained_labels == (0, 1, 2, 4, 5, 6, 8, 9)
     assert "classes 0, 1, 2, 4, 5, 6, 8, 9 have no training items (of 10 classes, numbered 0 to the largest label)" \
         in caplog.text
     caplog.clear()
     named = vaekit.Dataset("named", data.x_train[keep], data.x_test, data.y_train[keep], data.y_test,
                            label_names=tuple("zero one two three four five six seven eight nine".split()))
-    resolve_config(cfg, named)
+    said(named)
     assert "classes zero, one, two, four, five, six, eight, nine have no training items (of 10 classes)" in caplog.text
     assert "number the classes" not in caplog.text  # named classes are not numbered by the user
     caplog.clear()
     one_gone = data.y_train != 4
-    resolve_config(cfg, vaekit.Dataset("most", data.x_train[one_gone], data.x_test, data.y_train[one_gone],
-                                       data.y_test))
+    assert said(vaekit.Dataset("most", data.x_train[one_gone], data.x_test, data.y_train[one_gone],
+                               data.y_test)).untrained_labels == (4,)
     assert "class 4 has no training items" in caplog.text and "number the classes" in caplog.text
     # names: the labels index them (a label beyond the names is refused here, which a compiled step relies on)
     with pytest.raises(vaekit.VaekitError, match=r"names 2 classes, but its labels are in \[0, 9\]: give labels 0..1"):
         resolve_config(cfg, vaekit.Dataset("two", data.x_train, data.x_test, data.y_train, data.y_test,
                                            label_names=("a", "b")))
+
+
+def test_a_run_keeps_its_classes_without_training_items_and_says_so_when_they_are_decoded(tmp_path, caplog):
+    """Trained with no 4s, said once as it trains (not again on resume); config.json keeps class 4 as untrained, and
+    `sample --label 4`, `sample` (a column per class) and the explorer's picker say so; `--label 3` says nothing."""
+    from vaekit.cli import main
+    from vaekit.serve.explorer import Explorer
+
+    data = load_dataset(DataConfig(name="digits"))
+    gone = data.y_train != 4
+    data = vaekit.Dataset("no-fours", data.x_train[gone], data.x_test, data.y_train[gone], data.y_test)
+    cfg = RunConfig(model=ModelConfig(latent_dim=2, hidden_dims=(16,), condition="label"),
+                    train=TrainConfig(epochs=1, progress=False))
+    caplog.set_level("WARNING")
+    vaekit.train(cfg, out=tmp_path / "run", dataset=data)
+    assert caplog.text.count("class 4 has no training items") == 1
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["untrained_labels"] == [4]
+    caplog.clear()
+    vaekit.resume(tmp_path / "run", epochs=2, dataset=data)
+    assert "no training items" not in caplog.text
+    assert vaekit.load(tmp_path / "run").config.untrained_labels == (4,)
+    for args, said in ((["--label", "4"], "class 4 had no training items in this run: the model decodes it with what "
+                                          "it never learned; choose a class it trained on"),
+                       ([], "class 4 had no training items in this run: the model decodes it with what it never "
+                            "learned\n"),
+                       (["--label", "3"], None)):
+        caplog.clear()
+        assert main(["sample", str(tmp_path / "run"), "--n", "20", *args, "--out", str(tmp_path / "s.png")]) == 0
+        assert (said in caplog.text + "\n") if said else "no training items" not in caplog.text
+    explorer = Explorer(vaekit.load(tmp_path / "run"), data, run=str(tmp_path / "run"))
+    assert explorer.info()["untrained_labels"] == ["4"]
+    explorer.close()
 
 
 def test_likelihood_auto_follows_the_data_range():

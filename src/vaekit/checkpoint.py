@@ -119,7 +119,7 @@ LEGACY_RUNTIME = tuple(name for name in RUNTIME if name != "minutes")
 # they existed (whose identity never held them) still resume. A family's own settings, by family: their defaults
 # are those it declares.
 ADDED_LATER = {("train", "early_stopping"): None, ("model", "free_bits"): 0.0, ("data", "validation"): None,
-               ("data", "header"): "auto", ("model", "label_names"): []}
+               ("data", "header"): "auto", ("model", "label_names"): [], ("model", "untrained_labels"): []}
 # ...and values that count as left out too: data.validation 0 holds nothing out, as runs before it did (load_config
 # writes it for those with early stopping, which judged on the test split)
 ADDED_LATER_ALSO = {("data", "validation"): (0,)}

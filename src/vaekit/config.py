@@ -177,6 +177,9 @@ class ModelConfig:
     label_names: tuple[str, ...] = setting((), check=(lambda v: all(isinstance(n, str) for n in v), "class names"),
                                            from_data=True)  # a conditioned model's classes by name, in class order,
     # where the data names them (a table's label column of text, an image folder's subfolders): new files map onto them
+    untrained_labels: tuple[int, ...] = setting((), check=(lambda v: all(c >= 0 for c in v), "class indices >= 0"),
+                                                from_data=True)  # a conditioned model's classes that had no
+    # training items (their labels decode with what the model never learned): decoding with one warns
     data_shape: tuple[int, ...] = setting((), check=(lambda v: all(0 < d < 2**31 for d in v), "positive sizes"),
                                           from_data=True)  # filled in from the data set
     # Settings of the family and the likelihood in use, by component name (see COMPONENT_SETTINGS).
@@ -194,6 +197,7 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "options"}
         data["data_shape"], data["label_names"] = list(self.data_shape), list(self.label_names)
+        data["untrained_labels"] = list(self.untrained_labels)
         data["hidden_dims"], data["conv_channels"] = list(self.hidden_dims), list(self.conv_channels)
         data.update({name: dataclasses.asdict(values) for name, values in sorted(self.options.items())})
         return data

@@ -13,12 +13,12 @@ import stat
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from . import checkpoint, distributed
-from .config import RunConfig, TrainConfig, validate, with_defaults
+from .config import ModelConfig, RunConfig, TrainConfig, validate, with_defaults
 from .data import Dataset, fingerprint, hold_out, load_dataset, resolved_name, train_data, user_file
 from .data.user import check_data_flags, for_new_runs
 from .data.tables import run_table
@@ -60,16 +60,18 @@ def resolve_config(cfg: RunConfig, dataset: Dataset) -> RunConfig:
     elif likelihood == "auto":
         low, high = dataset.value_range
         likelihood = "bernoulli" if low >= 0 and high <= 1 else "gaussian"
-    num_labels, label_names = cfg.model.num_labels, cfg.model.label_names
+    num_labels, label_names, untrained = cfg.model.num_labels, cfg.model.label_names, cfg.model.untrained_labels
     if cfg.model.condition == "label":
-        if not num_labels and dataset.label_names:  # a new run (a resumed one keeps what it was trained with)
-            label_names = tuple(dataset.label_names)
+        if not num_labels:  # a new run (a resumed one keeps what it was trained with)
+            label_names = tuple(dataset.label_names or ()) or label_names
         num_labels = max(num_labels, dataset_classes(dataset))
+        if not cfg.model.num_labels:
+            untrained = untrained_classes(dataset, num_labels)
     family = MODEL_FAMILIES.get(cfg.model.family)
     if family is not None and family.Settings is not None:  # what the family's own settings take from the data
         options[family.family] = family.settings_from_data(cfg.model.settings(family.family), dataset)
     model = replace(cfg.model, data_shape=dataset.shape, likelihood=likelihood, num_labels=num_labels,
-                    label_names=label_names, options=options)
+                    label_names=label_names, untrained_labels=untrained, options=options)
     return validate(replace(cfg, model=with_defaults(model)))
 
 
@@ -101,18 +103,31 @@ def dataset_classes(dataset: Dataset) -> int:
     if classes < 2:
         raise VaekitError(f"--condition label needs at least 2 classes, but {dataset.name} has one: there is "
                           "nothing to condition on; drop --condition label")
-    seen = set(dataset.y_train.long().unique().tolist())
-    unseen = [c for c in range(classes) if c not in seen]
-    if unseen:  # their label's embedding (and a prior's components of theirs) train on nothing
-        names = [dataset.label_names[c] if dataset.label_names else str(c) for c in unseen]
-        shown = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
-        log.warning("%s %s no training items (of %d classes%s): a model conditioned on %s decodes %s with what it "
-                    "never learned; give each class training items%s",
-                    f"classes {shown}" if len(names) > 1 else f"class {shown}", "have" if len(names) > 1 else "has",
-                    classes, "" if dataset.label_names else ", numbered 0 to the largest label",
-                    "them" if len(names) > 1 else "it", "them" if len(names) > 1 else "it",
-                    "" if dataset.label_names else ", or number the classes 0..N-1 without gaps")
     return classes
+
+
+def untrained_classes(dataset: Dataset, classes: int) -> tuple[int, ...]:
+    """The classes 0..classes-1 without training items: a conditioned model's embedding of their labels (and a
+    prior's components of theirs) train on nothing."""
+    seen = set(dataset.y_train.long().unique().tolist())
+    return tuple(c for c in range(classes) if c not in seen)
+
+
+def class_list(indices: Sequence[int], names: Sequence[str]) -> str:
+    """"class 3" or "classes 3, 5, person 7 ...": the classes of `indices`, by name where `names` has one."""
+    shown = [names[c] if c < len(names) else str(c) for c in indices]
+    return f"class{'es' * (len(shown) > 1)} {', '.join(shown[:10])}{' ...' * (len(shown) > 10)}"
+
+
+def warn_untrained(cfg: ModelConfig) -> None:
+    """Said as a new conditioned run starts: its classes without training items (resolve_config finds them)."""
+    unseen = cfg.untrained_labels
+    if unseen:
+        log.warning("%s %s no training items (of %d classes%s): a model conditioned on %s decodes %s with what it "
+                    "never learned; give each class training items%s", class_list(unseen, cfg.label_names),
+                    "have" if len(unseen) > 1 else "has", cfg.num_labels,
+                    "" if cfg.label_names else ", numbered 0 to the largest label", "them" if len(unseen) > 1 else "it",
+                    "them" if len(unseen) > 1 else "it", "" if cfg.label_names else ", or number the classes 0..N-1 without gaps")
 
 
 def table_warnings(model: Model, dataset: Dataset) -> list[str]:
@@ -385,6 +400,8 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
                     "with their activations in memory at once; a smaller batch (the default, %d) takes more steps",
                     cfg.train.batch_size, f"{len(dataset.x_train):,}", default)
     cfg = resolve_config(cfg, dataset)
+    if distributed.world().main:
+        warn_untrained(cfg.model)
     if cfg.train.tensorboard and out is None:
         raise VaekitError("--tensorboard writes into the run folder: give --out")
     if cfg.train.tensorboard:  # its package, before the run folder is made: a missing extra leaves no half-made run

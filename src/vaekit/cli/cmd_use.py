@@ -13,7 +13,7 @@ from ..errors import VaekitError
 from ..files import atomic_write
 from .common import (
     add_data_flags, add_label, add_out, add_seed, add_split, add_threads, decoded_count, load_array, load_run,
-    parse_label, pick, run_dataset, save_output, split_labels,
+    parse_label, pick, run_dataset, save_output, split_labels, warn_untrained_labels,
 )
 from ..data.tables import model_table
 
@@ -100,6 +100,8 @@ def sample(args: argparse.Namespace) -> int:
     y = None
     if model.num_labels:  # one label for all, or each class in turn
         y = torch.full((n,), label) if label is not None else torch.arange(n) % model.num_labels
+        if label is None:  # (a chosen one is said by parse_label)
+            warn_untrained_labels(model, y.unique().tolist())
     draw = args.draw if args.draw is not None else model_table(model.config) is not None
     if args.sampler == "mixture":
         images = _mixture_sample(args, model, n, y, draw)

@@ -9,12 +9,12 @@ import re
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from .. import checkpoint, config as config_module, files, viz
+from .. import checkpoint, config as config_module, files, runs, viz
 from ..config import RunConfig
 from ..data import Dataset, load_dataset, resolved_name, safe, user_file
 from ..data.tables import model_table, run_table, write_rows
@@ -467,13 +467,25 @@ def parse_label(model: Model, text: str | None, label_names: tuple[str, ...] | N
         raise VaekitError("--label needs a label-conditioned model (train with --condition label)")
     label_names = label_names or tuple(model.config.label_names) or None  # the names the run was trained with
     if label_names and text in label_names:
-        return label_names.index(text)
-    try:
-        index = int(text) if text.strip().isascii() else -1
-    except ValueError:
-        index = -1
+        index = label_names.index(text)
+    else:
+        try:
+            index = int(text) if text.strip().isascii() else -1
+        except ValueError:
+            index = -1
     if not 0 <= index < model.num_labels:
         names = (f" or a class name ({', '.join(f'{i}={name}' for i, name in enumerate(label_names))})"
                  if label_names else "")
         raise VaekitError(f"--label must be a class index 0..{model.num_labels - 1}{names}, got {text!r}")
+    warn_untrained_labels(model, [index])
     return index
+
+
+def warn_untrained_labels(model: Model, labels: Sequence[int]) -> None:
+    """A warning where `labels` (those decoded with) hold classes the run had no training items of."""
+    untrained = sorted(set(model.config.untrained_labels) & set(labels))
+    if untrained:
+        many = len(untrained) > 1
+        log.warning("%s had no training items in this run: the model decodes %s with what it never learned%s",
+                    runs.class_list(untrained, model.config.label_names), "them" if many else "it",
+                    "" if set(labels) - set(untrained) else "; choose a class it trained on")

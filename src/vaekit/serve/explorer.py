@@ -154,6 +154,7 @@ class Explorer:
             "label_centres": self.label_centres,
             "labels": self._label_names() if self.items.y is not None or self.conditioned else None,
             "conditioned": self.conditioned, "attributes": self.attributes(),
+            "untrained_labels": [name for c, name in enumerate(self._label_names()) if c in cfg.untrained_labels],
             "colourings": self.colourings(),
             "edit_method": self.edit_method, "edit_methods": list(edits.METHODS),
             "prior": self.prior_kind, "prior_text": self.model.prior_text, "identity": self.identity,

@@ -604,7 +604,8 @@ async function start() {
   $("reload").addEventListener("click", () => location.reload());
   if (info.conditioned) {
     $("label-box").hidden = false;
-    info.labels.forEach((name) => option($("label"), name));
+    const untrained = new Set(info.untrained_labels);  // classes the run had no training items of
+    info.labels.forEach((name) => option($("label"), name, untrained.has(name) ? `${name} (no training items)` : name));
     $("label").addEventListener("change", labelChanged);
   }
   state.z = info.dimensions.slice().sort((a, b) => a.index - b.index).map((d) => d.mean);
