@@ -5,6 +5,7 @@ clipped), turned as its EXIF says, cropped to the model's aspect ratio about the
 from __future__ import annotations
 
 import io
+import logging
 from typing import Sequence
 
 import numpy as np
@@ -17,6 +18,8 @@ MAX_PIXELS = 40_000_000  # width x height: refuses a decompression bomb before i
 # MPO: a JPEG carrying a second image (phones' depth maps and gain maps); its first image is read
 FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "WEBP", "TIFF")
 HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+log = logging.getLogger(__name__)
 
 
 class BadPicture(VaekitError):
@@ -49,6 +52,9 @@ def read_picture(data: bytes, data_shape: Sequence[int], path: str | None = None
     if width * height > MAX_PIXELS:
         raise BadPicture(f"{name} is {width}x{height} pixels; the limit is {MAX_PIXELS:,}: {verb} a smaller one",
                          413)
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1 and image.format != "MPO":  # (an MPO's second image is a phone's depth or gain map, not a frame)
+        log.warning("%s has %d frames (an animation or a multi-page file): its first is read", name, frames)
     channels, h, w = data_shape
     try:
         if image.format in ("JPEG", "MPO"):
