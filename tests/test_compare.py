@@ -523,6 +523,28 @@ def test_a_comparison_from_before_the_ae_dropped_its_warm_up_resumes(tmp_path, m
     assert resumed.ae.family == "ae"
 
 
+def test_a_resumed_comparison_reads_its_data_as_a_resume_does(tmp_path, caplog):
+    """What only a new run says of its data (pictures that are not square, cropped) is said by a new comparison and
+    not again by its --resume, which continues runs that read the data so already."""
+    from PIL import Image
+
+    folder = tmp_path / "oblong"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 256, size=(12, 8), dtype=np.uint8)).save(folder / f"{i}.png")
+    cfg = replace(DIGITS, data=DataConfig(name=str(folder), image_size=8),
+                  model=replace(DIGITS.model, latent_dim=2, hidden_dims=(16,)), train=replace(DIGITS.train, epochs=1))
+    caplog.set_level("INFO")
+    compare(cfg, tmp_path / "report", options=QUICK)
+    assert caplog.text.count("its images of 8x12 are not square") == 1
+    caplog.clear()
+    compare(replace(cfg, train=replace(cfg.train, epochs=2)), tmp_path / "report", options=QUICK, resume=True)
+    assert "not square" not in caplog.text
+    for family in ("ae", "vae"):  # continued, one epoch more
+        assert len((tmp_path / "report" / family / "metrics.jsonl").read_text().splitlines()) == 2
+
+
 @pytest.mark.parametrize("flags", [["--model", "vamp", "--vamp-components", "9"],  # fewer than digits' 10 classes
                                    ["--model", "hvae", "--hvae-top-prior", "vamp", "--hvae-top-components", "9"]])
 def test_a_family_that_cannot_be_label_conditioned_is_refused_before_the_ae_trains(tmp_path, capsys, flags):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from vaekit import Callback, checkpoint
 from vaekit.cli import main
@@ -269,6 +269,15 @@ def test_a_config_from_elsewhere_asking_for_a_huge_model_allocates_none_of_it(ru
                 Model.from_pretrained(str(folder))
         assert set(built) <= {"meta"}, (name, built)  # only ever built without memory
     assert built
+    # the run's own weights beside a config.json whose layers are one wider: the tensors of those names are named
+    folder = tmp_path / "resized"
+    folder.mkdir()
+    config = json.loads(json.dumps(original))
+    config["model"]["hidden_dims"] = [width + 1 for width in original["model"]["hidden_dims"]]
+    (folder / checkpoint.CONFIG_FILE).write_text(json.dumps(config))
+    save_file(load_file(str(run / checkpoint.MODEL_FILE)), str(folder / checkpoint.MODEL_FILE))
+    fails(["sample", str(folder), "--n", "2", "--out", str(tmp_path / "s.png")], capsys,
+          "does not match config.json (other shapes for ")
     built.clear()  # and building a model itself checks its size first (a model built in Python, from no folder)
     monkeypatch.setattr(safe, "memory_budget", lambda: 2**30)
     with pytest.raises(VaekitError, match="of memory, more than half"):
@@ -308,6 +317,12 @@ def test_a_model_whose_training_needs_more_than_the_memory_is_refused_before_it_
     fails([*args, "--early-stopping", "3", "--out", str(tmp_path / "run")], capsys, "training the model (9 times its "
           "weights: them, their gradients, Adam's two moments and the copy kept to roll back to, and the best epoch)")
     assert main([*args, "--out", str(tmp_path / "run")]) == 0
+    # a resume is checked as a new run is, before the model is built; the run is left as it was
+    before = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir() if path.is_file()}
+    monkeypatch.setattr(safe, "memory_budget", lambda: held[0] - 2**16)
+    fails(["train", "--resume", str(tmp_path / "run"), "--epochs", "2", "--no-progress"], capsys,
+          "training the model (7 times its weights")
+    assert {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir() if path.is_file()} == before
 
 
 def test_a_resume_state_beside_a_config_asking_for_a_huge_model_allocates_none_of_it(run, tmp_path, monkeypatch):
