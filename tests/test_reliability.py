@@ -612,6 +612,11 @@ def test_links_in_a_run_folder_from_elsewhere_write_over_nothing_they_point_to(r
     os.mkfifo(folder / ".lock")  # a named pipe: opened without blocking, and refused
     fails(["train", "--data", "digits", "--epochs", "1", "--out", str(folder), "--no-progress"], capsys,
           ".lock is a special file, where a run keeps its lock file: remove it")
+    (folder / ".lock").unlink()
+    os.link(victim, folder / ".lock")  # a hard link: the same file as the user's, which the lock would empty
+    fails(["train", "--data", "digits", "--epochs", "1", "--out", str(folder), "--no-progress"], capsys,
+          ".lock is a hard link to another file, where a run keeps its lock file: remove it")
+    assert victim.read_text() == "the user's own file\n"
 
 
 def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_start(tmp_path):

@@ -215,10 +215,12 @@ def run_lock(directory: Path):
             raise VaekitError(f"{path} is {'a symbolic link' if exc.errno == errno.ELOOP else 'a folder'}, where a "
                               "run keeps its lock file: remove it (vaekit writes nothing through it)") from None
         raise VaekitError(f"cannot write in {directory} ({exc.strerror}): choose a folder you can write to") from None
-    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+    held = os.fstat(descriptor)
+    if not stat.S_ISREG(held.st_mode) or held.st_nlink > 1:  # (a hard link's other name may be a user's file)
         os.close(descriptor)
-        raise VaekitError(f"{path} is a special file, where a run keeps its lock file: remove it (vaekit writes "
-                          "nothing through it)")
+        what = "a special file" if not stat.S_ISREG(held.st_mode) else "a hard link to another file"
+        raise VaekitError(f"{path} is {what}, where a run keeps its lock file: remove it (vaekit writes nothing "
+                          "through it)")
     handle = os.fdopen(descriptor, "a+")
     try:
         try:
