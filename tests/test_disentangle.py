@@ -231,3 +231,11 @@ def test_factors_with_nan_are_refused():
     for measure in (mig, lambda c, f: mig_posterior(c, np.ones_like(c), f)):
         with pytest.raises(VaekitError, match="factors contain NaN or infinity"):
             measure(codes, factors)
+
+
+def test_mig_bins_each_code_over_its_range_as_disentanglement_lib_does():
+    """Two equal-width bins over a code of four equally frequent values hold two values each (the largest in the top
+    bin, not a bin of its own): the code holds half the factor's entropy, and the constant code none."""
+    factor = np.repeat(np.arange(4), 25)
+    codes = np.column_stack([factor.astype(float), np.zeros(100)])
+    assert mig(codes, factor[:, None], n_bins=2).score == pytest.approx(0.5)

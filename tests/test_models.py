@@ -370,6 +370,18 @@ def test_warm_up_and_beta_weight_the_iwae_bound_through_the_same_mechanism():
             torch.testing.assert_close(out.elbo, (log_px - log_ratio).mean(0))  # the ELBO stays at weight 1
 
 
+def test_free_bits_leave_a_kl_above_its_floor_as_it_is_with_its_gradient():
+    """max(floor, batch mean): above the floor (1 nat x 2 dimensions) the KL itself and its gradient, below it the
+    floor and none."""
+    model = build_model(ModelConfig(latent_dim=2, hidden_dims=(8,), data_shape=(4,), likelihood="bernoulli",
+                                    free_bits=1.0)).train()
+    for value, expected, gradient in ((3.5, 3.5, 3.5), (1.5, 2.0, 0.0)):
+        weight = torch.ones((), requires_grad=True)
+        total = model.regularizer_mean({"kl": weight * torch.full((4,), value)})
+        total.backward()
+        assert float(total) == expected and float(weight.grad) == gradient
+
+
 def test_free_bits_floor_the_kl_in_training_only_and_families_without_a_kl_refuse_them():
     from vaekit.config import RunConfig, override
     from vaekit.data import load_dataset

@@ -38,6 +38,18 @@ def test_the_objective_weighs_mi_tc_and_dimension_kl_and_the_elbo_is_the_vaes():
     assert float(estimate) == pytest.approx(float(terms["kl"].mean()), abs=0.15 * float(terms["kl"].mean()) + 0.1)
 
 
+def test_the_kl_warm_up_ramps_all_three_parts():
+    model, dataset, _ = model_for("model.beta=6", "model.tcvae.alpha=0.5", "model.tcvae.gamma=2")
+    x = dataset.x_train[:256]
+    for scale in (0.0, 0.5):
+        torch.manual_seed(1)
+        with torch.no_grad():
+            out = model(x, kl_scale=scale)
+        t = out.terms
+        weighed = 0.5 * t["mi"] + 6 * t["tc"] + 2 * t["dwkl"]
+        torch.testing.assert_close(out.loss, (t["recon"] + scale * weighed).mean())
+
+
 def test_the_terms_add_up_to_the_kl_at_the_models_own_draw():
     """mi + tc + dwkl is log q(z|x) - log p(z) at the draw the objective used, whatever the posterior's widths: the
     posterior's scales reach the estimator as scales (its variances there passed the test above, whose untrained

@@ -129,6 +129,47 @@ def test_codes_unused_for_long_restart_at_encoder_outputs_and_used_ones_stay():
     assert torch.equal(m.usage[1:], torch.ones(7))
 
 
+def test_a_codes_decayed_use_is_the_moving_average_of_its_uses_per_step():
+    """usage <- decay usage + (1 - decay) n_k, n_k the positions that took code k in the step; a code below one use
+    per step that no position took restarts, counted as used once."""
+    torch.manual_seed(0)
+    m = model(codebook=8, decay=0.99).train()
+    x = images(10)
+    with torch.no_grad():
+        vectors = m._vectors(m.encoder_params(x)).reshape(-1, 3)
+    codes = m.nearest(vectors)
+    before = m.usage.clone()
+    m(x)
+    n = torch.bincount(codes, minlength=8).float()
+    decayed = 0.99 * before + 0.01 * n
+    restarted = (decayed < 1) & (n == 0)
+    assert restarted.any() and (n > 0).any()
+    torch.testing.assert_close(m.usage, torch.where(restarted, torch.ones(8), decayed))
+
+
+def test_beta_and_the_warm_up_weigh_the_codebook_and_commitment_terms_together():
+    """loss = recon + beta x warm-up x (commitment x 0.25 + the codebook loss, of the same value; EMA: no codebook
+    loss)."""
+    for ema, weight in ((False, 1.25), (True, 0.25)):
+        torch.manual_seed(0)
+        m = model(ema=ema)
+        m = build_model(replace(m.config, beta=2.0)).train()
+        out = m(images(10), kl_scale=0.25)
+        expected = out.terms["recon"] + 2.0 * 0.25 * weight * out.terms["commitment"]
+        torch.testing.assert_close(out.loss, expected.mean())
+
+
+def test_a_code_without_uses_keeps_a_finite_place_under_the_ema_update():
+    """Laplace smoothing of the counts: a code whose decayed count has reached 0 is not divided by 0."""
+    torch.manual_seed(0)
+    m = model(ema=True, restart=False, codebook=8).train()
+    with torch.no_grad():
+        m.codebook[3] = 1e3  # taken by no position
+        m.ema_count[3], m.ema_sum[3] = 0.0, 0.0
+    m(images(10))
+    assert torch.isfinite(m.codebook).all()
+
+
 def test_perplexity_is_the_exponential_of_the_usage_entropy():
     assert float(perplexity(torch.tensor([5.0, 5.0, 5.0, 5.0, 0.0]))) == pytest.approx(4.0)
     assert float(perplexity(torch.tensor([0.0, 7.0, 0.0]))) == pytest.approx(1.0)
