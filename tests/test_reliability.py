@@ -553,6 +553,16 @@ def test_links_in_a_run_folder_from_elsewhere_write_over_nothing_they_point_to(r
         assert main(["train", "--resume", str(copy), "--epochs", "3", "--no-progress"]) == 0
         assert users.read_bytes() == before
         assert not target.is_symlink() and target.read_bytes() != before  # the run's file now, in the run
+    # a link where the run keeps its TensorBoard events is refused before training, and nothing is written through it
+    copy = tmp_path / "run-tensorboard"
+    shutil.copytree(run, copy)
+    elsewhere = tmp_path / "users-folder"
+    elsewhere.mkdir()
+    (copy / "tensorboard").symlink_to(elsewhere)
+    metrics = (copy / "metrics.jsonl").read_bytes()
+    fails(["train", "--resume", str(copy), "--epochs", "3", "--tensorboard", "--no-progress"], capsys,
+          "tensorboard is a symbolic link, where a run keeps its TensorBoard events: remove it")
+    assert not list(elsewhere.iterdir()) and (copy / "metrics.jsonl").read_bytes() == metrics
     # a link to a folder or a device is replaced too (not refused as a folder, nor written through)
     for name, pointed in ((checkpoint.MODEL_FILE, tmp_path / "a-folder"), ("metrics.jsonl", Path(os.devnull))):
         copy = tmp_path / f"to-{name}"

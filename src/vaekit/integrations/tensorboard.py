@@ -64,9 +64,14 @@ class TensorBoardLog(Callback):
 
     def __init__(self, directory: str | Path, dataset: Any = None, until: Any = None) -> None:
         self.directory = Path(directory)
+        if self.directory.is_symlink():  # (a run folder from elsewhere: its events would go where the link points)
+            raise VaekitError(f"{self.directory} is a symbolic link, where a run keeps its TensorBoard events: remove "
+                              "it (vaekit writes nothing through it)")
         self.final: Path | None = None
         if until is not None:
             self.final, self.directory = self.directory, self.directory.parent / TENSORBOARD_STAGING
+            if self.directory.is_symlink():  # (the link itself goes, not what it points to)
+                self.directory.unlink()
             shutil.rmtree(self.directory, ignore_errors=True)  # what a new run stopped before its checkpoint left
             until.first_save.append(self._commit)
         self.writer_class = summary_writer()  # a missing extra is said before training, not after the first epoch
