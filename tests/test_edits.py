@@ -267,7 +267,7 @@ def test_the_cli_scores_and_edits_several_items(small_run, tmp_path, capsys):
     assert main(["attribute", str(small_run), "--attr", "3", "--items", "9", "--out", str(tmp_path / "e.png")]) == 2
 
 
-def test_the_cli_edits_pictures_of_the_users_own(small_run, tmp_path, capsys):
+def test_the_cli_edits_pictures_of_the_users_own(small_run, tmp_path, capsys, caplog):
     """attribute --pictures: the vector from the run's training codes, added to the codes of picture files (read as
     the explorer reads an upload). A test item saved as an 8-bit PNG at the model's size edits as the item itself
     does (within the PNG's rounding); saved 8 times larger in colour, it is made grey and resized, and edits closer to
@@ -294,6 +294,13 @@ def test_the_cli_edits_pictures_of_the_users_own(small_run, tmp_path, capsys):
     assert main(["attribute", str(small_run), "--attr", "3", "--pictures", str(tmp_path / "mine.png"), "--out",
                  str(tmp_path / "mine.png.png")]) == 0
     assert Image.open(tmp_path / "mine.png.png").size[0] > 8 * 5  # the labelled grid
+    Image.fromarray(grey, "L").save(tmp_path / "moving.gif", save_all=True, append_images=[Image.fromarray(255 - grey)])
+    with caplog.at_level("WARNING"):
+        assert main(["attribute", str(small_run), "--attr", "3", "--pictures", str(tmp_path / "moving.gif"), "--out",
+                     str(tmp_path / "moving.npy")]) == 0
+    assert np.abs(np.load(tmp_path / "moving.npy")[0] - items[0]).max() < 0.01  # its first frame, said
+    assert f"{tmp_path / 'moving.gif'} has 2 frames (an animation or a multi-page file): its first is read" in \
+        caplog.text
     (tmp_path / "notes.png").write_text("not a picture")
     capsys.readouterr()
     for args, says in ((["--pictures", str(tmp_path / "none.png")], f"no picture at {tmp_path / 'none.png'}: check"),

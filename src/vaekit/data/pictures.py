@@ -30,10 +30,11 @@ class BadPicture(VaekitError):
         self.status = status
 
 
-def read_picture(data: bytes, data_shape: Sequence[int], path: str | None = None, verb: str = "send"
-                 ) -> torch.Tensor:
+def read_picture(data: bytes, data_shape: Sequence[int], path: str | None = None, verb: str = "send",
+                 notes: list[str] | None = None) -> torch.Tensor:
     """The picture in `data` as one item of shape data_shape (C, H, W). Messages name its file (`path`), or call it
-    the picture (the upload, where it may not be one), and tell the user to `verb` another."""
+    the picture (the upload, where it may not be one), and tell the user to `verb` another. What is worth knowing
+    of how it was read (the first frame of several) is appended to `notes`, or logged where none is given."""
     from PIL import Image, ImageOps
 
     name, source = (path, path) if path else ("the picture", "the upload")
@@ -54,7 +55,8 @@ def read_picture(data: bytes, data_shape: Sequence[int], path: str | None = None
                          413)
     frames = getattr(image, "n_frames", 1)
     if frames > 1 and image.format != "MPO":  # (an MPO's second image is a phone's depth or gain map, not a frame)
-        log.warning("%s has %d frames (an animation or a multi-page file): its first is read", name, frames)
+        note = f"{name} has {frames} frames (an animation or a multi-page file): its first is read"
+        notes.append(note) if notes is not None else log.warning("%s", note)
     channels, h, w = data_shape
     try:
         if image.format in ("JPEG", "MPO"):

@@ -223,9 +223,10 @@ class Explorer:
 
     def encode_upload(self, data: bytes, label: int | str | None = None) -> dict[str, Any]:
         y = self.parse_label(label)  # before the picture's decoding, the costly part
-        x = self.read_upload(data)
-        note = self.background_note(x)
-        return {**self._encoded(x, y), **({"note": note} if note else {})}
+        notes: list[str] = []
+        x = self.read_upload(data, notes)
+        notes += filter(None, [self.background_note(x)])
+        return {**self._encoded(x, y), **({"note": "; ".join(notes)} if notes else {})}
 
     def background_note(self, x: torch.Tensor) -> str | None:
         """A note where an uploaded picture's background (its border's mean) is light and the training pictures'
@@ -478,7 +479,7 @@ class Explorer:
             code = latent.encode_dataset(self.model, x[None], y=y)[0]
         return code.flatten(), y
 
-    def read_upload(self, data: bytes) -> torch.Tensor:
+    def read_upload(self, data: bytes, notes: list[str] | None = None) -> torch.Tensor:
         """An uploaded picture as one item of the model's shape: its channels (grey or RGB; transparency over
         white, as a browser shows it; 16-bit and float pictures scaled, not clipped), cropped to the model's aspect
         ratio about the centre and resized; values in [0, 1]."""
@@ -488,7 +489,7 @@ class Explorer:
             raise BadUpload(f"the upload is {len(data):,} bytes; the limit is {MAX_UPLOAD_BYTES:,} "
                             f"({MAX_UPLOAD_BYTES // 2**20} MB): send a smaller picture", 413)
         with self._upload_lock:
-            return pictures.read_picture(data, self.model.data_shape)
+            return pictures.read_picture(data, self.model.data_shape, notes=notes)
 
     def render(self, values: torch.Tensor) -> list[dict[str, Any]]:
         """Decoded items (N, *data_shape) -> what the page shows: a PNG (as a data URL), a table row in the user's
