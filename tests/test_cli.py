@@ -884,3 +884,36 @@ def test_a_title_is_wrapped_at_the_widest_line_length_that_fits_the_picture():
                        if max(pixels(line) for line in textwrap.fill(title, chars).splitlines()) <= width),
                       textwrap.fill(title, 12))
         assert viz._wrapped(title, width) == widest, (title, width)
+
+
+def test_the_install_hint_names_the_folder_or_file_vaekit_was_installed_from(monkeypatch):
+    """An extra's pip command: by name for a copy from a package index; for one installed from a checkout or a wheel
+    file (pip's direct_url.json), that folder or file, which no index knows as vaekit, quoted for the shell."""
+    import importlib.metadata
+
+    from vaekit.extras import install_hint
+
+    class Installed:
+        def __init__(self, record):
+            self.record = record
+
+        def read_text(self, name):
+            assert name == "direct_url.json"
+            return self.record
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    for record, expected in (
+            (None, "pip install 'vaekit[hub]'"),  # from an index
+            ('{"url": "https://files.example/vaekit-0.1.tar.gz", "archive_info": {}}', "pip install 'vaekit[hub]'"),
+            ('{"url": "file:///home/me/vaekit", "dir_info": {"editable": true}}', "pip install '/home/me/vaekit[hub]'"),
+            ('{"url": "file:///home/me/my%20code", "dir_info": {}}', "pip install '/home/me/my code[hub]'"),
+            ('{"url": "file:///tmp/vaekit-0.1-py3-none-any.whl", "archive_info": {}}',
+             "pip install '/tmp/vaekit-0.1-py3-none-any.whl[hub]'"),
+            ("not json", "pip install 'vaekit[hub]'")):
+        monkeypatch.setattr(importlib.metadata, "distribution", lambda name, record=record: Installed(record))
+        assert install_hint("hub") == expected
+    assert install_hint("onnx", "-U").startswith("pip install -U ")
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)  # a source tree on sys.path, not installed
+    assert install_hint("hub") == "pip install 'vaekit[hub]'"

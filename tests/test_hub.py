@@ -27,6 +27,7 @@ from huggingface_hub import constants as hub_constants  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from vaekit import checkpoint, viz  # noqa: E402
+from vaekit.extras import install_hint  # noqa: E402
 from vaekit.data import tables  # noqa: E402
 from vaekit.cli import main  # noqa: E402
 from vaekit.config import DataConfig, ModelConfig, RunConfig, with_defaults  # noqa: E402
@@ -434,7 +435,7 @@ def test_loading_mistakes_are_one_line_errors_that_say_what_to_do(fake_hub, smal
     for call in (lambda: Model.from_pretrained("alice/digits"), lambda: model.push_to_hub("alice/x")):
         with pytest.raises(VaekitError) as error:
             call()
-        assert _one_line(error) == "the Hugging Face Hub needs huggingface_hub: pip install 'vaekit[hub]'"
+        assert _one_line(error) == f"the Hugging Face Hub needs huggingface_hub: {install_hint('hub')}"
     assert model.save_pretrained(tmp_path / "no-extra").card.is_file()  # a folder needs no huggingface_hub
     _same_model(model, Model.from_pretrained(str(tmp_path / "no-extra")))
 
@@ -732,7 +733,7 @@ def test_export_hub_writes_the_folder_with_the_runs_metrics(fake_hub, small_run,
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "huggingface_hub" else real(name, *a))
         assert main(["export", str(small_run), "--hub", str(tmp_path / "bare")]) == 0
-    assert capsys.readouterr().out.splitlines()[-1].endswith("(the hf command comes with pip install 'vaekit[hub]')")
+    assert capsys.readouterr().out.splitlines()[-1].endswith(f"(the hf command comes with {install_hint('hub')})")
 
     # a model on the Hub, exported again (hf://): the Hub keeps no metrics, and the card says so
     fake_hub.upload("alice/digits-vae", out)

@@ -3,6 +3,7 @@ size, for every family and kind of model; mistakes are one-line errors; a failed
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import numpy as np
@@ -17,6 +18,7 @@ from vaekit import checkpoint, latent  # noqa: E402
 from vaekit.cli import main  # noqa: E402
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from vaekit.errors import VaekitError  # noqa: E402
+from vaekit.extras import install_hint  # noqa: E402
 from vaekit.runs import train  # noqa: E402
 
 
@@ -175,7 +177,7 @@ def test_without_the_extra_export_says_how_to_install_it(small_run, tmp_path, mo
     from vaekit.integrations.onnx import export_onnx
 
     monkeypatch.setitem(sys.modules, "onnxscript", None)
-    with pytest.raises(VaekitError, match=r"ONNX export needs onnxscript: pip install 'vaekit\[onnx\]'"):
+    with pytest.raises(VaekitError, match=re.escape(f"ONNX export needs onnxscript: {install_hint('onnx')}")):
         export_onnx(checkpoint.load(small_run), tmp_path / "o")
 
 
@@ -275,7 +277,7 @@ def test_an_exporter_missing_its_own_modules_says_to_update_the_extra(small_run,
 
     monkeypatch.setattr(torch.onnx, "export", old_onnxscript)
     with pytest.raises(VaekitError, match=r"torch's ONNX exporter cannot run: No module named 'onnx_ir' .*"
-                                          r"pip install -U 'vaekit\[onnx\]'"):
+                                          + re.escape(install_hint("onnx", "-U"))):
         export_onnx(checkpoint.load(small_run), tmp_path / "o")
 
 

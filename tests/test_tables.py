@@ -25,6 +25,7 @@ from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.data import load_dataset, tables
 from vaekit.distributions import TableLikelihood
 from vaekit.errors import VaekitError
+from vaekit.extras import install_hint
 
 MIXED_HEADER = "age,sex,smoker,chest_pain,income,city,target"
 
@@ -302,7 +303,7 @@ def test_parquet_without_pyarrow_is_a_clear_error(tmp_path, monkeypatch):
 
     fail_import(monkeypatch, "pyarrow", ImportError("No module named 'pyarrow'", name="pyarrow"))
     (tmp_path / "t.parquet").write_bytes(b"PAR1")
-    with pytest.raises(VaekitError, match=r"needs pyarrow: pip install 'vaekit\[tables\]'"):
+    with pytest.raises(VaekitError, match=re.escape(f"needs pyarrow: {install_hint('tables')}")):
         load(tmp_path / "t.parquet")
 
 

@@ -7,6 +7,7 @@ import os
 import sys
 
 from ..errors import VaekitError
+from ..extras import install_hint
 from .common import add_data_flags, add_split, add_threads, load_run, run_dataset
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             except (ImportError, ValueError):  # a module set to None in sys.modules, or a broken install
                 pass
         if not found:
-            raise VaekitError(f"vaekit explore needs {package}: pip install 'vaekit[explore]'")
+            raise VaekitError(f"vaekit explore needs {package}: {install_hint('explore')}")
     sock = bind(args.host, args.port)  # a busy port fails before minutes of loading
     if not is_loopback(sock.getsockname()[0]):  # the address bound, whatever name --host gave it
         log.warning("warning: serving on %s: anyone who can reach this machine can use the explorer (it has no "

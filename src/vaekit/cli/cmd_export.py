@@ -5,6 +5,7 @@ import argparse
 import importlib.util
 
 from ..errors import VaekitError
+from ..extras import install_hint
 from ..models import Model
 from .common import add_threads, load_run
 
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                 print(path)
         print(f"upload it with: hf upload {args.repo_id or 'USER/REPO'} {folder.directory}"
               + ("" if importlib.util.find_spec("huggingface_hub") else
-                 "  (the hf command comes with pip install 'vaekit[hub]')"))
+                 f"  (the hf command comes with {install_hint('hub')})"))
     return 0
 
 

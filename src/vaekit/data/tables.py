@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import VaekitError
+from ..extras import install_hint
 from ..files import atomic_write, write_text
 from ..progress import bar_timing
 from .safe import check_memory
@@ -307,7 +308,7 @@ def _read_parquet(path: Path) -> RawTable:
     try:
         import pyarrow.parquet as parquet
     except ImportError:
-        raise VaekitError(f"reading {path.name} needs pyarrow: pip install 'vaekit[tables]' (or save the table as CSV)"
+        raise VaekitError(f"reading {path.name} needs pyarrow: {install_hint('tables')} (or save the table as CSV)"
                           ) from None
     try:
         if not path.is_dir():  # (its cells as Python values: 45 bytes each, checked first; a folder of parts as is)

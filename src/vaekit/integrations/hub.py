@@ -21,6 +21,7 @@ import yaml
 from .. import checkpoint, viz
 from ..config import DataConfig, RunConfig
 from ..errors import VaekitError
+from ..extras import install_hint
 from ..files import FIX, scratch_folder, write_advice
 from ..models import Model
 from ..runs import METRICS_FILE
@@ -575,7 +576,7 @@ def _import_hub():
     try:
         import huggingface_hub
     except ImportError:
-        raise VaekitError(f"the Hugging Face Hub needs huggingface_hub: {INSTALL}") from None
+        raise VaekitError(f"the Hugging Face Hub needs huggingface_hub: {install_hint('hub')}") from None
     return huggingface_hub
 
 

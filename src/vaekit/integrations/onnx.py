@@ -23,6 +23,7 @@ import torch
 
 from ..data.tables import TableSchema, model_table
 from ..errors import VaekitError
+from ..extras import install_hint
 from ..files import scratch_folder
 from ..models import Model
 
@@ -89,9 +90,9 @@ def export_onnx(model: Model, directory: str | Path, opset: int | None = None) -
     except ImportError as exc:
         if exc.name not in ("onnxruntime", "onnxscript", "onnx"):  # installed, but its own import failed
             raise VaekitError(f"the ONNX packages are installed but do not import ({str(exc).splitlines()[0][:160]}): "
-                              "reinstall them to match your numpy and torch: pip install --force-reinstall "
-                              "'vaekit[onnx]'") from None
-        raise VaekitError(f"ONNX export needs {exc.name}: pip install 'vaekit[onnx]'") from None
+                              f"reinstall them to match your numpy and torch: "
+                              f"{install_hint('onnx', '--force-reinstall')}") from None
+        raise VaekitError(f"ONNX export needs {exc.name}: {install_hint('onnx')}") from None
     check_opset(opset)
     directory = Path(directory)
     try:
@@ -135,7 +136,7 @@ def check_opset(opset: int | None) -> None:
     try:
         import onnx
     except ImportError:
-        raise VaekitError("ONNX export needs onnx: pip install 'vaekit[onnx]'") from None
+        raise VaekitError(f"ONNX export needs onnx: {install_hint('onnx')}") from None
     newest = onnx.defs.onnx_opset_version()
     if isinstance(opset, bool) or not isinstance(opset, int) or not FIRST_OPSET <= opset <= newest:
         raise VaekitError(f"opset {opset!r} cannot be written: torch's ONNX exporter writes opsets {FIRST_OPSET} to "
@@ -185,7 +186,7 @@ def _export(model: Model, directory: Path, opset: int | None, conditioned: bool,
                 raise
             except ModuleNotFoundError as exc:  # the exporter's own packages, older than this torch's exporter needs
                 raise VaekitError(f"torch's ONNX exporter cannot run: {exc} (onnxscript or onnx older than this torch "
-                                  "needs): pip install -U 'vaekit[onnx]'") from None
+                                  f"needs): {install_hint('onnx', '-U')}") from None
             except Exception as exc:  # noqa: BLE001  (the exporter raises many kinds; each means "cannot export")
                 raise VaekitError(f"the {model.config.family} family's {name} does not export to ONNX "
                                   f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None

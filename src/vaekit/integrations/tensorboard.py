@@ -16,6 +16,7 @@ import torch
 
 from ..checkpoint import TENSORBOARD_STAGING, unwrap
 from ..errors import VaekitError
+from ..extras import install_hint
 from ..train import Callback, EpochResult, StepResult, Trainer
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def summary_writer() -> type:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise VaekitError("--tensorboard needs the tensorboard package: pip install 'vaekit[tensorboard]'") from None
+        raise VaekitError(f"--tensorboard needs the tensorboard package: {install_hint('tensorboard')}") from None
     _quiet_writer_threads()
     return SummaryWriter
 

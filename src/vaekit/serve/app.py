@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from ..config import EDIT_METHODS
 from ..errors import VaekitError
+from ..extras import install_hint
 from .explorer import MAX_SAMPLES, MAX_STEPS, MAX_UPLOAD_BYTES, BadUpload, Explorer, NotFound
 
 MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024  # an upload and its multipart framing; JSON bodies are far smaller
@@ -164,7 +165,7 @@ def create_app(explorer: Explorer, hosts: Sequence[str] | None = LOOPBACK_HOSTS)
         from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
         from starlette.exceptions import HTTPException
     except ImportError as exc:
-        raise VaekitError(f"the explorer needs FastAPI ({exc.name} is missing): pip install 'vaekit[explore]'") from None
+        raise VaekitError(f"the explorer needs FastAPI ({exc.name} is missing): {install_hint('explore')}") from None
 
     Label = Union[StrictInt, StrictStr, None]
 

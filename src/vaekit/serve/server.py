@@ -8,6 +8,7 @@ import logging
 import socket
 
 from ..errors import VaekitError
+from ..extras import install_hint
 from .explorer import Explorer
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def serve(explorer: Explorer, sock: socket.socket, log_level: str = "warning", h
     try:
         import uvicorn
     except ImportError as exc:
-        raise VaekitError(f"the explorer needs uvicorn ({exc.name} is missing): pip install 'vaekit[explore]'") from None
+        raise VaekitError(f"the explorer needs uvicorn ({exc.name} is missing): {install_hint('explore')}") from None
     from .app import create_app
 
     from .app import LOOPBACK_HOSTS
