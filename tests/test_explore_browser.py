@@ -13,6 +13,7 @@ import shutil
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -225,11 +226,15 @@ def test_the_page_of_a_label_conditioned_model_decodes_with_the_label_chosen(bro
     train(RunConfig(data=DataConfig(name="digits"), model=ModelConfig(latent_dim=3, hidden_dims=(64,), condition="label"),
                     train=TrainConfig(epochs=3, progress=False)), out=tmp_path / "run")
     with _serving(tmp_path / "run") as (address, explorer):
+        # as a run whose training items held no 4 would keep it: the picker says so
+        explorer.model.config = replace(explorer.model.config, untrained_labels=(4,))
         page = browser.new_page(viewport={"width": 1200, "height": 1700})
         errors = _watch(page)
         page.goto(address)
         page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
         assert page.locator("#label-box").is_visible()
+        assert page.locator("#label option").all_inner_texts() == [*"0123", "4 (no training items)", *"56789"]
+        assert page.locator("#label option").evaluate_all("options => options.map(o => o.value)") == list("0123456789")
         page.wait_for_selector("#decoded img", timeout=WAIT_MS)
         # at first the picker holds item A's label
         assert page.locator("#label").input_value() == str(_label(explorer, 0))
