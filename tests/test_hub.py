@@ -452,6 +452,8 @@ def test_push_to_hub_creates_the_repository_commits_the_folder_and_pulls_back(fa
     files = fake_hub.files("bob/digits-vae")
     assert {"config.json", "model.safetensors", "README.md", "samples.png"} <= set(files)
     assert 'Model.from_pretrained("bob/digits-vae")' in files["README.md"].decode()
+    assert "# vaekit with its hub extra, from a checkout of its source (it is not on PyPI): pip install '.[hub]'\n" \
+        in files["README.md"].decode()  # how its readers get vaekit: no index has it
     _same_model(model, Model.from_pretrained("bob/digits-vae"))
 
     newer = _other_weights(model)  # a second push to the existing repository: a new commit on main

@@ -29,7 +29,8 @@ from ..train import judged_loss, kept_index
 
 log = logging.getLogger(__name__)
 
-INSTALL = "pip install 'vaekit[hub]'"
+INSTALL = "vaekit with its hub extra, from a checkout of its source (it is not on PyPI): pip install '.[hub]'"  # the
+# card's line for its readers, on other machines (this machine's own messages: extras.install_hint)
 CARD_FILE = "README.md"
 SAMPLES_FILE = "samples.png"
 MODEL_FILES = (checkpoint.CONFIG_FILE, checkpoint.MODEL_FILE)  # all that loading needs, and all that is downloaded
