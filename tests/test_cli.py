@@ -603,6 +603,8 @@ def test_latent_pictures_say_what_they_show(small_run, tmp_path, monkeypatch, ca
     assert path == out and found.startswith("nearest to item 4 (item, distance): ")
     assert [f"item {part.split()[0]}\nd=" for part in found.split(": ")[1].split(", ")] == \
         [caption.split("=")[0] + "=" for caption in seen["captions"][1:]]
+    listed = [int(part.split()[0]) for part in found.split(": ")[1].split(", ")]
+    assert len(listed) == 20 and 4 not in listed  # k other items: the query itself (at distance 0) is not one
     assert main(["vary", str(small_run), "--item", "2", "--n", "5", "--out", out]) == 0
     assert seen["captions"] == ["item 2", "draw 1", "draw 2", "draw 3", "draw 4", "draw 5"]
     with Image.open(out) as picture:  # enlarged tiles with their captions above

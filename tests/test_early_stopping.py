@@ -253,3 +253,50 @@ def test_evaluate_of_a_run_that_held_out_nothing_has_no_validation_split(small_r
     assert main(["evaluate", str(small_run), "--split", "validation", "--iw-samples", "2"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "this run held out no training items" in err and "--split test" in err
+
+
+def _trainer_on_digits(**train_settings) -> tuple[Trainer, vaekit.Dataset]:
+    """A small VAE on 300 digits and its trainer, with these training settings."""
+    cfg = RunConfig(data=DataConfig(name="digits", limit=300), model=ModelConfig(latent_dim=4, hidden_dims=(32,)),
+                    train=TrainConfig(progress=False, **train_settings))
+    dataset = load_dataset(cfg.data)
+    cfg = vaekit.runs.resolve_config(cfg, dataset)
+    return Trainer(vaekit.build_model(cfg.model), cfg.train), dataset
+
+
+def test_early_stopping_waits_for_the_kl_warm_up_to_end(monkeypatch):
+    """A validation loss that rises from epoch 1 spends patience 1 at epoch 2, but the KL's weight ramps until epoch
+    3 (a loss rising with it says nothing yet): the run stops at epoch 3."""
+    trainer, dataset = _trainer_on_digits(epochs=6, batch_size=100, early_stopping=1, kl_warmup_epochs=3)
+    losses = iter([5.0, 6.0, 7.0, 8.0, 9.0, 10.0])
+    monkeypatch.setattr(trainer, "evaluate_loss", lambda validation, batch_size=1000: {"loss": next(losses)})
+    history = trainer.fit(dataset.split("train"), dataset.split("test"))
+    assert len(history) == 3 and trainer.stopped_early
+
+
+def test_a_non_finite_validation_loss_is_never_the_best(monkeypatch):
+    trainer, dataset = _trainer_on_digits(epochs=10, batch_size=100, early_stopping=2)
+    losses = iter([float("nan"), 5.0, 6.0, 7.0, 8.0, 9.0, 10.0])
+    monkeypatch.setattr(trainer, "evaluate_loss", lambda validation, batch_size=1000: {"loss": next(losses)})
+    history = trainer.fit(dataset.split("train"), dataset.split("test"))
+    assert len(history) == 4 and trainer.stopped_early  # the best is epoch 2's 5.0: two epochs of patience after it
+
+
+def test_the_model_vaekit_train_returns_holds_the_best_epochs_weights(monkeypatch):
+    """Validation losses 5, 4, 6, 7 with patience 2: the run stops after epoch 4, and the model returned (not only
+    the run folder's file) is epoch 2's, to the bit."""
+    losses = iter([5.0, 4.0, 6.0, 7.0])
+    monkeypatch.setattr(Trainer, "evaluate_loss", lambda self, validation, batch_size=1000: {"loss": next(losses)})
+    second = {}
+
+    class Second(vaekit.Callback):
+        def on_epoch_end(self, trainer, result):
+            if result.epoch == 2:
+                second.update({name: value.clone() for name, value in trainer.model.state_dict().items()})
+
+    cfg = RunConfig(data=DataConfig(name="digits", limit=300, validation=50),
+                    model=ModelConfig(latent_dim=2, hidden_dims=(16,)),
+                    train=TrainConfig(epochs=10, batch_size=100, early_stopping=2, progress=False))
+    result = train(cfg, callbacks=[Second()])
+    assert len(result.history) == 4
+    assert all(torch.equal(value, second[name]) for name, value in result.model.state_dict().items())

@@ -345,3 +345,28 @@ def test_the_local_walk_finds_its_neighbours_again_after_each_step():
     torch.testing.assert_close(edit.direction(torch.tensor([[5.9]])), torch.tensor([[-3.0]]))
     torch.testing.assert_close(edit(start, 1.0), torch.tensor([[4.4]]))
     torch.testing.assert_close(edit(start, 0.5), torch.tensor([[5.9]]))  # one step
+
+
+def test_a_judge_that_sees_no_change_scores_no_rise(bright):
+    dataset, judge, _, _ = bright
+    blind = replace(judge, read=lambda x: np.zeros(len(x)))
+    score = edits.score_attribute(Brightness(), dataset, "bright", (-0.6, 0.0, 0.6), judge=blind)
+    assert score.ends == 0.0 and score.monotone == 0.0 and score.moved == (0.0, None, 0.0)
+
+
+def test_the_best_strength_is_the_gentlest_that_flips_as_many(bright):
+    dataset, judge, _, _ = bright
+    # at 1.5 and 3 mean differences every dark item is pushed past 0.5: both flip all, the gentler is the best
+    score = edits.score_attribute(Brightness(), dataset, "bright", (0.0, 1.5, 3.0), judge=judge)
+    assert score.flipped[1:] == (1.0, 1.0) and score.best_strength == 1.5
+
+
+def test_the_region_away_from_the_attribute_is_where_the_groups_differ_least():
+    from vaekit.latent import AttributeGroups
+
+    x = torch.zeros(6, 1, 4, 4)
+    x[:3, :, :, :2] = 1.0  # the attribute: a bright left half
+    mask = torch.tensor([True] * 3 + [False] * 3)
+    expected = torch.zeros(4, 4, dtype=torch.bool)
+    expected[:, 2:] = True
+    assert torch.equal(edits._away_from_attribute(x, AttributeGroups("left", mask, ~mask, "")), expected)

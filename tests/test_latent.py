@@ -479,3 +479,28 @@ def test_cli_error_exits_2_without_traceback(digits_run, tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == ["vaekit: error: --versus names the same class as --attr (1): choose another class"]
+
+
+def _conditioned_model() -> vaekit.Model:
+    torch.manual_seed(0)
+    return build_model(ModelConfig(latent_dim=4, network="mlp", hidden_dims=(32,), likelihood="bernoulli",
+                                   data_shape=(1, 8, 8), condition="label", num_labels=3)).eval()
+
+
+def test_a_conditioned_models_codes_take_each_batchs_own_labels():
+    model = _conditioned_model()
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.rand(25, 1, 8, 8, generator=generator), torch.randint(0, 3, (25,), generator=generator)
+    torch.testing.assert_close(latent.encode_dataset(model, x, y=y, batch_size=4),
+                               latent.encode_dataset(model, x, y=y, batch_size=25))
+
+
+def test_a_conditioned_path_is_decoded_with_the_first_items_label_and_arithmetic_with_cs():
+    model = _conditioned_model()
+    a, b, c = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    path = latent.interpolate(model, a, b, steps=3, y1=0, y2=2)
+    torch.testing.assert_close(path, latent.interpolate(model, a, b, steps=3, y1=0, y2=2, label=0))
+    assert not torch.allclose(path, latent.interpolate(model, a, b, steps=3, y1=0, y2=2, label=2))
+    z = torch.stack([latent.item_code(model, item, y=label) for item, label in ((a, 0), (b, 1), (c, 2))])
+    expected = latent.decode_mean(model, (z[0] - z[1] + z[2])[None], torch.tensor([2]))[0]
+    torch.testing.assert_close(latent.arithmetic(model, a, b, c, labels=[0, 1, 2]), expected)

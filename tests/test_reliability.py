@@ -1306,3 +1306,19 @@ def test_a_stop_signal_during_a_runs_last_step_is_honoured_once_it_is_saved(tmp_
     assert main(["compare", "--data", "digits", "--out", str(tmp_path / "c")]) == 130
     assert capsys.readouterr().err == ("vaekit: stopped by SIGINT after step 7: the run in OUT/ae is saved, and the "
                                        "same vaekit compare command with --resume continues the comparison\n")
+
+
+def test_a_roll_back_lowers_the_rate_by_the_factor_set(tmp_path):
+    watch = _Watch()
+    cfg = replace(NAN_RUN, train=replace(NAN_RUN.train, nan_lr_factor=0.25))
+    train(cfg, out=tmp_path / "run", callbacks=[_Plant("weight", {15}, times=1), watch])
+    assert watch.lrs == [1e-3] * 23 + [2.5e-4] * 24  # epoch 2 again from its start, at a quarter of the rate
+
+
+def test_non_finite_steps_that_are_not_in_a_row_are_skipped_without_a_roll_back(tmp_path):
+    watch = _Watch()
+    planted = set(range(2, 32, 3))  # 10 non-finite losses (as many as nan_skips), never two in a row
+    result = train(NAN_RUN, out=tmp_path / "run", callbacks=[_Plant("loss", planted), watch])
+    assert watch.skipped == [step in planted for step in range(1, 37)]
+    assert watch.rolled_back_to == [] and watch.lrs == [1e-3] * 36
+    assert sum(row.skipped for row in result.history) == 10

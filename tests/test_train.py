@@ -10,7 +10,7 @@ import torch
 
 import vaekit
 from vaekit import checkpoint
-from vaekit.config import TrainConfig
+from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.errors import Interrupted
 from vaekit.train import kl_scale, learning_rate, planned_epochs
 
@@ -582,3 +582,35 @@ print(json.dumps({**seen, "variable": os.environ.get("OMP_NUM_THREADS")}))
     seen = json.loads(done.stdout.splitlines()[-1])
     assert seen["main"] and seen["thread"] and set(seen["main"] + seen["thread"]) == {1}, seen
     assert seen["variable"] is None
+
+
+def test_an_epochs_training_means_weigh_each_step_by_its_items():
+    """300 digits in batches of 64: the last holds 44. metrics.jsonl's train loss and KL are the means over items."""
+    cfg = RunConfig(data=DataConfig(name="digits", limit=300), model=ModelConfig(latent_dim=4, hidden_dims=(32,)),
+                    train=TrainConfig(epochs=1, batch_size=64, progress=False))
+    seen = []
+
+    class Steps(vaekit.Callback):
+        def on_step_end(self, trainer, step):
+            seen.append((float(step.loss), float(step.terms["kl"]), step.batch_size))
+
+    [row] = vaekit.train(cfg, callbacks=[Steps()]).history
+    items = sum(size for *_, size in seen)
+    assert items == 300 and [size for *_, size in seen] == [64, 64, 64, 64, 44]
+    assert row.train["loss"] == pytest.approx(sum(loss * size for loss, _, size in seen) / items, rel=1e-5)
+    assert row.train["kl"] == pytest.approx(sum(kl * size for _, kl, size in seen) / items, rel=1e-5)
+
+
+def test_gradient_clipping_scales_the_whole_gradient_to_the_clip_norm():
+    clip = 1e-3  # far below an untrained VAE's gradient norm: every step is clipped
+    cfg = RunConfig(data=DataConfig(name="digits", limit=300), model=ModelConfig(latent_dim=4, hidden_dims=(32,)),
+                    train=TrainConfig(epochs=1, batch_size=64, grad_clip=clip, progress=False))
+    norms = []
+
+    class Norms(vaekit.Callback):
+        def on_step_end(self, trainer, step):
+            grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+            norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+    vaekit.train(cfg, callbacks=[Norms()])
+    assert len(norms) == 5 and all(norm == pytest.approx(clip, rel=1e-4) for norm in norms)
