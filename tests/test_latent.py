@@ -243,7 +243,7 @@ def test_nearest_neighbour_of_an_items_code_is_itself():
 # ---- latent maps ------------------------------------------------------------------------------------------
 
 
-def test_latent_map_is_the_code_for_2d_and_pca_otherwise(tmp_path):
+def test_latent_map_is_the_code_for_2d_and_pca_otherwise(tmp_path, monkeypatch):
     two = tiny_model(latent_dim=2)
     x = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(4))
     flat = latent.latent_map(two, x, labels=torch.arange(40) % 3)
@@ -257,6 +257,14 @@ def test_latent_map_is_the_code_for_2d_and_pca_otherwise(tmp_path):
     assert pca.projection == "pca" and pca.labels is None
     np.testing.assert_allclose(np.abs(pca.axes), np.eye(4)[[1, 3]], atol=0.05)  # the two widest dims
     assert pca.explained_variance[0] > pca.explained_variance[1] > 0.05 and sum(pca.explained_variance) <= 1
+    # the same map whichever signs the SVD gives its axes (another LAPACK): each axis's first coordinate >= 0
+    svd = np.linalg.svd
+    monkeypatch.setattr(np.linalg, "svd", lambda a, full_matrices=True: tuple(
+        part * sign for part, sign in zip(svd(a, full_matrices=full_matrices), (-1, 1, -1))))
+    flipped = latent.latent_map(identity_encoder_model("vae"), codes)
+    assert (flipped.axes[:, 0] >= 0).all()
+    np.testing.assert_array_equal(flipped.points, pca.points)
+    monkeypatch.setattr(np.linalg, "svd", svd)
     with pytest.raises(VaekitError, match="pca"):
         latent.latent_map(tiny_model(latent_dim=3), x, method="latent")
 
