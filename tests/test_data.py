@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import logging
+import shutil
 import subprocess
 import tarfile
 import urllib.error
@@ -179,8 +180,13 @@ def test_the_cache_follows_xdg_cache_home_where_it_is_absolute(isolated, tiny_mn
     assert fetch("mnist") == isolated / "xdg" / "vaekit" / "mnist"
     assert isolated / "xdg" / "vaekit" / "mnist" in search_dirs("mnist")
     assert not (isolated / "home").exists()
+    (isolated / "home" / ".cache" / "vaekit").mkdir(parents=True)
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # ignored, as the XDG rule says
     assert cache_dir("mnist") == isolated / "home" / ".cache" / "vaekit" / "mnist"
+    # what was fetched into ~/.cache before the variable was set is still found
+    shutil.move(isolated / "xdg" / "vaekit" / "mnist", isolated / "home" / ".cache" / "vaekit" / "mnist")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(isolated / "xdg"))
+    assert locate("mnist") == isolated / "home" / ".cache" / "vaekit" / "mnist"
 
 
 def test_fetch_replaces_a_corrupt_file_and_leaves_no_partial_files(isolated, tiny_mnist, monkeypatch):

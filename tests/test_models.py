@@ -10,11 +10,11 @@ from torch import nn
 import vaekit
 from vaekit.checkpoint import load_config
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaekit.data import load_dataset
+from vaekit.data import TensorData, load_dataset
 from vaekit.models import build_model
 from vaekit.distributions import rsample_with
 from vaekit.networks import ACTIVATIONS, resolve_network
-from vaekit.runs import resolve_config, warn_untrained
+from vaekit.runs import resolve_config, untrained_warning
 
 
 
@@ -162,35 +162,43 @@ def test_a_conditioned_models_labels_are_class_indices_or_refused():
     assert resolve_config(RunConfig(model=ModelConfig(condition="label")), whole).model.num_labels == 10
 
 
-def test_classes_without_training_items_are_named_in_a_warning(caplog):
+def test_classes_without_training_items_are_named_in_a_warning():
     """Labels {3, 7} are classes 0..7, six of them without an item to train on; a class missing from the training
-    split alone too: kept with the model's settings, and said, by name where the classes have names."""
+    split alone too: kept with the model's settings, and said, by name where the classes have names; whether or not
+    the number of classes was given; a class held out for validation only counts as a class, untrained."""
     data = load_dataset(DataConfig(name="digits"))
     cfg = RunConfig(model=ModelConfig(condition="label"))
-    caplog.set_level("WARNING")
 
-    def said(dataset):
-        model = resolve_config(cfg, dataset).model
-        warn_untrained(model)
-        return model
+    def said(dataset, cfg=cfg, judged=None):
+        model = resolve_config(cfg, dataset, judged).model
+        return model.untrained_labels, untrained_warning(model) or ""
 
-    assert said(data).untrained_labels == () and "no training items" not in caplog.text
+    assert said(data) == ((), "")
     keep = (data.y_train == 3) | (data.y_train == 7)
     sparse = vaekit.Dataset("sparse", data.x_train[keep], data.x_test, data.y_train[keep], data.y_test)
-    assert said(sparse).untrained_labels == (0, 1, 2, 4, 5, 6, 8, 9)
-    assert "classes 0, 1, 2, 4, 5, 6, 8, 9 have no training items (of 10 classes, numbered 0 to the largest label)" \
-        in caplog.text
-    caplog.clear()
+    unseen, text = said(sparse)
+    assert unseen == (0, 1, 2, 4, 5, 6, 8, 9)
+    assert text.startswith("classes 0, 1, 2, 4, 5, 6, 8, 9 have no training items (of 10 classes, numbered 0 to the "
+                           "largest label)")
     named = vaekit.Dataset("named", data.x_train[keep], data.x_test, data.y_train[keep], data.y_test,
                            label_names=tuple("zero one two three four five six seven eight nine".split()))
-    said(named)
-    assert "classes zero, one, two, four, five, six, eight, nine have no training items (of 10 classes)" in caplog.text
-    assert "number the classes" not in caplog.text  # named classes are not numbered by the user
-    caplog.clear()
+    unseen, text = said(named)
+    assert text.startswith("classes zero, one, two, four, five, six, eight, nine have no training items (of 10 "
+                           "classes)")
+    assert "number the classes" not in text  # named classes are not numbered by the user
     one_gone = data.y_train != 4
-    assert said(vaekit.Dataset("most", data.x_train[one_gone], data.x_test, data.y_train[one_gone],
-                               data.y_test)).untrained_labels == (4,)
-    assert "class 4 has no training items" in caplog.text and "number the classes" in caplog.text
+    most = vaekit.Dataset("most", data.x_train[one_gone], data.x_test, data.y_train[one_gone], data.y_test)
+    unseen, text = said(most)
+    assert unseen == (4,) and text.startswith("class 4 has no training items") and "number the classes" in text
+    preset = RunConfig(model=ModelConfig(condition="label", num_labels=10))  # (a config built by hand, or a run's)
+    assert said(most, preset)[0] == (4,)
+    # a class whose items are all in the validation split: one of the classes, and one without training items
+    nines, test_nines = data.y_train == 9, data.y_test == 9
+    judged = TensorData(data.x_train[nines], data.y_train[nines])
+    rest = vaekit.Dataset("rest", data.x_train[~nines], data.x_test[~test_nines], data.y_train[~nines],
+                          data.y_test[~test_nines])
+    assert said(rest, judged=judged)[0] == (9,)
+    assert resolve_config(cfg, rest, judged).model.num_labels == 10
     # names: the labels index them (a label beyond the names is refused here, which a compiled step relies on)
     with pytest.raises(vaekit.VaekitError, match=r"names 2 classes, but its labels are in \[0, 9\]: give labels 0..1"):
         resolve_config(cfg, vaekit.Dataset("two", data.x_train, data.x_test, data.y_train, data.y_test,
@@ -199,7 +207,8 @@ def test_classes_without_training_items_are_named_in_a_warning(caplog):
 
 def test_a_run_keeps_its_classes_without_training_items_and_says_so_when_they_are_decoded(tmp_path, caplog):
     """Trained with no 4s, said once as it trains (not again on resume); config.json keeps class 4 as untrained, and
-    `sample --label 4`, `sample` (a column per class) and the explorer's picker say so; `--label 3` says nothing."""
+    `sample --label 4`, `sample` (a column per class), the commands that encode items of class 4 with their own label
+    and the explorer's picker say so; class 3 says nothing."""
     from vaekit.cli import main
     from vaekit.serve.explorer import Explorer
 
@@ -216,14 +225,22 @@ def test_a_run_keeps_its_classes_without_training_items_and_says_so_when_they_ar
     vaekit.resume(tmp_path / "run", epochs=2, dataset=data)
     assert "no training items" not in caplog.text
     assert vaekit.load(tmp_path / "run").config.untrained_labels == (4,)
-    for args, said in ((["--label", "4"], "class 4 had no training items in this run: the model decodes it with what "
-                                          "it never learned; choose a class it trained on"),
-                       ([], "class 4 had no training items in this run: the model decodes it with what it never "
-                            "learned\n"),
-                       (["--label", "3"], None)):
+    said = "class 4 had no training items in this run: what the model makes of its label is untrained"
+    run, out = str(tmp_path / "run"), str(tmp_path / "s.png")
+    digits = load_dataset(DataConfig(name="digits"))
+    four, three = (int(torch.nonzero(digits.y_test == k)[0]) for k in (4, 3))
+    for args, says in ((["sample", run, "--label", "4"], f"{said}; choose a class it trained on"),
+                       (["sample", run], f"{said}\n"),  # a column per class, 4's among them
+                       (["sample", run, "--label", "3"], None),
+                       (["interpolate", run, "--data", "digits", "--from", str(four), "--to", str(three)],
+                        f"{said}\n"),  # the first item's own label
+                       (["interpolate", run, "--data", "digits", "--from", str(three), "--to", str(three)], None),
+                       (["reconstruct", run, "--data", "digits", "--n", "40"], f"{said}\n"),
+                       (["evaluate", run, "--data", "digits", "--iw-samples", "2", "--out", str(tmp_path / "e.json")],
+                        f"{said}\n")):
         caplog.clear()
-        assert main(["sample", str(tmp_path / "run"), "--n", "20", *args, "--out", str(tmp_path / "s.png")]) == 0
-        assert (said in caplog.text + "\n") if said else "no training items" not in caplog.text
+        assert main([*args, "--out", out] if "--out" not in args else args) == 0
+        assert (says in caplog.text + "\n") if says else "no training items" not in caplog.text, args
     explorer = Explorer(vaekit.load(tmp_path / "run"), data, run=str(tmp_path / "run"))
     assert explorer.info()["untrained_labels"] == ["4"]
     explorer.close()

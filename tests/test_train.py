@@ -269,7 +269,6 @@ def test_what_a_resume_may_change_leaves_the_runs_identity_alone(small_run, tmp_
         settings["train"].pop(name)
     settings["model"].pop("free_bits")
     settings["model"].pop("label_names")
-    settings["model"].pop("untrained_labels")
     settings["data"].pop("validation")
     settings["data"].pop("header")
     settings.pop("edits")  # a section added later, and never part of the identity

@@ -498,10 +498,10 @@ def _continued(directory: Path, cfg: RunConfig, dataset: Dataset, loaded: bool) 
     """The run in `directory`, continued (or, finished, loaded as it is): it must be the run `cfg` would train; a
     setting that differs is named (the comparison would not be of the models asked for)."""
     held = runs.drop_unweighed(checkpoint.load_config(directory), say=False)  # (an AE recorded before they dropped)
-    planned = runs.resolve_config(cfg, hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)[0])
+    planned = runs.resolve_config(cfg, *hold_out(dataset, cfg.data, cfg.train.early_stopping is not None))
     ours, theirs = planned.to_dict(), held.to_dict()
-    if not theirs["model"]["untrained_labels"]:  # (a run written before they were kept: its data is checked apart)
-        ours["model"]["untrained_labels"] = []
+    if not theirs["model"].get("untrained_labels"):  # (none, or a run written before they were kept: its data is
+        ours["model"].pop("untrained_labels", None)   # checked apart)
     # a run that has the value a family setting gave runs written before it existed (a vqvae's masked prior) goes on
     # with it where the comparison asks for that setting's default: the command that made it asked for no other
     for (family, name), before in checkpoint.FAMILY_SETTINGS_BEFORE.items():

@@ -177,9 +177,10 @@ class ModelConfig:
     label_names: tuple[str, ...] = setting((), check=(lambda v: all(isinstance(n, str) for n in v), "class names"),
                                            from_data=True)  # a conditioned model's classes by name, in class order,
     # where the data names them (a table's label column of text, an image folder's subfolders): new files map onto them
-    untrained_labels: tuple[int, ...] = setting((), check=(lambda v: all(c >= 0 for c in v), "class indices >= 0"),
-                                                from_data=True)  # a conditioned model's classes that had no
-    # training items (their labels decode with what the model never learned): decoding with one warns
+    untrained_labels: tuple[int, ...] = setting(
+        (), check=(lambda v: all(c >= 0 for c in v) and len(set(v)) == len(v), "distinct class indices >= 0"),
+        from_data=True)  # a conditioned model's classes that had no training items (what it makes of their labels
+    # is untrained): the commands that decode or encode with one warn; left out of config.json where there are none
     data_shape: tuple[int, ...] = setting((), check=(lambda v: all(0 < d < 2**31 for d in v), "positive sizes"),
                                           from_data=True)  # filled in from the data set
     # Settings of the family and the likelihood in use, by component name (see COMPONENT_SETTINGS).
@@ -198,6 +199,8 @@ class ModelConfig:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "options"}
         data["data_shape"], data["label_names"] = list(self.data_shape), list(self.label_names)
         data["untrained_labels"] = list(self.untrained_labels)
+        if not self.untrained_labels:  # (left out where none: a vaekit from before it refuses keys it does not know)
+            del data["untrained_labels"]
         data["hidden_dims"], data["conv_channels"] = list(self.hidden_dims), list(self.conv_channels)
         data.update({name: dataclasses.asdict(values) for name, values in sorted(self.options.items())})
         return data

@@ -19,7 +19,7 @@ import torch
 
 from . import checkpoint, distributed
 from .config import ModelConfig, RunConfig, TrainConfig, validate, with_defaults
-from .data import Dataset, fingerprint, hold_out, load_dataset, resolved_name, train_data, user_file
+from .data import Dataset, TensorData, fingerprint, hold_out, load_dataset, resolved_name, train_data, user_file
 from .data.user import check_data_flags, for_new_runs
 from .data.tables import run_table
 from .errors import Interrupted, VaekitError
@@ -42,10 +42,11 @@ class RunResult:
     # numbers (a table's: table_warnings) say went wrong
 
 
-def resolve_config(cfg: RunConfig, dataset: Dataset) -> RunConfig:
-    """Fill what the data decides: its shape, the number of classes of a label-conditioned model and, for
-    likelihood 'auto', bernoulli on [0, 1] else gaussian, or the table likelihood with the table's columns; the
-    family's and likelihood's settings written out."""
+def resolve_config(cfg: RunConfig, dataset: Dataset, judged: TensorData | None = None) -> RunConfig:
+    """Fill what the data decides: its shape, the number of classes of a label-conditioned model (and those without
+    training items) and, for likelihood 'auto', bernoulli on [0, 1] else gaussian, or the table likelihood with the
+    table's columns; the family's and likelihood's settings written out. `judged`: the validation split held out of
+    the training items (hold_out), whose classes count too."""
     likelihood = cfg.model.likelihood
     options = dict(cfg.model.options)
     if dataset.table is not None:  # a table: each column its own likelihood, its columns stored with the model
@@ -64,9 +65,8 @@ def resolve_config(cfg: RunConfig, dataset: Dataset) -> RunConfig:
     if cfg.model.condition == "label":
         if not num_labels:  # a new run (a resumed one keeps what it was trained with)
             label_names = tuple(dataset.label_names or ()) or label_names
-        num_labels = max(num_labels, dataset_classes(dataset))
-        if not cfg.model.num_labels:
-            untrained = untrained_classes(dataset, num_labels)
+        num_labels = max(num_labels, dataset_classes(dataset, judged))
+        untrained = untrained_classes(dataset, num_labels)  # (resolved for new runs only: a resume keeps its config)
     family = MODEL_FAMILIES.get(cfg.model.family)
     if family is not None and family.Settings is not None:  # what the family's own settings take from the data
         options[family.family] = family.settings_from_data(cfg.model.settings(family.family), dataset)
@@ -75,12 +75,14 @@ def resolve_config(cfg: RunConfig, dataset: Dataset) -> RunConfig:
     return validate(replace(cfg, model=with_defaults(model)))
 
 
-def dataset_classes(dataset: Dataset) -> int:
-    """The number of classes of a labelled data set; a clear error for data without labels."""
+def dataset_classes(dataset: Dataset, judged: TensorData | None = None) -> int:
+    """The number of classes of a labelled data set (and of its validation split held out, `judged`); a clear error
+    for data without labels."""
     if dataset.y_train is None or dataset.y_test is None:
         raise VaekitError(f"--condition label needs class labels, but {dataset.name} has none: drop --condition "
                           "label, or give labelled data (e.g. --label-column for a CSV)")
-    for y in (dataset.y_train, dataset.y_test):  # (a fraction was cut to a class in silence, merging two)
+    ys = (dataset.y_train, dataset.y_test, *([judged.y] if judged is not None and judged.y is not None else []))
+    for y in ys:  # (a fraction was cut to a class in silence, merging two)
         if y.dtype == torch.bool or y.dtype.is_complex or (y.dtype.is_floating_point and y.numel() and not bool(
                 torch.isfinite(y).all() and (y == y.round()).all())):
             raise VaekitError(f"--condition label needs class indices 0..N-1, but {dataset.name}'s labels are "
@@ -88,14 +90,14 @@ def dataset_classes(dataset: Dataset) -> int:
                               "(ints)")
     if dataset.label_names:
         classes = len(dataset.label_names)
-        high = max((int(y.max()) for y in (dataset.y_train, dataset.y_test) if y.numel()), default=0)
-        low = min((int(y.min()) for y in (dataset.y_train, dataset.y_test) if y.numel()), default=0)
+        high = max((int(y.max()) for y in ys if y.numel()), default=0)
+        low = min((int(y.min()) for y in ys if y.numel()), default=0)
         if low < 0 or high >= classes:  # (a compiled step takes the labels as checked here)
             raise VaekitError(f"{dataset.name} names {classes} classes, but its labels are in [{low}, {high}]: give "
                               f"labels 0..{classes - 1}, label i naming class label_names[i]")
     else:
-        low = min(int(dataset.y_train.min()), int(dataset.y_test.min()))
-        high = max(int(dataset.y_train.max()), int(dataset.y_test.max()))
+        low = min((int(y.min()) for y in ys if y.numel()), default=0)
+        high = max((int(y.max()) for y in ys if y.numel()), default=0)
         if low < 0 or high >= 10_000:
             raise VaekitError(f"--condition label needs class indices 0..N-1 (N below 10,000), but {dataset.name} "
                               f"has labels in [{low}, {high}]: relabel the classes 0..N-1")
@@ -119,15 +121,16 @@ def class_list(indices: Sequence[int], names: Sequence[str]) -> str:
     return f"class{'es' * (len(shown) > 1)} {', '.join(shown[:10])}{' ...' * (len(shown) > 10)}"
 
 
-def warn_untrained(cfg: ModelConfig) -> None:
-    """Said as a new conditioned run starts: its classes without training items (resolve_config finds them)."""
-    unseen = cfg.untrained_labels
-    if unseen:
-        log.warning("%s %s no training items (of %d classes%s): a model conditioned on %s decodes %s with what it "
-                    "never learned; give each class training items%s", class_list(unseen, cfg.label_names),
-                    "have" if len(unseen) > 1 else "has", cfg.num_labels,
-                    "" if cfg.label_names else ", numbered 0 to the largest label", "them" if len(unseen) > 1 else "it",
-                    "them" if len(unseen) > 1 else "it", "" if cfg.label_names else ", or number the classes 0..N-1 without gaps")
+def untrained_warning(cfg: ModelConfig) -> str | None:
+    """What a new conditioned run says of its classes without training items (resolve_config finds them)."""
+    unseen, many = cfg.untrained_labels, len(cfg.untrained_labels) > 1
+    if not unseen:
+        return None
+    return (f"{class_list(unseen, cfg.label_names)} {'have' if many else 'has'} no training items (of "
+            f"{cfg.num_labels} classes{'' if cfg.label_names else ', numbered 0 to the largest label'}): a model "
+            f"conditioned on {'them' if many else 'it'} decodes {'them' if many else 'it'} with what it never "
+            f"learned; give each class training items"
+            f"{'' if cfg.label_names else ', or number the classes 0..N-1 without gaps'}")
 
 
 def table_warnings(model: Model, dataset: Dataset) -> list[str]:
@@ -401,9 +404,7 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
         log.warning("--batch-size %d is more than the %s training items: each epoch is one step over all of them, "
                     "with their activations in memory at once; a smaller batch (the default, %d) takes more steps",
                     cfg.train.batch_size, f"{len(dataset.x_train):,}", default)
-    cfg = resolve_config(cfg, dataset)
-    if distributed.world().main:
-        warn_untrained(cfg.model)
+    cfg = resolve_config(cfg, dataset, judged)
     if cfg.train.tensorboard and out is None:
         raise VaekitError("--tensorboard writes into the run folder: give --out")
     if cfg.train.tensorboard:  # its package, before the run folder is made: a missing extra leaves no half-made run
@@ -419,7 +420,7 @@ def train(cfg: RunConfig, out: str | Path | None = None, overwrite: bool = False
     model.likelihood.check_support(dataset.x_train, "the training data")
     values = math.prod(cfg.model.data_shape)
     discrete = type(model).discrete_codes is not Model.discrete_codes  # (a codebook's code is its indices: the VQ-VAE)
-    early = []
+    early = list(filter(None, [untrained_warning(cfg.model)]))
     if cfg.model.latent_dim > values and not discrete:  # a code as large as the data
         early.append(f"--latent-dim {cfg.model.latent_dim} is more than the {values} values "
                      f"{'a row is encoded as' if dataset.table is not None else 'of an item'}: the code cannot "

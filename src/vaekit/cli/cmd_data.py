@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "$XDG_CACHE_HOME/vaekit/NAME/ where that is set)"
     )
     get.add_argument("name", choices=sorted([*SPECS, *faces.SPECS]), help="the data set to fetch")
-    get.add_argument("--dest", metavar="DIR", help="put the files here instead of ~/.cache/vaekit/NAME/")
+    get.add_argument("--dest", metavar="DIR", help="put the files here instead of vaekit's cache folder")
     get.add_argument("--from", dest="source", metavar="FILE", help="a face set: convert this copy of its public file "
                      "(the archive or .mat `vaekit data get` would download) instead of downloading it")
     parser.set_defaults(func=run)

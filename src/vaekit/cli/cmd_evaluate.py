@@ -23,7 +23,7 @@ from ..errors import VaekitError
 from ..files import check_target, write_text
 from ..train import resolve_device
 from .common import (add_data_flags, add_seed, add_split, add_threads, no_labels, own_data, run_dataset,
-                     run_folder, split_labels)
+                     run_folder, split_labels, warn_untrained_labels)
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,10 @@ def _split(args: argparse.Namespace, model, dataset) -> tuple:
                "this run held out no training items (--validation, or --early-stopping, does)")
         raise VaekitError(f"--split validation: {why}: use --split test or --split train")
     if not held:
-        return dataset.split(args.split).x, split_labels(model, dataset, args.split)
+        y = split_labels(model, dataset, args.split)
+        if y is not None:
+            warn_untrained_labels(model, y.unique().tolist())
+        return dataset.split(args.split).x, y
     trained, validation = hold_out(dataset, cfg.data, cfg.train.early_stopping is not None)
     items = validation if args.split == "validation" else trained.split("train")
     if model.num_labels and items.y is None:

@@ -163,6 +163,8 @@ def reconstruct(args: argparse.Namespace) -> int:
     if args.n > n:
         log.warning("note: the %s split has %d items: reconstructing all of them", args.split, n)
     y = split_labels(model, dataset, args.split)
+    if y is not None:
+        warn_untrained_labels(model, y[:n].unique().tolist())
     recon = model.reconstruct(x.to(model.device), None if y is None else y[:n]).cpu()
     if args.out.lower().endswith(".npy") or model_table(model.config) is not None:
         # a table's reconstructions: rows in the user's units, each with its item's index (and class)
@@ -189,6 +191,8 @@ def interpolate(args: argparse.Namespace) -> int:
     y = split_labels(model, dataset, args.split)
     label = parse_label(model, args.label, dataset.label_names)
     source, target = pick(x, args.source), pick(x, args.target)
+    if y is not None:  # the items' own labels encode them (and, without --label, the first's decodes the path)
+        warn_untrained_labels(model, [int(y[args.source]), int(y[args.target])])
     method = "slerp" if args.slerp else "lerp"
     path = latent.interpolate(model, source, target, args.steps, method=method,
                               y1=None if y is None else y[args.source], y2=None if y is None else y[args.target],

@@ -486,6 +486,6 @@ def warn_untrained_labels(model: Model, labels: Sequence[int]) -> None:
     untrained = sorted(set(model.config.untrained_labels) & set(labels))
     if untrained:
         many = len(untrained) > 1
-        log.warning("%s had no training items in this run: the model decodes %s with what it never learned%s",
-                    runs.class_list(untrained, model.config.label_names), "them" if many else "it",
+        log.warning("%s had no training items in this run: what the model makes of %s label%s is untrained%s",
+                    runs.class_list(untrained, model.config.label_names), "their" if many else "its", "s" * many,
                     "" if set(labels) - set(untrained) else "; choose a class it trained on")

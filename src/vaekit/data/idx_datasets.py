@@ -92,13 +92,14 @@ def cache_dir(name: str) -> Path:
 
 
 def search_dirs(name: str, data_dir: str | None = None) -> list[Path]:
-    """Where `name` is looked for, in order: data_dir, $VAEKIT_DATA (each as DIR/name and DIR), cache, system."""
+    """Where `name` is looked for, in order: data_dir, $VAEKIT_DATA (each as DIR/name and DIR), cache (and
+    ~/.cache/vaekit/NAME where $XDG_CACHE_HOME moved the cache: what was fetched before it was set), system."""
     places: list[Path] = []
     for root in (data_dir, os.environ.get("VAEKIT_DATA")):
         if root:
             root_path = Path(root).expanduser()
             places += [root_path / name, root_path]
-    places += [cache_dir(name), SYSTEM_DIR / name]
+    places += [cache_dir(name), Path.home() / ".cache" / "vaekit" / name, SYSTEM_DIR / name]
     return list(dict.fromkeys(places))  # drop repeats, keep order
 
 

@@ -291,10 +291,11 @@ def model_card(model: Model, config: RunConfig, metrics: Mapping[str, float], *,
     imports = ["from vaekit import Model", *(["from vaekit.data.tables import model_table"] if table and unready is None
                                             else [])]
     folder = repo.split("/")[-1]
+    trained = next((c for c in range(model.num_labels) if c not in model.config.untrained_labels), 0)  # (its example)
     command = (f"vaekit reconstruct {folder} --data YOUR.csv --out reconstructions.csv" if unready is not None and table
                else f"vaekit reconstruct {folder} --out reconstructions.png" if unready is not None
                else f"vaekit sample {folder} --out samples.csv" if table
-               else f"vaekit sample {folder} --label 0 --out samples.png" if model.num_labels
+               else f"vaekit sample {folder} --label {trained} --out samples.png" if model.num_labels
                else f"vaekit sample {folder} --out samples.png")
     lines += ["## How to load", "", *_family_source(model), "```python", f"# {INSTALL}", *imports, "",
               f'model = Model.from_pretrained("{repo}")  # the family config.json names, on the CPU, in eval mode',
