@@ -38,8 +38,8 @@ class RunResult:
     config: RunConfig
     history: list[EpochResult]
     directory: Path | None
-    warnings: tuple[str, ...] = ()  # what the settings (a code larger than the data) and the trained model's
-    # numbers (a table's: table_warnings) say went wrong
+    warnings: tuple[str, ...] = ()  # what the settings and data (a code larger than an item, classes without
+    # training items) and the trained model's numbers (a table's: table_warnings) say went wrong
 
 
 def resolve_config(cfg: RunConfig, dataset: Dataset, judged: TensorData | None = None) -> RunConfig:

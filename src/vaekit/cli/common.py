@@ -482,7 +482,8 @@ def parse_label(model: Model, text: str | None, label_names: tuple[str, ...] | N
 
 
 def warn_untrained_labels(model: Model, labels: Sequence[int]) -> None:
-    """A warning where `labels` (those decoded with) hold classes the run had no training items of."""
+    """A warning where `labels` (those items are encoded or decoded with) hold classes the run had no training items
+    of."""
     untrained = sorted(set(model.config.untrained_labels) & set(labels))
     if untrained:
         many = len(untrained) > 1

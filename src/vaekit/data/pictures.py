@@ -56,7 +56,10 @@ def read_picture(data: bytes, data_shape: Sequence[int], path: str | None = None
     frames = getattr(image, "n_frames", 1)
     if frames > 1 and image.format != "MPO":  # (an MPO's second image is a phone's depth or gain map, not a frame)
         note = f"{name} has {frames} frames (an animation or a multi-page file): its first is read"
-        notes.append(note) if notes is not None else log.warning("%s", note)
+        if notes is not None:
+            notes.append(note)
+        else:
+            log.warning("%s", note)
     channels, h, w = data_shape
     try:
         if image.format in ("JPEG", "MPO"):
