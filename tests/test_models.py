@@ -237,10 +237,17 @@ def test_a_run_keeps_its_classes_without_training_items_and_says_so_when_they_ar
                        (["interpolate", run, "--data", "digits", "--from", str(three), "--to", str(three)], None),
                        (["reconstruct", run, "--data", "digits", "--n", "40"], f"{said}\n"),
                        (["evaluate", run, "--data", "digits", "--iw-samples", "2", "--out", str(tmp_path / "e.json")],
-                        f"{said}\n")):
+                        f"{said}\n"),
+                       (["traverse", run, "--data", "digits", "--item", str(four)], f"{said}\n"),
+                       (["traverse", run, "--data", "digits", "--item", str(three)], None),
+                       (["neighbours", run, "--data", "digits", "--item", str(three), "--k", "3"], f"{said}\n"),
+                       (["latent-map", run, "--data", "digits"], f"{said}\n"),
+                       (["interpolate", run, "--data", "digits", "--from", str(four), "--to", str(four), "--label", "4"],
+                        f"{said}; choose a class it trained on")):
         caplog.clear()
         assert main([*args, "--out", out] if "--out" not in args else args) == 0
         assert (says in caplog.text + "\n") if says else "no training items" not in caplog.text, args
+        assert caplog.text.count("no training items") <= 1  # each class said once by a command
     explorer = Explorer(vaekit.load(tmp_path / "run"), data, run=str(tmp_path / "run"))
     assert explorer.info()["untrained_labels"] == ["4"]
     explorer.close()

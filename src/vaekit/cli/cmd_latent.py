@@ -18,7 +18,7 @@ from ..data.pictures import read_picture
 from ..data.tables import model_table
 from .common import (
     add_data_flags, add_label, add_out, add_seed, add_split, add_threads, decoded_count, load_run, parse_label, pick,
-    run_dataset, save_output, split_labels,
+    run_dataset, save_output, split_labels, warn_untrained_labels,
 )
 
 log = logging.getLogger(__name__)
@@ -138,8 +138,13 @@ def _load(args: argparse.Namespace):
     return model, dataset, dataset.split(args.split).x, split_labels(model, dataset, args.split)
 
 
-def _label(y, index: int):
-    return None if y is None else y[index]
+def _label(model, y, index: int):
+    """An item's own label (a label-conditioned model's, else None), said where the run had no training items of
+    its class."""
+    if y is None:
+        return None
+    warn_untrained_labels(model, [int(y[index])])
+    return y[index]
 
 
 def _save(model, items: torch.Tensor, out: str, ncol: int | None = None, described: dict[str, list] | None = None,
@@ -191,7 +196,7 @@ def traverse(args: argparse.Namespace) -> int:
     # explorer's sliders
     wants_data = args.top is not None or not model.codes_follow_prior
     result = latent.traverse(model, item, dims=dims, top_n=args.top, values=torch.linspace(*low_high, args.steps),
-                             data=x[:2000] if wants_data else None, y=_label(y, args.item),
+                             data=x[:2000] if wants_data else None, y=_label(model, y, args.item),
                              data_labels=None if y is None else y[:2000])
     names = [model.code_number_name(d) for d in result.dims]
     log.info("rows: latent dimensions %s; columns: values %g..%g", ", ".join(names), *low_high)
@@ -201,7 +206,7 @@ def traverse(args: argparse.Namespace) -> int:
     print(_save(model, result.images if plain else result.grid(), args.out, ncol=args.steps,
                 described={"dimension": [name for name in names for _ in values],
                            "value": [f"{v:.6g}" for v in values] * len(names)},
-                y=_label(y, args.item),
+                y=_label(model, y, args.item),
                 captions=[_number(v) for v in values] * len(result.dims),
                 row_labels=names,
                 title=f"item {args.item}: one latent dimension per row, swept from {low_high[0]:g} to "
@@ -269,7 +274,8 @@ def attribute(args: argparse.Namespace) -> int:
     log.info("attribute vector (%s): %s", args.method, groups.description)
     _warn_conditioned(model, groups)
     edit = edits.attribute_edit(codes, groups, args.method)
-    images = torch.stack([edits.apply_edit(model, item, edit, strengths, y=None if index is None else _label(y, index))
+    images = torch.stack([edits.apply_edit(model, item, edit, strengths,
+                                           y=None if index is None else _label(model, y, index))
                           for item, index in zip(items, indices)])
     if not args.out.lower().endswith(".npy") or len(indices) == 1:  # one item: (n_strengths, *data_shape), as before
         images = images.flatten(0, 1)
@@ -323,11 +329,11 @@ def vary(args: argparse.Namespace) -> int:
     model, _, x, y = _load(args)
     item = pick(x, args.item)
     images = latent.vary(model, item, decoded_count(model, args.n, "--n"), torch.Generator().manual_seed(args.seed),
-                         y=_label(y, args.item))
+                         y=_label(model, y, args.item))
     picture = not args.out.lower().endswith(".npy") and model_table(model.config) is None
     shown = torch.cat([item[None], images]) if picture else images  # the item itself first, to compare against
     print(_save(model, shown, args.out, ncol=min(len(shown), viz.WRAP),
-                described={"draw": list(range(1, len(images) + 1))}, y=_label(y, args.item),
+                described={"draw": list(range(1, len(images) + 1))}, y=_label(model, y, args.item),
                 captions=[f"item {args.item}"] + [f"draw {i + 1}" for i in range(len(images))],
                 title=f"decoded draws from q(z|x) of item {args.item}"))
     return 0
@@ -336,7 +342,7 @@ def vary(args: argparse.Namespace) -> int:
 def arithmetic(args: argparse.Namespace) -> int:
     model, _, x, y = _load(args)
     a, b, c = pick(x, args.a, "--a"), pick(x, args.b, "--b"), pick(x, args.c, "--c")
-    result = latent.arithmetic(model, a, b, c, labels=[_label(y, i) for i in (args.a, args.b, args.c)])[None]
+    result = latent.arithmetic(model, a, b, c, labels=[_label(model, y, i) for i in (args.a, args.b, args.c)])[None]
     images = result if args.out.lower().endswith(".npy") else torch.cat([torch.stack([a, b, c]), result])
     roles = [f"a: item {args.a}", f"b: item {args.b}", f"c: item {args.c}", "a - b + c"][-len(images):]
     classes = None if y is None else torch.stack([y[args.a], y[args.b], y[args.c], y[args.c]])[-len(images):]
@@ -352,6 +358,8 @@ def neighbours(args: argparse.Namespace) -> int:
     k = _positive(args.k, "--k")
     if k >= len(x):
         raise VaekitError(f"--k must be below the number of items in the split ({len(x)}), got {k}")
+    if y is not None:  # every item is encoded with its own label
+        warn_untrained_labels(model, y.unique().tolist())
     codes = latent.encode_dataset(model, x, y=y).flatten(1)
     found = latent.nearest_neighbours(codes, codes[args.item], k + 1)
     own = args.item % len(x)
@@ -386,6 +394,8 @@ def latent_map(args: argparse.Namespace) -> int:
         names = tuple(f"{args.color_by}={v}" for v in range(int(values.max()) + 1)) if whole and \
             float(values.max()) < 20 else None
     labels = None if labels is None else labels[:n]
+    if y is not None:  # every item is encoded with its own label
+        warn_untrained_labels(model, y[:n].unique().tolist())
     result = latent.latent_map(model, x[:n], labels=labels, method=args.method, y=None if y is None else y[:n])
     if args.out.lower().endswith(".npy"):
         print(atomic_write(args.out, lambda tmp: np.save(tmp, result.points)))

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import re
+import weakref
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -477,16 +478,22 @@ def parse_label(model: Model, text: str | None, label_names: tuple[str, ...] | N
         names = (f" or a class name ({', '.join(f'{i}={name}' for i, name in enumerate(label_names))})"
                  if label_names else "")
         raise VaekitError(f"--label must be a class index 0..{model.num_labels - 1}{names}, got {text!r}")
-    warn_untrained_labels(model, [index])
+    warn_untrained_labels(model, [index], chosen=True)
     return index
 
 
-def warn_untrained_labels(model: Model, labels: Sequence[int]) -> None:
+_UNTRAINED_SAID: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> the classes said of it
+
+
+def warn_untrained_labels(model: Model, labels: Sequence[int], chosen: bool = False) -> None:
     """A warning where `labels` (those items are encoded or decoded with) hold classes the run had no training items
-    of."""
-    untrained = sorted(set(model.config.untrained_labels) & set(labels))
-    if untrained:
-        many = len(untrained) > 1
+    of; each class said once per model loaded. `chosen`: the user's --label, which could be another."""
+    untrained = set(model.config.untrained_labels) & set(labels)
+    said = _UNTRAINED_SAID.setdefault(model, set())
+    new = sorted(untrained - said)
+    if new:
+        many = len(new) > 1
         log.warning("%s had no training items in this run: what the model makes of %s label%s is untrained%s",
-                    runs.class_list(untrained, model.config.label_names), "their" if many else "its", "s" * many,
-                    "" if set(labels) - set(untrained) else "; choose a class it trained on")
+                    runs.class_list(new, model.config.label_names), "their" if many else "its", "s" * many,
+                    "; choose a class it trained on" if chosen else "")
+        said.update(new)
