@@ -63,8 +63,8 @@ def resolve_config(cfg: RunConfig, dataset: Dataset, judged: TensorData | None =
         likelihood = "bernoulli" if low >= 0 and high <= 1 else "gaussian"
     num_labels, label_names, untrained = cfg.model.num_labels, cfg.model.label_names, cfg.model.untrained_labels
     if cfg.model.condition == "label":
-        if not num_labels:  # a new run (a resumed one keeps what it was trained with)
-            label_names = tuple(dataset.label_names or ()) or label_names
+        if not num_labels and dataset.label_names:  # a new run (a resumed one keeps what it was trained with)
+            label_names = tuple(dataset.label_names)
         num_labels = max(num_labels, dataset_classes(dataset, judged))
         untrained = untrained_classes(dataset, num_labels)  # (resolved for new runs only: a resume keeps its config)
     family = MODEL_FAMILIES.get(cfg.model.family)

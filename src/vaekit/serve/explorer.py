@@ -144,7 +144,7 @@ class Explorer:
 
     # ---- what the page shows first ---------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
-        cfg = self.model.config
+        cfg, names = self.model.config, self._label_names()
         return {
             "run": self.run, "family": cfg.family, "data": self.dataset.name, "split": self.split,
             "items": len(self.items), "map_items": len(self.map.points), "data_shape": list(self.model.data_shape),
@@ -154,7 +154,7 @@ class Explorer:
             "label_centres": self.label_centres,
             "labels": self._label_names() if self.items.y is not None or self.conditioned else None,
             "conditioned": self.conditioned, "attributes": self.attributes(),
-            "untrained_labels": [name for c, name in enumerate(self._label_names()) if c in cfg.untrained_labels],
+            "untrained_labels": [names[c] for c in sorted(cfg.untrained_labels) if c < len(names)],
             "colourings": self.colourings(),
             "edit_method": self.edit_method, "edit_methods": list(edits.METHODS),
             "prior": self.prior_kind, "prior_text": self.model.prior_text, "identity": self.identity,
